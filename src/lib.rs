@@ -1,0 +1,10 @@
+//! burstgate: one virtual Kubernetes node, and a policy engine that decides where each pod bursts.
+//!
+//! A pod's journey: `policy::load` reads the operators' files into a checked `Policy`;
+//! `policy::pod` turns a Kubernetes Pod into the engine's view; `policy::engine::decide` filters,
+//! scores and chooses a target; `policy::ledger` reserves quota and budget for it;
+//! `policy::explain` says why. `simulate` replays a workload through the same engine and ledger
+//! on a virtual clock.
+
+pub mod policy;
+pub mod simulate;
