@@ -219,3 +219,39 @@ pub fn to_json(policy: &Policy, d: &Decision) -> serde_json::Value {
         })).collect::<Vec<_>>(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::ledger::{Ledger, Reservation, Usage};
+    use crate::policy::load::load_files;
+    use crate::policy::pod::PodView;
+
+    const POLICY: &str = r#"
+apiVersion: burstgate.io/v1alpha1
+kind: BurstPolicy
+spec:
+  targets:
+    - {name: cluster-local, provider: cluster, region: local, latencyMs: 2, quota: {vcpu: 4}}
+    - {name: aci-eastus, provider: aci, region: eastus, latencyMs: 25, pricing: {vcpuHour: 0.0405, gibHour: 0.00445}, quota: {vcpu: 100}}
+    - {name: aci-westus, provider: aci, region: westus, latencyMs: 70, pricing: {vcpuHour: 0.0405, gibHour: 0.00445}}
+    - {name: fargate-use1, provider: fargate, region: us-east-1, latencyMs: 20, pricing: {vcpuHour: 0.04048, gibHour: 0.004445}}
+    - {name: fargate-spot, provider: fargate, region: us-east-1, spot: true, pricing: {vcpuHour: 0.01246, gibHour: 0.00137}}
+  budgets:
+    - {name: team-a, namespaces: [team-a], maxHourlyCost: 5}
+  rules:
+    - {name: web, match: {namespaces: [team-a]}, maxLatencyMs: 30}
+"#;
+
+    #[test]
+    fn the_explanation_gives_every_target_a_verdict_and_a_precise_reason() {
+        let p = load_files(&[("p.yaml".into(), POLICY.into())]).unwrap();
+        let mut ledger = Ledger::new(&p);
+        ledger.restore(&p, "old", Reservation { target: "cluster-local".into(), budgets: vec!["team-a".into()], usage: Usage { milli_cpu: 2000, pods: 1, hourly_micros: 4_900_000, memory_mib: 0 } });
+        let mut pod = PodView { namespace: "team-a".into(), name: "web-1".into(), uid: "u1".into(), ..Default::default() };
+        pod.resources.milli_cpu = 4000;
+        pod.resources.memory_mib = 1024;
+        let d = ledger.place(&p, &pod, &[]);
+        insta::assert_snapshot!(table(&p, &d));
+    }
+}
