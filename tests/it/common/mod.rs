@@ -1,0 +1,191 @@
+//! Helpers shared by the integration tests: where the real peers are (the env file that
+//! `tests/peers/up.sh` writes), clients for them, unique names, and bounded waits.
+#![allow(dead_code)] // each test module uses its own subset
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The env file `tests/peers/up.sh` writes when it is not told otherwise.
+const DEFAULT_PEERS_ENV: &str = "/var/tmp/burstgate-peers/peers.env";
+
+/// The running peers, as `tests/peers/up.sh` described them in its env file.
+#[derive(Debug)]
+pub struct Peers {
+    file: PathBuf,
+    vars: BTreeMap<String, String>,
+}
+
+impl Peers {
+    /// The value of `key`; panics naming the key and the file when up.sh did not write it.
+    pub fn get(&self, key: &str) -> &str {
+        self.vars.get(key).map(String::as_str).unwrap_or_else(|| {
+            panic!(
+                "{} has no {key}: it was written by an older tests/peers/up.sh, run it again",
+                self.file.display()
+            )
+        })
+    }
+
+    /// The value of `key` as a path that must exist.
+    pub fn path(&self, key: &str) -> PathBuf {
+        let path = PathBuf::from(self.get(key));
+        assert!(
+            path.exists(),
+            "{key}={} from {} does not exist",
+            path.display(),
+            self.file.display()
+        );
+        path
+    }
+}
+
+/// The peers of this test run. Panics, never skips, when there are none: a test that cannot
+/// reach its peer must fail, locally and under `CI=true` alike.
+pub fn peers() -> &'static Peers {
+    static PEERS: OnceLock<Peers> = OnceLock::new();
+    PEERS.get_or_init(|| {
+        let from_env = std::env::var_os("BURSTGATE_PEERS_ENV");
+        let file = from_env.clone().map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_PEERS_ENV));
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|err| {
+            let why = if std::env::var("CI").as_deref() == Ok("true") {
+                "CI=true and the peers are missing: tests/run.sh (.ci/run) must have brought them up, so tests/peers/up.sh failed or was not run"
+            } else {
+                "This test needs the real peers. Run the whole suite with `bash tests/run.sh`, or start the peers once with `bash tests/peers/up.sh` and then run any test, e.g. `BURSTGATE_PEERS_ENV=/var/tmp/burstgate-peers/peers.env cargo nextest run -E 'test(pod)'`; stop them with `bash tests/peers/down.sh`"
+            };
+            let source = if from_env.is_some() { "BURSTGATE_PEERS_ENV" } else { "the default path" };
+            panic!("cannot read the peers env file {} ({source}): {err}.\n{why}", file.display())
+        });
+        Peers { vars: parse_env(&text), file }
+    })
+}
+
+/// `KEY=VALUE` lines; blank lines and `#` comments are skipped.
+fn parse_env(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// rustls needs one process-wide crypto provider; the dev build has aws-lc-rs (from the AWS
+/// SDK). Installing twice is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// A kube client from one of up.sh's kubeconfigs (`KUBECONFIG_ADMIN`, `KUBECONFIG_GATEWAY`).
+pub async fn kube_client(kubeconfig_key: &str) -> kube::Client {
+    install_crypto_provider();
+    let path = peers().path(kubeconfig_key);
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path)
+        .unwrap_or_else(|err| panic!("reading {}: {err}", path.display()));
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("loading {}: {err}", path.display()));
+    kube::Client::try_from(config).expect("building a kube client")
+}
+
+/// The real apiserver as cluster admin (`system:masters`).
+pub async fn kube_admin() -> kube::Client {
+    kube_client("KUBECONFIG_ADMIN").await
+}
+
+/// The real apiserver as burstgate's least-privilege gateway identity.
+pub async fn kube_gateway() -> kube::Client {
+    kube_client("KUBECONFIG_GATEWAY").await
+}
+
+/// aws-sdk-ecs against moto, with up.sh's static credentials and region.
+pub fn ecs_client() -> aws_sdk_ecs::Client {
+    use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};
+    let peers = peers();
+    let credentials = Credentials::new(
+        peers.get("ECS_ACCESS_KEY_ID"),
+        peers.get("ECS_SECRET_ACCESS_KEY"),
+        None,
+        None,
+        "burstgate-test-peers",
+    );
+    let config = aws_sdk_ecs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(peers.get("ECS_REGION").to_owned()))
+        .credentials_provider(credentials)
+        .endpoint_url(peers.get("ECS_ENDPOINT"))
+        .build();
+    aws_sdk_ecs::Client::from_conf(config)
+}
+
+/// A name no other test (nor an earlier run) uses: `prefix-<pid>-<time>`, a valid DNS label.
+/// nextest runs every test in its own process, so the PID separates concurrent tests.
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{:x}",
+        std::process::id(),
+        nanos % 0x1_0000_0000
+    )
+}
+
+/// Polls `probe` every 200 ms until it returns `Some`, panicking with `what` after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs a peer's command-line tool (e.g. `PROMTOOL`) with `stdin`, returning exit code and output.
+pub fn run_tool(tool: &Path, args: &[&str], stdin: &str) -> (i32, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(tool)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("starting {}: {err}", tool.display()));
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin.as_bytes())
+        .expect("writing stdin");
+    let out = child.wait_with_output().expect("waiting for the tool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn the_env_file_parser_skips_comments_and_keeps_equals_signs_in_values() {
+    let vars = parse_env("# written by up.sh\n\nA=1\nURL=http://x/?a=b\n");
+    assert_eq!(vars.len(), 2);
+    assert_eq!(vars["A"], "1");
+    assert_eq!(vars["URL"], "http://x/?a=b");
+}

