@@ -69,9 +69,16 @@ impl Expression {
             memory_gib: pod.resources.memory_gib(),
             gpus: pod.resources.gpus as u64,
         };
-        let mut ctx = cel::Context::default();
-        ctx.add_variable("pod", view).map_err(|e| e.to_string())?;
-        match self.program.execute(&ctx) {
+        // The standard library is registered once per thread, not once per evaluation.
+        thread_local! {
+            static ROOT: cel::Context<'static, 'static> = cel::Context::default();
+        }
+        let result = ROOT.with(|root| {
+            let mut ctx = root.new_inner_scope();
+            ctx.add_variable("pod", view).map_err(|e| e.to_string())?;
+            Ok::<_, String>(self.program.execute(&ctx))
+        })?;
+        match result {
             Ok(cel::Value::Bool(b)) => Ok(b),
             Ok(other) => Err(format!("expression returned {other:?}, not a boolean")),
             Err(e) => Err(format!("expression failed: {e}")),
