@@ -6,5 +6,9 @@
 //! `policy::explain` says why. `simulate` replays a workload through the same engine and ledger
 //! on a virtual clock.
 
+pub mod config;
+pub mod controller;
+pub mod gateway;
 pub mod policy;
+pub mod provider;
 pub mod simulate;

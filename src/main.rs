@@ -1,4 +1,4 @@
-//! The `burstgate` command: `policy check|explain|test|schema` and `simulate`.
+//! The `burstgate` command: `run` (the gateway), `policy check|explain|test|schema` and `simulate`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway: register the virtual node and run every pod bound to it.
+    Run(burstgate::config::RunConfig),
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -90,6 +92,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(config) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(burstgate::gateway::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Policy(PolicyCommand::Check { dir }) => Ok(match policy::load_dir(&dir) {
             Ok(p) => {
                 println!(

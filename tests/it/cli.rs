@@ -81,7 +81,7 @@ fn policy_check_rejects_unknown_fields_and_malformed_yaml_with_their_lines() {
     let unknown = TARGETS.replace("      region: eastus", "      region: eastus\n      regoin: westus");
     let dir = policy_dir(&[("a.yaml", &unknown)]);
     let stderr = assert_clean_failure(&burstgate(&["policy", "check", dir.path().to_str().unwrap()]));
-    assert!(stderr.contains("a.yaml:8: spec.targets[0]: unknown field `regoin`"), "{stderr}");
+    assert!(stderr.contains("a.yaml:8: spec.targets[0].regoin: unknown field `regoin`"), "{stderr}");
 
     let dir = policy_dir(&[("a.yaml", "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets: [{name: x\n")]);
     let stderr = assert_clean_failure(&burstgate(&["policy", "check", dir.path().to_str().unwrap()]));

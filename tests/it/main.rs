@@ -1,2 +1,7 @@
 //! Integration tests, one binary: the CLI as operators call it, and the real peers.
 mod cli;
+mod common;
+mod gateway_e2e;
+mod gateway_node;
+mod gateway_pods;
+mod peers;

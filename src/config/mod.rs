@@ -1,0 +1,109 @@
+//! The gateway's own configuration (`burstgate run` flags and environment): node identity, taint,
+//! where the policy lives, listen ports, namespace and cluster id.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `burstgate run` settings. Every flag also reads a `BURSTGATE_*` environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunConfig {
+    /// Kubeconfig file; in-cluster configuration when absent.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Name of the virtual node.
+    #[arg(long, env = "BURSTGATE_NODE_NAME", default_value = "burstgate")]
+    pub node_name: String,
+    /// Policy directory (watched; a bad edit keeps the last good policy serving).
+    #[arg(long, env = "BURSTGATE_POLICY_DIR", default_value = "policies")]
+    pub policy_dir: PathBuf,
+    /// Extra node labels, `key=value` (repeatable); the AKS virtual-node labels are always set.
+    #[arg(long = "node-label", value_parser = parse_key_value)]
+    pub node_labels: Vec<(String, String)>,
+    /// Taint key of the node.
+    #[arg(long, env = "BURSTGATE_TAINT_KEY", default_value = "virtual-kubelet.io/provider")]
+    pub taint_key: String,
+    /// Taint value of the node.
+    #[arg(long, env = "BURSTGATE_TAINT_VALUE", default_value = "azure")]
+    pub taint_value: String,
+    /// Taint effect of the node (`NoSchedule`, `PreferNoSchedule`, `NoExecute`).
+    #[arg(long, env = "BURSTGATE_TAINT_EFFECT", default_value = "NoSchedule")]
+    pub taint_effect: String,
+    /// Port of the kubelet API (advertised in the node's daemonEndpoints).
+    #[arg(long, env = "BURSTGATE_KUBELET_PORT", default_value_t = 10250)]
+    pub kubelet_port: u16,
+    /// Address advertised as the node's InternalIP.
+    #[arg(long, env = "BURSTGATE_NODE_IP", default_value = "127.0.0.1")]
+    pub node_ip: String,
+    /// Namespace of the gateway (leader Lease, Events about the gateway itself).
+    #[arg(long, env = "BURSTGATE_NAMESPACE", default_value = "burstgate-system")]
+    pub namespace: String,
+    /// Cluster id written on every cloud workload; GC only touches workloads carrying it.
+    #[arg(long, env = "BURSTGATE_CLUSTER_ID", default_value = "burstgate")]
+    pub cluster_id: String,
+    /// This replica's identity in leader election (defaults to the hostname).
+    #[arg(long, env = "BURSTGATE_IDENTITY")]
+    pub identity: Option<String>,
+    /// Leader lease duration, seconds; a standby takes over within this after the leader dies.
+    #[arg(long, default_value_t = 15)]
+    pub leader_lease_seconds: u64,
+    /// Minimum age, seconds, of an unowned cloud workload before orphan GC deletes it.
+    #[arg(long, default_value_t = 600)]
+    pub gc_min_age_seconds: u64,
+    /// Cold start of the simulated provider, milliseconds.
+    #[arg(long, default_value_t = 1500)]
+    pub sim_cold_start_ms: u64,
+}
+
+impl RunConfig {
+    /// Leader lease duration.
+    pub fn leader_lease(&self) -> Duration {
+        Duration::from_secs(self.leader_lease_seconds)
+    }
+    /// Orphan GC minimum age.
+    pub fn gc_min_age(&self) -> Duration {
+        Duration::from_secs(self.gc_min_age_seconds)
+    }
+    /// This replica's identity.
+    pub fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "burstgate".into())
+        })
+    }
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+#[derive(clap::Parser)]
+struct Wrapper {
+    #[command(flatten)]
+    config: RunConfig,
+}
+
+impl RunConfig {
+    /// Parses `burstgate run` flags (without the program name), e.g. for tests and examples.
+    pub fn from_flags(flags: &[&str]) -> Result<RunConfig, clap::Error> {
+        use clap::Parser;
+        Wrapper::try_parse_from(std::iter::once("burstgate").chain(flags.iter().copied())).map(|w| w.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_aks_virtual_nodes() {
+        let c = RunConfig::from_flags(&["--kubeconfig", "/k"]).unwrap();
+        assert_eq!((c.node_name.as_str(), c.taint_key.as_str(), c.taint_value.as_str(), c.taint_effect.as_str()), ("burstgate", "virtual-kubelet.io/provider", "azure", "NoSchedule"));
+        assert_eq!(c.kubelet_port, 10250);
+    }
+
+    #[test]
+    fn extra_node_labels_must_be_key_value() {
+        assert!(RunConfig::from_flags(&["--node-label", "novalue"]).is_err());
+        let c = RunConfig::from_flags(&["--node-label", "zone=edge"]).unwrap();
+        assert_eq!(c.node_labels, vec![("zone".to_string(), "edge".to_string())]);
+    }
+}

@@ -1,0 +1,12 @@
+//! The controllers of a running gateway: the virtual node, the pod lifecycle, orphan GC, leader
+//! election and policy reload, all sharing one [`context::Gateway`].
+
+pub mod admission;
+pub mod context;
+pub mod gc;
+pub mod leader;
+pub mod node;
+pub mod placement;
+pub mod pod;
+pub mod reload;
+pub mod status;

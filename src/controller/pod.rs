@@ -1,0 +1,499 @@
+//! The pod lifecycle: every pod bound to the virtual node is admitted, decided, recorded, created
+//! at its provider, kept in sync, and deleted. This is where a pod's journey happens.
+//!
+//! - `reconcile` runs per pod on every change (kube-runtime `Controller`, watching
+//!   `spec.nodeName=<node>`, no per-pod polling of the API) and on every policy/health nudge.
+//! - `sync_statuses` reads provider statuses in batches (fast while Pending, slow while Running)
+//!   and patches `/status` only on change.
+//! - Placement annotations are written BEFORE any provider call; workload ids derive from the
+//!   pod UID, so a crash anywhere never makes a second workload.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::controller::context::Gateway;
+use crate::controller::{admission, placement, status};
+use crate::policy::model::ProviderKind;
+use crate::policy::{Exclusion, ExclusionReason, Outcome, PodView, explain};
+use crate::provider::{Capabilities, Owner, ProviderError, WorkloadPhase, WorkloadSpec, workload_id};
+
+/// Errors of one reconcile; all are retried with backoff by `error_policy`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed a call. Retryable.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A provider call failed transiently. Retryable.
+    #[error("provider: {0}")]
+    Provider(#[from] ProviderError),
+}
+
+impl Error {
+    /// A short label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Provider(e) => e.metric_label(),
+        }
+    }
+}
+
+/// How often Pending and Running workloads are read from their provider.
+const POLL_PENDING: Duration = Duration::from_secs(2);
+const POLL_RUNNING: Duration = Duration::from_secs(10);
+
+/// The pod controller's state, shared by reconciles and the status loop.
+pub struct PodController {
+    gw: Arc<Gateway>,
+    api: Api<Pod>,
+    recorder: Recorder,
+    /// Pod UIDs whose workload is known to exist at its provider.
+    created: Mutex<HashSet<String>>,
+    /// Targets that rejected a pod, per pod UID: (target name, why).
+    rejected: Mutex<HashMap<String, Vec<(String, String)>>>,
+    /// When each pod's workload was last read.
+    polled: Mutex<HashMap<String, Instant>>,
+    /// True once the ledger has been rebuilt from the pods on the node.
+    ready: watch::Sender<bool>,
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+impl PodController {
+    fn new(gw: Arc<Gateway>) -> Arc<PodController> {
+        let reporter = Reporter { controller: "burstgate".into(), instance: Some(gw.config.identity()) };
+        Arc::new(PodController {
+            api: Api::all(gw.client.clone()),
+            recorder: Recorder::new(gw.client.clone(), reporter),
+            gw,
+            created: Mutex::default(),
+            rejected: Mutex::default(),
+            polled: Mutex::default(),
+            ready: watch::channel(false).0,
+        })
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.gw.providers.values().map(|p| p.capabilities()).fold(Capabilities::default(), |a, b| Capabilities {
+            logs: a.logs || b.logs,
+            exec: a.exec || b.exec,
+            host_path: a.host_path || b.host_path,
+            persistent_volumes: a.persistent_volumes || b.persistent_volumes,
+            privileged: a.privileged || b.privileged,
+        })
+    }
+
+    async fn event(&self, pod: &Pod, type_: EventType, reason: &str, note: String) {
+        let ev = Event { type_, reason: reason.into(), note: Some(truncate(note, 1000)), action: "Burst".into(), secondary: None };
+        if let Err(e) = self.recorder.publish(&ev, &pod.object_ref(&())).await {
+            tracing::warn!(pod = %pod.name_any(), error = %e, "could not publish an event");
+        }
+    }
+
+    fn pod_api(&self, pod: &Pod) -> Api<Pod> {
+        Api::namespaced(self.gw.client.clone(), &pod.namespace().unwrap_or_default())
+    }
+
+    async fn patch_status(&self, pod: &Pod, desired: PodStatus) -> Result<(), Error> {
+        if !status::differs(pod.status.as_ref(), &desired) {
+            return Ok(());
+        }
+        let mut value = serde_json::to_value(&desired).expect("a PodStatus serialises");
+        // A merge patch keeps fields it does not mention: clear the ones a new state drops.
+        for key in ["reason", "message", "podIP", "podIPs"] {
+            value.as_object_mut().expect("object").entry(key).or_insert(serde_json::Value::Null);
+        }
+        self.pod_api(pod).patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": value }))).await?;
+        Ok(())
+    }
+
+    async fn patch_annotations(&self, pod: &Pod, annotations: serde_json::Value) -> Result<(), Error> {
+        let patch = json!({ "metadata": { "annotations": annotations } });
+        self.pod_api(pod).patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+        Ok(())
+    }
+
+    /// Rebuilds the ledger from the placement annotations of the pods on the node, and learns
+    /// which workloads exist, before any new decision is made.
+    async fn restore(&self, pods: &[Pod]) {
+        if let Some(policy) = self.gw.current_policy() {
+            let mut ledger = self.gw.ledger.lock().expect("ledger lock");
+            ledger.rebind(&policy);
+            for pod in pods.iter().filter(|p| !is_terminal(p) && p.metadata.deletion_timestamp.is_none()) {
+                if let Some(r) = placement::reservation(pod.annotations()) {
+                    ledger.restore(&policy, &pod.uid().unwrap_or_default(), r);
+                }
+            }
+        }
+        let mut created = HashSet::new();
+        for provider in self.gw.providers.values() {
+            match provider.list_owned(&self.gw.config.cluster_id, &self.gw.config.node_name).await {
+                Ok(owned) => created.extend(owned.into_iter().map(|o| o.owner.pod_uid)),
+                Err(e) => tracing::warn!(provider = provider.name(), error = %e, "could not list owned workloads at start"),
+            }
+        }
+        tracing::info!(pods = pods.len(), workloads = created.len(), "ledger rebuilt from pod annotations");
+        *self.created.lock().expect("created lock") = created;
+        self.ready.send_replace(true);
+    }
+
+    async fn reconcile(pod: Arc<Pod>, ctx: Arc<PodController>) -> Result<Action, Error> {
+        tracing::debug!(pod = %pod.name_any(), "reconcile");
+        let mut ready = ctx.ready.subscribe();
+        let _ = ready.wait_for(|r| *r).await;
+        if pod.metadata.deletion_timestamp.is_some() {
+            return ctx.delete(&pod).await;
+        }
+        let uid = pod.uid().unwrap_or_default();
+        if is_terminal(&pod) {
+            ctx.gw.ledger.lock().expect("ledger lock").release(&uid);
+            return Ok(Action::await_change());
+        }
+        if pod.annotations().contains_key(placement::TARGET) {
+            if !ctx.created.lock().expect("created lock").contains(&uid) {
+                return ctx.create(&pod).await;
+            }
+            return Ok(Action::requeue(Duration::from_secs(300)));
+        }
+        ctx.place(&pod).await
+    }
+
+    fn error_policy(pod: Arc<Pod>, error: &Error, _ctx: Arc<PodController>) -> Action {
+        tracing::warn!(pod = %pod.name_any(), error = %error, kind = error.metric_label(), "reconcile failed; retrying");
+        Action::requeue(Duration::from_secs(5))
+    }
+
+    async fn place(&self, pod: &Pod) -> Result<Action, Error> {
+        let host_ip = self.gw.config.node_ip.clone();
+        let unsupported = admission::unsupported_features(pod, &self.capabilities());
+        if !unsupported.is_empty() {
+            let msg = format!("no provider of this gateway supports: {}", unsupported.join(", "));
+            self.patch_status(pod, status::failed(pod, "Unsupported", &msg, &host_ip, &now())).await?;
+            self.event(pod, EventType::Warning, "Unsupported", msg).await;
+            return Ok(Action::await_change());
+        }
+        let Some(policy) = self.gw.current_policy() else {
+            self.patch_status(pod, status::waiting(pod, "NoPolicy", "no valid burst policy is loaded", &host_ip, &now())).await?;
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        };
+        let view = match PodView::from_pod(pod) {
+            Ok(v) => v,
+            Err(e) => {
+                self.patch_status(pod, status::failed(pod, "InvalidPod", &e.to_string(), &host_ip, &now())).await?;
+                self.event(pod, EventType::Warning, "InvalidPod", e.to_string()).await;
+                return Ok(Action::await_change());
+            }
+        };
+        let mut exclusions = self.gw.exclusions(&policy);
+        if let Some(rejected) = self.rejected.lock().expect("rejected lock").get(&view.uid) {
+            for (name, why) in rejected {
+                if let Some(t) = policy.target_by_name(name) {
+                    exclusions.push(Exclusion { target: t.id, reason: ExclusionReason::RejectedByProvider(why.clone()) });
+                }
+            }
+        }
+        let decision = self.gw.ledger.lock().expect("ledger lock").place(&policy, &view, &exclusions);
+        let summary = explain::summary(&policy, &decision);
+        match &decision.outcome {
+            Outcome::Placed(p) => {
+                let annotations = placement::annotations(&policy, p, &view.uid);
+                if let Err(e) = self.patch_annotations(pod, json!(annotations)).await {
+                    self.gw.ledger.lock().expect("ledger lock").release(&view.uid);
+                    return Err(e);
+                }
+                tracing::info!(pod = %view.name, namespace = %view.namespace, target = %policy.target(p.target).name, "placed");
+                self.event(pod, EventType::Normal, "Placed", summary).await;
+                // The annotation patch triggers the next reconcile, which creates the workload.
+                Ok(Action::await_change())
+            }
+            Outcome::NoTarget(crate::policy::model::OnNoTarget::Pending) => {
+                let changed = pod.status.as_ref().and_then(|s| s.message.as_deref()) != Some(summary.as_str());
+                self.patch_status(pod, status::waiting(pod, "BurstPending", &summary, &host_ip, &now())).await?;
+                if changed {
+                    self.event(pod, EventType::Warning, "NoTarget", summary).await;
+                }
+                Ok(Action::requeue(Duration::from_secs(60)))
+            }
+            Outcome::NoTarget(crate::policy::model::OnNoTarget::Fail) => {
+                self.patch_status(pod, status::failed(pod, "NoTarget", &summary, &host_ip, &now())).await?;
+                self.event(pod, EventType::Warning, "NoTarget", summary).await;
+                Ok(Action::await_change())
+            }
+            Outcome::InvalidAnnotation { .. } => {
+                self.patch_status(pod, status::failed(pod, "InvalidAnnotation", &summary, &host_ip, &now())).await?;
+                self.event(pod, EventType::Warning, "InvalidAnnotation", summary).await;
+                Ok(Action::await_change())
+            }
+        }
+    }
+
+    fn spec_for(&self, pod: &Pod) -> Option<(ProviderKind, WorkloadSpec)> {
+        let a = pod.annotations();
+        let kind = ProviderKind::parse(a.get(placement::PROVIDER)?)?;
+        let reservation = placement::reservation(a)?;
+        let uid = pod.uid()?;
+        Some((
+            kind,
+            WorkloadSpec {
+                id: workload_id(&uid),
+                owner: Owner {
+                    cluster_id: self.gw.config.cluster_id.clone(),
+                    node: self.gw.config.node_name.clone(),
+                    namespace: pod.namespace().unwrap_or_default(),
+                    pod: pod.name_any(),
+                    pod_uid: uid,
+                },
+                target: reservation.target,
+                region: a.get(placement::REGION).cloned().unwrap_or_default(),
+                size: crate::policy::sizing::Size { milli_cpu: reservation.usage.milli_cpu, memory_mib: reservation.usage.memory_mib },
+                pod: pod.clone(),
+            },
+        ))
+    }
+
+    async fn create(&self, pod: &Pod) -> Result<Action, Error> {
+        let host_ip = self.gw.config.node_ip.clone();
+        let uid = pod.uid().unwrap_or_default();
+        let Some((kind, spec)) = self.spec_for(pod) else {
+            return self.redecide(pod, "?", "placement annotations are incomplete".into()).await;
+        };
+        let Some(provider) = self.gw.provider(kind) else {
+            return self.redecide(pod, &spec.target, format!("provider {kind} is not configured on this gateway")).await;
+        };
+        match provider.create(&spec).await {
+            Ok(ws) => {
+                self.created.lock().expect("created lock").insert(uid.clone());
+                self.polled.lock().expect("polled lock").insert(uid, Instant::now());
+                self.patch_status(pod, status::from_workload(pod, &ws, &host_ip, &now())).await?;
+                Ok(Action::requeue(Duration::from_secs(300)))
+            }
+            Err(ProviderError::Transient { retry_after, message }) => {
+                tracing::info!(pod = %pod.name_any(), %message, "create throttled; retrying");
+                Ok(Action::requeue(retry_after.unwrap_or(Duration::from_secs(5))))
+            }
+            Err(ProviderError::Target { code, message }) => self.redecide(pod, &spec.target, format!("{code}: {message}")).await,
+            Err(e @ (ProviderError::Pod { .. } | ProviderError::NotSupported { .. })) => {
+                self.gw.ledger.lock().expect("ledger lock").release(&uid);
+                let reason = match &e {
+                    ProviderError::Pod { code, .. } => code.clone(),
+                    _ => "NotSupported".into(),
+                };
+                let msg = e.to_string();
+                self.patch_status(pod, status::failed(pod, &reason, &msg, &host_ip, &now())).await?;
+                self.event(pod, EventType::Warning, &reason, msg).await;
+                Ok(Action::await_change())
+            }
+        }
+    }
+
+    /// A target refused the pod for a target-level reason: give its room back, exclude it for
+    /// this pod, and decide again (the annotation removal triggers the next reconcile).
+    async fn redecide(&self, pod: &Pod, target: &str, why: String) -> Result<Action, Error> {
+        let uid = pod.uid().unwrap_or_default();
+        self.gw.ledger.lock().expect("ledger lock").release(&uid);
+        self.rejected.lock().expect("rejected lock").entry(uid).or_default().push((target.to_string(), why.clone()));
+        let cleared: serde_json::Map<String, serde_json::Value> = placement::ALL.iter().map(|k| (k.to_string(), serde_json::Value::Null)).collect();
+        self.patch_annotations(pod, serde_json::Value::Object(cleared)).await?;
+        self.event(pod, EventType::Warning, "ProviderRejected", format!("target {target} rejected the pod ({why}); deciding again without it")).await;
+        self.gw.nudge.notify_waiters();
+        Ok(Action::await_change())
+    }
+
+    async fn delete(&self, pod: &Pod) -> Result<Action, Error> {
+        let uid = pod.uid().unwrap_or_default();
+        if let Some((kind, spec)) = self.spec_for(pod)
+            && let Some(provider) = self.gw.provider(kind)
+        {
+            match provider.delete(&spec.id).await {
+                Ok(()) => {}
+                Err(e) if e.is_retryable() => return Err(e.into()),
+                Err(e) => tracing::warn!(pod = %pod.name_any(), error = %e, "provider refused the delete; the orphan collector will retry"),
+            }
+        }
+        let released = self.gw.ledger.lock().expect("ledger lock").release(&uid).is_some();
+        self.created.lock().expect("created lock").remove(&uid);
+        self.rejected.lock().expect("rejected lock").remove(&uid);
+        self.polled.lock().expect("polled lock").remove(&uid);
+        let dp = DeleteParams { grace_period_seconds: Some(0), preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }), ..Default::default() };
+        match self.pod_api(pod).delete(&pod.name_any(), &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        if released {
+            self.gw.nudge.notify_waiters();
+        }
+        Ok(Action::await_change())
+    }
+
+    /// One pass of batched status reads; returns how many workloads were read.
+    async fn sync_statuses(&self, store: &Store<Pod>) -> usize {
+        let host_ip = self.gw.config.node_ip.clone();
+        let mut by_provider: BTreeMap<ProviderKind, Vec<Arc<Pod>>> = BTreeMap::new();
+        {
+            let created = self.created.lock().expect("created lock");
+            let polled = self.polled.lock().expect("polled lock");
+            for pod in store.state() {
+                let uid = pod.uid().unwrap_or_default();
+                if is_terminal(&pod) || pod.metadata.deletion_timestamp.is_some() || !created.contains(&uid) {
+                    continue;
+                }
+                let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                let due = polled.get(&uid).is_none_or(|t| t.elapsed() >= if running { POLL_RUNNING } else { POLL_PENDING });
+                if let (true, Some(kind)) = (due, pod.annotations().get(placement::PROVIDER).and_then(|p| ProviderKind::parse(p))) {
+                    by_provider.entry(kind).or_default().push(pod);
+                }
+            }
+        }
+        let mut read = 0;
+        for (kind, pods) in by_provider {
+            let Some(provider) = self.gw.provider(kind) else { continue };
+            let ids: Vec<String> = pods.iter().map(|p| workload_id(&p.uid().unwrap_or_default())).collect();
+            let statuses = match provider.status(&ids).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(provider = provider.name(), error = %e, "status read failed");
+                    continue;
+                }
+            };
+            read += ids.len();
+            for (pod, id) in pods.iter().zip(ids) {
+                let uid = pod.uid().unwrap_or_default();
+                self.polled.lock().expect("polled lock").insert(uid.clone(), Instant::now());
+                let result = match statuses.get(&id) {
+                    Some(ws) => {
+                        if matches!(ws.phase, WorkloadPhase::Succeeded | WorkloadPhase::Failed) {
+                            self.gw.ledger.lock().expect("ledger lock").release(&uid);
+                            self.gw.nudge.notify_waiters();
+                        }
+                        self.patch_status(pod, status::from_workload(pod, ws, &host_ip, &now())).await
+                    }
+                    None => self.lost(pod).await,
+                };
+                if let Err(e) = result {
+                    tracing::warn!(pod = %pod.name_any(), error = %e, "status patch failed");
+                }
+            }
+        }
+        read
+    }
+
+    /// The workload disappeared behind the gateway's back: recreate it when the pod's restart
+    /// policy restarts, otherwise fail the pod with a true status.
+    async fn lost(&self, pod: &Pod) -> Result<(), Error> {
+        let uid = pod.uid().unwrap_or_default();
+        self.created.lock().expect("created lock").remove(&uid);
+        let restart = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
+        let msg = "the workload was deleted at its provider outside burstgate".to_string();
+        if restart == "Always" {
+            self.event(pod, EventType::Warning, "WorkloadLost", format!("{msg}; creating it again")).await;
+            self.create(pod).await?;
+        } else {
+            self.gw.ledger.lock().expect("ledger lock").release(&uid);
+            self.patch_status(pod, status::failed(pod, "WorkloadLost", &msg, &self.gw.config.node_ip, &now())).await?;
+            self.event(pod, EventType::Warning, "WorkloadLost", msg).await;
+        }
+        Ok(())
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// Runs the pod lifecycle until `shutdown`: the reconciler, the batched status loop, and the
+/// orphan collector. Returns when all three have stopped.
+pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
+    let ctx = PodController::new(gw.clone());
+    let selector = format!("spec.nodeName={}", gw.config.node_name);
+    let controller = Controller::new(ctx.api.clone(), watcher::Config::default().fields(&selector));
+    let store = controller.store();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let (ctx, store, shutdown, selector) = (ctx.clone(), store.clone(), shutdown.clone(), selector.clone());
+        tasks.spawn(async move {
+            // Rebuild the ledger from one LIST of the node's pods before any decision: the
+            // reconciles wait for it. (Only the leader runs this, so nobody else is placing.)
+            let list = ListParams::default().fields(&selector);
+            loop {
+                let attempt = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = ctx.api.list(&list) => r,
+                };
+                match attempt {
+                    Ok(pods) => {
+                        ctx.restore(&pods.items).await;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list the node's pods to rebuild the ledger; retrying");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                }
+            }
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => { ctx.sync_statuses(&store).await; }
+                }
+            }
+        });
+    }
+    {
+        let (gw, shutdown) = (ctx.gw.clone(), shutdown.clone());
+        let ready = ctx.ready.subscribe();
+        tasks.spawn(async move { crate::controller::gc::run(gw, ready, shutdown).await });
+    }
+
+    // Pending pods are decided again whenever policy, quota or health change.
+    let nudges = futures::stream::unfold((gw.clone(), gw.policy.clone()), |(gw, mut policy)| async move {
+        tokio::select! {
+            _ = gw.nudge.notified() => {}
+            r = policy.changed() => if r.is_err() { return None },
+        }
+        Some(((), (gw, policy)))
+    });
+    let reconcile_ctx = ctx.clone();
+    controller
+        .reconcile_all_on(nudges)
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(PodController::reconcile, PodController::error_policy, reconcile_ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+}

@@ -1,0 +1,214 @@
+//! Provider state -> Kubernetes PodStatus (pure): phase, conditions, containerStatuses, IPs,
+//! start time; plus the statuses of pods that wait or fail before reaching a provider.
+
+use k8s_openapi::api::core::v1::{
+    ContainerState as KState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus as KStatus,
+    Pod, PodCondition, PodIP, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::provider::{ContainerState, WorkloadPhase, WorkloadStatus};
+
+fn parse_time(s: &str) -> Option<Time> {
+    s.parse::<k8s_openapi::jiff::Timestamp>().ok().map(Time)
+}
+
+fn condition(pod: &Pod, type_: &str, ok: bool, reason: Option<&str>, now: &Time) -> PodCondition {
+    let status = if ok { "True" } else { "False" };
+    // Keep the transition time while the condition's status does not change.
+    let previous = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == type_));
+    let last = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => Some(now.clone()),
+    };
+    PodCondition { type_: type_.into(), status: status.into(), last_transition_time: last, reason: reason.map(str::to_string), ..Default::default() }
+}
+
+/// The status of a pod whose workload the provider reports as `ws`.
+pub fn from_workload(pod: &Pod, ws: &WorkloadStatus, host_ip: &str, now: &Time) -> PodStatus {
+    let spec_containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+    let container_statuses: Vec<KStatus> = spec_containers
+        .iter()
+        .map(|c| {
+            let reported = ws.containers.iter().find(|x| x.name == c.name);
+            let state = reported.map(|r| &r.state);
+            let k_state = match state {
+                Some(ContainerState::Running { started_at }) => {
+                    KState { running: Some(ContainerStateRunning { started_at: parse_time(started_at) }), ..Default::default() }
+                }
+                Some(ContainerState::Terminated { exit_code, reason, message, started_at, finished_at }) => KState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: *exit_code,
+                        reason: Some(reason.clone()),
+                        message: (!message.is_empty()).then(|| message.clone()),
+                        started_at: parse_time(started_at),
+                        finished_at: parse_time(finished_at),
+                        container_id: Some(format!("burstgate://{}/{}", ws.id, c.name)),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                Some(ContainerState::Waiting { reason, message }) => KState {
+                    waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: (!message.is_empty()).then(|| message.clone()) }),
+                    ..Default::default()
+                },
+                None => KState {
+                    waiting: Some(ContainerStateWaiting { reason: Some("ContainerCreating".into()), message: None }),
+                    ..Default::default()
+                },
+            };
+            let running = matches!(state, Some(ContainerState::Running { .. }));
+            KStatus {
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                image_id: c.image.clone().unwrap_or_default(),
+                container_id: running.then(|| format!("burstgate://{}/{}", ws.id, c.name)),
+                ready: reported.is_some_and(|r| r.ready),
+                restart_count: reported.map_or(0, |r| r.restart_count),
+                started: Some(running),
+                state: Some(k_state),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let phase = match ws.phase {
+        WorkloadPhase::Pending => "Pending",
+        WorkloadPhase::Running => "Running",
+        WorkloadPhase::Succeeded => "Succeeded",
+        WorkloadPhase::Failed => "Failed",
+    };
+    let all_ready = !container_statuses.is_empty() && container_statuses.iter().all(|c| c.ready);
+    let started = ws.phase != WorkloadPhase::Pending;
+    let not_ready_reason = match ws.phase {
+        WorkloadPhase::Succeeded | WorkloadPhase::Failed => Some("PodCompleted"),
+        _ if !all_ready => Some("ContainersNotReady"),
+        _ => None,
+    };
+    PodStatus {
+        phase: Some(phase.into()),
+        conditions: Some(vec![
+            condition(pod, "PodScheduled", true, None, now),
+            condition(pod, "Initialized", started, (!started).then_some("ContainersNotInitialized"), now),
+            condition(pod, "ContainersReady", all_ready, not_ready_reason, now),
+            condition(pod, "Ready", all_ready, not_ready_reason, now),
+        ]),
+        container_statuses: Some(container_statuses),
+        host_ip: Some(host_ip.into()),
+        pod_ip: ws.ip.clone(),
+        pod_ips: ws.ip.as_ref().map(|ip| vec![PodIP { ip: ip.clone() }]),
+        start_time: ws.started_at.as_deref().and_then(parse_time).or_else(|| pod.status.as_ref().and_then(|s| s.start_time.clone())),
+        message: ws.message.clone().filter(|_| ws.phase == WorkloadPhase::Failed),
+        qos_class: pod.status.as_ref().and_then(|s| s.qos_class.clone()),
+        ..Default::default()
+    }
+}
+
+/// The status of a pod waiting for a target (`reason` shows in `kubectl get pods`).
+pub fn waiting(pod: &Pod, reason: &str, message: &str, host_ip: &str, now: &Time) -> PodStatus {
+    PodStatus {
+        phase: Some("Pending".into()),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        conditions: Some(vec![condition(pod, "PodScheduled", true, None, now), condition(pod, "Ready", false, Some(reason), now)]),
+        host_ip: Some(host_ip.into()),
+        qos_class: pod.status.as_ref().and_then(|s| s.qos_class.clone()),
+        start_time: pod.status.as_ref().and_then(|s| s.start_time.clone()).or_else(|| Some(now.clone())),
+        ..Default::default()
+    }
+}
+
+/// The status of a pod that failed before or at its provider (`Unsupported`, `NoTarget`,
+/// `InaccessibleImage`, `WorkloadLost`...).
+pub fn failed(pod: &Pod, reason: &str, message: &str, host_ip: &str, now: &Time) -> PodStatus {
+    PodStatus { phase: Some("Failed".into()), ..waiting(pod, reason, message, host_ip, now) }
+}
+
+/// Whether `desired` says anything `current` does not (times of unchanged conditions aside).
+pub fn differs(current: Option<&PodStatus>, desired: &PodStatus) -> bool {
+    let Some(current) = current else { return true };
+    let strip = |s: &PodStatus| {
+        let mut s = s.clone();
+        for c in s.conditions.iter_mut().flatten() {
+            c.last_transition_time = None;
+            c.last_probe_time = None;
+        }
+        s.qos_class = None;
+        s
+    };
+    strip(current) != strip(desired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::ContainerStatus;
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+    fn pod() -> Pod {
+        Pod {
+            spec: Some(PodSpec { containers: vec![Container { name: "app".into(), image: Some("nginx".into()), ..Default::default() }], ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    fn now() -> Time {
+        Time("2026-11-27T05:00:00Z".parse().unwrap())
+    }
+
+    fn ws(phase: WorkloadPhase, state: ContainerState, ready: bool) -> WorkloadStatus {
+        WorkloadStatus {
+            id: "bg-1".into(),
+            phase,
+            ip: Some("10.244.0.2".into()),
+            started_at: Some("2026-11-27T04:59:00Z".into()),
+            containers: vec![ContainerStatus { name: "app".into(), state, restart_count: 2, ready }],
+            message: None,
+        }
+    }
+
+    #[test]
+    fn a_running_workload_gives_a_ready_running_pod_with_its_ip() {
+        let s = from_workload(&pod(), &ws(WorkloadPhase::Running, ContainerState::Running { started_at: "2026-11-27T04:59:30Z".into() }, true), "10.0.0.1", &now());
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(s.pod_ip.as_deref(), Some("10.244.0.2"));
+        assert_eq!(s.host_ip.as_deref(), Some("10.0.0.1"));
+        let ready = s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.status, "True");
+        let c = &s.container_statuses.as_ref().unwrap()[0];
+        assert_eq!((c.ready, c.restart_count), (true, 2));
+        assert!(c.state.as_ref().unwrap().running.is_some());
+    }
+
+    #[test]
+    fn a_non_zero_exit_gives_a_failed_pod_with_the_exit_code() {
+        let term = ContainerState::Terminated {
+            exit_code: 3,
+            reason: "Error".into(),
+            message: String::new(),
+            started_at: "2026-11-27T04:59:30Z".into(),
+            finished_at: "2026-11-27T04:59:40Z".into(),
+        };
+        let s = from_workload(&pod(), &ws(WorkloadPhase::Failed, term, false), "h", &now());
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        let t = s.container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+        assert_eq!(t.exit_code, 3);
+    }
+
+    #[test]
+    fn an_unchanged_status_is_not_patched_again() {
+        let w = ws(WorkloadPhase::Running, ContainerState::Running { started_at: "2026-11-27T04:59:30Z".into() }, true);
+        let first = from_workload(&pod(), &w, "h", &now());
+        let mut p = pod();
+        p.status = Some(first.clone());
+        let later = Time("2026-11-27T06:00:00Z".parse().unwrap());
+        let second = from_workload(&p, &w, "h", &later);
+        assert!(!differs(Some(&first), &second));
+        assert_eq!(first.conditions, second.conditions, "transition times are kept");
+    }
+
+    #[test]
+    fn a_waiting_pod_says_why_in_its_reason() {
+        let s = waiting(&pod(), "BurstPending", "no eligible target", "h", &now());
+        assert_eq!((s.phase.as_deref(), s.reason.as_deref()), (Some("Pending"), Some("BurstPending")));
+    }
+}

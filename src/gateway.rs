@@ -1,0 +1,108 @@
+//! `burstgate run`: the gateway's main job, and its one shutdown path.
+//!
+//! Every replica watches the policy directory; the replica that holds the leader Lease runs the
+//! node and pod controllers. SIGTERM or SIGINT cancels one token: controllers drain, the leader
+//! Lease is released (a standby takes over at once), and the process exits within a bound.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RunConfig;
+use crate::controller::context::Gateway;
+use crate::controller::leader::{ElectionConfig, LeaderElector};
+use crate::controller::reload::{PolicyReloader, run_reload};
+use crate::controller::{node, pod};
+use crate::policy::model::ProviderKind;
+use crate::provider::Provider;
+use crate::provider::sim::{SimCloud, SimProvider};
+
+/// How long shutdown waits for everything to stop.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why the gateway could not start. Not retryable by the gateway itself.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kubeconfig (or in-cluster configuration) could not be loaded.
+    #[error("kubernetes configuration: {0}")]
+    Config(String),
+    /// The client could not be built.
+    #[error("kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+async fn client(config: &RunConfig) -> Result<kube::Client, Error> {
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Config(e.to_string()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| Error::Config(e.to_string()))?,
+    };
+    Ok(kube::Client::try_from(kube_config)?)
+}
+
+/// The providers this build can run pods on.
+pub fn providers(config: &RunConfig) -> BTreeMap<ProviderKind, Arc<dyn Provider>> {
+    let cloud = SimCloud::new(Duration::from_millis(config.sim_cold_start_ms), 10_000);
+    BTreeMap::from([(ProviderKind::Sim, Arc::new(SimProvider::new(cloud)) as Arc<dyn Provider>)])
+}
+
+/// What the leader runs: the virtual node and the pod lifecycle, until `term` is cancelled.
+pub async fn run_controllers(gw: Arc<Gateway>, term: CancellationToken) {
+    let node = {
+        let (gw, term) = (gw.clone(), term.clone());
+        async move {
+            if let Err(e) = node::run_node(gw, term.clone()).await {
+                tracing::error!(error = %e, "the node controller stopped; giving up leadership");
+                term.cancel();
+            }
+        }
+    };
+    tokio::join!(node, pod::run(gw, term));
+}
+
+/// Runs the gateway until SIGTERM / SIGINT.
+pub async fn run(config: RunConfig) -> Result<(), Error> {
+    let client = client(&config).await?;
+    let (tx, rx) = watch::channel(None);
+    let reloader = PolicyReloader::new(config.policy_dir.clone(), tx);
+    let election = ElectionConfig::from_run_config(&config);
+    let gw = Gateway::new(client.clone(), config.clone(), rx, providers(&config));
+
+    let shutdown = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(signals(shutdown.clone()));
+    tasks.spawn(run_reload(reloader, gw.clone(), shutdown.clone(), |_| {}));
+
+    let elector = LeaderElector::new(client, election);
+    let leader_gw = gw.clone();
+    elector.run(shutdown.clone(), move |term| run_controllers(leader_gw.clone(), term)).await;
+
+    shutdown.cancel();
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!("some tasks did not stop within {DRAIN_TIMEOUT:?}; exiting anyway");
+    }
+    tracing::info!("burstgate stopped");
+    Ok(())
+}
+
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot listen for signals; stop with the shutdown token only");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = shutdown.cancelled() => return,
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,12 @@
+//! Providers: where pods run (ACI, Fargate, the cluster itself, the simulator) and the published
+//! limits every adapter, and the simulator, must respect.
+
+pub mod contract;
+pub mod limits;
+pub mod sim;
+
+pub use limits::{Bucket, Capacity, PublishedBucket, Scope, capacity, default_buckets, effective, effective_buckets, published};
+pub use contract::{
+    Capabilities, ContainerState, ContainerStatus, LogOptions, OwnedWorkload, Owner, Provider, ProviderError, WorkloadPhase,
+    WorkloadSpec, WorkloadStatus, workload_id,
+};

@@ -1,0 +1,15 @@
+//! The simulated provider: an in-process cloud with cold starts, capacity, exits, restarts and
+//! injected failures, behind the same [`crate::provider::Provider`] trait as the real adapters.
+//!
+//! Pods steer it with annotations: `sim.burstgate.io/exit-after-seconds` (containers exit after
+//! running this long), `sim.burstgate.io/exit-code` (their exit code, default 0). An image on the
+//! registry `invalid.example` is refused with ACI's `InaccessibleImage`.
+
+mod client;
+mod retry;
+mod status;
+mod translate;
+
+pub use client::{SimCloud, SimProvider};
+pub use retry::SimFault;
+pub use translate::{ANNOTATION_EXIT_AFTER, ANNOTATION_EXIT_CODE, SimWorkload};

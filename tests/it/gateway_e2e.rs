@@ -1,0 +1,263 @@
+//! `burstgate run` as operators run it (the real binary, as child processes) against the real
+//! apiserver, scheduler and controller-manager, driven with kubectl: AKS virtual-node manifests,
+//! Services, scale to zero, leader failover, and a bad policy edit.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::common::{eventually, kube_admin, peers, run_tool, unique_name};
+
+const POLICY: &str = "apiVersion: burstgate.io/v1alpha1
+kind: BurstPolicy
+spec:
+  targets:
+    - name: sim-local
+      provider: sim
+      region: local
+      latencyMs: 5
+      pricing: {vcpuHour: 0.04, gibHour: 0.004}
+      quota: {vcpu: 64, memoryGiB: 256, pods: 100}
+  rules:
+    - name: everything
+      match: {}
+";
+
+/// One `burstgate run` child process; killed (SIGKILL) when dropped.
+struct Gateway {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Gateway {
+    fn start(node: &str, ns: &str, policy_dir: &Path, identity: &str) -> Gateway {
+        let log = std::env::temp_dir().join(format!("{node}-{identity}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_burstgate"))
+            .args(["run", "--node-name", node, "--namespace", ns, "--identity", identity, "--cluster-id", "e2e"])
+            .arg("--policy-dir")
+            .arg(policy_dir)
+            .arg("--kubeconfig")
+            .arg(peers().path("KUBECONFIG_ADMIN"))
+            .args(["--sim-cold-start-ms", "300", "--node-ip", "10.7.7.7"])
+            // Tests run in parallel, each with its own virtual node: one extra label keeps each
+            // test's pods on its own node (the manifests are otherwise AKS's, unchanged).
+            .arg("--node-label")
+            .arg(format!("burstgate.io/test-node={node}"))
+            .env("RUST_LOG", "burstgate=info")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("burstgate run starts");
+        Gateway { child, log }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Deletes the test's virtual node when the test ends, pass or fail.
+struct NodeCleanup(String);
+
+impl Drop for NodeCleanup {
+    fn drop(&mut self) {
+        let (kubeconfig, node) = (peers().get("KUBECONFIG_ADMIN").to_string(), self.0.clone());
+        let _ = run_tool(&peers().path("KUBECTL"), &["--kubeconfig", &kubeconfig, "delete", "node", &node, "--wait=false"], "");
+    }
+}
+
+async fn node_ready(client: &kube::Client, node: &str) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually("the virtual node is Ready", Duration::from_secs(60), || async {
+        nodes.get(node).await.ok()?.status?.conditions?.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
+    })
+    .await;
+}
+
+async fn setup(prefix: &str) -> (kube::Client, String, String, tempfile::TempDir) {
+    let client = kube_admin().await;
+    let ns = unique_name(prefix);
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+    (client, ns, unique_name("vnode"), dir)
+}
+
+/// A Deployment written for AKS virtual nodes, unchanged.
+fn aks_deployment(name: &str, replicas: i32, node: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [{"name": "web", "image": "mcr.microsoft.com/azuredocs/aci-helloworld", "ports": [{"containerPort": 80}],
+                                    "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}],
+                    "nodeSelector": {"type": "virtual-kubelet", "kubernetes.io/role": "agent", "beta.kubernetes.io/os": "linux",
+                                     "burstgate.io/test-node": node},
+                    "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}, {"key": "azure.com/aci", "effect": "NoSchedule"}]
+                }
+            }
+        }
+    }))
+    .unwrap()
+}
+
+fn running_ready(p: &Pod) -> bool {
+    let s = p.status.as_ref();
+    s.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && s.and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        && s.and_then(|s| s.pod_ip.as_deref()).is_some()
+}
+
+async fn all_running(pods: &Api<Pod>, app: &str, n: usize, node: &str, limit: Duration) -> Vec<Pod> {
+    eventually(&format!("{n} pods of {app} Running and Ready on {node}"), limit, || async {
+        let list = pods.list(&ListParams::default().labels(&format!("app={app}"))).await.ok()?;
+        let ok = list.items.len() == n
+            && list.items.iter().all(|p| running_ready(p) && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node));
+        ok.then_some(list.items)
+    })
+    .await
+}
+
+fn kubectl(args: &[&str]) -> String {
+    let kubeconfig = peers().get("KUBECONFIG_ADMIN").to_string();
+    let mut all = vec!["--kubeconfig", kubeconfig.as_str()];
+    all.extend_from_slice(args);
+    let (code, out) = run_tool(&peers().path("KUBECTL"), &all, "");
+    assert_eq!(code, 0, "kubectl {args:?} failed: {out}");
+    out
+}
+
+#[tokio::test]
+async fn an_aks_virtual_node_deployment_runs_on_the_gateway_and_its_service_gets_the_pod_ips() {
+    let (client, ns, node, dir) = setup("e2e").await;
+    let _cleanup = NodeCleanup(node.clone());
+    let gw = Gateway::start(&node, &ns, dir.path(), "solo");
+    node_ready(&client, &node).await;
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments.create(&PostParams::default(), &aks_deployment("hello", 3, &node)).await.unwrap();
+    let svc = json!({"metadata": {"name": "hello"}, "spec": {"selector": {"app": "hello"}, "ports": [{"port": 80}]}});
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &serde_json::from_value(svc).unwrap())
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let running = all_running(&pods, "hello", 3, &node, Duration::from_secs(120)).await;
+    let mut ips: Vec<String> = running.iter().filter_map(|p| p.status.as_ref()?.pod_ip.clone()).collect();
+    ips.sort();
+
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
+    eventually("the Service's endpoints are the pods' IPs", Duration::from_secs(60), || async {
+        let e = endpoints.get("hello").await.ok()?;
+        let mut got: Vec<String> = e.subsets?.iter().flat_map(|s| s.addresses.iter().flatten().map(|a| a.ip.clone())).collect();
+        got.sort();
+        (got == ips).then_some(())
+    })
+    .await;
+
+    let get_nodes = kubectl(&["get", "node", &node, "--no-headers"]);
+    assert!(get_nodes.contains(" Ready "), "kubectl get nodes: {get_nodes}");
+    let describe = kubectl(&["describe", "pod", "-n", &ns, running[0].metadata.name.as_deref().unwrap()]);
+    assert!(describe.contains("Placed") && describe.contains("placed on sim-local"), "kubectl describe pod:\n{describe}\n{}", gw.log_tail());
+    assert!(describe.contains("burstgate.io/target: sim-local") || describe.contains("burstgate.io/target=sim-local"), "{describe}");
+
+    // Scale to zero: every pod goes, through the gateway's delete path.
+    deployments.patch("hello", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}}))).await.unwrap();
+    eventually("all pods are gone after scaling to zero", Duration::from_secs(60), || async {
+        pods.list(&ListParams::default().labels("app=hello")).await.ok().filter(|l| l.items.is_empty()).map(|_| ())
+    })
+    .await;
+    drop(gw);
+}
+
+#[tokio::test]
+async fn killing_the_leader_lets_the_standby_take_over_and_finish_the_burst() {
+    let (client, ns, node, dir) = setup("failover").await;
+    let _cleanup = NodeCleanup(node.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let a = Gateway::start(&node, &ns, dir.path(), "replica-a");
+    let holder = eventually("a leader is elected", Duration::from_secs(60), || async {
+        leases.get("burstgate-leader").await.ok()?.spec?.holder_identity.filter(|h| !h.is_empty())
+    })
+    .await;
+    assert_eq!(holder, "replica-a");
+    let b = Gateway::start(&node, &ns, dir.path(), "replica-b");
+    node_ready(&client, &node).await;
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments.create(&PostParams::default(), &aks_deployment("burst", 20, &node)).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    eventually("the burst is under way", Duration::from_secs(120), || async {
+        let l = pods.list(&ListParams::default().labels("app=burst")).await.ok()?;
+        (l.items.iter().filter(|p| running_ready(p)).count() >= 5).then_some(())
+    })
+    .await;
+
+    // A crash, not a graceful stop: the Lease is not released.
+    let killed = Instant::now();
+    drop(a);
+    let new_holder = eventually("the standby takes the Lease", Duration::from_secs(30), || async {
+        leases.get("burstgate-leader").await.ok()?.spec?.holder_identity.filter(|h| h == "replica-b")
+    })
+    .await;
+    let took = killed.elapsed();
+    assert_eq!(new_holder, "replica-b");
+    assert!(took <= Duration::from_secs(20), "takeover took {took:?}, expected within one 15 s lease period (+ renew slack)");
+    all_running(&pods, "burst", 20, &node, Duration::from_secs(180)).await;
+    let decided: Vec<String> = pods
+        .list(&ListParams::default().labels("app=burst"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| p.metadata.annotations.as_ref().and_then(|a| a.get("burstgate.io/target").cloned()).unwrap_or_default())
+        .collect();
+    assert!(decided.iter().all(|t| t == "sim-local"), "{decided:?}\n{}", b.log_tail());
+}
+
+#[tokio::test]
+async fn a_bad_policy_edit_keeps_the_last_good_policy_serving_and_warns_on_the_node() {
+    let (client, ns, node, dir) = setup("badpolicy").await;
+    let _cleanup = NodeCleanup(node.clone());
+    let gw = Gateway::start(&node, &ns, dir.path(), "solo");
+    node_ready(&client, &node).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    std::fs::write(dir.path().join("zz-broken.yaml"), "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - name: x\n      provider: gcp\n").unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    let warning = eventually("a PolicyInvalid Warning Event on the node", Duration::from_secs(60), || async {
+        events.list(&ListParams::default()).await.ok()?.items.into_iter().find(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(node.as_str()) && e.reason.as_deref() == Some("PolicyInvalid")
+        })
+    })
+    .await;
+    let note = warning.note.unwrap_or_default();
+    assert!(note.contains("zz-broken.yaml:6") && note.contains("spec.targets[0].provider"), "{note}");
+
+    // The last good policy still places pods.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments.create(&PostParams::default(), &aks_deployment("after", 1, &node)).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    all_running(&pods, "after", 1, &node, Duration::from_secs(90)).await;
+    let ready = nodes.get(&node).await.unwrap().status.unwrap().conditions.unwrap();
+    assert!(ready.iter().any(|c| c.type_ == "Ready" && c.status == "True"), "{}", gw.log_tail());
+}

@@ -1,0 +1,340 @@
+//! The pod lifecycle against the real apiserver: pods bound to the virtual node are placed,
+//! created at the simulated provider, kept in sync, failed with reasons, and deleted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use burstgate::config::RunConfig;
+use burstgate::controller::context::Gateway;
+use burstgate::controller::pod;
+use burstgate::policy::model::ProviderKind;
+use burstgate::policy::{Policy, load_files};
+use burstgate::provider::Provider;
+use burstgate::provider::sim::{ANNOTATION_EXIT_AFTER, ANNOTATION_EXIT_CODE, SimCloud, SimProvider};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::ResourceExt;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{eventually, kube_admin, unique_name};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn policy(quota_pods: u32) -> Arc<Policy> {
+    let yaml = format!(
+        "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - {{name: sim-local, provider: sim, region: local, latencyMs: 5, pricing: {{vcpuHour: 0.04, gibHour: 0.004}}, quota: {{vcpu: 64, pods: {quota_pods}}}}}\n  rules:\n    - {{name: all, match: {{}}}}\n"
+    );
+    Arc::new(load_files(&[("test.yaml".into(), yaml)]).unwrap())
+}
+
+/// A gateway running only the pod lifecycle, for one test's own node name.
+struct Running {
+    gw: Arc<Gateway>,
+    cloud: Arc<SimCloud>,
+    policy_tx: watch::Sender<Option<Arc<Policy>>>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    node: String,
+    ns: String,
+}
+
+async fn start(node: &str, ns: &str, policy: Arc<Policy>, cloud: Arc<SimCloud>) -> Running {
+    start_with(node, ns, policy, cloud, "600").await
+}
+
+async fn start_with(node: &str, ns: &str, policy: Arc<Policy>, cloud: Arc<SimCloud>, gc_min_age: &str) -> Running {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let client = kube_admin().await;
+    let config = RunConfig::from_flags(&["--node-name", node, "--cluster-id", "it", "--node-ip", "10.9.9.9", "--gc-min-age-seconds", gc_min_age]).unwrap();
+    let (policy_tx, policy_rx) = watch::channel(Some(policy));
+    let providers: BTreeMap<ProviderKind, Arc<dyn Provider>> = BTreeMap::from([(ProviderKind::Sim, Arc::new(SimProvider::new(cloud.clone())) as Arc<dyn Provider>)]);
+    let gw = Gateway::new(client, config, policy_rx, providers);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(pod::run(gw.clone(), shutdown.clone()));
+    Running { gw, cloud, policy_tx, shutdown, task, node: node.into(), ns: ns.into() }
+}
+
+impl Running {
+    async fn stop(self) -> (Arc<SimCloud>, watch::Sender<Option<Arc<Policy>>>) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task).await.expect("the pod controller stops on shutdown").unwrap();
+        (self.cloud, self.policy_tx)
+    }
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.gw.client.clone(), &self.ns)
+    }
+}
+
+async fn namespace(client: &kube::Client) -> String {
+    let ns = unique_name("pods");
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.unwrap();
+    ns
+}
+
+fn pod_manifest(name: &str, node: &str, extra: serde_json::Value) -> Pod {
+    let mut v = json!({
+        "metadata": {"name": name},
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "app", "image": "nginx:1.27", "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}],
+        }
+    });
+    merge(&mut v, extra);
+    serde_json::from_value(v).unwrap()
+}
+
+fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+fn phase(p: &Pod) -> String {
+    p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()
+}
+
+async fn wait_phase(api: &Api<Pod>, name: &str, want: &str) -> Pod {
+    eventually(&format!("pod {name} reaches {want}"), WAIT, || async {
+        api.get(name).await.ok().filter(|p| phase(p) == want)
+    })
+    .await
+}
+
+async fn events_for(client: &kube::Client, ns: &str, name: &str) -> Vec<(String, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_pod_bound_to_the_node_runs_with_an_ip_annotations_and_a_placement_event() {
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let gw = start(&unique_name("vn"), &ns, policy(100), SimCloud::new(Duration::from_millis(500), 100)).await;
+    let api = gw.pods();
+    api.create(&PostParams::default(), &pod_manifest("web", &gw.node, json!({}))).await.unwrap();
+    let running = eventually("web is Running and Ready", WAIT, || async {
+        api.get("web").await.ok().filter(|p| {
+            phase(p) == "Running" && p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+    })
+    .await;
+    let status = running.status.clone().unwrap();
+    assert!(status.pod_ip.as_deref().is_some_and(|ip| ip.starts_with("10.244.")), "{status:?}");
+    assert_eq!(status.host_ip.as_deref(), Some("10.9.9.9"));
+    let a = running.annotations();
+    assert_eq!(a.get("burstgate.io/target").map(String::as_str), Some("sim-local"));
+    assert_eq!(a.get("burstgate.io/provider").map(String::as_str), Some("sim"));
+    assert_eq!(a.get("burstgate.io/resource-id"), Some(&format!("bg-{}", running.uid().unwrap())));
+    assert_eq!(a.get("burstgate.io/hourly-cost").map(String::as_str), Some("0.011000"));
+    let events = events_for(&client, &ns, "web").await;
+    assert!(events.iter().any(|(r, n)| r == "Placed" && n.starts_with("placed on sim-local")), "{events:?}");
+    assert_eq!(gw.cloud.creates(), 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_a_pod_deletes_its_workload_and_gives_back_its_quota() {
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let gw = start(&unique_name("vn"), &ns, policy(100), SimCloud::new(Duration::ZERO, 100)).await;
+    let api = gw.pods();
+    for i in 0..3 {
+        api.create(&PostParams::default(), &pod_manifest(&format!("p{i}"), &gw.node, json!({}))).await.unwrap();
+    }
+    for i in 0..3 {
+        wait_phase(&api, &format!("p{i}"), "Running").await;
+    }
+    assert_eq!(gw.cloud.ids().len(), 3);
+    for i in 0..3 {
+        api.delete(&format!("p{i}"), &DeleteParams::default()).await.unwrap();
+    }
+    eventually("all pods are removed", WAIT, || async { api.list(&ListParams::default()).await.ok().filter(|l| l.items.is_empty()) }).await;
+    assert!(gw.cloud.ids().is_empty(), "workloads left: {:?}", gw.cloud.ids());
+    assert_eq!(gw.gw.ledger.lock().unwrap().reservations().count(), 0, "the ledger is back to zero");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_host_path_pod_fails_as_unsupported_with_a_warning_event() {
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let gw = start(&unique_name("vn"), &ns, policy(100), SimCloud::new(Duration::ZERO, 100)).await;
+    let api = gw.pods();
+    let extra = json!({"spec": {"volumes": [{"name": "logs", "hostPath": {"path": "/var/log"}}]}});
+    api.create(&PostParams::default(), &pod_manifest("hp", &gw.node, extra)).await.unwrap();
+    let failed = wait_phase(&api, "hp", "Failed").await;
+    let status = failed.status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("Unsupported"));
+    assert!(status.message.unwrap().contains("hostPath volume logs"));
+    let events = events_for(&client, &ns, "hp").await;
+    assert!(events.iter().any(|(r, _)| r == "Unsupported"), "{events:?}");
+    assert_eq!(gw.cloud.creates(), 0, "nothing reached the provider");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_pod_no_target_can_take_waits_with_a_reason_and_is_placed_after_a_policy_change() {
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let gw = start(&unique_name("vn"), &ns, policy(0), SimCloud::new(Duration::ZERO, 100)).await;
+    let api = gw.pods();
+    api.create(&PostParams::default(), &pod_manifest("waiter", &gw.node, json!({}))).await.unwrap();
+    let pending = eventually("waiter says why it waits", WAIT, || async {
+        api.get("waiter").await.ok().filter(|p| p.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("BurstPending"))
+    })
+    .await;
+    let message = pending.status.unwrap().message.unwrap();
+    assert!(message.contains("sim-local: quota: 0 of 0 pods left, pod needs 1"), "{message}");
+    let events = events_for(&client, &ns, "waiter").await;
+    assert!(events.iter().any(|(r, n)| r == "NoTarget" && n.contains("quota")), "{events:?}");
+    gw.policy_tx.send_replace(Some(policy(10)));
+    wait_phase(&api, "waiter", "Running").await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_workload_that_exits_non_zero_fails_the_pod_with_its_exit_code() {
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let gw = start(&unique_name("vn"), &ns, policy(100), SimCloud::new(Duration::ZERO, 100)).await;
+    let api = gw.pods();
+    let extra = json!({"metadata": {"annotations": {ANNOTATION_EXIT_AFTER: "1", ANNOTATION_EXIT_CODE: "3"}}, "spec": {"restartPolicy": "Never"}});
+    api.create(&PostParams::default(), &pod_manifest("job", &gw.node, extra)).await.unwrap();
+    let failed = wait_phase(&api, "job", "Failed").await;
+    let term = failed.status.unwrap().container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+    assert_eq!(term.exit_code, 3);
+    eventually("the ledger releases a finished pod", WAIT, || async {
+        (gw.gw.ledger.lock().unwrap().reservations().count() == 0).then_some(())
+    })
+    .await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_inaccessible_image_fails_the_pod_with_the_providers_message() {
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let gw = start(&unique_name("vn"), &ns, policy(100), SimCloud::new(Duration::ZERO, 100)).await;
+    let api = gw.pods();
+    let extra = json!({"spec": {"containers": [{"name": "app", "image": "invalid.example/team/app:1"}]}});
+    api.create(&PostParams::default(), &pod_manifest("badimg", &gw.node, extra)).await.unwrap();
+    let failed = wait_phase(&api, "badimg", "Failed").await;
+    let status = failed.status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("InaccessibleImage"));
+    assert!(status.message.unwrap().contains("The image 'invalid.example/team/app:1'"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_workload_deleted_behind_the_gateways_back_reaches_a_true_status() {
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let gw = start(&unique_name("vn"), &ns, policy(100), SimCloud::new(Duration::ZERO, 100)).await;
+    let api = gw.pods();
+    api.create(&PostParams::default(), &pod_manifest("never", &gw.node, json!({"spec": {"restartPolicy": "Never"}}))).await.unwrap();
+    api.create(&PostParams::default(), &pod_manifest("always", &gw.node, json!({}))).await.unwrap();
+    let never = wait_phase(&api, "never", "Running").await;
+    let always = wait_phase(&api, "always", "Running").await;
+    assert!(gw.cloud.remove_out_of_band(&format!("bg-{}", never.uid().unwrap())));
+    assert!(gw.cloud.remove_out_of_band(&format!("bg-{}", always.uid().unwrap())));
+    let lost = wait_phase(&api, "never", "Failed").await;
+    assert_eq!(lost.status.unwrap().reason.as_deref(), Some("WorkloadLost"));
+    eventually("the Always pod's workload is created again", WAIT, || async {
+        gw.cloud.ids().contains(&format!("bg-{}", always.uid().unwrap())).then_some(())
+    })
+    .await;
+    assert_eq!(gw.cloud.creates(), 3);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn restarting_the_gateway_mid_burst_never_decides_a_placed_pod_again() {
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let node = unique_name("vn");
+    let gw = start(&node, &ns, policy(500), SimCloud::new(Duration::from_secs(2), 500)).await;
+    let api = gw.pods();
+    let n = 120;
+    for i in 0..n {
+        api.create(&PostParams::default(), &pod_manifest(&format!("b{i}"), &node, json!({}))).await.unwrap();
+    }
+    // Stop while the burst is under way: some placed, some not yet.
+    eventually("a part of the burst is placed", WAIT, || async {
+        (gw.cloud.ids().len() >= 20).then_some(())
+    })
+    .await;
+    let before: BTreeMap<String, String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|p| p.annotations().get("burstgate.io/policy-hash").map(|_| (p.name_any(), p.annotations()["burstgate.io/target"].clone())))
+        .collect();
+    let (cloud, policy_tx) = gw.stop().await;
+    let gw = start(&node, &ns, policy_tx.borrow().clone().unwrap(), cloud).await;
+    eventually("every pod of the burst is Running", Duration::from_secs(180), || async {
+        let pods = api.list(&ListParams::default()).await.ok()?;
+        (pods.items.len() == n && pods.items.iter().all(|p| phase(p) == "Running")).then_some(())
+    })
+    .await;
+    assert_eq!(gw.cloud.creates(), n as u64, "exactly one workload per pod, across the restart");
+    assert_eq!(gw.gw.ledger.lock().unwrap().reservations().count(), n, "the ledger holds every pod once");
+    let events = events_for(&client, &ns, "b0").await;
+    assert_eq!(events.iter().filter(|(r, _)| r == "Placed").count(), 1, "{events:?}");
+    for (name, target) in before {
+        let p = api.get(&name).await.unwrap();
+        assert_eq!(p.annotations()["burstgate.io/target"], target, "{name} kept its placement");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn orphan_workloads_are_collected_and_live_ones_are_kept() {
+    use burstgate::provider::{Owner, WorkloadSpec};
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let node = unique_name("vn");
+    let cloud = SimCloud::new(Duration::ZERO, 100);
+    // A workload left behind by a pod that no longer exists (e.g. force-deleted while the
+    // gateway was down), tagged with this cluster and node.
+    let orphan = WorkloadSpec {
+        id: "bg-gone".into(),
+        owner: Owner { cluster_id: "it".into(), node: node.clone(), namespace: ns.clone(), pod: "gone".into(), pod_uid: "gone".into() },
+        target: "sim-local".into(),
+        region: "local".into(),
+        size: Default::default(),
+        pod: pod_manifest("gone", &node, json!({})),
+    };
+    // Another cluster's workload on a node of the same name must never be touched.
+    let foreign = WorkloadSpec { id: "bg-foreign".into(), owner: Owner { cluster_id: "other".into(), ..orphan.owner.clone() }, ..orphan.clone() };
+    SimProvider::new(cloud.clone()).create(&orphan).await.unwrap();
+    SimProvider::new(cloud.clone()).create(&foreign).await.unwrap();
+    let gw = start_with(&node, &ns, policy(100), cloud, "2").await;
+    let api = gw.pods();
+    api.create(&PostParams::default(), &pod_manifest("live", &node, json!({}))).await.unwrap();
+    let live = wait_phase(&api, "live", "Running").await;
+    eventually("the orphan is deleted", WAIT, || async { (!gw.cloud.ids().contains(&"bg-gone".to_string())).then_some(()) }).await;
+    // Past the minimum age, the live pod's workload is still there.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ids = gw.cloud.ids();
+    assert!(ids.contains(&format!("bg-{}", live.uid().unwrap())), "{ids:?}");
+    assert!(ids.contains(&"bg-foreign".to_string()), "{ids:?}");
+    gw.stop().await;
+}
