@@ -215,6 +215,17 @@ pub struct LogOptions {
     pub timestamps: bool,
 }
 
+/// What a non-interactive exec produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// Exit code, when the provider reports one.
+    pub exit_code: Option<i32>,
+}
+
 /// A backend that runs workloads.
 ///
 /// ```
@@ -249,5 +260,12 @@ pub trait Provider: Send + Sync {
     async fn logs(&self, id: &str, container: &str, opts: &LogOptions) -> Result<String, ProviderError> {
         let _ = (id, container, opts);
         Err(ProviderError::NotSupported { provider: self.name().into(), what: "logs".into() })
+    }
+
+    /// Runs `command` in a container (the kubelet API's `/exec`; interactive streams come with
+    /// it). Providers that cannot exec answer `NotSupported`, which the kubelet API turns into 501.
+    async fn exec(&self, id: &str, container: &str, command: &[String]) -> Result<ExecOutput, ProviderError> {
+        let _ = (id, container, command);
+        Err(ProviderError::NotSupported { provider: self.name().into(), what: "exec".into() })
     }
 }

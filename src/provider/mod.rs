@@ -7,6 +7,6 @@ pub mod sim;
 
 pub use limits::{Bucket, Capacity, PublishedBucket, Scope, capacity, default_buckets, effective, effective_buckets, published};
 pub use contract::{
-    Capabilities, ContainerState, ContainerStatus, LogOptions, OwnedWorkload, Owner, Provider, ProviderError, WorkloadPhase,
+    Capabilities, ContainerState, ContainerStatus, ExecOutput, LogOptions, OwnedWorkload, Owner, Provider, ProviderError, WorkloadPhase,
     WorkloadSpec, WorkloadStatus, workload_id,
 };

@@ -270,7 +270,7 @@ async fn restarting_the_gateway_mid_burst_never_decides_a_placed_pod_again() {
     let node = unique_name("vn");
     let gw = start(&node, &ns, policy(500), SimCloud::new(Duration::from_secs(2), 500)).await;
     let api = gw.pods();
-    let n = 120;
+    let n = 200;
     for i in 0..n {
         api.create(&PostParams::default(), &pod_manifest(&format!("b{i}"), &node, json!({}))).await.unwrap();
     }

@@ -204,6 +204,14 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn exec_is_not_supported_and_says_by_whom() {
+        let p = SimProvider::new(SimCloud::new(Duration::ZERO, 10));
+        let err = p.exec("bg-1", "app", &["ls".to_string()]).await.unwrap_err();
+        assert_eq!(err.to_string(), "sim does not support exec");
+        assert!(!p.capabilities().exec);
+    }
+
+    #[tokio::test]
     async fn status_is_read_in_one_batch_and_omits_missing_ids() {
         let p = SimProvider::new(SimCloud::new(Duration::ZERO, 10));
         p.create(&spec("bg-1", "n")).await.unwrap();
