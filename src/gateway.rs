@@ -78,9 +78,35 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(signals(shutdown.clone()));
-    tasks.spawn(run_reload(reloader, gw.clone(), shutdown.clone(), |_| {}));
+    let reload_gw = gw.clone();
+    tasks.spawn(run_reload(reloader, gw.clone(), shutdown.clone(), move |outcome| {
+        let serving = reload_gw.policy.borrow().as_ref().map(|p| p.hash.clone());
+        reload_gw.metrics.reloaded(outcome.metric_label(), serving.as_deref());
+    }));
+    let refresh_gw = gw.clone();
+    let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || refresh_gw.refresh_metrics());
+    let metrics_server = crate::metrics::serve(config.metrics_addr, gw.metrics.clone(), refresh, shutdown.clone());
+    let (metrics_shutdown, addr) = (shutdown.clone(), config.metrics_addr);
+    tasks.spawn(async move {
+        if let Err(e) = metrics_server.await {
+            tracing::error!(%addr, error = %e, "cannot serve /metrics; shutting down");
+            metrics_shutdown.cancel();
+        }
+    });
 
     let elector = LeaderElector::new(client, election);
+    let mut leading = elector.subscribe();
+    let leader_metrics = (gw.metrics.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        let (metrics, shutdown) = leader_metrics;
+        loop {
+            metrics.leader.set(i64::from(*leading.borrow_and_update()));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = leading.changed() => if r.is_err() { return },
+            }
+        }
+    });
     let leader_gw = gw.clone();
     elector.run(shutdown.clone(), move |term| run_controllers(leader_gw.clone(), term)).await;
 

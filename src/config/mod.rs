@@ -31,6 +31,9 @@ pub struct RunConfig {
     /// Port of the kubelet API (advertised in the node's daemonEndpoints).
     #[arg(long, env = "BURSTGATE_KUBELET_PORT", default_value_t = 10250)]
     pub kubelet_port: u16,
+    /// Where `/metrics` and `/healthz` are served (apart from the kubelet API).
+    #[arg(long, env = "BURSTGATE_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: std::net::SocketAddr,
     /// Address advertised as the node's InternalIP.
     #[arg(long, env = "BURSTGATE_NODE_IP", default_value = "127.0.0.1")]
     pub node_ip: String,

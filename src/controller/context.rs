@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, watch};
 
 use crate::config::RunConfig;
+use crate::metrics::Metrics;
 use crate::policy::model::ProviderKind;
 use crate::policy::{Exclusion, ExclusionReason, Ledger, Policy};
 use crate::provider::Provider;
@@ -30,6 +31,8 @@ pub struct Gateway {
     pub unhealthy: Mutex<BTreeMap<String, ExclusionReason>>,
     /// Notified when policy, quota or health change: pending pods are decided again.
     pub nudge: Notify,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Gateway {
@@ -81,6 +84,15 @@ impl Gateway {
             providers,
             unhealthy: Mutex::default(),
             nudge: Notify::new(),
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// Refreshes the quota and spend gauges from the ledger (called at scrape time).
+    pub fn refresh_metrics(&self) {
+        if let Some(policy) = self.current_policy() {
+            let ledger = self.ledger.lock().expect("ledger lock");
+            self.metrics.observe_ledger(&policy, &ledger);
+        }
     }
 }

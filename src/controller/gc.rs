@@ -75,8 +75,14 @@ pub async fn run(gw: Arc<Gateway>, mut ready: tokio::sync::watch::Receiver<bool>
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                if let Err(e) = collect(&gw).await {
-                    tracing::warn!(error = %e, "orphan GC could not list the node's pods; skipping this pass");
+                match collect(&gw).await {
+                    Ok(deleted) => {
+                        gw.metrics.orphans_collected.inc_by(deleted as u64);
+                    }
+                    Err(e) => {
+                        gw.metrics.gc_failures.inc();
+                        tracing::warn!(error = %e, "orphan GC could not list the node's pods; skipping this pass");
+                    }
                 }
             }
         }

@@ -212,7 +212,10 @@ impl PodController {
                 }
             }
         }
+        let started = Instant::now();
         let decision = self.gw.ledger.lock().expect("ledger lock").place(&policy, &view, &exclusions);
+        let chosen = decision.placement().map(|p| policy.target(p.target).name.as_str());
+        self.gw.metrics.decided(chosen, decision.kind(), started.elapsed().as_secs_f64());
         let summary = explain::summary(&policy, &decision);
         match &decision.outcome {
             Outcome::Placed(p) => {

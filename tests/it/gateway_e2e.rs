@@ -33,12 +33,14 @@ spec:
 struct Gateway {
     child: Child,
     log: PathBuf,
+    metrics_port: u16,
 }
 
 impl Gateway {
     fn start(node: &str, ns: &str, policy_dir: &Path, identity: &str) -> Gateway {
         let log = std::env::temp_dir().join(format!("{node}-{identity}.log"));
         let out = std::fs::File::create(&log).unwrap();
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(env!("CARGO_BIN_EXE_burstgate"))
             .args(["run", "--node-name", node, "--namespace", ns, "--identity", identity, "--cluster-id", "e2e"])
             .arg("--policy-dir")
@@ -46,6 +48,8 @@ impl Gateway {
             .arg("--kubeconfig")
             .arg(peers().path("KUBECONFIG_ADMIN"))
             .args(["--sim-cold-start-ms", "300", "--node-ip", "10.7.7.7"])
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{metrics_port}"))
             // Tests run in parallel, each with its own virtual node: one extra label keeps each
             // test's pods on its own node (the manifests are otherwise AKS's, unchanged).
             .arg("--node-label")
@@ -55,7 +59,19 @@ impl Gateway {
             .stderr(out)
             .spawn()
             .expect("burstgate run starts");
-        Gateway { child, log }
+        Gateway { child, log, metrics_port }
+    }
+
+    /// One scrape of `/metrics`, as a Prometheus server without OpenMetrics would do it.
+    fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("the metrics port answers");
+        write!(conn, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        body.to_string()
     }
 
     fn log_tail(&self) -> String {
@@ -180,6 +196,14 @@ async fn an_aks_virtual_node_deployment_runs_on_the_gateway_and_its_service_gets
     let describe = kubectl(&["describe", "pod", "-n", &ns, running[0].metadata.name.as_deref().unwrap()]);
     assert!(describe.contains("Placed") && describe.contains("placed on sim-local"), "kubectl describe pod:\n{describe}\n{}", gw.log_tail());
     assert!(describe.contains("burstgate.io/target: sim-local") || describe.contains("burstgate.io/target=sim-local"), "{describe}");
+
+    // A real scrape of the gateway passes promtool's checks and counts the three placements.
+    let scrape = gw.scrape();
+    let (code, lint) = run_tool(&peers().path("PROMTOOL"), &["check", "metrics"], &scrape);
+    assert_eq!(code, 0, "promtool check metrics: {lint}\n{scrape}");
+    assert!(scrape.contains("burstgate_decisions_total{target=\"sim-local\",outcome=\"placed\"} 3"), "{scrape}");
+    assert!(scrape.contains("burstgate_leader 1"), "{scrape}");
+    assert!(scrape.contains("burstgate_target_pods_used{target=\"sim-local\"} 3"), "{scrape}");
 
     // Scale to zero: every pod goes, through the gateway's delete path.
     deployments.patch("hello", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}}))).await.unwrap();

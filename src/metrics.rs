@@ -1,0 +1,285 @@
+//! Prometheus metrics (prometheus-client, one registry, `burstgate_` prefix, units in names) and
+//! the `/metrics` + `/healthz` HTTP endpoint, on its own port apart from the kubelet API.
+//!
+//! Counters are bumped where things happen (decisions, reloads, orphan GC); quota, spend and
+//! leader gauges are refreshed from the ledger and the live policy at scrape time, so they are
+//! never stale.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::policy::checked::micros_to_usd;
+use crate::policy::{Ledger, Policy};
+
+/// `{target, outcome}` of a decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// Chosen target, or `none`.
+    pub target: String,
+    /// `placed`, `pending` or `failed`.
+    pub outcome: String,
+}
+
+/// `{target}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    /// Target name.
+    pub target: String,
+}
+
+/// `{budget}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    /// Budget name.
+    pub budget: String,
+}
+
+/// `{result}` of a policy reload.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `loaded`, `unchanged` or `rejected`.
+    pub result: String,
+}
+
+/// `{hash}` of the policy serving.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// Policy hash.
+    pub hash: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric of the gateway.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Decisions by chosen target and outcome.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// Time one decision took (engine + ledger).
+    pub decision_seconds: Histogram,
+    /// Policy reloads by result.
+    pub policy_reloads: Family<ReloadLabels, Counter>,
+    /// 1 for the hash of the policy serving.
+    pub policy_info: Family<PolicyLabels, Gauge>,
+    /// 1 while this replica leads.
+    pub leader: Gauge,
+    /// Orphan workloads deleted.
+    pub orphans_collected: Counter,
+    /// Orphan GC passes that failed.
+    pub gc_failures: Counter,
+    target_vcpu_used: Family<TargetLabels, FloatGauge>,
+    target_vcpu_limit: Family<TargetLabels, FloatGauge>,
+    target_memory_used: Family<TargetLabels, FloatGauge>,
+    target_memory_limit: Family<TargetLabels, FloatGauge>,
+    target_pods_used: Family<TargetLabels, Gauge>,
+    target_pods_limit: Family<TargetLabels, Gauge>,
+    target_spend: Family<TargetLabels, FloatGauge>,
+    budget_spend: Family<BudgetLabels, FloatGauge>,
+    budget_spend_limit: Family<BudgetLabels, FloatGauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("burstgate");
+        let m = Metrics {
+            decisions: Family::default(),
+            decision_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 10)),
+            policy_reloads: Family::default(),
+            policy_info: Family::default(),
+            leader: Gauge::default(),
+            orphans_collected: Counter::default(),
+            gc_failures: Counter::default(),
+            target_vcpu_used: Family::default(),
+            target_vcpu_limit: Family::default(),
+            target_memory_used: Family::default(),
+            target_memory_limit: Family::default(),
+            target_pods_used: Family::default(),
+            target_pods_limit: Family::default(),
+            target_spend: Family::default(),
+            budget_spend: Family::default(),
+            budget_spend_limit: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("decisions", "Placement decisions by chosen target and outcome", m.decisions.clone());
+        registry.register("decision_duration_seconds", "Time one placement decision took", m.decision_seconds.clone());
+        registry.register("policy_reloads", "Policy directory reloads by result", m.policy_reloads.clone());
+        registry.register("policy_info", "The hash of the policy serving (value 1)", m.policy_info.clone());
+        registry.register("leader", "1 while this replica holds the leader Lease", m.leader.clone());
+        registry.register("orphans_collected", "Cloud workloads deleted because their pod no longer exists", m.orphans_collected.clone());
+        registry.register("orphan_gc_failures", "Orphan GC passes that could not run", m.gc_failures.clone());
+        registry.register("target_vcpu_used", "vCPU reserved on a target", m.target_vcpu_used.clone());
+        registry.register("target_vcpu_limit", "vCPU quota of a target (absent when unlimited)", m.target_vcpu_limit.clone());
+        registry.register("target_memory_used_bytes", "Memory reserved on a target", m.target_memory_used.clone());
+        registry.register("target_memory_limit_bytes", "Memory quota of a target (absent when unlimited)", m.target_memory_limit.clone());
+        registry.register("target_pods_used", "Pods placed on a target", m.target_pods_used.clone());
+        registry.register("target_pods_limit", "Pod quota of a target (absent when unlimited)", m.target_pods_limit.clone());
+        registry.register("target_spend_usd_per_hour", "Hourly spend of the pods on a target", m.target_spend.clone());
+        registry.register("budget_spend_usd_per_hour", "Hourly spend counted against a budget", m.budget_spend.clone());
+        registry.register("budget_spend_limit_usd_per_hour", "Hourly spend cap of a budget (absent when unset)", m.budget_spend_limit.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Counts one decision.
+    pub fn decided(&self, target: Option<&str>, outcome: &str, seconds: f64) {
+        let labels = DecisionLabels { target: target.unwrap_or("none").to_string(), outcome: outcome.to_string() };
+        self.decisions.get_or_create(&labels).inc();
+        self.decision_seconds.observe(seconds);
+    }
+
+    /// Counts one reload and records which policy serves.
+    pub fn reloaded(&self, result: &str, serving: Option<&str>) {
+        self.policy_reloads.get_or_create(&ReloadLabels { result: result.to_string() }).inc();
+        if let Some(hash) = serving {
+            self.policy_info.clear();
+            self.policy_info.get_or_create(&PolicyLabels { hash: hash.to_string() }).set(1);
+        }
+    }
+
+    /// Refreshes quota and spend gauges from the ledger under `policy`.
+    pub fn observe_ledger(&self, policy: &Policy, ledger: &Ledger) {
+        for family in [&self.target_vcpu_used, &self.target_vcpu_limit, &self.target_memory_used, &self.target_memory_limit, &self.target_spend] {
+            family.clear();
+        }
+        self.target_pods_used.clear();
+        self.target_pods_limit.clear();
+        self.budget_spend.clear();
+        self.budget_spend_limit.clear();
+        let bound = ledger.policy_hash() == policy.hash;
+        for t in &policy.targets {
+            let l = TargetLabels { target: t.name.clone() };
+            let u = if bound { ledger.target_usage(t.id) } else { Default::default() };
+            self.target_vcpu_used.get_or_create(&l).set(u.milli_cpu as f64 / 1000.0);
+            self.target_memory_used.get_or_create(&l).set(u.memory_mib as f64 * 1048576.0);
+            self.target_pods_used.get_or_create(&l).set(u.pods as i64);
+            self.target_spend.get_or_create(&l).set(micros_to_usd(u.hourly_micros));
+            if let Some(q) = t.quota.milli_cpu {
+                self.target_vcpu_limit.get_or_create(&l).set(q as f64 / 1000.0);
+            }
+            if let Some(q) = t.quota.memory_mib {
+                self.target_memory_limit.get_or_create(&l).set(q as f64 * 1048576.0);
+            }
+            if let Some(q) = t.quota.pods {
+                self.target_pods_limit.get_or_create(&l).set(q as i64);
+            }
+        }
+        for (i, b) in policy.budgets.iter().enumerate() {
+            let l = BudgetLabels { budget: b.name.clone() };
+            let u = if bound { ledger.budget_usage(i) } else { Default::default() };
+            self.budget_spend.get_or_create(&l).set(micros_to_usd(u.hourly_micros));
+            if let Some(m) = b.max_hourly_micros {
+                self.budget_spend_limit.get_or_create(&l).set(micros_to_usd(m));
+            }
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition, for scrapers that do
+/// not ask for OpenMetrics (`promtool check metrics`, older agents): counter families are named
+/// after their `_total` samples, and the `# EOF` marker goes.
+pub fn to_classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// Serves `/metrics` (refreshing gauges through `refresh` first) and `/healthz` on `addr` until
+/// `shutdown`.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    refresh: Arc<dyn Fn() + Send + Sync>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let handler = move |headers: axum::http::HeaderMap| {
+        let (metrics, refresh) = (metrics.clone(), refresh.clone());
+        async move {
+            refresh();
+            let openmetrics = headers
+                .get(axum::http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("application/openmetrics-text"));
+            if openmetrics {
+                ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode())
+            } else {
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], to_classic_text(&metrics.encode()))
+            }
+        }
+    };
+    let app = axum::Router::new().route("/metrics", get(handler)).route("/healthz", get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /metrics and /healthz");
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::load_files;
+
+    #[test]
+    fn a_scrape_shows_decisions_reloads_and_quota_with_units_in_names() {
+        let yaml = "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - {name: sim-a, provider: sim, region: r, pricing: {vcpuHour: 1}, quota: {vcpu: 8, pods: 10}}\n  budgets:\n    - {name: team, maxHourlyCost: 5}\n";
+        let policy = load_files(&[("p.yaml".into(), yaml.into())]).unwrap();
+        let mut ledger = Ledger::new(&policy);
+        let mut pod = crate::policy::PodView { uid: "u1".into(), namespace: "x".into(), ..Default::default() };
+        pod.resources.milli_cpu = 2000;
+        ledger.place(&policy, &pod, &[]);
+        let m = Metrics::new();
+        m.decided(Some("sim-a"), "placed", 2e-6);
+        m.reloaded("loaded", Some(&policy.hash));
+        m.observe_ledger(&policy, &ledger);
+        let text = m.encode();
+        assert!(text.contains("burstgate_decisions_total{target=\"sim-a\",outcome=\"placed\"} 1"), "{text}");
+        assert!(text.contains("burstgate_target_vcpu_used{target=\"sim-a\"} 2.0"), "{text}");
+        assert!(text.contains("burstgate_target_vcpu_limit{target=\"sim-a\"} 8.0"), "{text}");
+        assert!(text.contains("burstgate_budget_spend_usd_per_hour{budget=\"team\"} 2.0"), "{text}");
+        assert!(text.contains(&format!("burstgate_policy_info{{hash=\"{}\"}} 1", policy.hash)), "{text}");
+        assert!(text.contains("burstgate_decision_duration_seconds_bucket"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+        let classic = to_classic_text(&text);
+        assert!(classic.contains("# TYPE burstgate_decisions_total counter\n"), "{classic}");
+        assert!(classic.contains("# HELP burstgate_decisions_total Placement decisions"), "{classic}");
+        assert!(!classic.contains("# EOF"));
+        assert!(classic.contains("# TYPE burstgate_leader gauge\n"));
+    }
+}
