@@ -43,6 +43,15 @@ pub struct BudgetLabels {
     pub budget: String,
 }
 
+/// `{target, phase}` of pods on the node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PodLabels {
+    /// Target name, or `none` before placement.
+    pub target: String,
+    /// Pod phase (`Pending`, `Running`, `Succeeded`, `Failed`).
+    pub phase: String,
+}
+
 /// `{result}` of a policy reload.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -73,6 +82,12 @@ pub struct Metrics {
     pub policy_info: Family<PolicyLabels, Gauge>,
     /// 1 while this replica leads.
     pub leader: Gauge,
+    /// Pods on the virtual node by target and phase.
+    pub pods: Family<PodLabels, Gauge>,
+    /// Pods waiting for a target (Pending without a placement).
+    pub pods_waiting: Gauge,
+    /// Age of the oldest pod waiting for a target, seconds.
+    pub oldest_waiting_seconds: FloatGauge,
     /// Orphan workloads deleted.
     pub orphans_collected: Counter,
     /// Orphan GC passes that failed.
@@ -104,6 +119,9 @@ impl Metrics {
             policy_reloads: Family::default(),
             policy_info: Family::default(),
             leader: Gauge::default(),
+            pods: Family::default(),
+            pods_waiting: Gauge::default(),
+            oldest_waiting_seconds: FloatGauge::default(),
             orphans_collected: Counter::default(),
             gc_failures: Counter::default(),
             target_vcpu_used: Family::default(),
@@ -122,6 +140,9 @@ impl Metrics {
         registry.register("policy_reloads", "Policy directory reloads by result", m.policy_reloads.clone());
         registry.register("policy_info", "The hash of the policy serving (value 1)", m.policy_info.clone());
         registry.register("leader", "1 while this replica holds the leader Lease", m.leader.clone());
+        registry.register("pods", "Pods on the virtual node by target and phase", m.pods.clone());
+        registry.register("pods_waiting", "Pods bound to the node that no target has taken yet", m.pods_waiting.clone());
+        registry.register("oldest_waiting_pod_seconds", "Age of the oldest pod waiting for a target", m.oldest_waiting_seconds.clone());
         registry.register("orphans_collected", "Cloud workloads deleted because their pod no longer exists", m.orphans_collected.clone());
         registry.register("orphan_gc_failures", "Orphan GC passes that could not run", m.gc_failures.clone());
         registry.register("target_vcpu_used", "vCPU reserved on a target", m.target_vcpu_used.clone());
@@ -150,6 +171,22 @@ impl Metrics {
             self.policy_info.clear();
             self.policy_info.get_or_create(&PolicyLabels { hash: hash.to_string() }).set(1);
         }
+    }
+
+    /// Sets the pod gauges from one pass over the node's pods: `(target, phase, waiting age)`,
+    /// where the age is set for pods still waiting for a target.
+    pub fn observe_pods<'a>(&self, pods: impl Iterator<Item = (Option<&'a str>, &'a str, Option<f64>)>) {
+        self.pods.clear();
+        let (mut waiting, mut oldest) = (0i64, 0f64);
+        for (target, phase, waiting_for) in pods {
+            self.pods.get_or_create(&PodLabels { target: target.unwrap_or("none").to_string(), phase: phase.to_string() }).inc();
+            if let Some(age) = waiting_for {
+                waiting += 1;
+                oldest = oldest.max(age);
+            }
+        }
+        self.pods_waiting.set(waiting);
+        self.oldest_waiting_seconds.set(oldest);
     }
 
     /// Refreshes quota and spend gauges from the ledger under `policy`.
@@ -255,6 +292,19 @@ pub async fn serve(
 mod tests {
     use super::*;
     use crate::policy::load_files;
+
+    #[test]
+    fn pod_gauges_count_by_target_and_phase_and_track_the_oldest_waiting_pod() {
+        let m = Metrics::new();
+        let pods = [(Some("a"), "Running", None), (Some("a"), "Running", None), (None, "Pending", Some(30.0)), (None, "Pending", Some(700.0))];
+        m.observe_pods(pods.into_iter());
+        let text = m.encode();
+        assert!(text.contains("burstgate_pods{target=\"a\",phase=\"Running\"} 2"), "{text}");
+        assert!(text.contains("burstgate_pods_waiting 2"), "{text}");
+        assert!(text.contains("burstgate_oldest_waiting_pod_seconds 700.0"), "{text}");
+        m.observe_pods(std::iter::empty());
+        assert!(!m.encode().contains("phase=\"Running\""), "gone pods leave no stale series");
+    }
 
     #[test]
     fn a_scrape_shows_decisions_reloads_and_quota_with_units_in_names() {

@@ -349,6 +349,20 @@ impl PodController {
         Ok(Action::await_change())
     }
 
+    /// Counts the node's pods by target and phase for the metrics.
+    fn observe_pods(&self, store: &Store<Pod>) {
+        let pods = store.state();
+        let now = k8s_openapi::jiff::Timestamp::now();
+        self.gw.metrics.observe_pods(pods.iter().map(|p| {
+            let target = p.annotations().get(placement::TARGET).map(String::as_str);
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+            let waiting = (target.is_none() && phase == "Pending")
+                .then(|| p.metadata.creation_timestamp.as_ref().map(|t| now.duration_since(t.0).as_secs_f64()))
+                .flatten();
+            (target, phase, waiting)
+        }));
+    }
+
     /// One pass of batched status reads; returns how many workloads were read.
     async fn sync_statuses(&self, store: &Store<Pod>) -> usize {
         let host_ip = self.gw.config.node_ip.clone();
@@ -467,7 +481,10 @@ pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => { ctx.sync_statuses(&store).await; }
+                    _ = tick.tick() => {
+                        ctx.sync_statuses(&store).await;
+                        ctx.observe_pods(&store);
+                    }
                 }
             }
         });

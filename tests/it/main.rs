@@ -1,4 +1,5 @@
 //! Integration tests, one binary: the CLI as operators call it, and the real peers.
+mod alerts;
 mod cli;
 mod common;
 mod gateway_e2e;
