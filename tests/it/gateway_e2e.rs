@@ -285,3 +285,92 @@ async fn a_bad_policy_edit_keeps_the_last_good_policy_serving_and_warns_on_the_n
     let ready = nodes.get(&node).await.unwrap().status.unwrap().conditions.unwrap();
     assert!(ready.iter().any(|c| c.type_ == "Ready" && c.status == "True"), "{}", gw.log_tail());
 }
+
+/// `GET path` over HTTP/1.0 (so never chunked); the body.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response).ok()?;
+    Some(response.split_once("\r\n\r\n")?.1.to_string())
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// A real Prometheus server scraping one gateway every second; killed when dropped.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(metrics_port: u16) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: burstgate\n    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n"
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let child = Command::new(peers().path("PROMETHEUS"))
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus starts");
+        Prometheus { child, port, _dir: dir }
+    }
+
+    /// The instant-query result vector of `expr`, when the query succeeds.
+    fn query(&self, expr: &str) -> Option<Vec<serde_json::Value>> {
+        let body = http_get(self.port, &format!("/api/v1/query?query={}", url_encode(expr)))?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (v["status"] == "success").then(|| v["data"]["result"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_burst() {
+    let (client, ns, node, dir) = setup("dashboard").await;
+    let _cleanup = NodeCleanup(node.clone());
+    let with_budget = format!("{POLICY}  budgets:\n    - {{name: everyone, maxHourlyCost: 5}}\n");
+    std::fs::write(dir.path().join("policy.yaml"), with_budget).unwrap();
+    let gw = Gateway::start(&node, &ns, dir.path(), "solo");
+    let prometheus = Prometheus::start(gw.metrics_port);
+    node_ready(&client, &node).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments.create(&PostParams::default(), &aks_deployment("burst", 5, &node)).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    all_running(&pods, "burst", 5, &node, Duration::from_secs(120)).await;
+
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/burstgate.json")).unwrap()).unwrap();
+    let exprs: Vec<(String, String)> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(move |t| (p["title"].as_str().unwrap().to_string(), t["expr"].as_str().unwrap().to_string())))
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    for (title, expr) in exprs {
+        eventually(&format!("panel {title:?} ({expr}) returns data"), Duration::from_secs(90), || async {
+            prometheus.query(&expr).filter(|r| !r.is_empty()).map(|_| ())
+        })
+        .await;
+    }
+    drop(gw);
+}
