@@ -46,6 +46,14 @@ impl Gateway {
         self.providers.get(&kind).cloned()
     }
 
+    /// The adapter serving the target named `target` in the current policy (what the kubelet
+    /// API uses to reach a placed pod's workload: the pod's `burstgate.io/target` annotation).
+    pub fn provider_for_target(&self, target: &str) -> Option<Arc<dyn Provider>> {
+        let policy = self.current_policy()?;
+        let t = policy.targets.iter().find(|t| t.name == target)?;
+        self.provider(t.provider)
+    }
+
     /// Exclusions for the engine: unhealthy targets that exist in `policy`.
     pub fn exclusions(&self, policy: &Policy) -> Vec<Exclusion> {
         let unhealthy = self.unhealthy.lock().expect("health lock");

@@ -270,6 +270,7 @@ impl PodController {
                 region: a.get(placement::REGION).cloned().unwrap_or_default(),
                 size: crate::policy::sizing::Size { milli_cpu: reservation.usage.milli_cpu, memory_mib: reservation.usage.memory_mib },
                 pod: pod.clone(),
+                resolved: Default::default(),
             },
         ))
     }

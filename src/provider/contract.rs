@@ -6,7 +6,10 @@
 //! should do: retry later, try another target, or fail the pod.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+pub use secrecy::{ExposeSecret, SecretBox, SecretString};
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -47,6 +50,61 @@ pub struct WorkloadSpec {
     pub size: Size,
     /// The pod as the API server has it (containers, env, volumes...).
     pub pod: Pod,
+    /// What the pod references from Secrets and ConfigMaps, read by the controller before the
+    /// create. Adapters take env, files and registry credentials from here, never from the
+    /// API server; secret values stay wrapped until the one request field meant for them.
+    pub resolved: Arc<Resolved>,
+}
+
+/// An environment variable's value.
+#[derive(Debug, Clone)]
+pub enum EnvValue {
+    /// A literal, or from a ConfigMap or the downward API: may appear in plain env.
+    Plain(String),
+    /// From a Secret: only ever sent as the provider's secret field (ACI `secureValue`, an ECS
+    /// `secrets` reference to Secrets Manager). `Debug` prints `[REDACTED]`.
+    Secret(SecretString),
+}
+
+/// One resolved environment variable.
+#[derive(Debug, Clone)]
+pub struct EnvVar {
+    /// Name.
+    pub name: String,
+    /// Value.
+    pub value: EnvValue,
+}
+
+/// One file of a resolved secret, configMap or projected volume.
+#[derive(Debug)]
+pub struct VolumeFile {
+    /// Path inside the volume (the key, or the `items[].path`).
+    pub path: String,
+    /// Content; wrapped because it may come from a Secret.
+    pub content: SecretBox<Vec<u8>>,
+}
+
+/// Credentials for one image registry (from the pod's `imagePullSecrets`).
+#[derive(Debug, Clone)]
+pub struct RegistryCredential {
+    /// Registry host (`myregistry.azurecr.io`).
+    pub server: String,
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: SecretString,
+}
+
+/// Values a pod references, resolved from the API server.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// Per container (init containers too) by name: its whole env, `env` and `envFrom`, in the
+    /// order Kubernetes applies them.
+    pub env: BTreeMap<String, Vec<EnvVar>>,
+    /// Per secret, configMap or projected volume name: its files.
+    pub volumes: BTreeMap<String, Vec<VolumeFile>>,
+    /// From `imagePullSecrets` (`kubernetes.io/dockerconfigjson`).
+    pub registry_credentials: Vec<RegistryCredential>,
 }
 
 /// A container's state as the provider reports it.

@@ -321,6 +321,7 @@ async fn orphan_workloads_are_collected_and_live_ones_are_kept() {
         region: "local".into(),
         size: Default::default(),
         pod: pod_manifest("gone", &node, json!({})),
+        resolved: Default::default(),
     };
     // Another cluster's workload on a node of the same name must never be touched.
     let foreign = WorkloadSpec { id: "bg-foreign".into(), owner: Owner { cluster_id: "other".into(), ..orphan.owner.clone() }, ..orphan.clone() };

@@ -173,6 +173,7 @@ mod tests {
                 spec: Some(PodSpec { containers: vec![Container { name: "app".into(), image: Some("nginx".into()), ..Default::default() }], ..Default::default() }),
                 ..Default::default()
             },
+            resolved: Default::default(),
         }
     }
 

@@ -70,6 +70,7 @@ mod tests {
             region: "local".into(),
             size: Size::default(),
             pod,
+            resolved: Default::default(),
         }
     }
 
