@@ -24,6 +24,10 @@ spec:
       latencyMs: 5
       pricing: {vcpuHour: 0.04, gibHour: 0.004}
       quota: {vcpu: 64, memoryGiB: 256, pods: 100}
+      # As an operator would cap a cloud: every call waits in these buckets.
+      rateLimits:
+        - {operation: create, burst: 20, perSecond: 10}
+        - {operation: read, burst: 50, perSecond: 25}
   rules:
     - name: everything
       match: {}
