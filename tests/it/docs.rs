@@ -138,3 +138,34 @@ fn relative_links_in_the_readme_and_docs_lead_to_files_that_exist() {
         );
     }
 }
+
+#[test]
+fn the_policy_example_in_docs_providers_md_loads_with_every_provider_block() {
+    let doc = std::fs::read_to_string(repo().join("docs/providers.md")).unwrap();
+    let example = doc
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/providers.md opens with a ```yaml policy example");
+    let policy = burstgate::policy::load_files(&[("docs/providers.md".into(), example.to_owned())])
+        .unwrap_or_else(|err| panic!("the example in docs/providers.md does not load: {err}"));
+    for target in &policy.targets {
+        assert!(
+            !matches!(
+                target.connection,
+                burstgate::policy::checked::Connection::None
+            ),
+            "{} has no provider block",
+            target.name
+        );
+    }
+    let providers: BTreeSet<String> = policy
+        .targets
+        .iter()
+        .map(|t| t.provider.to_string())
+        .collect();
+    assert_eq!(
+        providers,
+        BTreeSet::from(["aci".into(), "cluster".into(), "fargate".into()])
+    );
+}
