@@ -2,6 +2,8 @@
 mod alerts;
 mod cli;
 mod common;
+mod deploy;
+mod docs;
 mod gateway_e2e;
 mod gateway_node;
 mod gateway_pods;
