@@ -12,11 +12,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::policy::model::OperationClass;
 use crate::provider::cluster::retry::provider_error;
-use crate::provider::cluster::shim::Layers;
 use crate::provider::cluster::status::{DEFAULT_UNSCHEDULABLE_GRACE, exec_exit_code, workload_status};
 use crate::provider::cluster::translate::{
     CLUSTER_ID, MANAGED_BY, MANAGED_BY_VALUE, NODE, POD_UID, Shadow, WORKLOAD, label_value, owner_from_annotations, translate,
 };
+use crate::provider::layers::Layers;
 use crate::provider::contract::{
     Capabilities, ExecOutput, LogOptions, OwnedWorkload, Provider, ProviderError, WorkloadSpec, WorkloadStatus,
 };

@@ -30,10 +30,8 @@
 
 mod client;
 pub mod retry;
-mod shim;
 pub mod status;
 pub mod translate;
 
 pub use client::{ClusterProvider, Settings};
-pub use shim::Layers;
 pub use status::{DEFAULT_UNSCHEDULABLE_GRACE, UNSCHEDULABLE, unschedulable_rejection};

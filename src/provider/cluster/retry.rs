@@ -1,9 +1,10 @@
 //! Kubernetes API errors -> what the caller should do (pure): retry the call, try another target,
 //! or fail the pod with the API server's message.
 //!
-//! - 429 (API priority and fairness, max-in-flight), 5xx, 409 conflicts, 410, timeouts and
-//!   connection errors: retry, after `details.retryAfterSeconds` when the API server gives it
-//!   (it sends the same value as the `Retry-After` header, which kube-rs does not expose);
+//! - 429 (API priority and fairness, max-in-flight): `Throttled`; 5xx, 409 conflicts, 410,
+//!   timeouts and connection errors: `Transient`; both after `details.retryAfterSeconds` when
+//!   the API server gives it (the same value as its `Retry-After` header, which kube-rs does not
+//!   expose);
 //! - 401, 403 (RBAC, a namespace being terminated, `exceeded quota` of a ResourceQuota,
 //!   LimitRange or Pod Security refusals) and a missing shadow namespace: the target cannot take
 //!   the pod, try another;
@@ -116,7 +117,8 @@ impl From<Failure> for ProviderError {
     fn from(f: Failure) -> ProviderError {
         let message = f.to_string();
         match f {
-            Failure::Throttled { retry_after, .. } | Failure::Unavailable { retry_after, .. } => ProviderError::Transient { message, retry_after },
+            Failure::Throttled { retry_after, .. } => ProviderError::Throttled { message, retry_after },
+            Failure::Unavailable { retry_after, .. } => ProviderError::Transient { message, retry_after },
             Failure::Connection(_) => ProviderError::Transient { message, retry_after: None },
             Failure::QuotaExceeded(_) => ProviderError::Target { code: "QuotaExceeded".into(), message },
             Failure::Namespace(_) => ProviderError::Target { code: "NamespaceUnavailable".into(), message },
@@ -159,7 +161,7 @@ mod tests {
             .with_details(details("", "", 3));
         let err = error(s);
         assert!(err.is_retryable());
-        assert!(matches!(err, ProviderError::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(3)));
+        assert!(matches!(err, ProviderError::Throttled { retry_after: Some(d), .. } if d == Duration::from_secs(3)));
     }
 
     #[test]
