@@ -60,7 +60,8 @@ fn container_state(s: Option<&KState>, unscheduled: Option<&str>) -> ContainerSt
 pub fn workload_status(pod: &Pod, now: Timestamp, grace: Duration) -> WorkloadStatus {
     let status = pod.status.clone().unwrap_or_default();
     let scheduled = status.conditions.iter().flatten().find(|c| c.type_ == "PodScheduled");
-    let unschedulable = scheduled.filter(|c| c.status == "False" && c.reason.as_deref() == Some(UNSCHEDULABLE));
+    let bound = pod.spec.as_ref().is_some_and(|s| s.node_name.as_deref().is_some_and(|n| !n.is_empty()));
+    let unschedulable = scheduled.filter(|c| !bound && c.status == "False" && c.reason.as_deref() == Some(UNSCHEDULABLE));
     let scheduler_message = unschedulable.map(|c| c.message.clone().unwrap_or_else(|| "no node fits the pod".into()));
 
     let reported: &[KStatus] = status.container_statuses.as_deref().unwrap_or_default();
