@@ -7,19 +7,25 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, AttachParams, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, AttachParams, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams,
+};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::policy::model::OperationClass;
 use crate::provider::cluster::retry::provider_error;
-use crate::provider::cluster::status::{DEFAULT_UNSCHEDULABLE_GRACE, exec_exit_code, workload_status};
+use crate::provider::cluster::status::{
+    DEFAULT_UNSCHEDULABLE_GRACE, exec_exit_code, workload_status,
+};
 use crate::provider::cluster::translate::{
-    CLUSTER_ID, MANAGED_BY, MANAGED_BY_VALUE, NODE, POD_UID, Shadow, WORKLOAD, label_value, owner_from_annotations, translate,
+    CLUSTER_ID, MANAGED_BY, MANAGED_BY_VALUE, NODE, POD_UID, Shadow, WORKLOAD, label_value,
+    owner_from_annotations, translate,
+};
+use crate::provider::contract::{
+    Capabilities, ExecOutput, LogOptions, OwnedWorkload, Provider, ProviderError, WorkloadSpec,
+    WorkloadStatus,
 };
 use crate::provider::layers::Layers;
-use crate::provider::contract::{
-    Capabilities, ExecOutput, LogOptions, OwnedWorkload, Provider, ProviderError, WorkloadSpec, WorkloadStatus,
-};
 
 /// Field manager of the Secrets' server-side applies.
 const FIELD_MANAGER: &str = "burstgate";
@@ -47,20 +53,31 @@ pub struct ClusterProvider {
 }
 
 fn selector(pairs: &[(&str, String)]) -> String {
-    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn is_gone(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
-fn age(created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>, now: Timestamp) -> Duration {
-    created.and_then(|t| Duration::try_from(now.duration_since(t.0)).ok()).unwrap_or_default()
+fn age(
+    created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    now: Timestamp,
+) -> Duration {
+    created
+        .and_then(|t| Duration::try_from(now.duration_since(t.0)).ok())
+        .unwrap_or_default()
 }
 
 /// Reads `reader` to its end, keeping at most `limit` bytes.
 async fn read_capped(reader: Option<impl AsyncRead + Unpin>, limit: usize) -> String {
-    let Some(mut reader) = reader else { return String::new() };
+    let Some(mut reader) = reader else {
+        return String::new();
+    };
     let mut kept = Vec::new();
     let mut chunk = [0u8; 8192];
     while let Ok(n) = reader.read(&mut chunk).await {
@@ -103,7 +120,11 @@ impl ClusterProvider {
 
     async fn read_pod(&self, id: &str) -> Result<Option<Pod>, ProviderError> {
         let pods = &self.pods;
-        self.layers.call(OperationClass::Read, "ReadPod", || async move { pods.get_opt(id).await.map_err(|e| provider_error(&e)) }).await
+        self.layers
+            .call(OperationClass::Read, "ReadPod", || async move {
+                pods.get_opt(id).await.map_err(|e| provider_error(&e))
+            })
+            .await
     }
 
     /// Creates the pod, or finds the one a previous attempt made.
@@ -112,7 +133,16 @@ impl ClusterProvider {
         let created = self
             .layers
             .call(OperationClass::Create, "CreatePod", || async move {
-                match pods.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &shadow.pod).await {
+                match pods
+                    .create(
+                        &PostParams {
+                            field_manager: Some(FIELD_MANAGER.into()),
+                            ..Default::default()
+                        },
+                        &shadow.pod,
+                    )
+                    .await
+                {
                     Ok(p) => Ok(Some(p)),
                     Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(None),
                     Err(e) => Err(provider_error(&e)),
@@ -121,16 +151,25 @@ impl ClusterProvider {
             .await?;
         let pod = match created {
             Some(p) => p,
-            None => self.read_pod(&spec.id).await?.ok_or_else(|| ProviderError::Transient {
-                message: format!("shadow pod {}/{} was deleted while being created again", self.settings.namespace, spec.id),
-                retry_after: None,
-            })?,
+            None => self
+                .read_pod(&spec.id)
+                .await?
+                .ok_or_else(|| ProviderError::Transient {
+                    message: format!(
+                        "shadow pod {}/{} was deleted while being created again",
+                        self.settings.namespace, spec.id
+                    ),
+                    retry_after: None,
+                })?,
         };
         let uid_label = pod.metadata.labels.as_ref().and_then(|l| l.get(POD_UID));
         if uid_label != Some(&label_value(&spec.owner.pod_uid)) {
             return Err(ProviderError::Target {
                 code: "NameTaken".into(),
-                message: format!("pod {}/{} exists but does not belong to pod UID {}", self.settings.namespace, spec.id, spec.owner.pod_uid),
+                message: format!(
+                    "pod {}/{} exists but does not belong to pod UID {}",
+                    self.settings.namespace, spec.id, spec.owner.pod_uid
+                ),
             });
         }
         Ok(pod)
@@ -146,7 +185,10 @@ impl ClusterProvider {
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             ..Default::default()
         };
-        for secret in [&shadow.secret, &shadow.registry_secret].into_iter().flatten() {
+        for secret in [&shadow.secret, &shadow.registry_secret]
+            .into_iter()
+            .flatten()
+        {
             let mut secret = secret.clone();
             secret.metadata.owner_references = Some(vec![owner.clone()]);
             let name = secret.metadata.name.clone().unwrap_or_default();
@@ -154,7 +196,11 @@ impl ClusterProvider {
             self.layers
                 .call(OperationClass::Create, "ApplySecret", || async move {
                     let params = PatchParams::apply(FIELD_MANAGER).force();
-                    secrets.patch(name, &params, &Patch::Apply(secret)).await.map(drop).map_err(|e| provider_error(&e))
+                    secrets
+                        .patch(name, &params, &Patch::Apply(secret))
+                        .await
+                        .map(drop)
+                        .map_err(|e| provider_error(&e))
                 })
                 .await?;
         }
@@ -163,11 +209,18 @@ impl ClusterProvider {
 
     async fn delete_secrets(&self, id: &str) -> Result<(), ProviderError> {
         let secrets = &self.secrets;
-        let params = ListParams::default().labels(&selector(&[(MANAGED_BY, MANAGED_BY_VALUE.into()), (WORKLOAD, label_value(id))]));
+        let params = ListParams::default().labels(&selector(&[
+            (MANAGED_BY, MANAGED_BY_VALUE.into()),
+            (WORKLOAD, label_value(id)),
+        ]));
         let params = &params;
         self.layers
             .call(OperationClass::Delete, "DeleteSecrets", || async move {
-                secrets.delete_collection(&DeleteParams::default(), params).await.map(drop).map_err(|e| provider_error(&e))
+                secrets
+                    .delete_collection(&DeleteParams::default(), params)
+                    .await
+                    .map(drop)
+                    .map_err(|e| provider_error(&e))
             })
             .await
     }
@@ -180,7 +233,13 @@ impl Provider for ClusterProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { logs: true, exec: true, host_path: false, persistent_volumes: false, privileged: false }
+        Capabilities {
+            logs: true,
+            exec: true,
+            host_path: false,
+            persistent_volumes: false,
+            privileged: false,
+        }
     }
 
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
@@ -214,16 +273,28 @@ impl Provider for ClusterProvider {
         self.delete_secrets(id).await
     }
 
-    async fn status(&self, ids: &[String]) -> Result<BTreeMap<String, WorkloadStatus>, ProviderError> {
+    async fn status(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, WorkloadStatus>, ProviderError> {
         let wanted: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
-        let uids: Vec<String> = wanted.iter().filter_map(|id| id.strip_prefix("bg-")).map(label_value).collect();
+        let uids: Vec<String> = wanted
+            .iter()
+            .filter_map(|id| id.strip_prefix("bg-"))
+            .map(label_value)
+            .collect();
         let mut out = BTreeMap::new();
         for chunk in uids.chunks(STATUS_BATCH) {
-            let params = ListParams::default().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE},{POD_UID} in ({})", chunk.join(",")));
+            let params = ListParams::default().labels(&format!(
+                "{MANAGED_BY}={MANAGED_BY_VALUE},{POD_UID} in ({})",
+                chunk.join(",")
+            ));
             let (pods, params) = (&self.pods, &params);
             let list = self
                 .layers
-                .call(OperationClass::Read, "ListPods", || async move { pods.list(params).await.map_err(|e| provider_error(&e)) })
+                .call(OperationClass::Read, "ListPods", || async move {
+                    pods.list(params).await.map_err(|e| provider_error(&e))
+                })
                 .await?;
             for pod in &list.items {
                 if let Some(name) = pod.metadata.name.as_deref().filter(|n| wanted.contains(n)) {
@@ -234,56 +305,119 @@ impl Provider for ClusterProvider {
         Ok(out)
     }
 
-    async fn list_owned(&self, cluster_id: &str, node: &str) -> Result<Vec<OwnedWorkload>, ProviderError> {
-        let params =
-            ListParams::default().labels(&selector(&[(MANAGED_BY, MANAGED_BY_VALUE.into()), (CLUSTER_ID, label_value(cluster_id)), (NODE, label_value(node))]));
+    async fn list_owned(
+        &self,
+        cluster_id: &str,
+        node: &str,
+    ) -> Result<Vec<OwnedWorkload>, ProviderError> {
+        let params = ListParams::default().labels(&selector(&[
+            (MANAGED_BY, MANAGED_BY_VALUE.into()),
+            (CLUSTER_ID, label_value(cluster_id)),
+            (NODE, label_value(node)),
+        ]));
         let (pods, secrets, params) = (&self.pods, &self.secrets, &params);
-        let pod_list =
-            self.layers.call(OperationClass::Read, "ListPods", || async move { pods.list(params).await.map_err(|e| provider_error(&e)) }).await?;
+        let pod_list = self
+            .layers
+            .call(OperationClass::Read, "ListPods", || async move {
+                pods.list(params).await.map_err(|e| provider_error(&e))
+            })
+            .await?;
         // Secrets left behind by a delete that stopped half-way are owned workloads too: GC
         // deletes them by id.
         let secret_list = self
             .layers
-            .call(OperationClass::Read, "ListSecrets", || async move { secrets.list_metadata(params).await.map_err(|e| provider_error(&e)) })
+            .call(OperationClass::Read, "ListSecrets", || async move {
+                secrets
+                    .list_metadata(params)
+                    .await
+                    .map_err(|e| provider_error(&e))
+            })
             .await?;
         let now = Timestamp::now();
         let mut owned: BTreeMap<String, OwnedWorkload> = BTreeMap::new();
-        for meta in secret_list.items.iter().map(|s| &s.metadata).chain(pod_list.items.iter().map(|p| &p.metadata)) {
+        for meta in secret_list
+            .items
+            .iter()
+            .map(|s| &s.metadata)
+            .chain(pod_list.items.iter().map(|p| &p.metadata))
+        {
             let annotations = meta.annotations.clone().unwrap_or_default();
-            let Some(owner) = owner_from_annotations(&annotations).filter(|o| o.cluster_id == cluster_id && o.node == node) else { continue };
-            let id = annotations.get(WORKLOAD).cloned().or_else(|| meta.name.clone()).unwrap_or_default();
+            let Some(owner) = owner_from_annotations(&annotations)
+                .filter(|o| o.cluster_id == cluster_id && o.node == node)
+            else {
+                continue;
+            };
+            let id = annotations
+                .get(WORKLOAD)
+                .cloned()
+                .or_else(|| meta.name.clone())
+                .unwrap_or_default();
             // Pods come last: a pod's age wins over its Secrets'.
-            owned.insert(id.clone(), OwnedWorkload { id, owner, age: age(meta.creation_timestamp.as_ref(), now) });
+            owned.insert(
+                id.clone(),
+                OwnedWorkload {
+                    id,
+                    owner,
+                    age: age(meta.creation_timestamp.as_ref(), now),
+                },
+            );
         }
         Ok(owned.into_values().collect())
     }
 
-    async fn logs(&self, id: &str, container: &str, opts: &LogOptions) -> Result<String, ProviderError> {
+    async fn logs(
+        &self,
+        id: &str,
+        container: &str,
+        opts: &LogOptions,
+    ) -> Result<String, ProviderError> {
         let params = LogParams {
             container: Some(container.to_string()),
-            tail_lines: opts.tail_lines.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
-            since_seconds: opts.since_seconds.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+            tail_lines: opts
+                .tail_lines
+                .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+            since_seconds: opts
+                .since_seconds
+                .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
             timestamps: opts.timestamps,
             ..Default::default()
         };
         let (pods, params) = (&self.pods, &params);
-        self.layers.call(OperationClass::Read, "ReadPodLog", || async move { pods.logs(id, params).await.map_err(|e| provider_error(&e)) }).await
+        self.layers
+            .call(OperationClass::Read, "ReadPodLog", || async move {
+                pods.logs(id, params).await.map_err(|e| provider_error(&e))
+            })
+            .await
     }
 
-    async fn exec(&self, id: &str, container: &str, command: &[String]) -> Result<ExecOutput, ProviderError> {
-        let params = AttachParams::default().container(container).stdin(false).stdout(true).stderr(true).tty(false);
+    async fn exec(
+        &self,
+        id: &str,
+        container: &str,
+        command: &[String],
+    ) -> Result<ExecOutput, ProviderError> {
+        let params = AttachParams::default()
+            .container(container)
+            .stdin(false)
+            .stdout(true)
+            .stderr(true)
+            .tty(false);
         let (pods, params) = (&self.pods, &params);
         // Only the connection goes through the layers (a retry there runs nothing twice); the
         // command's own run time is not a call timeout.
         let mut process = self
             .layers
             .call(OperationClass::Create, "ExecPod", || async move {
-                pods.exec(id, command.to_vec(), params).await.map_err(|e| provider_error(&e))
+                pods.exec(id, command.to_vec(), params)
+                    .await
+                    .map_err(|e| provider_error(&e))
             })
             .await?;
         let status = process.take_status();
-        let (stdout, stderr) =
-            tokio::join!(read_capped(process.stdout(), EXEC_OUTPUT_LIMIT), read_capped(process.stderr(), EXEC_OUTPUT_LIMIT));
+        let (stdout, stderr) = tokio::join!(
+            read_capped(process.stdout(), EXEC_OUTPUT_LIMIT),
+            read_capped(process.stderr(), EXEC_OUTPUT_LIMIT)
+        );
         let exit_code = match status {
             Some(status) => status.await.map(|s| exec_exit_code(&s)).transpose()?,
             None => None,
@@ -291,6 +425,10 @@ impl Provider for ClusterProvider {
         if let Err(e) = process.join().await {
             tracing::debug!(workload = %id, error = %e, "exec stream ended with an error");
         }
-        Ok(ExecOutput { stdout, stderr, exit_code })
+        Ok(ExecOutput {
+            stdout,
+            stderr,
+            exit_code,
+        })
     }
 }

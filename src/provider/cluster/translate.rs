@@ -36,8 +36,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Affinity, EmptyDirVolumeSource, EnvVar as KEnvVar, EnvVarSource, KeyToPath, LocalObjectReference, NodeAffinity,
-    NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Secret, SecretKeySelector, SecretVolumeSource, Volume,
+    Affinity, EmptyDirVolumeSource, EnvVar as KEnvVar, EnvVarSource, KeyToPath,
+    LocalObjectReference, NodeAffinity, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec,
+    Secret, SecretKeySelector, SecretVolumeSource, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use secrecy::ExposeSecret;
@@ -67,11 +68,26 @@ pub const TARGET: &str = "burstgate.io/target";
 /// Where Kubernetes mounts the automatic service account token.
 const SERVICE_ACCOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// Annotations copied from the virtual pod: they configure the container runtime's confinement.
-const COPIED_ANNOTATION_PREFIXES: &[&str] = &["container.apparmor.security.beta.kubernetes.io/", "seccomp.security.alpha.kubernetes.io/"];
+const COPIED_ANNOTATION_PREFIXES: &[&str] = &[
+    "container.apparmor.security.beta.kubernetes.io/",
+    "seccomp.security.alpha.kubernetes.io/",
+];
 /// Downward-API env fields that describe where the pod runs: the shadow pod's kubelet knows them.
-const RUNTIME_FIELDS: &[&str] = &["status.podIP", "status.podIPs", "status.hostIP", "status.hostIPs", "spec.nodeName"];
+const RUNTIME_FIELDS: &[&str] = &[
+    "status.podIP",
+    "status.podIPs",
+    "status.hostIP",
+    "status.hostIPs",
+    "spec.nodeName",
+];
 /// Volume kinds a shadow pod can have.
-const SUPPORTED_VOLUMES: &[&str] = &["emptyDir", "secret", "configMap", "projected", "downwardAPI"];
+const SUPPORTED_VOLUMES: &[&str] = &[
+    "emptyDir",
+    "secret",
+    "configMap",
+    "projected",
+    "downwardAPI",
+];
 
 /// Why a pod cannot become a shadow pod. None is retryable: the pod itself is the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,7 +120,10 @@ impl From<TranslateError> for ProviderError {
             TranslateError::Unresolved { .. } => "Unresolved",
             TranslateError::Invalid(_) => "InvalidSpec",
         };
-        ProviderError::Pod { code: code.into(), message: e.to_string() }
+        ProviderError::Pod {
+            code: code.into(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -132,22 +151,45 @@ pub fn label_value(value: &str) -> String {
     }
     let digest = Sha256::digest(value.as_bytes());
     let hash: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
-    let clean: String = value.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect();
-    let prefix: String = clean.trim_start_matches(|c: char| !c.is_ascii_alphanumeric()).chars().take(52).collect();
+    let clean: String = value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let prefix: String = clean
+        .trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
+        .chars()
+        .take(52)
+        .collect();
     let prefix = prefix.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
-    if prefix.is_empty() { hash } else { format!("{prefix}-{hash}") }
+    if prefix.is_empty() {
+        hash
+    } else {
+        format!("{prefix}-{hash}")
+    }
 }
 
 fn is_valid_label_value(v: &str) -> bool {
     v.is_empty()
         || (v.len() <= 63
-            && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
             && v.starts_with(|c: char| c.is_ascii_alphanumeric())
             && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
 }
 
 fn is_valid_secret_key(k: &str) -> bool {
-    !k.is_empty() && k.len() <= 253 && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) && k != "." && k != ".."
+    !k.is_empty()
+        && k.len() <= 253
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && k != "."
+        && k != ".."
 }
 
 /// The ownership labels of a workload (label-safe values).
@@ -176,13 +218,23 @@ pub fn owner_annotations(owner: &Owner) -> BTreeMap<String, String> {
 /// The owner a shadow object's annotations describe, when they are complete.
 pub fn owner_from_annotations(annotations: &BTreeMap<String, String>) -> Option<Owner> {
     let get = |k: &str| annotations.get(k).cloned();
-    Some(Owner { cluster_id: get(CLUSTER_ID)?, node: get(NODE)?, namespace: get(POD_NAMESPACE)?, pod: get(POD_NAME)?, pod_uid: get(POD_UID)? })
+    Some(Owner {
+        cluster_id: get(CLUSTER_ID)?,
+        node: get(NODE)?,
+        namespace: get(POD_NAMESPACE)?,
+        pod: get(POD_NAME)?,
+        pod_uid: get(POD_UID)?,
+    })
 }
 
 /// Translates the virtual pod into its shadow pod in `namespace`, refusing what a cluster target
 /// cannot run.
 pub fn translate(spec: &WorkloadSpec, namespace: &str) -> Result<Shadow, TranslateError> {
-    let virtual_spec = spec.pod.spec.as_ref().ok_or_else(|| TranslateError::Invalid("the pod has no spec".into()))?;
+    let virtual_spec = spec
+        .pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| TranslateError::Invalid("the pod has no spec".into()))?;
     if virtual_spec.containers.is_empty() {
         return Err(TranslateError::Invalid("the pod has no containers".into()));
     }
@@ -192,17 +244,41 @@ pub fn translate(spec: &WorkloadSpec, namespace: &str) -> Result<Shadow, Transla
 
     let mut pod_spec = virtual_spec.clone();
     for (i, c) in pod_spec.init_containers.iter_mut().flatten().enumerate() {
-        translate_container(c, &format!("spec.initContainers[{i}]"), &spec.id, &spec.resolved, &dropped, &mut secret_data)?;
+        translate_container(
+            c,
+            &format!("spec.initContainers[{i}]"),
+            &spec.id,
+            &spec.resolved,
+            &dropped,
+            &mut secret_data,
+        )?;
     }
     for (i, c) in pod_spec.containers.iter_mut().enumerate() {
-        translate_container(c, &format!("spec.containers[{i}]"), &spec.id, &spec.resolved, &dropped, &mut secret_data)?;
+        translate_container(
+            c,
+            &format!("spec.containers[{i}]"),
+            &spec.id,
+            &spec.resolved,
+            &dropped,
+            &mut secret_data,
+        )?;
     }
     pod_spec.volumes = (!volumes.is_empty()).then_some(volumes);
     pod_spec.node_name = None;
     pod_spec.node_selector = node_selector(virtual_spec.node_selector.as_ref(), &spec.owner.node);
-    pod_spec.affinity = virtual_spec.affinity.as_ref().and_then(|a| affinity(a, &spec.owner.node));
+    pod_spec.affinity = virtual_spec
+        .affinity
+        .as_ref()
+        .and_then(|a| affinity(a, &spec.owner.node));
     pod_spec.tolerations = virtual_spec.tolerations.as_ref().map(|ts| {
-        ts.iter().filter(|t| !t.key.as_deref().is_some_and(|k| k.starts_with("virtual-kubelet.io/") || k == "azure.com/aci")).cloned().collect()
+        ts.iter()
+            .filter(|t| {
+                !t.key
+                    .as_deref()
+                    .is_some_and(|k| k.starts_with("virtual-kubelet.io/") || k == "azure.com/aci")
+            })
+            .cloned()
+            .collect()
     });
     pod_spec.topology_spread_constraints = None;
     pod_spec.priority_class_name = None;
@@ -220,9 +296,15 @@ pub fn translate(spec: &WorkloadSpec, namespace: &str) -> Result<Shadow, Transla
     pod_spec.service_account_name = None;
     pod_spec.automount_service_account_token = Some(false);
     pod_spec.enable_service_links = Some(false);
-    pod_spec.hostname = virtual_spec.hostname.clone().or_else(|| default_hostname(&spec.owner.pod));
-    pod_spec.image_pull_secrets =
-        (!spec.resolved.registry_credentials.is_empty()).then(|| vec![LocalObjectReference { name: registry_secret_name(&spec.id) }]);
+    pod_spec.hostname = virtual_spec
+        .hostname
+        .clone()
+        .or_else(|| default_hostname(&spec.owner.pod));
+    pod_spec.image_pull_secrets = (!spec.resolved.registry_credentials.is_empty()).then(|| {
+        vec![LocalObjectReference {
+            name: registry_secret_name(&spec.id),
+        }]
+    });
 
     let labels = owner_labels(&spec.owner);
     let mut annotations = owner_annotations(&spec.owner);
@@ -246,7 +328,11 @@ pub fn translate(spec: &WorkloadSpec, namespace: &str) -> Result<Shadow, Transla
 
     let mut secret_labels = labels;
     secret_labels.insert(WORKLOAD.into(), label_value(&spec.id));
-    let mut secret_annotations: BTreeMap<String, String> = annotations.iter().filter(|(k, _)| k.starts_with("burstgate.io/")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut secret_annotations: BTreeMap<String, String> = annotations
+        .iter()
+        .filter(|(k, _)| k.starts_with("burstgate.io/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     secret_annotations.insert(WORKLOAD.into(), spec.id.clone());
     let secret_meta = |name: String| ObjectMeta {
         name: Some(name),
@@ -264,20 +350,37 @@ pub fn translate(spec: &WorkloadSpec, namespace: &str) -> Result<Shadow, Transla
     let registry_secret = (!spec.resolved.registry_credentials.is_empty()).then(|| Secret {
         metadata: secret_meta(registry_secret_name(&spec.id)),
         type_: Some("kubernetes.io/dockerconfigjson".into()),
-        data: Some(BTreeMap::from([(".dockerconfigjson".to_string(), ByteString(docker_config_json(&spec.resolved)))])),
+        data: Some(BTreeMap::from([(
+            ".dockerconfigjson".to_string(),
+            ByteString(docker_config_json(&spec.resolved)),
+        )])),
         ..Default::default()
     });
-    Ok(Shadow { pod, secret, registry_secret })
+    Ok(Shadow {
+        pod,
+        secret,
+        registry_secret,
+    })
 }
 
 fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
-    TranslateError::Unsupported { field: field.into(), reason: reason.into() }
+    TranslateError::Unsupported {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 fn check_pod_level(spec: &PodSpec) -> Result<(), TranslateError> {
-    for (flag, field) in [(spec.host_network, "hostNetwork"), (spec.host_pid, "hostPID"), (spec.host_ipc, "hostIPC")] {
+    for (flag, field) in [
+        (spec.host_network, "hostNetwork"),
+        (spec.host_pid, "hostPID"),
+        (spec.host_ipc, "hostIPC"),
+    ] {
         if flag == Some(true) {
-            return Err(unsupported(format!("spec.{field}"), "a shadow pod cannot share the namespaces of the virtual node's host"));
+            return Err(unsupported(
+                format!("spec.{field}"),
+                "a shadow pod cannot share the namespaces of the virtual node's host",
+            ));
         }
     }
     Ok(())
@@ -289,7 +392,11 @@ fn translate_volumes(
     virtual_spec: &PodSpec,
     secret_data: &mut BTreeMap<String, ByteString>,
 ) -> Result<(Vec<Volume>, BTreeSet<String>), TranslateError> {
-    let all_containers = virtual_spec.init_containers.iter().flatten().chain(&virtual_spec.containers);
+    let all_containers = virtual_spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&virtual_spec.containers);
     let token_volumes: BTreeSet<String> = all_containers
         .flat_map(|c| c.volume_mounts.iter().flatten())
         .filter(|m| m.mount_path.trim_end_matches('/') == SERVICE_ACCOUNT_PATH)
@@ -304,13 +411,23 @@ fn translate_volumes(
         let kind = volume_kind(v);
         if !SUPPORTED_VOLUMES.contains(&kind.as_str()) {
             let reason = match kind.as_str() {
-                "hostPath" => "a shadow pod runs on another node, it cannot see the virtual node's host paths".to_string(),
+                "hostPath" => {
+                    "a shadow pod runs on another node, it cannot see the virtual node's host paths"
+                        .to_string()
+                }
                 "persistentVolumeClaim" => format!(
                     "claims are namespaced: the claim lives in namespace {}, the shadow pod runs in namespace {} (possibly in another cluster)",
                     spec.owner.namespace,
-                    spec.pod.metadata.namespace.as_deref().unwrap_or(&spec.owner.namespace)
+                    spec.pod
+                        .metadata
+                        .namespace
+                        .as_deref()
+                        .unwrap_or(&spec.owner.namespace)
                 ),
-                other => format!("{other} volumes are not supported on cluster targets (supported: {})", SUPPORTED_VOLUMES.join(", ")),
+                other => format!(
+                    "{other} volumes are not supported on cluster targets (supported: {})",
+                    SUPPORTED_VOLUMES.join(", ")
+                ),
             };
             return Err(unsupported(format!("{field}.{kind}"), reason));
         }
@@ -319,7 +436,11 @@ fn translate_volumes(
             "configMap" => v.config_map.as_ref().and_then(|s| s.default_mode),
             "projected" => {
                 let projected = v.projected.as_ref();
-                if projected.into_iter().flat_map(|p| p.sources.iter().flatten()).any(|s| s.service_account_token.is_some()) {
+                if projected
+                    .into_iter()
+                    .flat_map(|p| p.sources.iter().flatten())
+                    .any(|s| s.service_account_token.is_some())
+                {
                     return Err(unsupported(
                         format!("{field}.projected.sources[].serviceAccountToken"),
                         "a service account token of the virtual pod's cluster cannot be minted for the shadow pod",
@@ -332,25 +453,42 @@ fn translate_volumes(
                 continue;
             }
         };
-        let files = spec.resolved.volumes.get(&v.name).ok_or_else(|| TranslateError::Unresolved {
-            field: format!("{field}.{kind}"),
-            what: format!("the files of volume {}", v.name),
-        })?;
+        let files =
+            spec.resolved
+                .volumes
+                .get(&v.name)
+                .ok_or_else(|| TranslateError::Unresolved {
+                    field: format!("{field}.{kind}"),
+                    what: format!("the files of volume {}", v.name),
+                })?;
         if files.is_empty() {
             // An optional Secret or ConfigMap that does not exist: an empty directory, as on a
             // kubelet. (A secret volume without items would project every key of the Secret.)
-            volumes.push(Volume { name: v.name.clone(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() });
+            volumes.push(Volume {
+                name: v.name.clone(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            });
             continue;
         }
         let mut items = Vec::new();
         for (i, f) in files.iter().enumerate() {
             let key = format!("file.{}.{i}", v.name);
             secret_data.insert(key.clone(), ByteString(f.content.expose_secret().clone()));
-            items.push(KeyToPath { key, path: f.path.clone(), ..Default::default() });
+            items.push(KeyToPath {
+                key,
+                path: f.path.clone(),
+                ..Default::default()
+            });
         }
         volumes.push(Volume {
             name: v.name.clone(),
-            secret: Some(SecretVolumeSource { secret_name: Some(spec.id.clone()), items: Some(items), default_mode, ..Default::default() }),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(spec.id.clone()),
+                items: Some(items),
+                default_mode,
+                ..Default::default()
+            }),
             ..Default::default()
         });
     }
@@ -360,7 +498,11 @@ fn translate_volumes(
 /// The volume's source field name (`hostPath`, `emptyDir`...).
 fn volume_kind(v: &Volume) -> String {
     match serde_json::to_value(v) {
-        Ok(serde_json::Value::Object(map)) => map.keys().find(|k| k.as_str() != "name").cloned().unwrap_or_else(|| "emptyDir".into()),
+        Ok(serde_json::Value::Object(map)) => map
+            .keys()
+            .find(|k| k.as_str() != "name")
+            .cloned()
+            .unwrap_or_else(|| "emptyDir".into()),
         _ => "unknown".into(),
     }
 }
@@ -375,10 +517,21 @@ fn translate_container(
 ) -> Result<(), TranslateError> {
     let field = format!("{field}({})", c.name);
     if c.security_context.as_ref().and_then(|s| s.privileged) == Some(true) {
-        return Err(unsupported(format!("{field}.securityContext.privileged"), "privileged containers do not run on cluster targets"));
+        return Err(unsupported(
+            format!("{field}.securityContext.privileged"),
+            "privileged containers do not run on cluster targets",
+        ));
     }
-    if let Some(p) = c.ports.iter().flatten().find(|p| p.host_port.is_some_and(|h| h != 0)) {
-        return Err(unsupported(format!("{field}.ports[{}].hostPort", p.container_port), "a shadow pod cannot bind ports of the virtual node's host"));
+    if let Some(p) = c
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.host_port.is_some_and(|h| h != 0))
+    {
+        return Err(unsupported(
+            format!("{field}.ports[{}].hostPort", p.container_port),
+            "a shadow pod cannot bind ports of the virtual node's host",
+        ));
     }
     if let Some(mounts) = c.volume_mounts.as_mut() {
         mounts.retain(|m| !dropped_volumes.contains(&m.name));
@@ -387,12 +540,22 @@ fn translate_container(
     let env = match resolved.env.get(&c.name) {
         Some(vars) => resolved_env(&c.name, vars, &original, id, secret_data),
         None => {
-            let needs = original.iter().find(|e| e.value_from.as_ref().is_some_and(|f| f.secret_key_ref.is_some() || f.config_map_key_ref.is_some()));
+            let needs = original.iter().find(|e| {
+                e.value_from
+                    .as_ref()
+                    .is_some_and(|f| f.secret_key_ref.is_some() || f.config_map_key_ref.is_some())
+            });
             if let Some(e) = needs {
-                return Err(TranslateError::Unresolved { field: format!("{field}.env[{}]", e.name), what: "its Secret or ConfigMap value".into() });
+                return Err(TranslateError::Unresolved {
+                    field: format!("{field}.env[{}]", e.name),
+                    what: "its Secret or ConfigMap value".into(),
+                });
             }
             if c.env_from.as_ref().is_some_and(|f| !f.is_empty()) {
-                return Err(TranslateError::Unresolved { field: format!("{field}.envFrom"), what: "the Secrets and ConfigMaps it names".into() });
+                return Err(TranslateError::Unresolved {
+                    field: format!("{field}.envFrom"),
+                    what: "the Secrets and ConfigMaps it names".into(),
+                });
             }
             original
         }
@@ -402,27 +565,60 @@ fn translate_container(
     Ok(())
 }
 
-fn resolved_env(container: &str, vars: &[EnvVar], original: &[KEnvVar], id: &str, secret_data: &mut BTreeMap<String, ByteString>) -> Vec<KEnvVar> {
+fn resolved_env(
+    container: &str,
+    vars: &[EnvVar],
+    original: &[KEnvVar],
+    id: &str,
+    secret_data: &mut BTreeMap<String, ByteString>,
+) -> Vec<KEnvVar> {
     vars.iter()
         .map(|v| {
             // The last definition in the pod wins, as in Kubernetes.
-            let runtime_ref = original.iter().rev().find(|o| o.name == v.name).and_then(|o| o.value_from.as_ref()).filter(|f| {
-                f.resource_field_ref.is_some() || f.field_ref.as_ref().is_some_and(|r| RUNTIME_FIELDS.contains(&r.field_path.as_str()))
-            });
+            let runtime_ref = original
+                .iter()
+                .rev()
+                .find(|o| o.name == v.name)
+                .and_then(|o| o.value_from.as_ref())
+                .filter(|f| {
+                    f.resource_field_ref.is_some()
+                        || f.field_ref
+                            .as_ref()
+                            .is_some_and(|r| RUNTIME_FIELDS.contains(&r.field_path.as_str()))
+                });
             if let Some(source) = runtime_ref {
-                return KEnvVar { name: v.name.clone(), value: None, value_from: Some(source.clone()) };
+                return KEnvVar {
+                    name: v.name.clone(),
+                    value: None,
+                    value_from: Some(source.clone()),
+                };
             }
             match &v.value {
-                EnvValue::Plain(value) => KEnvVar { name: v.name.clone(), value: Some(value.clone()), value_from: None },
+                EnvValue::Plain(value) => KEnvVar {
+                    name: v.name.clone(),
+                    value: Some(value.clone()),
+                    value_from: None,
+                },
                 EnvValue::Secret(value) => {
                     let wanted = format!("env.{container}.{}", v.name);
-                    let key = if is_valid_secret_key(&wanted) { wanted } else { format!("env.{container}.{}", label_value(&v.name)) };
-                    secret_data.insert(key.clone(), ByteString(value.expose_secret().as_bytes().to_vec()));
+                    let key = if is_valid_secret_key(&wanted) {
+                        wanted
+                    } else {
+                        format!("env.{container}.{}", label_value(&v.name))
+                    };
+                    secret_data.insert(
+                        key.clone(),
+                        ByteString(value.expose_secret().as_bytes().to_vec()),
+                    );
                     KEnvVar {
                         name: v.name.clone(),
                         value: None,
                         value_from: Some(EnvVarSource {
-                            secret_key_ref: Some(SecretKeySelector { name: id.to_string(), key, optional: None }),
+                            secret_key_ref: Some(SecretKeySelector {
+                                name: id.to_string(),
+                                key,
+                                optional: None,
+                            }),
                             ..Default::default()
                         }),
                     }
@@ -437,7 +633,9 @@ fn default_hostname(pod: &str) -> Option<String> {
     let name: String = pod.chars().take(63).collect();
     let name = name.trim_end_matches(['-', '.']);
     let valid = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric());
     valid.then(|| name.to_string())
 }
@@ -452,23 +650,36 @@ fn pins_virtual_node(key: &str, values: &[String], node: &str) -> bool {
     }
 }
 
-fn node_selector(selector: Option<&BTreeMap<String, String>>, node: &str) -> Option<BTreeMap<String, String>> {
+fn node_selector(
+    selector: Option<&BTreeMap<String, String>>,
+    node: &str,
+) -> Option<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for (k, v) in selector.into_iter().flatten() {
         if pins_virtual_node(k, std::slice::from_ref(v), node) {
             continue;
         }
-        let key = if k == "beta.kubernetes.io/os" { "kubernetes.io/os".to_string() } else { k.clone() };
+        let key = if k == "beta.kubernetes.io/os" {
+            "kubernetes.io/os".to_string()
+        } else {
+            k.clone()
+        };
         out.insert(key, v.clone());
     }
     (!out.is_empty()).then_some(out)
 }
 
-fn requirements(rs: &Option<Vec<NodeSelectorRequirement>>, node: &str) -> Option<Vec<NodeSelectorRequirement>> {
+fn requirements(
+    rs: &Option<Vec<NodeSelectorRequirement>>,
+    node: &str,
+) -> Option<Vec<NodeSelectorRequirement>> {
     let kept: Vec<_> = rs
         .iter()
         .flatten()
-        .filter(|r| !(r.operator == "In" && pins_virtual_node(&r.key, r.values.as_deref().unwrap_or_default(), node)))
+        .filter(|r| {
+            !(r.operator == "In"
+                && pins_virtual_node(&r.key, r.values.as_deref().unwrap_or_default(), node))
+        })
         .cloned()
         .collect();
     (!kept.is_empty()).then_some(kept)
@@ -477,30 +688,57 @@ fn requirements(rs: &Option<Vec<NodeSelectorRequirement>>, node: &str) -> Option
 /// A term without the virtual-node requirements; `None` when nothing is left (an empty term
 /// would match no node at all).
 fn term(t: &NodeSelectorTerm, node: &str) -> Option<NodeSelectorTerm> {
-    let out = NodeSelectorTerm { match_expressions: requirements(&t.match_expressions, node), match_fields: requirements(&t.match_fields, node) };
+    let out = NodeSelectorTerm {
+        match_expressions: requirements(&t.match_expressions, node),
+        match_fields: requirements(&t.match_fields, node),
+    };
     (out.match_expressions.is_some() || out.match_fields.is_some()).then_some(out)
 }
 
 fn affinity(a: &Affinity, node: &str) -> Option<Affinity> {
     let node_affinity = a.node_affinity.as_ref().and_then(|na| {
-        let required = na.required_during_scheduling_ignored_during_execution.as_ref().and_then(|r| {
-            let terms: Vec<_> = r.node_selector_terms.iter().filter_map(|t| term(t, node)).collect();
-            (!terms.is_empty()).then(|| k8s_openapi::api::core::v1::NodeSelector { node_selector_terms: terms })
-        });
+        let required = na
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .and_then(|r| {
+                let terms: Vec<_> = r
+                    .node_selector_terms
+                    .iter()
+                    .filter_map(|t| term(t, node))
+                    .collect();
+                (!terms.is_empty()).then_some(k8s_openapi::api::core::v1::NodeSelector {
+                    node_selector_terms: terms,
+                })
+            });
         let preferred: Vec<_> = na
             .preferred_during_scheduling_ignored_during_execution
             .iter()
             .flatten()
-            .filter_map(|p| term(&p.preference, node).map(|t| k8s_openapi::api::core::v1::PreferredSchedulingTerm { preference: t, weight: p.weight }))
+            .filter_map(|p| {
+                term(&p.preference, node).map(|t| {
+                    k8s_openapi::api::core::v1::PreferredSchedulingTerm {
+                        preference: t,
+                        weight: p.weight,
+                    }
+                })
+            })
             .collect();
         let out = NodeAffinity {
             required_during_scheduling_ignored_during_execution: required,
-            preferred_during_scheduling_ignored_during_execution: (!preferred.is_empty()).then_some(preferred),
+            preferred_during_scheduling_ignored_during_execution: (!preferred.is_empty())
+                .then_some(preferred),
         };
-        (out.required_during_scheduling_ignored_during_execution.is_some() || out.preferred_during_scheduling_ignored_during_execution.is_some())
-            .then_some(out)
+        (out.required_during_scheduling_ignored_during_execution
+            .is_some()
+            || out
+                .preferred_during_scheduling_ignored_during_execution
+                .is_some())
+        .then_some(out)
     });
-    node_affinity.map(|na| Affinity { node_affinity: Some(na), ..Default::default() })
+    node_affinity.map(|na| Affinity {
+        node_affinity: Some(na),
+        ..Default::default()
+    })
 }
 
 /// `.dockerconfigjson` for the registry credentials.
@@ -511,8 +749,12 @@ fn docker_config_json(resolved: &Resolved) -> Vec<u8> {
         .iter()
         .map(|c| {
             let password = c.password.expose_secret();
-            let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", c.username));
-            (c.server.clone(), serde_json::json!({ "username": c.username, "password": password, "auth": auth }))
+            let auth = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{password}", c.username));
+            (
+                c.server.clone(),
+                serde_json::json!({ "username": c.username, "password": password, "auth": auth }),
+            )
         })
         .collect();
     serde_json::to_vec(&serde_json::json!({ "auths": auths })).expect("JSON of strings")
@@ -524,8 +766,9 @@ mod tests {
     use crate::policy::sizing::Size;
     use crate::provider::contract::{RegistryCredential, VolumeFile};
     use k8s_openapi::api::core::v1::{
-        Container, ContainerPort, EnvVar as KEnv, HostPathVolumeSource, ObjectFieldSelector, PersistentVolumeClaimVolumeSource,
-        SecretVolumeSource as SVS, SecurityContext, Toleration, VolumeMount,
+        Container, ContainerPort, EnvVar as KEnv, HostPathVolumeSource, ObjectFieldSelector,
+        PersistentVolumeClaimVolumeSource, SecretVolumeSource as SVS, SecurityContext, Toleration,
+        VolumeMount,
     };
     use secrecy::{SecretBox, SecretString};
     use std::sync::Arc;
@@ -533,12 +776,21 @@ mod tests {
     const NODE_NAME: &str = "burstgate";
 
     fn container(name: &str) -> Container {
-        Container { name: name.into(), image: Some("nginx:1.27".into()), ..Default::default() }
+        Container {
+            name: name.into(),
+            image: Some("nginx:1.27".into()),
+            ..Default::default()
+        }
     }
 
     fn virtual_pod(spec: PodSpec) -> Pod {
         Pod {
-            metadata: ObjectMeta { name: Some("web-1".into()), namespace: Some("shop".into()), uid: Some("u-1".into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("web-1".into()),
+                namespace: Some("shop".into()),
+                uid: Some("u-1".into()),
+                ..Default::default()
+            },
             spec: Some(spec),
             status: None,
         }
@@ -547,7 +799,13 @@ mod tests {
     fn workload(pod: Pod, resolved: Resolved) -> WorkloadSpec {
         WorkloadSpec {
             id: "bg-u-1".into(),
-            owner: Owner { cluster_id: "prod-eu".into(), node: NODE_NAME.into(), namespace: "shop".into(), pod: "web-1".into(), pod_uid: "u-1".into() },
+            owner: Owner {
+                cluster_id: "prod-eu".into(),
+                node: NODE_NAME.into(),
+                namespace: "shop".into(),
+                pod: "web-1".into(),
+                pod_uid: "u-1".into(),
+            },
             target: "onprem".into(),
             region: "local".into(),
             size: Size::default(),
@@ -565,9 +823,21 @@ mod tests {
                 ("disk".to_string(), "ssd".to_string()),
             ])),
             tolerations: Some(vec![
-                Toleration { key: Some("virtual-kubelet.io/provider".into()), operator: Some("Exists".into()), ..Default::default() },
-                Toleration { key: Some("azure.com/aci".into()), effect: Some("NoSchedule".into()), ..Default::default() },
-                Toleration { key: Some("dedicated".into()), value: Some("batch".into()), ..Default::default() },
+                Toleration {
+                    key: Some("virtual-kubelet.io/provider".into()),
+                    operator: Some("Exists".into()),
+                    ..Default::default()
+                },
+                Toleration {
+                    key: Some("azure.com/aci".into()),
+                    effect: Some("NoSchedule".into()),
+                    ..Default::default()
+                },
+                Toleration {
+                    key: Some("dedicated".into()),
+                    value: Some("batch".into()),
+                    ..Default::default()
+                },
             ]),
             service_account_name: Some("shop-api".into()),
             priority_class_name: Some("high".into()),
@@ -586,32 +856,64 @@ mod tests {
 
     #[test]
     fn the_shadow_pod_loses_what_pins_it_to_the_virtual_node_and_keeps_the_rest() {
-        let shadow = translate(&workload(virtual_pod(pinned_spec()), Resolved::default()), "burstgate-shadow").unwrap();
+        let shadow = translate(
+            &workload(virtual_pod(pinned_spec()), Resolved::default()),
+            "burstgate-shadow",
+        )
+        .unwrap();
         let spec = shadow.pod.spec.unwrap();
         assert_eq!(spec.node_name, None);
         assert_eq!(
             spec.node_selector.unwrap(),
-            BTreeMap::from([("disk".to_string(), "ssd".to_string()), ("kubernetes.io/os".to_string(), "linux".to_string())])
+            BTreeMap::from([
+                ("disk".to_string(), "ssd".to_string()),
+                ("kubernetes.io/os".to_string(), "linux".to_string())
+            ])
         );
-        let keys: Vec<_> = spec.tolerations.unwrap().into_iter().map(|t| t.key.unwrap()).collect();
+        let keys: Vec<_> = spec
+            .tolerations
+            .unwrap()
+            .into_iter()
+            .map(|t| t.key.unwrap())
+            .collect();
         assert_eq!(keys, vec!["dedicated"]);
         assert_eq!((spec.priority_class_name, spec.priority), (None, None));
         assert_eq!(spec.containers[0].image.as_deref(), Some("nginx:1.27"));
-        assert_eq!(shadow.pod.metadata.namespace.as_deref(), Some("burstgate-shadow"));
+        assert_eq!(
+            shadow.pod.metadata.namespace.as_deref(),
+            Some("burstgate-shadow")
+        );
         assert_eq!(shadow.pod.metadata.name.as_deref(), Some("bg-u-1"));
     }
 
     #[test]
     fn the_shadow_pod_never_runs_as_the_virtual_pods_service_account() {
         let mut spec = pinned_spec();
-        spec.volumes = Some(vec![Volume { name: "shop-api-token-x7k2p".into(), secret: Some(SVS::default()), ..Default::default() }]);
-        spec.containers[0].volume_mounts =
-            Some(vec![VolumeMount { name: "shop-api-token-x7k2p".into(), mount_path: SERVICE_ACCOUNT_PATH.into(), ..Default::default() }]);
+        spec.volumes = Some(vec![Volume {
+            name: "shop-api-token-x7k2p".into(),
+            secret: Some(SVS::default()),
+            ..Default::default()
+        }]);
+        spec.containers[0].volume_mounts = Some(vec![VolumeMount {
+            name: "shop-api-token-x7k2p".into(),
+            mount_path: SERVICE_ACCOUNT_PATH.into(),
+            ..Default::default()
+        }]);
         let shadow = translate(&workload(virtual_pod(spec), Resolved::default()), "ns").unwrap();
         let spec = shadow.pod.spec.unwrap();
-        assert_eq!((spec.service_account_name, spec.automount_service_account_token), (None, Some(false)));
+        assert_eq!(
+            (
+                spec.service_account_name,
+                spec.automount_service_account_token
+            ),
+            (None, Some(false))
+        );
         assert_eq!(spec.volumes, None, "the token volume is dropped");
-        assert_eq!(spec.containers[0].volume_mounts, Some(vec![]), "and so is its mount");
+        assert_eq!(
+            spec.containers[0].volume_mounts,
+            Some(vec![]),
+            "and so is its mount"
+        );
     }
 
     #[test]
@@ -623,7 +925,10 @@ mod tests {
         let shadow = translate(&w, "ns").unwrap();
         let labels = shadow.pod.metadata.labels.unwrap();
         for (k, v) in &labels {
-            assert!(is_valid_label_value(v), "label {k}={v} is not a valid label value");
+            assert!(
+                is_valid_label_value(v),
+                "label {k}={v} is not a valid label value"
+            );
         }
         assert_eq!(labels[MANAGED_BY], "burstgate");
         assert_eq!(labels[POD_UID], "u-1");
@@ -649,19 +954,44 @@ mod tests {
             env: BTreeMap::from([(
                 "app".to_string(),
                 vec![
-                    EnvVar { name: "MODE".into(), value: EnvValue::Plain("fast".into()) },
-                    EnvVar { name: "DB_PASSWORD".into(), value: EnvValue::Secret(SecretString::from("hunter2")) },
+                    EnvVar {
+                        name: "MODE".into(),
+                        value: EnvValue::Plain("fast".into()),
+                    },
+                    EnvVar {
+                        name: "DB_PASSWORD".into(),
+                        value: EnvValue::Secret(SecretString::from("hunter2")),
+                    },
                 ],
             )]),
             ..Default::default()
         };
         let shadow = translate(&workload(virtual_pod(pinned_spec()), resolved), "ns").unwrap();
-        let env = shadow.pod.spec.as_ref().unwrap().containers[0].env.clone().unwrap();
+        let env = shadow.pod.spec.as_ref().unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
         assert_eq!(env[0].value.as_deref(), Some("fast"));
-        let reference = env[1].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
-        assert_eq!((reference.name.as_str(), reference.key.as_str(), env[1].value.as_deref()), ("bg-u-1", "env.app.DB_PASSWORD", None));
+        let reference = env[1]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (
+                reference.name.as_str(),
+                reference.key.as_str(),
+                env[1].value.as_deref()
+            ),
+            ("bg-u-1", "env.app.DB_PASSWORD", None)
+        );
         let pod_json = serde_json::to_string(&shadow.pod).unwrap();
-        assert!(!pod_json.contains("hunter2"), "the secret value must not appear in the pod: {pod_json}");
+        assert!(
+            !pod_json.contains("hunter2"),
+            "the secret value must not appear in the pod: {pod_json}"
+        );
         let secret = shadow.secret.unwrap();
         assert_eq!(secret.metadata.name.as_deref(), Some("bg-u-1"));
         assert_eq!(secret.data.unwrap()["env.app.DB_PASSWORD"].0, b"hunter2");
@@ -671,39 +1001,94 @@ mod tests {
     fn downward_api_env_about_where_the_pod_runs_keeps_its_field_ref() {
         let mut spec = pinned_spec();
         let field = |path: &str| {
-            Some(EnvVarSource { field_ref: Some(ObjectFieldSelector { field_path: path.into(), api_version: None }), ..Default::default() })
+            Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: path.into(),
+                    api_version: None,
+                }),
+                ..Default::default()
+            })
         };
         spec.containers[0].env = Some(vec![
-            KEnv { name: "POD_IP".into(), value: None, value_from: field("status.podIP") },
-            KEnv { name: "POD_NAME".into(), value: None, value_from: field("metadata.name") },
+            KEnv {
+                name: "POD_IP".into(),
+                value: None,
+                value_from: field("status.podIP"),
+            },
+            KEnv {
+                name: "POD_NAME".into(),
+                value: None,
+                value_from: field("metadata.name"),
+            },
         ]);
         let resolved = Resolved {
             env: BTreeMap::from([(
                 "app".to_string(),
                 vec![
-                    EnvVar { name: "POD_IP".into(), value: EnvValue::Plain("10.0.0.9".into()) },
-                    EnvVar { name: "POD_NAME".into(), value: EnvValue::Plain("web-1".into()) },
+                    EnvVar {
+                        name: "POD_IP".into(),
+                        value: EnvValue::Plain("10.0.0.9".into()),
+                    },
+                    EnvVar {
+                        name: "POD_NAME".into(),
+                        value: EnvValue::Plain("web-1".into()),
+                    },
                 ],
             )]),
             ..Default::default()
         };
         let shadow = translate(&workload(virtual_pod(spec), resolved), "ns").unwrap();
         let env = shadow.pod.spec.unwrap().containers[0].env.clone().unwrap();
-        assert_eq!(env[0].value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path, "status.podIP");
-        assert_eq!(env[1].value.as_deref(), Some("web-1"), "the virtual pod's name, not the shadow pod's");
+        assert_eq!(
+            env[0]
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "status.podIP"
+        );
+        assert_eq!(
+            env[1].value.as_deref(),
+            Some("web-1"),
+            "the virtual pod's name, not the shadow pod's"
+        );
     }
 
     #[test]
     fn secret_and_config_map_volume_files_become_items_of_the_workload_secret() {
         let mut spec = pinned_spec();
         spec.volumes = Some(vec![
-            Volume { name: "config".into(), secret: Some(SVS { default_mode: Some(0o400), ..Default::default() }), ..Default::default() },
-            Volume { name: "cache".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
-            Volume { name: "missing-optional".into(), secret: Some(SVS::default()), ..Default::default() },
+            Volume {
+                name: "config".into(),
+                secret: Some(SVS {
+                    default_mode: Some(0o400),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: "cache".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            },
+            Volume {
+                name: "missing-optional".into(),
+                secret: Some(SVS::default()),
+                ..Default::default()
+            },
         ]);
         let resolved = Resolved {
             volumes: BTreeMap::from([
-                ("config".to_string(), vec![VolumeFile { path: "conf/app.yaml".into(), content: SecretBox::new(Box::new(b"key: s3cr3t".to_vec())) }]),
+                (
+                    "config".to_string(),
+                    vec![VolumeFile {
+                        path: "conf/app.yaml".into(),
+                        content: SecretBox::new(Box::new(b"key: s3cr3t".to_vec())),
+                    }],
+                ),
                 ("missing-optional".to_string(), vec![]),
             ]),
             ..Default::default()
@@ -711,21 +1096,46 @@ mod tests {
         let shadow = translate(&workload(virtual_pod(spec), resolved), "ns").unwrap();
         let volumes = shadow.pod.spec.as_ref().unwrap().volumes.clone().unwrap();
         let config = volumes[0].secret.as_ref().unwrap();
-        assert_eq!((config.secret_name.as_deref(), config.default_mode), (Some("bg-u-1"), Some(0o400)));
+        assert_eq!(
+            (config.secret_name.as_deref(), config.default_mode),
+            (Some("bg-u-1"), Some(0o400))
+        );
         assert_eq!(config.items.as_ref().unwrap()[0].path, "conf/app.yaml");
         assert!(volumes[1].empty_dir.is_some());
-        assert!(volumes[2].empty_dir.is_some(), "an empty optional volume must not project the whole Secret");
-        assert!(!serde_json::to_string(&shadow.pod).unwrap().contains("s3cr3t"));
-        assert_eq!(shadow.secret.unwrap().data.unwrap()["file.config.0"].0, b"key: s3cr3t");
+        assert!(
+            volumes[2].empty_dir.is_some(),
+            "an empty optional volume must not project the whole Secret"
+        );
+        assert!(
+            !serde_json::to_string(&shadow.pod)
+                .unwrap()
+                .contains("s3cr3t")
+        );
+        assert_eq!(
+            shadow.secret.unwrap().data.unwrap()["file.config.0"].0,
+            b"key: s3cr3t"
+        );
     }
 
     #[test]
     fn a_host_path_volume_is_refused_before_any_call() {
         let mut spec = pinned_spec();
-        spec.volumes = Some(vec![Volume { name: "logs".into(), host_path: Some(HostPathVolumeSource { path: "/var/log".into(), type_: None }), ..Default::default() }]);
+        spec.volumes = Some(vec![Volume {
+            name: "logs".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: "/var/log".into(),
+                type_: None,
+            }),
+            ..Default::default()
+        }]);
         let err = translate(&workload(virtual_pod(spec), Resolved::default()), "ns").unwrap_err();
-        assert_eq!(unsupported_field(err.clone()), "spec.volumes[logs].hostPath");
-        assert!(matches!(ProviderError::from(err), ProviderError::Pod { code, .. } if code == "Unsupported"));
+        assert_eq!(
+            unsupported_field(err.clone()),
+            "spec.volumes[logs].hostPath"
+        );
+        assert!(
+            matches!(ProviderError::from(err), ProviderError::Pod { code, .. } if code == "Unsupported")
+        );
     }
 
     #[test]
@@ -733,28 +1143,50 @@ mod tests {
         let mut spec = pinned_spec();
         spec.volumes = Some(vec![Volume {
             name: "data".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: "db".into(), read_only: None }),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: "db".into(),
+                read_only: None,
+            }),
             ..Default::default()
         }]);
         let err = translate(&workload(virtual_pod(spec), Resolved::default()), "ns").unwrap_err();
-        assert!(err.to_string().contains("spec.volumes[data].persistentVolumeClaim"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("spec.volumes[data].persistentVolumeClaim"),
+            "{err}"
+        );
         assert!(err.to_string().contains("namespace shop"), "{err}");
     }
 
     #[test]
     fn privileged_containers_host_ports_and_host_network_are_unsupported() {
         let mut privileged = pinned_spec();
-        privileged.containers[0].security_context = Some(SecurityContext { privileged: Some(true), ..Default::default() });
+        privileged.containers[0].security_context = Some(SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        });
         let mut host_port = pinned_spec();
-        host_port.containers[0].ports = Some(vec![ContainerPort { container_port: 80, host_port: Some(8080), ..Default::default() }]);
+        host_port.containers[0].ports = Some(vec![ContainerPort {
+            container_port: 80,
+            host_port: Some(8080),
+            ..Default::default()
+        }]);
         let mut host_network = pinned_spec();
         host_network.host_network = Some(true);
         for (spec, field) in [
-            (privileged, "spec.containers[0](app).securityContext.privileged"),
+            (
+                privileged,
+                "spec.containers[0](app).securityContext.privileged",
+            ),
             (host_port, "spec.containers[0](app).ports[80].hostPort"),
             (host_network, "spec.hostNetwork"),
         ] {
-            assert_eq!(unsupported_field(translate(&workload(virtual_pod(spec), Resolved::default()), "ns").unwrap_err()), field);
+            assert_eq!(
+                unsupported_field(
+                    translate(&workload(virtual_pod(spec), Resolved::default()), "ns").unwrap_err()
+                ),
+                field
+            );
         }
     }
 
@@ -764,53 +1196,113 @@ mod tests {
         spec.containers[0].env = Some(vec![KEnv {
             name: "TOKEN".into(),
             value: None,
-            value_from: Some(EnvVarSource { secret_key_ref: Some(SecretKeySelector { name: "s".into(), key: "k".into(), optional: None }), ..Default::default() }),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: "s".into(),
+                    key: "k".into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }),
         }]);
         let err = translate(&workload(virtual_pod(spec), Resolved::default()), "ns").unwrap_err();
-        assert!(matches!(&err, TranslateError::Unresolved { field, .. } if field == "spec.containers[0](app).env[TOKEN]"), "{err:?}");
+        assert!(
+            matches!(&err, TranslateError::Unresolved { field, .. } if field == "spec.containers[0](app).env[TOKEN]"),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn registry_credentials_become_a_docker_config_json_secret_the_pod_pulls_with() {
         let resolved = Resolved {
-            registry_credentials: vec![RegistryCredential { server: "r.example".into(), username: "u".into(), password: SecretString::from("p@ss") }],
+            registry_credentials: vec![RegistryCredential {
+                server: "r.example".into(),
+                username: "u".into(),
+                password: SecretString::from("p@ss"),
+            }],
             ..Default::default()
         };
         let shadow = translate(&workload(virtual_pod(pinned_spec()), resolved), "ns").unwrap();
-        assert_eq!(shadow.pod.spec.unwrap().image_pull_secrets.unwrap()[0].name, "bg-u-1-registry");
+        assert_eq!(
+            shadow.pod.spec.unwrap().image_pull_secrets.unwrap()[0].name,
+            "bg-u-1-registry"
+        );
         let secret = shadow.registry_secret.unwrap();
-        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
-        let config: serde_json::Value = serde_json::from_slice(&secret.data.unwrap()[".dockerconfigjson"].0).unwrap();
+        assert_eq!(
+            secret.type_.as_deref(),
+            Some("kubernetes.io/dockerconfigjson")
+        );
+        let config: serde_json::Value =
+            serde_json::from_slice(&secret.data.unwrap()[".dockerconfigjson"].0).unwrap();
         assert_eq!(config["auths"]["r.example"]["auth"], "dTpwQHNz");
-        assert!(shadow.secret.is_none(), "no env or files: no workload Secret");
+        assert!(
+            shadow.secret.is_none(),
+            "no env or files: no workload Secret"
+        );
     }
 
     #[test]
     fn node_affinity_to_the_virtual_node_is_dropped_and_other_terms_are_kept() {
-        let req = |key: &str, value: &str| NodeSelectorRequirement { key: key.into(), operator: "In".into(), values: Some(vec![value.into()]) };
+        let req = |key: &str, value: &str| NodeSelectorRequirement {
+            key: key.into(),
+            operator: "In".into(),
+            values: Some(vec![value.into()]),
+        };
         let mut spec = pinned_spec();
         spec.affinity = Some(Affinity {
             node_affinity: Some(NodeAffinity {
-                required_during_scheduling_ignored_during_execution: Some(k8s_openapi::api::core::v1::NodeSelector {
-                    node_selector_terms: vec![
-                        NodeSelectorTerm { match_expressions: Some(vec![req("type", "virtual-kubelet")]), match_fields: None },
-                        NodeSelectorTerm { match_expressions: Some(vec![req("type", "virtual-kubelet"), req("zone", "a")]), match_fields: None },
-                    ],
-                }),
+                required_during_scheduling_ignored_during_execution: Some(
+                    k8s_openapi::api::core::v1::NodeSelector {
+                        node_selector_terms: vec![
+                            NodeSelectorTerm {
+                                match_expressions: Some(vec![req("type", "virtual-kubelet")]),
+                                match_fields: None,
+                            },
+                            NodeSelectorTerm {
+                                match_expressions: Some(vec![
+                                    req("type", "virtual-kubelet"),
+                                    req("zone", "a"),
+                                ]),
+                                match_fields: None,
+                            },
+                        ],
+                    },
+                ),
                 preferred_during_scheduling_ignored_during_execution: None,
             }),
             pod_anti_affinity: Some(Default::default()),
             ..Default::default()
         });
-        let affinity = translate(&workload(virtual_pod(spec), Resolved::default()), "ns").unwrap().pod.spec.unwrap().affinity.unwrap();
-        let terms = affinity.node_affinity.unwrap().required_during_scheduling_ignored_during_execution.unwrap().node_selector_terms;
-        assert_eq!(terms, vec![NodeSelectorTerm { match_expressions: Some(vec![req("zone", "a")]), match_fields: None }]);
+        let affinity = translate(&workload(virtual_pod(spec), Resolved::default()), "ns")
+            .unwrap()
+            .pod
+            .spec
+            .unwrap()
+            .affinity
+            .unwrap();
+        let terms = affinity
+            .node_affinity
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .unwrap()
+            .node_selector_terms;
+        assert_eq!(
+            terms,
+            vec![NodeSelectorTerm {
+                match_expressions: Some(vec![req("zone", "a")]),
+                match_fields: None
+            }]
+        );
         assert!(affinity.pod_anti_affinity.is_none());
     }
 
     #[test]
     fn the_hostname_stays_the_virtual_pods_name() {
-        let shadow = translate(&workload(virtual_pod(pinned_spec()), Resolved::default()), "ns").unwrap();
+        let shadow = translate(
+            &workload(virtual_pod(pinned_spec()), Resolved::default()),
+            "ns",
+        )
+        .unwrap();
         assert_eq!(shadow.pod.spec.unwrap().hostname.as_deref(), Some("web-1"));
         assert_eq!(default_hostname("a.b"), None);
     }
