@@ -127,8 +127,9 @@ impl From<TranslateError> for ProviderError {
     }
 }
 
-/// What one create sends: the shadow pod and the Secrets it references.
-#[derive(Debug, Clone)]
+/// What one create sends: the shadow pod and the Secrets it references. `Debug` names the
+/// Secrets, never their data.
+#[derive(Clone)]
 pub struct Shadow {
     /// The shadow pod.
     pub pod: Pod,
@@ -136,6 +137,17 @@ pub struct Shadow {
     pub secret: Option<Secret>,
     /// Registry credentials (`<id>-registry`), when the pod has any.
     pub registry_secret: Option<Secret>,
+}
+
+impl std::fmt::Debug for Shadow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = |s: &Option<Secret>| s.as_ref().and_then(|s| s.metadata.name.clone());
+        f.debug_struct("Shadow")
+            .field("pod", &self.pod)
+            .field("secret", &name(&self.secret))
+            .field("registry_secret", &name(&self.registry_secret))
+            .finish()
+    }
 }
 
 /// The name of the registry-credentials Secret of workload `id`.
@@ -946,6 +958,28 @@ mod tests {
         assert_ne!(v, label_value(&"x".repeat(201)));
         assert_eq!(label_value("web-1"), "web-1");
         assert!(is_valid_label_value(&label_value("--/--")));
+    }
+
+    #[test]
+    fn debug_output_of_a_shadow_never_shows_secret_data() {
+        let resolved = Resolved {
+            env: BTreeMap::from([(
+                "app".to_string(),
+                vec![EnvVar {
+                    name: "K".into(),
+                    value: EnvValue::Secret(SecretString::from("hunter2")),
+                }],
+            )]),
+            ..Default::default()
+        };
+        let shadow = translate(&workload(virtual_pod(pinned_spec()), resolved), "ns").unwrap();
+        let printed = format!("{shadow:?}");
+        assert!(
+            printed.contains("bg-u-1")
+                && !printed.contains("hunter2")
+                && !printed.contains("104, 117"),
+            "{printed}"
+        );
     }
 
     #[test]
