@@ -1,6 +1,7 @@
 //! Integration tests, one binary: the CLI as operators call it, and the real peers.
 mod alerts;
 mod cli;
+mod cluster_provider;
 mod common;
 mod deploy;
 mod docs;
