@@ -158,6 +158,7 @@ class Faults:
     delete_delay: float | None = None
     page_size: int | None = None
     region_down: set = field(default_factory=set)
+    violate: dict | None = None  # {"count", "method"?, "pathContains"?}: answers that break the spec
 
     def to_json(self) -> dict:
         return {
@@ -168,6 +169,7 @@ class Faults:
             "deleteDelaySeconds": self.delete_delay,
             "pageSize": self.page_size,
             "regionDown": sorted(self.region_down),
+            "violateSpec": self.violate,
         }
 
 
@@ -537,6 +539,8 @@ class Emulator:
             f.page_size = None if v is None else max(1, int(v))
         if "regionDown" in body:
             f.region_down = {r.lower() for r in body["regionDown"] or []}
+        if "violateSpec" in body:
+            f.violate = dict(body["violateSpec"]) if body["violateSpec"] else None
         if body.get("expireTokens"):
             self.tokens.clear()
         return f.to_json()
@@ -1281,10 +1285,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         }
         if self.headers.get("x-ms-client-request-id"):
             headers["x-ms-client-request-id"] = self.headers["x-ms-client-request-id"]
+        with EMU.lock:
+            EMU.requests.append(entry)
         try:
             check_bearer(self.headers.get("Authorization"))
             with EMU.lock:
-                EMU.requests.append(entry)
                 now = time.time()
                 if now - EMU.budget_window > 3600:
                     EMU.budget_window, EMU.budget_used = now, {}
@@ -1342,6 +1347,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise ArmError(404, "InvalidResourceType", f"The resource type could not be found in the namespace '{PROVIDER}' for api version '{query.get('api-version')}'.")
         except ArmError as err:
             ans = Answer(err.status, err.body(), err.headers)
+        if isinstance(ans.body, dict) and "properties" in ans.body:
+            with EMU.lock:
+                broken = EMU.take_fault(sub, "violate", method, path)
+            if broken:  # a group without its required `containers`: Prism must make this a 500
+                ans.body["properties"] = {"osType": "Linux"}
         entry["status"] = ans.status
         self.reply(ans, headers)
 
