@@ -434,6 +434,10 @@ def group_view(group: Group, now: float, with_instance_view: bool = True) -> dic
     else:
         props.pop("instanceView", None)
     body["properties"] = props
+    identity = body.get("identity")
+    if isinstance(identity, dict) and "SystemAssigned" in (identity.get("type") or ""):
+        identity["principalId"] = str(uuid.uuid5(uuid.NAMESPACE_URL, group.resource_id()))
+        identity["tenantId"] = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant.aci-emulator.burstgate.invalid"))
     body["id"] = group.resource_id()
     body["name"] = group.name
     body["type"] = GROUP_TYPE
@@ -446,9 +450,40 @@ def group_view(group: Group, now: float, with_instance_view: bool = True) -> dic
 
 def spec_of(body: dict) -> dict:
     """What decides whether a PUT changes the group (tags aside)."""
-    b = copy.deepcopy(body)
+    b = strip_read_only(body)
     b.pop("tags", None)
+    props = b.setdefault("properties", {})
+    props.setdefault("osType", "Linux")
+    props.setdefault("restartPolicy", "Always")
+    props.setdefault("sku", "Standard")
+    if props.get("ipAddress") is None and props.get("subnetIds"):
+        props["ipAddress"] = {"type": "Private", "ports": []}
+    if isinstance(props.get("ipAddress"), dict):
+        props["ipAddress"].setdefault("ports", [])
+        props["ipAddress"].setdefault("type", "Public")
+    b["location"] = (b.get("location") or "").replace(" ", "").lower()
     return b
+
+
+def strip_read_only(body: dict) -> dict:
+    """The PUT body without the fields ARM computes (a client may send back a GET answer)."""
+    body = copy.deepcopy(body)
+    for k in ("id", "name", "type", "systemData"):
+        body.pop(k, None)
+    props = body.get("properties") or {}
+    for k in ("provisioningState", "instanceView", "isCreatedFromStandbyPool"):
+        props.pop(k, None)
+    for c in (props.get("containers") or []) + (props.get("initContainers") or []):
+        (c.get("properties") or {}).pop("instanceView", None)
+    ip = props.get("ipAddress")
+    if isinstance(ip, dict):
+        ip.pop("fqdn", None)
+        ip.pop("ip", None)
+    identity = body.get("identity")
+    if isinstance(identity, dict):
+        identity.pop("principalId", None)
+        identity.pop("tenantId", None)
+    return body
 
 
 def registry_of(image: str) -> str:
@@ -683,6 +718,7 @@ def arm_put(now, method, path, query, raw, g, sub) -> Answer:
             f"The container group name '{name}' is invalid. The container group name must contain no more than 63 characters "
             "and only lowercase alphanumeric characters and '-'. It can not start or end with '-' and can not have two consecutive '-'.",
         )
+    body = strip_read_only(body)
     location = (body.get("location") or "").replace(" ", "").lower()
     if not location:
         raise ArmError(400, "LocationRequired", "The location property is required for this definition.")
