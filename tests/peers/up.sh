@@ -265,6 +265,7 @@ phase "installing what is missing into $CACHE"
 apt_install "etcd-server=$ETCD_DEB_VERSION" "prometheus=$PROMETHEUS_DEB_VERSION" curl openssl util-linux
 quiet_debian_service etcd
 quiet_debian_service prometheus
+apt_install python3  # the ACI emulator (tests/peers/aci-emulator) runs on Debian's python3, stdlib only
 PROMTOOL=$(command -v promtool) || die "promtool missing after installing prometheus"
 PROMETHEUS=$(command -v prometheus) || die "prometheus missing after installing prometheus"
 ensure_venv "$MOTO_VENV" "$PEERS_HERE/moto-constraints.txt" "moto[ecs,server]==$MOTO_VERSION"
@@ -365,7 +366,7 @@ start_peer prism "$PRISM_DIR/node_modules/.bin/prism" proxy --errors -h 127.0.0.
 start_peer aci-emulator env ACI_EMULATOR_PORT="$ACI_EMULATOR_PORT" ACI_EMULATOR_TLS_PORT="$ACI_EMULATOR_TLS_PORT" \
   ACI_EMULATOR_TLS_CERT="$PEERS_DIR/aci-emulator.crt" ACI_EMULATOR_TLS_KEY="$PEERS_DIR/aci-emulator.key" \
   ACI_EMULATOR_URL="$ACI_UPSTREAM" ACI_EMULATOR_ARM_URL="http://127.0.0.1:$PRISM_PORT" \
-  python3 "$PEERS_HERE/aci-emulator/emulator.py"
+  /usr/bin/python3 "$PEERS_HERE/aci-emulator/emulator.py"
 
 start_peer etcd etcd --name burstgate-test --data-dir "$PEERS_DIR/etcd-data" \
   --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \

@@ -1225,6 +1225,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "burstgate-aci-emulator/1"
 
+    def handle(self):
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # a keep-alive client went away between requests
+
     def log_message(self, fmt, *args):  # one line per request on stderr (the peer's log)
         sys.stderr.write(f"[{iso(time.time())}] {self.address_string()} {fmt % args}\n")
 
