@@ -60,36 +60,45 @@ impl Answer {
     }
 }
 
+/// Fetches a token the way azure_identity's ClientSecretCredential does (form POST to
+/// `{authority}/{tenant}/oauth2/v2.0/token`), over HTTPS trusting only the peers' CA.
+pub(crate) async fn fetch_token() -> String {
+    common::install_crypto_provider();
+    let peers = common::peers();
+    let ca = std::fs::read(peers.path("ACI_EMULATOR_CA")).expect("reading ACI_EMULATOR_CA");
+    let tls = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).expect("the peers' CA is PEM")])
+        .build()
+        .expect("an HTTPS client");
+    let res = tls
+        .post(format!(
+            "{}/burstgate-test-tenant/oauth2/v2.0/token",
+            peers.get("ACI_AUTHORITY_HOST")
+        ))
+        .form(&[
+            ("client_id", "burstgate-test-client"),
+            ("client_secret", "burstgate-test-client-secret"),
+            ("grant_type", "client_credentials"),
+            ("scope", "https://management.azure.com/.default"),
+        ])
+        .send()
+        .await
+        .expect("the emulator's token endpoint answers over HTTPS");
+    assert_eq!(res.status(), StatusCode::OK);
+    let token: Value = res.json().await.expect("a JSON token answer");
+    assert_eq!(token["token_type"], json!("Bearer"), "{token}");
+    assert!(token["expires_in"].as_i64().unwrap_or(0) > 0, "{token}");
+    assert!(token["ext_expires_in"].as_i64().is_some(), "{token}");
+    token["access_token"]
+        .as_str()
+        .expect("an access_token")
+        .to_owned()
+}
+
 impl Arm {
-    /// Fetches a token the way azure_identity's ClientSecretCredential does (form POST to
-    /// `{authority}/{tenant}/oauth2/v2.0/token`), over HTTPS trusting only the peers' CA.
+    /// A client in a fresh random subscription, with a token from the emulator.
     pub(crate) async fn new() -> Arm {
-        common::install_crypto_provider();
         let peers = common::peers();
-        let ca = std::fs::read(peers.path("ACI_EMULATOR_CA")).expect("reading ACI_EMULATOR_CA");
-        let tls = reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(&ca).expect("the peers' CA is PEM")])
-            .build()
-            .expect("an HTTPS client");
-        let res = tls
-            .post(format!(
-                "{}/burstgate-test-tenant/oauth2/v2.0/token",
-                peers.get("ACI_AUTHORITY_HOST")
-            ))
-            .form(&[
-                ("client_id", "burstgate-test-client"),
-                ("client_secret", "burstgate-test-client-secret"),
-                ("grant_type", "client_credentials"),
-                ("scope", "https://management.azure.com/.default"),
-            ])
-            .send()
-            .await
-            .expect("the emulator's token endpoint answers over HTTPS");
-        assert_eq!(res.status(), StatusCode::OK);
-        let token: Value = res.json().await.expect("a JSON token answer");
-        assert_eq!(token["token_type"], json!("Bearer"), "{token}");
-        assert!(token["expires_in"].as_i64().unwrap_or(0) > 0, "{token}");
-        assert!(token["ext_expires_in"].as_i64().is_some(), "{token}");
         Arm {
             http: reqwest::Client::new(),
             prism: peers.get("ACI_PRISM_URL").trim_end_matches('/').to_owned(),
@@ -98,10 +107,7 @@ impl Arm {
                 .trim_end_matches('/')
                 .to_owned(),
             subscription: random_subscription(),
-            token: token["access_token"]
-                .as_str()
-                .expect("an access_token")
-                .to_owned(),
+            token: fetch_token().await,
         }
     }
 
@@ -483,6 +489,18 @@ async fn arm_calls_without_a_token_the_emulator_issued_are_refused_with_401() {
         .map(|r| r["status"].clone())
         .collect();
     assert_eq!(statuses, [json!(401), json!(404)]);
+
+    // Tokens issued before `expireTokens` are expired (for this subscription); a new one works.
+    arm.faults(json!({ "expireTokens": true })).await;
+    let expired = arm.call(Method::GET, &url, None).await;
+    assert_eq!(expired.status, StatusCode::UNAUTHORIZED, "{}", expired.body);
+    assert_eq!(
+        expired.body["error"]["code"],
+        json!("ExpiredAuthenticationToken")
+    );
+    let fresh = fetch_token().await;
+    let renewed = arm.call_as(Some(&fresh), Method::GET, &url, None).await;
+    assert_eq!(renewed.status, StatusCode::NOT_FOUND, "{}", renewed.body);
     arm.reset().await;
 }
 
@@ -795,5 +813,59 @@ async fn exec_runs_commands_over_acis_websocket_protocol() {
         "env lists plain variables only: {env}"
     );
     assert_eq!(exec("hostname").await, "shell\n");
+    arm.reset().await;
+}
+
+#[tokio::test]
+async fn a_slow_delete_answers_202_and_the_group_is_deleting_until_it_is_gone() {
+    let arm = Arm::new().await;
+    arm.faults(json!({ "provisioningDelaySeconds": 0.2, "deleteDelaySeconds": 1 }))
+        .await;
+    let url = arm.group_url("burstgate-test", "slow");
+    let mut body = group("nginx", 0.5, json!([]), "Always");
+    body["properties"]["subnetIds"] = json!([{
+        "id": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/vnet/subnets/aci"
+    }]);
+    let put = arm.call(Method::PUT, &url, Some(&body)).await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.body);
+    let running = arm
+        .wait_for_group(&url, "the group to run", |g| {
+            g["properties"]["instanceView"]["state"] == json!("Running")
+        })
+        .await;
+    let ip = &running["properties"]["ipAddress"];
+    assert_eq!(
+        ip["type"],
+        json!("Private"),
+        "a group in a subnet gets a private IP: {ip}"
+    );
+    assert!(
+        ip["ip"].as_str().unwrap_or_default().starts_with("10."),
+        "{ip}"
+    );
+
+    let deleting = arm.call(Method::DELETE, &url, None).await;
+    assert_eq!(deleting.status, StatusCode::ACCEPTED, "{}", deleting.body);
+    let operation = deleting
+        .header("azure-asyncoperation")
+        .expect("a 202 names its operation")
+        .to_owned();
+    assert!(
+        deleting.header("location").is_some(),
+        "{:?}",
+        deleting.headers
+    );
+    let during = arm.call(Method::GET, &url, None).await;
+    assert_eq!(
+        during.body["properties"]["provisioningState"],
+        json!("Deleting")
+    );
+    common::eventually("the delete to finish", Duration::from_secs(30), || async {
+        let op = arm.call(Method::GET, &operation, None).await;
+        (op.body["status"] == json!("Succeeded")).then_some(())
+    })
+    .await;
+    let gone = arm.call(Method::GET, &url, None).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.body);
     arm.reset().await;
 }

@@ -159,6 +159,7 @@ class Faults:
     page_size: int | None = None
     region_down: set = field(default_factory=set)
     violate: dict | None = None  # {"count", "method"?, "pathContains"?}: answers that break the spec
+    tokens_not_before: float | None = None  # tokens issued earlier are expired (expireTokens)
 
     def to_json(self) -> dict:
         return {
@@ -505,7 +506,7 @@ class Emulator:
     def clear(self) -> None:
         self.groups: dict[tuple, Group] = {}
         self.ops: dict[str, dict] = {}
-        self.tokens: dict[str, float] = {}  # token -> expiry
+        self.tokens: dict[str, tuple[float, float]] = {}  # token -> (issued, expiry)
         self.requests: list[dict] = []
         self.faults: dict[str | None, Faults] = {None: Faults()}
         self.exec_sessions: dict[str, dict] = {}
@@ -577,7 +578,7 @@ class Emulator:
         if "violateSpec" in body:
             f.violate = dict(body["violateSpec"]) if body["violateSpec"] else None
         if body.get("expireTokens"):
-            self.tokens.clear()
+            f.tokens_not_before = time.time()
         return f.to_json()
 
     def reset(self, sub: str | None) -> None:
@@ -1019,14 +1020,14 @@ def token_endpoint(tenant: str, raw: bytes, content_type: str) -> Answer:
         )
     token = "emu." + secrets.token_urlsafe(32)
     with EMU.lock:
-        EMU.tokens[token] = time.time() + TOKEN_LIFETIME
+        EMU.tokens[token] = (time.time(), time.time() + TOKEN_LIFETIME)
     return Answer(
         200,
         {"token_type": "Bearer", "expires_in": TOKEN_LIFETIME, "ext_expires_in": TOKEN_LIFETIME, "access_token": token},
     )
 
 
-def check_bearer(authorization: str | None) -> None:
+def check_bearer(authorization: str | None, sub: str | None) -> None:
     if not authorization:
         raise ArmError(
             401,
@@ -1042,11 +1043,12 @@ def check_bearer(authorization: str | None) -> None:
             "Authentication failed. The 'Authorization' header is provided in an invalid format.",
         )
     with EMU.lock:
-        expiry = EMU.tokens.get(token.strip())
+        issued, expiry = EMU.tokens.get(token.strip(), (None, None))
+        not_before = max((f.tokens_not_before or 0.0) for f in EMU.scope_faults(sub))
     www = {"WWW-Authenticate": 'Bearer authorization_uri="https://login.microsoftonline.com/common", error="invalid_token", error_description="The access token is invalid."'}
     if expiry is None:
         raise ArmError(401, "InvalidAuthenticationToken", "The access token is invalid.", www)
-    if time.time() >= expiry:
+    if time.time() >= expiry or issued < not_before:
         raise ArmError(401, "ExpiredAuthenticationToken", "The access token expiry UTC time is earlier than current UTC time.", www)
 
 
@@ -1340,7 +1342,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with EMU.lock:
             EMU.requests.append(entry)
         try:
-            check_bearer(self.headers.get("Authorization"))
+            check_bearer(self.headers.get("Authorization"), sub)
             with EMU.lock:
                 now = time.time()
                 if now - EMU.budget_window > 3600:
