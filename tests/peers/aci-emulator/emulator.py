@@ -1273,6 +1273,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(k, str(v))
         if payload:
             self.send_header("Content-Type", "application/json; charset=utf-8")
+        if self.close_connection:
+            # The request said `Connection: close` (Prism forwards its client's hop-by-hop
+            # headers): say so, or Prism's pooled socket is reused after we close it.
+            self.send_header("Connection", "close")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if payload:
@@ -1466,6 +1470,7 @@ def control(method: str, path: str, query: dict, raw: bytes) -> Answer:
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024  # Prism opens many connections at once; the default 5 drops them
 
 
 def main() -> None:
