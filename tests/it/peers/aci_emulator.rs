@@ -869,3 +869,35 @@ async fn a_slow_delete_answers_202_and_the_group_is_deleting_until_it_is_gone() 
     assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.body);
     arm.reset().await;
 }
+
+#[tokio::test]
+async fn concurrent_requests_through_prism_all_get_the_emulators_answer() {
+    let arm = Arm::new().await;
+    // Clients that close their connections (curl, urllib): Prism forwards `Connection: close`
+    // and pools its socket to the emulator unless the answer says it is closed.
+    let answers = futures::future::join_all((0..20).map(|i| {
+        let arm = &arm;
+        async move {
+            let url = format!(
+                "{}?api-version={API_VERSION}",
+                arm.group_url("burstgate-test", &format!("c{i}"))
+            );
+            let res = arm
+                .http
+                .get(&url)
+                .bearer_auth(&arm.token)
+                .header("connection", "close")
+                .send()
+                .await
+                .expect("Prism answers");
+            (res.status(), res.text().await.unwrap_or_default())
+        }
+    }))
+    .await;
+    for (status, body) in answers {
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert!(body.contains("ResourceNotFound"), "{body}");
+    }
+    assert_eq!(arm.requests().await.len(), 20);
+    arm.reset().await;
+}
