@@ -17,7 +17,7 @@ use crate::controller::leader::{ElectionConfig, LeaderElector};
 use crate::controller::reload::{PolicyReloader, run_reload};
 use crate::controller::{node, pod};
 use crate::policy::model::ProviderKind;
-use crate::provider::factories::SimFactory;
+use crate::provider::factories::{ClusterFactory, SimFactory};
 use crate::provider::registry::Factory;
 use crate::provider::sim::SimCloud;
 
@@ -55,12 +55,12 @@ async fn client(config: &RunConfig) -> Result<kube::Client, Error> {
 }
 
 /// The provider kinds this gateway can build adapters for.
-pub fn factories(config: &RunConfig) -> BTreeMap<ProviderKind, Arc<dyn Factory>> {
+pub fn factories(config: &RunConfig, client: &kube::Client) -> BTreeMap<ProviderKind, Arc<dyn Factory>> {
     let cloud = SimCloud::new(Duration::from_millis(config.sim_cold_start_ms), 10_000);
-    BTreeMap::from([(
-        ProviderKind::Sim,
-        Arc::new(SimFactory::new(cloud)) as Arc<dyn Factory>,
-    )])
+    BTreeMap::from([
+        (ProviderKind::Sim, Arc::new(SimFactory::new(cloud)) as Arc<dyn Factory>),
+        (ProviderKind::Cluster, Arc::new(ClusterFactory::new(client.clone())) as Arc<dyn Factory>),
+    ])
 }
 
 /// Keeps every target's adapter built for the live policy, until `term` is cancelled.
@@ -105,7 +105,7 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
         client.clone(),
         config.clone(),
         rx,
-        factories(&config),
+        factories(&config, &client),
         Default::default(),
     );
 

@@ -9,4 +9,5 @@ pub mod node;
 pub mod placement;
 pub mod pod;
 pub mod reload;
+pub mod resolve;
 pub mod status;

@@ -29,6 +29,7 @@ use crate::controller::context::Gateway;
 use crate::controller::{admission, placement, status};
 use crate::policy::model::ProviderKind;
 use crate::policy::{Exclusion, ExclusionReason, Outcome, PodView, explain};
+use crate::controller::resolve;
 use crate::provider::{Capabilities, Owner, ProviderError, WorkloadPhase, WorkloadSpec, workload_id};
 
 /// Errors of one reconcile; all are retried with backoff by `error_policy`.
@@ -278,8 +279,17 @@ impl PodController {
     async fn create(&self, pod: &Pod) -> Result<Action, Error> {
         let host_ip = self.gw.config.node_ip.clone();
         let uid = pod.uid().unwrap_or_default();
-        let Some((_, spec)) = self.spec_for(pod) else {
+        let Some((_, mut spec)) = self.spec_for(pod) else {
             return self.redecide(pod, "?", "placement annotations are incomplete".into()).await;
+        };
+        spec.resolved = match resolve::resolve(&self.gw.client, pod, &host_ip).await {
+            Ok(r) => r,
+            Err(resolve::Error::Api(e)) => return Err(e.into()),
+            Err(e) => {
+                // As a kubelet does: the pod waits until its references exist, and says why.
+                self.event(pod, EventType::Warning, "CreateContainerConfigError", e.to_string()).await;
+                return Ok(Action::requeue(Duration::from_secs(if e.is_retryable() { 15 } else { 60 })));
+            }
         };
         let Some(provider) = self.gw.provider_for_target(&spec.target) else {
             return match self.gw.providers.problem(&spec.target) {
@@ -403,6 +413,15 @@ impl PodController {
                 let uid = pod.uid().unwrap_or_default();
                 self.polled.lock().expect("polled lock").insert(uid.clone(), Instant::now());
                 let result = match statuses.get(&id) {
+                    Some(ws) if let Some(ProviderError::Target { code, message }) = crate::provider::cluster::unschedulable_rejection(ws) => {
+                        // The target took the workload but cannot run it (a full cluster): take
+                        // it back and burst elsewhere, like a create-time target rejection.
+                        if let Err(e) = provider.delete(&id).await {
+                            tracing::warn!(pod = %pod.name_any(), error = %e, "could not take back an unschedulable workload; the orphan collector will retry");
+                        }
+                        self.created.lock().expect("created lock").remove(&uid);
+                        self.redecide(pod, &target, format!("{code}: {message}")).await.map(|_| ())
+                    }
                     Some(ws) => {
                         if matches!(ws.phase, WorkloadPhase::Succeeded | WorkloadPhase::Failed) {
                             self.gw.ledger.lock().expect("ledger lock").release(&uid);

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use crate::policy::Target;
+use crate::policy::checked::Connection;
 use crate::provider::Provider;
+use crate::provider::cluster::{ClusterProvider, Settings as ClusterSettings};
 use crate::provider::layers::{Layered, Layers};
 use crate::provider::registry::Factory;
 use crate::provider::sim::{SimCloud, SimProvider};
@@ -29,5 +31,39 @@ impl Factory for SimFactory {
             Arc::new(SimProvider::new(self.cloud.clone())),
             layers,
         )))
+    }
+}
+
+/// `cluster` targets: shadow pods in the target's namespace of this cluster (the gateway's own
+/// client) or of another one (its `kubeconfig`).
+pub struct ClusterFactory {
+    client: kube::Client,
+}
+
+impl ClusterFactory {
+    /// Adapters that use `client` unless a target names another cluster.
+    pub fn new(client: kube::Client) -> ClusterFactory {
+        ClusterFactory { client }
+    }
+}
+
+#[async_trait::async_trait]
+impl Factory for ClusterFactory {
+    async fn build(&self, target: &Target, layers: Layers) -> Result<Arc<dyn Provider>, String> {
+        let (namespace, kubeconfig) = match &target.connection {
+            Connection::Cluster(c) => (c.namespace.clone(), c.kubeconfig.clone()),
+            _ => ("burstgate-shadow".to_string(), None),
+        };
+        let client = match kubeconfig {
+            None => self.client.clone(),
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(&path).map_err(|e| format!("cluster.kubeconfig {path}: {e}"))?;
+                let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                    .await
+                    .map_err(|e| format!("cluster.kubeconfig {path}: {e}"))?;
+                kube::Client::try_from(config).map_err(|e| format!("cluster.kubeconfig {path}: {e}"))?
+            }
+        };
+        Ok(Arc::new(ClusterProvider::new(ClusterSettings { target: target.name.clone(), namespace }, client, layers)))
     }
 }
