@@ -2,6 +2,7 @@
 //! limits every adapter, and the simulator, must respect.
 
 pub mod contract;
+pub mod fargate;
 pub mod limits;
 pub mod sim;
 

@@ -2,6 +2,7 @@
 mod alerts;
 mod cli;
 mod common;
+mod fargate;
 mod gateway_e2e;
 mod gateway_node;
 mod gateway_pods;
