@@ -149,7 +149,7 @@ pub struct Budget {
 impl Budget {
     /// Does this pod count against the budget?
     pub fn covers(&self, pod: &PodView) -> bool {
-        let ns_ok = self.namespaces.is_empty() || self.namespaces.iter().any(|n| *n == pod.namespace);
+        let ns_ok = self.namespaces.is_empty() || self.namespaces.contains(&pod.namespace);
         ns_ok && labels_match(&self.labels, &pod.labels)
     }
 }
@@ -233,7 +233,7 @@ pub struct Matcher {
 impl Matcher {
     /// Matches without the expression (cheap part first).
     pub fn matches_static(&self, pod: &PodView) -> bool {
-        (self.namespaces.is_empty() || self.namespaces.iter().any(|n| *n == pod.namespace))
+        (self.namespaces.is_empty() || self.namespaces.contains(&pod.namespace))
             && labels_match(&self.labels, &pod.labels)
             && labels_match(&self.annotations, &pod.annotations)
     }

@@ -3,6 +3,7 @@
 
 pub mod contract;
 pub mod fargate;
+pub mod layers;
 pub mod limits;
 pub mod sim;
 

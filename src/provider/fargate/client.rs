@@ -8,23 +8,27 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, Compatibility, ContainerCondition, ContainerDefinition,
-    ContainerDependency, DesiredStatus, KeyValuePair, LaunchType, LogConfiguration, LogDriver, MountPoint, NetworkConfiguration,
-    NetworkMode, PortMapping, RepositoryCredentials, Secret, Tag, Task, TaskDefinitionStatus, TaskField, TransportProtocol, Volume,
+    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, Compatibility,
+    ContainerCondition, ContainerDefinition, ContainerDependency, DesiredStatus, KeyValuePair,
+    LaunchType, LogConfiguration, LogDriver, MountPoint, NetworkConfiguration, NetworkMode,
+    PortMapping, RepositoryCredentials, Secret, Tag, Task, TaskDefinitionStatus, TaskField,
+    TransportProtocol, Volume,
 };
 use aws_smithy_types::retry::RetryConfig;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::policy::model::OperationClass;
 use crate::provider::contract::{
-    Capabilities, ExecOutput, ExposeSecret, LogOptions, OwnedWorkload, Owner, Provider, ProviderError, WorkloadSpec, WorkloadStatus,
+    Capabilities, ExecOutput, ExposeSecret, LogOptions, OwnedWorkload, Owner, Provider,
+    ProviderError, WorkloadSpec, WorkloadStatus,
 };
-use crate::provider::fargate::layers_shim::Layers;
 use crate::provider::fargate::retry::{classify, classify_failure};
 use crate::provider::fargate::status::{tag, workload_of, workload_status};
 use crate::provider::fargate::translate::{
-    self, LOG_STREAM_PREFIX, Plan, Settings, TAG_CLUSTER_ID, TAG_NAMESPACE, TAG_NODE, TAG_POD, TAG_POD_UID, TAG_WORKLOAD, TaskDef,
+    self, LOG_STREAM_PREFIX, Plan, Settings, TAG_CLUSTER_ID, TAG_NAMESPACE, TAG_NODE, TAG_POD,
+    TAG_POD_UID, TAG_WORKLOAD, TaskDef,
 };
+use crate::provider::layers::Layers;
 
 /// DescribeTasks takes at most this many tasks per call.
 pub const DESCRIBE_BATCH: usize = 100;
@@ -48,12 +52,16 @@ pub struct FargateProvider {
 }
 
 fn pod_error(what: &str, e: impl std::fmt::Display) -> ProviderError {
-    ProviderError::Pod { code: "InvalidRequest".into(), message: format!("{what}: {e}") }
+    ProviderError::Pod {
+        code: "InvalidRequest".into(),
+        message: format!("{what}: {e}"),
+    }
 }
 
 /// The family of a task definition ARN (`...:task-definition/bg-abc:3` -> `bg-abc`).
 fn family_of_arn(arn: &str) -> Option<&str> {
-    arn.rsplit_once("task-definition/").map(|(_, rest)| rest.split(':').next().unwrap_or(rest))
+    arn.rsplit_once("task-definition/")
+        .map(|(_, rest)| rest.split(':').next().unwrap_or(rest))
 }
 
 impl FargateProvider {
@@ -61,7 +69,11 @@ impl FargateProvider {
     /// the region is the target's).
     pub fn new(settings: Settings, sdk: &aws_types::SdkConfig, layers: Layers) -> FargateProvider {
         // Retries are the Layers' job (with the target's budget and circuit): the SDK's are off.
-        let sdk = sdk.to_builder().region(aws_types::region::Region::new(settings.region.clone())).retry_config(RetryConfig::disabled()).build();
+        let sdk = sdk
+            .to_builder()
+            .region(aws_types::region::Region::new(settings.region.clone()))
+            .retry_config(RetryConfig::disabled())
+            .build();
         FargateProvider {
             ecs: aws_sdk_ecs::Client::new(&sdk),
             secrets: aws_sdk_secretsmanager::Client::new(&sdk),
@@ -80,7 +92,10 @@ impl FargateProvider {
     }
 
     fn remember(&self, id: &str, arn: &str) {
-        self.tasks.lock().expect("task cache lock").insert(id.to_string(), arn.to_string());
+        self.tasks
+            .lock()
+            .expect("task cache lock")
+            .insert(id.to_string(), arn.to_string());
     }
 
     fn cached(&self, id: &str) -> Option<String> {
@@ -88,7 +103,12 @@ impl FargateProvider {
     }
 
     /// Task ARNs in the cluster, all pages (`ListTasks`, a Read each).
-    async fn list_tasks(&self, started_by: Option<&str>, family: Option<&str>, desired: DesiredStatus) -> Result<Vec<String>, ProviderError> {
+    async fn list_tasks(
+        &self,
+        started_by: Option<&str>,
+        family: Option<&str>,
+        desired: DesiredStatus,
+    ) -> Result<Vec<String>, ProviderError> {
         let mut arns = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -119,7 +139,12 @@ impl FargateProvider {
     /// (ECS lists them as `failures` with reason `MISSING`).
     async fn describe(&self, arns: &[String]) -> Result<Vec<Task>, ProviderError> {
         let batches = arns.chunks(DESCRIBE_BATCH).map(|chunk| {
-            let req = self.ecs.describe_tasks().cluster(&self.settings.cluster).set_tasks(Some(chunk.to_vec())).include(TaskField::Tags);
+            let req = self
+                .ecs
+                .describe_tasks()
+                .cluster(&self.settings.cluster)
+                .set_tasks(Some(chunk.to_vec()))
+                .include(TaskField::Tags);
             async move {
                 self.layers
                     .call(OperationClass::Read, "DescribeTasks", || {
@@ -140,7 +165,12 @@ impl FargateProvider {
             return Ok(Some(arn));
         }
         for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
-            if let Some(arn) = self.list_tasks(Some(id), None, desired).await?.into_iter().next() {
+            if let Some(arn) = self
+                .list_tasks(Some(id), None, desired)
+                .await?
+                .into_iter()
+                .next()
+            {
                 self.remember(id, &arn);
                 return Ok(Some(arn));
             }
@@ -150,7 +180,9 @@ impl FargateProvider {
 
     /// A task of `id` that ECS still runs (desired status RUNNING), if any.
     async fn running_task(&self, id: &str) -> Result<Option<Task>, ProviderError> {
-        let arns = self.list_tasks(Some(id), None, DesiredStatus::Running).await?;
+        let arns = self
+            .list_tasks(Some(id), None, DesiredStatus::Running)
+            .await?;
         if arns.is_empty() {
             return Ok(None);
         }
@@ -159,10 +191,19 @@ impl FargateProvider {
 
     /// Writes the plan's secrets (create, or put a new value when it exists: idempotent) and
     /// returns name -> ARN. Values go only into `SecretString`.
-    async fn write_secrets(&self, plan: &Plan, spec: &WorkloadSpec) -> Result<BTreeMap<String, String>, ProviderError> {
+    async fn write_secrets(
+        &self,
+        plan: &Plan,
+        spec: &WorkloadSpec,
+    ) -> Result<BTreeMap<String, String>, ProviderError> {
         let tags: Vec<aws_sdk_secretsmanager::types::Tag> = ownership(&spec.owner, &spec.id)
             .into_iter()
-            .map(|(k, v)| aws_sdk_secretsmanager::types::Tag::builder().key(k).value(v).build())
+            .map(|(k, v)| {
+                aws_sdk_secretsmanager::types::Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .build()
+            })
             .collect();
         let mut arns = BTreeMap::new();
         for secret in &plan.secrets {
@@ -179,7 +220,12 @@ impl FargateProvider {
                     async move {
                         match req.send().await {
                             Ok(out) => Ok(out.arn().map(str::to_string)),
-                            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_exists_exception()) => Ok(None),
+                            Err(e)
+                                if e.as_service_error()
+                                    .is_some_and(|s| s.is_resource_exists_exception()) =>
+                            {
+                                Ok(None)
+                            }
                             Err(e) => Err(classify("CreateSecret", &e)),
                         }
                     }
@@ -190,11 +236,25 @@ impl FargateProvider {
                 None => self
                     .layers
                     .call(OperationClass::Create, "PutSecretValue", || {
-                        let req = self.secrets.put_secret_value().secret_id(&secret.name).secret_string(secret.value.expose_secret());
-                        async move { req.send().await.map(|o| o.arn().map(str::to_string)).map_err(|e| classify("PutSecretValue", &e)) }
+                        let req = self
+                            .secrets
+                            .put_secret_value()
+                            .secret_id(&secret.name)
+                            .secret_string(secret.value.expose_secret());
+                        async move {
+                            req.send()
+                                .await
+                                .map(|o| o.arn().map(str::to_string))
+                                .map_err(|e| classify("PutSecretValue", &e))
+                        }
                     })
                     .await?
-                    .ok_or_else(|| pod_error("PutSecretValue", format!("no ARN for secret {}", secret.name)))?,
+                    .ok_or_else(|| {
+                        pod_error(
+                            "PutSecretValue",
+                            format!("no ARN for secret {}", secret.name),
+                        )
+                    })?,
             };
             arns.insert(secret.name.clone(), arn);
         }
@@ -203,7 +263,13 @@ impl FargateProvider {
 
     /// The ARN of `def`'s family: cached, else its ACTIVE revision, else a new registration.
     async fn definition_arn(&self, def: &TaskDef) -> Result<String, ProviderError> {
-        let cached = || self.definitions.lock().expect("definition cache lock").get(&def.family).cloned();
+        let cached = || {
+            self.definitions
+                .lock()
+                .expect("definition cache lock")
+                .get(&def.family)
+                .cloned()
+        };
         if let Some(arn) = cached() {
             return Ok(arn);
         }
@@ -214,7 +280,10 @@ impl FargateProvider {
         let found = self
             .layers
             .call(OperationClass::Read, "DescribeTaskDefinition", || {
-                let req = self.ecs.describe_task_definition().task_definition(&def.family);
+                let req = self
+                    .ecs
+                    .describe_task_definition()
+                    .task_definition(&def.family);
                 async move {
                     match req.send().await {
                         Ok(out) => Ok(out
@@ -235,13 +304,24 @@ impl FargateProvider {
             Some(arn) => arn,
             None => self.register(def).await?,
         };
-        self.definitions.lock().expect("definition cache lock").insert(def.family.clone(), arn.clone());
+        self.definitions
+            .lock()
+            .expect("definition cache lock")
+            .insert(def.family.clone(), arn.clone());
         Ok(arn)
     }
 
     async fn register(&self, def: &TaskDef) -> Result<String, ProviderError> {
-        let containers = def.containers.iter().map(container_definition).collect::<Result<Vec<_>, _>>()?;
-        let volumes: Vec<Volume> = def.volumes.iter().map(|v| Volume::builder().name(v).build()).collect();
+        let containers = def
+            .containers
+            .iter()
+            .map(container_definition)
+            .collect::<Result<Vec<_>, _>>()?;
+        let volumes: Vec<Volume> = def
+            .volumes
+            .iter()
+            .map(|v| Volume::builder().name(v).build())
+            .collect();
         let req = self
             .ecs
             .register_task_definition()
@@ -254,18 +334,32 @@ impl FargateProvider {
             .set_task_role_arn(def.task_role_arn.clone())
             .set_container_definitions(Some(containers))
             .set_volumes(Some(volumes))
-            .tags(Tag::builder().key("burstgate.io/managed-by").value("burstgate").build());
+            .tags(
+                Tag::builder()
+                    .key("burstgate.io/managed-by")
+                    .value("burstgate")
+                    .build(),
+            );
         let out = self
             .layers
             .call(OperationClass::Register, "RegisterTaskDefinition", || {
                 let req = req.clone();
-                async move { req.send().await.map_err(|e| classify("RegisterTaskDefinition", &e)) }
+                async move {
+                    req.send()
+                        .await
+                        .map_err(|e| classify("RegisterTaskDefinition", &e))
+                }
             })
             .await?;
         out.task_definition()
             .and_then(|d| d.task_definition_arn())
             .map(str::to_string)
-            .ok_or_else(|| pod_error("RegisterTaskDefinition", "the answer has no task definition ARN"))
+            .ok_or_else(|| {
+                pod_error(
+                    "RegisterTaskDefinition",
+                    "the answer has no task definition ARN",
+                )
+            })
     }
 
     /// One RunTask for one pod.
@@ -279,10 +373,18 @@ impl FargateProvider {
         let vpc = AwsVpcConfiguration::builder()
             .set_subnets(Some(s.subnets.clone()))
             .set_security_groups(Some(s.security_groups.clone()))
-            .assign_public_ip(if s.assign_public_ip { AssignPublicIp::Enabled } else { AssignPublicIp::Disabled })
+            .assign_public_ip(if s.assign_public_ip {
+                AssignPublicIp::Enabled
+            } else {
+                AssignPublicIp::Disabled
+            })
             .build()
             .map_err(|e| pod_error("awsvpcConfiguration", e))?;
-        let tags: Vec<Tag> = plan.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+        let tags: Vec<Tag> = plan
+            .tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
         let mut req = self
             .ecs
             .run_task()
@@ -291,7 +393,11 @@ impl FargateProvider {
             .count(1)
             .started_by(&plan.started_by)
             .client_token(&plan.client_token)
-            .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(vpc).build())
+            .network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(vpc)
+                    .build(),
+            )
             .set_tags(Some(tags));
         req = if s.spot {
             let spot = CapacityProviderStrategyItem::builder()
@@ -314,7 +420,10 @@ impl FargateProvider {
                     }
                     Err(match out.failures().first() {
                         Some(f) => classify_failure(f.reason(), f.detail(), f.arn()),
-                        None => ProviderError::Transient { message: "RunTask started no task and reported no failure".into(), retry_after: None },
+                        None => ProviderError::Transient {
+                            message: "RunTask started no task and reported no failure".into(),
+                            retry_after: None,
+                        },
                     })
                 }
             })
@@ -327,7 +436,12 @@ impl FargateProvider {
         let result = self
             .layers
             .call(OperationClass::Delete, "StopTask", || {
-                let req = self.ecs.stop_task().cluster(&self.settings.cluster).task(arn).reason("deleted by burstgate");
+                let req = self
+                    .ecs
+                    .stop_task()
+                    .cluster(&self.settings.cluster)
+                    .task(arn)
+                    .reason("deleted by burstgate");
                 async move {
                     match req.send().await {
                         Ok(_) => Ok(()),
@@ -344,7 +458,13 @@ impl FargateProvider {
             Err(err) => {
                 // After the layers gave up (moto's 500 for an unknown task): look again.
                 let tasks = self.describe(&[arn.to_string()]).await?;
-                if tasks.iter().all(|t| t.last_status() == Some("STOPPED") || t.desired_status() == Some("STOPPED")) { Ok(()) } else { Err(err) }
+                if tasks.iter().all(|t| {
+                    t.last_status() == Some("STOPPED") || t.desired_status() == Some("STOPPED")
+                }) {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
             }
         }
     }
@@ -355,8 +475,15 @@ impl FargateProvider {
         let mut names = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let filter = aws_sdk_secretsmanager::types::Filter::builder().key(aws_sdk_secretsmanager::types::FilterNameStringType::Name).values(&prefix).build();
-            let req = self.secrets.list_secrets().filters(filter).set_next_token(token.clone());
+            let filter = aws_sdk_secretsmanager::types::Filter::builder()
+                .key(aws_sdk_secretsmanager::types::FilterNameStringType::Name)
+                .values(&prefix)
+                .build();
+            let req = self
+                .secrets
+                .list_secrets()
+                .filters(filter)
+                .set_next_token(token.clone());
             let out = self
                 .layers
                 .call(OperationClass::Read, "ListSecrets", || {
@@ -365,7 +492,13 @@ impl FargateProvider {
                 })
                 .await?;
             // The name filter matches prefixes (and, on AWS, words): keep exact prefixes only.
-            names.extend(out.secret_list().iter().filter_map(|s| s.name()).filter(|n| n.starts_with(&prefix)).map(str::to_string));
+            names.extend(
+                out.secret_list()
+                    .iter()
+                    .filter_map(|s| s.name())
+                    .filter(|n| n.starts_with(&prefix))
+                    .map(str::to_string),
+            );
             token = out.next_token().map(str::to_string);
             if token.is_none() {
                 break;
@@ -374,11 +507,20 @@ impl FargateProvider {
         for name in names {
             self.layers
                 .call(OperationClass::Delete, "DeleteSecret", || {
-                    let req = self.secrets.delete_secret().secret_id(&name).force_delete_without_recovery(true);
+                    let req = self
+                        .secrets
+                        .delete_secret()
+                        .secret_id(&name)
+                        .force_delete_without_recovery(true);
                     async move {
                         match req.send().await {
                             Ok(_) => Ok(()),
-                            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(()),
+                            Err(e)
+                                if e.as_service_error()
+                                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                            {
+                                Ok(())
+                            }
                             Err(e) => Err(classify("DeleteSecret", &e)),
                         }
                     }
@@ -395,11 +537,22 @@ impl FargateProvider {
     /// ARN is answered with an INACTIVE error, on which `create` registers the family again.
     async fn sweep_definitions(&self, arns: BTreeSet<String>) -> Result<(), ProviderError> {
         for arn in arns {
-            let Some(family) = family_of_arn(&arn).filter(|f| f.starts_with(translate::FAMILY_PREFIX)) else { continue };
-            if !self.list_tasks(None, Some(family), DesiredStatus::Running).await?.is_empty() {
+            let Some(family) =
+                family_of_arn(&arn).filter(|f| f.starts_with(translate::FAMILY_PREFIX))
+            else {
+                continue;
+            };
+            if !self
+                .list_tasks(None, Some(family), DesiredStatus::Running)
+                .await?
+                .is_empty()
+            {
                 continue;
             }
-            self.definitions.lock().expect("definition cache lock").remove(family);
+            self.definitions
+                .lock()
+                .expect("definition cache lock")
+                .remove(family);
             self.layers
                 .call(OperationClass::Delete, "DeregisterTaskDefinition", || {
                     let req = self.ecs.deregister_task_definition().task_definition(&arn);
@@ -451,20 +604,46 @@ fn container_definition(c: &translate::ContainerDef) -> Result<ContainerDefiniti
         b = b.environment(KeyValuePair::builder().name(name).value(value).build());
     }
     for (name, value_from) in &c.secrets {
-        b = b.secrets(Secret::builder().name(name).value_from(value_from).build().map_err(|e| pod_error("secrets", e))?);
+        b = b.secrets(
+            Secret::builder()
+                .name(name)
+                .value_from(value_from)
+                .build()
+                .map_err(|e| pod_error("secrets", e))?,
+        );
     }
     if let Some(arn) = &c.repository_credentials {
-        b = b.repository_credentials(RepositoryCredentials::builder().credentials_parameter(arn).build().map_err(|e| pod_error("repositoryCredentials", e))?);
+        b = b.repository_credentials(
+            RepositoryCredentials::builder()
+                .credentials_parameter(arn)
+                .build()
+                .map_err(|e| pod_error("repositoryCredentials", e))?,
+        );
     }
     for (port, protocol) in &c.port_mappings {
-        b = b.port_mappings(PortMapping::builder().container_port(*port).protocol(TransportProtocol::from(protocol.as_str())).build());
+        b = b.port_mappings(
+            PortMapping::builder()
+                .container_port(*port)
+                .protocol(TransportProtocol::from(protocol.as_str()))
+                .build(),
+        );
     }
     for (volume, path, read_only) in &c.mount_points {
-        b = b.mount_points(MountPoint::builder().source_volume(volume).container_path(path).read_only(*read_only).build());
+        b = b.mount_points(
+            MountPoint::builder()
+                .source_volume(volume)
+                .container_path(path)
+                .read_only(*read_only)
+                .build(),
+        );
     }
     for dep in &c.depends_on {
         b = b.depends_on(
-            ContainerDependency::builder().container_name(dep).condition(ContainerCondition::Success).build().map_err(|e| pod_error("dependsOn", e))?,
+            ContainerDependency::builder()
+                .container_name(dep)
+                .condition(ContainerCondition::Success)
+                .build()
+                .map_err(|e| pod_error("dependsOn", e))?,
         );
     }
     if let Some((group, region, prefix)) = &c.log {
@@ -488,7 +667,13 @@ impl Provider for FargateProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { logs: self.settings.log_group.is_some(), exec: false, host_path: false, persistent_volumes: false, privileged: false }
+        Capabilities {
+            logs: self.settings.log_group.is_some(),
+            exec: false,
+            host_path: false,
+            persistent_volumes: false,
+            privileged: false,
+        }
     }
 
     /// Idempotent twice over: RunTask carries `clientToken` = the workload id (AWS answers a
@@ -508,10 +693,18 @@ impl Provider for FargateProvider {
         let definition = self.definition_arn(&def).await?;
         let task = match self.run_task(&plan, &definition).await {
             // Deregistered by a sweep (here or in another target of the region): register again.
-            Err(ProviderError::Pod { message, .. }) if message.to_ascii_lowercase().contains("inactive") => {
-                self.definitions.lock().expect("definition cache lock").remove(&def.family);
+            Err(ProviderError::Pod { message, .. })
+                if message.to_ascii_lowercase().contains("inactive") =>
+            {
+                self.definitions
+                    .lock()
+                    .expect("definition cache lock")
+                    .remove(&def.family);
                 let definition = self.register(&def).await?;
-                self.definitions.lock().expect("definition cache lock").insert(def.family.clone(), definition.clone());
+                self.definitions
+                    .lock()
+                    .expect("definition cache lock")
+                    .insert(def.family.clone(), definition.clone());
                 self.run_task(&plan, &definition).await?
             }
             other => other?,
@@ -523,10 +716,18 @@ impl Provider for FargateProvider {
     }
 
     async fn delete(&self, id: &str) -> Result<(), ProviderError> {
-        let mut arns: BTreeSet<String> = self.list_tasks(Some(id), None, DesiredStatus::Running).await?.into_iter().collect();
+        let mut arns: BTreeSet<String> = self
+            .list_tasks(Some(id), None, DesiredStatus::Running)
+            .await?
+            .into_iter()
+            .collect();
         arns.extend(self.cached(id));
         let arns: Vec<String> = arns.into_iter().collect();
-        let tasks = if arns.is_empty() { Vec::new() } else { self.describe(&arns).await? };
+        let tasks = if arns.is_empty() {
+            Vec::new()
+        } else {
+            self.describe(&arns).await?
+        };
         let mut definitions = BTreeSet::new();
         for task in &tasks {
             definitions.extend(task.task_definition_arn().map(str::to_string));
@@ -539,7 +740,10 @@ impl Provider for FargateProvider {
         self.sweep_definitions(definitions).await
     }
 
-    async fn status(&self, ids: &[String]) -> Result<BTreeMap<String, WorkloadStatus>, ProviderError> {
+    async fn status(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, WorkloadStatus>, ProviderError> {
         let mut by_arn: HashMap<String, String> = HashMap::new();
         let mut misses = Vec::new();
         for id in ids {
@@ -555,13 +759,23 @@ impl Provider for FargateProvider {
             .buffer_unordered(LOOKUP_CONCURRENCY)
             .try_collect()
             .await?;
-        by_arn.extend(found.into_iter().filter_map(|(id, arn)| arn.map(|a| (a, id))));
+        by_arn.extend(
+            found
+                .into_iter()
+                .filter_map(|(id, arn)| arn.map(|a| (a, id))),
+        );
         let arns: Vec<String> = by_arn.keys().cloned().collect();
-        let tasks = if arns.is_empty() { Vec::new() } else { self.describe(&arns).await? };
+        let tasks = if arns.is_empty() {
+            Vec::new()
+        } else {
+            self.describe(&arns).await?
+        };
         let mut out = BTreeMap::new();
         let mut seen = BTreeSet::new();
         for task in &tasks {
-            let Some(id) = task.task_arn().and_then(|a| by_arn.get(a)) else { continue };
+            let Some(id) = task.task_arn().and_then(|a| by_arn.get(a)) else {
+                continue;
+            };
             seen.insert(id.clone());
             out.insert(id.clone(), workload_status(id, task));
         }
@@ -573,13 +787,23 @@ impl Provider for FargateProvider {
         Ok(out)
     }
 
-    async fn list_owned(&self, cluster_id: &str, node: &str) -> Result<Vec<OwnedWorkload>, ProviderError> {
+    async fn list_owned(
+        &self,
+        cluster_id: &str,
+        node: &str,
+    ) -> Result<Vec<OwnedWorkload>, ProviderError> {
         let arns = self.list_tasks(None, None, DesiredStatus::Running).await?;
-        let tasks = if arns.is_empty() { Vec::new() } else { self.describe(&arns).await? };
+        let tasks = if arns.is_empty() {
+            Vec::new()
+        } else {
+            self.describe(&arns).await?
+        };
         let now = std::time::SystemTime::now();
         Ok(tasks
             .iter()
-            .filter(|t| tag(t, TAG_CLUSTER_ID) == Some(cluster_id) && tag(t, TAG_NODE) == Some(node))
+            .filter(|t| {
+                tag(t, TAG_CLUSTER_ID) == Some(cluster_id) && tag(t, TAG_NODE) == Some(node)
+            })
             .filter_map(|t| {
                 let id = workload_of(t)?.to_string();
                 let owner = Owner {
@@ -589,27 +813,47 @@ impl Provider for FargateProvider {
                     pod: tag(t, TAG_POD).unwrap_or_default().into(),
                     pod_uid: tag(t, TAG_POD_UID).unwrap_or_default().into(),
                 };
-                let created = t.created_at().and_then(|c| std::time::SystemTime::try_from(*c).ok());
-                let age = created.and_then(|c| now.duration_since(c).ok()).unwrap_or(Duration::ZERO);
+                let created = t
+                    .created_at()
+                    .and_then(|c| std::time::SystemTime::try_from(*c).ok());
+                let age = created
+                    .and_then(|c| now.duration_since(c).ok())
+                    .unwrap_or(Duration::ZERO);
                 Some(OwnedWorkload { id, owner, age })
             })
             .collect())
     }
 
     /// From CloudWatch Logs: the awslogs stream `bg/<container>/<task id>` of the target's group.
-    async fn logs(&self, id: &str, container: &str, opts: &LogOptions) -> Result<String, ProviderError> {
+    async fn logs(
+        &self,
+        id: &str,
+        container: &str,
+        opts: &LogOptions,
+    ) -> Result<String, ProviderError> {
         let Some(group) = &self.settings.log_group else {
             return Err(ProviderError::NotSupported {
                 provider: self.name().into(),
-                what: format!("logs on target {}: it has no CloudWatch Logs group (set logGroup in the policy)", self.settings.target),
+                what: format!(
+                    "logs on target {}: it has no CloudWatch Logs group (set logGroup in the policy)",
+                    self.settings.target
+                ),
             });
         };
         let Some(arn) = self.find_task_arn(id).await? else {
-            return Err(ProviderError::Pod { code: "NotFound".into(), message: format!("workload {id} has no task in cluster {}", self.settings.cluster) });
+            return Err(ProviderError::Pod {
+                code: "NotFound".into(),
+                message: format!(
+                    "workload {id} has no task in cluster {}",
+                    self.settings.cluster
+                ),
+            });
         };
         let task_id = arn.rsplit('/').next().unwrap_or(&arn);
         let stream = format!("{LOG_STREAM_PREFIX}/{container}/{task_id}");
-        let start = opts.since_seconds.map(|s| chrono::Utc::now().timestamp_millis() - (s as i64) * 1000);
+        let start = opts
+            .since_seconds
+            .map(|s| chrono::Utc::now().timestamp_millis() - (s as i64) * 1000);
         let tail = opts.tail_lines.map(|n| n.min(10_000) as i32);
         let req = self
             .logs
@@ -628,7 +872,12 @@ impl Provider for FargateProvider {
                     match req.send().await {
                         Ok(out) => Ok(Some(out)),
                         // No stream yet: the container has not logged (or started).
-                        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(None),
+                        Err(e)
+                            if e.as_service_error()
+                                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                        {
+                            Ok(None)
+                        }
                         Err(e) => Err(classify("GetLogEvents", &e)),
                     }
                 }
@@ -637,7 +886,9 @@ impl Provider for FargateProvider {
         let mut text = String::new();
         for event in out.iter().flat_map(|o| o.events()) {
             if opts.timestamps {
-                let ts = chrono::DateTime::from_timestamp_millis(event.timestamp().unwrap_or_default()).unwrap_or_default();
+                let ts =
+                    chrono::DateTime::from_timestamp_millis(event.timestamp().unwrap_or_default())
+                        .unwrap_or_default();
                 text.push_str(&ts.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
                 text.push(' ');
             }
@@ -647,7 +898,12 @@ impl Provider for FargateProvider {
         Ok(text)
     }
 
-    async fn exec(&self, _id: &str, _container: &str, _command: &[String]) -> Result<ExecOutput, ProviderError> {
+    async fn exec(
+        &self,
+        _id: &str,
+        _container: &str,
+        _command: &[String],
+    ) -> Result<ExecOutput, ProviderError> {
         Err(ProviderError::NotSupported {
             provider: self.name().into(),
             what: "exec: ECS Exec runs through the SSM agent and Session Manager channels, which burstgate does not drive".into(),
@@ -661,7 +917,10 @@ mod tests {
 
     #[test]
     fn the_family_of_a_task_definition_arn_drops_the_revision() {
-        assert_eq!(family_of_arn("arn:aws:ecs:us-east-1:1:task-definition/bg-abc:3"), Some("bg-abc"));
+        assert_eq!(
+            family_of_arn("arn:aws:ecs:us-east-1:1:task-definition/bg-abc:3"),
+            Some("bg-abc")
+        );
         assert_eq!(family_of_arn("nonsense"), None);
     }
 

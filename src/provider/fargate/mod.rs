@@ -13,16 +13,14 @@
 //!   not supported (ECS Exec needs SSM).
 
 mod client;
-mod layers_shim;
 mod retry;
 mod status;
 mod translate;
 
 pub use client::{DESCRIBE_BATCH, FargateProvider};
-pub use layers_shim::Layers;
 pub use retry::{classify_failure, classify_parts};
 pub use status::workload_status;
 pub use translate::{
-    FAMILY_PREFIX, LOG_STREAM_PREFIX, Settings, TAG_CLUSTER_ID, TAG_INIT_CONTAINERS, TAG_NAMESPACE, TAG_NODE, TAG_POD, TAG_POD_UID,
-    TAG_WORKLOAD, TranslateError, env_secret_name,
+    FAMILY_PREFIX, LOG_STREAM_PREFIX, Settings, TAG_CLUSTER_ID, TAG_INIT_CONTAINERS, TAG_NAMESPACE,
+    TAG_NODE, TAG_POD, TAG_POD_UID, TAG_WORKLOAD, TranslateError, env_secret_name,
 };

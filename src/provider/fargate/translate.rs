@@ -20,7 +20,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::provider::contract::{EnvValue, ExposeSecret, ProviderError, SecretString, WorkloadSpec};
+use crate::provider::contract::{
+    EnvValue, ExposeSecret, ProviderError, SecretString, WorkloadSpec,
+};
 
 /// Tag: the gateway's cluster id.
 pub const TAG_CLUSTER_ID: &str = "burstgate.io/cluster-id";
@@ -103,9 +105,18 @@ pub enum TranslateError {
 impl From<TranslateError> for ProviderError {
     fn from(e: TranslateError) -> ProviderError {
         match e {
-            TranslateError::Unsupported { .. } => ProviderError::Pod { code: "Unsupported".into(), message: e.to_string() },
-            TranslateError::Invalid { .. } => ProviderError::Pod { code: "InvalidSpec".into(), message: e.to_string() },
-            TranslateError::Target { .. } => ProviderError::Target { code: "TargetMisconfigured".into(), message: e.to_string() },
+            TranslateError::Unsupported { .. } => ProviderError::Pod {
+                code: "Unsupported".into(),
+                message: e.to_string(),
+            },
+            TranslateError::Invalid { .. } => ProviderError::Pod {
+                code: "InvalidSpec".into(),
+                message: e.to_string(),
+            },
+            TranslateError::Target { .. } => ProviderError::Target {
+                code: "TargetMisconfigured".into(),
+                message: e.to_string(),
+            },
         }
     }
 }
@@ -197,7 +208,12 @@ impl Plan {
     /// content-hash family.
     pub fn finish(&self, arns: &BTreeMap<String, String>) -> Result<TaskDef, TranslateError> {
         let arn = |name: &str| {
-            arns.get(name).cloned().ok_or_else(|| TranslateError::Invalid { field: "secrets".into(), reason: format!("secret {name} was not written") })
+            arns.get(name)
+                .cloned()
+                .ok_or_else(|| TranslateError::Invalid {
+                    field: "secrets".into(),
+                    reason: format!("secret {name} was not written"),
+                })
         };
         let mut def = self.draft.clone();
         for c in &mut def.containers {
@@ -220,7 +236,11 @@ pub fn family_of(def: &TaskDef) -> String {
     let mut unnamed = def.clone();
     unnamed.family.clear();
     let json = serde_json::to_vec(&unnamed).expect("a task definition serializes");
-    let hex: String = Sha256::digest(&json).iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let hex: String = Sha256::digest(&json)
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("{FAMILY_PREFIX}{hex}")
 }
 
@@ -235,29 +255,55 @@ pub fn secrets_name_prefix(settings: &Settings, workload_id: &str) -> String {
 }
 
 fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
-    TranslateError::Unsupported { field: field.into(), reason: reason.into() }
+    TranslateError::Unsupported {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Translates a pod, refusing what Fargate cannot run.
 pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateError> {
-    let pod = spec.pod.spec.as_ref().ok_or_else(|| TranslateError::Invalid { field: "spec".into(), reason: "the pod has no spec".into() })?;
+    let pod = spec
+        .pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| TranslateError::Invalid {
+            field: "spec".into(),
+            reason: "the pod has no spec".into(),
+        })?;
     if pod.containers.is_empty() {
-        return Err(TranslateError::Invalid { field: "spec.containers".into(), reason: "the pod has no containers".into() });
+        return Err(TranslateError::Invalid {
+            field: "spec.containers".into(),
+            reason: "the pod has no containers".into(),
+        });
     }
-    for (flag, on) in [("hostNetwork", pod.host_network), ("hostPID", pod.host_pid), ("hostIPC", pod.host_ipc)] {
+    for (flag, on) in [
+        ("hostNetwork", pod.host_network),
+        ("hostPID", pod.host_pid),
+        ("hostIPC", pod.host_ipc),
+    ] {
         if on == Some(true) {
-            return Err(unsupported(format!("spec.{flag}"), "Fargate tasks run in their own network and process namespaces"));
+            return Err(unsupported(
+                format!("spec.{flag}"),
+                "Fargate tasks run in their own network and process namespaces",
+            ));
         }
     }
     if spec.size.milli_cpu == 0 || spec.size.memory_mib == 0 {
-        return Err(TranslateError::Invalid { field: "size".into(), reason: format!("{:?} is not a Fargate size", spec.size) });
+        return Err(TranslateError::Invalid {
+            field: "size".into(),
+            reason: format!("{:?} is not a Fargate size", spec.size),
+        });
     }
     let task_memory = spec.size.memory_mib;
 
     let (volumes, skipped_volumes) = volumes(pod.volumes.as_deref().unwrap_or_default())?;
     let inits = pod.init_containers.as_deref().unwrap_or_default();
-    let all: Vec<(&Container, bool, &str)> =
-        inits.iter().map(|c| (c, true, "spec.initContainers")).chain(pod.containers.iter().map(|c| (c, false, "spec.containers"))).collect();
+    let all: Vec<(&Container, bool, &str)> = inits
+        .iter()
+        .map(|c| (c, true, "spec.initContainers"))
+        .chain(pod.containers.iter().map(|c| (c, false, "spec.containers")))
+        .collect();
 
     let mut secret_env: BTreeMap<String, String> = BTreeMap::new();
     let mut registries: Vec<(String, SecretWrite)> = Vec::new();
@@ -265,22 +311,51 @@ pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateE
     let memories = container_memories(&all, task_memory)?;
     for (i, ((c, init, path), memory)) in all.iter().zip(memories).enumerate() {
         let field = |f: &str| format!("{path}[{}].{f}", c.name);
-        let image = c.image.clone().filter(|i| !i.is_empty()).ok_or_else(|| TranslateError::Invalid { field: field("image"), reason: "no image".into() })?;
+        let image =
+            c.image
+                .clone()
+                .filter(|i| !i.is_empty())
+                .ok_or_else(|| TranslateError::Invalid {
+                    field: field("image"),
+                    reason: "no image".into(),
+                })?;
         if let Some(sc) = &c.security_context {
             if sc.privileged == Some(true) {
-                return Err(unsupported(field("securityContext.privileged"), "Fargate does not run privileged containers"));
+                return Err(unsupported(
+                    field("securityContext.privileged"),
+                    "Fargate does not run privileged containers",
+                ));
             }
-            if sc.capabilities.as_ref().and_then(|c| c.add.as_ref()).is_some_and(|a| a.iter().any(|a| a != "SYS_PTRACE")) {
-                return Err(unsupported(field("securityContext.capabilities.add"), "Fargate only allows adding SYS_PTRACE"));
+            if sc
+                .capabilities
+                .as_ref()
+                .and_then(|c| c.add.as_ref())
+                .is_some_and(|a| a.iter().any(|a| a != "SYS_PTRACE"))
+            {
+                return Err(unsupported(
+                    field("securityContext.capabilities.add"),
+                    "Fargate only allows adding SYS_PTRACE",
+                ));
             }
         }
         if let Some(limits) = c.resources.as_ref().and_then(|r| r.limits.as_ref()) {
             if let Some(gpu) = limits.keys().find(|k| k.contains("gpu")) {
-                return Err(unsupported(field(&format!("resources.limits[{gpu}]")), "Fargate has no GPUs"));
+                return Err(unsupported(
+                    field(&format!("resources.limits[{gpu}]")),
+                    "Fargate has no GPUs",
+                ));
             }
         }
-        let user = c.security_context.as_ref().and_then(|sc| sc.run_as_user).or_else(|| pod.security_context.as_ref().and_then(|p| p.run_as_user));
-        let group = c.security_context.as_ref().and_then(|sc| sc.run_as_group).or_else(|| pod.security_context.as_ref().and_then(|p| p.run_as_group));
+        let user = c
+            .security_context
+            .as_ref()
+            .and_then(|sc| sc.run_as_user)
+            .or_else(|| pod.security_context.as_ref().and_then(|p| p.run_as_user));
+        let group = c
+            .security_context
+            .as_ref()
+            .and_then(|sc| sc.run_as_group)
+            .or_else(|| pod.security_context.as_ref().and_then(|p| p.run_as_group));
         let user = user.map(|u| match group {
             Some(g) => format!("{u}:{g}"),
             None => u.to_string(),
@@ -288,7 +363,13 @@ pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateE
 
         let mut plain: BTreeMap<String, String> = BTreeMap::new();
         let mut secret: BTreeMap<String, String> = BTreeMap::new();
-        for var in spec.resolved.env.get(&c.name).map(Vec::as_slice).unwrap_or_default() {
+        for var in spec
+            .resolved
+            .env
+            .get(&c.name)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
             plain.remove(&var.name);
             secret.remove(&var.name);
             match &var.value {
@@ -297,11 +378,17 @@ pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateE
                 }
                 EnvValue::Secret(v) => {
                     if var.name.contains(':') {
-                        return Err(unsupported(field(&format!("env[{}]", var.name)), "a secret env var name with ':' cannot be a Secrets Manager JSON key reference"));
+                        return Err(unsupported(
+                            field(&format!("env[{}]", var.name)),
+                            "a secret env var name with ':' cannot be a Secrets Manager JSON key reference",
+                        ));
                     }
                     let key = format!("{}/{}", c.name, var.name);
                     secret_env.insert(key.clone(), v.expose_secret().to_string());
-                    secret.insert(var.name.clone(), format!("{}|{key}", env_secret_name(settings, &spec.id)));
+                    secret.insert(
+                        var.name.clone(),
+                        format!("{}|{key}", env_secret_name(settings, &spec.id)),
+                    );
                 }
             }
         }
@@ -326,25 +413,43 @@ pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateE
                 continue;
             }
             if !volumes.contains(&m.name) {
-                return Err(TranslateError::Invalid { field: field(&format!("volumeMounts[{}]", m.name)), reason: "no such volume".into() });
+                return Err(TranslateError::Invalid {
+                    field: field(&format!("volumeMounts[{}]", m.name)),
+                    reason: "no such volume".into(),
+                });
             }
-            if m.sub_path.as_deref().is_some_and(|s| !s.is_empty()) || m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty()) {
-                return Err(unsupported(field(&format!("volumeMounts[{}].subPath", m.name)), "ECS mount points have no subPath"));
+            if m.sub_path.as_deref().is_some_and(|s| !s.is_empty())
+                || m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty())
+            {
+                return Err(unsupported(
+                    field(&format!("volumeMounts[{}].subPath", m.name)),
+                    "ECS mount points have no subPath",
+                ));
             }
-            mount_points.push((m.name.clone(), m.mount_path.clone(), m.read_only == Some(true)));
+            mount_points.push((
+                m.name.clone(),
+                m.mount_path.clone(),
+                m.read_only == Some(true),
+            ));
         }
         let mut port_mappings = Vec::new();
         for p in c.ports.as_deref().unwrap_or_default() {
             let protocol = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
             if protocol != "tcp" && protocol != "udp" {
-                return Err(unsupported(field(&format!("ports[{}].protocol", p.container_port)), format!("ECS maps only TCP and UDP, not {protocol}")));
+                return Err(unsupported(
+                    field(&format!("ports[{}].protocol", p.container_port)),
+                    format!("ECS maps only TCP and UDP, not {protocol}"),
+                ));
             }
             port_mappings.push((p.container_port, protocol));
         }
 
         let depends_on: Vec<String> = if *init {
             // Init containers run one after the other.
-            i.checked_sub(1).map(|prev| all[prev].0.name.clone()).into_iter().collect()
+            i.checked_sub(1)
+                .map(|prev| all[prev].0.name.clone())
+                .into_iter()
+                .collect()
         } else {
             inits.iter().map(|c| c.name.clone()).collect()
         };
@@ -363,11 +468,18 @@ pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateE
             port_mappings,
             mount_points,
             depends_on,
-            log: settings.log_group.as_ref().map(|g| (g.clone(), settings.region.clone(), LOG_STREAM_PREFIX.to_string())),
+            log: settings.log_group.as_ref().map(|g| {
+                (
+                    g.clone(),
+                    settings.region.clone(),
+                    LOG_STREAM_PREFIX.to_string(),
+                )
+            }),
         });
     }
 
-    let needs_execution_role = !secret_env.is_empty() || !registries.is_empty() || settings.log_group.is_some();
+    let needs_execution_role =
+        !secret_env.is_empty() || !registries.is_empty() || settings.log_group.is_some();
     if needs_execution_role && settings.execution_role_arn.is_none() {
         return Err(TranslateError::Target {
             target: settings.target.clone(),
@@ -378,7 +490,10 @@ pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateE
     let mut secrets = Vec::new();
     if !secret_env.is_empty() {
         let json = serde_json::to_string(&secret_env).expect("a string map serializes");
-        secrets.push(SecretWrite { name: env_secret_name(settings, &spec.id), value: SecretString::from(json) });
+        secrets.push(SecretWrite {
+            name: env_secret_name(settings, &spec.id),
+            value: SecretString::from(json),
+        });
     }
     secrets.extend(registries.into_iter().map(|(_, s)| s));
 
@@ -392,14 +507,27 @@ pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateE
         (TAG_WORKLOAD.to_string(), spec.id.clone()),
     ];
     if !inits.is_empty() {
-        let names = inits.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(",");
+        let names = inits
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         if names.len() > 256 {
-            return Err(unsupported("spec.initContainers", "the init container names exceed the 256 characters of an ECS tag value"));
+            return Err(unsupported(
+                "spec.initContainers",
+                "the init container names exceed the 256 characters of an ECS tag value",
+            ));
         }
         tags.push((TAG_INIT_CONTAINERS.to_string(), names));
     }
     if spec.id.len() > 64 {
-        return Err(TranslateError::Invalid { field: "id".into(), reason: format!("workload id {} is longer than a RunTask clientToken (64)", spec.id) });
+        return Err(TranslateError::Invalid {
+            field: "id".into(),
+            reason: format!(
+                "workload id {} is longer than a RunTask clientToken (64)",
+                spec.id
+            ),
+        });
     }
 
     Ok(Plan {
@@ -429,14 +557,26 @@ fn volumes(volumes: &[Volume]) -> Result<(BTreeSet<String>, BTreeSet<String>), T
         let field = format!("spec.volumes[{}]", v.name);
         if let Some(dir) = &v.empty_dir {
             if dir.medium.as_deref() == Some("Memory") {
-                return Err(unsupported(field + ".emptyDir.medium", "Fargate has no tmpfs volumes (medium: Memory)"));
+                return Err(unsupported(
+                    field + ".emptyDir.medium",
+                    "Fargate has no tmpfs volumes (medium: Memory)",
+                ));
             }
             task.insert(v.name.clone());
         } else if v.name.starts_with("kube-api-access-")
-            && v.projected.as_ref().is_some_and(|p| p.sources.iter().flatten().any(|s| s.service_account_token.is_some()))
+            && v.projected.as_ref().is_some_and(|p| {
+                p.sources
+                    .iter()
+                    .flatten()
+                    .any(|s| s.service_account_token.is_some())
+            })
         {
             skipped.insert(v.name.clone());
-        } else if v.secret.is_some() || v.config_map.is_some() || v.projected.is_some() || v.downward_api.is_some() {
+        } else if v.secret.is_some()
+            || v.config_map.is_some()
+            || v.projected.is_some()
+            || v.downward_api.is_some()
+        {
             return Err(unsupported(
                 field,
                 "Fargate has no secret, configMap, projected or downwardAPI volume type; use env vars (secret env becomes a Secrets Manager reference) instead",
@@ -444,9 +584,15 @@ fn volumes(volumes: &[Volume]) -> Result<(BTreeSet<String>, BTreeSet<String>), T
         } else {
             let kind = serde_json::to_value(v)
                 .ok()
-                .and_then(|j| j.as_object().and_then(|o| o.keys().find(|k| *k != "name").cloned()))
+                .and_then(|j| {
+                    j.as_object()
+                        .and_then(|o| o.keys().find(|k| *k != "name").cloned())
+                })
                 .unwrap_or_else(|| "unknown".into());
-            return Err(unsupported(field, format!("Fargate cannot mount {kind} volumes; only emptyDir")));
+            return Err(unsupported(
+                field,
+                format!("Fargate cannot mount {kind} volumes; only emptyDir"),
+            ));
         }
     }
     Ok((task, skipped))
@@ -455,20 +601,36 @@ fn volumes(volumes: &[Volume]) -> Result<(BTreeSet<String>, BTreeSet<String>), T
 /// Container-level hard memory (MiB) for each container: its limit (else request) capped at the
 /// task's memory; containers without either share what is left equally. When the sum exceeds
 /// the task, every container gets an equal share.
-fn container_memories(all: &[(&Container, bool, &str)], task_memory: u64) -> Result<Vec<i32>, TranslateError> {
+fn container_memories(
+    all: &[(&Container, bool, &str)],
+    task_memory: u64,
+) -> Result<Vec<i32>, TranslateError> {
     let mut explicit = Vec::new();
     for (c, _, path) in all {
         let res = c.resources.as_ref();
-        let q = res.and_then(|r| r.limits.as_ref()).and_then(|l| l.get("memory")).or_else(|| res.and_then(|r| r.requests.as_ref()).and_then(|r| r.get("memory")));
+        let q = res
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("memory"))
+            .or_else(|| {
+                res.and_then(|r| r.requests.as_ref())
+                    .and_then(|r| r.get("memory"))
+            });
         explicit.push(match q {
-            Some(q) => Some(mib(q).ok_or_else(|| TranslateError::Invalid { field: format!("{path}[{}].resources.memory", c.name), reason: format!("{:?} is not a quantity", q.0) })?.min(task_memory)),
+            Some(q) => Some(
+                mib(q)
+                    .ok_or_else(|| TranslateError::Invalid {
+                        field: format!("{path}[{}].resources.memory", c.name),
+                        reason: format!("{:?} is not a quantity", q.0),
+                    })?
+                    .min(task_memory),
+            ),
             None => None,
         });
     }
     let n = all.len() as u64;
     let used: u64 = explicit.iter().flatten().sum();
     let unset = explicit.iter().filter(|e| e.is_none()).count() as u64;
-    let share = if unset > 0 { task_memory.saturating_sub(used) / unset } else { 0 };
+    let share = task_memory.saturating_sub(used).checked_div(unset).unwrap_or(0);
     let mut out: Vec<u64> = explicit.iter().map(|e| e.unwrap_or(share)).collect();
     if used > task_memory || out.iter().any(|m| *m < 6) {
         out = vec![task_memory / n; all.len()];
@@ -479,7 +641,9 @@ fn container_memories(all: &[(&Container, bool, &str)], task_memory: u64) -> Res
 /// A memory quantity in MiB, rounded up.
 fn mib(q: &Quantity) -> Option<u64> {
     let s = q.0.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'e' || c == '+' || c == '-')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'e' || c == '+' || c == '-'))
+        .unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
     let n: f64 = num.parse().ok()?;
     let factor = match suffix {
@@ -500,14 +664,19 @@ fn mib(q: &Quantity) -> Option<u64> {
 /// The registry host of an image reference (`docker.io` for Docker Hub short names).
 pub fn image_registry(image: &str) -> String {
     match image.split_once('/') {
-        Some((host, _)) if host.contains('.') || host.contains(':') || host == "localhost" => normalize_registry(host),
+        Some((host, _)) if host.contains('.') || host.contains(':') || host == "localhost" => {
+            normalize_registry(host)
+        }
         _ => "docker.io".into(),
     }
 }
 
 /// A registry server as written in a dockerconfigjson (`https://index.docker.io/v1/`) -> host.
 pub fn normalize_registry(server: &str) -> String {
-    let s = server.trim().trim_start_matches("https://").trim_start_matches("http://");
+    let s = server
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
     let host = s.split('/').next().unwrap_or(s).to_ascii_lowercase();
     match host.as_str() {
         "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".into(),
@@ -515,9 +684,15 @@ pub fn normalize_registry(server: &str) -> String {
     }
 }
 
-fn registry_credential_for<'a>(image: &str, spec: &'a WorkloadSpec) -> Option<&'a crate::provider::contract::RegistryCredential> {
+fn registry_credential_for<'a>(
+    image: &str,
+    spec: &'a WorkloadSpec,
+) -> Option<&'a crate::provider::contract::RegistryCredential> {
     let registry = image_registry(image);
-    spec.resolved.registry_credentials.iter().find(|c| normalize_registry(&c.server) == registry)
+    spec.resolved
+        .registry_credentials
+        .iter()
+        .find(|c| normalize_registry(&c.server) == registry)
 }
 
 #[cfg(test)]
@@ -528,8 +703,9 @@ mod tests {
     use crate::policy::sizing::Size;
     use crate::provider::contract::{EnvVar, Owner, RegistryCredential, Resolved};
     use k8s_openapi::api::core::v1::{
-        ConfigMapVolumeSource, EmptyDirVolumeSource, HostPathVolumeSource, Pod, PodSpec, ProjectedVolumeSource, ResourceRequirements,
-        SecurityContext, ServiceAccountTokenProjection, VolumeMount, VolumeProjection,
+        ConfigMapVolumeSource, EmptyDirVolumeSource, HostPathVolumeSource, Pod, PodSpec,
+        ProjectedVolumeSource, ResourceRequirements, SecurityContext,
+        ServiceAccountTokenProjection, VolumeMount, VolumeProjection,
     };
 
     fn settings() -> Settings {
@@ -549,104 +725,260 @@ mod tests {
     }
 
     fn container(name: &str, image: &str) -> Container {
-        Container { name: name.into(), image: Some(image.into()), ..Default::default() }
+        Container {
+            name: name.into(),
+            image: Some(image.into()),
+            ..Default::default()
+        }
     }
 
     fn spec_with(uid: &str, pod: PodSpec, resolved: Resolved) -> WorkloadSpec {
         WorkloadSpec {
             id: format!("bg-{uid}"),
-            owner: Owner { cluster_id: "c1".into(), node: "burstgate".into(), namespace: "default".into(), pod: "web".into(), pod_uid: uid.into() },
+            owner: Owner {
+                cluster_id: "c1".into(),
+                node: "burstgate".into(),
+                namespace: "default".into(),
+                pod: "web".into(),
+                pod_uid: uid.into(),
+            },
             target: "fargate-use1".into(),
             region: "us-east-1".into(),
-            size: Size { milli_cpu: 250, memory_mib: 512 },
-            pod: Pod { spec: Some(pod), ..Default::default() },
+            size: Size {
+                milli_cpu: 250,
+                memory_mib: 512,
+            },
+            pod: Pod {
+                spec: Some(pod),
+                ..Default::default()
+            },
             resolved: Arc::new(resolved),
         }
     }
 
     fn one(c: Container) -> PodSpec {
-        PodSpec { containers: vec![c], ..Default::default() }
+        PodSpec {
+            containers: vec![c],
+            ..Default::default()
+        }
     }
 
     fn env(container: &str, vars: Vec<(&str, EnvValue)>) -> Resolved {
         Resolved {
-            env: [(container.to_string(), vars.into_iter().map(|(n, value)| EnvVar { name: n.into(), value }).collect())].into(),
+            env: [(
+                container.to_string(),
+                vars.into_iter()
+                    .map(|(n, value)| EnvVar {
+                        name: n.into(),
+                        value,
+                    })
+                    .collect(),
+            )]
+            .into(),
             ..Default::default()
         }
     }
 
     fn arns(plan: &Plan) -> BTreeMap<String, String> {
-        plan.secrets.iter().map(|s| (s.name.clone(), format!("arn:aws:secretsmanager:us-east-1:1:secret:{}-AbCdEf", s.name))).collect()
+        plan.secrets
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    format!(
+                        "arn:aws:secretsmanager:us-east-1:1:secret:{}-AbCdEf",
+                        s.name
+                    ),
+                )
+            })
+            .collect()
     }
 
     #[test]
     fn a_secret_env_var_becomes_a_secrets_reference_and_never_environment() {
-        let resolved = env("app", vec![("MODE", EnvValue::Plain("prod".into())), ("DB_PASSWORD", EnvValue::Secret("hunter2".into()))]);
-        let plan = plan(&spec_with("u1", one(container("app", "nginx")), resolved), &settings()).unwrap();
+        let resolved = env(
+            "app",
+            vec![
+                ("MODE", EnvValue::Plain("prod".into())),
+                ("DB_PASSWORD", EnvValue::Secret("hunter2".into())),
+            ],
+        );
+        let plan = plan(
+            &spec_with("u1", one(container("app", "nginx")), resolved),
+            &settings(),
+        )
+        .unwrap();
         let def = plan.finish(&arns(&plan)).unwrap();
         let c = &def.containers[0];
-        assert_eq!(c.environment, vec![("MODE".to_string(), "prod".to_string())]);
+        assert_eq!(
+            c.environment,
+            vec![("MODE".to_string(), "prod".to_string())]
+        );
         assert_eq!(
             c.secrets,
             vec![("DB_PASSWORD".to_string(), "arn:aws:secretsmanager:us-east-1:1:secret:burstgate/bg-u1/env-AbCdEf:app/DB_PASSWORD::".to_string())]
         );
-        assert!(!serde_json::to_string(&def).unwrap().contains("hunter2"), "the task definition carries no secret value");
+        assert!(
+            !serde_json::to_string(&def).unwrap().contains("hunter2"),
+            "the task definition carries no secret value"
+        );
         assert_eq!(plan.secrets.len(), 1);
         assert_eq!(plan.secrets[0].name, "burstgate/bg-u1/env");
         assert!(plan.secrets[0].value.expose_secret().contains("hunter2"));
-        assert!(!format!("{plan:?}").contains("hunter2"), "Debug of the plan redacts secret values");
+        assert!(
+            !format!("{plan:?}").contains("hunter2"),
+            "Debug of the plan redacts secret values"
+        );
     }
 
     #[test]
     fn a_later_env_definition_of_the_same_name_wins() {
-        let resolved = env("app", vec![("X", EnvValue::Secret("s".into())), ("X", EnvValue::Plain("p".into()))]);
-        let plan = plan(&spec_with("u1", one(container("app", "nginx")), resolved), &settings()).unwrap();
+        let resolved = env(
+            "app",
+            vec![
+                ("X", EnvValue::Secret("s".into())),
+                ("X", EnvValue::Plain("p".into())),
+            ],
+        );
+        let plan = plan(
+            &spec_with("u1", one(container("app", "nginx")), resolved),
+            &settings(),
+        )
+        .unwrap();
         let def = plan.finish(&arns(&plan)).unwrap();
-        assert_eq!((def.containers[0].environment.len(), def.containers[0].secrets.len()), (1, 0));
+        assert_eq!(
+            (
+                def.containers[0].environment.len(),
+                def.containers[0].secrets.len()
+            ),
+            (1, 0)
+        );
     }
 
     #[test]
     fn identical_pods_share_one_task_definition_family() {
-        let a = plan(&spec_with("u1", one(container("app", "nginx:1.27")), Resolved::default()), &settings()).unwrap();
-        let b = plan(&spec_with("u2", one(container("app", "nginx:1.27")), Resolved::default()), &settings()).unwrap();
-        let c = plan(&spec_with("u3", one(container("app", "nginx:1.28")), Resolved::default()), &settings()).unwrap();
+        let a = plan(
+            &spec_with(
+                "u1",
+                one(container("app", "nginx:1.27")),
+                Resolved::default(),
+            ),
+            &settings(),
+        )
+        .unwrap();
+        let b = plan(
+            &spec_with(
+                "u2",
+                one(container("app", "nginx:1.27")),
+                Resolved::default(),
+            ),
+            &settings(),
+        )
+        .unwrap();
+        let c = plan(
+            &spec_with(
+                "u3",
+                one(container("app", "nginx:1.28")),
+                Resolved::default(),
+            ),
+            &settings(),
+        )
+        .unwrap();
         let fam = |p: &Plan| p.finish(&BTreeMap::new()).unwrap().family;
         assert_eq!(fam(&a), fam(&b));
         assert_ne!(fam(&a), fam(&c));
-        assert!(fam(&a).starts_with("bg-") && fam(&a).len() == 35, "{}", fam(&a));
+        assert!(
+            fam(&a).starts_with("bg-") && fam(&a).len() == 35,
+            "{}",
+            fam(&a)
+        );
     }
 
     #[test]
     fn sizes_become_cpu_units_and_every_container_gets_memory() {
-        let mut spec = spec_with("u1", PodSpec { containers: vec![container("a", "x"), container("b", "y")], ..Default::default() }, Resolved::default());
-        spec.size = Size { milli_cpu: 1000, memory_mib: 2048 };
-        let def = plan(&spec, &settings()).unwrap().finish(&BTreeMap::new()).unwrap();
+        let mut spec = spec_with(
+            "u1",
+            PodSpec {
+                containers: vec![container("a", "x"), container("b", "y")],
+                ..Default::default()
+            },
+            Resolved::default(),
+        );
+        spec.size = Size {
+            milli_cpu: 1000,
+            memory_mib: 2048,
+        };
+        let def = plan(&spec, &settings())
+            .unwrap()
+            .finish(&BTreeMap::new())
+            .unwrap();
         assert_eq!((def.cpu.as_str(), def.memory.as_str()), ("1024", "2048"));
-        assert_eq!(def.containers.iter().map(|c| c.memory).collect::<Vec<_>>(), vec![1024, 1024]);
+        assert_eq!(
+            def.containers.iter().map(|c| c.memory).collect::<Vec<_>>(),
+            vec![1024, 1024]
+        );
     }
 
     #[test]
     fn a_container_memory_limit_is_its_hard_limit_and_the_rest_share_the_remainder() {
         let mut a = container("a", "x");
-        a.resources = Some(ResourceRequirements { limits: Some([("memory".to_string(), Quantity("256Mi".into()))].into()), ..Default::default() });
-        let mut spec = spec_with("u1", PodSpec { containers: vec![a, container("b", "y")], ..Default::default() }, Resolved::default());
-        spec.size = Size { milli_cpu: 500, memory_mib: 1024 };
-        let def = plan(&spec, &settings()).unwrap().finish(&BTreeMap::new()).unwrap();
-        assert_eq!(def.containers.iter().map(|c| c.memory).collect::<Vec<_>>(), vec![256, 768]);
+        a.resources = Some(ResourceRequirements {
+            limits: Some([("memory".to_string(), Quantity("256Mi".into()))].into()),
+            ..Default::default()
+        });
+        let mut spec = spec_with(
+            "u1",
+            PodSpec {
+                containers: vec![a, container("b", "y")],
+                ..Default::default()
+            },
+            Resolved::default(),
+        );
+        spec.size = Size {
+            milli_cpu: 500,
+            memory_mib: 1024,
+        };
+        let def = plan(&spec, &settings())
+            .unwrap()
+            .finish(&BTreeMap::new())
+            .unwrap();
+        assert_eq!(
+            def.containers.iter().map(|c| c.memory).collect::<Vec<_>>(),
+            vec![256, 768]
+        );
     }
 
     #[test]
     fn a_config_map_volume_is_refused_as_unsupported_before_any_call() {
         let mut pod = one(container("app", "nginx"));
-        pod.volumes = Some(vec![Volume { name: "cfg".into(), config_map: Some(ConfigMapVolumeSource { name: "c".into(), ..Default::default() }), ..Default::default() }]);
-        let err: ProviderError = plan(&spec_with("u1", pod, Resolved::default()), &settings()).unwrap_err().into();
-        assert!(matches!(&err, ProviderError::Pod { code, message } if code == "Unsupported" && message.contains("spec.volumes[cfg]")), "{err:?}");
+        pod.volumes = Some(vec![Volume {
+            name: "cfg".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: "c".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        let err: ProviderError = plan(&spec_with("u1", pod, Resolved::default()), &settings())
+            .unwrap_err()
+            .into();
+        assert!(
+            matches!(&err, ProviderError::Pod { code, message } if code == "Unsupported" && message.contains("spec.volumes[cfg]")),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn a_host_path_volume_is_refused_naming_its_type() {
         let mut pod = one(container("app", "nginx"));
-        pod.volumes = Some(vec![Volume { name: "h".into(), host_path: Some(HostPathVolumeSource { path: "/".into(), type_: None }), ..Default::default() }]);
+        pod.volumes = Some(vec![Volume {
+            name: "h".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: "/".into(),
+                type_: None,
+            }),
+            ..Default::default()
+        }]);
         let err = plan(&spec_with("u1", pod, Resolved::default()), &settings()).unwrap_err();
         assert!(err.to_string().contains("hostPath"), "{err}");
     }
@@ -654,78 +986,170 @@ mod tests {
     #[test]
     fn an_empty_dir_becomes_a_task_volume_mounted_where_the_pod_mounts_it() {
         let mut c = container("app", "nginx");
-        c.volume_mounts = Some(vec![VolumeMount { name: "scratch".into(), mount_path: "/tmp/s".into(), ..Default::default() }]);
+        c.volume_mounts = Some(vec![VolumeMount {
+            name: "scratch".into(),
+            mount_path: "/tmp/s".into(),
+            ..Default::default()
+        }]);
         let mut pod = one(c);
-        pod.volumes = Some(vec![Volume { name: "scratch".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }]);
-        let def = plan(&spec_with("u1", pod, Resolved::default()), &settings()).unwrap().finish(&BTreeMap::new()).unwrap();
+        pod.volumes = Some(vec![Volume {
+            name: "scratch".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        }]);
+        let def = plan(&spec_with("u1", pod, Resolved::default()), &settings())
+            .unwrap()
+            .finish(&BTreeMap::new())
+            .unwrap();
         assert_eq!(def.volumes, vec!["scratch".to_string()]);
-        assert_eq!(def.containers[0].mount_points, vec![("scratch".to_string(), "/tmp/s".to_string(), false)]);
+        assert_eq!(
+            def.containers[0].mount_points,
+            vec![("scratch".to_string(), "/tmp/s".to_string(), false)]
+        );
     }
 
     #[test]
     fn the_api_access_token_volume_is_left_out_with_its_mounts() {
         let mut c = container("app", "nginx");
-        c.volume_mounts = Some(vec![VolumeMount { name: "kube-api-access-abcde".into(), mount_path: "/var/run/secrets/kubernetes.io/serviceaccount".into(), ..Default::default() }]);
+        c.volume_mounts = Some(vec![VolumeMount {
+            name: "kube-api-access-abcde".into(),
+            mount_path: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+            ..Default::default()
+        }]);
         let mut pod = one(c);
         pod.volumes = Some(vec![Volume {
             name: "kube-api-access-abcde".into(),
             projected: Some(ProjectedVolumeSource {
-                sources: Some(vec![VolumeProjection { service_account_token: Some(ServiceAccountTokenProjection { path: "token".into(), ..Default::default() }), ..Default::default() }]),
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
             ..Default::default()
         }]);
-        let def = plan(&spec_with("u1", pod, Resolved::default()), &settings()).unwrap().finish(&BTreeMap::new()).unwrap();
+        let def = plan(&spec_with("u1", pod, Resolved::default()), &settings())
+            .unwrap()
+            .finish(&BTreeMap::new())
+            .unwrap();
         assert!(def.volumes.is_empty() && def.containers[0].mount_points.is_empty());
     }
 
     #[test]
     fn a_privileged_container_is_refused() {
         let mut c = container("app", "nginx");
-        c.security_context = Some(SecurityContext { privileged: Some(true), ..Default::default() });
+        c.security_context = Some(SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        });
         let err = plan(&spec_with("u1", one(c), Resolved::default()), &settings()).unwrap_err();
-        assert!(matches!(err, TranslateError::Unsupported { ref field, .. } if field.contains("privileged")), "{err}");
+        assert!(
+            matches!(err, TranslateError::Unsupported { ref field, .. } if field.contains("privileged")),
+            "{err}"
+        );
     }
 
     #[test]
     fn init_containers_are_not_essential_run_in_order_and_gate_the_pods_containers() {
-        let pod = PodSpec { init_containers: Some(vec![container("i1", "busybox"), container("i2", "busybox")]), ..one(container("app", "nginx")) };
+        let pod = PodSpec {
+            init_containers: Some(vec![container("i1", "busybox"), container("i2", "busybox")]),
+            ..one(container("app", "nginx"))
+        };
         let plan = plan(&spec_with("u1", pod, Resolved::default()), &settings()).unwrap();
         let def = plan.finish(&BTreeMap::new()).unwrap();
         let by = |n: &str| def.containers.iter().find(|c| c.name == n).unwrap();
-        assert_eq!((by("i1").essential, by("i2").essential, by("app").essential), (false, false, true));
+        assert_eq!(
+            (by("i1").essential, by("i2").essential, by("app").essential),
+            (false, false, true)
+        );
         assert_eq!(by("i2").depends_on, vec!["i1".to_string()]);
-        assert_eq!(by("app").depends_on, vec!["i1".to_string(), "i2".to_string()]);
-        assert!(plan.tags.contains(&(TAG_INIT_CONTAINERS.to_string(), "i1,i2".to_string())));
+        assert_eq!(
+            by("app").depends_on,
+            vec!["i1".to_string(), "i2".to_string()]
+        );
+        assert!(
+            plan.tags
+                .contains(&(TAG_INIT_CONTAINERS.to_string(), "i1,i2".to_string()))
+        );
     }
 
     #[test]
     fn tags_carry_the_whole_ownership_and_started_by_is_the_workload_id() {
-        let plan = plan(&spec_with("u1", one(container("app", "nginx")), Resolved::default()), &settings()).unwrap();
-        let tag = |k: &str| plan.tags.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let plan = plan(
+            &spec_with("u1", one(container("app", "nginx")), Resolved::default()),
+            &settings(),
+        )
+        .unwrap();
+        let tag = |k: &str| {
+            plan.tags
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(
-            (tag(TAG_CLUSTER_ID), tag(TAG_NODE), tag(TAG_NAMESPACE), tag(TAG_POD), tag(TAG_POD_UID)),
-            (Some("c1"), Some("burstgate"), Some("default"), Some("web"), Some("u1"))
+            (
+                tag(TAG_CLUSTER_ID),
+                tag(TAG_NODE),
+                tag(TAG_NAMESPACE),
+                tag(TAG_POD),
+                tag(TAG_POD_UID)
+            ),
+            (
+                Some("c1"),
+                Some("burstgate"),
+                Some("default"),
+                Some("web"),
+                Some("u1")
+            )
         );
-        assert_eq!((plan.started_by.as_str(), plan.client_token.as_str()), ("bg-u1", "bg-u1"));
+        assert_eq!(
+            (plan.started_by.as_str(), plan.client_token.as_str()),
+            ("bg-u1", "bg-u1")
+        );
     }
 
     #[test]
     fn an_image_pull_secret_becomes_repository_credentials_in_its_own_secret() {
         let resolved = Resolved {
-            registry_credentials: vec![RegistryCredential { server: "https://ghcr.io".into(), username: "me".into(), password: "tok3n".into() }],
+            registry_credentials: vec![RegistryCredential {
+                server: "https://ghcr.io".into(),
+                username: "me".into(),
+                password: "tok3n".into(),
+            }],
             ..Default::default()
         };
-        let pod = PodSpec { containers: vec![container("app", "ghcr.io/me/app:1"), container("side", "nginx")], ..Default::default() };
+        let pod = PodSpec {
+            containers: vec![
+                container("app", "ghcr.io/me/app:1"),
+                container("side", "nginx"),
+            ],
+            ..Default::default()
+        };
         let plan = plan(&spec_with("u1", pod, resolved), &settings()).unwrap();
-        assert_eq!(plan.secrets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["burstgate/bg-u1/registry/0"]);
         assert_eq!(
-            serde_json::from_str::<serde_json::Value>(plan.secrets[0].value.expose_secret()).unwrap(),
+            plan.secrets
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["burstgate/bg-u1/registry/0"]
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(plan.secrets[0].value.expose_secret())
+                .unwrap(),
             serde_json::json!({"username": "me", "password": "tok3n"})
         );
         let def = plan.finish(&arns(&plan)).unwrap();
-        assert_eq!(def.containers[0].repository_credentials.as_deref(), Some("arn:aws:secretsmanager:us-east-1:1:secret:burstgate/bg-u1/registry/0-AbCdEf"));
-        assert_eq!(def.containers[1].repository_credentials, None, "Docker Hub has no credential here");
+        assert_eq!(
+            def.containers[0].repository_credentials.as_deref(),
+            Some("arn:aws:secretsmanager:us-east-1:1:secret:burstgate/bg-u1/registry/0-AbCdEf")
+        );
+        assert_eq!(
+            def.containers[1].repository_credentials, None,
+            "Docker Hub has no credential here"
+        );
     }
 
     #[test]
@@ -733,7 +1157,12 @@ mod tests {
         let mut s = settings();
         s.execution_role_arn = None;
         let resolved = env("app", vec![("T", EnvValue::Secret("x".into()))]);
-        let err: ProviderError = plan(&spec_with("u1", one(container("app", "nginx")), resolved), &s).unwrap_err().into();
+        let err: ProviderError = plan(
+            &spec_with("u1", one(container("app", "nginx")), resolved),
+            &s,
+        )
+        .unwrap_err()
+        .into();
         assert!(matches!(err, ProviderError::Target { .. }), "{err:?}");
     }
 
@@ -741,15 +1170,30 @@ mod tests {
     fn docker_hub_names_and_config_servers_normalize_to_one_registry() {
         assert_eq!(image_registry("nginx:1.27"), "docker.io");
         assert_eq!(image_registry("library/nginx"), "docker.io");
-        assert_eq!(image_registry("123.dkr.ecr.us-east-1.amazonaws.com/app:1"), "123.dkr.ecr.us-east-1.amazonaws.com");
-        assert_eq!(normalize_registry("https://index.docker.io/v1/"), "docker.io");
+        assert_eq!(
+            image_registry("123.dkr.ecr.us-east-1.amazonaws.com/app:1"),
+            "123.dkr.ecr.us-east-1.amazonaws.com"
+        );
+        assert_eq!(
+            normalize_registry("https://index.docker.io/v1/"),
+            "docker.io"
+        );
     }
 
     #[test]
     fn log_settings_go_to_every_container_when_the_target_has_a_group() {
         let mut s = settings();
         s.log_group = Some("/burstgate/pods".into());
-        let def = plan(&spec_with("u1", one(container("app", "nginx")), Resolved::default()), &s).unwrap().finish(&BTreeMap::new()).unwrap();
-        assert_eq!(def.containers[0].log, Some(("/burstgate/pods".into(), "us-east-1".into(), "bg".into())));
+        let def = plan(
+            &spec_with("u1", one(container("app", "nginx")), Resolved::default()),
+            &s,
+        )
+        .unwrap()
+        .finish(&BTreeMap::new())
+        .unwrap();
+        assert_eq!(
+            def.containers[0].log,
+            Some(("/burstgate/pods".into(), "us-east-1".into(), "bg".into()))
+        );
     }
 }
