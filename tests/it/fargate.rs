@@ -6,12 +6,16 @@
 //! (two DescribeTasks for 150 workloads) and read request bodies (no secret value in any
 //! RunTask or RegisterTaskDefinition).
 //!
+//! The recording client also injects faults (a throttled RunTask, a RunTask whose answer is
+//! lost after moto started the task), so the real `Layers` retry them against a real server.
+//!
 //! What moto cannot show: it reports exit code 0 for every container of a stopped task and has
 //! no API to set another, so "STOPPED with a non-zero exit is Failed" is proven by the unit tests
 //! of `provider::fargate::status`; here a stopped task must come back as a terminal phase with
 //! ECS's reason. moto ignores RunTask's `clientToken`: "create twice = one task" here proves the
 //! ListTasks `startedBy` lookup.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,13 +24,15 @@ use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
     SharedHttpConnector,
 };
-use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::http::StatusCode;
+use aws_smithy_types::body::SdkBody;
 use burstgate::policy::model::ProviderKind;
 use burstgate::policy::sizing::Size;
 use burstgate::provider::contract::{EnvValue, EnvVar, Resolved, SecretString};
 use burstgate::provider::fargate::{self, FargateProvider, Settings};
-use burstgate::provider::layers::Layers;
+use burstgate::provider::layers::{self, Buckets, CircuitState, Layers, Observer};
 use burstgate::provider::{
     ContainerState, ContainerStatus, LogOptions, Owner, Provider, ProviderError, WorkloadPhase,
     WorkloadSpec, workload_id,
@@ -39,16 +45,40 @@ use crate::common;
 /// (API from `x-amz-target`, request body) of every request sent.
 type Log = Arc<Mutex<Vec<(String, String)>>>;
 
+/// A fault the recording client injects into the next request of one API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Answer `400 ThrottlingException` (`Retry-After: 0`) without forwarding the request.
+    Throttle,
+    /// Forward the request, then answer 500 instead of moto's answer (the answer was lost).
+    LoseAnswer,
+}
+
+/// Faults still to inject, in order: (API, fault).
+type Faults = Arc<Mutex<VecDeque<(&'static str, Fault)>>>;
+
 #[derive(Debug, Clone)]
 struct Recorder {
     inner: SharedHttpClient,
     log: Log,
+    faults: Faults,
 }
 
 #[derive(Debug)]
 struct RecordingConnector {
     inner: SharedHttpConnector,
     log: Log,
+    faults: Faults,
+}
+
+fn answer(status: u16, body: &'static str) -> HttpResponse {
+    let mut response =
+        HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body));
+    response
+        .headers_mut()
+        .insert("content-type", "application/x-amz-json-1.1");
+    response.headers_mut().insert("retry-after", "0");
+    response
 }
 
 impl HttpClient for Recorder {
@@ -60,6 +90,7 @@ impl HttpClient for Recorder {
         SharedHttpConnector::new(RecordingConnector {
             inner: self.inner.http_connector(settings, components),
             log: self.log.clone(),
+            faults: self.faults.clone(),
         })
     }
 }
@@ -73,14 +104,65 @@ impl HttpConnector for RecordingConnector {
             .bytes()
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default();
+        let fault = {
+            let mut faults = self.faults.lock().unwrap();
+            match faults.front() {
+                Some((a, _)) if *a == api => faults.pop_front().map(|(_, f)| f),
+                _ => None,
+            }
+        };
         self.log.lock().unwrap().push((api, body));
-        self.inner.call(request)
+        match fault {
+            None => self.inner.call(request),
+            Some(Fault::Throttle) => HttpConnectorFuture::ready(Ok(answer(
+                400,
+                r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+            ))),
+            Some(Fault::LoseAnswer) => {
+                let inner = self.inner.clone();
+                HttpConnectorFuture::new(async move {
+                    inner.call(request).await?;
+                    Ok(answer(
+                        500,
+                        r#"{"__type":"ServerException","message":"injected: the answer was lost"}"#,
+                    ))
+                })
+            }
+        }
     }
+}
+
+/// Records "api:result" of every call the layers make.
+#[derive(Default)]
+struct Outcomes(Mutex<Vec<String>>);
+
+impl Observer for Outcomes {
+    fn request(&self, _: &str, _: &str, api: &str, result: &str, _: f64) {
+        self.0.lock().unwrap().push(format!("{api}:{result}"));
+    }
+    fn waited(&self, _: &str, _: &str, _: &str, _: f64) {}
+    fn circuit(&self, _: &str, _: CircuitState) {}
+}
+
+/// Real layers for a Fargate target: the published buckets, retries with a short first backoff.
+fn retrying_layers(outcomes: Arc<Outcomes>) -> Layers {
+    let yaml = "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - {name: fargate-test, provider: fargate, region: us-east-1}\n";
+    let policy = burstgate::policy::load_files(&[("p.yaml".into(), yaml.into())])
+        .expect("a one-target policy");
+    let settings = layers::Settings {
+        retry: layers::retry::Settings {
+            first_backoff: Duration::from_millis(10),
+            ..Default::default()
+        },
+        circuit: Default::default(),
+    };
+    Layers::new(&policy.targets[0], &Buckets::default(), settings, outcomes).expect("layers")
 }
 
 struct Env {
     provider: FargateProvider,
     log: Log,
+    faults: Faults,
     cluster: String,
     ecs: aws_sdk_ecs::Client,
     sdk: aws_types::SdkConfig,
@@ -159,7 +241,7 @@ impl Env {
     }
 }
 
-async fn sdk_config(log: Log) -> aws_types::SdkConfig {
+async fn sdk_config(log: Log, faults: Faults) -> aws_types::SdkConfig {
     let peers = common::peers();
     let credentials = aws_sdk_ecs::config::Credentials::new(
         peers.get("ECS_ACCESS_KEY_ID"),
@@ -171,6 +253,7 @@ async fn sdk_config(log: Log) -> aws_types::SdkConfig {
     let recorder = Recorder {
         inner: aws_smithy_http_client::Builder::new().build_http(),
         log,
+        faults,
     };
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_types::region::Region::new(
@@ -202,8 +285,19 @@ fn settings(cluster: &str, log_group: Option<String>) -> Settings {
 
 /// A fresh ECS cluster and a provider on it.
 async fn env(prefix: &str, log_group: Option<String>) -> Env {
+    env_with(
+        prefix,
+        log_group,
+        Layers::unlimited(ProviderKind::Fargate, "fargate-test", "us-east-1"),
+    )
+    .await
+}
+
+/// A fresh ECS cluster and a provider on it behind `layers`.
+async fn env_with(prefix: &str, log_group: Option<String>, layers: Layers) -> Env {
     let log: Log = Arc::default();
-    let sdk = sdk_config(log.clone()).await;
+    let faults: Faults = Arc::default();
+    let sdk = sdk_config(log.clone(), faults.clone()).await;
     let cluster = common::unique_name(prefix);
     let ecs = aws_sdk_ecs::Client::new(&sdk);
     ecs.create_cluster()
@@ -211,15 +305,12 @@ async fn env(prefix: &str, log_group: Option<String>) -> Env {
         .send()
         .await
         .expect("CreateCluster");
-    let provider = FargateProvider::new(
-        settings(&cluster, log_group),
-        &sdk,
-        Layers::unlimited(ProviderKind::Fargate, "fargate-test", "us-east-1"),
-    );
+    let provider = FargateProvider::new(settings(&cluster, log_group), &sdk, layers);
     log.lock().unwrap().clear();
     Env {
         provider,
         log,
+        faults,
         run: cluster.clone(),
         cluster,
         ecs,
@@ -780,4 +871,59 @@ async fn logs_come_from_the_tasks_cloudwatch_stream_and_exec_is_not_supported() 
         matches!(&err, ProviderError::NotSupported { what, .. } if what.contains("logGroup")),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_throttled_then_lost_run_task_is_retried_by_the_layers_and_starts_one_task() {
+    let outcomes = Arc::new(Outcomes::default());
+    let env = env_with("bg-fargate-faults", None, retrying_layers(outcomes.clone())).await;
+    let uid = common::unique_name("uid");
+    let spec = env.spec(&uid, env.owner(&uid, "cluster-a", "burstgate"), None);
+    env.faults
+        .lock()
+        .unwrap()
+        .extend([("RunTask", Fault::Throttle), ("RunTask", Fault::LoseAnswer)]);
+
+    let status = env
+        .provider
+        .create(&spec)
+        .await
+        .expect("create succeeds after the retries");
+    assert_eq!(status.phase, WorkloadPhase::Running, "{status:?}");
+    assert!(
+        env.faults.lock().unwrap().is_empty(),
+        "both faults were injected"
+    );
+    let runs: Vec<String> = outcomes
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|o| o.starts_with("RunTask:"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        runs,
+        ["RunTask:throttled", "RunTask:transient", "RunTask:ok"],
+        "the layers saw each fault classified"
+    );
+    assert_eq!(
+        env.calls("RunTask"),
+        2,
+        "the third attempt found the task the lost answer had started"
+    );
+    let tasks = env
+        .ecs
+        .list_tasks()
+        .cluster(&env.cluster)
+        .started_by(&spec.id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        tasks.task_arns().len(),
+        1,
+        "one task: the retry found the task of the lost answer instead of starting another"
+    );
+    env.provider.delete(&spec.id).await.unwrap();
 }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use aws_sdk_ecs::types::{
@@ -410,10 +411,20 @@ impl FargateProvider {
             req.launch_type(LaunchType::Fargate)
         };
         self.layers.take(OperationClass::Launch, 1).await;
+        let attempts = AtomicU32::new(0);
         self.layers
             .call(OperationClass::Create, "RunTask", || {
                 let req = req.clone();
+                let retry = attempts.fetch_add(1, Ordering::Relaxed) > 0;
                 async move {
+                    // A retry may follow a RunTask whose answer was lost after the task started.
+                    // AWS answers the same clientToken with that task, but moto ignores the
+                    // token: look for it first.
+                    if retry {
+                        if let Some(task) = self.running_task(&plan.started_by).await? {
+                            return Ok(task);
+                        }
+                    }
                     let out = req.send().await.map_err(|e| classify("RunTask", &e))?;
                     if let Some(task) = out.tasks().first() {
                         return Ok(task.clone());

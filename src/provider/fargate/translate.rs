@@ -630,7 +630,10 @@ fn container_memories(
     let n = all.len() as u64;
     let used: u64 = explicit.iter().flatten().sum();
     let unset = explicit.iter().filter(|e| e.is_none()).count() as u64;
-    let share = task_memory.saturating_sub(used).checked_div(unset).unwrap_or(0);
+    let share = task_memory
+        .saturating_sub(used)
+        .checked_div(unset)
+        .unwrap_or(0);
     let mut out: Vec<u64> = explicit.iter().map(|e| e.unwrap_or(share)).collect();
     if used > task_memory || out.iter().any(|m| *m < 6) {
         out = vec![task_memory / n; all.len()];
