@@ -27,7 +27,7 @@ use crate::provider::fargate::retry::{classify, classify_failure};
 use crate::provider::fargate::status::{tag, workload_of, workload_status};
 use crate::provider::fargate::translate::{
     self, LOG_STREAM_PREFIX, Plan, Settings, TAG_CLUSTER_ID, TAG_NAMESPACE, TAG_NODE, TAG_POD,
-    TAG_POD_UID, TAG_WORKLOAD, TaskDef,
+    TAG_POD_UID, TaskDef,
 };
 use crate::provider::layers::Layers;
 
@@ -197,8 +197,9 @@ impl FargateProvider {
         plan: &Plan,
         spec: &WorkloadSpec,
     ) -> Result<BTreeMap<String, String>, ProviderError> {
-        let tags: Vec<aws_sdk_secretsmanager::types::Tag> = ownership(&spec.owner, &spec.id)
-            .into_iter()
+        let tags: Vec<aws_sdk_secretsmanager::types::Tag> = plan
+            .tags
+            .iter()
             .map(|(k, v)| {
                 aws_sdk_secretsmanager::types::Tag::builder()
                     .key(k)
@@ -587,18 +588,6 @@ impl FargateProvider {
 fn is_not_found(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     m.contains("not found") || m.contains("could not find") || m.contains("does not exist")
-}
-
-/// The ownership tags of a workload.
-fn ownership(owner: &Owner, id: &str) -> Vec<(String, String)> {
-    vec![
-        (TAG_CLUSTER_ID.into(), owner.cluster_id.clone()),
-        (TAG_NODE.into(), owner.node.clone()),
-        (TAG_NAMESPACE.into(), owner.namespace.clone()),
-        (TAG_POD.into(), owner.pod.clone()),
-        (TAG_POD_UID.into(), owner.pod_uid.clone()),
-        (TAG_WORKLOAD.into(), id.to_string()),
-    ]
 }
 
 fn container_definition(c: &translate::ContainerDef) -> Result<ContainerDefinition, ProviderError> {
