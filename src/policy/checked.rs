@@ -123,8 +123,25 @@ pub struct Target {
     pub gpus: Vec<String>,
     /// Rate-limit overrides for the adapter.
     pub rate_limits: Vec<RateLimitSpec>,
+    /// Where the adapter sends the pods (subscription, cluster, namespace...).
+    pub connection: Connection,
     /// Where it was written.
     pub source: Source,
+}
+
+/// A target's provider-specific settings, as written in its `aci`, `fargate` or `cluster` block.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Connection {
+    /// No block written (the simulator needs none; `burstgate run` refuses `aci` and `fargate`
+    /// targets without one).
+    #[default]
+    None,
+    /// `aci:`.
+    Aci(crate::policy::model::AciSpec),
+    /// `fargate:`.
+    Fargate(crate::policy::model::FargateSpec),
+    /// `cluster:`.
+    Cluster(crate::policy::model::ClusterSpec),
 }
 
 /// A checked budget.
