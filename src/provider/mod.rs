@@ -4,6 +4,7 @@
 pub mod contract;
 pub mod cluster;
 pub mod factories;
+pub mod fargate;
 pub mod layers;
 pub mod limits;
 pub mod registry;

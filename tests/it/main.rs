@@ -5,6 +5,7 @@ mod cluster_provider;
 mod common;
 mod deploy;
 mod docs;
+mod fargate;
 mod gateway_e2e;
 mod gateway_node;
 mod gateway_pods;

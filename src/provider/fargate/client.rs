@@ -1,0 +1,932 @@
+//! The `fargate` provider: ECS RunTask/DescribeTasks/StopTask for one target (account, region,
+//! cluster), task definitions registered once per pod shape, secret env in Secrets Manager, logs
+//! from CloudWatch Logs. Every AWS call goes through the target's `Layers` (rate limits, retries,
+//! circuit breaker); this file only says which class each call is and classifies its errors.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, Compatibility,
+    ContainerCondition, ContainerDefinition, ContainerDependency, DesiredStatus, KeyValuePair,
+    LaunchType, LogConfiguration, LogDriver, MountPoint, NetworkConfiguration, NetworkMode,
+    PortMapping, RepositoryCredentials, Secret, Tag, Task, TaskDefinitionStatus, TaskField,
+    TransportProtocol, Volume,
+};
+use aws_smithy_types::retry::RetryConfig;
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use crate::policy::model::OperationClass;
+use crate::provider::contract::{
+    Capabilities, ExecOutput, ExposeSecret, LogOptions, OwnedWorkload, Owner, Provider,
+    ProviderError, WorkloadSpec, WorkloadStatus,
+};
+use crate::provider::fargate::retry::{classify, classify_failure};
+use crate::provider::fargate::status::{tag, workload_of, workload_status};
+use crate::provider::fargate::translate::{
+    self, LOG_STREAM_PREFIX, Plan, Settings, TAG_CLUSTER_ID, TAG_NAMESPACE, TAG_NODE, TAG_POD,
+    TAG_POD_UID, TaskDef,
+};
+use crate::provider::layers::Layers;
+
+/// DescribeTasks takes at most this many tasks per call.
+pub const DESCRIBE_BATCH: usize = 100;
+/// Concurrent per-workload lookups (ListTasks startedBy) when the task cache misses.
+const LOOKUP_CONCURRENCY: usize = 8;
+
+/// The ECS Fargate provider of one target.
+pub struct FargateProvider {
+    settings: Settings,
+    ecs: aws_sdk_ecs::Client,
+    secrets: aws_sdk_secretsmanager::Client,
+    logs: aws_sdk_cloudwatchlogs::Client,
+    layers: Layers,
+    /// Task definition family -> ARN of its ACTIVE revision.
+    definitions: Mutex<HashMap<String, String>>,
+    /// Workload id -> task ARN, from create (and lookups); rebuilt from ListTasks after a restart.
+    tasks: Mutex<HashMap<String, String>>,
+    /// One registration at a time, so that a burst of identical pods registers its family once
+    /// (RegisterTaskDefinition is limited to 1/s anyway).
+    registering: tokio::sync::Mutex<()>,
+}
+
+fn pod_error(what: &str, e: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Pod {
+        code: "InvalidRequest".into(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// The family of a task definition ARN (`...:task-definition/bg-abc:3` -> `bg-abc`).
+fn family_of_arn(arn: &str) -> Option<&str> {
+    arn.rsplit_once("task-definition/")
+        .map(|(_, rest)| rest.split(':').next().unwrap_or(rest))
+}
+
+impl FargateProvider {
+    /// A provider for `settings`' cluster, with clients from `sdk` (the default credential chain;
+    /// the region is the target's).
+    pub fn new(settings: Settings, sdk: &aws_types::SdkConfig, layers: Layers) -> FargateProvider {
+        // Retries are the Layers' job (with the target's budget and circuit): the SDK's are off.
+        let sdk = sdk
+            .to_builder()
+            .region(aws_types::region::Region::new(settings.region.clone()))
+            .retry_config(RetryConfig::disabled())
+            .build();
+        FargateProvider {
+            ecs: aws_sdk_ecs::Client::new(&sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
+            settings,
+            layers,
+            definitions: Mutex::default(),
+            tasks: Mutex::default(),
+            registering: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The target's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn remember(&self, id: &str, arn: &str) {
+        self.tasks
+            .lock()
+            .expect("task cache lock")
+            .insert(id.to_string(), arn.to_string());
+    }
+
+    fn cached(&self, id: &str) -> Option<String> {
+        self.tasks.lock().expect("task cache lock").get(id).cloned()
+    }
+
+    /// Task ARNs in the cluster, all pages (`ListTasks`, a Read each).
+    async fn list_tasks(
+        &self,
+        started_by: Option<&str>,
+        family: Option<&str>,
+        desired: DesiredStatus,
+    ) -> Result<Vec<String>, ProviderError> {
+        let mut arns = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let req = self
+                .ecs
+                .list_tasks()
+                .cluster(&self.settings.cluster)
+                .set_started_by(started_by.map(str::to_string))
+                .set_family(family.map(str::to_string))
+                .desired_status(desired.clone())
+                .set_next_token(token.clone());
+            let out = self
+                .layers
+                .call(OperationClass::Read, "ListTasks", || {
+                    let req = req.clone();
+                    async move { req.send().await.map_err(|e| classify("ListTasks", &e)) }
+                })
+                .await?;
+            arns.extend(out.task_arns().iter().cloned());
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(arns);
+            }
+        }
+    }
+
+    /// Tasks by ARN, with tags, in batches of [`DESCRIBE_BATCH`]; unknown ARNs are left out
+    /// (ECS lists them as `failures` with reason `MISSING`).
+    async fn describe(&self, arns: &[String]) -> Result<Vec<Task>, ProviderError> {
+        let batches = arns.chunks(DESCRIBE_BATCH).map(|chunk| {
+            let req = self
+                .ecs
+                .describe_tasks()
+                .cluster(&self.settings.cluster)
+                .set_tasks(Some(chunk.to_vec()))
+                .include(TaskField::Tags);
+            async move {
+                self.layers
+                    .call(OperationClass::Read, "DescribeTasks", || {
+                        let req = req.clone();
+                        async move { req.send().await.map_err(|e| classify("DescribeTasks", &e)) }
+                    })
+                    .await
+                    .map(|out| out.tasks().to_vec())
+            }
+        });
+        let pages: Vec<Vec<Task>> = futures::future::try_join_all(batches).await?;
+        Ok(pages.into_iter().flatten().collect())
+    }
+
+    /// The task ARN of workload `id`: cached, else its running task, else its latest stopped one.
+    async fn find_task_arn(&self, id: &str) -> Result<Option<String>, ProviderError> {
+        if let Some(arn) = self.cached(id) {
+            return Ok(Some(arn));
+        }
+        for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
+            if let Some(arn) = self
+                .list_tasks(Some(id), None, desired)
+                .await?
+                .into_iter()
+                .next()
+            {
+                self.remember(id, &arn);
+                return Ok(Some(arn));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A task of `id` that ECS still runs (desired status RUNNING), if any.
+    async fn running_task(&self, id: &str) -> Result<Option<Task>, ProviderError> {
+        let arns = self
+            .list_tasks(Some(id), None, DesiredStatus::Running)
+            .await?;
+        if arns.is_empty() {
+            return Ok(None);
+        }
+        Ok(self.describe(&arns).await?.into_iter().next())
+    }
+
+    /// Writes the plan's secrets (create, or put a new value when it exists: idempotent) and
+    /// returns name -> ARN. Values go only into `SecretString`.
+    async fn write_secrets(
+        &self,
+        plan: &Plan,
+        spec: &WorkloadSpec,
+    ) -> Result<BTreeMap<String, String>, ProviderError> {
+        let tags: Vec<aws_sdk_secretsmanager::types::Tag> = plan
+            .tags
+            .iter()
+            .map(|(k, v)| {
+                aws_sdk_secretsmanager::types::Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .build()
+            })
+            .collect();
+        let mut arns = BTreeMap::new();
+        for secret in &plan.secrets {
+            let created = self
+                .layers
+                .call(OperationClass::Create, "CreateSecret", || {
+                    let req = self
+                        .secrets
+                        .create_secret()
+                        .name(&secret.name)
+                        .description(format!("burstgate: secret values of workload {}", spec.id))
+                        .secret_string(secret.value.expose_secret())
+                        .set_tags(Some(tags.clone()));
+                    async move {
+                        match req.send().await {
+                            Ok(out) => Ok(out.arn().map(str::to_string)),
+                            Err(e)
+                                if e.as_service_error()
+                                    .is_some_and(|s| s.is_resource_exists_exception()) =>
+                            {
+                                Ok(None)
+                            }
+                            Err(e) => Err(classify("CreateSecret", &e)),
+                        }
+                    }
+                })
+                .await?;
+            let arn = match created {
+                Some(arn) => arn,
+                None => self
+                    .layers
+                    .call(OperationClass::Create, "PutSecretValue", || {
+                        let req = self
+                            .secrets
+                            .put_secret_value()
+                            .secret_id(&secret.name)
+                            .secret_string(secret.value.expose_secret());
+                        async move {
+                            req.send()
+                                .await
+                                .map(|o| o.arn().map(str::to_string))
+                                .map_err(|e| classify("PutSecretValue", &e))
+                        }
+                    })
+                    .await?
+                    .ok_or_else(|| {
+                        pod_error(
+                            "PutSecretValue",
+                            format!("no ARN for secret {}", secret.name),
+                        )
+                    })?,
+            };
+            arns.insert(secret.name.clone(), arn);
+        }
+        Ok(arns)
+    }
+
+    /// The ARN of `def`'s family: cached, else its ACTIVE revision, else a new registration.
+    async fn definition_arn(&self, def: &TaskDef) -> Result<String, ProviderError> {
+        let cached = || {
+            self.definitions
+                .lock()
+                .expect("definition cache lock")
+                .get(&def.family)
+                .cloned()
+        };
+        if let Some(arn) = cached() {
+            return Ok(arn);
+        }
+        let _one_at_a_time = self.registering.lock().await;
+        if let Some(arn) = cached() {
+            return Ok(arn);
+        }
+        let found = self
+            .layers
+            .call(OperationClass::Read, "DescribeTaskDefinition", || {
+                let req = self
+                    .ecs
+                    .describe_task_definition()
+                    .task_definition(&def.family);
+                async move {
+                    match req.send().await {
+                        Ok(out) => Ok(out
+                            .task_definition()
+                            .filter(|d| d.status() == Some(&TaskDefinitionStatus::Active))
+                            .and_then(|d| d.task_definition_arn())
+                            .map(str::to_string)),
+                        // ClientException "Unable to describe task definition": not registered yet.
+                        Err(e) => match classify("DescribeTaskDefinition", &e) {
+                            ProviderError::Pod { .. } => Ok(None),
+                            other => Err(other),
+                        },
+                    }
+                }
+            })
+            .await?;
+        let arn = match found {
+            Some(arn) => arn,
+            None => self.register(def).await?,
+        };
+        self.definitions
+            .lock()
+            .expect("definition cache lock")
+            .insert(def.family.clone(), arn.clone());
+        Ok(arn)
+    }
+
+    async fn register(&self, def: &TaskDef) -> Result<String, ProviderError> {
+        let containers = def
+            .containers
+            .iter()
+            .map(container_definition)
+            .collect::<Result<Vec<_>, _>>()?;
+        let volumes: Vec<Volume> = def
+            .volumes
+            .iter()
+            .map(|v| Volume::builder().name(v).build())
+            .collect();
+        let req = self
+            .ecs
+            .register_task_definition()
+            .family(&def.family)
+            .requires_compatibilities(Compatibility::Fargate)
+            .network_mode(NetworkMode::Awsvpc)
+            .cpu(&def.cpu)
+            .memory(&def.memory)
+            .set_execution_role_arn(def.execution_role_arn.clone())
+            .set_task_role_arn(def.task_role_arn.clone())
+            .set_container_definitions(Some(containers))
+            .set_volumes(Some(volumes))
+            .tags(
+                Tag::builder()
+                    .key("burstgate.io/managed-by")
+                    .value("burstgate")
+                    .build(),
+            );
+        let out = self
+            .layers
+            .call(OperationClass::Register, "RegisterTaskDefinition", || {
+                let req = req.clone();
+                async move {
+                    req.send()
+                        .await
+                        .map_err(|e| classify("RegisterTaskDefinition", &e))
+                }
+            })
+            .await?;
+        out.task_definition()
+            .and_then(|d| d.task_definition_arn())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                pod_error(
+                    "RegisterTaskDefinition",
+                    "the answer has no task definition ARN",
+                )
+            })
+    }
+
+    /// One RunTask for one pod.
+    ///
+    /// RunTask can start up to 10 tasks per call, but only as copies: one task definition, one
+    /// `startedBy`, one set of tags and one `clientToken` for all of them. Every pod needs its
+    /// own ownership tags, `startedBy` and idempotency token, so burstgate starts one task per
+    /// call; the Create bucket (40/s) is above Fargate's launch rate (20/s) anyway.
+    async fn run_task(&self, plan: &Plan, definition_arn: &str) -> Result<Task, ProviderError> {
+        let s = &self.settings;
+        let vpc = AwsVpcConfiguration::builder()
+            .set_subnets(Some(s.subnets.clone()))
+            .set_security_groups(Some(s.security_groups.clone()))
+            .assign_public_ip(if s.assign_public_ip {
+                AssignPublicIp::Enabled
+            } else {
+                AssignPublicIp::Disabled
+            })
+            .build()
+            .map_err(|e| pod_error("awsvpcConfiguration", e))?;
+        let tags: Vec<Tag> = plan
+            .tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let mut req = self
+            .ecs
+            .run_task()
+            .cluster(&s.cluster)
+            .task_definition(definition_arn)
+            .count(1)
+            .started_by(&plan.started_by)
+            .client_token(&plan.client_token)
+            .network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(vpc)
+                    .build(),
+            )
+            .set_tags(Some(tags));
+        req = if s.spot {
+            let spot = CapacityProviderStrategyItem::builder()
+                .capacity_provider("FARGATE_SPOT")
+                .weight(1)
+                .build()
+                .map_err(|e| pod_error("capacityProviderStrategy", e))?;
+            req.capacity_provider_strategy(spot)
+        } else {
+            req.launch_type(LaunchType::Fargate)
+        };
+        self.layers.take(OperationClass::Launch, 1).await;
+        let attempts = AtomicU32::new(0);
+        self.layers
+            .call(OperationClass::Create, "RunTask", || {
+                let req = req.clone();
+                let retry = attempts.fetch_add(1, Ordering::Relaxed) > 0;
+                async move {
+                    // A retry may follow a RunTask whose answer was lost after the task started.
+                    // AWS answers the same clientToken with that task, but moto ignores the
+                    // token: look for it first.
+                    if retry {
+                        if let Some(task) = self.running_task(&plan.started_by).await? {
+                            return Ok(task);
+                        }
+                    }
+                    let out = req.send().await.map_err(|e| classify("RunTask", &e))?;
+                    if let Some(task) = out.tasks().first() {
+                        return Ok(task.clone());
+                    }
+                    Err(match out.failures().first() {
+                        Some(f) => classify_failure(f.reason(), f.detail(), f.arn()),
+                        None => ProviderError::Transient {
+                            message: "RunTask started no task and reported no failure".into(),
+                            retry_after: None,
+                        },
+                    })
+                }
+            })
+            .await
+    }
+
+    /// Stops `arn`; a task ECS does not know (moto answers 500 for it) or that is already
+    /// stopped counts as stopped.
+    async fn stop(&self, arn: &str) -> Result<(), ProviderError> {
+        let result = self
+            .layers
+            .call(OperationClass::Delete, "StopTask", || {
+                let req = self
+                    .ecs
+                    .stop_task()
+                    .cluster(&self.settings.cluster)
+                    .task(arn)
+                    .reason("deleted by burstgate");
+                async move {
+                    match req.send().await {
+                        Ok(_) => Ok(()),
+                        Err(e) => match classify("StopTask", &e) {
+                            ProviderError::Pod { message, .. } if is_not_found(&message) => Ok(()),
+                            other => Err(other),
+                        },
+                    }
+                }
+            })
+            .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                // After the layers gave up (moto's 500 for an unknown task): look again.
+                let tasks = self.describe(&[arn.to_string()]).await?;
+                if tasks.iter().all(|t| {
+                    t.last_status() == Some("STOPPED") || t.desired_status() == Some("STOPPED")
+                }) {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Deletes every secret of workload `id` (found by name prefix; idempotent).
+    async fn delete_secrets(&self, id: &str) -> Result<(), ProviderError> {
+        let prefix = translate::secrets_name_prefix(&self.settings, id);
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let filter = aws_sdk_secretsmanager::types::Filter::builder()
+                .key(aws_sdk_secretsmanager::types::FilterNameStringType::Name)
+                .values(&prefix)
+                .build();
+            let req = self
+                .secrets
+                .list_secrets()
+                .filters(filter)
+                .set_next_token(token.clone());
+            let out = self
+                .layers
+                .call(OperationClass::Read, "ListSecrets", || {
+                    let req = req.clone();
+                    async move { req.send().await.map_err(|e| classify("ListSecrets", &e)) }
+                })
+                .await?;
+            // The name filter matches prefixes (and, on AWS, words): keep exact prefixes only.
+            names.extend(
+                out.secret_list()
+                    .iter()
+                    .filter_map(|s| s.name())
+                    .filter(|n| n.starts_with(&prefix))
+                    .map(str::to_string),
+            );
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        for name in names {
+            self.layers
+                .call(OperationClass::Delete, "DeleteSecret", || {
+                    let req = self
+                        .secrets
+                        .delete_secret()
+                        .secret_id(&name)
+                        .force_delete_without_recovery(true);
+                    async move {
+                        match req.send().await {
+                            Ok(_) => Ok(()),
+                            Err(e)
+                                if e.as_service_error()
+                                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                            {
+                                Ok(())
+                            }
+                            Err(e) => Err(classify("DeleteSecret", &e)),
+                        }
+                    }
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deregisters the task definitions in `arns` that no task of the cluster still runs.
+    ///
+    /// Families are shared by the targets of one region; a task running elsewhere keeps running
+    /// (ECS never stops tasks of an INACTIVE definition), and a later RunTask with a deregistered
+    /// ARN is answered with an INACTIVE error, on which `create` registers the family again.
+    async fn sweep_definitions(&self, arns: BTreeSet<String>) -> Result<(), ProviderError> {
+        for arn in arns {
+            let Some(family) =
+                family_of_arn(&arn).filter(|f| f.starts_with(translate::FAMILY_PREFIX))
+            else {
+                continue;
+            };
+            if !self
+                .list_tasks(None, Some(family), DesiredStatus::Running)
+                .await?
+                .is_empty()
+            {
+                continue;
+            }
+            self.definitions
+                .lock()
+                .expect("definition cache lock")
+                .remove(family);
+            self.layers
+                .call(OperationClass::Delete, "DeregisterTaskDefinition", || {
+                    let req = self.ecs.deregister_task_definition().task_definition(&arn);
+                    async move {
+                        match req.send().await {
+                            Ok(_) => Ok(()),
+                            Err(e) => match classify("DeregisterTaskDefinition", &e) {
+                                // Already INACTIVE, or gone.
+                                ProviderError::Pod { .. } => Ok(()),
+                                other => Err(other),
+                            },
+                        }
+                    }
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn is_not_found(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("not found") || m.contains("could not find") || m.contains("does not exist")
+}
+
+fn container_definition(c: &translate::ContainerDef) -> Result<ContainerDefinition, ProviderError> {
+    let mut b = ContainerDefinition::builder()
+        .name(&c.name)
+        .image(&c.image)
+        .essential(c.essential)
+        .memory(c.memory)
+        .set_entry_point(c.entry_point.clone())
+        .set_command(c.command.clone())
+        .set_working_directory(c.working_dir.clone())
+        .set_user(c.user.clone());
+    for (name, value) in &c.environment {
+        b = b.environment(KeyValuePair::builder().name(name).value(value).build());
+    }
+    for (name, value_from) in &c.secrets {
+        b = b.secrets(
+            Secret::builder()
+                .name(name)
+                .value_from(value_from)
+                .build()
+                .map_err(|e| pod_error("secrets", e))?,
+        );
+    }
+    if let Some(arn) = &c.repository_credentials {
+        b = b.repository_credentials(
+            RepositoryCredentials::builder()
+                .credentials_parameter(arn)
+                .build()
+                .map_err(|e| pod_error("repositoryCredentials", e))?,
+        );
+    }
+    for (port, protocol) in &c.port_mappings {
+        b = b.port_mappings(
+            PortMapping::builder()
+                .container_port(*port)
+                .protocol(TransportProtocol::from(protocol.as_str()))
+                .build(),
+        );
+    }
+    for (volume, path, read_only) in &c.mount_points {
+        b = b.mount_points(
+            MountPoint::builder()
+                .source_volume(volume)
+                .container_path(path)
+                .read_only(*read_only)
+                .build(),
+        );
+    }
+    for dep in &c.depends_on {
+        b = b.depends_on(
+            ContainerDependency::builder()
+                .container_name(dep)
+                .condition(ContainerCondition::Success)
+                .build()
+                .map_err(|e| pod_error("dependsOn", e))?,
+        );
+    }
+    if let Some((group, region, prefix)) = &c.log {
+        b = b.log_configuration(
+            LogConfiguration::builder()
+                .log_driver(LogDriver::Awslogs)
+                .options("awslogs-group", group)
+                .options("awslogs-region", region)
+                .options("awslogs-stream-prefix", prefix)
+                .build()
+                .map_err(|e| pod_error("logConfiguration", e))?,
+        );
+    }
+    Ok(b.build())
+}
+
+#[async_trait::async_trait]
+impl Provider for FargateProvider {
+    fn name(&self) -> &'static str {
+        "fargate"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            logs: self.settings.log_group.is_some(),
+            exec: false,
+            host_path: false,
+            persistent_volumes: false,
+            privileged: false,
+        }
+    }
+
+    /// Idempotent twice over: RunTask carries `clientToken` = the workload id (AWS answers a
+    /// retried call with the task it already started), and before any RunTask, ListTasks
+    /// `startedBy=<workload id>` finds a task a previous attempt started (moto ignores
+    /// `clientToken`; and a crash between RunTask and recording it leaves nothing else).
+    async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
+        let plan = translate::plan(spec, &self.settings)?;
+        if let Some(task) = self.running_task(&spec.id).await? {
+            if let Some(arn) = task.task_arn() {
+                self.remember(&spec.id, arn);
+            }
+            return Ok(workload_status(&spec.id, &task));
+        }
+        let secret_arns = self.write_secrets(&plan, spec).await?;
+        let def = plan.finish(&secret_arns)?;
+        let definition = self.definition_arn(&def).await?;
+        let task = match self.run_task(&plan, &definition).await {
+            // Deregistered by a sweep (here or in another target of the region): register again.
+            Err(ProviderError::Pod { message, .. })
+                if message.to_ascii_lowercase().contains("inactive") =>
+            {
+                self.definitions
+                    .lock()
+                    .expect("definition cache lock")
+                    .remove(&def.family);
+                let definition = self.register(&def).await?;
+                self.definitions
+                    .lock()
+                    .expect("definition cache lock")
+                    .insert(def.family.clone(), definition.clone());
+                self.run_task(&plan, &definition).await?
+            }
+            other => other?,
+        };
+        if let Some(arn) = task.task_arn() {
+            self.remember(&spec.id, arn);
+        }
+        Ok(workload_status(&spec.id, &task))
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), ProviderError> {
+        let mut arns: BTreeSet<String> = self
+            .list_tasks(Some(id), None, DesiredStatus::Running)
+            .await?
+            .into_iter()
+            .collect();
+        arns.extend(self.cached(id));
+        let arns: Vec<String> = arns.into_iter().collect();
+        let tasks = if arns.is_empty() {
+            Vec::new()
+        } else {
+            self.describe(&arns).await?
+        };
+        let mut definitions = BTreeSet::new();
+        for task in &tasks {
+            definitions.extend(task.task_definition_arn().map(str::to_string));
+            if task.last_status() != Some("STOPPED") && task.desired_status() != Some("STOPPED") {
+                self.stop(task.task_arn().unwrap_or_default()).await?;
+            }
+        }
+        self.tasks.lock().expect("task cache lock").remove(id);
+        self.delete_secrets(id).await?;
+        self.sweep_definitions(definitions).await
+    }
+
+    async fn status(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, WorkloadStatus>, ProviderError> {
+        let mut by_arn: HashMap<String, String> = HashMap::new();
+        let mut misses = Vec::new();
+        for id in ids {
+            match self.cached(id) {
+                Some(arn) => {
+                    by_arn.insert(arn, id.clone());
+                }
+                None => misses.push(id.clone()),
+            }
+        }
+        let found: Vec<(String, Option<String>)> = stream::iter(misses)
+            .map(|id| async move { self.find_task_arn(&id).await.map(|arn| (id, arn)) })
+            .buffer_unordered(LOOKUP_CONCURRENCY)
+            .try_collect()
+            .await?;
+        by_arn.extend(
+            found
+                .into_iter()
+                .filter_map(|(id, arn)| arn.map(|a| (a, id))),
+        );
+        let arns: Vec<String> = by_arn.keys().cloned().collect();
+        let tasks = if arns.is_empty() {
+            Vec::new()
+        } else {
+            self.describe(&arns).await?
+        };
+        let mut out = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        for task in &tasks {
+            let Some(id) = task.task_arn().and_then(|a| by_arn.get(a)) else {
+                continue;
+            };
+            seen.insert(id.clone());
+            out.insert(id.clone(), workload_status(id, task));
+        }
+        // Cached tasks ECS no longer knows: forget them (the workload is absent).
+        let mut cache = self.tasks.lock().expect("task cache lock");
+        for id in by_arn.values().filter(|id| !seen.contains(*id)) {
+            cache.remove(id);
+        }
+        Ok(out)
+    }
+
+    async fn list_owned(
+        &self,
+        cluster_id: &str,
+        node: &str,
+    ) -> Result<Vec<OwnedWorkload>, ProviderError> {
+        let arns = self.list_tasks(None, None, DesiredStatus::Running).await?;
+        let tasks = if arns.is_empty() {
+            Vec::new()
+        } else {
+            self.describe(&arns).await?
+        };
+        let now = std::time::SystemTime::now();
+        Ok(tasks
+            .iter()
+            .filter(|t| {
+                tag(t, TAG_CLUSTER_ID) == Some(cluster_id) && tag(t, TAG_NODE) == Some(node)
+            })
+            .filter_map(|t| {
+                let id = workload_of(t)?.to_string();
+                let owner = Owner {
+                    cluster_id: cluster_id.into(),
+                    node: node.into(),
+                    namespace: tag(t, TAG_NAMESPACE).unwrap_or_default().into(),
+                    pod: tag(t, TAG_POD).unwrap_or_default().into(),
+                    pod_uid: tag(t, TAG_POD_UID).unwrap_or_default().into(),
+                };
+                let created = t
+                    .created_at()
+                    .and_then(|c| std::time::SystemTime::try_from(*c).ok());
+                let age = created
+                    .and_then(|c| now.duration_since(c).ok())
+                    .unwrap_or(Duration::ZERO);
+                Some(OwnedWorkload { id, owner, age })
+            })
+            .collect())
+    }
+
+    /// From CloudWatch Logs: the awslogs stream `bg/<container>/<task id>` of the target's group.
+    async fn logs(
+        &self,
+        id: &str,
+        container: &str,
+        opts: &LogOptions,
+    ) -> Result<String, ProviderError> {
+        let Some(group) = &self.settings.log_group else {
+            return Err(ProviderError::NotSupported {
+                provider: self.name().into(),
+                what: format!(
+                    "logs on target {}: it has no CloudWatch Logs group (set logGroup in the policy)",
+                    self.settings.target
+                ),
+            });
+        };
+        let Some(arn) = self.find_task_arn(id).await? else {
+            return Err(ProviderError::Pod {
+                code: "NotFound".into(),
+                message: format!(
+                    "workload {id} has no task in cluster {}",
+                    self.settings.cluster
+                ),
+            });
+        };
+        let task_id = arn.rsplit('/').next().unwrap_or(&arn);
+        let stream = format!("{LOG_STREAM_PREFIX}/{container}/{task_id}");
+        let start = opts
+            .since_seconds
+            .map(|s| chrono::Utc::now().timestamp_millis() - (s as i64) * 1000);
+        let tail = opts.tail_lines.map(|n| n.min(10_000) as i32);
+        let req = self
+            .logs
+            .get_log_events()
+            .log_group_name(group)
+            .log_stream_name(&stream)
+            .set_start_time(start)
+            .set_limit(tail)
+            // Without a tail, read forward from the start; with one, the newest lines.
+            .start_from_head(tail.is_none());
+        let out = self
+            .layers
+            .call(OperationClass::Read, "GetLogEvents", || {
+                let req = req.clone();
+                async move {
+                    match req.send().await {
+                        Ok(out) => Ok(Some(out)),
+                        // No stream yet: the container has not logged (or started).
+                        Err(e)
+                            if e.as_service_error()
+                                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                        {
+                            Ok(None)
+                        }
+                        Err(e) => Err(classify("GetLogEvents", &e)),
+                    }
+                }
+            })
+            .await?;
+        let mut text = String::new();
+        for event in out.iter().flat_map(|o| o.events()) {
+            if opts.timestamps {
+                let ts =
+                    chrono::DateTime::from_timestamp_millis(event.timestamp().unwrap_or_default())
+                        .unwrap_or_default();
+                text.push_str(&ts.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+                text.push(' ');
+            }
+            text.push_str(event.message().unwrap_or_default().trim_end_matches('\n'));
+            text.push('\n');
+        }
+        Ok(text)
+    }
+
+    async fn exec(
+        &self,
+        _id: &str,
+        _container: &str,
+        _command: &[String],
+    ) -> Result<ExecOutput, ProviderError> {
+        Err(ProviderError::NotSupported {
+            provider: self.name().into(),
+            what: "exec: ECS Exec runs through the SSM agent and Session Manager channels, which burstgate does not drive".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_family_of_a_task_definition_arn_drops_the_revision() {
+        assert_eq!(
+            family_of_arn("arn:aws:ecs:us-east-1:1:task-definition/bg-abc:3"),
+            Some("bg-abc")
+        );
+        assert_eq!(family_of_arn("nonsense"), None);
+    }
+
+    #[test]
+    fn unknown_task_messages_count_as_gone() {
+        assert!(is_not_found("The referenced task was not found."));
+        assert!(!is_not_found("Invalid identifier"));
+    }
+}

@@ -1,0 +1,1202 @@
+//! Pod spec + resolved values -> an ECS task definition, the Secrets Manager secrets it
+//! references, and the RunTask parameters (pure). Everything Fargate cannot run is refused here,
+//! before any AWS call, with the field and the reason.
+//!
+//! Task definitions are named by content: the family is `bg-` + a hash of the whole definition
+//! (sizes, containers, roles, log settings, secret references), so identical pods share one
+//! family and a changed pod gets another. A pod with secret env or registry credentials references
+//! its own secrets (by ARN), so its definition is its own.
+//!
+//! Secrets (one workload's, deleted with it):
+//! - `<prefix><workload id>/env`: one JSON secret with every secret env var of the pod, keyed
+//!   `<container>/<VAR>`; each container's `secrets` entry is `valueFrom = <arn>:<container>/<VAR>::`;
+//! - `<prefix><workload id>/registry/<n>`: `{"username", "password"}` for the n-th registry the
+//!   pod's images pull from with credentials, the container's `repositoryCredentials`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Container, Volume};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::provider::contract::{
+    EnvValue, ExposeSecret, ProviderError, SecretString, WorkloadSpec,
+};
+
+/// Tag: the gateway's cluster id.
+pub const TAG_CLUSTER_ID: &str = "burstgate.io/cluster-id";
+/// Tag: the virtual node's name.
+pub const TAG_NODE: &str = "burstgate.io/node";
+/// Tag: pod namespace.
+pub const TAG_NAMESPACE: &str = "burstgate.io/namespace";
+/// Tag: pod name.
+pub const TAG_POD: &str = "burstgate.io/pod";
+/// Tag: pod UID.
+pub const TAG_POD_UID: &str = "burstgate.io/pod-uid";
+/// Tag: the workload id (also the task's `startedBy`).
+pub const TAG_WORKLOAD: &str = "burstgate.io/workload";
+/// Tag: the task's containers that are the pod's init containers, comma-separated (absent when
+/// none), so that status reports only the pod's containers and judges success by them.
+pub const TAG_INIT_CONTAINERS: &str = "burstgate.io/init-containers";
+/// The awslogs stream prefix: a container's stream is `bg/<container>/<task id>`.
+pub const LOG_STREAM_PREFIX: &str = "bg";
+/// Family prefix of the task definitions burstgate registers.
+pub const FAMILY_PREFIX: &str = "bg-";
+
+/// What one Fargate target is: the account and region come from the SDK config, the rest from
+/// the policy's target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Target name in the policy.
+    pub target: String,
+    /// AWS region (`us-east-1`).
+    pub region: String,
+    /// ECS cluster name or ARN.
+    pub cluster: String,
+    /// awsvpc subnets tasks run in.
+    pub subnets: Vec<String>,
+    /// Security groups of the tasks' ENIs.
+    pub security_groups: Vec<String>,
+    /// Give tasks a public IP (needed to pull public images from a subnet without NAT).
+    pub assign_public_ip: bool,
+    /// Run on Fargate Spot (capacity provider `FARGATE_SPOT`; the cluster must have it).
+    pub spot: bool,
+    /// Task execution role: needed for secrets, registry credentials and awslogs.
+    pub execution_role_arn: Option<String>,
+    /// Task role: the AWS identity of the pod's code.
+    pub task_role_arn: Option<String>,
+    /// CloudWatch Logs group for the awslogs driver; without it there are no logs.
+    pub log_group: Option<String>,
+    /// Prefix of every Secrets Manager secret burstgate writes (`burstgate/`).
+    pub secrets_prefix: String,
+}
+
+/// Why a pod cannot become a Fargate task. Never retryable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranslateError {
+    /// A field Fargate has no equivalent for: the pod fails with this reason.
+    #[error("{field}: {reason}")]
+    Unsupported {
+        /// The pod field (`spec.volumes[config]`).
+        field: String,
+        /// Why Fargate cannot do it.
+        reason: String,
+    },
+    /// A malformed pod (no containers, an unreadable quantity).
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The pod field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The target lacks what this pod needs (an execution role for secrets or logs): another
+    /// target may have it.
+    #[error("target {target}: {reason}")]
+    Target {
+        /// Target name.
+        target: String,
+        /// What is missing.
+        reason: String,
+    },
+}
+
+impl From<TranslateError> for ProviderError {
+    fn from(e: TranslateError) -> ProviderError {
+        match e {
+            TranslateError::Unsupported { .. } => ProviderError::Pod {
+                code: "Unsupported".into(),
+                message: e.to_string(),
+            },
+            TranslateError::Invalid { .. } => ProviderError::Pod {
+                code: "InvalidSpec".into(),
+                message: e.to_string(),
+            },
+            TranslateError::Target { .. } => ProviderError::Target {
+                code: "TargetMisconfigured".into(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+/// A task definition as burstgate registers it; serialized (canonically, field order fixed) to
+/// name its family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDef {
+    /// `bg-<hash>`; empty while hashing.
+    pub family: String,
+    /// CPU units (`256` = 0.25 vCPU).
+    pub cpu: String,
+    /// MiB.
+    pub memory: String,
+    /// Execution role.
+    pub execution_role_arn: Option<String>,
+    /// Task role.
+    pub task_role_arn: Option<String>,
+    /// Containers: init containers first, then the pod's containers.
+    pub containers: Vec<ContainerDef>,
+    /// Task-level volumes (from emptyDir): Fargate ephemeral storage.
+    pub volumes: Vec<String>,
+}
+
+/// One container of the task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerDef {
+    /// Name (as in the pod).
+    pub name: String,
+    /// Image.
+    pub image: String,
+    /// Essential: the pod's containers; init containers are not.
+    pub essential: bool,
+    /// From the pod's `command`.
+    pub entry_point: Option<Vec<String>>,
+    /// From the pod's `args`.
+    pub command: Option<Vec<String>>,
+    /// Working directory.
+    pub working_dir: Option<String>,
+    /// `user` from runAsUser[:runAsGroup].
+    pub user: Option<String>,
+    /// Hard memory limit, MiB (container-level memory: moto needs it, Fargate accepts it).
+    pub memory: i32,
+    /// Plain env only, sorted by name, last definition wins.
+    pub environment: Vec<(String, String)>,
+    /// Secret env: (name, valueFrom).
+    pub secrets: Vec<(String, String)>,
+    /// Secret name, then ARN, of the registry credentials.
+    pub repository_credentials: Option<String>,
+    /// (containerPort, `tcp`/`udp`).
+    pub port_mappings: Vec<(i32, String)>,
+    /// (volume, container path, read only).
+    pub mount_points: Vec<(String, String, bool)>,
+    /// Init containers this one waits for (condition `SUCCESS`).
+    pub depends_on: Vec<String>,
+    /// awslogs (group, region, stream prefix).
+    pub log: Option<(String, String, String)>,
+}
+
+/// A secret to write before the task definition is registered.
+#[derive(Debug, Clone)]
+pub struct SecretWrite {
+    /// Secret name.
+    pub name: String,
+    /// JSON value.
+    pub value: SecretString,
+}
+
+/// Everything `create` needs, computed before any call.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The definition; `secrets` valueFrom and `repositoryCredentials` still hold secret
+    /// NAMES until [`Plan::finish`] replaces them with ARNs.
+    draft: TaskDef,
+    /// Secrets to write (idempotently) first.
+    pub secrets: Vec<SecretWrite>,
+    /// Task tags (ownership).
+    pub tags: Vec<(String, String)>,
+    /// RunTask `startedBy` (the workload id).
+    pub started_by: String,
+    /// RunTask `clientToken` (the workload id: at most 64 characters).
+    pub client_token: String,
+}
+
+impl Plan {
+    /// The definition with secret names replaced by the ARNs Secrets Manager returned, and its
+    /// content-hash family.
+    pub fn finish(&self, arns: &BTreeMap<String, String>) -> Result<TaskDef, TranslateError> {
+        let arn = |name: &str| {
+            arns.get(name)
+                .cloned()
+                .ok_or_else(|| TranslateError::Invalid {
+                    field: "secrets".into(),
+                    reason: format!("secret {name} was not written"),
+                })
+        };
+        let mut def = self.draft.clone();
+        for c in &mut def.containers {
+            for (_, value_from) in &mut c.secrets {
+                // Drafts hold `<secret name>|<json key>`.
+                let (name, key) = value_from.split_once('|').expect("draft secret reference");
+                *value_from = format!("{}:{key}::", arn(name)?);
+            }
+            if let Some(creds) = &mut c.repository_credentials {
+                *creds = arn(creds)?;
+            }
+        }
+        def.family = family_of(&def);
+        Ok(def)
+    }
+}
+
+/// `bg-` + the first 32 hex digits of SHA-256 over the definition without its family.
+pub fn family_of(def: &TaskDef) -> String {
+    let mut unnamed = def.clone();
+    unnamed.family.clear();
+    let json = serde_json::to_vec(&unnamed).expect("a task definition serializes");
+    let hex: String = Sha256::digest(&json)
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{FAMILY_PREFIX}{hex}")
+}
+
+/// The secret holding a workload's secret env.
+pub fn env_secret_name(settings: &Settings, workload_id: &str) -> String {
+    format!("{}{workload_id}/env", settings.secrets_prefix)
+}
+
+/// The name prefix of every secret of a workload.
+pub fn secrets_name_prefix(settings: &Settings, workload_id: &str) -> String {
+    format!("{}{workload_id}/", settings.secrets_prefix)
+}
+
+fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
+    TranslateError::Unsupported {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Translates a pod, refusing what Fargate cannot run.
+pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateError> {
+    let pod = spec
+        .pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| TranslateError::Invalid {
+            field: "spec".into(),
+            reason: "the pod has no spec".into(),
+        })?;
+    if pod.containers.is_empty() {
+        return Err(TranslateError::Invalid {
+            field: "spec.containers".into(),
+            reason: "the pod has no containers".into(),
+        });
+    }
+    for (flag, on) in [
+        ("hostNetwork", pod.host_network),
+        ("hostPID", pod.host_pid),
+        ("hostIPC", pod.host_ipc),
+    ] {
+        if on == Some(true) {
+            return Err(unsupported(
+                format!("spec.{flag}"),
+                "Fargate tasks run in their own network and process namespaces",
+            ));
+        }
+    }
+    if spec.size.milli_cpu == 0 || spec.size.memory_mib == 0 {
+        return Err(TranslateError::Invalid {
+            field: "size".into(),
+            reason: format!("{:?} is not a Fargate size", spec.size),
+        });
+    }
+    let task_memory = spec.size.memory_mib;
+
+    let (volumes, skipped_volumes) = volumes(pod.volumes.as_deref().unwrap_or_default())?;
+    let inits = pod.init_containers.as_deref().unwrap_or_default();
+    let all: Vec<(&Container, bool, &str)> = inits
+        .iter()
+        .map(|c| (c, true, "spec.initContainers"))
+        .chain(pod.containers.iter().map(|c| (c, false, "spec.containers")))
+        .collect();
+
+    let mut secret_env: BTreeMap<String, String> = BTreeMap::new();
+    let mut registries: Vec<(String, SecretWrite)> = Vec::new();
+    let mut containers = Vec::new();
+    let memories = container_memories(&all, task_memory)?;
+    for (i, ((c, init, path), memory)) in all.iter().zip(memories).enumerate() {
+        let field = |f: &str| format!("{path}[{}].{f}", c.name);
+        let image =
+            c.image
+                .clone()
+                .filter(|i| !i.is_empty())
+                .ok_or_else(|| TranslateError::Invalid {
+                    field: field("image"),
+                    reason: "no image".into(),
+                })?;
+        if let Some(sc) = &c.security_context {
+            if sc.privileged == Some(true) {
+                return Err(unsupported(
+                    field("securityContext.privileged"),
+                    "Fargate does not run privileged containers",
+                ));
+            }
+            if sc
+                .capabilities
+                .as_ref()
+                .and_then(|c| c.add.as_ref())
+                .is_some_and(|a| a.iter().any(|a| a != "SYS_PTRACE"))
+            {
+                return Err(unsupported(
+                    field("securityContext.capabilities.add"),
+                    "Fargate only allows adding SYS_PTRACE",
+                ));
+            }
+        }
+        if let Some(limits) = c.resources.as_ref().and_then(|r| r.limits.as_ref()) {
+            if let Some(gpu) = limits.keys().find(|k| k.contains("gpu")) {
+                return Err(unsupported(
+                    field(&format!("resources.limits[{gpu}]")),
+                    "Fargate has no GPUs",
+                ));
+            }
+        }
+        let user = c
+            .security_context
+            .as_ref()
+            .and_then(|sc| sc.run_as_user)
+            .or_else(|| pod.security_context.as_ref().and_then(|p| p.run_as_user));
+        let group = c
+            .security_context
+            .as_ref()
+            .and_then(|sc| sc.run_as_group)
+            .or_else(|| pod.security_context.as_ref().and_then(|p| p.run_as_group));
+        let user = user.map(|u| match group {
+            Some(g) => format!("{u}:{g}"),
+            None => u.to_string(),
+        });
+
+        let mut plain: BTreeMap<String, String> = BTreeMap::new();
+        let mut secret: BTreeMap<String, String> = BTreeMap::new();
+        for var in spec
+            .resolved
+            .env
+            .get(&c.name)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            plain.remove(&var.name);
+            secret.remove(&var.name);
+            match &var.value {
+                EnvValue::Plain(v) => {
+                    plain.insert(var.name.clone(), v.clone());
+                }
+                EnvValue::Secret(v) => {
+                    if var.name.contains(':') {
+                        return Err(unsupported(
+                            field(&format!("env[{}]", var.name)),
+                            "a secret env var name with ':' cannot be a Secrets Manager JSON key reference",
+                        ));
+                    }
+                    let key = format!("{}/{}", c.name, var.name);
+                    secret_env.insert(key.clone(), v.expose_secret().to_string());
+                    secret.insert(
+                        var.name.clone(),
+                        format!("{}|{key}", env_secret_name(settings, &spec.id)),
+                    );
+                }
+            }
+        }
+
+        let repository_credentials = match registry_credential_for(&image, spec) {
+            None => None,
+            Some(cred) => {
+                let server = normalize_registry(&cred.server);
+                let n = registries.iter().position(|(s, _)| *s == server).unwrap_or_else(|| {
+                    let name = format!("{}registry/{}", secrets_name_prefix(settings, &spec.id), registries.len());
+                    let value = serde_json::json!({"username": cred.username, "password": cred.password.expose_secret()}).to_string();
+                    registries.push((server.clone(), SecretWrite { name, value: SecretString::from(value) }));
+                    registries.len() - 1
+                });
+                Some(registries[n].1.name.clone())
+            }
+        };
+
+        let mut mount_points = Vec::new();
+        for m in c.volume_mounts.as_deref().unwrap_or_default() {
+            if skipped_volumes.contains(&m.name) {
+                continue;
+            }
+            if !volumes.contains(&m.name) {
+                return Err(TranslateError::Invalid {
+                    field: field(&format!("volumeMounts[{}]", m.name)),
+                    reason: "no such volume".into(),
+                });
+            }
+            if m.sub_path.as_deref().is_some_and(|s| !s.is_empty())
+                || m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty())
+            {
+                return Err(unsupported(
+                    field(&format!("volumeMounts[{}].subPath", m.name)),
+                    "ECS mount points have no subPath",
+                ));
+            }
+            mount_points.push((
+                m.name.clone(),
+                m.mount_path.clone(),
+                m.read_only == Some(true),
+            ));
+        }
+        let mut port_mappings = Vec::new();
+        for p in c.ports.as_deref().unwrap_or_default() {
+            let protocol = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
+            if protocol != "tcp" && protocol != "udp" {
+                return Err(unsupported(
+                    field(&format!("ports[{}].protocol", p.container_port)),
+                    format!("ECS maps only TCP and UDP, not {protocol}"),
+                ));
+            }
+            port_mappings.push((p.container_port, protocol));
+        }
+
+        let depends_on: Vec<String> = if *init {
+            // Init containers run one after the other.
+            i.checked_sub(1)
+                .map(|prev| all[prev].0.name.clone())
+                .into_iter()
+                .collect()
+        } else {
+            inits.iter().map(|c| c.name.clone()).collect()
+        };
+        containers.push(ContainerDef {
+            name: c.name.clone(),
+            image,
+            essential: !init,
+            entry_point: c.command.clone().filter(|v| !v.is_empty()),
+            command: c.args.clone().filter(|v| !v.is_empty()),
+            working_dir: c.working_dir.clone(),
+            user,
+            memory,
+            environment: plain.into_iter().collect(),
+            secrets: secret.into_iter().collect(),
+            repository_credentials,
+            port_mappings,
+            mount_points,
+            depends_on,
+            log: settings.log_group.as_ref().map(|g| {
+                (
+                    g.clone(),
+                    settings.region.clone(),
+                    LOG_STREAM_PREFIX.to_string(),
+                )
+            }),
+        });
+    }
+
+    let needs_execution_role =
+        !secret_env.is_empty() || !registries.is_empty() || settings.log_group.is_some();
+    if needs_execution_role && settings.execution_role_arn.is_none() {
+        return Err(TranslateError::Target {
+            target: settings.target.clone(),
+            reason: "the pod needs secrets, registry credentials or logs, which need a task execution role; the target has none".into(),
+        });
+    }
+
+    let mut secrets = Vec::new();
+    if !secret_env.is_empty() {
+        let json = serde_json::to_string(&secret_env).expect("a string map serializes");
+        secrets.push(SecretWrite {
+            name: env_secret_name(settings, &spec.id),
+            value: SecretString::from(json),
+        });
+    }
+    secrets.extend(registries.into_iter().map(|(_, s)| s));
+
+    let owner = &spec.owner;
+    let mut tags = vec![
+        (TAG_CLUSTER_ID.to_string(), owner.cluster_id.clone()),
+        (TAG_NODE.to_string(), owner.node.clone()),
+        (TAG_NAMESPACE.to_string(), owner.namespace.clone()),
+        (TAG_POD.to_string(), owner.pod.clone()),
+        (TAG_POD_UID.to_string(), owner.pod_uid.clone()),
+        (TAG_WORKLOAD.to_string(), spec.id.clone()),
+    ];
+    if !inits.is_empty() {
+        let names = inits
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        if names.len() > 256 {
+            return Err(unsupported(
+                "spec.initContainers",
+                "the init container names exceed the 256 characters of an ECS tag value",
+            ));
+        }
+        tags.push((TAG_INIT_CONTAINERS.to_string(), names));
+    }
+    if spec.id.len() > 64 {
+        return Err(TranslateError::Invalid {
+            field: "id".into(),
+            reason: format!(
+                "workload id {} is longer than a RunTask clientToken (64)",
+                spec.id
+            ),
+        });
+    }
+
+    Ok(Plan {
+        draft: TaskDef {
+            family: String::new(),
+            cpu: (spec.size.milli_cpu * 1024 / 1000).to_string(),
+            memory: task_memory.to_string(),
+            execution_role_arn: settings.execution_role_arn.clone(),
+            task_role_arn: settings.task_role_arn.clone(),
+            containers,
+            volumes: volumes.into_iter().collect(),
+        },
+        secrets,
+        tags,
+        started_by: spec.id.clone(),
+        client_token: spec.id.clone(),
+    })
+}
+
+/// emptyDir volumes become task volumes (Fargate ephemeral storage); the API-access token volume
+/// every pod gets (`kube-api-access-*`) is left out (tasks have no route to the API server's
+/// service account flow); everything else is refused. Returns (task volumes, skipped volumes).
+fn volumes(volumes: &[Volume]) -> Result<(BTreeSet<String>, BTreeSet<String>), TranslateError> {
+    let mut task = BTreeSet::new();
+    let mut skipped = BTreeSet::new();
+    for v in volumes {
+        let field = format!("spec.volumes[{}]", v.name);
+        if let Some(dir) = &v.empty_dir {
+            if dir.medium.as_deref() == Some("Memory") {
+                return Err(unsupported(
+                    field + ".emptyDir.medium",
+                    "Fargate has no tmpfs volumes (medium: Memory)",
+                ));
+            }
+            task.insert(v.name.clone());
+        } else if v.name.starts_with("kube-api-access-")
+            && v.projected.as_ref().is_some_and(|p| {
+                p.sources
+                    .iter()
+                    .flatten()
+                    .any(|s| s.service_account_token.is_some())
+            })
+        {
+            skipped.insert(v.name.clone());
+        } else if v.secret.is_some()
+            || v.config_map.is_some()
+            || v.projected.is_some()
+            || v.downward_api.is_some()
+        {
+            return Err(unsupported(
+                field,
+                "Fargate has no secret, configMap, projected or downwardAPI volume type; use env vars (secret env becomes a Secrets Manager reference) instead",
+            ));
+        } else {
+            let kind = serde_json::to_value(v)
+                .ok()
+                .and_then(|j| {
+                    j.as_object()
+                        .and_then(|o| o.keys().find(|k| *k != "name").cloned())
+                })
+                .unwrap_or_else(|| "unknown".into());
+            return Err(unsupported(
+                field,
+                format!("Fargate cannot mount {kind} volumes; only emptyDir"),
+            ));
+        }
+    }
+    Ok((task, skipped))
+}
+
+/// Container-level hard memory (MiB) for each container: its limit (else request) capped at the
+/// task's memory; containers without either share what is left equally. When the sum exceeds
+/// the task, every container gets an equal share.
+fn container_memories(
+    all: &[(&Container, bool, &str)],
+    task_memory: u64,
+) -> Result<Vec<i32>, TranslateError> {
+    let mut explicit = Vec::new();
+    for (c, _, path) in all {
+        let res = c.resources.as_ref();
+        let q = res
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("memory"))
+            .or_else(|| {
+                res.and_then(|r| r.requests.as_ref())
+                    .and_then(|r| r.get("memory"))
+            });
+        explicit.push(match q {
+            Some(q) => Some(
+                mib(q)
+                    .ok_or_else(|| TranslateError::Invalid {
+                        field: format!("{path}[{}].resources.memory", c.name),
+                        reason: format!("{:?} is not a quantity", q.0),
+                    })?
+                    .min(task_memory),
+            ),
+            None => None,
+        });
+    }
+    let n = all.len() as u64;
+    let used: u64 = explicit.iter().flatten().sum();
+    let unset = explicit.iter().filter(|e| e.is_none()).count() as u64;
+    let share = task_memory
+        .saturating_sub(used)
+        .checked_div(unset)
+        .unwrap_or(0);
+    let mut out: Vec<u64> = explicit.iter().map(|e| e.unwrap_or(share)).collect();
+    if used > task_memory || out.iter().any(|m| *m < 6) {
+        out = vec![task_memory / n; all.len()];
+    }
+    Ok(out.into_iter().map(|m| m.max(6) as i32).collect())
+}
+
+/// A memory quantity in MiB, rounded up.
+fn mib(q: &Quantity) -> Option<u64> {
+    let s = q.0.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'e' || c == '+' || c == '-'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0f64.powi(4),
+        _ => return None,
+    };
+    Some((n * factor / (1024.0 * 1024.0)).ceil() as u64)
+}
+
+/// The registry host of an image reference (`docker.io` for Docker Hub short names).
+pub fn image_registry(image: &str) -> String {
+    match image.split_once('/') {
+        Some((host, _)) if host.contains('.') || host.contains(':') || host == "localhost" => {
+            normalize_registry(host)
+        }
+        _ => "docker.io".into(),
+    }
+}
+
+/// A registry server as written in a dockerconfigjson (`https://index.docker.io/v1/`) -> host.
+pub fn normalize_registry(server: &str) -> String {
+    let s = server
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = s.split('/').next().unwrap_or(s).to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".into(),
+        _ => host,
+    }
+}
+
+fn registry_credential_for<'a>(
+    image: &str,
+    spec: &'a WorkloadSpec,
+) -> Option<&'a crate::provider::contract::RegistryCredential> {
+    let registry = image_registry(image);
+    spec.resolved
+        .registry_credentials
+        .iter()
+        .find(|c| normalize_registry(&c.server) == registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::policy::sizing::Size;
+    use crate::provider::contract::{EnvVar, Owner, RegistryCredential, Resolved};
+    use k8s_openapi::api::core::v1::{
+        ConfigMapVolumeSource, EmptyDirVolumeSource, HostPathVolumeSource, Pod, PodSpec,
+        ProjectedVolumeSource, ResourceRequirements, SecurityContext,
+        ServiceAccountTokenProjection, VolumeMount, VolumeProjection,
+    };
+
+    fn settings() -> Settings {
+        Settings {
+            target: "fargate-use1".into(),
+            region: "us-east-1".into(),
+            cluster: "c".into(),
+            subnets: vec!["subnet-1".into()],
+            security_groups: vec!["sg-1".into()],
+            assign_public_ip: false,
+            spot: false,
+            execution_role_arn: Some("arn:aws:iam::1:role/exec".into()),
+            task_role_arn: None,
+            log_group: None,
+            secrets_prefix: "burstgate/".into(),
+        }
+    }
+
+    fn container(name: &str, image: &str) -> Container {
+        Container {
+            name: name.into(),
+            image: Some(image.into()),
+            ..Default::default()
+        }
+    }
+
+    fn spec_with(uid: &str, pod: PodSpec, resolved: Resolved) -> WorkloadSpec {
+        WorkloadSpec {
+            id: format!("bg-{uid}"),
+            owner: Owner {
+                cluster_id: "c1".into(),
+                node: "burstgate".into(),
+                namespace: "default".into(),
+                pod: "web".into(),
+                pod_uid: uid.into(),
+            },
+            target: "fargate-use1".into(),
+            region: "us-east-1".into(),
+            size: Size {
+                milli_cpu: 250,
+                memory_mib: 512,
+            },
+            pod: Pod {
+                spec: Some(pod),
+                ..Default::default()
+            },
+            resolved: Arc::new(resolved),
+        }
+    }
+
+    fn one(c: Container) -> PodSpec {
+        PodSpec {
+            containers: vec![c],
+            ..Default::default()
+        }
+    }
+
+    fn env(container: &str, vars: Vec<(&str, EnvValue)>) -> Resolved {
+        Resolved {
+            env: [(
+                container.to_string(),
+                vars.into_iter()
+                    .map(|(n, value)| EnvVar {
+                        name: n.into(),
+                        value,
+                    })
+                    .collect(),
+            )]
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    fn arns(plan: &Plan) -> BTreeMap<String, String> {
+        plan.secrets
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    format!(
+                        "arn:aws:secretsmanager:us-east-1:1:secret:{}-AbCdEf",
+                        s.name
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_secret_env_var_becomes_a_secrets_reference_and_never_environment() {
+        let resolved = env(
+            "app",
+            vec![
+                ("MODE", EnvValue::Plain("prod".into())),
+                ("DB_PASSWORD", EnvValue::Secret("hunter2".into())),
+            ],
+        );
+        let plan = plan(
+            &spec_with("u1", one(container("app", "nginx")), resolved),
+            &settings(),
+        )
+        .unwrap();
+        let def = plan.finish(&arns(&plan)).unwrap();
+        let c = &def.containers[0];
+        assert_eq!(
+            c.environment,
+            vec![("MODE".to_string(), "prod".to_string())]
+        );
+        assert_eq!(
+            c.secrets,
+            vec![("DB_PASSWORD".to_string(), "arn:aws:secretsmanager:us-east-1:1:secret:burstgate/bg-u1/env-AbCdEf:app/DB_PASSWORD::".to_string())]
+        );
+        assert!(
+            !serde_json::to_string(&def).unwrap().contains("hunter2"),
+            "the task definition carries no secret value"
+        );
+        assert_eq!(plan.secrets.len(), 1);
+        assert_eq!(plan.secrets[0].name, "burstgate/bg-u1/env");
+        assert!(plan.secrets[0].value.expose_secret().contains("hunter2"));
+        assert!(
+            !format!("{plan:?}").contains("hunter2"),
+            "Debug of the plan redacts secret values"
+        );
+    }
+
+    #[test]
+    fn a_later_env_definition_of_the_same_name_wins() {
+        let resolved = env(
+            "app",
+            vec![
+                ("X", EnvValue::Secret("s".into())),
+                ("X", EnvValue::Plain("p".into())),
+            ],
+        );
+        let plan = plan(
+            &spec_with("u1", one(container("app", "nginx")), resolved),
+            &settings(),
+        )
+        .unwrap();
+        let def = plan.finish(&arns(&plan)).unwrap();
+        assert_eq!(
+            (
+                def.containers[0].environment.len(),
+                def.containers[0].secrets.len()
+            ),
+            (1, 0)
+        );
+    }
+
+    #[test]
+    fn identical_pods_share_one_task_definition_family() {
+        let a = plan(
+            &spec_with(
+                "u1",
+                one(container("app", "nginx:1.27")),
+                Resolved::default(),
+            ),
+            &settings(),
+        )
+        .unwrap();
+        let b = plan(
+            &spec_with(
+                "u2",
+                one(container("app", "nginx:1.27")),
+                Resolved::default(),
+            ),
+            &settings(),
+        )
+        .unwrap();
+        let c = plan(
+            &spec_with(
+                "u3",
+                one(container("app", "nginx:1.28")),
+                Resolved::default(),
+            ),
+            &settings(),
+        )
+        .unwrap();
+        let fam = |p: &Plan| p.finish(&BTreeMap::new()).unwrap().family;
+        assert_eq!(fam(&a), fam(&b));
+        assert_ne!(fam(&a), fam(&c));
+        assert!(
+            fam(&a).starts_with("bg-") && fam(&a).len() == 35,
+            "{}",
+            fam(&a)
+        );
+    }
+
+    #[test]
+    fn sizes_become_cpu_units_and_every_container_gets_memory() {
+        let mut spec = spec_with(
+            "u1",
+            PodSpec {
+                containers: vec![container("a", "x"), container("b", "y")],
+                ..Default::default()
+            },
+            Resolved::default(),
+        );
+        spec.size = Size {
+            milli_cpu: 1000,
+            memory_mib: 2048,
+        };
+        let def = plan(&spec, &settings())
+            .unwrap()
+            .finish(&BTreeMap::new())
+            .unwrap();
+        assert_eq!((def.cpu.as_str(), def.memory.as_str()), ("1024", "2048"));
+        assert_eq!(
+            def.containers.iter().map(|c| c.memory).collect::<Vec<_>>(),
+            vec![1024, 1024]
+        );
+    }
+
+    #[test]
+    fn a_container_memory_limit_is_its_hard_limit_and_the_rest_share_the_remainder() {
+        let mut a = container("a", "x");
+        a.resources = Some(ResourceRequirements {
+            limits: Some([("memory".to_string(), Quantity("256Mi".into()))].into()),
+            ..Default::default()
+        });
+        let mut spec = spec_with(
+            "u1",
+            PodSpec {
+                containers: vec![a, container("b", "y")],
+                ..Default::default()
+            },
+            Resolved::default(),
+        );
+        spec.size = Size {
+            milli_cpu: 500,
+            memory_mib: 1024,
+        };
+        let def = plan(&spec, &settings())
+            .unwrap()
+            .finish(&BTreeMap::new())
+            .unwrap();
+        assert_eq!(
+            def.containers.iter().map(|c| c.memory).collect::<Vec<_>>(),
+            vec![256, 768]
+        );
+    }
+
+    #[test]
+    fn a_config_map_volume_is_refused_as_unsupported_before_any_call() {
+        let mut pod = one(container("app", "nginx"));
+        pod.volumes = Some(vec![Volume {
+            name: "cfg".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: "c".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        let err: ProviderError = plan(&spec_with("u1", pod, Resolved::default()), &settings())
+            .unwrap_err()
+            .into();
+        assert!(
+            matches!(&err, ProviderError::Pod { code, message } if code == "Unsupported" && message.contains("spec.volumes[cfg]")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_host_path_volume_is_refused_naming_its_type() {
+        let mut pod = one(container("app", "nginx"));
+        pod.volumes = Some(vec![Volume {
+            name: "h".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: "/".into(),
+                type_: None,
+            }),
+            ..Default::default()
+        }]);
+        let err = plan(&spec_with("u1", pod, Resolved::default()), &settings()).unwrap_err();
+        assert!(err.to_string().contains("hostPath"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_dir_becomes_a_task_volume_mounted_where_the_pod_mounts_it() {
+        let mut c = container("app", "nginx");
+        c.volume_mounts = Some(vec![VolumeMount {
+            name: "scratch".into(),
+            mount_path: "/tmp/s".into(),
+            ..Default::default()
+        }]);
+        let mut pod = one(c);
+        pod.volumes = Some(vec![Volume {
+            name: "scratch".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        }]);
+        let def = plan(&spec_with("u1", pod, Resolved::default()), &settings())
+            .unwrap()
+            .finish(&BTreeMap::new())
+            .unwrap();
+        assert_eq!(def.volumes, vec!["scratch".to_string()]);
+        assert_eq!(
+            def.containers[0].mount_points,
+            vec![("scratch".to_string(), "/tmp/s".to_string(), false)]
+        );
+    }
+
+    #[test]
+    fn the_api_access_token_volume_is_left_out_with_its_mounts() {
+        let mut c = container("app", "nginx");
+        c.volume_mounts = Some(vec![VolumeMount {
+            name: "kube-api-access-abcde".into(),
+            mount_path: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+            ..Default::default()
+        }]);
+        let mut pod = one(c);
+        pod.volumes = Some(vec![Volume {
+            name: "kube-api-access-abcde".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        let def = plan(&spec_with("u1", pod, Resolved::default()), &settings())
+            .unwrap()
+            .finish(&BTreeMap::new())
+            .unwrap();
+        assert!(def.volumes.is_empty() && def.containers[0].mount_points.is_empty());
+    }
+
+    #[test]
+    fn a_privileged_container_is_refused() {
+        let mut c = container("app", "nginx");
+        c.security_context = Some(SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        });
+        let err = plan(&spec_with("u1", one(c), Resolved::default()), &settings()).unwrap_err();
+        assert!(
+            matches!(err, TranslateError::Unsupported { ref field, .. } if field.contains("privileged")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn init_containers_are_not_essential_run_in_order_and_gate_the_pods_containers() {
+        let pod = PodSpec {
+            init_containers: Some(vec![container("i1", "busybox"), container("i2", "busybox")]),
+            ..one(container("app", "nginx"))
+        };
+        let plan = plan(&spec_with("u1", pod, Resolved::default()), &settings()).unwrap();
+        let def = plan.finish(&BTreeMap::new()).unwrap();
+        let by = |n: &str| def.containers.iter().find(|c| c.name == n).unwrap();
+        assert_eq!(
+            (by("i1").essential, by("i2").essential, by("app").essential),
+            (false, false, true)
+        );
+        assert_eq!(by("i2").depends_on, vec!["i1".to_string()]);
+        assert_eq!(
+            by("app").depends_on,
+            vec!["i1".to_string(), "i2".to_string()]
+        );
+        assert!(
+            plan.tags
+                .contains(&(TAG_INIT_CONTAINERS.to_string(), "i1,i2".to_string()))
+        );
+    }
+
+    #[test]
+    fn tags_carry_the_whole_ownership_and_started_by_is_the_workload_id() {
+        let plan = plan(
+            &spec_with("u1", one(container("app", "nginx")), Resolved::default()),
+            &settings(),
+        )
+        .unwrap();
+        let tag = |k: &str| {
+            plan.tags
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            (
+                tag(TAG_CLUSTER_ID),
+                tag(TAG_NODE),
+                tag(TAG_NAMESPACE),
+                tag(TAG_POD),
+                tag(TAG_POD_UID)
+            ),
+            (
+                Some("c1"),
+                Some("burstgate"),
+                Some("default"),
+                Some("web"),
+                Some("u1")
+            )
+        );
+        assert_eq!(
+            (plan.started_by.as_str(), plan.client_token.as_str()),
+            ("bg-u1", "bg-u1")
+        );
+    }
+
+    #[test]
+    fn an_image_pull_secret_becomes_repository_credentials_in_its_own_secret() {
+        let resolved = Resolved {
+            registry_credentials: vec![RegistryCredential {
+                server: "https://ghcr.io".into(),
+                username: "me".into(),
+                password: "tok3n".into(),
+            }],
+            ..Default::default()
+        };
+        let pod = PodSpec {
+            containers: vec![
+                container("app", "ghcr.io/me/app:1"),
+                container("side", "nginx"),
+            ],
+            ..Default::default()
+        };
+        let plan = plan(&spec_with("u1", pod, resolved), &settings()).unwrap();
+        assert_eq!(
+            plan.secrets
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["burstgate/bg-u1/registry/0"]
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(plan.secrets[0].value.expose_secret())
+                .unwrap(),
+            serde_json::json!({"username": "me", "password": "tok3n"})
+        );
+        let def = plan.finish(&arns(&plan)).unwrap();
+        assert_eq!(
+            def.containers[0].repository_credentials.as_deref(),
+            Some("arn:aws:secretsmanager:us-east-1:1:secret:burstgate/bg-u1/registry/0-AbCdEf")
+        );
+        assert_eq!(
+            def.containers[1].repository_credentials, None,
+            "Docker Hub has no credential here"
+        );
+    }
+
+    #[test]
+    fn secrets_without_an_execution_role_are_a_target_problem() {
+        let mut s = settings();
+        s.execution_role_arn = None;
+        let resolved = env("app", vec![("T", EnvValue::Secret("x".into()))]);
+        let err: ProviderError = plan(
+            &spec_with("u1", one(container("app", "nginx")), resolved),
+            &s,
+        )
+        .unwrap_err()
+        .into();
+        assert!(matches!(err, ProviderError::Target { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn docker_hub_names_and_config_servers_normalize_to_one_registry() {
+        assert_eq!(image_registry("nginx:1.27"), "docker.io");
+        assert_eq!(image_registry("library/nginx"), "docker.io");
+        assert_eq!(
+            image_registry("123.dkr.ecr.us-east-1.amazonaws.com/app:1"),
+            "123.dkr.ecr.us-east-1.amazonaws.com"
+        );
+        assert_eq!(
+            normalize_registry("https://index.docker.io/v1/"),
+            "docker.io"
+        );
+    }
+
+    #[test]
+    fn log_settings_go_to_every_container_when_the_target_has_a_group() {
+        let mut s = settings();
+        s.log_group = Some("/burstgate/pods".into());
+        let def = plan(
+            &spec_with("u1", one(container("app", "nginx")), Resolved::default()),
+            &s,
+        )
+        .unwrap()
+        .finish(&BTreeMap::new())
+        .unwrap();
+        assert_eq!(
+            def.containers[0].log,
+            Some(("/burstgate/pods".into(), "us-east-1".into(), "bg".into()))
+        );
+    }
+}
