@@ -17,7 +17,7 @@ use crate::controller::leader::{ElectionConfig, LeaderElector};
 use crate::controller::reload::{PolicyReloader, run_reload};
 use crate::controller::{node, pod};
 use crate::policy::model::ProviderKind;
-use crate::provider::factories::{ClusterFactory, SimFactory};
+use crate::provider::factories::{ClusterFactory, FargateFactory, SimFactory};
 use crate::provider::registry::Factory;
 use crate::provider::sim::SimCloud;
 
@@ -60,6 +60,7 @@ pub fn factories(config: &RunConfig, client: &kube::Client) -> BTreeMap<Provider
     BTreeMap::from([
         (ProviderKind::Sim, Arc::new(SimFactory::new(cloud)) as Arc<dyn Factory>),
         (ProviderKind::Cluster, Arc::new(ClusterFactory::new(client.clone())) as Arc<dyn Factory>),
+        (ProviderKind::Fargate, Arc::new(FargateFactory::default()) as Arc<dyn Factory>),
     ])
 }
 

@@ -7,6 +7,7 @@ use crate::policy::Target;
 use crate::policy::checked::Connection;
 use crate::provider::Provider;
 use crate::provider::cluster::{ClusterProvider, Settings as ClusterSettings};
+use crate::provider::fargate::{FargateProvider, Settings as FargateSettings};
 use crate::provider::layers::{Layered, Layers};
 use crate::provider::registry::Factory;
 use crate::provider::sim::{SimCloud, SimProvider};
@@ -65,5 +66,37 @@ impl Factory for ClusterFactory {
             }
         };
         Ok(Arc::new(ClusterProvider::new(ClusterSettings { target: target.name.clone(), namespace }, client, layers)))
+    }
+}
+
+/// `fargate` targets: credentials and endpoint from the standard AWS chain (IRSA web identity,
+/// env, instance profile; `AWS_ENDPOINT_URL` for tests), loaded once; region and cluster per
+/// target from its `fargate` block.
+#[derive(Default)]
+pub struct FargateFactory {
+    sdk: tokio::sync::OnceCell<aws_types::SdkConfig>,
+}
+
+#[async_trait::async_trait]
+impl Factory for FargateFactory {
+    async fn build(&self, target: &Target, layers: Layers) -> Result<Arc<dyn Provider>, String> {
+        let Connection::Fargate(f) = &target.connection else {
+            return Err(format!("target {} has no `fargate` block (cluster, subnets, securityGroups)", target.name));
+        };
+        let sdk = self.sdk.get_or_init(|| aws_config::load_defaults(aws_config::BehaviorVersion::latest())).await;
+        let settings = FargateSettings {
+            target: target.name.clone(),
+            region: target.region.clone(),
+            cluster: f.cluster.clone(),
+            subnets: f.subnets.clone(),
+            security_groups: f.security_groups.clone(),
+            assign_public_ip: f.assign_public_ip,
+            spot: target.spot,
+            execution_role_arn: f.execution_role_arn.clone(),
+            task_role_arn: f.task_role_arn.clone(),
+            log_group: f.log_group.clone(),
+            secrets_prefix: "burstgate/".into(),
+        };
+        Ok(Arc::new(FargateProvider::new(settings, sdk, layers)))
     }
 }
