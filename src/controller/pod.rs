@@ -291,7 +291,7 @@ impl PodController {
                 self.patch_status(pod, status::from_workload(pod, &ws, &host_ip, &now())).await?;
                 Ok(Action::requeue(Duration::from_secs(300)))
             }
-            Err(ProviderError::Transient { retry_after, message }) => {
+            Err(ProviderError::Transient { retry_after, message } | ProviderError::Throttled { retry_after, message }) => {
                 tracing::info!(pod = %pod.name_any(), %message, "create throttled; retrying");
                 Ok(Action::requeue(retry_after.unwrap_or(Duration::from_secs(5))))
             }

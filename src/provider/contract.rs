@@ -217,6 +217,15 @@ pub enum ProviderError {
         /// When the provider said to come back.
         retry_after: Option<Duration>,
     },
+    /// The provider throttled the call (HTTP 429, `ThrottlingException`): retry later, no sooner
+    /// than `retry_after` when given. Retryable. Counted apart from other transient errors.
+    #[error("throttled by the provider: {message}")]
+    Throttled {
+        /// What the provider said.
+        message: String,
+        /// When the provider said to come back (`Retry-After`).
+        retry_after: Option<Duration>,
+    },
     /// The target cannot take it (quota, capacity, region down): try another target. Not
     /// retryable on this target.
     #[error("target rejected the workload: {message}")]
@@ -248,13 +257,22 @@ pub enum ProviderError {
 impl ProviderError {
     /// Whether retrying the same call may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ProviderError::Transient { .. })
+        matches!(self, ProviderError::Transient { .. } | ProviderError::Throttled { .. })
+    }
+
+    /// When the provider asked the caller to come back, for retryable errors.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Transient { retry_after, .. } | ProviderError::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 
     /// A short label for metrics and logs.
     pub fn metric_label(&self) -> &'static str {
         match self {
             ProviderError::Transient { .. } => "transient",
+            ProviderError::Throttled { .. } => "throttled",
             ProviderError::Target { .. } => "target",
             ProviderError::Pod { .. } => "pod",
             ProviderError::NotSupported { .. } => "not_supported",

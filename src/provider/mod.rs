@@ -3,6 +3,7 @@
 
 pub mod aci;
 pub mod contract;
+pub mod layers;
 pub mod limits;
 pub mod sim;
 

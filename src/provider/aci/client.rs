@@ -26,7 +26,6 @@ use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 
 use crate::policy::model::OperationClass;
-use crate::provider::aci::layers_shim::Layers;
 use crate::provider::aci::retry::{AciError, ArmBudget, arm_error, retry_after};
 use crate::provider::aci::status::{Cadence, GroupView, Known, needs_get, workload_status};
 use crate::provider::aci::translate::{
@@ -36,6 +35,7 @@ use crate::provider::contract::{
     Capabilities, ExecOutput, LogOptions, OwnedWorkload, Owner, Provider, ProviderError,
     WorkloadPhase, WorkloadSpec, WorkloadStatus,
 };
+use crate::provider::layers::Layers;
 
 /// The ARM api-version every call uses.
 pub const API_VERSION: &str = "2026-05-01";

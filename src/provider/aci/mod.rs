@@ -10,7 +10,6 @@
 //! - [`retry`] says which ARM/ACI errors are retried, move the pod to another target, or fail it.
 
 pub mod client;
-mod layers_shim;
 pub mod retry;
 pub mod status;
 pub mod translate;
@@ -19,7 +18,6 @@ pub use client::{
     API_VERSION, AciProvider, CredentialSource, DEFAULT_ARM_ENDPOINT, Settings, credential_source,
     default_credential,
 };
-pub use layers_shim::Layers;
 pub use retry::{AciError, ArmBudget};
 pub use status::Cadence;
 pub use translate::{

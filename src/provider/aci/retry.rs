@@ -2,7 +2,8 @@
 //! (retry the call, try another target, fail the pod), plus the ARM rate-limit headers.
 //!
 //! The codes come from what ACI and ARM really answer:
-//! - `429` (ARM throttling, `Retry-After` in seconds), `5xx`, `ContainerGroupTransitioning`,
+//! - `429` (ARM throttling, `Retry-After` in seconds): [`ProviderError::Throttled`];
+//! - `5xx`, `ContainerGroupTransitioning`,
 //!   `AnotherOperationInProgress`, connection errors and timeouts: [`ProviderError::Transient`];
 //! - quota and capacity: `ContainerGroupQuotaReached` ("container group quota 'StandardCores'
 //!   exceeded in region ..."), any `*Quota*` code, `ServiceUnavailable` (which ACI sends with
@@ -100,7 +101,6 @@ const TRANSIENT_CODES: &[&str] = &[
     "AnotherOperationInProgress",
     "OperationPreempted",
     "RetryableError",
-    "TooManyRequests",
     "InternalServerError",
     "GatewayTimeout",
     "ServerTimeout",
@@ -149,7 +149,16 @@ pub fn classify(
         code: code.to_string(),
         message: message.to_string(),
     };
-    if status == 429 || TRANSIENT_CODES.iter().any(|c| c.eq_ignore_ascii_case(code)) {
+    if status == 429
+        || code.eq_ignore_ascii_case("TooManyRequests")
+        || code.eq_ignore_ascii_case("SubscriptionRequestsThrottled")
+    {
+        return ProviderError::Throttled {
+            message: format!("HTTP {status} {code}: {message}"),
+            retry_after,
+        };
+    }
+    if TRANSIENT_CODES.iter().any(|c| c.eq_ignore_ascii_case(code)) {
         return transient();
     }
     if status >= 500 {
@@ -339,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn a_429_is_transient_and_keeps_its_retry_after() {
+    fn a_429_is_throttling_and_keeps_its_retry_after() {
         let after = retry_after(headers(&[("retry-after", "17")]));
         let e = arm_error(
             429,
@@ -349,7 +358,7 @@ mod tests {
         .into_provider_error();
         assert_eq!(
             e,
-            ProviderError::Transient {
+            ProviderError::Throttled {
                 message: "HTTP 429 TooManyRequests: slow down".into(),
                 retry_after: Some(Duration::from_secs(17))
             }

@@ -31,7 +31,7 @@ impl SimFault {
     /// The typed provider error, with its retry class.
     pub fn into_error(self) -> ProviderError {
         match self {
-            SimFault::Throttled(after) => ProviderError::Transient { message: "simulated throttling (429)".into(), retry_after: Some(after) },
+            SimFault::Throttled(after) => ProviderError::Throttled { message: "simulated throttling (429)".into(), retry_after: Some(after) },
             SimFault::CapacityExceeded { running, limit } => ProviderError::Target {
                 code: "CapacityExceeded".into(),
                 message: format!("the simulated region runs {running} of {limit} container groups"),
