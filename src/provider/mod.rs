@@ -3,12 +3,18 @@
 
 pub mod aci;
 pub mod contract;
+pub mod cluster;
+pub mod factories;
 pub mod layers;
 pub mod limits;
+pub mod registry;
 pub mod sim;
 
-pub use limits::{Bucket, Capacity, PublishedBucket, Scope, capacity, default_buckets, effective, effective_buckets, published};
 pub use contract::{
-    Capabilities, ContainerState, ContainerStatus, ExecOutput, LogOptions, OwnedWorkload, Owner, Provider, ProviderError, WorkloadPhase,
-    WorkloadSpec, WorkloadStatus, workload_id,
+    Capabilities, ContainerState, ContainerStatus, ExecOutput, LogOptions, OwnedWorkload, Owner,
+    Provider, ProviderError, WorkloadPhase, WorkloadSpec, WorkloadStatus, workload_id,
+};
+pub use limits::{
+    Bucket, Capacity, PublishedBucket, Scope, capacity, default_buckets, effective,
+    effective_buckets, published,
 };

@@ -18,8 +18,9 @@ use burstgate::controller::node::{self, NodeTiming};
 use burstgate::controller::reload::{self, PolicyReloader, ReloadOutcome};
 use burstgate::policy::model::ProviderKind;
 use burstgate::policy::{ExclusionReason, Policy, load_files};
-use burstgate::provider::Provider;
-use burstgate::provider::sim::{SimCloud, SimProvider};
+use burstgate::provider::factories::SimFactory;
+use burstgate::provider::registry::Factory;
+use burstgate::provider::sim::SimCloud;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -32,7 +33,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{eventually, kube_admin, unique_name};
+use crate::common::{eventually, grant_leader_election, kube_admin, kube_gateway, unique_name};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TAINT_KEY: &str = "virtual-kubelet.io/provider";
@@ -65,8 +66,8 @@ fn aci_only_policy() -> Arc<Policy> {
 fn gateway(client: kube::Client, node: &str, policy: watch::Receiver<Option<Arc<Policy>>>) -> Arc<Gateway> {
     let config = RunConfig::from_flags(&["--node-name", node, "--cluster-id", "it", "--node-ip", "10.9.9.9", "--kubelet-port", "10250", "--identity", "it-replica"])
         .expect("valid flags");
-    let sim: Arc<dyn Provider> = Arc::new(SimProvider::new(SimCloud::new(Duration::ZERO, 100)));
-    Gateway::new(client, config, policy, BTreeMap::from([(ProviderKind::Sim, sim)]))
+    let sim: Arc<dyn Factory> = Arc::new(SimFactory::new(SimCloud::new(Duration::ZERO, 100)));
+    Gateway::new(client, config, policy, BTreeMap::from([(ProviderKind::Sim, sim)]), Default::default())
 }
 
 /// A node controller running for one test's own node name.
@@ -80,8 +81,10 @@ struct Running {
 
 async fn start(node: &str, policy: Option<Arc<Policy>>, timing: NodeTiming) -> Running {
     let (policy_tx, policy_rx) = watch::channel(policy);
-    let gw = gateway(kube_admin().await, node, policy_rx);
+    // The gateway runs as the identity deploy/rbac grants (tests/peers/kustomize/gateway-rbac).
+    let gw = gateway(kube_gateway().await, node, policy_rx);
     let shutdown = CancellationToken::new();
+    tokio::spawn(burstgate::gateway::sync_providers(gw.clone(), shutdown.clone()));
     let task = tokio::spawn(node::run_node_with(gw.clone(), shutdown.clone(), timing));
     Running { gw, policy_tx, shutdown, task, node: node.to_owned() }
 }
@@ -198,7 +201,7 @@ async fn the_node_registers_as_an_aks_virtual_node_and_its_heartbeat_keeps_it_re
         assert!(info.kubelet_version.contains("burstgate"), "{}", info.kubelet_version);
         assert_eq!((info.operating_system.as_str(), info.architecture.as_str()), ("linux", "amd64"));
         let (_, _, message) = ready(&registered).unwrap();
-        assert!(message.contains("aci-eastus: no aci provider is configured"), "{message}");
+        assert!(message.contains("aci-eastus: provider aci is not enabled on this gateway"), "{message}");
         for pressure in ["MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable"] {
             assert_eq!(condition(&registered, pressure).map(|c| c.status.as_str()), Some("False"), "{pressure}");
         }
@@ -318,7 +321,7 @@ async fn the_node_is_ready_only_while_a_policy_has_a_usable_target_and_says_why_
         policy_tx.send_replace(Some(aci_only_policy()));
         let no_target = wait_ready(&nodes, &name, "False", node::REASON_NO_USABLE_TARGET).await;
         let (_, _, message) = ready(&no_target).unwrap();
-        assert!(message.contains("aci-eastus: no aci provider is configured"), "{message}");
+        assert!(message.contains("aci-eastus: provider aci is not enabled on this gateway"), "{message}");
         assert_eq!(capacity(&no_target).get("cpu").map(String::as_str), Some("0"));
 
         policy_tx.send_replace(Some(sim_policy(false)));
@@ -430,7 +433,7 @@ async fn a_bad_policy_edit_keeps_the_last_good_policy_serving_and_warns_on_the_n
     let good = |target: &str| format!("apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - {{name: {target}, provider: sim, region: local}}\n");
     std::fs::write(&file, good("first")).unwrap();
     let (tx, rx) = watch::channel(None);
-    let gw = gateway(client.clone(), &name, rx.clone());
+    let gw = gateway(kube_gateway().await, &name, rx.clone());
     let shutdown = CancellationToken::new();
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     let task = tokio::spawn(reload::run_reload(PolicyReloader::new(dir.path(), tx), gw, shutdown.clone(), {
@@ -521,12 +524,14 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over_when_it_goes() {
     let ns = unique_name("leader");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.expect("create the namespace");
+    grant_leader_election(&client, &ns).await;
+    let elector_client = kube_gateway().await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let work = Arc::new(Work::default());
 
     let body = async {
-        let a = replica(&client, &ns, "replica-a", &work);
-        let b = replica(&client, &ns, "replica-b", &work);
+        let a = replica(&elector_client, &ns, "replica-a", &work);
+        let b = replica(&elector_client, &ns, "replica-b", &work);
         let first = eventually("one replica to lead", Duration::from_secs(10), || async { holder(&leases).await }).await;
         // Over more than a lease period, exactly one replica leads, and it is the Lease holder.
         for _ in 0..20 {
@@ -549,7 +554,7 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over_when_it_goes() {
         assert_eq!(holder(&leases).await.as_deref(), Some(standby.identity.as_str()));
 
         // A leader that dies without releasing: a new standby waits out the lease, then leads.
-        let c = replica(&client, &ns, "replica-c", &work);
+        let c = replica(&elector_client, &ns, "replica-c", &work);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!*c.leading.borrow(), "c stands by while b renews");
         let died = tokio::time::Instant::now();
@@ -593,11 +598,13 @@ async fn a_leader_shutting_down_clears_the_holder_of_its_lease() {
     let ns = unique_name("leader-release");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.expect("create the namespace");
+    grant_leader_election(&client, &ns).await;
+    let elector_client = kube_gateway().await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let work = Arc::new(Work::default());
 
     let body = async {
-        let only = replica(&client, &ns, "only", &work);
+        let only = replica(&elector_client, &ns, "only", &work);
         let mut leading = only.leading.clone();
         tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| *l)).await.expect("the only replica leads").unwrap();
         assert_eq!(holder(&leases).await.as_deref(), Some("only"));

@@ -11,6 +11,8 @@ use burstgate::controller::pod;
 use burstgate::policy::model::ProviderKind;
 use burstgate::policy::{Policy, load_files};
 use burstgate::provider::Provider;
+use burstgate::provider::factories::SimFactory;
+use burstgate::provider::registry::Factory;
 use burstgate::provider::sim::{ANNOTATION_EXIT_AFTER, ANNOTATION_EXIT_CODE, SimCloud, SimProvider};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -19,7 +21,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{eventually, kube_admin, unique_name};
+use crate::common::{eventually, kube_admin, kube_gateway, unique_name};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -39,6 +41,8 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
     node: String,
     ns: String,
+    /// The test's own client (cluster admin): the gateway runs as its least-privilege identity.
+    admin: kube::Client,
 }
 
 async fn start(node: &str, ns: &str, policy: Arc<Policy>, cloud: Arc<SimCloud>) -> Running {
@@ -47,14 +51,16 @@ async fn start(node: &str, ns: &str, policy: Arc<Policy>, cloud: Arc<SimCloud>) 
 
 async fn start_with(node: &str, ns: &str, policy: Arc<Policy>, cloud: Arc<SimCloud>, gc_min_age: &str) -> Running {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
-    let client = kube_admin().await;
+    // The gateway runs as the identity deploy/rbac grants (tests/peers/kustomize/gateway-rbac).
+    let client = kube_gateway().await;
     let config = RunConfig::from_flags(&["--node-name", node, "--cluster-id", "it", "--node-ip", "10.9.9.9", "--gc-min-age-seconds", gc_min_age]).unwrap();
     let (policy_tx, policy_rx) = watch::channel(Some(policy));
-    let providers: BTreeMap<ProviderKind, Arc<dyn Provider>> = BTreeMap::from([(ProviderKind::Sim, Arc::new(SimProvider::new(cloud.clone())) as Arc<dyn Provider>)]);
-    let gw = Gateway::new(client, config, policy_rx, providers);
+    let factories: BTreeMap<ProviderKind, Arc<dyn Factory>> = BTreeMap::from([(ProviderKind::Sim, Arc::new(SimFactory::new(cloud.clone())) as Arc<dyn Factory>)]);
+    let gw = Gateway::new(client, config, policy_rx, factories, Default::default());
     let shutdown = CancellationToken::new();
+    tokio::spawn(burstgate::gateway::sync_providers(gw.clone(), shutdown.clone()));
     let task = tokio::spawn(pod::run(gw.clone(), shutdown.clone()));
-    Running { gw, cloud, policy_tx, shutdown, task, node: node.into(), ns: ns.into() }
+    Running { gw, cloud, policy_tx, shutdown, task, node: node.into(), ns: ns.into(), admin: kube_admin().await }
 }
 
 impl Running {
@@ -64,7 +70,7 @@ impl Running {
         (self.cloud, self.policy_tx)
     }
     fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.gw.client.clone(), &self.ns)
+        Api::namespaced(self.admin.clone(), &self.ns)
     }
 }
 

@@ -2,7 +2,10 @@
 mod aci;
 mod alerts;
 mod cli;
+mod cluster_provider;
 mod common;
+mod deploy;
+mod docs;
 mod gateway_e2e;
 mod gateway_node;
 mod gateway_pods;

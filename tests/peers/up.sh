@@ -316,7 +316,7 @@ openssl genrsa -out sa.key 2048 2> /dev/null
 openssl rsa -in sa.key -pubout -out sa.pub 2> /dev/null
 
 # --- Token users: admin (system:masters), the control plane's components, and burstgate's gateway
-# identity with NO groups (later issues bind a ClusterRole to it).
+# identity with NO groups (bound below to deploy/rbac's roles, as the ServiceAccount is).
 GATEWAY_USER=burstgate-gateway
 tok() { openssl rand -hex 16; }
 ADMIN_TOKEN=$(tok); SCHED_TOKEN=$(tok); CM_TOKEN=$(tok); GATEWAY_TOKEN=$(tok)
@@ -420,12 +420,17 @@ read -r ECS_TEST_SUBNET ECS_TEST_SG <<< "$ECS_NET"
 wait_for kube-scheduler 60 http_body_is ok -k "https://127.0.0.1:$SCHEDULER_PORT/healthz"
 wait_for kube-controller-manager 60 http_body_is ok -k "https://127.0.0.1:$CONTROLLER_MANAGER_PORT/healthz"
 wait_for kube-controller-manager 60 admin_curl -f -o /dev/null "$APISERVER_URL/api/v1/namespaces/default/serviceaccounts/default"
-# The gateway identity authenticates but is granted nothing yet.
-[ "$(curl -s -o /dev/null -w '%{http_code}' --cacert ca.crt -H "Authorization: Bearer $GATEWAY_TOKEN" \
-     "$APISERVER_URL/api/v1/namespaces/default/pods")" = 403 ] \
-  || peer_failed kube-apiserver "did not answer 403 to the ungranted gateway identity"
 "$KUBECTL" --kubeconfig admin.kubeconfig get --raw /readyz > /dev/null 2>&1 \
   || die "kubectl $KUBECTL cannot reach the apiserver"
+# The gateway identity gets exactly deploy/'s RBAC (deploy/rbac, each binding also naming the
+# user): allowed to list pods, still refused Secrets' list.
+"$KUBECTL" --kubeconfig admin.kubeconfig apply -k "$REPO_ROOT/tests/peers/kustomize/gateway-rbac" \
+  > "$PEERS_DIR/gateway-rbac.log" 2>&1 || { cat "$PEERS_DIR/gateway-rbac.log" >&2; die "applying deploy/rbac for $GATEWAY_USER"; }
+gateway_get() { curl -s -o /dev/null -w '%{http_code}' --cacert ca.crt -H "Authorization: Bearer $GATEWAY_TOKEN" "$APISERVER_URL$1"; }
+gateway_answer_is() { [ "$(gateway_get "$2")" = "$1" ]; }
+wait_for kube-apiserver 30 gateway_answer_is 200 /api/v1/namespaces/default/pods
+[ "$(gateway_get /api/v1/secrets)" = 403 ] \
+  || peer_failed kube-apiserver "did not answer 403 to the gateway identity listing Secrets"
 
 # --- Prism answers (a request without Authorization gets 401 from Prism itself).
 wait_for prism 120 http_answers "http://127.0.0.1:$PRISM_PORT/"

@@ -12,6 +12,7 @@
 pub mod circuit;
 pub mod limiter;
 pub mod retry;
+pub mod whole;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -25,6 +26,7 @@ use crate::provider::ProviderError;
 
 pub use circuit::State as CircuitState;
 pub use limiter::Buckets;
+pub use whole::Layered;
 
 /// Where the layers report what happens (the gateway's metrics and target health).
 pub trait Observer: Send + Sync {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::provider::contract::{
-    Capabilities, LogOptions, OwnedWorkload, Owner, Provider, ProviderError, WorkloadSpec, WorkloadStatus,
+    Capabilities, LogOptions, OwnedWorkload, Owner, Provider, ProviderError, WorkloadSpec,
+    WorkloadStatus,
 };
 use crate::provider::sim::retry::SimFault;
 use crate::provider::sim::status::status_at;
@@ -40,7 +41,11 @@ pub struct SimCloud {
 impl SimCloud {
     /// A cloud whose workloads start after `cold_start` and that holds at most `capacity`.
     pub fn new(cold_start: Duration, capacity: usize) -> Arc<SimCloud> {
-        Arc::new(SimCloud { state: Mutex::new(State::default()), cold_start, capacity })
+        Arc::new(SimCloud {
+            state: Mutex::new(State::default()),
+            cold_start,
+            capacity,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -68,7 +73,14 @@ impl SimCloud {
     }
 
     fn status_of(&self, id: &str, e: &Entry) -> WorkloadStatus {
-        status_at(id, &e.workload, &e.ip, e.created, self.cold_start, e.created_instant.elapsed())
+        status_at(
+            id,
+            &e.workload,
+            &e.ip,
+            e.created,
+            self.cold_start,
+            e.created_instant.elapsed(),
+        )
     }
 }
 
@@ -91,7 +103,13 @@ impl Provider for SimProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { logs: true, exec: false, host_path: false, persistent_volumes: false, privileged: false }
+        Capabilities {
+            logs: true,
+            exec: false,
+            host_path: false,
+            persistent_volumes: false,
+            privileged: false,
+        }
     }
 
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
@@ -101,7 +119,11 @@ impl Provider for SimProvider {
             return Ok(self.cloud.status_of(&spec.id, existing));
         }
         if state.workloads.len() >= self.cloud.capacity {
-            return Err(SimFault::CapacityExceeded { running: state.workloads.len(), limit: self.cloud.capacity }.into_error());
+            return Err(SimFault::CapacityExceeded {
+                running: state.workloads.len(),
+                limit: self.cloud.capacity,
+            }
+            .into_error());
         }
         let n = state.next_ip;
         state.next_ip += 1;
@@ -126,32 +148,67 @@ impl Provider for SimProvider {
         Ok(())
     }
 
-    async fn status(&self, ids: &[String]) -> Result<BTreeMap<String, WorkloadStatus>, ProviderError> {
+    async fn status(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, WorkloadStatus>, ProviderError> {
         let state = self.cloud.lock();
-        Ok(ids.iter().filter_map(|id| state.workloads.get(id).map(|e| (id.clone(), self.cloud.status_of(id, e)))).collect())
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                state
+                    .workloads
+                    .get(id)
+                    .map(|e| (id.clone(), self.cloud.status_of(id, e)))
+            })
+            .collect())
     }
 
-    async fn list_owned(&self, cluster_id: &str, node: &str) -> Result<Vec<OwnedWorkload>, ProviderError> {
+    async fn list_owned(
+        &self,
+        cluster_id: &str,
+        node: &str,
+    ) -> Result<Vec<OwnedWorkload>, ProviderError> {
         let state = self.cloud.lock();
         Ok(state
             .workloads
             .iter()
             .filter(|(_, e)| e.owner.cluster_id == cluster_id && e.owner.node == node)
-            .map(|(id, e)| OwnedWorkload { id: id.clone(), owner: e.owner.clone(), age: e.created_instant.elapsed() })
+            .map(|(id, e)| OwnedWorkload {
+                id: id.clone(),
+                owner: e.owner.clone(),
+                age: e.created_instant.elapsed(),
+            })
             .collect())
     }
 
-    async fn logs(&self, id: &str, container: &str, opts: &LogOptions) -> Result<String, ProviderError> {
+    async fn logs(
+        &self,
+        id: &str,
+        container: &str,
+        opts: &LogOptions,
+    ) -> Result<String, ProviderError> {
         let state = self.cloud.lock();
         let Some(e) = state.workloads.get(id) else {
-            return Err(ProviderError::Pod { code: "NotFound".into(), message: format!("workload {id} not found") });
+            return Err(ProviderError::Pod {
+                code: "NotFound".into(),
+                message: format!("workload {id} not found"),
+            });
         };
         let status = self.cloud.status_of(id, e);
-        let mut lines = vec![format!("{} sim: container {container} of {id} created", status.started_at.unwrap_or_default())];
+        let mut lines = vec![format!(
+            "{} sim: container {container} of {id} created",
+            status.started_at.unwrap_or_default()
+        )];
         if let Some(c) = status.containers.iter().find(|c| c.name == container) {
-            lines.push(format!("sim: container {container} state {:?}, restarts {}", c.state, c.restart_count));
+            lines.push(format!(
+                "sim: container {container} state {:?}, restarts {}",
+                c.state, c.restart_count
+            ));
         }
-        let skip = opts.tail_lines.map_or(0, |n| lines.len().saturating_sub(n as usize));
+        let skip = opts
+            .tail_lines
+            .map_or(0, |n| lines.len().saturating_sub(n as usize));
         Ok(lines[skip..].join("\n") + "\n")
     }
 }
@@ -165,12 +222,25 @@ mod tests {
     fn spec(id: &str, node: &str) -> WorkloadSpec {
         WorkloadSpec {
             id: id.into(),
-            owner: Owner { cluster_id: "c1".into(), node: node.into(), namespace: "d".into(), pod: "p".into(), pod_uid: id.into() },
+            owner: Owner {
+                cluster_id: "c1".into(),
+                node: node.into(),
+                namespace: "d".into(),
+                pod: "p".into(),
+                pod_uid: id.into(),
+            },
             target: "sim".into(),
             region: "local".into(),
             size: Size::default(),
             pod: Pod {
-                spec: Some(PodSpec { containers: vec![Container { name: "app".into(), image: Some("nginx".into()), ..Default::default() }], ..Default::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "app".into(),
+                        image: Some("nginx".into()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
                 ..Default::default()
             },
             resolved: Default::default(),
@@ -201,13 +271,19 @@ mod tests {
         p.create(&spec("bg-1", "n1")).await.unwrap();
         p.create(&spec("bg-2", "n2")).await.unwrap();
         let owned = p.list_owned("c1", "n1").await.unwrap();
-        assert_eq!(owned.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(), vec!["bg-1"]);
+        assert_eq!(
+            owned.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+            vec!["bg-1"]
+        );
     }
 
     #[tokio::test]
     async fn exec_is_not_supported_and_says_by_whom() {
         let p = SimProvider::new(SimCloud::new(Duration::ZERO, 10));
-        let err = p.exec("bg-1", "app", &["ls".to_string()]).await.unwrap_err();
+        let err = p
+            .exec("bg-1", "app", &["ls".to_string()])
+            .await
+            .unwrap_err();
         assert_eq!(err.to_string(), "sim does not support exec");
         assert!(!p.capabilities().exec);
     }
