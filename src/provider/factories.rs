@@ -43,15 +43,27 @@ pub struct AciFactory {
 impl AciFactory {
     /// Adapters authenticating with `credential` against ARM at `arm_endpoint`
     /// ([`crate::provider::aci::DEFAULT_ARM_ENDPOINT`] in Azure's public cloud).
-    pub fn new(credential: Arc<dyn azure_core::credentials::TokenCredential>, arm_endpoint: &str) -> AciFactory {
-        AciFactory { credential, arm_endpoint: arm_endpoint.to_string() }
+    pub fn new(
+        credential: Arc<dyn azure_core::credentials::TokenCredential>,
+        arm_endpoint: &str,
+    ) -> AciFactory {
+        AciFactory {
+            credential,
+            arm_endpoint: arm_endpoint.to_string(),
+        }
     }
 }
 
 /// The adapter settings of an `aci` target: its policy block plus region, spot and endpoint.
-pub fn aci_settings(target: &Target, arm_endpoint: &str) -> Result<crate::provider::aci::Settings, String> {
+pub fn aci_settings(
+    target: &Target,
+    arm_endpoint: &str,
+) -> Result<crate::provider::aci::Settings, String> {
     let crate::policy::checked::Connection::Aci(spec) = &target.connection else {
-        return Err(format!("target {} has no aci block (subscriptionId, resourceGroup)", target.name));
+        return Err(format!(
+            "target {} has no aci block (subscriptionId, resourceGroup)",
+            target.name
+        ));
     };
     Ok(crate::provider::aci::Settings {
         target: target.name.clone(),
@@ -69,7 +81,11 @@ pub fn aci_settings(target: &Target, arm_endpoint: &str) -> Result<crate::provid
 impl Factory for AciFactory {
     async fn build(&self, target: &Target, layers: Layers) -> Result<Arc<dyn Provider>, String> {
         let settings = aci_settings(target, &self.arm_endpoint)?;
-        Ok(Arc::new(crate::provider::aci::AciProvider::new(settings, self.credential.clone(), layers)))
+        Ok(Arc::new(crate::provider::aci::AciProvider::new(
+            settings,
+            self.credential.clone(),
+            layers,
+        )))
     }
 }
 
@@ -88,9 +104,22 @@ spec:
       region: eastus
       aci: {subscriptionId: 00000000-0000-0000-0000-000000000001, resourceGroup: burst, dnsNameLabel: true}
 ";
-        let policy = crate::policy::load_files(&[("p.yaml".into(), text.into())]).expect("policy loads");
-        let s = aci_settings(policy.target_by_name("aci-eastus").unwrap(), crate::provider::aci::DEFAULT_ARM_ENDPOINT).unwrap();
-        assert_eq!((s.region.as_str(), s.resource_group.as_str(), s.dns_name_label, s.spot), ("eastus", "burst", true, false));
+        let policy =
+            crate::policy::load_files(&[("p.yaml".into(), text.into())]).expect("policy loads");
+        let s = aci_settings(
+            policy.target_by_name("aci-eastus").unwrap(),
+            crate::provider::aci::DEFAULT_ARM_ENDPOINT,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                s.region.as_str(),
+                s.resource_group.as_str(),
+                s.dns_name_label,
+                s.spot
+            ),
+            ("eastus", "burst", true, false)
+        );
         assert_eq!(s.subscription_id, "00000000-0000-0000-0000-000000000001");
     }
 }
