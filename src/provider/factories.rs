@@ -100,3 +100,95 @@ impl Factory for FargateFactory {
         Ok(Arc::new(FargateProvider::new(settings, sdk, layers)))
     }
 }
+
+/// `aci` targets: one [`crate::provider::aci::AciProvider`] per target, all with the gateway's
+/// one Azure credential. The adapter calls its layers per ARM request itself, so it is not
+/// wrapped in [`Layered`].
+pub struct AciFactory {
+    credential: Arc<dyn azure_core::credentials::TokenCredential>,
+    arm_endpoint: String,
+}
+
+impl AciFactory {
+    /// Adapters authenticating with `credential` against ARM at `arm_endpoint`
+    /// ([`crate::provider::aci::DEFAULT_ARM_ENDPOINT`] in Azure's public cloud).
+    pub fn new(
+        credential: Arc<dyn azure_core::credentials::TokenCredential>,
+        arm_endpoint: &str,
+    ) -> AciFactory {
+        AciFactory {
+            credential,
+            arm_endpoint: arm_endpoint.to_string(),
+        }
+    }
+}
+
+/// The adapter settings of an `aci` target: its policy block plus region, spot and endpoint.
+pub fn aci_settings(
+    target: &Target,
+    arm_endpoint: &str,
+) -> Result<crate::provider::aci::Settings, String> {
+    let crate::policy::checked::Connection::Aci(spec) = &target.connection else {
+        return Err(format!(
+            "target {} has no aci block (subscriptionId, resourceGroup)",
+            target.name
+        ));
+    };
+    Ok(crate::provider::aci::Settings {
+        target: target.name.clone(),
+        region: target.region.clone(),
+        subscription_id: spec.subscription_id.clone(),
+        resource_group: spec.resource_group.clone(),
+        spot: target.spot,
+        subnet_ids: spec.subnet_ids.clone(),
+        dns_name_label: spec.dns_name_label,
+        arm_endpoint: arm_endpoint.to_string(),
+    })
+}
+
+#[async_trait::async_trait]
+impl Factory for AciFactory {
+    async fn build(&self, target: &Target, layers: Layers) -> Result<Arc<dyn Provider>, String> {
+        let settings = aci_settings(target, &self.arm_endpoint)?;
+        Ok(Arc::new(crate::provider::aci::AciProvider::new(
+            settings,
+            self.credential.clone(),
+            layers,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod aci_tests {
+    use super::*;
+
+    #[test]
+    fn an_aci_target_block_becomes_the_adapter_settings() {
+        let text = "apiVersion: burstgate.io/v1alpha1
+kind: BurstPolicy
+spec:
+  targets:
+    - name: aci-eastus
+      provider: aci
+      region: eastus
+      aci: {subscriptionId: 00000000-0000-0000-0000-000000000001, resourceGroup: burst, dnsNameLabel: true}
+";
+        let policy =
+            crate::policy::load_files(&[("p.yaml".into(), text.into())]).expect("policy loads");
+        let s = aci_settings(
+            policy.target_by_name("aci-eastus").unwrap(),
+            crate::provider::aci::DEFAULT_ARM_ENDPOINT,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                s.region.as_str(),
+                s.resource_group.as_str(),
+                s.dns_name_label,
+                s.spot
+            ),
+            ("eastus", "burst", true, false)
+        );
+        assert_eq!(s.subscription_id, "00000000-0000-0000-0000-000000000001");
+    }
+}

@@ -1,6 +1,7 @@
 //! Providers: where pods run (ACI, Fargate, the cluster itself, the simulator) and the published
 //! limits every adapter, and the simulator, must respect.
 
+pub mod aci;
 pub mod contract;
 pub mod cluster;
 pub mod factories;

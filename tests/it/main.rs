@@ -1,4 +1,5 @@
 //! Integration tests, one binary: the CLI as operators call it, and the real peers.
+mod aci;
 mod alerts;
 mod cli;
 mod cluster_provider;

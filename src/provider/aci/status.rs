@@ -1,0 +1,635 @@
+//! ACI container group state -> [`WorkloadStatus`] (pure), and when a listed group needs a GET.
+//!
+//! ARM's list of container groups omits `instanceView` (the spec's `ListResultContainerGroup`
+//! has none, and real ACI leaves it out: Azure/azure-rest-api-specs#21280,
+//! Azure/azure-sdk-for-java#39755), so the list tells only whether a group exists, its
+//! `provisioningState` and its IP; container states, exit codes and restarts need a GET. The
+//! adapter therefore lists the resource group once per status batch and GETs only the groups
+//! [`needs_get`] picks: unknown ones, ones whose listed state changed, Pending ones every
+//! `pending_refresh`, Running ones every `running_refresh`; finished ones never again.
+//!
+//! Reads per Running pod-minute, with the default [`Cadence`] (list reused for 30 s while every
+//! asked-for group is settled, a GET per Running group every 8 min), for R Running pods:
+//! 2 lists/min shared + R/8 GETs/min = 2/R + 0.125; at most 0.2 from 27 Running pods on
+//! (0.145 at 100 pods). The price: a container that exits or restarts while its group stays
+//! `Succeeded` in the list is seen up to 8 minutes late.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::provider::contract::{ContainerState, ContainerStatus, WorkloadPhase, WorkloadStatus};
+
+/// A container group as ARM returns it (GET or list item); only what the mapping reads.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GroupView {
+    /// Resource id.
+    pub id: Option<String>,
+    /// Name (the workload id).
+    pub name: Option<String>,
+    /// Tags.
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Properties.
+    pub properties: GroupPropsView,
+    /// ARM system data (creation time).
+    pub system_data: Option<SystemDataView>,
+}
+
+/// `systemData`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SystemDataView {
+    /// RFC 3339.
+    pub created_at: Option<String>,
+}
+
+/// Group properties.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GroupPropsView {
+    /// `Pending`, `Creating`, `Succeeded`, `Failed`...
+    pub provisioning_state: Option<String>,
+    /// `Always`, `OnFailure`, `Never`.
+    pub restart_policy: Option<String>,
+    /// App containers.
+    pub containers: Vec<ContainerView>,
+    /// Init containers.
+    pub init_containers: Vec<ContainerView>,
+    /// IP.
+    pub ip_address: Option<IpView>,
+    /// Group instance view (GET only).
+    pub instance_view: Option<GroupInstanceView>,
+}
+
+/// `IpAddress` (the parts read).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct IpView {
+    /// The IP.
+    pub ip: Option<String>,
+}
+
+/// Group `instanceView`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GroupInstanceView {
+    /// `Pending`, `Running`, `Succeeded`, `Failed`, `Stopped`.
+    pub state: Option<String>,
+    /// Group events.
+    pub events: Vec<EventView>,
+}
+
+/// A container (app or init).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ContainerView {
+    /// Name.
+    pub name: String,
+    /// Properties.
+    pub properties: ContainerPropsView,
+}
+
+/// Container properties (the parts read).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ContainerPropsView {
+    /// Container instance view (GET only).
+    pub instance_view: Option<ContainerInstanceView>,
+}
+
+/// Container `instanceView`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ContainerInstanceView {
+    /// Restarts.
+    pub restart_count: Option<i32>,
+    /// Now.
+    pub current_state: Option<StateView>,
+    /// Before the last restart.
+    pub previous_state: Option<StateView>,
+    /// Events (`Pulling`, `Failed`, `Killing`...).
+    pub events: Vec<EventView>,
+}
+
+/// `ContainerState`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct StateView {
+    /// `Waiting`, `Running`, `Terminated`.
+    pub state: Option<String>,
+    /// RFC 3339.
+    pub start_time: Option<String>,
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// RFC 3339.
+    pub finish_time: Option<String>,
+    /// `CrashLoopBackOff: Back-off restarting failed`, `Completed`, `Error`...
+    pub detail_status: Option<String>,
+}
+
+/// `Event`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EventView {
+    /// Count.
+    pub count: Option<i32>,
+    /// RFC 3339.
+    pub first_timestamp: Option<String>,
+    /// RFC 3339.
+    pub last_timestamp: Option<String>,
+    /// `Pulling`, `Failed`, `InsufficientCapacity`...
+    pub name: Option<String>,
+    /// Text.
+    pub message: Option<String>,
+    /// `Normal` or `Warning`.
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+}
+
+impl GroupView {
+    /// Whether this answer carries instance views (a GET does; the list does not).
+    pub fn has_instance_view(&self) -> bool {
+        self.properties.instance_view.is_some()
+            || self
+                .properties
+                .containers
+                .iter()
+                .any(|c| c.properties.instance_view.is_some())
+    }
+
+    /// What changes in the list when something worth a GET happened: provisioning state and IP.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "{}|{}",
+            self.properties.provisioning_state.as_deref().unwrap_or(""),
+            self.properties
+                .ip_address
+                .as_ref()
+                .and_then(|i| i.ip.as_deref())
+                .unwrap_or("")
+        )
+    }
+
+    /// A tag's value.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags
+            .as_ref()
+            .and_then(|t| t.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn state_of(view: Option<&ContainerInstanceView>) -> Option<&StateView> {
+    view.and_then(|v| v.current_state.as_ref())
+}
+
+fn container_status(c: &ContainerView, fallback_waiting: &str) -> ContainerStatus {
+    let view = c.properties.instance_view.as_ref();
+    let restart_count = view.and_then(|v| v.restart_count).unwrap_or(0);
+    let state = match state_of(view) {
+        Some(s) if s.state.as_deref() == Some("Running") => ContainerState::Running {
+            started_at: s.start_time.clone().unwrap_or_default(),
+        },
+        Some(s) if s.state.as_deref() == Some("Terminated") => {
+            let exit_code = s.exit_code.unwrap_or(-1);
+            ContainerState::Terminated {
+                exit_code,
+                reason: if exit_code == 0 {
+                    "Completed".into()
+                } else {
+                    "Error".into()
+                },
+                message: s.detail_status.clone().unwrap_or_default(),
+                started_at: s.start_time.clone().unwrap_or_default(),
+                finished_at: s.finish_time.clone().unwrap_or_default(),
+            }
+        }
+        Some(s) => {
+            // ACI's detail reads like `CrashLoopBackOff: Back-off restarting failed container`.
+            let detail = s.detail_status.clone().unwrap_or_default();
+            let reason = detail
+                .split(':')
+                .next()
+                .map(str::trim)
+                .filter(|r| !r.is_empty() && !r.contains(' '))
+                .unwrap_or(fallback_waiting);
+            let message = last_warning(view.map(|v| v.events.as_slice()).unwrap_or_default())
+                .unwrap_or(detail.clone());
+            ContainerState::Waiting {
+                reason: reason.to_string(),
+                message,
+            }
+        }
+        None => ContainerState::Waiting {
+            reason: fallback_waiting.to_string(),
+            message: last_warning(view.map(|v| v.events.as_slice()).unwrap_or_default())
+                .unwrap_or_default(),
+        },
+    };
+    let ready = matches!(state, ContainerState::Running { .. });
+    ContainerStatus {
+        name: c.name.clone(),
+        state,
+        restart_count,
+        ready,
+    }
+}
+
+fn last_warning(events: &[EventView]) -> Option<String> {
+    events
+        .iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning") || e.name.as_deref() == Some("Failed"))
+        .max_by(|a, b| a.last_timestamp.cmp(&b.last_timestamp))
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e.name.as_deref().unwrap_or("Warning"),
+                e.message.as_deref().unwrap_or("")
+            )
+        })
+}
+
+/// The workload status of `group` (a GET answer, or a list item for what the list holds).
+pub fn workload_status(id: &str, group: &GroupView) -> WorkloadStatus {
+    let p = &group.properties;
+    let provisioning = p.provisioning_state.as_deref().unwrap_or("Pending");
+    let group_state = p.instance_view.as_ref().and_then(|v| v.state.as_deref());
+    let init_running = p.init_containers.iter().any(|c| {
+        !matches!(
+            state_of(c.properties.instance_view.as_ref()).and_then(|s| s.state.as_deref()),
+            Some("Terminated")
+        )
+    });
+    let failed_init = p.init_containers.iter().find_map(|c| {
+        let s = state_of(c.properties.instance_view.as_ref())?;
+        (s.state.as_deref() == Some("Terminated") && s.exit_code.unwrap_or(0) != 0).then(|| {
+            format!(
+                "init container {} exited with {}",
+                c.name,
+                s.exit_code.unwrap_or(-1)
+            )
+        })
+    });
+    let fallback = if !p.init_containers.is_empty() && init_running {
+        "PodInitializing"
+    } else {
+        "ContainerCreating"
+    };
+    let containers: Vec<ContainerStatus> = p
+        .containers
+        .iter()
+        .map(|c| container_status(c, fallback))
+        .collect();
+    let restart_policy = p.restart_policy.as_deref().unwrap_or("Always");
+    let all_terminated = !containers.is_empty()
+        && containers
+            .iter()
+            .all(|c| matches!(c.state, ContainerState::Terminated { .. }));
+    let all_zero = containers
+        .iter()
+        .all(|c| matches!(c.state, ContainerState::Terminated { exit_code: 0, .. }));
+    let any_running = containers
+        .iter()
+        .any(|c| matches!(c.state, ContainerState::Running { .. }));
+    let any_started = containers
+        .iter()
+        .any(|c| c.restart_count > 0 || !matches!(c.state, ContainerState::Waiting { .. }));
+
+    let events_message = || {
+        let group_events = p
+            .instance_view
+            .as_ref()
+            .map(|v| v.events.as_slice())
+            .unwrap_or_default();
+        last_warning(group_events).or_else(|| {
+            containers.iter().find_map(|c| match &c.state {
+                ContainerState::Waiting { message, .. } if !message.is_empty() => {
+                    Some(format!("{}: {message}", c.name))
+                }
+                _ => None,
+            })
+        })
+    };
+    let (phase, message) = match (provisioning, group_state) {
+        ("Failed" | "Canceled", _) => (
+            WorkloadPhase::Failed,
+            events_message()
+                .or_else(|| Some(format!("container group provisioning {provisioning}"))),
+        ),
+        (_, Some("Failed")) => (
+            WorkloadPhase::Failed,
+            failed_init.clone().or_else(events_message),
+        ),
+        (_, Some("Succeeded")) => (WorkloadPhase::Succeeded, None),
+        (_, Some("Stopped")) => (
+            WorkloadPhase::Failed,
+            Some("the container group was stopped (by a user, or a Spot eviction)".into()),
+        ),
+        _ if failed_init.is_some() && restart_policy == "Never" => {
+            (WorkloadPhase::Failed, failed_init.clone())
+        }
+        _ if all_terminated
+            && restart_policy != "Always"
+            && (restart_policy == "Never" || all_zero) =>
+        {
+            if all_zero {
+                (WorkloadPhase::Succeeded, None)
+            } else {
+                (
+                    WorkloadPhase::Failed,
+                    Some("a container exited with a non-zero code".into()),
+                )
+            }
+        }
+        _ if any_running || any_started => (WorkloadPhase::Running, None),
+        _ => (WorkloadPhase::Pending, events_message()),
+    };
+    let started_at = group
+        .system_data
+        .as_ref()
+        .and_then(|s| s.created_at.clone())
+        .or_else(|| {
+            group
+                .tag(crate::provider::aci::translate::TAG_CREATED)
+                .map(str::to_string)
+        });
+    WorkloadStatus {
+        id: id.to_string(),
+        phase,
+        ip: p
+            .ip_address
+            .as_ref()
+            .and_then(|i| i.ip.clone())
+            .filter(|ip| !ip.is_empty()),
+        started_at,
+        containers,
+        message,
+    }
+}
+
+/// How often the status sync re-reads groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cadence {
+    /// A Pending group is read again after this long, even when its listed state did not change.
+    pub pending_refresh: Duration,
+    /// A Running group is read again after this long (an exit does not show in the list).
+    pub running_refresh: Duration,
+    /// The last list serves again within this long when every asked-for group is known and
+    /// settled (Running or finished).
+    pub list_reuse: Duration,
+}
+
+impl Default for Cadence {
+    fn default() -> Self {
+        Cadence {
+            pending_refresh: Duration::from_secs(10),
+            running_refresh: Duration::from_secs(8 * 60),
+            list_reuse: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Cadence {
+    /// Every status call reads everything (tests).
+    pub fn eager() -> Cadence {
+        Cadence {
+            pending_refresh: Duration::ZERO,
+            running_refresh: Duration::ZERO,
+            list_reuse: Duration::ZERO,
+        }
+    }
+}
+
+/// What the adapter knows of a group from its last GET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    /// Phase then.
+    pub phase: WorkloadPhase,
+    /// The listed fingerprint then.
+    pub fingerprint: String,
+    /// How long ago.
+    pub age: Duration,
+}
+
+/// Whether a listed group needs a GET now.
+pub fn needs_get(known: Option<&Known>, listed: &GroupView, cadence: &Cadence) -> bool {
+    if listed.has_instance_view() {
+        return false;
+    }
+    let Some(k) = known else { return true };
+    if k.fingerprint != listed.fingerprint() {
+        return true;
+    }
+    match k.phase {
+        WorkloadPhase::Pending => k.age >= cadence.pending_refresh,
+        WorkloadPhase::Running => k.age >= cadence.running_refresh,
+        WorkloadPhase::Succeeded | WorkloadPhase::Failed => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn group(v: serde_json::Value) -> GroupView {
+        serde_json::from_value(v).expect("a group view")
+    }
+
+    fn running(name: &str, restarts: i32) -> serde_json::Value {
+        json!({"name": name, "properties": {"image": "x", "instanceView": {"restartCount": restarts, "currentState": {"state": "Running", "startTime": "2026-11-27T07:00:05Z"}}}})
+    }
+
+    fn terminated(name: &str, code: i32) -> serde_json::Value {
+        json!({"name": name, "properties": {"instanceView": {"restartCount": 0, "currentState": {"state": "Terminated", "exitCode": code, "startTime": "2026-11-27T07:00:05Z", "finishTime": "2026-11-27T07:01:00Z", "detailStatus": if code == 0 {"Completed"} else {"Error"}}}}})
+    }
+
+    #[test]
+    fn a_provisioned_group_with_running_containers_is_running_with_its_ip() {
+        let g = group(
+            json!({"name": "bg-1", "properties": {"provisioningState": "Succeeded", "restartPolicy": "Always",
+            "ipAddress": {"ip": "20.1.2.3", "type": "Public", "ports": []}, "instanceView": {"state": "Running"},
+            "containers": [running("app", 2)]}, "systemData": {"createdAt": "2026-11-27T07:00:00Z"}}),
+        );
+        let s = workload_status("bg-1", &g);
+        assert_eq!(
+            (s.phase, s.ip.as_deref(), s.started_at.as_deref()),
+            (
+                WorkloadPhase::Running,
+                Some("20.1.2.3"),
+                Some("2026-11-27T07:00:00Z")
+            )
+        );
+        assert_eq!(s.containers[0].restart_count, 2);
+        assert!(s.containers[0].ready);
+    }
+
+    #[test]
+    fn a_creating_group_is_pending_and_says_what_it_waits_for() {
+        let g = group(
+            json!({"properties": {"provisioningState": "Creating", "containers": [{"name": "app", "properties": {"instanceView": {
+            "currentState": {"state": "Waiting", "detailStatus": "ImagePullBackOff: pulling"},
+            "events": [{"name": "Failed", "type": "Warning", "message": "Failed to pull image", "lastTimestamp": "2026-11-27T07:00:09Z"}]}}}]}}),
+        );
+        let s = workload_status("bg-1", &g);
+        assert_eq!(s.phase, WorkloadPhase::Pending);
+        assert_eq!(
+            s.containers[0].state,
+            ContainerState::Waiting {
+                reason: "ImagePullBackOff".into(),
+                message: "Failed: Failed to pull image".into()
+            }
+        );
+    }
+
+    #[test]
+    fn all_containers_exiting_zero_with_restart_never_succeeds_and_non_zero_fails() {
+        let ok = group(
+            json!({"properties": {"provisioningState": "Succeeded", "restartPolicy": "Never", "containers": [terminated("a", 0), terminated("b", 0)]}}),
+        );
+        assert_eq!(workload_status("bg-1", &ok).phase, WorkloadPhase::Succeeded);
+        let bad = group(
+            json!({"properties": {"provisioningState": "Succeeded", "restartPolicy": "Never", "containers": [terminated("a", 0), terminated("b", 3)]}}),
+        );
+        let s = workload_status("bg-1", &bad);
+        assert_eq!(s.phase, WorkloadPhase::Failed);
+        assert!(matches!(
+            s.containers[1].state,
+            ContainerState::Terminated { exit_code: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn on_failure_succeeds_only_when_every_container_exited_zero() {
+        let ok = group(
+            json!({"properties": {"provisioningState": "Succeeded", "restartPolicy": "OnFailure", "containers": [terminated("a", 0)]}}),
+        );
+        assert_eq!(workload_status("bg-1", &ok).phase, WorkloadPhase::Succeeded);
+        // A non-zero exit under OnFailure is being restarted: still Running.
+        let restarting = group(
+            json!({"properties": {"provisioningState": "Succeeded", "restartPolicy": "OnFailure", "containers": [terminated("a", 1)]}}),
+        );
+        assert_eq!(
+            workload_status("bg-1", &restarting).phase,
+            WorkloadPhase::Running
+        );
+    }
+
+    #[test]
+    fn a_failed_provisioning_fails_the_workload_with_acis_event() {
+        let g = group(
+            json!({"properties": {"provisioningState": "Failed", "containers": [{"name": "app", "properties": {}}],
+            "instanceView": {"events": [{"name": "InsufficientCapacity", "type": "Warning", "message": "The requested resource is not available in the location 'eastus'"}]}}}),
+        );
+        let s = workload_status("bg-1", &g);
+        assert_eq!(s.phase, WorkloadPhase::Failed);
+        assert_eq!(
+            s.message.as_deref(),
+            Some(
+                "InsufficientCapacity: The requested resource is not available in the location 'eastus'"
+            )
+        );
+    }
+
+    #[test]
+    fn a_stopped_group_fails_and_a_group_state_of_succeeded_wins() {
+        let stopped = group(
+            json!({"properties": {"provisioningState": "Succeeded", "instanceView": {"state": "Stopped"}, "containers": [running("a", 0)]}}),
+        );
+        assert_eq!(
+            workload_status("bg-1", &stopped).phase,
+            WorkloadPhase::Failed
+        );
+        let done = group(
+            json!({"properties": {"provisioningState": "Succeeded", "instanceView": {"state": "Succeeded"}, "containers": [terminated("a", 0)]}}),
+        );
+        assert_eq!(
+            workload_status("bg-1", &done).phase,
+            WorkloadPhase::Succeeded
+        );
+    }
+
+    #[test]
+    fn app_containers_wait_with_pod_initializing_while_an_init_container_runs() {
+        let g = group(
+            json!({"properties": {"provisioningState": "Succeeded", "initContainers": [running("init", 0)], "containers": [{"name": "app", "properties": {}}]}}),
+        );
+        let s = workload_status("bg-1", &g);
+        assert_eq!(s.phase, WorkloadPhase::Pending);
+        assert!(
+            matches!(&s.containers[0].state, ContainerState::Waiting { reason, .. } if reason == "PodInitializing")
+        );
+    }
+
+    #[test]
+    fn a_listed_group_is_read_only_when_new_changed_or_due() {
+        let cadence = Cadence::default();
+        let listed = group(
+            json!({"properties": {"provisioningState": "Succeeded", "ipAddress": {"ip": "1.2.3.4"}}}),
+        );
+        let known = |phase, age_s: u64, fp: &str| Known {
+            phase,
+            age: Duration::from_secs(age_s),
+            fingerprint: fp.into(),
+        };
+        assert!(needs_get(None, &listed, &cadence), "unknown");
+        assert!(
+            needs_get(
+                Some(&known(WorkloadPhase::Running, 5, "Creating|")),
+                &listed,
+                &cadence
+            ),
+            "changed"
+        );
+        assert!(
+            !needs_get(
+                Some(&known(WorkloadPhase::Running, 60, "Succeeded|1.2.3.4")),
+                &listed,
+                &cadence
+            ),
+            "running, fresh"
+        );
+        assert!(
+            needs_get(
+                Some(&known(WorkloadPhase::Running, 8 * 60, "Succeeded|1.2.3.4")),
+                &listed,
+                &cadence
+            ),
+            "running, due"
+        );
+        assert!(
+            !needs_get(
+                Some(&known(WorkloadPhase::Pending, 5, "Succeeded|1.2.3.4")),
+                &listed,
+                &cadence
+            ),
+            "pending, fresh"
+        );
+        assert!(
+            needs_get(
+                Some(&known(WorkloadPhase::Pending, 10, "Succeeded|1.2.3.4")),
+                &listed,
+                &cadence
+            ),
+            "pending, due"
+        );
+        assert!(
+            !needs_get(
+                Some(&known(WorkloadPhase::Succeeded, 9999, "Succeeded|1.2.3.4")),
+                &listed,
+                &cadence
+            ),
+            "finished"
+        );
+    }
+
+    #[test]
+    fn a_list_item_that_carries_instance_views_needs_no_get() {
+        let listed = group(
+            json!({"properties": {"provisioningState": "Succeeded", "containers": [running("a", 0)]}}),
+        );
+        assert!(!needs_get(None, &listed, &Cadence::default()));
+    }
+}

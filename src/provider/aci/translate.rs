@@ -1,0 +1,1874 @@
+//! Pod spec + resolved values -> the ACI container group PUT body (pure), refusing with a clear
+//! reason, before any call, whatever ACI cannot run.
+//!
+//! Choices worth knowing:
+//! - **Command and args.** ACI has one `command` that replaces the image's ENTRYPOINT *and* CMD.
+//!   `command` + `args` map to `command`; `command` alone too. `args` without `command` needs the
+//!   image's ENTRYPOINT, which the gateway cannot know without pulling the image: the pod names it
+//!   with the annotation `aci.burstgate.io/entrypoint.<container>` (a JSON array, e.g.
+//!   `["/docker-entrypoint.sh"]`), else it is refused as `Unsupported` saying so. Kubernetes'
+//!   `$(VAR)` references are expanded from the container's plain env, as the kubelet would; a
+//!   reference to a Secret-derived variable is refused (it would put the secret on a plain
+//!   command line).
+//! - **Env.** Taken only from `spec.resolved.env` (never from the pod's `valueFrom`): plain values
+//!   as `value`, Secret-derived ones only as `secureValue`.
+//! - **Sizes.** The group requests exactly the size the engine reserved (`spec.size`, already on
+//!   ACI's 0.01 vCPU / 0.1 GB grid), split between the app containers in proportion to their own
+//!   requests (at least one grid step each). Limits are clamped between the container's request
+//!   and the group total, which ACI requires (`ResourceLimitsLessThanRequests`,
+//!   `ContainerLimitGreaterThanContainerGroupTotalRequest`, virtual-kubelet/azure-aci#17, #149).
+//!   ACI's `memoryInGB` is GiB, as the virtual-kubelet ACI provider sends it.
+//! - **GPUs.** An `nvidia.com/gpu` limit (or request) becomes the container's `gpu` request with
+//!   the SKU from the pod annotation `burstgate.io/gpu-sku` (the one the policy engine matches
+//!   targets on), which must be one of ACI's `K80`, `P100`, `V100`.
+//! - **Volumes.** emptyDir; secret, configMap and projected as ACI `secret` volumes (base64 files
+//!   from `spec.resolved.volumes`, flat: ACI has no sub-directories there); azureFile with the
+//!   account name and key from `spec.resolved.volumes[<volume>]` (the Secret's
+//!   `azurestorageaccountname` / `azurestorageaccountkey`); gitRepo. ACI volume names need 5-63
+//!   characters: shorter pod volume names get a `vol-` prefix.
+//! - **Network.** With `subnet_ids` the group joins them with a private IP; otherwise it gets a
+//!   public IP (and, with `dns_name_label`, the group name as DNS label). A pod without any
+//!   container port gets no IP address block (ACI requires ports on one).
+//! - **Refused** (`Unsupported`, naming the field): hostNetwork/PID/IPC, hostPort, privileged,
+//!   added capabilities, workingDir, lifecycle hooks, startup probes, tcpSocket and gRPC probes,
+//!   sidecar init containers, subPath, volume devices, SCTP ports, sysctls, dnsConfig,
+//!   hostAliases, and every other volume type (hostPath, persistentVolumeClaim, ...).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::{Container, Probe, Volume};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use secrecy::ExposeSecret;
+use serde::{Serialize, Serializer};
+
+use crate::policy::pod::{GPU_RESOURCE, GPU_SKU_ANNOTATION, parse_quantity};
+use crate::provider::aci::client::Settings;
+use crate::provider::contract::{EnvValue, EnvVar, ProviderError, Resolved, WorkloadSpec};
+
+/// Tag: the gateway's cluster id. ARM tag names may not contain `/`, so `burstgate.io-` it is.
+pub const TAG_CLUSTER_ID: &str = "burstgate.io-cluster-id";
+/// Tag: the virtual node's name.
+pub const TAG_NODE: &str = "burstgate.io-node";
+/// Tag: pod namespace.
+pub const TAG_NAMESPACE: &str = "burstgate.io-namespace";
+/// Tag: pod name.
+pub const TAG_POD: &str = "burstgate.io-pod";
+/// Tag: pod UID.
+pub const TAG_POD_UID: &str = "burstgate.io-pod-uid";
+/// Tag: RFC 3339 time of the create call (orphan GC ages workloads by it).
+pub const TAG_CREATED: &str = "burstgate.io-created";
+/// Annotation prefix naming a container's image ENTRYPOINT (JSON array), for `args` without
+/// `command`: `aci.burstgate.io/entrypoint.<container>`.
+pub const ENTRYPOINT_ANNOTATION_PREFIX: &str = "aci.burstgate.io/entrypoint.";
+/// GPU SKUs ACI offers (the spec's `GpuSku`).
+pub const GPU_SKUS: [&str; 3] = ["K80", "P100", "V100"];
+
+/// Why a pod cannot become a container group. Never retryable: the pod must change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranslateError {
+    /// A field ACI cannot honour.
+    #[error("{field}: {reason}")]
+    Unsupported {
+        /// The pod field (`spec.volumes[1] (data).hostPath`).
+        field: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+    /// A field whose value is wrong.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The pod field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The controller did not resolve a value the pod references.
+    #[error("{what} was not resolved from the API server before the create")]
+    Unresolved {
+        /// What is missing.
+        what: String,
+    },
+}
+
+impl From<TranslateError> for ProviderError {
+    fn from(e: TranslateError) -> Self {
+        let code = match e {
+            TranslateError::Unsupported { .. } => "Unsupported",
+            TranslateError::Invalid { .. } => "InvalidSpec",
+            TranslateError::Unresolved { .. } => "Unresolved",
+        };
+        ProviderError::Pod {
+            code: code.into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
+    TranslateError::Unsupported {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
+    TranslateError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A value that must reach only its one request field: serialized as the plain string, printed
+/// by `Debug` as `[REDACTED]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sensitive(String);
+
+impl Sensitive {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Sensitive {
+        Sensitive(value.into())
+    }
+}
+
+impl std::fmt::Debug for Sensitive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl Serialize for Sensitive {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// The `ContainerGroups_CreateOrUpdate` body.
+#[derive(Debug, Serialize)]
+pub struct ContainerGroupBody {
+    /// Region.
+    pub location: String,
+    /// Ownership tags.
+    pub tags: BTreeMap<String, String>,
+    /// Properties.
+    pub properties: GroupProperties,
+}
+
+/// `ContainerGroupPropertiesProperties`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupProperties {
+    /// App containers, in pod order.
+    pub containers: Vec<ContainerBody>,
+    /// Init containers, in pod order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<InitContainerBody>,
+    /// From `imagePullSecrets`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub image_registry_credentials: Vec<RegistryCredentialBody>,
+    /// `Always`, `OnFailure`, `Never`.
+    pub restart_policy: String,
+    /// `Linux` or `Windows`.
+    pub os_type: String,
+    /// IP and ports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<IpAddressBody>,
+    /// Volumes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeBody>,
+    /// Subnets to join.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subnet_ids: Vec<SubnetIdBody>,
+    /// `Spot` when the target runs on spot capacity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+}
+
+/// One app container.
+#[derive(Debug, Serialize)]
+pub struct ContainerBody {
+    /// Name (as in the pod).
+    pub name: String,
+    /// Properties.
+    pub properties: ContainerProperties,
+}
+
+/// `ContainerProperties`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerProperties {
+    /// Image.
+    pub image: String,
+    /// Full command line (exec form).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Ports.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortBody>,
+    /// Env.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub environment_variables: Vec<EnvBody>,
+    /// Requests and limits.
+    pub resources: ResourcesBody,
+    /// Mounts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMountBody>,
+    /// Liveness probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<ProbeBody>,
+    /// Readiness probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<ProbeBody>,
+}
+
+/// One init container (ACI gives them no resources of their own: they use the group's).
+#[derive(Debug, Serialize)]
+pub struct InitContainerBody {
+    /// Name.
+    pub name: String,
+    /// Properties.
+    pub properties: InitContainerProperties,
+}
+
+/// `InitContainerPropertiesDefinition`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitContainerProperties {
+    /// Image.
+    pub image: String,
+    /// Command line.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Env.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub environment_variables: Vec<EnvBody>,
+    /// Mounts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMountBody>,
+}
+
+/// One env var: exactly one of `value` / `secureValue`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvBody {
+    /// Name.
+    pub name: String,
+    /// Plain value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Secret value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure_value: Option<Sensitive>,
+}
+
+/// Requests and optional limits.
+#[derive(Debug, Serialize)]
+pub struct ResourcesBody {
+    /// Requests.
+    pub requests: RequestsBody,
+    /// Limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsBody>,
+}
+
+/// `ResourceRequests`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct RequestsBody {
+    /// GiB, in 0.1 steps.
+    #[serde(rename = "memoryInGB")]
+    pub memory_in_gb: f64,
+    /// vCPU, in 0.01 steps.
+    pub cpu: f64,
+    /// GPUs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuBody>,
+}
+
+/// `ResourceLimits`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct LimitsBody {
+    /// GiB.
+    #[serde(rename = "memoryInGB", skip_serializing_if = "Option::is_none")]
+    pub memory_in_gb: Option<f64>,
+    /// vCPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+}
+
+/// `GpuResource`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct GpuBody {
+    /// GPUs.
+    pub count: u32,
+    /// `K80`, `P100`, `V100`.
+    pub sku: String,
+}
+
+/// A port.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortBody {
+    /// `TCP` or `UDP`.
+    pub protocol: String,
+    /// Number.
+    pub port: i32,
+}
+
+/// `IpAddress`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpAddressBody {
+    /// Every container port.
+    pub ports: Vec<PortBody>,
+    /// `Public` or `Private`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// DNS label (public only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_name_label: Option<String>,
+}
+
+/// `ContainerGroupSubnetId`.
+#[derive(Debug, Serialize)]
+pub struct SubnetIdBody {
+    /// Subnet resource id.
+    pub id: String,
+}
+
+/// `ImageRegistryCredential`.
+#[derive(Debug, Serialize)]
+pub struct RegistryCredentialBody {
+    /// Registry host.
+    pub server: String,
+    /// User.
+    pub username: String,
+    /// Password (the spec's `x-ms-secret` field).
+    pub password: Sensitive,
+}
+
+/// `Volume`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeBody {
+    /// ACI volume name.
+    pub name: String,
+    /// emptyDir (an empty object).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<serde_json::Map<String, serde_json::Value>>,
+    /// File name -> base64 content.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<BTreeMap<String, Sensitive>>,
+    /// Azure Files share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub azure_file: Option<AzureFileBody>,
+    /// Git repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git_repo: Option<GitRepoBody>,
+}
+
+/// `AzureFileVolume`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureFileBody {
+    /// Share.
+    pub share_name: String,
+    /// Read-only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    /// Storage account.
+    pub storage_account_name: String,
+    /// Account key (the spec's `x-ms-secret` field).
+    pub storage_account_key: Sensitive,
+}
+
+/// `GitRepoVolume`.
+#[derive(Debug, Serialize)]
+pub struct GitRepoBody {
+    /// Repository URL.
+    pub repository: String,
+    /// Commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
+}
+
+/// `VolumeMount`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeMountBody {
+    /// ACI volume name.
+    pub name: String,
+    /// Path.
+    pub mount_path: String,
+    /// Read-only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+}
+
+/// `ContainerProbe`.
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeBody {
+    /// exec.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ProbeExecBody>,
+    /// httpGet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGetBody>,
+    /// Seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_delay_seconds: Option<i32>,
+    /// Seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_seconds: Option<i32>,
+    /// Count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<i32>,
+    /// Count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<i32>,
+    /// Seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i32>,
+}
+
+/// `ContainerExec`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ProbeExecBody {
+    /// Command.
+    pub command: Vec<String>,
+}
+
+/// `ContainerHttpGet`.
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpGetBody {
+    /// Path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Port.
+    pub port: i32,
+    /// `http` or `https`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Headers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub http_headers: Vec<HttpHeaderBody>,
+}
+
+/// `HttpHeader`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct HttpHeaderBody {
+    /// Name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+}
+
+/// The ownership tags of `spec`, with the create time.
+pub fn tags(spec: &WorkloadSpec, created_at: &str) -> BTreeMap<String, String> {
+    let o = &spec.owner;
+    [
+        (TAG_CLUSTER_ID, o.cluster_id.as_str()),
+        (TAG_NODE, o.node.as_str()),
+        (TAG_NAMESPACE, o.namespace.as_str()),
+        (TAG_POD, o.pod.as_str()),
+        (TAG_POD_UID, o.pod_uid.as_str()),
+        (TAG_CREATED, created_at),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The container group for `spec` on the target `settings` describes, created at `created_at`
+/// (RFC 3339, written into a tag).
+pub fn translate(
+    spec: &WorkloadSpec,
+    settings: &Settings,
+    created_at: &str,
+) -> Result<ContainerGroupBody, TranslateError> {
+    let pod_spec = spec
+        .pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| invalid("spec", "the pod has no spec"))?;
+    if pod_spec.containers.is_empty() {
+        return Err(invalid("spec.containers", "the pod has no containers"));
+    }
+    for (flag, field) in [
+        (pod_spec.host_network, "spec.hostNetwork"),
+        (pod_spec.host_pid, "spec.hostPID"),
+        (pod_spec.host_ipc, "spec.hostIPC"),
+    ] {
+        if flag == Some(true) {
+            return Err(unsupported(
+                field,
+                "container groups share no namespace with a host",
+            ));
+        }
+    }
+    if pod_spec
+        .host_aliases
+        .as_ref()
+        .is_some_and(|h| !h.is_empty())
+    {
+        return Err(unsupported(
+            "spec.hostAliases",
+            "ACI cannot add /etc/hosts entries",
+        ));
+    }
+    if pod_spec.dns_config.is_some() {
+        return Err(unsupported(
+            "spec.dnsConfig",
+            "not translated to ACI's dnsConfig",
+        ));
+    }
+    if pod_spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.sysctls.as_ref())
+        .is_some_and(|s| !s.is_empty())
+    {
+        return Err(unsupported(
+            "spec.securityContext.sysctls",
+            "ACI cannot set sysctls",
+        ));
+    }
+    let annotations = spec.pod.metadata.annotations.clone().unwrap_or_default();
+    let resolved = spec.resolved.as_ref();
+
+    let volume_names = aci_volume_names(pod_spec.volumes.as_deref().unwrap_or_default())?;
+    let volumes = pod_spec
+        .volumes
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, v)| volume(i, v, &volume_names[&v.name], resolved))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let sizes = split_size(spec, &pod_spec.containers)?;
+    let gpu_sku = annotations.get(GPU_SKU_ANNOTATION).cloned();
+    let mut all_ports: BTreeSet<PortBody> = BTreeSet::new();
+    let mut containers = Vec::with_capacity(pod_spec.containers.len());
+    for (i, c) in pod_spec.containers.iter().enumerate() {
+        let field = format!("spec.containers[{i}] ({})", c.name);
+        check_container(&field, c)?;
+        let env = resolved_env(&field, c, resolved)?;
+        let ports = ports(&field, c)?;
+        all_ports.extend(ports.iter().cloned());
+        let (requests, limits) = container_resources(&field, c, &sizes, i, gpu_sku.as_deref())?;
+        containers.push(ContainerBody {
+            name: c.name.clone(),
+            properties: ContainerProperties {
+                image: image(&field, c)?,
+                command: command(&field, c, env, &annotations)?,
+                ports,
+                environment_variables: env_body(env),
+                resources: ResourcesBody { requests, limits },
+                volume_mounts: mounts(&field, c, &volume_names)?,
+                liveness_probe: c
+                    .liveness_probe
+                    .as_ref()
+                    .map(|p| probe(&format!("{field}.livenessProbe"), p, c))
+                    .transpose()?,
+                readiness_probe: c
+                    .readiness_probe
+                    .as_ref()
+                    .map(|p| probe(&format!("{field}.readinessProbe"), p, c))
+                    .transpose()?,
+            },
+        });
+    }
+    let mut init_containers = Vec::new();
+    for (i, c) in pod_spec
+        .init_containers
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let field = format!("spec.initContainers[{i}] ({})", c.name);
+        if c.restart_policy.as_deref() == Some("Always") {
+            return Err(unsupported(
+                format!("{field}.restartPolicy"),
+                "sidecar init containers (restartPolicy Always) are not supported by ACI",
+            ));
+        }
+        check_container(&field, c)?;
+        if c.ports.as_ref().is_some_and(|p| !p.is_empty()) {
+            return Err(unsupported(
+                format!("{field}.ports"),
+                "ACI init containers expose no ports",
+            ));
+        }
+        let env = resolved_env(&field, c, resolved)?;
+        init_containers.push(InitContainerBody {
+            name: c.name.clone(),
+            properties: InitContainerProperties {
+                image: image(&field, c)?,
+                command: command(&field, c, env, &annotations)?,
+                environment_variables: env_body(env),
+                volume_mounts: mounts(&field, c, &volume_names)?,
+            },
+        });
+    }
+
+    let private = !settings.subnet_ids.is_empty();
+    let ip_address = (!all_ports.is_empty()).then(|| IpAddressBody {
+        ports: all_ports.into_iter().collect(),
+        type_: if private { "Private" } else { "Public" }.into(),
+        dns_name_label: (!private && settings.dns_name_label).then(|| spec.id.clone()),
+    });
+    let os_type = match pod_spec.os.as_ref().map(|o| o.name.as_str()) {
+        Some("windows") => "Windows",
+        _ => "Linux",
+    };
+    Ok(ContainerGroupBody {
+        location: settings.region.clone(),
+        tags: tags(spec, created_at),
+        properties: GroupProperties {
+            containers,
+            init_containers,
+            image_registry_credentials: resolved
+                .registry_credentials
+                .iter()
+                .map(|r| RegistryCredentialBody {
+                    server: r.server.clone(),
+                    username: r.username.clone(),
+                    password: Sensitive::new(r.password.expose_secret()),
+                })
+                .collect(),
+            restart_policy: pod_spec
+                .restart_policy
+                .clone()
+                .unwrap_or_else(|| "Always".into()),
+            os_type: os_type.into(),
+            ip_address,
+            volumes,
+            subnet_ids: settings
+                .subnet_ids
+                .iter()
+                .map(|id| SubnetIdBody { id: id.clone() })
+                .collect(),
+            priority: settings.spot.then(|| "Spot".into()),
+        },
+    })
+}
+
+fn check_container(field: &str, c: &Container) -> Result<(), TranslateError> {
+    if let Some(sc) = &c.security_context {
+        if sc.privileged == Some(true) {
+            return Err(unsupported(
+                format!("{field}.securityContext.privileged"),
+                "ACI runs no privileged containers",
+            ));
+        }
+        if sc
+            .capabilities
+            .as_ref()
+            .and_then(|caps| caps.add.as_ref())
+            .is_some_and(|a| !a.is_empty())
+        {
+            return Err(unsupported(
+                format!("{field}.securityContext.capabilities.add"),
+                "ACI cannot add Linux capabilities",
+            ));
+        }
+    }
+    if c.working_dir.is_some() {
+        return Err(unsupported(
+            format!("{field}.workingDir"),
+            "ACI always starts in the image's working directory",
+        ));
+    }
+    if c.lifecycle.is_some() {
+        return Err(unsupported(
+            format!("{field}.lifecycle"),
+            "ACI runs no postStart/preStop hooks",
+        ));
+    }
+    if c.startup_probe.is_some() {
+        return Err(unsupported(
+            format!("{field}.startupProbe"),
+            "ACI has liveness and readiness probes only",
+        ));
+    }
+    if c.volume_devices.as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(unsupported(
+            format!("{field}.volumeDevices"),
+            "ACI attaches no block devices",
+        ));
+    }
+    Ok(())
+}
+
+fn image(field: &str, c: &Container) -> Result<String, TranslateError> {
+    c.image
+        .clone()
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| invalid(format!("{field}.image"), "no image"))
+}
+
+fn resolved_env<'a>(
+    field: &str,
+    c: &Container,
+    resolved: &'a Resolved,
+) -> Result<&'a [EnvVar], TranslateError> {
+    match resolved.env.get(&c.name) {
+        Some(env) => Ok(env),
+        None if c.env.as_ref().is_none_or(Vec::is_empty)
+            && c.env_from.as_ref().is_none_or(Vec::is_empty) =>
+        {
+            Ok(&[])
+        }
+        None => Err(TranslateError::Unresolved {
+            what: format!("{field}.env"),
+        }),
+    }
+}
+
+fn env_body(env: &[EnvVar]) -> Vec<EnvBody> {
+    env.iter()
+        .map(|v| match &v.value {
+            EnvValue::Plain(value) => EnvBody {
+                name: v.name.clone(),
+                value: Some(value.clone()),
+                secure_value: None,
+            },
+            EnvValue::Secret(secret) => EnvBody {
+                name: v.name.clone(),
+                value: None,
+                secure_value: Some(Sensitive::new(secret.expose_secret())),
+            },
+        })
+        .collect()
+}
+
+fn command(
+    field: &str,
+    c: &Container,
+    env: &[EnvVar],
+    annotations: &BTreeMap<String, String>,
+) -> Result<Vec<String>, TranslateError> {
+    let args = c.args.clone().unwrap_or_default();
+    let base = match c.command.as_ref().filter(|cmd| !cmd.is_empty()) {
+        Some(cmd) => cmd.clone(),
+        None if args.is_empty() => return Ok(Vec::new()),
+        None => {
+            let key = format!("{ENTRYPOINT_ANNOTATION_PREFIX}{}", c.name);
+            let Some(raw) = annotations.get(&key) else {
+                return Err(unsupported(
+                    format!("{field}.args"),
+                    format!(
+                        "args without command: ACI takes only a whole command line and cannot know the image's ENTRYPOINT; set command, or annotate the pod with {key}: '[\"<entrypoint>\", ...]'"
+                    ),
+                ));
+            };
+            serde_json::from_str::<Vec<String>>(raw).map_err(|e| {
+                invalid(
+                    format!("metadata.annotations[{key}]"),
+                    format!("not a JSON array of strings: {e}"),
+                )
+            })?
+        }
+    };
+    base.iter()
+        .chain(args.iter())
+        .map(|s| expand(field, s, env))
+        .collect()
+}
+
+/// Kubernetes' `$(VAR)` expansion with the container's env; `$$` escapes. References to unknown
+/// variables stay as written, as in Kubernetes.
+fn expand(field: &str, s: &str, env: &[EnvVar]) -> Result<String, TranslateError> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(inner) = after.strip_prefix('(')
+            && let Some(end) = inner.find(')')
+        {
+            let name = &inner[..end];
+            match env.iter().rev().find(|v| v.name == name).map(|v| &v.value) {
+                Some(EnvValue::Plain(value)) => out.push_str(value),
+                Some(EnvValue::Secret(_)) => {
+                    return Err(unsupported(
+                        format!("{field}.command"),
+                        format!(
+                            "$({name}) refers to a Secret-derived variable; ACI command lines are not secret, read the variable at run time instead"
+                        ),
+                    ));
+                }
+                None => out.push_str(&format!("$({name})")),
+            }
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn ports(field: &str, c: &Container) -> Result<Vec<PortBody>, TranslateError> {
+    c.ports
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if p.host_port.is_some_and(|h| h != 0) {
+                return Err(unsupported(
+                    format!("{field}.ports[{i}].hostPort"),
+                    "container groups have no host ports",
+                ));
+            }
+            let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+            if protocol != "TCP" && protocol != "UDP" {
+                return Err(unsupported(
+                    format!("{field}.ports[{i}].protocol"),
+                    format!("{protocol} ports are not supported by ACI (TCP, UDP)"),
+                ));
+            }
+            Ok(PortBody {
+                protocol,
+                port: p.container_port,
+            })
+        })
+        .collect()
+}
+
+fn probe(field: &str, p: &Probe, c: &Container) -> Result<ProbeBody, TranslateError> {
+    if p.tcp_socket.is_some() {
+        return Err(unsupported(
+            format!("{field}.tcpSocket"),
+            "ACI probes are exec or httpGet",
+        ));
+    }
+    if p.grpc.is_some() {
+        return Err(unsupported(
+            format!("{field}.grpc"),
+            "ACI probes are exec or httpGet",
+        ));
+    }
+    let exec = p.exec.as_ref().map(|e| ProbeExecBody {
+        command: e.command.clone().unwrap_or_default(),
+    });
+    let http_get = match &p.http_get {
+        None => None,
+        Some(h) => {
+            if h.host.as_ref().is_some_and(|host| !host.is_empty()) {
+                return Err(unsupported(
+                    format!("{field}.httpGet.host"),
+                    "ACI probes the container itself",
+                ));
+            }
+            let port = match &h.port {
+                IntOrString::Int(n) => *n,
+                IntOrString::String(name) => c
+                    .ports
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .find(|cp| cp.name.as_deref() == Some(name.as_str()))
+                    .map(|cp| cp.container_port)
+                    .ok_or_else(|| {
+                        invalid(
+                            format!("{field}.httpGet.port"),
+                            format!("no container port is named {name:?}"),
+                        )
+                    })?,
+            };
+            Some(HttpGetBody {
+                path: h.path.clone(),
+                port,
+                scheme: h.scheme.as_ref().map(|s| s.to_ascii_lowercase()),
+                http_headers: h
+                    .http_headers
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|hh| HttpHeaderBody {
+                        name: hh.name.clone(),
+                        value: hh.value.clone(),
+                    })
+                    .collect(),
+            })
+        }
+    };
+    if exec.is_none() && http_get.is_none() {
+        return Err(invalid(field, "a probe needs exec or httpGet"));
+    }
+    Ok(ProbeBody {
+        exec,
+        http_get,
+        initial_delay_seconds: p.initial_delay_seconds,
+        period_seconds: p.period_seconds,
+        failure_threshold: p.failure_threshold,
+        success_threshold: p.success_threshold,
+        timeout_seconds: p.timeout_seconds,
+    })
+}
+
+/// Pod volume name -> ACI volume name (5-63 characters).
+fn aci_volume_names(volumes: &[Volume]) -> Result<BTreeMap<String, String>, TranslateError> {
+    let mut names = BTreeMap::new();
+    let mut taken = BTreeSet::new();
+    for (i, v) in volumes.iter().enumerate() {
+        let aci = if v.name.len() < 5 {
+            format!("vol-{}", v.name)
+        } else {
+            v.name.clone()
+        };
+        if !taken.insert(aci.clone()) {
+            return Err(unsupported(
+                format!("spec.volumes[{i}] ({})", v.name),
+                format!(
+                    "its ACI name {aci:?} (5 characters at least) collides with another volume"
+                ),
+            ));
+        }
+        names.insert(v.name.clone(), aci);
+    }
+    Ok(names)
+}
+
+fn volume(
+    i: usize,
+    v: &Volume,
+    aci_name: &str,
+    resolved: &Resolved,
+) -> Result<VolumeBody, TranslateError> {
+    let field = format!("spec.volumes[{i}] ({})", v.name);
+    let mut body = VolumeBody {
+        name: aci_name.to_string(),
+        empty_dir: None,
+        secret: None,
+        azure_file: None,
+        git_repo: None,
+    };
+    let files = |optional: bool| -> Result<Option<BTreeMap<String, Sensitive>>, TranslateError> {
+        match resolved.volumes.get(&v.name) {
+            Some(files) => {
+                let mut out = BTreeMap::new();
+                for f in files {
+                    if f.path.contains('/') {
+                        return Err(unsupported(
+                            format!("{field} item {}", f.path),
+                            "ACI secret volumes are flat: a file path may not contain '/'",
+                        ));
+                    }
+                    out.insert(
+                        f.path.clone(),
+                        Sensitive::new(
+                            base64::engine::general_purpose::STANDARD
+                                .encode(f.content.expose_secret()),
+                        ),
+                    );
+                }
+                Ok(Some(out))
+            }
+            None if optional => Ok(None),
+            None => Err(TranslateError::Unresolved {
+                what: format!("{field} files"),
+            }),
+        }
+    };
+    let with_files = |body: &mut VolumeBody, data: Option<BTreeMap<String, Sensitive>>| match data {
+        Some(map) if !map.is_empty() => body.secret = Some(map),
+        // An optional source that does not exist mounts as an empty directory, as in Kubernetes.
+        _ => body.empty_dir = Some(serde_json::Map::new()),
+    };
+    if v.empty_dir.is_some() {
+        body.empty_dir = Some(serde_json::Map::new());
+    } else if let Some(s) = &v.secret {
+        with_files(&mut body, files(s.optional == Some(true))?);
+    } else if let Some(cm) = &v.config_map {
+        with_files(&mut body, files(cm.optional == Some(true))?);
+    } else if v.projected.is_some() {
+        with_files(&mut body, files(false)?);
+    } else if let Some(af) = &v.azure_file {
+        let files = resolved
+            .volumes
+            .get(&v.name)
+            .ok_or_else(|| TranslateError::Unresolved {
+                what: format!(
+                    "{field}.azureFile.secretName ({}): the storage account name and key",
+                    af.secret_name
+                ),
+            })?;
+        let get = |key: &str| {
+            files
+                .iter()
+                .find(|f| f.path == key)
+                .map(|f| {
+                    String::from_utf8_lossy(f.content.expose_secret())
+                        .trim()
+                        .to_string()
+                })
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{field}.azureFile.secretName"),
+                        format!("Secret {} has no key {key}", af.secret_name),
+                    )
+                })
+        };
+        body.azure_file = Some(AzureFileBody {
+            share_name: af.share_name.clone(),
+            read_only: af.read_only,
+            storage_account_name: get("azurestorageaccountname")?,
+            storage_account_key: Sensitive::new(get("azurestorageaccountkey")?),
+        });
+    } else if let Some(g) = &v.git_repo {
+        body.git_repo = Some(GitRepoBody {
+            repository: g.repository.clone(),
+            revision: g.revision.clone(),
+            directory: g.directory.clone(),
+        });
+    } else {
+        let kind = volume_kind(v);
+        return Err(unsupported(
+            format!("{field}.{kind}"),
+            format!(
+                "{kind} volumes are not supported by Azure Container Instances (emptyDir, secret, configMap, projected, azureFile, gitRepo are)"
+            ),
+        ));
+    }
+    Ok(body)
+}
+
+fn volume_kind(v: &Volume) -> &'static str {
+    let value = serde_json::to_value(v).unwrap_or_default();
+    let kinds = [
+        "hostPath",
+        "persistentVolumeClaim",
+        "downwardAPI",
+        "ephemeral",
+        "csi",
+        "nfs",
+        "image",
+        "azureDisk",
+        "awsElasticBlockStore",
+        "gcePersistentDisk",
+        "iscsi",
+        "cephfs",
+        "cinder",
+        "fc",
+        "flexVolume",
+        "flocker",
+        "glusterfs",
+        "photonPersistentDisk",
+        "portworxVolume",
+        "quobyte",
+        "rbd",
+        "scaleIO",
+        "storageos",
+        "vsphereVolume",
+    ];
+    kinds
+        .into_iter()
+        .find(|k| value.get(*k).is_some())
+        .unwrap_or("unknown")
+}
+
+fn mounts(
+    field: &str,
+    c: &Container,
+    names: &BTreeMap<String, String>,
+) -> Result<Vec<VolumeMountBody>, TranslateError> {
+    c.volume_mounts
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let f = format!("{field}.volumeMounts[{i}]");
+            if m.sub_path.as_ref().is_some_and(|s| !s.is_empty())
+                || m.sub_path_expr.as_ref().is_some_and(|s| !s.is_empty())
+            {
+                return Err(unsupported(
+                    format!("{f}.subPath"),
+                    "ACI mounts whole volumes only",
+                ));
+            }
+            if m.mount_path.contains(':') {
+                return Err(invalid(
+                    format!("{f}.mountPath"),
+                    "ACI mount paths may not contain ':'",
+                ));
+            }
+            let name = names.get(&m.name).ok_or_else(|| {
+                invalid(
+                    format!("{f}.name"),
+                    format!("no volume is named {:?}", m.name),
+                )
+            })?;
+            Ok(VolumeMountBody {
+                name: name.clone(),
+                mount_path: m.mount_path.clone(),
+                read_only: m.read_only,
+            })
+        })
+        .collect()
+}
+
+/// Per app container: (hundredths of a vCPU, tenths of a GiB) requested.
+struct Sizes {
+    cpu: Vec<u64>,
+    mem: Vec<u64>,
+    total_cpu: u64,
+    total_mem: u64,
+}
+
+fn quantity(
+    field: &str,
+    c: &Container,
+    kind: &str,
+    resource: &str,
+) -> Result<Option<f64>, TranslateError> {
+    let res = c.resources.as_ref();
+    let q = match kind {
+        "requests" => res
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|m| m.get(resource)),
+        _ => res
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|m| m.get(resource)),
+    };
+    q.map(|q| {
+        parse_quantity(&q.0).ok_or_else(|| {
+            invalid(
+                format!("{field}.resources.{kind}.{resource}"),
+                format!("{:?} is not a quantity", q.0),
+            )
+        })
+    })
+    .transpose()
+}
+
+/// Hundredths of a vCPU for `cores`, rounded up.
+fn cpu_units(cores: f64) -> u64 {
+    (cores * 100.0 - 1e-9).ceil().max(0.0) as u64
+}
+
+/// Tenths of a GiB for `bytes`, rounded up.
+fn mem_units(bytes: f64) -> u64 {
+    (bytes * 10.0 / (1024.0 * 1024.0 * 1024.0) - 1e-9)
+        .ceil()
+        .max(0.0) as u64
+}
+
+/// Tenths of a GiB the engine's MiB size stands for (it rounded up to 0.1 GiB, then to a MiB).
+fn size_mem_units(memory_mib: u64) -> u64 {
+    let tenths = memory_mib * 10 / 1024;
+    if (tenths * 1024).div_ceil(10) < memory_mib {
+        tenths + 1
+    } else {
+        tenths
+    }
+}
+
+/// Splits `total` units between containers weighted by `weights`: every container gets at least
+/// one unit, the rest in proportion (remainder to the heaviest).
+fn split(total: u64, weights: &[u64]) -> Option<Vec<u64>> {
+    let n = weights.len() as u64;
+    if total < n {
+        return None;
+    }
+    let rest = total - n;
+    let sum: u64 = weights.iter().sum();
+    let mut shares: Vec<u64> = if sum == 0 {
+        vec![rest / n; weights.len()]
+    } else {
+        weights.iter().map(|w| rest * w / sum).collect()
+    };
+    let given: u64 = shares.iter().sum();
+    let heaviest = weights
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, w)| (**w, std::cmp::Reverse(*i)))
+        .map_or(0, |(i, _)| i);
+    shares[heaviest] += rest - given;
+    Some(shares.into_iter().map(|s| s + 1).collect())
+}
+
+fn split_size(spec: &WorkloadSpec, containers: &[Container]) -> Result<Sizes, TranslateError> {
+    let total_cpu = spec.size.milli_cpu.div_ceil(10);
+    let total_mem = size_mem_units(spec.size.memory_mib);
+    let mut cpu_w = Vec::new();
+    let mut mem_w = Vec::new();
+    for (i, c) in containers.iter().enumerate() {
+        let field = format!("spec.containers[{i}] ({})", c.name);
+        let pick = |r: &str| -> Result<f64, TranslateError> {
+            Ok(quantity(&field, c, "requests", r)?
+                .or(quantity(&field, c, "limits", r)?)
+                .unwrap_or(0.0))
+        };
+        cpu_w.push((pick("cpu")? * 1000.0).ceil() as u64);
+        mem_w.push((pick("memory")? / (1024.0 * 1024.0)).ceil() as u64);
+    }
+    let too_small = || {
+        invalid(
+            "spec.containers",
+            format!(
+                "the reserved size {} mCPU / {} MiB cannot give each of {} containers ACI's minimum 0.01 vCPU and 0.1 GB",
+                spec.size.milli_cpu,
+                spec.size.memory_mib,
+                containers.len()
+            ),
+        )
+    };
+    Ok(Sizes {
+        cpu: split(total_cpu, &cpu_w).ok_or_else(too_small)?,
+        mem: split(total_mem, &mem_w).ok_or_else(too_small)?,
+        total_cpu,
+        total_mem,
+    })
+}
+
+fn container_resources(
+    field: &str,
+    c: &Container,
+    sizes: &Sizes,
+    i: usize,
+    gpu_sku: Option<&str>,
+) -> Result<(RequestsBody, Option<LimitsBody>), TranslateError> {
+    let (cpu, mem) = (sizes.cpu[i], sizes.mem[i]);
+    let gpus = quantity(field, c, "limits", GPU_RESOURCE)?
+        .or(quantity(field, c, "requests", GPU_RESOURCE)?)
+        .unwrap_or(0.0)
+        .ceil() as u32;
+    let gpu = if gpus == 0 {
+        None
+    } else {
+        let sku = gpu_sku.ok_or_else(|| {
+            unsupported(
+                format!("{field}.resources.limits[{GPU_RESOURCE}]"),
+                format!("ACI needs a GPU SKU: annotate the pod with {GPU_SKU_ANNOTATION} set to one of {}", GPU_SKUS.join(", ")),
+            )
+        })?;
+        if !GPU_SKUS.contains(&sku) {
+            return Err(unsupported(
+                format!("metadata.annotations[{GPU_SKU_ANNOTATION}]"),
+                format!(
+                    "ACI has no GPU SKU {sku:?} (it has {})",
+                    GPU_SKUS.join(", ")
+                ),
+            ));
+        }
+        Some(GpuBody {
+            count: gpus,
+            sku: sku.to_string(),
+        })
+    };
+    // A limit lies between the container's request and the group total (ACI refuses others).
+    let limit_cpu =
+        quantity(field, c, "limits", "cpu")?.map(|v| cpu_units(v).clamp(cpu, sizes.total_cpu));
+    let limit_mem =
+        quantity(field, c, "limits", "memory")?.map(|v| mem_units(v).clamp(mem, sizes.total_mem));
+    let limits = (limit_cpu.is_some() || limit_mem.is_some()).then(|| LimitsBody {
+        cpu: limit_cpu.map(|u| u as f64 / 100.0),
+        memory_in_gb: limit_mem.map(|u| u as f64 / 10.0),
+    });
+    Ok((
+        RequestsBody {
+            memory_in_gb: mem as f64 / 10.0,
+            cpu: cpu as f64 / 100.0,
+            gpu,
+        },
+        limits,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::sizing::Size;
+    use crate::provider::contract::{
+        Owner, RegistryCredential, SecretBox, SecretString, VolumeFile,
+    };
+    use k8s_openapi::api::core::v1::{
+        AzureFileVolumeSource, ContainerPort, EmptyDirVolumeSource, ExecAction, HTTPGetAction,
+        HostPathVolumeSource, Pod, PodSpec, ResourceRequirements, SecretVolumeSource,
+        SecurityContext, VolumeMount,
+    };
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use std::sync::Arc;
+
+    fn settings() -> Settings {
+        Settings {
+            target: "aci-eastus".into(),
+            region: "eastus".into(),
+            subscription_id: "00000000-0000-0000-0000-000000000000".into(),
+            resource_group: "rg".into(),
+            spot: false,
+            subnet_ids: vec![],
+            dns_name_label: false,
+            arm_endpoint: "https://management.azure.com".into(),
+        }
+    }
+
+    fn container(name: &str) -> Container {
+        Container {
+            name: name.into(),
+            image: Some("nginx:1.27".into()),
+            ..Default::default()
+        }
+    }
+
+    fn res(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> Option<ResourceRequirements> {
+        let map = |v: &[(&str, &str)]| {
+            (!v.is_empty()).then(|| {
+                v.iter()
+                    .map(|(k, q)| (k.to_string(), Quantity(q.to_string())))
+                    .collect()
+            })
+        };
+        Some(ResourceRequirements {
+            requests: map(requests),
+            limits: map(limits),
+            ..Default::default()
+        })
+    }
+
+    fn spec_with(pod_spec: PodSpec, size: Size, resolved: Resolved) -> WorkloadSpec {
+        WorkloadSpec {
+            id: "bg-1234".into(),
+            owner: Owner {
+                cluster_id: "c1".into(),
+                node: "burstgate".into(),
+                namespace: "team".into(),
+                pod: "web-0".into(),
+                pod_uid: "1234".into(),
+            },
+            target: "aci-eastus".into(),
+            region: "eastus".into(),
+            size,
+            pod: Pod {
+                spec: Some(pod_spec),
+                ..Default::default()
+            },
+            resolved: Arc::new(resolved),
+        }
+    }
+
+    fn one(c: Container) -> WorkloadSpec {
+        spec_with(
+            PodSpec {
+                containers: vec![c],
+                ..Default::default()
+            },
+            Size {
+                milli_cpu: 1000,
+                memory_mib: 1536,
+            },
+            Resolved::default(),
+        )
+    }
+
+    fn json(spec: &WorkloadSpec) -> serde_json::Value {
+        serde_json::to_value(
+            translate(spec, &settings(), "2026-11-27T07:00:00Z").expect("translates"),
+        )
+        .unwrap()
+    }
+
+    fn err(spec: &WorkloadSpec) -> TranslateError {
+        translate(spec, &settings(), "2026-11-27T07:00:00Z").expect_err("refused")
+    }
+
+    #[test]
+    fn a_secret_env_var_becomes_a_secure_value_and_never_a_value() {
+        let mut c = container("app");
+        c.env = Some(vec![]);
+        let mut resolved = Resolved::default();
+        resolved.env.insert(
+            "app".into(),
+            vec![
+                EnvVar {
+                    name: "MODE".into(),
+                    value: EnvValue::Plain("fast".into()),
+                },
+                EnvVar {
+                    name: "TOKEN".into(),
+                    value: EnvValue::Secret(SecretString::from("s3cr3t-value")),
+                },
+            ],
+        );
+        let spec = spec_with(
+            PodSpec {
+                containers: vec![c],
+                ..Default::default()
+            },
+            Size {
+                milli_cpu: 1000,
+                memory_mib: 1536,
+            },
+            resolved,
+        );
+        let body = json(&spec);
+        let env = &body["properties"]["containers"][0]["properties"]["environmentVariables"];
+        assert_eq!(env[0], serde_json::json!({"name": "MODE", "value": "fast"}));
+        assert_eq!(
+            env[1],
+            serde_json::json!({"name": "TOKEN", "secureValue": "s3cr3t-value"})
+        );
+        let debug = format!("{:?}", translate(&spec, &settings(), "t").unwrap());
+        assert!(
+            !debug.contains("s3cr3t-value"),
+            "Debug leaks the secret: {debug}"
+        );
+    }
+
+    #[test]
+    fn limits_above_requests_are_clamped_to_the_group_request() {
+        let mut c = container("app");
+        c.resources = res(
+            &[("cpu", "500m"), ("memory", "1Gi")],
+            &[("cpu", "2"), ("memory", "4Gi")],
+        );
+        let spec = spec_with(
+            PodSpec {
+                containers: vec![c],
+                ..Default::default()
+            },
+            Size {
+                milli_cpu: 500,
+                memory_mib: 1024,
+            },
+            Resolved::default(),
+        );
+        let r = &json(&spec)["properties"]["containers"][0]["properties"]["resources"];
+        assert_eq!(
+            r["requests"],
+            serde_json::json!({"cpu": 0.5, "memoryInGB": 1.0})
+        );
+        assert_eq!(
+            r["limits"],
+            serde_json::json!({"cpu": 0.5, "memoryInGB": 1.0})
+        );
+    }
+
+    #[test]
+    fn the_group_requests_exactly_the_reserved_size_split_by_container_requests() {
+        let mut a = container("a");
+        a.resources = res(&[("cpu", "333m"), ("memory", "100Mi")], &[]);
+        let mut b = container("b");
+        b.resources = res(&[("cpu", "667m"), ("memory", "300Mi")], &[("cpu", "800m")]);
+        let spec = spec_with(
+            PodSpec {
+                containers: vec![a, b],
+                ..Default::default()
+            },
+            Size {
+                milli_cpu: 1000,
+                memory_mib: 410,
+            },
+            Resolved::default(),
+        );
+        let body = json(&spec);
+        let req = |i: usize, k: &str| {
+            body["properties"]["containers"][i]["properties"]["resources"]["requests"][k]
+                .as_f64()
+                .unwrap()
+        };
+        assert!(
+            (req(0, "cpu") + req(1, "cpu") - 1.0).abs() < 1e-9,
+            "cpu {} + {}",
+            req(0, "cpu"),
+            req(1, "cpu")
+        );
+        assert!((req(0, "memoryInGB") + req(1, "memoryInGB") - 0.4).abs() < 1e-9);
+        assert!(req(1, "cpu") > req(0, "cpu"));
+        // b's limit 0.8 is above its request and below the group total: kept.
+        assert_eq!(
+            body["properties"]["containers"][1]["properties"]["resources"]["limits"],
+            serde_json::json!({"cpu": 0.8})
+        );
+    }
+
+    #[test]
+    fn args_without_command_need_the_entrypoint_annotation() {
+        let mut c = container("app");
+        c.args = Some(vec!["--port".into(), "8080".into()]);
+        let mut spec = one(c);
+        let e = err(&spec);
+        assert!(
+            matches!(&e, TranslateError::Unsupported { field, reason } if field == "spec.containers[0] (app).args" && reason.contains("aci.burstgate.io/entrypoint.app")),
+            "{e}"
+        );
+        spec.pod.metadata.annotations = Some(
+            [(
+                "aci.burstgate.io/entrypoint.app".to_string(),
+                r#"["/entry.sh"]"#.to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(
+            json(&spec)["properties"]["containers"][0]["properties"]["command"],
+            serde_json::json!(["/entry.sh", "--port", "8080"])
+        );
+    }
+
+    #[test]
+    fn command_and_args_become_one_command_line_with_plain_env_expanded() {
+        let mut c = container("app");
+        c.command = Some(vec!["sh".into(), "-c".into()]);
+        c.args = Some(vec!["echo $(MODE) $$(MODE) $(NOPE)".into()]);
+        let mut resolved = Resolved::default();
+        resolved.env.insert(
+            "app".into(),
+            vec![EnvVar {
+                name: "MODE".into(),
+                value: EnvValue::Plain("fast".into()),
+            }],
+        );
+        let spec = spec_with(
+            PodSpec {
+                containers: vec![c],
+                ..Default::default()
+            },
+            Size {
+                milli_cpu: 1000,
+                memory_mib: 1536,
+            },
+            resolved,
+        );
+        assert_eq!(
+            json(&spec)["properties"]["containers"][0]["properties"]["command"],
+            serde_json::json!(["sh", "-c", "echo fast $(MODE) $(NOPE)"])
+        );
+    }
+
+    #[test]
+    fn a_secret_reference_on_the_command_line_is_refused() {
+        let mut c = container("app");
+        c.command = Some(vec!["run".into(), "--token=$(TOKEN)".into()]);
+        let mut resolved = Resolved::default();
+        resolved.env.insert(
+            "app".into(),
+            vec![EnvVar {
+                name: "TOKEN".into(),
+                value: EnvValue::Secret(SecretString::from("x")),
+            }],
+        );
+        let spec = spec_with(
+            PodSpec {
+                containers: vec![c],
+                ..Default::default()
+            },
+            Size {
+                milli_cpu: 1000,
+                memory_mib: 1536,
+            },
+            resolved,
+        );
+        assert!(matches!(err(&spec), TranslateError::Unsupported { .. }));
+    }
+
+    #[test]
+    fn an_unsupported_volume_is_rejected_with_its_name() {
+        let mut c = container("app");
+        c.volume_mounts = Some(vec![VolumeMount {
+            name: "host-logs".into(),
+            mount_path: "/logs".into(),
+            ..Default::default()
+        }]);
+        let spec = spec_with(
+            PodSpec {
+                containers: vec![c],
+                volumes: Some(vec![Volume {
+                    name: "host-logs".into(),
+                    host_path: Some(HostPathVolumeSource {
+                        path: "/var/log".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            Size {
+                milli_cpu: 1000,
+                memory_mib: 1536,
+            },
+            Resolved::default(),
+        );
+        let e = err(&spec);
+        assert_eq!(
+            e.to_string(),
+            "spec.volumes[0] (host-logs).hostPath: hostPath volumes are not supported by Azure Container Instances (emptyDir, secret, configMap, projected, azureFile, gitRepo are)"
+        );
+        let pe: ProviderError = e.into();
+        assert!(matches!(pe, ProviderError::Pod { code, .. } if code == "Unsupported"));
+    }
+
+    #[test]
+    fn secret_and_empty_dir_volumes_mount_with_base64_files_and_short_names_padded() {
+        let mut c = container("app");
+        c.volume_mounts = Some(vec![
+            VolumeMount {
+                name: "certs".into(),
+                mount_path: "/certs".into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..Default::default()
+            },
+        ]);
+        let mut resolved = Resolved::default();
+        resolved.volumes.insert(
+            "certs".into(),
+            vec![VolumeFile {
+                path: "tls.key".into(),
+                content: SecretBox::new(Box::new(b"KEY".to_vec())),
+            }],
+        );
+        let spec = spec_with(
+            PodSpec {
+                containers: vec![c],
+                volumes: Some(vec![
+                    Volume {
+                        name: "certs".into(),
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some("tls".into()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    Volume {
+                        name: "tmp".into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            },
+            Size {
+                milli_cpu: 1000,
+                memory_mib: 1536,
+            },
+            resolved,
+        );
+        let body = json(&spec);
+        assert_eq!(
+            body["properties"]["volumes"],
+            serde_json::json!([{"name": "certs", "secret": {"tls.key": "S0VZ"}}, {"name": "vol-tmp", "emptyDir": {}}])
+        );
+        assert_eq!(
+            body["properties"]["containers"][0]["properties"]["volumeMounts"][1],
+            serde_json::json!({"name": "vol-tmp", "mountPath": "/tmp"})
+        );
+    }
+
+    #[test]
+    fn an_azure_file_volume_takes_its_account_key_from_the_resolved_secret() {
+        let mut resolved = Resolved::default();
+        resolved.volumes.insert(
+            "share".into(),
+            vec![
+                VolumeFile {
+                    path: "azurestorageaccountname".into(),
+                    content: SecretBox::new(Box::new(b"acct".to_vec())),
+                },
+                VolumeFile {
+                    path: "azurestorageaccountkey".into(),
+                    content: SecretBox::new(Box::new(b"k3y\n".to_vec())),
+                },
+            ],
+        );
+        let spec = spec_with(
+            PodSpec {
+                containers: vec![container("app")],
+                volumes: Some(vec![Volume {
+                    name: "share".into(),
+                    azure_file: Some(AzureFileVolumeSource {
+                        secret_name: "az".into(),
+                        share_name: "data".into(),
+                        read_only: Some(true),
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            Size {
+                milli_cpu: 1000,
+                memory_mib: 1536,
+            },
+            resolved,
+        );
+        assert_eq!(
+            json(&spec)["properties"]["volumes"][0],
+            serde_json::json!({"name": "share", "azureFile": {"shareName": "data", "readOnly": true, "storageAccountName": "acct", "storageAccountKey": "k3y"}})
+        );
+    }
+
+    #[test]
+    fn probes_ports_and_network_follow_the_target_settings() {
+        let mut c = container("web");
+        c.ports = Some(vec![ContainerPort {
+            container_port: 8080,
+            name: Some("http".into()),
+            ..Default::default()
+        }]);
+        c.readiness_probe = Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/healthz".into()),
+                port: IntOrString::String("http".into()),
+                scheme: Some("HTTP".into()),
+                ..Default::default()
+            }),
+            period_seconds: Some(5),
+            ..Default::default()
+        });
+        c.liveness_probe = Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(vec!["true".into()]),
+            }),
+            ..Default::default()
+        });
+        let spec = one(c);
+        let mut s = settings();
+        s.dns_name_label = true;
+        s.spot = true;
+        let body = serde_json::to_value(translate(&spec, &s, "t").unwrap()).unwrap();
+        let props = &body["properties"];
+        assert_eq!(
+            props["ipAddress"],
+            serde_json::json!({"ports": [{"protocol": "TCP", "port": 8080}], "type": "Public", "dnsNameLabel": "bg-1234"})
+        );
+        assert_eq!(props["priority"], "Spot");
+        assert_eq!(
+            props["containers"][0]["properties"]["readinessProbe"],
+            serde_json::json!({"httpGet": {"path": "/healthz", "port": 8080, "scheme": "http"}, "periodSeconds": 5})
+        );
+        assert_eq!(
+            props["containers"][0]["properties"]["livenessProbe"],
+            serde_json::json!({"exec": {"command": ["true"]}})
+        );
+        s.subnet_ids = vec!["/subscriptions/x/resourceGroups/n/providers/Microsoft.Network/virtualNetworks/v/subnets/aci".into()];
+        let body = serde_json::to_value(translate(&spec, &s, "t").unwrap()).unwrap();
+        assert_eq!(body["properties"]["ipAddress"]["type"], "Private");
+        assert!(
+            body["properties"]["ipAddress"]
+                .get("dnsNameLabel")
+                .is_none()
+        );
+        assert_eq!(body["properties"]["subnetIds"][0]["id"], s.subnet_ids[0]);
+    }
+
+    #[test]
+    fn ownership_tags_use_arm_safe_names() {
+        let body = json(&one(container("app")));
+        let tags = body["tags"].as_object().unwrap();
+        assert_eq!(tags[TAG_CLUSTER_ID], "c1");
+        assert_eq!(tags[TAG_POD_UID], "1234");
+        assert_eq!(tags[TAG_CREATED], "2026-11-27T07:00:00Z");
+        for k in tags.keys() {
+            assert!(
+                !k.contains(['<', '>', '%', '&', '\\', '?', '/']),
+                "ARM refuses tag name {k}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_gpu_needs_a_known_sku_annotation() {
+        let mut c = container("train");
+        c.resources = res(&[], &[(GPU_RESOURCE, "1")]);
+        let mut spec = one(c);
+        assert!(
+            matches!(err(&spec), TranslateError::Unsupported { reason, .. } if reason.contains(GPU_SKU_ANNOTATION))
+        );
+        spec.pod.metadata.annotations =
+            Some([(GPU_SKU_ANNOTATION.to_string(), "V100".to_string())].into());
+        assert_eq!(
+            json(&spec)["properties"]["containers"][0]["properties"]["resources"]["requests"]["gpu"],
+            serde_json::json!({"count": 1, "sku": "V100"})
+        );
+        spec.pod.metadata.annotations =
+            Some([(GPU_SKU_ANNOTATION.to_string(), "H100".to_string())].into());
+        assert!(matches!(err(&spec), TranslateError::Unsupported { .. }));
+    }
+
+    #[test]
+    fn privileged_containers_and_host_network_are_refused_before_any_call() {
+        let mut c = container("app");
+        c.security_context = Some(SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        });
+        assert!(
+            err(&one(c))
+                .to_string()
+                .contains("securityContext.privileged")
+        );
+        let spec = spec_with(
+            PodSpec {
+                containers: vec![container("a")],
+                host_network: Some(true),
+                ..Default::default()
+            },
+            Size::default(),
+            Resolved::default(),
+        );
+        assert!(err(&spec).to_string().starts_with("spec.hostNetwork"));
+    }
+
+    #[test]
+    fn registry_credentials_come_from_the_resolved_pull_secrets() {
+        let resolved = Resolved {
+            registry_credentials: vec![RegistryCredential {
+                server: "r.azurecr.io".into(),
+                username: "u".into(),
+                password: SecretString::from("pw"),
+            }],
+            ..Default::default()
+        };
+        let spec = spec_with(
+            PodSpec {
+                containers: vec![container("a")],
+                ..Default::default()
+            },
+            Size {
+                milli_cpu: 1000,
+                memory_mib: 1536,
+            },
+            resolved,
+        );
+        assert_eq!(
+            json(&spec)["properties"]["imageRegistryCredentials"],
+            serde_json::json!([{"server": "r.azurecr.io", "username": "u", "password": "pw"}])
+        );
+    }
+
+    #[test]
+    fn an_env_the_controller_did_not_resolve_is_an_error_not_an_empty_env() {
+        let mut c = container("app");
+        c.env = Some(vec![k8s_openapi::api::core::v1::EnvVar {
+            name: "X".into(),
+            value: Some("1".into()),
+            ..Default::default()
+        }]);
+        assert!(matches!(err(&one(c)), TranslateError::Unresolved { .. }));
+    }
+
+    #[test]
+    fn the_engine_memory_size_maps_back_to_tenths_of_a_gib() {
+        assert_eq!(size_mem_units(1536), 15);
+        assert_eq!(size_mem_units(103), 1);
+        assert_eq!(size_mem_units(1000), 10);
+        assert_eq!(split(10, &[0, 0, 0]), Some(vec![4, 3, 3]));
+        assert_eq!(split(2, &[1, 1, 1]), None);
+    }
+}
