@@ -1,7 +1,7 @@
 //! `burstgate run`: the gateway's main job, and its one shutdown path.
 //!
 //! Every replica watches the policy directory; the replica that holds the leader Lease runs the
-//! node and pod controllers. SIGTERM or SIGINT cancels one token: controllers drain, the leader
+//! node and pod controllers; every replica serves the kubelet API. SIGTERM or SIGINT cancels one token: controllers drain, the leader
 //! Lease is released (a standby takes over at once), and the process exits within a bound.
 
 use std::collections::BTreeMap;
@@ -91,6 +91,15 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
         if let Err(e) = metrics_server.await {
             tracing::error!(%addr, error = %e, "cannot serve /metrics; shutting down");
             metrics_shutdown.cancel();
+        }
+    });
+
+    // Every replica serves the kubelet API (the apiserver may reach any of them).
+    let (kubelet, kubelet_shutdown) = (crate::kubelet::serve(gw.clone(), shutdown.clone()), shutdown.clone());
+    tasks.spawn(async move {
+        if let Err(e) = kubelet.await {
+            tracing::error!(error = %e, "cannot serve the kubelet API; shutting down");
+            kubelet_shutdown.cancel();
         }
     });
 
