@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway: register the virtual node and run every pod bound to it.
-    Run(burstgate::config::RunConfig),
+    Run(Box<burstgate::config::RunConfig>),
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -94,7 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(config) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(burstgate::gateway::run(config))?;
+            runtime.block_on(burstgate::gateway::run(*config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy(PolicyCommand::Check { dir }) => Ok(match policy::load_dir(&dir) {

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 use axum::http::Method;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use kube::api::{Api, PostParams};
 
 use crate::kubelet::error::{Error, Result};
@@ -62,21 +64,41 @@ pub fn attributes(method: &Method, path: &str) -> Option<Attributes> {
 
 /// `path` is `prefix` or below it (`/statsfoo` is not below `/stats`).
 fn is_subpath(path: &str, prefix: &str) -> bool {
-    path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The identity in a client certificate that the TLS layer already verified against the client
 /// CA: the subject's CN is the user, each O a group (as the apiserver reads them).
 pub fn identity_from_certificate(der: &[u8]) -> Result<Identity> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| Error::Unauthorized(format!("the client certificate cannot be parsed: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| {
+        Error::Unauthorized(format!("the client certificate cannot be parsed: {e}"))
+    })?;
     let subject = cert.subject();
-    let user = subject.iter_common_name().next().and_then(|cn| cn.as_str().ok()).unwrap_or_default().to_string();
+    let user = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default()
+        .to_string();
     if user.is_empty() {
-        return Err(Error::Unauthorized("the client certificate has no subject CN (the user name)".into()));
+        return Err(Error::Unauthorized(
+            "the client certificate has no subject CN (the user name)".into(),
+        ));
     }
-    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok()).map(str::to_string).collect();
-    Ok(Identity { user, uid: None, groups, extra: BTreeMap::new() })
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok())
+        .map(str::to_string)
+        .collect();
+    Ok(Identity {
+        user,
+        uid: None,
+        groups,
+        extra: BTreeMap::new(),
+    })
 }
 
 /// The bearer token of an `Authorization` header value, if it is one.
@@ -103,19 +125,27 @@ impl Reviewer {
     /// The identity behind a bearer token (TokenReview); 401 when the apiserver does not know it.
     pub async fn authenticate_token(&self, token: &str) -> Result<Identity> {
         let review = TokenReview {
-            spec: TokenReviewSpec { token: token.to_string(), ..Default::default() },
+            spec: TokenReviewSpec {
+                token: token.to_string(),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let api: Api<TokenReview> = Api::all(self.client.clone());
         let answer = api
             .create(&PostParams::default(), &review)
             .await
-            .map_err(|source| Error::Review { what: "review the bearer token", source })?;
+            .map_err(|source| Error::Review {
+                what: "review the bearer token",
+                source,
+            })?;
         let status = answer.status.unwrap_or_default();
         let user = status.user.filter(|_| status.authenticated == Some(true));
         let Some(user) = user else {
             let why = status.error.map(|e| format!(": {e}")).unwrap_or_default();
-            return Err(Error::Unauthorized(format!("the bearer token is not valid{why}")));
+            return Err(Error::Unauthorized(format!(
+                "the bearer token is not valid{why}"
+            )));
         };
         Ok(Identity {
             user: user.username.unwrap_or_default(),
@@ -150,13 +180,25 @@ impl Reviewer {
         let answer = api
             .create(&PostParams::default(), &review)
             .await
-            .map_err(|source| Error::Review { what: "review the access", source })?;
+            .map_err(|source| Error::Review {
+                what: "review the access",
+                source,
+            })?;
         let status = answer.status.unwrap_or_default();
         if status.allowed && status.denied != Some(true) {
             return Ok(());
         }
-        let reason = status.reason.filter(|r| !r.is_empty()).map(|r| format!(": {r}")).unwrap_or_default();
-        Err(Error::Forbidden { user: who.user.clone(), verb: attrs.verb.into(), subresource: attrs.subresource.into(), reason })
+        let reason = status
+            .reason
+            .filter(|r| !r.is_empty())
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        Err(Error::Forbidden {
+            user: who.user.clone(),
+            verb: attrs.verb.into(),
+            subresource: attrs.subresource.into(),
+            reason,
+        })
     }
 }
 
@@ -171,13 +213,25 @@ mod tests {
     #[test]
     fn stats_metrics_and_logs_have_their_own_subresources_and_everything_else_is_proxy() {
         assert_eq!(map(Method::GET, "/stats/summary"), Some(("get", "stats")));
-        assert_eq!(map(Method::GET, "/metrics/resource"), Some(("get", "metrics")));
+        assert_eq!(
+            map(Method::GET, "/metrics/resource"),
+            Some(("get", "metrics"))
+        );
         assert_eq!(map(Method::GET, "/metrics"), Some(("get", "metrics")));
         assert_eq!(map(Method::GET, "/logs/syslog"), Some(("get", "log")));
-        assert_eq!(map(Method::GET, "/containerLogs/ns/pod/app"), Some(("get", "proxy")));
-        assert_eq!(map(Method::POST, "/exec/ns/pod/app"), Some(("create", "proxy")));
+        assert_eq!(
+            map(Method::GET, "/containerLogs/ns/pod/app"),
+            Some(("get", "proxy"))
+        );
+        assert_eq!(
+            map(Method::POST, "/exec/ns/pod/app"),
+            Some(("create", "proxy"))
+        );
         assert_eq!(map(Method::GET, "/exec/ns/pod/app"), Some(("get", "proxy")));
-        assert_eq!(map(Method::POST, "/run/ns/pod/app"), Some(("create", "proxy")));
+        assert_eq!(
+            map(Method::POST, "/run/ns/pod/app"),
+            Some(("create", "proxy"))
+        );
         assert_eq!(map(Method::GET, "/healthz"), Some(("get", "proxy")));
     }
 
@@ -206,8 +260,12 @@ mod tests {
     #[test]
     fn a_client_certificate_names_the_user_in_its_cn_and_the_groups_in_its_os() {
         let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, "kube-apiserver-kubelet-client");
-        params.distinguished_name.push(rcgen::DnType::OrganizationName, "system:masters");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "kube-apiserver-kubelet-client");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:masters");
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         let id = identity_from_certificate(cert.der()).unwrap();
@@ -221,6 +279,9 @@ mod tests {
         let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
         let cert = params.self_signed(&key).unwrap();
-        assert!(matches!(identity_from_certificate(cert.der()), Err(Error::Unauthorized(_))));
+        assert!(matches!(
+            identity_from_certificate(cert.der()),
+            Err(Error::Unauthorized(_))
+        ));
     }
 }

@@ -12,7 +12,9 @@ pub enum Error {
     #[error("Unauthorized: {0}")]
     Unauthorized(String),
     /// Authenticated, but the SubjectAccessReview denied it (403). Not retryable.
-    #[error("Forbidden (user={user}, verb={verb}, resource=nodes, subresource(s)=[{subresource}]){reason}")]
+    #[error(
+        "Forbidden (user={user}, verb={verb}, resource=nodes, subresource(s)=[{subresource}]){reason}"
+    )]
     Forbidden {
         /// Who asked.
         user: String,
@@ -82,7 +84,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A provider failure about `pod` on `target`.
     pub fn provider(source: ProviderError, pod: &str, target: &str) -> Error {
-        Error::Provider { source, context: format!(" (pod {pod} runs on target {target})") }
+        Error::Provider {
+            source,
+            context: format!(" (pod {pod} runs on target {target})"),
+        }
     }
 
     /// The HTTP status this failure answers with.
@@ -92,12 +97,18 @@ impl Error {
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Review { .. } | Error::Unavailable(_) | Error::Api { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Review { .. } | Error::Unavailable(_) | Error::Api { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Provider { source, .. } => match source {
                 ProviderError::NotSupported { .. } => StatusCode::NOT_IMPLEMENTED,
-                ProviderError::Transient { .. } | ProviderError::Target { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                ProviderError::Transient { .. } | ProviderError::Target { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 ProviderError::Pod { code, .. } if code == "NotFound" => StatusCode::NOT_FOUND,
-                ProviderError::Pod { code, .. } if code == "ContainerNotRunning" => StatusCode::BAD_REQUEST,
+                ProviderError::Pod { code, .. } if code == "ContainerNotRunning" => {
+                    StatusCode::BAD_REQUEST
+                }
                 ProviderError::Pod { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Error::Tls(_) | Error::Bind { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -108,7 +119,9 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Review { .. } | Error::Unavailable(_) | Error::Api { .. } => true,
-            Error::Provider { source, .. } => source.is_retryable() || matches!(source, ProviderError::Target { .. }),
+            Error::Provider { source, .. } => {
+                source.is_retryable() || matches!(source, ProviderError::Target { .. })
+            }
             _ => false,
         }
     }
@@ -120,7 +133,15 @@ impl IntoResponse for Error {
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), error = %self, "kubelet API request failed");
         }
-        (status, [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{self}\n")).into_response()
+        (
+            status,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            format!("{self}\n"),
+        )
+            .into_response()
     }
 }
 
@@ -130,24 +151,59 @@ mod tests {
 
     #[test]
     fn a_provider_that_cannot_do_it_answers_501_naming_the_provider_and_the_pod() {
-        let err = Error::provider(ProviderError::NotSupported { provider: "aci".into(), what: "exec".into() }, "team/web", "aci-east");
+        let err = Error::provider(
+            ProviderError::NotSupported {
+                provider: "aci".into(),
+                what: "exec".into(),
+            },
+            "team/web",
+            "aci-east",
+        );
         assert_eq!(err.status(), StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(err.to_string(), "aci does not support exec (pod team/web runs on target aci-east)");
+        assert_eq!(
+            err.to_string(),
+            "aci does not support exec (pod team/web runs on target aci-east)"
+        );
         assert!(!err.is_retryable());
     }
 
     #[test]
     fn throttling_is_retryable_and_a_missing_workload_is_404() {
-        let throttled = Error::provider(ProviderError::Transient { message: "429".into(), retry_after: None }, "a/b", "t");
-        assert_eq!((throttled.status(), throttled.is_retryable()), (StatusCode::SERVICE_UNAVAILABLE, true));
-        let gone = Error::provider(ProviderError::Pod { code: "NotFound".into(), message: "gone".into() }, "a/b", "t");
+        let throttled = Error::provider(
+            ProviderError::Transient {
+                message: "429".into(),
+                retry_after: None,
+            },
+            "a/b",
+            "t",
+        );
+        assert_eq!(
+            (throttled.status(), throttled.is_retryable()),
+            (StatusCode::SERVICE_UNAVAILABLE, true)
+        );
+        let gone = Error::provider(
+            ProviderError::Pod {
+                code: "NotFound".into(),
+                message: "gone".into(),
+            },
+            "a/b",
+            "t",
+        );
         assert_eq!(gone.status(), StatusCode::NOT_FOUND);
     }
 
     #[test]
     fn a_denial_reads_like_the_kubelets() {
-        let err = Error::Forbidden { user: "jane".into(), verb: "get".into(), subresource: "proxy".into(), reason: String::new() };
-        assert_eq!(err.to_string(), "Forbidden (user=jane, verb=get, resource=nodes, subresource(s)=[proxy])");
+        let err = Error::Forbidden {
+            user: "jane".into(),
+            verb: "get".into(),
+            subresource: "proxy".into(),
+            reason: String::new(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "Forbidden (user=jane, verb=get, resource=nodes, subresource(s)=[proxy])"
+        );
         assert_eq!(err.status(), StatusCode::FORBIDDEN);
     }
 }

@@ -11,7 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::ws::{
+    CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -75,7 +77,9 @@ impl ExecQuery {
             }
         }
         if q.command.is_empty() {
-            return Err(Error::BadRequest("exec needs a command (query parameter command)".into()));
+            return Err(Error::BadRequest(
+                "exec needs a command (query parameter command)".into(),
+            ));
         }
         Ok(q)
     }
@@ -156,14 +160,25 @@ pub fn messages(q: &ExecQuery, output: &ExecOutput) -> Vec<Vec<u8>> {
 
 /// Runs the command at the provider: `NotSupported` becomes an HTTP 501 (before any upgrade),
 /// other failures a status for the error channel.
-pub async fn run_command(placed: &pods::Placed, command: &[String]) -> Result<std::result::Result<ExecOutput, Value>> {
-    match placed.provider.exec(&placed.workload, &placed.container, command).await {
+pub async fn run_command(
+    placed: &pods::Placed,
+    command: &[String],
+) -> Result<std::result::Result<ExecOutput, Value>> {
+    match placed
+        .provider
+        .exec(&placed.workload, &placed.container, command)
+        .await
+    {
         Ok(output) => Ok(Ok(output)),
         Err(e @ ProviderError::NotSupported { .. }) => Err(placed.error(e)),
         Err(e) => {
             let err = placed.error(e);
             let status = err.status();
-            Ok(Err(failure_status(&err.to_string(), status.canonical_reason().unwrap_or("InternalError"), status.as_u16())))
+            Ok(Err(failure_status(
+                &err.to_string(),
+                status.canonical_reason().unwrap_or("InternalError"),
+                status.as_u16(),
+            )))
         }
     }
 }
@@ -180,14 +195,19 @@ pub async fn exec(
     let placed = pods::find(&shared.gw, &namespace, &pod, &container).await?;
     let Ok(upgrade) = upgrade else {
         if !placed.provider.capabilities().exec {
-            return Err(placed.error(ProviderError::NotSupported { provider: placed.provider.name().into(), what: "exec".into() }));
+            return Err(placed.error(ProviderError::NotSupported {
+                provider: placed.provider.name().into(),
+                what: "exec".into(),
+            }));
         }
         return Err(Error::BadRequest(format!(
             "exec needs a WebSocket upgrade with {V5} or {V4} (kubectl 1.30 or later); SPDY is not supported by burstgate's kubelet API"
         )));
     };
     let Some(protocol) = negotiate(&headers) else {
-        return Err(Error::BadRequest(format!("the WebSocket upgrade offers neither {V5} nor {V4}")));
+        return Err(Error::BadRequest(format!(
+            "the WebSocket upgrade offers neither {V5} nor {V4}"
+        )));
     };
     let outcome = if q.stdin || q.tty {
         let what = if q.tty { "a terminal (tty)" } else { "stdin" };
@@ -195,7 +215,11 @@ pub async fn exec(
             "burstgate runs exec non-interactively: {what} is not supported yet (pod {} on target {}); run without -i/-t",
             placed.key, placed.target
         );
-        Err(failure_status(&message, "BadRequest", StatusCode::BAD_REQUEST.as_u16()))
+        Err(failure_status(
+            &message,
+            "BadRequest",
+            StatusCode::BAD_REQUEST.as_u16(),
+        ))
     } else {
         run_command(&placed, &q.command).await?
     };
@@ -204,7 +228,10 @@ pub async fn exec(
         Err(status) => vec![frame(channel::ERROR, status.to_string().as_bytes())],
     };
     tracing::info!(pod = %placed.key, container = %placed.container, protocol, exit_code = ?outcome.as_ref().ok().and_then(|o| o.exit_code), "kubelet API: exec");
-    Ok(upgrade.protocols([protocol]).on_upgrade(move |socket| deliver(socket, messages)).into_response())
+    Ok(upgrade
+        .protocols([protocol])
+        .on_upgrade(move |socket| deliver(socket, messages))
+        .into_response())
 }
 
 /// Sends `messages`, closes normally, and waits briefly for the client's close.
@@ -214,7 +241,12 @@ async fn deliver(mut socket: WebSocket, messages: Vec<Vec<u8>>) {
             return;
         }
     }
-    let _ = socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "".into() }))).await;
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: 1000,
+            reason: "".into(),
+        })))
+        .await;
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(Ok(message)) = socket.next().await {
             if let Message::Binary(data) = &message
@@ -243,11 +275,21 @@ pub async fn run(
         .filter(|c| !c.is_empty())
         .ok_or_else(|| Error::BadRequest("run needs a command (query parameter cmd)".into()))?;
     let placed = pods::find(&shared.gw, &namespace, &pod, &container).await?;
-    let output = placed.provider.exec(&placed.workload, &placed.container, &cmd).await.map_err(|e| placed.error(e))?;
+    let output = placed
+        .provider
+        .exec(&placed.workload, &placed.container, &cmd)
+        .await
+        .map_err(|e| placed.error(e))?;
     let body = format!("{}{}", output.stdout, output.stderr);
     let status = match output.exit_code {
         Some(0) | None => StatusCode::OK,
-        Some(code) => return Ok((StatusCode::INTERNAL_SERVER_ERROR, format!("command exited with code {code}\n{body}")).into_response()),
+        Some(code) => {
+            return Ok((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("command exited with code {code}\n{body}"),
+            )
+                .into_response());
+        }
     };
     Ok((status, body).into_response())
 }
@@ -259,49 +301,115 @@ mod tests {
 
     #[test]
     fn the_query_kubectl_sends_through_the_apiserver_parses() {
-        let q = ExecQuery::parse("command=echo&command=hi%20there&container=app&stderr=true&stdout=1").unwrap();
-        assert_eq!(q, ExecQuery { command: vec!["echo".into(), "hi there".into()], stdout: true, stderr: true, ..Default::default() });
-        assert!(matches!(ExecQuery::parse("stdout=1"), Err(Error::BadRequest(_))));
+        let q =
+            ExecQuery::parse("command=echo&command=hi%20there&container=app&stderr=true&stdout=1")
+                .unwrap();
+        assert_eq!(
+            q,
+            ExecQuery {
+                command: vec!["echo".into(), "hi there".into()],
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            }
+        );
+        assert!(matches!(
+            ExecQuery::parse("stdout=1"),
+            Err(Error::BadRequest(_))
+        ));
         assert!(ExecQuery::parse("command=sh&stdin=1&tty=true").unwrap().tty);
     }
 
     #[test]
     fn v5_is_chosen_over_v4_and_older_protocols_are_not_spoken() {
         let mut h = HeaderMap::new();
-        h.insert(axum::http::header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("v5.channel.k8s.io, v4.channel.k8s.io, channel.k8s.io"));
+        h.insert(
+            axum::http::header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("v5.channel.k8s.io, v4.channel.k8s.io, channel.k8s.io"),
+        );
         assert_eq!(negotiate(&h), Some(V5));
-        h.insert(axum::http::header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("v3.channel.k8s.io,v4.channel.k8s.io"));
+        h.insert(
+            axum::http::header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("v3.channel.k8s.io,v4.channel.k8s.io"),
+        );
         assert_eq!(negotiate(&h), Some(V4));
-        h.insert(axum::http::header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("channel.k8s.io"));
+        h.insert(
+            axum::http::header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("channel.k8s.io"),
+        );
         assert_eq!(negotiate(&h), None);
     }
 
     #[test]
     fn every_message_starts_with_its_channel_byte() {
         assert_eq!(frame(channel::STDOUT, b"hi\n"), b"\x01hi\n");
-        assert_eq!(parse_frame(b"\x00input"), Some(Inbound::Data(channel::STDIN, b"input")));
-        assert_eq!(parse_frame(&[channel::CLOSE, channel::STDIN]), Some(Inbound::Close(channel::STDIN)));
+        assert_eq!(
+            parse_frame(b"\x00input"),
+            Some(Inbound::Data(channel::STDIN, b"input"))
+        );
+        assert_eq!(
+            parse_frame(&[channel::CLOSE, channel::STDIN]),
+            Some(Inbound::Close(channel::STDIN))
+        );
         assert_eq!(parse_frame(b""), None);
     }
 
     #[test]
     fn a_non_zero_exit_travels_as_a_status_kubectl_turns_into_its_exit_code() {
-        let q = ExecQuery { command: vec!["x".into()], stdout: true, stderr: true, ..Default::default() };
-        let out = ExecOutput { stdout: "hi\n".into(), stderr: "oops\n".into(), exit_code: Some(3) };
+        let q = ExecQuery {
+            command: vec!["x".into()],
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let out = ExecOutput {
+            stdout: "hi\n".into(),
+            stderr: "oops\n".into(),
+            exit_code: Some(3),
+        };
         let m = messages(&q, &out);
-        assert_eq!((m[0][0], m[1][0], m[2][0]), (channel::STDOUT, channel::STDERR, channel::ERROR));
+        assert_eq!(
+            (m[0][0], m[1][0], m[2][0]),
+            (channel::STDOUT, channel::STDERR, channel::ERROR)
+        );
         let status: Value = serde_json::from_slice(&m[2][1..]).unwrap();
         assert_eq!(status["reason"], "NonZeroExitCode");
-        assert_eq!(status["details"]["causes"][0], json!({"reason": "ExitCode", "message": "3"}));
-        let ok: Value = serde_json::from_slice(&messages(&q, &ExecOutput { exit_code: Some(0), ..out })[2][1..]).unwrap();
+        assert_eq!(
+            status["details"]["causes"][0],
+            json!({"reason": "ExitCode", "message": "3"})
+        );
+        let ok: Value = serde_json::from_slice(
+            &messages(
+                &q,
+                &ExecOutput {
+                    exit_code: Some(0),
+                    ..out
+                },
+            )[2][1..],
+        )
+        .unwrap();
         assert_eq!(ok["status"], "Success");
     }
 
     #[test]
     fn streams_the_client_did_not_ask_for_are_not_sent() {
-        let q = ExecQuery { command: vec!["x".into()], stdout: true, ..Default::default() };
-        let m = messages(&q, &ExecOutput { stdout: "a".into(), stderr: "b".into(), exit_code: Some(0) });
-        assert_eq!(m.iter().map(|m| m[0]).collect::<Vec<_>>(), vec![channel::STDOUT, channel::ERROR]);
+        let q = ExecQuery {
+            command: vec!["x".into()],
+            stdout: true,
+            ..Default::default()
+        };
+        let m = messages(
+            &q,
+            &ExecOutput {
+                stdout: "a".into(),
+                stderr: "b".into(),
+                exit_code: Some(0),
+            },
+        );
+        assert_eq!(
+            m.iter().map(|m| m[0]).collect::<Vec<_>>(),
+            vec![channel::STDOUT, channel::ERROR]
+        );
     }
 
     /// A provider that runs workloads but cannot exec (as some clouds cannot).
@@ -315,7 +423,10 @@ mod tests {
         fn capabilities(&self) -> crate::provider::Capabilities {
             crate::provider::Capabilities::default()
         }
-        async fn create(&self, _: &crate::provider::WorkloadSpec) -> std::result::Result<crate::provider::WorkloadStatus, ProviderError> {
+        async fn create(
+            &self,
+            _: &crate::provider::WorkloadSpec,
+        ) -> std::result::Result<crate::provider::WorkloadStatus, ProviderError> {
             unreachable!("not called")
         }
         async fn delete(&self, _: &str) -> std::result::Result<(), ProviderError> {
@@ -324,10 +435,17 @@ mod tests {
         async fn status(
             &self,
             _: &[String],
-        ) -> std::result::Result<std::collections::BTreeMap<String, crate::provider::WorkloadStatus>, ProviderError> {
+        ) -> std::result::Result<
+            std::collections::BTreeMap<String, crate::provider::WorkloadStatus>,
+            ProviderError,
+        > {
             Ok(Default::default())
         }
-        async fn list_owned(&self, _: &str, _: &str) -> std::result::Result<Vec<crate::provider::OwnedWorkload>, ProviderError> {
+        async fn list_owned(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> std::result::Result<Vec<crate::provider::OwnedWorkload>, ProviderError> {
             Ok(vec![])
         }
     }
@@ -344,7 +462,10 @@ mod tests {
         };
         let err = run_command(&placed, &["ls".into()]).await.unwrap_err();
         assert_eq!(err.status(), StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(err.to_string(), "noexec does not support exec (pod team/web runs on target edge)");
+        assert_eq!(
+            err.to_string(),
+            "noexec does not support exec (pod team/web runs on target edge)"
+        );
         let response = err.into_response();
         assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED);
     }

@@ -58,12 +58,16 @@ pub fn parse_bool(key: &str, value: &str) -> Result<bool> {
     match value {
         "" | "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        other => Err(Error::BadRequest(format!("query parameter {key}={other:?} is not a boolean"))),
+        other => Err(Error::BadRequest(format!(
+            "query parameter {key}={other:?} is not a boolean"
+        ))),
     }
 }
 
 fn parse_int(key: &str, value: &str) -> Result<i64> {
-    value.parse().map_err(|_| Error::BadRequest(format!("query parameter {key}={value:?} is not an integer")))
+    value.parse().map_err(|_| {
+        Error::BadRequest(format!("query parameter {key}={value:?} is not an integer"))
+    })
 }
 
 impl LogQuery {
@@ -79,22 +83,37 @@ impl LogQuery {
                 "tailLines" => q.tail_lines = u64::try_from(parse_int(&key, &value)?).ok(),
                 "limitBytes" => match parse_int(&key, &value)? {
                     n if n > 0 => q.limit_bytes = Some(n as u64),
-                    _ => return Err(Error::BadRequest(format!("limitBytes={value} must be greater than 0"))),
+                    _ => {
+                        return Err(Error::BadRequest(format!(
+                            "limitBytes={value} must be greater than 0"
+                        )));
+                    }
                 },
                 "sinceSeconds" => match parse_int(&key, &value)? {
                     n if n > 0 => since_seconds = Some(n as u64),
-                    _ => return Err(Error::BadRequest(format!("sinceSeconds={value} must be greater than 0"))),
+                    _ => {
+                        return Err(Error::BadRequest(format!(
+                            "sinceSeconds={value} must be greater than 0"
+                        )));
+                    }
                 },
                 "sinceTime" => {
-                    let t = DateTime::parse_from_rfc3339(&value)
-                        .map_err(|e| Error::BadRequest(format!("sinceTime={value:?} is not an RFC 3339 time: {e}")))?;
+                    let t = DateTime::parse_from_rfc3339(&value).map_err(|e| {
+                        Error::BadRequest(format!(
+                            "sinceTime={value:?} is not an RFC 3339 time: {e}"
+                        ))
+                    })?;
                     since_time = Some(t.with_timezone(&Utc));
                 }
                 _ => {}
             }
         }
         q.since = match (since_seconds, since_time) {
-            (Some(_), Some(_)) => return Err(Error::BadRequest("at most one of sinceSeconds or sinceTime may be given".into())),
+            (Some(_), Some(_)) => {
+                return Err(Error::BadRequest(
+                    "at most one of sinceSeconds or sinceTime may be given".into(),
+                ));
+            }
             (Some(s), None) => Some(Since::Seconds(s)),
             (None, Some(t)) => Some(Since::Time(t)),
             (None, None) => None,
@@ -112,7 +131,11 @@ impl LogQuery {
                 ms.div_ceil(1000)
             }
         });
-        LogOptions { tail_lines: self.tail_lines, since_seconds, timestamps }
+        LogOptions {
+            tail_lines: self.tail_lines,
+            since_seconds,
+            timestamps,
+        }
     }
 }
 
@@ -158,17 +181,29 @@ pub async fn container_logs(
             what: "logs of a previous container instance (only the current one is kept)".into(),
         }));
     }
-    let headers = [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    let headers = [(
+        axum::http::header::CONTENT_TYPE,
+        "text/plain; charset=utf-8",
+    )];
     if !q.follow {
         let opts = q.provider_options(Utc::now(), q.timestamps);
-        let mut text = placed.provider.logs(&placed.workload, &placed.container, &opts).await.map_err(|e| placed.error(e))?.into_bytes();
+        let mut text = placed
+            .provider
+            .logs(&placed.workload, &placed.container, &opts)
+            .await
+            .map_err(|e| placed.error(e))?
+            .into_bytes();
         if let Some(limit) = q.limit_bytes {
             text.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         }
         return Ok((headers, text).into_response());
     }
     let opts = q.provider_options(Utc::now(), true);
-    let first = placed.provider.logs(&placed.workload, &placed.container, &opts).await.map_err(|e| placed.error(e))?;
+    let first = placed
+        .provider
+        .logs(&placed.workload, &placed.container, &opts)
+        .await
+        .map_err(|e| placed.error(e))?;
     let lines = split_lines(&first);
     let follow = Follow {
         placed: Arc::new(placed),
@@ -179,26 +214,32 @@ pub async fn container_logs(
         done: false,
     };
     let first = follow.render(&lines);
-    let rest = futures::stream::unfold(follow, |mut f| async move { f.next().await.map(|chunk| (chunk, f)) });
-    let stream = futures::stream::once(async move { first }).chain(rest).filter(|chunk| futures::future::ready(!chunk.is_empty()));
+    let rest = futures::stream::unfold(follow, |mut f| async move {
+        f.next().await.map(|chunk| (chunk, f))
+    });
+    let stream = futures::stream::once(async move { first })
+        .chain(rest)
+        .filter(|chunk| futures::future::ready(!chunk.is_empty()));
     let stream = limit_bytes(stream, q.limit_bytes).map(Ok::<_, std::convert::Infallible>);
     Ok((headers, Body::from_stream(stream)).into_response())
 }
 
 /// Ends `stream` after `limit` bytes, cutting the last chunk.
-fn limit_bytes(stream: impl futures::Stream<Item = Bytes> + Send, limit: Option<u64>) -> impl futures::Stream<Item = Bytes> + Send {
+fn limit_bytes(
+    stream: impl futures::Stream<Item = Bytes> + Send,
+    limit: Option<u64>,
+) -> impl futures::Stream<Item = Bytes> + Send {
     let left = limit.unwrap_or(u64::MAX);
-    stream
-        .scan(left, |left, mut chunk| {
-            if *left == 0 {
-                return futures::future::ready(None);
-            }
-            if chunk.len() as u64 > *left {
-                chunk.truncate(*left as usize);
-            }
-            *left -= chunk.len() as u64;
-            futures::future::ready(Some(chunk))
-        })
+    stream.scan(left, |left, mut chunk| {
+        if *left == 0 {
+            return futures::future::ready(None);
+        }
+        if chunk.len() as u64 > *left {
+            chunk.truncate(*left as usize);
+        }
+        *left -= chunk.len() as u64;
+        futures::future::ready(Some(chunk))
+    })
 }
 
 /// The state of one followed log.
@@ -215,7 +256,11 @@ impl Follow {
     fn render(&self, lines: &[String]) -> Bytes {
         let mut out = String::new();
         for line in lines {
-            out.push_str(if self.timestamps { line } else { strip_timestamp(line) });
+            out.push_str(if self.timestamps {
+                line
+            } else {
+                strip_timestamp(line)
+            });
             out.push('\n');
         }
         Bytes::from(out)
@@ -233,14 +278,20 @@ impl Follow {
         let p = self.placed.clone();
         // Whether the workload is over, read before the lines so its last lines are in them.
         let over = match p.provider.status(std::slice::from_ref(&p.workload)).await {
-            Ok(statuses) => statuses.get(&p.workload).is_none_or(|s| matches!(s.phase, WorkloadPhase::Succeeded | WorkloadPhase::Failed)),
+            Ok(statuses) => statuses.get(&p.workload).is_none_or(|s| {
+                matches!(s.phase, WorkloadPhase::Succeeded | WorkloadPhase::Failed)
+            }),
             Err(e) if e.is_retryable() => false,
             Err(e) => {
                 tracing::warn!(pod = %p.key, error = %e, "kubelet API: following logs stops: the workload status cannot be read");
                 return None;
             }
         };
-        let opts = LogOptions { tail_lines: Some(FOLLOW_WINDOW), since_seconds: None, timestamps: true };
+        let opts = LogOptions {
+            tail_lines: Some(FOLLOW_WINDOW),
+            since_seconds: None,
+            timestamps: true,
+        };
         let lines = match p.provider.logs(&p.workload, &p.container, &opts).await {
             Ok(text) => split_lines(&text),
             Err(e) if e.is_retryable() => return Some(Bytes::new()),
@@ -269,24 +320,54 @@ mod tests {
 
     #[test]
     fn the_query_the_apiserver_sends_parses_into_log_options() {
-        let q = LogQuery::parse("follow=true&tailLines=1&timestamps=1&limitBytes=500&container=app").unwrap();
-        assert_eq!(q, LogQuery { follow: true, timestamps: true, tail_lines: Some(1), limit_bytes: Some(500), ..Default::default() });
+        let q =
+            LogQuery::parse("follow=true&tailLines=1&timestamps=1&limitBytes=500&container=app")
+                .unwrap();
+        assert_eq!(
+            q,
+            LogQuery {
+                follow: true,
+                timestamps: true,
+                tail_lines: Some(1),
+                limit_bytes: Some(500),
+                ..Default::default()
+            }
+        );
         assert_eq!(LogQuery::parse("").unwrap(), LogQuery::default());
     }
 
     #[test]
     fn since_time_becomes_whole_seconds_rounded_up() {
         let q = LogQuery::parse("sinceTime=2026-11-27T07%3A00%3A00Z").unwrap();
-        let now = DateTime::parse_from_rfc3339("2026-11-27T07:00:10.200Z").unwrap().with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-11-27T07:00:10.200Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(q.provider_options(now, false).since_seconds, Some(11));
         let q = LogQuery::parse("sinceSeconds=30").unwrap();
-        assert_eq!(q.provider_options(now, true), LogOptions { tail_lines: None, since_seconds: Some(30), timestamps: true });
+        assert_eq!(
+            q.provider_options(now, true),
+            LogOptions {
+                tail_lines: None,
+                since_seconds: Some(30),
+                timestamps: true
+            }
+        );
     }
 
     #[test]
     fn malformed_or_contradictory_parameters_are_bad_requests() {
-        for bad in ["follow=maybe", "tailLines=x", "sinceSeconds=0", "limitBytes=-1", "sinceTime=yesterday", "sinceSeconds=5&sinceTime=2026-01-01T00:00:00Z"] {
-            assert!(matches!(LogQuery::parse(bad), Err(Error::BadRequest(_))), "{bad}");
+        for bad in [
+            "follow=maybe",
+            "tailLines=x",
+            "sinceSeconds=0",
+            "limitBytes=-1",
+            "sinceTime=yesterday",
+            "sinceSeconds=5&sinceTime=2026-01-01T00:00:00Z",
+        ] {
+            assert!(
+                matches!(LogQuery::parse(bad), Err(Error::BadRequest(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -298,33 +379,52 @@ mod tests {
     #[test]
     fn only_the_lines_after_those_already_sent_are_new() {
         let anchor = v(&["t1 a", "t2 b"]);
-        assert_eq!(new_lines(&anchor, &v(&["t1 a", "t2 b", "t3 c", "t4 d"])), v(&["t3 c", "t4 d"]).as_slice());
+        assert_eq!(
+            new_lines(&anchor, &v(&["t1 a", "t2 b", "t3 c", "t4 d"])),
+            v(&["t3 c", "t4 d"]).as_slice()
+        );
         assert!(new_lines(&anchor, &v(&["t1 a", "t2 b"])).is_empty());
         // The read window moved past the start of the anchor: the overlap is at its start.
-        assert_eq!(new_lines(&anchor, &v(&["t2 b", "t3 c"])), v(&["t3 c"]).as_slice());
+        assert_eq!(
+            new_lines(&anchor, &v(&["t2 b", "t3 c"])),
+            v(&["t3 c"]).as_slice()
+        );
     }
 
     #[test]
     fn repeated_text_is_matched_at_its_latest_position() {
         let anchor = v(&["x", "a"]);
-        assert_eq!(new_lines(&anchor, &v(&["x", "a", "a"])), v(&["a"]).as_slice());
+        assert_eq!(
+            new_lines(&anchor, &v(&["x", "a", "a"])),
+            v(&["a"]).as_slice()
+        );
     }
 
     #[test]
     fn a_replaced_log_is_sent_whole() {
-        assert_eq!(new_lines(&v(&["t1 old"]), &v(&["t9 new"])), v(&["t9 new"]).as_slice());
+        assert_eq!(
+            new_lines(&v(&["t1 old"]), &v(&["t9 new"])),
+            v(&["t9 new"]).as_slice()
+        );
         assert_eq!(new_lines(&[], &v(&["a"])), v(&["a"]).as_slice());
     }
 
     #[test]
     fn a_timestamp_is_stripped_only_when_it_is_one() {
-        assert_eq!(strip_timestamp("2026-11-27T07:00:00.000000000Z hello world"), "hello world");
+        assert_eq!(
+            strip_timestamp("2026-11-27T07:00:00.000000000Z hello world"),
+            "hello world"
+        );
         assert_eq!(strip_timestamp("hello world"), "hello world");
     }
 
     #[tokio::test]
     async fn a_byte_limit_cuts_the_stream_and_ends_it() {
-        let chunks = futures::stream::iter(vec![Bytes::from("abc\n"), Bytes::from("defg\n"), Bytes::from("h\n")]);
+        let chunks = futures::stream::iter(vec![
+            Bytes::from("abc\n"),
+            Bytes::from("defg\n"),
+            Bytes::from("h\n"),
+        ]);
         let got: Vec<Bytes> = limit_bytes(chunks, Some(6)).collect().await;
         assert_eq!(got, vec![Bytes::from("abc\n"), Bytes::from("de")]);
     }

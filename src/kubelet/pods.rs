@@ -42,7 +42,10 @@ pub async fn find(gw: &Gateway, namespace: &str, name: &str, container: &str) ->
     let pod = api
         .get_opt(name)
         .await
-        .map_err(|source| Error::Api { pod: key.clone(), source })?
+        .map_err(|source| Error::Api {
+            pod: key.clone(),
+            source,
+        })?
         .ok_or_else(|| Error::NotFound(format!("pod {key} not found")))?;
     placed(gw, key, pod, container)
 }
@@ -51,18 +54,45 @@ pub async fn find(gw: &Gateway, namespace: &str, name: &str, container: &str) ->
 fn placed(gw: &Gateway, key: String, pod: Pod, container: &str) -> Result<Placed> {
     let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
     if node != Some(gw.config.node_name.as_str()) {
-        return Err(Error::NotFound(format!("pod {key} is not on node {}", gw.config.node_name)));
+        return Err(Error::NotFound(format!(
+            "pod {key} is not on node {}",
+            gw.config.node_name
+        )));
     }
-    let containers = pod.spec.as_ref().map(|s| s.containers.iter().map(|c| c.name.as_str()).collect::<Vec<_>>()).unwrap_or_default();
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| {
+            s.containers
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
     if !containers.contains(&container) {
-        return Err(Error::NotFound(format!("container {container} is not in pod {key} (it has: {})", containers.join(", "))));
+        return Err(Error::NotFound(format!(
+            "container {container} is not in pod {key} (it has: {})",
+            containers.join(", ")
+        )));
     }
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-    let (Some(target), Some(workload)) = (annotations.get(TARGET), annotations.get(RESOURCE_ID)) else {
-        return Err(Error::Unavailable(format!("pod {key} has no target yet: container {container} is waiting to start")));
+    let (Some(target), Some(workload)) = (annotations.get(TARGET), annotations.get(RESOURCE_ID))
+    else {
+        return Err(Error::Unavailable(format!(
+            "pod {key} has no target yet: container {container} is waiting to start"
+        )));
     };
-    let provider = gw
-        .provider_for_target(target)
-        .ok_or_else(|| Error::Unavailable(format!("pod {key} runs on target {target}, which the current policy does not have")))?;
-    Ok(Placed { key, container: container.to_string(), target: target.clone(), workload: workload.clone(), provider, pod })
+    let provider = gw.provider_for_target(target).ok_or_else(|| {
+        Error::Unavailable(format!(
+            "pod {key} runs on target {target}, which the current policy does not have"
+        ))
+    })?;
+    Ok(Placed {
+        key,
+        container: container.to_string(),
+        target: target.clone(),
+        workload: workload.clone(),
+        provider,
+        pod,
+    })
 }

@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use crate::controller::context::Gateway;
-use crate::kubelet::auth::{Identity, Reviewer, attributes, bearer_token, identity_from_certificate};
+use crate::kubelet::auth::{
+    Identity, Reviewer, attributes, bearer_token, identity_from_certificate,
+};
 use crate::kubelet::error::{Error, Result};
 use crate::kubelet::tls::{Serving, Tls};
 use crate::kubelet::{exec, logs, stats};
@@ -54,13 +56,24 @@ pub struct PeerIdentity(pub Option<Identity>);
 /// Every route behind the guard.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/containerLogs/{namespace}/{pod}/{container}", get(logs::container_logs))
-        .route("/exec/{namespace}/{pod}/{container}", get(exec::exec).post(exec::exec))
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(logs::container_logs),
+        )
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            get(exec::exec).post(exec::exec),
+        )
         .route("/run/{namespace}/{pod}/{container}", post(exec::run))
         .route("/stats/summary", get(stats::summary_handler))
         .route("/metrics/resource", get(stats::resource_metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
-        .fallback(|request: Request| async move { Error::NotFound(format!("{} is not served by burstgate's kubelet API", request.uri().path())) })
+        .fallback(|request: Request| async move {
+            Error::NotFound(format!(
+                "{} is not served by burstgate's kubelet API",
+                request.uri().path()
+            ))
+        })
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
 }
@@ -68,9 +81,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// Authenticates (client certificate, else bearer token) and authorizes (SubjectAccessReview)
 /// every request; nothing passes without both, unless the API runs insecure.
 async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    let Some(reviewer) = &shared.reviewer else { return next.run(request).await };
+    let Some(reviewer) = &shared.reviewer else {
+        return next.run(request).await;
+    };
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
-    let certificate = request.extensions().get::<PeerIdentity>().and_then(|p| p.0.clone());
+    let certificate = request
+        .extensions()
+        .get::<PeerIdentity>()
+        .and_then(|p| p.0.clone());
     let token = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -89,12 +107,23 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
     }
 }
 
-async fn check(reviewer: &Reviewer, method: &Method, path: &str, certificate: Option<Identity>, token: Option<String>) -> Result<Identity> {
-    let attrs = attributes(method, path).ok_or_else(|| Error::BadRequest(format!("method {method} is not served")))?;
+async fn check(
+    reviewer: &Reviewer,
+    method: &Method,
+    path: &str,
+    certificate: Option<Identity>,
+    token: Option<String>,
+) -> Result<Identity> {
+    let attrs = attributes(method, path)
+        .ok_or_else(|| Error::BadRequest(format!("method {method} is not served")))?;
     let who = match (certificate, token) {
         (Some(who), _) => who,
         (None, Some(token)) => reviewer.authenticate_token(&token).await?,
-        (None, None) => return Err(Error::Unauthorized("no client certificate and no bearer token".into())),
+        (None, None) => {
+            return Err(Error::Unauthorized(
+                "no client certificate and no bearer token".into(),
+            ));
+        }
     };
     reviewer.authorize(&who, &attrs).await?;
     Ok(who)
@@ -104,7 +133,10 @@ async fn check(reviewer: &Reviewer, method: &Method, path: &str, certificate: Op
 pub async fn serve(gw: Arc<Gateway>, shutdown: CancellationToken) -> Result<()> {
     let config = &gw.config;
     let serving = match (&config.kubelet_cert_file, &config.kubelet_key_file) {
-        (Some(cert), Some(key)) => Serving::Files { cert: cert.clone(), key: key.clone() },
+        (Some(cert), Some(key)) => Serving::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
         _ => {
             tracing::warn!(
                 "kubelet API: no --kubelet-cert-file/--kubelet-key-file; serving a self-signed certificate \
@@ -131,16 +163,29 @@ pub async fn serve(gw: Arc<Gateway>, shutdown: CancellationToken) -> Result<()> 
         Some(Reviewer::new(gw.client.clone(), config.node_name.clone()))
     };
     let addr = SocketAddr::from(([0, 0, 0, 0], config.kubelet_port));
-    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
     tracing::info!(%addr, "serving the kubelet API (containerLogs, exec, run, stats/summary, metrics/resource, healthz)");
-    let shared = Arc::new(Shared { gw, reviewer, shutdown: shutdown.clone(), follow_every: FOLLOW_EVERY, started: Utc::now() });
+    let shared = Arc::new(Shared {
+        gw,
+        reviewer,
+        shutdown: shutdown.clone(),
+        follow_every: FOLLOW_EVERY,
+        started: Utc::now(),
+    });
     serve_on(listener, tls, router(shared), shutdown).await;
     Ok(())
 }
 
 /// Accepts TLS connections on `listener` and serves `app` on them until `shutdown`, then gives
 /// open connections [`DRAIN_TIMEOUT`] to finish.
-pub async fn serve_on(listener: TcpListener, tls: Arc<Tls>, app: Router, shutdown: CancellationToken) {
+pub async fn serve_on(
+    listener: TcpListener,
+    tls: Arc<Tls>,
+    app: Router,
+    shutdown: CancellationToken,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(tls.clone().watch(RELOAD_EVERY, shutdown.clone()));
     loop {
@@ -159,12 +204,23 @@ pub async fn serve_on(listener: TcpListener, tls: Arc<Tls>, app: Router, shutdow
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
         tracing::warn!("kubelet API: connections still open after {DRAIN_TIMEOUT:?}; closing them");
     }
 }
 
-async fn connection(tcp: tokio::net::TcpStream, peer: SocketAddr, config: Arc<rustls::ServerConfig>, app: Router, shutdown: CancellationToken) {
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    config: Arc<rustls::ServerConfig>,
+    app: Router,
+    shutdown: CancellationToken,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
@@ -181,11 +237,14 @@ async fn connection(tcp: tokio::net::TcpStream, peer: SocketAddr, config: Arc<ru
         identity_from_certificate(cert).inspect_err(|e| tracing::info!(%peer, error = %e, "kubelet API: client certificate ignored")).ok()
     });
     let peer_identity = PeerIdentity(identity);
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(peer_identity.clone());
-        app.clone().oneshot(request.map(axum::body::Body::new))
-    });
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(peer_identity.clone());
+            app.clone().oneshot(request.map(axum::body::Body::new))
+        });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {

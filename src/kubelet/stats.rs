@@ -46,7 +46,10 @@ pub fn summary(node: &str, started: DateTime<Utc>, pods: &[Pod]) -> Value {
 }
 
 fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The resource metrics (Prometheus text format) for `pods`.
@@ -57,9 +60,25 @@ pub fn resource_metrics(pods: &[Pod]) -> String {
     out.push_str("# HELP container_start_time_seconds Start time of the container since unix epoch in seconds\n");
     out.push_str("# TYPE container_start_time_seconds gauge\n");
     for p in pods {
-        let (name, namespace) = (p.metadata.name.clone().unwrap_or_default(), p.metadata.namespace.clone().unwrap_or_default());
-        for c in p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).into_iter().flatten() {
-            let Some(started) = c.state.as_ref().and_then(|s| s.running.as_ref()).and_then(|r| r.started_at.as_ref()) else { continue };
+        let (name, namespace) = (
+            p.metadata.name.clone().unwrap_or_default(),
+            p.metadata.namespace.clone().unwrap_or_default(),
+        );
+        for c in p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            let Some(started) = c
+                .state
+                .as_ref()
+                .and_then(|s| s.running.as_ref())
+                .and_then(|r| r.started_at.as_ref())
+            else {
+                continue;
+            };
             let seconds = started.0.as_second();
             let _ = writeln!(
                 out,
@@ -75,8 +94,12 @@ pub fn resource_metrics(pods: &[Pod]) -> String {
 
 async fn node_pods(shared: &Shared) -> Result<Vec<Pod>> {
     let api: Api<Pod> = Api::all(shared.gw.client.clone());
-    let params = ListParams::default().fields(&format!("spec.nodeName={}", shared.gw.config.node_name));
-    let list = api.list(&params).await.map_err(|source| Error::Api { pod: format!("*/* on {}", shared.gw.config.node_name), source })?;
+    let params =
+        ListParams::default().fields(&format!("spec.nodeName={}", shared.gw.config.node_name));
+    let list = api.list(&params).await.map_err(|source| Error::Api {
+        pod: format!("*/* on {}", shared.gw.config.node_name),
+        source,
+    })?;
     Ok(list.items)
 }
 
@@ -84,13 +107,24 @@ async fn node_pods(shared: &Shared) -> Result<Vec<Pod>> {
 pub async fn summary_handler(State(shared): State<Arc<Shared>>) -> Result<Response> {
     let pods = node_pods(&shared).await?;
     let body = summary(&shared.gw.config.node_name, shared.started, &pods).to_string();
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 /// The `/metrics/resource` handler.
 pub async fn resource_metrics_handler(State(shared): State<Arc<Shared>>) -> Result<Response> {
     let pods = node_pods(&shared).await?;
-    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], resource_metrics(&pods)).into_response())
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        resource_metrics(&pods),
+    )
+        .into_response())
 }
 
 #[cfg(test)]
@@ -112,9 +146,15 @@ mod tests {
     fn the_summary_lists_each_pod_with_its_containers() {
         let s = summary("burstgate", DateTime::UNIX_EPOCH, &[pod()]);
         assert_eq!(s["node"]["nodeName"], "burstgate");
-        assert_eq!(s["pods"][0]["podRef"], json!({"name": "web", "namespace": "team", "uid": "u1"}));
+        assert_eq!(
+            s["pods"][0]["podRef"],
+            json!({"name": "web", "namespace": "team", "uid": "u1"})
+        );
         assert_eq!(s["pods"][0]["containers"][0]["name"], "app");
-        assert_eq!(s["pods"][0]["containers"][0]["startTime"], "2026-11-27T07:00:02Z");
+        assert_eq!(
+            s["pods"][0]["containers"][0]["startTime"],
+            "2026-11-27T07:00:02Z"
+        );
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub struct Tls {
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::Tls(format!("reading the {what} {}: {e}", path.display())))
+    std::fs::read(path)
+        .map_err(|e| Error::Tls(format!("reading the {what} {}: {e}", path.display())))
 }
 
 fn crypto() -> Arc<rustls::crypto::CryptoProvider> {
@@ -58,20 +59,38 @@ impl Tls {
     pub fn load(serving: Serving, client_ca: Option<PathBuf>) -> Result<Tls> {
         let material = Self::material(&serving, client_ca.as_deref())?;
         let config = build(&material)?;
-        Ok(Tls { serving, client_ca, loaded: Mutex::new(material), current: RwLock::new(Arc::new(config)) })
+        Ok(Tls {
+            serving,
+            client_ca,
+            loaded: Mutex::new(material),
+            current: RwLock::new(Arc::new(config)),
+        })
     }
 
     fn material(serving: &Serving, client_ca: Option<&Path>) -> Result<Material> {
         let (cert, key) = match serving {
-            Serving::Files { cert, key } => (read(cert, "serving certificate")?, read(key, "serving key")?),
+            Serving::Files { cert, key } => (
+                read(cert, "serving certificate")?,
+                read(key, "serving key")?,
+            ),
             Serving::SelfSigned(names) => {
-                let generated = rcgen::generate_simple_self_signed(names.clone())
-                    .map_err(|e| Error::Tls(format!("generating a self-signed certificate for {names:?}: {e}")))?;
-                (generated.cert.pem().into_bytes(), generated.signing_key.serialize_pem().into_bytes())
+                let generated = rcgen::generate_simple_self_signed(names.clone()).map_err(|e| {
+                    Error::Tls(format!(
+                        "generating a self-signed certificate for {names:?}: {e}"
+                    ))
+                })?;
+                (
+                    generated.cert.pem().into_bytes(),
+                    generated.signing_key.serialize_pem().into_bytes(),
+                )
             }
         };
         let client_ca = client_ca.map(|p| read(p, "client CA")).transpose()?;
-        Ok(Material { cert, key, client_ca })
+        Ok(Material {
+            cert,
+            key,
+            client_ca,
+        })
     }
 
     /// Whether client certificates are asked for (a client CA is configured).
@@ -97,7 +116,14 @@ impl Tls {
         let mut loaded = self.loaded.lock().expect("tls material lock");
         let material = match serving {
             Some(files) => Self::material(files, self.client_ca.as_deref())?,
-            None => Material { client_ca: self.client_ca.as_deref().map(|p| read(p, "client CA")).transpose()?, ..loaded.clone() },
+            None => Material {
+                client_ca: self
+                    .client_ca
+                    .as_deref()
+                    .map(|p| read(p, "client CA"))
+                    .transpose()?,
+                ..loaded.clone()
+            },
         };
         if material == *loaded {
             return Ok(false);
@@ -140,9 +166,12 @@ fn build(m: &Material) -> Result<ServerConfig> {
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::Tls(format!("the serving certificate is not PEM: {e}")))?;
     if certs.is_empty() {
-        return Err(Error::Tls("the serving certificate file holds no certificate".into()));
+        return Err(Error::Tls(
+            "the serving certificate file holds no certificate".into(),
+        ));
     }
-    let key = PrivateKeyDer::from_pem_slice(&m.key).map_err(|e| Error::Tls(format!("the serving key is not a PEM private key: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(&m.key)
+        .map_err(|e| Error::Tls(format!("the serving key is not a PEM private key: {e}")))?;
     let builder = ServerConfig::builder_with_provider(crypto())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?;
@@ -151,8 +180,11 @@ fn build(m: &Material) -> Result<ServerConfig> {
         Some(pem) => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| Error::Tls(format!("the client CA is not PEM: {e}")))?;
-                roots.add(cert).map_err(|e| Error::Tls(format!("the client CA holds an unusable certificate: {e}")))?;
+                let cert =
+                    cert.map_err(|e| Error::Tls(format!("the client CA is not PEM: {e}")))?;
+                roots.add(cert).map_err(|e| {
+                    Error::Tls(format!("the client CA holds an unusable certificate: {e}"))
+                })?;
             }
             if roots.is_empty() {
                 return Err(Error::Tls("the client CA file holds no certificate".into()));
@@ -162,13 +194,17 @@ fn build(m: &Material) -> Result<ServerConfig> {
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto())
                 .allow_unauthenticated()
                 .build()
-                .map_err(|e| Error::Tls(format!("the client CA cannot verify certificates: {e}")))?;
+                .map_err(|e| {
+                    Error::Tls(format!("the client CA cannot verify certificates: {e}"))
+                })?;
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| Error::Tls(format!("the serving certificate and key do not make a pair: {e}")))?;
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        Error::Tls(format!(
+            "the serving certificate and key do not make a pair: {e}"
+        ))
+    })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -186,16 +222,26 @@ pub(crate) mod tests {
     impl TestCa {
         pub(crate) fn new(name: &str) -> TestCa {
             let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
-            params.distinguished_name.push(rcgen::DnType::CommonName, name);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
             params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
             let key = rcgen::KeyPair::generate().unwrap();
             let cert = params.self_signed(&key).unwrap();
-            TestCa { pem: cert.pem(), issuer: rcgen::Issuer::new(params, key) }
+            TestCa {
+                pem: cert.pem(),
+                issuer: rcgen::Issuer::new(params, key),
+            }
         }
 
         pub(crate) fn leaf(&self, cn: &str, sans: &[&str]) -> (String, String) {
-            let mut params = rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-            params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            let mut params = rcgen::CertificateParams::new(
+                sans.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+            .unwrap();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
             let key = rcgen::KeyPair::generate().unwrap();
             let cert = params.signed_by(&key, &self.issuer).unwrap();
             (cert.pem(), key.serialize_pem())
@@ -214,7 +260,14 @@ pub(crate) mod tests {
         let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
         std::fs::write(&cert_path, &cert).unwrap();
         std::fs::write(&key_path, &key).unwrap();
-        let tls = Tls::load(Serving::Files { cert: cert_path.clone(), key: key_path.clone() }, None).unwrap();
+        let tls = Tls::load(
+            Serving::Files {
+                cert: cert_path.clone(),
+                key: key_path.clone(),
+            },
+            None,
+        )
+        .unwrap();
         let first = tls.current();
         assert!(!tls.reload().unwrap(), "nothing changed");
         assert!(Arc::ptr_eq(&first, &tls.current()));
@@ -236,7 +289,15 @@ pub(crate) mod tests {
 
     #[test]
     fn a_missing_file_is_named_in_the_error() {
-        let err = Tls::load(Serving::Files { cert: "/nonexistent/tls.crt".into(), key: "/nonexistent/tls.key".into() }, None).err().unwrap();
+        let err = Tls::load(
+            Serving::Files {
+                cert: "/nonexistent/tls.crt".into(),
+                key: "/nonexistent/tls.key".into(),
+            },
+            None,
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("/nonexistent/tls.crt"), "{err}");
     }
 
@@ -245,7 +306,11 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca_path = dir.path().join("ca.crt");
         std::fs::write(&ca_path, TestCa::new("ca").pem).unwrap();
-        let tls = Tls::load(Serving::SelfSigned(vec!["127.0.0.1".into(), "burstgate".into()]), Some(ca_path)).unwrap();
+        let tls = Tls::load(
+            Serving::SelfSigned(vec!["127.0.0.1".into(), "burstgate".into()]),
+            Some(ca_path),
+        )
+        .unwrap();
         assert!(tls.verifies_client_certificates());
         assert_eq!(tls.current().alpn_protocols, vec![b"http/1.1".to_vec()]);
     }

@@ -5,4 +5,5 @@ mod common;
 mod gateway_e2e;
 mod gateway_node;
 mod gateway_pods;
+mod kubelet;
 mod peers;
