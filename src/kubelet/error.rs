@@ -42,6 +42,10 @@ pub enum Error {
     /// No such pod or container on this node (404). Not retryable.
     #[error("{0}")]
     NotFound(String),
+    /// A kubelet endpoint burstgate does not implement (`/attach`, `/portForward`) (501).
+    /// Not retryable.
+    #[error("{0}")]
+    NotImplemented(String),
     /// The pod has no workload to talk to yet, or its target left the policy (503). Retryable.
     #[error("{0}")]
     Unavailable(String),
@@ -97,6 +101,7 @@ impl Error {
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Error::Review { .. } | Error::Unavailable(_) | Error::Api { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -252,6 +252,12 @@ struct Follow {
     done: bool,
 }
 
+impl Drop for Follow {
+    fn drop(&mut self) {
+        tracing::debug!(pod = %self.placed.key, done = self.done, "kubelet API: stopped following logs");
+    }
+}
+
 impl Follow {
     fn render(&self, lines: &[String]) -> Bytes {
         let mut out = String::new();

@@ -11,7 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use chrono::{DateTime, Utc};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -68,6 +68,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/stats/summary", get(stats::summary_handler))
         .route("/metrics/resource", get(stats::resource_metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            any(|| not_implemented("attach")),
+        )
+        .route(
+            "/portForward/{namespace}/{pod}",
+            any(|| not_implemented("port-forward")),
+        )
         .fallback(|request: Request| async move {
             Error::NotFound(format!(
                 "{} is not served by burstgate's kubelet API",
@@ -76,6 +84,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         })
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
+}
+
+async fn not_implemented(what: &str) -> Error {
+    Error::NotImplemented(format!(
+        "burstgate's kubelet API does not support {what}: pods run at cloud providers without an attachable console or port forwarding"
+    ))
 }
 
 /// Authenticates (client certificate, else bearer token) and authorizes (SubjectAccessReview)

@@ -494,6 +494,9 @@ async fn the_kubelet_port_refuses_the_anonymous_and_the_unauthorized_and_serves_
         &[&as_apiserver[..], &["-X", "POST"]].concat(),
     );
     assert_eq!((code, body.as_str()), (200, "ran\n"));
+    let (code, body) = curl(&gw.url(&format!("/portForward/{ns}/web")), &as_apiserver);
+    assert_eq!(code, 501, "{body}");
+    assert!(body.contains("does not support port-forward"), "{body}");
     let (code, body) = curl(&gw.url("/healthz"), &as_apiserver);
     assert_eq!((code, body.as_str()), (200, "ok"));
 
