@@ -17,8 +17,9 @@ use crate::controller::leader::{ElectionConfig, LeaderElector};
 use crate::controller::reload::{PolicyReloader, run_reload};
 use crate::controller::{node, pod};
 use crate::policy::model::ProviderKind;
-use crate::provider::Provider;
-use crate::provider::sim::{SimCloud, SimProvider};
+use crate::provider::factories::SimFactory;
+use crate::provider::registry::Factory;
+use crate::provider::sim::SimCloud;
 
 /// How long shutdown waits for everything to stop.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -37,23 +38,46 @@ pub enum Error {
 async fn client(config: &RunConfig) -> Result<kube::Client, Error> {
     let kube_config = match &config.kubeconfig {
         Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| Error::Config(e.to_string()))?
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .map_err(|e| Error::Config(e.to_string()))?
         }
-        None => kube::Config::infer().await.map_err(|e| Error::Config(e.to_string()))?,
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| Error::Config(e.to_string()))?,
     };
     Ok(kube::Client::try_from(kube_config)?)
 }
 
-/// The providers this build can run pods on.
-pub fn providers(config: &RunConfig) -> BTreeMap<ProviderKind, Arc<dyn Provider>> {
+/// The provider kinds this gateway can build adapters for.
+pub fn factories(config: &RunConfig) -> BTreeMap<ProviderKind, Arc<dyn Factory>> {
     let cloud = SimCloud::new(Duration::from_millis(config.sim_cold_start_ms), 10_000);
-    BTreeMap::from([(ProviderKind::Sim, Arc::new(SimProvider::new(cloud)) as Arc<dyn Provider>)])
+    BTreeMap::from([(
+        ProviderKind::Sim,
+        Arc::new(SimFactory::new(cloud)) as Arc<dyn Factory>,
+    )])
 }
 
-/// What the leader runs: the virtual node and the pod lifecycle, until `term` is cancelled.
+/// Keeps every target's adapter built for the live policy, until `term` is cancelled.
+pub async fn sync_providers(gw: Arc<Gateway>, term: CancellationToken) {
+    let mut policy = gw.policy.clone();
+    loop {
+        policy.mark_unchanged();
+        gw.sync_providers().await;
+        tokio::select! {
+            _ = term.cancelled() => return,
+            r = policy.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// What the leader runs: the adapters, the virtual node and the pod lifecycle, until `term` is
+/// cancelled.
 pub async fn run_controllers(gw: Arc<Gateway>, term: CancellationToken) {
     let node = {
         let (gw, term) = (gw.clone(), term.clone());
@@ -64,7 +88,11 @@ pub async fn run_controllers(gw: Arc<Gateway>, term: CancellationToken) {
             }
         }
     };
-    tokio::join!(node, pod::run(gw, term));
+    tokio::join!(
+        sync_providers(gw.clone(), term.clone()),
+        node,
+        pod::run(gw, term)
+    );
 }
 
 /// Runs the gateway until SIGTERM / SIGINT.
@@ -73,19 +101,37 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
     let (tx, rx) = watch::channel(None);
     let reloader = PolicyReloader::new(config.policy_dir.clone(), tx);
     let election = ElectionConfig::from_run_config(&config);
-    let gw = Gateway::new(client.clone(), config.clone(), rx, providers(&config));
+    let gw = Gateway::new(
+        client.clone(),
+        config.clone(),
+        rx,
+        factories(&config),
+        Default::default(),
+    );
 
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(signals(shutdown.clone()));
     let reload_gw = gw.clone();
-    tasks.spawn(run_reload(reloader, gw.clone(), shutdown.clone(), move |outcome| {
-        let serving = reload_gw.policy.borrow().as_ref().map(|p| p.hash.clone());
-        reload_gw.metrics.reloaded(outcome.metric_label(), serving.as_deref());
-    }));
+    tasks.spawn(run_reload(
+        reloader,
+        gw.clone(),
+        shutdown.clone(),
+        move |outcome| {
+            let serving = reload_gw.policy.borrow().as_ref().map(|p| p.hash.clone());
+            reload_gw
+                .metrics
+                .reloaded(outcome.metric_label(), serving.as_deref());
+        },
+    ));
     let refresh_gw = gw.clone();
     let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || refresh_gw.refresh_metrics());
-    let metrics_server = crate::metrics::serve(config.metrics_addr, gw.metrics.clone(), refresh, shutdown.clone());
+    let metrics_server = crate::metrics::serve(
+        config.metrics_addr,
+        gw.metrics.clone(),
+        refresh,
+        shutdown.clone(),
+    );
     let (metrics_shutdown, addr) = (shutdown.clone(), config.metrics_addr);
     tasks.spawn(async move {
         if let Err(e) = metrics_server.await {
@@ -117,10 +163,17 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
         }
     });
     let leader_gw = gw.clone();
-    elector.run(shutdown.clone(), move |term| run_controllers(leader_gw.clone(), term)).await;
+    elector
+        .run(shutdown.clone(), move |term| {
+            run_controllers(leader_gw.clone(), term)
+        })
+        .await;
 
     shutdown.cancel();
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
         tracing::warn!("some tasks did not stop within {DRAIN_TIMEOUT:?}; exiting anyway");
     }
@@ -130,7 +183,10 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
 
 async fn signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot listen for signals; stop with the shutdown token only");
         return;
     };

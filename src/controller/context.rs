@@ -2,7 +2,7 @@
 //! the ledger, the providers, target health, and the nudge that re-decides pending pods.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{Notify, watch};
 
@@ -11,6 +11,8 @@ use crate::metrics::Metrics;
 use crate::policy::model::ProviderKind;
 use crate::policy::{Exclusion, ExclusionReason, Ledger, Policy};
 use crate::provider::Provider;
+use crate::provider::layers::{self, CircuitState, Observer};
+use crate::provider::registry::{Factory, Registry};
 
 /// The live policy: `None` until the first good load; a bad reload leaves the last good one.
 pub type PolicyWatch = watch::Receiver<Option<Arc<Policy>>>;
@@ -25,8 +27,8 @@ pub struct Gateway {
     pub policy: PolicyWatch,
     /// Reservations of every placed pod; decisions take the lock for microseconds.
     pub ledger: Mutex<Ledger>,
-    /// One adapter per provider kind the policy may name.
-    pub providers: BTreeMap<ProviderKind, Arc<dyn Provider>>,
+    /// One adapter per target, built from the live policy.
+    pub providers: Registry,
     /// Targets currently unusable (circuit open), by target name, with why.
     pub unhealthy: Mutex<BTreeMap<String, ExclusionReason>>,
     /// Notified when policy, quota or health change: pending pods are decided again.
@@ -41,17 +43,10 @@ impl Gateway {
         self.policy.borrow().clone()
     }
 
-    /// The adapter of a provider kind.
-    pub fn provider(&self, kind: ProviderKind) -> Option<Arc<dyn Provider>> {
-        self.providers.get(&kind).cloned()
-    }
-
-    /// The adapter serving the target named `target` in the current policy (what the kubelet
-    /// API uses to reach a placed pod's workload: the pod's `burstgate.io/target` annotation).
+    /// The adapter serving the target named `target` (a placed pod's `burstgate.io/target`
+    /// annotation): the controllers and the kubelet API reach workloads through it.
     pub fn provider_for_target(&self, target: &str) -> Option<Arc<dyn Provider>> {
-        let policy = self.current_policy()?;
-        let t = policy.targets.iter().find(|t| t.name == target)?;
-        self.provider(t.provider)
+        self.providers.get(target)
     }
 
     /// Exclusions for the engine: unhealthy targets that exist in `policy`.
@@ -60,7 +55,12 @@ impl Gateway {
         policy
             .targets
             .iter()
-            .filter_map(|t| unhealthy.get(&t.name).map(|r| Exclusion { target: t.id, reason: r.clone() }))
+            .filter_map(|t| {
+                unhealthy.get(&t.name).map(|r| Exclusion {
+                    target: t.id,
+                    reason: r.clone(),
+                })
+            })
             .collect()
     }
 
@@ -70,30 +70,48 @@ impl Gateway {
         policy
             .targets
             .iter()
-            .filter(|t| self.providers.contains_key(&t.provider) && !unhealthy.contains_key(&t.name))
+            .filter(|t| self.providers.get(&t.name).is_some() && !unhealthy.contains_key(&t.name))
             .map(|t| t.name.clone())
             .collect()
     }
 }
 
 impl Gateway {
-    /// A gateway with an empty ledger.
+    /// A gateway with an empty ledger, building each target's adapter with the factory of its
+    /// provider kind.
     pub fn new(
         client: kube::Client,
         config: RunConfig,
         policy: PolicyWatch,
-        providers: BTreeMap<ProviderKind, Arc<dyn Provider>>,
+        factories: BTreeMap<ProviderKind, Arc<dyn Factory>>,
+        layer_settings: layers::Settings,
     ) -> Arc<Gateway> {
-        Arc::new(Gateway {
+        Arc::new_cyclic(|gw: &Weak<Gateway>| Gateway {
             client,
             config,
             policy,
             ledger: Mutex::new(Ledger::default()),
-            providers,
+            providers: Registry::new(
+                factories,
+                layer_settings,
+                Arc::new(Health { gw: gw.clone() }),
+            ),
             unhealthy: Mutex::default(),
             nudge: Notify::new(),
             metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// Builds the adapters the current policy needs (after each policy change).
+    pub async fn sync_providers(&self) {
+        let Some(policy) = self.current_policy() else {
+            return;
+        };
+        let problems = self.providers.sync(&policy).await;
+        for (target, why) in &problems {
+            tracing::warn!(target_name = %target, %why, "target has no adapter");
+        }
+        self.nudge.notify_waiters();
     }
 
     /// Refreshes the quota and spend gauges from the ledger (called at scrape time).
@@ -101,6 +119,78 @@ impl Gateway {
         if let Some(policy) = self.current_policy() {
             let ledger = self.ledger.lock().expect("ledger lock");
             self.metrics.observe_ledger(&policy, &ledger);
+        }
+    }
+}
+
+/// Hears the layers of every target: records metrics, and excludes a target from decisions while
+/// its circuit is open (a Warning Event on the node says so), offering it again when a probe may go.
+struct Health {
+    gw: Weak<Gateway>,
+}
+
+impl Observer for Health {
+    fn request(&self, provider: &str, region: &str, api: &str, result: &str, seconds: f64) {
+        if let Some(gw) = self.gw.upgrade() {
+            gw.metrics
+                .provider_request(provider, region, api, result, seconds);
+        }
+    }
+
+    fn waited(&self, provider: &str, region: &str, class: &str, seconds: f64) {
+        if let Some(gw) = self.gw.upgrade() {
+            let labels = crate::metrics::LimiterLabels {
+                provider: provider.into(),
+                region: region.into(),
+                class: class.into(),
+            };
+            gw.metrics
+                .rate_limiter_wait_seconds
+                .get_or_create(&labels)
+                .observe(seconds);
+        }
+    }
+
+    fn circuit(&self, target: &str, state: CircuitState) {
+        let Some(gw) = self.gw.upgrade() else { return };
+        gw.metrics
+            .circuit_state
+            .get_or_create(&crate::metrics::TargetLabels {
+                target: target.into(),
+            })
+            .set(state.gauge());
+        let changed = {
+            let mut unhealthy = gw.unhealthy.lock().expect("health lock");
+            match state {
+                CircuitState::Open => unhealthy
+                    .insert(target.to_string(), ExclusionReason::CircuitOpen)
+                    .is_none(),
+                CircuitState::HalfOpen | CircuitState::Closed => unhealthy.remove(target).is_some(),
+            }
+        };
+        if !changed {
+            return;
+        }
+        gw.nudge.notify_waiters();
+        let (target, gw) = (target.to_string(), gw.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let (type_, reason, note) = match state {
+                    CircuitState::Open => (
+                        kube::runtime::events::EventType::Warning,
+                        "CircuitOpen",
+                        format!("target {target} excluded: its circuit opened after repeated target-level failures"),
+                    ),
+                    _ => (
+                        kube::runtime::events::EventType::Normal,
+                        "CircuitProbing",
+                        format!("target {target} offered again: its circuit is {}", state.as_str()),
+                    ),
+                };
+                if let Err(e) = crate::controller::node::node_event(&gw, type_, reason, &note).await {
+                    tracing::warn!(error = %e, "could not record the circuit Event");
+                }
+            });
         }
     }
 }

@@ -41,7 +41,8 @@ pub async fn collect(gw: &Gateway) -> Result<usize, kube::Error> {
         gw.nudge.notify_waiters();
     }
     let mut deleted = 0;
-    for provider in gw.providers.values() {
+    let mut seen = std::collections::HashSet::new();
+    for (_, provider) in gw.providers.all() {
         let owned = match provider.list_owned(&gw.config.cluster_id, &gw.config.node_name).await {
             Ok(o) => o,
             Err(e) => {
@@ -49,6 +50,8 @@ pub async fn collect(gw: &Gateway) -> Result<usize, kube::Error> {
                 continue;
             }
         };
+        // Targets sharing an account and region list the same workloads: handle each once.
+        let owned: Vec<_> = owned.into_iter().filter(|w| seen.insert(w.id.clone())).collect();
         for w in orphans(&owned, &live, gw.config.gc_min_age()) {
             match provider.delete(&w.id).await {
                 Ok(()) => {

@@ -225,8 +225,10 @@ pub fn target_health(gw: &Gateway, policy: &Policy) -> TargetHealth {
         .iter()
         .filter(|t| !usable.contains(&t.name))
         .map(|t| {
-            let why = if !gw.providers.contains_key(&t.provider) {
-                format!("no {} provider is configured", t.provider)
+            let why = if let Some(problem) = gw.providers.problem(&t.name) {
+                problem
+            } else if gw.providers.get(&t.name).is_none() {
+                format!("no {} adapter is ready yet", t.provider)
             } else {
                 match unhealthy.get(&t.name) {
                     Some(ExclusionReason::CircuitOpen) => "circuit open after repeated failures".to_owned(),

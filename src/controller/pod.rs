@@ -94,7 +94,7 @@ impl PodController {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.gw.providers.values().map(|p| p.capabilities()).fold(Capabilities::default(), |a, b| Capabilities {
+        self.gw.providers.all().into_iter().map(|(_, p)| p.capabilities()).fold(Capabilities::default(), |a, b| Capabilities {
             logs: a.logs || b.logs,
             exec: a.exec || b.exec,
             host_path: a.host_path || b.host_path,
@@ -146,7 +146,7 @@ impl PodController {
             }
         }
         let mut created = HashSet::new();
-        for provider in self.gw.providers.values() {
+        for (_, provider) in self.gw.providers.all() {
             match provider.list_owned(&self.gw.config.cluster_id, &self.gw.config.node_name).await {
                 Ok(owned) => created.extend(owned.into_iter().map(|o| o.owner.pod_uid)),
                 Err(e) => tracing::warn!(provider = provider.name(), error = %e, "could not list owned workloads at start"),
@@ -278,11 +278,15 @@ impl PodController {
     async fn create(&self, pod: &Pod) -> Result<Action, Error> {
         let host_ip = self.gw.config.node_ip.clone();
         let uid = pod.uid().unwrap_or_default();
-        let Some((kind, spec)) = self.spec_for(pod) else {
+        let Some((_, spec)) = self.spec_for(pod) else {
             return self.redecide(pod, "?", "placement annotations are incomplete".into()).await;
         };
-        let Some(provider) = self.gw.provider(kind) else {
-            return self.redecide(pod, &spec.target, format!("provider {kind} is not configured on this gateway")).await;
+        let Some(provider) = self.gw.provider_for_target(&spec.target) else {
+            return match self.gw.providers.problem(&spec.target) {
+                Some(why) => self.redecide(pod, &spec.target, why).await,
+                // The adapter is being built for a policy that just arrived.
+                None => Ok(Action::requeue(Duration::from_secs(1))),
+            };
         };
         match provider.create(&spec).await {
             Ok(ws) => {
@@ -291,7 +295,7 @@ impl PodController {
                 self.patch_status(pod, status::from_workload(pod, &ws, &host_ip, &now())).await?;
                 Ok(Action::requeue(Duration::from_secs(300)))
             }
-            Err(ProviderError::Transient { retry_after, message }) => {
+            Err(ProviderError::Transient { retry_after, message } | ProviderError::Throttled { retry_after, message }) => {
                 tracing::info!(pod = %pod.name_any(), %message, "create throttled; retrying");
                 Ok(Action::requeue(retry_after.unwrap_or(Duration::from_secs(5))))
             }
@@ -325,8 +329,8 @@ impl PodController {
 
     async fn delete(&self, pod: &Pod) -> Result<Action, Error> {
         let uid = pod.uid().unwrap_or_default();
-        if let Some((kind, spec)) = self.spec_for(pod)
-            && let Some(provider) = self.gw.provider(kind)
+        if let Some((_, spec)) = self.spec_for(pod)
+            && let Some(provider) = self.gw.provider_for_target(&spec.target)
         {
             match provider.delete(&spec.id).await {
                 Ok(()) => {}
@@ -367,7 +371,7 @@ impl PodController {
     /// One pass of batched status reads; returns how many workloads were read.
     async fn sync_statuses(&self, store: &Store<Pod>) -> usize {
         let host_ip = self.gw.config.node_ip.clone();
-        let mut by_provider: BTreeMap<ProviderKind, Vec<Arc<Pod>>> = BTreeMap::new();
+        let mut by_target: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
         {
             let created = self.created.lock().expect("created lock");
             let polled = self.polled.lock().expect("polled lock");
@@ -378,14 +382,14 @@ impl PodController {
                 }
                 let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
                 let due = polled.get(&uid).is_none_or(|t| t.elapsed() >= if running { POLL_RUNNING } else { POLL_PENDING });
-                if let (true, Some(kind)) = (due, pod.annotations().get(placement::PROVIDER).and_then(|p| ProviderKind::parse(p))) {
-                    by_provider.entry(kind).or_default().push(pod);
+                if let (true, Some(target)) = (due, pod.annotations().get(placement::TARGET)) {
+                    by_target.entry(target.clone()).or_default().push(pod);
                 }
             }
         }
         let mut read = 0;
-        for (kind, pods) in by_provider {
-            let Some(provider) = self.gw.provider(kind) else { continue };
+        for (target, pods) in by_target {
+            let Some(provider) = self.gw.provider_for_target(&target) else { continue };
             let ids: Vec<String> = pods.iter().map(|p| workload_id(&p.uid().unwrap_or_default())).collect();
             let statuses = match provider.status(&ids).await {
                 Ok(s) => s,

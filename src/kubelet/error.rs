@@ -107,6 +107,7 @@ impl Error {
             }
             Error::Provider { source, .. } => match source {
                 ProviderError::NotSupported { .. } => StatusCode::NOT_IMPLEMENTED,
+                ProviderError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
                 ProviderError::Transient { .. } | ProviderError::Target { .. } => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
@@ -135,10 +136,14 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            Error::Provider { source, .. } => source.retry_after(),
+            _ => None,
+        };
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), error = %self, "kubelet API request failed");
         }
-        (
+        let mut response = (
             status,
             [(
                 axum::http::header::CONTENT_TYPE,
@@ -146,7 +151,14 @@ impl IntoResponse for Error {
             )],
             format!("{self}\n"),
         )
-            .into_response()
+            .into_response();
+        if let Some(after) = retry_after {
+            let seconds = after.as_secs_f64().ceil().max(1.0) as u64;
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -195,6 +207,21 @@ mod tests {
             "t",
         );
         assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn a_throttled_provider_answers_429_with_its_retry_after() {
+        let err = Error::provider(
+            ProviderError::Throttled {
+                message: "slow down".into(),
+                retry_after: Some(std::time::Duration::from_millis(2500)),
+            },
+            "a/b",
+            "t",
+        );
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "3");
     }
 
     #[test]

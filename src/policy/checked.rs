@@ -123,8 +123,25 @@ pub struct Target {
     pub gpus: Vec<String>,
     /// Rate-limit overrides for the adapter.
     pub rate_limits: Vec<RateLimitSpec>,
+    /// Where the adapter sends the pods (subscription, cluster, namespace...).
+    pub connection: Connection,
     /// Where it was written.
     pub source: Source,
+}
+
+/// A target's provider-specific settings, as written in its `aci`, `fargate` or `cluster` block.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Connection {
+    /// No block written (the simulator needs none; `burstgate run` refuses `aci` and `fargate`
+    /// targets without one).
+    #[default]
+    None,
+    /// `aci:`.
+    Aci(crate::policy::model::AciSpec),
+    /// `fargate:`.
+    Fargate(crate::policy::model::FargateSpec),
+    /// `cluster:`.
+    Cluster(crate::policy::model::ClusterSpec),
 }
 
 /// A checked budget.
@@ -149,7 +166,7 @@ pub struct Budget {
 impl Budget {
     /// Does this pod count against the budget?
     pub fn covers(&self, pod: &PodView) -> bool {
-        let ns_ok = self.namespaces.is_empty() || self.namespaces.iter().any(|n| *n == pod.namespace);
+        let ns_ok = self.namespaces.is_empty() || self.namespaces.contains(&pod.namespace);
         ns_ok && labels_match(&self.labels, &pod.labels)
     }
 }
@@ -233,7 +250,7 @@ pub struct Matcher {
 impl Matcher {
     /// Matches without the expression (cheap part first).
     pub fn matches_static(&self, pod: &PodView) -> bool {
-        (self.namespaces.is_empty() || self.namespaces.iter().any(|n| *n == pod.namespace))
+        (self.namespaces.is_empty() || self.namespaces.contains(&pod.namespace))
             && labels_match(&self.labels, &pod.labels)
             && labels_match(&self.annotations, &pod.annotations)
     }

@@ -13,7 +13,7 @@ use crate::policy::model::OnNoTarget;
 fn amount(resource: Resource, v: u64) -> String {
     match resource {
         Resource::Vcpu => trim(v as f64 / 1000.0),
-        Resource::Memory => format!("{}", trim(v as f64 / 1024.0)),
+        Resource::Memory => trim(v as f64 / 1024.0).to_string(),
         Resource::Pods => v.to_string(),
         Resource::HourlyCost => trim(micros_to_usd(v)),
     }

@@ -11,12 +11,12 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::policy::checked::{
-    AllowRejection, Budget, MAX_TARGETS, Matcher, Objective, Policy, Pricing, Quota, Rule, Source, Target, TargetId,
+    AllowRejection, Budget, Connection, MAX_TARGETS, Matcher, Objective, Policy, Pricing, Quota, Rule, Source, Target, TargetId,
     usd_to_micros,
 };
 use crate::policy::expression::Expression;
 use crate::policy::model::{
-    API_VERSION, KIND, NamedObjective, ObjectiveSpec, OnNoTarget, PolicyDocument, RuleSpec, TargetSpec,
+    API_VERSION, KIND, NamedObjective, ObjectiveSpec, OnNoTarget, PolicyDocument, ProviderKind, RuleSpec, TargetSpec,
 };
 
 /// One problem in one policy file.
@@ -357,6 +357,7 @@ fn check_target(p: &Parsed, at: &str, spec: &TargetSpec, id: TargetId, errors: &
         }
         positive(p, &format!("{at}.rateLimits[{j}].perSecond"), Some(rl.per_second), errors);
     }
+    let connection = check_connection(p, at, spec, errors);
     Target {
         id,
         name: spec.name.clone(),
@@ -370,7 +371,42 @@ fn check_target(p: &Parsed, at: &str, spec: &TargetSpec, id: TargetId, errors: &
         max_pod_memory_mib: max_mem.map(|v| (v * 1024.0).floor() as u64),
         gpus: l.gpus.clone(),
         rate_limits: spec.rate_limits.clone(),
+        connection,
         source: p.source(at),
+    }
+}
+
+/// The one provider block a target may carry, matching its provider, with its required fields.
+fn check_connection(p: &Parsed, at: &str, spec: &TargetSpec, errors: &mut Vec<PolicyError>) -> Connection {
+    let blocks = [("aci", spec.aci.is_some(), ProviderKind::Aci), ("fargate", spec.fargate.is_some(), ProviderKind::Fargate), ("cluster", spec.cluster.is_some(), ProviderKind::Cluster)];
+    for (field, present, kind) in blocks {
+        if present && spec.provider != kind {
+            errors.push(p.error(format!("{at}.{field}"), format!("a `{field}` block is only for provider {kind}; this target's provider is {}", spec.provider)));
+        }
+    }
+    let mut required = |field: String, value: &str| {
+        if value.trim().is_empty() {
+            errors.push(p.error(field, "must not be empty"));
+        }
+    };
+    match spec.provider {
+        ProviderKind::Aci => spec.aci.clone().map_or(Connection::None, |a| {
+            required(format!("{at}.aci.subscriptionId"), &a.subscription_id);
+            required(format!("{at}.aci.resourceGroup"), &a.resource_group);
+            Connection::Aci(a)
+        }),
+        ProviderKind::Fargate => spec.fargate.clone().map_or(Connection::None, |f| {
+            required(format!("{at}.fargate.cluster"), &f.cluster);
+            if f.subnets.is_empty() {
+                required(format!("{at}.fargate.subnets"), "");
+            }
+            Connection::Fargate(f)
+        }),
+        ProviderKind::Cluster => spec.cluster.clone().map_or(Connection::None, |c| {
+            required(format!("{at}.cluster.namespace"), &c.namespace);
+            Connection::Cluster(c)
+        }),
+        ProviderKind::Sim => Connection::None,
     }
 }
 
@@ -569,6 +605,24 @@ spec:
     fn a_negative_price_is_reported_on_its_line() {
         let text = GOOD.replace("vcpuHour: 0.0405", "vcpuHour: -1");
         assert_eq!(only_error(&text), "p.yaml:8: spec.targets[0].pricing.vcpuHour: must be a number >= 0, got -1");
+    }
+
+    #[test]
+    fn a_provider_block_of_another_provider_is_reported_with_its_field() {
+        let text = GOOD.replace("      latencyMs: 20", "      latencyMs: 20\n      fargate: {cluster: c, subnets: [s]}");
+        let msg = only_error(&text);
+        assert!(msg.starts_with("p.yaml:") && msg.contains("spec.targets[0].fargate: a `fargate` block is only for provider fargate"), "{msg}");
+    }
+
+    #[test]
+    fn an_aci_block_keeps_its_subscription_and_an_empty_resource_group_is_an_error() {
+        let text = GOOD.replace("      latencyMs: 20", "      latencyMs: 20\n      aci: {subscriptionId: sub-1, resourceGroup: rg}");
+        match &load(&text).unwrap().targets[0].connection {
+            Connection::Aci(a) => assert_eq!((a.subscription_id.as_str(), a.resource_group.as_str()), ("sub-1", "rg")),
+            other => panic!("expected an aci connection, got {other:?}"),
+        }
+        let empty = GOOD.replace("      latencyMs: 20", "      latencyMs: 20\n      aci: {subscriptionId: sub-1, resourceGroup: ''}");
+        assert!(only_error(&empty).ends_with("spec.targets[0].aci.resourceGroup: must not be empty"));
     }
 
     #[test]

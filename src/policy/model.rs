@@ -132,6 +132,76 @@ pub struct TargetSpec {
     /// Overrides of the adapter's default request buckets for this target.
     #[serde(default)]
     pub rate_limits: Vec<RateLimitSpec>,
+    /// Where an `aci` target's container groups go (required by `burstgate run` for `aci`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aci: Option<AciSpec>,
+    /// Where a `fargate` target's tasks go (required by `burstgate run` for `fargate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fargate: Option<FargateSpec>,
+    /// Where a `cluster` target's shadow pods go (optional: namespace `burstgate-shadow` of this cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSpec>,
+}
+
+/// An ACI target's subscription, resource group and networking. Credentials come from the
+/// standard Azure chain (workload identity, client secret in env, managed identity), never from
+/// policy files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AciSpec {
+    /// Azure subscription id.
+    pub subscription_id: String,
+    /// Resource group the container groups are created in (it must exist).
+    pub resource_group: String,
+    /// Delegated subnets (full resource ids): container groups get private IPs there. Empty:
+    /// a public IP.
+    #[serde(default)]
+    pub subnet_ids: Vec<String>,
+    /// With a public IP: a DNS label (the workload id) so the group gets an FQDN.
+    #[serde(default)]
+    pub dns_name_label: bool,
+}
+
+/// A Fargate target's ECS cluster and networking. Credentials come from the standard AWS chain
+/// (IRSA web identity, env, instance profile), never from policy files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FargateSpec {
+    /// ECS cluster name or ARN (it must exist).
+    pub cluster: String,
+    /// awsvpc subnets the tasks' ENIs go in.
+    pub subnets: Vec<String>,
+    /// Security groups of the tasks' ENIs.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    /// Give tasks a public IP (needed in public subnets without NAT to pull images).
+    #[serde(default)]
+    pub assign_public_ip: bool,
+    /// Task execution role (pulls images, reads Secrets Manager secrets, writes logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_role_arn: Option<String>,
+    /// Role the task's containers run as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_role_arn: Option<String>,
+    /// CloudWatch Logs group for the `awslogs` driver (logs are then readable with `kubectl logs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_group: Option<String>,
+}
+
+/// Where a `cluster` target's shadow pods run.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterSpec {
+    /// Namespace of the shadow pods (it must exist).
+    #[serde(default = "default_shadow_namespace")]
+    pub namespace: String,
+    /// Kubeconfig of another cluster; absent: the gateway's own cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
+}
+
+fn default_shadow_namespace() -> String {
+    "burstgate-shadow".into()
 }
 
 /// Prices in USD.

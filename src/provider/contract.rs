@@ -217,6 +217,15 @@ pub enum ProviderError {
         /// When the provider said to come back.
         retry_after: Option<Duration>,
     },
+    /// The provider throttled the call (HTTP 429, `ThrottlingException`): retry later, no sooner
+    /// than `retry_after` when given. Retryable. Counted apart from other transient errors.
+    #[error("throttled by the provider: {message}")]
+    Throttled {
+        /// What the provider said.
+        message: String,
+        /// When the provider said to come back (`Retry-After`).
+        retry_after: Option<Duration>,
+    },
     /// The target cannot take it (quota, capacity, region down): try another target. Not
     /// retryable on this target.
     #[error("target rejected the workload: {message}")]
@@ -248,13 +257,26 @@ pub enum ProviderError {
 impl ProviderError {
     /// Whether retrying the same call may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ProviderError::Transient { .. })
+        matches!(
+            self,
+            ProviderError::Transient { .. } | ProviderError::Throttled { .. }
+        )
+    }
+
+    /// When the provider asked the caller to come back, for retryable errors.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Transient { retry_after, .. }
+            | ProviderError::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 
     /// A short label for metrics and logs.
     pub fn metric_label(&self) -> &'static str {
         match self {
             ProviderError::Transient { .. } => "transient",
+            ProviderError::Throttled { .. } => "throttled",
             ProviderError::Target { .. } => "target",
             ProviderError::Pod { .. } => "pod",
             ProviderError::NotSupported { .. } => "not_supported",
@@ -309,21 +331,44 @@ pub trait Provider: Send + Sync {
     async fn delete(&self, id: &str) -> Result<(), ProviderError>;
 
     /// Statuses of many workloads in one round trip; a missing id is absent from the map.
-    async fn status(&self, ids: &[String]) -> Result<BTreeMap<String, WorkloadStatus>, ProviderError>;
+    async fn status(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, WorkloadStatus>, ProviderError>;
 
     /// Every workload tagged with this cluster id and node.
-    async fn list_owned(&self, cluster_id: &str, node: &str) -> Result<Vec<OwnedWorkload>, ProviderError>;
+    async fn list_owned(
+        &self,
+        cluster_id: &str,
+        node: &str,
+    ) -> Result<Vec<OwnedWorkload>, ProviderError>;
 
     /// A container's logs.
-    async fn logs(&self, id: &str, container: &str, opts: &LogOptions) -> Result<String, ProviderError> {
+    async fn logs(
+        &self,
+        id: &str,
+        container: &str,
+        opts: &LogOptions,
+    ) -> Result<String, ProviderError> {
         let _ = (id, container, opts);
-        Err(ProviderError::NotSupported { provider: self.name().into(), what: "logs".into() })
+        Err(ProviderError::NotSupported {
+            provider: self.name().into(),
+            what: "logs".into(),
+        })
     }
 
     /// Runs `command` in a container (the kubelet API's `/exec`; interactive streams come with
     /// it). Providers that cannot exec answer `NotSupported`, which the kubelet API turns into 501.
-    async fn exec(&self, id: &str, container: &str, command: &[String]) -> Result<ExecOutput, ProviderError> {
+    async fn exec(
+        &self,
+        id: &str,
+        container: &str,
+        command: &[String],
+    ) -> Result<ExecOutput, ProviderError> {
         let _ = (id, container, command);
-        Err(ProviderError::NotSupported { provider: self.name().into(), what: "exec".into() })
+        Err(ProviderError::NotSupported {
+            provider: self.name().into(),
+            what: "exec".into(),
+        })
     }
 }

@@ -44,26 +44,92 @@ pub struct PublishedBucket {
     pub scope: Scope,
 }
 
-const fn bucket(name: &'static str, operation: OperationClass, burst: u32, per_second: f64, scope: Scope) -> PublishedBucket {
-    PublishedBucket { name, operation, burst, per_second, scope }
+const fn bucket(
+    name: &'static str,
+    operation: OperationClass,
+    burst: u32,
+    per_second: f64,
+    scope: Scope,
+) -> PublishedBucket {
+    PublishedBucket {
+        name,
+        operation,
+        burst,
+        per_second,
+        scope,
+    }
 }
 
 /// Azure Container Instances over ARM: a create is an ARM write AND an ACI container-group create.
 const ACI: &[PublishedBucket] = &[
-    bucket("ARM writes", OperationClass::Create, 200, 10.0, Scope::Account),
-    bucket("ACI creates per 5 minutes", OperationClass::Create, 100, 100.0 / 300.0, Scope::Region),
-    bucket("ACI creates per hour", OperationClass::Create, 300, 300.0 / 3600.0, Scope::Region),
-    bucket("ARM deletes", OperationClass::Delete, 200, 10.0, Scope::Account),
+    bucket(
+        "ARM writes",
+        OperationClass::Create,
+        200,
+        10.0,
+        Scope::Account,
+    ),
+    bucket(
+        "ACI creates per 5 minutes",
+        OperationClass::Create,
+        100,
+        100.0 / 300.0,
+        Scope::Region,
+    ),
+    bucket(
+        "ACI creates per hour",
+        OperationClass::Create,
+        300,
+        300.0 / 3600.0,
+        Scope::Region,
+    ),
+    bucket(
+        "ARM deletes",
+        OperationClass::Delete,
+        200,
+        10.0,
+        Scope::Account,
+    ),
     bucket("ARM reads", OperationClass::Read, 250, 25.0, Scope::Account),
 ];
 
 /// ECS on Fargate: a pod is one RunTask call (Create) launching one task (Launch).
 const FARGATE: &[PublishedBucket] = &[
-    bucket("ECS RunTask", OperationClass::Create, 100, 40.0, Scope::Region),
-    bucket("ECS StopTask", OperationClass::Delete, 100, 40.0, Scope::Region),
-    bucket("ECS DescribeTasks", OperationClass::Read, 100, 20.0, Scope::Region),
-    bucket("ECS RegisterTaskDefinition", OperationClass::Register, 20, 1.0, Scope::Region),
-    bucket("Fargate task launches", OperationClass::Launch, 100, 20.0, Scope::Region),
+    bucket(
+        "ECS RunTask",
+        OperationClass::Create,
+        100,
+        40.0,
+        Scope::Region,
+    ),
+    bucket(
+        "ECS StopTask",
+        OperationClass::Delete,
+        100,
+        40.0,
+        Scope::Region,
+    ),
+    bucket(
+        "ECS DescribeTasks",
+        OperationClass::Read,
+        100,
+        20.0,
+        Scope::Region,
+    ),
+    bucket(
+        "ECS RegisterTaskDefinition",
+        OperationClass::Register,
+        20,
+        1.0,
+        Scope::Region,
+    ),
+    bucket(
+        "Fargate task launches",
+        OperationClass::Launch,
+        100,
+        20.0,
+        Scope::Region,
+    ),
 ];
 
 /// The buckets a provider publishes. The cluster (the API server's own fairness applies) and the
@@ -81,7 +147,11 @@ pub fn default_buckets(provider: ProviderKind, operation: OperationClass) -> Vec
     published(provider)
         .iter()
         .filter(|b| b.operation == operation)
-        .map(|b| RateLimitSpec { operation, burst: b.burst, per_second: b.per_second })
+        .map(|b| RateLimitSpec {
+            operation,
+            burst: b.burst,
+            per_second: b.per_second,
+        })
         .collect()
 }
 
@@ -90,7 +160,11 @@ pub fn default_buckets(provider: ProviderKind, operation: OperationClass) -> Vec
 pub fn effective_buckets(target: &Target, operation: OperationClass) -> Vec<RateLimitSpec> {
     effective(target, operation)
         .into_iter()
-        .map(|b| RateLimitSpec { operation, burst: b.burst, per_second: b.per_second })
+        .map(|b| RateLimitSpec {
+            operation,
+            burst: b.burst,
+            per_second: b.per_second,
+        })
         .collect()
 }
 
@@ -164,7 +238,10 @@ pub struct Capacity {
 /// region and subscription; Fargate's vCPU quota depends on the account, so none is assumed.
 pub fn capacity(provider: ProviderKind) -> Capacity {
     match provider {
-        ProviderKind::Aci => Capacity { pods: Some(100), milli_cpu: Some(100_000) },
+        ProviderKind::Aci => Capacity {
+            pods: Some(100),
+            milli_cpu: Some(100_000),
+        },
         ProviderKind::Fargate | ProviderKind::Cluster | ProviderKind::Sim => Capacity::default(),
     }
 }
@@ -200,19 +277,40 @@ spec:
     fn an_aci_create_passes_arm_writes_and_both_aci_create_limits() {
         let p = policy("");
         let aci = p.target_by_name("aci-eastus").unwrap();
-        assert_eq!(shape(&effective_buckets(aci, OperationClass::Create)), vec![(200, 10.0), (100, 100.0 / 300.0), (300, 300.0 / 3600.0)]);
-        assert_eq!(shape(&effective_buckets(aci, OperationClass::Delete)), vec![(200, 10.0)]);
-        assert_eq!(shape(&effective_buckets(aci, OperationClass::Read)), vec![(250, 25.0)]);
+        assert_eq!(
+            shape(&effective_buckets(aci, OperationClass::Create)),
+            vec![(200, 10.0), (100, 100.0 / 300.0), (300, 300.0 / 3600.0)]
+        );
+        assert_eq!(
+            shape(&effective_buckets(aci, OperationClass::Delete)),
+            vec![(200, 10.0)]
+        );
+        assert_eq!(
+            shape(&effective_buckets(aci, OperationClass::Read)),
+            vec![(250, 25.0)]
+        );
     }
 
     #[test]
     fn a_fargate_pod_is_a_runtask_call_and_a_task_launch() {
         let p = policy("");
         let f = p.target_by_name("fargate-use1").unwrap();
-        assert_eq!(shape(&effective_buckets(f, OperationClass::Create)), vec![(100, 40.0)]);
-        assert_eq!(shape(&effective_buckets(f, OperationClass::Launch)), vec![(100, 20.0)]);
-        assert_eq!(shape(&effective_buckets(f, OperationClass::Register)), vec![(20, 1.0)]);
-        assert_eq!(shape(&effective_buckets(f, OperationClass::Read)), vec![(100, 20.0)]);
+        assert_eq!(
+            shape(&effective_buckets(f, OperationClass::Create)),
+            vec![(100, 40.0)]
+        );
+        assert_eq!(
+            shape(&effective_buckets(f, OperationClass::Launch)),
+            vec![(100, 20.0)]
+        );
+        assert_eq!(
+            shape(&effective_buckets(f, OperationClass::Register)),
+            vec![(20, 1.0)]
+        );
+        assert_eq!(
+            shape(&effective_buckets(f, OperationClass::Read)),
+            vec![(100, 20.0)]
+        );
     }
 
     #[test]
@@ -221,9 +319,15 @@ spec:
         let aci = p.target_by_name("aci-eastus").unwrap();
         let create = effective(aci, OperationClass::Create);
         assert_eq!(create.len(), 1);
-        assert_eq!((create[0].burst, create[0].per_second, create[0].scope), (5, 0.5, Scope::Target));
+        assert_eq!(
+            (create[0].burst, create[0].per_second, create[0].scope),
+            (5, 0.5, Scope::Target)
+        );
         assert_eq!(create[0].key, "target/aci-eastus/rateLimits[0]");
-        assert_eq!(shape(&effective_buckets(aci, OperationClass::Delete)), vec![(200, 10.0)]);
+        assert_eq!(
+            shape(&effective_buckets(aci, OperationClass::Delete)),
+            vec![(200, 10.0)]
+        );
     }
 
     #[test]
@@ -244,8 +348,16 @@ spec:
 
     #[test]
     fn only_aci_publishes_a_regional_capacity() {
-        assert_eq!(capacity(ProviderKind::Aci), Capacity { pods: Some(100), milli_cpu: Some(100_000) });
+        assert_eq!(
+            capacity(ProviderKind::Aci),
+            Capacity {
+                pods: Some(100),
+                milli_cpu: Some(100_000)
+            }
+        );
         assert_eq!(capacity(ProviderKind::Fargate), Capacity::default());
-        assert!(published(ProviderKind::Cluster).is_empty() && published(ProviderKind::Sim).is_empty());
+        assert!(
+            published(ProviderKind::Cluster).is_empty() && published(ProviderKind::Sim).is_empty()
+        );
     }
 }

@@ -2,11 +2,17 @@
 //! limits every adapter, and the simulator, must respect.
 
 pub mod contract;
+pub mod factories;
+pub mod layers;
 pub mod limits;
+pub mod registry;
 pub mod sim;
 
-pub use limits::{Bucket, Capacity, PublishedBucket, Scope, capacity, default_buckets, effective, effective_buckets, published};
 pub use contract::{
-    Capabilities, ContainerState, ContainerStatus, ExecOutput, LogOptions, OwnedWorkload, Owner, Provider, ProviderError, WorkloadPhase,
-    WorkloadSpec, WorkloadStatus, workload_id,
+    Capabilities, ContainerState, ContainerStatus, ExecOutput, LogOptions, OwnedWorkload, Owner,
+    Provider, ProviderError, WorkloadPhase, WorkloadSpec, WorkloadStatus, workload_id,
+};
+pub use limits::{
+    Bucket, Capacity, PublishedBucket, Scope, capacity, default_buckets, effective,
+    effective_buckets, published,
 };

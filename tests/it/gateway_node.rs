@@ -18,8 +18,9 @@ use burstgate::controller::node::{self, NodeTiming};
 use burstgate::controller::reload::{self, PolicyReloader, ReloadOutcome};
 use burstgate::policy::model::ProviderKind;
 use burstgate::policy::{ExclusionReason, Policy, load_files};
-use burstgate::provider::Provider;
-use burstgate::provider::sim::{SimCloud, SimProvider};
+use burstgate::provider::factories::SimFactory;
+use burstgate::provider::registry::Factory;
+use burstgate::provider::sim::SimCloud;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -65,8 +66,8 @@ fn aci_only_policy() -> Arc<Policy> {
 fn gateway(client: kube::Client, node: &str, policy: watch::Receiver<Option<Arc<Policy>>>) -> Arc<Gateway> {
     let config = RunConfig::from_flags(&["--node-name", node, "--cluster-id", "it", "--node-ip", "10.9.9.9", "--kubelet-port", "10250", "--identity", "it-replica"])
         .expect("valid flags");
-    let sim: Arc<dyn Provider> = Arc::new(SimProvider::new(SimCloud::new(Duration::ZERO, 100)));
-    Gateway::new(client, config, policy, BTreeMap::from([(ProviderKind::Sim, sim)]))
+    let sim: Arc<dyn Factory> = Arc::new(SimFactory::new(SimCloud::new(Duration::ZERO, 100)));
+    Gateway::new(client, config, policy, BTreeMap::from([(ProviderKind::Sim, sim)]), Default::default())
 }
 
 /// A node controller running for one test's own node name.
@@ -82,6 +83,7 @@ async fn start(node: &str, policy: Option<Arc<Policy>>, timing: NodeTiming) -> R
     let (policy_tx, policy_rx) = watch::channel(policy);
     let gw = gateway(kube_admin().await, node, policy_rx);
     let shutdown = CancellationToken::new();
+    tokio::spawn(burstgate::gateway::sync_providers(gw.clone(), shutdown.clone()));
     let task = tokio::spawn(node::run_node_with(gw.clone(), shutdown.clone(), timing));
     Running { gw, policy_tx, shutdown, task, node: node.to_owned() }
 }
@@ -198,7 +200,7 @@ async fn the_node_registers_as_an_aks_virtual_node_and_its_heartbeat_keeps_it_re
         assert!(info.kubelet_version.contains("burstgate"), "{}", info.kubelet_version);
         assert_eq!((info.operating_system.as_str(), info.architecture.as_str()), ("linux", "amd64"));
         let (_, _, message) = ready(&registered).unwrap();
-        assert!(message.contains("aci-eastus: no aci provider is configured"), "{message}");
+        assert!(message.contains("aci-eastus: provider aci is not enabled on this gateway"), "{message}");
         for pressure in ["MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable"] {
             assert_eq!(condition(&registered, pressure).map(|c| c.status.as_str()), Some("False"), "{pressure}");
         }
@@ -318,7 +320,7 @@ async fn the_node_is_ready_only_while_a_policy_has_a_usable_target_and_says_why_
         policy_tx.send_replace(Some(aci_only_policy()));
         let no_target = wait_ready(&nodes, &name, "False", node::REASON_NO_USABLE_TARGET).await;
         let (_, _, message) = ready(&no_target).unwrap();
-        assert!(message.contains("aci-eastus: no aci provider is configured"), "{message}");
+        assert!(message.contains("aci-eastus: provider aci is not enabled on this gateway"), "{message}");
         assert_eq!(capacity(&no_target).get("cpu").map(String::as_str), Some("0"));
 
         policy_tx.send_replace(Some(sim_policy(false)));

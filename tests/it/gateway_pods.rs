@@ -11,6 +11,8 @@ use burstgate::controller::pod;
 use burstgate::policy::model::ProviderKind;
 use burstgate::policy::{Policy, load_files};
 use burstgate::provider::Provider;
+use burstgate::provider::factories::SimFactory;
+use burstgate::provider::registry::Factory;
 use burstgate::provider::sim::{ANNOTATION_EXIT_AFTER, ANNOTATION_EXIT_CODE, SimCloud, SimProvider};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -50,9 +52,10 @@ async fn start_with(node: &str, ns: &str, policy: Arc<Policy>, cloud: Arc<SimClo
     let client = kube_admin().await;
     let config = RunConfig::from_flags(&["--node-name", node, "--cluster-id", "it", "--node-ip", "10.9.9.9", "--gc-min-age-seconds", gc_min_age]).unwrap();
     let (policy_tx, policy_rx) = watch::channel(Some(policy));
-    let providers: BTreeMap<ProviderKind, Arc<dyn Provider>> = BTreeMap::from([(ProviderKind::Sim, Arc::new(SimProvider::new(cloud.clone())) as Arc<dyn Provider>)]);
-    let gw = Gateway::new(client, config, policy_rx, providers);
+    let factories: BTreeMap<ProviderKind, Arc<dyn Factory>> = BTreeMap::from([(ProviderKind::Sim, Arc::new(SimFactory::new(cloud.clone())) as Arc<dyn Factory>)]);
+    let gw = Gateway::new(client, config, policy_rx, factories, Default::default());
     let shutdown = CancellationToken::new();
+    tokio::spawn(burstgate::gateway::sync_providers(gw.clone(), shutdown.clone()));
     let task = tokio::spawn(pod::run(gw.clone(), shutdown.clone()));
     Running { gw, cloud, policy_tx, shutdown, task, node: node.into(), ns: ns.into() }
 }

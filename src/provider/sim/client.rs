@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::provider::contract::{
-    Capabilities, EnvValue, ExecOutput, LogOptions, OwnedWorkload, Owner, Provider, ProviderError, WorkloadPhase, WorkloadSpec,
-    WorkloadStatus,
+    Capabilities, EnvValue, ExecOutput, LogOptions, OwnedWorkload, Owner, Provider, ProviderError,
+    WorkloadPhase, WorkloadSpec, WorkloadStatus,
 };
 use crate::provider::sim::retry::SimFault;
 use crate::provider::sim::status::{log_lines, status_at};
@@ -43,7 +43,11 @@ pub struct SimCloud {
 impl SimCloud {
     /// A cloud whose workloads start after `cold_start` and that holds at most `capacity`.
     pub fn new(cold_start: Duration, capacity: usize) -> Arc<SimCloud> {
-        Arc::new(SimCloud { state: Mutex::new(State::default()), cold_start, capacity })
+        Arc::new(SimCloud {
+            state: Mutex::new(State::default()),
+            cold_start,
+            capacity,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -71,7 +75,14 @@ impl SimCloud {
     }
 
     fn status_of(&self, id: &str, e: &Entry) -> WorkloadStatus {
-        status_at(id, &e.workload, &e.ip, e.created, self.cold_start, e.created_instant.elapsed())
+        status_at(
+            id,
+            &e.workload,
+            &e.ip,
+            e.created,
+            self.cold_start,
+            e.created_instant.elapsed(),
+        )
     }
 }
 
@@ -94,7 +105,13 @@ impl Provider for SimProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { logs: true, exec: true, host_path: false, persistent_volumes: false, privileged: false }
+        Capabilities {
+            logs: true,
+            exec: true,
+            host_path: false,
+            persistent_volumes: false,
+            privileged: false,
+        }
     }
 
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
@@ -104,7 +121,11 @@ impl Provider for SimProvider {
             return Ok(self.cloud.status_of(&spec.id, existing));
         }
         if state.workloads.len() >= self.cloud.capacity {
-            return Err(SimFault::CapacityExceeded { running: state.workloads.len(), limit: self.cloud.capacity }.into_error());
+            return Err(SimFault::CapacityExceeded {
+                running: state.workloads.len(),
+                limit: self.cloud.capacity,
+            }
+            .into_error());
         }
         let n = state.next_ip;
         state.next_ip += 1;
@@ -141,51 +162,110 @@ impl Provider for SimProvider {
         Ok(())
     }
 
-    async fn status(&self, ids: &[String]) -> Result<BTreeMap<String, WorkloadStatus>, ProviderError> {
+    async fn status(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, WorkloadStatus>, ProviderError> {
         let state = self.cloud.lock();
-        Ok(ids.iter().filter_map(|id| state.workloads.get(id).map(|e| (id.clone(), self.cloud.status_of(id, e)))).collect())
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                state
+                    .workloads
+                    .get(id)
+                    .map(|e| (id.clone(), self.cloud.status_of(id, e)))
+            })
+            .collect())
     }
 
-    async fn list_owned(&self, cluster_id: &str, node: &str) -> Result<Vec<OwnedWorkload>, ProviderError> {
+    async fn list_owned(
+        &self,
+        cluster_id: &str,
+        node: &str,
+    ) -> Result<Vec<OwnedWorkload>, ProviderError> {
         let state = self.cloud.lock();
         Ok(state
             .workloads
             .iter()
             .filter(|(_, e)| e.owner.cluster_id == cluster_id && e.owner.node == node)
-            .map(|(id, e)| OwnedWorkload { id: id.clone(), owner: e.owner.clone(), age: e.created_instant.elapsed() })
+            .map(|(id, e)| OwnedWorkload {
+                id: id.clone(),
+                owner: e.owner.clone(),
+                age: e.created_instant.elapsed(),
+            })
             .collect())
     }
 
-    async fn logs(&self, id: &str, container: &str, opts: &LogOptions) -> Result<String, ProviderError> {
+    async fn logs(
+        &self,
+        id: &str,
+        container: &str,
+        opts: &LogOptions,
+    ) -> Result<String, ProviderError> {
         let state = self.cloud.lock();
         let e = state.workloads.get(id).ok_or_else(|| not_found(id))?;
-        if !e.workload.containers.iter().any(|(name, _)| name == container) {
+        if !e
+            .workload
+            .containers
+            .iter()
+            .any(|(name, _)| name == container)
+        {
             return Err(no_container(id, container));
         }
         let elapsed = e.created_instant.elapsed();
         let now = e.created + elapsed;
-        let lines = log_lines(&e.workload, container, e.created, self.cloud.cold_start, elapsed);
+        let lines = log_lines(
+            &e.workload,
+            container,
+            e.created,
+            self.cloud.cold_start,
+            elapsed,
+        );
         let since = opts.since_seconds.map(|s| now - Duration::from_secs(s));
-        let lines: Vec<_> = lines.into_iter().filter(|l| since.is_none_or(|since| l.at >= since)).collect();
-        let skip = opts.tail_lines.map_or(0, |n| lines.len().saturating_sub(usize::try_from(n).unwrap_or(usize::MAX)));
+        let lines: Vec<_> = lines
+            .into_iter()
+            .filter(|l| since.is_none_or(|since| l.at >= since))
+            .collect();
+        let skip = opts.tail_lines.map_or(0, |n| {
+            lines
+                .len()
+                .saturating_sub(usize::try_from(n).unwrap_or(usize::MAX))
+        });
         Ok(lines[skip..]
             .iter()
             .map(|l| match opts.timestamps {
-                true => format!("{} {}\n", l.at.to_rfc3339_opts(SecondsFormat::Nanos, true), l.text),
+                true => format!(
+                    "{} {}\n",
+                    l.at.to_rfc3339_opts(SecondsFormat::Nanos, true),
+                    l.text
+                ),
                 false => format!("{}\n", l.text),
             })
             .collect())
     }
 
-    async fn exec(&self, id: &str, container: &str, command: &[String]) -> Result<ExecOutput, ProviderError> {
+    async fn exec(
+        &self,
+        id: &str,
+        container: &str,
+        command: &[String],
+    ) -> Result<ExecOutput, ProviderError> {
         let state = self.cloud.lock();
         let e = state.workloads.get(id).ok_or_else(|| not_found(id))?;
-        if !e.workload.containers.iter().any(|(name, _)| name == container) {
+        if !e
+            .workload
+            .containers
+            .iter()
+            .any(|(name, _)| name == container)
+        {
             return Err(no_container(id, container));
         }
         let status = self.cloud.status_of(id, e);
         let running = status.phase == WorkloadPhase::Running
-            && status.containers.iter().any(|c| c.name == container && matches!(c.state, crate::provider::ContainerState::Running { .. }));
+            && status.containers.iter().any(|c| {
+                c.name == container
+                    && matches!(c.state, crate::provider::ContainerState::Running { .. })
+            });
         if !running {
             return Err(ProviderError::Pod {
                 code: "ContainerNotRunning".into(),
@@ -198,33 +278,61 @@ impl Provider for SimProvider {
 }
 
 fn not_found(id: &str) -> ProviderError {
-    ProviderError::Pod { code: "NotFound".into(), message: format!("workload {id} not found") }
+    ProviderError::Pod {
+        code: "NotFound".into(),
+        message: format!("workload {id} not found"),
+    }
 }
 
 fn no_container(id: &str, container: &str) -> ProviderError {
-    ProviderError::Pod { code: "NotFound".into(), message: format!("workload {id} has no container {container}") }
+    ProviderError::Pod {
+        code: "NotFound".into(),
+        message: format!("workload {id} has no container {container}"),
+    }
 }
 
 /// The simulated container's tiny command set: `echo ARGS...`, `hostname` (the pod name), `env`
 /// (plain variables only), `true`, `false` and `exit N`; anything else is "command not found"
 /// (127), as a shell would say.
 fn run_builtin(command: &[String], hostname: &str, env: &[(String, String)]) -> ExecOutput {
-    let ok = |stdout: String| ExecOutput { stdout, stderr: String::new(), exit_code: Some(0) };
+    let ok = |stdout: String| ExecOutput {
+        stdout,
+        stderr: String::new(),
+        exit_code: Some(0),
+    };
     let Some((name, args)) = command.split_first() else {
-        return ExecOutput { stdout: String::new(), stderr: "sim: no command given\n".into(), exit_code: Some(126) };
+        return ExecOutput {
+            stdout: String::new(),
+            stderr: "sim: no command given\n".into(),
+            exit_code: Some(126),
+        };
     };
     match name.as_str() {
         "echo" => ok(format!("{}\n", args.join(" "))),
         "hostname" => ok(format!("{hostname}\n")),
         "env" => ok(env.iter().map(|(k, v)| format!("{k}={v}\n")).collect()),
         "true" => ok(String::new()),
-        "false" => ExecOutput { exit_code: Some(1), ..ok(String::new()) },
+        "false" => ExecOutput {
+            exit_code: Some(1),
+            ..ok(String::new())
+        },
         "exit" => match args.first().map(|a| a.parse::<i32>()) {
             None => ok(String::new()),
-            Some(Ok(code)) => ExecOutput { exit_code: Some(code), ..ok(String::new()) },
-            Some(Err(_)) => ExecOutput { stdout: String::new(), stderr: format!("sim: exit: {}: numeric argument required\n", args[0]), exit_code: Some(2) },
+            Some(Ok(code)) => ExecOutput {
+                exit_code: Some(code),
+                ..ok(String::new())
+            },
+            Some(Err(_)) => ExecOutput {
+                stdout: String::new(),
+                stderr: format!("sim: exit: {}: numeric argument required\n", args[0]),
+                exit_code: Some(2),
+            },
         },
-        other => ExecOutput { stdout: String::new(), stderr: format!("sim: {other}: command not found\n"), exit_code: Some(127) },
+        other => ExecOutput {
+            stdout: String::new(),
+            stderr: format!("sim: {other}: command not found\n"),
+            exit_code: Some(127),
+        },
     }
 }
 
@@ -237,12 +345,25 @@ mod tests {
     fn spec(id: &str, node: &str) -> WorkloadSpec {
         WorkloadSpec {
             id: id.into(),
-            owner: Owner { cluster_id: "c1".into(), node: node.into(), namespace: "d".into(), pod: "p".into(), pod_uid: id.into() },
+            owner: Owner {
+                cluster_id: "c1".into(),
+                node: node.into(),
+                namespace: "d".into(),
+                pod: "p".into(),
+                pod_uid: id.into(),
+            },
             target: "sim".into(),
             region: "local".into(),
             size: Size::default(),
             pod: Pod {
-                spec: Some(PodSpec { containers: vec![Container { name: "app".into(), image: Some("nginx".into()), ..Default::default() }], ..Default::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "app".into(),
+                        image: Some("nginx".into()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
                 ..Default::default()
             },
             resolved: Default::default(),
@@ -273,7 +394,10 @@ mod tests {
         p.create(&spec("bg-1", "n1")).await.unwrap();
         p.create(&spec("bg-2", "n2")).await.unwrap();
         let owned = p.list_owned("c1", "n1").await.unwrap();
-        assert_eq!(owned.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(), vec!["bg-1"]);
+        assert_eq!(
+            owned.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+            vec!["bg-1"]
+        );
     }
 
     fn cmd(words: &[&str]) -> Vec<String> {
@@ -286,17 +410,51 @@ mod tests {
         let p = SimProvider::new(SimCloud::new(Duration::ZERO, 10));
         let mut s = spec("bg-1", "n");
         let env = vec![
-            EnvVar { name: "MODE".into(), value: EnvValue::Plain("fast".into()) },
-            EnvVar { name: "TOKEN".into(), value: EnvValue::Secret(SecretString::from("hunter2")) },
+            EnvVar {
+                name: "MODE".into(),
+                value: EnvValue::Plain("fast".into()),
+            },
+            EnvVar {
+                name: "TOKEN".into(),
+                value: EnvValue::Secret(SecretString::from("hunter2")),
+            },
         ];
-        s.resolved = Arc::new(Resolved { env: BTreeMap::from([("app".to_string(), env)]), ..Default::default() });
+        s.resolved = Arc::new(Resolved {
+            env: BTreeMap::from([("app".to_string(), env)]),
+            ..Default::default()
+        });
         p.create(&s).await.unwrap();
-        assert_eq!(p.exec("bg-1", "app", &cmd(&["echo", "hi", "there"])).await.unwrap().stdout, "hi there\n");
-        assert_eq!(p.exec("bg-1", "app", &cmd(&["hostname"])).await.unwrap().stdout, "p\n");
-        assert_eq!(p.exec("bg-1", "app", &cmd(&["env"])).await.unwrap().stdout, "MODE=fast\n", "secret values never appear");
-        assert_eq!(p.exec("bg-1", "app", &cmd(&["exit", "3"])).await.unwrap().exit_code, Some(3));
+        assert_eq!(
+            p.exec("bg-1", "app", &cmd(&["echo", "hi", "there"]))
+                .await
+                .unwrap()
+                .stdout,
+            "hi there\n"
+        );
+        assert_eq!(
+            p.exec("bg-1", "app", &cmd(&["hostname"]))
+                .await
+                .unwrap()
+                .stdout,
+            "p\n"
+        );
+        assert_eq!(
+            p.exec("bg-1", "app", &cmd(&["env"])).await.unwrap().stdout,
+            "MODE=fast\n",
+            "secret values never appear"
+        );
+        assert_eq!(
+            p.exec("bg-1", "app", &cmd(&["exit", "3"]))
+                .await
+                .unwrap()
+                .exit_code,
+            Some(3)
+        );
         let missing = p.exec("bg-1", "app", &cmd(&["ls"])).await.unwrap();
-        assert_eq!((missing.exit_code, missing.stderr.as_str()), (Some(127), "sim: ls: command not found\n"));
+        assert_eq!(
+            (missing.exit_code, missing.stderr.as_str()),
+            (Some(127), "sim: ls: command not found\n")
+        );
         assert!(p.capabilities().exec);
     }
 
@@ -305,7 +463,10 @@ mod tests {
         let p = SimProvider::new(SimCloud::new(Duration::from_secs(60), 10));
         p.create(&spec("bg-1", "n")).await.unwrap();
         let err = p.exec("bg-1", "app", &cmd(&["echo"])).await.unwrap_err();
-        assert!(matches!(&err, ProviderError::Pod { code, .. } if code == "ContainerNotRunning"), "{err}");
+        assert!(
+            matches!(&err, ProviderError::Pod { code, .. } if code == "ContainerNotRunning"),
+            "{err}"
+        );
         let err = p.exec("bg-1", "db", &cmd(&["echo"])).await.unwrap_err();
         assert!(err.to_string().contains("has no container db"), "{err}");
     }
@@ -315,16 +476,53 @@ mod tests {
         let p = SimProvider::new(SimCloud::new(Duration::ZERO, 10));
         p.create(&spec("bg-1", "n")).await.unwrap();
         let all = p.logs("bg-1", "app", &LogOptions::default()).await.unwrap();
-        assert!(all.starts_with("sim: container app created\nsim: container app started\n"), "{all}");
-        let tail = p.logs("bg-1", "app", &LogOptions { tail_lines: Some(1), ..Default::default() }).await.unwrap();
+        assert!(
+            all.starts_with("sim: container app created\nsim: container app started\n"),
+            "{all}"
+        );
+        let tail = p
+            .logs(
+                "bg-1",
+                "app",
+                &LogOptions {
+                    tail_lines: Some(1),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(tail, "sim: container app started\n");
-        let stamped = p.logs("bg-1", "app", &LogOptions { timestamps: true, ..Default::default() }).await.unwrap();
+        let stamped = p
+            .logs(
+                "bg-1",
+                "app",
+                &LogOptions {
+                    timestamps: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
         let (ts, text) = stamped.lines().next().unwrap().split_once(' ').unwrap();
         assert!(DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
         assert_eq!(text, "sim: container app created");
-        let recent = p.logs("bg-1", "app", &LogOptions { since_seconds: Some(3600), ..Default::default() }).await.unwrap();
+        let recent = p
+            .logs(
+                "bg-1",
+                "app",
+                &LogOptions {
+                    since_seconds: Some(3600),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(recent, all);
-        assert!(p.logs("bg-1", "nope", &LogOptions::default()).await.is_err());
+        assert!(
+            p.logs("bg-1", "nope", &LogOptions::default())
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

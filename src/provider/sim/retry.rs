@@ -31,7 +31,10 @@ impl SimFault {
     /// The typed provider error, with its retry class.
     pub fn into_error(self) -> ProviderError {
         match self {
-            SimFault::Throttled(after) => ProviderError::Transient { message: "simulated throttling (429)".into(), retry_after: Some(after) },
+            SimFault::Throttled(after) => ProviderError::Throttled {
+                message: "simulated throttling (429)".into(),
+                retry_after: Some(after),
+            },
             SimFault::CapacityExceeded { running, limit } => ProviderError::Target {
                 code: "CapacityExceeded".into(),
                 message: format!("the simulated region runs {running} of {limit} container groups"),
@@ -42,7 +45,10 @@ impl SimFault {
                     "The image '{image}' in container group '{group}' is not accessible. Please check the image and registry credential."
                 ),
             },
-            SimFault::InvalidSpec(message) => ProviderError::Pod { code: "InvalidSpec".into(), message },
+            SimFault::InvalidSpec(message) => ProviderError::Pod {
+                code: "InvalidSpec".into(),
+                message,
+            },
         }
     }
 }
@@ -53,8 +59,23 @@ mod tests {
 
     #[test]
     fn only_throttling_is_retryable() {
-        assert!(SimFault::Throttled(Duration::from_secs(1)).into_error().is_retryable());
-        assert!(!SimFault::CapacityExceeded { running: 1, limit: 1 }.into_error().is_retryable());
-        assert!(!SimFault::InvalidSpec("x".into()).into_error().is_retryable());
+        assert!(
+            SimFault::Throttled(Duration::from_secs(1))
+                .into_error()
+                .is_retryable()
+        );
+        assert!(
+            !SimFault::CapacityExceeded {
+                running: 1,
+                limit: 1
+            }
+            .into_error()
+            .is_retryable()
+        );
+        assert!(
+            !SimFault::InvalidSpec("x".into())
+                .into_error()
+                .is_retryable()
+        );
     }
 }

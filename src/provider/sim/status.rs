@@ -15,24 +15,55 @@ fn ts(t: DateTime<Utc>) -> String {
 }
 
 /// The status of `w`, created at `created`, `elapsed` after creation.
-pub fn status_at(id: &str, w: &SimWorkload, ip: &str, created: DateTime<Utc>, cold_start: Duration, elapsed: Duration) -> WorkloadStatus {
-    let containers = |state: ContainerState, restart_count: i32, ready: bool| -> Vec<ContainerStatus> {
-        w.containers.iter().map(|(name, _)| ContainerStatus { name: name.clone(), state: state.clone(), restart_count, ready }).collect()
-    };
+pub fn status_at(
+    id: &str,
+    w: &SimWorkload,
+    ip: &str,
+    created: DateTime<Utc>,
+    cold_start: Duration,
+    elapsed: Duration,
+) -> WorkloadStatus {
+    let containers =
+        |state: ContainerState, restart_count: i32, ready: bool| -> Vec<ContainerStatus> {
+            w.containers
+                .iter()
+                .map(|(name, _)| ContainerStatus {
+                    name: name.clone(),
+                    state: state.clone(),
+                    restart_count,
+                    ready,
+                })
+                .collect()
+        };
     let mut status = WorkloadStatus {
         id: id.to_string(),
         phase: WorkloadPhase::Pending,
         ip: None,
         started_at: Some(ts(created)),
-        containers: containers(ContainerState::Waiting { reason: "ContainerCreating".into(), message: "cold start".into() }, 0, false),
+        containers: containers(
+            ContainerState::Waiting {
+                reason: "ContainerCreating".into(),
+                message: "cold start".into(),
+            },
+            0,
+            false,
+        ),
         message: None,
     };
-    let Some(t) = elapsed.checked_sub(cold_start) else { return status };
+    let Some(t) = elapsed.checked_sub(cold_start) else {
+        return status;
+    };
     status.ip = Some(ip.to_string());
     status.phase = WorkloadPhase::Running;
     let first_start = created + cold_start;
     let Some(run) = w.exit_after_seconds.map(Duration::from_secs) else {
-        status.containers = containers(ContainerState::Running { started_at: ts(first_start) }, 0, true);
+        status.containers = containers(
+            ContainerState::Running {
+                started_at: ts(first_start),
+            },
+            0,
+            true,
+        );
         return status;
     };
     let restarts = match w.restart_policy.as_str() {
@@ -42,16 +73,30 @@ pub fn status_at(id: &str, w: &SimWorkload, ip: &str, created: DateTime<Utc>, co
     };
     let terminated = |start: DateTime<Utc>| ContainerState::Terminated {
         exit_code: w.exit_code,
-        reason: if w.exit_code == 0 { "Completed".into() } else { "Error".into() },
+        reason: if w.exit_code == 0 {
+            "Completed".into()
+        } else {
+            "Error".into()
+        },
         message: String::new(),
         started_at: ts(start),
         finished_at: ts(start + run),
     };
     if !restarts {
         if t < run {
-            status.containers = containers(ContainerState::Running { started_at: ts(first_start) }, 0, true);
+            status.containers = containers(
+                ContainerState::Running {
+                    started_at: ts(first_start),
+                },
+                0,
+                true,
+            );
         } else {
-            status.phase = if w.exit_code == 0 { WorkloadPhase::Succeeded } else { WorkloadPhase::Failed };
+            status.phase = if w.exit_code == 0 {
+                WorkloadPhase::Succeeded
+            } else {
+                WorkloadPhase::Failed
+            };
             status.containers = containers(terminated(first_start), 0, false);
         }
         return status;
@@ -61,9 +106,22 @@ pub fn status_at(id: &str, w: &SimWorkload, ip: &str, created: DateTime<Utc>, co
     let into = t - period * cycle as u32;
     let start = first_start + period * cycle as u32;
     status.containers = if into < run {
-        containers(ContainerState::Running { started_at: ts(start) }, cycle, true)
+        containers(
+            ContainerState::Running {
+                started_at: ts(start),
+            },
+            cycle,
+            true,
+        )
     } else {
-        containers(ContainerState::Waiting { reason: "Restarting".into(), message: format!("exited with {}", w.exit_code) }, cycle + 1, false)
+        containers(
+            ContainerState::Waiting {
+                reason: "Restarting".into(),
+                message: format!("exited with {}", w.exit_code),
+            },
+            cycle + 1,
+            false,
+        )
     };
     status
 }
@@ -80,9 +138,20 @@ pub struct LogLine {
 /// The log of `container` of `w` (created at `created`), `elapsed` after creation: a line when
 /// the workload was created, one when the current run started, one per second of run time, and
 /// the exit. Like a kubelet, it shows the current run only (earlier runs are gone).
-pub fn log_lines(w: &SimWorkload, container: &str, created: DateTime<Utc>, cold_start: Duration, elapsed: Duration) -> Vec<LogLine> {
-    let mut lines = vec![LogLine { at: created, text: format!("sim: container {container} created") }];
-    let Some(t) = elapsed.checked_sub(cold_start) else { return lines };
+pub fn log_lines(
+    w: &SimWorkload,
+    container: &str,
+    created: DateTime<Utc>,
+    cold_start: Duration,
+    elapsed: Duration,
+) -> Vec<LogLine> {
+    let mut lines = vec![LogLine {
+        at: created,
+        text: format!("sim: container {container} created"),
+    }];
+    let Some(t) = elapsed.checked_sub(cold_start) else {
+        return lines;
+    };
     let first_start = created + cold_start;
     // Where the current run started (after the first start), how long it has run, and its exit.
     let (run_start, ran, exited) = match w.exit_after_seconds.map(Duration::from_secs) {
@@ -104,12 +173,24 @@ pub fn log_lines(w: &SimWorkload, container: &str, created: DateTime<Utc>, cold_
         }
     };
     let start = first_start + run_start;
-    lines.push(LogLine { at: start, text: format!("sim: container {container} started") });
+    lines.push(LogLine {
+        at: start,
+        text: format!("sim: container {container} started"),
+    });
     for k in 1..=ran.as_secs() {
-        lines.push(LogLine { at: start + Duration::from_secs(k), text: format!("sim: container {container} running for {k}s") });
+        lines.push(LogLine {
+            at: start + Duration::from_secs(k),
+            text: format!("sim: container {container} running for {k}s"),
+        });
     }
     if exited {
-        lines.push(LogLine { at: start + ran, text: format!("sim: container {container} exited with code {}", w.exit_code) });
+        lines.push(LogLine {
+            at: start + ran,
+            text: format!(
+                "sim: container {container} exited with code {}",
+                w.exit_code
+            ),
+        });
     }
     lines
 }
@@ -119,33 +200,82 @@ mod tests {
     use super::*;
 
     fn workload(exit_after: Option<u64>, code: i32, policy: &str) -> SimWorkload {
-        SimWorkload { containers: vec![("app".into(), "nginx".into())], restart_policy: policy.into(), exit_after_seconds: exit_after, exit_code: code }
+        SimWorkload {
+            containers: vec![("app".into(), "nginx".into())],
+            restart_policy: policy.into(),
+            exit_after_seconds: exit_after,
+            exit_code: code,
+        }
     }
 
     fn at(w: &SimWorkload, secs: u64) -> WorkloadStatus {
-        status_at("bg-1", w, "10.244.0.2", DateTime::UNIX_EPOCH, Duration::from_secs(2), Duration::from_secs(secs))
+        status_at(
+            "bg-1",
+            w,
+            "10.244.0.2",
+            DateTime::UNIX_EPOCH,
+            Duration::from_secs(2),
+            Duration::from_secs(secs),
+        )
     }
 
     fn texts(w: &SimWorkload, secs: u64) -> Vec<String> {
-        log_lines(w, "app", DateTime::UNIX_EPOCH, Duration::from_secs(2), Duration::from_secs(secs)).into_iter().map(|l| l.text).collect()
+        log_lines(
+            w,
+            "app",
+            DateTime::UNIX_EPOCH,
+            Duration::from_secs(2),
+            Duration::from_secs(secs),
+        )
+        .into_iter()
+        .map(|l| l.text)
+        .collect()
     }
 
     #[test]
     fn the_log_grows_by_one_line_per_second_of_run_time() {
         let w = workload(None, 0, "Always");
         assert_eq!(texts(&w, 1), vec!["sim: container app created"]);
-        assert_eq!(texts(&w, 5), vec!["sim: container app created", "sim: container app started", "sim: container app running for 1s", "sim: container app running for 2s", "sim: container app running for 3s"]);
-        let at: Vec<_> = log_lines(&w, "app", DateTime::UNIX_EPOCH, Duration::from_secs(2), Duration::from_secs(5)).into_iter().map(|l| l.at.timestamp()).collect();
+        assert_eq!(
+            texts(&w, 5),
+            vec![
+                "sim: container app created",
+                "sim: container app started",
+                "sim: container app running for 1s",
+                "sim: container app running for 2s",
+                "sim: container app running for 3s"
+            ]
+        );
+        let at: Vec<_> = log_lines(
+            &w,
+            "app",
+            DateTime::UNIX_EPOCH,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+        )
+        .into_iter()
+        .map(|l| l.at.timestamp())
+        .collect();
         assert_eq!(at, vec![0, 2, 3, 4, 5]);
     }
 
     #[test]
     fn a_finished_container_logs_its_exit_and_a_restarted_one_only_its_current_run() {
         let done = texts(&workload(Some(2), 3, "Never"), 10);
-        assert_eq!(done.last().map(String::as_str), Some("sim: container app exited with code 3"));
+        assert_eq!(
+            done.last().map(String::as_str),
+            Some("sim: container app exited with code 3")
+        );
         assert_eq!(done.len(), 5);
         // cold 2 s, run 3 s, delay 1 s: the second run started at 6 s; at 8 s it has run 2 s.
-        assert_eq!(texts(&workload(Some(3), 1, "Always"), 8)[1..], ["sim: container app started", "sim: container app running for 1s", "sim: container app running for 2s"]);
+        assert_eq!(
+            texts(&workload(Some(3), 1, "Always"), 8)[1..],
+            [
+                "sim: container app started",
+                "sim: container app running for 1s",
+                "sim: container app running for 2s"
+            ]
+        );
     }
 
     #[test]
@@ -157,22 +287,37 @@ mod tests {
     #[test]
     fn a_long_running_workload_is_running_and_ready_after_its_cold_start() {
         let s = at(&workload(None, 0, "Always"), 3);
-        assert_eq!((s.phase, s.ip.as_deref(), s.containers[0].ready), (WorkloadPhase::Running, Some("10.244.0.2"), true));
+        assert_eq!(
+            (s.phase, s.ip.as_deref(), s.containers[0].ready),
+            (WorkloadPhase::Running, Some("10.244.0.2"), true)
+        );
     }
 
     #[test]
     fn an_exit_zero_with_restart_never_succeeds_and_non_zero_fails() {
-        assert_eq!(at(&workload(Some(5), 0, "Never"), 10).phase, WorkloadPhase::Succeeded);
+        assert_eq!(
+            at(&workload(Some(5), 0, "Never"), 10).phase,
+            WorkloadPhase::Succeeded
+        );
         let failed = at(&workload(Some(5), 3, "Never"), 10);
         assert_eq!(failed.phase, WorkloadPhase::Failed);
-        assert!(matches!(failed.containers[0].state, ContainerState::Terminated { exit_code: 3, .. }));
+        assert!(matches!(
+            failed.containers[0].state,
+            ContainerState::Terminated { exit_code: 3, .. }
+        ));
     }
 
     #[test]
     fn restart_on_failure_reruns_a_failing_container_and_counts_restarts() {
         // cold 2 s, run 3 s, delay 1 s: runs at 2-5, 6-9, 10-13 ...; at 11 s it has restarted twice.
         let s = at(&workload(Some(3), 1, "OnFailure"), 11);
-        assert_eq!((s.phase, s.containers[0].restart_count), (WorkloadPhase::Running, 2));
-        assert_eq!(at(&workload(Some(3), 0, "OnFailure"), 11).phase, WorkloadPhase::Succeeded);
+        assert_eq!(
+            (s.phase, s.containers[0].restart_count),
+            (WorkloadPhase::Running, 2)
+        );
+        assert_eq!(
+            at(&workload(Some(3), 0, "OnFailure"), 11).phase,
+            WorkloadPhase::Succeeded
+        );
     }
 }

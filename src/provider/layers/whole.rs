@@ -1,0 +1,96 @@
+//! Layers around a whole provider, for adapters whose every trait method is one cloud call
+//! (the simulator): create is a `Create`, delete a `Delete`, status, listing and logs `Read`.
+//! Real adapters make several calls per method and put each through [`Layers::call`] instead.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::policy::model::OperationClass;
+use crate::provider::layers::Layers;
+use crate::provider::{
+    Capabilities, ExecOutput, LogOptions, OwnedWorkload, Provider, ProviderError, WorkloadSpec,
+    WorkloadStatus,
+};
+
+/// A provider whose methods each go through `layers`.
+pub struct Layered {
+    inner: Arc<dyn Provider>,
+    layers: Layers,
+}
+
+impl Layered {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Provider>, layers: Layers) -> Layered {
+        Layered { inner, layers }
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for Layered {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
+        self.layers
+            .call(OperationClass::Create, "Create", || self.inner.create(spec))
+            .await
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), ProviderError> {
+        self.layers
+            .call(OperationClass::Delete, "Delete", || self.inner.delete(id))
+            .await
+    }
+
+    async fn status(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, WorkloadStatus>, ProviderError> {
+        self.layers
+            .call(OperationClass::Read, "Status", || self.inner.status(ids))
+            .await
+    }
+
+    async fn list_owned(
+        &self,
+        cluster_id: &str,
+        node: &str,
+    ) -> Result<Vec<OwnedWorkload>, ProviderError> {
+        self.layers
+            .call(OperationClass::Read, "List", || {
+                self.inner.list_owned(cluster_id, node)
+            })
+            .await
+    }
+
+    async fn logs(
+        &self,
+        id: &str,
+        container: &str,
+        opts: &LogOptions,
+    ) -> Result<String, ProviderError> {
+        self.layers
+            .call(OperationClass::Read, "Logs", || {
+                self.inner.logs(id, container, opts)
+            })
+            .await
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        container: &str,
+        command: &[String],
+    ) -> Result<ExecOutput, ProviderError> {
+        self.layers
+            .call(OperationClass::Read, "Exec", || {
+                self.inner.exec(id, container, command)
+            })
+            .await
+    }
+}
