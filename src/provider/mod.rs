@@ -2,6 +2,7 @@
 //! limits every adapter, and the simulator, must respect.
 
 pub mod contract;
+pub mod cluster;
 pub mod factories;
 pub mod layers;
 pub mod limits;

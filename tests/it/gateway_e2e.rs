@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::common::{eventually, kube_admin, peers, run_tool, unique_name};
+use crate::common::{eventually, grant_leader_election, kube_admin, peers, run_tool, unique_name};
 
 const POLICY: &str = "apiVersion: burstgate.io/v1alpha1
 kind: BurstPolicy
@@ -24,6 +24,10 @@ spec:
       latencyMs: 5
       pricing: {vcpuHour: 0.04, gibHour: 0.004}
       quota: {vcpu: 64, memoryGiB: 256, pods: 100}
+      # As an operator would cap a cloud: every call waits in these buckets.
+      rateLimits:
+        - {operation: create, burst: 20, perSecond: 10}
+        - {operation: read, burst: 50, perSecond: 25}
   rules:
     - name: everything
       match: {}
@@ -47,7 +51,8 @@ impl Gateway {
             .arg("--policy-dir")
             .arg(policy_dir)
             .arg("--kubeconfig")
-            .arg(peers().path("KUBECONFIG_ADMIN"))
+            // The identity deploy/rbac grants (tests/peers/kustomize/gateway-rbac), not an admin.
+            .arg(peers().path("KUBECONFIG_GATEWAY"))
             .args(["--sim-cold-start-ms", "300", "--node-ip", "10.7.7.7"])
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{metrics_port}"))
@@ -112,6 +117,8 @@ async fn setup(prefix: &str) -> (kube::Client, String, String, tempfile::TempDir
     let ns = unique_name(prefix);
     let api: Api<Namespace> = Api::all(client.clone());
     api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.unwrap();
+    // The test namespace is the gateways' --namespace: bind deploy/'s leader-election role there.
+    grant_leader_election(&client, &ns).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
     (client, ns, unique_name("vnode"), dir)

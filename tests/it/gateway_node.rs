@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{eventually, kube_admin, unique_name};
+use crate::common::{eventually, grant_leader_election, kube_admin, kube_gateway, unique_name};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TAINT_KEY: &str = "virtual-kubelet.io/provider";
@@ -81,7 +81,8 @@ struct Running {
 
 async fn start(node: &str, policy: Option<Arc<Policy>>, timing: NodeTiming) -> Running {
     let (policy_tx, policy_rx) = watch::channel(policy);
-    let gw = gateway(kube_admin().await, node, policy_rx);
+    // The gateway runs as the identity deploy/rbac grants (tests/peers/kustomize/gateway-rbac).
+    let gw = gateway(kube_gateway().await, node, policy_rx);
     let shutdown = CancellationToken::new();
     tokio::spawn(burstgate::gateway::sync_providers(gw.clone(), shutdown.clone()));
     let task = tokio::spawn(node::run_node_with(gw.clone(), shutdown.clone(), timing));
@@ -432,7 +433,7 @@ async fn a_bad_policy_edit_keeps_the_last_good_policy_serving_and_warns_on_the_n
     let good = |target: &str| format!("apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - {{name: {target}, provider: sim, region: local}}\n");
     std::fs::write(&file, good("first")).unwrap();
     let (tx, rx) = watch::channel(None);
-    let gw = gateway(client.clone(), &name, rx.clone());
+    let gw = gateway(kube_gateway().await, &name, rx.clone());
     let shutdown = CancellationToken::new();
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     let task = tokio::spawn(reload::run_reload(PolicyReloader::new(dir.path(), tx), gw, shutdown.clone(), {
@@ -523,12 +524,14 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over_when_it_goes() {
     let ns = unique_name("leader");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.expect("create the namespace");
+    grant_leader_election(&client, &ns).await;
+    let elector_client = kube_gateway().await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let work = Arc::new(Work::default());
 
     let body = async {
-        let a = replica(&client, &ns, "replica-a", &work);
-        let b = replica(&client, &ns, "replica-b", &work);
+        let a = replica(&elector_client, &ns, "replica-a", &work);
+        let b = replica(&elector_client, &ns, "replica-b", &work);
         let first = eventually("one replica to lead", Duration::from_secs(10), || async { holder(&leases).await }).await;
         // Over more than a lease period, exactly one replica leads, and it is the Lease holder.
         for _ in 0..20 {
@@ -551,7 +554,7 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over_when_it_goes() {
         assert_eq!(holder(&leases).await.as_deref(), Some(standby.identity.as_str()));
 
         // A leader that dies without releasing: a new standby waits out the lease, then leads.
-        let c = replica(&client, &ns, "replica-c", &work);
+        let c = replica(&elector_client, &ns, "replica-c", &work);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!*c.leading.borrow(), "c stands by while b renews");
         let died = tokio::time::Instant::now();
@@ -595,11 +598,13 @@ async fn a_leader_shutting_down_clears_the_holder_of_its_lease() {
     let ns = unique_name("leader-release");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.expect("create the namespace");
+    grant_leader_election(&client, &ns).await;
+    let elector_client = kube_gateway().await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let work = Arc::new(Work::default());
 
     let body = async {
-        let only = replica(&client, &ns, "only", &work);
+        let only = replica(&elector_client, &ns, "only", &work);
         let mut leading = only.leading.clone();
         tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| *l)).await.expect("the only replica leads").unwrap();
         assert_eq!(holder(&leases).await.as_deref(), Some("only"));

@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{eventually, kube_admin, unique_name};
+use crate::common::{eventually, kube_admin, kube_gateway, unique_name};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -41,6 +41,8 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
     node: String,
     ns: String,
+    /// The test's own client (cluster admin): the gateway runs as its least-privilege identity.
+    admin: kube::Client,
 }
 
 async fn start(node: &str, ns: &str, policy: Arc<Policy>, cloud: Arc<SimCloud>) -> Running {
@@ -49,7 +51,8 @@ async fn start(node: &str, ns: &str, policy: Arc<Policy>, cloud: Arc<SimCloud>) 
 
 async fn start_with(node: &str, ns: &str, policy: Arc<Policy>, cloud: Arc<SimCloud>, gc_min_age: &str) -> Running {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
-    let client = kube_admin().await;
+    // The gateway runs as the identity deploy/rbac grants (tests/peers/kustomize/gateway-rbac).
+    let client = kube_gateway().await;
     let config = RunConfig::from_flags(&["--node-name", node, "--cluster-id", "it", "--node-ip", "10.9.9.9", "--gc-min-age-seconds", gc_min_age]).unwrap();
     let (policy_tx, policy_rx) = watch::channel(Some(policy));
     let factories: BTreeMap<ProviderKind, Arc<dyn Factory>> = BTreeMap::from([(ProviderKind::Sim, Arc::new(SimFactory::new(cloud.clone())) as Arc<dyn Factory>)]);
@@ -57,7 +60,7 @@ async fn start_with(node: &str, ns: &str, policy: Arc<Policy>, cloud: Arc<SimClo
     let shutdown = CancellationToken::new();
     tokio::spawn(burstgate::gateway::sync_providers(gw.clone(), shutdown.clone()));
     let task = tokio::spawn(pod::run(gw.clone(), shutdown.clone()));
-    Running { gw, cloud, policy_tx, shutdown, task, node: node.into(), ns: ns.into() }
+    Running { gw, cloud, policy_tx, shutdown, task, node: node.into(), ns: ns.into(), admin: kube_admin().await }
 }
 
 impl Running {
@@ -67,7 +70,7 @@ impl Running {
         (self.cloud, self.policy_tx)
     }
     fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.gw.client.clone(), &self.ns)
+        Api::namespaced(self.admin.clone(), &self.ns)
     }
 }
 

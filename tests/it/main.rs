@@ -1,7 +1,10 @@
 //! Integration tests, one binary: the CLI as operators call it, and the real peers.
 mod alerts;
 mod cli;
+mod cluster_provider;
 mod common;
+mod deploy;
+mod docs;
 mod gateway_e2e;
 mod gateway_node;
 mod gateway_pods;

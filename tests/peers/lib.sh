@@ -39,9 +39,11 @@ CONTROLLER_MANAGER_PORT=${BURSTGATE_CONTROLLER_MANAGER_PORT:-10257}
 MOTO_PORT=${BURSTGATE_MOTO_PORT:-5055}
 PRISM_PORT=${BURSTGATE_PRISM_PORT:-4011}
 ACI_UPSTREAM=${ACI_UPSTREAM:-http://127.0.0.1:4012}
+ACI_EMULATOR_PORT=${ACI_UPSTREAM##*:}                       # the ACI emulator serves ACI_UPSTREAM
+ACI_EMULATOR_TLS_PORT=${BURSTGATE_ACI_EMULATOR_TLS_PORT:-4013}   # ... and HTTPS (token endpoint) here
 
 # Peers in start order; down.sh stops them in reverse.
-PEER_NAMES=(etcd kube-apiserver kube-scheduler kube-controller-manager moto prism)
+PEER_NAMES=(etcd kube-apiserver kube-scheduler kube-controller-manager moto prism aci-emulator)
 
 # --- Helpers ---------------------------------------------------------------------------------
 log() { printf '[peers %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }

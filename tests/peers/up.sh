@@ -265,6 +265,7 @@ phase "installing what is missing into $CACHE"
 apt_install "etcd-server=$ETCD_DEB_VERSION" "prometheus=$PROMETHEUS_DEB_VERSION" curl openssl util-linux
 quiet_debian_service etcd
 quiet_debian_service prometheus
+apt_install python3  # the ACI emulator (tests/peers/aci-emulator) runs on Debian's python3, stdlib only
 PROMTOOL=$(command -v promtool) || die "promtool missing after installing prometheus"
 PROMETHEUS=$(command -v prometheus) || die "prometheus missing after installing prometheus"
 ensure_venv "$MOTO_VENV" "$PEERS_HERE/moto-constraints.txt" "moto[ecs,server]==$MOTO_VERSION"
@@ -277,7 +278,8 @@ build_kube
 phase "stopping peers of an earlier run and cleaning $PEERS_DIR"
 bash "$PEERS_HERE/down.sh" > /dev/null
 rm -rf "$PEERS_DIR"; mkdir -p "$PEERS_DIR"; chmod 700 "$PEERS_DIR"
-for p in "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$SCHEDULER_PORT" "$CONTROLLER_MANAGER_PORT" "$MOTO_PORT" "$PRISM_PORT"; do
+for p in "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$SCHEDULER_PORT" "$CONTROLLER_MANAGER_PORT" "$MOTO_PORT" "$PRISM_PORT" \
+  "$ACI_EMULATOR_PORT" "$ACI_EMULATOR_TLS_PORT"; do
   ! port_busy "$p" || die "port 127.0.0.1:$p is taken by a process this script did not start (ss -ltnp 'sport = :$p' shows it)"
 done
 
@@ -312,11 +314,12 @@ pki apiserver "/CN=kube-apiserver" \
   "$(printf '%s\n' "extendedKeyUsage=serverAuth" \
       "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local")"
 pki kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
+pki aci-emulator "/CN=aci-emulator" "$(printf '%s\n' "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,DNS:localhost")"
 openssl genrsa -out sa.key 2048 2> /dev/null
 openssl rsa -in sa.key -pubout -out sa.pub 2> /dev/null
 
 # --- Token users: admin (system:masters), the control plane's components, and burstgate's gateway
-# identity with NO groups (later issues bind a ClusterRole to it).
+# identity with NO groups (bound below to deploy/rbac's roles, as the ServiceAccount is).
 GATEWAY_USER=burstgate-gateway
 tok() { openssl rand -hex 16; }
 ADMIN_TOKEN=$(tok); SCHED_TOKEN=$(tok); CM_TOKEN=$(tok); GATEWAY_TOKEN=$(tok)
@@ -359,6 +362,11 @@ kubeconfig controller-manager.kubeconfig system:kube-controller-manager "$CM_TOK
 # moto and Prism start first: they need nothing else, and Prism takes a few seconds to load the spec.
 start_peer moto "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
 start_peer prism "$PRISM_DIR/node_modules/.bin/prism" proxy --errors -h 127.0.0.1 -p "$PRISM_PORT" "$ACI_SPEC" "$ACI_UPSTREAM"
+# The project's own ARM/ACI emulator behind Prism (tests/peers/aci-emulator/README.md).
+start_peer aci-emulator env ACI_EMULATOR_PORT="$ACI_EMULATOR_PORT" ACI_EMULATOR_TLS_PORT="$ACI_EMULATOR_TLS_PORT" \
+  ACI_EMULATOR_TLS_CERT="$PEERS_DIR/aci-emulator.crt" ACI_EMULATOR_TLS_KEY="$PEERS_DIR/aci-emulator.key" \
+  ACI_EMULATOR_URL="$ACI_UPSTREAM" ACI_EMULATOR_ARM_URL="http://127.0.0.1:$PRISM_PORT" \
+  /usr/bin/python3 "$PEERS_HERE/aci-emulator/emulator.py"
 
 start_peer etcd etcd --name burstgate-test --data-dir "$PEERS_DIR/etcd-data" \
   --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -420,12 +428,21 @@ read -r ECS_TEST_SUBNET ECS_TEST_SG <<< "$ECS_NET"
 wait_for kube-scheduler 60 http_body_is ok -k "https://127.0.0.1:$SCHEDULER_PORT/healthz"
 wait_for kube-controller-manager 60 http_body_is ok -k "https://127.0.0.1:$CONTROLLER_MANAGER_PORT/healthz"
 wait_for kube-controller-manager 60 admin_curl -f -o /dev/null "$APISERVER_URL/api/v1/namespaces/default/serviceaccounts/default"
-# The gateway identity authenticates but is granted nothing yet.
-[ "$(curl -s -o /dev/null -w '%{http_code}' --cacert ca.crt -H "Authorization: Bearer $GATEWAY_TOKEN" \
-     "$APISERVER_URL/api/v1/namespaces/default/pods")" = 403 ] \
-  || peer_failed kube-apiserver "did not answer 403 to the ungranted gateway identity"
 "$KUBECTL" --kubeconfig admin.kubeconfig get --raw /readyz > /dev/null 2>&1 \
   || die "kubectl $KUBECTL cannot reach the apiserver"
+# The gateway identity gets exactly deploy/'s RBAC (deploy/rbac, each binding also naming the
+# user): allowed to list pods, still refused Secrets' list.
+"$KUBECTL" --kubeconfig admin.kubeconfig apply -k "$REPO_ROOT/tests/peers/kustomize/gateway-rbac" \
+  > "$PEERS_DIR/gateway-rbac.log" 2>&1 || { cat "$PEERS_DIR/gateway-rbac.log" >&2; die "applying deploy/rbac for $GATEWAY_USER"; }
+gateway_get() { curl -s -o /dev/null -w '%{http_code}' --cacert ca.crt -H "Authorization: Bearer $GATEWAY_TOKEN" "$APISERVER_URL$1"; }
+gateway_answer_is() { [ "$(gateway_get "$2")" = "$1" ]; }
+wait_for kube-apiserver 30 gateway_answer_is 200 /api/v1/namespaces/default/pods
+[ "$(gateway_get /api/v1/secrets)" = 403 ] \
+  || peer_failed kube-apiserver "did not answer 403 to the gateway identity listing Secrets"
+
+# --- The ACI emulator answers, on both ports.
+wait_for aci-emulator 30 http_answers -f "$ACI_UPSTREAM/_emulator/healthz"
+wait_for aci-emulator 30 http_answers -f --cacert ca.crt "https://127.0.0.1:$ACI_EMULATOR_TLS_PORT/_emulator/healthz"
 
 # --- Prism answers (a request without Authorization gets 401 from Prism itself).
 wait_for prism 120 http_answers "http://127.0.0.1:$PRISM_PORT/"
@@ -456,6 +473,9 @@ ECS_TEST_SG=$ECS_TEST_SG
 ACI_PRISM_URL=http://127.0.0.1:$PRISM_PORT
 ACI_UPSTREAM=$ACI_UPSTREAM
 ACI_SPEC=$ACI_SPEC
+ACI_EMULATOR_URL=$ACI_UPSTREAM
+ACI_AUTHORITY_HOST=https://127.0.0.1:$ACI_EMULATOR_TLS_PORT
+ACI_EMULATOR_CA=$PEERS_DIR/ca.crt
 PROMTOOL=$PROMTOOL
 PROMETHEUS=$PROMETHEUS
 EOF

@@ -103,6 +103,43 @@ pub async fn kube_gateway() -> kube::Client {
     kube_client("KUBECONFIG_GATEWAY").await
 }
 
+/// Binds deploy/'s ClusterRole `burstgate-leader-election` to the gateway identity in `ns` (as
+/// deploy/ binds it to the ServiceAccount in `burstgate`), for a gateway run with
+/// `--namespace ns`; returns once RBAC lets the gateway identity update Leases there.
+pub async fn grant_leader_election(admin: &kube::Client, ns: &str) {
+    use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    use kube::api::{Api, PostParams};
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "burstgate-leader-election", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "burstgate-leader-election"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": peers().get("KUBE_GATEWAY_USER")}],
+    }))
+    .expect("a valid RoleBinding");
+    Api::<RoleBinding>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap_or_else(|err| panic!("binding burstgate-leader-election in {ns}: {err}"));
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(kube_gateway().await);
+    let review: SelfSubjectAccessReview = serde_json::from_value(serde_json::json!({
+        "spec": {"resourceAttributes": {"verb": "update", "group": "coordination.k8s.io", "resource": "leases", "namespace": ns}},
+    }))
+    .expect("a valid SelfSubjectAccessReview");
+    eventually(
+        &format!("RBAC letting the gateway identity update Leases in {ns}"),
+        Duration::from_secs(10),
+        || async {
+            let status = reviews
+                .create(&PostParams::default(), &review)
+                .await
+                .ok()?
+                .status?;
+            status.allowed.then_some(())
+        },
+    )
+    .await;
+}
+
 /// aws-sdk-ecs against moto, with up.sh's static credentials and region.
 pub fn ecs_client() -> aws_sdk_ecs::Client {
     use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};

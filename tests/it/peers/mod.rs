@@ -1,5 +1,6 @@
 //! Smoke tests of the real peers that tests/peers/up.sh starts: each shows that one peer behaves
 //! as burstgate's later tests rely on.
+mod aci_emulator;
 mod aci_prism;
 mod ecs_moto;
 mod kube_identity;

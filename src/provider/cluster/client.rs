@@ -1,0 +1,434 @@
+//! The `cluster` provider: shadow pods and their Secrets through the Kubernetes API of the target
+//! cluster, every call through the target's [`Layers`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{
+    Api, AttachParams, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams,
+};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::policy::model::OperationClass;
+use crate::provider::cluster::retry::provider_error;
+use crate::provider::cluster::status::{
+    DEFAULT_UNSCHEDULABLE_GRACE, exec_exit_code, workload_status,
+};
+use crate::provider::cluster::translate::{
+    CLUSTER_ID, MANAGED_BY, MANAGED_BY_VALUE, NODE, POD_UID, Shadow, WORKLOAD, label_value,
+    owner_from_annotations, translate,
+};
+use crate::provider::contract::{
+    Capabilities, ExecOutput, LogOptions, OwnedWorkload, Provider, ProviderError, WorkloadSpec,
+    WorkloadStatus,
+};
+use crate::provider::layers::Layers;
+
+/// Field manager of the Secrets' server-side applies.
+const FIELD_MANAGER: &str = "burstgate";
+/// Pod UIDs per status list call (the label selector stays around 20 KB).
+const STATUS_BATCH: usize = 500;
+/// An exec keeps at most this much of each stream (the rest is read and dropped).
+const EXEC_OUTPUT_LIMIT: usize = 4 << 20;
+
+/// What the lead builds from the policy's cluster target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The policy target's name.
+    pub target: String,
+    /// Namespace of the shadow pods (`burstgate-shadow`); it must exist.
+    pub namespace: String,
+}
+
+/// Runs pods as shadow pods on the real nodes of a cluster (this one or another, by the client).
+pub struct ClusterProvider {
+    settings: Settings,
+    layers: Layers,
+    pods: Api<Pod>,
+    secrets: Api<Secret>,
+    unschedulable_grace: Duration,
+}
+
+fn selector(pairs: &[(&str, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn is_gone(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+fn age(
+    created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    now: Timestamp,
+) -> Duration {
+    created
+        .and_then(|t| Duration::try_from(now.duration_since(t.0)).ok())
+        .unwrap_or_default()
+}
+
+/// Reads `reader` to its end, keeping at most `limit` bytes.
+async fn read_capped(reader: Option<impl AsyncRead + Unpin>, limit: usize) -> String {
+    let Some(mut reader) = reader else {
+        return String::new();
+    };
+    let mut kept = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while let Ok(n) = reader.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        let room = limit.saturating_sub(kept.len());
+        kept.extend_from_slice(&chunk[..n.min(room)]);
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+impl ClusterProvider {
+    /// A provider creating shadow pods in `settings.namespace` through `client`.
+    pub fn new(settings: Settings, client: kube::Client, layers: Layers) -> ClusterProvider {
+        ClusterProvider {
+            pods: Api::namespaced(client.clone(), &settings.namespace),
+            secrets: Api::namespaced(client, &settings.namespace),
+            settings,
+            layers,
+            unschedulable_grace: DEFAULT_UNSCHEDULABLE_GRACE,
+        }
+    }
+
+    /// How long a shadow pod may stay unschedulable before its status says the cluster is full
+    /// (default 60 s; see [`crate::provider::cluster::unschedulable_rejection`]).
+    pub fn with_unschedulable_grace(mut self, grace: Duration) -> ClusterProvider {
+        self.unschedulable_grace = grace;
+        self
+    }
+
+    /// The settings it was built with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn status_of(&self, pod: &Pod) -> WorkloadStatus {
+        workload_status(pod, Timestamp::now(), self.unschedulable_grace)
+    }
+
+    async fn read_pod(&self, id: &str) -> Result<Option<Pod>, ProviderError> {
+        let pods = &self.pods;
+        self.layers
+            .call(OperationClass::Read, "ReadPod", || async move {
+                pods.get_opt(id).await.map_err(|e| provider_error(&e))
+            })
+            .await
+    }
+
+    /// Creates the pod, or finds the one a previous attempt made.
+    async fn create_pod(&self, shadow: &Shadow, spec: &WorkloadSpec) -> Result<Pod, ProviderError> {
+        let pods = &self.pods;
+        let created = self
+            .layers
+            .call(OperationClass::Create, "CreatePod", || async move {
+                match pods
+                    .create(
+                        &PostParams {
+                            field_manager: Some(FIELD_MANAGER.into()),
+                            ..Default::default()
+                        },
+                        &shadow.pod,
+                    )
+                    .await
+                {
+                    Ok(p) => Ok(Some(p)),
+                    Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(None),
+                    Err(e) => Err(provider_error(&e)),
+                }
+            })
+            .await?;
+        let pod = match created {
+            Some(p) => p,
+            None => self
+                .read_pod(&spec.id)
+                .await?
+                .ok_or_else(|| ProviderError::Transient {
+                    message: format!(
+                        "shadow pod {}/{} was deleted while being created again",
+                        self.settings.namespace, spec.id
+                    ),
+                    retry_after: None,
+                })?,
+        };
+        let uid_label = pod.metadata.labels.as_ref().and_then(|l| l.get(POD_UID));
+        if uid_label != Some(&label_value(&spec.owner.pod_uid)) {
+            return Err(ProviderError::Target {
+                code: "NameTaken".into(),
+                message: format!(
+                    "pod {}/{} exists but does not belong to pod UID {}",
+                    self.settings.namespace, spec.id, spec.owner.pod_uid
+                ),
+            });
+        }
+        Ok(pod)
+    }
+
+    /// Applies the pod's Secrets, owned by the pod (server-side apply: creates or updates, so a
+    /// retried create converges).
+    async fn apply_secrets(&self, pod: &Pod, shadow: &Shadow) -> Result<(), ProviderError> {
+        let owner = OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        for secret in [&shadow.secret, &shadow.registry_secret]
+            .into_iter()
+            .flatten()
+        {
+            let mut secret = secret.clone();
+            secret.metadata.owner_references = Some(vec![owner.clone()]);
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            let (secrets, secret, name) = (&self.secrets, &secret, &name);
+            self.layers
+                .call(OperationClass::Create, "ApplySecret", || async move {
+                    let params = PatchParams::apply(FIELD_MANAGER).force();
+                    secrets
+                        .patch(name, &params, &Patch::Apply(secret))
+                        .await
+                        .map(drop)
+                        .map_err(|e| provider_error(&e))
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_secrets(&self, id: &str) -> Result<(), ProviderError> {
+        let secrets = &self.secrets;
+        let params = ListParams::default().labels(&selector(&[
+            (MANAGED_BY, MANAGED_BY_VALUE.into()),
+            (WORKLOAD, label_value(id)),
+        ]));
+        let params = &params;
+        self.layers
+            .call(OperationClass::Delete, "DeleteSecrets", || async move {
+                secrets
+                    .delete_collection(&DeleteParams::default(), params)
+                    .await
+                    .map(drop)
+                    .map_err(|e| provider_error(&e))
+            })
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for ClusterProvider {
+    fn name(&self) -> &'static str {
+        "cluster"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            logs: true,
+            exec: true,
+            host_path: false,
+            persistent_volumes: false,
+            privileged: false,
+        }
+    }
+
+    async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
+        let shadow = translate(spec, &self.settings.namespace)?;
+        let pod = self.create_pod(&shadow, spec).await?;
+        if let Err(e) = self.apply_secrets(&pod, &shadow).await {
+            if !e.is_retryable() {
+                // The pod would wait for its Secret forever: take it back, the target refused.
+                if let Err(cleanup) = self.delete(&spec.id).await {
+                    tracing::warn!(workload = %spec.id, error = %cleanup, "removing a shadow pod whose Secret was refused failed");
+                }
+            }
+            return Err(e);
+        }
+        Ok(self.status_of(&pod))
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), ProviderError> {
+        let pods = &self.pods;
+        self.layers
+            .call(OperationClass::Delete, "DeletePod", || async move {
+                match pods.delete(id, &DeleteParams::default()).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_gone(&e) => Ok(()),
+                    Err(e) => Err(provider_error(&e)),
+                }
+            })
+            .await?;
+        // The Secrets' ownerReference lets a garbage collector remove them too, but not every
+        // setup runs one: delete them explicitly.
+        self.delete_secrets(id).await
+    }
+
+    async fn status(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, WorkloadStatus>, ProviderError> {
+        let wanted: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+        let uids: Vec<String> = wanted
+            .iter()
+            .filter_map(|id| id.strip_prefix("bg-"))
+            .map(label_value)
+            .collect();
+        let mut out = BTreeMap::new();
+        for chunk in uids.chunks(STATUS_BATCH) {
+            let params = ListParams::default().labels(&format!(
+                "{MANAGED_BY}={MANAGED_BY_VALUE},{POD_UID} in ({})",
+                chunk.join(",")
+            ));
+            let (pods, params) = (&self.pods, &params);
+            let list = self
+                .layers
+                .call(OperationClass::Read, "ListPods", || async move {
+                    pods.list(params).await.map_err(|e| provider_error(&e))
+                })
+                .await?;
+            for pod in &list.items {
+                if let Some(name) = pod.metadata.name.as_deref().filter(|n| wanted.contains(n)) {
+                    out.insert(name.to_string(), self.status_of(pod));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_owned(
+        &self,
+        cluster_id: &str,
+        node: &str,
+    ) -> Result<Vec<OwnedWorkload>, ProviderError> {
+        let params = ListParams::default().labels(&selector(&[
+            (MANAGED_BY, MANAGED_BY_VALUE.into()),
+            (CLUSTER_ID, label_value(cluster_id)),
+            (NODE, label_value(node)),
+        ]));
+        let (pods, secrets, params) = (&self.pods, &self.secrets, &params);
+        let pod_list = self
+            .layers
+            .call(OperationClass::Read, "ListPods", || async move {
+                pods.list(params).await.map_err(|e| provider_error(&e))
+            })
+            .await?;
+        // Secrets left behind by a delete that stopped half-way are owned workloads too: GC
+        // deletes them by id.
+        let secret_list = self
+            .layers
+            .call(OperationClass::Read, "ListSecrets", || async move {
+                secrets
+                    .list_metadata(params)
+                    .await
+                    .map_err(|e| provider_error(&e))
+            })
+            .await?;
+        let now = Timestamp::now();
+        let mut owned: BTreeMap<String, OwnedWorkload> = BTreeMap::new();
+        for meta in secret_list
+            .items
+            .iter()
+            .map(|s| &s.metadata)
+            .chain(pod_list.items.iter().map(|p| &p.metadata))
+        {
+            let annotations = meta.annotations.clone().unwrap_or_default();
+            let Some(owner) = owner_from_annotations(&annotations)
+                .filter(|o| o.cluster_id == cluster_id && o.node == node)
+            else {
+                continue;
+            };
+            let id = annotations
+                .get(WORKLOAD)
+                .cloned()
+                .or_else(|| meta.name.clone())
+                .unwrap_or_default();
+            // Pods come last: a pod's age wins over its Secrets'.
+            owned.insert(
+                id.clone(),
+                OwnedWorkload {
+                    id,
+                    owner,
+                    age: age(meta.creation_timestamp.as_ref(), now),
+                },
+            );
+        }
+        Ok(owned.into_values().collect())
+    }
+
+    async fn logs(
+        &self,
+        id: &str,
+        container: &str,
+        opts: &LogOptions,
+    ) -> Result<String, ProviderError> {
+        let params = LogParams {
+            container: Some(container.to_string()),
+            tail_lines: opts
+                .tail_lines
+                .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+            since_seconds: opts
+                .since_seconds
+                .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+            timestamps: opts.timestamps,
+            ..Default::default()
+        };
+        let (pods, params) = (&self.pods, &params);
+        self.layers
+            .call(OperationClass::Read, "ReadPodLog", || async move {
+                pods.logs(id, params).await.map_err(|e| provider_error(&e))
+            })
+            .await
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        container: &str,
+        command: &[String],
+    ) -> Result<ExecOutput, ProviderError> {
+        let params = AttachParams::default()
+            .container(container)
+            .stdin(false)
+            .stdout(true)
+            .stderr(true)
+            .tty(false);
+        let (pods, params) = (&self.pods, &params);
+        // Only the connection goes through the layers (a retry there runs nothing twice); the
+        // command's own run time is not a call timeout.
+        let mut process = self
+            .layers
+            .call(OperationClass::Create, "ExecPod", || async move {
+                pods.exec(id, command.to_vec(), params)
+                    .await
+                    .map_err(|e| provider_error(&e))
+            })
+            .await?;
+        let status = process.take_status();
+        let (stdout, stderr) = tokio::join!(
+            read_capped(process.stdout(), EXEC_OUTPUT_LIMIT),
+            read_capped(process.stderr(), EXEC_OUTPUT_LIMIT)
+        );
+        let exit_code = match status {
+            Some(status) => status.await.map(|s| exec_exit_code(&s)).transpose()?,
+            None => None,
+        };
+        if let Err(e) = process.join().await {
+            tracing::debug!(workload = %id, error = %e, "exec stream ended with an error");
+        }
+        Ok(ExecOutput {
+            stdout,
+            stderr,
+            exit_code,
+        })
+    }
+}

@@ -1,0 +1,37 @@
+//! The on-cluster provider: each pod runs as a "shadow pod" on the real nodes of a cluster (this
+//! one, or another one by kubeconfig), in one configured namespace, owner-labelled; the
+//! controller mirrors its status back onto the virtual-node pod.
+//!
+//! - Create ([`translate`](translate::translate) then the API): the shadow pod is named like the
+//!   workload (`bg-<pod UID>`), labelled `burstgate.io/managed-by=burstgate` plus cluster id,
+//!   node, pod namespace, name and UID (label-safe values, full values in annotations). Secret
+//!   env values and volume files go into ONE Secret `<id>`, registry credentials into
+//!   `<id>-registry` (`kubernetes.io/dockerconfigjson`). The pod is created first; the Secrets
+//!   are then server-side applied with an ownerReference to it, so no Secret ever exists without
+//!   its owner, and a retried create (pod already there: 409) re-applies them and returns the
+//!   existing pod's status. When the target refuses a Secret (quota), the pod is deleted again.
+//! - Status: one list call per batch of up to 500 ids, by label selector
+//!   `burstgate.io/managed-by=burstgate,burstgate.io/pod-uid in (...)`: only the pods asked for
+//!   come back, and no node or cluster identity is needed to read them.
+//! - Cluster full: see [`status`](status) — an unschedulable shadow pod turns `Failed` with
+//!   every container `Waiting { reason: "Unschedulable" }` after a grace period (60 s by
+//!   default, [`ClusterProvider::with_unschedulable_grace`]); [`unschedulable_rejection`] turns
+//!   that status into `ProviderError::Target { code: "Unschedulable" }` for the controller.
+//! - Delete: the pod with its own grace period (gone is fine), then its Secrets by label
+//!   (`burstgate.io/workload=<id>`), explicitly, since not every setup runs a garbage collector.
+//! - List owned: pods AND Secrets labelled with the cluster id and node (a Secret left by a
+//!   half-done delete is an owned workload too), checked against the full annotation values.
+//! - Logs through `pods/log`; exec through `pods/exec` (websocket), stdout, stderr, exit code.
+//! - Errors: [`retry`](retry) maps API answers to retry / next target / fail the pod.
+//!
+//! The target's RBAC in the shadow namespace: pods (create, get, list, delete), pods/log (get),
+//! pods/exec (create), secrets (patch, create, list, deletecollection). The client should be
+//! built without kube-rs' own retry layer: retries belong to the target's `Layers`.
+
+mod client;
+pub mod retry;
+pub mod status;
+pub mod translate;
+
+pub use client::{ClusterProvider, Settings};
+pub use status::{DEFAULT_UNSCHEDULABLE_GRACE, UNSCHEDULABLE, unschedulable_rejection};
