@@ -1,7 +1,7 @@
 //! `burstgate run`: the gateway's main job, and its one shutdown path.
 //!
 //! Every replica watches the policy directory; the replica that holds the leader Lease runs the
-//! node and pod controllers. SIGTERM or SIGINT cancels one token: controllers drain, the leader
+//! node and pod controllers; every replica serves the kubelet API. SIGTERM or SIGINT cancels one token: controllers drain, the leader
 //! Lease is released (a standby takes over at once), and the process exits within a bound.
 
 use std::collections::BTreeMap;
@@ -17,7 +17,7 @@ use crate::controller::leader::{ElectionConfig, LeaderElector};
 use crate::controller::reload::{PolicyReloader, run_reload};
 use crate::controller::{node, pod};
 use crate::policy::model::ProviderKind;
-use crate::provider::factories::{ClusterFactory, FargateFactory, SimFactory};
+use crate::provider::factories::{AciFactory, ClusterFactory, FargateFactory, SimFactory, Unavailable};
 use crate::provider::registry::Factory;
 use crate::provider::sim::SimCloud;
 
@@ -61,6 +61,10 @@ pub fn factories(config: &RunConfig, client: &kube::Client) -> BTreeMap<Provider
         (ProviderKind::Sim, Arc::new(SimFactory::new(cloud)) as Arc<dyn Factory>),
         (ProviderKind::Cluster, Arc::new(ClusterFactory::new(client.clone())) as Arc<dyn Factory>),
         (ProviderKind::Fargate, Arc::new(FargateFactory::default()) as Arc<dyn Factory>),
+        (ProviderKind::Aci, match crate::provider::aci::default_credential() {
+            Ok(credential) => Arc::new(AciFactory::new(credential, &config.arm_endpoint)) as Arc<dyn Factory>,
+            Err(e) => Arc::new(Unavailable(format!("no Azure credential: {e}"))),
+        }),
     ])
 }
 
@@ -138,6 +142,15 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
         if let Err(e) = metrics_server.await {
             tracing::error!(%addr, error = %e, "cannot serve /metrics; shutting down");
             metrics_shutdown.cancel();
+        }
+    });
+
+    // Every replica serves the kubelet API (the apiserver may reach any of them).
+    let (kubelet, kubelet_shutdown) = (crate::kubelet::serve(gw.clone(), shutdown.clone()), shutdown.clone());
+    tasks.spawn(async move {
+        if let Err(e) = kubelet.await {
+            tracing::error!(error = %e, "cannot serve the kubelet API; shutting down");
+            kubelet_shutdown.cancel();
         }
     });
 

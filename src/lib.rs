@@ -9,6 +9,7 @@
 pub mod config;
 pub mod controller;
 pub mod gateway;
+pub mod kubelet;
 pub mod metrics;
 pub mod policy;
 pub mod provider;

@@ -28,9 +28,28 @@ pub struct RunConfig {
     /// Taint effect of the node (`NoSchedule`, `PreferNoSchedule`, `NoExecute`).
     #[arg(long, env = "BURSTGATE_TAINT_EFFECT", default_value = "NoSchedule")]
     pub taint_effect: String,
+    /// Azure Resource Manager endpoint of `aci` targets (another Azure cloud, or a test emulator).
+    #[arg(long, env = "BURSTGATE_ARM_ENDPOINT", default_value = "https://management.azure.com")]
+    pub arm_endpoint: String,
     /// Port of the kubelet API (advertised in the node's daemonEndpoints).
     #[arg(long, env = "BURSTGATE_KUBELET_PORT", default_value_t = 10250)]
     pub kubelet_port: u16,
+    /// PEM certificate (chain) the kubelet API serves; reloaded when the file changes. A
+    /// self-signed certificate for the node's IP and name is served when absent.
+    #[arg(long, env = "BURSTGATE_KUBELET_CERT_FILE", requires = "kubelet_key_file")]
+    pub kubelet_cert_file: Option<PathBuf>,
+    /// PEM private key of `--kubelet-cert-file`; reloaded with it.
+    #[arg(long, env = "BURSTGATE_KUBELET_KEY_FILE", requires = "kubelet_cert_file")]
+    pub kubelet_key_file: Option<PathBuf>,
+    /// PEM CA bundle that signs client certificates of the kubelet API (the cluster CA, which
+    /// signs the apiserver's `--kubelet-client-certificate`); the certificate's CN is the user,
+    /// its O the groups. Without it only bearer tokens (TokenReview) authenticate.
+    #[arg(long, env = "BURSTGATE_KUBELET_CLIENT_CA_FILE")]
+    pub kubelet_client_ca_file: Option<PathBuf>,
+    /// Serve the kubelet API without authentication or authorization. Local development only:
+    /// anyone who reaches the port can read logs and exec into pods.
+    #[arg(long, env = "BURSTGATE_INSECURE_KUBELET_API")]
+    pub insecure_kubelet_api: bool,
     /// Where `/metrics` and `/healthz` are served (apart from the kubelet API).
     #[arg(long, env = "BURSTGATE_METRICS_ADDR", default_value = "0.0.0.0:9090")]
     pub metrics_addr: std::net::SocketAddr,
@@ -101,6 +120,14 @@ mod tests {
         let c = RunConfig::from_flags(&["--kubeconfig", "/k"]).unwrap();
         assert_eq!((c.node_name.as_str(), c.taint_key.as_str(), c.taint_value.as_str(), c.taint_effect.as_str()), ("burstgate", "virtual-kubelet.io/provider", "azure", "NoSchedule"));
         assert_eq!(c.kubelet_port, 10250);
+    }
+
+    #[test]
+    fn a_kubelet_certificate_needs_its_key_and_the_api_is_secure_by_default() {
+        assert!(RunConfig::from_flags(&["--kubelet-cert-file", "/c.pem"]).is_err());
+        let c = RunConfig::from_flags(&["--kubelet-cert-file", "/c.pem", "--kubelet-key-file", "/k.pem"]).unwrap();
+        assert_eq!(c.kubelet_key_file.as_deref(), Some(std::path::Path::new("/k.pem")));
+        assert!(!c.insecure_kubelet_api);
     }
 
     #[test]

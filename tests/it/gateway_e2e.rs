@@ -45,6 +45,7 @@ impl Gateway {
         let log = std::env::temp_dir().join(format!("{node}-{identity}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let kubelet_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(env!("CARGO_BIN_EXE_burstgate"))
             .args(["run", "--node-name", node, "--namespace", ns, "--identity", identity, "--cluster-id", "e2e"])
             .arg("--policy-dir")
@@ -55,6 +56,7 @@ impl Gateway {
             .args(["--sim-cold-start-ms", "300", "--node-ip", "10.7.7.7"])
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{metrics_port}"))
+            .args(["--kubelet-port", &kubelet_port.to_string()])
             // Tests run in parallel, each with its own virtual node: one extra label keeps each
             // test's pods on its own node (the manifests are otherwise AKS's, unchanged).
             .arg("--node-label")

@@ -10,4 +10,5 @@ mod fargate;
 mod gateway_e2e;
 mod gateway_node;
 mod gateway_pods;
+mod kubelet;
 mod peers;

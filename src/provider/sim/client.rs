@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::provider::contract::{
-    Capabilities, LogOptions, OwnedWorkload, Owner, Provider, ProviderError, WorkloadSpec,
-    WorkloadStatus,
+    Capabilities, EnvValue, ExecOutput, LogOptions, OwnedWorkload, Owner, Provider, ProviderError,
+    WorkloadPhase, WorkloadSpec, WorkloadStatus,
 };
 use crate::provider::sim::retry::SimFault;
-use crate::provider::sim::status::status_at;
+use crate::provider::sim::status::{log_lines, status_at};
 use crate::provider::sim::translate::{SimWorkload, translate};
 
 struct Entry {
@@ -21,6 +21,8 @@ struct Entry {
     created: DateTime<Utc>,
     created_instant: Instant,
     ip: String,
+    /// Plain environment variables per container (secret values are never kept here).
+    env: BTreeMap<String, Vec<(String, String)>>,
 }
 
 #[derive(Default)]
@@ -105,7 +107,7 @@ impl Provider for SimProvider {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             logs: true,
-            exec: false,
+            exec: true,
             host_path: false,
             persistent_volumes: false,
             privileged: false,
@@ -134,6 +136,18 @@ impl Provider for SimProvider {
             created: Utc::now(),
             created_instant: Instant::now(),
             ip: format!("10.244.{}.{}", n / 250, n % 250 + 2),
+            env: spec
+                .resolved
+                .env
+                .iter()
+                .map(|(container, vars)| {
+                    let plain = vars.iter().filter_map(|v| match &v.value {
+                        EnvValue::Plain(value) => Some((v.name.clone(), value.clone())),
+                        EnvValue::Secret(_) => None,
+                    });
+                    (container.clone(), plain.collect())
+                })
+                .collect(),
         };
         let status = self.cloud.status_of(&spec.id, &entry);
         state.workloads.insert(spec.id.clone(), entry);
@@ -189,27 +203,136 @@ impl Provider for SimProvider {
         opts: &LogOptions,
     ) -> Result<String, ProviderError> {
         let state = self.cloud.lock();
-        let Some(e) = state.workloads.get(id) else {
-            return Err(ProviderError::Pod {
-                code: "NotFound".into(),
-                message: format!("workload {id} not found"),
-            });
-        };
-        let status = self.cloud.status_of(id, e);
-        let mut lines = vec![format!(
-            "{} sim: container {container} of {id} created",
-            status.started_at.unwrap_or_default()
-        )];
-        if let Some(c) = status.containers.iter().find(|c| c.name == container) {
-            lines.push(format!(
-                "sim: container {container} state {:?}, restarts {}",
-                c.state, c.restart_count
-            ));
+        let e = state.workloads.get(id).ok_or_else(|| not_found(id))?;
+        if !e
+            .workload
+            .containers
+            .iter()
+            .any(|(name, _)| name == container)
+        {
+            return Err(no_container(id, container));
         }
-        let skip = opts
-            .tail_lines
-            .map_or(0, |n| lines.len().saturating_sub(n as usize));
-        Ok(lines[skip..].join("\n") + "\n")
+        let elapsed = e.created_instant.elapsed();
+        let now = e.created + elapsed;
+        let lines = log_lines(
+            &e.workload,
+            container,
+            e.created,
+            self.cloud.cold_start,
+            elapsed,
+        );
+        let since = opts.since_seconds.map(|s| now - Duration::from_secs(s));
+        let lines: Vec<_> = lines
+            .into_iter()
+            .filter(|l| since.is_none_or(|since| l.at >= since))
+            .collect();
+        let skip = opts.tail_lines.map_or(0, |n| {
+            lines
+                .len()
+                .saturating_sub(usize::try_from(n).unwrap_or(usize::MAX))
+        });
+        Ok(lines[skip..]
+            .iter()
+            .map(|l| match opts.timestamps {
+                true => format!(
+                    "{} {}\n",
+                    l.at.to_rfc3339_opts(SecondsFormat::Nanos, true),
+                    l.text
+                ),
+                false => format!("{}\n", l.text),
+            })
+            .collect())
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        container: &str,
+        command: &[String],
+    ) -> Result<ExecOutput, ProviderError> {
+        let state = self.cloud.lock();
+        let e = state.workloads.get(id).ok_or_else(|| not_found(id))?;
+        if !e
+            .workload
+            .containers
+            .iter()
+            .any(|(name, _)| name == container)
+        {
+            return Err(no_container(id, container));
+        }
+        let status = self.cloud.status_of(id, e);
+        let running = status.phase == WorkloadPhase::Running
+            && status.containers.iter().any(|c| {
+                c.name == container
+                    && matches!(c.state, crate::provider::ContainerState::Running { .. })
+            });
+        if !running {
+            return Err(ProviderError::Pod {
+                code: "ContainerNotRunning".into(),
+                message: format!("container {container} of {id} is not running"),
+            });
+        }
+        let env = e.env.get(container).map(Vec::as_slice).unwrap_or_default();
+        Ok(run_builtin(command, &e.owner.pod, env))
+    }
+}
+
+fn not_found(id: &str) -> ProviderError {
+    ProviderError::Pod {
+        code: "NotFound".into(),
+        message: format!("workload {id} not found"),
+    }
+}
+
+fn no_container(id: &str, container: &str) -> ProviderError {
+    ProviderError::Pod {
+        code: "NotFound".into(),
+        message: format!("workload {id} has no container {container}"),
+    }
+}
+
+/// The simulated container's tiny command set: `echo ARGS...`, `hostname` (the pod name), `env`
+/// (plain variables only), `true`, `false` and `exit N`; anything else is "command not found"
+/// (127), as a shell would say.
+fn run_builtin(command: &[String], hostname: &str, env: &[(String, String)]) -> ExecOutput {
+    let ok = |stdout: String| ExecOutput {
+        stdout,
+        stderr: String::new(),
+        exit_code: Some(0),
+    };
+    let Some((name, args)) = command.split_first() else {
+        return ExecOutput {
+            stdout: String::new(),
+            stderr: "sim: no command given\n".into(),
+            exit_code: Some(126),
+        };
+    };
+    match name.as_str() {
+        "echo" => ok(format!("{}\n", args.join(" "))),
+        "hostname" => ok(format!("{hostname}\n")),
+        "env" => ok(env.iter().map(|(k, v)| format!("{k}={v}\n")).collect()),
+        "true" => ok(String::new()),
+        "false" => ExecOutput {
+            exit_code: Some(1),
+            ..ok(String::new())
+        },
+        "exit" => match args.first().map(|a| a.parse::<i32>()) {
+            None => ok(String::new()),
+            Some(Ok(code)) => ExecOutput {
+                exit_code: Some(code),
+                ..ok(String::new())
+            },
+            Some(Err(_)) => ExecOutput {
+                stdout: String::new(),
+                stderr: format!("sim: exit: {}: numeric argument required\n", args[0]),
+                exit_code: Some(2),
+            },
+        },
+        other => ExecOutput {
+            stdout: String::new(),
+            stderr: format!("sim: {other}: command not found\n"),
+            exit_code: Some(127),
+        },
     }
 }
 
@@ -277,15 +400,129 @@ mod tests {
         );
     }
 
+    fn cmd(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
     #[tokio::test]
-    async fn exec_is_not_supported_and_says_by_whom() {
+    async fn exec_runs_the_builtin_commands_with_their_exit_codes() {
+        use crate::provider::contract::{EnvVar, Resolved, SecretString};
         let p = SimProvider::new(SimCloud::new(Duration::ZERO, 10));
-        let err = p
-            .exec("bg-1", "app", &["ls".to_string()])
+        let mut s = spec("bg-1", "n");
+        let env = vec![
+            EnvVar {
+                name: "MODE".into(),
+                value: EnvValue::Plain("fast".into()),
+            },
+            EnvVar {
+                name: "TOKEN".into(),
+                value: EnvValue::Secret(SecretString::from("hunter2")),
+            },
+        ];
+        s.resolved = Arc::new(Resolved {
+            env: BTreeMap::from([("app".to_string(), env)]),
+            ..Default::default()
+        });
+        p.create(&s).await.unwrap();
+        assert_eq!(
+            p.exec("bg-1", "app", &cmd(&["echo", "hi", "there"]))
+                .await
+                .unwrap()
+                .stdout,
+            "hi there\n"
+        );
+        assert_eq!(
+            p.exec("bg-1", "app", &cmd(&["hostname"]))
+                .await
+                .unwrap()
+                .stdout,
+            "p\n"
+        );
+        assert_eq!(
+            p.exec("bg-1", "app", &cmd(&["env"])).await.unwrap().stdout,
+            "MODE=fast\n",
+            "secret values never appear"
+        );
+        assert_eq!(
+            p.exec("bg-1", "app", &cmd(&["exit", "3"]))
+                .await
+                .unwrap()
+                .exit_code,
+            Some(3)
+        );
+        let missing = p.exec("bg-1", "app", &cmd(&["ls"])).await.unwrap();
+        assert_eq!(
+            (missing.exit_code, missing.stderr.as_str()),
+            (Some(127), "sim: ls: command not found\n")
+        );
+        assert!(p.capabilities().exec);
+    }
+
+    #[tokio::test]
+    async fn exec_into_a_container_that_is_not_running_is_refused() {
+        let p = SimProvider::new(SimCloud::new(Duration::from_secs(60), 10));
+        p.create(&spec("bg-1", "n")).await.unwrap();
+        let err = p.exec("bg-1", "app", &cmd(&["echo"])).await.unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::Pod { code, .. } if code == "ContainerNotRunning"),
+            "{err}"
+        );
+        let err = p.exec("bg-1", "db", &cmd(&["echo"])).await.unwrap_err();
+        assert!(err.to_string().contains("has no container db"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn logs_honour_tail_since_and_timestamps() {
+        let p = SimProvider::new(SimCloud::new(Duration::ZERO, 10));
+        p.create(&spec("bg-1", "n")).await.unwrap();
+        let all = p.logs("bg-1", "app", &LogOptions::default()).await.unwrap();
+        assert!(
+            all.starts_with("sim: container app created\nsim: container app started\n"),
+            "{all}"
+        );
+        let tail = p
+            .logs(
+                "bg-1",
+                "app",
+                &LogOptions {
+                    tail_lines: Some(1),
+                    ..Default::default()
+                },
+            )
             .await
-            .unwrap_err();
-        assert_eq!(err.to_string(), "sim does not support exec");
-        assert!(!p.capabilities().exec);
+            .unwrap();
+        assert_eq!(tail, "sim: container app started\n");
+        let stamped = p
+            .logs(
+                "bg-1",
+                "app",
+                &LogOptions {
+                    timestamps: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let (ts, text) = stamped.lines().next().unwrap().split_once(' ').unwrap();
+        assert!(DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
+        assert_eq!(text, "sim: container app created");
+        let recent = p
+            .logs(
+                "bg-1",
+                "app",
+                &LogOptions {
+                    since_seconds: Some(3600),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(recent, all);
+        assert!(
+            p.logs("bg-1", "nope", &LogOptions::default())
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

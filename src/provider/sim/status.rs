@@ -126,6 +126,75 @@ pub fn status_at(
     status
 }
 
+/// One log line of a simulated container, with the time it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// When it was written.
+    pub at: DateTime<Utc>,
+    /// The text, without a newline.
+    pub text: String,
+}
+
+/// The log of `container` of `w` (created at `created`), `elapsed` after creation: a line when
+/// the workload was created, one when the current run started, one per second of run time, and
+/// the exit. Like a kubelet, it shows the current run only (earlier runs are gone).
+pub fn log_lines(
+    w: &SimWorkload,
+    container: &str,
+    created: DateTime<Utc>,
+    cold_start: Duration,
+    elapsed: Duration,
+) -> Vec<LogLine> {
+    let mut lines = vec![LogLine {
+        at: created,
+        text: format!("sim: container {container} created"),
+    }];
+    let Some(t) = elapsed.checked_sub(cold_start) else {
+        return lines;
+    };
+    let first_start = created + cold_start;
+    // Where the current run started (after the first start), how long it has run, and its exit.
+    let (run_start, ran, exited) = match w.exit_after_seconds.map(Duration::from_secs) {
+        None => (Duration::ZERO, t, false),
+        Some(run) => {
+            let restarts = match w.restart_policy.as_str() {
+                "Never" => false,
+                "OnFailure" => w.exit_code != 0,
+                _ => true,
+            };
+            if !restarts {
+                (Duration::ZERO, t.min(run), t >= run)
+            } else {
+                let period = run + RESTART_DELAY;
+                let cycle = (t.as_millis() / period.as_millis().max(1)) as u32;
+                let into = t - period * cycle;
+                (period * cycle, into.min(run), into >= run)
+            }
+        }
+    };
+    let start = first_start + run_start;
+    lines.push(LogLine {
+        at: start,
+        text: format!("sim: container {container} started"),
+    });
+    for k in 1..=ran.as_secs() {
+        lines.push(LogLine {
+            at: start + Duration::from_secs(k),
+            text: format!("sim: container {container} running for {k}s"),
+        });
+    }
+    if exited {
+        lines.push(LogLine {
+            at: start + ran,
+            text: format!(
+                "sim: container {container} exited with code {}",
+                w.exit_code
+            ),
+        });
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +217,65 @@ mod tests {
             Duration::from_secs(2),
             Duration::from_secs(secs),
         )
+    }
+
+    fn texts(w: &SimWorkload, secs: u64) -> Vec<String> {
+        log_lines(
+            w,
+            "app",
+            DateTime::UNIX_EPOCH,
+            Duration::from_secs(2),
+            Duration::from_secs(secs),
+        )
+        .into_iter()
+        .map(|l| l.text)
+        .collect()
+    }
+
+    #[test]
+    fn the_log_grows_by_one_line_per_second_of_run_time() {
+        let w = workload(None, 0, "Always");
+        assert_eq!(texts(&w, 1), vec!["sim: container app created"]);
+        assert_eq!(
+            texts(&w, 5),
+            vec![
+                "sim: container app created",
+                "sim: container app started",
+                "sim: container app running for 1s",
+                "sim: container app running for 2s",
+                "sim: container app running for 3s"
+            ]
+        );
+        let at: Vec<_> = log_lines(
+            &w,
+            "app",
+            DateTime::UNIX_EPOCH,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+        )
+        .into_iter()
+        .map(|l| l.at.timestamp())
+        .collect();
+        assert_eq!(at, vec![0, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_finished_container_logs_its_exit_and_a_restarted_one_only_its_current_run() {
+        let done = texts(&workload(Some(2), 3, "Never"), 10);
+        assert_eq!(
+            done.last().map(String::as_str),
+            Some("sim: container app exited with code 3")
+        );
+        assert_eq!(done.len(), 5);
+        // cold 2 s, run 3 s, delay 1 s: the second run started at 6 s; at 8 s it has run 2 s.
+        assert_eq!(
+            texts(&workload(Some(3), 1, "Always"), 8)[1..],
+            [
+                "sim: container app started",
+                "sim: container app running for 1s",
+                "sim: container app running for 2s"
+            ]
+        );
     }
 
     #[test]

@@ -1,0 +1,21 @@
+//! The virtual node's kubelet API (HTTPS, default port 10250): what the apiserver calls for
+//! `kubectl logs` (`/containerLogs`, with `follow`), `kubectl exec` (`/exec`, `/run`), metrics
+//! pipelines (`/stats/summary`, `/metrics/resource`) and `/healthz`.
+//!
+//! TLS only, with the serving certificate reloaded when its files change ([`tls`]). Every request
+//! is authenticated (a client certificate signed by the client CA, or a bearer token reviewed by
+//! the apiserver) and authorized (a SubjectAccessReview with the kubelet's own mapping, see
+//! [`auth`]); there is no allow-all fallback. A pod's requests go to the provider of the target
+//! in its `burstgate.io/target` annotation; a provider that cannot do something answers 501.
+
+pub mod auth;
+pub mod error;
+pub mod exec;
+pub mod logs;
+pub mod pods;
+pub mod server;
+pub mod stats;
+pub mod tls;
+
+pub use error::{Error, Result};
+pub use server::{Shared, router, serve, serve_on};
