@@ -158,6 +158,17 @@ impl Factory for AciFactory {
     }
 }
 
+/// A provider kind this gateway cannot serve (e.g. no Azure credential found): every target of
+/// that kind is unusable, and the node's conditions say why.
+pub struct Unavailable(pub String);
+
+#[async_trait::async_trait]
+impl Factory for Unavailable {
+    async fn build(&self, _target: &Target, _layers: Layers) -> Result<Arc<dyn Provider>, String> {
+        Err(self.0.clone())
+    }
+}
+
 #[cfg(test)]
 mod aci_tests {
     use super::*;
@@ -190,16 +201,5 @@ spec:
             ("eastus", "burst", true, false)
         );
         assert_eq!(s.subscription_id, "00000000-0000-0000-0000-000000000001");
-    }
-}
-
-/// A provider kind this gateway cannot serve (e.g. no Azure credential found): every target of
-/// that kind is unusable, and the node's conditions say why.
-pub struct Unavailable(pub String);
-
-#[async_trait::async_trait]
-impl Factory for Unavailable {
-    async fn build(&self, _target: &Target, _layers: Layers) -> Result<Arc<dyn Provider>, String> {
-        Err(self.0.clone())
     }
 }
