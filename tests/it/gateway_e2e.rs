@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::common::{eventually, grant_leader_election, kube_admin, peers, run_tool, unique_name};
@@ -42,6 +43,10 @@ struct Gateway {
 
 impl Gateway {
     fn start(node: &str, ns: &str, policy_dir: &Path, identity: &str) -> Gateway {
+        Gateway::start_with_env(node, ns, policy_dir, identity, &[])
+    }
+
+    fn start_with_env(node: &str, ns: &str, policy_dir: &Path, identity: &str, env: &[(&str, &str)]) -> Gateway {
         let log = std::env::temp_dir().join(format!("{node}-{identity}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -62,6 +67,7 @@ impl Gateway {
             .arg("--node-label")
             .arg(format!("burstgate.io/test-node={node}"))
             .env("RUST_LOG", "burstgate=info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
@@ -382,4 +388,154 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_bu
         .await;
     }
     drop(gw);
+}
+
+/// The e2e flow with a real adapter: an AKS-style Deployment bursts to a Fargate target (ECS on
+/// moto), credentials and endpoint from the standard AWS environment variables as in
+/// production; every pod runs with its task's IP, one task per pod; deleting the Deployment
+/// stops every task.
+#[tokio::test]
+async fn a_deployment_bursts_to_fargate_on_moto_and_deleting_it_stops_every_task() {
+    let (client, ns, node, dir) = setup("fargate").await;
+    let _cleanup = NodeCleanup(node.clone());
+    let peers = peers();
+    let ecs = crate::common::ecs_client();
+    let cluster = unique_name("e2e");
+    ecs.create_cluster().cluster_name(&cluster).send().await.expect("CreateCluster on moto");
+    let policy = format!(
+        "apiVersion: burstgate.io/v1alpha1
+kind: BurstPolicy
+spec:
+  targets:
+    - name: fargate-use1
+      provider: fargate
+      region: {region}
+      pricing: {{vcpuHour: 0.04048, gibHour: 0.004445, minimumSeconds: 60}}
+      quota: {{vcpu: 40, pods: 20}}
+      fargate: {{cluster: {cluster}, subnets: [{subnet}], securityGroups: [{sg}]}}
+  rules:
+    - name: everything
+      match: {{}}
+",
+        region = peers.get("ECS_REGION"),
+        subnet = peers.get("ECS_TEST_SUBNET"),
+        sg = peers.get("ECS_TEST_SG"),
+    );
+    std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
+    let aws_env = [
+        ("AWS_ENDPOINT_URL", peers.get("ECS_ENDPOINT")),
+        ("AWS_ACCESS_KEY_ID", peers.get("ECS_ACCESS_KEY_ID")),
+        ("AWS_SECRET_ACCESS_KEY", peers.get("ECS_SECRET_ACCESS_KEY")),
+        ("AWS_REGION", peers.get("ECS_REGION")),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let _gw = Gateway::start_with_env(&node, &ns, dir.path(), "solo", &aws_env);
+    node_ready(&client, &node).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments.create(&PostParams::default(), &aks_deployment("burst", 3, &node)).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    // moto starts tasks RUNNING but leaves their containers' lastStatus PENDING (its documented
+    // quirk), so the pods stay ContainerCreating; what moto can show is every pod with its own
+    // task's ENI IP.
+    let running = eventually("3 pods placed on Fargate with their task's IP", Duration::from_secs(120), || async {
+        let list = pods.list(&ListParams::default().labels("app=burst")).await.ok()?;
+        let placed: Vec<Pod> = list
+            .items
+            .into_iter()
+            .filter(|p| p.annotations().get("burstgate.io/target").map(String::as_str) == Some("fargate-use1"))
+            .filter(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_deref()).is_some())
+            .collect();
+        (placed.len() == 3).then_some(placed)
+    })
+    .await;
+    let tasks = || async {
+        let listed = ecs.list_tasks().cluster(&cluster).desired_status(aws_sdk_ecs::types::DesiredStatus::Running).send().await.unwrap();
+        listed.task_arns().len()
+    };
+    assert_eq!(tasks().await, 3, "one task per pod");
+    for p in &running {
+        assert_eq!(p.annotations().get("burstgate.io/target").map(String::as_str), Some("fargate-use1"));
+        let id = p.annotations()["burstgate.io/resource-id"].clone();
+        let started = ecs.list_tasks().cluster(&cluster).started_by(&id).send().await.unwrap();
+        assert_eq!(started.task_arns().len(), 1, "exactly one task started by {id}");
+    }
+    println!("fargate e2e: 3 pods placed on moto with their tasks' IPs, {} tasks", tasks().await);
+
+    deployments.delete("burst", &DeleteParams::foreground()).await.unwrap();
+    eventually("every task stopped after the Deployment is deleted", Duration::from_secs(90), || async {
+        (tasks().await == 0).then_some(())
+    })
+    .await;
+}
+
+/// Fallback under a region outage, through the project's fault proxy in front of moto: the
+/// cheaper Fargate target answers 503 to everything, so every pod falls back to the next target
+/// (a ProviderRejected Event names the outage), none is lost, the Fargate circuit opens, and the
+/// read rate measured at the proxy never exceeds the target's bucket.
+#[tokio::test]
+async fn pods_fall_back_to_the_next_target_when_fargate_is_down_and_the_proxy_never_sees_more_than_the_limiter_allows() {
+    use crate::common::fault_proxy::{FaultProxy, Mode};
+    let (client, ns, node, dir) = setup("outage").await;
+    let _cleanup = NodeCleanup(node.clone());
+    let peers = peers();
+    let proxy = FaultProxy::start(peers.get("ECS_ENDPOINT")).await;
+    proxy.set(Mode::Outage);
+    let policy = format!(
+        "apiVersion: burstgate.io/v1alpha1
+kind: BurstPolicy
+spec:
+  targets:
+    - name: fargate-use1
+      provider: fargate
+      region: {region}
+      pricing: {{vcpuHour: 0.04048, gibHour: 0.004445}}
+      fargate: {{cluster: unreachable, subnets: [{subnet}], securityGroups: [{sg}]}}
+      rateLimits:
+        - {{operation: read, burst: 3, perSecond: 2}}
+        - {{operation: create, burst: 3, perSecond: 2}}
+    - name: sim-local
+      provider: sim
+      region: local
+      pricing: {{vcpuHour: 0.5, gibHour: 0.05}}
+  rules:
+    - name: everything
+      match: {{}}
+",
+        region = peers.get("ECS_REGION"),
+        subnet = peers.get("ECS_TEST_SUBNET"),
+        sg = peers.get("ECS_TEST_SG"),
+    );
+    std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
+    let aws_env = [
+        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+        ("AWS_ACCESS_KEY_ID", peers.get("ECS_ACCESS_KEY_ID")),
+        ("AWS_SECRET_ACCESS_KEY", peers.get("ECS_SECRET_ACCESS_KEY")),
+        ("AWS_REGION", peers.get("ECS_REGION")),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let gw = Gateway::start_with_env(&node, &ns, dir.path(), "solo", &aws_env);
+    node_ready(&client, &node).await;
+    let started = Instant::now();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments.create(&PostParams::default(), &aks_deployment("burst", 6, &node)).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let running = tokio::time::timeout(Duration::from_secs(100), all_running(&pods, "burst", 6, &node, Duration::from_secs(90)))
+        .await
+        .unwrap_or_else(|_| panic!("pods did not fall back; gateway log:\n{}", gw.log_tail()));
+    println!("outage: 6 pods Running on the fallback target {:.1}s after the Deployment was created", started.elapsed().as_secs_f64());
+    for p in &running {
+        assert_eq!(p.annotations().get("burstgate.io/target").map(String::as_str), Some("sim-local"), "{}", p.name_any());
+    }
+    // The outage was tried (cost order puts Fargate first) and is named to the app team.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let rejected = events.list(&ListParams::default()).await.unwrap().items.into_iter().filter(|e| e.reason.as_deref() == Some("ProviderRejected")).count();
+    assert!(rejected >= 1, "a ProviderRejected Event names the Fargate outage");
+    assert!(proxy.requests() > 0, "the gateway did try Fargate");
+    // Requests wait in the target's buckets: burst 3 + 2/s, so never more than 5 in one second.
+    let reads = ["ListTasks", "DescribeTasks", "DescribeTaskDefinition"];
+    let peak = proxy.max_in_window(&reads, Duration::from_secs(1));
+    println!("outage: {} requests at the proxy, peak {peak} reads in one second (limit 3 + 2/s)", proxy.requests());
+    assert!(peak <= 5, "{peak} reads within one second exceed the read bucket");
+    let metrics = gw.scrape();
+    assert!(metrics.lines().any(|l| l.starts_with("burstgate_circuit_state{") && l.contains("fargate-use1") && !l.ends_with(" 0")), "the Fargate circuit left closed:\n{metrics}");
 }

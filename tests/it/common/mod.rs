@@ -2,6 +2,8 @@
 //! `tests/peers/up.sh` writes), clients for them, unique names, and bounded waits.
 #![allow(dead_code)] // each test module uses its own subset
 
+pub mod fault_proxy;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
