@@ -15,7 +15,8 @@ const REGIONS: [&str; 5] = ["eastus", "westus", "us-east-1", "us-west-2", "local
 
 /// The benchmark policy: 20 targets, 100 rules (the pod matches rule 95), 4 budgets.
 fn policy_yaml() -> String {
-    let mut y = String::from("apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n");
+    let mut y =
+        String::from("apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n");
     for i in 0..20 {
         y += &format!(
             "    - {{name: t{i:02}, provider: {}, region: {}, latencyMs: {}, spot: {}, pricing: {{vcpuHour: {:.4}, gibHour: {:.5}}}, quota: {{vcpu: {}, pods: 100}}}}\n",
@@ -30,7 +31,10 @@ fn policy_yaml() -> String {
     }
     y += "  budgets:\n";
     for b in 0..4 {
-        y += &format!("    - {{name: b{b}, namespaces: [ns-{}], maxHourlyCost: 100}}\n", 90 + b * 2);
+        y += &format!(
+            "    - {{name: b{b}, namespaces: [ns-{}], maxHourlyCost: 100}}\n",
+            90 + b * 2
+        );
     }
     y += "  rules:\n";
     for r in 0..100 {
@@ -107,7 +111,12 @@ decision := {"decision": "placed", "target": best[1], "hourlyCost": best[0], "ru
 "#;
 
 fn bench_pod() -> PodView {
-    let mut p = PodView { namespace: "ns-95".into(), name: "web-1".into(), uid: "u".into(), ..Default::default() };
+    let mut p = PodView {
+        namespace: "ns-95".into(),
+        name: "web-1".into(),
+        uid: "u".into(),
+        ..Default::default()
+    };
     p.labels.insert("tier".into(), "t2".into());
     p.labels.insert("app".into(), "web".into());
     p.resources.milli_cpu = 1000;
@@ -117,10 +126,20 @@ fn bench_pod() -> PodView {
 
 fn rego_engine() -> regorus::Engine {
     let mut engine = regorus::Engine::new();
-    engine.add_policy("burstgate.rego".into(), REGO.into()).expect("valid rego");
-    engine.add_data(regorus::Value::from_json_str(&rego_data().to_string()).unwrap()).unwrap();
-    let usage: serde_json::Map<String, serde_json::Value> =
-        (0..20).map(|i| (format!("t{i:02}"), serde_json::json!({"vcpu": 0, "pods": 0}))).collect();
+    engine
+        .add_policy("burstgate.rego".into(), REGO.into())
+        .expect("valid rego");
+    engine
+        .add_data(regorus::Value::from_json_str(&rego_data().to_string()).unwrap())
+        .unwrap();
+    let usage: serde_json::Map<String, serde_json::Value> = (0..20)
+        .map(|i| {
+            (
+                format!("t{i:02}"),
+                serde_json::json!({"vcpu": 0, "pods": 0}),
+            )
+        })
+        .collect();
     let input = serde_json::json!({
         "pod": {"namespace": "ns-95", "labels": {"tier": "t2", "app": "web"}, "cpu": 1.0, "memoryGiB": 2.0},
         "usage": usage,
@@ -136,15 +155,26 @@ fn percentile(mut samples: Vec<Duration>, p: f64) -> Duration {
 }
 
 fn main() {
-    let policy = load_files(&[("bench.yaml".into(), policy_yaml())]).expect("bench policy is valid");
+    let policy =
+        load_files(&[("bench.yaml".into(), policy_yaml())]).expect("bench policy is valid");
     let ledger = Ledger::new(&policy);
     let pod = bench_pod();
     let d = decide(&policy, &pod, &ledger, &[]);
-    assert_eq!(policy.rules[d.rule.unwrap()].name, "r095", "the pod must walk 95 rules");
+    assert_eq!(
+        policy.rules[d.rule.unwrap()].name,
+        "r095",
+        "the pod must walk 95 rules"
+    );
     assert_eq!(d.kind(), "placed");
     let mut rego = rego_engine();
-    let r = rego.eval_rule("data.burstgate.decision".into()).expect("rego evaluates");
-    assert_eq!(r["decision"], regorus::Value::from("placed"), "rego decision: {r}");
+    let r = rego
+        .eval_rule("data.burstgate.decision".into())
+        .expect("rego evaluates");
+    assert_eq!(
+        r["decision"],
+        regorus::Value::from("placed"),
+        "rego decision: {r}"
+    );
     assert_eq!(
         r["target"].as_string().unwrap().as_ref(),
         policy.target(d.placement().unwrap().target).name,
@@ -153,14 +183,21 @@ fn main() {
 
     let mut c = Criterion::default().configure_from_args();
     let mut g = c.benchmark_group("decide_20_targets_100_rules");
-    g.bench_function("burstgate", |b| b.iter(|| decide(black_box(&policy), black_box(&pod), &ledger, &[])));
+    g.bench_function("burstgate", |b| {
+        b.iter(|| decide(black_box(&policy), black_box(&pod), &ledger, &[]))
+    });
     g.bench_function("burstgate_with_summary_text", |b| {
         b.iter(|| {
             let d = decide(black_box(&policy), black_box(&pod), &ledger, &[]);
             explain::summary(&policy, &d)
         })
     });
-    g.bench_function("regorus", |b| b.iter(|| rego.eval_rule(black_box("data.burstgate.decision".into())).unwrap()));
+    g.bench_function("regorus", |b| {
+        b.iter(|| {
+            rego.eval_rule(black_box("data.burstgate.decision".into()))
+                .unwrap()
+        })
+    });
     g.finish();
     c.final_summary();
 
@@ -179,9 +216,15 @@ fn main() {
             rego_samples.push(t.elapsed());
         }
         let (p50, p99) = (percentile(samples.clone(), 0.50), percentile(samples, 0.99));
-        let (r50, r99) = (percentile(rego_samples.clone(), 0.50), percentile(rego_samples, 0.99));
+        let (r50, r99) = (
+            percentile(rego_samples.clone(), 0.50),
+            percentile(rego_samples, 0.99),
+        );
         println!("burstgate decide: p50 {p50:?}  p99 {p99:?}  (200000 single decisions)");
         println!("regorus decision: p50 {r50:?}  p99 {r99:?}  (2000 evaluations)");
-        println!("ratio at p50: {:.0}x", r50.as_secs_f64() / p50.as_secs_f64());
+        println!(
+            "ratio at p50: {:.0}x",
+            r50.as_secs_f64() / p50.as_secs_f64()
+        );
     }
 }

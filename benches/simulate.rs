@@ -15,7 +15,8 @@ use criterion::Criterion;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let policy = load_dir(&root.join("policies")).unwrap_or_else(|e| panic!("policies/ is invalid:\n{e}"));
+    let policy =
+        load_dir(&root.join("policies")).unwrap_or_else(|e| panic!("policies/ is invalid:\n{e}"));
     let workloads: Vec<(&str, Workload)> = ["burst-10k", "burst"]
         .into_iter()
         .map(|name| {
@@ -51,7 +52,9 @@ fn main() {
         .measurement_time(Duration::from_secs(20))
         .configure_from_args();
     for (name, w) in &workloads {
-        c.bench_function(&format!("simulate/{name}"), |b| b.iter(|| black_box(run(&policy, black_box(w), 1, false))));
+        c.bench_function(&format!("simulate/{name}"), |b| {
+            b.iter(|| black_box(run(&policy, black_box(w), 1, false)))
+        });
     }
     c.final_summary();
 }

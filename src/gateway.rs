@@ -17,7 +17,9 @@ use crate::controller::leader::{ElectionConfig, LeaderElector};
 use crate::controller::reload::{PolicyReloader, run_reload};
 use crate::controller::{node, pod};
 use crate::policy::model::ProviderKind;
-use crate::provider::factories::{AciFactory, ClusterFactory, FargateFactory, SimFactory, Unavailable};
+use crate::provider::factories::{
+    AciFactory, ClusterFactory, FargateFactory, SimFactory, Unavailable,
+};
 use crate::provider::registry::Factory;
 use crate::provider::sim::SimCloud;
 
@@ -55,17 +57,40 @@ async fn client(config: &RunConfig) -> Result<kube::Client, Error> {
 }
 
 /// The provider kinds this gateway can build adapters for.
-pub fn factories(config: &RunConfig, client: &kube::Client) -> BTreeMap<ProviderKind, Arc<dyn Factory>> {
+pub fn factories(
+    config: &RunConfig,
+    client: &kube::Client,
+) -> BTreeMap<ProviderKind, Arc<dyn Factory>> {
     let cloud = SimCloud::new(Duration::from_millis(config.sim_cold_start_ms), 10_000);
     BTreeMap::from([
-        (ProviderKind::Sim, Arc::new(SimFactory::new(cloud)) as Arc<dyn Factory>),
-        (ProviderKind::Cluster, Arc::new(ClusterFactory::new(client.clone())) as Arc<dyn Factory>),
-        (ProviderKind::Fargate, Arc::new(FargateFactory::default()) as Arc<dyn Factory>),
-        (ProviderKind::Aci, match crate::provider::aci::default_credential() {
-            Ok(credential) => Arc::new(AciFactory::new(credential, &config.arm_endpoint)) as Arc<dyn Factory>,
-            Err(e) => Arc::new(Unavailable(format!("no Azure credential: {e}"))),
-        }),
+        (
+            ProviderKind::Sim,
+            Arc::new(SimFactory::new(cloud)) as Arc<dyn Factory>,
+        ),
+        (
+            ProviderKind::Cluster,
+            Arc::new(ClusterFactory::new(client.clone())) as Arc<dyn Factory>,
+        ),
+        (
+            ProviderKind::Fargate,
+            Arc::new(FargateFactory::default()) as Arc<dyn Factory>,
+        ),
+        (ProviderKind::Aci, aci_factory(config)),
     ])
+}
+
+/// The factory of `aci` targets: the Azure credential chain and the ARM endpoint, both trusting
+/// `--azure-ca-file` when given; unavailable (the node says why) without a credential.
+fn aci_factory(config: &RunConfig) -> Arc<dyn Factory> {
+    use crate::provider::aci::{azure_transport, default_credential};
+    let built = azure_transport(config.azure_ca_file.as_deref())
+        .and_then(|transport| Ok((default_credential(transport.clone())?, transport)));
+    match built {
+        Ok((credential, transport)) => {
+            Arc::new(AciFactory::new(credential, &config.arm_endpoint).with_transport(transport))
+        }
+        Err(e) => Arc::new(Unavailable(format!("no Azure credential: {e}"))),
+    }
 }
 
 /// Keeps every target's adapter built for the live policy, until `term` is cancelled.
@@ -146,7 +171,10 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
     });
 
     // Every replica serves the kubelet API (the apiserver may reach any of them).
-    let (kubelet, kubelet_shutdown) = (crate::kubelet::serve(gw.clone(), shutdown.clone()), shutdown.clone());
+    let (kubelet, kubelet_shutdown) = (
+        crate::kubelet::serve(gw.clone(), shutdown.clone()),
+        shutdown.clone(),
+    );
     tasks.spawn(async move {
         if let Err(e) = kubelet.await {
             tracing::error!(error = %e, "cannot serve the kubelet API; shutting down");

@@ -115,13 +115,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             }
         }),
-        Command::Policy(PolicyCommand::Explain { policy: dir, pod, output }) => {
+        Command::Policy(PolicyCommand::Explain {
+            policy: dir,
+            pod,
+            output,
+        }) => {
             let policy = load(&dir)?;
             let pod = read_pod(&pod)?;
             let decision = Ledger::new(&policy).place(&policy, &pod, &[]);
             match output {
                 Format::Text => print!("{}", explain::table(&policy, &decision)),
-                Format::Json => println!("{}", serde_json::to_string_pretty(&explain::to_json(&policy, &decision))?),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&explain::to_json(&policy, &decision))?
+                ),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -129,18 +136,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let policy = load(&dir)?;
             let report = burstgate::policy::testing::run_dir(&policy, &dir.join("tests"))?;
             print!("{report}");
-            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Policy(PolicyCommand::Schema) => {
-            println!("{}", serde_json::to_string_pretty(&policy::model::json_schema())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&policy::model::json_schema())?
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Simulate { policy: dir, workload, out, seed, quiet } => {
+        Command::Simulate {
+            policy: dir,
+            workload,
+            out,
+            seed,
+            quiet,
+        } => {
             let policy = load(&dir)?;
             let report = burstgate::simulate::run_file(&policy, &workload, seed, !quiet)?;
             print!("{}", report.table());
-            report.write(&out).with_context(|| format!("writing the report into {}", out.display()))?;
-            println!("report: {}  chart: {}", out.join("report.json").display(), out.join("running.svg").display());
+            report
+                .write(&out)
+                .with_context(|| format!("writing the report into {}", out.display()))?;
+            println!(
+                "report: {}  chart: {}",
+                out.join("report.json").display(),
+                out.join("running.svg").display()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

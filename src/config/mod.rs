@@ -20,7 +20,11 @@ pub struct RunConfig {
     #[arg(long = "node-label", value_parser = parse_key_value)]
     pub node_labels: Vec<(String, String)>,
     /// Taint key of the node.
-    #[arg(long, env = "BURSTGATE_TAINT_KEY", default_value = "virtual-kubelet.io/provider")]
+    #[arg(
+        long,
+        env = "BURSTGATE_TAINT_KEY",
+        default_value = "virtual-kubelet.io/provider"
+    )]
     pub taint_key: String,
     /// Taint value of the node.
     #[arg(long, env = "BURSTGATE_TAINT_VALUE", default_value = "azure")]
@@ -29,17 +33,33 @@ pub struct RunConfig {
     #[arg(long, env = "BURSTGATE_TAINT_EFFECT", default_value = "NoSchedule")]
     pub taint_effect: String,
     /// Azure Resource Manager endpoint of `aci` targets (another Azure cloud, or a test emulator).
-    #[arg(long, env = "BURSTGATE_ARM_ENDPOINT", default_value = "https://management.azure.com")]
+    #[arg(
+        long,
+        env = "BURSTGATE_ARM_ENDPOINT",
+        default_value = "https://management.azure.com"
+    )]
     pub arm_endpoint: String,
+    /// PEM CA bundle trusted, besides the platform's roots, by every Azure call (token endpoint
+    /// and ARM): Azure Stack Hub, a TLS-inspecting egress proxy, a test emulator.
+    #[arg(long, env = "BURSTGATE_AZURE_CA_FILE")]
+    pub azure_ca_file: Option<PathBuf>,
     /// Port of the kubelet API (advertised in the node's daemonEndpoints).
     #[arg(long, env = "BURSTGATE_KUBELET_PORT", default_value_t = 10250)]
     pub kubelet_port: u16,
     /// PEM certificate (chain) the kubelet API serves; reloaded when the file changes. A
     /// self-signed certificate for the node's IP and name is served when absent.
-    #[arg(long, env = "BURSTGATE_KUBELET_CERT_FILE", requires = "kubelet_key_file")]
+    #[arg(
+        long,
+        env = "BURSTGATE_KUBELET_CERT_FILE",
+        requires = "kubelet_key_file"
+    )]
     pub kubelet_cert_file: Option<PathBuf>,
     /// PEM private key of `--kubelet-cert-file`; reloaded with it.
-    #[arg(long, env = "BURSTGATE_KUBELET_KEY_FILE", requires = "kubelet_cert_file")]
+    #[arg(
+        long,
+        env = "BURSTGATE_KUBELET_KEY_FILE",
+        requires = "kubelet_cert_file"
+    )]
     pub kubelet_key_file: Option<PathBuf>,
     /// PEM CA bundle that signs client certificates of the kubelet API (the cluster CA, which
     /// signs the apiserver's `--kubelet-client-certificate`); the certificate's CN is the user,
@@ -88,13 +108,17 @@ impl RunConfig {
     /// This replica's identity.
     pub fn identity(&self) -> String {
         self.identity.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "burstgate".into())
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "burstgate".into())
         })
     }
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not key=value"))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
 #[derive(clap::Parser)]
@@ -107,7 +131,8 @@ impl RunConfig {
     /// Parses `burstgate run` flags (without the program name), e.g. for tests and examples.
     pub fn from_flags(flags: &[&str]) -> Result<RunConfig, clap::Error> {
         use clap::Parser;
-        Wrapper::try_parse_from(std::iter::once("burstgate").chain(flags.iter().copied())).map(|w| w.config)
+        Wrapper::try_parse_from(std::iter::once("burstgate").chain(flags.iter().copied()))
+            .map(|w| w.config)
     }
 }
 
@@ -118,15 +143,37 @@ mod tests {
     #[test]
     fn defaults_match_aks_virtual_nodes() {
         let c = RunConfig::from_flags(&["--kubeconfig", "/k"]).unwrap();
-        assert_eq!((c.node_name.as_str(), c.taint_key.as_str(), c.taint_value.as_str(), c.taint_effect.as_str()), ("burstgate", "virtual-kubelet.io/provider", "azure", "NoSchedule"));
+        assert_eq!(
+            (
+                c.node_name.as_str(),
+                c.taint_key.as_str(),
+                c.taint_value.as_str(),
+                c.taint_effect.as_str()
+            ),
+            (
+                "burstgate",
+                "virtual-kubelet.io/provider",
+                "azure",
+                "NoSchedule"
+            )
+        );
         assert_eq!(c.kubelet_port, 10250);
     }
 
     #[test]
     fn a_kubelet_certificate_needs_its_key_and_the_api_is_secure_by_default() {
         assert!(RunConfig::from_flags(&["--kubelet-cert-file", "/c.pem"]).is_err());
-        let c = RunConfig::from_flags(&["--kubelet-cert-file", "/c.pem", "--kubelet-key-file", "/k.pem"]).unwrap();
-        assert_eq!(c.kubelet_key_file.as_deref(), Some(std::path::Path::new("/k.pem")));
+        let c = RunConfig::from_flags(&[
+            "--kubelet-cert-file",
+            "/c.pem",
+            "--kubelet-key-file",
+            "/k.pem",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.kubelet_key_file.as_deref(),
+            Some(std::path::Path::new("/k.pem"))
+        );
         assert!(!c.insecure_kubelet_api);
     }
 
@@ -134,6 +181,9 @@ mod tests {
     fn extra_node_labels_must_be_key_value() {
         assert!(RunConfig::from_flags(&["--node-label", "novalue"]).is_err());
         let c = RunConfig::from_flags(&["--node-label", "zone=edge"]).unwrap();
-        assert_eq!(c.node_labels, vec![("zone".to_string(), "edge".to_string())]);
+        assert_eq!(
+            c.node_labels,
+            vec![("zone".to_string(), "edge".to_string())]
+        );
     }
 }

@@ -19,14 +19,23 @@ pub fn unsupported_features(pod: &Pod, caps: &Capabilities) -> Vec<String> {
     if spec.host_ipc == Some(true) {
         out.push("hostIPC".to_string());
     }
-    let all = spec.init_containers.iter().flatten().chain(spec.containers.iter());
+    let all = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter());
     for c in all {
-        if !caps.privileged && c.security_context.as_ref().and_then(|s| s.privileged) == Some(true) {
+        if !caps.privileged && c.security_context.as_ref().and_then(|s| s.privileged) == Some(true)
+        {
             out.push(format!("privileged container {}", c.name));
         }
         for p in c.ports.iter().flatten() {
             if p.host_port.is_some_and(|h| h != 0) {
-                out.push(format!("hostPort {} in container {}", p.host_port.unwrap_or(0), c.name));
+                out.push(format!(
+                    "hostPort {} in container {}",
+                    p.host_port.unwrap_or(0),
+                    c.name
+                ));
             }
         }
     }
@@ -44,15 +53,26 @@ pub fn unsupported_features(pod: &Pod, caps: &Capabilities) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, HostPathVolumeSource, PodSpec, SecurityContext, Volume};
+    use k8s_openapi::api::core::v1::{
+        Container, HostPathVolumeSource, PodSpec, SecurityContext, Volume,
+    };
 
     fn pod(spec: PodSpec) -> Pod {
-        Pod { spec: Some(spec), ..Default::default() }
+        Pod {
+            spec: Some(spec),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn a_plain_pod_is_supported() {
-        let p = pod(PodSpec { containers: vec![Container { name: "a".into(), ..Default::default() }], ..Default::default() });
+        let p = pod(PodSpec {
+            containers: vec![Container {
+                name: "a".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
         assert!(unsupported_features(&p, &Capabilities::default()).is_empty());
     }
 
@@ -62,25 +82,58 @@ mod tests {
             host_network: Some(true),
             containers: vec![Container {
                 name: "a".into(),
-                security_context: Some(SecurityContext { privileged: Some(true), ..Default::default() }),
+                security_context: Some(SecurityContext {
+                    privileged: Some(true),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }],
-            volumes: Some(vec![Volume { name: "logs".into(), host_path: Some(HostPathVolumeSource { path: "/var/log".into(), ..Default::default() }), ..Default::default() }]),
+            volumes: Some(vec![Volume {
+                name: "logs".into(),
+                host_path: Some(HostPathVolumeSource {
+                    path: "/var/log".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
             ..Default::default()
         });
         assert_eq!(
             unsupported_features(&p, &Capabilities::default()),
-            vec!["hostNetwork", "privileged container a", "hostPath volume logs"]
+            vec![
+                "hostNetwork",
+                "privileged container a",
+                "hostPath volume logs"
+            ]
         );
     }
 
     #[test]
     fn a_provider_declaring_host_path_support_admits_it() {
         let p = pod(PodSpec {
-            containers: vec![Container { name: "a".into(), ..Default::default() }],
-            volumes: Some(vec![Volume { name: "v".into(), host_path: Some(HostPathVolumeSource { path: "/x".into(), ..Default::default() }), ..Default::default() }]),
+            containers: vec![Container {
+                name: "a".into(),
+                ..Default::default()
+            }],
+            volumes: Some(vec![Volume {
+                name: "v".into(),
+                host_path: Some(HostPathVolumeSource {
+                    path: "/x".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
             ..Default::default()
         });
-        assert!(unsupported_features(&p, &Capabilities { host_path: true, ..Default::default() }).is_empty());
+        assert!(
+            unsupported_features(
+                &p,
+                &Capabilities {
+                    host_path: true,
+                    ..Default::default()
+                }
+            )
+            .is_empty()
+        );
     }
 }

@@ -102,7 +102,11 @@ pub struct ElectionConfig {
 impl ElectionConfig {
     /// Timing derived from the lease duration as client-go's defaults are (15 s / 10 s / 2 s):
     /// renew deadline two thirds of it, retry period two fifteenths.
-    pub fn new(namespace: impl Into<String>, identity: impl Into<String>, lease_duration: Duration) -> Self {
+    pub fn new(
+        namespace: impl Into<String>,
+        identity: impl Into<String>,
+        lease_duration: Duration,
+    ) -> Self {
         ElectionConfig {
             namespace: namespace.into(),
             lease_name: LEADER_LEASE_NAME.to_owned(),
@@ -115,7 +119,11 @@ impl ElectionConfig {
 
     /// From `burstgate run`'s settings: `namespace`, `identity()`, `leader_lease()`.
     pub fn from_run_config(config: &RunConfig) -> Self {
-        ElectionConfig::new(config.namespace.clone(), config.identity(), config.leader_lease())
+        ElectionConfig::new(
+            config.namespace.clone(),
+            config.identity(),
+            config.leader_lease(),
+        )
     }
 
     fn lease_seconds(&self) -> i32 {
@@ -137,7 +145,12 @@ pub enum Claim {
 /// Decides from the Lease's spec, this replica's identity, and how long this replica has seen
 /// the Lease's holder and renew time unchanged. A Lease without a duration expires after
 /// `default_duration`.
-pub fn claim(spec: &LeaseSpec, me: &str, unchanged_for: Duration, default_duration: Duration) -> Claim {
+pub fn claim(
+    spec: &LeaseSpec,
+    me: &str,
+    unchanged_for: Duration,
+    default_duration: Duration,
+) -> Claim {
     match spec.holder_identity.as_deref() {
         None | Some("") => Claim::Take,
         Some(holder) if holder == me => Claim::Renew,
@@ -146,7 +159,11 @@ pub fn claim(spec: &LeaseSpec, me: &str, unchanged_for: Duration, default_durati
                 .lease_duration_seconds
                 .and_then(|s| u64::try_from(s).ok())
                 .map_or(default_duration, Duration::from_secs);
-            if unchanged_for >= duration { Claim::Take } else { Claim::HeldBy(holder.to_owned()) }
+            if unchanged_for >= duration {
+                Claim::Take
+            } else {
+                Claim::HeldBy(holder.to_owned())
+            }
         }
     }
 }
@@ -182,8 +199,16 @@ enum TermEnd {
 }
 
 /// `call`, failing with [`Error::Timeout`] after `after`.
-async fn bounded<T>(after: Duration, call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
-    tokio::time::timeout(after, call).await.unwrap_or(Err(Error::Timeout { action: "leader election", after }))
+async fn bounded<T>(
+    after: Duration,
+    call: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(after, call)
+        .await
+        .unwrap_or(Err(Error::Timeout {
+            action: "leader election",
+            after,
+        }))
 }
 
 /// Runs one replica's side of the election. See the module docs for an example.
@@ -271,7 +296,9 @@ impl LeaderElector {
                     }
                 }
                 Ok(Attempt::Conflict) => {}
-                Err(err) => tracing::warn!(identity = %self.config.identity, error = %err, "leader election attempt failed"),
+                Err(err) => {
+                    tracing::warn!(identity = %self.config.identity, error = %err, "leader election attempt failed")
+                }
             }
             tokio::select! {
                 () = shutdown.cancelled() => return false,
@@ -294,7 +321,9 @@ impl LeaderElector {
                     return;
                 }
                 Ok(Attempt::Conflict) => {}
-                Err(err) => tracing::warn!(identity = %self.config.identity, error = %err, "renewing the leader lease failed"),
+                Err(err) => {
+                    tracing::warn!(identity = %self.config.identity, error = %err, "renewing the leader lease failed")
+                }
             }
             if renewed.elapsed() >= self.config.renew_deadline {
                 tracing::warn!(identity = %self.config.identity, deadline = ?self.config.renew_deadline, "could not renew the leader lease in time");
@@ -305,9 +334,15 @@ impl LeaderElector {
 
     /// Notes the Lease's holder and renew time; returns how long they have been unchanged.
     fn observe(&mut self, spec: &LeaseSpec, now: Instant) -> Duration {
-        let seen = Observation { holder: spec.holder_identity.clone(), renew_time: spec.renew_time.clone(), since: now };
+        let seen = Observation {
+            holder: spec.holder_identity.clone(),
+            renew_time: spec.renew_time.clone(),
+            since: now,
+        };
         match &self.observed {
-            Some(o) if o.holder == seen.holder && o.renew_time == seen.renew_time => now.saturating_duration_since(o.since),
+            Some(o) if o.holder == seen.holder && o.renew_time == seen.renew_time => {
+                now.saturating_duration_since(o.since)
+            }
             _ => {
                 self.observed = Some(seen);
                 Duration::ZERO
@@ -321,9 +356,17 @@ impl LeaderElector {
         let api = |action| move |source| Error::Api { action, source };
         let now = Instant::now();
         let stamp = MicroTime(Timestamp::now());
-        let Some(mut lease) = self.leases.get_opt(&self.config.lease_name).await.map_err(api("reading the leader lease"))? else {
+        let Some(mut lease) = self
+            .leases
+            .get_opt(&self.config.lease_name)
+            .await
+            .map_err(api("reading the leader lease"))?
+        else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.config.lease_name.clone()), ..ObjectMeta::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.config.lease_name.clone()),
+                    ..ObjectMeta::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(self.config.identity.clone()),
                     lease_duration_seconds: Some(self.config.lease_seconds()),
@@ -339,12 +382,20 @@ impl LeaderElector {
                     Ok(Attempt::Held)
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::Conflict),
-                Err(source) => Err(Error::Api { action: "creating the leader lease", source }),
+                Err(source) => Err(Error::Api {
+                    action: "creating the leader lease",
+                    source,
+                }),
             };
         };
         let spec = lease.spec.clone().unwrap_or_default();
         let unchanged_for = self.observe(&spec, now);
-        let claim = claim(&spec, &self.config.identity, unchanged_for, self.config.lease_duration);
+        let claim = claim(
+            &spec,
+            &self.config.identity,
+            unchanged_for,
+            self.config.lease_duration,
+        );
         let renewing = match claim {
             Claim::HeldBy(holder) => return Ok(Attempt::HeldBy(holder)),
             Claim::Renew => true,
@@ -354,17 +405,32 @@ impl LeaderElector {
             holder_identity: Some(self.config.identity.clone()),
             lease_duration_seconds: Some(self.config.lease_seconds()),
             renew_time: Some(stamp.clone()),
-            acquire_time: if renewing { spec.acquire_time.clone() } else { Some(stamp) },
-            lease_transitions: if renewing { spec.lease_transitions } else { Some(spec.lease_transitions.unwrap_or(0) + 1) },
+            acquire_time: if renewing {
+                spec.acquire_time.clone()
+            } else {
+                Some(stamp)
+            },
+            lease_transitions: if renewing {
+                spec.lease_transitions
+            } else {
+                Some(spec.lease_transitions.unwrap_or(0) + 1)
+            },
             ..spec
         });
-        match self.leases.replace(&self.config.lease_name, &PostParams::default(), &lease).await {
+        match self
+            .leases
+            .replace(&self.config.lease_name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(updated) => {
                 self.observe(&updated.spec.unwrap_or_default(), now);
                 Ok(Attempt::Held)
             }
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::Conflict),
-            Err(source) => Err(Error::Api { action: "updating the leader lease", source }),
+            Err(source) => Err(Error::Api {
+                action: "updating the leader lease",
+                source,
+            }),
         }
     }
 
@@ -373,7 +439,14 @@ impl LeaderElector {
     async fn release(&mut self) {
         let identity = self.config.identity.clone();
         let release = async {
-            let mut lease = self.leases.get(&self.config.lease_name).await.map_err(|source| Error::Api { action: "reading the leader lease", source })?;
+            let mut lease = self
+                .leases
+                .get(&self.config.lease_name)
+                .await
+                .map_err(|source| Error::Api {
+                    action: "reading the leader lease",
+                    source,
+                })?;
             let spec = lease.spec.clone().unwrap_or_default();
             if spec.holder_identity.as_deref() != Some(identity.as_str()) {
                 return Ok(false);
@@ -388,12 +461,19 @@ impl LeaderElector {
                 .replace(&self.config.lease_name, &PostParams::default(), &lease)
                 .await
                 .map(|_| true)
-                .map_err(|source| Error::Api { action: "releasing the leader lease", source })
+                .map_err(|source| Error::Api {
+                    action: "releasing the leader lease",
+                    source,
+                })
         };
         match bounded(self.config.renew_deadline, release).await {
             Ok(true) => tracing::info!(identity = %identity, "released the leader lease"),
-            Ok(false) => tracing::info!(identity = %identity, "the leader lease is no longer ours; nothing to release"),
-            Err(err) => tracing::warn!(identity = %identity, error = %err, "could not release the leader lease; it expires on its own"),
+            Ok(false) => {
+                tracing::info!(identity = %identity, "the leader lease is no longer ours; nothing to release")
+            }
+            Err(err) => {
+                tracing::warn!(identity = %identity, error = %err, "could not release the leader lease; it expires on its own")
+            }
         }
     }
 }
@@ -403,41 +483,78 @@ mod tests {
     use super::*;
 
     fn spec(holder: Option<&str>, seconds: Option<i32>) -> LeaseSpec {
-        LeaseSpec { holder_identity: holder.map(str::to_owned), lease_duration_seconds: seconds, ..LeaseSpec::default() }
+        LeaseSpec {
+            holder_identity: holder.map(str::to_owned),
+            lease_duration_seconds: seconds,
+            ..LeaseSpec::default()
+        }
     }
 
     const DEFAULT: Duration = Duration::from_secs(15);
 
     #[test]
     fn a_lease_nobody_holds_is_taken() {
-        assert_eq!(claim(&spec(None, Some(15)), "a", Duration::ZERO, DEFAULT), Claim::Take);
-        assert_eq!(claim(&spec(Some(""), Some(1)), "a", Duration::ZERO, DEFAULT), Claim::Take, "released");
+        assert_eq!(
+            claim(&spec(None, Some(15)), "a", Duration::ZERO, DEFAULT),
+            Claim::Take
+        );
+        assert_eq!(
+            claim(&spec(Some(""), Some(1)), "a", Duration::ZERO, DEFAULT),
+            Claim::Take,
+            "released"
+        );
     }
 
     #[test]
     fn the_holder_renews_its_own_lease() {
-        assert_eq!(claim(&spec(Some("a"), Some(15)), "a", Duration::from_secs(100), DEFAULT), Claim::Renew);
+        assert_eq!(
+            claim(
+                &spec(Some("a"), Some(15)),
+                "a",
+                Duration::from_secs(100),
+                DEFAULT
+            ),
+            Claim::Renew
+        );
     }
 
     #[test]
     fn another_holders_lease_is_respected_until_it_went_unrenewed_for_its_whole_duration() {
         let held = spec(Some("b"), Some(15));
-        assert_eq!(claim(&held, "a", Duration::from_secs(14), DEFAULT), Claim::HeldBy("b".into()));
-        assert_eq!(claim(&held, "a", Duration::from_secs(15), DEFAULT), Claim::Take);
+        assert_eq!(
+            claim(&held, "a", Duration::from_secs(14), DEFAULT),
+            Claim::HeldBy("b".into())
+        );
+        assert_eq!(
+            claim(&held, "a", Duration::from_secs(15), DEFAULT),
+            Claim::Take
+        );
     }
 
     #[test]
     fn a_lease_without_a_duration_expires_after_the_configured_one() {
         let held = spec(Some("b"), None);
-        assert_eq!(claim(&held, "a", Duration::from_secs(14), DEFAULT), Claim::HeldBy("b".into()));
-        assert_eq!(claim(&held, "a", Duration::from_secs(15), DEFAULT), Claim::Take);
+        assert_eq!(
+            claim(&held, "a", Duration::from_secs(14), DEFAULT),
+            Claim::HeldBy("b".into())
+        );
+        assert_eq!(
+            claim(&held, "a", Duration::from_secs(15), DEFAULT),
+            Claim::Take
+        );
     }
 
     #[test]
     fn timing_follows_client_go_proportions() {
         let c = ElectionConfig::new("ns", "me", Duration::from_secs(15));
-        assert_eq!((c.renew_deadline, c.retry_period), (Duration::from_secs(10), Duration::from_secs(2)));
-        assert!(c.renew_deadline < c.lease_duration, "a leader gives up before a standby may take over");
+        assert_eq!(
+            (c.renew_deadline, c.retry_period),
+            (Duration::from_secs(10), Duration::from_secs(2))
+        );
+        assert!(
+            c.renew_deadline < c.lease_duration,
+            "a leader gives up before a standby may take over"
+        );
         assert_eq!(c.lease_name, LEADER_LEASE_NAME);
     }
 }

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo,
-    ObjectReference, Taint,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo, ObjectReference, Taint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
@@ -54,7 +54,13 @@ pub const UNLIMITED_MEMORY_MIB: u64 = 4 * 1024 * 1024;
 pub const UNLIMITED_PODS: u64 = 1000;
 
 /// Condition types this module owns; every other type on the Node belongs to someone else.
-pub const OWNED_CONDITIONS: [&str; 5] = ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable"];
+pub const OWNED_CONDITIONS: [&str; 5] = [
+    "Ready",
+    "MemoryPressure",
+    "DiskPressure",
+    "PIDPressure",
+    "NetworkUnavailable",
+];
 
 /// Ready reason: a policy is loaded and a target can take pods.
 pub const REASON_READY: &str = "KubeletReady";
@@ -102,7 +108,10 @@ impl Error {
     /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Api { source: kube::Error::Api(status), .. } => !matches!(status.code, 400 | 422),
+            Error::Api {
+                source: kube::Error::Api(status),
+                ..
+            } => !matches!(status.code, 400 | 422),
             Error::Api { .. } | Error::Timeout { .. } | Error::Contended { .. } => true,
             Error::Cancelled { .. } => false,
         }
@@ -120,7 +129,10 @@ impl Error {
 
     fn status_code(&self) -> Option<u16> {
         match self {
-            Error::Api { source: kube::Error::Api(status), .. } => Some(status.code),
+            Error::Api {
+                source: kube::Error::Api(status),
+                ..
+            } => Some(status.code),
             _ => None,
         }
     }
@@ -176,7 +188,11 @@ pub struct Resources {
 impl Resources {
     /// As a Node's `capacity` / `allocatable` map (`cpu`, `memory`, `pods`).
     pub fn quantities(&self) -> BTreeMap<String, Quantity> {
-        let cpu = if self.milli_cpu % 1000 == 0 { format!("{}", self.milli_cpu / 1000) } else { format!("{}m", self.milli_cpu) };
+        let cpu = if self.milli_cpu % 1000 == 0 {
+            format!("{}", self.milli_cpu / 1000)
+        } else {
+            format!("{}m", self.milli_cpu)
+        };
         BTreeMap::from([
             ("cpu".to_owned(), Quantity(cpu)),
             ("memory".to_owned(), Quantity(memory(self.memory_mib))),
@@ -199,11 +215,21 @@ fn memory(mib: u64) -> String {
 /// The sum of the quotas of the `usable` targets of `policy`; a target without a quota for a
 /// resource counts [`UNLIMITED_MILLI_CPU`], [`UNLIMITED_MEMORY_MIB`] or [`UNLIMITED_PODS`].
 pub fn capacity(policy: &Policy, usable: &[String]) -> Resources {
-    policy.targets.iter().filter(|t| usable.contains(&t.name)).fold(Resources::default(), |sum, t| Resources {
-        milli_cpu: sum.milli_cpu.saturating_add(t.quota.milli_cpu.unwrap_or(UNLIMITED_MILLI_CPU)),
-        memory_mib: sum.memory_mib.saturating_add(t.quota.memory_mib.unwrap_or(UNLIMITED_MEMORY_MIB)),
-        pods: sum.pods.saturating_add(t.quota.pods.unwrap_or(UNLIMITED_PODS)),
-    })
+    policy
+        .targets
+        .iter()
+        .filter(|t| usable.contains(&t.name))
+        .fold(Resources::default(), |sum, t| Resources {
+            milli_cpu: sum
+                .milli_cpu
+                .saturating_add(t.quota.milli_cpu.unwrap_or(UNLIMITED_MILLI_CPU)),
+            memory_mib: sum
+                .memory_mib
+                .saturating_add(t.quota.memory_mib.unwrap_or(UNLIMITED_MEMORY_MIB)),
+            pods: sum
+                .pods
+                .saturating_add(t.quota.pods.unwrap_or(UNLIMITED_PODS)),
+        })
 }
 
 /// Which targets of the live policy can take pods now, and why each other one cannot.
@@ -231,8 +257,12 @@ pub fn target_health(gw: &Gateway, policy: &Policy) -> TargetHealth {
                 format!("no {} adapter is ready yet", t.provider)
             } else {
                 match unhealthy.get(&t.name) {
-                    Some(ExclusionReason::CircuitOpen) => "circuit open after repeated failures".to_owned(),
-                    Some(ExclusionReason::RejectedByProvider(m)) => format!("rejected by its provider: {m}"),
+                    Some(ExclusionReason::CircuitOpen) => {
+                        "circuit open after repeated failures".to_owned()
+                    }
+                    Some(ExclusionReason::RejectedByProvider(m)) => {
+                        format!("rejected by its provider: {m}")
+                    }
                     None => "unusable".to_owned(),
                 }
             };
@@ -260,18 +290,29 @@ pub fn readiness(policy: Option<&Policy>, health: &TargetHealth) -> Readiness {
         return Readiness {
             ready: false,
             reason: REASON_NO_POLICY,
-            message: "no valid policy has loaded yet; see the gateway log and the PolicyInvalid events".to_owned(),
+            message:
+                "no valid policy has loaded yet; see the gateway log and the PolicyInvalid events"
+                    .to_owned(),
         };
     };
     let short_hash: String = policy.hash.chars().take(12).collect();
-    let why_not = health.unusable.iter().map(|(t, why)| format!("{t}: {why}")).collect::<Vec<_>>().join("; ");
+    let why_not = health
+        .unusable
+        .iter()
+        .map(|(t, why)| format!("{t}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ");
     if health.usable.is_empty() {
         let message = if policy.targets.is_empty() {
             format!("policy {short_hash} defines no target")
         } else {
             format!("policy {short_hash}: no target can take pods ({why_not})")
         };
-        return Readiness { ready: false, reason: REASON_NO_USABLE_TARGET, message };
+        return Readiness {
+            ready: false,
+            reason: REASON_NO_USABLE_TARGET,
+            message,
+        };
     }
     let mut message = format!(
         "burstgate is ready: policy {short_hash}, {} of {} targets usable ({})",
@@ -282,7 +323,11 @@ pub fn readiness(policy: Option<&Policy>, health: &TargetHealth) -> Readiness {
     if !why_not.is_empty() {
         message.push_str(&format!("; unusable: {why_not}"));
     }
-    Readiness { ready: true, reason: REASON_READY, message }
+    Readiness {
+        ready: true,
+        reason: REASON_READY,
+        message,
+    }
 }
 
 /// Everything the node's status reports, apart from times: a change of it is patched at once.
@@ -296,8 +341,13 @@ pub struct Report {
 
 /// The report for `policy` (if one is loaded) and its targets' health.
 pub fn report(policy: Option<&Policy>, health: &TargetHealth) -> Report {
-    let resources = policy.map(|p| capacity(p, &health.usable)).unwrap_or_default();
-    Report { readiness: readiness(policy, health), resources }
+    let resources = policy
+        .map(|p| capacity(p, &health.usable))
+        .unwrap_or_default();
+    Report {
+        readiness: readiness(policy, health),
+        resources,
+    }
 }
 
 /// The labels of the node: the AKS virtual-node set (always), after the configured extra ones.
@@ -312,7 +362,10 @@ pub fn node_labels(config: &RunConfig) -> BTreeMap<String, String> {
     ] {
         labels.insert(k.to_owned(), v.to_owned());
     }
-    labels.insert("kubernetes.io/hostname".to_owned(), config.node_name.clone());
+    labels.insert(
+        "kubernetes.io/hostname".to_owned(),
+        config.node_name.clone(),
+    );
     labels
 }
 
@@ -328,19 +381,51 @@ pub fn node_taint(config: &RunConfig) -> Taint {
 
 /// `kubeletVersion`: the kubelet API burstgate serves, then burstgate's own version.
 pub fn kubelet_version() -> String {
-    format!("{KUBELET_API_VERSION}-burstgate-{}", env!("CARGO_PKG_VERSION"))
+    format!(
+        "{KUBELET_API_VERSION}-burstgate-{}",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// The five conditions this module owns, for `report`'s readiness at `now`. A condition keeps its
 /// `lastTransitionTime` from `previous` while its status does not change.
-pub fn conditions(readiness: &Readiness, previous: &[NodeCondition], now: Timestamp) -> Vec<NodeCondition> {
+pub fn conditions(
+    readiness: &Readiness,
+    previous: &[NodeCondition],
+    now: Timestamp,
+) -> Vec<NodeCondition> {
     let ready_status = if readiness.ready { "True" } else { "False" };
     let wanted = [
-        ("Ready", ready_status, readiness.reason, readiness.message.clone()),
-        ("MemoryPressure", "False", "KubeletHasSufficientMemory", "memory is the targets' concern, not the node's".to_owned()),
-        ("DiskPressure", "False", "KubeletHasNoDiskPressure", "disk is the targets' concern, not the node's".to_owned()),
-        ("PIDPressure", "False", "KubeletHasSufficientPID", "processes run on the targets, not on the node".to_owned()),
-        ("NetworkUnavailable", "False", "NetworkReady", "pods get their network from their target".to_owned()),
+        (
+            "Ready",
+            ready_status,
+            readiness.reason,
+            readiness.message.clone(),
+        ),
+        (
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "memory is the targets' concern, not the node's".to_owned(),
+        ),
+        (
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "disk is the targets' concern, not the node's".to_owned(),
+        ),
+        (
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "processes run on the targets, not on the node".to_owned(),
+        ),
+        (
+            "NetworkUnavailable",
+            "False",
+            "NetworkReady",
+            "pods get their network from their target".to_owned(),
+        ),
     ];
     wanted
         .into_iter()
@@ -364,18 +449,32 @@ pub fn conditions(readiness: &Readiness, previous: &[NodeCondition], now: Timest
 
 /// The node status for `report` at `now`: conditions, capacity, addresses, kubelet endpoint and
 /// node info. `boot_id` changes with every start of the gateway.
-pub fn node_status(config: &RunConfig, report: &Report, previous: &[NodeCondition], now: Timestamp, boot_id: &str) -> NodeStatus {
+pub fn node_status(
+    config: &RunConfig,
+    report: &Report,
+    previous: &[NodeCondition],
+    now: Timestamp,
+    boot_id: &str,
+) -> NodeStatus {
     let resources = report.resources.quantities();
     NodeStatus {
         conditions: Some(conditions(&report.readiness, previous, now)),
         capacity: Some(resources.clone()),
         allocatable: Some(resources),
         addresses: Some(vec![
-            NodeAddress { type_: "InternalIP".to_owned(), address: config.node_ip.clone() },
-            NodeAddress { type_: "Hostname".to_owned(), address: config.node_name.clone() },
+            NodeAddress {
+                type_: "InternalIP".to_owned(),
+                address: config.node_ip.clone(),
+            },
+            NodeAddress {
+                type_: "Hostname".to_owned(),
+                address: config.node_name.clone(),
+            },
         ]),
         daemon_endpoints: Some(NodeDaemonEndpoints {
-            kubelet_endpoint: Some(DaemonEndpoint { port: i32::from(config.kubelet_port) }),
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(config.kubelet_port),
+            }),
         }),
         node_info: Some(NodeSystemInfo {
             architecture: "amd64".to_owned(),
@@ -398,7 +497,10 @@ pub fn node_status(config: &RunConfig, report: &Report, previous: &[NodeConditio
 pub fn node_object(config: &RunConfig, status: NodeStatus) -> Node {
     let labels = node_labels(config);
     let annotations = BTreeMap::from([
-        (OWNED_LABELS_ANNOTATION.to_owned(), labels.keys().cloned().collect::<Vec<_>>().join(",")),
+        (
+            OWNED_LABELS_ANNOTATION.to_owned(),
+            labels.keys().cloned().collect::<Vec<_>>().join(","),
+        ),
         (OWNED_TAINT_ANNOTATION.to_owned(), config.taint_key.clone()),
     ]);
     Node {
@@ -408,7 +510,10 @@ pub fn node_object(config: &RunConfig, status: NodeStatus) -> Node {
             annotations: Some(annotations),
             ..ObjectMeta::default()
         },
-        spec: Some(NodeSpec { taints: Some(vec![node_taint(config)]), ..NodeSpec::default() }),
+        spec: Some(NodeSpec {
+            taints: Some(vec![node_taint(config)]),
+            ..NodeSpec::default()
+        }),
         status: Some(status),
     }
 }
@@ -441,18 +546,35 @@ pub fn spec_patch(existing: &Node, config: &RunConfig) -> Option<Value> {
     let mut new_annotations = Map::new();
     let owned_labels = desired.keys().cloned().collect::<Vec<_>>().join(",");
     if annotations.get(OWNED_LABELS_ANNOTATION) != Some(&owned_labels) {
-        new_annotations.insert(OWNED_LABELS_ANNOTATION.to_owned(), Value::String(owned_labels));
+        new_annotations.insert(
+            OWNED_LABELS_ANNOTATION.to_owned(),
+            Value::String(owned_labels),
+        );
     }
     if annotations.get(OWNED_TAINT_ANNOTATION) != Some(&config.taint_key) {
-        new_annotations.insert(OWNED_TAINT_ANNOTATION.to_owned(), Value::String(config.taint_key.clone()));
+        new_annotations.insert(
+            OWNED_TAINT_ANNOTATION.to_owned(),
+            Value::String(config.taint_key.clone()),
+        );
     }
 
     let previous_key = annotations.get(OWNED_TAINT_ANNOTATION);
     let ours = node_taint(config);
-    let taints = existing.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-    let mut kept: Vec<Taint> =
-        taints.iter().filter(|t| t.key != ours.key && Some(&t.key) != previous_key).cloned().collect();
-    let same = |a: &Taint, b: &Taint| a.key == b.key && a.value.as_deref().unwrap_or("") == b.value.as_deref().unwrap_or("") && a.effect == b.effect;
+    let taints = existing
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    let mut kept: Vec<Taint> = taints
+        .iter()
+        .filter(|t| t.key != ours.key && Some(&t.key) != previous_key)
+        .cloned()
+        .collect();
+    let same = |a: &Taint, b: &Taint| {
+        a.key == b.key
+            && a.value.as_deref().unwrap_or("") == b.value.as_deref().unwrap_or("")
+            && a.effect == b.effect
+    };
     let taints_ok = kept.len() + 1 == taints.len() && taints.iter().any(|t| same(t, &ours));
     kept.push(ours);
 
@@ -460,7 +582,10 @@ pub fn spec_patch(existing: &Node, config: &RunConfig) -> Option<Value> {
         return None;
     }
     let mut metadata = Map::new();
-    metadata.insert("resourceVersion".to_owned(), json!(existing.metadata.resource_version));
+    metadata.insert(
+        "resourceVersion".to_owned(),
+        json!(existing.metadata.resource_version),
+    );
     if !labels.is_empty() {
         metadata.insert("labels".to_owned(), Value::Object(labels));
     }
@@ -507,7 +632,12 @@ fn event_note(note: &str) -> String {
 /// such an Event about a cluster-scoped object only there (later versions also in `default`),
 /// which is why this does not go through `kube::runtime::events::Recorder` (it would put it in
 /// `default`).
-pub async fn node_event(gw: &Gateway, type_: EventType, reason: &str, note: &str) -> Result<(), Error> {
+pub async fn node_event(
+    gw: &Gateway,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) -> Result<(), Error> {
     let now = Timestamp::now();
     let node = &gw.config.node_name;
     let event = k8s_openapi::api::events::v1::Event {
@@ -533,7 +663,10 @@ pub async fn node_event(gw: &Gateway, type_: EventType, reason: &str, note: &str
         .create(&PostParams::default(), &event)
         .await
         .map(drop)
-        .map_err(|source| Error::Api { action: "publishing an event about the node", source })
+        .map_err(|source| Error::Api {
+            action: "publishing an event about the node",
+            source,
+        })
 }
 
 /// Runs the node controller with [`NodeTiming::default`] until `shutdown` is cancelled: registers
@@ -549,8 +682,17 @@ pub async fn run_node(gw: Arc<Gateway>, shutdown: CancellationToken) -> Result<(
 }
 
 /// [`run_node`] with explicit timing.
-pub async fn run_node_with(gw: Arc<Gateway>, shutdown: CancellationToken, timing: NodeTiming) -> Result<(), Error> {
-    let boot_id = format!("{}-{}-{}", gw.config.identity(), std::process::id(), Timestamp::now().as_millisecond());
+pub async fn run_node_with(
+    gw: Arc<Gateway>,
+    shutdown: CancellationToken,
+    timing: NodeTiming,
+) -> Result<(), Error> {
+    let boot_id = format!(
+        "{}-{}-{}",
+        gw.config.identity(),
+        std::process::id(),
+        Timestamp::now().as_millisecond()
+    );
     let mut controller = NodeController {
         nodes: Api::all(gw.client.clone()),
         leases: Api::namespaced(gw.client.clone(), NODE_LEASE_NAMESPACE),
@@ -589,8 +731,12 @@ impl NodeController {
         let gw = self.gw.clone();
         let mut policy = gw.policy.clone();
         let mut policy_open = true;
-        let mut lease_tick = tokio::time::interval_at(Instant::now() + self.timing.lease_renew, self.timing.lease_renew);
-        let mut evaluate_tick = tokio::time::interval_at(Instant::now() + self.timing.evaluate, self.timing.evaluate);
+        let mut lease_tick = tokio::time::interval_at(
+            Instant::now() + self.timing.lease_renew,
+            self.timing.lease_renew,
+        );
+        let mut evaluate_tick =
+            tokio::time::interval_at(Instant::now() + self.timing.evaluate, self.timing.evaluate);
         lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         evaluate_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -663,13 +809,27 @@ impl NodeController {
     /// Creates the Node, or brings an existing one's labels and taint in line.
     async fn register(&mut self) -> Result<(), Error> {
         let name = self.gw.config.node_name.clone();
-        let existing = self.call("reading the node", self.nodes.get_opt(&name)).await?;
+        let existing = self
+            .call("reading the node", self.nodes.get_opt(&name))
+            .await?;
         let node = match existing {
             None => {
                 let report = self.current_report();
-                let status = node_status(&self.gw.config, &report, &[], Timestamp::now(), &self.boot_id);
+                let status = node_status(
+                    &self.gw.config,
+                    &report,
+                    &[],
+                    Timestamp::now(),
+                    &self.boot_id,
+                );
                 let created = self
-                    .call("creating the node", self.nodes.create(&PostParams::default(), &node_object(&self.gw.config, status)))
+                    .call(
+                        "creating the node",
+                        self.nodes.create(
+                            &PostParams::default(),
+                            &node_object(&self.gw.config, status),
+                        ),
+                    )
                     .await?;
                 tracing::info!(node = %name, "registered the virtual node");
                 created
@@ -689,22 +849,38 @@ impl NodeController {
     async fn fix_spec(&self, mut node: Node) -> Result<Node, Error> {
         let name = self.gw.config.node_name.clone();
         for _ in 0..5 {
-            let Some(patch) = spec_patch(&node, &self.gw.config) else { return Ok(node) };
-            match self.call("updating the node's labels and taint", self.nodes.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))).await {
+            let Some(patch) = spec_patch(&node, &self.gw.config) else {
+                return Ok(node);
+            };
+            match self
+                .call(
+                    "updating the node's labels and taint",
+                    self.nodes
+                        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+                )
+                .await
+            {
                 Ok(updated) => {
                     tracing::info!(node = %name, "updated the node's labels and taint");
                     return Ok(updated);
                 }
-                Err(err) if err.is_conflict() => node = self.call("reading the node", self.nodes.get(&name)).await?,
+                Err(err) if err.is_conflict() => {
+                    node = self.call("reading the node", self.nodes.get(&name)).await?
+                }
                 Err(err) => return Err(err),
             }
         }
-        Err(Error::Contended { action: "updating the node's labels and taint" })
+        Err(Error::Contended {
+            action: "updating the node's labels and taint",
+        })
     }
 
     fn current_report(&self) -> Report {
         let policy = self.gw.current_policy();
-        let health = policy.as_deref().map(|p| target_health(&self.gw, p)).unwrap_or_default();
+        let health = policy
+            .as_deref()
+            .map(|p| target_health(&self.gw, p))
+            .unwrap_or_default();
         report(policy.as_deref(), &health)
     }
 
@@ -713,22 +889,42 @@ impl NodeController {
     /// retried at the next tick; only shutdown escapes as an error.
     async fn sync_status(&mut self) -> Result<bool, Error> {
         let report = self.current_report();
-        let due = self.sent_at.is_none_or(|at| at.elapsed() >= self.timing.status_refresh);
+        let due = self
+            .sent_at
+            .is_none_or(|at| at.elapsed() >= self.timing.status_refresh);
         if !due && self.sent.as_ref() == Some(&report) {
             return Ok(true);
         }
-        let previous =
-            self.observed.as_ref().and_then(|n| n.status.as_ref()).and_then(|s| s.conditions.clone()).unwrap_or_default();
-        let status = node_status(&self.gw.config, &report, &previous, Timestamp::now(), &self.boot_id);
+        let previous = self
+            .observed
+            .as_ref()
+            .and_then(|n| n.status.as_ref())
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let status = node_status(
+            &self.gw.config,
+            &report,
+            &previous,
+            Timestamp::now(),
+            &self.boot_id,
+        );
         let patch = json!({ "status": status });
         let name = self.gw.config.node_name.clone();
-        match self.call("patching the node status", self.nodes.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))).await {
+        match self
+            .call(
+                "patching the node status",
+                self.nodes
+                    .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch)),
+            )
+            .await
+        {
             Ok(node) => {
                 let before = self.sent.as_ref().map(|r| r.readiness.clone());
                 if before.as_ref() != Some(&report.readiness) {
                     tracing::info!(node = %name, ready = report.readiness.ready, reason = report.readiness.reason, message = %report.readiness.message, "node readiness changed");
                 }
-                self.note_readiness(before.as_ref(), &report.readiness).await;
+                self.note_readiness(before.as_ref(), &report.readiness)
+                    .await;
                 self.sent = Some(report);
                 self.sent_at = Some(Instant::now());
                 let node = if spec_patch(&node, &self.gw.config).is_some() {
@@ -768,7 +964,11 @@ impl NodeController {
         if !flipped {
             return;
         }
-        let (type_, reason) = if now.ready { (EventType::Normal, "NodeReady") } else { (EventType::Warning, now.reason) };
+        let (type_, reason) = if now.ready {
+            (EventType::Normal, "NodeReady")
+        } else {
+            (EventType::Warning, now.reason)
+        };
         if let Err(err) = node_event(&self.gw, type_, reason, &now.message).await {
             tracing::warn!(node = %self.gw.config.node_name, error = %err, "could not publish the readiness event");
         }
@@ -778,35 +978,57 @@ impl NodeController {
     /// tries again well within the lease duration.
     async fn renew_lease(&mut self) {
         let name = self.gw.config.node_name.clone();
-        let owner = self.observed.as_ref().and_then(|n| n.metadata.uid.clone()).map(|uid| OwnerReference {
-            api_version: "v1".to_owned(),
-            kind: "Node".to_owned(),
-            name: name.clone(),
-            uid,
-            ..OwnerReference::default()
-        });
+        let owner = self
+            .observed
+            .as_ref()
+            .and_then(|n| n.metadata.uid.clone())
+            .map(|uid| OwnerReference {
+                api_version: "v1".to_owned(),
+                kind: "Node".to_owned(),
+                name: name.clone(),
+                uid,
+                ..OwnerReference::default()
+            });
         let spec = LeaseSpec {
             holder_identity: Some(name.clone()),
-            lease_duration_seconds: Some(i32::try_from(self.timing.lease_duration.as_secs()).unwrap_or(i32::MAX)),
+            lease_duration_seconds: Some(
+                i32::try_from(self.timing.lease_duration.as_secs()).unwrap_or(i32::MAX),
+            ),
             renew_time: Some(MicroTime(Timestamp::now())),
             ..LeaseSpec::default()
         };
         let patch = json!({ "metadata": { "ownerReferences": owner.iter().collect::<Vec<_>>() }, "spec": spec });
-        let renewed = self.call("renewing the node lease", self.leases.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))).await;
+        let renewed = self
+            .call(
+                "renewing the node lease",
+                self.leases
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await;
         let result = match renewed {
             Err(err) if err.is_not_found() => {
                 let lease = Lease {
-                    metadata: ObjectMeta { name: Some(name.clone()), owner_references: owner.map(|o| vec![o]), ..ObjectMeta::default() },
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        owner_references: owner.map(|o| vec![o]),
+                        ..ObjectMeta::default()
+                    },
                     spec: Some(spec),
                 };
-                self.call("creating the node lease", self.leases.create(&PostParams::default(), &lease)).await
+                self.call(
+                    "creating the node lease",
+                    self.leases.create(&PostParams::default(), &lease),
+                )
+                .await
             }
             other => other,
         };
         match result {
             Ok(_) => tracing::debug!(node = %name, "renewed the node lease"),
             Err(Error::Cancelled { .. }) => {}
-            Err(err) => tracing::warn!(node = %name, error = %err, "renewing the node lease failed; retrying at the next heartbeat"),
+            Err(err) => {
+                tracing::warn!(node = %name, error = %err, "renewing the node lease failed; retrying at the next heartbeat")
+            }
         }
     }
 }
@@ -818,8 +1040,16 @@ mod tests {
 
     fn config() -> RunConfig {
         RunConfig::from_flags(&[
-            "--node-name", "burstgate", "--node-ip", "10.0.0.7", "--cluster-id", "c1",
-            "--node-label", "team=burst", "--node-label", "type=not-virtual",
+            "--node-name",
+            "burstgate",
+            "--node-ip",
+            "10.0.0.7",
+            "--cluster-id",
+            "c1",
+            "--node-label",
+            "team=burst",
+            "--node-label",
+            "type=not-virtual",
         ])
         .expect("valid flags")
     }
@@ -846,14 +1076,24 @@ spec:
     fn health(usable: &[&str], unusable: &[(&str, &str)]) -> TargetHealth {
         TargetHealth {
             usable: usable.iter().map(|s| s.to_string()).collect(),
-            unusable: unusable.iter().map(|(t, w)| (t.to_string(), w.to_string())).collect(),
+            unusable: unusable
+                .iter()
+                .map(|(t, w)| (t.to_string(), w.to_string()))
+                .collect(),
         }
     }
 
     #[test]
     fn capacity_sums_the_quotas_of_usable_targets_only() {
         let r = capacity(&policy(), &["small".into()]);
-        assert_eq!(r, Resources { milli_cpu: 4000, memory_mib: 16 * 1024, pods: 10 });
+        assert_eq!(
+            r,
+            Resources {
+                milli_cpu: 4000,
+                memory_mib: 16 * 1024,
+                pods: 10
+            }
+        );
     }
 
     #[test]
@@ -866,14 +1106,43 @@ spec:
 
     #[test]
     fn quantities_are_in_the_canonical_form_the_api_server_stores() {
-        let q = Resources { milli_cpu: 4000, memory_mib: 2048, pods: 3 }.quantities();
+        let q = Resources {
+            milli_cpu: 4000,
+            memory_mib: 2048,
+            pods: 3,
+        }
+        .quantities();
         assert_eq!(q["cpu"].0, "4");
         assert_eq!(q["memory"].0, "2Gi");
-        assert_eq!(Resources { memory_mib: 1536, ..Resources::default() }.quantities()["memory"].0, "1536Mi");
-        assert_eq!(Resources { memory_mib: UNLIMITED_MEMORY_MIB, ..Resources::default() }.quantities()["memory"].0, "4Ti");
+        assert_eq!(
+            Resources {
+                memory_mib: 1536,
+                ..Resources::default()
+            }
+            .quantities()["memory"]
+                .0,
+            "1536Mi"
+        );
+        assert_eq!(
+            Resources {
+                memory_mib: UNLIMITED_MEMORY_MIB,
+                ..Resources::default()
+            }
+            .quantities()["memory"]
+                .0,
+            "4Ti"
+        );
         assert_eq!(Resources::default().quantities()["memory"].0, "0");
         assert_eq!(q["pods"].0, "3");
-        assert_eq!(Resources { milli_cpu: 1500, ..Resources::default() }.quantities()["cpu"].0, "1500m");
+        assert_eq!(
+            Resources {
+                milli_cpu: 1500,
+                ..Resources::default()
+            }
+            .quantities()["cpu"]
+                .0,
+            "1500m"
+        );
     }
 
     #[test]
@@ -881,49 +1150,101 @@ spec:
         let r = report(None, &TargetHealth::default());
         assert!(!r.readiness.ready);
         assert_eq!(r.readiness.reason, REASON_NO_POLICY);
-        assert_eq!(r.resources, Resources::default(), "no capacity without a policy");
+        assert_eq!(
+            r.resources,
+            Resources::default(),
+            "no capacity without a policy"
+        );
     }
 
     #[test]
     fn the_node_is_not_ready_when_no_target_is_usable_and_says_why_for_each() {
         let p = policy();
-        let r = report(Some(&p), &health(&[], &[("small", "circuit open after repeated failures"), ("open", "no aci provider is configured")]));
+        let r = report(
+            Some(&p),
+            &health(
+                &[],
+                &[
+                    ("small", "circuit open after repeated failures"),
+                    ("open", "no aci provider is configured"),
+                ],
+            ),
+        );
         assert!(!r.readiness.ready);
         assert_eq!(r.readiness.reason, REASON_NO_USABLE_TARGET);
-        assert!(r.readiness.message.contains("small: circuit open"), "{}", r.readiness.message);
-        assert!(r.readiness.message.contains("open: no aci provider"), "{}", r.readiness.message);
+        assert!(
+            r.readiness.message.contains("small: circuit open"),
+            "{}",
+            r.readiness.message
+        );
+        assert!(
+            r.readiness.message.contains("open: no aci provider"),
+            "{}",
+            r.readiness.message
+        );
         assert_eq!(r.resources, Resources::default());
     }
 
     #[test]
     fn the_node_is_ready_when_a_target_is_usable_and_names_the_policy() {
         let p = policy();
-        let r = report(Some(&p), &health(&["small"], &[("open", "no aci provider is configured")]));
+        let r = report(
+            Some(&p),
+            &health(&["small"], &[("open", "no aci provider is configured")]),
+        );
         assert!(r.readiness.ready);
         assert_eq!(r.readiness.reason, REASON_READY);
-        assert!(r.readiness.message.contains(&p.hash[..12]), "{}", r.readiness.message);
-        assert!(r.readiness.message.contains("1 of 2 targets usable (small)"), "{}", r.readiness.message);
+        assert!(
+            r.readiness.message.contains(&p.hash[..12]),
+            "{}",
+            r.readiness.message
+        );
+        assert!(
+            r.readiness
+                .message
+                .contains("1 of 2 targets usable (small)"),
+            "{}",
+            r.readiness.message
+        );
     }
 
     #[test]
     fn conditions_keep_their_transition_time_while_the_status_holds() {
-        let ready = Readiness { ready: true, reason: REASON_READY, message: "ok".into() };
+        let ready = Readiness {
+            ready: true,
+            reason: REASON_READY,
+            message: "ok".into(),
+        };
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let t1: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
         let first = conditions(&ready, &[], t0);
-        assert_eq!(first.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(), OWNED_CONDITIONS);
+        assert_eq!(
+            first.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
+            OWNED_CONDITIONS
+        );
         let second = conditions(&ready, &first, t1);
         let ready_cond = second.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready_cond.last_transition_time, Some(Time(t0)));
         assert_eq!(ready_cond.last_heartbeat_time, Some(Time(t1)));
 
-        let not_ready = Readiness { ready: false, reason: REASON_NO_POLICY, message: "none".into() };
+        let not_ready = Readiness {
+            ready: false,
+            reason: REASON_NO_POLICY,
+            message: "none".into(),
+        };
         let third = conditions(&not_ready, &second, t1);
         let ready_cond = third.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready_cond.status, "False");
-        assert_eq!(ready_cond.last_transition_time, Some(Time(t1)), "a flip restarts the transition time");
+        assert_eq!(
+            ready_cond.last_transition_time,
+            Some(Time(t1)),
+            "a flip restarts the transition time"
+        );
         let memory = third.iter().find(|c| c.type_ == "MemoryPressure").unwrap();
-        assert_eq!((memory.status.as_str(), memory.last_transition_time.clone()), ("False", Some(Time(t0))));
+        assert_eq!(
+            (memory.status.as_str(), memory.last_transition_time.clone()),
+            ("False", Some(Time(t0)))
+        );
     }
 
     #[test]
@@ -943,12 +1264,30 @@ spec:
         let r = report(None, &TargetHealth::default());
         let s = node_status(&c, &r, &[], Timestamp::now(), "boot");
         let addresses = s.addresses.unwrap();
-        assert!(addresses.iter().any(|a| a.type_ == "InternalIP" && a.address == "10.0.0.7"));
-        assert!(addresses.iter().any(|a| a.type_ == "Hostname" && a.address == "burstgate"));
-        assert_eq!(s.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port, 10250);
+        assert!(
+            addresses
+                .iter()
+                .any(|a| a.type_ == "InternalIP" && a.address == "10.0.0.7")
+        );
+        assert!(
+            addresses
+                .iter()
+                .any(|a| a.type_ == "Hostname" && a.address == "burstgate")
+        );
+        assert_eq!(
+            s.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port,
+            10250
+        );
         let info = s.node_info.unwrap();
-        assert_eq!((info.operating_system.as_str(), info.architecture.as_str()), ("linux", "amd64"));
-        assert!(info.kubelet_version.starts_with("v1.20.2-burstgate-"), "{}", info.kubelet_version);
+        assert_eq!(
+            (info.operating_system.as_str(), info.architecture.as_str()),
+            ("linux", "amd64")
+        );
+        assert!(
+            info.kubelet_version.starts_with("v1.20.2-burstgate-"),
+            "{}",
+            info.kubelet_version
+        );
         assert!(info.kubelet_version.ends_with(env!("CARGO_PKG_VERSION")));
     }
 
@@ -975,14 +1314,30 @@ spec:
         }))
         .unwrap();
         let patch = spec_patch(&node, &c).expect("a patch");
-        assert_eq!(patch["metadata"]["resourceVersion"], "42", "optimistic concurrency");
+        assert_eq!(
+            patch["metadata"]["resourceVersion"], "42",
+            "optimistic concurrency"
+        );
         let labels = patch["metadata"]["labels"].as_object().unwrap();
-        assert!(!labels.contains_key("owner"), "the patch leaves others' labels alone");
-        assert!(!labels.contains_key("type"), "an already right label is not rewritten");
+        assert!(
+            !labels.contains_key("owner"),
+            "the patch leaves others' labels alone"
+        );
+        assert!(
+            !labels.contains_key("type"),
+            "an already right label is not rewritten"
+        );
         assert_eq!(labels["kubernetes.io/role"], "agent");
         let taints: Vec<Taint> = serde_json::from_value(patch["spec"]["taints"].clone()).unwrap();
         let keys: Vec<&str> = taints.iter().map(|t| t.key.as_str()).collect();
-        assert_eq!(keys, ["node.kubernetes.io/unreachable", "dedicated", "virtual-kubelet.io/provider"]);
+        assert_eq!(
+            keys,
+            [
+                "node.kubernetes.io/unreachable",
+                "dedicated",
+                "virtual-kubelet.io/provider"
+            ]
+        );
     }
 
     #[test]
@@ -1001,22 +1356,46 @@ spec:
         }))
         .unwrap();
         let patch = spec_patch(&node, &c).expect("a patch");
-        assert_eq!(patch["metadata"]["labels"]["old-extra"], Value::Null, "removed");
-        assert!(patch["metadata"]["labels"].get("kept").is_none(), "never ours, never touched");
+        assert_eq!(
+            patch["metadata"]["labels"]["old-extra"],
+            Value::Null,
+            "removed"
+        );
+        assert!(
+            patch["metadata"]["labels"].get("kept").is_none(),
+            "never ours, never touched"
+        );
         let taints: Vec<Taint> = serde_json::from_value(patch["spec"]["taints"].clone()).unwrap();
-        assert_eq!(taints, vec![node_taint(&c)], "the old key and the stale value are replaced by ours");
+        assert_eq!(
+            taints,
+            vec![node_taint(&c)],
+            "the old key and the stale value are replaced by ours"
+        );
     }
 
     #[test]
     fn an_invalid_node_is_not_retried_but_conflicts_and_outages_are() {
         let api = |code: u16| Error::Api {
             action: "registering",
-            source: kube::Error::Api(kube::core::Status::failure("x", "y").with_code(code).boxed()),
+            source: kube::Error::Api(
+                kube::core::Status::failure("x", "y")
+                    .with_code(code)
+                    .boxed(),
+            ),
         };
-        assert!(!api(422).is_retryable(), "a bad taint effect will not fix itself");
+        assert!(
+            !api(422).is_retryable(),
+            "a bad taint effect will not fix itself"
+        );
         assert!(!api(400).is_retryable());
         assert!(api(409).is_retryable() && api(503).is_retryable() && api(403).is_retryable());
-        assert!(Error::Timeout { action: "x", after: Duration::from_secs(1) }.is_retryable());
+        assert!(
+            Error::Timeout {
+                action: "x",
+                after: Duration::from_secs(1)
+            }
+            .is_retryable()
+        );
         assert!(!Error::Cancelled { action: "x" }.is_retryable());
     }
 

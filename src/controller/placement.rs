@@ -27,20 +27,47 @@ pub const BUDGETS: &str = "burstgate.io/budgets";
 pub const POLICY_HASH: &str = "burstgate.io/policy-hash";
 
 /// Every placement annotation key (removed together when a pod is re-decided).
-pub const ALL: [&str; 8] = [TARGET, PROVIDER, REGION, HOURLY_COST, RESOURCE_ID, SIZE, BUDGETS, POLICY_HASH];
+pub const ALL: [&str; 8] = [
+    TARGET,
+    PROVIDER,
+    REGION,
+    HOURLY_COST,
+    RESOURCE_ID,
+    SIZE,
+    BUDGETS,
+    POLICY_HASH,
+];
 
 /// The annotations recording `placement` of the pod with `pod_uid`.
-pub fn annotations(policy: &Policy, placement: &Placement, pod_uid: &str) -> BTreeMap<String, String> {
+pub fn annotations(
+    policy: &Policy,
+    placement: &Placement,
+    pod_uid: &str,
+) -> BTreeMap<String, String> {
     let t = policy.target(placement.target);
-    let budgets: Vec<&str> =
-        policy.budgets.iter().enumerate().filter(|(i, _)| placement.budgets.contains(*i)).map(|(_, b)| b.name.as_str()).collect();
+    let budgets: Vec<&str> = policy
+        .budgets
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| placement.budgets.contains(*i))
+        .map(|(_, b)| b.name.as_str())
+        .collect();
     BTreeMap::from([
         (TARGET.into(), t.name.clone()),
         (PROVIDER.into(), t.provider.as_str().into()),
         (REGION.into(), t.region.clone()),
-        (HOURLY_COST.into(), format!("{:.6}", micros_to_usd(placement.hourly_micros))),
+        (
+            HOURLY_COST.into(),
+            format!("{:.6}", micros_to_usd(placement.hourly_micros)),
+        ),
         (RESOURCE_ID.into(), workload_id(pod_uid)),
-        (SIZE.into(), format!("{}m,{}Mi", placement.size.milli_cpu, placement.size.memory_mib)),
+        (
+            SIZE.into(),
+            format!(
+                "{}m,{}Mi",
+                placement.size.milli_cpu, placement.size.memory_mib
+            ),
+        ),
         (BUDGETS.into(), budgets.join(",")),
         (POLICY_HASH.into(), policy.hash.clone()),
     ])
@@ -51,10 +78,25 @@ pub fn annotations(policy: &Policy, placement: &Placement, pod_uid: &str) -> BTr
 pub fn reservation(annotations: &BTreeMap<String, String>) -> Option<Reservation> {
     let target = annotations.get(TARGET)?.clone();
     let (cpu, mem) = annotations.get(SIZE)?.split_once(',')?;
-    let size = Size { milli_cpu: cpu.strip_suffix('m')?.parse().ok()?, memory_mib: mem.strip_suffix("Mi")?.parse().ok()? };
+    let size = Size {
+        milli_cpu: cpu.strip_suffix('m')?.parse().ok()?,
+        memory_mib: mem.strip_suffix("Mi")?.parse().ok()?,
+    };
     let cost: f64 = annotations.get(HOURLY_COST)?.parse().ok()?;
-    let budgets = annotations.get(BUDGETS).map(|b| b.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()).unwrap_or_default();
-    Some(Reservation { target, budgets, usage: Usage::of_pod(size, crate::policy::checked::usd_to_micros(cost)) })
+    let budgets = annotations
+        .get(BUDGETS)
+        .map(|b| {
+            b.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Reservation {
+        target,
+        budgets,
+        usage: Usage::of_pod(size, crate::policy::checked::usd_to_micros(cost)),
+    })
 }
 
 #[cfg(test)]
@@ -69,7 +111,10 @@ mod tests {
         let p = load_files(&[("p.yaml".into(), yaml.into())]).unwrap();
         let placement = Placement {
             target: TargetId(0),
-            size: Size { milli_cpu: 1500, memory_mib: 2048 },
+            size: Size {
+                milli_cpu: 1500,
+                memory_mib: 2048,
+            },
             hourly_micros: 60_000,
             budgets: BudgetSet(1),
             via_fallback: false,
@@ -79,7 +124,15 @@ mod tests {
         let r = reservation(&a).unwrap();
         assert_eq!(r.target, "t");
         assert_eq!(r.budgets, vec!["team-a"]);
-        assert_eq!(r.usage, Usage { milli_cpu: 1500, memory_mib: 2048, pods: 1, hourly_micros: 60_000 });
+        assert_eq!(
+            r.usage,
+            Usage {
+                milli_cpu: 1500,
+                memory_mib: 2048,
+                pods: 1,
+                hourly_micros: 60_000
+            }
+        );
     }
 
     #[test]

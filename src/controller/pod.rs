@@ -26,11 +26,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::context::Gateway;
+use crate::controller::resolve;
 use crate::controller::{admission, placement, status};
 use crate::policy::model::ProviderKind;
 use crate::policy::{Exclusion, ExclusionReason, Outcome, PodView, explain};
-use crate::controller::resolve;
-use crate::provider::{Capabilities, Owner, ProviderError, WorkloadPhase, WorkloadSpec, workload_id};
+use crate::provider::{
+    Capabilities, Owner, ProviderError, WorkloadPhase, WorkloadSpec, workload_id,
+};
 
 /// Errors of one reconcile; all are retried with backoff by `error_policy`.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +75,10 @@ pub struct PodController {
 }
 
 fn is_terminal(pod: &Pod) -> bool {
-    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 fn now() -> Time {
@@ -82,7 +87,10 @@ fn now() -> Time {
 
 impl PodController {
     fn new(gw: Arc<Gateway>) -> Arc<PodController> {
-        let reporter = Reporter { controller: "burstgate".into(), instance: Some(gw.config.identity()) };
+        let reporter = Reporter {
+            controller: "burstgate".into(),
+            instance: Some(gw.config.identity()),
+        };
         Arc::new(PodController {
             api: Api::all(gw.client.clone()),
             recorder: Recorder::new(gw.client.clone(), reporter),
@@ -95,17 +103,28 @@ impl PodController {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.gw.providers.all().into_iter().map(|(_, p)| p.capabilities()).fold(Capabilities::default(), |a, b| Capabilities {
-            logs: a.logs || b.logs,
-            exec: a.exec || b.exec,
-            host_path: a.host_path || b.host_path,
-            persistent_volumes: a.persistent_volumes || b.persistent_volumes,
-            privileged: a.privileged || b.privileged,
-        })
+        self.gw
+            .providers
+            .all()
+            .into_iter()
+            .map(|(_, p)| p.capabilities())
+            .fold(Capabilities::default(), |a, b| Capabilities {
+                logs: a.logs || b.logs,
+                exec: a.exec || b.exec,
+                host_path: a.host_path || b.host_path,
+                persistent_volumes: a.persistent_volumes || b.persistent_volumes,
+                privileged: a.privileged || b.privileged,
+            })
     }
 
     async fn event(&self, pod: &Pod, type_: EventType, reason: &str, note: String) {
-        let ev = Event { type_, reason: reason.into(), note: Some(truncate(note, 1000)), action: "Burst".into(), secondary: None };
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(note, 1000)),
+            action: "Burst".into(),
+            secondary: None,
+        };
         if let Err(e) = self.recorder.publish(&ev, &pod.object_ref(&())).await {
             tracing::warn!(pod = %pod.name_any(), error = %e, "could not publish an event");
         }
@@ -122,15 +141,35 @@ impl PodController {
         let mut value = serde_json::to_value(&desired).expect("a PodStatus serialises");
         // A merge patch keeps fields it does not mention: clear the ones a new state drops.
         for key in ["reason", "message", "podIP", "podIPs"] {
-            value.as_object_mut().expect("object").entry(key).or_insert(serde_json::Value::Null);
+            value
+                .as_object_mut()
+                .expect("object")
+                .entry(key)
+                .or_insert(serde_json::Value::Null);
         }
-        self.pod_api(pod).patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": value }))).await?;
+        self.pod_api(pod)
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": value })),
+            )
+            .await?;
         Ok(())
     }
 
-    async fn patch_annotations(&self, pod: &Pod, annotations: serde_json::Value) -> Result<(), Error> {
+    async fn patch_annotations(
+        &self,
+        pod: &Pod,
+        annotations: serde_json::Value,
+    ) -> Result<(), Error> {
         let patch = json!({ "metadata": { "annotations": annotations } });
-        self.pod_api(pod).patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+        self.pod_api(pod)
+            .patch(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await?;
         Ok(())
     }
 
@@ -140,7 +179,10 @@ impl PodController {
         if let Some(policy) = self.gw.current_policy() {
             let mut ledger = self.gw.ledger.lock().expect("ledger lock");
             ledger.rebind(&policy);
-            for pod in pods.iter().filter(|p| !is_terminal(p) && p.metadata.deletion_timestamp.is_none()) {
+            for pod in pods
+                .iter()
+                .filter(|p| !is_terminal(p) && p.metadata.deletion_timestamp.is_none())
+            {
                 if let Some(r) = placement::reservation(pod.annotations()) {
                     ledger.restore(&policy, &pod.uid().unwrap_or_default(), r);
                 }
@@ -148,12 +190,21 @@ impl PodController {
         }
         let mut created = HashSet::new();
         for (_, provider) in self.gw.providers.all() {
-            match provider.list_owned(&self.gw.config.cluster_id, &self.gw.config.node_name).await {
+            match provider
+                .list_owned(&self.gw.config.cluster_id, &self.gw.config.node_name)
+                .await
+            {
                 Ok(owned) => created.extend(owned.into_iter().map(|o| o.owner.pod_uid)),
-                Err(e) => tracing::warn!(provider = provider.name(), error = %e, "could not list owned workloads at start"),
+                Err(e) => {
+                    tracing::warn!(provider = provider.name(), error = %e, "could not list owned workloads at start")
+                }
             }
         }
-        tracing::info!(pods = pods.len(), workloads = created.len(), "ledger rebuilt from pod annotations");
+        tracing::info!(
+            pods = pods.len(),
+            workloads = created.len(),
+            "ledger rebuilt from pod annotations"
+        );
         *self.created.lock().expect("created lock") = created;
         self.ready.send_replace(true);
     }
@@ -188,20 +239,43 @@ impl PodController {
         let host_ip = self.gw.config.node_ip.clone();
         let unsupported = admission::unsupported_features(pod, &self.capabilities());
         if !unsupported.is_empty() {
-            let msg = format!("no provider of this gateway supports: {}", unsupported.join(", "));
-            self.patch_status(pod, status::failed(pod, "Unsupported", &msg, &host_ip, &now())).await?;
-            self.event(pod, EventType::Warning, "Unsupported", msg).await;
+            let msg = format!(
+                "no provider of this gateway supports: {}",
+                unsupported.join(", ")
+            );
+            self.patch_status(
+                pod,
+                status::failed(pod, "Unsupported", &msg, &host_ip, &now()),
+            )
+            .await?;
+            self.event(pod, EventType::Warning, "Unsupported", msg)
+                .await;
             return Ok(Action::await_change());
         }
         let Some(policy) = self.gw.current_policy() else {
-            self.patch_status(pod, status::waiting(pod, "NoPolicy", "no valid burst policy is loaded", &host_ip, &now())).await?;
+            self.patch_status(
+                pod,
+                status::waiting(
+                    pod,
+                    "NoPolicy",
+                    "no valid burst policy is loaded",
+                    &host_ip,
+                    &now(),
+                ),
+            )
+            .await?;
             return Ok(Action::requeue(Duration::from_secs(10)));
         };
         let view = match PodView::from_pod(pod) {
             Ok(v) => v,
             Err(e) => {
-                self.patch_status(pod, status::failed(pod, "InvalidPod", &e.to_string(), &host_ip, &now())).await?;
-                self.event(pod, EventType::Warning, "InvalidPod", e.to_string()).await;
+                self.patch_status(
+                    pod,
+                    status::failed(pod, "InvalidPod", &e.to_string(), &host_ip, &now()),
+                )
+                .await?;
+                self.event(pod, EventType::Warning, "InvalidPod", e.to_string())
+                    .await;
                 return Ok(Action::await_change());
             }
         };
@@ -209,20 +283,36 @@ impl PodController {
         if let Some(rejected) = self.rejected.lock().expect("rejected lock").get(&view.uid) {
             for (name, why) in rejected {
                 if let Some(t) = policy.target_by_name(name) {
-                    exclusions.push(Exclusion { target: t.id, reason: ExclusionReason::RejectedByProvider(why.clone()) });
+                    exclusions.push(Exclusion {
+                        target: t.id,
+                        reason: ExclusionReason::RejectedByProvider(why.clone()),
+                    });
                 }
             }
         }
         let started = Instant::now();
-        let decision = self.gw.ledger.lock().expect("ledger lock").place(&policy, &view, &exclusions);
-        let chosen = decision.placement().map(|p| policy.target(p.target).name.as_str());
-        self.gw.metrics.decided(chosen, decision.kind(), started.elapsed().as_secs_f64());
+        let decision =
+            self.gw
+                .ledger
+                .lock()
+                .expect("ledger lock")
+                .place(&policy, &view, &exclusions);
+        let chosen = decision
+            .placement()
+            .map(|p| policy.target(p.target).name.as_str());
+        self.gw
+            .metrics
+            .decided(chosen, decision.kind(), started.elapsed().as_secs_f64());
         let summary = explain::summary(&policy, &decision);
         match &decision.outcome {
             Outcome::Placed(p) => {
                 let annotations = placement::annotations(&policy, p, &view.uid);
                 if let Err(e) = self.patch_annotations(pod, json!(annotations)).await {
-                    self.gw.ledger.lock().expect("ledger lock").release(&view.uid);
+                    self.gw
+                        .ledger
+                        .lock()
+                        .expect("ledger lock")
+                        .release(&view.uid);
                     return Err(e);
                 }
                 tracing::info!(pod = %view.name, namespace = %view.namespace, target = %policy.target(p.target).name, "placed");
@@ -231,21 +321,37 @@ impl PodController {
                 Ok(Action::await_change())
             }
             Outcome::NoTarget(crate::policy::model::OnNoTarget::Pending) => {
-                let changed = pod.status.as_ref().and_then(|s| s.message.as_deref()) != Some(summary.as_str());
-                self.patch_status(pod, status::waiting(pod, "BurstPending", &summary, &host_ip, &now())).await?;
+                let changed = pod.status.as_ref().and_then(|s| s.message.as_deref())
+                    != Some(summary.as_str());
+                self.patch_status(
+                    pod,
+                    status::waiting(pod, "BurstPending", &summary, &host_ip, &now()),
+                )
+                .await?;
                 if changed {
-                    self.event(pod, EventType::Warning, "NoTarget", summary).await;
+                    self.event(pod, EventType::Warning, "NoTarget", summary)
+                        .await;
                 }
                 Ok(Action::requeue(Duration::from_secs(60)))
             }
             Outcome::NoTarget(crate::policy::model::OnNoTarget::Fail) => {
-                self.patch_status(pod, status::failed(pod, "NoTarget", &summary, &host_ip, &now())).await?;
-                self.event(pod, EventType::Warning, "NoTarget", summary).await;
+                self.patch_status(
+                    pod,
+                    status::failed(pod, "NoTarget", &summary, &host_ip, &now()),
+                )
+                .await?;
+                self.event(pod, EventType::Warning, "NoTarget", summary)
+                    .await;
                 Ok(Action::await_change())
             }
             Outcome::InvalidAnnotation { .. } => {
-                self.patch_status(pod, status::failed(pod, "InvalidAnnotation", &summary, &host_ip, &now())).await?;
-                self.event(pod, EventType::Warning, "InvalidAnnotation", summary).await;
+                self.patch_status(
+                    pod,
+                    status::failed(pod, "InvalidAnnotation", &summary, &host_ip, &now()),
+                )
+                .await?;
+                self.event(pod, EventType::Warning, "InvalidAnnotation", summary)
+                    .await;
                 Ok(Action::await_change())
             }
         }
@@ -269,7 +375,10 @@ impl PodController {
                 },
                 target: reservation.target,
                 region: a.get(placement::REGION).cloned().unwrap_or_default(),
-                size: crate::policy::sizing::Size { milli_cpu: reservation.usage.milli_cpu, memory_mib: reservation.usage.memory_mib },
+                size: crate::policy::sizing::Size {
+                    milli_cpu: reservation.usage.milli_cpu,
+                    memory_mib: reservation.usage.memory_mib,
+                },
                 pod: pod.clone(),
                 resolved: Default::default(),
             },
@@ -280,15 +389,27 @@ impl PodController {
         let host_ip = self.gw.config.node_ip.clone();
         let uid = pod.uid().unwrap_or_default();
         let Some((_, mut spec)) = self.spec_for(pod) else {
-            return self.redecide(pod, "?", "placement annotations are incomplete".into()).await;
+            return self
+                .redecide(pod, "?", "placement annotations are incomplete".into())
+                .await;
         };
         spec.resolved = match resolve::resolve(&self.gw.client, pod, &host_ip).await {
             Ok(r) => r,
             Err(resolve::Error::Api(e)) => return Err(e.into()),
             Err(e) => {
                 // As a kubelet does: the pod waits until its references exist, and says why.
-                self.event(pod, EventType::Warning, "CreateContainerConfigError", e.to_string()).await;
-                return Ok(Action::requeue(Duration::from_secs(if e.is_retryable() { 15 } else { 60 })));
+                self.event(
+                    pod,
+                    EventType::Warning,
+                    "CreateContainerConfigError",
+                    e.to_string(),
+                )
+                .await;
+                return Ok(Action::requeue(Duration::from_secs(if e.is_retryable() {
+                    15
+                } else {
+                    60
+                })));
             }
         };
         let Some(provider) = self.gw.provider_for_target(&spec.target) else {
@@ -300,16 +421,37 @@ impl PodController {
         };
         match provider.create(&spec).await {
             Ok(ws) => {
-                self.created.lock().expect("created lock").insert(uid.clone());
-                self.polled.lock().expect("polled lock").insert(uid, Instant::now());
-                self.patch_status(pod, status::from_workload(pod, &ws, &host_ip, &now())).await?;
+                self.created
+                    .lock()
+                    .expect("created lock")
+                    .insert(uid.clone());
+                self.polled
+                    .lock()
+                    .expect("polled lock")
+                    .insert(uid, Instant::now());
+                self.patch_status(pod, status::from_workload(pod, &ws, &host_ip, &now()))
+                    .await?;
                 Ok(Action::requeue(Duration::from_secs(300)))
             }
-            Err(ProviderError::Transient { retry_after, message } | ProviderError::Throttled { retry_after, message }) => {
+            Err(
+                ProviderError::Transient {
+                    retry_after,
+                    message,
+                }
+                | ProviderError::Throttled {
+                    retry_after,
+                    message,
+                },
+            ) => {
                 tracing::info!(pod = %pod.name_any(), %message, "create throttled; retrying");
-                Ok(Action::requeue(retry_after.unwrap_or(Duration::from_secs(5))))
+                Ok(Action::requeue(
+                    retry_after.unwrap_or(Duration::from_secs(5)),
+                ))
             }
-            Err(ProviderError::Target { code, message }) => self.redecide(pod, &spec.target, format!("{code}: {message}")).await,
+            Err(ProviderError::Target { code, message }) => {
+                self.redecide(pod, &spec.target, format!("{code}: {message}"))
+                    .await
+            }
             Err(e @ (ProviderError::Pod { .. } | ProviderError::NotSupported { .. })) => {
                 self.gw.ledger.lock().expect("ledger lock").release(&uid);
                 let reason = match &e {
@@ -317,7 +459,8 @@ impl PodController {
                     _ => "NotSupported".into(),
                 };
                 let msg = e.to_string();
-                self.patch_status(pod, status::failed(pod, &reason, &msg, &host_ip, &now())).await?;
+                self.patch_status(pod, status::failed(pod, &reason, &msg, &host_ip, &now()))
+                    .await?;
                 self.event(pod, EventType::Warning, &reason, msg).await;
                 Ok(Action::await_change())
             }
@@ -329,10 +472,25 @@ impl PodController {
     async fn redecide(&self, pod: &Pod, target: &str, why: String) -> Result<Action, Error> {
         let uid = pod.uid().unwrap_or_default();
         self.gw.ledger.lock().expect("ledger lock").release(&uid);
-        self.rejected.lock().expect("rejected lock").entry(uid).or_default().push((target.to_string(), why.clone()));
-        let cleared: serde_json::Map<String, serde_json::Value> = placement::ALL.iter().map(|k| (k.to_string(), serde_json::Value::Null)).collect();
-        self.patch_annotations(pod, serde_json::Value::Object(cleared)).await?;
-        self.event(pod, EventType::Warning, "ProviderRejected", format!("target {target} rejected the pod ({why}); deciding again without it")).await;
+        self.rejected
+            .lock()
+            .expect("rejected lock")
+            .entry(uid)
+            .or_default()
+            .push((target.to_string(), why.clone()));
+        let cleared: serde_json::Map<String, serde_json::Value> = placement::ALL
+            .iter()
+            .map(|k| (k.to_string(), serde_json::Value::Null))
+            .collect();
+        self.patch_annotations(pod, serde_json::Value::Object(cleared))
+            .await?;
+        self.event(
+            pod,
+            EventType::Warning,
+            "ProviderRejected",
+            format!("target {target} rejected the pod ({why}); deciding again without it"),
+        )
+        .await;
         self.gw.nudge.notify_waiters();
         Ok(Action::await_change())
     }
@@ -345,14 +503,29 @@ impl PodController {
             match provider.delete(&spec.id).await {
                 Ok(()) => {}
                 Err(e) if e.is_retryable() => return Err(e.into()),
-                Err(e) => tracing::warn!(pod = %pod.name_any(), error = %e, "provider refused the delete; the orphan collector will retry"),
+                Err(e) => {
+                    tracing::warn!(pod = %pod.name_any(), error = %e, "provider refused the delete; the orphan collector will retry")
+                }
             }
         }
-        let released = self.gw.ledger.lock().expect("ledger lock").release(&uid).is_some();
+        let released = self
+            .gw
+            .ledger
+            .lock()
+            .expect("ledger lock")
+            .release(&uid)
+            .is_some();
         self.created.lock().expect("created lock").remove(&uid);
         self.rejected.lock().expect("rejected lock").remove(&uid);
         self.polled.lock().expect("polled lock").remove(&uid);
-        let dp = DeleteParams { grace_period_seconds: Some(0), preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }), ..Default::default() };
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
         match self.pod_api(pod).delete(&pod.name_any(), &dp).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
@@ -370,9 +543,18 @@ impl PodController {
         let now = k8s_openapi::jiff::Timestamp::now();
         self.gw.metrics.observe_pods(pods.iter().map(|p| {
             let target = p.annotations().get(placement::TARGET).map(String::as_str);
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+            let phase = p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .unwrap_or("Pending");
             let waiting = (target.is_none() && phase == "Pending")
-                .then(|| p.metadata.creation_timestamp.as_ref().map(|t| now.duration_since(t.0).as_secs_f64()))
+                .then(|| {
+                    p.metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| now.duration_since(t.0).as_secs_f64())
+                })
                 .flatten();
             (target, phase, waiting)
         }));
@@ -387,11 +569,17 @@ impl PodController {
             let polled = self.polled.lock().expect("polled lock");
             for pod in store.state() {
                 let uid = pod.uid().unwrap_or_default();
-                if is_terminal(&pod) || pod.metadata.deletion_timestamp.is_some() || !created.contains(&uid) {
+                if is_terminal(&pod)
+                    || pod.metadata.deletion_timestamp.is_some()
+                    || !created.contains(&uid)
+                {
                     continue;
                 }
-                let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-                let due = polled.get(&uid).is_none_or(|t| t.elapsed() >= if running { POLL_RUNNING } else { POLL_PENDING });
+                let running =
+                    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                let due = polled.get(&uid).is_none_or(|t| {
+                    t.elapsed() >= if running { POLL_RUNNING } else { POLL_PENDING }
+                });
                 if let (true, Some(target)) = (due, pod.annotations().get(placement::TARGET)) {
                     by_target.entry(target.clone()).or_default().push(pod);
                 }
@@ -399,8 +587,13 @@ impl PodController {
         }
         let mut read = 0;
         for (target, pods) in by_target {
-            let Some(provider) = self.gw.provider_for_target(&target) else { continue };
-            let ids: Vec<String> = pods.iter().map(|p| workload_id(&p.uid().unwrap_or_default())).collect();
+            let Some(provider) = self.gw.provider_for_target(&target) else {
+                continue;
+            };
+            let ids: Vec<String> = pods
+                .iter()
+                .map(|p| workload_id(&p.uid().unwrap_or_default()))
+                .collect();
             let statuses = match provider.status(&ids).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -411,23 +604,32 @@ impl PodController {
             read += ids.len();
             for (pod, id) in pods.iter().zip(ids) {
                 let uid = pod.uid().unwrap_or_default();
-                self.polled.lock().expect("polled lock").insert(uid.clone(), Instant::now());
+                self.polled
+                    .lock()
+                    .expect("polled lock")
+                    .insert(uid.clone(), Instant::now());
                 let result = match statuses.get(&id) {
-                    Some(ws) if let Some(ProviderError::Target { code, message }) = crate::provider::cluster::unschedulable_rejection(ws) => {
+                    Some(ws)
+                        if let Some(ProviderError::Target { code, message }) =
+                            crate::provider::cluster::unschedulable_rejection(ws) =>
+                    {
                         // The target took the workload but cannot run it (a full cluster): take
                         // it back and burst elsewhere, like a create-time target rejection.
                         if let Err(e) = provider.delete(&id).await {
                             tracing::warn!(pod = %pod.name_any(), error = %e, "could not take back an unschedulable workload; the orphan collector will retry");
                         }
                         self.created.lock().expect("created lock").remove(&uid);
-                        self.redecide(pod, &target, format!("{code}: {message}")).await.map(|_| ())
+                        self.redecide(pod, &target, format!("{code}: {message}"))
+                            .await
+                            .map(|_| ())
                     }
                     Some(ws) => {
                         if matches!(ws.phase, WorkloadPhase::Succeeded | WorkloadPhase::Failed) {
                             self.gw.ledger.lock().expect("ledger lock").release(&uid);
                             self.gw.nudge.notify_waiters();
                         }
-                        self.patch_status(pod, status::from_workload(pod, ws, &host_ip, &now())).await
+                        self.patch_status(pod, status::from_workload(pod, ws, &host_ip, &now()))
+                            .await
                     }
                     None => self.lost(pod).await,
                 };
@@ -444,15 +646,30 @@ impl PodController {
     async fn lost(&self, pod: &Pod) -> Result<(), Error> {
         let uid = pod.uid().unwrap_or_default();
         self.created.lock().expect("created lock").remove(&uid);
-        let restart = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
+        let restart = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.as_deref())
+            .unwrap_or("Always");
         let msg = "the workload was deleted at its provider outside burstgate".to_string();
         if restart == "Always" {
-            self.event(pod, EventType::Warning, "WorkloadLost", format!("{msg}; creating it again")).await;
+            self.event(
+                pod,
+                EventType::Warning,
+                "WorkloadLost",
+                format!("{msg}; creating it again"),
+            )
+            .await;
             self.create(pod).await?;
         } else {
             self.gw.ledger.lock().expect("ledger lock").release(&uid);
-            self.patch_status(pod, status::failed(pod, "WorkloadLost", &msg, &self.gw.config.node_ip, &now())).await?;
-            self.event(pod, EventType::Warning, "WorkloadLost", msg).await;
+            self.patch_status(
+                pod,
+                status::failed(pod, "WorkloadLost", &msg, &self.gw.config.node_ip, &now()),
+            )
+            .await?;
+            self.event(pod, EventType::Warning, "WorkloadLost", msg)
+                .await;
         }
         Ok(())
     }
@@ -475,12 +692,20 @@ fn truncate(mut s: String, max: usize) -> String {
 pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
     let ctx = PodController::new(gw.clone());
     let selector = format!("spec.nodeName={}", gw.config.node_name);
-    let controller = Controller::new(ctx.api.clone(), watcher::Config::default().fields(&selector));
+    let controller = Controller::new(
+        ctx.api.clone(),
+        watcher::Config::default().fields(&selector),
+    );
     let store = controller.store();
 
     let mut tasks = tokio::task::JoinSet::new();
     {
-        let (ctx, store, shutdown, selector) = (ctx.clone(), store.clone(), shutdown.clone(), selector.clone());
+        let (ctx, store, shutdown, selector) = (
+            ctx.clone(),
+            store.clone(),
+            shutdown.clone(),
+            selector.clone(),
+        );
         tasks.spawn(async move {
             // Rebuild the ledger from one LIST of the node's pods before any decision: the
             // reconciles wait for it. (Only the leader runs this, so nobody else is placing.)
@@ -520,18 +745,25 @@ pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
     }
 
     // Pending pods are decided again whenever policy, quota or health change.
-    let nudges = futures::stream::unfold((gw.clone(), gw.policy.clone()), |(gw, mut policy)| async move {
-        tokio::select! {
-            _ = gw.nudge.notified() => {}
-            r = policy.changed() => if r.is_err() { return None },
-        }
-        Some(((), (gw, policy)))
-    });
+    let nudges = futures::stream::unfold(
+        (gw.clone(), gw.policy.clone()),
+        |(gw, mut policy)| async move {
+            tokio::select! {
+                _ = gw.nudge.notified() => {}
+                r = policy.changed() => if r.is_err() { return None },
+            }
+            Some(((), (gw, policy)))
+        },
+    );
     let reconcile_ctx = ctx.clone();
     controller
         .reconcile_all_on(nudges)
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(PodController::reconcile, PodController::error_policy, reconcile_ctx)
+        .run(
+            PodController::reconcile,
+            PodController::error_policy,
+            reconcile_ctx,
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "controller event");

@@ -71,12 +71,21 @@ impl ReloadOutcome {
     pub fn log(&self, dir: &Path) {
         let dir = dir.display();
         match self {
-            ReloadOutcome::Loaded { hash, previous, files, targets } => {
+            ReloadOutcome::Loaded {
+                hash,
+                previous,
+                files,
+                targets,
+            } => {
                 tracing::info!(%dir, %hash, previous = previous.as_deref().unwrap_or("none"), files = files.len(), targets, "policy loaded");
             }
-            ReloadOutcome::Unchanged { hash } => tracing::debug!(%dir, %hash, "policy files changed, policy did not"),
+            ReloadOutcome::Unchanged { hash } => {
+                tracing::debug!(%dir, %hash, "policy files changed, policy did not")
+            }
             ReloadOutcome::Rejected { error, serving } => {
-                let serving = serving.as_deref().unwrap_or("nothing (the node stays NotReady)");
+                let serving = serving
+                    .as_deref()
+                    .unwrap_or("nothing (the node stays NotReady)");
                 tracing::warn!(%dir, %serving, "policy files rejected; the last good policy keeps serving");
                 for line in error.to_string().lines() {
                     tracing::warn!(%dir, %serving, problem = %line, "policy problem: {line}");
@@ -88,10 +97,18 @@ impl ReloadOutcome {
     /// The Event the outcome deserves on the node: `(type, reason, note)`; none when unchanged.
     pub fn event(&self) -> Option<(EventType, &'static str, String)> {
         match self {
-            ReloadOutcome::Loaded { hash, files, targets, .. } => Some((
+            ReloadOutcome::Loaded {
+                hash,
+                files,
+                targets,
+                ..
+            } => Some((
                 EventType::Normal,
                 REASON_LOADED,
-                format!("policy {hash} loaded: {targets} targets from {}", files.join(", ")),
+                format!(
+                    "policy {hash} loaded: {targets} targets from {}",
+                    files.join(", ")
+                ),
             )),
             ReloadOutcome::Unchanged { .. } => None,
             ReloadOutcome::Rejected { error, serving } => {
@@ -99,7 +116,11 @@ impl ReloadOutcome {
                     Some(hash) => format!("still serving policy {hash}"),
                     None => "no policy serves yet".to_owned(),
                 };
-                Some((EventType::Warning, REASON_INVALID, format!("policy files rejected, {serving}:\n{error}")))
+                Some((
+                    EventType::Warning,
+                    REASON_INVALID,
+                    format!("policy files rejected, {serving}:\n{error}"),
+                ))
             }
         }
     }
@@ -129,9 +150,16 @@ fn fingerprint(dir: &Path) -> Fingerprint {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .filter_map(|path| {
-            let meta = std::fs::metadata(&path).ok().filter(std::fs::Metadata::is_file)?;
+            let meta = std::fs::metadata(&path)
+                .ok()
+                .filter(std::fs::Metadata::is_file)?;
             let resolved = std::fs::canonicalize(&path).ok();
-            Some(FileStamp { path, resolved, len: meta.len(), modified: meta.modified().ok() })
+            Some(FileStamp {
+                path,
+                resolved,
+                len: meta.len(),
+                modified: meta.modified().ok(),
+            })
         })
         .collect();
     files.sort();
@@ -148,7 +176,11 @@ pub struct PolicyReloader {
 impl PolicyReloader {
     /// A reloader of `dir` publishing to `tx` (whose receiver is the gateway's `policy`).
     pub fn new(dir: impl Into<PathBuf>, tx: watch::Sender<Option<Arc<Policy>>>) -> Self {
-        PolicyReloader { dir: dir.into(), tx, seen: None }
+        PolicyReloader {
+            dir: dir.into(),
+            tx,
+            seen: None,
+        }
     }
 
     /// The watched directory.
@@ -172,7 +204,9 @@ impl PolicyReloader {
     pub fn reload(&mut self) -> ReloadOutcome {
         let serving = self.tx.borrow().as_ref().map(|p| p.hash.clone());
         match load_dir(&self.dir) {
-            Ok(policy) if Some(&policy.hash) == serving.as_ref() => ReloadOutcome::Unchanged { hash: policy.hash },
+            Ok(policy) if Some(&policy.hash) == serving.as_ref() => {
+                ReloadOutcome::Unchanged { hash: policy.hash }
+            }
             Ok(policy) => {
                 let outcome = ReloadOutcome::Loaded {
                     hash: policy.hash.clone(),
@@ -204,7 +238,9 @@ pub async fn run_reload(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Some(outcome) = reloader.poll() else { continue };
+        let Some(outcome) = reloader.poll() else {
+            continue;
+        };
         outcome.log(reloader.dir());
         observe(&outcome);
         if let Some((type_, reason, note)) = outcome.event() {
@@ -245,7 +281,13 @@ mod tests {
         std::fs::write(&file, policy_yaml("first")).unwrap();
         let (mut reloader, mut rx) = reloader(dir.path());
 
-        let Some(ReloadOutcome::Loaded { hash: first, previous: None, targets: 1, .. }) = reloader.poll() else {
+        let Some(ReloadOutcome::Loaded {
+            hash: first,
+            previous: None,
+            targets: 1,
+            ..
+        }) = reloader.poll()
+        else {
             panic!("the first look loads the policy")
         };
         assert_eq!(serving(&rx), Some(first.clone()));
@@ -254,18 +296,38 @@ mod tests {
 
         std::fs::write(&file, "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nmetadata: {name: t}\nspec:\n  targets:\n    - name: broken\n      provider: nowhere\n      region: local\n").unwrap();
         let outcome = reloader.poll().expect("the edit is seen");
-        let ReloadOutcome::Rejected { error, serving: still } = &outcome else { panic!("rejected: {outcome:?}") };
+        let ReloadOutcome::Rejected {
+            error,
+            serving: still,
+        } = &outcome
+        else {
+            panic!("rejected: {outcome:?}")
+        };
         assert_eq!(still.as_deref(), Some(first.as_str()));
         let text = error.to_string();
-        assert!(text.contains("p.yaml:") && text.contains("provider"), "file:line: field: message lines: {text}");
-        assert_eq!(serving(&rx), Some(first.clone()), "the last good policy keeps serving");
+        assert!(
+            text.contains("p.yaml:") && text.contains("provider"),
+            "file:line: field: message lines: {text}"
+        );
+        assert_eq!(
+            serving(&rx),
+            Some(first.clone()),
+            "the last good policy keeps serving"
+        );
         assert!(!rx.has_changed().unwrap(), "nothing was published");
         let (type_, reason, note) = outcome.event().unwrap();
         assert_eq!((type_, reason), (EventType::Warning, REASON_INVALID));
         assert!(note.contains(&first) && note.contains("provider"), "{note}");
 
         std::fs::write(&file, policy_yaml("second")).unwrap();
-        let Some(ReloadOutcome::Loaded { hash: second, previous, .. }) = reloader.poll() else { panic!("the fix loads") };
+        let Some(ReloadOutcome::Loaded {
+            hash: second,
+            previous,
+            ..
+        }) = reloader.poll()
+        else {
+            panic!("the fix loads")
+        };
         assert_ne!(second, first);
         assert_eq!(previous, Some(first));
         assert_eq!(serving(&rx), Some(second));
@@ -283,11 +345,19 @@ mod tests {
 
         std::fs::write(&file, policy_yaml("same")).unwrap();
         let later = SystemTime::now() + Duration::from_secs(5);
-        std::fs::File::options().write(true).open(&file).unwrap().set_modified(later).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
         let outcome = reloader.poll().expect("the touched file is seen");
         assert_eq!(outcome.metric_label(), "unchanged");
         assert!(outcome.event().is_none());
-        assert!(!rx.has_changed().unwrap(), "an identical policy is not re-sent");
+        assert!(
+            !rx.has_changed().unwrap(),
+            "an identical policy is not re-sent"
+        );
     }
 
     #[test]
@@ -316,8 +386,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut reloader, rx) = reloader(&dir.path().join("absent"));
         let outcome = reloader.poll().expect("the first look always reloads");
-        assert!(matches!(outcome, ReloadOutcome::Rejected { serving: None, .. }), "{outcome:?}");
+        assert!(
+            matches!(outcome, ReloadOutcome::Rejected { serving: None, .. }),
+            "{outcome:?}"
+        );
         assert!(serving(&rx).is_none());
-        assert!(reloader.poll().is_none(), "still missing: no new attempt, no new warning");
+        assert!(
+            reloader.poll().is_none(),
+            "still missing: no new attempt, no new warning"
+        );
     }
 }

@@ -49,8 +49,18 @@ impl Reader {
     async fn secret(&mut self, name: &str) -> Result<Option<&BTreeMap<String, Vec<u8>>>, Error> {
         if !self.secret_cache.contains_key(name) {
             let data = self.secrets.get_opt(name).await?.map(|s| {
-                let mut data: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, ByteString(v))| (k, v)).collect();
-                data.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+                let mut data: BTreeMap<String, Vec<u8>> = s
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, ByteString(v))| (k, v))
+                    .collect();
+                data.extend(
+                    s.string_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes())),
+                );
                 data
             });
             self.secret_cache.insert(name.to_string(), data);
@@ -58,11 +68,24 @@ impl Reader {
         Ok(self.secret_cache[name].as_ref())
     }
 
-    async fn config_map(&mut self, name: &str) -> Result<Option<&BTreeMap<String, Vec<u8>>>, Error> {
+    async fn config_map(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<&BTreeMap<String, Vec<u8>>>, Error> {
         if !self.config_map_cache.contains_key(name) {
             let data = self.config_maps.get_opt(name).await?.map(|c| {
-                let mut data: BTreeMap<String, Vec<u8>> = c.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
-                data.extend(c.binary_data.unwrap_or_default().into_iter().map(|(k, ByteString(v))| (k, v)));
+                let mut data: BTreeMap<String, Vec<u8>> = c
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect();
+                data.extend(
+                    c.binary_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, ByteString(v))| (k, v)),
+                );
                 data
             });
             self.config_map_cache.insert(name.to_string(), data);
@@ -86,28 +109,62 @@ pub async fn resolve(client: &Client, pod: &Pod, host_ip: &str) -> Result<Arc<Re
         config_map_cache: BTreeMap::new(),
     };
     let mut out = Resolved::default();
-    let Some(spec) = pod.spec.as_ref() else { return Ok(Arc::new(out)) };
-    for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
-        out.env.insert(c.name.clone(), container_env(&mut r, pod, c, host_ip).await?);
+    let Some(spec) = pod.spec.as_ref() else {
+        return Ok(Arc::new(out));
+    };
+    for c in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+    {
+        out.env.insert(
+            c.name.clone(),
+            container_env(&mut r, pod, c, host_ip).await?,
+        );
     }
     for v in spec.volumes.iter().flatten() {
         let mut files = Vec::new();
         if let Some(s) = &v.secret {
             let name = s.secret_name.clone().unwrap_or_default();
             let what = format!("volume {}: secret {name}", v.name);
-            add_files(&mut files, r.secret(&name).await?, s.items.as_deref(), s.optional.unwrap_or(false), &what)?;
+            add_files(
+                &mut files,
+                r.secret(&name).await?,
+                s.items.as_deref(),
+                s.optional.unwrap_or(false),
+                &what,
+            )?;
         } else if let Some(cm) = &v.config_map {
             let what = format!("volume {}: configMap {}", v.name, cm.name);
-            add_files(&mut files, r.config_map(&cm.name).await?, cm.items.as_deref(), cm.optional.unwrap_or(false), &what)?;
+            add_files(
+                &mut files,
+                r.config_map(&cm.name).await?,
+                cm.items.as_deref(),
+                cm.optional.unwrap_or(false),
+                &what,
+            )?;
         } else if let Some(p) = &v.projected {
             for source in p.sources.iter().flatten() {
                 if let Some(s) = &source.secret {
                     let what = format!("volume {}: secret {}", v.name, s.name);
-                    add_files(&mut files, r.secret(&s.name).await?, s.items.as_deref(), s.optional.unwrap_or(false), &what)?;
+                    add_files(
+                        &mut files,
+                        r.secret(&s.name).await?,
+                        s.items.as_deref(),
+                        s.optional.unwrap_or(false),
+                        &what,
+                    )?;
                 }
                 if let Some(cm) = &source.config_map {
                     let what = format!("volume {}: configMap {}", v.name, cm.name);
-                    add_files(&mut files, r.config_map(&cm.name).await?, cm.items.as_deref(), cm.optional.unwrap_or(false), &what)?;
+                    add_files(
+                        &mut files,
+                        r.config_map(&cm.name).await?,
+                        cm.items.as_deref(),
+                        cm.optional.unwrap_or(false),
+                        &what,
+                    )?;
                 }
             }
         } else {
@@ -120,7 +177,8 @@ pub async fn resolve(client: &Client, pod: &Pod, host_ip: &str) -> Result<Arc<Re
         let Some(data) = r.secret(name).await? else {
             return Err(Error::Missing(format!("imagePullSecret {name} not found")));
         };
-        out.registry_credentials.extend(registry_credentials(name, data)?);
+        out.registry_credentials
+            .extend(registry_credentials(name, data)?);
     }
     Ok(Arc::new(out))
 }
@@ -133,24 +191,39 @@ fn add_files(
     what: &str,
 ) -> Result<(), Error> {
     let Some(data) = data else {
-        return if optional { Ok(()) } else { Err(Error::Missing(format!("{what} not found"))) };
+        return if optional {
+            Ok(())
+        } else {
+            Err(Error::Missing(format!("{what} not found")))
+        };
     };
     match items {
         Some(items) => {
             for item in items {
                 match data.get(&item.key) {
-                    Some(v) => files.push(VolumeFile { path: item.path.clone(), content: SecretBox::new(Box::new(v.clone())) }),
+                    Some(v) => files.push(VolumeFile {
+                        path: item.path.clone(),
+                        content: SecretBox::new(Box::new(v.clone())),
+                    }),
                     None if optional => {}
                     None => return Err(Error::Missing(format!("{what} has no key {}", item.key))),
                 }
             }
         }
-        None => files.extend(data.iter().map(|(k, v)| VolumeFile { path: k.clone(), content: SecretBox::new(Box::new(v.clone())) })),
+        None => files.extend(data.iter().map(|(k, v)| VolumeFile {
+            path: k.clone(),
+            content: SecretBox::new(Box::new(v.clone())),
+        })),
     }
     Ok(())
 }
 
-async fn container_env(r: &mut Reader, pod: &Pod, c: &Container, host_ip: &str) -> Result<Vec<EnvVar>, Error> {
+async fn container_env(
+    r: &mut Reader,
+    pod: &Pod,
+    c: &Container,
+    host_ip: &str,
+) -> Result<Vec<EnvVar>, Error> {
     let mut env: Vec<EnvVar> = Vec::new();
     let set = |env: &mut Vec<EnvVar>, name: String, value: EnvValue| {
         // A later definition replaces an earlier one, as in Kubernetes.
@@ -163,11 +236,20 @@ async fn container_env(r: &mut Reader, pod: &Pod, c: &Container, host_ip: &str) 
             match r.secret(&s.name).await? {
                 Some(data) => {
                     for (k, v) in data.clone() {
-                        set(&mut env, format!("{prefix}{k}"), EnvValue::Secret(SecretString::from(text(&v))));
+                        set(
+                            &mut env,
+                            format!("{prefix}{k}"),
+                            EnvValue::Secret(SecretString::from(text(&v))),
+                        );
                     }
                 }
                 None if s.optional.unwrap_or(false) => {}
-                None => return Err(Error::Missing(format!("container {}: envFrom secret {} not found", c.name, s.name))),
+                None => {
+                    return Err(Error::Missing(format!(
+                        "container {}: envFrom secret {} not found",
+                        c.name, s.name
+                    )));
+                }
             }
         }
         if let Some(cm) = &from.config_map_ref {
@@ -178,33 +260,66 @@ async fn container_env(r: &mut Reader, pod: &Pod, c: &Container, host_ip: &str) 
                     }
                 }
                 None if cm.optional.unwrap_or(false) => {}
-                None => return Err(Error::Missing(format!("container {}: envFrom configMap {} not found", c.name, cm.name))),
+                None => {
+                    return Err(Error::Missing(format!(
+                        "container {}: envFrom configMap {} not found",
+                        c.name, cm.name
+                    )));
+                }
             }
         }
     }
     for e in c.env.iter().flatten() {
         let Some(from) = &e.value_from else {
-            set(&mut env, e.name.clone(), EnvValue::Plain(e.value.clone().unwrap_or_default()));
+            set(
+                &mut env,
+                e.name.clone(),
+                EnvValue::Plain(e.value.clone().unwrap_or_default()),
+            );
             continue;
         };
         if let Some(s) = &from.secret_key_ref {
-            let value = r.secret(&s.name).await?.and_then(|d| d.get(&s.key)).map(|v| text(v));
+            let value = r
+                .secret(&s.name)
+                .await?
+                .and_then(|d| d.get(&s.key))
+                .map(|v| text(v));
             match value {
-                Some(v) => set(&mut env, e.name.clone(), EnvValue::Secret(SecretString::from(v))),
+                Some(v) => set(
+                    &mut env,
+                    e.name.clone(),
+                    EnvValue::Secret(SecretString::from(v)),
+                ),
                 None if s.optional.unwrap_or(false) => {}
-                None => return Err(Error::Missing(format!("container {}: env {}: secret {} key {} not found", c.name, e.name, s.name, s.key))),
+                None => {
+                    return Err(Error::Missing(format!(
+                        "container {}: env {}: secret {} key {} not found",
+                        c.name, e.name, s.name, s.key
+                    )));
+                }
             }
         } else if let Some(cm) = &from.config_map_key_ref {
-            let value = r.config_map(&cm.name).await?.and_then(|d| d.get(&cm.key)).map(|v| text(v));
+            let value = r
+                .config_map(&cm.name)
+                .await?
+                .and_then(|d| d.get(&cm.key))
+                .map(|v| text(v));
             match value {
                 Some(v) => set(&mut env, e.name.clone(), EnvValue::Plain(v)),
                 None if cm.optional.unwrap_or(false) => {}
                 None => {
-                    return Err(Error::Missing(format!("container {}: env {}: configMap {} key {} not found", c.name, e.name, cm.name, cm.key)));
+                    return Err(Error::Missing(format!(
+                        "container {}: env {}: configMap {} key {} not found",
+                        c.name, e.name, cm.name, cm.key
+                    )));
                 }
             }
         } else if let Some(f) = &from.field_ref {
-            set(&mut env, e.name.clone(), EnvValue::Plain(field(pod, &f.field_path, host_ip)));
+            set(
+                &mut env,
+                e.name.clone(),
+                EnvValue::Plain(field(pod, &f.field_path, host_ip)),
+            );
         } else if let Some(rf) = &from.resource_field_ref {
             let resources = c.resources.as_ref();
             let (kind, name) = rf.resource.split_once('.').unwrap_or(("", &rf.resource));
@@ -212,7 +327,15 @@ async fn container_env(r: &mut Reader, pod: &Pod, c: &Container, host_ip: &str) 
                 "limits" => resources.and_then(|r| r.limits.as_ref()),
                 _ => resources.and_then(|r| r.requests.as_ref()),
             };
-            set(&mut env, e.name.clone(), EnvValue::Plain(list.and_then(|l| l.get(name)).map(|q| q.0.clone()).unwrap_or_default()));
+            set(
+                &mut env,
+                e.name.clone(),
+                EnvValue::Plain(
+                    list.and_then(|l| l.get(name))
+                        .map(|q| q.0.clone())
+                        .unwrap_or_default(),
+                ),
+            );
         }
     }
     Ok(env)
@@ -224,10 +347,20 @@ fn field(pod: &Pod, path: &str, host_ip: &str) -> String {
     let m = &pod.metadata;
     let bracketed = |prefix: &str| path.strip_prefix(prefix).and_then(|k| k.strip_suffix("']"));
     if let Some(k) = bracketed("metadata.labels['") {
-        return m.labels.as_ref().and_then(|l| l.get(k)).cloned().unwrap_or_default();
+        return m
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(k))
+            .cloned()
+            .unwrap_or_default();
     }
     if let Some(k) = bracketed("metadata.annotations['") {
-        return m.annotations.as_ref().and_then(|a| a.get(k)).cloned().unwrap_or_default();
+        return m
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(k))
+            .cloned()
+            .unwrap_or_default();
     }
     let spec = pod.spec.as_ref();
     match path {
@@ -243,31 +376,49 @@ fn field(pod: &Pod, path: &str, host_ip: &str) -> String {
 }
 
 /// The credentials of a `kubernetes.io/dockerconfigjson` (or legacy `dockercfg`) Secret.
-fn registry_credentials(name: &str, data: &BTreeMap<String, Vec<u8>>) -> Result<Vec<RegistryCredential>, Error> {
+fn registry_credentials(
+    name: &str,
+    data: &BTreeMap<String, Vec<u8>>,
+) -> Result<Vec<RegistryCredential>, Error> {
     let invalid = |why: &str| Error::Invalid(format!("imagePullSecret {name}: {why}"));
     let (json, nested) = match (data.get(".dockerconfigjson"), data.get(".dockercfg")) {
         (Some(j), _) => (j, true),
         (None, Some(j)) => (j, false),
         (None, None) => return Err(invalid("has neither .dockerconfigjson nor .dockercfg")),
     };
-    let parsed: serde_json::Value = serde_json::from_slice(json).map_err(|e| invalid(&format!("not JSON ({e})")))?;
+    let parsed: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| invalid(&format!("not JSON ({e})")))?;
     let auths = if nested { &parsed["auths"] } else { &parsed };
     let auths = auths.as_object().ok_or_else(|| invalid("has no auths"))?;
     auths
         .iter()
         .map(|(server, entry)| {
-            let (mut user, mut pass) = (entry["username"].as_str().map(str::to_string), entry["password"].as_str().map(str::to_string));
+            let (mut user, mut pass) = (
+                entry["username"].as_str().map(str::to_string),
+                entry["password"].as_str().map(str::to_string),
+            );
             if let (None, Some(auth)) = (&user, entry["auth"].as_str()) {
                 use base64::Engine;
-                let decoded = base64::engine::general_purpose::STANDARD.decode(auth).map_err(|_| invalid("auth is not base64"))?;
-                let (u, p) = text(&decoded).split_once(':').map(|(u, p)| (u.to_string(), p.to_string())).ok_or_else(|| invalid("auth is not user:password"))?;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(auth)
+                    .map_err(|_| invalid("auth is not base64"))?;
+                let (u, p) = text(&decoded)
+                    .split_once(':')
+                    .map(|(u, p)| (u.to_string(), p.to_string()))
+                    .ok_or_else(|| invalid("auth is not user:password"))?;
                 (user, pass) = (Some(u), Some(p));
             }
-            let host = server.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/').to_string();
+            let host = server
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string();
             Ok(RegistryCredential {
                 server: host,
                 username: user.ok_or_else(|| invalid(&format!("{server} has no username")))?,
-                password: SecretString::from(pass.ok_or_else(|| invalid(&format!("{server} has no password")))?),
+                password: SecretString::from(
+                    pass.ok_or_else(|| invalid(&format!("{server} has no password")))?,
+                ),
             })
         })
         .collect()
@@ -280,25 +431,51 @@ mod tests {
 
     #[test]
     fn a_dockerconfigjson_secret_yields_server_user_and_wrapped_password() {
-        let json = br#"{"auths":{"https://myregistry.azurecr.io/":{"username":"u","password":"p4ss"}}}"#.to_vec();
-        let creds = registry_credentials("pull", &BTreeMap::from([(".dockerconfigjson".to_string(), json)])).unwrap();
+        let json =
+            br#"{"auths":{"https://myregistry.azurecr.io/":{"username":"u","password":"p4ss"}}}"#
+                .to_vec();
+        let creds = registry_credentials(
+            "pull",
+            &BTreeMap::from([(".dockerconfigjson".to_string(), json)]),
+        )
+        .unwrap();
         assert_eq!(creds[0].server, "myregistry.azurecr.io");
         assert_eq!(creds[0].username, "u");
         assert_eq!(creds[0].password.expose_secret(), "p4ss");
-        assert!(!format!("{creds:?}").contains("p4ss"), "Debug must not print the password");
+        assert!(
+            !format!("{creds:?}").contains("p4ss"),
+            "Debug must not print the password"
+        );
     }
 
     #[test]
     fn an_auth_field_is_decoded_into_user_and_password() {
         let json = br#"{"auths":{"ghcr.io":{"auth":"dTpwdw=="}}}"#.to_vec();
-        let creds = registry_credentials("pull", &BTreeMap::from([(".dockerconfigjson".to_string(), json)])).unwrap();
-        assert_eq!((creds[0].username.as_str(), creds[0].password.expose_secret()), ("u", "pw"));
+        let creds = registry_credentials(
+            "pull",
+            &BTreeMap::from([(".dockerconfigjson".to_string(), json)]),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                creds[0].username.as_str(),
+                creds[0].password.expose_secret()
+            ),
+            ("u", "pw")
+        );
     }
 
     #[test]
     fn a_pull_secret_of_another_type_is_invalid_and_named() {
-        let err = registry_credentials("pull", &BTreeMap::from([("token".to_string(), b"x".to_vec())])).unwrap_err();
-        assert_eq!(err.to_string(), "imagePullSecret pull: has neither .dockerconfigjson nor .dockercfg");
+        let err = registry_credentials(
+            "pull",
+            &BTreeMap::from([("token".to_string(), b"x".to_vec())]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "imagePullSecret pull: has neither .dockerconfigjson nor .dockercfg"
+        );
         assert!(!err.is_retryable());
     }
 
@@ -319,13 +496,40 @@ mod tests {
     #[test]
     fn items_map_keys_to_paths_and_a_missing_key_is_named() {
         let data = BTreeMap::from([("tls.crt".to_string(), b"cert".to_vec())]);
-        let items = vec![KeyToPath { key: "tls.crt".into(), path: "certs/server.crt".into(), mode: None, ..Default::default() }];
+        let items = vec![KeyToPath {
+            key: "tls.crt".into(),
+            path: "certs/server.crt".into(),
+            mode: None,
+            ..Default::default()
+        }];
         let mut files = Vec::new();
-        add_files(&mut files, Some(&data), Some(&items), false, "volume certs: secret tls").unwrap();
+        add_files(
+            &mut files,
+            Some(&data),
+            Some(&items),
+            false,
+            "volume certs: secret tls",
+        )
+        .unwrap();
         assert_eq!(files[0].path, "certs/server.crt");
         assert_eq!(files[0].content.expose_secret().as_slice(), b"cert");
-        let missing = vec![KeyToPath { key: "tls.key".into(), path: "k".into(), mode: None, ..Default::default() }];
-        let err = add_files(&mut Vec::new(), Some(&data), Some(&missing), false, "volume certs: secret tls").unwrap_err();
-        assert_eq!(err.to_string(), "volume certs: secret tls has no key tls.key");
+        let missing = vec![KeyToPath {
+            key: "tls.key".into(),
+            path: "k".into(),
+            mode: None,
+            ..Default::default()
+        }];
+        let err = add_files(
+            &mut Vec::new(),
+            Some(&data),
+            Some(&missing),
+            false,
+            "volume certs: secret tls",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "volume certs: secret tls has no key tls.key"
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! start time; plus the statuses of pods that wait or fail before reaching a provider.
 
 use k8s_openapi::api::core::v1::{
-    ContainerState as KState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus as KStatus,
-    Pod, PodCondition, PodIP, PodStatus,
+    ContainerState as KState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus as KStatus, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -16,27 +16,50 @@ fn parse_time(s: &str) -> Option<Time> {
 fn condition(pod: &Pod, type_: &str, ok: bool, reason: Option<&str>, now: &Time) -> PodCondition {
     let status = if ok { "True" } else { "False" };
     // Keep the transition time while the condition's status does not change.
-    let previous = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == type_));
+    let previous = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == type_));
     let last = match previous {
         Some(p) if p.status == status => p.last_transition_time.clone(),
         _ => Some(now.clone()),
     };
-    PodCondition { type_: type_.into(), status: status.into(), last_transition_time: last, reason: reason.map(str::to_string), ..Default::default() }
+    PodCondition {
+        type_: type_.into(),
+        status: status.into(),
+        last_transition_time: last,
+        reason: reason.map(str::to_string),
+        ..Default::default()
+    }
 }
 
 /// The status of a pod whose workload the provider reports as `ws`.
 pub fn from_workload(pod: &Pod, ws: &WorkloadStatus, host_ip: &str, now: &Time) -> PodStatus {
-    let spec_containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+    let spec_containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
     let container_statuses: Vec<KStatus> = spec_containers
         .iter()
         .map(|c| {
             let reported = ws.containers.iter().find(|x| x.name == c.name);
             let state = reported.map(|r| &r.state);
             let k_state = match state {
-                Some(ContainerState::Running { started_at }) => {
-                    KState { running: Some(ContainerStateRunning { started_at: parse_time(started_at) }), ..Default::default() }
-                }
-                Some(ContainerState::Terminated { exit_code, reason, message, started_at, finished_at }) => KState {
+                Some(ContainerState::Running { started_at }) => KState {
+                    running: Some(ContainerStateRunning {
+                        started_at: parse_time(started_at),
+                    }),
+                    ..Default::default()
+                },
+                Some(ContainerState::Terminated {
+                    exit_code,
+                    reason,
+                    message,
+                    started_at,
+                    finished_at,
+                }) => KState {
                     terminated: Some(ContainerStateTerminated {
                         exit_code: *exit_code,
                         reason: Some(reason.clone()),
@@ -49,11 +72,17 @@ pub fn from_workload(pod: &Pod, ws: &WorkloadStatus, host_ip: &str, now: &Time) 
                     ..Default::default()
                 },
                 Some(ContainerState::Waiting { reason, message }) => KState {
-                    waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: (!message.is_empty()).then(|| message.clone()) }),
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some(reason.clone()),
+                        message: (!message.is_empty()).then(|| message.clone()),
+                    }),
                     ..Default::default()
                 },
                 None => KState {
-                    waiting: Some(ContainerStateWaiting { reason: Some("ContainerCreating".into()), message: None }),
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("ContainerCreating".into()),
+                        message: None,
+                    }),
                     ..Default::default()
                 },
             };
@@ -88,7 +117,13 @@ pub fn from_workload(pod: &Pod, ws: &WorkloadStatus, host_ip: &str, now: &Time) 
         phase: Some(phase.into()),
         conditions: Some(vec![
             condition(pod, "PodScheduled", true, None, now),
-            condition(pod, "Initialized", started, (!started).then_some("ContainersNotInitialized"), now),
+            condition(
+                pod,
+                "Initialized",
+                started,
+                (!started).then_some("ContainersNotInitialized"),
+                now,
+            ),
             condition(pod, "ContainersReady", all_ready, not_ready_reason, now),
             condition(pod, "Ready", all_ready, not_ready_reason, now),
         ]),
@@ -96,8 +131,15 @@ pub fn from_workload(pod: &Pod, ws: &WorkloadStatus, host_ip: &str, now: &Time) 
         host_ip: Some(host_ip.into()),
         pod_ip: ws.ip.clone(),
         pod_ips: ws.ip.as_ref().map(|ip| vec![PodIP { ip: ip.clone() }]),
-        start_time: ws.started_at.as_deref().and_then(parse_time).or_else(|| pod.status.as_ref().and_then(|s| s.start_time.clone())),
-        message: ws.message.clone().filter(|_| ws.phase == WorkloadPhase::Failed),
+        start_time: ws
+            .started_at
+            .as_deref()
+            .and_then(parse_time)
+            .or_else(|| pod.status.as_ref().and_then(|s| s.start_time.clone())),
+        message: ws
+            .message
+            .clone()
+            .filter(|_| ws.phase == WorkloadPhase::Failed),
         qos_class: pod.status.as_ref().and_then(|s| s.qos_class.clone()),
         ..Default::default()
     }
@@ -109,10 +151,17 @@ pub fn waiting(pod: &Pod, reason: &str, message: &str, host_ip: &str, now: &Time
         phase: Some("Pending".into()),
         reason: Some(reason.into()),
         message: Some(message.into()),
-        conditions: Some(vec![condition(pod, "PodScheduled", true, None, now), condition(pod, "Ready", false, Some(reason), now)]),
+        conditions: Some(vec![
+            condition(pod, "PodScheduled", true, None, now),
+            condition(pod, "Ready", false, Some(reason), now),
+        ]),
         host_ip: Some(host_ip.into()),
         qos_class: pod.status.as_ref().and_then(|s| s.qos_class.clone()),
-        start_time: pod.status.as_ref().and_then(|s| s.start_time.clone()).or_else(|| Some(now.clone())),
+        start_time: pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.clone())
+            .or_else(|| Some(now.clone())),
         ..Default::default()
     }
 }
@@ -120,7 +169,10 @@ pub fn waiting(pod: &Pod, reason: &str, message: &str, host_ip: &str, now: &Time
 /// The status of a pod that failed before or at its provider (`Unsupported`, `NoTarget`,
 /// `InaccessibleImage`, `WorkloadLost`...).
 pub fn failed(pod: &Pod, reason: &str, message: &str, host_ip: &str, now: &Time) -> PodStatus {
-    PodStatus { phase: Some("Failed".into()), ..waiting(pod, reason, message, host_ip, now) }
+    PodStatus {
+        phase: Some("Failed".into()),
+        ..waiting(pod, reason, message, host_ip, now)
+    }
 }
 
 /// Whether `desired` says anything `current` does not (times of unchanged conditions aside).
@@ -146,7 +198,14 @@ mod tests {
 
     fn pod() -> Pod {
         Pod {
-            spec: Some(PodSpec { containers: vec![Container { name: "app".into(), image: Some("nginx".into()), ..Default::default() }], ..Default::default() }),
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "app".into(),
+                    image: Some("nginx".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -161,18 +220,40 @@ mod tests {
             phase,
             ip: Some("10.244.0.2".into()),
             started_at: Some("2026-11-27T04:59:00Z".into()),
-            containers: vec![ContainerStatus { name: "app".into(), state, restart_count: 2, ready }],
+            containers: vec![ContainerStatus {
+                name: "app".into(),
+                state,
+                restart_count: 2,
+                ready,
+            }],
             message: None,
         }
     }
 
     #[test]
     fn a_running_workload_gives_a_ready_running_pod_with_its_ip() {
-        let s = from_workload(&pod(), &ws(WorkloadPhase::Running, ContainerState::Running { started_at: "2026-11-27T04:59:30Z".into() }, true), "10.0.0.1", &now());
+        let s = from_workload(
+            &pod(),
+            &ws(
+                WorkloadPhase::Running,
+                ContainerState::Running {
+                    started_at: "2026-11-27T04:59:30Z".into(),
+                },
+                true,
+            ),
+            "10.0.0.1",
+            &now(),
+        );
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert_eq!(s.pod_ip.as_deref(), Some("10.244.0.2"));
         assert_eq!(s.host_ip.as_deref(), Some("10.0.0.1"));
-        let ready = s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").unwrap();
+        let ready = s
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
         assert_eq!(ready.status, "True");
         let c = &s.container_statuses.as_ref().unwrap()[0];
         assert_eq!((c.ready, c.restart_count), (true, 2));
@@ -190,25 +271,42 @@ mod tests {
         };
         let s = from_workload(&pod(), &ws(WorkloadPhase::Failed, term, false), "h", &now());
         assert_eq!(s.phase.as_deref(), Some("Failed"));
-        let t = s.container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+        let t = s.container_statuses.unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .terminated
+            .unwrap();
         assert_eq!(t.exit_code, 3);
     }
 
     #[test]
     fn an_unchanged_status_is_not_patched_again() {
-        let w = ws(WorkloadPhase::Running, ContainerState::Running { started_at: "2026-11-27T04:59:30Z".into() }, true);
+        let w = ws(
+            WorkloadPhase::Running,
+            ContainerState::Running {
+                started_at: "2026-11-27T04:59:30Z".into(),
+            },
+            true,
+        );
         let first = from_workload(&pod(), &w, "h", &now());
         let mut p = pod();
         p.status = Some(first.clone());
         let later = Time("2026-11-27T06:00:00Z".parse().unwrap());
         let second = from_workload(&p, &w, "h", &later);
         assert!(!differs(Some(&first), &second));
-        assert_eq!(first.conditions, second.conditions, "transition times are kept");
+        assert_eq!(
+            first.conditions, second.conditions,
+            "transition times are kept"
+        );
     }
 
     #[test]
     fn a_waiting_pod_says_why_in_its_reason() {
         let s = waiting(&pod(), "BurstPending", "no eligible target", "h", &now());
-        assert_eq!((s.phase.as_deref(), s.reason.as_deref()), (Some("Pending"), Some("BurstPending")));
+        assert_eq!(
+            (s.phase.as_deref(), s.reason.as_deref()),
+            (Some("Pending"), Some("BurstPending"))
+        );
     }
 }

@@ -198,7 +198,11 @@ impl Objective {
                 let (mut cost, mut latency) = (0.0, 0.0);
                 for part in body.split(',') {
                     let (k, v) = part.split_once('=')?;
-                    let v: f64 = v.trim().parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
+                    let v: f64 = v
+                        .trim()
+                        .parse()
+                        .ok()
+                        .filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
                     match k.trim() {
                         "cost" => cost = v,
                         "latency" => latency = v,
@@ -216,7 +220,9 @@ impl std::fmt::Display for Objective {
         match self {
             Objective::Cost => f.write_str("cost"),
             Objective::Latency => f.write_str("latency"),
-            Objective::Weighted { cost, latency } => write!(f, "weights:cost={cost},latency={latency}"),
+            Objective::Weighted { cost, latency } => {
+                write!(f, "weights:cost={cost},latency={latency}")
+            }
         }
     }
 }
@@ -257,7 +263,8 @@ impl Matcher {
 }
 
 fn labels_match(want: &[(String, String)], have: &BTreeMap<String, String>) -> bool {
-    want.iter().all(|(k, v)| have.get(k).is_some_and(|h| h == v))
+    want.iter()
+        .all(|(k, v)| have.get(k).is_some_and(|h| h == v))
 }
 
 /// A checked rule.

@@ -4,7 +4,9 @@
 //! and exclusions always give the same [`Decision`]. Every target gets a verdict, so an operator
 //! can see why each one was or was not chosen. Reserving the choice is [`Ledger::place`]'s job.
 
-use crate::policy::checked::{AllowRejection, Objective, Policy, Rule, Target, TargetId, micros_to_usd, usd_to_micros};
+use crate::policy::checked::{
+    AllowRejection, Objective, Policy, Rule, Target, TargetId, micros_to_usd, usd_to_micros,
+};
 use crate::policy::ledger::{Ledger, Usage};
 use crate::policy::model::{OnNoTarget, ProviderKind};
 use crate::policy::pod::{PodView, Resources};
@@ -244,7 +246,11 @@ pub fn decide(policy: &Policy, pod: &PodView, ledger: &Ledger, excluded: &[Exclu
     let rule = rule_index.map(|i| &policy.rules[i]);
     let base_objective = rule.map_or(policy.default_objective, |r| r.objective);
     let fail = |key, value: &String, expected| Decision {
-        outcome: Outcome::InvalidAnnotation { key, value: value.clone(), expected },
+        outcome: Outcome::InvalidAnnotation {
+            key,
+            value: value.clone(),
+            expected,
+        },
         rule: rule_index,
         objective: base_objective,
         request: pod.resources,
@@ -282,16 +288,31 @@ pub fn decide(policy: &Policy, pod: &PodView, ledger: &Ledger, excluded: &[Exclu
         }
         None => Outcome::NoTarget(rule.map_or(policy.default_on_no_target, |r| r.on_no_target)),
     };
-    Decision { outcome, rule: rule_index, objective: constraints.objective, request: pod.resources, verdicts }
+    Decision {
+        outcome,
+        rule: rule_index,
+        objective: constraints.objective,
+        request: pod.resources,
+        verdicts,
+    }
 }
 
 fn rule_matches(rule: &Rule, pod: &PodView) -> bool {
-    rule.matcher.matches_static(pod) && rule.matcher.expression.as_ref().is_none_or(|e| e.eval(pod) == Ok(true))
+    rule.matcher.matches_static(pod)
+        && rule
+            .matcher
+            .expression
+            .as_ref()
+            .is_none_or(|e| e.eval(pod) == Ok(true))
 }
 
 type AnnotationError<'a> = (&'static str, &'a String, &'static str);
 
-fn constraints<'a>(pod: &'a PodView, rule: Option<&'a Rule>, objective: Objective) -> Result<Constraints<'a>, AnnotationError<'a>> {
+fn constraints<'a>(
+    pod: &'a PodView,
+    rule: Option<&'a Rule>,
+    objective: Objective,
+) -> Result<Constraints<'a>, AnnotationError<'a>> {
     let mut c = Constraints {
         rule,
         max_latency_ms: rule.and_then(|r| r.max_latency_ms),
@@ -302,7 +323,10 @@ fn constraints<'a>(pod: &'a PodView, rule: Option<&'a Rule>, objective: Objectiv
     };
     let a = &pod.annotations;
     if let Some(v) = a.get(ANNOTATION_MAX_LATENCY) {
-        let ms: u32 = v.trim().parse().map_err(|_| (ANNOTATION_MAX_LATENCY, v, "a whole number of milliseconds"))?;
+        let ms: u32 = v
+            .trim()
+            .parse()
+            .map_err(|_| (ANNOTATION_MAX_LATENCY, v, "a whole number of milliseconds"))?;
         c.max_latency_ms = Some(c.max_latency_ms.map_or(ms, |r| r.min(ms)));
     }
     if let Some(v) = a.get(ANNOTATION_MAX_HOURLY_COST) {
@@ -311,23 +335,40 @@ fn constraints<'a>(pod: &'a PodView, rule: Option<&'a Rule>, objective: Objectiv
             .parse()
             .ok()
             .filter(|u: &f64| u.is_finite() && *u >= 0.0)
-            .ok_or((ANNOTATION_MAX_HOURLY_COST, v, "a number of USD per hour >= 0"))?;
+            .ok_or((
+                ANNOTATION_MAX_HOURLY_COST,
+                v,
+                "a number of USD per hour >= 0",
+            ))?;
         let micros = usd_to_micros(usd);
         c.max_hourly_micros = Some(c.max_hourly_micros.map_or(micros, |r| r.min(micros)));
     }
     if let Some(v) = a.get(ANNOTATION_OBJECTIVE) {
-        c.objective = Objective::parse(v).ok_or((ANNOTATION_OBJECTIVE, v, "cost, latency or weights:cost=W,latency=W"))?;
+        c.objective = Objective::parse(v).ok_or((
+            ANNOTATION_OBJECTIVE,
+            v,
+            "cost, latency or weights:cost=W,latency=W",
+        ))?;
     }
     if let Some(v) = a.get(ANNOTATION_PROVIDERS) {
         let list = v
             .split(',')
             .map(|p| ProviderKind::parse(p.trim()))
             .collect::<Option<Vec<_>>>()
-            .ok_or((ANNOTATION_PROVIDERS, v, "a comma-separated list of aci, fargate, cluster, sim"))?;
+            .ok_or((
+                ANNOTATION_PROVIDERS,
+                v,
+                "a comma-separated list of aci, fargate, cluster, sim",
+            ))?;
         c.providers = Some(list);
     }
     if let Some(v) = a.get(ANNOTATION_REGIONS) {
-        c.regions = Some(v.split(',').map(str::trim).filter(|r| !r.is_empty()).collect());
+        c.regions = Some(
+            v.split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .collect(),
+        );
     }
     Ok(c)
 }
@@ -351,7 +392,12 @@ fn judge(
     budgets: BudgetSet,
     excluded: &[Exclusion],
 ) -> TargetVerdict {
-    let mut row = TargetVerdict { target: t.id, verdict: Verdict::FallbackUnused, size: None, hourly_micros: None };
+    let mut row = TargetVerdict {
+        target: t.id,
+        verdict: Verdict::FallbackUnused,
+        size: None,
+        hourly_micros: None,
+    };
     let reject = |mut row: TargetVerdict, r: Rejection| {
         row.verdict = Verdict::Rejected(r);
         row
@@ -368,10 +414,16 @@ fn judge(
     {
         return reject(row, Rejection::NotAllowed(why));
     }
-    if c.providers.as_ref().is_some_and(|ps| !ps.contains(&t.provider)) {
+    if c.providers
+        .as_ref()
+        .is_some_and(|ps| !ps.contains(&t.provider))
+    {
         return reject(row, Rejection::ProviderNotInAnnotation);
     }
-    if c.regions.as_ref().is_some_and(|rs| !rs.contains(&t.region.as_str())) {
+    if c.regions
+        .as_ref()
+        .is_some_and(|rs| !rs.contains(&t.region.as_str()))
+    {
         return reject(row, Rejection::RegionNotInAnnotation);
     }
     if let Some(e) = excluded.iter().find(|e| e.target == t.id) {
@@ -398,17 +450,37 @@ fn judge(
     if let Some(max) = t.max_pod_milli_cpu
         && size.milli_cpu > max
     {
-        return reject(row, Rejection::PodTooLarge { resource: Resource::Vcpu, need: size.milli_cpu, max });
+        return reject(
+            row,
+            Rejection::PodTooLarge {
+                resource: Resource::Vcpu,
+                need: size.milli_cpu,
+                max,
+            },
+        );
     }
     if let Some(max) = t.max_pod_memory_mib
         && size.memory_mib > max
     {
-        return reject(row, Rejection::PodTooLarge { resource: Resource::Memory, need: size.memory_mib, max });
+        return reject(
+            row,
+            Rejection::PodTooLarge {
+                resource: Resource::Memory,
+                need: size.memory_mib,
+                max,
+            },
+        );
     }
     if let Some(max) = c.max_latency_ms
         && t.latency_ms > max
     {
-        return reject(row, Rejection::Latency { latency_ms: t.latency_ms, max_ms: max });
+        return reject(
+            row,
+            Rejection::Latency {
+                latency_ms: t.latency_ms,
+                max_ms: max,
+            },
+        );
     }
     if let Some(max) = c.max_hourly_micros
         && cost > max
@@ -417,22 +489,47 @@ fn judge(
     }
     let need = Usage::of_pod(size, cost);
     let q = &t.quota;
-    if let Some((resource, used, need, limit)) =
-        over(ledger.target_usage(t.id), need, [q.milli_cpu, q.memory_mib, q.pods, q.hourly_micros])
-    {
-        return reject(row, Rejection::Quota { resource, used, need, limit });
+    if let Some((resource, used, need, limit)) = over(
+        ledger.target_usage(t.id),
+        need,
+        [q.milli_cpu, q.memory_mib, q.pods, q.hourly_micros],
+    ) {
+        return reject(
+            row,
+            Rejection::Quota {
+                resource,
+                used,
+                need,
+                limit,
+            },
+        );
     }
     for (i, b) in policy.budgets.iter().enumerate() {
         if !budgets.contains(i) {
             continue;
         }
-        if let Some((resource, used, need, limit)) =
-            over(ledger.budget_usage(i), need, [b.max_milli_cpu, b.max_memory_mib, None, b.max_hourly_micros])
-        {
-            return reject(row, Rejection::Budget { budget: i, resource, used, need, limit });
+        if let Some((resource, used, need, limit)) = over(
+            ledger.budget_usage(i),
+            need,
+            [b.max_milli_cpu, b.max_memory_mib, None, b.max_hourly_micros],
+        ) {
+            return reject(
+                row,
+                Rejection::Budget {
+                    budget: i,
+                    resource,
+                    used,
+                    need,
+                    limit,
+                },
+            );
         }
     }
-    row.verdict = if not_allowed.is_some() { Verdict::FallbackUnused } else { Verdict::Eligible { score: 0.0 } };
+    row.verdict = if not_allowed.is_some() {
+        Verdict::FallbackUnused
+    } else {
+        Verdict::Eligible { score: 0.0 }
+    };
     row
 }
 
@@ -449,9 +546,16 @@ fn over(used: Usage, need: Usage, limits: [Option<u64>; 4]) -> Option<(Resource,
         .find_map(|((r, u, n), l)| l.filter(|l| u + n > *l).map(|l| (r, u, n, l)))
 }
 
-fn score_and_choose(policy: &Policy, verdicts: &mut [TargetVerdict], objective: Objective) -> Option<(TargetId, bool)> {
+fn score_and_choose(
+    policy: &Policy,
+    verdicts: &mut [TargetVerdict],
+    objective: Objective,
+) -> Option<(TargetId, bool)> {
     let (mut max_cost, mut max_latency) = (0u64, 0u32);
-    for v in verdicts.iter().filter(|v| matches!(v.verdict, Verdict::Eligible { .. })) {
+    for v in verdicts
+        .iter()
+        .filter(|v| matches!(v.verdict, Verdict::Eligible { .. }))
+    {
         max_cost = max_cost.max(v.hourly_micros.unwrap_or(0));
         max_latency = max_latency.max(policy.target(v.target).latency_ms);
     }
@@ -466,8 +570,12 @@ fn score_and_choose(policy: &Policy, verdicts: &mut [TargetVerdict], objective: 
         let score = match objective {
             Objective::Cost => micros_to_usd(cost),
             Objective::Latency => t.latency_ms as f64,
-            Objective::Weighted { cost: wc, latency: wl } => {
-                wc * norm(cost as f64, max_cost as f64) + wl * norm(t.latency_ms as f64, max_latency as f64)
+            Objective::Weighted {
+                cost: wc,
+                latency: wl,
+            } => {
+                wc * norm(cost as f64, max_cost as f64)
+                    + wl * norm(t.latency_ms as f64, max_latency as f64)
             }
         };
         v.verdict = Verdict::Eligible { score };
@@ -477,7 +585,12 @@ fn score_and_choose(policy: &Policy, verdicts: &mut [TargetVerdict], objective: 
             _ => (score, 0, t.latency_ms, t.name.as_str(), t.id),
         };
         let better = best.as_ref().is_none_or(|b| {
-            key.0.total_cmp(&b.0).then(key.1.cmp(&b.1)).then(key.2.cmp(&b.2)).then(key.3.cmp(b.3)).is_lt()
+            key.0
+                .total_cmp(&b.0)
+                .then(key.1.cmp(&b.1))
+                .then(key.2.cmp(&b.2))
+                .then(key.3.cmp(b.3))
+                .is_lt()
         });
         if better {
             best = Some(key);
@@ -488,7 +601,10 @@ fn score_and_choose(policy: &Policy, verdicts: &mut [TargetVerdict], objective: 
     Some((id, false))
 }
 
-fn choose_fallback(rule: Option<&Rule>, verdicts: &mut [TargetVerdict]) -> Option<(TargetId, bool)> {
+fn choose_fallback(
+    rule: Option<&Rule>,
+    verdicts: &mut [TargetVerdict],
+) -> Option<(TargetId, bool)> {
     let rule = rule?;
     for (rank, id) in rule.fallback.iter().enumerate() {
         if matches!(verdicts[id.index()].verdict, Verdict::FallbackUnused) {
@@ -552,7 +668,11 @@ spec:
             namespace: ns.into(),
             name: "p".into(),
             uid: format!("uid-{ns}-{milli_cpu}-{memory_mib}"),
-            resources: Resources { milli_cpu, memory_mib, gpus: 0 },
+            resources: Resources {
+                milli_cpu,
+                memory_mib,
+                gpus: 0,
+            },
             ..Default::default()
         }
     }
@@ -571,7 +691,11 @@ spec:
         let p = policy();
         let d = decide(&p, &pod("web", 500, 512), &Ledger::new(&p), &[]);
         assert_eq!(chosen(&p, &d).as_deref(), Some("cluster-local"));
-        assert_eq!(d.verdicts.len(), p.targets.len(), "every target gets a verdict");
+        assert_eq!(
+            d.verdicts.len(),
+            p.targets.len(),
+            "every target gets a verdict"
+        );
     }
 
     #[test]
@@ -581,7 +705,10 @@ spec:
         let first = ledger.place(&p, &pod("web", 6000, 1024), &[]);
         assert_eq!(chosen(&p, &first).as_deref(), Some("cluster-local"));
         let d = ledger.place(&p, &pod("web", 4000, 1024), &[]);
-        assert_eq!(reason_of(&p, &d, "cluster-local"), "quota: 2 of 8 vCPU left, pod needs 4");
+        assert_eq!(
+            reason_of(&p, &d, "cluster-local"),
+            "quota: 2 of 8 vCPU left, pod needs 4"
+        );
         // Fargate 4 vCPU/8 GiB costs more than ACI 4 vCPU/1 GiB, so ACI eastus wins on cost.
         assert_eq!(chosen(&p, &d).as_deref(), Some("aci-eastus"));
     }
@@ -602,7 +729,10 @@ spec:
         let d = decide(&p, &pod("batch", 1000, 2048), &Ledger::new(&p), &[]);
         assert_eq!(chosen(&p, &d).as_deref(), Some("fargate-spot-use1"));
         let d = decide(&p, &pod("web", 1000, 2048), &Ledger::new(&p), &[]);
-        assert_eq!(reason_of(&p, &d, "fargate-spot-use1"), "spot target, rule does not allow spot");
+        assert_eq!(
+            reason_of(&p, &d, "fargate-spot-use1"),
+            "spot target, rule does not allow spot"
+        );
     }
 
     #[test]
@@ -613,10 +743,16 @@ spec:
         gpu.gpu_sku = Some("T4".into());
         let d = decide(&p, &gpu, &Ledger::new(&p), &[]);
         assert_eq!(chosen(&p, &d).as_deref(), Some("aci-eastus"));
-        assert_eq!(reason_of(&p, &d, "aci-westus"), "pod needs nvidia.com/gpu, target offers no GPUs");
+        assert_eq!(
+            reason_of(&p, &d, "aci-westus"),
+            "pod needs nvidia.com/gpu, target offers no GPUs"
+        );
         gpu.gpu_sku = Some("A100".into());
         let d = decide(&p, &gpu, &Ledger::new(&p), &[]);
-        assert_eq!(reason_of(&p, &d, "aci-eastus"), "GPU sku A100 missing (target offers V100, T4)");
+        assert_eq!(
+            reason_of(&p, &d, "aci-eastus"),
+            "GPU sku A100 missing (target offers V100, T4)"
+        );
         assert_eq!(d.kind(), "pending");
     }
 
@@ -627,20 +763,33 @@ spec:
         let used = crate::policy::ledger::Reservation {
             target: String::new(),
             budgets: vec!["team-a".into()],
-            usage: Usage { hourly_micros: 4_900_000, ..Default::default() },
+            usage: Usage {
+                hourly_micros: 4_900_000,
+                ..Default::default()
+            },
         };
         ledger.restore(&p, "earlier", used);
         // 4 vCPU / 8 GiB on ACI: 0.162 + 0.0356 = ~0.198 $/h, over the 0.1 left.
         let mut big = pod("team-a", 4000, 8192);
         big.labels.insert("tier".into(), "x".into());
         let mut l2 = ledger.clone();
-        l2.restore(&p, "cluster-full", crate::policy::ledger::Reservation {
-            target: "cluster-local".into(),
-            budgets: vec![],
-            usage: Usage { milli_cpu: 8000, ..Default::default() },
-        });
+        l2.restore(
+            &p,
+            "cluster-full",
+            crate::policy::ledger::Reservation {
+                target: "cluster-local".into(),
+                budgets: vec![],
+                usage: Usage {
+                    milli_cpu: 8000,
+                    ..Default::default()
+                },
+            },
+        );
         let d = decide(&p, &big, &l2, &[]);
-        assert_eq!(reason_of(&p, &d, "aci-eastus"), "budget team-a spend 4.9 + 0.1976 > 5 $/h");
+        assert_eq!(
+            reason_of(&p, &d, "aci-eastus"),
+            "budget team-a spend 4.9 + 0.1976 > 5 $/h"
+        );
     }
 
     #[test]
@@ -648,7 +797,10 @@ spec:
         let p = policy();
         let aci: Vec<Exclusion> = ["aci-eastus", "aci-westus"]
             .iter()
-            .map(|n| Exclusion { target: p.target_by_name(n).unwrap().id, reason: ExclusionReason::CircuitOpen })
+            .map(|n| Exclusion {
+                target: p.target_by_name(n).unwrap().id,
+                reason: ExclusionReason::CircuitOpen,
+            })
             .collect();
         let d = decide(&p, &pod("cloud", 1000, 1024), &Ledger::new(&p), &aci);
         assert_eq!(chosen(&p, &d).as_deref(), Some("fargate-use1"));
@@ -659,12 +811,21 @@ spec:
     #[test]
     fn should_fail_the_pod_when_the_rule_says_fail_and_nothing_fits() {
         let p = policy();
-        let all: Vec<Exclusion> = p.targets.iter().map(|t| Exclusion { target: t.id, reason: ExclusionReason::CircuitOpen }).collect();
+        let all: Vec<Exclusion> = p
+            .targets
+            .iter()
+            .map(|t| Exclusion {
+                target: t.id,
+                reason: ExclusionReason::CircuitOpen,
+            })
+            .collect();
         let d = decide(&p, &pod("cloud", 1000, 1024), &Ledger::new(&p), &all);
         assert_eq!(d.kind(), "failed");
         let d = decide(&p, &pod("web", 1000, 1024), &Ledger::new(&p), &all);
         assert_eq!(d.kind(), "pending");
-        assert!(explain::summary(&p, &d).starts_with("pending: no eligible target under rule default"));
+        assert!(
+            explain::summary(&p, &d).starts_with("pending: no eligible target under rule default")
+        );
     }
 
     #[test]
@@ -672,10 +833,12 @@ spec:
         let p = policy();
         let mut web = pod("web", 500, 512);
         web.labels.insert("tier".into(), "frontend".into());
-        web.annotations.insert(ANNOTATION_MAX_LATENCY.into(), "100".into());
+        web.annotations
+            .insert(ANNOTATION_MAX_LATENCY.into(), "100".into());
         let d = decide(&p, &web, &Ledger::new(&p), &[]);
         assert_eq!(reason_of(&p, &d, "aci-westus"), "latency 45 > 30 ms");
-        web.annotations.insert(ANNOTATION_MAX_LATENCY.into(), "10".into());
+        web.annotations
+            .insert(ANNOTATION_MAX_LATENCY.into(), "10".into());
         let d = decide(&p, &web, &Ledger::new(&p), &[]);
         assert_eq!(reason_of(&p, &d, "fargate-use1"), "latency 15 > 10 ms");
     }
@@ -684,7 +847,8 @@ spec:
     fn a_malformed_annotation_fails_the_pod_with_what_was_expected() {
         let p = policy();
         let mut web = pod("web", 500, 512);
-        web.annotations.insert(ANNOTATION_PROVIDERS.into(), "aci,gcp".into());
+        web.annotations
+            .insert(ANNOTATION_PROVIDERS.into(), "aci,gcp".into());
         let d = decide(&p, &web, &Ledger::new(&p), &[]);
         assert_eq!(d.kind(), "failed");
         assert!(explain::summary(&p, &d).contains("burstgate.io/providers"));
@@ -712,14 +876,20 @@ spec:
             0u64..70_000,
             0u32..2,
             prop::option::of(prop::sample::select(vec!["1", "10", "20", "50"])),
-            prop::option::of(prop::sample::select(vec!["aci", "fargate", "cluster", "aci,fargate"])),
+            prop::option::of(prop::sample::select(vec![
+                "aci",
+                "fargate",
+                "cluster",
+                "aci,fargate",
+            ])),
             any::<bool>(),
         )
             .prop_map(|(ns, cpu, mem, gpus, lat, providers, frontend)| {
                 let mut p = pod(ns, cpu, mem);
                 p.resources.gpus = gpus;
                 if let Some(l) = lat {
-                    p.annotations.insert(ANNOTATION_MAX_LATENCY.into(), l.into());
+                    p.annotations
+                        .insert(ANNOTATION_MAX_LATENCY.into(), l.into());
                 }
                 if let Some(pr) = providers {
                     p.annotations.insert(ANNOTATION_PROVIDERS.into(), pr.into());
@@ -734,7 +904,12 @@ spec:
     fn eligible(d: &Decision) -> Vec<TargetId> {
         d.verdicts
             .iter()
-            .filter(|v| matches!(v.verdict, Verdict::Chosen { .. } | Verdict::Eligible { .. } | Verdict::FallbackUnused))
+            .filter(|v| {
+                matches!(
+                    v.verdict,
+                    Verdict::Chosen { .. } | Verdict::Eligible { .. } | Verdict::FallbackUnused
+                )
+            })
             .map(|v| v.target)
             .collect()
     }

@@ -7,7 +7,9 @@
 use serde_json::json;
 
 use crate::policy::checked::{AllowRejection, Policy, micros_to_usd};
-use crate::policy::engine::{Decision, ExclusionReason, Outcome, Rejection, Resource, TargetVerdict, Verdict};
+use crate::policy::engine::{
+    Decision, ExclusionReason, Outcome, Rejection, Resource, TargetVerdict, Verdict,
+};
 use crate::policy::model::OnNoTarget;
 
 fn amount(resource: Resource, v: u64) -> String {
@@ -32,31 +34,63 @@ fn unit(resource: Resource) -> &'static str {
 fn trim(v: f64) -> String {
     let s = format!("{v:.4}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s.is_empty() { "0".into() } else { s.to_string() }
+    if s.is_empty() {
+        "0".into()
+    } else {
+        s.to_string()
+    }
 }
 
 /// Why a target was rejected, in words (`latency 45 > 30 ms`, `quota: 2 of 100 vCPU left, pod needs 4`).
 pub fn describe_rejection(policy: &Policy, target: usize, r: &Rejection) -> String {
     let t = &policy.targets[target];
     match r {
-        Rejection::NotAllowed(AllowRejection::Provider) => format!("provider {} not allowed by rule", t.provider),
-        Rejection::NotAllowed(AllowRejection::Region) => format!("region {} not allowed by rule", t.region),
+        Rejection::NotAllowed(AllowRejection::Provider) => {
+            format!("provider {} not allowed by rule", t.provider)
+        }
+        Rejection::NotAllowed(AllowRejection::Region) => {
+            format!("region {} not allowed by rule", t.region)
+        }
         Rejection::NotAllowed(AllowRejection::Target) => "target not allowed by rule".into(),
-        Rejection::NotAllowed(AllowRejection::Spot) => "spot target, rule does not allow spot".into(),
-        Rejection::ProviderNotInAnnotation => format!("provider {} not in pod annotation burstgate.io/providers", t.provider),
-        Rejection::RegionNotInAnnotation => format!("region {} not in pod annotation burstgate.io/regions", t.region),
+        Rejection::NotAllowed(AllowRejection::Spot) => {
+            "spot target, rule does not allow spot".into()
+        }
+        Rejection::ProviderNotInAnnotation => format!(
+            "provider {} not in pod annotation burstgate.io/providers",
+            t.provider
+        ),
+        Rejection::RegionNotInAnnotation => format!(
+            "region {} not in pod annotation burstgate.io/regions",
+            t.region
+        ),
         Rejection::Latency { latency_ms, max_ms } => format!("latency {latency_ms} > {max_ms} ms"),
         Rejection::Size(e) => format!("pod too large for {}: {e}", t.provider),
-        Rejection::PodTooLarge { resource, need, max } => format!(
+        Rejection::PodTooLarge {
+            resource,
+            need,
+            max,
+        } => format!(
             "pod needs {} {u}, target allows at most {} {u} per pod",
             amount(*resource, *need),
             amount(*resource, *max),
             u = unit(*resource)
         ),
         Rejection::NoGpu => "pod needs nvidia.com/gpu, target offers no GPUs".into(),
-        Rejection::GpuSkuMissing(sku) => format!("GPU sku {sku} missing (target offers {})", t.gpus.join(", ")),
-        Rejection::CostTooHigh { cost, max } => format!("cost {} > {} $/h", trim(micros_to_usd(*cost)), trim(micros_to_usd(*max))),
-        Rejection::Quota { resource, used, need, limit } => {
+        Rejection::GpuSkuMissing(sku) => format!(
+            "GPU sku {sku} missing (target offers {})",
+            t.gpus.join(", ")
+        ),
+        Rejection::CostTooHigh { cost, max } => format!(
+            "cost {} > {} $/h",
+            trim(micros_to_usd(*cost)),
+            trim(micros_to_usd(*max))
+        ),
+        Rejection::Quota {
+            resource,
+            used,
+            need,
+            limit,
+        } => {
             let left = limit.saturating_sub(*used);
             format!(
                 "quota: {} of {} {} left, pod needs {}",
@@ -66,7 +100,13 @@ pub fn describe_rejection(policy: &Policy, target: usize, r: &Rejection) -> Stri
                 amount(*resource, *need)
             )
         }
-        Rejection::Budget { budget, resource, used, need, limit } => format!(
+        Rejection::Budget {
+            budget,
+            resource,
+            used,
+            need,
+            limit,
+        } => format!(
             "budget {} {} {} + {} > {} {}",
             policy.budgets[*budget].name,
             match resource {
@@ -81,7 +121,9 @@ pub fn describe_rejection(policy: &Policy, target: usize, r: &Rejection) -> Stri
             unit(*resource)
         ),
         Rejection::Excluded(ExclusionReason::CircuitOpen) => "circuit open".into(),
-        Rejection::Excluded(ExclusionReason::RejectedByProvider(why)) => format!("rejected by provider: {why}"),
+        Rejection::Excluded(ExclusionReason::RejectedByProvider(why)) => {
+            format!("rejected by provider: {why}")
+        }
     }
 }
 
@@ -97,9 +139,14 @@ pub fn verdict_name(v: &Verdict) -> &'static str {
 
 /// The reason column of a verdict row.
 pub fn verdict_reason(policy: &Policy, d: &Decision, row: &TargetVerdict) -> String {
-    let cost = row.hourly_micros.map(|c| format!("${}/h", trim(micros_to_usd(c)))).unwrap_or_default();
+    let cost = row
+        .hourly_micros
+        .map(|c| format!("${}/h", trim(micros_to_usd(c))))
+        .unwrap_or_default();
     match &row.verdict {
-        Verdict::Chosen { .. } if d.placement().is_some_and(|p| p.via_fallback) => format!("fallback of rule, {cost}"),
+        Verdict::Chosen { .. } if d.placement().is_some_and(|p| p.via_fallback) => {
+            format!("fallback of rule, {cost}")
+        }
         Verdict::Chosen { .. } => format!("best by {}, {cost}", d.objective),
         Verdict::Eligible { .. } => format!("eligible, {cost}"),
         Verdict::FallbackUnused => "fallback only; an allowed target fits".into(),
@@ -108,14 +155,21 @@ pub fn verdict_reason(policy: &Policy, d: &Decision, row: &TargetVerdict) -> Str
 }
 
 fn rule_name(policy: &Policy, d: &Decision) -> String {
-    d.rule.map_or_else(|| "defaults (no rule matched)".to_string(), |i| format!("rule {}", policy.rules[i].name))
+    d.rule.map_or_else(
+        || "defaults (no rule matched)".to_string(),
+        |i| format!("rule {}", policy.rules[i].name),
+    )
 }
 
 /// A one-line summary for an Event: the choice, why, and the nearest alternatives.
 pub fn summary(policy: &Policy, d: &Decision) -> String {
     let rule = rule_name(policy, d);
     match &d.outcome {
-        Outcome::InvalidAnnotation { key, value, expected } => {
+        Outcome::InvalidAnnotation {
+            key,
+            value,
+            expected,
+        } => {
             format!("annotation {key}={value:?} is invalid: expected {expected}")
         }
         Outcome::Placed(p) => {
@@ -126,7 +180,11 @@ pub fn summary(policy: &Policy, d: &Decision) -> String {
                 t.provider,
                 t.region,
                 trim(micros_to_usd(p.hourly_micros)),
-                if p.via_fallback { "as fallback".to_string() } else { format!("objective {}", d.objective) }
+                if p.via_fallback {
+                    "as fallback".to_string()
+                } else {
+                    format!("objective {}", d.objective)
+                }
             );
             let others = nearest(policy, d, 3);
             if !others.is_empty() {
@@ -136,13 +194,26 @@ pub fn summary(policy: &Policy, d: &Decision) -> String {
             s
         }
         Outcome::NoTarget(mode) => {
-            let verb = if *mode == OnNoTarget::Fail { "failed" } else { "pending" };
+            let verb = if *mode == OnNoTarget::Fail {
+                "failed"
+            } else {
+                "pending"
+            };
             let rows: Vec<String> = d
                 .verdicts
                 .iter()
-                .map(|v| format!("{}: {}", policy.target(v.target).name, verdict_reason(policy, d, v)))
+                .map(|v| {
+                    format!(
+                        "{}: {}",
+                        policy.target(v.target).name,
+                        verdict_reason(policy, d, v)
+                    )
+                })
                 .collect();
-            format!("{verb}: no eligible target under {rule}: {}", rows.join("; "))
+            format!(
+                "{verb}: no eligible target under {rule}: {}",
+                rows.join("; ")
+            )
         }
     }
 }
@@ -159,13 +230,22 @@ fn nearest(policy: &Policy, d: &Decision, n: usize) -> Vec<String> {
         })
         .collect();
     eligible.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let sized_rejections = d.verdicts.iter().filter(|v| matches!(v.verdict, Verdict::Rejected(_)) && v.hourly_micros.is_some());
+    let sized_rejections = d
+        .verdicts
+        .iter()
+        .filter(|v| matches!(v.verdict, Verdict::Rejected(_)) && v.hourly_micros.is_some());
     eligible
         .into_iter()
         .map(|(_, v)| v)
         .chain(sized_rejections)
         .take(n)
-        .map(|v| format!("{} {}", policy.target(v.target).name, verdict_reason(policy, d, v)))
+        .map(|v| {
+            format!(
+                "{} {}",
+                policy.target(v.target).name,
+                verdict_reason(policy, d, v)
+            )
+        })
         .collect()
 }
 
@@ -179,8 +259,17 @@ pub fn table(policy: &Policy, d: &Decision) -> String {
         d.request.gpus,
         rule_name(policy, d)
     ));
-    let name_w = policy.targets.iter().map(|t| t.name.len()).max().unwrap_or(6).max(6);
-    out.push_str(&format!("{:<name_w$}  {:<15}  {:>10}  {:>8}  REASON\n", "TARGET", "VERDICT", "$/HOUR", "SCORE"));
+    let name_w = policy
+        .targets
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    out.push_str(&format!(
+        "{:<name_w$}  {:<15}  {:>10}  {:>8}  REASON\n",
+        "TARGET", "VERDICT", "$/HOUR", "SCORE"
+    ));
     for v in &d.verdicts {
         let score = match v.verdict {
             Verdict::Chosen { score } | Verdict::Eligible { score } => trim(score),
@@ -190,7 +279,8 @@ pub fn table(policy: &Policy, d: &Decision) -> String {
             "{:<name_w$}  {:<15}  {:>10}  {:>8}  {}\n",
             policy.target(v.target).name,
             verdict_name(&v.verdict),
-            v.hourly_micros.map_or("-".into(), |c| trim(micros_to_usd(c))),
+            v.hourly_micros
+                .map_or("-".into(), |c| trim(micros_to_usd(c))),
             score,
             verdict_reason(policy, d, v)
         ));
@@ -247,8 +337,26 @@ spec:
     fn the_explanation_gives_every_target_a_verdict_and_a_precise_reason() {
         let p = load_files(&[("p.yaml".into(), POLICY.into())]).unwrap();
         let mut ledger = Ledger::new(&p);
-        ledger.restore(&p, "old", Reservation { target: "cluster-local".into(), budgets: vec!["team-a".into()], usage: Usage { milli_cpu: 2000, pods: 1, hourly_micros: 4_900_000, memory_mib: 0 } });
-        let mut pod = PodView { namespace: "team-a".into(), name: "web-1".into(), uid: "u1".into(), ..Default::default() };
+        ledger.restore(
+            &p,
+            "old",
+            Reservation {
+                target: "cluster-local".into(),
+                budgets: vec!["team-a".into()],
+                usage: Usage {
+                    milli_cpu: 2000,
+                    pods: 1,
+                    hourly_micros: 4_900_000,
+                    memory_mib: 0,
+                },
+            },
+        );
+        let mut pod = PodView {
+            namespace: "team-a".into(),
+            name: "web-1".into(),
+            uid: "u1".into(),
+            ..Default::default()
+        };
         pod.resources.milli_cpu = 4000;
         pod.resources.memory_mib = 1024;
         let d = ledger.place(&p, &pod, &[]);

@@ -39,7 +39,8 @@ struct CelPod<'a> {
 impl Expression {
     /// Compiles `source`; the error says what is wrong, for a file:line:field message.
     pub fn compile(source: &str) -> Result<Expression, String> {
-        let program = cel::Program::compile(source).map_err(|e| format!("invalid CEL expression: {e}"))?;
+        let program =
+            cel::Program::compile(source).map_err(|e| format!("invalid CEL expression: {e}"))?;
         let unknown: Vec<String> = program
             .references()
             .variables()
@@ -48,9 +49,15 @@ impl Expression {
             .map(str::to_string)
             .collect();
         if !unknown.is_empty() {
-            return Err(format!("CEL expression uses unknown variable(s) {}; only `pod` is defined", unknown.join(", ")));
+            return Err(format!(
+                "CEL expression uses unknown variable(s) {}; only `pod` is defined",
+                unknown.join(", ")
+            ));
         }
-        Ok(Expression { source: source.to_string(), program })
+        Ok(Expression {
+            source: source.to_string(),
+            program,
+        })
     }
 
     /// The expression as written.
@@ -91,7 +98,11 @@ mod tests {
     use super::*;
 
     fn pod() -> PodView {
-        let mut p = PodView { namespace: "batch".into(), name: "job-1".into(), ..Default::default() };
+        let mut p = PodView {
+            namespace: "batch".into(),
+            name: "job-1".into(),
+            ..Default::default()
+        };
         p.labels.insert("tier".into(), "gold".into());
         p.resources.milli_cpu = 4000;
         p
@@ -107,12 +118,20 @@ mod tests {
 
     #[test]
     fn an_expression_with_a_syntax_error_is_rejected_at_compile_time() {
-        assert!(Expression::compile("pod.labels.tier ==").unwrap_err().starts_with("invalid CEL expression"));
+        assert!(
+            Expression::compile("pod.labels.tier ==")
+                .unwrap_err()
+                .starts_with("invalid CEL expression")
+        );
     }
 
     #[test]
     fn an_expression_naming_an_unknown_variable_is_rejected() {
-        assert!(Expression::compile("node.cpu > 1").unwrap_err().contains("unknown variable(s) node"));
+        assert!(
+            Expression::compile("node.cpu > 1")
+                .unwrap_err()
+                .contains("unknown variable(s) node")
+        );
     }
 
     #[test]

@@ -28,7 +28,12 @@ pub struct Usage {
 impl Usage {
     /// The usage of one pod of `size` costing `hourly_micros`.
     pub fn of_pod(size: Size, hourly_micros: u64) -> Usage {
-        Usage { milli_cpu: size.milli_cpu, memory_mib: size.memory_mib, pods: 1, hourly_micros }
+        Usage {
+            milli_cpu: size.milli_cpu,
+            memory_mib: size.memory_mib,
+            pods: 1,
+            hourly_micros,
+        }
     }
     fn add(&mut self, o: Usage) {
         self.milli_cpu += o.milli_cpu;
@@ -96,8 +101,17 @@ impl Ledger {
         self.policy_hash = policy.hash.clone();
         self.targets = vec![Usage::default(); policy.targets.len()];
         self.budgets = vec![Usage::default(); policy.budgets.len()];
-        self.target_index = policy.targets.iter().map(|t| (t.name.clone(), t.id.index())).collect();
-        self.budget_index = policy.budgets.iter().enumerate().map(|(i, b)| (b.name.clone(), i)).collect();
+        self.target_index = policy
+            .targets
+            .iter()
+            .map(|t| (t.name.clone(), t.id.index()))
+            .collect();
+        self.budget_index = policy
+            .budgets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.name.clone(), i))
+            .collect();
         for r in self.reservations.values() {
             if let Some(t) = policy.target_by_name(&r.target) {
                 self.targets[t.id.index()].add(r.usage);
@@ -147,7 +161,9 @@ impl Ledger {
         if let Outcome::Placed(p) = &decision.outcome {
             // decide() checked against this very ledger, so this cannot fail; keep the check anyway.
             if let Err(e) = self.reserve(policy, &pod.uid, p) {
-                panic!("ledger invariant broken: decide() chose a placement reserve() refuses: {e}");
+                panic!(
+                    "ledger invariant broken: decide() chose a placement reserve() refuses: {e}"
+                );
             }
         }
         decision
@@ -155,24 +171,48 @@ impl Ledger {
 
     /// Reserves `placement` for `pod_uid`, refusing anything that would exceed a quota or budget.
     /// Reserving again for the same pod replaces its previous reservation.
-    pub fn reserve(&mut self, policy: &Policy, pod_uid: &str, placement: &Placement) -> Result<(), LedgerError> {
+    pub fn reserve(
+        &mut self,
+        policy: &Policy,
+        pod_uid: &str,
+        placement: &Placement,
+    ) -> Result<(), LedgerError> {
         if self.policy_hash != policy.hash {
-            return Err(LedgerError::StalePolicy { ledger: self.policy_hash.clone(), policy: policy.hash.clone() });
+            return Err(LedgerError::StalePolicy {
+                ledger: self.policy_hash.clone(),
+                policy: policy.hash.clone(),
+            });
         }
         let previous = self.release(pod_uid);
         let usage = Usage::of_pod(placement.size, placement.hourly_micros);
         let target = policy.target(placement.target);
         let fits = |used: Usage, lim: [Option<u64>; 4]| {
-            let after = [used.milli_cpu + usage.milli_cpu, used.memory_mib + usage.memory_mib, used.pods + 1, used.hourly_micros + usage.hourly_micros];
-            after.iter().zip(lim).all(|(a, l)| l.is_none_or(|l| *a <= l))
+            let after = [
+                used.milli_cpu + usage.milli_cpu,
+                used.memory_mib + usage.memory_mib,
+                used.pods + 1,
+                used.hourly_micros + usage.hourly_micros,
+            ];
+            after
+                .iter()
+                .zip(lim)
+                .all(|(a, l)| l.is_none_or(|l| *a <= l))
         };
         let q = &target.quota;
         let mut problem = None;
-        if !fits(self.targets[target.id.index()], [q.milli_cpu, q.memory_mib, q.pods, q.hourly_micros]) {
+        if !fits(
+            self.targets[target.id.index()],
+            [q.milli_cpu, q.memory_mib, q.pods, q.hourly_micros],
+        ) {
             problem = Some(format!("target {} quota", target.name));
         }
         for (i, b) in policy.budgets.iter().enumerate() {
-            if placement.budgets.contains(i) && !fits(self.budgets[i], [b.max_milli_cpu, b.max_memory_mib, None, b.max_hourly_micros]) {
+            if placement.budgets.contains(i)
+                && !fits(
+                    self.budgets[i],
+                    [b.max_milli_cpu, b.max_memory_mib, None, b.max_hourly_micros],
+                )
+            {
                 problem.get_or_insert(format!("budget {}", b.name));
             }
         }
@@ -189,7 +229,14 @@ impl Ledger {
             .filter(|(i, _)| placement.budgets.contains(*i))
             .map(|(_, b)| b.name.clone())
             .collect();
-        self.insert(pod_uid, Reservation { target: target.name.clone(), budgets, usage });
+        self.insert(
+            pod_uid,
+            Reservation {
+                target: target.name.clone(),
+                budgets,
+                usage,
+            },
+        );
         Ok(())
     }
 

@@ -11,12 +11,13 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::policy::checked::{
-    AllowRejection, Budget, Connection, MAX_TARGETS, Matcher, Objective, Policy, Pricing, Quota, Rule, Source, Target, TargetId,
-    usd_to_micros,
+    AllowRejection, Budget, Connection, MAX_TARGETS, Matcher, Objective, Policy, Pricing, Quota,
+    Rule, Source, Target, TargetId, usd_to_micros,
 };
 use crate::policy::expression::Expression;
 use crate::policy::model::{
-    API_VERSION, KIND, NamedObjective, ObjectiveSpec, OnNoTarget, PolicyDocument, ProviderKind, RuleSpec, TargetSpec,
+    API_VERSION, KIND, NamedObjective, ObjectiveSpec, OnNoTarget, PolicyDocument, ProviderKind,
+    RuleSpec, TargetSpec,
 };
 
 /// One problem in one policy file.
@@ -73,12 +74,19 @@ impl LoadError {
 }
 
 fn render(errors: &[PolicyError]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Loads every `*.yaml` / `*.yml` file directly in `dir`, in name order.
 pub fn load_dir(dir: &Path) -> Result<Policy, LoadError> {
-    let io = |path: &Path, source| LoadError::Io { path: path.display().to_string(), source };
+    let io = |path: &Path, source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| io(dir, e))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -112,7 +120,11 @@ pub fn load_files(files: &[(String, String)]) -> Result<Policy, LoadError> {
         }
     }
     let policy = build(&parsed, files, &mut errors);
-    if errors.is_empty() { Ok(policy) } else { Err(LoadError::Invalid(errors)) }
+    if errors.is_empty() {
+        Ok(policy)
+    } else {
+        Err(LoadError::Invalid(errors))
+    }
 }
 
 /// A parsed file and the line of every field path in it.
@@ -124,10 +136,18 @@ struct Parsed {
 
 impl Parsed {
     fn error(&self, field: String, message: impl Into<String>) -> PolicyError {
-        PolicyError { file: self.file.clone(), line: self.lines.line_of(&field), field, message: message.into() }
+        PolicyError {
+            file: self.file.clone(),
+            line: self.lines.line_of(&field),
+            field,
+            message: message.into(),
+        }
     }
     fn source(&self, field: &str) -> Source {
-        Source { file: self.file.clone(), line: self.lines.line_of(field) }
+        Source {
+            file: self.file.clone(),
+            line: self.lines.line_of(field),
+        }
     }
 }
 
@@ -143,21 +163,39 @@ fn parse_document(file: &str, text: &str) -> Result<Parsed, PolicyError> {
     });
     let err = match result {
         Ok(doc) => {
-            let parsed = Parsed { file: file.to_string(), doc, lines };
+            let parsed = Parsed {
+                file: file.to_string(),
+                doc,
+                lines,
+            };
             if parsed.doc.api_version != API_VERSION {
-                return Err(parsed.error("apiVersion".into(), format!("must be {API_VERSION}, got {:?}", parsed.doc.api_version)));
+                return Err(parsed.error(
+                    "apiVersion".into(),
+                    format!("must be {API_VERSION}, got {:?}", parsed.doc.api_version),
+                ));
             }
             if parsed.doc.kind != KIND {
-                return Err(parsed.error("kind".into(), format!("must be {KIND}, got {:?}", parsed.doc.kind)));
+                return Err(parsed.error(
+                    "kind".into(),
+                    format!("must be {KIND}, got {:?}", parsed.doc.kind),
+                ));
             }
             return Ok(parsed);
         }
         Err(e) => e,
     };
     let field = path.filter(|p| p != ".").unwrap_or_default();
-    let line = err.location().map(|l| l.line() as usize).or_else(|| lines.line_of(&field));
+    let line = err
+        .location()
+        .map(|l| l.line() as usize)
+        .or_else(|| lines.line_of(&field));
     let message = first_line(&err.to_string());
-    Err(PolicyError { file: file.to_string(), line, field, message })
+    Err(PolicyError {
+        file: file.to_string(),
+        line,
+        field,
+        message,
+    })
 }
 
 /// serde-saphyr appends " at line N column M"; the line is reported separately.
@@ -179,7 +217,11 @@ fn build(parsed: &[Parsed], files: &[(String, String)], errors: &mut Vec<PolicyE
                 let first = &targets[first.index()].source;
                 errors.push(p.error(
                     format!("{at}.name"),
-                    format!("duplicate target name {:?} (first defined at {})", spec.name, describe(first)),
+                    format!(
+                        "duplicate target name {:?} (first defined at {})",
+                        spec.name,
+                        describe(first)
+                    ),
                 ));
                 continue;
             }
@@ -194,7 +236,10 @@ fn build(parsed: &[Parsed], files: &[(String, String)], errors: &mut Vec<PolicyE
     }
     if targets.is_empty() && !parsed.is_empty() {
         let p = &parsed[0];
-        errors.push(p.error("spec.targets".into(), "no targets defined in any policy file"));
+        errors.push(p.error(
+            "spec.targets".into(),
+            "no targets defined in any policy file",
+        ));
     }
 
     let mut budgets: Vec<Budget> = Vec::new();
@@ -204,17 +249,25 @@ fn build(parsed: &[Parsed], files: &[(String, String)], errors: &mut Vec<PolicyE
             if let Some(first) = budgets.iter().find(|b| b.name == spec.name) {
                 errors.push(p.error(
                     format!("{at}.name"),
-                    format!("duplicate budget name {:?} (first defined at {})", spec.name, describe(&first.source)),
+                    format!(
+                        "duplicate budget name {:?} (first defined at {})",
+                        spec.name,
+                        describe(&first.source)
+                    ),
                 ));
                 continue;
             }
             check_name(p, &format!("{at}.name"), &spec.name, errors);
-            let mut limit = |field: &str, v: Option<f64>| non_negative(p, &format!("{at}.{field}"), v, errors);
+            let mut limit =
+                |field: &str, v: Option<f64>| non_negative(p, &format!("{at}.{field}"), v, errors);
             let max_vcpu = limit("maxVcpu", spec.max_vcpu);
             let max_mem = limit("maxMemoryGiB", spec.max_memory_gib);
             let max_cost = limit("maxHourlyCost", spec.max_hourly_cost);
             if max_vcpu.is_none() && max_mem.is_none() && max_cost.is_none() {
-                errors.push(p.error(at.clone(), "a budget must set maxVcpu, maxMemoryGiB or maxHourlyCost"));
+                errors.push(p.error(
+                    at.clone(),
+                    "a budget must set maxVcpu, maxMemoryGiB or maxHourlyCost",
+                ));
             }
             budgets.push(Budget {
                 name: spec.name.clone(),
@@ -234,7 +287,10 @@ fn build(parsed: &[Parsed], files: &[(String, String)], errors: &mut Vec<PolicyE
     for p in parsed {
         if let Some(d) = &p.doc.spec.defaults {
             if let Some(first) = defaults_from {
-                errors.push(p.error("spec.defaults".into(), format!("defaults are already set in {first}; set them in one file")));
+                errors.push(p.error(
+                    "spec.defaults".into(),
+                    format!("defaults are already set in {first}; set them in one file"),
+                ));
                 continue;
             }
             defaults_from = Some(&p.file);
@@ -254,12 +310,24 @@ fn build(parsed: &[Parsed], files: &[(String, String)], errors: &mut Vec<PolicyE
             if let Some(first) = rules.iter().find(|r| r.name == spec.name) {
                 errors.push(p.error(
                     format!("{at}.name"),
-                    format!("duplicate rule name {:?} (first defined at {})", spec.name, describe(&first.source)),
+                    format!(
+                        "duplicate rule name {:?} (first defined at {})",
+                        spec.name,
+                        describe(&first.source)
+                    ),
                 ));
                 continue;
             }
             let defaults = (default_objective, default_on_no_target);
-            rules.push(check_rule(p, &at, spec, &targets, &target_index, defaults, errors));
+            rules.push(check_rule(
+                p,
+                &at,
+                spec,
+                &targets,
+                &target_index,
+                defaults,
+                errors,
+            ));
         }
     }
 
@@ -284,13 +352,20 @@ fn describe(source: &Source) -> String {
 fn hash(files: &[(String, String)]) -> String {
     let mut h = Sha256::new();
     for (name, text) in files {
-        let base = Path::new(name).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let base = Path::new(name)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         h.update(base.as_bytes());
         h.update([0]);
         h.update(text.as_bytes());
         h.update([0]);
     }
-    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn pairs(map: &BTreeMap<String, String>) -> Vec<(String, String)> {
@@ -300,7 +375,9 @@ fn pairs(map: &BTreeMap<String, String>) -> Vec<(String, String)> {
 fn check_name(p: &Parsed, field: &str, name: &str, errors: &mut Vec<PolicyError>) {
     let valid = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if !valid {
@@ -311,7 +388,12 @@ fn check_name(p: &Parsed, field: &str, name: &str, errors: &mut Vec<PolicyError>
     }
 }
 
-fn non_negative(p: &Parsed, field: &str, v: Option<f64>, errors: &mut Vec<PolicyError>) -> Option<f64> {
+fn non_negative(
+    p: &Parsed,
+    field: &str,
+    v: Option<f64>,
+    errors: &mut Vec<PolicyError>,
+) -> Option<f64> {
     let v = v?;
     if !v.is_finite() || v < 0.0 {
         errors.push(p.error(field.to_string(), format!("must be a number >= 0, got {v}")));
@@ -329,33 +411,72 @@ fn positive(p: &Parsed, field: &str, v: Option<f64>, errors: &mut Vec<PolicyErro
     Some(v)
 }
 
-fn check_target(p: &Parsed, at: &str, spec: &TargetSpec, id: TargetId, errors: &mut Vec<PolicyError>) -> Target {
+fn check_target(
+    p: &Parsed,
+    at: &str,
+    spec: &TargetSpec,
+    id: TargetId,
+    errors: &mut Vec<PolicyError>,
+) -> Target {
     check_name(p, &format!("{at}.name"), &spec.name, errors);
     if spec.region.trim().is_empty() {
         errors.push(p.error(format!("{at}.region"), "must not be empty"));
     }
-    let vcpu_hour = non_negative(p, &format!("{at}.pricing.vcpuHour"), Some(spec.pricing.vcpu_hour), errors).unwrap_or(0.0);
-    let gib_hour = non_negative(p, &format!("{at}.pricing.gibHour"), Some(spec.pricing.gib_hour), errors).unwrap_or(0.0);
+    let vcpu_hour = non_negative(
+        p,
+        &format!("{at}.pricing.vcpuHour"),
+        Some(spec.pricing.vcpu_hour),
+        errors,
+    )
+    .unwrap_or(0.0);
+    let gib_hour = non_negative(
+        p,
+        &format!("{at}.pricing.gibHour"),
+        Some(spec.pricing.gib_hour),
+        errors,
+    )
+    .unwrap_or(0.0);
     let q = &spec.quota;
     let quota = Quota {
-        milli_cpu: non_negative(p, &format!("{at}.quota.vcpu"), q.vcpu, errors).map(|v| (v * 1000.0).floor() as u64),
-        memory_mib: non_negative(p, &format!("{at}.quota.memoryGiB"), q.memory_gib, errors).map(|v| (v * 1024.0).floor() as u64),
+        milli_cpu: non_negative(p, &format!("{at}.quota.vcpu"), q.vcpu, errors)
+            .map(|v| (v * 1000.0).floor() as u64),
+        memory_mib: non_negative(p, &format!("{at}.quota.memoryGiB"), q.memory_gib, errors)
+            .map(|v| (v * 1024.0).floor() as u64),
         pods: q.pods.map(u64::from),
-        hourly_micros: non_negative(p, &format!("{at}.quota.hourlyCost"), q.hourly_cost, errors).map(|v| (v * 1e6).floor() as u64),
+        hourly_micros: non_negative(p, &format!("{at}.quota.hourlyCost"), q.hourly_cost, errors)
+            .map(|v| (v * 1e6).floor() as u64),
     };
     let l = &spec.limits;
-    let max_cpu = positive(p, &format!("{at}.limits.maxPodVcpu"), l.max_pod_vcpu, errors);
-    let max_mem = positive(p, &format!("{at}.limits.maxPodMemoryGiB"), l.max_pod_memory_gib, errors);
+    let max_cpu = positive(
+        p,
+        &format!("{at}.limits.maxPodVcpu"),
+        l.max_pod_vcpu,
+        errors,
+    );
+    let max_mem = positive(
+        p,
+        &format!("{at}.limits.maxPodMemoryGiB"),
+        l.max_pod_memory_gib,
+        errors,
+    );
     for (j, sku) in l.gpus.iter().enumerate() {
         if sku.trim().is_empty() {
-            errors.push(p.error(format!("{at}.limits.gpus[{j}]"), "GPU SKU must not be empty"));
+            errors.push(p.error(
+                format!("{at}.limits.gpus[{j}]"),
+                "GPU SKU must not be empty",
+            ));
         }
     }
     for (j, rl) in spec.rate_limits.iter().enumerate() {
         if rl.burst == 0 {
             errors.push(p.error(format!("{at}.rateLimits[{j}].burst"), "must be at least 1"));
         }
-        positive(p, &format!("{at}.rateLimits[{j}].perSecond"), Some(rl.per_second), errors);
+        positive(
+            p,
+            &format!("{at}.rateLimits[{j}].perSecond"),
+            Some(rl.per_second),
+            errors,
+        );
     }
     let connection = check_connection(p, at, spec, errors);
     Target {
@@ -364,7 +485,11 @@ fn check_target(p: &Parsed, at: &str, spec: &TargetSpec, id: TargetId, errors: &
         provider: spec.provider,
         region: spec.region.clone(),
         spot: spec.spot,
-        pricing: Pricing { vcpu_hour, gib_hour, minimum_seconds: spec.pricing.minimum_seconds },
+        pricing: Pricing {
+            vcpu_hour,
+            gib_hour,
+            minimum_seconds: spec.pricing.minimum_seconds,
+        },
         quota,
         latency_ms: spec.latency_ms,
         max_pod_milli_cpu: max_cpu.map(|v| (v * 1000.0).floor() as u64),
@@ -377,11 +502,26 @@ fn check_target(p: &Parsed, at: &str, spec: &TargetSpec, id: TargetId, errors: &
 }
 
 /// The one provider block a target may carry, matching its provider, with its required fields.
-fn check_connection(p: &Parsed, at: &str, spec: &TargetSpec, errors: &mut Vec<PolicyError>) -> Connection {
-    let blocks = [("aci", spec.aci.is_some(), ProviderKind::Aci), ("fargate", spec.fargate.is_some(), ProviderKind::Fargate), ("cluster", spec.cluster.is_some(), ProviderKind::Cluster)];
+fn check_connection(
+    p: &Parsed,
+    at: &str,
+    spec: &TargetSpec,
+    errors: &mut Vec<PolicyError>,
+) -> Connection {
+    let blocks = [
+        ("aci", spec.aci.is_some(), ProviderKind::Aci),
+        ("fargate", spec.fargate.is_some(), ProviderKind::Fargate),
+        ("cluster", spec.cluster.is_some(), ProviderKind::Cluster),
+    ];
     for (field, present, kind) in blocks {
         if present && spec.provider != kind {
-            errors.push(p.error(format!("{at}.{field}"), format!("a `{field}` block is only for provider {kind}; this target's provider is {}", spec.provider)));
+            errors.push(p.error(
+                format!("{at}.{field}"),
+                format!(
+                    "a `{field}` block is only for provider {kind}; this target's provider is {}",
+                    spec.provider
+                ),
+            ));
         }
     }
     let mut required = |field: String, value: &str| {
@@ -410,15 +550,35 @@ fn check_connection(p: &Parsed, at: &str, spec: &TargetSpec, errors: &mut Vec<Po
     }
 }
 
-fn check_objective(p: &Parsed, field: &str, spec: &ObjectiveSpec, errors: &mut Vec<PolicyError>) -> Objective {
+fn check_objective(
+    p: &Parsed,
+    field: &str,
+    spec: &ObjectiveSpec,
+    errors: &mut Vec<PolicyError>,
+) -> Objective {
     match spec {
         ObjectiveSpec::Named(NamedObjective::Cost) => Objective::Cost,
         ObjectiveSpec::Named(NamedObjective::Latency) => Objective::Latency,
         ObjectiveSpec::Weighted { weights } => {
-            let cost = non_negative(p, &format!("{field}.weights.cost"), Some(weights.cost), errors).unwrap_or(0.0);
-            let latency = non_negative(p, &format!("{field}.weights.latency"), Some(weights.latency), errors).unwrap_or(0.0);
+            let cost = non_negative(
+                p,
+                &format!("{field}.weights.cost"),
+                Some(weights.cost),
+                errors,
+            )
+            .unwrap_or(0.0);
+            let latency = non_negative(
+                p,
+                &format!("{field}.weights.latency"),
+                Some(weights.latency),
+                errors,
+            )
+            .unwrap_or(0.0);
             if cost + latency <= 0.0 {
-                errors.push(p.error(format!("{field}.weights"), "at least one weight must be > 0"));
+                errors.push(p.error(
+                    format!("{field}.weights"),
+                    "at least one weight must be > 0",
+                ));
                 return Objective::Cost;
             }
             Objective::Weighted { cost, latency }
@@ -438,13 +598,17 @@ fn check_rule(
     if spec.name.trim().is_empty() {
         errors.push(p.error(format!("{at}.name"), "must not be empty"));
     }
-    let expression = spec.matches.expression.as_deref().and_then(|src| match Expression::compile(src) {
-        Ok(e) => Some(e),
-        Err(message) => {
-            errors.push(p.error(format!("{at}.match.expression"), message));
-            None
-        }
-    });
+    let expression =
+        spec.matches
+            .expression
+            .as_deref()
+            .and_then(|src| match Expression::compile(src) {
+                Ok(e) => Some(e),
+                Err(message) => {
+                    errors.push(p.error(format!("{at}.match.expression"), message));
+                    None
+                }
+            });
     let known = |field: String, name: &String, errors: &mut Vec<PolicyError>| -> Option<TargetId> {
         let id = index.get(name).copied();
         if id.is_none() {
@@ -453,24 +617,49 @@ fn check_rule(
         id
     };
     let allowed_targets: Option<Vec<TargetId>> = spec.allow.targets.as_ref().map(|names| {
-        names.iter().enumerate().filter_map(|(j, n)| known(format!("{at}.allow.targets[{j}]"), n, errors)).collect()
+        names
+            .iter()
+            .enumerate()
+            .filter_map(|(j, n)| known(format!("{at}.allow.targets[{j}]"), n, errors))
+            .collect()
     });
     if let Some(regions) = &spec.allow.regions {
         for (j, r) in regions.iter().enumerate() {
             if !targets.iter().any(|t| t.region == *r) {
-                errors.push(p.error(format!("{at}.allow.regions[{j}]"), format!("no target is in region {r:?}")));
+                errors.push(p.error(
+                    format!("{at}.allow.regions[{j}]"),
+                    format!("no target is in region {r:?}"),
+                ));
             }
         }
     }
-    let fallback = spec.fallback.iter().enumerate().filter_map(|(j, n)| known(format!("{at}.fallback[{j}]"), n, errors)).collect();
+    let fallback = spec
+        .fallback
+        .iter()
+        .enumerate()
+        .filter_map(|(j, n)| known(format!("{at}.fallback[{j}]"), n, errors))
+        .collect();
     let allow = targets
         .iter()
         .map(|t| {
-            if spec.allow.providers.as_ref().is_some_and(|ps| !ps.contains(&t.provider)) {
+            if spec
+                .allow
+                .providers
+                .as_ref()
+                .is_some_and(|ps| !ps.contains(&t.provider))
+            {
                 Some(AllowRejection::Provider)
-            } else if spec.allow.regions.as_ref().is_some_and(|rs| !rs.contains(&t.region)) {
+            } else if spec
+                .allow
+                .regions
+                .as_ref()
+                .is_some_and(|rs| !rs.contains(&t.region))
+            {
                 Some(AllowRejection::Region)
-            } else if allowed_targets.as_ref().is_some_and(|ts| !ts.contains(&t.id)) {
+            } else if allowed_targets
+                .as_ref()
+                .is_some_and(|ts| !ts.contains(&t.id))
+            {
                 Some(AllowRejection::Target)
             } else if t.spot && !spec.allow.spot {
                 Some(AllowRejection::Spot)
@@ -479,7 +668,12 @@ fn check_rule(
             }
         })
         .collect();
-    let max_hourly = non_negative(p, &format!("{at}.maxHourlyCost"), spec.max_hourly_cost, errors);
+    let max_hourly = non_negative(
+        p,
+        &format!("{at}.maxHourlyCost"),
+        spec.max_hourly_cost,
+        errors,
+    );
     Rule {
         name: spec.name.clone(),
         matcher: Matcher {
@@ -493,7 +687,11 @@ fn check_rule(
         regions: spec.allow.regions.clone(),
         max_latency_ms: spec.max_latency_ms,
         max_hourly_micros: max_hourly.map(usd_to_micros),
-        objective: spec.objective.as_ref().map(|o| check_objective(p, &format!("{at}.objective"), o, errors)).unwrap_or(default_objective),
+        objective: spec
+            .objective
+            .as_ref()
+            .map(|o| check_objective(p, &format!("{at}.objective"), o, errors))
+            .unwrap_or(default_objective),
         fallback,
         on_no_target: spec.on_no_target.unwrap_or(default_on_no_target),
         source: p.source(at),
@@ -539,7 +737,11 @@ fn walk(node: &saphyr::MarkedYaml<'_>, path: String, map: &mut HashMap<String, u
                     YamlData::Representation(s, _, _) => s.to_string(),
                     _ => continue,
                 };
-                let child = if path.is_empty() { key } else { format!("{path}.{key}") };
+                let child = if path.is_empty() {
+                    key
+                } else {
+                    format!("{path}.{key}")
+                };
                 map.insert(child.clone(), k.span.start.line());
                 walk(v, child, map);
             }
@@ -595,7 +797,10 @@ spec:
 
     #[test]
     fn an_unknown_field_is_reported_with_file_line_and_path() {
-        let text = GOOD.replace("      latencyMs: 20", "      latencyMs: 20\n      colour: blue");
+        let text = GOOD.replace(
+            "      latencyMs: 20",
+            "      latencyMs: 20\n      colour: blue",
+        );
         let msg = only_error(&text);
         assert!(msg.starts_with("p.yaml:11: spec.targets[0]"), "{msg}");
         assert!(msg.contains("unknown field `colour`"), "{msg}");
@@ -604,43 +809,75 @@ spec:
     #[test]
     fn a_negative_price_is_reported_on_its_line() {
         let text = GOOD.replace("vcpuHour: 0.0405", "vcpuHour: -1");
-        assert_eq!(only_error(&text), "p.yaml:8: spec.targets[0].pricing.vcpuHour: must be a number >= 0, got -1");
+        assert_eq!(
+            only_error(&text),
+            "p.yaml:8: spec.targets[0].pricing.vcpuHour: must be a number >= 0, got -1"
+        );
     }
 
     #[test]
     fn a_provider_block_of_another_provider_is_reported_with_its_field() {
-        let text = GOOD.replace("      latencyMs: 20", "      latencyMs: 20\n      fargate: {cluster: c, subnets: [s]}");
+        let text = GOOD.replace(
+            "      latencyMs: 20",
+            "      latencyMs: 20\n      fargate: {cluster: c, subnets: [s]}",
+        );
         let msg = only_error(&text);
-        assert!(msg.starts_with("p.yaml:") && msg.contains("spec.targets[0].fargate: a `fargate` block is only for provider fargate"), "{msg}");
+        assert!(
+            msg.starts_with("p.yaml:")
+                && msg.contains(
+                    "spec.targets[0].fargate: a `fargate` block is only for provider fargate"
+                ),
+            "{msg}"
+        );
     }
 
     #[test]
     fn an_aci_block_keeps_its_subscription_and_an_empty_resource_group_is_an_error() {
-        let text = GOOD.replace("      latencyMs: 20", "      latencyMs: 20\n      aci: {subscriptionId: sub-1, resourceGroup: rg}");
+        let text = GOOD.replace(
+            "      latencyMs: 20",
+            "      latencyMs: 20\n      aci: {subscriptionId: sub-1, resourceGroup: rg}",
+        );
         match &load(&text).unwrap().targets[0].connection {
-            Connection::Aci(a) => assert_eq!((a.subscription_id.as_str(), a.resource_group.as_str()), ("sub-1", "rg")),
+            Connection::Aci(a) => assert_eq!(
+                (a.subscription_id.as_str(), a.resource_group.as_str()),
+                ("sub-1", "rg")
+            ),
             other => panic!("expected an aci connection, got {other:?}"),
         }
-        let empty = GOOD.replace("      latencyMs: 20", "      latencyMs: 20\n      aci: {subscriptionId: sub-1, resourceGroup: ''}");
-        assert!(only_error(&empty).ends_with("spec.targets[0].aci.resourceGroup: must not be empty"));
+        let empty = GOOD.replace(
+            "      latencyMs: 20",
+            "      latencyMs: 20\n      aci: {subscriptionId: sub-1, resourceGroup: ''}",
+        );
+        assert!(
+            only_error(&empty).ends_with("spec.targets[0].aci.resourceGroup: must not be empty")
+        );
     }
 
     #[test]
     fn a_wrong_type_names_the_field() {
         let text = GOOD.replace("latencyMs: 20", "latencyMs: fast");
         let msg = only_error(&text);
-        assert!(msg.starts_with("p.yaml:10: spec.targets[0].latencyMs: "), "{msg}");
+        assert!(
+            msg.starts_with("p.yaml:10: spec.targets[0].latencyMs: "),
+            "{msg}"
+        );
     }
 
     #[test]
     fn malformed_yaml_is_reported_with_its_line() {
-        let msg = only_error("apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets: [\n");
+        let msg = only_error(
+            "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets: [\n",
+        );
         assert!(msg.starts_with("p.yaml:"), "{msg}");
     }
 
     #[test]
     fn duplicate_target_names_across_files_point_at_the_first_definition() {
-        let err = load_files(&[("a.yaml".into(), GOOD.into()), ("b.yaml".into(), GOOD.replace("everything", "other"))]).unwrap_err();
+        let err = load_files(&[
+            ("a.yaml".into(), GOOD.into()),
+            ("b.yaml".into(), GOOD.replace("everything", "other")),
+        ])
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "b.yaml:5: spec.targets[0].name: duplicate target name \"aci-eastus\" (first defined at a.yaml:5)"
@@ -649,40 +886,61 @@ spec:
 
     #[test]
     fn a_rule_naming_an_unknown_target_is_rejected() {
-        let text = GOOD.replace("      match: {}", "      match: {}\n      fallback: [nowhere]");
-        assert_eq!(only_error(&text), "p.yaml:14: spec.rules[0].fallback[0]: unknown target \"nowhere\"");
+        let text = GOOD.replace(
+            "      match: {}",
+            "      match: {}\n      fallback: [nowhere]",
+        );
+        assert_eq!(
+            only_error(&text),
+            "p.yaml:14: spec.rules[0].fallback[0]: unknown target \"nowhere\""
+        );
     }
 
     #[test]
     fn an_invalid_cel_expression_is_rejected_on_its_line() {
-        let text = GOOD.replace("      match: {}", "      match:\n        expression: \"pod.cpu >\"");
+        let text = GOOD.replace(
+            "      match: {}",
+            "      match:\n        expression: \"pod.cpu >\"",
+        );
         let msg = only_error(&text);
-        assert!(msg.starts_with("p.yaml:14: spec.rules[0].match.expression: invalid CEL expression"), "{msg}");
+        assert!(
+            msg.starts_with("p.yaml:14: spec.rules[0].match.expression: invalid CEL expression"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn a_wrong_api_version_is_rejected() {
         let msg = only_error(&GOOD.replace("v1alpha1", "v2"));
-        assert_eq!(msg, "p.yaml:1: apiVersion: must be burstgate.io/v1alpha1, got \"burstgate.io/v2\"");
+        assert_eq!(
+            msg,
+            "p.yaml:1: apiVersion: must be burstgate.io/v1alpha1, got \"burstgate.io/v2\""
+        );
     }
 
     #[test]
     fn every_problem_of_every_file_is_reported_at_once() {
-        let bad = GOOD.replace("vcpuHour: 0.0405", "vcpuHour: -1").replace("region: eastus", "region: \"\"");
+        let bad = GOOD
+            .replace("vcpuHour: 0.0405", "vcpuHour: -1")
+            .replace("region: eastus", "region: \"\"");
         let err = load(&bad).unwrap_err();
         assert_eq!(err.problems().len(), 2, "{err}");
     }
 
     #[test]
     fn a_policy_without_targets_is_rejected() {
-        let msg = only_error("apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  rules: []\n");
+        let msg = only_error(
+            "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  rules: []\n",
+        );
         assert!(msg.contains("no targets defined"), "{msg}");
     }
 
     #[test]
     fn the_hash_changes_when_a_file_changes() {
         let a = load(GOOD).unwrap().hash;
-        let b = load(&GOOD.replace("latencyMs: 20", "latencyMs: 21")).unwrap().hash;
+        let b = load(&GOOD.replace("latencyMs: 20", "latencyMs: 21"))
+            .unwrap()
+            .hash;
         assert_ne!(a, b);
     }
 }

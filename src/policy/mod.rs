@@ -14,7 +14,9 @@ pub mod sizing;
 pub mod testing;
 
 pub use checked::{Objective, Policy, Target, TargetId};
-pub use engine::{Decision, Exclusion, ExclusionReason, Outcome, Placement, Rejection, Verdict, decide};
+pub use engine::{
+    Decision, Exclusion, ExclusionReason, Outcome, Placement, Rejection, Verdict, decide,
+};
 pub use ledger::{Ledger, Reservation, Usage};
 pub use load::{LoadError, PolicyError, load_dir, load_files};
 pub use pod::PodView;

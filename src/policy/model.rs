@@ -62,7 +62,9 @@ pub struct PolicySpec {
 }
 
 /// Which kind of backend runs a target's pods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     /// Azure Container Instances, over Azure Resource Manager.
@@ -253,7 +255,9 @@ pub struct LimitsSpec {
 }
 
 /// A class of provider requests that shares one token bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum OperationClass {
     /// Creating a workload (ACI container group PUT, ECS RunTask).

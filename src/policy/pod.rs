@@ -84,11 +84,17 @@ impl PodView {
             .ok_or(PodError::MissingField("metadata.name"))?;
         let annotations: BTreeMap<String, String> = meta.annotations.clone().unwrap_or_default();
         let resources = match &pod.spec {
-            Some(spec) => effective_request(&spec.containers, spec.init_containers.as_deref().unwrap_or(&[]))?,
+            Some(spec) => effective_request(
+                &spec.containers,
+                spec.init_containers.as_deref().unwrap_or(&[]),
+            )?,
             None => Resources::default(),
         };
         Ok(PodView {
-            namespace: meta.namespace.clone().unwrap_or_else(|| "default".to_string()),
+            namespace: meta
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_string()),
             name,
             uid: meta.uid.clone().unwrap_or_default(),
             labels: meta.labels.clone().unwrap_or_default(),
@@ -100,7 +106,10 @@ impl PodView {
 }
 
 /// The effective request of a pod made of `containers` and `init_containers`.
-pub fn effective_request(containers: &[Container], init_containers: &[Container]) -> Result<Resources, PodError> {
+pub fn effective_request(
+    containers: &[Container],
+    init_containers: &[Container],
+) -> Result<Resources, PodError> {
     let mut app = Resources::default();
     for c in containers {
         app = add(app, container_request(c)?);
@@ -154,7 +163,9 @@ fn container_request(c: &Container) -> Result<Resources, PodError> {
     let gpus = parse(GPU_RESOURCE)?;
     Ok(Resources {
         milli_cpu: (parse("cpu")? * 1000.0 - 1e-9).ceil().max(0.0) as u64,
-        memory_mib: (parse("memory")? / (1024.0 * 1024.0) - 1e-9).ceil().max(0.0) as u64,
+        memory_mib: (parse("memory")? / (1024.0 * 1024.0) - 1e-9)
+            .ceil()
+            .max(0.0) as u64,
         gpus: gpus.ceil().max(0.0) as u32,
     })
 }
@@ -183,7 +194,12 @@ pub fn parse_quantity(s: &str) -> Option<f64> {
         .find_map(|(suffix, f)| s.strip_suffix(suffix).map(|n| (n, *f)))
         .or_else(|| s.strip_suffix('E').map(|n| (n, 1e18)))
         .unwrap_or((s, 1.0));
-    if number.is_empty() || !number.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '.' || c == '+') {
+    if number.is_empty()
+        || !number
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit() || c == '.' || c == '+')
+    {
         return None;
     }
     let value: f64 = number.parse().ok()?;
@@ -194,7 +210,12 @@ pub fn parse_quantity(s: &str) -> Option<f64> {
 mod tests {
     use super::*;
 
-    fn container(name: &str, cpu: Option<&str>, mem: Option<&str>, limit_cpu: Option<&str>) -> Container {
+    fn container(
+        name: &str,
+        cpu: Option<&str>,
+        mem: Option<&str>,
+        limit_cpu: Option<&str>,
+    ) -> Container {
         let mut requests = BTreeMap::new();
         let mut limits = BTreeMap::new();
         if let Some(c) = cpu {
@@ -232,7 +253,10 @@ mod tests {
 
     #[test]
     fn effective_request_is_the_larger_of_app_sum_and_biggest_init_container() {
-        let app = [container("a", Some("500m"), Some("256Mi"), None), container("b", Some("250m"), Some("256Mi"), None)];
+        let app = [
+            container("a", Some("500m"), Some("256Mi"), None),
+            container("b", Some("250m"), Some("256Mi"), None),
+        ];
         let init = [container("init", Some("2"), Some("128Mi"), None)];
         let r = effective_request(&app, &init).unwrap();
         assert_eq!(r.milli_cpu, 2000);
@@ -261,6 +285,9 @@ mod tests {
     fn a_bad_quantity_names_the_container_and_resource() {
         let app = [container("web", Some("lots"), None, None)];
         let err = effective_request(&app, &[]).unwrap_err();
-        assert_eq!(err.to_string(), "container web: cpu quantity \"lots\" is not a valid quantity");
+        assert_eq!(
+            err.to_string(),
+            "container web: cpu quantity \"lots\" is not a valid quantity"
+        );
     }
 }

@@ -73,14 +73,20 @@ pub fn fit(provider: ProviderKind, req: &Resources) -> Result<Size, SizingError>
     match provider {
         ProviderKind::Fargate => fit_fargate(req),
         ProviderKind::Aci => fit_aci(req),
-        ProviderKind::Cluster | ProviderKind::Sim => Ok(Size { milli_cpu: req.milli_cpu, memory_mib: req.memory_mib }),
+        ProviderKind::Cluster | ProviderKind::Sim => Ok(Size {
+            milli_cpu: req.milli_cpu,
+            memory_mib: req.memory_mib,
+        }),
     }
 }
 
 fn fit_fargate(req: &Resources) -> Result<Size, SizingError> {
     let (max_cpu, _, max_mem, _) = FARGATE[FARGATE.len() - 1];
     if req.milli_cpu > max_cpu {
-        return Err(SizingError::CpuTooLarge { need_milli: req.milli_cpu, max_milli: max_cpu });
+        return Err(SizingError::CpuTooLarge {
+            need_milli: req.milli_cpu,
+            max_milli: max_cpu,
+        });
     }
     for (cpu, min_mem, top, step) in FARGATE {
         if cpu < req.milli_cpu || top < req.memory_mib {
@@ -88,13 +94,23 @@ fn fit_fargate(req: &Resources) -> Result<Size, SizingError> {
         }
         let wanted = req.memory_mib.max(min_mem);
         let steps = (wanted - min_mem).div_ceil(step);
-        return Ok(Size { milli_cpu: cpu, memory_mib: min_mem + steps * step });
+        return Ok(Size {
+            milli_cpu: cpu,
+            memory_mib: min_mem + steps * step,
+        });
     }
-    Err(SizingError::MemoryTooLarge { need_mib: req.memory_mib, max_mib: max_mem })
+    Err(SizingError::MemoryTooLarge {
+        need_mib: req.memory_mib,
+        max_mib: max_mem,
+    })
 }
 
 fn fit_aci(req: &Resources) -> Result<Size, SizingError> {
-    let milli_cpu = if req.milli_cpu == 0 { 1000 } else { req.milli_cpu.div_ceil(10) * 10 };
+    let milli_cpu = if req.milli_cpu == 0 {
+        1000
+    } else {
+        req.milli_cpu.div_ceil(10) * 10
+    };
     // 0.1 GiB steps, in MiB: round up to the next tenth of a GiB, then up to a whole MiB.
     let memory_mib = if req.memory_mib == 0 {
         1536
@@ -103,12 +119,21 @@ fn fit_aci(req: &Resources) -> Result<Size, SizingError> {
         (tenths * GIB).div_ceil(10)
     };
     if milli_cpu > ACI_MAX_MILLI_CPU {
-        return Err(SizingError::CpuTooLarge { need_milli: milli_cpu, max_milli: ACI_MAX_MILLI_CPU });
+        return Err(SizingError::CpuTooLarge {
+            need_milli: milli_cpu,
+            max_milli: ACI_MAX_MILLI_CPU,
+        });
     }
     if memory_mib > ACI_MAX_MEMORY_MIB {
-        return Err(SizingError::MemoryTooLarge { need_mib: memory_mib, max_mib: ACI_MAX_MEMORY_MIB });
+        return Err(SizingError::MemoryTooLarge {
+            need_mib: memory_mib,
+            max_mib: ACI_MAX_MEMORY_MIB,
+        });
     }
-    Ok(Size { milli_cpu, memory_mib })
+    Ok(Size {
+        milli_cpu,
+        memory_mib,
+    })
 }
 
 #[cfg(test)]
@@ -117,41 +142,84 @@ mod tests {
     use proptest::prelude::*;
 
     fn req(milli_cpu: u64, memory_mib: u64) -> Resources {
-        Resources { milli_cpu, memory_mib, gpus: 0 }
+        Resources {
+            milli_cpu,
+            memory_mib,
+            gpus: 0,
+        }
     }
 
     #[test]
     fn fargate_rounds_a_small_pod_up_to_the_smallest_pair() {
-        assert_eq!(fit(ProviderKind::Fargate, &req(100, 100)), Ok(Size { milli_cpu: 250, memory_mib: 512 }));
+        assert_eq!(
+            fit(ProviderKind::Fargate, &req(100, 100)),
+            Ok(Size {
+                milli_cpu: 250,
+                memory_mib: 512
+            })
+        );
     }
 
     #[test]
     fn fargate_moves_to_more_cpu_when_memory_does_not_fit_the_smaller_cpu() {
         // 0.25 vCPU tops out at 2 GiB, so 3 GiB needs 0.5 vCPU.
-        assert_eq!(fit(ProviderKind::Fargate, &req(250, 3 * 1024)), Ok(Size { milli_cpu: 500, memory_mib: 3 * 1024 }));
+        assert_eq!(
+            fit(ProviderKind::Fargate, &req(250, 3 * 1024)),
+            Ok(Size {
+                milli_cpu: 500,
+                memory_mib: 3 * 1024
+            })
+        );
     }
 
     #[test]
     fn fargate_rounds_memory_to_its_step_for_large_sizes() {
         // 8 vCPU: 16-60 GiB in 4 GiB steps; 17 GiB becomes 20 GiB.
-        assert_eq!(fit(ProviderKind::Fargate, &req(5000, 17 * 1024)), Ok(Size { milli_cpu: 8000, memory_mib: 20 * 1024 }));
+        assert_eq!(
+            fit(ProviderKind::Fargate, &req(5000, 17 * 1024)),
+            Ok(Size {
+                milli_cpu: 8000,
+                memory_mib: 20 * 1024
+            })
+        );
     }
 
     #[test]
     fn fargate_rejects_pods_beyond_sixteen_vcpu_or_120_gib() {
-        assert!(matches!(fit(ProviderKind::Fargate, &req(17000, 1024)), Err(SizingError::CpuTooLarge { .. })));
-        assert!(matches!(fit(ProviderKind::Fargate, &req(1000, 121 * 1024)), Err(SizingError::MemoryTooLarge { .. })));
+        assert!(matches!(
+            fit(ProviderKind::Fargate, &req(17000, 1024)),
+            Err(SizingError::CpuTooLarge { .. })
+        ));
+        assert!(matches!(
+            fit(ProviderKind::Fargate, &req(1000, 121 * 1024)),
+            Err(SizingError::MemoryTooLarge { .. })
+        ));
     }
 
     #[test]
     fn aci_rounds_to_hundredths_of_a_vcpu_and_tenths_of_a_gib() {
-        assert_eq!(fit(ProviderKind::Aci, &req(1234, 1000)), Ok(Size { milli_cpu: 1240, memory_mib: 1024 }));
-        assert_eq!(fit(ProviderKind::Aci, &req(0, 0)), Ok(Size { milli_cpu: 1000, memory_mib: 1536 }));
+        assert_eq!(
+            fit(ProviderKind::Aci, &req(1234, 1000)),
+            Ok(Size {
+                milli_cpu: 1240,
+                memory_mib: 1024
+            })
+        );
+        assert_eq!(
+            fit(ProviderKind::Aci, &req(0, 0)),
+            Ok(Size {
+                milli_cpu: 1000,
+                memory_mib: 1536
+            })
+        );
     }
 
     #[test]
     fn aci_rejects_groups_larger_than_31_vcpu() {
-        assert!(matches!(fit(ProviderKind::Aci, &req(32_000, 1024)), Err(SizingError::CpuTooLarge { .. })));
+        assert!(matches!(
+            fit(ProviderKind::Aci, &req(32_000, 1024)),
+            Err(SizingError::CpuTooLarge { .. })
+        ));
     }
 
     proptest! {

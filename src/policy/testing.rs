@@ -141,7 +141,12 @@ impl fmt::Display for TestReport {
         for c in &self.cases {
             match &c.failure {
                 None => writeln!(f, "PASS  {}", c.name)?,
-                Some(why) => writeln!(f, "FAIL  {}\n      {}", c.name, why.replace('\n', "\n      "))?,
+                Some(why) => writeln!(
+                    f,
+                    "FAIL  {}\n      {}",
+                    c.name,
+                    why.replace('\n', "\n      ")
+                )?,
             }
         }
         let failed = self.cases.iter().filter(|c| c.failure.is_some()).count();
@@ -154,24 +159,36 @@ impl fmt::Display for TestReport {
 }
 
 fn invalid(path: &Path, line: Option<usize>, message: impl Into<String>) -> TestError {
-    TestError::Invalid { path: path.display().to_string(), line, message: message.into() }
+    TestError::Invalid {
+        path: path.display().to_string(),
+        line,
+        message: message.into(),
+    }
 }
 
 fn read(path: &Path) -> Result<String, TestError> {
-    std::fs::read_to_string(path).map_err(|source| TestError::Io { path: path.display().to_string(), source })
+    std::fs::read_to_string(path).map_err(|source| TestError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn yaml_error(path: &Path, e: serde_saphyr::Error) -> TestError {
     let line = e.location().map(|l| l.line() as usize);
     let msg = e.to_string();
     let first = msg.lines().next().unwrap_or_default();
-    invalid(path, line, first.split(" at line ").next().unwrap_or(first).to_string())
+    invalid(
+        path,
+        line,
+        first.split(" at line ").next().unwrap_or(first).to_string(),
+    )
 }
 
 /// Reads a Pod manifest file into the engine's view.
 pub fn read_pod_file(path: &Path) -> Result<PodView, TestError> {
     let text = read(path)?;
-    let value: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| yaml_error(path, e))?;
+    let value: serde_json::Value =
+        serde_saphyr::from_str(&text).map_err(|e| yaml_error(path, e))?;
     pod_from_value(value).map_err(|m| invalid(path, None, m))
 }
 
@@ -191,7 +208,10 @@ pub fn pod_from_value(mut value: serde_json::Value) -> Result<PodView, String> {
 /// Runs every `*.yaml` test file in `dir` against `policy`.
 pub fn run_dir(policy: &Policy, dir: &Path) -> Result<TestReport, TestError> {
     let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|source| TestError::Io { path: dir.display().to_string(), source })?
+        .map_err(|source| TestError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .collect();
@@ -207,12 +227,22 @@ fn run_file(policy: &Policy, path: &Path, report: &mut TestReport) -> Result<(),
     let text = read(path)?;
     let file: TestFile = serde_saphyr::from_str(&text).map_err(|e| yaml_error(path, e))?;
     if file.api_version != crate::policy::model::API_VERSION || file.kind != "PolicyTest" {
-        return Err(invalid(path, Some(1), "must be apiVersion: burstgate.io/v1alpha1, kind: PolicyTest"));
+        return Err(invalid(
+            path,
+            Some(1),
+            "must be apiVersion: burstgate.io/v1alpha1, kind: PolicyTest",
+        ));
     }
-    let short = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let short = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     for case in file.cases {
         let failure = run_case(policy, &case).err();
-        report.cases.push(CaseResult { name: format!("{short}: {}", case.name), failure });
+        report.cases.push(CaseResult {
+            name: format!("{short}: {}", case.name),
+            failure,
+        });
     }
     Ok(())
 }
@@ -224,30 +254,52 @@ fn run_case(policy: &Policy, case: &Case) -> Result<(), String> {
         if policy.target_by_name(name).is_none() {
             return Err(format!("given.targets names unknown target {name:?}"));
         }
-        let r = Reservation { target: name.clone(), budgets: vec![], usage: amount.usage() };
+        let r = Reservation {
+            target: name.clone(),
+            budgets: vec![],
+            usage: amount.usage(),
+        };
         ledger.restore(policy, &format!("given-target-{name}"), r);
     }
     for (name, amount) in &case.given.budgets {
         if !policy.budgets.iter().any(|b| b.name == *name) {
             return Err(format!("given.budgets names unknown budget {name:?}"));
         }
-        let r = Reservation { target: String::new(), budgets: vec![name.clone()], usage: amount.usage() };
+        let r = Reservation {
+            target: String::new(),
+            budgets: vec![name.clone()],
+            usage: amount.usage(),
+        };
         ledger.restore(policy, &format!("given-budget-{name}"), r);
     }
     let decision = ledger.place(policy, &pod, &[]);
-    let got_target = decision.placement().map(|p| policy.target(p.target).name.clone());
+    let got_target = decision
+        .placement()
+        .map(|p| policy.target(p.target).name.clone());
     let summary = explain::summary(policy, &decision);
     let mut problems = Vec::new();
     if decision.kind() != case.expect.decision {
-        problems.push(format!("expected decision {}, got {}", case.expect.decision, decision.kind()));
+        problems.push(format!(
+            "expected decision {}, got {}",
+            case.expect.decision,
+            decision.kind()
+        ));
     }
     if case.expect.target.is_some() && case.expect.target != got_target {
-        problems.push(format!("expected target {:?}, got {:?}", case.expect.target.as_deref().unwrap_or("-"), got_target.as_deref().unwrap_or("none")));
+        problems.push(format!(
+            "expected target {:?}, got {:?}",
+            case.expect.target.as_deref().unwrap_or("-"),
+            got_target.as_deref().unwrap_or("none")
+        ));
     }
     if let Some(reason) = &case.expect.reason
         && !summary.contains(reason.as_str())
     {
         problems.push(format!("expected the explanation to contain {reason:?}"));
     }
-    if problems.is_empty() { Ok(()) } else { Err(format!("{}\n{}", problems.join("; "), summary)) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}\n{}", problems.join("; "), summary))
+    }
 }

@@ -58,14 +58,26 @@ impl Factory for ClusterFactory {
         let client = match kubeconfig {
             None => self.client.clone(),
             Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(&path).map_err(|e| format!("cluster.kubeconfig {path}: {e}"))?;
-                let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                    .await
+                let kc = kube::config::Kubeconfig::read_from(&path)
                     .map_err(|e| format!("cluster.kubeconfig {path}: {e}"))?;
-                kube::Client::try_from(config).map_err(|e| format!("cluster.kubeconfig {path}: {e}"))?
+                let config = kube::Config::from_custom_kubeconfig(
+                    kc,
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await
+                .map_err(|e| format!("cluster.kubeconfig {path}: {e}"))?;
+                kube::Client::try_from(config)
+                    .map_err(|e| format!("cluster.kubeconfig {path}: {e}"))?
             }
         };
-        Ok(Arc::new(ClusterProvider::new(ClusterSettings { target: target.name.clone(), namespace }, client, layers)))
+        Ok(Arc::new(ClusterProvider::new(
+            ClusterSettings {
+                target: target.name.clone(),
+                namespace,
+            },
+            client,
+            layers,
+        )))
     }
 }
 
@@ -81,9 +93,15 @@ pub struct FargateFactory {
 impl Factory for FargateFactory {
     async fn build(&self, target: &Target, layers: Layers) -> Result<Arc<dyn Provider>, String> {
         let Connection::Fargate(f) = &target.connection else {
-            return Err(format!("target {} has no `fargate` block (cluster, subnets, securityGroups)", target.name));
+            return Err(format!(
+                "target {} has no `fargate` block (cluster, subnets, securityGroups)",
+                target.name
+            ));
         };
-        let sdk = self.sdk.get_or_init(|| aws_config::load_defaults(aws_config::BehaviorVersion::latest())).await;
+        let sdk = self
+            .sdk
+            .get_or_init(|| aws_config::load_defaults(aws_config::BehaviorVersion::latest()))
+            .await;
         let settings = FargateSettings {
             target: target.name.clone(),
             region: target.region.clone(),
@@ -107,6 +125,7 @@ impl Factory for FargateFactory {
 pub struct AciFactory {
     credential: Arc<dyn azure_core::credentials::TokenCredential>,
     arm_endpoint: String,
+    transport: Option<azure_core::http::Transport>,
 }
 
 impl AciFactory {
@@ -119,7 +138,15 @@ impl AciFactory {
         AciFactory {
             credential,
             arm_endpoint: arm_endpoint.to_string(),
+            transport: None,
         }
+    }
+
+    /// ARM requests go through `transport` (extra trusted CAs, see
+    /// [`crate::provider::aci::azure_transport`]).
+    pub fn with_transport(mut self, transport: Option<azure_core::http::Transport>) -> AciFactory {
+        self.transport = transport;
+        self
     }
 }
 
@@ -150,10 +177,11 @@ pub fn aci_settings(
 impl Factory for AciFactory {
     async fn build(&self, target: &Target, layers: Layers) -> Result<Arc<dyn Provider>, String> {
         let settings = aci_settings(target, &self.arm_endpoint)?;
-        Ok(Arc::new(crate::provider::aci::AciProvider::new(
+        Ok(Arc::new(crate::provider::aci::AciProvider::with_transport(
             settings,
             self.credential.clone(),
             layers,
+            self.transport.clone(),
         )))
     }
 }

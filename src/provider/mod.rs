@@ -2,8 +2,8 @@
 //! limits every adapter, and the simulator, must respect.
 
 pub mod aci;
-pub mod contract;
 pub mod cluster;
+pub mod contract;
 pub mod factories;
 pub mod fargate;
 pub mod layers;

@@ -21,7 +21,11 @@ impl VirtualBucket {
     /// A full bucket of `burst` tokens refilled at `per_second`.
     pub fn new(burst: u32, per_second: f64) -> VirtualBucket {
         let interval = ((SECOND as f64 / per_second.max(1e-9)).round() as Micros).max(1);
-        VirtualBucket { interval, tolerance: interval.saturating_mul(u64::from(burst.max(1))), tat: 0 }
+        VirtualBucket {
+            interval,
+            tolerance: interval.saturating_mul(u64::from(burst.max(1))),
+            tat: 0,
+        }
     }
 
     /// The earliest time at or after `now` a request may go.
@@ -37,7 +41,11 @@ impl VirtualBucket {
 
 /// Books one request through every bucket in `buckets` at the earliest time all allow, and says
 /// when it goes and which bucket held it longest (`None` when it did not wait).
-pub fn book(buckets: &mut [VirtualBucket], indices: &[usize], now: Micros) -> (Micros, Option<usize>) {
+pub fn book(
+    buckets: &mut [VirtualBucket],
+    indices: &[usize],
+    now: Micros,
+) -> (Micros, Option<usize>) {
     let mut at = now;
     let mut binding = None;
     for &i in indices {
@@ -92,7 +100,10 @@ mod tests {
     #[test]
     fn a_create_through_several_buckets_waits_for_the_slowest_one() {
         // ACI: 100 per 5 minutes and 300 per hour; the 101st create waits 3 s for the first.
-        let mut buckets = vec![VirtualBucket::new(100, 100.0 / 300.0), VirtualBucket::new(300, 300.0 / 3600.0)];
+        let mut buckets = vec![
+            VirtualBucket::new(100, 100.0 / 300.0),
+            VirtualBucket::new(300, 300.0 / 3600.0),
+        ];
         for _ in 0..100 {
             assert_eq!(book(&mut buckets, &[0, 1], 0), (0, None));
         }

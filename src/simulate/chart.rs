@@ -14,16 +14,35 @@ pub fn svg(report: &Report) -> Result<String> {
     Ok(out)
 }
 
-fn draw<'a>(report: &Report, out: &'a mut String) -> std::result::Result<(), Box<dyn std::error::Error + 'a>> {
+fn draw<'a>(
+    report: &Report,
+    out: &'a mut String,
+) -> std::result::Result<(), Box<dyn std::error::Error + 'a>> {
     let tl = &report.timeline;
     let minutes = |i: usize| i as f64 * tl.step_seconds / 60.0;
     let x_max = (report.duration_seconds / 60.0).max(1.0);
-    let shown: Vec<_> = tl.series.iter().filter(|s| s.kind != "starting" && s.values.iter().any(|v| *v > 0)).collect();
-    let y_max = shown.iter().flat_map(|s| s.values.iter()).copied().max().unwrap_or(0).max(1);
+    let shown: Vec<_> = tl
+        .series
+        .iter()
+        .filter(|s| s.kind != "starting" && s.values.iter().any(|v| *v > 0))
+        .collect();
+    let y_max = shown
+        .iter()
+        .flat_map(|s| s.values.iter())
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let root = SVGBackend::with_string(out, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("pods running per target: {} (seed {})", report.workload, report.seed), ("sans-serif", 22))
+        .caption(
+            format!(
+                "pods running per target: {} (seed {})",
+                report.workload, report.seed
+            ),
+            ("sans-serif", 22),
+        )
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(56)
@@ -36,7 +55,12 @@ fn draw<'a>(report: &Report, out: &'a mut String) -> std::result::Result<(), Box
         .draw()?;
     let mut colour = 0;
     for s in shown {
-        let points: Vec<(f64, u32)> = s.values.iter().enumerate().map(|(i, v)| (minutes(i), *v)).collect();
+        let points: Vec<(f64, u32)> = s
+            .values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (minutes(i), *v))
+            .collect();
         if s.kind == "pending" {
             let style = BLACK.stroke_width(2);
             chart

@@ -83,21 +83,43 @@ impl Cloud {
             // A Fargate pod is one RunTask call that launches one task: both buckets count it.
             let create = indices(&[OperationClass::Create, OperationClass::Launch]);
             let delete = indices(&[OperationClass::Delete]);
-            let register = if t.provider == ProviderKind::Fargate { indices(&[OperationClass::Register]) } else { Vec::new() };
+            let register = if t.provider == ProviderKind::Fargate {
+                indices(&[OperationClass::Register])
+            } else {
+                Vec::new()
+            };
             let settings = providers.get(t.provider);
             let capacity = settings.capacity;
             let pool = (capacity != Capacity::default()).then(|| {
                 let key = (t.provider, t.region.clone(), t.spot);
                 let i = *pool_index.entry(key).or_insert_with(|| {
-                    pools.push(Pool { region: t.region.clone(), capacity, pods: 0, milli_cpu: 0, targets: Vec::new() });
+                    pools.push(Pool {
+                        region: t.region.clone(),
+                        capacity,
+                        pods: 0,
+                        milli_cpu: 0,
+                        targets: Vec::new(),
+                    });
                     pools.len() - 1
                 });
                 pools[i].targets.push(t.id);
                 i
             });
-            targets.push(TargetCloud { create, delete, register, pool, cold_start: settings.cold_start });
+            targets.push(TargetCloud {
+                create,
+                delete,
+                register,
+                pool,
+                cold_start: settings.cold_start,
+            });
         }
-        Cloud { buckets, bucket_names, targets, pools, registered: BTreeSet::new() }
+        Cloud {
+            buckets,
+            bucket_names,
+            targets,
+            pools,
+            registered: BTreeSet::new(),
+        }
     }
 
     /// The display name of a bucket.
@@ -112,7 +134,13 @@ impl Cloud {
         if let Some(limit) = pool.capacity.pods
             && pool.pods + 1 > limit
         {
-            return Some((REFUSED_GROUPS, format!("container group quota exceeded in region {} ({limit} in use)", pool.region)));
+            return Some((
+                REFUSED_GROUPS,
+                format!(
+                    "container group quota exceeded in region {} ({limit} in use)",
+                    pool.region
+                ),
+            ));
         }
         if let Some(limit) = pool.capacity.milli_cpu
             && pool.milli_cpu + size.milli_cpu > limit
@@ -162,12 +190,22 @@ impl Cloud {
     pub fn try_create(&mut self, target: TargetId, group: u32, now: Micros) -> Result<(), Booking> {
         let t = &self.targets[target.index()];
         let register = !t.register.is_empty() && !self.registered.contains(&(group, target.0));
-        let indices = t.create.iter().chain(if register { t.register.iter() } else { [].iter() });
-        let mut wait = Booking { at: now, held_by: None };
+        let indices = t.create.iter().chain(if register {
+            t.register.iter()
+        } else {
+            [].iter()
+        });
+        let mut wait = Booking {
+            at: now,
+            held_by: None,
+        };
         for &i in indices.clone() {
             let e = self.buckets[i].earliest(now);
             if e > wait.at {
-                wait = Booking { at: e, held_by: Some(i) };
+                wait = Booking {
+                    at: e,
+                    held_by: Some(i),
+                };
             }
         }
         if wait.at > now {
@@ -186,7 +224,8 @@ impl Cloud {
     /// in part (one provider bucket, or a target's own overrides) and deletes are asked in time
     /// order, so booking ahead is exact here.
     pub fn book_delete(&mut self, target: TargetId, now: Micros) -> Booking {
-        let (at, held_by) = bucket::book(&mut self.buckets, &self.targets[target.index()].delete, now);
+        let (at, held_by) =
+            bucket::book(&mut self.buckets, &self.targets[target.index()].delete, now);
         Booking { at, held_by }
     }
 
@@ -219,14 +258,24 @@ spec:
     fn aci_targets_in_one_region_share_its_container_group_limit() {
         let p = policy();
         let mut cloud = Cloud::new(&p, &Providers::default());
-        let small = Size { milli_cpu: 100, memory_mib: 128 };
+        let small = Size {
+            milli_cpu: 100,
+            memory_mib: 128,
+        };
         for i in 0..100 {
             let t = TargetId(i % 2);
             assert_eq!(cloud.refusal(t, small), None);
             cloud.hold(t, small);
         }
-        assert_eq!(cloud.refusal(TargetId(1), small).map(|r| r.0), Some(REFUSED_GROUPS));
-        assert_eq!(cloud.refusal(TargetId(2), small), None, "westus has its own limit");
+        assert_eq!(
+            cloud.refusal(TargetId(1), small).map(|r| r.0),
+            Some(REFUSED_GROUPS)
+        );
+        assert_eq!(
+            cloud.refusal(TargetId(2), small),
+            None,
+            "westus has its own limit"
+        );
         assert_eq!(cloud.free(TargetId(0), small), &[TargetId(0), TargetId(1)]);
         assert_eq!(cloud.refusal(TargetId(1), small), None);
     }
@@ -235,13 +284,19 @@ spec:
     fn aci_refuses_a_create_beyond_its_regional_cores() {
         let p = policy();
         let mut cloud = Cloud::new(&p, &Providers::default());
-        let big = Size { milli_cpu: 30_000, memory_mib: 1024 };
+        let big = Size {
+            milli_cpu: 30_000,
+            memory_mib: 1024,
+        };
         for _ in 0..3 {
             cloud.hold(TargetId(0), big);
         }
         let (key, why) = cloud.refusal(TargetId(0), big).unwrap();
         assert_eq!(key, REFUSED_CORES);
-        assert_eq!(why, "core quota exceeded in region eastus (90 of 100 cores in use, pod needs 30)");
+        assert_eq!(
+            why,
+            "core quota exceeded in region eastus (90 of 100 cores in use, pod needs 30)"
+        );
     }
 
     #[test]
@@ -253,7 +308,10 @@ spec:
         }
         let east = cloud.try_create(TargetId(1), 0, 0).unwrap_err();
         assert_eq!(east.at, 3 * SECOND);
-        assert_eq!(cloud.bucket_name(east.held_by.unwrap()), "ACI creates per 5 minutes");
+        assert_eq!(
+            cloud.bucket_name(east.held_by.unwrap()),
+            "ACI creates per 5 minutes"
+        );
         assert_eq!(cloud.try_create(TargetId(2), 0, 0), Ok(()));
         assert_eq!(cloud.try_create(TargetId(1), 0, 3 * SECOND), Ok(()));
     }

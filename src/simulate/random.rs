@@ -34,12 +34,17 @@ mod tests {
     fn the_same_inputs_always_draw_the_same_number() {
         assert_eq!(unit(7, Stream::RunFor, 3, 0), unit(7, Stream::RunFor, 3, 0));
         assert_ne!(unit(7, Stream::RunFor, 3, 0), unit(8, Stream::RunFor, 3, 0));
-        assert_ne!(unit(7, Stream::RunFor, 3, 0), unit(7, Stream::ColdStart, 3, 0));
+        assert_ne!(
+            unit(7, Stream::RunFor, 3, 0),
+            unit(7, Stream::ColdStart, 3, 0)
+        );
     }
 
     #[test]
     fn draws_are_spread_over_the_unit_interval() {
-        let draws: Vec<f64> = (0..10_000).map(|i| unit(1, Stream::Arrival, i, 0)).collect();
+        let draws: Vec<f64> = (0..10_000)
+            .map(|i| unit(1, Stream::Arrival, i, 0))
+            .collect();
         assert!(draws.iter().all(|u| (0.0..1.0).contains(u)));
         let mean = draws.iter().sum::<f64>() / draws.len() as f64;
         assert!((mean - 0.5).abs() < 0.02, "mean {mean}");

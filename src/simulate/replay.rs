@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::policy::engine::{self, BudgetSet, Decision, Exclusion, ExclusionReason, Outcome, Rejection, Verdict};
+use crate::policy::engine::{
+    self, BudgetSet, Decision, Exclusion, ExclusionReason, Outcome, Rejection, Verdict,
+};
 use crate::policy::model::OnNoTarget;
 use crate::policy::sizing::Size;
 use crate::policy::{Ledger, Policy, TargetId, explain};
@@ -37,7 +39,12 @@ pub fn run(policy: &Policy, workload: &Workload, seed: u64, progress: bool) -> R
 }
 
 /// Reads the workload at `path`, checks it against `policy`, and replays it.
-pub fn run_file(policy: &Policy, workload: &std::path::Path, seed: u64, progress: bool) -> crate::simulate::Result<Report> {
+pub fn run_file(
+    policy: &Policy,
+    workload: &std::path::Path,
+    seed: u64,
+    progress: bool,
+) -> crate::simulate::Result<Report> {
     let w = Workload::read(workload)?;
     w.check_against(policy)?;
     Ok(run(policy, &w, seed, progress))
@@ -216,18 +223,24 @@ impl<'a> Sim<'a> {
     fn new(policy: &'a Policy, workload: &'a Workload, seed: u64, progress: bool) -> Sim<'a> {
         // A CEL rule reading the pod's name could tell pods of one group apart; then every pod
         // is its own class (correct, only slower).
-        let name_dependent = policy
-            .rules
-            .iter()
-            .any(|r| r.matcher.expression.as_ref().is_some_and(|e| reads_pod_name(e.source())));
+        let name_dependent = policy.rules.iter().any(|r| {
+            r.matcher
+                .expression
+                .as_ref()
+                .is_some_and(|e| reads_pod_name(e.source()))
+        });
         let mut pods = Vec::with_capacity(workload.pod_count() as usize);
         let mut seq_in_group = 0u64;
         for (g, group) in workload.groups.iter().enumerate() {
             for i in 0..u64::from(group.count) {
                 let key = seq_in_group + i;
                 let offset = match group.arrival {
-                    Arrival::Even => (u128::from(group.over) * u128::from(i) / u128::from(group.count)) as Micros,
-                    Arrival::Random => (group.over as f64 * unit(seed, Stream::Arrival, key, 0)) as Micros,
+                    Arrival::Even => {
+                        (u128::from(group.over) * u128::from(i) / u128::from(group.count)) as Micros
+                    }
+                    Arrival::Random => {
+                        (group.over as f64 * unit(seed, Stream::Arrival, key, 0)) as Micros
+                    }
                 };
                 let run_for = group.run_for.at(unit(seed, Stream::RunFor, key, 0));
                 let mut view = group.pod.clone();
@@ -256,12 +269,21 @@ impl<'a> Sim<'a> {
                 p.class = i as u32;
             }
         }
-        let class_count = if name_dependent { pods.len() } else { workload.groups.len() };
+        let class_count = if name_dependent {
+            pods.len()
+        } else {
+            workload.groups.len()
+        };
         let targets = policy.targets.len();
         let step = (workload.duration / SAMPLES).max(SECOND);
         let bar = if progress {
-            let bar = ProgressBar::with_draw_target(Some(workload.duration / SECOND), ProgressDrawTarget::stderr());
-            if let Ok(style) = ProgressStyle::with_template("simulating {bar:40.cyan/blue} {pos}/{len} virtual s  {msg}") {
+            let bar = ProgressBar::with_draw_target(
+                Some(workload.duration / SECOND),
+                ProgressDrawTarget::stderr(),
+            );
+            if let Ok(style) = ProgressStyle::with_template(
+                "simulating {bar:40.cyan/blue} {pos}/{len} virtual s  {msg}",
+            ) {
                 bar.set_style(style.progress_chars("=> "));
             }
             bar
@@ -275,7 +297,13 @@ impl<'a> Sim<'a> {
             ledger: Ledger::new(policy),
             cloud: Cloud::new(policy, &workload.providers),
             pods,
-            classes: (0..class_count).map(|_| Class { queue: BTreeSet::new(), state: ClassState::Idle, epoch: 0 }).collect(),
+            classes: (0..class_count)
+                .map(|_| Class {
+                    queue: BTreeSet::new(),
+                    state: ClassState::Idle,
+                    epoch: 0,
+                })
+                .collect(),
             queue: BinaryHeap::new(),
             next_seq: 0,
             now: 0,
@@ -310,7 +338,11 @@ impl<'a> Sim<'a> {
                     sim.push(o.at, Ev::OutageStart(t.id.0));
                     sim.push(o.at + o.down, Ev::OutageEnd(t.id.0));
                 }
-                None => sim.warnings.push(format!("outage at {}: unknown target {:?} skipped", crate::simulate::workload::human(o.at), o.target)),
+                None => sim.warnings.push(format!(
+                    "outage at {}: unknown target {:?} skipped",
+                    crate::simulate::workload::human(o.at),
+                    o.target
+                )),
             }
         }
         sim
@@ -318,7 +350,8 @@ impl<'a> Sim<'a> {
 
     fn push(&mut self, at: Micros, ev: Ev) {
         self.next_seq += 1;
-        self.queue.push(Reverse((at, ev.priority(), self.next_seq, ev)));
+        self.queue
+            .push(Reverse((at, ev.priority(), self.next_seq, ev)));
     }
 
     fn run(mut self) -> Report {
@@ -336,7 +369,10 @@ impl<'a> Sim<'a> {
             handled += 1;
             if handled % 1024 == 0 {
                 self.progress.set_position(self.now / SECOND);
-                self.progress.set_message(format!("{} arrived, {} pending", self.arrived, self.pending));
+                self.progress.set_message(format!(
+                    "{} arrived, {} pending",
+                    self.arrived, self.pending
+                ));
             }
         }
         while self.next_sample <= horizon {
@@ -351,7 +387,10 @@ impl<'a> Sim<'a> {
     fn sample(&mut self) {
         let mut row: Vec<u32> = self.stats.iter().map(|s| s.running as u32).collect();
         row.push(self.pending as u32);
-        row.push(self.stats.iter().map(|s| s.starting as u32).sum::<u32>() + self.creates.iter().map(|c| c.len() as u32).sum::<u32>());
+        row.push(
+            self.stats.iter().map(|s| s.starting as u32).sum::<u32>()
+                + self.creates.iter().map(|c| c.len() as u32).sum::<u32>(),
+        );
         self.samples.push(row);
         self.next_sample += self.step;
     }
@@ -398,7 +437,10 @@ impl<'a> Sim<'a> {
                     if let Some((key, why)) = self.cloud.refusal(p.target, p.size) {
                         self.ledger.release(&self.pods[i as usize].view.uid);
                         *self.stats[p.target.index()].refused.entry(key).or_default() += 1;
-                        excluded.push(Exclusion { target: p.target, reason: ExclusionReason::RejectedByProvider(why) });
+                        excluded.push(Exclusion {
+                            target: p.target,
+                            reason: ExclusionReason::RejectedByProvider(why),
+                        });
                         continue;
                     }
                     let held = Held {
@@ -481,7 +523,12 @@ impl<'a> Sim<'a> {
         let pod = &self.pods[i as usize];
         let Some(held) = pod.held else { return };
         let (waited, held_by, attempt) = (self.now - pod.asked_at, pod.held_by, pod.attempt);
-        let cold = self.cloud.cold_start(held.target).at(unit(self.seed, Stream::ColdStart, u64::from(i), u64::from(attempt)));
+        let cold = self.cloud.cold_start(held.target).at(unit(
+            self.seed,
+            Stream::ColdStart,
+            u64::from(i),
+            u64::from(attempt),
+        ));
         let pod = &mut self.pods[i as usize];
         pod.state = State::Starting;
         pod.billed_from = self.now;
@@ -490,7 +537,9 @@ impl<'a> Sim<'a> {
             s.throttled_creates += 1;
             s.longest_wait = s.longest_wait.max(waited);
             if let Some(b) = held_by {
-                *s.held_by.entry(self.cloud.bucket_name(b).to_string()).or_default() += 1;
+                *s.held_by
+                    .entry(self.cloud.bucket_name(b).to_string())
+                    .or_default() += 1;
             }
         }
         s.placed += 1;
@@ -508,7 +557,10 @@ impl<'a> Sim<'a> {
         let Some(held) = pod.held.take() else { return };
         pod.state = State::Pending;
         self.ledger.release(&self.pods[i as usize].view.uid);
-        *self.stats[held.target.index()].refused.entry(REFUSED_OUTAGE).or_default() += 1;
+        *self.stats[held.target.index()]
+            .refused
+            .entry(REFUSED_OUTAGE)
+            .or_default() += 1;
         let sharing = self.cloud.free(held.target, held.size).to_vec();
         self.wake_budgets(held.budgets);
         for t in sharing {
@@ -537,7 +589,9 @@ impl<'a> Sim<'a> {
     }
 
     fn finish(&mut self, i: u32) {
-        let Some(held) = self.pods[i as usize].held else { return };
+        let Some(held) = self.pods[i as usize].held else {
+            return;
+        };
         if self.pods[i as usize].state != State::Running {
             return;
         }
@@ -553,7 +607,9 @@ impl<'a> Sim<'a> {
             s.throttled_deletes += 1;
             s.longest_wait = s.longest_wait.max(booking.at - self.now);
             if let Some(b) = booking.held_by {
-                *s.held_by.entry(self.cloud.bucket_name(b).to_string()).or_default() += 1;
+                *s.held_by
+                    .entry(self.cloud.bucket_name(b).to_string())
+                    .or_default() += 1;
             }
             self.push(booking.at, Ev::Deleted(i));
         } else {
@@ -565,7 +621,9 @@ impl<'a> Sim<'a> {
 
     /// The provider deleted the workload: its regional capacity is free again.
     fn deleted(&mut self, i: u32) {
-        let Some(held) = self.pods[i as usize].held else { return };
+        let Some(held) = self.pods[i as usize].held else {
+            return;
+        };
         let sharing = self.cloud.free(held.target, held.size).to_vec();
         for t in sharing {
             self.wake_target(t);
@@ -577,7 +635,9 @@ impl<'a> Sim<'a> {
         let pod = &self.pods[i as usize];
         let Some(held) = pod.held else { return };
         let t = self.policy.target(held.target);
-        let billed = end.saturating_sub(pod.billed_from).max(u64::from(t.pricing.minimum_seconds) * SECOND);
+        let billed = end
+            .saturating_sub(pod.billed_from)
+            .max(u64::from(t.pricing.minimum_seconds) * SECOND);
         let s = &mut self.stats[held.target.index()];
         s.milli_cpu_us += u128::from(held.size.milli_cpu) * u128::from(billed);
         s.memory_mib_us += u128::from(held.size.memory_mib) * u128::from(billed);
@@ -593,7 +653,14 @@ impl<'a> Sim<'a> {
             self.outage_ids.retain(|x| *x != t);
         }
         self.outage_ids.sort();
-        self.outages = self.outage_ids.iter().map(|&target| Exclusion { target, reason: ExclusionReason::CircuitOpen }).collect();
+        self.outages = self
+            .outage_ids
+            .iter()
+            .map(|&target| Exclusion {
+                target,
+                reason: ExclusionReason::CircuitOpen,
+            })
+            .collect();
         if down {
             // The circuit opens: creates queued for that target fail fast and fall back.
             let in_flight: Vec<u32> = self.creates[t.index()].drain(..).collect();
@@ -642,7 +709,9 @@ impl<'a> Sim<'a> {
         class.state = ClassState::Blocked;
         let entry = (c as u32, class.epoch);
         let classes = &self.classes;
-        let live = |w: &(u32, u32)| classes[w.0 as usize].state == ClassState::Blocked && classes[w.0 as usize].epoch == w.1;
+        let live = |w: &(u32, u32)| {
+            classes[w.0 as usize].state == ClassState::Blocked && classes[w.0 as usize].epoch == w.1
+        };
         for t in deps.targets {
             let list = &mut self.target_waiters[t.index()];
             list.push(entry);
@@ -694,7 +763,9 @@ impl<'a> Sim<'a> {
             return;
         }
         self.sweep_scheduled = true;
-        let at = self.last_sweep.map_or(self.now, |last| self.now.max(last + RETRY_INTERVAL));
+        let at = self
+            .last_sweep
+            .map_or(self.now, |last| self.now.max(last + RETRY_INTERVAL));
         self.push(at, Ev::Sweep);
     }
 
@@ -757,8 +828,16 @@ impl<'a> Sim<'a> {
             let d = engine::decide(self.policy, pod, &self.ledger, &excluded);
             match &d.outcome {
                 Outcome::Placed(p) => match self.cloud.refusal(p.target, p.size) {
-                    Some((_, why)) => excluded.push(Exclusion { target: p.target, reason: ExclusionReason::RejectedByProvider(why) }),
-                    None => return format!("{} has room again; the next retry places it", self.policy.target(p.target).name),
+                    Some((_, why)) => excluded.push(Exclusion {
+                        target: p.target,
+                        reason: ExclusionReason::RejectedByProvider(why),
+                    }),
+                    None => {
+                        return format!(
+                            "{} has room again; the next retry places it",
+                            self.policy.target(p.target).name
+                        );
+                    }
                 },
                 _ => return explain::summary(self.policy, &d),
             }
@@ -767,7 +846,9 @@ impl<'a> Sim<'a> {
 
     /// Classes with waiting pods: (oldest pod, pods waiting).
     pub(crate) fn waiting_classes(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
-        self.classes.iter().filter_map(|c| c.queue.first().map(|&head| (head, c.queue.len())))
+        self.classes
+            .iter()
+            .filter_map(|c| c.queue.first().map(|&head| (head, c.queue.len())))
     }
 }
 
@@ -776,7 +857,8 @@ fn reads_pod_name(source: &str) -> bool {
     source.match_indices("name").any(|(i, _)| {
         let before = source[..i].chars().next_back();
         let after = source[i + 4..].chars().next();
-        matches!(before, Some('.' | '"' | '\'')) && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+        matches!(before, Some('.' | '"' | '\''))
+            && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
     })
 }
 
@@ -785,8 +867,13 @@ fn deps(d: &Decision) -> Deps {
     let mut deps = Deps::default();
     for v in &d.verdicts {
         match &v.verdict {
-            Verdict::Rejected(Rejection::Quota { .. }) | Verdict::Rejected(Rejection::Excluded(_)) => deps.targets.push(v.target),
-            Verdict::Rejected(Rejection::Budget { budget, .. }) if !deps.budgets.contains(budget) => deps.budgets.push(*budget),
+            Verdict::Rejected(Rejection::Quota { .. })
+            | Verdict::Rejected(Rejection::Excluded(_)) => deps.targets.push(v.target),
+            Verdict::Rejected(Rejection::Budget { budget, .. })
+                if !deps.budgets.contains(budget) =>
+            {
+                deps.budgets.push(*budget)
+            }
             _ => {}
         }
     }
@@ -799,7 +886,9 @@ mod tests {
     use crate::policy::load_files;
 
     fn policy(targets_and_rules: &str) -> Policy {
-        let text = format!("apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n{targets_and_rules}");
+        let text = format!(
+            "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n{targets_and_rules}"
+        );
         load_files(&[("p.yaml".into(), text)]).unwrap_or_else(|e| panic!("test policy: {e}"))
     }
 
@@ -821,7 +910,9 @@ mod tests {
 
     #[test]
     fn throttling_shows_up_for_an_aci_heavy_burst() {
-        let p = policy("  targets:\n    - {name: aci, provider: aci, region: eastus, pricing: {vcpuHour: 0.0405}, quota: {pods: 10000}}\n");
+        let p = policy(
+            "  targets:\n    - {name: aci, provider: aci, region: eastus, pricing: {vcpuHour: 0.0405}, quota: {pods: 10000}}\n",
+        );
         let w = workload(&format!(
             "  duration: 1h\n  groups:\n    - {{name: burst, count: 400, over: 10s, runFor: 1m, pod: {}}}\n  providers: {{aci: {{capacity: {{pods: 10000, vcpu: 10000}}}}}}\n",
             pod("web", "100m")
@@ -831,15 +922,31 @@ mod tests {
         // 100 creates go at once, then one every 3 s: 300 of 400 wait, the last about 15 minutes.
         assert_eq!(aci.placed, 400);
         assert!(aci.throttled.creates >= 290, "{:?}", aci.throttled);
-        assert!(aci.throttled.by_bucket.contains_key("ACI creates per 5 minutes"), "{:?}", aci.throttled);
-        assert!(aci.throttled.longest_wait_seconds >= 14.0 * 60.0, "{:?}", aci.throttled);
+        assert!(
+            aci.throttled
+                .by_bucket
+                .contains_key("ACI creates per 5 minutes"),
+            "{:?}",
+            aci.throttled
+        );
+        assert!(
+            aci.throttled.longest_wait_seconds >= 14.0 * 60.0,
+            "{:?}",
+            aci.throttled
+        );
         assert!(aci.time_to_running.unwrap().p99_seconds > 14.0 * 60.0);
-        assert!(r.table().contains("held by ACI creates per 5 minutes"), "{}", r.table());
+        assert!(
+            r.table().contains("held by ACI creates per 5 minutes"),
+            "{}",
+            r.table()
+        );
     }
 
     #[test]
     fn pods_pend_when_quota_is_full_and_are_placed_when_earlier_pods_finish() {
-        let p = policy("  targets:\n    - {name: sim, provider: sim, region: lab, quota: {pods: 10}}\n");
+        let p = policy(
+            "  targets:\n    - {name: sim, provider: sim, region: lab, quota: {pods: 10}}\n",
+        );
         let w = workload(&format!(
             "  duration: 30m\n  groups:\n    - {{name: jobs, count: 30, runFor: 5m, pod: {}}}\n  providers: {{sim: {{coldStart: 0s}}}}\n",
             pod("batch", "1")
@@ -852,7 +959,12 @@ mod tests {
         // Three waves of ten: the last wave waited for two earlier ones.
         let ttr = sim.time_to_running.unwrap();
         assert!((600.0..=602.0).contains(&ttr.p99_seconds), "{ttr:?}");
-        let pending = r.timeline.series.iter().find(|s| s.name == "pending").unwrap();
+        let pending = r
+            .timeline
+            .series
+            .iter()
+            .find(|s| s.name == "pending")
+            .unwrap();
         assert_eq!(pending.values[0], 0);
         assert_eq!(pending.values[1], 20);
         assert_eq!(*pending.values.last().unwrap(), 0);
@@ -860,13 +972,24 @@ mod tests {
 
     #[test]
     fn pods_left_pending_at_the_end_are_reported_with_the_engines_reason() {
-        let p = policy("  targets:\n    - {name: sim, provider: sim, region: lab, quota: {vcpu: 4}}\n");
-        let w = workload(&format!("  duration: 10m\n  groups:\n    - {{name: jobs, count: 10, runFor: 1h, pod: {}}}\n", pod("batch", "1")));
+        let p =
+            policy("  targets:\n    - {name: sim, provider: sim, region: lab, quota: {vcpu: 4}}\n");
+        let w = workload(&format!(
+            "  duration: 10m\n  groups:\n    - {{name: jobs, count: 10, runFor: 1h, pod: {}}}\n",
+            pod("batch", "1")
+        ));
         let r = run(&p, &w, 1, false);
         assert_eq!(r.pods.pending_at_end, 6);
         assert_eq!(r.pending.len(), 1);
-        assert_eq!((r.pending[0].group.as_str(), r.pending[0].pods), ("jobs", 6));
-        assert!(r.pending[0].reason.contains("quota: 0 of 4 vCPU left"), "{}", r.pending[0].reason);
+        assert_eq!(
+            (r.pending[0].group.as_str(), r.pending[0].pods),
+            ("jobs", 6)
+        );
+        assert!(
+            r.pending[0].reason.contains("quota: 0 of 4 vCPU left"),
+            "{}",
+            r.pending[0].reason
+        );
         assert!(r.table().contains("jobs (batch): 6 pods"), "{}", r.table());
     }
 
@@ -875,10 +998,22 @@ mod tests {
         let p = policy(
             "  targets:\n    - {name: sim, provider: sim, region: lab, quota: {vcpu: 2}}\n  rules:\n    - {name: strict, match: {}, onNoTarget: fail}\n",
         );
-        let w = workload(&format!("  duration: 10m\n  groups:\n    - {{name: jobs, count: 5, runFor: 1h, pod: {}}}\n", pod("batch", "1")));
+        let w = workload(&format!(
+            "  duration: 10m\n  groups:\n    - {{name: jobs, count: 5, runFor: 1h, pod: {}}}\n",
+            pod("batch", "1")
+        ));
         let r = run(&p, &w, 1, false);
-        assert_eq!((r.pods.placed, r.pods.failed, r.pods.pending_at_end), (2, 3, 0));
-        assert!(r.failed[0].reason.starts_with("failed: no eligible target under rule strict"), "{}", r.failed[0].reason);
+        assert_eq!(
+            (r.pods.placed, r.pods.failed, r.pods.pending_at_end),
+            (2, 3, 0)
+        );
+        assert!(
+            r.failed[0]
+                .reason
+                .starts_with("failed: no eligible target under rule strict"),
+            "{}",
+            r.failed[0].reason
+        );
     }
 
     const TWO_SIMS: &str = "  targets:
@@ -915,7 +1050,10 @@ mod tests {
         ));
         let r = run(&p, &w, 1, false);
         let (primary, backup) = (target(&r, "primary"), target(&r, "backup"));
-        assert_eq!(primary.placed, 6, "creates at 0, 10, .., 50 s went before the outage");
+        assert_eq!(
+            primary.placed, 6,
+            "creates at 0, 10, .., 50 s went before the outage"
+        );
         assert_eq!(primary.refused["outage"], 24);
         assert_eq!(backup.placed, 24);
         assert!(backup.time_to_running.unwrap().max_seconds <= 66.0);
@@ -930,13 +1068,20 @@ mod tests {
     - {name: fargate, provider: fargate, region: us-east-1, pricing: {vcpuHour: 0.05}}
 ",
         );
-        let w = workload(&format!("  duration: 1h\n  groups:\n    - {{name: jobs, count: 150, runFor: 2h, pod: {}}}\n", pod("batch", "250m")));
+        let w = workload(&format!(
+            "  duration: 1h\n  groups:\n    - {{name: jobs, count: 150, runFor: 2h, pod: {}}}\n",
+            pod("batch", "250m")
+        ));
         let r = run(&p, &w, 1, false);
         let (aci, fargate) = (target(&r, "aci"), target(&r, "fargate"));
         assert_eq!(aci.placed, 100);
         assert_eq!(aci.refused["capacity: container groups"], 50);
         assert_eq!(fargate.placed, 50);
-        assert!(r.table().contains("capacity: container groups 50"), "{}", r.table());
+        assert!(
+            r.table().contains("capacity: container groups 50"),
+            "{}",
+            r.table()
+        );
     }
 
     #[test]
@@ -951,24 +1096,35 @@ mod tests {
         // Ten pods of 1 vCPU billed 60 s each at $3.60 per vCPU-hour: $0.60, not $0.10.
         assert_eq!(sim.cost_usd, 0.6);
         assert_eq!(sim.vcpu_hours, 0.1667);
-        let r = run(&policy(&targets.replace(", minimumSeconds: 60", "")), &w, 1, false);
+        let r = run(
+            &policy(&targets.replace(", minimumSeconds: 60", "")),
+            &w,
+            1,
+            false,
+        );
         assert_eq!(target(&r, "sim").cost_usd, 0.1);
     }
 
     #[test]
     fn pods_still_running_at_the_end_are_billed_up_to_the_horizon() {
-        let p = policy("  targets:\n    - {name: sim, provider: sim, region: lab, pricing: {vcpuHour: 1.0}}\n");
+        let p = policy(
+            "  targets:\n    - {name: sim, provider: sim, region: lab, pricing: {vcpuHour: 1.0}}\n",
+        );
         let w = workload(&format!(
             "  duration: 30m\n  groups:\n    - {{name: long, count: 2, runFor: 2h, pod: {}}}\n  providers: {{sim: {{coldStart: 0s}}}}\n",
             pod("batch", "1")
         ));
         let r = run(&p, &w, 1, false);
-        assert_eq!((target(&r, "sim").running_at_end, target(&r, "sim").cost_usd), (2, 1.0));
+        assert_eq!(
+            (target(&r, "sim").running_at_end, target(&r, "sim").cost_usd),
+            (2, 1.0)
+        );
     }
 
     #[test]
     fn a_waiting_group_does_not_hold_up_pods_of_another_group() {
-        let p = policy("  targets:\n    - {name: sim, provider: sim, region: lab, quota: {vcpu: 4}}\n");
+        let p =
+            policy("  targets:\n    - {name: sim, provider: sim, region: lab, quota: {vcpu: 4}}\n");
         let w = workload(&format!(
             "  duration: 1h\n  groups:\n    - {{name: big, count: 20, runFor: 10m, pod: {}}}\n    - {{name: small, count: 10, start: 1m, over: 1m, runFor: 10s, pod: {}}}\n  providers: {{sim: {{coldStart: 0s}}}}\n",
             pod("batch", "3"),
@@ -978,14 +1134,23 @@ mod tests {
         // One big pod holds 3 of 4 vCPU, the other big ones wait their turn (one every 10 minutes,
         // seven by the end); the small ones fit beside it as they arrive.
         assert_eq!(r.pods.placed, 17, "{}", r.table());
-        assert_eq!(target(&r, "sim").peak_running, 3, "a big pod and two overlapping small ones");
+        assert_eq!(
+            target(&r, "sim").peak_running,
+            3,
+            "a big pod and two overlapping small ones"
+        );
         assert_eq!(r.pending.len(), 1);
-        assert_eq!((r.pending[0].group.as_str(), r.pending[0].pods), ("big", 13));
+        assert_eq!(
+            (r.pending[0].group.as_str(), r.pending[0].pods),
+            ("big", 13)
+        );
     }
 
     #[test]
     fn a_long_pending_queue_is_retried_without_quadratic_work() {
-        let p = policy("  targets:\n    - {name: sim, provider: sim, region: lab, quota: {pods: 10}}\n");
+        let p = policy(
+            "  targets:\n    - {name: sim, provider: sim, region: lab, quota: {pods: 10}}\n",
+        );
         let w = workload(&format!(
             "  duration: 1h\n  groups:\n    - {{name: many, count: 5000, over: 1m, runFor: {{min: 30s, max: 90s}}, pod: {}}}\n",
             pod("batch", "100m")
@@ -994,7 +1159,11 @@ mod tests {
         assert!(r.pods.placed > 300, "{}", r.table());
         assert!(r.pods.pending_at_end > 4000);
         // Queued pods identical to a waiting one are not decided again until room frees.
-        assert!(r.totals.decisions < 2 * r.pods.placed + r.totals.retry_sweeps + 100, "{:?}", r.totals);
+        assert!(
+            r.totals.decisions < 2 * r.pods.placed + r.totals.retry_sweeps + 100,
+            "{:?}",
+            r.totals
+        );
     }
 
     #[test]
@@ -1006,7 +1175,11 @@ mod tests {
         ));
         let a = run(&p, &w, 7, false).to_json();
         assert_eq!(a, run(&p, &w, 7, false).to_json());
-        assert_ne!(a, run(&p, &w, 8, false).to_json(), "another seed draws other cold starts and run times");
+        assert_ne!(
+            a,
+            run(&p, &w, 8, false).to_json(),
+            "another seed draws other cold starts and run times"
+        );
     }
 
     #[test]
@@ -1025,25 +1198,47 @@ mod tests {
 
     #[test]
     fn a_missing_workload_file_is_an_error_not_a_panic() {
-        let err = run_file(&policy(TWO_SIMS), std::path::Path::new("no/such/workload.yaml"), 1, false).unwrap_err();
-        assert!(err.to_string().starts_with("cannot read workload no/such/workload.yaml"), "{err}");
+        let err = run_file(
+            &policy(TWO_SIMS),
+            std::path::Path::new("no/such/workload.yaml"),
+            1,
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot read workload no/such/workload.yaml"),
+            "{err}"
+        );
     }
 
     #[test]
     fn the_report_is_written_as_json_and_an_svg_chart() {
         let p = policy(TWO_SIMS);
-        let w = workload(&format!("  duration: 10m\n  groups:\n    - {{name: web, count: 20, runFor: 1m, pod: {}}}\n", pod("web", "1")));
+        let w = workload(&format!(
+            "  duration: 10m\n  groups:\n    - {{name: web, count: 20, runFor: 1m, pod: {}}}\n",
+            pod("web", "1")
+        ));
         let r = run(&p, &w, 1, false);
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("nested/out");
         r.write(&out).unwrap();
-        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+                .unwrap();
         assert_eq!(json["pods"]["placed"], 20);
         let svg = std::fs::read_to_string(out.join("running.svg")).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("primary"), "{}", &svg[..200.min(svg.len())]);
+        assert!(
+            svg.starts_with("<svg") && svg.contains("primary"),
+            "{}",
+            &svg[..200.min(svg.len())]
+        );
         let blocked = dir.path().join("file");
         std::fs::write(&blocked, "").unwrap();
-        assert!(matches!(r.write(&blocked), Err(crate::simulate::Error::Write { .. })));
+        assert!(matches!(
+            r.write(&blocked),
+            Err(crate::simulate::Error::Write { .. })
+        ));
     }
 
     #[test]

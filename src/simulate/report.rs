@@ -17,8 +17,18 @@ use crate::simulate::replay::Sim;
 use crate::simulate::workload::{Micros, SECOND, human};
 
 /// Short names of why the engine turned a target down, as counted in reports.
-pub const CATEGORIES: [&str; 10] =
-    ["not-allowed", "annotation", "latency", "size", "gpu", "cost", "quota", "budget", "outage", "provider"];
+pub const CATEGORIES: [&str; 10] = [
+    "not-allowed",
+    "annotation",
+    "latency",
+    "size",
+    "gpu",
+    "cost",
+    "quota",
+    "budget",
+    "outage",
+    "provider",
+];
 
 /// Categories that only say a rule does not consider the target; left out of the printed table.
 const SCOPING: [&str; 2] = ["not-allowed", "annotation"];
@@ -228,8 +238,16 @@ fn percentile(sorted: &[Micros], p: f64) -> Micros {
 
 pub(crate) fn build(sim: &Sim<'_>) -> Report {
     let policy = sim.policy;
-    let mut totals = Totals { decisions: sim.decisions, retry_sweeps: sim.sweeps, ..Totals::default() };
-    let mut pods = PodCounts { total: sim.pods.len() as u64, arrived: sim.arrived, ..PodCounts::default() };
+    let mut totals = Totals {
+        decisions: sim.decisions,
+        retry_sweeps: sim.sweeps,
+        ..Totals::default()
+    };
+    let mut pods = PodCounts {
+        total: sim.pods.len() as u64,
+        arrived: sim.arrived,
+        ..PodCounts::default()
+    };
     let mut cost_micros_total = 0u128;
     let mut milli_cpu_us_total = 0u128;
     let targets = policy
@@ -317,10 +335,22 @@ pub(crate) fn build(sim: &Sim<'_>) -> Report {
     let mut series: Vec<Series> = policy
         .targets
         .iter()
-        .map(|t| Series { name: t.name.clone(), kind: "running".into(), values: Vec::with_capacity(sim.samples.len()) })
+        .map(|t| Series {
+            name: t.name.clone(),
+            kind: "running".into(),
+            values: Vec::with_capacity(sim.samples.len()),
+        })
         .collect();
-    series.push(Series { name: "pending".into(), kind: "pending".into(), values: Vec::new() });
-    series.push(Series { name: "starting".into(), kind: "starting".into(), values: Vec::new() });
+    series.push(Series {
+        name: "pending".into(),
+        kind: "pending".into(),
+        values: Vec::new(),
+    });
+    series.push(Series {
+        name: "starting".into(),
+        kind: "starting".into(),
+        values: Vec::new(),
+    });
     for row in &sim.samples {
         for (s, v) in series.iter_mut().zip(row) {
             s.values.push(*v);
@@ -337,7 +367,10 @@ pub(crate) fn build(sim: &Sim<'_>) -> Report {
         totals,
         pending: pending.into_values().collect(),
         failed,
-        timeline: Timeline { step_seconds: seconds(sim.step), series },
+        timeline: Timeline {
+            step_seconds: seconds(sim.step),
+            series,
+        },
         warnings: sim.warnings.clone(),
     }
 }
@@ -347,10 +380,17 @@ fn human_seconds(s: f64) -> String {
 }
 
 fn counts(map: &BTreeMap<String, u64>, skip: &[&str]) -> String {
-    let mut items: Vec<(&String, &u64)> = map.iter().filter(|(k, _)| !skip.contains(&k.as_str())).collect();
+    let mut items: Vec<(&String, &u64)> = map
+        .iter()
+        .filter(|(k, _)| !skip.contains(&k.as_str()))
+        .collect();
     items.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     let parts: Vec<String> = items.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    if parts.is_empty() { "-".into() } else { parts.join(", ") }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 impl Report {
@@ -368,16 +408,32 @@ impl Report {
             self.policy_hash,
             self.seed
         );
-        let w = self.targets.iter().map(|t| t.name.len()).max().unwrap_or(6).max(6);
+        let w = self
+            .targets
+            .iter()
+            .map(|t| t.name.len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
         let _ = writeln!(
             out,
             "{:<w$}  {:>6}  {:>6}  {:>9}  {:>10}  {:>7}  {:>7}  {:>9}  {:>7}  REJECTED BY ENGINE",
-            "TARGET", "PLACED", "FALLBK", "VCPU-H", "COST $", "P50 RUN", "P99 RUN", "THROTTLED", "REFUSED"
+            "TARGET",
+            "PLACED",
+            "FALLBK",
+            "VCPU-H",
+            "COST $",
+            "P50 RUN",
+            "P99 RUN",
+            "THROTTLED",
+            "REFUSED"
         );
         for t in &self.targets {
             let (p50, p99) = t
                 .time_to_running
-                .map_or(("-".to_string(), "-".to_string()), |q| (human_seconds(q.p50_seconds), human_seconds(q.p99_seconds)));
+                .map_or(("-".to_string(), "-".to_string()), |q| {
+                    (human_seconds(q.p50_seconds), human_seconds(q.p99_seconds))
+                });
             let _ = writeln!(
                 out,
                 "{:<w$}  {:>6}  {:>6}  {:>9.2}  {:>10.2}  {:>7}  {:>7}  {:>9}  {:>7}  {}",
@@ -412,7 +468,11 @@ impl Report {
              its rule allows there, retries included. Cost honours each target's pricing.minimumSeconds."
         );
 
-        let throttled: Vec<&TargetReport> = self.targets.iter().filter(|t| t.throttled.creates + t.throttled.deletes > 0).collect();
+        let throttled: Vec<&TargetReport> = self
+            .targets
+            .iter()
+            .filter(|t| t.throttled.creates + t.throttled.deletes > 0)
+            .collect();
         if !throttled.is_empty() {
             let _ = writeln!(out, "\nthrottled requests (waited in a rate limit):");
             for t in throttled {
@@ -427,9 +487,16 @@ impl Report {
                 );
             }
         }
-        let refused: Vec<&TargetReport> = self.targets.iter().filter(|t| !t.refused.is_empty()).collect();
+        let refused: Vec<&TargetReport> = self
+            .targets
+            .iter()
+            .filter(|t| !t.refused.is_empty())
+            .collect();
         if !refused.is_empty() {
-            let _ = writeln!(out, "\ncreates refused by the provider (the pod fell back to another target or waited):");
+            let _ = writeln!(
+                out,
+                "\ncreates refused by the provider (the pod fell back to another target or waited):"
+            );
             for t in refused {
                 let _ = writeln!(out, "  {:<w$}  {}", t.name, counts(&t.refused, &[]));
             }
@@ -437,18 +504,35 @@ impl Report {
         let _ = writeln!(
             out,
             "\npods: {} arrived; {} placed ({} completed, {} running at the end); {} waiting for a create slot; {} pending; {} failed",
-            p.arrived, p.placed, p.completed, p.running_at_end, p.waiting_for_create_at_end, p.pending_at_end, p.failed
+            p.arrived,
+            p.placed,
+            p.completed,
+            p.running_at_end,
+            p.waiting_for_create_at_end,
+            p.pending_at_end,
+            p.failed
         );
         if p.arrived < p.total {
-            let _ = writeln!(out, "  {} pods had not arrived by the end", p.total - p.arrived);
+            let _ = writeln!(
+                out,
+                "  {} pods had not arrived by the end",
+                p.total - p.arrived
+            );
         }
-        for (title, list) in [("pending at the end", &self.pending), ("failed", &self.failed)] {
+        for (title, list) in [
+            ("pending at the end", &self.pending),
+            ("failed", &self.failed),
+        ] {
             if list.is_empty() {
                 continue;
             }
             let _ = writeln!(out, "\n{title}:");
             for l in list {
-                let _ = writeln!(out, "  {} ({}): {} pods\n    {}", l.group, l.namespace, l.pods, l.reason);
+                let _ = writeln!(
+                    out,
+                    "  {} ({}): {} pods\n    {}",
+                    l.group, l.namespace, l.pods, l.reason
+                );
             }
         }
         for warning in &self.warnings {
@@ -466,7 +550,10 @@ impl Report {
 
     /// Creates `out` and writes `report.json` and `running.svg` into it.
     pub fn write(&self, out: &Path) -> Result<()> {
-        std::fs::create_dir_all(out).map_err(|source| Error::Write { path: out.to_path_buf(), source })?;
+        std::fs::create_dir_all(out).map_err(|source| Error::Write {
+            path: out.to_path_buf(),
+            source,
+        })?;
         let svg = chart::svg(self)?;
         for (name, body) in [("report.json", self.to_json()), ("running.svg", svg)] {
             let path = out.join(name);

@@ -37,7 +37,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use crate::policy::model::{API_VERSION, ProviderKind};
-use crate::policy::{Policy, PodView};
+use crate::policy::{PodView, Policy};
 use crate::provider::limits::{self, Capacity};
 use crate::simulate::error::{Error, Result};
 
@@ -155,7 +155,10 @@ pub struct Providers {
 impl Default for Providers {
     fn default() -> Self {
         let s = |min: u64, max: u64, kind| ProviderSettings {
-            cold_start: Range { min: min * SECOND, max: max * SECOND },
+            cold_start: Range {
+                min: min * SECOND,
+                max: max * SECOND,
+            },
             capacity: limits::capacity(kind),
         };
         Providers {
@@ -201,7 +204,11 @@ impl Workload {
         match parsed {
             Ok(doc) => check(file, doc),
             Err(e) => {
-                let field = if path == "." { String::new() } else { without_span_segments(&path) };
+                let field = if path == "." {
+                    String::new()
+                } else {
+                    without_span_segments(&path)
+                };
                 Err(Error::Invalid {
                     file: file.to_string(),
                     line: e.location().map(|l| l.line() as usize),
@@ -214,7 +221,10 @@ impl Workload {
 
     /// Reads and parses a workload file.
     pub fn read(path: &std::path::Path) -> Result<Workload> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Workload::parse(&path.display().to_string(), &text)
     }
 
@@ -227,7 +237,11 @@ impl Workload {
                     file: self.file.clone(),
                     line: o.line,
                     field: format!("spec.events[{i}].target"),
-                    message: format!("unknown target {:?} (the policy has {})", o.target, known.join(", ")),
+                    message: format!(
+                        "unknown target {:?} (the policy has {})",
+                        o.target,
+                        known.join(", ")
+                    ),
                 });
             }
         }
@@ -243,8 +257,22 @@ impl Workload {
 /// `Spanned` fields add a `value` segment to serde paths (`spec.value.groups[0].pod.value`);
 /// operators never write it, so it is dropped after the fields this file wraps.
 fn without_span_segments(path: &str) -> String {
-    const SPANNED: [&str; 14] =
-        ["apiVersion", "kind", "spec", "duration", "name", "count", "over", "runFor", "pod", "at", "target", "down", "coldStart", "vcpu"];
+    const SPANNED: [&str; 14] = [
+        "apiVersion",
+        "kind",
+        "spec",
+        "duration",
+        "name",
+        "count",
+        "over",
+        "runFor",
+        "pod",
+        "at",
+        "target",
+        "down",
+        "coldStart",
+        "vcpu",
+    ];
     let mut out: Vec<&str> = Vec::new();
     for segment in path.split('.') {
         let previous = out.last().map(|s: &&str| s.split('[').next().unwrap_or(s));
@@ -400,13 +428,19 @@ impl Visitor<'_> for DurationVisitor {
         f.write_str("a duration such as 90s, 10m, 1h30m or a number of seconds")
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<DurationSpec, E> {
-        v.checked_mul(SECOND).map(DurationSpec).ok_or_else(|| E::custom("duration too long"))
+        v.checked_mul(SECOND)
+            .map(DurationSpec)
+            .ok_or_else(|| E::custom("duration too long"))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<DurationSpec, E> {
-        u64::try_from(v).map_err(|_| E::custom(format!("duration {v} is negative"))).and_then(|v| self.visit_u64(v))
+        u64::try_from(v)
+            .map_err(|_| E::custom(format!("duration {v} is negative")))
+            .and_then(|v| self.visit_u64(v))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<DurationSpec, E> {
-        seconds(v).map(DurationSpec).ok_or_else(|| E::custom(format!("duration {v} is not a number of seconds >= 0")))
+        seconds(v)
+            .map(DurationSpec)
+            .ok_or_else(|| E::custom(format!("duration {v} is not a number of seconds >= 0")))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<DurationSpec, E> {
         parse_duration(v).map(DurationSpec).ok_or_else(|| {
@@ -416,7 +450,9 @@ impl Visitor<'_> for DurationVisitor {
 }
 
 fn seconds(v: f64) -> Option<Micros> {
-    (0.0..1e9).contains(&v).then(|| (v * SECOND as f64).round() as Micros)
+    (0.0..1e9)
+        .contains(&v)
+        .then(|| (v * SECOND as f64).round() as Micros)
 }
 
 /// Parses `1h30m`, `90s`, `250ms`, `1.5h`, `30` (seconds).
@@ -428,13 +464,17 @@ pub fn parse_duration(s: &str) -> Option<Micros> {
     let mut rest = s;
     let mut total = 0.0f64;
     while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if number_len == 0 {
             return None;
         }
         let number: f64 = rest[..number_len].parse().ok()?;
         rest = &rest[number_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let factor = match &rest[..unit_len] {
             "ms" => 0.001,
             "s" => 1.0,
@@ -469,16 +509,24 @@ impl<'de> Visitor<'de> for RangeVisitor {
         f.write_str("a duration (e.g. 10m) or {min: 10m, max: 20m}")
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<RangeSpec, E> {
-        DurationVisitor.visit_u64(v).map(|d| RangeSpec { min: d.0, max: d.0 })
+        DurationVisitor
+            .visit_u64(v)
+            .map(|d| RangeSpec { min: d.0, max: d.0 })
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<RangeSpec, E> {
-        DurationVisitor.visit_i64(v).map(|d| RangeSpec { min: d.0, max: d.0 })
+        DurationVisitor
+            .visit_i64(v)
+            .map(|d| RangeSpec { min: d.0, max: d.0 })
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<RangeSpec, E> {
-        DurationVisitor.visit_f64(v).map(|d| RangeSpec { min: d.0, max: d.0 })
+        DurationVisitor
+            .visit_f64(v)
+            .map(|d| RangeSpec { min: d.0, max: d.0 })
     }
     fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<RangeSpec, E> {
-        DurationVisitor.visit_str(v).map(|d| RangeSpec { min: d.0, max: d.0 })
+        DurationVisitor
+            .visit_str(v)
+            .map(|d| RangeSpec { min: d.0, max: d.0 })
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<RangeSpec, A::Error> {
         let (mut min, mut max) = (None, None);
@@ -509,19 +557,35 @@ fn check(file: &str, doc: Document) -> Result<Workload> {
     };
     if doc.api_version.value != API_VERSION {
         let got = &doc.api_version.value;
-        return Err(invalid(line(&doc.api_version), "apiVersion", format!("must be {API_VERSION}, got {got:?}")));
+        return Err(invalid(
+            line(&doc.api_version),
+            "apiVersion",
+            format!("must be {API_VERSION}, got {got:?}"),
+        ));
     }
     if doc.kind.value != KIND {
-        return Err(invalid(line(&doc.kind), "kind", format!("must be {KIND}, got {:?}", doc.kind.value)));
+        return Err(invalid(
+            line(&doc.kind),
+            "kind",
+            format!("must be {KIND}, got {:?}", doc.kind.value),
+        ));
     }
     let spec_line = line(&doc.spec);
     let spec = doc.spec.value;
     let duration = spec.duration.value.0;
     if duration == 0 {
-        return Err(invalid(line(&spec.duration), "spec.duration", "must be longer than 0s".into()));
+        return Err(invalid(
+            line(&spec.duration),
+            "spec.duration",
+            "must be longer than 0s".into(),
+        ));
     }
     if spec.groups.is_empty() {
-        return Err(invalid(spec_line, "spec.groups", "a workload needs at least one group".into()));
+        return Err(invalid(
+            spec_line,
+            "spec.groups",
+            "a workload needs at least one group".into(),
+        ));
     }
     let mut names = BTreeSet::new();
     let mut groups = Vec::with_capacity(spec.groups.len());
@@ -530,47 +594,100 @@ fn check(file: &str, doc: Document) -> Result<Workload> {
         let at = format!("spec.groups[{i}]");
         let name = g.name.value.trim().to_string();
         if name.is_empty() {
-            return Err(invalid(line(&g.name), &format!("{at}.name"), "must not be empty".into()));
+            return Err(invalid(
+                line(&g.name),
+                &format!("{at}.name"),
+                "must not be empty".into(),
+            ));
         }
         if !names.insert(name.clone()) {
-            return Err(invalid(line(&g.name), &format!("{at}.name"), format!("duplicate group name {name:?}")));
+            return Err(invalid(
+                line(&g.name),
+                &format!("{at}.name"),
+                format!("duplicate group name {name:?}"),
+            ));
         }
         if g.count.value == 0 {
-            return Err(invalid(line(&g.count), &format!("{at}.count"), "must be at least 1".into()));
+            return Err(invalid(
+                line(&g.count),
+                &format!("{at}.count"),
+                "must be at least 1".into(),
+            ));
         }
         total += u64::from(g.count.value);
         if total > MAX_PODS {
-            return Err(invalid(line(&g.count), &format!("{at}.count"), format!("a workload holds at most {MAX_PODS} pods")));
+            return Err(invalid(
+                line(&g.count),
+                &format!("{at}.count"),
+                format!("a workload holds at most {MAX_PODS} pods"),
+            ));
         }
         let over = g.over.as_ref().map_or(0, |o| o.value.0);
         if g.start.0.saturating_add(over) > duration {
             return Err(invalid(
                 g.over.as_ref().and_then(line).or(line(&g.name)),
                 &format!("{at}.over"),
-                format!("arrivals must end within spec.duration ({}); start + over = {}", human(duration), human(g.start.0 + over)),
+                format!(
+                    "arrivals must end within spec.duration ({}); start + over = {}",
+                    human(duration),
+                    human(g.start.0 + over)
+                ),
             ));
         }
-        let run_for = Range { min: g.run_for.value.min, max: g.run_for.value.max };
+        let run_for = Range {
+            min: g.run_for.value.min,
+            max: g.run_for.value.max,
+        };
         if run_for.min > run_for.max {
-            return Err(invalid(line(&g.run_for), &format!("{at}.runFor"), "min must not be larger than max".into()));
+            return Err(invalid(
+                line(&g.run_for),
+                &format!("{at}.runFor"),
+                "min must not be larger than max".into(),
+            ));
         }
         if run_for.max == 0 {
-            return Err(invalid(line(&g.run_for), &format!("{at}.runFor"), "must be longer than 0s".into()));
+            return Err(invalid(
+                line(&g.run_for),
+                &format!("{at}.runFor"),
+                "must be longer than 0s".into(),
+            ));
         }
         let pod_line = line(&g.pod).or(line(&g.name));
-        let pod = crate::policy::testing::pod_from_value(g.pod.value).map_err(|m| invalid(pod_line, &format!("{at}.pod"), m))?;
-        groups.push(Group { name, count: g.count.value, start: g.start.0, over, arrival: g.arrival, run_for, pod });
+        let pod = crate::policy::testing::pod_from_value(g.pod.value)
+            .map_err(|m| invalid(pod_line, &format!("{at}.pod"), m))?;
+        groups.push(Group {
+            name,
+            count: g.count.value,
+            start: g.start.0,
+            over,
+            arrival: g.arrival,
+            run_for,
+            pod,
+        });
     }
     let mut outages = Vec::with_capacity(spec.events.len());
     for (i, e) in spec.events.into_iter().enumerate() {
         let at = format!("spec.events[{i}]");
         if e.at.value.0 >= duration {
-            return Err(invalid(line(&e.at), &format!("{at}.at"), format!("must be before spec.duration ({})", human(duration))));
+            return Err(invalid(
+                line(&e.at),
+                &format!("{at}.at"),
+                format!("must be before spec.duration ({})", human(duration)),
+            ));
         }
         if e.down.value.0 == 0 {
-            return Err(invalid(line(&e.down), &format!("{at}.down"), "must be longer than 0s".into()));
+            return Err(invalid(
+                line(&e.down),
+                &format!("{at}.down"),
+                "must be longer than 0s".into(),
+            ));
         }
-        outages.push(Outage { at: e.at.value.0, target: e.target.value.clone(), down: e.down.value.0, line: line(&e.target) });
+        outages.push(Outage {
+            at: e.at.value.0,
+            target: e.target.value.clone(),
+            down: e.down.value.0,
+            line: line(&e.target),
+        });
     }
     let mut providers = Providers::default();
     let p = spec.providers;
@@ -585,14 +702,25 @@ fn check(file: &str, doc: Document) -> Result<Workload> {
         let at = format!("spec.providers.{kind}");
         if let Some(cs) = spec.cold_start {
             if cs.value.min > cs.value.max {
-                return Err(invalid(line(&cs), &format!("{at}.coldStart"), "min must not be larger than max".into()));
+                return Err(invalid(
+                    line(&cs),
+                    &format!("{at}.coldStart"),
+                    "min must not be larger than max".into(),
+                ));
             }
-            settings.cold_start = Range { min: cs.value.min, max: cs.value.max };
+            settings.cold_start = Range {
+                min: cs.value.min,
+                max: cs.value.max,
+            };
         }
         if let Some(c) = spec.capacity {
             if let Some(v) = c.vcpu {
                 if !v.value.is_finite() || v.value < 0.0 {
-                    return Err(invalid(line(&v), &format!("{at}.capacity.vcpu"), format!("must be a number >= 0, got {}", v.value)));
+                    return Err(invalid(
+                        line(&v),
+                        &format!("{at}.capacity.vcpu"),
+                        format!("must be a number >= 0, got {}", v.value),
+                    ));
                 }
                 settings.capacity.milli_cpu = Some((v.value * 1000.0).floor() as u64);
             }
@@ -601,7 +729,10 @@ fn check(file: &str, doc: Document) -> Result<Workload> {
             }
         }
     }
-    let stem = std::path::Path::new(file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = std::path::Path::new(file)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Ok(Workload {
         name: doc.metadata.name.unwrap_or(stem),
         file: file.to_string(),
@@ -622,7 +753,11 @@ pub fn human(d: Micros) -> String {
     match s {
         0..60 => {
             let tenths = (d + SECOND / 20) / (SECOND / 10);
-            if tenths % 10 == 0 { format!("{}s", tenths / 10) } else { format!("{}.{}s", tenths / 10, tenths % 10) }
+            if tenths % 10 == 0 {
+                format!("{}s", tenths / 10)
+            } else {
+                format!("{}.{}s", tenths / 10, tenths % 10)
+            }
         }
         60..3600 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
@@ -671,54 +806,89 @@ spec:
         assert_eq!(w.name, "burst");
         assert_eq!(w.duration, 3600 * SECOND);
         assert_eq!(w.groups[0].count, 10);
-        assert_eq!(w.groups[0].run_for, Range { min: 60 * SECOND, max: 120 * SECOND });
+        assert_eq!(
+            w.groups[0].run_for,
+            Range {
+                min: 60 * SECOND,
+                max: 120 * SECOND
+            }
+        );
         assert_eq!(w.groups[0].pod.resources.milli_cpu, 500);
         assert_eq!(w.groups[0].pod.namespace, "web");
         assert_eq!(w.outages[0].target, "aci-eastus");
         assert_eq!(w.outages[0].line, Some(14));
-        assert_eq!(w.providers.aci.cold_start, Range { min: 10 * SECOND, max: 60 * SECOND });
+        assert_eq!(
+            w.providers.aci.cold_start,
+            Range {
+                min: 10 * SECOND,
+                max: 60 * SECOND
+            }
+        );
         assert_eq!(w.providers.aci.capacity.pods, Some(100));
     }
 
     #[test]
     fn an_unknown_field_is_reported_with_file_line_and_field() {
         let msg = error(&GOOD.replace("      over: 10m", "      over: 10m\n      colour: blue"));
-        assert!(msg.starts_with("w.yaml:9: spec.groups[0].colour: unknown field `colour`"), "{msg}");
+        assert!(
+            msg.starts_with("w.yaml:9: spec.groups[0].colour: unknown field `colour`"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn a_bad_duration_is_reported_with_file_line_and_field() {
         let msg = error(&GOOD.replace("over: 10m", "over: 10 minutes"));
-        assert!(msg.starts_with("w.yaml:8: spec.groups[0].over: invalid duration \"10 minutes\""), "{msg}");
+        assert!(
+            msg.starts_with("w.yaml:8: spec.groups[0].over: invalid duration \"10 minutes\""),
+            "{msg}"
+        );
     }
 
     #[test]
     fn a_range_with_min_above_max_is_rejected_on_its_line() {
         let msg = error(&GOOD.replace("{min: 1m, max: 2m}", "{min: 3m, max: 2m}"));
-        assert_eq!(msg, "w.yaml:9: spec.groups[0].runFor: min must not be larger than max");
+        assert_eq!(
+            msg,
+            "w.yaml:9: spec.groups[0].runFor: min must not be larger than max"
+        );
     }
 
     #[test]
     fn an_unknown_key_in_a_range_is_rejected() {
         let msg = error(&GOOD.replace("{min: 1m, max: 2m}", "{min: 1m, mx: 2m}"));
-        assert!(msg.starts_with("w.yaml:9: spec.groups[0].runFor: unknown field `mx`"), "{msg}");
+        assert!(
+            msg.starts_with("w.yaml:9: spec.groups[0].runFor: unknown field `mx`"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn an_invalid_pod_template_names_the_group_pod_field() {
         let msg = error(&GOOD.replace("cpu: 500m", "cpu: lots"));
-        assert!(msg.starts_with("w.yaml:11: spec.groups[0].pod: container app: cpu quantity \"lots\""), "{msg}");
+        assert!(
+            msg.starts_with("w.yaml:11: spec.groups[0].pod: container app: cpu quantity \"lots\""),
+            "{msg}"
+        );
     }
 
     #[test]
     fn arrivals_past_the_horizon_are_rejected() {
         let msg = error(&GOOD.replace("over: 10m", "over: 2h"));
-        assert!(msg.starts_with("w.yaml:8: spec.groups[0].over: arrivals must end within spec.duration"), "{msg}");
+        assert!(
+            msg.starts_with(
+                "w.yaml:8: spec.groups[0].over: arrivals must end within spec.duration"
+            ),
+            "{msg}"
+        );
     }
 
     #[test]
     fn a_wrong_kind_is_rejected_on_line_two() {
-        assert_eq!(error(&GOOD.replace("kind: Workload", "kind: Pod")), "w.yaml:2: kind: must be Workload, got \"Pod\"");
+        assert_eq!(
+            error(&GOOD.replace("kind: Workload", "kind: Pod")),
+            "w.yaml:2: kind: must be Workload, got \"Pod\""
+        );
     }
 
     #[test]
@@ -731,16 +901,31 @@ spec:
     fn a_missing_file_is_an_error_naming_the_path() {
         let err = Workload::read(std::path::Path::new("/nonexistent/burst.yaml")).unwrap_err();
         assert!(matches!(err, Error::Read { .. }));
-        assert!(err.to_string().starts_with("cannot read workload /nonexistent/burst.yaml (pass --workload FILE"), "{err}");
-        assert_eq!(std::error::Error::source(&err).map(|s| s.to_string()), Some("No such file or directory (os error 2)".into()));
+        assert!(
+            err.to_string()
+                .starts_with("cannot read workload /nonexistent/burst.yaml (pass --workload FILE"),
+            "{err}"
+        );
+        assert_eq!(
+            std::error::Error::source(&err).map(|s| s.to_string()),
+            Some("No such file or directory (os error 2)".into())
+        );
     }
 
     #[test]
     fn provider_overrides_replace_cold_starts_and_capacity() {
-        let text = format!("{GOOD}  providers:\n    sim: {{coldStart: 0s}}\n    aci: {{capacity: {{vcpu: 50}}}}\n");
+        let text = format!(
+            "{GOOD}  providers:\n    sim: {{coldStart: 0s}}\n    aci: {{capacity: {{vcpu: 50}}}}\n"
+        );
         let w = Workload::parse("w.yaml", &text).unwrap();
         assert_eq!(w.providers.sim.cold_start, Range::fixed(0));
-        assert_eq!(w.providers.aci.capacity, Capacity { pods: Some(100), milli_cpu: Some(50_000) });
+        assert_eq!(
+            w.providers.aci.capacity,
+            Capacity {
+                pods: Some(100),
+                milli_cpu: Some(50_000)
+            }
+        );
     }
 
     #[test]

@@ -21,8 +21,16 @@ fn text(o: &[u8]) -> String {
 
 fn assert_clean_failure(out: &Output) -> String {
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "exit 1 expected; stdout: {} stderr: {stderr}", text(&out.stdout));
-    assert!(!stderr.contains("panicked"), "a bad input must never panic: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit 1 expected; stdout: {} stderr: {stderr}",
+        text(&out.stdout)
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "a bad input must never panic: {stderr}"
+    );
     stderr
 }
 
@@ -48,7 +56,11 @@ spec:
 fn policy_check_accepts_the_shipped_policies() {
     let out = burstgate(&["policy", "check", "policies"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("policies: ok (5 files, 6 targets"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("policies: ok (5 files, 6 targets"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -68,30 +80,64 @@ spec:
       fallback: [nowhere]
 ";
     let dir = policy_dir(&[("a.yaml", TARGETS), ("b.yaml", bad_rules)]);
-    let stderr = assert_clean_failure(&burstgate(&["policy", "check", dir.path().to_str().unwrap()]));
+    let stderr = assert_clean_failure(&burstgate(&[
+        "policy",
+        "check",
+        dir.path().to_str().unwrap(),
+    ]));
     let b = dir.path().join("b.yaml").display().to_string();
     let a = dir.path().join("a.yaml").display().to_string();
     assert!(stderr.contains(&format!("{b}:5: spec.targets[0].name: duplicate target name \"aci-eastus\" (first defined at {a}:5)")), "{stderr}");
-    assert!(stderr.contains(&format!("{b}:12: spec.rules[0].match.expression: invalid CEL expression")), "{stderr}");
-    assert!(stderr.contains(&format!("{b}:13: spec.rules[0].fallback[0]: unknown target \"nowhere\"")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{b}:12: spec.rules[0].match.expression: invalid CEL expression"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{b}:13: spec.rules[0].fallback[0]: unknown target \"nowhere\""
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn policy_check_rejects_unknown_fields_and_malformed_yaml_with_their_lines() {
-    let unknown = TARGETS.replace("      region: eastus", "      region: eastus\n      regoin: westus");
+    let unknown = TARGETS.replace(
+        "      region: eastus",
+        "      region: eastus\n      regoin: westus",
+    );
     let dir = policy_dir(&[("a.yaml", &unknown)]);
-    let stderr = assert_clean_failure(&burstgate(&["policy", "check", dir.path().to_str().unwrap()]));
-    assert!(stderr.contains("a.yaml:8: spec.targets[0].regoin: unknown field `regoin`"), "{stderr}");
+    let stderr = assert_clean_failure(&burstgate(&[
+        "policy",
+        "check",
+        dir.path().to_str().unwrap(),
+    ]));
+    assert!(
+        stderr.contains("a.yaml:8: spec.targets[0].regoin: unknown field `regoin`"),
+        "{stderr}"
+    );
 
-    let dir = policy_dir(&[("a.yaml", "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets: [{name: x\n")]);
-    let stderr = assert_clean_failure(&burstgate(&["policy", "check", dir.path().to_str().unwrap()]));
+    let dir = policy_dir(&[(
+        "a.yaml",
+        "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets: [{name: x\n",
+    )]);
+    let stderr = assert_clean_failure(&burstgate(&[
+        "policy",
+        "check",
+        dir.path().to_str().unwrap(),
+    ]));
     assert!(stderr.contains("a.yaml:"), "{stderr}");
 }
 
 #[test]
 fn policy_check_of_a_missing_directory_is_a_clear_error() {
     let stderr = assert_clean_failure(&burstgate(&["policy", "check", "/nonexistent/policies"]));
-    assert!(stderr.contains("cannot read /nonexistent/policies"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read /nonexistent/policies"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -102,7 +148,15 @@ fn policy_explain_prints_the_documented_json_shape_with_every_target() {
         "apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: web}\nspec:\n  containers:\n    - {name: app, image: nginx, resources: {requests: {cpu: 500m, memory: 512Mi}}}\n",
     )
     .unwrap();
-    let out = burstgate(&["policy", "explain", "--policy", "policies", pod.path().to_str().unwrap(), "--output", "json"]);
+    let out = burstgate(&[
+        "policy",
+        "explain",
+        "--policy",
+        "policies",
+        pod.path().to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["decision"], "placed");
@@ -126,7 +180,13 @@ fn policy_explain_prints_the_documented_json_shape_with_every_target() {
 fn policy_explain_of_a_pod_file_that_is_not_a_pod_fails_cleanly() {
     let pod = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(pod.path(), "spec: {containers: 3}\n").unwrap();
-    let stderr = assert_clean_failure(&burstgate(&["policy", "explain", "--policy", "policies", pod.path().to_str().unwrap()]));
+    let stderr = assert_clean_failure(&burstgate(&[
+        "policy",
+        "explain",
+        "--policy",
+        "policies",
+        pod.path().to_str().unwrap(),
+    ]));
     assert!(stderr.contains("not a valid Pod"), "{stderr}");
 }
 
@@ -152,7 +212,10 @@ fn policy_test_fails_with_exit_1_and_says_why_when_a_case_is_wrong() {
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("FAIL  t.yaml: wrong"), "{stdout}");
-    assert!(stdout.contains("expected decision pending, got placed"), "{stdout}");
+    assert!(
+        stdout.contains("expected decision pending, got placed"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -160,27 +223,53 @@ fn the_published_schema_matches_the_rust_types() {
     let out = burstgate(&["policy", "schema"]);
     assert!(out.status.success());
     let generated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let published: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(repo().join("policies/schema.json")).unwrap()).unwrap();
-    assert_eq!(generated, published, "policies/schema.json is stale: run `burstgate policy schema > policies/schema.json`");
-    assert_eq!(generated["properties"]["spec"]["$ref"], "#/$defs/PolicySpec");
+    let published: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("policies/schema.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        generated, published,
+        "policies/schema.json is stale: run `burstgate policy schema > policies/schema.json`"
+    );
+    assert_eq!(
+        generated["properties"]["spec"]["$ref"],
+        "#/$defs/PolicySpec"
+    );
 }
 
 #[test]
 fn simulate_with_its_defaults_writes_a_report_and_a_chart() {
     let out_dir = tempfile::tempdir().unwrap();
-    let out = burstgate(&["simulate", "--quiet", "--out", out_dir.path().to_str().unwrap()]);
+    let out = burstgate(&[
+        "simulate",
+        "--quiet",
+        "--out",
+        out_dir.path().to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.path().join("report.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out_dir.path().join("report.json")).unwrap())
+            .unwrap();
     assert!(report.is_object());
     let svg = std::fs::read_to_string(out_dir.path().join("running.svg")).unwrap();
-    assert!(svg.starts_with("<svg") || svg.contains("<svg"), "an SVG chart");
-    assert!(text(&out.stdout).contains("cluster-local"), "the table lists targets: {}", text(&out.stdout));
+    assert!(
+        svg.starts_with("<svg") || svg.contains("<svg"),
+        "an SVG chart"
+    );
+    assert!(
+        text(&out.stdout).contains("cluster-local"),
+        "the table lists targets: {}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
 fn simulate_with_a_workload_that_points_nowhere_is_a_clear_error() {
-    let stderr = assert_clean_failure(&burstgate(&["simulate", "--quiet", "--workload", "/nonexistent/burst.yaml"]));
+    let stderr = assert_clean_failure(&burstgate(&[
+        "simulate",
+        "--quiet",
+        "--workload",
+        "/nonexistent/burst.yaml",
+    ]));
     assert!(stderr.contains("/nonexistent/burst.yaml"), "{stderr}");
 }

@@ -46,13 +46,37 @@ impl Gateway {
         Gateway::start_with_env(node, ns, policy_dir, identity, &[])
     }
 
-    fn start_with_env(node: &str, ns: &str, policy_dir: &Path, identity: &str, env: &[(&str, &str)]) -> Gateway {
+    fn start_with_env(
+        node: &str,
+        ns: &str,
+        policy_dir: &Path,
+        identity: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let log = std::env::temp_dir().join(format!("{node}-{identity}.log"));
         let out = std::fs::File::create(&log).unwrap();
-        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let kubelet_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let kubelet_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new(env!("CARGO_BIN_EXE_burstgate"))
-            .args(["run", "--node-name", node, "--namespace", ns, "--identity", identity, "--cluster-id", "e2e"])
+            .args([
+                "run",
+                "--node-name",
+                node,
+                "--namespace",
+                ns,
+                "--identity",
+                identity,
+                "--cluster-id",
+                "e2e",
+            ])
             .arg("--policy-dir")
             .arg(policy_dir)
             .arg("--kubeconfig")
@@ -72,14 +96,23 @@ impl Gateway {
             .stderr(out)
             .spawn()
             .expect("burstgate run starts");
-        Gateway { child, log, metrics_port }
+        Gateway {
+            child,
+            log,
+            metrics_port,
+        }
     }
 
     /// One scrape of `/metrics`, as a Prometheus server without OpenMetrics would do it.
     fn scrape(&self) -> String {
         use std::io::{Read, Write};
-        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("the metrics port answers");
-        write!(conn, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .expect("the metrics port answers");
+        write!(
+            conn,
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut response = String::new();
         conn.read_to_string(&mut response).unwrap();
         let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
@@ -89,7 +122,14 @@ impl Gateway {
 
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        text.lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -106,15 +146,38 @@ struct NodeCleanup(String);
 impl Drop for NodeCleanup {
     fn drop(&mut self) {
         let (kubeconfig, node) = (peers().get("KUBECONFIG_ADMIN").to_string(), self.0.clone());
-        let _ = run_tool(&peers().path("KUBECTL"), &["--kubeconfig", &kubeconfig, "delete", "node", &node, "--wait=false"], "");
+        let _ = run_tool(
+            &peers().path("KUBECTL"),
+            &[
+                "--kubeconfig",
+                &kubeconfig,
+                "delete",
+                "node",
+                &node,
+                "--wait=false",
+            ],
+            "",
+        );
     }
 }
 
 async fn node_ready(client: &kube::Client, node: &str) {
     let nodes: Api<Node> = Api::all(client.clone());
-    eventually("the virtual node is Ready", Duration::from_secs(60), || async {
-        nodes.get(node).await.ok()?.status?.conditions?.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
-    })
+    eventually(
+        "the virtual node is Ready",
+        Duration::from_secs(60),
+        || async {
+            nodes
+                .get(node)
+                .await
+                .ok()?
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        },
+    )
     .await;
 }
 
@@ -122,7 +185,12 @@ async fn setup(prefix: &str) -> (kube::Client, String, String, tempfile::TempDir
     let client = kube_admin().await;
     let ns = unique_name(prefix);
     let api: Api<Namespace> = Api::all(client.clone());
-    api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+    )
+    .await
+    .unwrap();
     // The test namespace is the gateways' --namespace: bind deploy/'s leader-election role there.
     grant_leader_election(&client, &ns).await;
     let dir = tempfile::tempdir().unwrap();
@@ -155,17 +223,34 @@ fn aks_deployment(name: &str, replicas: i32, node: &str) -> Deployment {
 fn running_ready(p: &Pod) -> bool {
     let s = p.status.as_ref();
     s.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && s.and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        && s.and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         && s.and_then(|s| s.pod_ip.as_deref()).is_some()
 }
 
-async fn all_running(pods: &Api<Pod>, app: &str, n: usize, node: &str, limit: Duration) -> Vec<Pod> {
-    eventually(&format!("{n} pods of {app} Running and Ready on {node}"), limit, || async {
-        let list = pods.list(&ListParams::default().labels(&format!("app={app}"))).await.ok()?;
-        let ok = list.items.len() == n
-            && list.items.iter().all(|p| running_ready(p) && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node));
-        ok.then_some(list.items)
-    })
+async fn all_running(
+    pods: &Api<Pod>,
+    app: &str,
+    n: usize,
+    node: &str,
+    limit: Duration,
+) -> Vec<Pod> {
+    eventually(
+        &format!("{n} pods of {app} Running and Ready on {node}"),
+        limit,
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels(&format!("app={app}")))
+                .await
+                .ok()?;
+            let ok = list.items.len() == n
+                && list.items.iter().all(|p| {
+                    running_ready(p)
+                        && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
+                });
+            ok.then_some(list.items)
+        },
+    )
     .await
 }
 
@@ -186,45 +271,100 @@ async fn an_aks_virtual_node_deployment_runs_on_the_gateway_and_its_service_gets
     node_ready(&client, &node).await;
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    deployments.create(&PostParams::default(), &aks_deployment("hello", 3, &node)).await.unwrap();
+    deployments
+        .create(&PostParams::default(), &aks_deployment("hello", 3, &node))
+        .await
+        .unwrap();
     let svc = json!({"metadata": {"name": "hello"}, "spec": {"selector": {"app": "hello"}, "ports": [{"port": 80}]}});
     Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &serde_json::from_value(svc).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(svc).unwrap(),
+        )
         .await
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let running = all_running(&pods, "hello", 3, &node, Duration::from_secs(120)).await;
-    let mut ips: Vec<String> = running.iter().filter_map(|p| p.status.as_ref()?.pod_ip.clone()).collect();
+    let mut ips: Vec<String> = running
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect();
     ips.sort();
 
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
-    eventually("the Service's endpoints are the pods' IPs", Duration::from_secs(60), || async {
-        let e = endpoints.get("hello").await.ok()?;
-        let mut got: Vec<String> = e.subsets?.iter().flat_map(|s| s.addresses.iter().flatten().map(|a| a.ip.clone())).collect();
-        got.sort();
-        (got == ips).then_some(())
-    })
+    eventually(
+        "the Service's endpoints are the pods' IPs",
+        Duration::from_secs(60),
+        || async {
+            let e = endpoints.get("hello").await.ok()?;
+            let mut got: Vec<String> = e
+                .subsets?
+                .iter()
+                .flat_map(|s| s.addresses.iter().flatten().map(|a| a.ip.clone()))
+                .collect();
+            got.sort();
+            (got == ips).then_some(())
+        },
+    )
     .await;
 
     let get_nodes = kubectl(&["get", "node", &node, "--no-headers"]);
-    assert!(get_nodes.contains(" Ready "), "kubectl get nodes: {get_nodes}");
-    let describe = kubectl(&["describe", "pod", "-n", &ns, running[0].metadata.name.as_deref().unwrap()]);
-    assert!(describe.contains("Placed") && describe.contains("placed on sim-local"), "kubectl describe pod:\n{describe}\n{}", gw.log_tail());
-    assert!(describe.contains("burstgate.io/target: sim-local") || describe.contains("burstgate.io/target=sim-local"), "{describe}");
+    assert!(
+        get_nodes.contains(" Ready "),
+        "kubectl get nodes: {get_nodes}"
+    );
+    let describe = kubectl(&[
+        "describe",
+        "pod",
+        "-n",
+        &ns,
+        running[0].metadata.name.as_deref().unwrap(),
+    ]);
+    assert!(
+        describe.contains("Placed") && describe.contains("placed on sim-local"),
+        "kubectl describe pod:\n{describe}\n{}",
+        gw.log_tail()
+    );
+    assert!(
+        describe.contains("burstgate.io/target: sim-local")
+            || describe.contains("burstgate.io/target=sim-local"),
+        "{describe}"
+    );
 
     // A real scrape of the gateway passes promtool's checks and counts the three placements.
     let scrape = gw.scrape();
     let (code, lint) = run_tool(&peers().path("PROMTOOL"), &["check", "metrics"], &scrape);
     assert_eq!(code, 0, "promtool check metrics: {lint}\n{scrape}");
-    assert!(scrape.contains("burstgate_decisions_total{target=\"sim-local\",outcome=\"placed\"} 3"), "{scrape}");
+    assert!(
+        scrape.contains("burstgate_decisions_total{target=\"sim-local\",outcome=\"placed\"} 3"),
+        "{scrape}"
+    );
     assert!(scrape.contains("burstgate_leader 1"), "{scrape}");
-    assert!(scrape.contains("burstgate_target_pods_used{target=\"sim-local\"} 3"), "{scrape}");
+    assert!(
+        scrape.contains("burstgate_target_pods_used{target=\"sim-local\"} 3"),
+        "{scrape}"
+    );
 
     // Scale to zero: every pod goes, through the gateway's delete path.
-    deployments.patch("hello", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}}))).await.unwrap();
-    eventually("all pods are gone after scaling to zero", Duration::from_secs(60), || async {
-        pods.list(&ListParams::default().labels("app=hello")).await.ok().filter(|l| l.items.is_empty()).map(|_| ())
-    })
+    deployments
+        .patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "all pods are gone after scaling to zero",
+        Duration::from_secs(60),
+        || async {
+            pods.list(&ListParams::default().labels("app=hello"))
+                .await
+                .ok()
+                .filter(|l| l.items.is_empty())
+                .map(|_| ())
+        },
+    )
     .await;
     drop(gw);
 }
@@ -236,7 +376,13 @@ async fn killing_the_leader_lets_the_standby_take_over_and_finish_the_burst() {
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let a = Gateway::start(&node, &ns, dir.path(), "replica-a");
     let holder = eventually("a leader is elected", Duration::from_secs(60), || async {
-        leases.get("burstgate-leader").await.ok()?.spec?.holder_identity.filter(|h| !h.is_empty())
+        leases
+            .get("burstgate-leader")
+            .await
+            .ok()?
+            .spec?
+            .holder_identity
+            .filter(|h| !h.is_empty())
     })
     .await;
     assert_eq!(holder, "replica-a");
@@ -244,24 +390,47 @@ async fn killing_the_leader_lets_the_standby_take_over_and_finish_the_burst() {
     node_ready(&client, &node).await;
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    deployments.create(&PostParams::default(), &aks_deployment("burst", 20, &node)).await.unwrap();
+    deployments
+        .create(&PostParams::default(), &aks_deployment("burst", 20, &node))
+        .await
+        .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    eventually("the burst is under way", Duration::from_secs(120), || async {
-        let l = pods.list(&ListParams::default().labels("app=burst")).await.ok()?;
-        (l.items.iter().filter(|p| running_ready(p)).count() >= 5).then_some(())
-    })
+    eventually(
+        "the burst is under way",
+        Duration::from_secs(120),
+        || async {
+            let l = pods
+                .list(&ListParams::default().labels("app=burst"))
+                .await
+                .ok()?;
+            (l.items.iter().filter(|p| running_ready(p)).count() >= 5).then_some(())
+        },
+    )
     .await;
 
     // A crash, not a graceful stop: the Lease is not released.
     let killed = Instant::now();
     drop(a);
-    let new_holder = eventually("the standby takes the Lease", Duration::from_secs(30), || async {
-        leases.get("burstgate-leader").await.ok()?.spec?.holder_identity.filter(|h| h == "replica-b")
-    })
+    let new_holder = eventually(
+        "the standby takes the Lease",
+        Duration::from_secs(30),
+        || async {
+            leases
+                .get("burstgate-leader")
+                .await
+                .ok()?
+                .spec?
+                .holder_identity
+                .filter(|h| h == "replica-b")
+        },
+    )
     .await;
     let took = killed.elapsed();
     assert_eq!(new_holder, "replica-b");
-    assert!(took <= Duration::from_secs(20), "takeover took {took:?}, expected within one 15 s lease period (+ renew slack)");
+    assert!(
+        took <= Duration::from_secs(20),
+        "takeover took {took:?}, expected within one 15 s lease period (+ renew slack)"
+    );
     all_running(&pods, "burst", 20, &node, Duration::from_secs(180)).await;
     let decided: Vec<String> = pods
         .list(&ListParams::default().labels("app=burst"))
@@ -269,9 +438,19 @@ async fn killing_the_leader_lets_the_standby_take_over_and_finish_the_burst() {
         .unwrap()
         .items
         .iter()
-        .map(|p| p.metadata.annotations.as_ref().and_then(|a| a.get("burstgate.io/target").cloned()).unwrap_or_default())
+        .map(|p| {
+            p.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("burstgate.io/target").cloned())
+                .unwrap_or_default()
+        })
         .collect();
-    assert!(decided.iter().all(|t| t == "sim-local"), "{decided:?}\n{}", b.log_tail());
+    assert!(
+        decided.iter().all(|t| t == "sim-local"),
+        "{decided:?}\n{}",
+        b.log_tail()
+    );
 }
 
 #[tokio::test]
@@ -283,22 +462,52 @@ async fn a_bad_policy_edit_keeps_the_last_good_policy_serving_and_warns_on_the_n
     let nodes: Api<Node> = Api::all(client.clone());
     std::fs::write(dir.path().join("zz-broken.yaml"), "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - name: x\n      provider: gcp\n").unwrap();
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
-    let warning = eventually("a PolicyInvalid Warning Event on the node", Duration::from_secs(60), || async {
-        events.list(&ListParams::default()).await.ok()?.items.into_iter().find(|e| {
-            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(node.as_str()) && e.reason.as_deref() == Some("PolicyInvalid")
-        })
-    })
+    let warning = eventually(
+        "a PolicyInvalid Warning Event on the node",
+        Duration::from_secs(60),
+        || async {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(node.as_str())
+                        && e.reason.as_deref() == Some("PolicyInvalid")
+                })
+        },
+    )
     .await;
     let note = warning.note.unwrap_or_default();
-    assert!(note.contains("zz-broken.yaml:6") && note.contains("spec.targets[0].provider"), "{note}");
+    assert!(
+        note.contains("zz-broken.yaml:6") && note.contains("spec.targets[0].provider"),
+        "{note}"
+    );
 
     // The last good policy still places pods.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    deployments.create(&PostParams::default(), &aks_deployment("after", 1, &node)).await.unwrap();
+    deployments
+        .create(&PostParams::default(), &aks_deployment("after", 1, &node))
+        .await
+        .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     all_running(&pods, "after", 1, &node, Duration::from_secs(90)).await;
-    let ready = nodes.get(&node).await.unwrap().status.unwrap().conditions.unwrap();
-    assert!(ready.iter().any(|c| c.type_ == "Ready" && c.status == "True"), "{}", gw.log_tail());
+    let ready = nodes
+        .get(&node)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .conditions
+        .unwrap();
+    assert!(
+        ready
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        "{}",
+        gw.log_tail()
+    );
 }
 
 /// `GET path` over HTTP/1.0 (so never chunked); the body.
@@ -313,7 +522,13 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 
 fn url_encode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -327,27 +542,45 @@ struct Prometheus {
 impl Prometheus {
     fn start(metrics_port: u16) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let config = format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: burstgate\n    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n"
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
         let child = Command::new(peers().path("PROMETHEUS"))
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("prometheus starts");
-        Prometheus { child, port, _dir: dir }
+        Prometheus {
+            child,
+            port,
+            _dir: dir,
+        }
     }
 
     /// The instant-query result vector of `expr`, when the query succeeds.
     fn query(&self, expr: &str) -> Option<Vec<serde_json::Value>> {
-        let body = http_get(self.port, &format!("/api/v1/query?query={}", url_encode(expr)))?;
+        let body = http_get(
+            self.port,
+            &format!("/api/v1/query?query={}", url_encode(expr)),
+        )?;
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        (v["status"] == "success").then(|| v["data"]["result"].as_array().cloned().unwrap_or_default())
+        (v["status"] == "success")
+            .then(|| v["data"]["result"].as_array().cloned().unwrap_or_default())
     }
 }
 
@@ -368,23 +601,45 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_bu
     let prometheus = Prometheus::start(gw.metrics_port);
     node_ready(&client, &node).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    deployments.create(&PostParams::default(), &aks_deployment("burst", 5, &node)).await.unwrap();
+    deployments
+        .create(&PostParams::default(), &aks_deployment("burst", 5, &node))
+        .await
+        .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     all_running(&pods, "burst", 5, &node, Duration::from_secs(120)).await;
 
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/burstgate.json")).unwrap()).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/burstgate.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     let exprs: Vec<(String, String)> = dashboard["panels"]
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(move |t| (p["title"].as_str().unwrap().to_string(), t["expr"].as_str().unwrap().to_string())))
+        .flat_map(|p| {
+            p["targets"].as_array().unwrap().iter().map(move |t| {
+                (
+                    p["title"].as_str().unwrap().to_string(),
+                    t["expr"].as_str().unwrap().to_string(),
+                )
+            })
+        })
         .collect();
     assert!(exprs.len() >= 10, "{exprs:?}");
     for (title, expr) in exprs {
-        eventually(&format!("panel {title:?} ({expr}) returns data"), Duration::from_secs(90), || async {
-            prometheus.query(&expr).filter(|r| !r.is_empty()).map(|_| ())
-        })
+        eventually(
+            &format!("panel {title:?} ({expr}) returns data"),
+            Duration::from_secs(90),
+            || async {
+                prometheus
+                    .query(&expr)
+                    .filter(|r| !r.is_empty())
+                    .map(|_| ())
+            },
+        )
         .await;
     }
     drop(gw);
@@ -401,7 +656,11 @@ async fn a_deployment_bursts_to_fargate_on_moto_and_deleting_it_stops_every_task
     let peers = peers();
     let ecs = crate::common::ecs_client();
     let cluster = unique_name("e2e");
-    ecs.create_cluster().cluster_name(&cluster).send().await.expect("CreateCluster on moto");
+    ecs.create_cluster()
+        .cluster_name(&cluster)
+        .send()
+        .await
+        .expect("CreateCluster on moto");
     let policy = format!(
         "apiVersion: burstgate.io/v1alpha1
 kind: BurstPolicy
@@ -432,39 +691,88 @@ spec:
     let _gw = Gateway::start_with_env(&node, &ns, dir.path(), "solo", &aws_env);
     node_ready(&client, &node).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    deployments.create(&PostParams::default(), &aks_deployment("burst", 3, &node)).await.unwrap();
+    deployments
+        .create(&PostParams::default(), &aks_deployment("burst", 3, &node))
+        .await
+        .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     // moto starts tasks RUNNING but leaves their containers' lastStatus PENDING (its documented
     // quirk), so the pods stay ContainerCreating; what moto can show is every pod with its own
     // task's ENI IP.
-    let running = eventually("3 pods placed on Fargate with their task's IP", Duration::from_secs(120), || async {
-        let list = pods.list(&ListParams::default().labels("app=burst")).await.ok()?;
-        let placed: Vec<Pod> = list
-            .items
-            .into_iter()
-            .filter(|p| p.annotations().get("burstgate.io/target").map(String::as_str) == Some("fargate-use1"))
-            .filter(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_deref()).is_some())
-            .collect();
-        (placed.len() == 3).then_some(placed)
-    })
+    let running = eventually(
+        "3 pods placed on Fargate with their task's IP",
+        Duration::from_secs(120),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels("app=burst"))
+                .await
+                .ok()?;
+            let placed: Vec<Pod> = list
+                .items
+                .into_iter()
+                .filter(|p| {
+                    p.annotations()
+                        .get("burstgate.io/target")
+                        .map(String::as_str)
+                        == Some("fargate-use1")
+                })
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.pod_ip.as_deref())
+                        .is_some()
+                })
+                .collect();
+            (placed.len() == 3).then_some(placed)
+        },
+    )
     .await;
     let tasks = || async {
-        let listed = ecs.list_tasks().cluster(&cluster).desired_status(aws_sdk_ecs::types::DesiredStatus::Running).send().await.unwrap();
+        let listed = ecs
+            .list_tasks()
+            .cluster(&cluster)
+            .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+            .send()
+            .await
+            .unwrap();
         listed.task_arns().len()
     };
     assert_eq!(tasks().await, 3, "one task per pod");
     for p in &running {
-        assert_eq!(p.annotations().get("burstgate.io/target").map(String::as_str), Some("fargate-use1"));
+        assert_eq!(
+            p.annotations()
+                .get("burstgate.io/target")
+                .map(String::as_str),
+            Some("fargate-use1")
+        );
         let id = p.annotations()["burstgate.io/resource-id"].clone();
-        let started = ecs.list_tasks().cluster(&cluster).started_by(&id).send().await.unwrap();
-        assert_eq!(started.task_arns().len(), 1, "exactly one task started by {id}");
+        let started = ecs
+            .list_tasks()
+            .cluster(&cluster)
+            .started_by(&id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            started.task_arns().len(),
+            1,
+            "exactly one task started by {id}"
+        );
     }
-    println!("fargate e2e: 3 pods placed on moto with their tasks' IPs, {} tasks", tasks().await);
+    println!(
+        "fargate e2e: 3 pods placed on moto with their tasks' IPs, {} tasks",
+        tasks().await
+    );
 
-    deployments.delete("burst", &DeleteParams::foreground()).await.unwrap();
-    eventually("every task stopped after the Deployment is deleted", Duration::from_secs(90), || async {
-        (tasks().await == 0).then_some(())
-    })
+    deployments
+        .delete("burst", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    eventually(
+        "every task stopped after the Deployment is deleted",
+        Duration::from_secs(90),
+        || async { (tasks().await == 0).then_some(()) },
+    )
     .await;
 }
 
@@ -473,7 +781,8 @@ spec:
 /// (a ProviderRejected Event names the outage), none is lost, the Fargate circuit opens, and the
 /// read rate measured at the proxy never exceeds the target's bucket.
 #[tokio::test]
-async fn pods_fall_back_to_the_next_target_when_fargate_is_down_and_the_proxy_never_sees_more_than_the_limiter_allows() {
+async fn pods_fall_back_to_the_next_target_when_fargate_is_down_and_the_proxy_never_sees_more_than_the_limiter_allows()
+ {
     use crate::common::fault_proxy::{FaultProxy, Mode};
     let (client, ns, node, dir) = setup("outage").await;
     let _cleanup = NodeCleanup(node.clone());
@@ -517,25 +826,64 @@ spec:
     node_ready(&client, &node).await;
     let started = Instant::now();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    deployments.create(&PostParams::default(), &aks_deployment("burst", 6, &node)).await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let running = tokio::time::timeout(Duration::from_secs(100), all_running(&pods, "burst", 6, &node, Duration::from_secs(90)))
+    deployments
+        .create(&PostParams::default(), &aks_deployment("burst", 6, &node))
         .await
-        .unwrap_or_else(|_| panic!("pods did not fall back; gateway log:\n{}", gw.log_tail()));
-    println!("outage: 6 pods Running on the fallback target {:.1}s after the Deployment was created", started.elapsed().as_secs_f64());
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let running = tokio::time::timeout(
+        Duration::from_secs(100),
+        all_running(&pods, "burst", 6, &node, Duration::from_secs(90)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("pods did not fall back; gateway log:\n{}", gw.log_tail()));
+    println!(
+        "outage: 6 pods Running on the fallback target {:.1}s after the Deployment was created",
+        started.elapsed().as_secs_f64()
+    );
     for p in &running {
-        assert_eq!(p.annotations().get("burstgate.io/target").map(String::as_str), Some("sim-local"), "{}", p.name_any());
+        assert_eq!(
+            p.annotations()
+                .get("burstgate.io/target")
+                .map(String::as_str),
+            Some("sim-local"),
+            "{}",
+            p.name_any()
+        );
     }
     // The outage was tried (cost order puts Fargate first) and is named to the app team.
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
-    let rejected = events.list(&ListParams::default()).await.unwrap().items.into_iter().filter(|e| e.reason.as_deref() == Some("ProviderRejected")).count();
-    assert!(rejected >= 1, "a ProviderRejected Event names the Fargate outage");
+    let rejected = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("ProviderRejected"))
+        .count();
+    assert!(
+        rejected >= 1,
+        "a ProviderRejected Event names the Fargate outage"
+    );
     assert!(proxy.requests() > 0, "the gateway did try Fargate");
     // Requests wait in the target's buckets: burst 3 + 2/s, so never more than 5 in one second.
     let reads = ["ListTasks", "DescribeTasks", "DescribeTaskDefinition"];
     let peak = proxy.max_in_window(&reads, Duration::from_secs(1));
-    println!("outage: {} requests at the proxy, peak {peak} reads in one second (limit 3 + 2/s)", proxy.requests());
-    assert!(peak <= 5, "{peak} reads within one second exceed the read bucket");
+    println!(
+        "outage: {} requests at the proxy, peak {peak} reads in one second (limit 3 + 2/s)",
+        proxy.requests()
+    );
+    assert!(
+        peak <= 5,
+        "{peak} reads within one second exceed the read bucket"
+    );
     let metrics = gw.scrape();
-    assert!(metrics.lines().any(|l| l.starts_with("burstgate_circuit_state{") && l.contains("fargate-use1") && !l.ends_with(" 0")), "the Fargate circuit left closed:\n{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("burstgate_circuit_state{")
+                && l.contains("fargate-use1")
+                && !l.ends_with(" 0")),
+        "the Fargate circuit left closed:\n{metrics}"
+    );
 }

@@ -63,11 +63,32 @@ fn aci_only_policy() -> Arc<Policy> {
     Arc::new(load_files(&[("p.yaml".into(), yaml.into())]).expect("a valid policy"))
 }
 
-fn gateway(client: kube::Client, node: &str, policy: watch::Receiver<Option<Arc<Policy>>>) -> Arc<Gateway> {
-    let config = RunConfig::from_flags(&["--node-name", node, "--cluster-id", "it", "--node-ip", "10.9.9.9", "--kubelet-port", "10250", "--identity", "it-replica"])
-        .expect("valid flags");
+fn gateway(
+    client: kube::Client,
+    node: &str,
+    policy: watch::Receiver<Option<Arc<Policy>>>,
+) -> Arc<Gateway> {
+    let config = RunConfig::from_flags(&[
+        "--node-name",
+        node,
+        "--cluster-id",
+        "it",
+        "--node-ip",
+        "10.9.9.9",
+        "--kubelet-port",
+        "10250",
+        "--identity",
+        "it-replica",
+    ])
+    .expect("valid flags");
     let sim: Arc<dyn Factory> = Arc::new(SimFactory::new(SimCloud::new(Duration::ZERO, 100)));
-    Gateway::new(client, config, policy, BTreeMap::from([(ProviderKind::Sim, sim)]), Default::default())
+    Gateway::new(
+        client,
+        config,
+        policy,
+        BTreeMap::from([(ProviderKind::Sim, sim)]),
+        Default::default(),
+    )
 }
 
 /// A node controller running for one test's own node name.
@@ -84,9 +105,18 @@ async fn start(node: &str, policy: Option<Arc<Policy>>, timing: NodeTiming) -> R
     // The gateway runs as the identity deploy/rbac grants (tests/peers/kustomize/gateway-rbac).
     let gw = gateway(kube_gateway().await, node, policy_rx);
     let shutdown = CancellationToken::new();
-    tokio::spawn(burstgate::gateway::sync_providers(gw.clone(), shutdown.clone()));
+    tokio::spawn(burstgate::gateway::sync_providers(
+        gw.clone(),
+        shutdown.clone(),
+    ));
     let task = tokio::spawn(node::run_node_with(gw.clone(), shutdown.clone(), timing));
-    Running { gw, policy_tx, shutdown, task, node: node.to_owned() }
+    Running {
+        gw,
+        policy_tx,
+        shutdown,
+        task,
+        node: node.to_owned(),
+    }
 }
 
 impl Running {
@@ -121,24 +151,51 @@ async fn with_cleanup(body: impl Future<Output = ()>, cleanup: impl Future<Outpu
 
 /// Deletes the node and its heartbeat Lease.
 async fn delete_node(client: &kube::Client, node: &str) {
-    let _ = Api::<Node>::all(client.clone()).delete(node, &DeleteParams::default()).await;
-    let _ = Api::<Lease>::namespaced(client.clone(), node::NODE_LEASE_NAMESPACE).delete(node, &DeleteParams::default()).await;
+    let _ = Api::<Node>::all(client.clone())
+        .delete(node, &DeleteParams::default())
+        .await;
+    let _ = Api::<Lease>::namespaced(client.clone(), node::NODE_LEASE_NAMESPACE)
+        .delete(node, &DeleteParams::default())
+        .await;
 }
 
 fn condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> {
-    node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 fn ready(node: &Node) -> Option<(String, String, String)> {
-    condition(node, "Ready").map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+    condition(node, "Ready").map(|c| {
+        (
+            c.status.clone(),
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default(),
+        )
+    })
 }
 
 fn taint_keys(node: &Node) -> Vec<String> {
-    node.spec.as_ref().and_then(|s| s.taints.as_ref()).into_iter().flatten().map(|t| t.key.clone()).collect()
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|t| t.key.clone())
+        .collect()
 }
 
 fn capacity(node: &Node) -> BTreeMap<String, String> {
-    node.status.as_ref().and_then(|s| s.capacity.as_ref()).into_iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect()
+    node.status
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect()
 }
 
 /// Waits until the node's Ready condition has `status` and `reason`.
@@ -148,10 +205,22 @@ async fn wait_ready(nodes: &Api<Node>, node: &str, status: &str, reason: &str) -
 
 /// [`wait_ready`] until the condition's message also contains `says`: the message can pass
 /// through intermediate states (an adapter still being built) before it settles.
-async fn wait_ready_saying(nodes: &Api<Node>, node: &str, status: &str, reason: &str, says: &str) -> Node {
-    eventually(&format!("node {node} Ready={status} ({reason}) saying {says:?}"), WAIT, || async {
-        nodes.get(node).await.ok().filter(|n| ready(n).is_some_and(|(s, r, m)| s == status && r == reason && m.contains(says)))
-    })
+async fn wait_ready_saying(
+    nodes: &Api<Node>,
+    node: &str,
+    status: &str,
+    reason: &str,
+    says: &str,
+) -> Node {
+    eventually(
+        &format!("node {node} Ready={status} ({reason}) saying {says:?}"),
+        WAIT,
+        || async {
+            nodes.get(node).await.ok().filter(|n| {
+                ready(n).is_some_and(|(s, r, m)| s == status && r == reason && m.contains(says))
+            })
+        },
+    )
     .await
 }
 
@@ -159,18 +228,27 @@ async fn wait_ready_saying(nodes: &Api<Node>, node: &str, status: &str, reason: 
 /// `kubectl describe node` uses (involvedObject kind, name and uid = name).
 async fn node_events(client: &kube::Client, node: &str) -> Vec<(String, String, String)> {
     let api: Api<k8s_openapi::api::core::v1::Event> = Api::all(client.clone());
-    let selector = format!("involvedObject.kind=Node,involvedObject.name={node},involvedObject.uid={node},involvedObject.namespace=");
+    let selector = format!(
+        "involvedObject.kind=Node,involvedObject.name={node},involvedObject.uid={node},involvedObject.namespace="
+    );
     api.list(&ListParams::default().fields(&selector))
         .await
         .expect("list events")
         .items
         .into_iter()
-        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default(),
+            )
+        })
         .collect()
 }
 
 #[tokio::test]
-async fn the_node_registers_as_an_aks_virtual_node_and_its_heartbeat_keeps_it_ready_past_the_grace_period() {
+async fn the_node_registers_as_an_aks_virtual_node_and_its_heartbeat_keeps_it_ready_past_the_grace_period()
+ {
     let client = kube_admin().await;
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client.clone(), node::NODE_LEASE_NAMESPACE);
@@ -189,43 +267,114 @@ async fn the_node_registers_as_an_aks_virtual_node_and_its_heartbeat_keeps_it_re
             ("beta.kubernetes.io/os", "linux"),
             ("kubernetes.io/hostname", name.as_str()),
         ] {
-            assert_eq!(labels.get(k).map(String::as_str), Some(v), "label {k}: {labels:?}");
+            assert_eq!(
+                labels.get(k).map(String::as_str),
+                Some(v),
+                "label {k}: {labels:?}"
+            );
         }
-        let taint = registered.spec.as_ref().and_then(|s| s.taints.as_ref()).and_then(|ts| ts.iter().find(|t| t.key == TAINT_KEY)).cloned();
+        let taint = registered
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .and_then(|ts| ts.iter().find(|t| t.key == TAINT_KEY))
+            .cloned();
         let taint = taint.expect("the virtual-kubelet taint");
-        assert_eq!((taint.value.as_deref(), taint.effect.as_str()), (Some("azure"), "NoSchedule"));
+        assert_eq!(
+            (taint.value.as_deref(), taint.effect.as_str()),
+            (Some("azure"), "NoSchedule")
+        );
         // Only sim-local is usable (no ACI adapter): capacity is its quota alone.
         let cap = capacity(&registered);
-        assert_eq!((cap["cpu"].as_str(), cap["memory"].as_str(), cap["pods"].as_str()), ("8", "32Gi", "20"), "{cap:?}");
+        assert_eq!(
+            (
+                cap["cpu"].as_str(),
+                cap["memory"].as_str(),
+                cap["pods"].as_str()
+            ),
+            ("8", "32Gi", "20"),
+            "{cap:?}"
+        );
         let status = registered.status.clone().unwrap();
-        assert_eq!(status.allocatable.as_ref().map(|a| a["pods"].0.as_str()), Some("20"));
+        assert_eq!(
+            status.allocatable.as_ref().map(|a| a["pods"].0.as_str()),
+            Some("20")
+        );
         let addresses = status.addresses.clone().unwrap_or_default();
-        assert!(addresses.iter().any(|a| a.type_ == "InternalIP" && a.address == "10.9.9.9"), "{addresses:?}");
-        assert!(addresses.iter().any(|a| a.type_ == "Hostname" && a.address == name), "{addresses:?}");
-        assert_eq!(status.daemon_endpoints.and_then(|d| d.kubelet_endpoint).map(|k| k.port), Some(10250));
+        assert!(
+            addresses
+                .iter()
+                .any(|a| a.type_ == "InternalIP" && a.address == "10.9.9.9"),
+            "{addresses:?}"
+        );
+        assert!(
+            addresses
+                .iter()
+                .any(|a| a.type_ == "Hostname" && a.address == name),
+            "{addresses:?}"
+        );
+        assert_eq!(
+            status
+                .daemon_endpoints
+                .and_then(|d| d.kubelet_endpoint)
+                .map(|k| k.port),
+            Some(10250)
+        );
         let info = status.node_info.clone().unwrap();
-        assert!(info.kubelet_version.contains("burstgate"), "{}", info.kubelet_version);
-        assert_eq!((info.operating_system.as_str(), info.architecture.as_str()), ("linux", "amd64"));
+        assert!(
+            info.kubelet_version.contains("burstgate"),
+            "{}",
+            info.kubelet_version
+        );
+        assert_eq!(
+            (info.operating_system.as_str(), info.architecture.as_str()),
+            ("linux", "amd64")
+        );
         let (_, _, message) = ready(&registered).unwrap();
-        assert!(message.contains("aci-eastus: provider aci is not enabled on this gateway"), "{message}");
-        for pressure in ["MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable"] {
-            assert_eq!(condition(&registered, pressure).map(|c| c.status.as_str()), Some("False"), "{pressure}");
+        assert!(
+            message.contains("aci-eastus: provider aci is not enabled on this gateway"),
+            "{message}"
+        );
+        for pressure in [
+            "MemoryPressure",
+            "DiskPressure",
+            "PIDPressure",
+            "NetworkUnavailable",
+        ] {
+            assert_eq!(
+                condition(&registered, pressure).map(|c| c.status.as_str()),
+                Some("False"),
+                "{pressure}"
+            );
         }
 
         // The heartbeat Lease is the kubelet's: named after the node, held by it, 40 s, renewed.
-        let lease = eventually("the heartbeat lease", WAIT, || async { leases.get_opt(&name).await.ok().flatten() }).await;
+        let lease = eventually("the heartbeat lease", WAIT, || async {
+            leases.get_opt(&name).await.ok().flatten()
+        })
+        .await;
         let spec = lease.spec.clone().unwrap();
         assert_eq!(spec.holder_identity.as_deref(), Some(name.as_str()));
         assert_eq!(spec.lease_duration_seconds, Some(40));
         let owner = lease.metadata.owner_references.clone().unwrap_or_default();
-        assert!(owner.iter().any(|o| o.kind == "Node" && o.name == name), "owned by the node: {owner:?}");
+        assert!(
+            owner.iter().any(|o| o.kind == "Node" && o.name == name),
+            "owned by the node: {owner:?}"
+        );
         let first_renew = spec.renew_time.unwrap().0;
-        eventually("the lease to be renewed", Duration::from_secs(25), || async {
-            let renewed = leases.get(&name).await.ok()?.spec?.renew_time?.0;
-            (renewed > first_renew).then_some(())
-        })
+        eventually(
+            "the lease to be renewed",
+            Duration::from_secs(25),
+            || async {
+                let renewed = leases.get(&name).await.ok()?.spec?.renew_time?.0;
+                (renewed > first_renew).then_some(())
+            },
+        )
         .await;
-        let first_heartbeat = condition(&registered, "Ready").and_then(|c| c.last_heartbeat_time.clone()).unwrap().0;
+        let first_heartbeat = condition(&registered, "Ready")
+            .and_then(|c| c.last_heartbeat_time.clone())
+            .unwrap()
+            .0;
 
         // Past the 40 s grace period, and past one status refresh (60 s), looked at every second:
         // never marked unreachable or not ready, never Unknown, always Ready by the gateway's word.
@@ -233,19 +382,37 @@ async fn the_node_registers_as_an_aks_virtual_node_and_its_heartbeat_keeps_it_re
             let now = nodes.get(&name).await.expect("the node");
             let keys = taint_keys(&now);
             assert!(
-                !keys.iter().any(|k| k == "node.kubernetes.io/unreachable" || k == "node.kubernetes.io/not-ready"),
+                !keys.iter().any(|k| k == "node.kubernetes.io/unreachable"
+                    || k == "node.kubernetes.io/not-ready"),
                 "taints after {:?}: {keys:?}",
                 started.elapsed()
             );
             let (status, reason, _) = ready(&now).unwrap();
-            assert_eq!((status.as_str(), reason.as_str()), ("True", node::REASON_READY), "after {:?}", started.elapsed());
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("True", node::REASON_READY),
+                "after {:?}",
+                started.elapsed()
+            );
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let later = nodes.get(&name).await.expect("the node");
-        let heartbeat = condition(&later, "Ready").and_then(|c| c.last_heartbeat_time.clone()).unwrap().0;
-        assert!(heartbeat > first_heartbeat, "lastHeartbeatTime advanced: {first_heartbeat} -> {heartbeat}");
-        let transition = condition(&later, "Ready").and_then(|c| c.last_transition_time.clone()).unwrap().0;
-        assert!(transition < heartbeat, "an unchanged condition keeps its transition time");
+        let heartbeat = condition(&later, "Ready")
+            .and_then(|c| c.last_heartbeat_time.clone())
+            .unwrap()
+            .0;
+        assert!(
+            heartbeat > first_heartbeat,
+            "lastHeartbeatTime advanced: {first_heartbeat} -> {heartbeat}"
+        );
+        let transition = condition(&later, "Ready")
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap()
+            .0;
+        assert!(
+            transition < heartbeat,
+            "an unchanged condition keeps its transition time"
+        );
     };
     with_cleanup(body, async {
         running.stop_and_delete(&client).await;
@@ -254,12 +421,19 @@ async fn the_node_registers_as_an_aks_virtual_node_and_its_heartbeat_keeps_it_re
 }
 
 #[tokio::test]
-async fn a_deployment_written_for_aks_virtual_nodes_is_bound_to_the_gateway_node_by_the_real_scheduler() {
+async fn a_deployment_written_for_aks_virtual_nodes_is_bound_to_the_gateway_node_by_the_real_scheduler()
+ {
     let client = kube_admin().await;
     let name = unique_name("vn-sched");
     let ns = unique_name("vn-sched");
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.expect("create the namespace");
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .expect("create the namespace");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let running = start(&name, Some(sim_policy(false)), fast()).await;
@@ -286,21 +460,43 @@ async fn a_deployment_written_for_aks_virtual_nodes_is_bound_to_the_gateway_node
             },
         }))
         .unwrap();
-        deployments.create(&PostParams::default(), &deployment).await.expect("create the deployment");
-        let bound = eventually("the scheduler to bind the pod", Duration::from_secs(90), || async {
-            pods.list(&ListParams::default().labels("app=aks-app")).await.ok()?.items.into_iter().find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
-        })
+        deployments
+            .create(&PostParams::default(), &deployment)
+            .await
+            .expect("create the deployment");
+        let bound = eventually(
+            "the scheduler to bind the pod",
+            Duration::from_secs(90),
+            || async {
+                pods.list(&ListParams::default().labels("app=aks-app"))
+                    .await
+                    .ok()?
+                    .items
+                    .into_iter()
+                    .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+            },
+        )
         .await;
-        assert_eq!(bound.spec.and_then(|s| s.node_name).as_deref(), Some(name.as_str()));
+        assert_eq!(
+            bound.spec.and_then(|s| s.node_name).as_deref(),
+            Some(name.as_str())
+        );
     };
     with_cleanup(body, async {
         let stopped = running.stop().await;
-        let _ = deployments.delete("aks-app", &DeleteParams::background()).await;
-        let now = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+        let _ = deployments
+            .delete("aks-app", &DeleteParams::background())
+            .await;
+        let now = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        };
         eventually("the test's pods to go", WAIT, || async {
             let left = pods.list(&ListParams::default()).await.ok()?.items;
             for p in &left {
-                let _ = pods.delete(p.metadata.name.as_deref().unwrap_or_default(), &now).await;
+                let _ = pods
+                    .delete(p.metadata.name.as_deref().unwrap_or_default(), &now)
+                    .await;
             }
             left.is_empty().then_some(())
         })
@@ -322,29 +518,56 @@ async fn the_node_is_ready_only_while_a_policy_has_a_usable_target_and_says_why_
 
     let body = async {
         let none = wait_ready(&nodes, &name, "False", node::REASON_NO_POLICY).await;
-        assert_eq!(capacity(&none).get("pods").map(String::as_str), Some("0"), "no policy, no room");
+        assert_eq!(
+            capacity(&none).get("pods").map(String::as_str),
+            Some("0"),
+            "no policy, no room"
+        );
 
         policy_tx.send_replace(Some(aci_only_policy()));
         // Until the registry has tried to build its adapter, the target is "not ready yet".
         let says = "aci-eastus: provider aci is not enabled on this gateway";
-        let no_target = wait_ready_saying(&nodes, &name, "False", node::REASON_NO_USABLE_TARGET, says).await;
-        assert_eq!(capacity(&no_target).get("cpu").map(String::as_str), Some("0"));
+        let no_target =
+            wait_ready_saying(&nodes, &name, "False", node::REASON_NO_USABLE_TARGET, says).await;
+        assert_eq!(
+            capacity(&no_target).get("cpu").map(String::as_str),
+            Some("0")
+        );
 
         policy_tx.send_replace(Some(sim_policy(false)));
         let usable = wait_ready(&nodes, &name, "True", node::REASON_READY).await;
-        assert_eq!(capacity(&usable).get("pods").map(String::as_str), Some("20"));
+        assert_eq!(
+            capacity(&usable).get("pods").map(String::as_str),
+            Some("20")
+        );
 
         // A target's circuit opens: health, not policy, changed; the node follows.
-        gw.unhealthy.lock().unwrap().insert("sim-local".into(), ExclusionReason::CircuitOpen);
-        wait_ready_saying(&nodes, &name, "False", node::REASON_NO_USABLE_TARGET, "sim-local: circuit open").await;
+        gw.unhealthy
+            .lock()
+            .unwrap()
+            .insert("sim-local".into(), ExclusionReason::CircuitOpen);
+        wait_ready_saying(
+            &nodes,
+            &name,
+            "False",
+            node::REASON_NO_USABLE_TARGET,
+            "sim-local: circuit open",
+        )
+        .await;
 
         let events = eventually("the readiness events", WAIT, || async {
             let events = node_events(&client, &name).await;
             let has = |reason: &str| events.iter().any(|(_, r, _)| r == reason);
-            (has(node::REASON_NO_POLICY) && has(node::REASON_NO_USABLE_TARGET) && has("NodeReady")).then_some(events)
+            (has(node::REASON_NO_POLICY) && has(node::REASON_NO_USABLE_TARGET) && has("NodeReady"))
+                .then_some(events)
         })
         .await;
-        assert!(events.iter().any(|(t, r, _)| t == "Warning" && r == node::REASON_NO_USABLE_TARGET), "{events:?}");
+        assert!(
+            events
+                .iter()
+                .any(|(t, r, _)| t == "Warning" && r == node::REASON_NO_USABLE_TARGET),
+            "{events:?}"
+        );
     };
     with_cleanup(body, async {
         running.stop_and_delete(&client).await;
@@ -362,14 +585,20 @@ async fn a_condition_written_by_someone_else_survives_the_gateway_status_patches
 
     let body = async {
         let before = wait_ready(&nodes, &name, "True", node::REASON_READY).await;
-        let beat = condition(&before, "Ready").and_then(|c| c.last_heartbeat_time.clone()).unwrap().0;
+        let beat = condition(&before, "Ready")
+            .and_then(|c| c.last_heartbeat_time.clone())
+            .unwrap()
+            .0;
         // What node-problem-detector would write, with its own strategic merge patch.
         let now = format!("{:.0}", Timestamp::now());
         let foreign = json!({ "status": { "conditions": [{
             "type": "KernelDeadlock", "status": "False", "reason": "KernelHasNoDeadlock", "message": "kernel has no deadlock",
             "lastHeartbeatTime": now, "lastTransitionTime": now,
         }] } });
-        nodes.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&foreign)).await.expect("patch a foreign condition");
+        nodes
+            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&foreign))
+            .await
+            .expect("patch a foreign condition");
 
         // A readiness flip (a real change) and a few refreshes later, the foreign condition is there.
         policy_tx.send_replace(Some(aci_only_policy()));
@@ -378,11 +607,16 @@ async fn a_condition_written_by_someone_else_survives_the_gateway_status_patches
         let after = eventually("two more heartbeats of the gateway", WAIT, || async {
             let n = nodes.get(&name).await.ok()?;
             let c = condition(&n, "Ready")?;
-            (c.status == "True" && c.last_heartbeat_time.as_ref()?.0 > beat + Duration::from_secs(4)).then_some(n)
+            (c.status == "True"
+                && c.last_heartbeat_time.as_ref()?.0 > beat + Duration::from_secs(4))
+            .then_some(n)
         })
         .await;
         let kept = condition(&after, "KernelDeadlock").expect("the foreign condition survives");
-        assert_eq!((kept.status.as_str(), kept.reason.as_deref()), ("False", Some("KernelHasNoDeadlock")));
+        assert_eq!(
+            (kept.status.as_str(), kept.reason.as_deref()),
+            ("False", Some("KernelHasNoDeadlock"))
+        );
     };
     with_cleanup(body, async {
         running.stop_and_delete(&client).await;
@@ -400,25 +634,54 @@ async fn taking_over_an_existing_node_keeps_the_labels_and_taints_of_others() {
         "spec": { "taints": [{ "key": "example.com/maintenance", "value": "true", "effect": "PreferNoSchedule" }] },
     }))
     .unwrap();
-    nodes.create(&PostParams::default(), &existing).await.expect("create the node beforehand");
+    nodes
+        .create(&PostParams::default(), &existing)
+        .await
+        .expect("create the node beforehand");
     let running = start(&name, Some(sim_policy(false)), fast()).await;
 
     let body = async {
         let taken = wait_ready(&nodes, &name, "True", node::REASON_READY).await;
         let labels = taken.metadata.labels.clone().unwrap_or_default();
-        assert_eq!(labels.get("team").map(String::as_str), Some("ops"), "others' label kept");
-        assert_eq!(labels.get("type").map(String::as_str), Some("virtual-kubelet"), "ours set");
+        assert_eq!(
+            labels.get("team").map(String::as_str),
+            Some("ops"),
+            "others' label kept"
+        );
+        assert_eq!(
+            labels.get("type").map(String::as_str),
+            Some("virtual-kubelet"),
+            "ours set"
+        );
         let keys = taint_keys(&taken);
-        assert!(keys.iter().any(|k| k == "example.com/maintenance"), "others' taint kept: {keys:?}");
+        assert!(
+            keys.iter().any(|k| k == "example.com/maintenance"),
+            "others' taint kept: {keys:?}"
+        );
         assert!(keys.iter().any(|k| k == TAINT_KEY), "ours added: {keys:?}");
 
         // Someone removes our taint; the gateway puts it back at its next status patch.
-        let without: Vec<_> = taken.spec.and_then(|s| s.taints).unwrap_or_default().into_iter().filter(|t| t.key != TAINT_KEY).collect();
-        nodes.patch(&name, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "taints": without } }))).await.expect("remove our taint");
+        let without: Vec<_> = taken
+            .spec
+            .and_then(|s| s.taints)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.key != TAINT_KEY)
+            .collect();
+        nodes
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": { "taints": without } })),
+            )
+            .await
+            .expect("remove our taint");
         eventually("the gateway to restore its taint", WAIT, || async {
             let n = nodes.get(&name).await.ok()?;
             let keys = taint_keys(&n);
-            (keys.iter().any(|k| k == TAINT_KEY) && keys.iter().any(|k| k == "example.com/maintenance")).then_some(())
+            (keys.iter().any(|k| k == TAINT_KEY)
+                && keys.iter().any(|k| k == "example.com/maintenance"))
+            .then_some(())
         })
         .await;
     };
@@ -434,43 +697,85 @@ async fn a_bad_policy_edit_keeps_the_last_good_policy_serving_and_warns_on_the_n
     let name = unique_name("vn-reload");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("targets.yaml");
-    let good = |target: &str| format!("apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - {{name: {target}, provider: sim, region: local}}\n");
+    let good = |target: &str| {
+        format!(
+            "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - {{name: {target}, provider: sim, region: local}}\n"
+        )
+    };
     std::fs::write(&file, good("first")).unwrap();
     let (tx, rx) = watch::channel(None);
     let gw = gateway(kube_gateway().await, &name, rx.clone());
     let shutdown = CancellationToken::new();
     let outcomes = Arc::new(Mutex::new(Vec::new()));
-    let task = tokio::spawn(reload::run_reload(PolicyReloader::new(dir.path(), tx), gw, shutdown.clone(), {
-        let outcomes = outcomes.clone();
-        move |o: &ReloadOutcome| outcomes.lock().unwrap().push(o.metric_label())
-    }));
-    let hash = |rx: &watch::Receiver<Option<Arc<Policy>>>| rx.borrow().as_ref().map(|p| p.hash.clone());
+    let task = tokio::spawn(reload::run_reload(
+        PolicyReloader::new(dir.path(), tx),
+        gw,
+        shutdown.clone(),
+        {
+            let outcomes = outcomes.clone();
+            move |o: &ReloadOutcome| outcomes.lock().unwrap().push(o.metric_label())
+        },
+    ));
+    let hash =
+        |rx: &watch::Receiver<Option<Arc<Policy>>>| rx.borrow().as_ref().map(|p| p.hash.clone());
 
     let body = async {
         let first = eventually("the first load", WAIT, || async { hash(&rx) }).await;
         std::fs::write(&file, "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - {name: broken, provider: nowhere, region: local}\n").unwrap();
         let (_, _, note) = eventually("a PolicyInvalid warning on the node", WAIT, || async {
-            node_events(&client, &name).await.into_iter().find(|(t, r, _)| t == "Warning" && r == reload::REASON_INVALID)
+            node_events(&client, &name)
+                .await
+                .into_iter()
+                .find(|(t, r, _)| t == "Warning" && r == reload::REASON_INVALID)
         })
         .await;
-        assert!(note.contains("targets.yaml") && note.contains("provider"), "names the file and field: {note}");
-        assert!(note.contains(&format!("still serving policy {first}")), "{note}");
-        assert_eq!(hash(&rx), Some(first.clone()), "the last good policy keeps serving");
+        assert!(
+            note.contains("targets.yaml") && note.contains("provider"),
+            "names the file and field: {note}"
+        );
+        assert!(
+            note.contains(&format!("still serving policy {first}")),
+            "{note}"
+        );
+        assert_eq!(
+            hash(&rx),
+            Some(first.clone()),
+            "the last good policy keeps serving"
+        );
 
         std::fs::write(&file, good("second")).unwrap();
-        let second = eventually("the fixed policy to load", WAIT, || async { hash(&rx).filter(|h| *h != first) }).await;
+        let second = eventually("the fixed policy to load", WAIT, || async {
+            hash(&rx).filter(|h| *h != first)
+        })
+        .await;
         eventually("a PolicyLoaded event with the new hash", WAIT, || async {
-            node_events(&client, &name).await.into_iter().find(|(t, r, n)| t == "Normal" && r == reload::REASON_LOADED && n.contains(&second))
+            node_events(&client, &name)
+                .await
+                .into_iter()
+                .find(|(t, r, n)| {
+                    t == "Normal" && r == reload::REASON_LOADED && n.contains(&second)
+                })
         })
         .await;
         let seen = outcomes.lock().unwrap().clone();
-        assert_eq!((seen.first(), seen.last()), (Some(&"loaded"), Some(&"loaded")), "{seen:?}");
-        assert_eq!(seen.iter().filter(|o| **o == "loaded").count(), 2, "{seen:?}");
+        assert_eq!(
+            (seen.first(), seen.last()),
+            (Some(&"loaded"), Some(&"loaded")),
+            "{seen:?}"
+        );
+        assert_eq!(
+            seen.iter().filter(|o| **o == "loaded").count(),
+            2,
+            "{seen:?}"
+        );
         assert!(seen.contains(&"rejected"), "{seen:?}");
     };
     with_cleanup(body, async {
         shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), task).await.expect("the reloader stops on shutdown").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the reloader stops on shutdown")
+            .unwrap();
     })
     .await;
 }
@@ -501,7 +806,10 @@ impl Drop for Active {
 }
 
 fn replica(client: &kube::Client, ns: &str, identity: &str, work: &Arc<Work>) -> Replica {
-    let elector = LeaderElector::new(client.clone(), ElectionConfig::new(ns, identity, Duration::from_secs(3)));
+    let elector = LeaderElector::new(
+        client.clone(),
+        ElectionConfig::new(ns, identity, Duration::from_secs(3)),
+    );
     let leading = elector.subscribe();
     let shutdown = CancellationToken::new();
     let (work, id) = (work.clone(), identity.to_owned());
@@ -515,11 +823,22 @@ fn replica(client: &kube::Client, ns: &str, identity: &str, work: &Arc<Work>) ->
             term.cancelled().await;
         }
     }));
-    Replica { identity: identity.to_owned(), shutdown, leading, task }
+    Replica {
+        identity: identity.to_owned(),
+        shutdown,
+        leading,
+        task,
+    }
 }
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
-    leases.get(LEADER_LEASE_NAME).await.ok()?.spec?.holder_identity.filter(|h| !h.is_empty())
+    leases
+        .get(LEADER_LEASE_NAME)
+        .await
+        .ok()?
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
 }
 
 #[tokio::test]
@@ -527,7 +846,13 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over_when_it_goes() {
     let client = kube_admin().await;
     let ns = unique_name("leader");
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.expect("create the namespace");
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .expect("create the namespace");
     grant_leader_election(&client, &ns).await;
     let elector_client = kube_gateway().await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
@@ -536,26 +861,46 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over_when_it_goes() {
     let body = async {
         let a = replica(&elector_client, &ns, "replica-a", &work);
         let b = replica(&elector_client, &ns, "replica-b", &work);
-        let first = eventually("one replica to lead", Duration::from_secs(10), || async { holder(&leases).await }).await;
+        let first = eventually("one replica to lead", Duration::from_secs(10), || async {
+            holder(&leases).await
+        })
+        .await;
         // Over more than a lease period, exactly one replica leads, and it is the Lease holder.
         for _ in 0..20 {
             let leaders = [&a, &b].iter().filter(|r| *r.leading.borrow()).count();
             assert!(leaders <= 1, "never two leaders");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        assert_eq!(holder(&leases).await.as_deref(), Some(first.as_str()), "the leader kept its lease");
+        assert_eq!(
+            holder(&leases).await.as_deref(),
+            Some(first.as_str()),
+            "the leader kept its lease"
+        );
         let (leader, standby) = if a.identity == first { (a, b) } else { (b, a) };
         assert!(*leader.leading.borrow() && !*standby.leading.borrow());
 
         // Graceful shutdown releases the lease: the standby leads at its next attempt.
         let handover = tokio::time::Instant::now();
         leader.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), leader.task).await.expect("the leader stops").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), leader.task)
+            .await
+            .expect("the leader stops")
+            .unwrap();
         assert!(!*leader.leading.borrow());
         let mut standby_leading = standby.leading.clone();
-        tokio::time::timeout(Duration::from_secs(3), standby_leading.wait_for(|l| *l)).await.expect("the standby takes over at once").unwrap();
-        assert!(handover.elapsed() < Duration::from_secs(3), "no lease period to wait: {:?}", handover.elapsed());
-        assert_eq!(holder(&leases).await.as_deref(), Some(standby.identity.as_str()));
+        tokio::time::timeout(Duration::from_secs(3), standby_leading.wait_for(|l| *l))
+            .await
+            .expect("the standby takes over at once")
+            .unwrap();
+        assert!(
+            handover.elapsed() < Duration::from_secs(3),
+            "no lease period to wait: {:?}",
+            handover.elapsed()
+        );
+        assert_eq!(
+            holder(&leases).await.as_deref(),
+            Some(standby.identity.as_str())
+        );
 
         // A leader that dies without releasing: a new standby waits out the lease, then leads.
         let c = replica(&elector_client, &ns, "replica-c", &work);
@@ -565,30 +910,71 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over_when_it_goes() {
         standby.task.abort();
         let _ = standby.task.await;
         let mut c_leading = c.leading.clone();
-        tokio::time::timeout(Duration::from_secs(8), c_leading.wait_for(|l| *l)).await.expect("c takes over within the lease period").unwrap();
+        tokio::time::timeout(Duration::from_secs(8), c_leading.wait_for(|l| *l))
+            .await
+            .expect("c takes over within the lease period")
+            .unwrap();
         let took = died.elapsed();
-        assert!(took >= Duration::from_secs(2), "c respected the dead leader's lease: {took:?}");
-        assert!(took <= Duration::from_secs(3 + 2), "within one lease period and a retry: {took:?}");
+        assert!(
+            took >= Duration::from_secs(2),
+            "c respected the dead leader's lease: {took:?}"
+        );
+        assert!(
+            took <= Duration::from_secs(3 + 2),
+            "within one lease period and a retry: {took:?}"
+        );
         assert_eq!(holder(&leases).await.as_deref(), Some("replica-c"));
 
         // Someone else takes the lease: c stops its work and stands by.
-        eventually("the intruder to take the lease (409s retried)", Duration::from_secs(10), || async {
-            let mut lease = leases.get(LEADER_LEASE_NAME).await.ok()?;
-            let spec = lease.spec.as_mut()?;
-            spec.holder_identity = Some("intruder".into());
-            spec.lease_duration_seconds = Some(3600);
-            spec.renew_time = Some(MicroTime(Timestamp::now()));
-            leases.replace(LEADER_LEASE_NAME, &PostParams::default(), &lease).await.ok()
-        })
+        eventually(
+            "the intruder to take the lease (409s retried)",
+            Duration::from_secs(10),
+            || async {
+                let mut lease = leases.get(LEADER_LEASE_NAME).await.ok()?;
+                let spec = lease.spec.as_mut()?;
+                spec.holder_identity = Some("intruder".into());
+                spec.lease_duration_seconds = Some(3600);
+                spec.renew_time = Some(MicroTime(Timestamp::now()));
+                leases
+                    .replace(LEADER_LEASE_NAME, &PostParams::default(), &lease)
+                    .await
+                    .ok()
+            },
+        )
         .await;
-        tokio::time::timeout(Duration::from_secs(5), c_leading.wait_for(|l| !*l)).await.expect("c steps down").unwrap();
-        assert_eq!(work.active.load(Ordering::SeqCst), 0, "no leader work left running");
+        tokio::time::timeout(Duration::from_secs(5), c_leading.wait_for(|l| !*l))
+            .await
+            .expect("c steps down")
+            .unwrap();
+        assert_eq!(
+            work.active.load(Ordering::SeqCst),
+            0,
+            "no leader work left running"
+        );
 
         c.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), c.task).await.expect("c stops").unwrap();
-        assert_eq!(holder(&leases).await.as_deref(), Some("intruder"), "c does not release a lease it does not hold");
-        assert_eq!(work.most.load(Ordering::SeqCst), 1, "leader work never overlapped");
-        assert_eq!(*work.terms.lock().unwrap(), [first.clone(), standby.identity.clone(), "replica-c".to_owned()]);
+        tokio::time::timeout(Duration::from_secs(10), c.task)
+            .await
+            .expect("c stops")
+            .unwrap();
+        assert_eq!(
+            holder(&leases).await.as_deref(),
+            Some("intruder"),
+            "c does not release a lease it does not hold"
+        );
+        assert_eq!(
+            work.most.load(Ordering::SeqCst),
+            1,
+            "leader work never overlapped"
+        );
+        assert_eq!(
+            *work.terms.lock().unwrap(),
+            [
+                first.clone(),
+                standby.identity.clone(),
+                "replica-c".to_owned()
+            ]
+        );
     };
     with_cleanup(body, async {
         let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
@@ -601,7 +987,13 @@ async fn a_leader_shutting_down_clears_the_holder_of_its_lease() {
     let client = kube_admin().await;
     let ns = unique_name("leader-release");
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.expect("create the namespace");
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .expect("create the namespace");
     grant_leader_election(&client, &ns).await;
     let elector_client = kube_gateway().await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
@@ -610,10 +1002,16 @@ async fn a_leader_shutting_down_clears_the_holder_of_its_lease() {
     let body = async {
         let only = replica(&elector_client, &ns, "only", &work);
         let mut leading = only.leading.clone();
-        tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| *l)).await.expect("the only replica leads").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| *l))
+            .await
+            .expect("the only replica leads")
+            .unwrap();
         assert_eq!(holder(&leases).await.as_deref(), Some("only"));
         only.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), only.task).await.expect("it stops").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), only.task)
+            .await
+            .expect("it stops")
+            .unwrap();
         let lease = leases.get(LEADER_LEASE_NAME).await.unwrap();
         assert_eq!(holder(&leases).await, None, "released: {:?}", lease.spec);
         assert_eq!(work.active.load(Ordering::SeqCst), 0);

@@ -13,10 +13,12 @@ use burstgate::policy::{Policy, load_files};
 use burstgate::provider::Provider;
 use burstgate::provider::factories::SimFactory;
 use burstgate::provider::registry::Factory;
-use burstgate::provider::sim::{ANNOTATION_EXIT_AFTER, ANNOTATION_EXIT_CODE, SimCloud, SimProvider};
+use burstgate::provider::sim::{
+    ANNOTATION_EXIT_AFTER, ANNOTATION_EXIT_CODE, SimCloud, SimProvider,
+};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -49,24 +51,61 @@ async fn start(node: &str, ns: &str, policy: Arc<Policy>, cloud: Arc<SimCloud>) 
     start_with(node, ns, policy, cloud, "600").await
 }
 
-async fn start_with(node: &str, ns: &str, policy: Arc<Policy>, cloud: Arc<SimCloud>, gc_min_age: &str) -> Running {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+async fn start_with(
+    node: &str,
+    ns: &str,
+    policy: Arc<Policy>,
+    cloud: Arc<SimCloud>,
+    gc_min_age: &str,
+) -> Running {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     // The gateway runs as the identity deploy/rbac grants (tests/peers/kustomize/gateway-rbac).
     let client = kube_gateway().await;
-    let config = RunConfig::from_flags(&["--node-name", node, "--cluster-id", "it", "--node-ip", "10.9.9.9", "--gc-min-age-seconds", gc_min_age]).unwrap();
+    let config = RunConfig::from_flags(&[
+        "--node-name",
+        node,
+        "--cluster-id",
+        "it",
+        "--node-ip",
+        "10.9.9.9",
+        "--gc-min-age-seconds",
+        gc_min_age,
+    ])
+    .unwrap();
     let (policy_tx, policy_rx) = watch::channel(Some(policy));
-    let factories: BTreeMap<ProviderKind, Arc<dyn Factory>> = BTreeMap::from([(ProviderKind::Sim, Arc::new(SimFactory::new(cloud.clone())) as Arc<dyn Factory>)]);
+    let factories: BTreeMap<ProviderKind, Arc<dyn Factory>> = BTreeMap::from([(
+        ProviderKind::Sim,
+        Arc::new(SimFactory::new(cloud.clone())) as Arc<dyn Factory>,
+    )]);
     let gw = Gateway::new(client, config, policy_rx, factories, Default::default());
     let shutdown = CancellationToken::new();
-    tokio::spawn(burstgate::gateway::sync_providers(gw.clone(), shutdown.clone()));
+    tokio::spawn(burstgate::gateway::sync_providers(
+        gw.clone(),
+        shutdown.clone(),
+    ));
     let task = tokio::spawn(pod::run(gw.clone(), shutdown.clone()));
-    Running { gw, cloud, policy_tx, shutdown, task, node: node.into(), ns: ns.into(), admin: kube_admin().await }
+    Running {
+        gw,
+        cloud,
+        policy_tx,
+        shutdown,
+        task,
+        node: node.into(),
+        ns: ns.into(),
+        admin: kube_admin().await,
+    }
 }
 
 impl Running {
     async fn stop(self) -> (Arc<SimCloud>, watch::Sender<Option<Arc<Policy>>>) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.task).await.expect("the pod controller stops on shutdown").unwrap();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("the pod controller stops on shutdown")
+            .unwrap();
         (self.cloud, self.policy_tx)
     }
     fn pods(&self) -> Api<Pod> {
@@ -77,7 +116,12 @@ impl Running {
 async fn namespace(client: &kube::Client) -> String {
     let ns = unique_name("pods");
     let api: Api<Namespace> = Api::all(client.clone());
-    api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+    )
+    .await
+    .unwrap();
     ns
 }
 
@@ -105,7 +149,10 @@ fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
 }
 
 fn phase(p: &Pod) -> String {
-    p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default()
 }
 
 async fn wait_phase(api: &Api<Pod>, name: &str, want: &str) -> Pod {
@@ -131,25 +178,63 @@ async fn events_for(client: &kube::Client, ns: &str, name: &str) -> Vec<(String,
 async fn a_pod_bound_to_the_node_runs_with_an_ip_annotations_and_a_placement_event() {
     let client = kube_admin().await;
     let ns = namespace(&client).await;
-    let gw = start(&unique_name("vn"), &ns, policy(100), SimCloud::new(Duration::from_millis(500), 100)).await;
+    let gw = start(
+        &unique_name("vn"),
+        &ns,
+        policy(100),
+        SimCloud::new(Duration::from_millis(500), 100),
+    )
+    .await;
     let api = gw.pods();
-    api.create(&PostParams::default(), &pod_manifest("web", &gw.node, json!({}))).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod_manifest("web", &gw.node, json!({})),
+    )
+    .await
+    .unwrap();
     let running = eventually("web is Running and Ready", WAIT, || async {
         api.get("web").await.ok().filter(|p| {
-            phase(p) == "Running" && p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            phase(p) == "Running"
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         })
     })
     .await;
     let status = running.status.clone().unwrap();
-    assert!(status.pod_ip.as_deref().is_some_and(|ip| ip.starts_with("10.244.")), "{status:?}");
+    assert!(
+        status
+            .pod_ip
+            .as_deref()
+            .is_some_and(|ip| ip.starts_with("10.244.")),
+        "{status:?}"
+    );
     assert_eq!(status.host_ip.as_deref(), Some("10.9.9.9"));
     let a = running.annotations();
-    assert_eq!(a.get("burstgate.io/target").map(String::as_str), Some("sim-local"));
-    assert_eq!(a.get("burstgate.io/provider").map(String::as_str), Some("sim"));
-    assert_eq!(a.get("burstgate.io/resource-id"), Some(&format!("bg-{}", running.uid().unwrap())));
-    assert_eq!(a.get("burstgate.io/hourly-cost").map(String::as_str), Some("0.011000"));
+    assert_eq!(
+        a.get("burstgate.io/target").map(String::as_str),
+        Some("sim-local")
+    );
+    assert_eq!(
+        a.get("burstgate.io/provider").map(String::as_str),
+        Some("sim")
+    );
+    assert_eq!(
+        a.get("burstgate.io/resource-id"),
+        Some(&format!("bg-{}", running.uid().unwrap()))
+    );
+    assert_eq!(
+        a.get("burstgate.io/hourly-cost").map(String::as_str),
+        Some("0.011000")
+    );
     let events = events_for(&client, &ns, "web").await;
-    assert!(events.iter().any(|(r, n)| r == "Placed" && n.starts_with("placed on sim-local")), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(r, n)| r == "Placed" && n.starts_with("placed on sim-local")),
+        "{events:?}"
+    );
     assert_eq!(gw.cloud.creates(), 1);
     gw.stop().await;
 }
@@ -158,21 +243,48 @@ async fn a_pod_bound_to_the_node_runs_with_an_ip_annotations_and_a_placement_eve
 async fn deleting_a_pod_deletes_its_workload_and_gives_back_its_quota() {
     let client = kube_admin().await;
     let ns = namespace(&client).await;
-    let gw = start(&unique_name("vn"), &ns, policy(100), SimCloud::new(Duration::ZERO, 100)).await;
+    let gw = start(
+        &unique_name("vn"),
+        &ns,
+        policy(100),
+        SimCloud::new(Duration::ZERO, 100),
+    )
+    .await;
     let api = gw.pods();
     for i in 0..3 {
-        api.create(&PostParams::default(), &pod_manifest(&format!("p{i}"), &gw.node, json!({}))).await.unwrap();
+        api.create(
+            &PostParams::default(),
+            &pod_manifest(&format!("p{i}"), &gw.node, json!({})),
+        )
+        .await
+        .unwrap();
     }
     for i in 0..3 {
         wait_phase(&api, &format!("p{i}"), "Running").await;
     }
     assert_eq!(gw.cloud.ids().len(), 3);
     for i in 0..3 {
-        api.delete(&format!("p{i}"), &DeleteParams::default()).await.unwrap();
+        api.delete(&format!("p{i}"), &DeleteParams::default())
+            .await
+            .unwrap();
     }
-    eventually("all pods are removed", WAIT, || async { api.list(&ListParams::default()).await.ok().filter(|l| l.items.is_empty()) }).await;
-    assert!(gw.cloud.ids().is_empty(), "workloads left: {:?}", gw.cloud.ids());
-    assert_eq!(gw.gw.ledger.lock().unwrap().reservations().count(), 0, "the ledger is back to zero");
+    eventually("all pods are removed", WAIT, || async {
+        api.list(&ListParams::default())
+            .await
+            .ok()
+            .filter(|l| l.items.is_empty())
+    })
+    .await;
+    assert!(
+        gw.cloud.ids().is_empty(),
+        "workloads left: {:?}",
+        gw.cloud.ids()
+    );
+    assert_eq!(
+        gw.gw.ledger.lock().unwrap().reservations().count(),
+        0,
+        "the ledger is back to zero"
+    );
     gw.stop().await;
 }
 
@@ -180,10 +292,18 @@ async fn deleting_a_pod_deletes_its_workload_and_gives_back_its_quota() {
 async fn a_host_path_pod_fails_as_unsupported_with_a_warning_event() {
     let client = kube_admin().await;
     let ns = namespace(&client).await;
-    let gw = start(&unique_name("vn"), &ns, policy(100), SimCloud::new(Duration::ZERO, 100)).await;
+    let gw = start(
+        &unique_name("vn"),
+        &ns,
+        policy(100),
+        SimCloud::new(Duration::ZERO, 100),
+    )
+    .await;
     let api = gw.pods();
     let extra = json!({"spec": {"volumes": [{"name": "logs", "hostPath": {"path": "/var/log"}}]}});
-    api.create(&PostParams::default(), &pod_manifest("hp", &gw.node, extra)).await.unwrap();
+    api.create(&PostParams::default(), &pod_manifest("hp", &gw.node, extra))
+        .await
+        .unwrap();
     let failed = wait_phase(&api, "hp", "Failed").await;
     let status = failed.status.unwrap();
     assert_eq!(status.reason.as_deref(), Some("Unsupported"));
@@ -198,17 +318,39 @@ async fn a_host_path_pod_fails_as_unsupported_with_a_warning_event() {
 async fn a_pod_no_target_can_take_waits_with_a_reason_and_is_placed_after_a_policy_change() {
     let client = kube_admin().await;
     let ns = namespace(&client).await;
-    let gw = start(&unique_name("vn"), &ns, policy(0), SimCloud::new(Duration::ZERO, 100)).await;
+    let gw = start(
+        &unique_name("vn"),
+        &ns,
+        policy(0),
+        SimCloud::new(Duration::ZERO, 100),
+    )
+    .await;
     let api = gw.pods();
-    api.create(&PostParams::default(), &pod_manifest("waiter", &gw.node, json!({}))).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod_manifest("waiter", &gw.node, json!({})),
+    )
+    .await
+    .unwrap();
     let pending = eventually("waiter says why it waits", WAIT, || async {
-        api.get("waiter").await.ok().filter(|p| p.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("BurstPending"))
+        api.get("waiter")
+            .await
+            .ok()
+            .filter(|p| p.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("BurstPending"))
     })
     .await;
     let message = pending.status.unwrap().message.unwrap();
-    assert!(message.contains("sim-local: quota: 0 of 0 pods left, pod needs 1"), "{message}");
+    assert!(
+        message.contains("sim-local: quota: 0 of 0 pods left, pod needs 1"),
+        "{message}"
+    );
     let events = events_for(&client, &ns, "waiter").await;
-    assert!(events.iter().any(|(r, n)| r == "NoTarget" && n.contains("quota")), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(r, n)| r == "NoTarget" && n.contains("quota")),
+        "{events:?}"
+    );
     gw.policy_tx.send_replace(Some(policy(10)));
     wait_phase(&api, "waiter", "Running").await;
     gw.stop().await;
@@ -218,12 +360,28 @@ async fn a_pod_no_target_can_take_waits_with_a_reason_and_is_placed_after_a_poli
 async fn a_workload_that_exits_non_zero_fails_the_pod_with_its_exit_code() {
     let client = kube_admin().await;
     let ns = namespace(&client).await;
-    let gw = start(&unique_name("vn"), &ns, policy(100), SimCloud::new(Duration::ZERO, 100)).await;
+    let gw = start(
+        &unique_name("vn"),
+        &ns,
+        policy(100),
+        SimCloud::new(Duration::ZERO, 100),
+    )
+    .await;
     let api = gw.pods();
     let extra = json!({"metadata": {"annotations": {ANNOTATION_EXIT_AFTER: "1", ANNOTATION_EXIT_CODE: "3"}}, "spec": {"restartPolicy": "Never"}});
-    api.create(&PostParams::default(), &pod_manifest("job", &gw.node, extra)).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod_manifest("job", &gw.node, extra),
+    )
+    .await
+    .unwrap();
     let failed = wait_phase(&api, "job", "Failed").await;
-    let term = failed.status.unwrap().container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+    let term = failed.status.unwrap().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
     assert_eq!(term.exit_code, 3);
     eventually("the ledger releases a finished pod", WAIT, || async {
         (gw.gw.ledger.lock().unwrap().reservations().count() == 0).then_some(())
@@ -236,14 +394,31 @@ async fn a_workload_that_exits_non_zero_fails_the_pod_with_its_exit_code() {
 async fn an_inaccessible_image_fails_the_pod_with_the_providers_message() {
     let client = kube_admin().await;
     let ns = namespace(&client).await;
-    let gw = start(&unique_name("vn"), &ns, policy(100), SimCloud::new(Duration::ZERO, 100)).await;
+    let gw = start(
+        &unique_name("vn"),
+        &ns,
+        policy(100),
+        SimCloud::new(Duration::ZERO, 100),
+    )
+    .await;
     let api = gw.pods();
-    let extra = json!({"spec": {"containers": [{"name": "app", "image": "invalid.example/team/app:1"}]}});
-    api.create(&PostParams::default(), &pod_manifest("badimg", &gw.node, extra)).await.unwrap();
+    let extra =
+        json!({"spec": {"containers": [{"name": "app", "image": "invalid.example/team/app:1"}]}});
+    api.create(
+        &PostParams::default(),
+        &pod_manifest("badimg", &gw.node, extra),
+    )
+    .await
+    .unwrap();
     let failed = wait_phase(&api, "badimg", "Failed").await;
     let status = failed.status.unwrap();
     assert_eq!(status.reason.as_deref(), Some("InaccessibleImage"));
-    assert!(status.message.unwrap().contains("The image 'invalid.example/team/app:1'"));
+    assert!(
+        status
+            .message
+            .unwrap()
+            .contains("The image 'invalid.example/team/app:1'")
+    );
     gw.stop().await;
 }
 
@@ -251,19 +426,52 @@ async fn an_inaccessible_image_fails_the_pod_with_the_providers_message() {
 async fn a_workload_deleted_behind_the_gateways_back_reaches_a_true_status() {
     let client = kube_admin().await;
     let ns = namespace(&client).await;
-    let gw = start(&unique_name("vn"), &ns, policy(100), SimCloud::new(Duration::ZERO, 100)).await;
+    let gw = start(
+        &unique_name("vn"),
+        &ns,
+        policy(100),
+        SimCloud::new(Duration::ZERO, 100),
+    )
+    .await;
     let api = gw.pods();
-    api.create(&PostParams::default(), &pod_manifest("never", &gw.node, json!({"spec": {"restartPolicy": "Never"}}))).await.unwrap();
-    api.create(&PostParams::default(), &pod_manifest("always", &gw.node, json!({}))).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod_manifest(
+            "never",
+            &gw.node,
+            json!({"spec": {"restartPolicy": "Never"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod_manifest("always", &gw.node, json!({})),
+    )
+    .await
+    .unwrap();
     let never = wait_phase(&api, "never", "Running").await;
     let always = wait_phase(&api, "always", "Running").await;
-    assert!(gw.cloud.remove_out_of_band(&format!("bg-{}", never.uid().unwrap())));
-    assert!(gw.cloud.remove_out_of_band(&format!("bg-{}", always.uid().unwrap())));
+    assert!(
+        gw.cloud
+            .remove_out_of_band(&format!("bg-{}", never.uid().unwrap()))
+    );
+    assert!(
+        gw.cloud
+            .remove_out_of_band(&format!("bg-{}", always.uid().unwrap()))
+    );
     let lost = wait_phase(&api, "never", "Failed").await;
     assert_eq!(lost.status.unwrap().reason.as_deref(), Some("WorkloadLost"));
-    eventually("the Always pod's workload is created again", WAIT, || async {
-        gw.cloud.ids().contains(&format!("bg-{}", always.uid().unwrap())).then_some(())
-    })
+    eventually(
+        "the Always pod's workload is created again",
+        WAIT,
+        || async {
+            gw.cloud
+                .ids()
+                .contains(&format!("bg-{}", always.uid().unwrap()))
+                .then_some(())
+        },
+    )
     .await;
     assert_eq!(gw.cloud.creates(), 3);
     gw.stop().await;
@@ -274,11 +482,22 @@ async fn restarting_the_gateway_mid_burst_never_decides_a_placed_pod_again() {
     let client = kube_admin().await;
     let ns = namespace(&client).await;
     let node = unique_name("vn");
-    let gw = start(&node, &ns, policy(500), SimCloud::new(Duration::from_secs(2), 500)).await;
+    let gw = start(
+        &node,
+        &ns,
+        policy(500),
+        SimCloud::new(Duration::from_secs(2), 500),
+    )
+    .await;
     let api = gw.pods();
     let n = 200;
     for i in 0..n {
-        api.create(&PostParams::default(), &pod_manifest(&format!("b{i}"), &node, json!({}))).await.unwrap();
+        api.create(
+            &PostParams::default(),
+            &pod_manifest(&format!("b{i}"), &node, json!({})),
+        )
+        .await
+        .unwrap();
     }
     // Stop while the burst is under way: some placed, some not yet.
     eventually("a part of the burst is placed", WAIT, || async {
@@ -291,22 +510,47 @@ async fn restarting_the_gateway_mid_burst_never_decides_a_placed_pod_again() {
         .unwrap()
         .items
         .iter()
-        .filter_map(|p| p.annotations().get("burstgate.io/policy-hash").map(|_| (p.name_any(), p.annotations()["burstgate.io/target"].clone())))
+        .filter_map(|p| {
+            p.annotations()
+                .get("burstgate.io/policy-hash")
+                .map(|_| (p.name_any(), p.annotations()["burstgate.io/target"].clone()))
+        })
         .collect();
     let (cloud, policy_tx) = gw.stop().await;
     let gw = start(&node, &ns, policy_tx.borrow().clone().unwrap(), cloud).await;
-    eventually("every pod of the burst is Running", Duration::from_secs(180), || async {
-        let pods = api.list(&ListParams::default()).await.ok()?;
-        (pods.items.len() == n && pods.items.iter().all(|p| phase(p) == "Running")).then_some(())
-    })
+    eventually(
+        "every pod of the burst is Running",
+        Duration::from_secs(180),
+        || async {
+            let pods = api.list(&ListParams::default()).await.ok()?;
+            (pods.items.len() == n && pods.items.iter().all(|p| phase(p) == "Running"))
+                .then_some(())
+        },
+    )
     .await;
-    assert_eq!(gw.cloud.creates(), n as u64, "exactly one workload per pod, across the restart");
-    assert_eq!(gw.gw.ledger.lock().unwrap().reservations().count(), n, "the ledger holds every pod once");
+    assert_eq!(
+        gw.cloud.creates(),
+        n as u64,
+        "exactly one workload per pod, across the restart"
+    );
+    assert_eq!(
+        gw.gw.ledger.lock().unwrap().reservations().count(),
+        n,
+        "the ledger holds every pod once"
+    );
     let events = events_for(&client, &ns, "b0").await;
-    assert_eq!(events.iter().filter(|(r, _)| r == "Placed").count(), 1, "{events:?}");
+    assert_eq!(
+        events.iter().filter(|(r, _)| r == "Placed").count(),
+        1,
+        "{events:?}"
+    );
     for (name, target) in before {
         let p = api.get(&name).await.unwrap();
-        assert_eq!(p.annotations()["burstgate.io/target"], target, "{name} kept its placement");
+        assert_eq!(
+            p.annotations()["burstgate.io/target"],
+            target,
+            "{name} kept its placement"
+        );
     }
     gw.stop().await;
 }
@@ -322,7 +566,13 @@ async fn orphan_workloads_are_collected_and_live_ones_are_kept() {
     // gateway was down), tagged with this cluster and node.
     let orphan = WorkloadSpec {
         id: "bg-gone".into(),
-        owner: Owner { cluster_id: "it".into(), node: node.clone(), namespace: ns.clone(), pod: "gone".into(), pod_uid: "gone".into() },
+        owner: Owner {
+            cluster_id: "it".into(),
+            node: node.clone(),
+            namespace: ns.clone(),
+            pod: "gone".into(),
+            pod_uid: "gone".into(),
+        },
         target: "sim-local".into(),
         region: "local".into(),
         size: Default::default(),
@@ -330,18 +580,42 @@ async fn orphan_workloads_are_collected_and_live_ones_are_kept() {
         resolved: Default::default(),
     };
     // Another cluster's workload on a node of the same name must never be touched.
-    let foreign = WorkloadSpec { id: "bg-foreign".into(), owner: Owner { cluster_id: "other".into(), ..orphan.owner.clone() }, ..orphan.clone() };
-    SimProvider::new(cloud.clone()).create(&orphan).await.unwrap();
-    SimProvider::new(cloud.clone()).create(&foreign).await.unwrap();
+    let foreign = WorkloadSpec {
+        id: "bg-foreign".into(),
+        owner: Owner {
+            cluster_id: "other".into(),
+            ..orphan.owner.clone()
+        },
+        ..orphan.clone()
+    };
+    SimProvider::new(cloud.clone())
+        .create(&orphan)
+        .await
+        .unwrap();
+    SimProvider::new(cloud.clone())
+        .create(&foreign)
+        .await
+        .unwrap();
     let gw = start_with(&node, &ns, policy(100), cloud, "2").await;
     let api = gw.pods();
-    api.create(&PostParams::default(), &pod_manifest("live", &node, json!({}))).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod_manifest("live", &node, json!({})),
+    )
+    .await
+    .unwrap();
     let live = wait_phase(&api, "live", "Running").await;
-    eventually("the orphan is deleted", WAIT, || async { (!gw.cloud.ids().contains(&"bg-gone".to_string())).then_some(()) }).await;
+    eventually("the orphan is deleted", WAIT, || async {
+        (!gw.cloud.ids().contains(&"bg-gone".to_string())).then_some(())
+    })
+    .await;
     // Past the minimum age, the live pod's workload is still there.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let ids = gw.cloud.ids();
-    assert!(ids.contains(&format!("bg-{}", live.uid().unwrap())), "{ids:?}");
+    assert!(
+        ids.contains(&format!("bg-{}", live.uid().unwrap())),
+        "{ids:?}"
+    );
     assert!(ids.contains(&"bg-foreign".to_string()), "{ids:?}");
     gw.stop().await;
 }

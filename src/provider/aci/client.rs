@@ -13,13 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::http::Transport;
 use azure_core::http::policies::{Policy, PolicyResult};
 use azure_core::http::{
     ClientOptions, Context, Method, Pipeline, PipelineSendOptions, Request, RetryOptions, Url,
 };
 use azure_identity::{
-    ClientSecretCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
-    UserAssignedId, WorkloadIdentityCredential,
+    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
+    ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{SinkExt, StreamExt};
@@ -101,21 +103,65 @@ pub fn credential_source(env: impl Fn(&str) -> Option<String>) -> CredentialSour
     }
 }
 
+/// The HTTP transport of every Azure call (token endpoint and ARM): the platform's roots, plus
+/// the PEM certificates of `extra_ca` when given (Azure Stack Hub, a TLS-inspecting egress proxy,
+/// or a test emulator).
+pub fn azure_transport(extra_ca: Option<&std::path::Path>) -> Result<Option<Transport>, AciError> {
+    let Some(path) = extra_ca else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path).map_err(|e| {
+        AciError::Credential(format!("reading the Azure CA file {}: {e}", path.display()))
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        AciError::Credential(format!(
+            "the Azure CA file {} is not PEM: {e}",
+            path.display()
+        ))
+    })?;
+    if certs.is_empty() {
+        return Err(AciError::Credential(format!(
+            "the Azure CA file {} holds no certificate",
+            path.display()
+        )));
+    }
+    let client = reqwest::Client::builder()
+        .tls_certs_merge(certs)
+        .build()
+        .map_err(|e| {
+            AciError::Credential(format!("an HTTPS client trusting {}: {e}", path.display()))
+        })?;
+    Ok(Some(Transport::new(Arc::new(client))))
+}
+
 /// The standard credential chain: workload identity, then a client secret from the environment,
-/// then managed identity. azure_identity honours `AZURE_AUTHORITY_HOST` (it must be https).
-pub fn default_credential() -> Result<Arc<dyn TokenCredential>, AciError> {
+/// then managed identity. azure_identity honours `AZURE_AUTHORITY_HOST` (it must be https);
+/// `transport` (from [`azure_transport`]) replaces the default HTTP client when given.
+pub fn default_credential(
+    transport: Option<Transport>,
+) -> Result<Arc<dyn TokenCredential>, AciError> {
     let env = |k: &str| std::env::var(k).ok();
     let fail = |what: &str, e: azure_core::Error| AciError::Credential(format!("{what}: {e}"));
+    let client_options = ClientOptions {
+        transport,
+        ..Default::default()
+    };
     Ok(match credential_source(env) {
-        CredentialSource::WorkloadIdentity => WorkloadIdentityCredential::new(None)
-            .map_err(|e| fail("workload identity (AZURE_FEDERATED_TOKEN_FILE)", e))?,
+        CredentialSource::WorkloadIdentity => {
+            let options = WorkloadIdentityCredentialOptions {
+                credential_options: ClientAssertionCredentialOptions { client_options },
+                ..Default::default()
+            };
+            WorkloadIdentityCredential::new(Some(options))
+                .map_err(|e| fail("workload identity (AZURE_FEDERATED_TOKEN_FILE)", e))?
+        }
         CredentialSource::ClientSecret => {
             let var = |k: &str| std::env::var(k).unwrap_or_default();
             ClientSecretCredential::new(
                 &var("AZURE_TENANT_ID"),
                 var("AZURE_CLIENT_ID"),
                 Secret::new(var("AZURE_CLIENT_SECRET")),
-                None,
+                Some(ClientSecretCredentialOptions { client_options }),
             )
             .map_err(|e| {
                 fail(
@@ -127,6 +173,7 @@ pub fn default_credential() -> Result<Arc<dyn TokenCredential>, AciError> {
         CredentialSource::ManagedIdentity { client_id } => {
             let options = ManagedIdentityCredentialOptions {
                 user_assigned_id: client_id.map(UserAssignedId::ClientId),
+                client_options,
                 ..Default::default()
             };
             ManagedIdentityCredential::new(Some(options))
@@ -346,6 +393,17 @@ impl AciProvider {
         credential: Arc<dyn TokenCredential>,
         layers: Layers,
     ) -> AciProvider {
+        AciProvider::with_transport(settings, credential, layers, None)
+    }
+
+    /// [`AciProvider::new`], sending ARM requests through `transport` (from
+    /// [`azure_transport`]) when given.
+    pub fn with_transport(
+        settings: Settings,
+        credential: Arc<dyn TokenCredential>,
+        layers: Layers,
+        transport: Option<Transport>,
+    ) -> AciProvider {
         let endpoint = if settings.arm_endpoint.trim().is_empty() {
             DEFAULT_ARM_ENDPOINT
         } else {
@@ -363,6 +421,7 @@ impl AciProvider {
         let auth: Arc<dyn Policy> = Arc::new(ArmAuthPolicy { credential, scope });
         let options = ClientOptions {
             retry: RetryOptions::none(),
+            transport,
             ..Default::default()
         };
         let pipeline = Pipeline::new(

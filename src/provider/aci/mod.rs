@@ -15,8 +15,8 @@ pub mod status;
 pub mod translate;
 
 pub use client::{
-    API_VERSION, AciProvider, CredentialSource, DEFAULT_ARM_ENDPOINT, Settings, credential_source,
-    default_credential,
+    API_VERSION, AciProvider, CredentialSource, DEFAULT_ARM_ENDPOINT, Settings, azure_transport,
+    credential_source, default_credential,
 };
 pub use retry::{AciError, ArmBudget};
 pub use status::Cadence;

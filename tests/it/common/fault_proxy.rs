@@ -46,18 +46,26 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts a proxy forwarding to `upstream` (`http://host:port`).
     pub async fn start(upstream: &str) -> FaultProxy {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind the fault proxy");
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind the fault proxy");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let state: Arc<Mutex<State>> = Arc::default();
         let client = reqwest::Client::builder().build().expect("an HTTP client");
         let (upstream, shared) = (upstream.trim_end_matches('/').to_string(), state.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let (client, upstream, state) = (client.clone(), upstream.clone(), shared.clone());
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(req, client.clone(), upstream.clone(), state.clone()));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let service = service_fn(move |req| {
+                        handle(req, client.clone(), upstream.clone(), state.clone())
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -76,13 +84,26 @@ impl FaultProxy {
 
     /// Requests of these operations seen so far.
     pub fn requests_of(&self, operations: &[&str]) -> usize {
-        self.state.lock().unwrap().arrivals.iter().filter(|(_, op)| operations.contains(&op.as_str())).count()
+        self.state
+            .lock()
+            .unwrap()
+            .arrivals
+            .iter()
+            .filter(|(_, op)| operations.contains(&op.as_str()))
+            .count()
     }
 
     /// The most requests of `operations` that arrived within any `window`.
     pub fn max_in_window(&self, operations: &[&str], window: Duration) -> usize {
-        let arrivals: Vec<Instant> =
-            self.state.lock().unwrap().arrivals.iter().filter(|(_, op)| operations.contains(&op.as_str())).map(|(t, _)| *t).collect();
+        let arrivals: Vec<Instant> = self
+            .state
+            .lock()
+            .unwrap()
+            .arrivals
+            .iter()
+            .filter(|(_, op)| operations.contains(&op.as_str()))
+            .map(|(t, _)| *t)
+            .collect();
         let mut best = 0;
         let mut start = 0;
         for end in 0..arrivals.len() {
@@ -103,21 +124,34 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let mode = {
         let mut s = state.lock().unwrap();
-        let op = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).and_then(|t| t.rsplit('.').next()).unwrap_or("").to_string();
+        let op = req
+            .headers()
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or("")
+            .to_string();
         s.arrivals.push((Instant::now(), op));
         s.mode.unwrap_or(Mode::Pass)
     };
     let answer = |status: StatusCode, body: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
         *r.status_mut() = status;
-        r.headers_mut().insert("content-type", "application/x-amz-json-1.1".parse().unwrap());
+        r.headers_mut().insert(
+            "content-type",
+            "application/x-amz-json-1.1".parse().unwrap(),
+        );
         r
     };
     match mode {
         Mode::Throttle => {
-            let mut r = answer(StatusCode::TOO_MANY_REQUESTS, r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#);
+            let mut r = answer(
+                StatusCode::TOO_MANY_REQUESTS,
+                r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+            );
             r.headers_mut().insert("retry-after", "1".parse().unwrap());
-            r.headers_mut().insert("x-amzn-errortype", "ThrottlingException".parse().unwrap());
+            r.headers_mut()
+                .insert("x-amzn-errortype", "ThrottlingException".parse().unwrap());
             return Ok(r);
         }
         Mode::Outage => {
@@ -135,10 +169,24 @@ async fn handle(
         Mode::Pass => {}
     }
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut forward = client.request(parts.method.clone(), format!("{upstream}{path}")).body(body);
-    for (k, v) in parts.headers.iter().filter(|(k, _)| *k != "host" && *k != "content-length") {
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut forward = client
+        .request(parts.method.clone(), format!("{upstream}{path}"))
+        .body(body);
+    for (k, v) in parts
+        .headers
+        .iter()
+        .filter(|(k, _)| *k != "host" && *k != "content-length")
+    {
         forward = forward.header(k, v);
     }
     let Ok(resp) = forward.send().await else {
@@ -149,7 +197,10 @@ async fn handle(
     let bytes = resp.bytes().await.unwrap_or_default();
     let mut r = Response::new(Full::new(bytes));
     *r.status_mut() = status;
-    for (k, v) in headers.iter().filter(|(k, _)| *k != "content-length" && *k != "transfer-encoding" && *k != "connection") {
+    for (k, v) in headers
+        .iter()
+        .filter(|(k, _)| *k != "content-length" && *k != "transfer-encoding" && *k != "connection")
+    {
         r.headers_mut().insert(k, v.clone());
     }
     Ok(r)
