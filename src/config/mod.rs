@@ -86,13 +86,13 @@ pub struct RunConfig {
     #[arg(long, env = "BURSTGATE_IDENTITY")]
     pub identity: Option<String>,
     /// Leader lease duration, seconds; a standby takes over within this after the leader dies.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, env = "BURSTGATE_LEADER_LEASE_SECONDS", default_value_t = 15)]
     pub leader_lease_seconds: u64,
     /// Minimum age, seconds, of an unowned cloud workload before orphan GC deletes it.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, env = "BURSTGATE_GC_MIN_AGE_SECONDS", default_value_t = 600)]
     pub gc_min_age_seconds: u64,
     /// Cold start of the simulated provider, milliseconds.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, env = "BURSTGATE_SIM_COLD_START_MS", default_value_t = 1500)]
     pub sim_cold_start_ms: u64,
 }
 

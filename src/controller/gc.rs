@@ -1,10 +1,10 @@
 //! Orphan garbage collection: cloud workloads tagged with this cluster id and node whose pod no
-//! longer exists are deleted, only after the pod cache has synced and past a minimum age; ledger
+//! longer exists, or whose pod now runs on another target (a stray copy), are deleted, only after the pod cache has synced and past a minimum age; ledger
 //! reservations of vanished pods are released.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -12,30 +12,99 @@ use kube::api::{Api, ListParams};
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::context::Gateway;
+use crate::controller::placement;
 use crate::provider::OwnedWorkload;
 
-/// The workloads of `owned` that are orphans: no live pod has their UID, and they are older
-/// than `min_age` (a pod created a moment ago may not be in the cache yet).
-pub fn orphans<'a>(
+/// Why a workload is garbage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Garbage {
+    /// No pod on the node has its UID.
+    Orphan,
+    /// Its pod lives, but was placed on another target since (a re-decision after a rejection
+    /// whose outcome was unknown, or after a crash): a second copy of the pod, billed.
+    Stray {
+        /// The target the pod is placed on now.
+        placed_on: String,
+    },
+}
+
+/// The workloads `target` listed that are garbage, older than `min_age` (a pod created a moment
+/// ago may not be in the list yet). `placed` maps each live pod's UID to the target its
+/// annotations place it on; `listed` maps each target whose listing succeeded to every workload
+/// id it listed. A workload is a stray only when its pod's target listed and did not list it:
+/// targets sharing an account list the same workloads, and an unreachable target proves nothing.
+pub fn garbage<'a>(
+    target: &str,
     owned: &'a [OwnedWorkload],
-    live_uids: &HashSet<String>,
+    placed: &HashMap<String, Option<String>>,
+    listed: &HashMap<String, HashSet<String>>,
     min_age: Duration,
-) -> Vec<&'a OwnedWorkload> {
+) -> Vec<(&'a OwnedWorkload, Garbage)> {
     owned
         .iter()
-        .filter(|w| !live_uids.contains(&w.owner.pod_uid) && w.age >= min_age)
+        .filter(|w| w.age >= min_age)
+        .filter_map(|w| match placed.get(&w.owner.pod_uid) {
+            None => Some((w, Garbage::Orphan)),
+            Some(Some(now))
+                if now != target && listed.get(now).is_some_and(|ids| !ids.contains(&w.id)) =>
+            {
+                Some((
+                    w,
+                    Garbage::Stray {
+                        placed_on: now.clone(),
+                    },
+                ))
+            }
+            Some(_) => None,
+        })
         .collect()
+}
+
+/// When GC first saw each listed workload. A provider that cannot tell a workload's age (moto
+/// leaves ECS `createdAt` out; a tag may be missing) reports zero; such a workload then ages
+/// from its first sighting, so it is still collected, `min_age` after this process first saw it.
+#[derive(Debug, Default)]
+pub struct Sightings(HashMap<String, Instant>);
+
+impl Sightings {
+    /// `owned` with each age at least the time since its first sighting; workloads no longer
+    /// listed by `target` are forgotten.
+    pub fn aged(
+        &mut self,
+        target: &str,
+        owned: Vec<OwnedWorkload>,
+        now: Instant,
+    ) -> Vec<OwnedWorkload> {
+        let key = |id: &str| format!("{target}/{id}");
+        let listed: HashSet<String> = owned.iter().map(|w| key(&w.id)).collect();
+        let prefix = format!("{target}/");
+        self.0
+            .retain(|k, _| !k.starts_with(&prefix) || listed.contains(k));
+        owned
+            .into_iter()
+            .map(|mut w| {
+                let first = *self.0.entry(key(&w.id)).or_insert(now);
+                w.age = w.age.max(now.saturating_duration_since(first));
+                w
+            })
+            .collect()
+    }
 }
 
 /// One collection pass; returns the number of workloads deleted. The live pods come from a
 /// fresh LIST, never from a cache that may not have synced yet: a half-filled cache would make
 /// every running workload look orphaned.
-pub async fn collect(gw: &Gateway) -> Result<usize, kube::Error> {
+pub async fn collect(gw: &Gateway, sightings: &mut Sightings) -> Result<usize, kube::Error> {
     let pods: Api<Pod> = Api::all(gw.client.clone());
     let list = pods
         .list(&ListParams::default().fields(&format!("spec.nodeName={}", gw.config.node_name)))
         .await?;
-    let live: HashSet<String> = list.items.iter().filter_map(|p| p.uid()).collect();
+    let placed: HashMap<String, Option<String>> = list
+        .items
+        .iter()
+        .filter_map(|p| Some((p.uid()?, p.annotations().get(placement::TARGET).cloned())))
+        .collect();
+    let live: HashSet<String> = placed.keys().cloned().collect();
     let vanished: Vec<String> = {
         let ledger = gw.ledger.lock().expect("ledger lock");
         ledger
@@ -56,32 +125,48 @@ pub async fn collect(gw: &Gateway) -> Result<usize, kube::Error> {
         );
         gw.nudge.notify_waiters();
     }
-    let mut deleted = 0;
-    let mut seen = std::collections::HashSet::new();
-    for (_, provider) in gw.providers.all() {
+    // Every target's listing first: a stray is judged against its pod's current target's.
+    let mut listed: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut listings = Vec::new();
+    let mut seen = HashSet::new();
+    for (target, provider) in gw.providers.all() {
         let owned = match provider
             .list_owned(&gw.config.cluster_id, &gw.config.node_name)
             .await
         {
             Ok(o) => o,
             Err(e) => {
-                tracing::warn!(provider = provider.name(), error = %e, "orphan GC could not list workloads");
+                tracing::warn!(provider = provider.name(), target = %target, error = %e, "orphan GC could not list workloads");
                 continue;
             }
         };
+        listed.insert(target.clone(), owned.iter().map(|w| w.id.clone()).collect());
         // Targets sharing an account and region list the same workloads: handle each once.
         let owned: Vec<_> = owned
             .into_iter()
             .filter(|w| seen.insert(w.id.clone()))
             .collect();
-        for w in orphans(&owned, &live, gw.config.gc_min_age()) {
+        let owned = sightings.aged(&target, owned, Instant::now());
+        listings.push((target, provider, owned));
+    }
+    let mut deleted = 0;
+    for (target, provider, owned) in &listings {
+        for (w, why) in garbage(target, owned, &placed, &listed, gw.config.gc_min_age()) {
+            let pod = format!("{}/{}", w.owner.namespace, w.owner.pod);
             match provider.delete(&w.id).await {
                 Ok(()) => {
                     deleted += 1;
-                    tracing::info!(provider = provider.name(), workload = %w.id, pod = %format!("{}/{}", w.owner.namespace, w.owner.pod), "deleted orphan workload");
+                    match why {
+                        Garbage::Orphan => {
+                            tracing::info!(target = %target, workload = %w.id, %pod, "deleted orphan workload")
+                        }
+                        Garbage::Stray { placed_on } => {
+                            tracing::warn!(target = %target, workload = %w.id, %pod, %placed_on, "deleted a stray copy of a pod placed elsewhere")
+                        }
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(provider = provider.name(), workload = %w.id, error = %e, "orphan GC could not delete")
+                    tracing::warn!(target = %target, workload = %w.id, error = %e, "orphan GC could not delete")
                 }
             }
         }
@@ -103,11 +188,12 @@ pub async fn run(
     let period =
         (gw.config.gc_min_age() / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let mut tick = tokio::time::interval(period);
+    let mut sightings = Sightings::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                match collect(&gw).await {
+                match collect(&gw, &mut sightings).await {
                     Ok(deleted) => {
                         gw.metrics.orphans_collected.inc_by(deleted as u64);
                     }
@@ -140,6 +226,13 @@ mod tests {
         }
     }
 
+    fn listed(entries: &[(&str, &[&str])]) -> HashMap<String, HashSet<String>> {
+        entries
+            .iter()
+            .map(|(t, ids)| (t.to_string(), ids.iter().map(|i| i.to_string()).collect()))
+            .collect()
+    }
+
     #[test]
     fn only_old_workloads_without_a_live_pod_are_orphans() {
         let all = [
@@ -147,11 +240,86 @@ mod tests {
             owned("gone-old", 900),
             owned("gone-young", 30),
         ];
-        let live = HashSet::from(["live".to_string()]);
-        let got: Vec<&str> = orphans(&all, &live, Duration::from_secs(600))
-            .iter()
-            .map(|w| w.id.as_str())
-            .collect();
-        assert_eq!(got, vec!["bg-gone-old"]);
+        let placed = HashMap::from([("live".to_string(), Some("aci".to_string()))]);
+        let got: Vec<(&str, Garbage)> = garbage(
+            "aci",
+            &all,
+            &placed,
+            &listed(&[("aci", &["bg-live"])]),
+            Duration::from_secs(600),
+        )
+        .into_iter()
+        .map(|(w, why)| (w.id.as_str(), why))
+        .collect();
+        assert_eq!(got, vec![("bg-gone-old", Garbage::Orphan)]);
+    }
+
+    #[test]
+    fn a_copy_of_a_pod_now_placed_on_another_target_that_listed_it_elsewhere_is_a_stray() {
+        let all = [owned("moved", 900)];
+        let placed = HashMap::from([("moved".to_string(), Some("fargate".to_string()))]);
+        let got = garbage(
+            "aci",
+            &all,
+            &placed,
+            &listed(&[("aci", &["bg-moved"]), ("fargate", &["bg-moved-2"])]),
+            Duration::from_secs(600),
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].1,
+            Garbage::Stray {
+                placed_on: "fargate".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_workload_its_pods_target_also_lists_or_could_not_list_is_kept() {
+        let all = [owned("shared", 900)];
+        let placed = HashMap::from([("shared".to_string(), Some("fargate-b".to_string()))]);
+        // Two targets in one account list the same task.
+        let shared = listed(&[("fargate-a", &["bg-shared"]), ("fargate-b", &["bg-shared"])]);
+        assert!(garbage("fargate-a", &all, &placed, &shared, Duration::ZERO).is_empty());
+        // The pod's target did not answer: nothing is known.
+        let down = listed(&[("fargate-a", &["bg-shared"])]);
+        assert!(garbage("fargate-a", &all, &placed, &down, Duration::ZERO).is_empty());
+        // A pod not placed yet (annotations cleared for a re-decision) keeps it too.
+        let undecided = HashMap::from([("shared".to_string(), None)]);
+        assert!(garbage("fargate-a", &all, &undecided, &down, Duration::ZERO).is_empty());
+    }
+
+    #[test]
+    fn a_workload_of_unknown_age_ages_from_its_first_sighting_and_is_forgotten_when_gone() {
+        let mut sightings = Sightings::default();
+        let t0 = Instant::now();
+        let first = sightings.aged("fargate", vec![owned("a", 0), owned("b", 900)], t0);
+        assert_eq!(
+            first.iter().map(|w| w.age.as_secs()).collect::<Vec<_>>(),
+            vec![0, 900]
+        );
+        let later = sightings.aged(
+            "fargate",
+            vec![owned("a", 0)],
+            t0 + Duration::from_secs(700),
+        );
+        assert_eq!(later[0].age, Duration::from_secs(700));
+        // "b" was not listed in between: seen again, it starts over (its own age still counts).
+        let again = sightings.aged(
+            "fargate",
+            vec![owned("b", 0)],
+            t0 + Duration::from_secs(800),
+        );
+        assert_eq!(again[0].age, Duration::ZERO);
+    }
+
+    #[test]
+    fn sightings_of_one_target_do_not_touch_another_targets() {
+        let mut sightings = Sightings::default();
+        let t0 = Instant::now();
+        sightings.aged("aci", vec![owned("a", 0)], t0);
+        sightings.aged("fargate", vec![], t0 + Duration::from_secs(10));
+        let aci = sightings.aged("aci", vec![owned("a", 0)], t0 + Duration::from_secs(600));
+        assert_eq!(aci[0].age, Duration::from_secs(600));
     }
 }

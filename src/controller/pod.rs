@@ -81,6 +81,30 @@ fn is_terminal(pod: &Pod) -> bool {
     )
 }
 
+/// How long the listing of a target's workloads at start may take before new pods go ahead.
+const RESTORE_LIST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether the pod's status already mirrors a workload: an IP, or a container that started.
+/// Only the status sync writes those, from a workload that existed.
+fn mirrors_a_workload(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    status.pod_ip.is_some()
+        || status.container_statuses.iter().flatten().any(|c| {
+            c.state
+                .as_ref()
+                .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+        })
+}
+
+/// Target errors after which the workload may exist anyway: the call timed out or was throttled
+/// past its deadline (an attempt may have landed), or the circuit refused it (a gateway that
+/// died may have created it before).
+fn outcome_unknown(code: &str) -> bool {
+    matches!(code, "Unavailable" | "Throttled" | "CircuitOpen")
+}
+
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
@@ -188,15 +212,31 @@ impl PodController {
                 }
             }
         }
+        // Which pods already have a workload, so they are not created again. Every target is
+        // asked at once, each for at most RESTORE_LIST_TIMEOUT: a target that hangs must not hold
+        // back every new pod. Pods of a target that did not answer go through create, which is
+        // idempotent, and a pod that already ran is never moved off it (`mirrors_a_workload`).
+        let (cluster_id, node) = (&self.gw.config.cluster_id, &self.gw.config.node_name);
+        let listings = futures::future::join_all(self.gw.providers.all().into_iter().map(
+            |(target, provider)| async move {
+                let listed = tokio::time::timeout(
+                    RESTORE_LIST_TIMEOUT,
+                    provider.list_owned(cluster_id, node),
+                )
+                .await;
+                (target, listed)
+            },
+        ))
+        .await;
         let mut created = HashSet::new();
-        for (_, provider) in self.gw.providers.all() {
-            match provider
-                .list_owned(&self.gw.config.cluster_id, &self.gw.config.node_name)
-                .await
-            {
-                Ok(owned) => created.extend(owned.into_iter().map(|o| o.owner.pod_uid)),
-                Err(e) => {
-                    tracing::warn!(provider = provider.name(), error = %e, "could not list owned workloads at start")
+        for (target, listed) in listings {
+            match listed {
+                Ok(Ok(owned)) => created.extend(owned.into_iter().map(|o| o.owner.pod_uid)),
+                Ok(Err(e)) => {
+                    tracing::warn!(target = %target, error = %e, "could not list owned workloads at start")
+                }
+                Err(_) => {
+                    tracing::warn!(target = %target, timeout = ?RESTORE_LIST_TIMEOUT, "could not list owned workloads at start: no answer in time")
                 }
             }
         }
@@ -448,7 +488,37 @@ impl PodController {
                     retry_after.unwrap_or(Duration::from_secs(5)),
                 ))
             }
+            Err(ProviderError::Target { code, message }) if mirrors_a_workload(pod) => {
+                // A workload ran for this pod (its status came from one) before this process
+                // started: it most likely still runs on the target, billed. Starting a second
+                // one elsewhere would run the app twice; wait for the target to answer.
+                tracing::warn!(pod = %pod.name_any(), target = %spec.target, %code, %message, "the target of a pod that already ran cannot be reached; keeping the pod there");
+                self.event(
+                    pod,
+                    EventType::Warning,
+                    "TargetUnreachable",
+                    format!("target {} cannot confirm the pod's workload ({code}: {message}); keeping the pod there until it answers", spec.target),
+                )
+                .await;
+                Ok(Action::requeue(Duration::from_secs(30)))
+            }
             Err(ProviderError::Target { code, message }) => {
+                if outcome_unknown(&code) {
+                    // An earlier attempt (or a gateway that died) may have started the workload:
+                    // remove it, without holding the pod back (the delete may wait out the same
+                    // failing target). Orphan GC removes it as a stray if this fails.
+                    let (provider, id, pod_name, target) = (
+                        provider.clone(),
+                        spec.id.clone(),
+                        pod.name_any(),
+                        spec.target.clone(),
+                    );
+                    tokio::spawn(async move {
+                        if let Err(e) = provider.delete(&id).await {
+                            tracing::info!(pod = %pod_name, target = %target, error = %e, "could not remove a possible workload left on the target; orphan GC will");
+                        }
+                    });
+                }
                 self.redecide(pod, &spec.target, format!("{code}: {message}"))
                     .await
             }

@@ -2,7 +2,7 @@
 //! apiserver, scheduler and controller-manager, driven with kubectl: AKS virtual-node manifests,
 //! Services, scale to zero, leader failover, and a bad policy edit.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+use crate::common::gateway::{Gateway, NodeCleanup, aks_deployment, moto_env, node_ready};
 use crate::common::{eventually, grant_leader_election, kube_admin, peers, run_tool, unique_name};
 
 const POLICY: &str = "apiVersion: burstgate.io/v1alpha1
@@ -34,153 +35,6 @@ spec:
       match: {}
 ";
 
-/// One `burstgate run` child process; killed (SIGKILL) when dropped.
-struct Gateway {
-    child: Child,
-    log: PathBuf,
-    metrics_port: u16,
-}
-
-impl Gateway {
-    fn start(node: &str, ns: &str, policy_dir: &Path, identity: &str) -> Gateway {
-        Gateway::start_with_env(node, ns, policy_dir, identity, &[])
-    }
-
-    fn start_with_env(
-        node: &str,
-        ns: &str,
-        policy_dir: &Path,
-        identity: &str,
-        env: &[(&str, &str)],
-    ) -> Gateway {
-        let log = std::env::temp_dir().join(format!("{node}-{identity}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let kubelet_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_burstgate"))
-            .args([
-                "run",
-                "--node-name",
-                node,
-                "--namespace",
-                ns,
-                "--identity",
-                identity,
-                "--cluster-id",
-                "e2e",
-            ])
-            .arg("--policy-dir")
-            .arg(policy_dir)
-            .arg("--kubeconfig")
-            // The identity deploy/rbac grants (tests/peers/kustomize/gateway-rbac), not an admin.
-            .arg(peers().path("KUBECONFIG_GATEWAY"))
-            .args(["--sim-cold-start-ms", "300", "--node-ip", "10.7.7.7"])
-            .arg("--metrics-addr")
-            .arg(format!("127.0.0.1:{metrics_port}"))
-            .args(["--kubelet-port", &kubelet_port.to_string()])
-            // Tests run in parallel, each with its own virtual node: one extra label keeps each
-            // test's pods on its own node (the manifests are otherwise AKS's, unchanged).
-            .arg("--node-label")
-            .arg(format!("burstgate.io/test-node={node}"))
-            .env("RUST_LOG", "burstgate=info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .expect("burstgate run starts");
-        Gateway {
-            child,
-            log,
-            metrics_port,
-        }
-    }
-
-    /// One scrape of `/metrics`, as a Prometheus server without OpenMetrics would do it.
-    fn scrape(&self) -> String {
-        use std::io::{Read, Write};
-        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
-            .expect("the metrics port answers");
-        write!(
-            conn,
-            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        conn.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        body.to_string()
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Deletes the test's virtual node when the test ends, pass or fail.
-struct NodeCleanup(String);
-
-impl Drop for NodeCleanup {
-    fn drop(&mut self) {
-        let (kubeconfig, node) = (peers().get("KUBECONFIG_ADMIN").to_string(), self.0.clone());
-        let _ = run_tool(
-            &peers().path("KUBECTL"),
-            &[
-                "--kubeconfig",
-                &kubeconfig,
-                "delete",
-                "node",
-                &node,
-                "--wait=false",
-            ],
-            "",
-        );
-    }
-}
-
-async fn node_ready(client: &kube::Client, node: &str) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    eventually(
-        "the virtual node is Ready",
-        Duration::from_secs(60),
-        || async {
-            nodes
-                .get(node)
-                .await
-                .ok()?
-                .status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-                .then_some(())
-        },
-    )
-    .await;
-}
-
 async fn setup(prefix: &str) -> (kube::Client, String, String, tempfile::TempDir) {
     let client = kube_admin().await;
     let ns = unique_name(prefix);
@@ -196,28 +50,6 @@ async fn setup(prefix: &str) -> (kube::Client, String, String, tempfile::TempDir
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
     (client, ns, unique_name("vnode"), dir)
-}
-
-/// A Deployment written for AKS virtual nodes, unchanged.
-fn aks_deployment(name: &str, replicas: i32, node: &str) -> Deployment {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "containers": [{"name": "web", "image": "mcr.microsoft.com/azuredocs/aci-helloworld", "ports": [{"containerPort": 80}],
-                                    "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}],
-                    "nodeSelector": {"type": "virtual-kubelet", "kubernetes.io/role": "agent", "beta.kubernetes.io/os": "linux",
-                                     "burstgate.io/test-node": node},
-                    "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}, {"key": "azure.com/aci", "effect": "NoSchedule"}]
-                }
-            }
-        }
-    }))
-    .unwrap()
 }
 
 fn running_ready(p: &Pod) -> bool {
@@ -681,14 +513,13 @@ spec:
         sg = peers.get("ECS_TEST_SG"),
     );
     std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
-    let aws_env = [
-        ("AWS_ENDPOINT_URL", peers.get("ECS_ENDPOINT")),
-        ("AWS_ACCESS_KEY_ID", peers.get("ECS_ACCESS_KEY_ID")),
-        ("AWS_SECRET_ACCESS_KEY", peers.get("ECS_SECRET_ACCESS_KEY")),
-        ("AWS_REGION", peers.get("ECS_REGION")),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
-    let _gw = Gateway::start_with_env(&node, &ns, dir.path(), "solo", &aws_env);
+    let _gw = Gateway::start_with_env(
+        &node,
+        &ns,
+        dir.path(),
+        "solo",
+        moto_env(peers.get("ECS_ENDPOINT")),
+    );
     node_ready(&client, &node).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     deployments
@@ -815,14 +646,7 @@ spec:
         sg = peers.get("ECS_TEST_SG"),
     );
     std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
-    let aws_env = [
-        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
-        ("AWS_ACCESS_KEY_ID", peers.get("ECS_ACCESS_KEY_ID")),
-        ("AWS_SECRET_ACCESS_KEY", peers.get("ECS_SECRET_ACCESS_KEY")),
-        ("AWS_REGION", peers.get("ECS_REGION")),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
-    let gw = Gateway::start_with_env(&node, &ns, dir.path(), "solo", &aws_env);
+    let gw = Gateway::start_with_env(&node, &ns, dir.path(), "solo", moto_env(&proxy.url));
     node_ready(&client, &node).await;
     let started = Instant::now();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);

@@ -174,7 +174,6 @@ pub fn default_credential(
             let options = ManagedIdentityCredentialOptions {
                 user_assigned_id: client_id.map(UserAssignedId::ClientId),
                 client_options,
-                ..Default::default()
             };
             ManagedIdentityCredential::new(Some(options))
                 .map_err(|e| fail("managed identity", e))?

@@ -1,9 +1,9 @@
 //! A fault-injecting HTTP proxy of the project's own, put in front of a real peer (moto, Prism):
-//! it forwards requests unchanged, or answers them with throttling (429 + Retry-After, AWS's
-//! `ThrottlingException` body), 503s (a region outage) or dropped connections, and records when
-//! each request arrived so a test can measure the rate the gateway really sent.
+//! it forwards requests unchanged, or answers them with throttling (429 + Retry-After, with AWS's
+//! `ThrottlingException` or ARM's `TooManyRequests` body), 503s (a region outage), connections
+//! closed without an answer (resets) or never answered (timeouts), and records when each
+//! request arrived so a test can measure the rate the gateway really sent.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,12 +21,23 @@ use hyper_util::rt::TokioIo;
 pub enum Mode {
     /// Forward to the peer.
     Pass,
-    /// Answer 429 with `Retry-After: 1` and a `ThrottlingException` body.
+    /// Answer 429 with `Retry-After: 1` and the cloud's throttling body.
     Throttle,
     /// Answer 503 (the region is down).
     Outage,
     /// Close the connection without answering.
     Reset,
+    /// Never answer (a black-holed region): the client's timeout has to fire.
+    Hang,
+}
+
+/// Whose error bodies the proxy answers with, and how it names a request's operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// AWS JSON 1.1: the operation is `x-amz-target`'s last part (`RunTask`).
+    Aws,
+    /// Azure Resource Manager: the operation is the HTTP method (`PUT`, `GET`, `DELETE`).
+    Arm,
 }
 
 #[derive(Default)]
@@ -44,8 +55,13 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
-    /// Starts a proxy forwarding to `upstream` (`http://host:port`).
+    /// Starts a proxy forwarding to `upstream` (`http://host:port`), an AWS endpoint.
     pub async fn start(upstream: &str) -> FaultProxy {
+        FaultProxy::start_as(upstream, Flavor::Aws).await
+    }
+
+    /// Starts a proxy forwarding to `upstream`, answering faults as `flavor`'s cloud does.
+    pub async fn start_as(upstream: &str, flavor: Flavor) -> FaultProxy {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("bind the fault proxy");
@@ -61,7 +77,7 @@ impl FaultProxy {
                 let (client, upstream, state) = (client.clone(), upstream.clone(), shared.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
-                        handle(req, client.clone(), upstream.clone(), state.clone())
+                        handle(req, flavor, client.clone(), upstream.clone(), state.clone())
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -116,35 +132,53 @@ impl FaultProxy {
     }
 }
 
+/// The proxy answered nothing: hyper closes the connection.
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset by the fault proxy")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
 async fn handle(
     req: Request<Incoming>,
+    flavor: Flavor,
     client: reqwest::Client,
     upstream: String,
     state: Arc<Mutex<State>>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, Dropped> {
     let mode = {
         let mut s = state.lock().unwrap();
-        let op = req
-            .headers()
-            .get("x-amz-target")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|t| t.rsplit('.').next())
-            .unwrap_or("")
-            .to_string();
+        let op = match flavor {
+            Flavor::Aws => req
+                .headers()
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|t| t.rsplit('.').next())
+                .unwrap_or("")
+                .to_string(),
+            Flavor::Arm => req.method().as_str().to_string(),
+        };
         s.arrivals.push((Instant::now(), op));
         s.mode.unwrap_or(Mode::Pass)
     };
     let answer = |status: StatusCode, body: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
         *r.status_mut() = status;
-        r.headers_mut().insert(
-            "content-type",
-            "application/x-amz-json-1.1".parse().unwrap(),
-        );
+        let content_type = match flavor {
+            Flavor::Aws => "application/x-amz-json-1.1",
+            Flavor::Arm => "application/json; charset=utf-8",
+        };
+        r.headers_mut()
+            .insert("content-type", content_type.parse().unwrap());
         r
     };
-    match mode {
-        Mode::Throttle => {
+    match (mode, flavor) {
+        (Mode::Throttle, Flavor::Aws) => {
             let mut r = answer(
                 StatusCode::TOO_MANY_REQUESTS,
                 r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
@@ -154,19 +188,33 @@ async fn handle(
                 .insert("x-amzn-errortype", "ThrottlingException".parse().unwrap());
             return Ok(r);
         }
-        Mode::Outage => {
+        (Mode::Throttle, Flavor::Arm) => {
+            let mut r = answer(
+                StatusCode::TOO_MANY_REQUESTS,
+                r#"{"error":{"code":"TooManyRequests","message":"The request is being throttled."}}"#,
+            );
+            r.headers_mut().insert("retry-after", "1".parse().unwrap());
+            return Ok(r);
+        }
+        (Mode::Outage, Flavor::Aws) => {
             return Ok(answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 r#"{"__type":"ServiceUnavailableException","message":"Service Unavailable"}"#,
             ));
         }
-        Mode::Reset => {
-            // Never answer: hyper drops the connection when the test's deadline passes; a long
-            // sleep is what a black-holed region looks like to the client.
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            return Ok(answer(StatusCode::GATEWAY_TIMEOUT, "{}"));
+        (Mode::Outage, Flavor::Arm) => {
+            return Ok(answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"error":{"code":"ServiceUnavailable","message":"The service is unavailable in this region."}}"#,
+            ));
         }
-        Mode::Pass => {}
+        (Mode::Reset, _) => return Err(Dropped),
+        (Mode::Hang, _) => {
+            // What a black-holed region looks like to the client: nothing, until it gives up.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return Err(Dropped);
+        }
+        (Mode::Pass, _) => {}
     }
     let (parts, body) = req.into_parts();
     let body = body

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test module uses its own subset
 
 pub mod fault_proxy;
+pub mod gateway;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -1,0 +1,259 @@
+//! `burstgate run` as operators run it, as a child process of the test: started with a policy
+//! directory and extra environment, killed with SIGKILL, its node deleted when the test ends;
+//! and the environment that points its AWS and Azure credential chains at the peers.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+use crate::common::{eventually, grant_leader_election, peers, run_tool, unique_name};
+
+/// One `burstgate run` child process; killed (SIGKILL) when dropped.
+pub struct Gateway {
+    child: Child,
+    log: PathBuf,
+    /// Port of its `/metrics`.
+    pub metrics_port: u16,
+}
+
+impl Gateway {
+    pub fn start(node: &str, ns: &str, policy_dir: &Path, identity: &str) -> Gateway {
+        Gateway::start_with_env(
+            node,
+            ns,
+            policy_dir,
+            identity,
+            std::iter::empty::<(&str, &str)>(),
+        )
+    }
+
+    pub fn start_with_env(
+        node: &str,
+        ns: &str,
+        policy_dir: &Path,
+        identity: &str,
+        env: impl IntoIterator<Item = (impl AsRef<OsStr>, impl AsRef<OsStr>)>,
+    ) -> Gateway {
+        // Appended to: a restarted gateway's log follows the one before it.
+        let log = std::env::temp_dir().join(format!("{node}-{identity}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let kubelet_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_burstgate"))
+            .args([
+                "run",
+                "--node-name",
+                node,
+                "--namespace",
+                ns,
+                "--identity",
+                identity,
+                "--cluster-id",
+                "e2e",
+            ])
+            .arg("--policy-dir")
+            .arg(policy_dir)
+            .arg("--kubeconfig")
+            // The identity deploy/rbac grants (tests/peers/kustomize/gateway-rbac), not an admin.
+            .arg(peers().path("KUBECONFIG_GATEWAY"))
+            .args(["--sim-cold-start-ms", "300", "--node-ip", "10.7.7.7"])
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .args(["--kubelet-port", &kubelet_port.to_string()])
+            // Tests run in parallel, each with its own virtual node: one extra label keeps each
+            // test's pods on its own node (the manifests are otherwise AKS's, unchanged).
+            .arg("--node-label")
+            .arg(format!("burstgate.io/test-node={node}"))
+            .env("RUST_LOG", "burstgate=info")
+            .envs(env)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("burstgate run starts");
+        Gateway {
+            child,
+            log,
+            metrics_port,
+        }
+    }
+
+    /// One scrape of `/metrics`, as a Prometheus server without OpenMetrics would do it.
+    pub fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .expect("the metrics port answers");
+        write!(
+            conn,
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        body.to_string()
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Gateway {
+    /// SIGKILL, as a node failure or the OOM killer would: no shutdown path runs.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Deletes the test's virtual node when the test ends, pass or fail.
+pub struct NodeCleanup(pub String);
+
+impl Drop for NodeCleanup {
+    fn drop(&mut self) {
+        let (kubeconfig, node) = (peers().get("KUBECONFIG_ADMIN").to_string(), self.0.clone());
+        let _ = run_tool(
+            &peers().path("KUBECTL"),
+            &[
+                "--kubeconfig",
+                &kubeconfig,
+                "delete",
+                "node",
+                &node,
+                "--wait=false",
+            ],
+            "",
+        );
+    }
+}
+
+pub async fn node_ready(client: &kube::Client, node: &str) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually(
+        "the virtual node is Ready",
+        Duration::from_secs(60),
+        || async {
+            nodes
+                .get(node)
+                .await
+                .ok()?
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// A Deployment written for AKS virtual nodes, unchanged.
+pub fn aks_deployment(name: &str, replicas: i32, node: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [{"name": "web", "image": "mcr.microsoft.com/azuredocs/aci-helloworld", "ports": [{"containerPort": 80}],
+                                    "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}],
+                    "nodeSelector": {"type": "virtual-kubelet", "kubernetes.io/role": "agent", "beta.kubernetes.io/os": "linux",
+                                     "burstgate.io/test-node": node},
+                    "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}, {"key": "azure.com/aci", "effect": "NoSchedule"}]
+                }
+            }
+        }
+    }))
+    .unwrap()
+}
+
+/// The environment that points the AWS chain of `burstgate run` at moto through `endpoint`
+/// (moto itself, or a fault proxy in front of it).
+pub fn moto_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    let peers = peers();
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        (
+            "AWS_ACCESS_KEY_ID",
+            peers.get("ECS_ACCESS_KEY_ID").to_string(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            peers.get("ECS_SECRET_ACCESS_KEY").to_string(),
+        ),
+        ("AWS_REGION", peers.get("ECS_REGION").to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+    ]
+}
+
+/// The environment that points the Azure chain of `burstgate run` at the ACI emulator: a client
+/// secret against the emulator's HTTPS token endpoint (trusted through `--azure-ca-file`), and
+/// ARM at `arm_endpoint` (Prism in front of the emulator, or a fault proxy in front of Prism).
+pub fn azure_env(arm_endpoint: &str) -> Vec<(&'static str, String)> {
+    let peers = peers();
+    vec![
+        ("BURSTGATE_ARM_ENDPOINT", arm_endpoint.to_string()),
+        (
+            "BURSTGATE_AZURE_CA_FILE",
+            peers.get("ACI_EMULATOR_CA").to_string(),
+        ),
+        (
+            "AZURE_AUTHORITY_HOST",
+            peers.get("ACI_AUTHORITY_HOST").to_string(),
+        ),
+        ("AZURE_TENANT_ID", "burstgate-e2e-tenant".to_string()),
+        ("AZURE_CLIENT_ID", "burstgate-e2e".to_string()),
+        ("AZURE_CLIENT_SECRET", "burstgate-e2e-secret".to_string()),
+    ]
+}
+
+/// A fresh namespace for gateways started with `--namespace` (deploy/'s leader-election role is
+/// bound there).
+pub async fn gateway_namespace(client: &kube::Client, prefix: &str) -> String {
+    let ns = unique_name(prefix);
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    grant_leader_election(client, &ns).await;
+    ns
+}
