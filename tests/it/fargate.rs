@@ -1,6 +1,6 @@
 //! The Fargate adapter against moto (ECS, Secrets Manager and CloudWatch Logs on one endpoint):
 //! create, idempotency, batched status, shared task definitions, secrets kept out of task
-//! definitions, tags, delete, orphan listing, stopped tasks and logs.
+//! definitions, tags, delete, orphan listing, stopped tasks, logs and probes as health checks.
 //!
 //! Every request the adapter sends passes a recording HTTP client, so a test can count calls
 //! (two DescribeTasks for 150 workloads) and read request bodies (no secret value in any
@@ -38,7 +38,10 @@ use burstgate::provider::{
     WorkloadSpec, workload_id,
 };
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, Container, Pod, PodSpec, Volume};
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, ExecAction, HTTPGetAction, Pod, PodSpec, Probe, Volume,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::common;
 
@@ -926,4 +929,103 @@ async fn a_throttled_then_lost_run_task_is_retried_by_the_layers_and_starts_one_
         "one task: the retry found the task of the lost answer instead of starting another"
     );
     env.provider.delete(&spec.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_exec_liveness_probe_is_registered_as_the_task_definitions_health_check() {
+    let env = env("bg-fargate-probe", None).await;
+    let uid = common::unique_name("uid");
+    let mut spec = env.spec(&uid, env.owner(&uid, "cluster-a", "burstgate"), None);
+    let container = &mut spec.pod.spec.as_mut().unwrap().containers[0];
+    container.liveness_probe = Some(Probe {
+        exec: Some(ExecAction {
+            command: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                "test -f /tmp/healthy".into(),
+            ]),
+        }),
+        period_seconds: Some(20),
+        timeout_seconds: Some(1),
+        failure_threshold: Some(20),
+        initial_delay_seconds: Some(15),
+        ..Default::default()
+    });
+
+    let created = env.provider.create(&spec).await.expect("create");
+    assert_eq!(created.phase, WorkloadPhase::Running, "{created:?}");
+    let arn = env
+        .ecs
+        .list_tasks()
+        .cluster(&env.cluster)
+        .started_by(&spec.id)
+        .send()
+        .await
+        .unwrap()
+        .task_arns()[0]
+        .clone();
+    let task = env
+        .ecs
+        .describe_tasks()
+        .cluster(&env.cluster)
+        .tasks(&arn)
+        .send()
+        .await
+        .unwrap()
+        .tasks()[0]
+        .clone();
+    let definition = env
+        .ecs
+        .describe_task_definition()
+        .task_definition(task.task_definition_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let check = definition
+        .task_definition()
+        .unwrap()
+        .container_definitions()[0]
+        .health_check()
+        .expect("the registered container has a healthCheck")
+        .clone();
+    assert_eq!(
+        (
+            check.command(),
+            check.interval(),
+            check.timeout(),
+            check.retries(),
+            check.start_period()
+        ),
+        (
+            &["CMD-SHELL".to_string(), "test -f /tmp/healthy".to_string()][..],
+            Some(20),
+            Some(2),
+            Some(10),
+            Some(15)
+        ),
+        "sh -c becomes CMD-SHELL; the 1 s timeout and 20 failures are clamped to ECS's 2 s and 10"
+    );
+
+    env.provider.delete(&spec.id).await.expect("delete");
+}
+
+#[tokio::test]
+async fn an_http_probe_is_refused_for_the_fargate_target_before_any_aws_call() {
+    let env = env("bg-fargate-http-probe", None).await;
+    let uid = common::unique_name("uid");
+    let mut spec = env.spec(&uid, env.owner(&uid, "cluster-a", "burstgate"), None);
+    spec.pod.spec.as_mut().unwrap().containers[0].readiness_probe = Some(Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/ready".into()),
+            port: IntOrString::Int(8080),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = env.provider.create(&spec).await.unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Target { code, message } if code == "Unsupported" && message.contains("readinessProbe.httpGet")),
+        "the pod goes to another target, told why: {err:?}"
+    );
+    assert!(env.log.lock().unwrap().is_empty(), "no AWS call was made");
 }

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, Compatibility,
-    ContainerCondition, ContainerDefinition, ContainerDependency, DesiredStatus, KeyValuePair,
-    LaunchType, LogConfiguration, LogDriver, MountPoint, NetworkConfiguration, NetworkMode,
-    PortMapping, RepositoryCredentials, Secret, Tag, Task, TaskDefinitionStatus, TaskField,
-    TransportProtocol, Volume,
+    ContainerCondition, ContainerDefinition, ContainerDependency, DesiredStatus, HealthCheck,
+    KeyValuePair, LaunchType, LogConfiguration, LogDriver, MountPoint, NetworkConfiguration,
+    NetworkMode, PortMapping, RepositoryCredentials, Secret, Tag, Task, TaskDefinitionStatus,
+    TaskField, TransportProtocol, Volume,
 };
 use aws_smithy_types::retry::RetryConfig;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -644,6 +644,18 @@ fn container_definition(c: &translate::ContainerDef) -> Result<ContainerDefiniti
                 .condition(ContainerCondition::Success)
                 .build()
                 .map_err(|e| pod_error("dependsOn", e))?,
+        );
+    }
+    if let Some(h) = &c.health_check {
+        b = b.health_check(
+            HealthCheck::builder()
+                .set_command(Some(h.command.clone()))
+                .interval(h.interval)
+                .timeout(h.timeout)
+                .retries(h.retries)
+                .start_period(h.start_period)
+                .build()
+                .map_err(|e| pod_error("healthCheck", e))?,
         );
     }
     if let Some((group, region, prefix)) = &c.log {
