@@ -6,7 +6,8 @@
 //! - RunTask carries `clientToken` = workload id, and create first looks for a task started by
 //!   the workload (`startedBy`), so a retried create never starts a second task;
 //! - secret env goes to Secrets Manager and reaches containers as `secrets` references, never
-//!   as `environment`; image pull secrets become `repositoryCredentials`;
+//!   as `environment`; image pull secrets become `repositoryCredentials`; `list_owned` also
+//!   finds workloads that only have secrets left, so orphan GC deletes them;
 //! - exec liveness / readiness probes become the container's `healthCheck` (clamped to ECS's
 //!   ranges) and its `healthStatus` decides readiness; other probes send the pod elsewhere;
 //! - status reads DescribeTasks in batches of 100; STOPPED is Succeeded only when every
