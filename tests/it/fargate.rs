@@ -1,6 +1,7 @@
 //! The Fargate adapter against moto (ECS, Secrets Manager and CloudWatch Logs on one endpoint):
 //! create, idempotency, batched status, shared task definitions, secrets kept out of task
-//! definitions, tags, delete, orphan listing, stopped tasks and logs.
+//! definitions, tags, delete, orphan listing, stopped tasks, logs, probes as health checks and
+//! orphan GC of the secrets of a workload whose task stopped.
 //!
 //! Every request the adapter sends passes a recording HTTP client, so a test can count calls
 //! (two DescribeTasks for 150 workloads) and read request bodies (no secret value in any
@@ -38,7 +39,10 @@ use burstgate::provider::{
     WorkloadSpec, workload_id,
 };
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, Container, Pod, PodSpec, Volume};
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, ExecAction, HTTPGetAction, Pod, PodSpec, Probe, Volume,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::common;
 
@@ -926,4 +930,266 @@ async fn a_throttled_then_lost_run_task_is_retried_by_the_layers_and_starts_one_
         "one task: the retry found the task of the lost answer instead of starting another"
     );
     env.provider.delete(&spec.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_exec_liveness_probe_is_registered_as_the_task_definitions_health_check() {
+    let env = env("bg-fargate-probe", None).await;
+    let uid = common::unique_name("uid");
+    let mut spec = env.spec(&uid, env.owner(&uid, "cluster-a", "burstgate"), None);
+    let container = &mut spec.pod.spec.as_mut().unwrap().containers[0];
+    container.liveness_probe = Some(Probe {
+        exec: Some(ExecAction {
+            command: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                "test -f /tmp/healthy".into(),
+            ]),
+        }),
+        period_seconds: Some(20),
+        timeout_seconds: Some(1),
+        failure_threshold: Some(20),
+        initial_delay_seconds: Some(15),
+        ..Default::default()
+    });
+
+    let created = env.provider.create(&spec).await.expect("create");
+    assert_eq!(created.phase, WorkloadPhase::Running, "{created:?}");
+    let arn = env
+        .ecs
+        .list_tasks()
+        .cluster(&env.cluster)
+        .started_by(&spec.id)
+        .send()
+        .await
+        .unwrap()
+        .task_arns()[0]
+        .clone();
+    let task = env
+        .ecs
+        .describe_tasks()
+        .cluster(&env.cluster)
+        .tasks(&arn)
+        .send()
+        .await
+        .unwrap()
+        .tasks()[0]
+        .clone();
+    let definition = env
+        .ecs
+        .describe_task_definition()
+        .task_definition(task.task_definition_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let check = definition
+        .task_definition()
+        .unwrap()
+        .container_definitions()[0]
+        .health_check()
+        .expect("the registered container has a healthCheck")
+        .clone();
+    assert_eq!(
+        (
+            check.command(),
+            check.interval(),
+            check.timeout(),
+            check.retries(),
+            check.start_period()
+        ),
+        (
+            &["CMD-SHELL".to_string(), "test -f /tmp/healthy".to_string()][..],
+            Some(20),
+            Some(2),
+            Some(10),
+            Some(15)
+        ),
+        "sh -c becomes CMD-SHELL; the 1 s timeout and 20 failures are clamped to ECS's 2 s and 10"
+    );
+
+    env.provider.delete(&spec.id).await.expect("delete");
+}
+
+#[tokio::test]
+async fn an_http_probe_is_refused_for_the_fargate_target_before_any_aws_call() {
+    let env = env("bg-fargate-http-probe", None).await;
+    let uid = common::unique_name("uid");
+    let mut spec = env.spec(&uid, env.owner(&uid, "cluster-a", "burstgate"), None);
+    spec.pod.spec.as_mut().unwrap().containers[0].readiness_probe = Some(Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/ready".into()),
+            port: IntOrString::Int(8080),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = env.provider.create(&spec).await.unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Target { code, message } if code == "Unsupported" && message.contains("readinessProbe.httpGet")),
+        "the pod goes to another target, told why: {err:?}"
+    );
+    assert!(env.log.lock().unwrap().is_empty(), "no AWS call was made");
+}
+
+/// The secrets tagged with `cluster_id` under the test prefix, by ListSecrets with the ownership
+/// tag filter: (name, pod-uid tag).
+async fn tagged_secrets(
+    sm: &aws_sdk_secretsmanager::Client,
+    cluster_id: &str,
+) -> Vec<(String, String)> {
+    use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+    let out = sm
+        .list_secrets()
+        .filters(
+            Filter::builder()
+                .key(FilterNameStringType::TagKey)
+                .values(fargate::TAG_CLUSTER_ID)
+                .build(),
+        )
+        .filters(
+            Filter::builder()
+                .key(FilterNameStringType::TagValue)
+                .values(cluster_id)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("ListSecrets");
+    let mut found: Vec<(String, String)> = out
+        .secret_list()
+        .iter()
+        .filter(|s| {
+            s.tags()
+                .iter()
+                .any(|t| t.key() == Some(fargate::TAG_CLUSTER_ID) && t.value() == Some(cluster_id))
+        })
+        .map(|s| {
+            let uid = s
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some(fargate::TAG_POD_UID))
+                .and_then(|t| t.value())
+                .unwrap_or_default();
+            (s.name().unwrap_or_default().to_string(), uid.to_string())
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn orphan_gc_deletes_the_secret_of_a_workload_whose_task_stopped_while_the_gateway_was_down_and_keeps_a_live_ones()
+ {
+    let env = env("bg-fargate-gc-secrets", None).await;
+    let gw = format!("gw-{}", env.run);
+    let vanished = format!("{}-vanished", env.run);
+    let live = format!("{}-live", env.run);
+    let secret = format!("s3cr3t-{}", env.run);
+    for uid in [&vanished, &live] {
+        let spec = env.spec(uid, env.owner(uid, &gw, "burstgate"), Some(&secret));
+        env.provider.create(&spec).await.expect("create");
+    }
+    let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
+    let name = |uid: &str| fargate::env_secret_name(env.provider.settings(), &workload_id(uid));
+    assert_eq!(
+        tagged_secrets(&sm, &gw).await,
+        vec![
+            (name(&live), live.clone()),
+            (name(&vanished), vanished.clone())
+        ]
+    );
+
+    // While the gateway is down, the vanished pod's task stops (and its pod is deleted).
+    let arn = env
+        .ecs
+        .list_tasks()
+        .cluster(&env.cluster)
+        .started_by(workload_id(&vanished))
+        .send()
+        .await
+        .unwrap()
+        .task_arns()[0]
+        .clone();
+    env.ecs
+        .stop_task()
+        .cluster(&env.cluster)
+        .task(&arn)
+        .reason("Essential container in task exited")
+        .send()
+        .await
+        .unwrap();
+
+    // The gateway comes back: a fresh adapter (no caches) and one orphan GC pass, as
+    // controller::gc::collect does it for this target, with only the live pod's UID alive.
+    let restarted = FargateProvider::new(
+        settings(&env.cluster, None),
+        &env.sdk,
+        Layers::unlimited(ProviderKind::Fargate, "fargate-test", "us-east-1"),
+    );
+    let owned = restarted
+        .list_owned(&gw, "burstgate")
+        .await
+        .expect("list_owned");
+    let mut ids: Vec<&str> = owned.iter().map(|w| w.id.as_str()).collect();
+    ids.sort();
+    let (live_id, vanished_id) = (workload_id(&live), workload_id(&vanished));
+    let mut expected = vec![live_id.as_str(), vanished_id.as_str()];
+    expected.sort();
+    assert_eq!(
+        ids, expected,
+        "the stopped workload is listed by its secret"
+    );
+    let orphan = owned.iter().find(|w| w.id == vanished_id).unwrap();
+    assert_eq!(orphan.owner, env.owner(&vanished, &gw, "burstgate"));
+    assert!(orphan.age < Duration::from_secs(3600), "{:?}", orphan.age);
+
+    let alive = std::collections::HashSet::from([live.clone()]);
+    let orphans = burstgate::controller::gc::orphans(&owned, &alive, Duration::ZERO);
+    assert_eq!(
+        orphans.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+        vec![vanished_id.as_str()]
+    );
+    for w in orphans {
+        restarted.delete(&w.id).await.expect("GC delete");
+    }
+
+    assert_eq!(
+        tagged_secrets(&sm, &gw).await,
+        vec![(name(&live), live.clone())],
+        "the orphan's secret is gone, the live workload's is kept"
+    );
+    assert_eq!(
+        restarted
+            .list_owned(&gw, "burstgate")
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| w.id.clone())
+            .collect::<Vec<_>>(),
+        vec![live_id.clone()]
+    );
+    let running = restarted
+        .status(std::slice::from_ref(&live_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        running.get(&live_id).map(|s| s.phase),
+        Some(WorkloadPhase::Running),
+        "the live workload keeps running"
+    );
+
+    restarted.delete(&live_id).await.expect("delete");
+    assert!(tagged_secrets(&sm, &gw).await.is_empty());
+    let leaks: Vec<String> = env
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(api, body)| api != "CreateSecret" && body.contains(&secret))
+        .map(|(api, _)| api.clone())
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "only CreateSecret carries the value: {leaks:?}"
+    );
 }

@@ -10,10 +10,13 @@ use std::time::Duration;
 
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, Compatibility,
-    ContainerCondition, ContainerDefinition, ContainerDependency, DesiredStatus, KeyValuePair,
-    LaunchType, LogConfiguration, LogDriver, MountPoint, NetworkConfiguration, NetworkMode,
-    PortMapping, RepositoryCredentials, Secret, Tag, Task, TaskDefinitionStatus, TaskField,
-    TransportProtocol, Volume,
+    ContainerCondition, ContainerDefinition, ContainerDependency, DesiredStatus, HealthCheck,
+    KeyValuePair, LaunchType, LogConfiguration, LogDriver, MountPoint, NetworkConfiguration,
+    NetworkMode, PortMapping, RepositoryCredentials, Secret, Tag, Task, TaskDefinitionStatus,
+    TaskField, TransportProtocol, Volume,
+};
+use aws_sdk_secretsmanager::types::{
+    Filter as SecretsFilter, FilterNameStringType, SecretListEntry,
 };
 use aws_smithy_types::retry::RetryConfig;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -27,7 +30,7 @@ use crate::provider::fargate::retry::{classify, classify_failure};
 use crate::provider::fargate::status::{tag, workload_of, workload_status};
 use crate::provider::fargate::translate::{
     self, LOG_STREAM_PREFIX, Plan, Settings, TAG_CLUSTER_ID, TAG_NAMESPACE, TAG_NODE, TAG_POD,
-    TAG_POD_UID, TaskDef,
+    TAG_POD_UID, TAG_WORKLOAD, TaskDef,
 };
 use crate::provider::layers::Layers;
 
@@ -481,20 +484,25 @@ impl FargateProvider {
         }
     }
 
-    /// Deletes every secret of workload `id` (found by name prefix; idempotent).
-    async fn delete_secrets(&self, id: &str) -> Result<(), ProviderError> {
-        let prefix = translate::secrets_name_prefix(&self.settings, id);
-        let mut names = Vec::new();
+    /// The secrets whose name starts with `prefix` and that match `filters`, all pages. The name
+    /// filter matches prefixes (and, on AWS, words): only exact prefixes are kept.
+    async fn list_secrets(
+        &self,
+        prefix: &str,
+        filters: Vec<SecretsFilter>,
+    ) -> Result<Vec<SecretListEntry>, ProviderError> {
+        let name = SecretsFilter::builder()
+            .key(FilterNameStringType::Name)
+            .values(prefix)
+            .build();
+        let filters: Vec<SecretsFilter> = std::iter::once(name).chain(filters).collect();
+        let mut found = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let filter = aws_sdk_secretsmanager::types::Filter::builder()
-                .key(aws_sdk_secretsmanager::types::FilterNameStringType::Name)
-                .values(&prefix)
-                .build();
             let req = self
                 .secrets
                 .list_secrets()
-                .filters(filter)
+                .set_filters(Some(filters.clone()))
                 .set_next_token(token.clone());
             let out = self
                 .layers
@@ -503,19 +511,93 @@ impl FargateProvider {
                     async move { req.send().await.map_err(|e| classify("ListSecrets", &e)) }
                 })
                 .await?;
-            // The name filter matches prefixes (and, on AWS, words): keep exact prefixes only.
-            names.extend(
+            found.extend(
                 out.secret_list()
                     .iter()
-                    .filter_map(|s| s.name())
-                    .filter(|n| n.starts_with(&prefix))
-                    .map(str::to_string),
+                    .filter(|s| s.name().is_some_and(|n| n.starts_with(prefix)))
+                    .cloned(),
             );
             token = out.next_token().map(str::to_string);
             if token.is_none() {
-                break;
+                return Ok(found);
             }
         }
+    }
+
+    /// Workloads that still have secrets under this target's prefix, tagged with this cluster id
+    /// and node, with the age of their youngest secret. A workload's secrets outlive its task
+    /// when the task stopped (or was never started) and the pod vanished while the gateway was
+    /// not watching: listing them lets orphan GC delete them.
+    async fn secret_workloads(
+        &self,
+        cluster_id: &str,
+        node: &str,
+    ) -> Result<BTreeMap<String, OwnedWorkload>, ProviderError> {
+        let by_tag = [
+            SecretsFilter::builder()
+                .key(FilterNameStringType::TagKey)
+                .values(TAG_CLUSTER_ID)
+                .build(),
+            SecretsFilter::builder()
+                .key(FilterNameStringType::TagValue)
+                .values(cluster_id)
+                .build(),
+        ];
+        let secrets = self
+            .list_secrets(&self.settings.secrets_prefix, by_tag.into())
+            .await?;
+        let now = std::time::SystemTime::now();
+        let mut out: BTreeMap<String, OwnedWorkload> = BTreeMap::new();
+        for s in &secrets {
+            let tag = |k: &str| {
+                s.tags()
+                    .iter()
+                    .find(|t| t.key() == Some(k))
+                    .and_then(|t| t.value())
+            };
+            if tag(TAG_CLUSTER_ID) != Some(cluster_id) || tag(TAG_NODE) != Some(node) {
+                continue;
+            }
+            let Some(id) = tag(TAG_WORKLOAD) else {
+                continue;
+            };
+            // Only a secret this adapter names for that workload (the prefix is a target setting).
+            let prefix = translate::secrets_name_prefix(&self.settings, id);
+            if !s.name().is_some_and(|n| n.starts_with(&prefix)) {
+                continue;
+            }
+            let age = s
+                .created_date()
+                .and_then(|c| std::time::SystemTime::try_from(*c).ok())
+                .and_then(|c| now.duration_since(c).ok())
+                .unwrap_or(Duration::ZERO);
+            let owner = Owner {
+                cluster_id: cluster_id.into(),
+                node: node.into(),
+                namespace: tag(TAG_NAMESPACE).unwrap_or_default().into(),
+                pod: tag(TAG_POD).unwrap_or_default().into(),
+                pod_uid: tag(TAG_POD_UID).unwrap_or_default().into(),
+            };
+            out.entry(id.to_string())
+                .and_modify(|w| w.age = w.age.min(age))
+                .or_insert(OwnedWorkload {
+                    id: id.to_string(),
+                    owner,
+                    age,
+                });
+        }
+        Ok(out)
+    }
+
+    /// Deletes every secret of workload `id` (found by name prefix; idempotent).
+    async fn delete_secrets(&self, id: &str) -> Result<(), ProviderError> {
+        let prefix = translate::secrets_name_prefix(&self.settings, id);
+        let names: Vec<String> = self
+            .list_secrets(&prefix, Vec::new())
+            .await?
+            .iter()
+            .filter_map(|s| s.name().map(str::to_string))
+            .collect();
         for name in names {
             self.layers
                 .call(OperationClass::Delete, "DeleteSecret", || {
@@ -644,6 +726,18 @@ fn container_definition(c: &translate::ContainerDef) -> Result<ContainerDefiniti
                 .condition(ContainerCondition::Success)
                 .build()
                 .map_err(|e| pod_error("dependsOn", e))?,
+        );
+    }
+    if let Some(h) = &c.health_check {
+        b = b.health_check(
+            HealthCheck::builder()
+                .set_command(Some(h.command.clone()))
+                .interval(h.interval)
+                .timeout(h.timeout)
+                .retries(h.retries)
+                .start_period(h.start_period)
+                .build()
+                .map_err(|e| pod_error("healthCheck", e))?,
         );
     }
     if let Some((group, region, prefix)) = &c.log {
@@ -787,6 +881,9 @@ impl Provider for FargateProvider {
         Ok(out)
     }
 
+    /// The cluster's running tasks tagged with this cluster id and node, plus the workloads
+    /// that only have secrets left (their task stopped or never started): delete on any of them
+    /// stops what runs and deletes the secrets.
     async fn list_owned(
         &self,
         cluster_id: &str,
@@ -799,7 +896,7 @@ impl Provider for FargateProvider {
             self.describe(&arns).await?
         };
         let now = std::time::SystemTime::now();
-        Ok(tasks
+        let mut owned: Vec<OwnedWorkload> = tasks
             .iter()
             .filter(|t| {
                 tag(t, TAG_CLUSTER_ID) == Some(cluster_id) && tag(t, TAG_NODE) == Some(node)
@@ -821,7 +918,20 @@ impl Provider for FargateProvider {
                     .unwrap_or(Duration::ZERO);
                 Some(OwnedWorkload { id, owner, age })
             })
-            .collect())
+            .collect();
+        // Tasks cost money: a failed secrets listing must not keep GC from stopping them.
+        let mut secret_only = match self.secret_workloads(cluster_id, node).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(target_name = %self.settings.target, error = %e, "could not list Secrets Manager secrets; listing only tasks this time");
+                BTreeMap::new()
+            }
+        };
+        for w in &owned {
+            secret_only.remove(&w.id);
+        }
+        owned.extend(secret_only.into_values());
+        Ok(owned)
     }
 
     /// From CloudWatch Logs: the awslogs stream `bg/<container>/<task id>` of the target's group.

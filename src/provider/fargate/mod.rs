@@ -6,7 +6,10 @@
 //! - RunTask carries `clientToken` = workload id, and create first looks for a task started by
 //!   the workload (`startedBy`), so a retried create never starts a second task;
 //! - secret env goes to Secrets Manager and reaches containers as `secrets` references, never
-//!   as `environment`; image pull secrets become `repositoryCredentials`;
+//!   as `environment`; image pull secrets become `repositoryCredentials`; `list_owned` also
+//!   finds workloads that only have secrets left, so orphan GC deletes them;
+//! - exec liveness / readiness probes become the container's `healthCheck` (clamped to ECS's
+//!   ranges) and its `healthStatus` decides readiness; other probes send the pod elsewhere;
 //! - status reads DescribeTasks in batches of 100; STOPPED is Succeeded only when every
 //!   essential container exited 0;
 //! - logs come from CloudWatch Logs (awslogs driver) when the target has a log group; exec is
@@ -21,6 +24,7 @@ pub use client::{DESCRIBE_BATCH, FargateProvider};
 pub use retry::{classify_failure, classify_parts};
 pub use status::workload_status;
 pub use translate::{
-    FAMILY_PREFIX, LOG_STREAM_PREFIX, Settings, TAG_CLUSTER_ID, TAG_INIT_CONTAINERS, TAG_NAMESPACE,
-    TAG_NODE, TAG_POD, TAG_POD_UID, TAG_WORKLOAD, TranslateError, env_secret_name,
+    FAMILY_PREFIX, HEALTH_INTERVAL, HEALTH_RETRIES, HEALTH_START_PERIOD, HEALTH_TIMEOUT,
+    LOG_STREAM_PREFIX, Settings, TAG_CLUSTER_ID, TAG_INIT_CONTAINERS, TAG_NAMESPACE, TAG_NODE,
+    TAG_POD, TAG_POD_UID, TAG_READINESS, TAG_WORKLOAD, TranslateError, env_secret_name,
 };

@@ -4,13 +4,18 @@
 //! `STOPPED`) are Running, with the ENI's private IP; `STOPPED` is Succeeded only when every
 //! essential container (the pod's containers, not its init containers) exited 0, and Failed
 //! otherwise, with ECS's stop code, stopped reason and the containers' reasons.
+//!
+//! A running container is ready unless ECS reports its health check `UNHEALTHY`; a container
+//! whose health check stands for a readiness probe (tag `burstgate.io/readiness-checked`) is
+//! ready only once it is `HEALTHY` (`UNKNOWN` is "not evaluated yet", as a readiness probe that
+//! has not passed).
 
 use aws_sdk_ecs::types::{Container, Task};
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
 
 use crate::provider::contract::{ContainerState, ContainerStatus, WorkloadPhase, WorkloadStatus};
-use crate::provider::fargate::translate::{TAG_INIT_CONTAINERS, TAG_WORKLOAD};
+use crate::provider::fargate::translate::{TAG_INIT_CONTAINERS, TAG_READINESS, TAG_WORKLOAD};
 
 /// RFC 3339 of an AWS timestamp.
 pub fn rfc3339(t: &DateTime) -> String {
@@ -46,6 +51,9 @@ pub fn workload_status(id: &str, task: &Task) -> WorkloadStatus {
     let inits: Vec<&str> = tag(task, TAG_INIT_CONTAINERS)
         .map(|v| v.split(',').collect())
         .unwrap_or_default();
+    let readiness: Vec<&str> = tag(task, TAG_READINESS)
+        .map(|v| v.split(',').collect())
+        .unwrap_or_default();
     let essential: Vec<&Container> = task
         .containers()
         .iter()
@@ -59,6 +67,7 @@ pub fn workload_status(id: &str, task: &Task) -> WorkloadStatus {
         .map(|c| {
             container_status(
                 c,
+                readiness.contains(&c.name().unwrap_or_default()),
                 last,
                 started.as_deref(),
                 stopped.as_deref(),
@@ -98,6 +107,7 @@ pub fn workload_status(id: &str, task: &Task) -> WorkloadStatus {
 
 fn container_status(
     c: &Container,
+    readiness_checked: bool,
     task_last: &str,
     started: Option<&str>,
     stopped: Option<&str>,
@@ -136,8 +146,13 @@ fn container_status(
                 .unwrap_or_else(|| format!("task is {task_last}")),
         },
     };
+    let health = c.health_status().map(|h| h.as_str());
     let ready = matches!(state, ContainerState::Running { .. })
-        && c.health_status().is_none_or(|h| h.as_str() != "UNHEALTHY");
+        && if readiness_checked {
+            health == Some("HEALTHY")
+        } else {
+            health != Some("UNHEALTHY")
+        };
     ContainerStatus {
         name,
         state,
@@ -351,6 +366,38 @@ mod tests {
             .build();
         let s = workload_status("bg-1", &task("RUNNING", vec![c]).build());
         assert!(!s.containers[0].ready);
+    }
+
+    #[test]
+    fn a_readiness_checked_container_is_ready_only_once_ecs_reports_it_healthy() {
+        use aws_sdk_ecs::types::HealthStatus;
+        let running = |name: &str, health: HealthStatus| {
+            Container::builder()
+                .name(name)
+                .last_status("RUNNING")
+                .health_status(health)
+                .build()
+        };
+        let ready = |health: HealthStatus| {
+            let t = task(
+                "RUNNING",
+                vec![
+                    running("web", health.clone()),
+                    running("side", HealthStatus::UnknownValue),
+                ],
+            )
+            .tags(Tag::builder().key(TAG_READINESS).value("web").build())
+            .build();
+            workload_status("bg-1", &t)
+                .containers
+                .iter()
+                .map(|c| c.ready)
+                .collect::<Vec<_>>()
+        };
+        // `side` has no readiness probe: UNKNOWN (no check, or not evaluated) is ready.
+        assert_eq!(ready(HealthStatus::UnknownValue), vec![false, true]);
+        assert_eq!(ready(HealthStatus::Healthy), vec![true, true]);
+        assert_eq!(ready(HealthStatus::Unhealthy), vec![false, true]);
     }
 
     #[test]

@@ -7,6 +7,14 @@
 //! family and a changed pod gets another. A pod with secret env or registry credentials references
 //! its own secrets (by ARN), so its definition is its own.
 //!
+//! Probes: a container's exec liveness or readiness probe becomes its ECS `healthCheck`
+//! (`["CMD", ...]`, or `["CMD-SHELL", script]` for `sh -c script`), its timings clamped to the
+//! ranges ECS accepts ([`HEALTH_INTERVAL`], [`HEALTH_TIMEOUT`], [`HEALTH_RETRIES`],
+//! [`HEALTH_START_PERIOD`]). What ECS cannot run (httpGet, tcpSocket and gRPC probes, startup
+//! probes, a liveness and a readiness probe with different commands) is refused for this target
+//! ([`TranslateError::Elsewhere`]), so the pod goes to a target that runs its probes instead of
+//! silently losing them.
+//!
 //! Secrets (one workload's, deleted with it):
 //! - `<prefix><workload id>/env`: one JSON secret with every secret env var of the pod, keyed
 //!   `<container>/<VAR>`; each container's `secrets` entry is `valueFrom = <arn>:<container>/<VAR>::`;
@@ -14,8 +22,9 @@
 //!   pod's images pull from with credentials, the container's `repositoryCredentials`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::RangeInclusive;
 
-use k8s_openapi::api::core::v1::{Container, Volume};
+use k8s_openapi::api::core::v1::{Container, Probe, Volume};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -39,6 +48,17 @@ pub const TAG_WORKLOAD: &str = "burstgate.io/workload";
 /// Tag: the task's containers that are the pod's init containers, comma-separated (absent when
 /// none), so that status reports only the pod's containers and judges success by them.
 pub const TAG_INIT_CONTAINERS: &str = "burstgate.io/init-containers";
+/// Tag: the task's containers whose health check comes from a readiness probe, comma-separated
+/// (absent when none): they are ready only once ECS reports them `HEALTHY`.
+pub const TAG_READINESS: &str = "burstgate.io/readiness-checked";
+/// ECS health check `interval`, seconds (documented range).
+pub const HEALTH_INTERVAL: RangeInclusive<i32> = 5..=300;
+/// ECS health check `timeout`, seconds (documented range); also kept below the interval.
+pub const HEALTH_TIMEOUT: RangeInclusive<i32> = 2..=60;
+/// ECS health check `retries` (documented range).
+pub const HEALTH_RETRIES: RangeInclusive<i32> = 1..=10;
+/// ECS health check `startPeriod`, seconds (documented range).
+pub const HEALTH_START_PERIOD: RangeInclusive<i32> = 0..=300;
 /// The awslogs stream prefix: a container's stream is `bg/<container>/<task id>`.
 pub const LOG_STREAM_PREFIX: &str = "bg";
 /// Family prefix of the task definitions burstgate registers.
@@ -91,6 +111,15 @@ pub enum TranslateError {
         /// What is wrong.
         reason: String,
     },
+    /// A pod feature Fargate cannot honour but another provider can (an httpGet probe, which
+    /// ACI runs): this target refuses the pod, which goes to another target.
+    #[error("{field}: {reason}")]
+    Elsewhere {
+        /// The pod field (`spec.containers[app].livenessProbe.httpGet`).
+        field: String,
+        /// Why Fargate cannot do it.
+        reason: String,
+    },
     /// The target lacks what this pod needs (an execution role for secrets or logs): another
     /// target may have it.
     #[error("target {target}: {reason}")]
@@ -111,6 +140,10 @@ impl From<TranslateError> for ProviderError {
             },
             TranslateError::Invalid { .. } => ProviderError::Pod {
                 code: "InvalidSpec".into(),
+                message: e.to_string(),
+            },
+            TranslateError::Elsewhere { .. } => ProviderError::Target {
+                code: "Unsupported".into(),
                 message: e.to_string(),
             },
             TranslateError::Target { .. } => ProviderError::Target {
@@ -176,6 +209,26 @@ pub struct ContainerDef {
     pub depends_on: Vec<String>,
     /// awslogs (group, region, stream prefix).
     pub log: Option<(String, String, String)>,
+    /// From the exec liveness / readiness probe. Left out of the hash when absent, so pods
+    /// without probes keep the families they had before probes were mapped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckDef>,
+}
+
+/// An ECS container health check, every value within ECS's ranges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckDef {
+    /// `["CMD", ...]` or `["CMD-SHELL", script]`.
+    pub command: Vec<String>,
+    /// Seconds between checks (periodSeconds).
+    pub interval: i32,
+    /// Seconds before a check counts as failed (timeoutSeconds).
+    pub timeout: i32,
+    /// Consecutive failures before UNHEALTHY (failureThreshold).
+    pub retries: i32,
+    /// Grace period in seconds (initialDelaySeconds).
+    pub start_period: i32,
 }
 
 /// A secret to write before the task definition is registered.
@@ -308,6 +361,7 @@ pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateE
     let mut secret_env: BTreeMap<String, String> = BTreeMap::new();
     let mut registries: Vec<(String, SecretWrite)> = Vec::new();
     let mut containers = Vec::new();
+    let mut readiness_checked = Vec::new();
     let memories = container_memories(&all, task_memory)?;
     for (i, ((c, init, path), memory)) in all.iter().zip(memories).enumerate() {
         let field = |f: &str| format!("{path}[{}].{f}", c.name);
@@ -345,6 +399,10 @@ pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateE
                     "Fargate has no GPUs",
                 ));
             }
+        }
+        let (health_check, from_readiness) = health_check(c, *init, &field)?;
+        if from_readiness {
+            readiness_checked.push(c.name.clone());
         }
         let user = c
             .security_context
@@ -475,6 +533,7 @@ pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateE
                     LOG_STREAM_PREFIX.to_string(),
                 )
             }),
+            health_check,
         });
     }
 
@@ -520,6 +579,16 @@ pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateE
         }
         tags.push((TAG_INIT_CONTAINERS.to_string(), names));
     }
+    if !readiness_checked.is_empty() {
+        let names = readiness_checked.join(",");
+        if names.len() > 256 {
+            return Err(unsupported(
+                "spec.containers",
+                "the names of the containers with readiness probes exceed the 256 characters of an ECS tag value",
+            ));
+        }
+        tags.push((TAG_READINESS.to_string(), names));
+    }
     if spec.id.len() > 64 {
         return Err(TranslateError::Invalid {
             field: "id".into(),
@@ -544,6 +613,116 @@ pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateE
         tags,
         started_by: spec.id.clone(),
         client_token: spec.id.clone(),
+    })
+}
+
+fn elsewhere(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
+    TranslateError::Elsewhere {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The container's ECS health check from its exec liveness / readiness probe, and whether it
+/// stands for a readiness probe (the container is ready only while HEALTHY). ECS runs one
+/// command per container and nothing else, so every other probe is refused for this target.
+fn health_check(
+    c: &Container,
+    init: bool,
+    field: &dyn Fn(&str) -> String,
+) -> Result<(Option<HealthCheckDef>, bool), TranslateError> {
+    let probes = [
+        ("livenessProbe", &c.liveness_probe),
+        ("readinessProbe", &c.readiness_probe),
+        ("startupProbe", &c.startup_probe),
+    ];
+    if init {
+        if let Some((name, _)) = probes.iter().find(|(_, p)| p.is_some()) {
+            return Err(elsewhere(
+                field(name),
+                "Fargate runs init containers to completion before the pod's containers and does not probe them",
+            ));
+        }
+        return Ok((None, false));
+    }
+    if c.startup_probe.is_some() {
+        return Err(elsewhere(
+            field("startupProbe"),
+            "an ECS health check has a start period but no separate startup check, so Fargate cannot run a startup probe",
+        ));
+    }
+    let liveness = c
+        .liveness_probe
+        .as_ref()
+        .map(|p| exec_check(&field("livenessProbe"), p))
+        .transpose()?;
+    let readiness = c
+        .readiness_probe
+        .as_ref()
+        .map(|p| exec_check(&field("readinessProbe"), p))
+        .transpose()?;
+    Ok(match (liveness, readiness) {
+        (None, None) => (None, false),
+        (Some(l), None) => (Some(l), false),
+        (None, Some(r)) => (Some(r), true),
+        // One check serves both when they run the same command; the liveness timings win.
+        (Some(l), Some(r)) if l.command == r.command => (Some(l), true),
+        (Some(_), Some(_)) => {
+            return Err(elsewhere(
+                field("readinessProbe"),
+                "ECS runs one health check per container, and the liveness and readiness probes run different commands",
+            ));
+        }
+    })
+}
+
+/// An exec probe as an ECS health check, its timings clamped to ECS's ranges (Kubernetes'
+/// defaults where unset: period 10 s, timeout 1 s, 3 failures, no initial delay).
+fn exec_check(field: &str, p: &Probe) -> Result<HealthCheckDef, TranslateError> {
+    const NO_COMMAND: &str =
+        "an ECS health check only runs a command inside the container, so Fargate cannot run";
+    if p.http_get.is_some() {
+        return Err(elsewhere(
+            format!("{field}.httpGet"),
+            format!("{NO_COMMAND} an httpGet probe"),
+        ));
+    }
+    if p.tcp_socket.is_some() {
+        return Err(elsewhere(
+            format!("{field}.tcpSocket"),
+            format!("{NO_COMMAND} a tcpSocket probe"),
+        ));
+    }
+    if p.grpc.is_some() {
+        return Err(elsewhere(
+            format!("{field}.grpc"),
+            format!("{NO_COMMAND} a gRPC probe"),
+        ));
+    }
+    let command = p
+        .exec
+        .as_ref()
+        .and_then(|e| e.command.clone())
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| TranslateError::Invalid {
+            field: format!("{field}.exec.command"),
+            reason: "a probe needs a command".into(),
+        })?;
+    let command = match command.as_slice() {
+        [sh, dash_c, script] if (sh == "sh" || sh == "/bin/sh") && dash_c == "-c" => {
+            vec!["CMD-SHELL".to_string(), script.clone()]
+        }
+        _ => std::iter::once("CMD".to_string()).chain(command).collect(),
+    };
+    let clamp = |v: i32, r: &RangeInclusive<i32>| v.clamp(*r.start(), *r.end());
+    let interval = clamp(p.period_seconds.unwrap_or(10), &HEALTH_INTERVAL);
+    let timeout = clamp(p.timeout_seconds.unwrap_or(1), &HEALTH_TIMEOUT).min(interval - 1);
+    Ok(HealthCheckDef {
+        command,
+        interval,
+        timeout,
+        retries: clamp(p.failure_threshold.unwrap_or(3), &HEALTH_RETRIES),
+        start_period: clamp(p.initial_delay_seconds.unwrap_or(0), &HEALTH_START_PERIOD),
     })
 }
 
@@ -706,10 +885,12 @@ mod tests {
     use crate::policy::sizing::Size;
     use crate::provider::contract::{EnvVar, Owner, RegistryCredential, Resolved};
     use k8s_openapi::api::core::v1::{
-        ConfigMapVolumeSource, EmptyDirVolumeSource, HostPathVolumeSource, Pod, PodSpec,
-        ProjectedVolumeSource, ResourceRequirements, SecurityContext,
-        ServiceAccountTokenProjection, VolumeMount, VolumeProjection,
+        ConfigMapVolumeSource, EmptyDirVolumeSource, ExecAction, GRPCAction, HTTPGetAction,
+        HostPathVolumeSource, Pod, PodSpec, ProjectedVolumeSource, ResourceRequirements,
+        SecurityContext, ServiceAccountTokenProjection, TCPSocketAction, VolumeMount,
+        VolumeProjection,
     };
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     fn settings() -> Settings {
         Settings {
@@ -1198,5 +1379,246 @@ mod tests {
             def.containers[0].log,
             Some(("/burstgate/pods".into(), "us-east-1".into(), "bg".into()))
         );
+    }
+
+    fn exec_probe(command: &[&str]) -> Probe {
+        Probe {
+            exec: Some(ExecAction {
+                command: Some(command.iter().map(|s| s.to_string()).collect()),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn with_probes(
+        liveness: Option<Probe>,
+        readiness: Option<Probe>,
+    ) -> Result<Plan, TranslateError> {
+        let mut c = container("app", "nginx");
+        c.liveness_probe = liveness;
+        c.readiness_probe = readiness;
+        plan(&spec_with("u1", one(c), Resolved::default()), &settings())
+    }
+
+    fn check_of(plan: &Plan) -> Option<HealthCheckDef> {
+        plan.finish(&BTreeMap::new()).unwrap().containers[0]
+            .health_check
+            .clone()
+    }
+
+    #[test]
+    fn an_exec_liveness_probe_becomes_the_containers_health_check_with_its_timings() {
+        let probe = Probe {
+            period_seconds: Some(15),
+            timeout_seconds: Some(3),
+            failure_threshold: Some(4),
+            initial_delay_seconds: Some(20),
+            ..exec_probe(&["/bin/check", "--quick"])
+        };
+        let plan = with_probes(Some(probe), None).unwrap();
+        assert_eq!(
+            check_of(&plan),
+            Some(HealthCheckDef {
+                command: vec!["CMD".into(), "/bin/check".into(), "--quick".into()],
+                interval: 15,
+                timeout: 3,
+                retries: 4,
+                start_period: 20,
+            })
+        );
+        assert!(
+            !plan.tags.iter().any(|(k, _)| k == TAG_READINESS),
+            "a liveness-only check does not gate readiness"
+        );
+    }
+
+    #[test]
+    fn a_sh_dash_c_probe_becomes_cmd_shell_with_its_script() {
+        for sh in ["sh", "/bin/sh"] {
+            let plan = with_probes(
+                Some(exec_probe(&[sh, "-c", "test -f /tmp/ok || exit 1"])),
+                None,
+            )
+            .unwrap();
+            assert_eq!(
+                check_of(&plan).unwrap().command,
+                vec![
+                    "CMD-SHELL".to_string(),
+                    "test -f /tmp/ok || exit 1".to_string()
+                ]
+            );
+        }
+        let plan = with_probes(Some(exec_probe(&["bash", "-c", "true"])), None).unwrap();
+        assert_eq!(
+            check_of(&plan).unwrap().command,
+            vec!["CMD", "bash", "-c", "true"],
+            "only sh -c is the container's default shell"
+        );
+    }
+
+    #[test]
+    fn probe_timings_are_clamped_to_the_ranges_ecs_accepts_and_kubernetes_defaults_fill_gaps() {
+        let defaults = check_of(&with_probes(Some(exec_probe(&["true"])), None).unwrap()).unwrap();
+        assert_eq!(
+            (
+                defaults.interval,
+                defaults.timeout,
+                defaults.retries,
+                defaults.start_period
+            ),
+            (10, 2, 3, 0),
+            "Kubernetes' 10 s period, 3 failures; its 1 s timeout raised to ECS's 2 s"
+        );
+        let low = Probe {
+            period_seconds: Some(1),
+            timeout_seconds: Some(1),
+            failure_threshold: Some(0),
+            initial_delay_seconds: Some(-5),
+            ..exec_probe(&["true"])
+        };
+        let low = check_of(&with_probes(Some(low), None).unwrap()).unwrap();
+        assert_eq!(
+            (low.interval, low.timeout, low.retries, low.start_period),
+            (5, 2, 1, 0)
+        );
+        let high = Probe {
+            period_seconds: Some(600),
+            timeout_seconds: Some(500),
+            failure_threshold: Some(30),
+            initial_delay_seconds: Some(900),
+            ..exec_probe(&["true"])
+        };
+        let high = check_of(&with_probes(Some(high), None).unwrap()).unwrap();
+        assert_eq!(
+            (high.interval, high.timeout, high.retries, high.start_period),
+            (300, 60, 10, 300)
+        );
+        let slow = Probe {
+            period_seconds: Some(5),
+            timeout_seconds: Some(30),
+            ..exec_probe(&["true"])
+        };
+        let slow = check_of(&with_probes(Some(slow), None).unwrap()).unwrap();
+        assert_eq!(
+            (slow.interval, slow.timeout),
+            (5, 4),
+            "the timeout stays below the interval"
+        );
+    }
+
+    #[test]
+    fn a_readiness_probe_is_the_health_check_and_its_container_is_tagged_readiness_checked() {
+        let plan = with_probes(None, Some(exec_probe(&["cat", "/tmp/ready"]))).unwrap();
+        assert_eq!(
+            check_of(&plan).unwrap().command,
+            vec!["CMD", "cat", "/tmp/ready"]
+        );
+        assert!(
+            plan.tags
+                .contains(&(TAG_READINESS.to_string(), "app".to_string()))
+        );
+    }
+
+    #[test]
+    fn liveness_and_readiness_with_one_command_share_one_check_with_the_liveness_timings() {
+        let liveness = Probe {
+            period_seconds: Some(30),
+            ..exec_probe(&["true"])
+        };
+        let readiness = Probe {
+            period_seconds: Some(5),
+            ..exec_probe(&["true"])
+        };
+        let plan = with_probes(Some(liveness), Some(readiness)).unwrap();
+        assert_eq!(check_of(&plan).unwrap().interval, 30);
+        assert!(
+            plan.tags
+                .contains(&(TAG_READINESS.to_string(), "app".to_string()))
+        );
+    }
+
+    #[test]
+    fn liveness_and_readiness_with_different_commands_send_the_pod_to_another_target() {
+        let err: ProviderError =
+            with_probes(Some(exec_probe(&["live"])), Some(exec_probe(&["ready"])))
+                .unwrap_err()
+                .into();
+        assert!(
+            matches!(&err, ProviderError::Target { code, message } if code == "Unsupported" && message.contains("spec.containers[app].readinessProbe") && message.contains("one health check per container")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn http_tcp_and_grpc_probes_are_refused_for_this_target_before_any_call_naming_the_probe() {
+        let http = Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/healthz".into()),
+                port: IntOrString::Int(8080),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let tcp = Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(5432),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let grpc = Probe {
+            grpc: Some(GRPCAction {
+                port: 9090,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        for (probe, field) in [
+            (http, "spec.containers[app].livenessProbe.httpGet"),
+            (tcp, "spec.containers[app].livenessProbe.tcpSocket"),
+            (grpc, "spec.containers[app].livenessProbe.grpc"),
+        ] {
+            let err = with_probes(Some(probe), None).unwrap_err();
+            assert!(
+                matches!(&err, TranslateError::Elsewhere { field: f, reason } if f == field && reason.contains("only runs a command inside the container")),
+                "{err:?}"
+            );
+            assert!(
+                matches!(ProviderError::from(err), ProviderError::Target { .. }),
+                "another target may run the probe: the pod is not failed"
+            );
+        }
+    }
+
+    #[test]
+    fn a_startup_probe_is_refused_for_this_target() {
+        let mut c = container("app", "nginx");
+        c.startup_probe = Some(exec_probe(&["true"]));
+        let err = plan(&spec_with("u1", one(c), Resolved::default()), &settings()).unwrap_err();
+        assert!(
+            matches!(&err, TranslateError::Elsewhere { field, .. } if field == "spec.containers[app].startupProbe"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_exec_probe_without_a_command_is_an_invalid_pod() {
+        let err = with_probes(Some(exec_probe(&[])), None).unwrap_err();
+        assert!(
+            matches!(&err, TranslateError::Invalid { field, .. } if field == "spec.containers[app].livenessProbe.exec.command"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_pod_without_probes_keeps_the_family_it_had_before_probes_were_mapped() {
+        let plan = with_probes(None, None).unwrap();
+        let def = plan.finish(&BTreeMap::new()).unwrap();
+        assert!(
+            !serde_json::to_string(&def).unwrap().contains("healthCheck"),
+            "no healthCheck key in the hashed definition"
+        );
+        let probed = with_probes(Some(exec_probe(&["true"])), None).unwrap();
+        assert_ne!(def.family, probed.finish(&BTreeMap::new()).unwrap().family);
     }
 }
