@@ -507,6 +507,11 @@ async fn the_kubelet_port_refuses_the_anonymous_and_the_unauthorized_and_serves_
         )
         .await
         .unwrap();
+    // The kubelet API remembers a denial for 30 s (as the kubelet's webhook authorizer does):
+    // right after the grant the token is still refused, from the cache ...
+    let (code, body) = curl(&logs, &["-H", &bearer]);
+    assert_eq!(code, 403, "{body}");
+    // ... and once the denial expired, the new review allows it.
     let granted = eventually("the granted token reads the logs", WAIT, || async {
         Some(curl(&logs, &["-H", &bearer])).filter(|(code, _)| *code == 200)
     })
