@@ -580,7 +580,9 @@ spec:
 /// A random subscription id: the emulator keeps each subscription's groups, faults and request
 /// log apart, so parallel tests do not see each other.
 fn random_subscription() -> String {
-    let hex = format!("{:032x}", rand::random::<u128>());
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(unique_name("subscription").as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",
         &hex[0..8],
