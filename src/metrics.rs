@@ -101,6 +101,15 @@ pub struct LimiterLabels {
     pub class: String,
 }
 
+/// `{cache, result}` of a kubelet API review cache lookup.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthCacheLabels {
+    /// `token` (TokenReview) or `access` (SubjectAccessReview).
+    pub cache: String,
+    /// `hit` or `miss`.
+    pub result: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric of the gateway.
@@ -146,6 +155,8 @@ pub struct Metrics {
     pub rate_limiter_wait_seconds: Family<LimiterLabels, Histogram>,
     /// Circuit state per target: 0 closed, 1 half-open, 2 open.
     pub circuit_state: Family<TargetLabels, Gauge>,
+    /// Kubelet API review cache lookups by cache and result.
+    pub kubelet_auth_cache: Family<AuthCacheLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -187,6 +198,7 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.001, 4.0, 10))
             }),
             circuit_state: Family::default(),
+            kubelet_auth_cache: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -309,6 +321,11 @@ impl Metrics {
             "Circuit breaker per target: 0 closed, 1 half-open, 2 open",
             m.circuit_state.clone(),
         );
+        registry.register(
+            "kubelet_auth_cache_lookups",
+            "Kubelet API TokenReview and SubjectAccessReview cache lookups by cache and result",
+            m.kubelet_auth_cache.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -340,6 +357,16 @@ impl Metrics {
         if result == "throttled" {
             self.provider_throttled.get_or_create(&op).inc();
         }
+    }
+
+    /// Counts one lookup in a kubelet API review cache (`token` or `access`).
+    pub fn kubelet_auth_cache(&self, cache: &str, hit: bool) {
+        self.kubelet_auth_cache
+            .get_or_create(&AuthCacheLabels {
+                cache: cache.to_string(),
+                result: if hit { "hit" } else { "miss" }.to_string(),
+            })
+            .inc();
     }
 
     /// Counts one decision.

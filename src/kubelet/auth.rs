@@ -6,8 +6,12 @@
 //! `/logs/*` `log`, and everything else (`/containerLogs`, `/exec`, `/run`, `/attach`,
 //! `/portForward`, `/healthz`) `proxy`; the verb comes from the HTTP method. There is no
 //! allow-all fallback: a request nobody vouches for is refused.
+//!
+//! Answers are reused as the kubelet reuses its webhooks' ([`crate::kubelet::cache`]): an
+//! authenticated token for 2 minutes, an allowed access for 5, a denied one for 30 s.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::http::Method;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
@@ -16,7 +20,9 @@ use k8s_openapi::api::authorization::v1::{
 };
 use kube::api::{Api, PostParams};
 
+use crate::kubelet::cache::{Access, Caches, TOKEN_TTL, access_key, token_key};
 use crate::kubelet::error::{Error, Result};
+use crate::metrics::Metrics;
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -108,22 +114,55 @@ pub fn bearer_token(header: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Asks the apiserver who a token belongs to and what they may do on this node.
+/// Asks the apiserver who a token belongs to and what they may do on this node, and remembers
+/// the answers for a while.
 #[derive(Clone)]
 pub struct Reviewer {
     client: kube::Client,
     node: String,
+    caches: Arc<Caches>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Reviewer {
     /// A reviewer for `node`, asking through `client` (which needs `create` on `tokenreviews` and
     /// `subjectaccessreviews`, as `system:auth-delegator` grants).
     pub fn new(client: kube::Client, node: String) -> Reviewer {
-        Reviewer { client, node }
+        Reviewer {
+            client,
+            node,
+            caches: Arc::new(Caches::default()),
+            metrics: None,
+        }
     }
 
-    /// The identity behind a bearer token (TokenReview); 401 when the apiserver does not know it.
+    /// Counts cache hits and misses in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Reviewer {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, cache: &str, hit: bool) {
+        if let Some(metrics) = &self.metrics {
+            metrics.kubelet_auth_cache(cache, hit);
+        }
+    }
+
+    /// The identity behind a bearer token: remembered for 2 minutes once the apiserver
+    /// authenticated it (TokenReview); 401 when the apiserver does not know it (not remembered).
     pub async fn authenticate_token(&self, token: &str) -> Result<Identity> {
+        let key = token_key(token);
+        if let Some(who) = self.caches.tokens.get(&key) {
+            self.count("token", true);
+            return Ok(who);
+        }
+        self.count("token", false);
+        let who = self.review_token(token).await?;
+        self.caches.tokens.insert(key, who.clone(), TOKEN_TTL);
+        Ok(who)
+    }
+
+    async fn review_token(&self, token: &str) -> Result<Identity> {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_string(),
@@ -155,8 +194,35 @@ impl Reviewer {
         })
     }
 
-    /// Allowed when a SubjectAccessReview for `attrs` on this node says so; 403 otherwise.
+    /// Allowed when a SubjectAccessReview for `attrs` on this node says so; 403 otherwise. The
+    /// answer is remembered for 5 minutes when allowed, 30 s when denied; a review that could
+    /// not be made is not.
     pub async fn authorize(&self, who: &Identity, attrs: &Attributes) -> Result<()> {
+        let key = access_key(who, attrs);
+        let access = match self.caches.access.get(&key) {
+            Some(access) => {
+                self.count("access", true);
+                access
+            }
+            None => {
+                self.count("access", false);
+                let access = self.review_access(who, attrs).await?;
+                self.caches.access.insert(key, access.clone(), access.ttl());
+                access
+            }
+        };
+        match access {
+            Access::Allowed => Ok(()),
+            Access::Denied { reason } => Err(Error::Forbidden {
+                user: who.user.clone(),
+                verb: attrs.verb.into(),
+                subresource: attrs.subresource.into(),
+                reason,
+            }),
+        }
+    }
+
+    async fn review_access(&self, who: &Identity, attrs: &Attributes) -> Result<Access> {
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(who.user.clone()),
@@ -186,25 +252,21 @@ impl Reviewer {
             })?;
         let status = answer.status.unwrap_or_default();
         if status.allowed && status.denied != Some(true) {
-            return Ok(());
+            return Ok(Access::Allowed);
         }
         let reason = status
             .reason
             .filter(|r| !r.is_empty())
             .map(|r| format!(": {r}"))
             .unwrap_or_default();
-        Err(Error::Forbidden {
-            user: who.user.clone(),
-            verb: attrs.verb.into(),
-            subresource: attrs.subresource.into(),
-            reason,
-        })
+        Ok(Access::Denied { reason })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn map(method: Method, path: &str) -> Option<(&'static str, &'static str)> {
         attributes(&method, path).map(|a| (a.verb, a.subresource))
@@ -283,5 +345,221 @@ mod tests {
             identity_from_certificate(cert.der()),
             Err(Error::Unauthorized(_))
         ));
+    }
+
+    /// An in-process apiserver for reviews: the token `good` is alice (group `dev`), alice may
+    /// use `proxy` and nothing else; counts the reviews it answers; `down` answers 503.
+    #[derive(Clone, Default)]
+    struct FakeApiserver {
+        token_reviews: Arc<std::sync::atomic::AtomicUsize>,
+        access_reviews: Arc<std::sync::atomic::AtomicUsize>,
+        down: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl FakeApiserver {
+        fn reviews(&self) -> (usize, usize) {
+            use std::sync::atomic::Ordering::SeqCst;
+            (
+                self.token_reviews.load(SeqCst),
+                self.access_reviews.load(SeqCst),
+            )
+        }
+
+        fn set_down(&self, down: bool) {
+            self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        }
+
+        fn reviewer(&self) -> Reviewer {
+            let fake = self.clone();
+            let service =
+                tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
+                    let fake = fake.clone();
+                    async move { Ok::<_, std::convert::Infallible>(fake.answer(request).await) }
+                });
+            Reviewer::new(kube::Client::new(service, "default"), "node-1".into())
+                .with_metrics(Arc::new(Metrics::new()))
+        }
+
+        async fn answer(
+            &self,
+            request: axum::http::Request<kube::client::Body>,
+        ) -> axum::http::Response<http_body_util::Full<bytes::Bytes>> {
+            use http_body_util::BodyExt;
+            use std::sync::atomic::Ordering::SeqCst;
+            let path = request.uri().path().to_string();
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let review: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let (status, answer) = if self.down.load(SeqCst) {
+                (
+                    503,
+                    serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "etcd is down", "reason": "ServiceUnavailable", "code": 503}),
+                )
+            } else if path.ends_with("/tokenreviews") {
+                self.token_reviews.fetch_add(1, SeqCst);
+                let status = if review["spec"]["token"] == "good" {
+                    serde_json::json!({"authenticated": true, "user": {"username": "alice", "groups": ["dev"]}})
+                } else {
+                    serde_json::json!({"authenticated": false, "error": "token not found"})
+                };
+                (
+                    201,
+                    serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {}, "status": status}),
+                )
+            } else {
+                self.access_reviews.fetch_add(1, SeqCst);
+                let attrs = &review["spec"]["resourceAttributes"];
+                assert_eq!(attrs["name"], "node-1");
+                let allowed = review["spec"]["user"] == "alice" && attrs["subresource"] == "proxy";
+                let status = if allowed {
+                    serde_json::json!({"allowed": true})
+                } else {
+                    serde_json::json!({"allowed": false, "reason": "no RBAC policy matched"})
+                };
+                (
+                    201,
+                    serde_json::json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {}, "status": status}),
+                )
+            };
+            axum::http::Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(answer.to_string().into()))
+                .unwrap()
+        }
+    }
+
+    fn alice() -> Identity {
+        Identity {
+            user: "alice".into(),
+            groups: vec!["dev".into()],
+            ..Default::default()
+        }
+    }
+
+    const PROXY: Attributes = Attributes {
+        verb: "get",
+        subresource: "proxy",
+    };
+    const STATS: Attributes = Attributes {
+        verb: "get",
+        subresource: "stats",
+    };
+
+    fn lookups(reviewer: &Reviewer, cache: &str, result: &str) -> u64 {
+        reviewer
+            .metrics
+            .as_ref()
+            .unwrap()
+            .kubelet_auth_cache
+            .get_or_create(&crate::metrics::AuthCacheLabels {
+                cache: cache.into(),
+                result: result.into(),
+            })
+            .get()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_authenticated_token_is_reviewed_again_only_after_two_minutes() {
+        let apiserver = FakeApiserver::default();
+        let reviewer = apiserver.reviewer();
+        assert_eq!(reviewer.authenticate_token("good").await.unwrap(), alice());
+        tokio::time::advance(Duration::from_secs(119)).await;
+        assert_eq!(reviewer.authenticate_token("good").await.unwrap(), alice());
+        assert_eq!(apiserver.reviews(), (1, 0));
+        assert_eq!(
+            (
+                lookups(&reviewer, "token", "hit"),
+                lookups(&reviewer, "token", "miss")
+            ),
+            (1, 1)
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        reviewer.authenticate_token("good").await.unwrap();
+        assert_eq!(apiserver.reviews(), (2, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_the_apiserver_does_not_know_is_reviewed_every_time() {
+        let apiserver = FakeApiserver::default();
+        let reviewer = apiserver.reviewer();
+        for _ in 0..2 {
+            let err = reviewer.authenticate_token("forged").await.unwrap_err();
+            assert!(matches!(err, Error::Unauthorized(_)), "{err}");
+        }
+        assert_eq!(apiserver.reviews(), (2, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_allowed_access_is_reviewed_again_after_five_minutes_and_a_denied_one_after_thirty_seconds()
+     {
+        let apiserver = FakeApiserver::default();
+        let reviewer = apiserver.reviewer();
+        reviewer.authorize(&alice(), &PROXY).await.unwrap();
+        let denied = reviewer.authorize(&alice(), &STATS).await.unwrap_err();
+        assert_eq!(apiserver.reviews(), (0, 2));
+
+        tokio::time::advance(Duration::from_secs(29)).await;
+        reviewer.authorize(&alice(), &PROXY).await.unwrap();
+        let again = reviewer.authorize(&alice(), &STATS).await.unwrap_err();
+        assert_eq!(
+            again.to_string(),
+            denied.to_string(),
+            "a remembered denial says the same"
+        );
+        assert!(
+            again.to_string().ends_with(": no RBAC policy matched"),
+            "{again}"
+        );
+        assert_eq!(apiserver.reviews(), (0, 2));
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(reviewer.authorize(&alice(), &STATS).await.is_err());
+        assert_eq!(apiserver.reviews(), (0, 3), "the denial expired after 30 s");
+
+        tokio::time::advance(Duration::from_secs(269)).await;
+        reviewer.authorize(&alice(), &PROXY).await.unwrap();
+        assert_eq!(apiserver.reviews(), (0, 3));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        reviewer.authorize(&alice(), &PROXY).await.unwrap();
+        assert_eq!(
+            apiserver.reviews(),
+            (0, 4),
+            "the allowance expired after 5 min"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_user_or_group_is_a_new_question() {
+        let apiserver = FakeApiserver::default();
+        let reviewer = apiserver.reviewer();
+        reviewer.authorize(&alice(), &PROXY).await.unwrap();
+        let mut admin_alice = alice();
+        admin_alice.groups.push("system:masters".into());
+        reviewer.authorize(&admin_alice, &PROXY).await.unwrap();
+        let bob = Identity {
+            user: "bob".into(),
+            ..alice()
+        };
+        assert!(reviewer.authorize(&bob, &PROXY).await.is_err());
+        assert_eq!(apiserver.reviews(), (0, 3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_review_the_apiserver_could_not_make_is_not_remembered() {
+        let apiserver = FakeApiserver::default();
+        let reviewer = apiserver.reviewer();
+        apiserver.set_down(true);
+        assert!(matches!(
+            reviewer.authenticate_token("good").await,
+            Err(Error::Review { .. })
+        ));
+        assert!(matches!(
+            reviewer.authorize(&alice(), &PROXY).await,
+            Err(Error::Review { .. })
+        ));
+        apiserver.set_down(false);
+        assert_eq!(reviewer.authenticate_token("good").await.unwrap(), alice());
+        reviewer.authorize(&alice(), &PROXY).await.unwrap();
+        assert_eq!(apiserver.reviews(), (1, 1));
     }
 }

@@ -9,6 +9,7 @@
 //! in its `burstgate.io/target` annotation; a provider that cannot do something answers 501.
 
 pub mod auth;
+pub mod cache;
 pub mod error;
 pub mod exec;
 pub mod logs;

@@ -174,7 +174,10 @@ pub async fn serve(gw: Arc<Gateway>, shutdown: CancellationToken) -> Result<()> 
                  and only bearer tokens authenticate, so kubectl logs/exec through the apiserver will be refused"
             );
         }
-        Some(Reviewer::new(gw.client.clone(), config.node_name.clone()))
+        Some(
+            Reviewer::new(gw.client.clone(), config.node_name.clone())
+                .with_metrics(gw.metrics.clone()),
+        )
     };
     let addr = SocketAddr::from(([0, 0, 0, 0], config.kubelet_port));
     let listener = TcpListener::bind(addr)

@@ -287,6 +287,110 @@ fn the_deployment_runs_burstgate_with_flags_and_environment_it_accepts() {
     );
 }
 
+/// The file a volume item lands at: `mountPath/path` of the item with `key`.
+fn mounted_file(container: &Value, volume: &Value, key: &str) -> PathBuf {
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .unwrap_or_else(|| panic!("volume {} is not mounted", volume["name"]));
+    assert_eq!(mount["readOnly"], true, "{mount}");
+    let source = volume
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| *k != "name")
+        .map(|(_, v)| v)
+        .unwrap();
+    let item = source["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["key"] == key)
+        .unwrap_or_else(|| panic!("volume {} has no item {key}", volume["name"]));
+    PathBuf::from(mount["mountPath"].as_str().unwrap()).join(item["path"].as_str().unwrap())
+}
+
+#[test]
+fn the_kubelet_api_serves_the_tls_secret_and_verifies_clients_with_the_cluster_ca() {
+    let objects = kustomize("deploy");
+    let pod = &object(&objects, "Deployment", "burstgate")["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let config = burstgate::config::RunConfig::from_flags(&args[1..]).unwrap();
+    let volume = |name: &str| {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no volume {name}"))
+            .clone()
+    };
+
+    // The serving certificate: the kubernetes.io/tls Secret's two keys, and the Secret is
+    // required (no silent fallback to a self-signed certificate, no start without it).
+    let tls = volume("kubelet-tls");
+    assert_eq!(tls["secret"]["secretName"], "burstgate-kubelet-tls");
+    assert_ne!(
+        tls["secret"]["optional"], true,
+        "a missing Secret must keep the pod from starting"
+    );
+    assert_eq!(
+        config.kubelet_cert_file,
+        Some(mounted_file(container, &tls, "tls.crt"))
+    );
+    assert_eq!(
+        config.kubelet_key_file,
+        Some(mounted_file(container, &tls, "tls.key"))
+    );
+
+    // Client certificates: the cluster CA from the ConfigMap every namespace has.
+    let ca = volume("cluster-ca");
+    assert_eq!(ca["configMap"]["name"], "kube-root-ca.crt");
+    assert_eq!(
+        config.kubelet_client_ca_file,
+        Some(mounted_file(container, &ca, "ca.crt"))
+    );
+    assert!(!config.insecure_kubelet_api);
+
+    // On the test cluster (set up like kubeadm), that ConfigMap is the CA that signed the API
+    // server's kubelet client certificate, so the apiserver's kubectl logs/exec authenticate.
+    let kubeconfig = peers().get("KUBECONFIG_ADMIN");
+    let (code, published) = kubectl(&[
+        "--kubeconfig",
+        kubeconfig,
+        "-n",
+        "default",
+        "get",
+        "configmap",
+        "kube-root-ca.crt",
+        "-o",
+        "jsonpath={.data.ca\\.crt}",
+    ]);
+    assert_eq!(code, 0, "{published}");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, &published).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(&ca_file)
+        .arg(peers().path("KUBELET_CLIENT_CERT"))
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "kube-root-ca.crt does not verify the apiserver's kubelet client certificate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn deploy_applies_to_the_real_apiserver_in_a_server_side_dry_run() {
     // The test apiserver is Kubernetes 1.20, before policy/v1: the overlay changes only the

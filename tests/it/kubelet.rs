@@ -1,8 +1,9 @@
 //! The kubelet API against the real apiserver and kubectl: `burstgate run` (the binary) serves it
 //! with a certificate signed by the cluster CA, the apiserver reaches it at the node's InternalIP
 //! and kubelet port with its kubelet client certificate, and kubectl's logs, logs -f and exec
-//! work on a pod of the virtual node. Straight to the port, nobody passes without credentials the
-//! apiserver vouches for and RBAC allows.
+//! work on a pod of the virtual node: on the simulated provider, and on ACI (the gateway's real
+//! Azure credential chain and ARM client, through Prism to the project's ACI emulator). Straight
+//! to the port, nobody passes without credentials the apiserver vouches for and RBAC allows.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use burstgate::controller::placement::{RESOURCE_ID, TARGET};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -121,15 +123,22 @@ struct Gateway {
 }
 
 impl Gateway {
+    /// The gateway with the simulated provider.
     fn start(ns: &str) -> Gateway {
+        Gateway::start_with(ns, POLICY, |_| {})
+    }
+
+    /// The gateway with `policy`; `configure` adds flags and environment (a provider's).
+    fn start_with(ns: &str, policy: &str, configure: impl FnOnce(&mut Command)) -> Gateway {
         let node = unique_name("kubelet");
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("policy")).unwrap();
-        std::fs::write(dir.path().join("policy/policy.yaml"), POLICY).unwrap();
+        std::fs::write(dir.path().join("policy/policy.yaml"), policy).unwrap();
         let (cert, key) = serving_certificate(dir.path(), &node);
         let log = std::env::temp_dir().join(format!("{node}.log"));
         let kubelet_port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_burstgate"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_burstgate"));
+        command
             .args([
                 "run",
                 "--node-name",
@@ -160,9 +169,9 @@ impl Gateway {
             .arg(peers().path("KUBE_CA"))
             .env("RUST_LOG", "burstgate=info")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("burstgate run starts");
+            .stderr(std::fs::File::create(&log).unwrap());
+        configure(&mut command);
+        let child = command.spawn().expect("burstgate run starts");
         Gateway {
             child,
             log,
@@ -210,26 +219,58 @@ impl Drop for Gateway {
 }
 
 /// A namespace and a pod bound to the gateway's node, Running at the simulated provider.
-async fn running_pod(client: &kube::Client, gw: &Gateway, ns: &str) {
+async fn running_pod(client: &kube::Client, gw: &Gateway, ns: &str) -> Pod {
+    running_pod_from(
+        client,
+        gw,
+        ns,
+        json!({
+            "metadata": {"name": "web"},
+            "spec": {"nodeName": gw.node, "containers": [{"name": "app", "image": "nginx:1.27", "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}]}
+        }),
+    )
+    .await
+}
+
+/// Creates `pod` (named `web`, bound to the gateway's node) and waits until it is Running.
+async fn running_pod_from(
+    client: &kube::Client,
+    gw: &Gateway,
+    ns: &str,
+    pod: serde_json::Value,
+) -> Pod {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "web"},
-        "spec": {"nodeName": gw.node, "containers": [{"name": "app", "image": "nginx:1.27", "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}]}
-    }))
-    .unwrap();
+    let pod: Pod = serde_json::from_value(pod).unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
-    let what = format!(
-        "pod web Running on {} (gateway log:\n{})",
-        gw.node,
-        gw.log_tail()
-    );
-    eventually(&what, WAIT, || async {
+    let what = format!("pod web Running on {}", gw.node);
+    eventually_or_log(gw, &what, || async {
         pods.get("web")
             .await
             .ok()
             .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
     })
-    .await;
+    .await
+}
+
+/// Polls `probe` every 200 ms for up to [`WAIT`]; on timeout, panics with `what` and the
+/// gateway's log as it is then.
+async fn eventually_or_log<T, F, Fut>(gw: &Gateway, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}; gateway log:\n{}",
+            gw.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn namespace(client: &kube::Client) -> String {
@@ -261,17 +302,55 @@ fn kubectl(ns: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// The highest "running for Ns" second in `text`.
+/// The highest "running for Ns" second in `text` (the simulated provider's log lines).
 fn last_tick(text: &str) -> Option<u64> {
+    last_number(text, "running for ", "s")
+}
+
+/// The highest `N` of the lines `...{before}N{after}` in `text`.
+fn last_number(text: &str, before: &str, after: &str) -> Option<u64> {
     text.lines()
-        .filter_map(|l| {
-            l.split("running for ")
-                .nth(1)?
-                .strip_suffix('s')?
-                .parse()
-                .ok()
-        })
+        .filter_map(|l| l.split(before).nth(1)?.strip_suffix(after)?.parse().ok())
         .max()
+}
+
+/// `kubectl logs -f web` in `ns`: whether a line whose tick (by `tick`) is at least `at_least`
+/// arrives within 30 s, and every line seen.
+fn follow_until(ns: &str, tick: fn(&str) -> Option<u64>, at_least: u64) -> (bool, Vec<String>) {
+    let mut follow = Command::new(peers().path("KUBECTL"))
+        .arg("--kubeconfig")
+        .arg(peers().path("KUBECONFIG_ADMIN"))
+        .args(["-n", ns, "logs", "-f", "web"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let streamed = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if tick(&line).is_some_and(|t| t >= at_least) {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let _ = follow.kill();
+    let _ = follow.wait();
+    (streamed, seen)
 }
 
 #[tokio::test]
@@ -308,39 +387,7 @@ async fn kubectl_logs_logs_follow_and_exec_reach_the_pod_through_the_apiserver()
     // logs -f: lines written after kubectl started arrive on its stdout.
     let (_, now, _) = kubectl(&ns, &["logs", "web"]);
     let before = last_tick(&now).unwrap_or(0);
-    let mut follow = Command::new(peers().path("KUBECTL"))
-        .arg("--kubeconfig")
-        .arg(peers().path("KUBECONFIG_ADMIN"))
-        .args(["-n", &ns, "logs", "-f", "web"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let stdout = follow.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    let streamed = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                seen.push(line.clone());
-                if last_tick(&line).is_some_and(|t| t >= before + 3) {
-                    break true;
-                }
-            }
-            Err(_) => break false,
-        }
-    };
-    let _ = follow.kill();
-    let _ = follow.wait();
+    let (streamed, seen) = follow_until(&ns, last_tick, before + 3);
     assert!(
         streamed,
         "kubectl logs -f streamed no line newer than second {before} within 30 s; got {seen:?}"
@@ -460,6 +507,11 @@ async fn the_kubelet_port_refuses_the_anonymous_and_the_unauthorized_and_serves_
         )
         .await
         .unwrap();
+    // The kubelet API remembers a denial for 30 s (as the kubelet's webhook authorizer does):
+    // right after the grant the token is still refused, from the cache ...
+    let (code, body) = curl(&logs, &["-H", &bearer]);
+    assert_eq!(code, 403, "{body}");
+    // ... and once the denial expired, the new review allows it.
     let granted = eventually("the granted token reads the logs", WAIT, || async {
         Some(curl(&logs, &["-H", &bearer])).filter(|(code, _)| *code == 200)
     })
@@ -502,4 +554,199 @@ async fn the_kubelet_port_refuses_the_anonymous_and_the_unauthorized_and_serves_
 
     let _ = bindings.delete(&role_name, &DeleteParams::default()).await;
     let _ = roles.delete(&role_name, &DeleteParams::default()).await;
+}
+
+/// The policy of a gateway whose only target is ACI in `subscription` (the emulator's).
+fn aci_policy(subscription: &str) -> String {
+    format!(
+        "apiVersion: burstgate.io/v1alpha1
+kind: BurstPolicy
+spec:
+  targets:
+    - name: aci-eastus
+      provider: aci
+      region: eastus
+      latencyMs: 25
+      pricing: {{vcpuHour: 0.0405, gibHour: 0.00445}}
+      quota: {{vcpu: 10, pods: 10}}
+      aci: {{subscriptionId: {subscription}, resourceGroup: burstgate-kubelet-it}}
+  rules:
+    - name: everything
+      match: {{}}
+"
+    )
+}
+
+/// A random subscription id: the emulator keeps each subscription's groups, faults and request
+/// log apart, so parallel tests do not see each other.
+fn random_subscription() -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(unique_name("subscription").as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// The emulator's control API (not through Prism), scoped to `subscription`.
+async fn emulator(
+    method: reqwest::Method,
+    what: &str,
+    subscription: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let base = peers()
+        .get("ACI_EMULATOR_URL")
+        .trim_end_matches('/')
+        .to_string();
+    let http = reqwest::Client::new();
+    let request = match body {
+        Some(body) => http
+            .request(method, format!("{base}/_emulator/{what}"))
+            .json(&body),
+        None => http.request(
+            method,
+            format!("{base}/_emulator/{what}?subscriptionId={subscription}"),
+        ),
+    };
+    let answer = request
+        .send()
+        .await
+        .expect("the emulator's control API answers");
+    assert!(
+        answer.status().is_success(),
+        "emulator {what}: {}",
+        answer.status()
+    );
+    answer.json().await.expect("JSON from the control API")
+}
+
+#[tokio::test]
+async fn kubectl_logs_logs_follow_and_exec_reach_a_pod_running_on_aci_through_the_apiserver() {
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let subscription = random_subscription();
+    emulator(
+        reqwest::Method::POST,
+        "faults",
+        &subscription,
+        Some(json!({"subscriptionId": subscription, "provisioningDelaySeconds": 1})),
+    )
+    .await;
+    // `burstgate run` as in production: the Azure credential chain from the environment (a client
+    // secret, the token from the emulator's Entra-like endpoint), ARM through Prism, and the
+    // peers' CA trusted by every Azure call.
+    let gw = Gateway::start_with(&ns, &aci_policy(&subscription), |command| {
+        command
+            .arg("--arm-endpoint")
+            .arg(peers().get("ACI_PRISM_URL"))
+            .arg("--azure-ca-file")
+            .arg(peers().path("ACI_EMULATOR_CA"))
+            .env("AZURE_AUTHORITY_HOST", peers().get("ACI_AUTHORITY_HOST"))
+            .env("AZURE_TENANT_ID", "burstgate-test-tenant")
+            .env("AZURE_CLIENT_ID", "burstgate-kubelet-it")
+            .env("AZURE_CLIENT_SECRET", "burstgate-kubelet-it-secret")
+            .env_remove("AZURE_FEDERATED_TOKEN_FILE")
+            .env_remove("BURSTGATE_ARM_ENDPOINT");
+    });
+    let marker = unique_name("marker");
+    let pod = running_pod_from(
+        &client,
+        &gw,
+        &ns,
+        json!({
+            "metadata": {"name": "web"},
+            "spec": {"nodeName": gw.node, "containers": [{
+                "name": "app", "image": "nginx:1.27",
+                "env": [{"name": "MARKER", "value": marker}],
+                "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}
+            }]}
+        }),
+    )
+    .await;
+
+    // It runs on ACI: the pod names the target and the container group, which the emulator has
+    // in this test's subscription.
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations.get(TARGET).map(String::as_str),
+        Some("aci-eastus")
+    );
+    let group = format!("bg-{}", pod.metadata.uid.as_deref().unwrap());
+    assert_eq!(annotations.get(RESOURCE_ID), Some(&group));
+    let state = emulator(reqwest::Method::GET, "state", &subscription, None).await;
+    let groups: Vec<&str> = state["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    assert_eq!(groups, vec![group.as_str()], "{state}");
+
+    // kubectl logs: apiserver -> kubelet API -> the ACI adapter -> Prism -> the emulator.
+    let what = "kubectl logs answering with the ACI container's lines";
+    let logs = eventually_or_log(&gw, what, || async {
+        let (code, out, _) = kubectl(&ns, &["logs", "web"]);
+        (code == 0 && out.contains("app: line 1\n")).then_some(out)
+    })
+    .await;
+    assert!(
+        logs.starts_with("app: started from image nginx:1.27\n"),
+        "{logs}"
+    );
+    let (code, tail, err) = kubectl(&ns, &["logs", "web", "--tail=1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    assert!(tail.starts_with("app: line "), "{tail}");
+
+    // logs -f: lines ACI writes after kubectl started arrive on its stdout.
+    let line = |text: &str| last_number(text, "app: line ", "");
+    let (_, now, _) = kubectl(&ns, &["logs", "web"]);
+    let before = line(&now).unwrap_or(0);
+    let (streamed, seen) = follow_until(&ns, line, before + 3);
+    assert!(
+        streamed,
+        "kubectl logs -f streamed no ACI line after line {before} within 30 s; got {seen:?}"
+    );
+
+    // exec: the command runs in the container group, over ACI's exec websocket; `hostname` there
+    // is the group's name and the environment is the pod's.
+    let (code, out, err) = kubectl(&ns, &["exec", "web", "--", "hostname"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, format!("{group}\n").as_str()),
+        "stderr: {err}\ngateway log:\n{}",
+        gw.log_tail()
+    );
+    let (code, out, err) = kubectl(
+        &ns,
+        &["exec", "web", "-c", "app", "--", "printenv", "MARKER"],
+    );
+    assert_eq!((code, out), (0, format!("{marker}\n")), "{err}");
+    let requests = emulator(reqwest::Method::GET, "requests", &subscription, None).await;
+    let exec_path = format!("/containerGroups/{group}/containers/app/exec");
+    let execs = requests["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["method"] == "POST" && r["path"].as_str().is_some_and(|p| p.ends_with(&exec_path))
+        })
+        .map(|r| r["status"].as_u64())
+        .collect::<Vec<_>>();
+    assert_eq!(execs, vec![Some(200), Some(200)], "{requests}");
+
+    // ACI takes one command line and splits it on spaces: an argument with a space is refused
+    // before any ARM call, and kubectl says why.
+    let (code, _, err) = kubectl(&ns, &["exec", "web", "--", "sh", "-c", "echo hi"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("ACI splits the command line on spaces"),
+        "{err}"
+    );
 }
