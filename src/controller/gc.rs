@@ -223,6 +223,7 @@ mod tests {
                 pod_uid: uid.into(),
             },
             age: Duration::from_secs(age_secs),
+            leftover: false,
         }
     }
 

@@ -231,7 +231,12 @@ impl PodController {
         let mut created = HashSet::new();
         for (target, listed) in listings {
             match listed {
-                Ok(Ok(owned)) => created.extend(owned.into_iter().map(|o| o.owner.pod_uid)),
+                Ok(Ok(owned)) => created.extend(
+                    owned
+                        .into_iter()
+                        .filter(|o| !o.leftover)
+                        .map(|o| o.owner.pod_uid),
+                ),
                 Ok(Err(e)) => {
                     tracing::warn!(target = %target, error = %e, "could not list owned workloads at start")
                 }

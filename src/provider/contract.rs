@@ -189,6 +189,9 @@ pub struct OwnedWorkload {
     pub owner: Owner,
     /// Seconds since it was created.
     pub age: Duration,
+    /// Only leftovers of it remain (a stopped Fargate task's Secrets Manager secrets): nothing
+    /// runs, so it does not count as created, but GC still deletes it.
+    pub leftover: bool,
 }
 
 /// What a provider can do beyond create/delete/status.

@@ -1143,13 +1143,35 @@ async fn orphan_gc_deletes_the_secret_of_a_workload_whose_task_stopped_while_the
     assert_eq!(orphan.owner, env.owner(&vanished, &gw, "burstgate"));
     assert!(orphan.age < Duration::from_secs(3600), "{:?}", orphan.age);
 
-    let alive = std::collections::HashSet::from([live.clone()]);
-    let orphans = burstgate::controller::gc::orphans(&owned, &alive, Duration::ZERO);
-    assert_eq!(
-        orphans.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
-        vec![vanished_id.as_str()]
+    assert!(
+        orphan.leftover,
+        "only the stopped workload's secret remains"
     );
-    for w in orphans {
+    assert!(!owned.iter().find(|w| w.id == live_id).unwrap().leftover);
+    let placed =
+        std::collections::HashMap::from([(live.clone(), Some("fargate-test".to_string()))]);
+    let listed = std::collections::HashMap::from([(
+        "fargate-test".to_string(),
+        owned.iter().map(|w| w.id.clone()).collect(),
+    )]);
+    let garbage = burstgate::controller::gc::garbage(
+        "fargate-test",
+        &owned,
+        &placed,
+        &listed,
+        Duration::ZERO,
+    );
+    assert_eq!(
+        garbage
+            .iter()
+            .map(|(w, why)| (w.id.as_str(), why.clone()))
+            .collect::<Vec<_>>(),
+        vec![(
+            vanished_id.as_str(),
+            burstgate::controller::gc::Garbage::Orphan
+        )]
+    );
+    for (w, _) in garbage {
         restarted.delete(&w.id).await.expect("GC delete");
     }
 

@@ -774,6 +774,7 @@ impl Provider for AciProvider {
                     },
                     id,
                     age,
+                    leftover: false,
                 })
             })
             .collect())

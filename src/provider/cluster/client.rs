@@ -359,6 +359,7 @@ impl Provider for ClusterProvider {
                     id,
                     owner,
                     age: age(meta.creation_timestamp.as_ref(), now),
+                    leftover: false,
                 },
             );
         }

@@ -584,6 +584,7 @@ impl FargateProvider {
                     id: id.to_string(),
                     owner,
                     age,
+                    leftover: true,
                 });
         }
         Ok(out)
@@ -916,7 +917,12 @@ impl Provider for FargateProvider {
                 let age = created
                     .and_then(|c| now.duration_since(c).ok())
                     .unwrap_or(Duration::ZERO);
-                Some(OwnedWorkload { id, owner, age })
+                Some(OwnedWorkload {
+                    id,
+                    owner,
+                    age,
+                    leftover: false,
+                })
             })
             .collect();
         // Tasks cost money: a failed secrets listing must not keep GC from stopping them.

@@ -192,6 +192,7 @@ impl Provider for SimProvider {
                 id: id.clone(),
                 owner: e.owner.clone(),
                 age: e.created_instant.elapsed(),
+                leftover: false,
             })
             .collect())
     }
