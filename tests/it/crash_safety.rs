@@ -14,10 +14,11 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::common::gateway::{
-    Gateway, NodeCleanup, aks_deployment, azure_env, gateway_namespace, moto_env, node_ready,
+    Gateway, NodeCleanup, aci_faults, aci_groups, aks_deployment, azure_env, gateway_namespace,
+    moto_env, node_ready,
 };
 use crate::common::{ecs_client, eventually, kube_admin, peers, unique_name};
 
@@ -91,18 +92,8 @@ impl Census {
 
 /// The container groups of `subscription` at the emulator (its control API reads its state).
 async fn aci_census(subscription: &str) -> Census {
-    let url = format!(
-        "{}/_emulator/state?subscriptionId={subscription}",
-        peers().get("ACI_EMULATOR_URL").trim_end_matches('/')
-    );
-    let state: Value = reqwest::get(&url)
-        .await
-        .expect("emulator state")
-        .json()
-        .await
-        .expect("state JSON");
     let mut census = Census::default();
-    for g in state["groups"].as_array().cloned().unwrap_or_default() {
+    for g in aci_groups(subscription).await {
         let Some(uid) = g["tags"]["burstgate.io-pod-uid"]
             .as_str()
             .map(str::to_string)
@@ -207,21 +198,7 @@ async fn a_gateway_killed_at_random_points_of_a_300_pod_burst_leaves_no_duplicat
     // ACI: a subscription of the test's own at the emulator, reached through Prism; containers
     // come up after a second. Fargate: a cluster of the test's own on moto.
     let subscription = guid(&mut rng);
-    let control = peers
-        .get("ACI_EMULATOR_URL")
-        .trim_end_matches('/')
-        .to_string();
-    let res = reqwest::Client::new()
-        .post(format!("{control}/_emulator/faults"))
-        .json(&json!({"subscriptionId": subscription, "provisioningDelaySeconds": 1}))
-        .send()
-        .await
-        .expect("emulator control API");
-    assert!(
-        res.status().is_success(),
-        "setting the emulator's provisioning delay: {}",
-        res.status()
-    );
+    aci_faults(&subscription, json!({"provisioningDelaySeconds": 1})).await;
     let ecs = ecs_client();
     let cluster = unique_name("crash");
     ecs.create_cluster()

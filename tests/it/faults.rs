@@ -14,6 +14,7 @@ use kube::api::{Api, ListParams, PostParams};
 use crate::common::fault_proxy::{FaultProxy, Flavor, Mode};
 use crate::common::gateway::{
     Gateway, NodeCleanup, aks_deployment, azure_env, gateway_namespace, moto_env, node_ready,
+    subscription_id,
 };
 use crate::common::{eventually, kube_admin, peers, unique_name};
 
@@ -177,21 +178,6 @@ spec:
         peak_writes <= PEAK,
         "{peak_writes} writes in one second exceed the create bucket"
     );
-}
-
-/// A subscription of the test's own at the emulator: parallel tests never see each other's groups.
-fn subscription_id() -> String {
-    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let clock = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    format!(
-        "{:08x}-{n:04x}-4000-8000-{:012x}",
-        std::process::id(),
-        clock & 0xffff_ffff_ffff
-    )
 }
 
 #[tokio::test]

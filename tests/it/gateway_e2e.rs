@@ -13,7 +13,10 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::common::gateway::{Gateway, NodeCleanup, aks_deployment, moto_env, node_ready};
+use crate::common::gateway::{
+    Gateway, NodeCleanup, aci_faults, aci_groups, aks_deployment, azure_env, moto_env, node_ready,
+    subscription_id,
+};
 use crate::common::{eventually, grant_leader_election, kube_admin, peers, run_tool, unique_name};
 
 const POLICY: &str = "apiVersion: burstgate.io/v1alpha1
@@ -709,5 +712,135 @@ spec:
                 && l.contains("fargate-use1")
                 && !l.ends_with(" 0")),
         "the Fargate circuit left closed:\n{metrics}"
+    );
+}
+
+/// The first end-to-end test with the ACI adapter in place of sim: `burstgate run` with the
+/// standard Azure chain (a client secret against the emulator's HTTPS token endpoint) and ARM
+/// through Prism. An AKS virtual-node Deployment runs on ACI, each pod Running and Ready with
+/// its container group's IP, the Service's endpoints are those IPs, and scaling to zero deletes
+/// every container group.
+#[tokio::test]
+async fn an_aks_deployment_bursts_to_aci_its_service_gets_the_container_groups_ips_and_scaling_to_zero_deletes_them()
+ {
+    let (client, ns, node, dir) = setup("aci-e2e").await;
+    let _cleanup = NodeCleanup(node.clone());
+    let subscription = subscription_id();
+    aci_faults(&subscription, json!({"provisioningDelaySeconds": 1})).await;
+    let policy = format!(
+        "apiVersion: burstgate.io/v1alpha1
+kind: BurstPolicy
+spec:
+  targets:
+    - name: aci-eastus
+      provider: aci
+      region: eastus
+      pricing: {{vcpuHour: 0.0405, gibHour: 0.00445}}
+      aci: {{subscriptionId: {subscription}, resourceGroup: burstgate-e2e}}
+  rules:
+    - name: everything
+      match: {{}}
+"
+    );
+    std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
+    let gw = Gateway::start_with_env(
+        &node,
+        &ns,
+        dir.path(),
+        "solo",
+        azure_env(peers().get("ACI_PRISM_URL")),
+    );
+    node_ready(&client, &node).await;
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments
+        .create(&PostParams::default(), &aks_deployment("hello", 3, &node))
+        .await
+        .unwrap();
+    let svc = json!({"metadata": {"name": "hello"}, "spec": {"selector": {"app": "hello"}, "ports": [{"port": 80}]}});
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(svc).unwrap(),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let running = tokio::time::timeout(
+        Duration::from_secs(120),
+        all_running(&pods, "hello", 3, &node, Duration::from_secs(130)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("pods did not run on ACI; gateway log:\n{}", gw.log_tail()));
+
+    // Each pod carries its own container group's IP, and the group is tagged with its UID.
+    let groups = aci_groups(&subscription).await;
+    assert_eq!(groups.len(), 3, "one container group per pod: {groups:#?}");
+    let mut ips = Vec::new();
+    for p in &running {
+        let uid = p.uid().unwrap();
+        let group = groups
+            .iter()
+            .find(|g| g["tags"]["burstgate.io-pod-uid"] == uid.as_str())
+            .unwrap_or_else(|| panic!("no container group tagged with {uid}"));
+        let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
+        assert_eq!(group["ip"].as_str(), Some(ip.as_str()), "{}", p.name_any());
+        assert_eq!(group["name"].as_str(), Some(format!("bg-{uid}").as_str()));
+        assert_eq!(
+            p.annotations()
+                .get("burstgate.io/target")
+                .map(String::as_str),
+            Some("aci-eastus")
+        );
+        ips.push(ip);
+    }
+    ips.sort();
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
+    eventually(
+        "the Service's endpoints are the container groups' IPs",
+        Duration::from_secs(60),
+        || async {
+            let e = endpoints.get("hello").await.ok()?;
+            let mut got: Vec<String> = e
+                .subsets?
+                .iter()
+                .flat_map(|s| s.addresses.iter().flatten().map(|a| a.ip.clone()))
+                .collect();
+            got.sort();
+            (got == ips).then_some(())
+        },
+    )
+    .await;
+    let describe = kubectl(&["describe", "pod", "-n", &ns, &running[0].name_any()]);
+    assert!(
+        describe.contains("placed on aci-eastus"),
+        "kubectl describe pod:\n{describe}"
+    );
+
+    deployments
+        .patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "every container group deleted after scaling to zero",
+        Duration::from_secs(90),
+        || async {
+            let left = aci_groups(&subscription).await;
+            let pods_left = pods
+                .list(&ListParams::default().labels("app=hello"))
+                .await
+                .ok()?
+                .items
+                .len();
+            (left.is_empty() && pods_left == 0).then_some(())
+        },
+    )
+    .await;
+    println!(
+        "aci e2e: 3 pods Running on ACI with their groups' IPs as the Service's endpoints; scaled to zero, 0 groups left"
     );
 }

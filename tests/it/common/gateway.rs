@@ -257,3 +257,53 @@ pub async fn gateway_namespace(client: &kube::Client, prefix: &str) -> String {
     grant_leader_election(client, &ns).await;
     ns
 }
+
+/// The container groups of `subscription` as the ACI emulator holds them (its control API).
+pub async fn aci_groups(subscription: &str) -> Vec<serde_json::Value> {
+    let url = format!(
+        "{}/_emulator/state?subscriptionId={subscription}",
+        peers().get("ACI_EMULATOR_URL").trim_end_matches('/')
+    );
+    let state: serde_json::Value = reqwest::get(&url)
+        .await
+        .expect("emulator state")
+        .json()
+        .await
+        .expect("state JSON");
+    state["groups"].as_array().cloned().unwrap_or_default()
+}
+
+/// Sets `faults` (e.g. `provisioningDelaySeconds`) for `subscription` at the ACI emulator.
+pub async fn aci_faults(subscription: &str, mut faults: serde_json::Value) {
+    faults["subscriptionId"] = json!(subscription);
+    let control = peers()
+        .get("ACI_EMULATOR_URL")
+        .trim_end_matches('/')
+        .to_string();
+    let res = reqwest::Client::new()
+        .post(format!("{control}/_emulator/faults"))
+        .json(&faults)
+        .send()
+        .await
+        .expect("emulator control API");
+    assert!(
+        res.status().is_success(),
+        "setting emulator faults {faults}: {}",
+        res.status()
+    );
+}
+
+/// A fresh subscription id at the emulator: parallel tests never see each other's groups.
+pub fn subscription_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    format!(
+        "{:08x}-{n:04x}-4000-8000-{:012x}",
+        std::process::id(),
+        clock & 0xffff_ffff_ffff
+    )
+}
