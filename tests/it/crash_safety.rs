@@ -267,9 +267,8 @@ spec:
 
     // Every pod placed, with an IP, and exactly one live workload for it at the peers.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let settled = tokio::time::timeout(
-        Duration::from_secs(400),
-        eventually(
+    let (_, first_aci, first_fargate) = gw
+        .eventually(
             &format!("{n} pods placed with one workload each"),
             Duration::from_secs(420),
             || async {
@@ -291,12 +290,8 @@ spec:
                 );
                 (aci.live_count() + fargate.live_count() >= n).then_some((list, aci, fargate))
             },
-        ),
-    )
-    .await;
-    let Ok((_, first_aci, first_fargate)) = settled else {
-        panic!("the burst did not settle; gateway log:\n{}", gw.log_tail());
-    };
+        )
+        .await;
     println!(
         "crash safety: {n} pods placed {:.1}s after the Deployment was created",
         began.elapsed().as_secs_f64()
@@ -451,22 +446,16 @@ spec:
         + fargate_census(&ecs, &cluster).await.live_count();
     let collecting = Instant::now();
     let gw = start();
-    let collected = tokio::time::timeout(
-        Duration::from_secs(180),
-        eventually(
-            "every orphan collected",
-            Duration::from_secs(200),
-            || async {
-                let left = aci_census(&subscription).await.live_count()
-                    + fargate_census(&ecs, &cluster).await.live_count();
-                (left == 0).then_some(())
-            },
-        ),
+    gw.eventually(
+        "every orphan collected",
+        Duration::from_secs(200),
+        || async {
+            let left = aci_census(&subscription).await.live_count()
+                + fargate_census(&ecs, &cluster).await.live_count();
+            (left == 0).then_some(())
+        },
     )
     .await;
-    if collected.is_err() {
-        panic!("orphans left at the peers; gateway log:\n{}", gw.log_tail());
-    }
     println!(
         "crash safety: {orphans} orphans left by pods deleted while the gateway was down, all collected {:.1}s after it restarted; 0 left",
         collecting.elapsed().as_secs_f64()

@@ -16,7 +16,7 @@ use crate::common::gateway::{
     Gateway, NodeCleanup, aks_deployment, azure_env, gateway_namespace, moto_env, node_ready,
     subscription_id,
 };
-use crate::common::{eventually, kube_admin, peers, unique_name};
+use crate::common::{kube_admin, peers, unique_name};
 
 #[derive(Debug, Clone, Copy)]
 enum Cloud {
@@ -112,10 +112,9 @@ spec:
         .await
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let running = tokio::time::timeout(
-        Duration::from_secs(90),
-        eventually(
-            &format!("{PODS} pods Running on the fallback"),
+    let running = gw
+        .eventually(
+            &format!("{cloud:?} {mode:?}: {PODS} pods Running on the fallback"),
             Duration::from_secs(100),
             || async {
                 let list = pods
@@ -132,15 +131,8 @@ spec:
                 });
                 (list.len() == PODS && on_fallback.count() == PODS).then_some(list)
             },
-        ),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "{cloud:?} {mode:?}: pods did not fall back; gateway log:\n{}",
-            gw.log_tail()
         )
-    });
+        .await;
     let took = began.elapsed();
 
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);

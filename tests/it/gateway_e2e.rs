@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::common::gateway::{
-    Gateway, NodeCleanup, aci_faults, aci_groups, aks_deployment, azure_env, moto_env, node_ready,
-    subscription_id,
+    Gateway, NodeCleanup, aci_faults, aci_groups, aks_deployment, azure_env, endpoints_become,
+    moto_env, node_ready, subscription_id,
 };
 use crate::common::{eventually, grant_leader_election, kube_admin, peers, run_tool, unique_name};
 
@@ -126,22 +126,7 @@ async fn an_aks_virtual_node_deployment_runs_on_the_gateway_and_its_service_gets
         .collect();
     ips.sort();
 
-    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
-    eventually(
-        "the Service's endpoints are the pods' IPs",
-        Duration::from_secs(60),
-        || async {
-            let e = endpoints.get("hello").await.ok()?;
-            let mut got: Vec<String> = e
-                .subsets?
-                .iter()
-                .flat_map(|s| s.addresses.iter().flatten().map(|a| a.ip.clone()))
-                .collect();
-            got.sort();
-            (got == ips).then_some(())
-        },
-    )
-    .await;
+    endpoints_become(&client, &ns, "hello", &ips).await;
 
     let get_nodes = kubectl(&["get", "node", &node, "--no-headers"]);
     assert!(
@@ -795,22 +780,7 @@ spec:
         ips.push(ip);
     }
     ips.sort();
-    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
-    eventually(
-        "the Service's endpoints are the container groups' IPs",
-        Duration::from_secs(60),
-        || async {
-            let e = endpoints.get("hello").await.ok()?;
-            let mut got: Vec<String> = e
-                .subsets?
-                .iter()
-                .flat_map(|s| s.addresses.iter().flatten().map(|a| a.ip.clone()))
-                .collect();
-            got.sort();
-            (got == ips).then_some(())
-        },
-    )
-    .await;
+    endpoints_become(&client, &ns, "hello", &ips).await;
     let describe = kubectl(&["describe", "pod", "-n", &ns, &running[0].name_any()]);
     assert!(
         describe.contains("placed on aci-eastus"),

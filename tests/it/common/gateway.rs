@@ -126,6 +126,27 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// [`eventually`], failing with the tail of this gateway's log when `probe` never succeeds.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, limit: Duration, mut probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(value) = probe().await {
+                return value;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "timed out after {limit:?} waiting for {what}; gateway log:\n{}",
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// SIGKILL, as a node failure or the OOM killer would: no shutdown path runs.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -306,4 +327,24 @@ pub fn subscription_id() -> String {
         std::process::id(),
         clock & 0xffff_ffff_ffff
     )
+}
+
+/// Waits until the endpoints of Service `name` are exactly `ips` (sorted).
+pub async fn endpoints_become(client: &kube::Client, ns: &str, name: &str, ips: &[String]) {
+    let endpoints: Api<k8s_openapi::api::core::v1::Endpoints> = Api::namespaced(client.clone(), ns);
+    eventually(
+        &format!("the endpoints of Service {name} to be {ips:?}"),
+        Duration::from_secs(60),
+        || async {
+            let e = endpoints.get(name).await.ok()?;
+            let mut got: Vec<String> = e
+                .subsets?
+                .iter()
+                .flat_map(|s| s.addresses.iter().flatten().map(|a| a.ip.clone()))
+                .collect();
+            got.sort();
+            (got == ips).then_some(())
+        },
+    )
+    .await;
 }
