@@ -42,7 +42,7 @@ pub enum Error {
     /// No such pod or container on this node (404). Not retryable.
     #[error("{0}")]
     NotFound(String),
-    /// A kubelet endpoint burstgate does not implement (`/attach`, `/portForward`) (501).
+    /// A kubelet endpoint burstgate does not implement (`/portForward`) (501).
     /// Not retryable.
     #[error("{0}")]
     NotImplemented(String),

@@ -65,6 +65,17 @@ pub struct ExecQuery {
 impl ExecQuery {
     /// Parses `command=echo&command=hi&stdout=1&stderr=1`; a missing command is a bad request.
     pub fn parse(query: &str) -> Result<ExecQuery> {
+        let q = ExecQuery::parse_streams(query)?;
+        if q.command.is_empty() {
+            return Err(Error::BadRequest(
+                "exec needs a command (query parameter command)".into(),
+            ));
+        }
+        Ok(q)
+    }
+
+    /// Parses the query without requiring a command (`/attach` takes the same stream flags).
+    pub fn parse_streams(query: &str) -> Result<ExecQuery> {
         let mut q = ExecQuery::default();
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             match key.as_ref() {
@@ -75,11 +86,6 @@ impl ExecQuery {
                 "tty" => q.tty = parse_bool(&key, &value)?,
                 _ => {}
             }
-        }
-        if q.command.is_empty() {
-            return Err(Error::BadRequest(
-                "exec needs a command (query parameter command)".into(),
-            ));
         }
         Ok(q)
     }
@@ -141,6 +147,16 @@ pub fn failure_status(message: &str, reason: &str, code: u16) -> Value {
     json!({"metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code})
 }
 
+/// The `metav1.Status` for a request that failed at the provider or before it.
+pub fn error_status(err: &Error) -> Value {
+    let status = err.status();
+    failure_status(
+        &err.to_string(),
+        status.canonical_reason().unwrap_or("InternalError"),
+        status.as_u16(),
+    )
+}
+
 /// The messages that deliver `output` for `q`, status last.
 pub fn messages(q: &ExecQuery, output: &ExecOutput) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
@@ -171,15 +187,7 @@ pub async fn run_command(
     {
         Ok(output) => Ok(Ok(output)),
         Err(e @ ProviderError::NotSupported { .. }) => Err(placed.error(e)),
-        Err(e) => {
-            let err = placed.error(e);
-            let status = err.status();
-            Ok(Err(failure_status(
-                &err.to_string(),
-                status.canonical_reason().unwrap_or("InternalError"),
-                status.as_u16(),
-            )))
-        }
+        Err(e) => Ok(Err(error_status(&placed.error(e)))),
     }
 }
 
@@ -235,7 +243,7 @@ pub async fn exec(
 }
 
 /// Sends `messages`, closes normally, and waits briefly for the client's close.
-async fn deliver(mut socket: WebSocket, messages: Vec<Vec<u8>>) {
+pub async fn deliver(mut socket: WebSocket, messages: Vec<Vec<u8>>) {
     for m in messages {
         if socket.send(Message::Binary(m.into())).await.is_err() {
             return;

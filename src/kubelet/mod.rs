@@ -1,5 +1,5 @@
 //! The virtual node's kubelet API (HTTPS, default port 10250): what the apiserver calls for
-//! `kubectl logs` (`/containerLogs`, with `follow`), `kubectl exec` (`/exec`, `/run`), metrics
+//! `kubectl logs` (`/containerLogs`, with `follow`), `kubectl exec` (`/exec`, `/run`), `kubectl attach` (`/attach`), metrics
 //! pipelines (`/stats/summary`, `/metrics/resource`) and `/healthz`.
 //!
 //! TLS only, with the serving certificate reloaded when its files change ([`tls`]). Every request
@@ -8,6 +8,7 @@
 //! [`auth`]); there is no allow-all fallback. A pod's requests go to the provider of the target
 //! in its `burstgate.io/target` annotation; a provider that cannot do something answers 501.
 
+pub mod attach;
 pub mod auth;
 pub mod cache;
 pub mod error;

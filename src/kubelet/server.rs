@@ -24,7 +24,7 @@ use crate::kubelet::auth::{
 };
 use crate::kubelet::error::{Error, Result};
 use crate::kubelet::tls::{Serving, Tls};
-use crate::kubelet::{exec, logs, stats};
+use crate::kubelet::{attach, exec, logs, stats};
 
 /// How often the certificate files are checked for changes.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
@@ -70,7 +70,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/attach/{namespace}/{pod}/{container}",
-            any(|| not_implemented("attach")),
+            get(attach::attach).post(attach::attach),
         )
         .route(
             "/portForward/{namespace}/{pod}",
@@ -88,7 +88,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 async fn not_implemented(what: &str) -> Error {
     Error::NotImplemented(format!(
-        "burstgate's kubelet API does not support {what}: pods run at cloud providers without an attachable console or port forwarding"
+        "burstgate's kubelet API does not support {what}: pods run at cloud providers without port forwarding"
     ))
 }
 
@@ -183,7 +183,7 @@ pub async fn serve(gw: Arc<Gateway>, shutdown: CancellationToken) -> Result<()> 
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Bind { addr, source })?;
-    tracing::info!(%addr, "serving the kubelet API (containerLogs, exec, run, stats/summary, metrics/resource, healthz)");
+    tracing::info!(%addr, "serving the kubelet API (containerLogs, exec, attach, run, stats/summary, metrics/resource, healthz)");
     let shared = Arc::new(Shared {
         gw,
         reviewer,

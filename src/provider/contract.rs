@@ -309,6 +309,11 @@ pub struct ExecOutput {
     pub exit_code: Option<i32>,
 }
 
+/// A container's output as it comes, from [`Provider::attach`]: chunks of bytes (stdout and
+/// stderr interleaved, as the provider sends them) until the stream ends with the attach
+/// session (the container stopped, or the provider closed it).
+pub type OutputStream = futures::stream::BoxStream<'static, Result<Vec<u8>, ProviderError>>;
+
 /// A backend that runs workloads.
 ///
 /// ```
@@ -372,6 +377,18 @@ pub trait Provider: Send + Sync {
         Err(ProviderError::NotSupported {
             provider: self.name().into(),
             what: "exec".into(),
+        })
+    }
+
+    /// Attaches to a running container's output (the kubelet API's `/attach`): output only,
+    /// no stdin and no terminal. The session is opened before this returns, so a provider that
+    /// cannot attach (`NotSupported`, HTTP 501) or a container that is not running fails here,
+    /// not in the stream.
+    async fn attach(&self, id: &str, container: &str) -> Result<OutputStream, ProviderError> {
+        let _ = (id, container);
+        Err(ProviderError::NotSupported {
+            provider: self.name().into(),
+            what: "attach".into(),
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The kubelet API against the real apiserver and kubectl: `burstgate run` (the binary) serves it
 //! with a certificate signed by the cluster CA, the apiserver reaches it at the node's InternalIP
 //! and kubelet port with its kubelet client certificate, and kubectl's logs, logs -f and exec
+//! (and attach, on ACI)
 //! work on a pod of the virtual node: on the simulated provider, and on ACI (the gateway's real
 //! Azure credential chain and ARM client, through Prism to the project's ACI emulator). Straight
 //! to the port, nobody passes without credentials the apiserver vouches for and RBAC allows.
@@ -317,10 +318,20 @@ fn last_number(text: &str, before: &str, after: &str) -> Option<u64> {
 /// `kubectl logs -f web` in `ns`: whether a line whose tick (by `tick`) is at least `at_least`
 /// arrives within 30 s, and every line seen.
 fn follow_until(ns: &str, tick: fn(&str) -> Option<u64>, at_least: u64) -> (bool, Vec<String>) {
+    streamed_until(ns, &["logs", "-f", "web"], |line| {
+        tick(line).is_some_and(|t| t >= at_least)
+    })
+}
+
+/// kubectl `args` in `ns` as a child: whether a line for which `done` holds arrives on its stdout
+/// within 30 s, and every line seen; then the child is killed.
+fn streamed_until(ns: &str, args: &[&str], done: impl Fn(&str) -> bool) -> (bool, Vec<String>) {
     let mut follow = Command::new(peers().path("KUBECTL"))
         .arg("--kubeconfig")
         .arg(peers().path("KUBECONFIG_ADMIN"))
-        .args(["-n", ns, "logs", "-f", "web"])
+        .args(["-n", ns])
+        .args(args)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -341,7 +352,7 @@ fn follow_until(ns: &str, tick: fn(&str) -> Option<u64>, at_least: u64) -> (bool
         match rx.recv_timeout(left) {
             Ok(line) => {
                 seen.push(line.clone());
-                if tick(&line).is_some_and(|t| t >= at_least) {
+                if done(&line) {
                     break true;
                 }
             }
@@ -549,6 +560,13 @@ async fn the_kubelet_port_refuses_the_anonymous_and_the_unauthorized_and_serves_
     let (code, body) = curl(&gw.url(&format!("/portForward/{ns}/web")), &as_apiserver);
     assert_eq!(code, 501, "{body}");
     assert!(body.contains("does not support port-forward"), "{body}");
+    // The simulated provider cannot attach: 501 naming it, before any upgrade.
+    let (code, body) = curl(
+        &gw.url(&format!("/attach/{ns}/web/app?stdout=1")),
+        &as_apiserver,
+    );
+    assert_eq!(code, 501, "{body}");
+    assert!(body.contains("sim does not support attach (pod "), "{body}");
     let (code, body) = curl(&gw.url("/healthz"), &as_apiserver);
     assert_eq!((code, body.as_str()), (200, "ok"));
 
@@ -627,7 +645,8 @@ async fn emulator(
 }
 
 #[tokio::test]
-async fn kubectl_logs_logs_follow_and_exec_reach_a_pod_running_on_aci_through_the_apiserver() {
+async fn kubectl_logs_logs_follow_exec_and_attach_reach_a_pod_running_on_aci_through_the_apiserver()
+{
     let client = kube_admin().await;
     let ns = namespace(&client).await;
     let subscription = random_subscription();
@@ -749,4 +768,39 @@ async fn kubectl_logs_logs_follow_and_exec_reach_a_pod_running_on_aci_through_th
         err.contains("ACI splits the command line on spaces"),
         "{err}"
     );
+
+    // attach: kubectl attach streams the container's output through the apiserver, the kubelet
+    // API's /attach and ACI's attach websocket: the lines so far, then new ones as ACI writes
+    // them.
+    let (_, now, _) = kubectl(&ns, &["logs", "web"]);
+    let before = line(&now).unwrap_or(0);
+    let (streamed, seen) = streamed_until(&ns, &["attach", "web"], |l| {
+        line(l).is_some_and(|n| n >= before + 2)
+    });
+    assert!(
+        streamed,
+        "kubectl attach printed no ACI line after line {before} within 30 s; got {seen:?}\ngateway log:\n{}",
+        gw.log_tail()
+    );
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("app: started from image nginx:1.27"),
+        "{seen:?}"
+    );
+    let requests = emulator(reqwest::Method::GET, "requests", &subscription, None).await;
+    let attach_path = format!("/containerGroups/{group}/containers/app/attach");
+    assert!(
+        requests["requests"].as_array().unwrap().iter().any(|r| {
+            r["method"] == "POST"
+                && r["status"] == 200
+                && r["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with(&attach_path))
+        }),
+        "{requests}"
+    );
+    // ACI's attach is output only: -i is refused and kubectl says why.
+    let (code, _, err) = kubectl(&ns, &["attach", "-i", "web"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("output only"), "{err}");
 }

@@ -34,8 +34,8 @@ use crate::provider::aci::translate::{
     TAG_CLUSTER_ID, TAG_CREATED, TAG_NAMESPACE, TAG_NODE, TAG_POD, TAG_POD_UID, translate,
 };
 use crate::provider::contract::{
-    Capabilities, ExecOutput, LogOptions, OwnedWorkload, Owner, Provider, ProviderError,
-    WorkloadPhase, WorkloadSpec, WorkloadStatus,
+    Capabilities, ExecOutput, LogOptions, OutputStream, OwnedWorkload, Owner, Provider,
+    ProviderError, WorkloadPhase, WorkloadSpec, WorkloadStatus,
 };
 use crate::provider::layers::Layers;
 
@@ -829,12 +829,6 @@ impl Provider for AciProvider {
         container: &str,
         command: &[String],
     ) -> Result<ExecOutput, ProviderError> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct ExecResponse {
-            web_socket_uri: Option<String>,
-            password: Option<String>,
-        }
         let line = exec_command_line(command)?;
         let url = self.arm.url(&[id, "containers", container, "exec"]);
         let body = azure_core::Bytes::from(
@@ -856,7 +850,7 @@ impl Provider for AciProvider {
                 }
             })
             .await?;
-        let session: ExecResponse = response.json("Containers_ExecuteCommand")?;
+        let session: SessionResponse = response.json("Containers_ExecuteCommand")?;
         let (Some(uri), Some(password)) = (session.web_socket_uri, session.password) else {
             return Err(AciError::Decode {
                 what: "Containers_ExecuteCommand",
@@ -873,6 +867,91 @@ impl Provider for AciProvider {
             exit_code: None,
         })
     }
+
+    async fn attach(&self, id: &str, container: &str) -> Result<OutputStream, ProviderError> {
+        let url = self.arm.url(&[id, "containers", container, "attach"]);
+        // Classed Read for the same reason as exec: it creates nothing.
+        let response = self
+            .layers
+            .call(OperationClass::Read, "Containers_Attach", || {
+                let url = url.clone();
+                async move {
+                    Ok(self
+                        .arm
+                        .send(Method::Post, url, None)
+                        .await?
+                        .expect(&[200])?)
+                }
+            })
+            .await?;
+        let session: SessionResponse = response.json("Containers_Attach")?;
+        let (Some(uri), Some(password)) = (session.web_socket_uri, session.password) else {
+            return Err(AciError::Decode {
+                what: "Containers_Attach",
+                message: "no webSocketUri or password".into(),
+            }
+            .into());
+        };
+        Ok(attach_session(&uri, &password).await?)
+    }
+}
+
+/// The `{webSocketUri, password}` of Containers_ExecuteCommand and Containers_Attach.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionResponse {
+    web_socket_uri: Option<String>,
+    password: Option<String>,
+}
+
+/// Refuses to send a session password in clear text anywhere but a loopback address.
+fn check_session_uri(uri: &str, what: fn(String) -> AciError) -> Result<(), AciError> {
+    let parsed = Url::parse(uri).map_err(|e| what(format!("webSocketUri: {e}")))?;
+    if parsed.scheme() != "wss" && !is_loopback(&parsed) {
+        return Err(what(
+            "the session password is only sent over TLS (or to a loopback address)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Connects to the attach websocket with the password as its `Authorization` header (as the
+/// spec's `ContainerAttachResponse` says), and streams the messages as they come; the stream ends
+/// when the server closes (the container stopped) and the socket closes when it is dropped.
+async fn attach_session(uri: &str, password: &str) -> Result<OutputStream, AciError> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+    check_session_uri(uri, AciError::Attach)?;
+    let mut request = uri
+        .into_client_request()
+        .map_err(|e| AciError::Attach(format!("webSocketUri: {e}")))?;
+    request.headers_mut().insert(
+        "Authorization",
+        password
+            .parse()
+            .map_err(|_| AciError::Attach("the password is not a header value".into()))?,
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| AciError::Attach(format!("connecting: {e}")))?;
+    let output = ws
+        .take_while(|m| {
+            std::future::ready(!matches!(
+                m,
+                Ok(Message::Close(_)) | Err(WsError::ConnectionClosed | WsError::Protocol(_))
+            ))
+        })
+        .filter_map(|m| {
+            std::future::ready(match m {
+                Ok(Message::Text(t)) => Some(Ok(t.as_bytes().to_vec())),
+                Ok(Message::Binary(b)) => Some(Ok(b.to_vec())),
+                Ok(_) => None,
+                Err(e) => Some(Err(ProviderError::from(AciError::Attach(format!(
+                    "reading: {e}"
+                ))))),
+            })
+        });
+    Ok(output.boxed())
 }
 
 /// ACI's exec takes one string and splits it on spaces itself, with no quoting: an argument with
@@ -902,12 +981,7 @@ fn exec_command_line(command: &[String]) -> Result<String, ProviderError> {
 /// Connects to the exec websocket, authenticates with the password (the first message, as ACI
 /// wants), and collects the output until the server closes.
 async fn exec_session(uri: &str, password: String) -> Result<String, AciError> {
-    let parsed = Url::parse(uri).map_err(|e| AciError::Exec(format!("webSocketUri: {e}")))?;
-    if parsed.scheme() != "wss" && !is_loopback(&parsed) {
-        return Err(AciError::Exec(
-            "the exec password is only sent over TLS (or to a loopback address)".into(),
-        ));
-    }
+    check_session_uri(uri, AciError::Exec)?;
     let (mut ws, _) = tokio_tungstenite::connect_async(uri)
         .await
         .map_err(|e| AciError::Exec(format!("connecting: {e}")))?;
@@ -1010,6 +1084,20 @@ mod tests {
             matches!(&e, ProviderError::Pod { code, message } if code == "Unsupported" && message.contains("argument 2")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn a_session_password_is_only_sent_over_tls_or_to_a_loopback_address() {
+        let check = |uri| check_session_uri(uri, AciError::Attach);
+        assert!(check("wss://aci.example/attach/1").is_ok());
+        assert!(check("ws://127.0.0.1:4012/_attach/1").is_ok());
+        let err = check("ws://aci.example/attach/1").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("attach websocket: the session password is only sent over TLS"),
+            "{err}"
+        );
+        assert!(check("not a uri").is_err());
     }
 
     #[test]

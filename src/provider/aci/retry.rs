@@ -57,6 +57,9 @@ pub enum AciError {
     /// The exec websocket failed. Retryable.
     #[error("exec websocket: {0}")]
     Exec(String),
+    /// The attach websocket failed. Retryable.
+    #[error("attach websocket: {0}")]
+    Attach(String),
 }
 
 impl AciError {
@@ -75,6 +78,10 @@ impl AciError {
             },
             AciError::Exec(message) => ProviderError::Transient {
                 message: format!("exec websocket: {message}"),
+                retry_after: None,
+            },
+            AciError::Attach(message) => ProviderError::Transient {
+                message: format!("attach websocket: {message}"),
                 retry_after: None,
             },
             AciError::Credential(message) => ProviderError::Target {

@@ -2,7 +2,7 @@
 //! HTTP, so every request and every answer here is also checked against Microsoft's spec: a
 //! token from its Entra-like endpoint (over HTTPS with the peers' CA), a container group that
 //! provisions, runs with an IP, is listed, logs and is deleted; containers that exit and restart;
-//! exec over ACI's websocket protocol; ARM's 401; ACI's InaccessibleImage and quota errors;
+//! exec and attach over ACI's websocket protocols; ARM's 401; ACI's InaccessibleImage and quota errors;
 //! throttling with Retry-After and 5xx from the control API's faults; nextLink paging.
 //! Each test works in its own random subscription, which scopes the emulator's faults and state.
 
@@ -813,6 +813,82 @@ async fn exec_runs_commands_over_acis_websocket_protocol() {
         "env lists plain variables only: {env}"
     );
     assert_eq!(exec("hostname").await, "shell\n");
+    arm.reset().await;
+}
+
+#[tokio::test]
+async fn attach_streams_the_containers_lines_as_they_are_written_until_it_exits() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let arm = Arm::new().await;
+    arm.faults(json!({ "provisioningDelaySeconds": 0.2 })).await;
+    let url = arm.group_url("burstgate-test", "tail");
+    let body = group(
+        "nginx",
+        0.5,
+        json!([{ "name": "EMULATOR_EXIT_AFTER_SECONDS", "value": "3.5" }]),
+        "Never",
+    );
+    let put = arm.call(Method::PUT, &url, Some(&body)).await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.body);
+    arm.wait_for_group(&url, "the group to run", |g| {
+        container_state(g)["currentState"]["state"] == json!("Running")
+    })
+    .await;
+    let attach_url = format!("{url}/containers/app/attach");
+    let attach = || arm.call(Method::POST, &attach_url, None);
+
+    // The password goes in the Authorization header (ContainerAttachResponse); without it the
+    // upgrade is refused.
+    let started = attach().await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    let uri = started.body["webSocketUri"]
+        .as_str()
+        .expect("a webSocketUri");
+    assert!(tokio_tungstenite::connect_async(uri).await.is_err());
+
+    let started = attach().await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    let uri = started.body["webSocketUri"]
+        .as_str()
+        .expect("a webSocketUri");
+    let mut request = uri.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Authorization",
+        started.body["password"]
+            .as_str()
+            .expect("a password")
+            .parse()
+            .unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the attach websocket opens");
+    let mut lines = Vec::new();
+    while let Some(msg) = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("attach output within 10 s")
+    {
+        match msg.expect("a websocket message") {
+            Message::Text(t) => lines.push(t.to_string()),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        lines,
+        vec![
+            "app: started from image nginx\n",
+            "app: line 1\n",
+            "app: line 2\n",
+            "app: line 3\n",
+            "app: exiting with code 0\n",
+        ],
+        "the lines so far, the new ones as they come, then the end of the run"
+    );
+
+    // An exited container cannot be attached to.
+    let exited = attach().await;
+    assert_eq!(exited.status, StatusCode::CONFLICT, "{}", exited.body);
     arm.reset().await;
 }
 

@@ -16,7 +16,8 @@ What it emulates (see README.md next to this file for the full list and the cont
   list by resource group and by subscription with nextLink paging, stop, restart, start;
 - the async operation status URL (served by the emulator itself: it is not in the spec, so
   Prism would answer 404 for it);
-- containers' logs and exec (websocket, ACI's protocol: the first client message is the password);
+- containers' logs, exec (websocket, ACI's protocol: the first client message is the password)
+  and attach (websocket, the password in the Authorization header, as the spec says);
 - location usages (quota);
 - ARM's and ACI's errors with their codes and messages, throttling with Retry-After, 5xx;
 - `/_emulator/*`: a control API for tests (state, request log, faults, reset), NOT in the spec.
@@ -33,6 +34,7 @@ import math
 import os
 import re
 import secrets
+import select
 import shlex
 import socket
 import ssl
@@ -510,6 +512,7 @@ class Emulator:
         self.requests: list[dict] = []
         self.faults: dict[str | None, Faults] = {None: Faults()}
         self.exec_sessions: dict[str, dict] = {}
+        self.attach_sessions: dict[str, dict] = {}
         self.next_private = 4
         self.next_public = 1
         self.budget_window = time.time()
@@ -628,6 +631,7 @@ ROUTES = [
     ("GET", re.compile(rf"^{SUB}/providers/{PROVIDER}/locations/(?P<loc>[^/]+)/operations/(?P<op>[^/]+)/?$", re.I), "operation"),
     ("GET", re.compile(rf"^{CG}/containers/(?P<container>[^/]+)/logs/?$", re.I), "logs"),
     ("POST", re.compile(rf"^{CG}/containers/(?P<container>[^/]+)/exec/?$", re.I), "exec"),
+    ("POST", re.compile(rf"^{CG}/containers/(?P<container>[^/]+)/attach/?$", re.I), "attach"),
     ("POST", re.compile(rf"^{CG}/(?P<action>stop|start|restart)/?$", re.I), "action"),
     ("GET", re.compile(rf"^{CG}/?$", re.I), "get"),
     ("PUT", re.compile(rf"^{CG}/?$", re.I), "put"),
@@ -952,6 +956,21 @@ def arm_exec(now, method, path, query, raw, g, sub) -> Answer:
     return Answer(200, {"webSocketUri": f"{ws}/_exec/{token}", "password": password})
 
 
+def arm_attach(now, method, path, query, raw, g, sub) -> Answer:
+    grp = find_group(g)
+    c = find_container(grp, g["container"])
+    if container_run(grp, c, now).current["state"] != "Running":
+        raise ArmError(
+            409,
+            "ContainerGroupNotRunning",
+            f"The container '{c['name']}' in container group '{grp.name}' is not running. Attach requires a running container.",
+        )
+    token, password = secrets.token_hex(16), secrets.token_urlsafe(24)
+    EMU.attach_sessions[token] = {"password": password, "key": grp.key, "container": c["name"], "expires": now + 300}
+    ws = SELF_URL.replace("http://", "ws://").replace("https://", "wss://")
+    return Answer(200, {"webSocketUri": f"{ws}/_attach/{token}", "password": password})
+
+
 def arm_action(now, method, path, query, raw, g, sub) -> Answer:
     grp = find_group(g)
     action = g["action"].lower()
@@ -1220,6 +1239,67 @@ def serve_exec(handler, token: str) -> None:
     ws_send(wfile, 0x8, struct.pack("!H", 1000))
 
 
+def ws_accept(handler) -> bool:
+    """Answers a websocket upgrade (101); False (after a 400) when the request is not one."""
+    key = handler.headers.get("Sec-WebSocket-Key")
+    if not key or "websocket" not in (handler.headers.get("Upgrade") or "").lower():
+        handler.send_error(400, "websocket upgrade expected")
+        return False
+    accept = base64.b64encode(hashlib.sha1((key + GUID_WS).encode()).digest()).decode()
+    handler.send_response(101, "Switching Protocols")
+    handler.send_header("Upgrade", "websocket")
+    handler.send_header("Connection", "Upgrade")
+    handler.send_header("Sec-WebSocket-Accept", accept)
+    handler.end_headers()
+    handler.wfile.flush()
+    handler.close_connection = True
+    return True
+
+
+ATTACH_POLL_SECONDS = 0.25
+
+
+def serve_attach(handler, token: str) -> None:
+    """ACI's attach: the password in the `Authorization` header of the upgrade (as the spec's
+    ContainerAttachResponse says); then the container's current run's output, the lines /logs
+    gives so far and each new one as it is written, one text message per line, until the run ends
+    (the exit line, then close 1000) or the client goes. Input is ignored."""
+    with EMU.lock:
+        session = EMU.attach_sessions.pop(token, None)
+    if session is None or time.time() > session["expires"]:
+        handler.send_error(404, "no such attach session")
+        return
+    if handler.headers.get("Authorization") != session["password"]:
+        handler.send_error(401, "invalid password")
+        return
+    if not ws_accept(handler):
+        return
+    rfile, wfile = handler.rfile, handler.wfile
+    sent, run_start = 0, None
+    while True:
+        with EMU.lock:
+            now = time.time()
+            grp = EMU.groups.get(session["key"])
+            c = next((x for x in (grp.props.get("containers") or []) if x.get("name") == session["container"]), None) if grp else None
+            if c is None:
+                ws_send(wfile, 0x8, struct.pack("!H", 1000) + b"container gone")
+                return
+            run = container_run(grp, c, now)
+            lines = log_lines(grp, c, now, False)
+        if run.run_start != run_start:
+            sent, run_start = 0, run.run_start
+        for line in lines[sent:]:
+            ws_send(wfile, 0x1, (line + "\n").encode())
+        sent = max(sent, len(lines))
+        if run.run_end is not None:
+            ws_send(wfile, 0x8, struct.pack("!H", 1000))
+            return
+        readable, _, _ = select.select([handler.connection], [], [], ATTACH_POLL_SECONDS)
+        if readable and ws_message(rfile, wfile) is None:
+            ws_send(wfile, 0x8, struct.pack("!H", 1000))
+            return
+
+
 # --- HTTP -------------------------------------------------------------------------------------
 
 
@@ -1289,6 +1369,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
             if path.startswith("/_exec/") and method == "GET":
                 serve_exec(self, path[len("/_exec/") :])
+                return
+            if path.startswith("/_attach/") and method == "GET":
+                serve_attach(self, path[len("/_attach/") :])
                 return
             if path.startswith("/_emulator/"):
                 self.reply(control(method, path, query, self.read_body()))
