@@ -70,6 +70,8 @@ pub struct PodController {
     rejected: Mutex<HashMap<String, Vec<(String, String)>>>,
     /// When each pod's workload was last read.
     polled: Mutex<HashMap<String, Instant>>,
+    /// Pod UIDs kept on a target that does not answer (one `TargetUnreachable` Event each).
+    unreachable: Mutex<HashSet<String>>,
     /// True once the ledger has been rebuilt from the pods on the node.
     ready: watch::Sender<bool>,
 }
@@ -122,6 +124,7 @@ impl PodController {
             created: Mutex::default(),
             rejected: Mutex::default(),
             polled: Mutex::default(),
+            unreachable: Mutex::default(),
             ready: watch::channel(false).0,
         })
     }
@@ -466,6 +469,10 @@ impl PodController {
         };
         match provider.create(&spec).await {
             Ok(ws) => {
+                self.unreachable
+                    .lock()
+                    .expect("unreachable lock")
+                    .remove(&uid);
                 self.created
                     .lock()
                     .expect("created lock")
@@ -498,13 +505,19 @@ impl PodController {
                 // started: it most likely still runs on the target, billed. Starting a second
                 // one elsewhere would run the app twice; wait for the target to answer.
                 tracing::warn!(pod = %pod.name_any(), target = %spec.target, %code, %message, "the target of a pod that already ran cannot be reached; keeping the pod there");
-                self.event(
-                    pod,
-                    EventType::Warning,
-                    "TargetUnreachable",
-                    format!("target {} cannot confirm the pod's workload ({code}: {message}); keeping the pod there until it answers", spec.target),
-                )
-                .await;
+                let first = self
+                    .unreachable
+                    .lock()
+                    .expect("unreachable lock")
+                    .insert(uid.clone());
+                if first {
+                    let note = format!(
+                        "target {} cannot confirm the pod's workload ({code}: {message}); keeping the pod there until it answers",
+                        spec.target
+                    );
+                    self.event(pod, EventType::Warning, "TargetUnreachable", note)
+                        .await;
+                }
                 Ok(Action::requeue(Duration::from_secs(30)))
             }
             Err(ProviderError::Target { code, message }) => {
@@ -572,6 +585,10 @@ impl PodController {
 
     async fn delete(&self, pod: &Pod) -> Result<Action, Error> {
         let uid = pod.uid().unwrap_or_default();
+        self.unreachable
+            .lock()
+            .expect("unreachable lock")
+            .remove(&uid);
         if let Some((_, spec)) = self.spec_for(pod)
             && let Some(provider) = self.gw.provider_for_target(&spec.target)
         {
@@ -847,4 +864,46 @@ pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
         .await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "status": status}))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_pod_with_an_ip_or_a_started_container_mirrors_a_workload() {
+        assert!(mirrors_a_workload(&pod(
+            serde_json::json!({"podIP": "10.0.0.7"})
+        )));
+        let running = serde_json::json!({"containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false,
+            "restartCount": 0, "state": {"running": {}}}]});
+        assert!(mirrors_a_workload(&pod(running)));
+    }
+
+    #[test]
+    fn a_pod_only_waiting_or_without_status_mirrors_nothing() {
+        assert!(!mirrors_a_workload(&pod(serde_json::json!({}))));
+        let waiting = serde_json::json!({"phase": "Pending", "containerStatuses": [{"name": "c", "image": "i", "imageID": "",
+            "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]});
+        assert!(!mirrors_a_workload(&pod(waiting)));
+    }
+
+    #[test]
+    fn only_deadlines_throttling_and_open_circuits_leave_the_outcome_unknown() {
+        for code in ["Unavailable", "Throttled", "CircuitOpen"] {
+            assert!(outcome_unknown(code), "{code}");
+        }
+        for code in [
+            "QuotaExceeded",
+            "ContainerGroupQuotaReached",
+            "RunTaskFailure",
+        ] {
+            assert!(!outcome_unknown(code), "{code}");
+        }
+    }
 }
