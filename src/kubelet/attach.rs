@@ -168,44 +168,7 @@ async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A provider that runs workloads but cannot attach (Fargate, on-cluster, sim).
-    struct NoAttach;
-
-    #[async_trait::async_trait]
-    impl crate::provider::Provider for NoAttach {
-        fn name(&self) -> &'static str {
-            "noattach"
-        }
-        fn capabilities(&self) -> crate::provider::Capabilities {
-            crate::provider::Capabilities::default()
-        }
-        async fn create(
-            &self,
-            _: &crate::provider::WorkloadSpec,
-        ) -> std::result::Result<crate::provider::WorkloadStatus, ProviderError> {
-            unreachable!("not called")
-        }
-        async fn delete(&self, _: &str) -> std::result::Result<(), ProviderError> {
-            Ok(())
-        }
-        async fn status(
-            &self,
-            _: &[String],
-        ) -> std::result::Result<
-            std::collections::BTreeMap<String, crate::provider::WorkloadStatus>,
-            ProviderError,
-        > {
-            Ok(Default::default())
-        }
-        async fn list_owned(
-            &self,
-            _: &str,
-            _: &str,
-        ) -> std::result::Result<Vec<crate::provider::OwnedWorkload>, ProviderError> {
-            Ok(vec![])
-        }
-    }
+    use crate::kubelet::exec::tests::NoExec;
 
     fn placed() -> pods::Placed {
         pods::Placed {
@@ -214,7 +177,7 @@ mod tests {
             container: "app".into(),
             target: "edge".into(),
             workload: "bg-1".into(),
-            provider: Arc::new(NoAttach),
+            provider: Arc::new(NoExec),
         }
     }
 
@@ -226,7 +189,7 @@ mod tests {
         assert_eq!(err.status(), StatusCode::NOT_IMPLEMENTED);
         assert_eq!(
             err.to_string(),
-            "noattach does not support attach (pod team/web runs on target edge)"
+            "noexec does not support attach (pod team/web runs on target edge)"
         );
     }
 

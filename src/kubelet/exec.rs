@@ -303,7 +303,7 @@ pub async fn run(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
@@ -420,8 +420,9 @@ mod tests {
         );
     }
 
-    /// A provider that runs workloads but cannot exec (as some clouds cannot).
-    struct NoExec;
+    /// A provider that runs workloads but cannot exec or attach (as some clouds cannot); the
+    /// attach tests use it too.
+    pub(in crate::kubelet) struct NoExec;
 
     #[async_trait::async_trait]
     impl crate::provider::Provider for NoExec {

@@ -98,6 +98,24 @@ fn kubectl(args: &[&str]) -> String {
     out
 }
 
+/// The Deployment `hello` (3 AKS virtual-node pods on `node`) and a Service selecting it.
+async fn hello_with_a_service(client: &kube::Client, ns: &str, node: &str) -> Api<Deployment> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    deployments
+        .create(&PostParams::default(), &aks_deployment("hello", 3, node))
+        .await
+        .unwrap();
+    let svc = json!({"metadata": {"name": "hello"}, "spec": {"selector": {"app": "hello"}, "ports": [{"port": 80}]}});
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(svc).unwrap(),
+        )
+        .await
+        .unwrap();
+    deployments
+}
+
 #[tokio::test]
 async fn an_aks_virtual_node_deployment_runs_on_the_gateway_and_its_service_gets_the_pod_ips() {
     let (client, ns, node, dir) = setup("e2e").await;
@@ -105,19 +123,7 @@ async fn an_aks_virtual_node_deployment_runs_on_the_gateway_and_its_service_gets
     let gw = Gateway::start(&node, &ns, dir.path(), "solo");
     node_ready(&client, &node).await;
 
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    deployments
-        .create(&PostParams::default(), &aks_deployment("hello", 3, &node))
-        .await
-        .unwrap();
-    let svc = json!({"metadata": {"name": "hello"}, "spec": {"selector": {"app": "hello"}, "ports": [{"port": 80}]}});
-    Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), &ns)
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(svc).unwrap(),
-        )
-        .await
-        .unwrap();
+    let deployments = hello_with_a_service(&client, &ns, &node).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let running = all_running(&pods, "hello", 3, &node, Duration::from_secs(120)).await;
     let mut ips: Vec<String> = running
@@ -737,19 +743,7 @@ spec:
     );
     node_ready(&client, &node).await;
 
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    deployments
-        .create(&PostParams::default(), &aks_deployment("hello", 3, &node))
-        .await
-        .unwrap();
-    let svc = json!({"metadata": {"name": "hello"}, "spec": {"selector": {"app": "hello"}, "ports": [{"port": 80}]}});
-    Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), &ns)
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(svc).unwrap(),
-        )
-        .await
-        .unwrap();
+    let deployments = hello_with_a_service(&client, &ns, &node).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let running = tokio::time::timeout(
         Duration::from_secs(120),
