@@ -1,53 +1,17 @@
 //! Admission: the pod features no configured provider can run (pure). A pod using any of them
-//! fails at once with reason `Unsupported`, instead of waiting Pending forever.
+//! fails at once with reason `Unsupported`, instead of waiting Pending forever. The features and
+//! what each adapter runs come from the adapter kit (`provider::kit::features`).
 
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::provider::Capabilities;
+use crate::provider::kit::pod_features;
 
-/// The features of `pod` that none of the providers (whose capabilities are `caps`) supports,
-/// in words, in a stable order. Empty when the pod can run.
+/// The features of `pod` that none of the providers (whose capabilities together are `caps`)
+/// runs, in words, in a stable order. Empty when the pod can run.
 pub fn unsupported_features(pod: &Pod, caps: &Capabilities) -> Vec<String> {
-    let mut out = Vec::new();
-    let Some(spec) = &pod.spec else { return out };
-    if spec.host_network == Some(true) {
-        out.push("hostNetwork".to_string());
-    }
-    if spec.host_pid == Some(true) {
-        out.push("hostPID".to_string());
-    }
-    if spec.host_ipc == Some(true) {
-        out.push("hostIPC".to_string());
-    }
-    let all = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(spec.containers.iter());
-    for c in all {
-        if !caps.privileged && c.security_context.as_ref().and_then(|s| s.privileged) == Some(true)
-        {
-            out.push(format!("privileged container {}", c.name));
-        }
-        for p in c.ports.iter().flatten() {
-            if p.host_port.is_some_and(|h| h != 0) {
-                out.push(format!(
-                    "hostPort {} in container {}",
-                    p.host_port.unwrap_or(0),
-                    c.name
-                ));
-            }
-        }
-    }
-    for v in spec.volumes.iter().flatten() {
-        if !caps.host_path && v.host_path.is_some() {
-            out.push(format!("hostPath volume {}", v.name));
-        }
-        if !caps.persistent_volumes && v.persistent_volume_claim.is_some() {
-            out.push(format!("persistentVolumeClaim volume {}", v.name));
-        }
-    }
-    out
+    let uses = pod_features(pod);
+    caps.missing(&uses).iter().map(|u| u.to_string()).collect()
 }
 
 #[cfg(test)]
@@ -102,7 +66,7 @@ mod tests {
             unsupported_features(&p, &Capabilities::default()),
             vec![
                 "hostNetwork",
-                "privileged container a",
+                "privileged container in container a",
                 "hostPath volume logs"
             ]
         );
@@ -128,10 +92,7 @@ mod tests {
         assert!(
             unsupported_features(
                 &p,
-                &Capabilities {
-                    host_path: true,
-                    ..Default::default()
-                }
+                &Capabilities::NONE.running(&[crate::provider::kit::Feature::HostPathVolume])
             )
             .is_empty()
         );

@@ -263,6 +263,9 @@ pub fn target_health(gw: &Gateway, policy: &Policy) -> TargetHealth {
                     Some(ExclusionReason::RejectedByProvider(m)) => {
                         format!("rejected by its provider: {m}")
                     }
+                    Some(ExclusionReason::CannotRun(uses)) => {
+                        format!("its provider cannot run: {}", uses.join(", "))
+                    }
                     None => "unusable".to_owned(),
                 }
             };

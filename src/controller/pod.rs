@@ -24,12 +24,15 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::controller::context::Gateway;
 use crate::controller::resolve;
+use crate::controller::status::{PodPhase, RestartPolicy};
 use crate::controller::{admission, placement, status};
 use crate::policy::model::ProviderKind;
-use crate::policy::{Exclusion, ExclusionReason, Outcome, PodView, explain};
+use crate::policy::{Exclusion, ExclusionReason, Outcome, PodView, Policy, explain};
+use crate::provider::kit::pod_features;
 use crate::provider::{
     Capabilities, Owner, ProviderError, WorkloadPhase, WorkloadSpec, workload_id,
 };
@@ -74,13 +77,13 @@ pub struct PodController {
     unreachable: Mutex<HashSet<String>>,
     /// True once the ledger has been rebuilt from the pods on the node.
     ready: watch::Sender<bool>,
+    /// Background work a reconcile started (removing a workload of unknown outcome), owned by
+    /// the shutdown path: `run` waits for it.
+    tasks: TaskTracker,
 }
 
 fn is_terminal(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
+    PodPhase::of(pod).is_terminal()
 }
 
 /// How long the listing of a target's workloads at start may take before new pods go ahead.
@@ -98,13 +101,6 @@ fn mirrors_a_workload(pod: &Pod) -> bool {
                 .as_ref()
                 .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
         })
-}
-
-/// Target errors after which the workload may exist anyway: the call timed out or was throttled
-/// past its deadline (an attempt may have landed), or the circuit refused it (a gateway that
-/// died may have created it before).
-fn outcome_unknown(code: &str) -> bool {
-    matches!(code, "Unavailable" | "Throttled" | "CircuitOpen")
 }
 
 fn now() -> Time {
@@ -126,22 +122,41 @@ impl PodController {
             polled: Mutex::default(),
             unreachable: Mutex::default(),
             ready: watch::channel(false).0,
+            tasks: TaskTracker::new(),
         })
     }
 
+    /// What the gateway's adapters can run together (admission refuses the rest).
     fn capabilities(&self) -> Capabilities {
         self.gw
             .providers
             .all()
             .into_iter()
             .map(|(_, p)| p.capabilities())
-            .fold(Capabilities::default(), |a, b| Capabilities {
-                logs: a.logs || b.logs,
-                exec: a.exec || b.exec,
-                host_path: a.host_path || b.host_path,
-                persistent_volumes: a.persistent_volumes || b.persistent_volumes,
-                privileged: a.privileged || b.privileged,
+            .fold(Capabilities::NONE, Capabilities::union)
+    }
+
+    /// Targets whose adapter cannot run a feature `pod` uses (an httpGet probe on Fargate), as
+    /// exclusions for the engine: the pod goes to a target that can, and `explain` says why.
+    fn capability_exclusions(&self, policy: &Policy, pod: &Pod) -> Vec<Exclusion> {
+        let uses = pod_features(pod);
+        if uses.is_empty() {
+            return Vec::new();
+        }
+        policy
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let provider = self.gw.provider_for_target(&t.name)?;
+                let missing = provider.capabilities().missing(&uses);
+                (!missing.is_empty()).then(|| Exclusion {
+                    target: t.id,
+                    reason: ExclusionReason::CannotRun(
+                        missing.iter().map(|u| u.to_string()).collect(),
+                    ),
+                })
             })
+            .collect()
     }
 
     async fn event(&self, pod: &Pod, type_: EventType, reason: &str, note: String) {
@@ -328,6 +343,7 @@ impl PodController {
             }
         };
         let mut exclusions = self.gw.exclusions(&policy);
+        exclusions.extend(self.capability_exclusions(&policy, pod));
         if let Some(rejected) = self.rejected.lock().expect("rejected lock").get(&view.uid) {
             for (name, why) in rejected {
                 if let Some(t) = policy.target_by_name(name) {
@@ -485,26 +501,17 @@ impl PodController {
                     .await?;
                 Ok(Action::requeue(Duration::from_secs(300)))
             }
-            Err(
-                ProviderError::Transient {
-                    retry_after,
-                    message,
-                }
-                | ProviderError::Throttled {
-                    retry_after,
-                    message,
-                },
-            ) => {
-                tracing::info!(pod = %pod.name_any(), %message, "create throttled; retrying");
+            Err(e) if e.is_retryable() => {
+                tracing::info!(pod = %pod.name_any(), error = %e, "create throttled; retrying");
                 Ok(Action::requeue(
-                    retry_after.unwrap_or(Duration::from_secs(5)),
+                    e.retry_after().unwrap_or(Duration::from_secs(5)),
                 ))
             }
-            Err(ProviderError::Target { code, message }) if mirrors_a_workload(pod) => {
+            Err(ProviderError::Target(rejection)) if mirrors_a_workload(pod) => {
                 // A workload ran for this pod (its status came from one) before this process
                 // started: it most likely still runs on the target, billed. Starting a second
                 // one elsewhere would run the app twice; wait for the target to answer.
-                tracing::warn!(pod = %pod.name_any(), target = %spec.target, %code, %message, "the target of a pod that already ran cannot be reached; keeping the pod there");
+                tracing::warn!(pod = %pod.name_any(), target = %spec.target, %rejection, "the target of a pod that already ran cannot be reached; keeping the pod there");
                 let first = self
                     .unreachable
                     .lock()
@@ -512,7 +519,7 @@ impl PodController {
                     .insert(uid.clone());
                 if first {
                     let note = format!(
-                        "target {} cannot confirm the pod's workload ({code}: {message}); keeping the pod there until it answers",
+                        "target {} cannot confirm the pod's workload ({rejection}); keeping the pod there until it answers",
                         spec.target
                     );
                     self.event(pod, EventType::Warning, "TargetUnreachable", note)
@@ -520,8 +527,8 @@ impl PodController {
                 }
                 Ok(Action::requeue(Duration::from_secs(30)))
             }
-            Err(ProviderError::Target { code, message }) => {
-                if outcome_unknown(&code) {
+            Err(ProviderError::Target(rejection)) => {
+                if rejection.outcome_unknown() {
                     // An earlier attempt (or a gateway that died) may have started the workload:
                     // remove it, without holding the pod back (the delete may wait out the same
                     // failing target). Orphan GC removes it as a stray if this fails.
@@ -531,19 +538,19 @@ impl PodController {
                         pod.name_any(),
                         spec.target.clone(),
                     );
-                    tokio::spawn(async move {
+                    self.tasks.spawn(async move {
                         if let Err(e) = provider.delete(&id).await {
                             tracing::info!(pod = %pod_name, target = %target, error = %e, "could not remove a possible workload left on the target; orphan GC will");
                         }
                     });
                 }
-                self.redecide(pod, &spec.target, format!("{code}: {message}"))
+                self.redecide(pod, &spec.target, rejection.to_string())
                     .await
             }
-            Err(e @ (ProviderError::Pod { .. } | ProviderError::NotSupported { .. })) => {
+            Err(e) => {
                 self.gw.ledger.lock().expect("ledger lock").release(&uid);
                 let reason = match &e {
-                    ProviderError::Pod { code, .. } => code.clone(),
+                    ProviderError::Pod(rejection) => rejection.reason().to_string(),
                     _ => "NotSupported".into(),
                 };
                 let msg = e.to_string();
@@ -635,12 +642,8 @@ impl PodController {
         let now = k8s_openapi::jiff::Timestamp::now();
         self.gw.metrics.observe_pods(pods.iter().map(|p| {
             let target = p.annotations().get(placement::TARGET).map(String::as_str);
-            let phase = p
-                .status
-                .as_ref()
-                .and_then(|s| s.phase.as_deref())
-                .unwrap_or("Pending");
-            let waiting = (target.is_none() && phase == "Pending")
+            let phase = PodPhase::of(p);
+            let waiting = (target.is_none() && phase == PodPhase::Pending)
                 .then(|| {
                     p.metadata
                         .creation_timestamp
@@ -648,7 +651,7 @@ impl PodController {
                         .map(|t| now.duration_since(t.0).as_secs_f64())
                 })
                 .flatten();
-            (target, phase, waiting)
+            (target, phase.as_str(), waiting)
         }));
     }
 
@@ -667,8 +670,7 @@ impl PodController {
                 {
                     continue;
                 }
-                let running =
-                    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                let running = PodPhase::of(&pod) == PodPhase::Running;
                 let due = polled.get(&uid).is_none_or(|t| {
                     t.elapsed() >= if running { POLL_RUNNING } else { POLL_PENDING }
                 });
@@ -701,17 +703,14 @@ impl PodController {
                     .expect("polled lock")
                     .insert(uid.clone(), Instant::now());
                 let result = match statuses.get(&id) {
-                    Some(ws)
-                        if let Some(ProviderError::Target { code, message }) =
-                            crate::provider::cluster::unschedulable_rejection(ws) =>
-                    {
+                    Some(ws) if let WorkloadPhase::Rejected(rejection) = &ws.phase => {
                         // The target took the workload but cannot run it (a full cluster): take
                         // it back and burst elsewhere, like a create-time target rejection.
                         if let Err(e) = provider.delete(&id).await {
                             tracing::warn!(pod = %pod.name_any(), error = %e, "could not take back an unschedulable workload; the orphan collector will retry");
                         }
                         self.created.lock().expect("created lock").remove(&uid);
-                        self.redecide(pod, &target, format!("{code}: {message}"))
+                        self.redecide(pod, &target, rejection.to_string())
                             .await
                             .map(|_| ())
                     }
@@ -738,13 +737,8 @@ impl PodController {
     async fn lost(&self, pod: &Pod) -> Result<(), Error> {
         let uid = pod.uid().unwrap_or_default();
         self.created.lock().expect("created lock").remove(&uid);
-        let restart = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.restart_policy.as_deref())
-            .unwrap_or("Always");
         let msg = "the workload was deleted at its provider outside burstgate".to_string();
-        if restart == "Always" {
+        if RestartPolicy::of(pod) == RestartPolicy::Always {
             self.event(
                 pod,
                 EventType::Warning,
@@ -864,6 +858,8 @@ pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
         .await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
+    ctx.tasks.close();
+    ctx.tasks.wait().await;
 }
 
 #[cfg(test)]
@@ -895,15 +891,34 @@ mod tests {
 
     #[test]
     fn only_deadlines_throttling_and_open_circuits_leave_the_outcome_unknown() {
-        for code in ["Unavailable", "Throttled", "CircuitOpen"] {
-            assert!(outcome_unknown(code), "{code}");
-        }
-        for code in [
-            "QuotaExceeded",
-            "ContainerGroupQuotaReached",
-            "RunTaskFailure",
+        use crate::provider::{GaveUpCause, TargetRejection};
+        let gave_up = |cause| TargetRejection::GaveUp {
+            cause,
+            api: "RunTask",
+            target: "t".into(),
+            attempts: 3,
+            elapsed: Duration::from_secs(20),
+            last: "503".into(),
+        };
+        for unknown in [
+            gave_up(GaveUpCause::Unavailable),
+            gave_up(GaveUpCause::Throttled),
+            TargetRejection::CircuitOpen { target: "t".into() },
         ] {
-            assert!(!outcome_unknown(code), "{code}");
+            assert!(unknown.outcome_unknown(), "{unknown}");
+            assert!(ProviderError::Target(unknown).outcome_unknown());
         }
+        for known in [
+            TargetRejection::Quota {
+                code: "ContainerGroupQuotaReached".into(),
+                message: "full".into(),
+            },
+            TargetRejection::Unschedulable {
+                message: "full".into(),
+            },
+        ] {
+            assert!(!known.outcome_unknown(), "{known}");
+        }
+        assert!(!ProviderError::cloud_pod("RunTaskFailure", "bad image").outcome_unknown());
     }
 }

@@ -34,6 +34,73 @@ fn condition(pod: &Pod, type_: &str, ok: bool, reason: Option<&str>, now: &Time)
     }
 }
 
+
+/// A pod's phase, as Kubernetes spells it in `status.phase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodPhase {
+    /// Accepted, not every container running yet (or no status at all).
+    Pending,
+    /// Bound and a container runs.
+    Running,
+    /// Every container exited 0 and will not restart.
+    Succeeded,
+    /// A container failed and will not restart, or the pod was refused.
+    Failed,
+    /// The phase could not be read (`Unknown`, or a value this code does not know).
+    Unknown,
+}
+
+impl PodPhase {
+    /// The phase of `pod` (`Pending` when it has no status yet).
+    pub fn of(pod: &Pod) -> PodPhase {
+        match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            None | Some("Pending") => PodPhase::Pending,
+            Some("Running") => PodPhase::Running,
+            Some("Succeeded") => PodPhase::Succeeded,
+            Some("Failed") => PodPhase::Failed,
+            Some(_) => PodPhase::Unknown,
+        }
+    }
+
+    /// Whether the pod is over: Succeeded or Failed.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, PodPhase::Succeeded | PodPhase::Failed)
+    }
+
+    /// As Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodPhase::Pending => "Pending",
+            PodPhase::Running => "Running",
+            PodPhase::Succeeded => "Succeeded",
+            PodPhase::Failed => "Failed",
+            PodPhase::Unknown => "Unknown",
+        }
+    }
+}
+
+/// A pod's `spec.restartPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Restart every container that stops (the default).
+    Always,
+    /// Restart containers that fail.
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+impl RestartPolicy {
+    /// The restart policy of `pod` (`Always` when unset, as the API server defaults it).
+    pub fn of(pod: &Pod) -> RestartPolicy {
+        match pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) {
+            Some("OnFailure") => RestartPolicy::OnFailure,
+            Some("Never") => RestartPolicy::Never,
+            _ => RestartPolicy::Always,
+        }
+    }
+}
+
 /// The status of a pod whose workload the provider reports as `ws`.
 pub fn from_workload(pod: &Pod, ws: &WorkloadStatus, host_ip: &str, now: &Time) -> PodStatus {
     let spec_containers = pod
@@ -101,13 +168,15 @@ pub fn from_workload(pod: &Pod, ws: &WorkloadStatus, host_ip: &str, now: &Time) 
         })
         .collect();
     let phase = match ws.phase {
-        WorkloadPhase::Pending => "Pending",
-        WorkloadPhase::Running => "Running",
-        WorkloadPhase::Succeeded => "Succeeded",
-        WorkloadPhase::Failed => "Failed",
-    };
+        // A rejected workload never started; the controller moves the pod before it shows.
+        WorkloadPhase::Pending | WorkloadPhase::Rejected(_) => PodPhase::Pending,
+        WorkloadPhase::Running => PodPhase::Running,
+        WorkloadPhase::Succeeded => PodPhase::Succeeded,
+        WorkloadPhase::Failed => PodPhase::Failed,
+    }
+    .as_str();
     let all_ready = !container_statuses.is_empty() && container_statuses.iter().all(|c| c.ready);
-    let started = ws.phase != WorkloadPhase::Pending;
+    let started = !matches!(ws.phase, WorkloadPhase::Pending | WorkloadPhase::Rejected(_));
     let not_ready_reason = match ws.phase {
         WorkloadPhase::Succeeded | WorkloadPhase::Failed => Some("PodCompleted"),
         _ if !all_ready => Some("ContainersNotReady"),

@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::provider::ProviderError;
+use crate::provider::{PodRejection, ProviderError};
 
 /// A failed kubelet API request, or a kubelet API that cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -108,14 +108,13 @@ impl Error {
             Error::Provider { source, .. } => match source {
                 ProviderError::NotSupported { .. } => StatusCode::NOT_IMPLEMENTED,
                 ProviderError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
-                ProviderError::Transient { .. } | ProviderError::Target { .. } => {
+                ProviderError::Transient { .. } | ProviderError::Target(_) => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
-                ProviderError::Pod { code, .. } if code == "NotFound" => StatusCode::NOT_FOUND,
-                ProviderError::Pod { code, .. } if code == "ContainerNotRunning" => {
-                    StatusCode::BAD_REQUEST
-                }
-                ProviderError::Pod { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                ProviderError::TimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
+                ProviderError::Pod(PodRejection::NotFound { .. }) => StatusCode::NOT_FOUND,
+                ProviderError::Pod(PodRejection::NotRunning { .. }) => StatusCode::BAD_REQUEST,
+                ProviderError::Pod(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Error::Tls(_) | Error::Bind { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -126,7 +125,7 @@ impl Error {
         match self {
             Error::Review { .. } | Error::Unavailable(_) | Error::Api { .. } => true,
             Error::Provider { source, .. } => {
-                source.is_retryable() || matches!(source, ProviderError::Target { .. })
+                source.is_retryable() || matches!(source, ProviderError::Target(_))
             }
             _ => false,
         }
@@ -199,10 +198,7 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, true)
         );
         let gone = Error::provider(
-            ProviderError::Pod {
-                code: "NotFound".into(),
-                message: "gone".into(),
-            },
+            ProviderError::not_found("gone"),
             "a/b",
             "t",
         );

@@ -285,7 +285,10 @@ impl Follow {
         // Whether the workload is over, read before the lines so its last lines are in them.
         let over = match p.provider.status(std::slice::from_ref(&p.workload)).await {
             Ok(statuses) => statuses.get(&p.workload).is_none_or(|s| {
-                matches!(s.phase, WorkloadPhase::Succeeded | WorkloadPhase::Failed)
+                matches!(
+                    s.phase,
+                    WorkloadPhase::Succeeded | WorkloadPhase::Failed | WorkloadPhase::Rejected(_)
+                )
             }),
             Err(e) if e.is_retryable() => false,
             Err(e) => {

@@ -39,6 +39,9 @@ pub enum ExclusionReason {
     CircuitOpen,
     /// The provider already rejected this pod there for a target-level reason (quota, capacity...).
     RejectedByProvider(String),
+    /// The target's adapter cannot run features the pod uses (each named, with where), as its
+    /// declared capabilities say; another target may.
+    CannotRun(Vec<String>),
 }
 
 /// Which resource a quota or budget ran out of.

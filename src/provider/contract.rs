@@ -151,7 +151,7 @@ pub struct ContainerStatus {
 }
 
 /// The provider's view of a workload's lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkloadPhase {
     /// Accepted, not all containers running yet (pulling, cold start).
     Pending,
@@ -161,6 +161,10 @@ pub enum WorkloadPhase {
     Succeeded,
     /// Stopped; a container exited non-zero, or the provider gave up.
     Failed,
+    /// The target accepted the workload but cannot run it (a full cluster past its grace):
+    /// the controller takes it back and the pod runs elsewhere, as after a create-time
+    /// target rejection.
+    Rejected(TargetRejection),
 }
 
 /// A workload's status.
@@ -194,25 +198,14 @@ pub struct OwnedWorkload {
     pub leftover: bool,
 }
 
-/// What a provider can do beyond create/delete/status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Capabilities {
-    /// Container logs.
-    pub logs: bool,
-    /// Exec into a container.
-    pub exec: bool,
-    /// hostPath volumes.
-    pub host_path: bool,
-    /// PersistentVolumeClaim volumes.
-    pub persistent_volumes: bool,
-    /// Privileged containers.
-    pub privileged: bool,
-}
+pub use crate::provider::kit::features::Capabilities;
 
-/// What the caller should do about a failure.
+/// What the caller should do about a failure. Decisions are made on the variants, never on
+/// their words: the layers, the controller and the kubelet API match these, and the strings
+/// they carry are only shown to people.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
-    /// Transient (throttled, 5xx, timeout): retry the same call later. Retryable.
+    /// Transient (5xx, reset, a busy resource): retry the same call later. Retryable.
     #[error("transient provider error: {message}")]
     Transient {
         /// What happened.
@@ -229,24 +222,23 @@ pub enum ProviderError {
         /// When the provider said to come back (`Retry-After`).
         retry_after: Option<Duration>,
     },
-    /// The target cannot take it (quota, capacity, region down): try another target. Not
-    /// retryable on this target.
-    #[error("target rejected the workload: {message}")]
-    Target {
-        /// The provider's code (`QuotaExceeded`, `ServiceUnavailable`...).
-        code: String,
-        /// The provider's message.
-        message: String,
+    /// One attempt took longer than its time limit (the layers' per-attempt timeout): it may or
+    /// may not have landed. Retryable.
+    #[error("{api} timed out after {after:?}")]
+    TimedOut {
+        /// The cloud API called.
+        api: &'static str,
+        /// The time limit.
+        after: Duration,
     },
-    /// The pod itself is wrong for this provider (bad image, invalid spec): fail the pod. Not
-    /// retryable.
-    #[error("{code}: {message}")]
-    Pod {
-        /// The provider's code (`InaccessibleImage`...).
-        code: String,
-        /// The provider's message, shown on the pod as is.
-        message: String,
-    },
+    /// The target cannot take it (quota, capacity, region down, circuit open...): try another
+    /// target. Not retryable on this target.
+    #[error("target rejected the workload: {0}")]
+    Target(TargetRejection),
+    /// The pod itself is wrong for this provider (bad image, invalid spec) or the thing asked
+    /// for is not there: fail the pod, or answer the kubelet API's client. Not retryable.
+    #[error("{0}")]
+    Pod(PodRejection),
     /// The provider cannot do this at all (HTTP 501 on the kubelet API). Not retryable.
     #[error("{provider} does not support {what}")]
     NotSupported {
@@ -257,13 +249,275 @@ pub enum ProviderError {
     },
 }
 
+/// Why a target refused a workload it could not take; the pod may run on another target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetRejection {
+    /// The target's circuit is open after repeated target-level failures: no request was sent.
+    /// The outcome of earlier attempts is unknown.
+    CircuitOpen {
+        /// Target name.
+        target: String,
+    },
+    /// The layers gave up retrying: throttled or unavailable past the retry deadline. An attempt
+    /// may have landed, so the outcome is unknown.
+    GaveUp {
+        /// Why the attempts failed.
+        cause: GaveUpCause,
+        /// The cloud API called.
+        api: &'static str,
+        /// Target name.
+        target: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Time spent.
+        elapsed: Duration,
+        /// The last attempt's error, for people.
+        last: String,
+    },
+    /// The target took the workload but has no room to run it (a full cluster).
+    Unschedulable {
+        /// The target's words.
+        message: String,
+    },
+    /// A quota of the target is used up (`ContainerGroupQuotaReached`, a ResourceQuota).
+    Quota {
+        /// The cloud's code.
+        code: String,
+        /// The cloud's message.
+        message: String,
+    },
+    /// The target's region has no capacity now (ACI's 409 `ServiceUnavailable`, Fargate
+    /// `RESOURCE:*`).
+    Capacity {
+        /// The cloud's code.
+        code: String,
+        /// The cloud's message.
+        message: String,
+    },
+    /// The gateway's identity is refused there (no token, forbidden, unregistered subscription).
+    Auth {
+        /// The cloud's code.
+        code: String,
+        /// The cloud's message.
+        message: String,
+    },
+    /// A pod feature this target cannot run, which another target may (an httpGet probe on
+    /// Fargate).
+    Unsupported {
+        /// The pod field (`spec.containers[app].readinessProbe.httpGet`).
+        field: String,
+        /// Why, and what would.
+        reason: String,
+    },
+    /// The target is configured without something this pod needs (an execution role).
+    Misconfigured {
+        /// Target name.
+        target: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// Any other target-level answer of the cloud.
+    Cloud {
+        /// The cloud's code.
+        code: String,
+        /// The cloud's message.
+        message: String,
+    },
+}
+
+/// Why the layers stopped retrying a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GaveUpCause {
+    /// The provider kept throttling.
+    Throttled,
+    /// The provider kept failing or not answering in time.
+    Unavailable,
+}
+
+impl TargetRejection {
+    /// Whether the workload may exist anyway: an attempt timed out or was throttled past its
+    /// deadline (it may have landed), or the circuit refused it (a gateway that died may have
+    /// created it before).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            TargetRejection::CircuitOpen { .. } | TargetRejection::GaveUp { .. }
+        )
+    }
+
+    /// A short code for people and Events (`CircuitOpen`, the cloud's own code...).
+    pub fn code(&self) -> &str {
+        match self {
+            TargetRejection::CircuitOpen { .. } => "CircuitOpen",
+            TargetRejection::GaveUp {
+                cause: GaveUpCause::Throttled,
+                ..
+            } => "Throttled",
+            TargetRejection::GaveUp {
+                cause: GaveUpCause::Unavailable,
+                ..
+            } => "Unavailable",
+            TargetRejection::Unschedulable { .. } => "Unschedulable",
+            TargetRejection::Unsupported { .. } => "Unsupported",
+            TargetRejection::Misconfigured { .. } => "TargetMisconfigured",
+            TargetRejection::Quota { code, .. }
+            | TargetRejection::Capacity { code, .. }
+            | TargetRejection::Auth { code, .. }
+            | TargetRejection::Cloud { code, .. } => code,
+        }
+    }
+
+    /// A label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            TargetRejection::CircuitOpen { .. } => "circuit_open",
+            TargetRejection::GaveUp {
+                cause: GaveUpCause::Throttled,
+                ..
+            } => "gave_up_throttled",
+            TargetRejection::GaveUp {
+                cause: GaveUpCause::Unavailable,
+                ..
+            } => "gave_up_unavailable",
+            TargetRejection::Unschedulable { .. } => "unschedulable",
+            TargetRejection::Quota { .. } => "quota",
+            TargetRejection::Capacity { .. } => "capacity",
+            TargetRejection::Auth { .. } => "auth",
+            TargetRejection::Unsupported { .. } => "unsupported",
+            TargetRejection::Misconfigured { .. } => "misconfigured",
+            TargetRejection::Cloud { .. } => "cloud",
+        }
+    }
+}
+
+impl std::fmt::Display for TargetRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: ", self.code())?;
+        match self {
+            TargetRejection::CircuitOpen { target } => write!(
+                f,
+                "target {target} is failing: its circuit is open after repeated target-level errors"
+            ),
+            TargetRejection::GaveUp {
+                api,
+                target,
+                attempts,
+                elapsed,
+                last,
+                ..
+            } => write!(
+                f,
+                "{api} on target {target} still failing after {attempts} attempts in {:.1}s: {last}",
+                elapsed.as_secs_f64()
+            ),
+            TargetRejection::Unsupported { field, reason } => write!(f, "{field}: {reason}"),
+            TargetRejection::Misconfigured { target, reason } => {
+                write!(f, "target {target}: {reason}")
+            }
+            TargetRejection::Unschedulable { message }
+            | TargetRejection::Quota { message, .. }
+            | TargetRejection::Capacity { message, .. }
+            | TargetRejection::Auth { message, .. }
+            | TargetRejection::Cloud { message, .. } => f.write_str(message),
+        }
+    }
+}
+
+/// Why a provider refused a pod (or a request about one); no other target of the same kind would
+/// take it either.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodRejection {
+    /// A pod field the provider cannot honour at all (a hostPath volume on ACI).
+    Unsupported {
+        /// The pod field (`spec.volumes[1] (data).hostPath`).
+        field: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+    /// A malformed pod (no containers, an unreadable quantity, an argument ACI cannot carry).
+    Invalid {
+        /// The pod field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A value the pod references was not resolved before the create.
+    Unresolved {
+        /// The pod field.
+        field: String,
+        /// What is missing.
+        what: String,
+    },
+    /// The workload or container asked for is not there (kubelet API: 404).
+    NotFound {
+        /// What is missing.
+        message: String,
+    },
+    /// The container is not running, so it cannot be exec'd or attached (kubelet API: 400).
+    NotRunning {
+        /// The provider's words.
+        message: String,
+    },
+    /// The cloud refused the pod with its own code (`InaccessibleImage`, `InvalidParameter`).
+    Cloud {
+        /// The cloud's code.
+        code: String,
+        /// The cloud's message, shown on the pod as is.
+        message: String,
+    },
+}
+
+impl PodRejection {
+    /// The pod status reason and Event reason for this rejection.
+    pub fn reason(&self) -> &str {
+        match self {
+            PodRejection::Unsupported { .. } => "Unsupported",
+            PodRejection::Invalid { .. } => "InvalidSpec",
+            PodRejection::Unresolved { .. } => "Unresolved",
+            PodRejection::NotFound { .. } => "NotFound",
+            PodRejection::NotRunning { .. } => "ContainerNotRunning",
+            PodRejection::Cloud { code, .. } => code,
+        }
+    }
+}
+
+impl std::fmt::Display for PodRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: ", self.reason())?;
+        match self {
+            PodRejection::Unsupported { field, reason } | PodRejection::Invalid { field, reason } => {
+                write!(f, "{field}: {reason}")
+            }
+            PodRejection::Unresolved { field, what } => write!(
+                f,
+                "{field}: {what} was not resolved from the API server before the create"
+            ),
+            PodRejection::NotFound { message }
+            | PodRejection::NotRunning { message }
+            | PodRejection::Cloud { message, .. } => f.write_str(message),
+        }
+    }
+}
+
 impl ProviderError {
     /// Whether retrying the same call may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ProviderError::Transient { .. } | ProviderError::Throttled { .. }
+            ProviderError::Transient { .. }
+                | ProviderError::Throttled { .. }
+                | ProviderError::TimedOut { .. }
         )
+    }
+
+    /// Whether the workload may exist although the call failed (see
+    /// [`TargetRejection::outcome_unknown`]).
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            ProviderError::Target(t) => t.outcome_unknown(),
+            ProviderError::TimedOut { .. } => true,
+            _ => false,
+        }
     }
 
     /// When the provider asked the caller to come back, for retryable errors.
@@ -280,10 +534,34 @@ impl ProviderError {
         match self {
             ProviderError::Transient { .. } => "transient",
             ProviderError::Throttled { .. } => "throttled",
-            ProviderError::Target { .. } => "target",
-            ProviderError::Pod { .. } => "pod",
+            ProviderError::TimedOut { .. } => "timeout",
+            ProviderError::Target(_) => "target",
+            ProviderError::Pod(_) => "pod",
             ProviderError::NotSupported { .. } => "not_supported",
         }
+    }
+
+    /// A target-level rejection with the cloud's own code.
+    pub fn cloud_target(code: impl Into<String>, message: impl Into<String>) -> ProviderError {
+        ProviderError::Target(TargetRejection::Cloud {
+            code: code.into(),
+            message: message.into(),
+        })
+    }
+
+    /// A pod-level rejection with the cloud's own code.
+    pub fn cloud_pod(code: impl Into<String>, message: impl Into<String>) -> ProviderError {
+        ProviderError::Pod(PodRejection::Cloud {
+            code: code.into(),
+            message: message.into(),
+        })
+    }
+
+    /// The workload or container is not there.
+    pub fn not_found(message: impl Into<String>) -> ProviderError {
+        ProviderError::Pod(PodRejection::NotFound {
+            message: message.into(),
+        })
     }
 }
 

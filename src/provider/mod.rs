@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod contract;
 pub mod factories;
 pub mod fargate;
+pub mod kit;
 pub mod layers;
 pub mod limits;
 pub mod registry;
@@ -13,7 +14,7 @@ pub mod sim;
 
 pub use contract::{
     Capabilities, ContainerState, ContainerStatus, ExecOutput, LogOptions, OwnedWorkload, Owner,
-    Provider, ProviderError, WorkloadPhase, WorkloadSpec, WorkloadStatus, workload_id,
+    GaveUpCause, PodRejection, Provider, ProviderError, TargetRejection, WorkloadPhase, WorkloadSpec, WorkloadStatus, workload_id,
 };
 pub use limits::{
     Bucket, Capacity, PublishedBucket, Scope, capacity, default_buckets, effective,

@@ -111,6 +111,14 @@ impl Registry {
         problems
     }
 
+    /// Lets every target's layers announce a circuit whose cool-down has passed
+    /// ([`Layers::tick`]).
+    pub fn tick_circuits(&self) {
+        for entry in self.entries.read().expect("registry lock").values() {
+            entry.layers.tick();
+        }
+    }
+
     /// The adapter of `target`.
     pub fn get(&self, target: &str) -> Option<Arc<dyn Provider>> {
         self.entries

@@ -17,7 +17,7 @@ use crate::simulate::replay::Sim;
 use crate::simulate::workload::{Micros, SECOND, human};
 
 /// Short names of why the engine turned a target down, as counted in reports.
-pub const CATEGORIES: [&str; 10] = [
+pub const CATEGORIES: [&str; 11] = [
     "not-allowed",
     "annotation",
     "latency",
@@ -28,6 +28,7 @@ pub const CATEGORIES: [&str; 10] = [
     "budget",
     "outage",
     "provider",
+    "cannot-run",
 ];
 
 /// Categories that only say a rule does not consider the target; left out of the printed table.
@@ -46,6 +47,7 @@ pub fn category(r: &Rejection) -> usize {
         Rejection::Budget { .. } => 7,
         Rejection::Excluded(ExclusionReason::CircuitOpen) => 8,
         Rejection::Excluded(ExclusionReason::RejectedByProvider(_)) => 9,
+        Rejection::Excluded(ExclusionReason::CannotRun(_)) => 10,
     }
 }
 

@@ -21,6 +21,7 @@ use burstgate::provider::contract::{
 };
 use burstgate::provider::layers::Layers;
 use burstgate::provider::{
+    GaveUpCause, PodRejection, TargetRejection,
     ContainerState, LogOptions, Owner, Provider, ProviderError, WorkloadPhase, WorkloadSpec,
     workload_id,
 };
@@ -681,7 +682,7 @@ async fn an_inaccessible_image_fails_the_pod_with_acis_own_message() {
         .create(&s)
         .await
         .expect_err("ACI refuses the image");
-    let ProviderError::Pod { code, message } = &err else {
+    let ProviderError::Pod(PodRejection::Cloud { code, message }) = &err else {
         panic!("a pod-level error, got {err:?}")
     };
     assert_eq!(code, "InaccessibleImage");
@@ -711,7 +712,7 @@ async fn a_region_without_quota_or_capacity_sends_the_pod_to_another_target() {
     };
     let err = e.provider.create(&s).await.expect_err("over quota");
     assert!(
-        matches!(&err, ProviderError::Target { code, message } if code == "ContainerGroupQuotaReached" && message.contains("StandardCores")),
+        matches!(&err, ProviderError::Target(TargetRejection::Quota { code, message }) if code == "ContainerGroupQuotaReached" && message.contains("StandardCores")),
         "{err:?}"
     );
 
@@ -719,7 +720,7 @@ async fn a_region_without_quota_or_capacity_sends_the_pod_to_another_target() {
         .await;
     let err = e.provider.create(&s).await.expect_err("region down");
     assert!(
-        matches!(&err, ProviderError::Target { code, .. } if code == "ServiceUnavailable"),
+        matches!(&err, ProviderError::Target(TargetRejection::Capacity { code, .. }) if code == "ServiceUnavailable"),
         "{err:?}"
     );
 }
@@ -740,8 +741,8 @@ async fn throttling_is_retryable_and_carries_retry_after_and_the_arm_budget_is_r
     // no-retry layers of this test hand it back, wrapped, once their single attempt is spent.
     let err = e.provider.create(&s).await.expect_err("throttled");
     assert!(
-        matches!(&err, ProviderError::Target { code, message } if code == "Throttled"
-            && message.contains("throttled by the provider: HTTP 429 SubscriptionRequestsThrottled")),
+        matches!(&err, ProviderError::Target(TargetRejection::GaveUp { cause: GaveUpCause::Throttled, last, .. })
+            if last.contains("HTTP 429 SubscriptionRequestsThrottled")),
         "{err:?}"
     );
     // The same call goes through afterwards (what the layers' retry does).
@@ -764,8 +765,8 @@ async fn throttling_is_retryable_and_carries_retry_after_and_the_arm_budget_is_r
         .expect_err("a 503");
     // Transient for the layers (which would retry it); spent after this test's single attempt.
     assert!(
-        matches!(&err, ProviderError::Target { code, message } if code == "Unavailable"
-            && message.contains("transient provider error: HTTP 503")),
+        matches!(&err, ProviderError::Target(TargetRejection::GaveUp { cause: GaveUpCause::Unavailable, last, .. })
+            if last.contains("HTTP 503")),
         "{err:?}"
     );
 }
@@ -810,7 +811,7 @@ async fn creating_twice_puts_once_and_returns_the_existing_group() {
         .await
         .expect_err("someone else's group");
     assert!(
-        matches!(&err, ProviderError::Pod { code, .. } if code == "NameConflict"),
+        matches!(&err, ProviderError::Pod(PodRejection::Cloud { code, .. }) if code == "NameConflict"),
         "{err:?}"
     );
 }
@@ -894,7 +895,7 @@ async fn an_unsupported_pod_is_refused_before_any_call() {
     );
     let err = e.provider.create(&s).await.expect_err("hostPath");
     assert!(
-        matches!(&err, ProviderError::Pod { code, message } if code == "Unsupported" && message.contains("spec.volumes[0] (host).hostPath")),
+        matches!(&err, ProviderError::Pod(PodRejection::Unsupported { field, .. }) if field == "spec.volumes[0] (host).hostPath"),
         "{err:?}"
     );
     assert!(e.requests().await.is_empty(), "no ARM call was made");

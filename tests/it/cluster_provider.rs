@@ -12,10 +12,11 @@ use burstgate::policy::sizing::Size;
 use burstgate::provider::cluster::translate::{
     CLUSTER_ID, MANAGED_BY, NODE, POD_NAME, POD_UID, WORKLOAD,
 };
-use burstgate::provider::cluster::{ClusterProvider, Settings, unschedulable_rejection};
+use burstgate::provider::cluster::{ClusterProvider, Settings};
 use burstgate::provider::contract::{EnvValue, EnvVar, RegistryCredential, Resolved, SecretString};
 use burstgate::provider::layers::Layers;
 use burstgate::provider::{
+    PodRejection, TargetRejection,
     ContainerState, Owner, Provider, ProviderError, WorkloadPhase, WorkloadSpec, workload_id,
 };
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ResourceQuota, Secret};
@@ -346,7 +347,7 @@ async fn status_reads_a_batch_and_follows_what_the_kubelet_reports() {
     );
     let running = &got[&a.id];
     assert_eq!(
-        (running.phase, running.ip.as_deref()),
+        (running.phase.clone(), running.ip.as_deref()),
         (WorkloadPhase::Running, Some("10.44.0.7"))
     );
     assert_eq!(running.started_at.as_deref(), Some("2026-01-01T00:00:01Z"));
@@ -422,7 +423,8 @@ async fn a_shadow_pod_the_cluster_cannot_schedule_turns_into_a_cluster_full_targ
         "{ws:?}"
     );
     assert!(
-        matches!(unschedulable_rejection(&ws), Some(ProviderError::Target { code, .. }) if code == "Unschedulable")
+        matches!(&ws.phase, WorkloadPhase::Rejected(TargetRejection::Unschedulable { .. })),
+        "{ws:?}"
     );
 
     // With a grace period the same pod is still only waiting.
@@ -444,7 +446,6 @@ async fn a_shadow_pod_the_cluster_cannot_schedule_turns_into_a_cluster_full_targ
     assert!(
         matches!(&waiting.containers[0].state, ContainerState::Waiting { reason, .. } if reason == "Unschedulable")
     );
-    assert_eq!(unschedulable_rejection(&waiting), None);
     s.cleanup().await;
 }
 
@@ -572,7 +573,7 @@ async fn a_pod_the_api_server_rejects_fails_with_the_api_servers_message() {
         .await
         .unwrap_err();
     match &err {
-        ProviderError::Pod { code, message } => {
+        ProviderError::Pod(PodRejection::Cloud { code, message }) => {
             assert_eq!(code, "Invalid");
             assert!(
                 message.contains("spec.containers[0].name") && message.contains("Not_A_DNS_Label"),
@@ -592,7 +593,7 @@ async fn a_pod_the_api_server_rejects_fails_with_the_api_servers_message() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ProviderError::Pod { code, message } if code == "Unsupported" && message.contains("hostPath")),
+        matches!(&err, ProviderError::Pod(PodRejection::Unsupported { field, .. }) if field.contains("hostPath")),
         "{err:?}"
     );
     assert!(
@@ -646,7 +647,7 @@ async fn an_exceeded_namespace_quota_is_a_target_rejection() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ProviderError::Target { code, message } if code == "QuotaExceeded" && message.contains("exceeded quota")),
+        matches!(&err, ProviderError::Target(TargetRejection::Quota { message, .. }) if message.contains("exceeded quota")),
         "{err:?}"
     );
     s.cleanup().await;
@@ -660,7 +661,7 @@ async fn a_secret_the_quota_refuses_takes_its_pod_back_and_is_a_target_rejection
     let spec = workload(CLUSTER, &u, virtual_pod(&u, app()), with_secret_env());
     let err = s.provider.create(&spec).await.unwrap_err();
     assert!(
-        matches!(&err, ProviderError::Target { code, .. } if code == "QuotaExceeded"),
+        matches!(&err, ProviderError::Target(TargetRejection::Quota { .. })),
         "{err:?}"
     );
     eventually("the shadow pod to be taken back", WAIT, || async {
@@ -693,7 +694,7 @@ async fn a_missing_shadow_namespace_is_a_target_rejection() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ProviderError::Target { code, .. } if code == "NamespaceUnavailable"),
+        matches!(&err, ProviderError::Target(TargetRejection::Cloud { code, .. }) if code == "NamespaceUnavailable"),
         "{err:?}"
     );
 }
@@ -711,9 +712,9 @@ async fn exec_and_logs_without_a_kubelet_say_why_clearly() {
         .await
         .unwrap_err();
     match &err {
-        ProviderError::Pod { message, .. } => assert!(
-            message.contains("does not have a host assigned"),
-            "{message}"
+        ProviderError::Pod(rejection) => assert!(
+            rejection.to_string().contains("does not have a host assigned"),
+            "{rejection}"
         ),
         other => panic!("expected the API server's reason as a Pod error, got {other:?}"),
     }
@@ -731,7 +732,7 @@ async fn exec_and_logs_without_a_kubelet_say_why_clearly() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&missing, ProviderError::Pod { code, .. } if code == "NotFound"),
+        matches!(&missing, ProviderError::Pod(PodRejection::NotFound { .. })),
         "{missing:?}"
     );
     s.cleanup().await;

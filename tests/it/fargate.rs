@@ -35,6 +35,7 @@ use burstgate::provider::contract::{EnvValue, EnvVar, Resolved, SecretString};
 use burstgate::provider::fargate::{self, FargateProvider, Settings};
 use burstgate::provider::layers::{self, Buckets, CircuitState, Layers, Observer};
 use burstgate::provider::{
+    PodRejection, TargetRejection,
     ContainerState, ContainerStatus, LogOptions, Owner, Provider, ProviderError, WorkloadPhase,
     WorkloadSpec, workload_id,
 };
@@ -700,7 +701,7 @@ async fn a_task_stopped_behind_the_gateways_back_is_terminal_with_its_exit_codes
     // moto reports exit code 0 for every container (and has no way to set another): so this
     // stop is a success; a non-zero exit being Failed is unit-tested in status.rs.
     assert_eq!(
-        (status.phase, status.ip.as_deref()),
+        (status.phase.clone(), status.ip.as_deref()),
         (WorkloadPhase::Succeeded, None),
         "{status:?}"
     );
@@ -736,7 +737,7 @@ async fn an_unsupported_volume_is_refused_before_any_aws_call() {
     }]);
     let err = env.provider.create(&spec).await.unwrap_err();
     assert!(
-        matches!(&err, ProviderError::Pod { code, message } if code == "Unsupported" && message.contains("spec.volumes[config]")),
+        matches!(&err, ProviderError::Pod(PodRejection::Unsupported { field, .. }) if field.contains("spec.volumes[config]")),
         "{err:?}"
     );
     assert!(
@@ -1025,7 +1026,7 @@ async fn an_http_probe_is_refused_for_the_fargate_target_before_any_aws_call() {
     });
     let err = env.provider.create(&spec).await.unwrap_err();
     assert!(
-        matches!(&err, ProviderError::Target { code, message } if code == "Unsupported" && message.contains("readinessProbe.httpGet")),
+        matches!(&err, ProviderError::Target(TargetRejection::Unsupported { field, .. }) if field.contains("readinessProbe.httpGet")),
         "the pod goes to another target, told why: {err:?}"
     );
     assert!(env.log.lock().unwrap().is_empty(), "no AWS call was made");
@@ -1195,7 +1196,7 @@ async fn orphan_gc_deletes_the_secret_of_a_workload_whose_task_stopped_while_the
         .await
         .unwrap();
     assert_eq!(
-        running.get(&live_id).map(|s| s.phase),
+        running.get(&live_id).map(|s| s.phase.clone()),
         Some(WorkloadPhase::Running),
         "the live workload keeps running"
     );

@@ -38,6 +38,7 @@ use crate::provider::contract::{
     ProviderError, WorkloadPhase, WorkloadSpec, WorkloadStatus,
 };
 use crate::provider::layers::Layers;
+use crate::provider::PodRejection;
 
 /// The ARM api-version every call uses.
 pub const API_VERSION: &str = "2026-05-01";
@@ -576,13 +577,10 @@ impl Provider for AciProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            logs: true,
-            exec: true,
-            host_path: false,
-            persistent_volumes: false,
-            privileged: false,
-        }
+        use crate::provider::kit::Feature::{ExecProbe, HttpGetProbe};
+        Capabilities::NONE
+            .running(&[ExecProbe, HttpGetProbe])
+            .serving(true, true, true)
     }
 
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
@@ -593,16 +591,16 @@ impl Provider for AciProvider {
             let same_owner = existing.tag(TAG_POD_UID) == Some(spec.owner.pod_uid.as_str())
                 && existing.tag(TAG_CLUSTER_ID) == Some(spec.owner.cluster_id.as_str());
             if !same_owner {
-                return Err(ProviderError::Pod {
-                    code: "NameConflict".into(),
-                    message: format!(
+                return Err(ProviderError::cloud_pod(
+                    "NameConflict",
+                    format!(
                         "container group {} exists in resource group {} and does not belong to pod UID {} of cluster {}",
                         spec.id,
                         self.settings.resource_group,
                         spec.owner.pod_uid,
                         spec.owner.cluster_id
                     ),
-                });
+                ));
             }
             let status = workload_status(&spec.id, &existing);
             if existing.has_instance_view() {
@@ -611,9 +609,11 @@ impl Provider for AciProvider {
             return Ok(status);
         }
         let bytes =
-            azure_core::Bytes::from(serde_json::to_vec(&body).map_err(|e| ProviderError::Pod {
-                code: "InvalidSpec".into(),
-                message: e.to_string(),
+            azure_core::Bytes::from(serde_json::to_vec(&body).map_err(|e| {
+                ProviderError::Pod(PodRejection::Invalid {
+                    field: "spec".into(),
+                    reason: e.to_string(),
+                })
             })?);
         let url = self.arm.url(&[&spec.id]);
         let response = self
@@ -696,7 +696,7 @@ impl Provider for AciProvider {
                     }
                     Some(group) => {
                         let known = cache.entries.get(id).map(|e| Known {
-                            phase: e.status.phase,
+                            phase: e.status.phase.clone(),
                             fingerprint: e.fingerprint.clone(),
                             age: e.fetched.elapsed(),
                         });
@@ -958,22 +958,22 @@ async fn attach_session(uri: &str, password: &str) -> Result<OutputStream, AciEr
 /// whitespace cannot be passed.
 fn exec_command_line(command: &[String]) -> Result<String, ProviderError> {
     if command.is_empty() {
-        return Err(ProviderError::Pod {
-            code: "InvalidSpec".into(),
-            message: "exec needs a command".into(),
-        });
+        return Err(ProviderError::Pod(PodRejection::Invalid {
+            field: "command".into(),
+            reason: "exec needs a command".into(),
+        }));
     }
     if let Some((i, arg)) = command
         .iter()
         .enumerate()
         .find(|(_, a)| a.is_empty() || a.chars().any(char::is_whitespace))
     {
-        return Err(ProviderError::Pod {
-            code: "Unsupported".into(),
-            message: format!(
+        return Err(ProviderError::Pod(PodRejection::Unsupported {
+            field: format!("command[{i}]"),
+            reason: format!(
                 "exec argument {i} ({arg:?}) is empty or contains whitespace: ACI splits the command line on spaces and has no quoting"
             ),
-        });
+        }));
     }
     Ok(command.join(" "))
 }
@@ -1081,7 +1081,7 @@ mod tests {
         );
         let e = exec_command_line(&["sh".into(), "-c".into(), "echo hi".into()]).unwrap_err();
         assert!(
-            matches!(&e, ProviderError::Pod { code, message } if code == "Unsupported" && message.contains("argument 2")),
+            matches!(&e, ProviderError::Pod(PodRejection::Unsupported { field, .. }) if field == "command[2]"),
             "{e:?}"
         );
     }

@@ -22,5 +22,5 @@ pub use retry::{AciError, ArmBudget};
 pub use status::Cadence;
 pub use translate::{
     ENTRYPOINT_ANNOTATION_PREFIX, TAG_CLUSTER_ID, TAG_CREATED, TAG_NAMESPACE, TAG_NODE, TAG_POD,
-    TAG_POD_UID, TranslateError,
+    TAG_POD_UID,
 };

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::provider::contract::ProviderError;
+use crate::provider::contract::{ProviderError, TargetRejection};
 
 /// One failed ACI call, before classification.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,14 +84,14 @@ impl AciError {
                 message: format!("attach websocket: {message}"),
                 retry_after: None,
             },
-            AciError::Credential(message) => ProviderError::Target {
+            AciError::Credential(message) => ProviderError::Target(TargetRejection::Auth {
                 code: "AuthenticationFailed".into(),
                 message,
-            },
-            AciError::Decode { what, message } => ProviderError::Target {
-                code: "UnreadableResponse".into(),
-                message: format!("unreadable answer to {what}: {message}"),
-            },
+            }),
+            AciError::Decode { what, message } => ProviderError::cloud_target(
+                "UnreadableResponse",
+                format!("unreadable answer to {what}: {message}"),
+            ),
         }
     }
 }
@@ -113,13 +113,19 @@ const TRANSIENT_CODES: &[&str] = &[
     "ServerTimeout",
 ];
 
-/// Codes that mean "this target cannot take it now; another target may". Codes containing
-/// `Quota` count too.
-const TARGET_CODES: &[&str] = &[
+/// Codes that mean "this region has no room for it now; another target may".
+const CAPACITY_CODES: &[&str] = &[
     "ServiceUnavailable",
     "InsufficientCapacity",
     "SkuNotAvailable",
     "LocationNotAvailableForResourceType",
+    "DisallowedLocation",
+    "SpotPriorityNotSupported",
+];
+
+/// Codes that mean "the gateway's identity or subscription cannot use this target"; 401 and 403
+/// count too.
+const AUTH_CODES: &[&str] = &[
     "NoRegisteredProviderFound",
     "MissingSubscriptionRegistration",
     "SubscriptionNotRegistered",
@@ -132,13 +138,24 @@ const TARGET_CODES: &[&str] = &[
     "AuthenticationFailed",
     "ExpiredAuthenticationToken",
     "RequestDisallowedByPolicy",
-    "DisallowedLocation",
-    "SpotPriorityNotSupported",
 ];
 
-fn is_target_code(code: &str) -> bool {
-    TARGET_CODES.iter().any(|c| c.eq_ignore_ascii_case(code))
-        || code.to_ascii_lowercase().contains("quota")
+fn is_one_of(codes: &[&str], code: &str) -> bool {
+    codes.iter().any(|c| c.eq_ignore_ascii_case(code))
+}
+
+/// The target-level rejection for `code`, when it is one (codes containing `Quota` are quota).
+fn target_rejection(status: u16, code: &str, message: &str) -> Option<TargetRejection> {
+    let (code, message) = (code.to_string(), message.to_string());
+    if code.to_ascii_lowercase().contains("quota") {
+        Some(TargetRejection::Quota { code, message })
+    } else if is_one_of(CAPACITY_CODES, &code) {
+        Some(TargetRejection::Capacity { code, message })
+    } else if is_one_of(AUTH_CODES, &code) || status == 401 || status == 403 {
+        Some(TargetRejection::Auth { code, message })
+    } else {
+        None
+    }
 }
 
 /// What the caller should do about an ARM error answer.
@@ -151,10 +168,6 @@ pub fn classify(
     let transient = || ProviderError::Transient {
         message: format!("HTTP {status} {code}: {message}"),
         retry_after,
-    };
-    let target = || ProviderError::Target {
-        code: code.to_string(),
-        message: message.to_string(),
     };
     if status == 429
         || code.eq_ignore_ascii_case("TooManyRequests")
@@ -170,19 +183,18 @@ pub fn classify(
     }
     if status >= 500 {
         // A 503 from ARM's front door is a blip; ACI's capacity answer is a 409 ServiceUnavailable.
-        return if is_target_code(code) && !code.eq_ignore_ascii_case("ServiceUnavailable") {
-            target()
-        } else {
-            transient()
+        return match target_rejection(status, code, message) {
+            Some(t) if !code.eq_ignore_ascii_case("ServiceUnavailable") => ProviderError::Target(t),
+            _ => transient(),
         };
     }
-    if is_target_code(code) || status == 401 || status == 403 {
-        return target();
+    if let Some(t) = target_rejection(status, code, message) {
+        return ProviderError::Target(t);
     }
-    ProviderError::Pod {
-        code: code.to_string(),
-        message: message.to_string(),
+    if status == 404 {
+        return ProviderError::not_found(format!("{code}: {message}"));
     }
+    ProviderError::cloud_pod(code, message)
 }
 
 /// ARM's error body (`CloudError`).
@@ -344,6 +356,7 @@ impl ArmBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::PodRejection;
 
     fn headers<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<&'a str> {
         move |name| {
@@ -406,7 +419,7 @@ mod tests {
         )
         .into_provider_error();
         assert!(
-            matches!(&quota, ProviderError::Target { code, message } if code == "ContainerGroupQuotaReached" && message.contains("StandardCores")),
+            matches!(&quota, ProviderError::Target(TargetRejection::Quota { code, message }) if code == "ContainerGroupQuotaReached" && message.contains("StandardCores")),
             "{quota:?}"
         );
         let capacity = classify(
@@ -416,20 +429,20 @@ mod tests {
             None,
         );
         assert!(
-            matches!(capacity, ProviderError::Target { .. }),
+            matches!(capacity, ProviderError::Target(TargetRejection::Capacity { .. })),
             "{capacity:?}"
         );
         assert!(matches!(
             classify(400, "StandardCoresQuotaExceeded", "x", None),
-            ProviderError::Target { .. }
+            ProviderError::Target(TargetRejection::Quota { .. })
         ));
         assert!(matches!(
             classify(403, "AuthorizationFailed", "x", None),
-            ProviderError::Target { .. }
+            ProviderError::Target(TargetRejection::Auth { .. })
         ));
         assert!(matches!(
             classify(404, "ResourceGroupNotFound", "x", None),
-            ProviderError::Target { .. }
+            ProviderError::Target(TargetRejection::Auth { .. })
         ));
     }
 
@@ -441,10 +454,7 @@ mod tests {
         let e = arm_error(400, body.as_bytes(), None).into_provider_error();
         assert_eq!(
             e,
-            ProviderError::Pod {
-                code: "InaccessibleImage".into(),
-                message: msg.into()
-            }
+            ProviderError::cloud_pod("InaccessibleImage", msg)
         );
     }
 
@@ -453,7 +463,7 @@ mod tests {
         let body = br#"{"error":{"code":"BadRequest","message":"see details","details":[{"code":"ContainerLimitGreaterThanContainerGroupTotalRequest","message":"The 'Cpu' limit '2' in container 'app' is greater than the total request '0.5'"}]}}"#;
         let e = arm_error(400, body, None).into_provider_error();
         assert!(
-            matches!(&e, ProviderError::Pod { code, .. } if code == "ContainerLimitGreaterThanContainerGroupTotalRequest"),
+            matches!(&e, ProviderError::Pod(PodRejection::Cloud { code, .. }) if code == "ContainerLimitGreaterThanContainerGroupTotalRequest"),
             "{e:?}"
         );
     }

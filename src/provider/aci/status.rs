@@ -425,7 +425,7 @@ pub fn needs_get(known: Option<&Known>, listed: &GroupView, cadence: &Cadence) -
     match k.phase {
         WorkloadPhase::Pending => k.age >= cadence.pending_refresh,
         WorkloadPhase::Running => k.age >= cadence.running_refresh,
-        WorkloadPhase::Succeeded | WorkloadPhase::Failed => false,
+        WorkloadPhase::Succeeded | WorkloadPhase::Failed | WorkloadPhase::Rejected(_) => false,
     }
 }
 

@@ -44,7 +44,8 @@ use serde::{Serialize, Serializer};
 
 use crate::policy::pod::{GPU_RESOURCE, GPU_SKU_ANNOTATION, parse_quantity};
 use crate::provider::aci::client::Settings;
-use crate::provider::contract::{EnvValue, EnvVar, ProviderError, Resolved, WorkloadSpec};
+use crate::provider::contract::{EnvValue, EnvVar, Resolved, WorkloadSpec};
+use crate::provider::kit::{TranslateError, host_namespace_refusal, invalid, unsupported};
 
 /// Tag: the gateway's cluster id. ARM tag names may not contain `/`, so `burstgate.io-` it is.
 pub const TAG_CLUSTER_ID: &str = "burstgate.io-cluster-id";
@@ -63,61 +64,6 @@ pub const TAG_CREATED: &str = "burstgate.io-created";
 pub const ENTRYPOINT_ANNOTATION_PREFIX: &str = "aci.burstgate.io/entrypoint.";
 /// GPU SKUs ACI offers (the spec's `GpuSku`).
 pub const GPU_SKUS: [&str; 3] = ["K80", "P100", "V100"];
-
-/// Why a pod cannot become a container group. Never retryable: the pod must change.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TranslateError {
-    /// A field ACI cannot honour.
-    #[error("{field}: {reason}")]
-    Unsupported {
-        /// The pod field (`spec.volumes[1] (data).hostPath`).
-        field: String,
-        /// Why, and what to do instead.
-        reason: String,
-    },
-    /// A field whose value is wrong.
-    #[error("{field}: {reason}")]
-    Invalid {
-        /// The pod field.
-        field: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The controller did not resolve a value the pod references.
-    #[error("{what} was not resolved from the API server before the create")]
-    Unresolved {
-        /// What is missing.
-        what: String,
-    },
-}
-
-impl From<TranslateError> for ProviderError {
-    fn from(e: TranslateError) -> Self {
-        let code = match e {
-            TranslateError::Unsupported { .. } => "Unsupported",
-            TranslateError::Invalid { .. } => "InvalidSpec",
-            TranslateError::Unresolved { .. } => "Unresolved",
-        };
-        ProviderError::Pod {
-            code: code.into(),
-            message: e.to_string(),
-        }
-    }
-}
-
-fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
-    TranslateError::Unsupported {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
-    TranslateError::Invalid {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
 
 /// A value that must reach only its one request field: serialized as the plain string, printed
 /// by `Debug` as `[REDACTED]`.
@@ -497,17 +443,11 @@ pub fn translate(
     if pod_spec.containers.is_empty() {
         return Err(invalid("spec.containers", "the pod has no containers"));
     }
-    for (flag, field) in [
-        (pod_spec.host_network, "spec.hostNetwork"),
-        (pod_spec.host_pid, "spec.hostPID"),
-        (pod_spec.host_ipc, "spec.hostIPC"),
-    ] {
-        if flag == Some(true) {
-            return Err(unsupported(
-                field,
-                "container groups share no namespace with a host",
-            ));
-        }
+    if let Some(field) = host_namespace_refusal(&spec.pod) {
+        return Err(unsupported(
+            field,
+            "container groups share no namespace with a host",
+        ));
     }
     if pod_spec
         .host_aliases
@@ -725,7 +665,8 @@ fn resolved_env<'a>(
             Ok(&[])
         }
         None => Err(TranslateError::Unresolved {
-            what: format!("{field}.env"),
+            field: format!("{field}.env"),
+            what: "the container's environment".into(),
         }),
     }
 }
@@ -978,7 +919,8 @@ fn volume(
             }
             None if optional => Ok(None),
             None => Err(TranslateError::Unresolved {
-                what: format!("{field} files"),
+                field: field.to_string(),
+                what: "the volume's files".into(),
             }),
         }
     };
@@ -1000,10 +942,8 @@ fn volume(
             .volumes
             .get(&v.name)
             .ok_or_else(|| TranslateError::Unresolved {
-                what: format!(
-                    "{field}.azureFile.secretName ({}): the storage account name and key",
-                    af.secret_name
-                ),
+                field: format!("{field}.azureFile.secretName ({})", af.secret_name),
+                what: "the storage account name and key".into(),
             })?;
         let get = |key: &str| {
             files
@@ -1291,6 +1231,7 @@ fn container_resources(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::ProviderError;
     use crate::policy::sizing::Size;
     use crate::provider::contract::{
         Owner, RegistryCredential, SecretBox, SecretString, VolumeFile,
@@ -1607,7 +1548,10 @@ mod tests {
             "spec.volumes[0] (host-logs).hostPath: hostPath volumes are not supported by Azure Container Instances (emptyDir, secret, configMap, projected, azureFile, gitRepo are)"
         );
         let pe: ProviderError = e.into();
-        assert!(matches!(pe, ProviderError::Pod { code, .. } if code == "Unsupported"));
+        assert!(matches!(
+            pe,
+            ProviderError::Pod(crate::provider::PodRejection::Unsupported { .. })
+        ));
     }
 
     #[test]

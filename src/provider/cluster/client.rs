@@ -103,7 +103,7 @@ impl ClusterProvider {
     }
 
     /// How long a shadow pod may stay unschedulable before its status says the cluster is full
-    /// (default 60 s; see [`crate::provider::cluster::unschedulable_rejection`]).
+    /// (default 60 s; then its phase is `Rejected`, see [`crate::provider::cluster::status`]).
     pub fn with_unschedulable_grace(mut self, grace: Duration) -> ClusterProvider {
         self.unschedulable_grace = grace;
         self
@@ -164,13 +164,13 @@ impl ClusterProvider {
         };
         let uid_label = pod.metadata.labels.as_ref().and_then(|l| l.get(POD_UID));
         if uid_label != Some(&label_value(&spec.owner.pod_uid)) {
-            return Err(ProviderError::Target {
-                code: "NameTaken".into(),
-                message: format!(
+            return Err(ProviderError::cloud_target(
+                "NameTaken",
+                format!(
                     "pod {}/{} exists but does not belong to pod UID {}",
                     self.settings.namespace, spec.id, spec.owner.pod_uid
                 ),
-            });
+            ));
         }
         Ok(pod)
     }
@@ -233,13 +233,19 @@ impl Provider for ClusterProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            logs: true,
-            exec: true,
-            host_path: false,
-            persistent_volumes: false,
-            privileged: false,
-        }
+        use crate::provider::kit::Feature::*;
+        // A shadow pod is a pod: every probe kind and sidecars run as on any node.
+        Capabilities::NONE
+            .running(&[
+                ExecProbe,
+                HttpGetProbe,
+                TcpSocketProbe,
+                GrpcProbe,
+                StartupProbe,
+                InitContainerProbe,
+                Sidecar,
+            ])
+            .serving(true, true, false)
     }
 
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {

@@ -13,10 +13,10 @@
 //! - Status: one list call per batch of up to 500 ids, by label selector
 //!   `burstgate.io/managed-by=burstgate,burstgate.io/pod-uid in (...)`: only the pods asked for
 //!   come back, and no node or cluster identity is needed to read them.
-//! - Cluster full: see [`status`](status) — an unschedulable shadow pod turns `Failed` with
-//!   every container `Waiting { reason: "Unschedulable" }` after a grace period (60 s by
-//!   default, [`ClusterProvider::with_unschedulable_grace`]); [`unschedulable_rejection`] turns
-//!   that status into `ProviderError::Target { code: "Unschedulable" }` for the controller.
+//! - Cluster full: see [`status`](status) — an unschedulable shadow pod's phase turns
+//!   `Rejected(TargetRejection::Unschedulable)` after a grace period (60 s by default,
+//!   [`ClusterProvider::with_unschedulable_grace`]); the controller takes it back and the pod
+//!   runs elsewhere.
 //! - Delete: the pod with its own grace period (gone is fine), then its Secrets by label
 //!   (`burstgate.io/workload=<id>`), explicitly, since not every setup runs a garbage collector.
 //! - List owned: pods AND Secrets labelled with the cluster id and node (a Secret left by a
@@ -34,4 +34,4 @@ pub mod status;
 pub mod translate;
 
 pub use client::{ClusterProvider, Settings};
-pub use status::{DEFAULT_UNSCHEDULABLE_GRACE, UNSCHEDULABLE, unschedulable_rejection};
+pub use status::{DEFAULT_UNSCHEDULABLE_GRACE, UNSCHEDULABLE};

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use kube::core::Status;
 
-use crate::provider::contract::ProviderError;
+use crate::provider::contract::{ProviderError, TargetRejection};
 
 /// A failed Kubernetes API call, classified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -151,42 +151,36 @@ impl From<Failure> for ProviderError {
                 message,
                 retry_after: None,
             },
-            Failure::QuotaExceeded(_) => ProviderError::Target {
+            Failure::QuotaExceeded(_) => ProviderError::Target(TargetRejection::Quota {
                 code: "QuotaExceeded".into(),
                 message,
-            },
-            Failure::Namespace(_) => ProviderError::Target {
-                code: "NamespaceUnavailable".into(),
-                message,
-            },
-            Failure::Forbidden(_) => ProviderError::Target {
+            }),
+            Failure::Namespace(_) => ProviderError::cloud_target("NamespaceUnavailable", message),
+            Failure::Forbidden(_) => ProviderError::Target(TargetRejection::Auth {
                 code: "Forbidden".into(),
                 message,
-            },
-            Failure::Unauthorized(_) => ProviderError::Target {
+            }),
+            Failure::Unauthorized(_) => ProviderError::Target(TargetRejection::Auth {
                 code: "Unauthorized".into(),
                 message,
-            },
-            Failure::Other { reason, code, .. } => ProviderError::Target {
-                code: if reason.is_empty() {
+            }),
+            Failure::Other { reason, code, .. } => ProviderError::cloud_target(
+                if reason.is_empty() {
                     format!("HTTP{code}")
                 } else {
                     reason
                 },
                 message,
-            },
-            Failure::Invalid { reason, .. } => ProviderError::Pod {
-                code: if reason.is_empty() {
+            ),
+            Failure::Invalid { reason, .. } => ProviderError::cloud_pod(
+                if reason.is_empty() {
                     "Invalid".into()
                 } else {
                     reason
                 },
                 message,
-            },
-            Failure::NotFound(_) => ProviderError::Pod {
-                code: "NotFound".into(),
-                message,
-            },
+            ),
+            Failure::NotFound(_) => ProviderError::not_found(message),
         }
     }
 }
@@ -263,7 +257,7 @@ mod tests {
             "pods \"bg-1\" is forbidden: exceeded quota: shadow, requested: pods=1, used: pods=0, limited: pods=0",
         ));
         assert!(
-            matches!(&err, ProviderError::Target { code, message } if code == "QuotaExceeded" && message.contains("limited: pods=0")),
+            matches!(&err, ProviderError::Target(TargetRejection::Quota { code, message }) if code == "QuotaExceeded" && message.contains("limited: pods=0")),
             "{err:?}"
         );
     }
@@ -273,7 +267,7 @@ mod tests {
         let missing = status(404, "NotFound", "namespaces \"burstgate-shadow\" not found")
             .with_details(details("burstgate-shadow", "namespaces", 0));
         assert!(
-            matches!(error(missing), ProviderError::Target { code, .. } if code == "NamespaceUnavailable")
+            matches!(error(missing), ProviderError::Target(TargetRejection::Cloud { code, .. }) if code == "NamespaceUnavailable")
         );
         let terminating = status(
             403,
@@ -281,7 +275,7 @@ mod tests {
             "unable to create new content in namespace x because it is being terminated",
         );
         assert!(
-            matches!(error(terminating), ProviderError::Target { code, .. } if code == "NamespaceUnavailable")
+            matches!(error(terminating), ProviderError::Target(TargetRejection::Cloud { code, .. }) if code == "NamespaceUnavailable")
         );
     }
 
@@ -292,7 +286,7 @@ mod tests {
             "Forbidden",
             "pods is forbidden: User \"burstgate\" cannot create resource \"pods\"",
         ));
-        assert!(matches!(err, ProviderError::Target { code, .. } if code == "Forbidden"));
+        assert!(matches!(err, ProviderError::Target(TargetRejection::Auth { .. })));
     }
 
     #[test]
@@ -301,10 +295,7 @@ mod tests {
         let err = error(status(422, "Invalid", message));
         assert_eq!(
             err,
-            ProviderError::Pod {
-                code: "Invalid".into(),
-                message: message.into()
-            }
+            ProviderError::cloud_pod("Invalid", message)
         );
         assert!(!err.is_retryable());
     }

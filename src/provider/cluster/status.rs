@@ -5,14 +5,11 @@
 //! A shadow pod the target's scheduler cannot place (`PodScheduled=False`, reason
 //! `Unschedulable`) is `Pending` with every container `Waiting { reason: "Unschedulable" }` and
 //! the scheduler's message, for a grace period (default [`DEFAULT_UNSCHEDULABLE_GRACE`], counted
-//! from the condition's transition time). Past it the status turns `Failed`, still with every
-//! container `Waiting { reason: "Unschedulable" }` and a message saying the cluster is full.
-//! [`unschedulable_rejection`] recognises exactly that status and turns it into
-//! `ProviderError::Target { code: "Unschedulable" }`, so the controller can treat it like a
-//! create the target refused: delete the workload (the shadow pod is still Pending there and
-//! would start later), release the reservation, exclude the target and decide again. A
-//! controller that does not check it fails the pod with the message, which still tells the
-//! operator the truth ("cluster full") instead of leaving the pod Pending forever.
+//! from the condition's transition time). Past it the phase is
+//! `WorkloadPhase::Rejected(TargetRejection::Unschedulable)` with a message saying the cluster is
+//! full, so the controller treats it like a create the target refused, without knowing which
+//! adapter said it: delete the workload (the shadow pod is still Pending there and would start
+//! later), release the reservation, exclude the target and decide again.
 
 use std::time::Duration;
 
@@ -22,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::provider::contract::{
-    ContainerState, ContainerStatus, ProviderError, WorkloadPhase, WorkloadStatus,
+    ContainerState, ContainerStatus, ProviderError, TargetRejection, WorkloadPhase, WorkloadStatus,
 };
 
 /// How long a shadow pod may stay unschedulable before its status says the cluster is full.
@@ -140,12 +137,15 @@ pub fn workload_status(pod: &Pod, now: Timestamp, grace: Duration) -> WorkloadSt
             .unwrap_or(now);
         let waited = Duration::try_from(now.duration_since(since)).unwrap_or_default();
         if phase == WorkloadPhase::Pending && waited >= grace {
-            phase = WorkloadPhase::Failed;
-            message = Some(format!(
+            let full = format!(
                 "cluster full: the target cluster could not schedule the shadow pod for {}s (grace {}s): {why}",
                 waited.as_secs(),
                 grace.as_secs()
-            ));
+            );
+            phase = WorkloadPhase::Rejected(TargetRejection::Unschedulable {
+                message: full.clone(),
+            });
+            message = Some(full);
         } else {
             message = Some(format!("waiting for room in the target cluster: {why}"));
         }
@@ -163,20 +163,6 @@ pub fn workload_status(pod: &Pod, now: Timestamp, grace: Duration) -> WorkloadSt
         containers,
         message,
     }
-}
-
-/// `Target { code: "Unschedulable" }` when `ws` says the target cluster had no room for the
-/// shadow pod past its grace period (see the module doc); `None` for every other status.
-pub fn unschedulable_rejection(ws: &WorkloadStatus) -> Option<ProviderError> {
-    let all_unschedulable = !ws.containers.is_empty()
-        && ws.containers.iter().all(|c| matches!(&c.state, ContainerState::Waiting { reason, .. } if reason == UNSCHEDULABLE));
-    (ws.phase == WorkloadPhase::Failed && all_unschedulable).then(|| ProviderError::Target {
-        code: UNSCHEDULABLE.into(),
-        message: ws
-            .message
-            .clone()
-            .unwrap_or_else(|| "the target cluster has no room for the pod".into()),
-    })
 }
 
 /// The exit code an exec's final status reports: 0 on success, the code of a `NonZeroExitCode`
@@ -207,7 +193,10 @@ pub fn exec_exit_code(status: &Status) -> Result<i32, ProviderError> {
         .clone()
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| "exec failed without a message".into());
-    Err(ProviderError::Pod { code, message })
+    Err(match code.as_str() {
+        "NotFound" => ProviderError::not_found(message),
+        _ => ProviderError::cloud_pod(code, message),
+    })
 }
 
 #[cfg(test)]
@@ -349,9 +338,8 @@ mod tests {
         assert!(
             matches!(&ws.containers[1].state, ContainerState::Terminated { exit_code: 0, reason, .. } if reason == "Completed")
         );
-        assert_eq!(
-            unschedulable_rejection(&ws),
-            None,
+        assert!(
+            !matches!(ws.phase, WorkloadPhase::Rejected(_)),
             "a crash is not a full cluster"
         );
     }
@@ -417,7 +405,7 @@ mod tests {
             matches!(&ws.containers[0].state, ContainerState::Waiting { reason, .. } if reason == "Unschedulable")
         );
         assert!(ws.message.as_deref().unwrap().contains("Insufficient cpu"));
-        assert_eq!(unschedulable_rejection(&ws), None);
+        assert_eq!(ws.phase, WorkloadPhase::Pending);
     }
 
     #[test]
@@ -428,7 +416,6 @@ mod tests {
             at(NOW),
             Duration::from_secs(60),
         );
-        assert_eq!(ws.phase, WorkloadPhase::Failed);
         let message = ws.message.clone().unwrap();
         assert!(
             message.starts_with("cluster full:")
@@ -436,9 +423,9 @@ mod tests {
                 && message.contains("3 Insufficient cpu"),
             "{message}"
         );
-        match unschedulable_rejection(&ws) {
-            Some(ProviderError::Target { code, message: m }) => {
-                assert_eq!((code.as_str(), m), ("Unschedulable", message))
+        match ws.phase {
+            WorkloadPhase::Rejected(TargetRejection::Unschedulable { message: m }) => {
+                assert_eq!(m, message)
             }
             other => panic!("expected a target rejection, got {other:?}"),
         }
@@ -490,10 +477,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err,
-            ProviderError::Pod {
-                code: "InternalError".into(),
-                message: "container not found (\"x\")".into()
-            }
+            ProviderError::cloud_pod("InternalError", "container not found (\"x\")")
         );
     }
 }

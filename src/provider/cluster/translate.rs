@@ -26,10 +26,10 @@
 //! `fieldRef`, so the shadow pod's kubelet fills in the true values. Registry credentials become
 //! a `kubernetes.io/dockerconfigjson` Secret `<id>-registry`.
 //!
-//! Refused before any call (`ProviderError::Pod { code: "Unsupported" }`): hostNetwork/PID/IPC,
+//! Refused before any call (`PodRejection::Unsupported`): hostNetwork/PID/IPC,
 //! privileged containers, hostPorts, volumes other than emptyDir, secret, configMap, projected
 //! and downwardAPI (hostPath and PersistentVolumeClaims live on the virtual pod's side).
-//! `ProviderError::Pod { code: "Unresolved" }`: the pod references a Secret or ConfigMap the
+//! `PodRejection::Unresolved`: the pod references a Secret or ConfigMap the
 //! controller did not resolve.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,7 +44,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
-use crate::provider::contract::{EnvValue, EnvVar, Owner, ProviderError, Resolved, WorkloadSpec};
+use crate::provider::contract::{EnvValue, EnvVar, Owner, Resolved, WorkloadSpec};
+use crate::provider::kit::{TranslateError, host_namespace_refusal, invalid, unsupported};
 
 /// Label: who manages the object (`burstgate`).
 pub const MANAGED_BY: &str = "burstgate.io/managed-by";
@@ -88,44 +89,6 @@ const SUPPORTED_VOLUMES: &[&str] = &[
     "projected",
     "downwardAPI",
 ];
-
-/// Why a pod cannot become a shadow pod. None is retryable: the pod itself is the problem.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TranslateError {
-    /// The pod uses something a shadow pod cannot have. Not retryable.
-    #[error("{field}: {reason}")]
-    Unsupported {
-        /// The pod field (`spec.volumes[data].hostPath`).
-        field: String,
-        /// Why the cluster target cannot run it.
-        reason: String,
-    },
-    /// The pod references a Secret or ConfigMap the controller did not resolve. Not retryable.
-    #[error("{field}: {what} was not resolved by the controller")]
-    Unresolved {
-        /// The pod field.
-        field: String,
-        /// What is missing.
-        what: String,
-    },
-    /// The pod has no spec or no containers. Not retryable.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl From<TranslateError> for ProviderError {
-    fn from(e: TranslateError) -> ProviderError {
-        let code = match e {
-            TranslateError::Unsupported { .. } => "Unsupported",
-            TranslateError::Unresolved { .. } => "Unresolved",
-            TranslateError::Invalid(_) => "InvalidSpec",
-        };
-        ProviderError::Pod {
-            code: code.into(),
-            message: e.to_string(),
-        }
-    }
-}
 
 /// What one create sends: the shadow pod and the Secrets it references. `Debug` names the
 /// Secrets, never their data.
@@ -246,11 +209,11 @@ pub fn translate(spec: &WorkloadSpec, namespace: &str) -> Result<Shadow, Transla
         .pod
         .spec
         .as_ref()
-        .ok_or_else(|| TranslateError::Invalid("the pod has no spec".into()))?;
+        .ok_or_else(|| invalid("spec", "the pod has no spec"))?;
     if virtual_spec.containers.is_empty() {
-        return Err(TranslateError::Invalid("the pod has no containers".into()));
+        return Err(invalid("spec.containers", "the pod has no containers"));
     }
-    check_pod_level(virtual_spec)?;
+    check_pod_level(&spec.pod)?;
     let mut secret_data: BTreeMap<String, ByteString> = BTreeMap::new();
     let (volumes, dropped) = translate_volumes(spec, virtual_spec, &mut secret_data)?;
 
@@ -375,25 +338,12 @@ pub fn translate(spec: &WorkloadSpec, namespace: &str) -> Result<Shadow, Transla
     })
 }
 
-fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
-    TranslateError::Unsupported {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
-fn check_pod_level(spec: &PodSpec) -> Result<(), TranslateError> {
-    for (flag, field) in [
-        (spec.host_network, "hostNetwork"),
-        (spec.host_pid, "hostPID"),
-        (spec.host_ipc, "hostIPC"),
-    ] {
-        if flag == Some(true) {
-            return Err(unsupported(
-                format!("spec.{field}"),
-                "a shadow pod cannot share the namespaces of the virtual node's host",
-            ));
-        }
+fn check_pod_level(pod: &Pod) -> Result<(), TranslateError> {
+    if let Some(field) = host_namespace_refusal(pod) {
+        return Err(unsupported(
+            field,
+            "a shadow pod cannot share the namespaces of the virtual node's host",
+        ));
     }
     Ok(())
 }
@@ -775,6 +725,7 @@ fn docker_config_json(resolved: &Resolved) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::ProviderError;
     use crate::policy::sizing::Size;
     use crate::provider::contract::{RegistryCredential, VolumeFile};
     use k8s_openapi::api::core::v1::{
@@ -1168,7 +1119,10 @@ mod tests {
             "spec.volumes[logs].hostPath"
         );
         assert!(
-            matches!(ProviderError::from(err), ProviderError::Pod { code, .. } if code == "Unsupported")
+            matches!(
+                ProviderError::from(err),
+                ProviderError::Pod(crate::provider::PodRejection::Unsupported { .. })
+            )
         );
     }
 

@@ -24,9 +24,9 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use crate::policy::model::OperationClass;
 use crate::provider::contract::{
     Capabilities, ExecOutput, ExposeSecret, LogOptions, OwnedWorkload, Owner, Provider,
-    ProviderError, WorkloadSpec, WorkloadStatus,
+    PodRejection, ProviderError, WorkloadSpec, WorkloadStatus,
 };
-use crate::provider::fargate::retry::{classify, classify_failure};
+use crate::provider::fargate::retry::{classify, classify_failure, is_inactive_definition};
 use crate::provider::fargate::status::{tag, workload_of, workload_status};
 use crate::provider::fargate::translate::{
     self, LOG_STREAM_PREFIX, Plan, Settings, TAG_CLUSTER_ID, TAG_NAMESPACE, TAG_NODE, TAG_POD,
@@ -56,10 +56,7 @@ pub struct FargateProvider {
 }
 
 fn pod_error(what: &str, e: impl std::fmt::Display) -> ProviderError {
-    ProviderError::Pod {
-        code: "InvalidRequest".into(),
-        message: format!("{what}: {e}"),
-    }
+    ProviderError::cloud_pod("InvalidRequest", format!("{what}: {e}"))
 }
 
 /// The family of a task definition ARN (`...:task-definition/bg-abc:3` -> `bg-abc`).
@@ -298,7 +295,7 @@ impl FargateProvider {
                             .map(str::to_string)),
                         // ClientException "Unable to describe task definition": not registered yet.
                         Err(e) => match classify("DescribeTaskDefinition", &e) {
-                            ProviderError::Pod { .. } => Ok(None),
+                            ProviderError::Pod(_) => Ok(None),
                             other => Err(other),
                         },
                     }
@@ -461,7 +458,7 @@ impl FargateProvider {
                     match req.send().await {
                         Ok(_) => Ok(()),
                         Err(e) => match classify("StopTask", &e) {
-                            ProviderError::Pod { message, .. } if is_not_found(&message) => Ok(()),
+                            ProviderError::Pod(PodRejection::NotFound { .. }) => Ok(()),
                             other => Err(other),
                         },
                     }
@@ -656,7 +653,7 @@ impl FargateProvider {
                             Ok(_) => Ok(()),
                             Err(e) => match classify("DeregisterTaskDefinition", &e) {
                                 // Already INACTIVE, or gone.
-                                ProviderError::Pod { .. } => Ok(()),
+                                ProviderError::Pod(_) => Ok(()),
                                 other => Err(other),
                             },
                         }
@@ -666,11 +663,6 @@ impl FargateProvider {
         }
         Ok(())
     }
-}
-
-fn is_not_found(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    m.contains("not found") || m.contains("could not find") || m.contains("does not exist")
 }
 
 fn container_definition(c: &translate::ContainerDef) -> Result<ContainerDefinition, ProviderError> {
@@ -762,13 +754,10 @@ impl Provider for FargateProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            logs: self.settings.log_group.is_some(),
-            exec: false,
-            host_path: false,
-            persistent_volumes: false,
-            privileged: false,
-        }
+        // ECS health checks run a command only (see translate.rs).
+        Capabilities::NONE
+            .running(&[crate::provider::kit::Feature::ExecProbe])
+            .serving(self.settings.log_group.is_some(), false, false)
     }
 
     /// Idempotent twice over: RunTask carries `clientToken` = the workload id (AWS answers a
@@ -788,9 +777,7 @@ impl Provider for FargateProvider {
         let definition = self.definition_arn(&def).await?;
         let task = match self.run_task(&plan, &definition).await {
             // Deregistered by a sweep (here or in another target of the region): register again.
-            Err(ProviderError::Pod { message, .. })
-                if message.to_ascii_lowercase().contains("inactive") =>
-            {
+            Err(e) if is_inactive_definition(&e) => {
                 self.definitions
                     .lock()
                     .expect("definition cache lock")
@@ -957,13 +944,10 @@ impl Provider for FargateProvider {
             });
         };
         let Some(arn) = self.find_task_arn(id).await? else {
-            return Err(ProviderError::Pod {
-                code: "NotFound".into(),
-                message: format!(
-                    "workload {id} has no task in cluster {}",
-                    self.settings.cluster
-                ),
-            });
+            return Err(ProviderError::not_found(format!(
+                "workload {id} has no task in cluster {}",
+                self.settings.cluster
+            )));
         };
         let task_id = arn.rsplit('/').next().unwrap_or(&arn);
         let stream = format!("{LOG_STREAM_PREFIX}/{container}/{task_id}");
@@ -1038,11 +1022,5 @@ mod tests {
             Some("bg-abc")
         );
         assert_eq!(family_of_arn("nonsense"), None);
-    }
-
-    #[test]
-    fn unknown_task_messages_count_as_gone() {
-        assert!(is_not_found("The referenced task was not found."));
-        assert!(!is_not_found("Invalid identifier"));
     }
 }

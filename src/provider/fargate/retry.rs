@@ -14,7 +14,7 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
 
-use crate::provider::contract::ProviderError;
+use crate::provider::contract::{PodRejection, ProviderError, TargetRejection};
 
 /// Error codes that mean "slow down": retryable.
 const THROTTLING_CODES: &[&str] = &[
@@ -107,13 +107,13 @@ where
                 Utc::now(),
             )
         }
-        SdkError::ConstructionFailure(_) => ProviderError::Pod {
-            code: "InvalidRequest".into(),
-            message: format!(
+        SdkError::ConstructionFailure(_) => ProviderError::cloud_pod(
+            "InvalidRequest",
+            format!(
                 "{api}: the request could not be built: {}",
                 DisplayErrorContext(err)
             ),
-        },
+        ),
         // Timeouts, connection failures and anything newer: the call may succeed later.
         _ => ProviderError::Transient {
             message: format!("{api}: {}", DisplayErrorContext(err)),
@@ -144,14 +144,12 @@ pub fn classify_parts(
         };
     }
     if TARGET_CODES.contains(&code) || is_target_message(message) {
-        return ProviderError::Target {
-            code: if code.is_empty() {
-                "TargetUnavailable".into()
-            } else {
-                code.into()
-            },
-            message: message.into(),
+        let code = if code.is_empty() {
+            "TargetUnavailable"
+        } else {
+            code
         };
+        return ProviderError::Target(target_rejection(code, message));
     }
     if SERVER_CODES.contains(&code) || status.is_some_and(|s| s >= 500) {
         return ProviderError::Transient {
@@ -167,10 +165,10 @@ pub fn classify_parts(
         } else {
             code.into()
         };
-        return ProviderError::Pod {
-            code,
-            message: message.into(),
-        };
+        if is_not_found_message(message) {
+            return ProviderError::not_found(format!("{code}: {message}"));
+        }
+        return ProviderError::cloud_pod(code, message);
     }
     ProviderError::Transient {
         message: format!("{api}: unexpected answer ({status_text}): {message}"),
@@ -204,12 +202,63 @@ pub fn classify_failure(
         } else {
             "CapacityUnavailable".to_string()
         };
-        return ProviderError::Target { code, message };
+        return ProviderError::Target(target_rejection(&code, &message));
     }
-    ProviderError::Pod {
-        code: "RunTaskFailure".into(),
-        message,
+    ProviderError::cloud_pod("RunTaskFailure", message)
+}
+
+/// Which kind of target-level problem an ECS answer is, from its code and words.
+fn target_rejection(code: &str, message: &str) -> TargetRejection {
+    let lower = message.to_ascii_lowercase();
+    let (code, message) = (code.to_string(), message.to_string());
+    if AUTH_CODES.contains(&code.as_str())
+        || ["unable to assume", "not authorized to perform"]
+            .iter()
+            .any(|m| lower.contains(m))
+    {
+        TargetRejection::Auth { code, message }
+    } else if code == "LimitExceededException"
+        || ["limit exceeded", "reached the limit", "quota"]
+            .iter()
+            .any(|m| lower.contains(m))
+    {
+        TargetRejection::Quota { code, message }
+    } else if code.starts_with("RESOURCE:")
+        || code == "CapacityUnavailable"
+        || lower.contains("capacity is unavailable")
+    {
+        TargetRejection::Capacity { code, message }
+    } else {
+        TargetRejection::Cloud { code, message }
     }
+}
+
+/// Codes of [`TARGET_CODES`] that say the gateway's identity cannot use the target.
+const AUTH_CODES: &[&str] = &[
+    "AccessDeniedException",
+    "AccessDenied",
+    "UnauthorizedOperation",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "ExpiredTokenException",
+    "OptInRequired",
+    "BlockedException",
+];
+
+/// ECS answers "not found" as a `ClientException` or `InvalidParameterException` whose words say
+/// so ("The referenced task was not found."); this is the one place that reads them.
+fn is_not_found_message(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("not found") || m.contains("could not find") || m.contains("does not exist")
+}
+
+/// Whether RunTask refused a task definition that a sweep deregistered (ECS says so only in its
+/// words: "TaskDefinition is inactive"); the adapter registers it again.
+pub fn is_inactive_definition(err: &ProviderError) -> bool {
+    matches!(err, ProviderError::Pod(PodRejection::Cloud { message, .. })
+        if message.to_ascii_lowercase().contains("inactive"))
 }
 
 fn is_target_message(message: &str) -> bool {
@@ -232,6 +281,18 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_ecs_cannot_find_is_not_found_and_an_invalid_identifier_is_the_pods_error() {
+        assert!(matches!(
+            parts(400, "InvalidParameterException", "The referenced task was not found."),
+            ProviderError::Pod(PodRejection::NotFound { .. })
+        ));
+        assert!(matches!(
+            parts(400, "InvalidParameterException", "Invalid identifier"),
+            ProviderError::Pod(PodRejection::Cloud { .. })
+        ));
+    }
 
     fn parts(status: u16, code: &str, message: &str) -> ProviderError {
         classify_parts(
@@ -322,7 +383,7 @@ mod tests {
             "Capacity is unavailable at this time. Please try again later or in a different availability zone",
         );
         assert!(
-            matches!(&err, ProviderError::Target { code, .. } if code == "ClientException"),
+            matches!(&err, ProviderError::Target(TargetRejection::Capacity { code, .. }) if code == "ClientException"),
             "{err:?}"
         );
     }
@@ -331,15 +392,15 @@ mod tests {
     fn access_denied_and_limits_are_target_problems() {
         assert!(matches!(
             parts(400, "AccessDeniedException", "User is not authorized"),
-            ProviderError::Target { .. }
+            ProviderError::Target(TargetRejection::Auth { .. })
         ));
         assert!(matches!(
             parts(400, "LimitExceededException", "too many"),
-            ProviderError::Target { .. }
+            ProviderError::Target(TargetRejection::Quota { .. })
         ));
         assert!(matches!(
             parts(400, "ClusterNotFoundException", "Cluster not found."),
-            ProviderError::Target { .. }
+            ProviderError::Target(TargetRejection::Cloud { .. })
         ));
     }
 
@@ -348,18 +409,12 @@ mod tests {
         let msg = "Invalid 'cpu' setting for task.";
         assert_eq!(
             parts(400, "ClientException", msg),
-            ProviderError::Pod {
-                code: "ClientException".into(),
-                message: msg.into()
-            }
+            ProviderError::cloud_pod("ClientException", msg)
         );
         let img = "Container.image should not be null or empty.";
         assert_eq!(
             parts(400, "InvalidParameterException", img),
-            ProviderError::Pod {
-                code: "InvalidParameterException".into(),
-                message: img.into()
-            }
+            ProviderError::cloud_pod("InvalidParameterException", img)
         );
     }
 
@@ -371,7 +426,7 @@ mod tests {
             Some("arn:aws:ecs:us-east-1:1:container-instance/x"),
         );
         assert!(
-            matches!(&eni, ProviderError::Target { code, .. } if code == "RESOURCE:ENI"),
+            matches!(&eni, ProviderError::Target(TargetRejection::Capacity { code, .. }) if code == "RESOURCE:ENI"),
             "{eni:?}"
         );
         let capacity = classify_failure(
@@ -379,7 +434,10 @@ mod tests {
             None,
             None,
         );
-        assert!(matches!(capacity, ProviderError::Target { .. }));
+        assert!(matches!(
+            capacity,
+            ProviderError::Target(TargetRejection::Capacity { .. })
+        ));
     }
 
     #[test]
@@ -391,10 +449,7 @@ mod tests {
         );
         assert_eq!(
             err,
-            ProviderError::Pod {
-                code: "RunTaskFailure".into(),
-                message: "Invalid image: repository does not exist".into()
-            }
+            ProviderError::cloud_pod("RunTaskFailure", "Invalid image: repository does not exist")
         );
     }
 }

@@ -93,7 +93,6 @@ pub fn workload_status(id: &str, task: &Task) -> WorkloadStatus {
     };
     WorkloadStatus {
         id: id.to_string(),
-        phase,
         ip: if phase == WorkloadPhase::Running {
             private_ip(task)
         } else {
@@ -102,6 +101,7 @@ pub fn workload_status(id: &str, task: &Task) -> WorkloadStatus {
         started_at: task.created_at().map(rfc3339),
         containers,
         message,
+        phase,
     }
 }
 

@@ -30,8 +30,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::provider::contract::{
-    EnvValue, ExposeSecret, ProviderError, SecretString, WorkloadSpec,
+    EnvValue, ExposeSecret, SecretString, WorkloadSpec,
 };
+use crate::provider::kit::{TranslateError, host_namespace_refusal, unsupported};
 
 /// Tag: the gateway's cluster id.
 pub const TAG_CLUSTER_ID: &str = "burstgate.io/cluster-id";
@@ -90,68 +91,6 @@ pub struct Settings {
     pub log_group: Option<String>,
     /// Prefix of every Secrets Manager secret burstgate writes (`burstgate/`).
     pub secrets_prefix: String,
-}
-
-/// Why a pod cannot become a Fargate task. Never retryable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TranslateError {
-    /// A field Fargate has no equivalent for: the pod fails with this reason.
-    #[error("{field}: {reason}")]
-    Unsupported {
-        /// The pod field (`spec.volumes[config]`).
-        field: String,
-        /// Why Fargate cannot do it.
-        reason: String,
-    },
-    /// A malformed pod (no containers, an unreadable quantity).
-    #[error("{field}: {reason}")]
-    Invalid {
-        /// The pod field.
-        field: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A pod feature Fargate cannot honour but another provider can (an httpGet probe, which
-    /// ACI runs): this target refuses the pod, which goes to another target.
-    #[error("{field}: {reason}")]
-    Elsewhere {
-        /// The pod field (`spec.containers[app].livenessProbe.httpGet`).
-        field: String,
-        /// Why Fargate cannot do it.
-        reason: String,
-    },
-    /// The target lacks what this pod needs (an execution role for secrets or logs): another
-    /// target may have it.
-    #[error("target {target}: {reason}")]
-    Target {
-        /// Target name.
-        target: String,
-        /// What is missing.
-        reason: String,
-    },
-}
-
-impl From<TranslateError> for ProviderError {
-    fn from(e: TranslateError) -> ProviderError {
-        match e {
-            TranslateError::Unsupported { .. } => ProviderError::Pod {
-                code: "Unsupported".into(),
-                message: e.to_string(),
-            },
-            TranslateError::Invalid { .. } => ProviderError::Pod {
-                code: "InvalidSpec".into(),
-                message: e.to_string(),
-            },
-            TranslateError::Elsewhere { .. } => ProviderError::Target {
-                code: "Unsupported".into(),
-                message: e.to_string(),
-            },
-            TranslateError::Target { .. } => ProviderError::Target {
-                code: "TargetMisconfigured".into(),
-                message: e.to_string(),
-            },
-        }
-    }
 }
 
 /// A task definition as burstgate registers it; serialized (canonically, field order fixed) to
@@ -307,13 +246,6 @@ pub fn secrets_name_prefix(settings: &Settings, workload_id: &str) -> String {
     format!("{}{workload_id}/", settings.secrets_prefix)
 }
 
-fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
-    TranslateError::Unsupported {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
 /// Translates a pod, refusing what Fargate cannot run.
 pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateError> {
     let pod = spec
@@ -330,17 +262,11 @@ pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateE
             reason: "the pod has no containers".into(),
         });
     }
-    for (flag, on) in [
-        ("hostNetwork", pod.host_network),
-        ("hostPID", pod.host_pid),
-        ("hostIPC", pod.host_ipc),
-    ] {
-        if on == Some(true) {
-            return Err(unsupported(
-                format!("spec.{flag}"),
-                "Fargate tasks run in their own network and process namespaces",
-            ));
-        }
+    if let Some(field) = host_namespace_refusal(&spec.pod) {
+        return Err(unsupported(
+            field,
+            "Fargate tasks run in their own network and process namespaces",
+        ));
     }
     if spec.size.milli_cpu == 0 || spec.size.memory_mib == 0 {
         return Err(TranslateError::Invalid {
@@ -882,6 +808,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::provider::ProviderError;
+    use crate::provider::{PodRejection, TargetRejection};
     use crate::policy::sizing::Size;
     use crate::provider::contract::{EnvVar, Owner, RegistryCredential, Resolved};
     use k8s_openapi::api::core::v1::{
@@ -1147,7 +1075,7 @@ mod tests {
             .unwrap_err()
             .into();
         assert!(
-            matches!(&err, ProviderError::Pod { code, message } if code == "Unsupported" && message.contains("spec.volumes[cfg]")),
+            matches!(&err, ProviderError::Pod(PodRejection::Unsupported { field, .. }) if field.contains("spec.volumes[cfg]")),
             "{err:?}"
         );
     }
@@ -1347,7 +1275,10 @@ mod tests {
         )
         .unwrap_err()
         .into();
-        assert!(matches!(err, ProviderError::Target { .. }), "{err:?}");
+        assert!(
+            matches!(err, ProviderError::Target(TargetRejection::Misconfigured { .. })),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -1544,7 +1475,7 @@ mod tests {
                 .unwrap_err()
                 .into();
         assert!(
-            matches!(&err, ProviderError::Target { code, message } if code == "Unsupported" && message.contains("spec.containers[app].readinessProbe") && message.contains("one health check per container")),
+            matches!(&err, ProviderError::Target(TargetRejection::Unsupported { field, reason }) if field.contains("spec.containers[app].readinessProbe") && reason.contains("one health check per container")),
             "{err:?}"
         );
     }
@@ -1584,7 +1515,10 @@ mod tests {
                 "{err:?}"
             );
             assert!(
-                matches!(ProviderError::from(err), ProviderError::Target { .. }),
+                matches!(
+                    ProviderError::from(err),
+                    ProviderError::Target(TargetRejection::Unsupported { .. })
+                ),
                 "another target may run the probe: the pod is not failed"
             );
         }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::policy::model::OperationClass;
+use crate::provider::contract::OutputStream;
 use crate::provider::layers::Layers;
 use crate::provider::{
     Capabilities, ExecOutput, LogOptions, OwnedWorkload, Provider, ProviderError, WorkloadSpec,
@@ -90,6 +91,14 @@ impl Provider for Layered {
         self.layers
             .call(OperationClass::Read, "Exec", || {
                 self.inner.exec(id, container, command)
+            })
+            .await
+    }
+
+    async fn attach(&self, id: &str, container: &str) -> Result<OutputStream, ProviderError> {
+        self.layers
+            .call(OperationClass::Read, "Attach", || {
+                self.inner.attach(id, container)
             })
             .await
     }

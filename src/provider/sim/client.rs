@@ -105,13 +105,19 @@ impl Provider for SimProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            logs: true,
-            exec: true,
-            host_path: false,
-            persistent_volumes: false,
-            privileged: false,
-        }
+        use crate::provider::kit::Feature::*;
+        // The simulated cloud models lifecycles, not probes: it accepts every probe kind.
+        Capabilities::NONE
+            .running(&[
+                ExecProbe,
+                HttpGetProbe,
+                TcpSocketProbe,
+                GrpcProbe,
+                StartupProbe,
+                InitContainerProbe,
+                Sidecar,
+            ])
+            .serving(true, true, false)
     }
 
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
@@ -268,10 +274,9 @@ impl Provider for SimProvider {
                     && matches!(c.state, crate::provider::ContainerState::Running { .. })
             });
         if !running {
-            return Err(ProviderError::Pod {
-                code: "ContainerNotRunning".into(),
+            return Err(ProviderError::Pod(crate::provider::PodRejection::NotRunning {
                 message: format!("container {container} of {id} is not running"),
-            });
+            }));
         }
         let env = e.env.get(container).map(Vec::as_slice).unwrap_or_default();
         Ok(run_builtin(command, &e.owner.pod, env))
@@ -279,17 +284,11 @@ impl Provider for SimProvider {
 }
 
 fn not_found(id: &str) -> ProviderError {
-    ProviderError::Pod {
-        code: "NotFound".into(),
-        message: format!("workload {id} not found"),
-    }
+    ProviderError::not_found(format!("workload {id} not found"))
 }
 
 fn no_container(id: &str, container: &str) -> ProviderError {
-    ProviderError::Pod {
-        code: "NotFound".into(),
-        message: format!("workload {id} has no container {container}"),
-    }
+    ProviderError::not_found(format!("workload {id} has no container {container}"))
 }
 
 /// The simulated container's tiny command set: `echo ARGS...`, `hostname` (the pod name), `env`
@@ -386,7 +385,13 @@ mod tests {
         let p = SimProvider::new(SimCloud::new(Duration::ZERO, 1));
         p.create(&spec("bg-1", "n")).await.unwrap();
         let err = p.create(&spec("bg-2", "n")).await.unwrap_err();
-        assert!(matches!(err, ProviderError::Target { .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ProviderError::Target(crate::provider::TargetRejection::Capacity { .. })
+            ),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -465,7 +470,10 @@ mod tests {
         p.create(&spec("bg-1", "n")).await.unwrap();
         let err = p.exec("bg-1", "app", &cmd(&["echo"])).await.unwrap_err();
         assert!(
-            matches!(&err, ProviderError::Pod { code, .. } if code == "ContainerNotRunning"),
+            matches!(
+                &err,
+                ProviderError::Pod(crate::provider::PodRejection::NotRunning { .. })
+            ),
             "{err}"
         );
         let err = p.exec("bg-1", "db", &cmd(&["echo"])).await.unwrap_err();

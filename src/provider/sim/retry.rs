@@ -35,20 +35,21 @@ impl SimFault {
                 message: "simulated throttling (429)".into(),
                 retry_after: Some(after),
             },
-            SimFault::CapacityExceeded { running, limit } => ProviderError::Target {
-                code: "CapacityExceeded".into(),
-                message: format!("the simulated region runs {running} of {limit} container groups"),
-            },
-            SimFault::InaccessibleImage { image, group } => ProviderError::Pod {
-                code: "InaccessibleImage".into(),
-                message: format!(
+            SimFault::CapacityExceeded { running, limit } => {
+                ProviderError::Target(crate::provider::TargetRejection::Capacity {
+                    code: "CapacityExceeded".into(),
+                    message: format!(
+                        "the simulated region runs {running} of {limit} container groups"
+                    ),
+                })
+            }
+            SimFault::InaccessibleImage { image, group } => ProviderError::cloud_pod(
+                "InaccessibleImage",
+                format!(
                     "The image '{image}' in container group '{group}' is not accessible. Please check the image and registry credential."
                 ),
-            },
-            SimFault::InvalidSpec(message) => ProviderError::Pod {
-                code: "InvalidSpec".into(),
-                message,
-            },
+            ),
+            SimFault::InvalidSpec(message) => ProviderError::cloud_pod("InvalidSpec", message),
         }
     }
 }

@@ -118,7 +118,7 @@ mod tests {
     fn an_image_on_an_unreachable_registry_is_refused_as_inaccessible() {
         let err = translate(&spec("invalid.example/app:1", &[])).unwrap_err();
         assert!(
-            matches!(&err, ProviderError::Pod { code, .. } if code == "InaccessibleImage"),
+            matches!(&err, ProviderError::Pod(crate::provider::PodRejection::Cloud { code, .. }) if code == "InaccessibleImage"),
             "{err}"
         );
         assert!(err.to_string().contains("invalid.example/app:1"));
@@ -140,6 +140,6 @@ mod tests {
     #[test]
     fn a_malformed_behaviour_annotation_is_an_invalid_spec() {
         let err = translate(&spec("nginx", &[(ANNOTATION_EXIT_CODE, "x")])).unwrap_err();
-        assert!(matches!(err, ProviderError::Pod { .. }));
+        assert!(matches!(err, ProviderError::Pod(_)));
     }
 }
