@@ -95,7 +95,7 @@ fn aci_factory(config: &RunConfig) -> Arc<dyn Factory> {
 
 /// Keeps every target's adapter built for the live policy, until `term` is cancelled.
 pub async fn sync_providers(gw: Arc<Gateway>, term: CancellationToken) {
-    let mut policy = gw.policy.clone();
+    let mut policy = gw.policy_watch();
     loop {
         policy.mark_unchanged();
         gw.sync_providers().await;
@@ -148,9 +148,9 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
         gw.clone(),
         shutdown.clone(),
         move |outcome| {
-            let serving = reload_gw.policy.borrow().as_ref().map(|p| p.hash.clone());
+            let serving = reload_gw.current_policy().map(|p| p.hash.clone());
             reload_gw
-                .metrics
+                .metrics()
                 .reloaded(outcome.metric_label(), serving.as_deref());
         },
     ));
@@ -158,7 +158,7 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
     let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || refresh_gw.refresh_metrics());
     let metrics_server = crate::metrics::serve(
         config.metrics_addr,
-        gw.metrics.clone(),
+        gw.metrics().clone(),
         refresh,
         shutdown.clone(),
     );
@@ -172,7 +172,7 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
 
     // Every replica serves the kubelet API (the apiserver may reach any of them).
     let (kubelet, kubelet_shutdown) = (
-        crate::kubelet::serve(gw.clone(), shutdown.clone()),
+        crate::kubelet::serve(config.clone(), gw.clone(), shutdown.clone()),
         shutdown.clone(),
     );
     tasks.spawn(async move {
@@ -184,7 +184,7 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
 
     let elector = LeaderElector::new(client, election);
     let mut leading = elector.subscribe();
-    let leader_metrics = (gw.metrics.clone(), shutdown.clone());
+    let leader_metrics = (gw.metrics().clone(), shutdown.clone());
     tasks.spawn(async move {
         let (metrics, shutdown) = leader_metrics;
         loop {

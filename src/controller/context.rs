@@ -1,5 +1,8 @@
 //! What every controller of a running gateway shares: the API client, config, the live policy,
 //! the ledger, the providers, target health, and the nudge that re-decides pending pods.
+//!
+//! Its fields belong to the controllers; the rest of the crate goes through its methods, and the
+//! kubelet API sees only [`Workloads`](crate::controller::workloads::Workloads).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -20,21 +23,21 @@ pub type PolicyWatch = watch::Receiver<Option<Arc<Policy>>>;
 /// Shared state of a running gateway.
 pub struct Gateway {
     /// API client (the gateway's own identity).
-    pub client: kube::Client,
+    pub(in crate::controller) client: kube::Client,
     /// `burstgate run` settings.
-    pub config: RunConfig,
+    pub(in crate::controller) config: RunConfig,
     /// The live policy.
-    pub policy: PolicyWatch,
+    pub(in crate::controller) policy: PolicyWatch,
     /// Reservations of every placed pod; decisions take the lock for microseconds.
-    pub ledger: Mutex<Ledger>,
+    pub(in crate::controller) ledger: Mutex<Ledger>,
     /// One adapter per target, built from the live policy.
-    pub providers: Registry,
+    pub(in crate::controller) providers: Registry,
     /// Targets currently unusable (circuit open), by target name, with why.
-    pub unhealthy: Mutex<BTreeMap<String, ExclusionReason>>,
+    pub(in crate::controller) unhealthy: Mutex<BTreeMap<String, ExclusionReason>>,
     /// Notified when policy, quota or health change: pending pods are decided again.
-    pub nudge: Notify,
+    pub(in crate::controller) nudge: Notify,
     /// Prometheus metrics.
-    pub metrics: Arc<Metrics>,
+    pub(in crate::controller) metrics: Arc<Metrics>,
 }
 
 impl Gateway {
@@ -47,6 +50,36 @@ impl Gateway {
     /// annotation): the controllers and the kubelet API reach workloads through it.
     pub fn provider_for_target(&self, target: &str) -> Option<Arc<dyn Provider>> {
         self.providers.get(target)
+    }
+
+    /// The live policy, to wait for its changes.
+    pub fn policy_watch(&self) -> PolicyWatch {
+        self.policy.clone()
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// How many pods hold a reservation in the ledger.
+    pub fn reserved_pods(&self) -> usize {
+        self.ledger
+            .lock()
+            .expect("ledger lock")
+            .reservations()
+            .count()
+    }
+
+    /// Excludes `target` from decisions for `reason`, or with `None` offers it again (what the
+    /// layers' health observer does as its circuit opens and closes). True when this changed
+    /// anything; the caller nudges.
+    pub fn set_exclusion(&self, target: &str, reason: Option<ExclusionReason>) -> bool {
+        let mut unhealthy = self.unhealthy.lock().expect("health lock");
+        match reason {
+            Some(reason) => unhealthy.insert(target.to_string(), reason).is_none(),
+            None => unhealthy.remove(target).is_some(),
+        }
     }
 
     /// Exclusions for the engine: unhealthy targets that exist in `policy`.
@@ -159,15 +192,11 @@ impl Observer for Health {
                 target: target.into(),
             })
             .set(state.gauge());
-        let changed = {
-            let mut unhealthy = gw.unhealthy.lock().expect("health lock");
-            match state {
-                CircuitState::Open => unhealthy
-                    .insert(target.to_string(), ExclusionReason::CircuitOpen)
-                    .is_none(),
-                CircuitState::HalfOpen | CircuitState::Closed => unhealthy.remove(target).is_some(),
-            }
+        let reason = match state {
+            CircuitState::Open => Some(ExclusionReason::CircuitOpen),
+            CircuitState::HalfOpen | CircuitState::Closed => None,
         };
+        let changed = gw.set_exclusion(target, reason);
         if !changed {
             return;
         }

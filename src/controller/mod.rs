@@ -1,5 +1,6 @@
 //! The controllers of a running gateway: the virtual node, the pod lifecycle, orphan GC, leader
-//! election and policy reload, all sharing one [`context::Gateway`].
+//! election and policy reload, all sharing one [`context::Gateway`]; the kubelet API sees it only
+//! through [`workloads::Workloads`].
 
 pub mod admission;
 pub mod context;
@@ -11,3 +12,4 @@ pub mod pod;
 pub mod reload;
 pub mod resolve;
 pub mod status;
+pub mod workloads;

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::Pod;
+
 use crate::policy::checked::micros_to_usd;
 use crate::policy::sizing::Size;
 use crate::policy::{Placement, Policy, Reservation, Usage};
@@ -73,6 +75,26 @@ pub fn annotations(
     ])
 }
 
+/// The workload a placed pod's annotations name: the target it runs on and its id there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// The target's name (`burstgate.io/target`).
+    pub target: String,
+    /// The workload id at the target's provider (`burstgate.io/resource-id`).
+    pub id: String,
+}
+
+impl Workload {
+    /// `pod`'s workload; `None` until the pod is placed (both annotations written).
+    pub fn of(pod: &Pod) -> Option<Workload> {
+        let annotations = pod.metadata.annotations.as_ref()?;
+        Some(Workload {
+            target: annotations.get(TARGET)?.clone(),
+            id: annotations.get(RESOURCE_ID)?.clone(),
+        })
+    }
+}
+
 /// The reservation a placed pod's annotations describe; `None` when the pod is not placed or
 /// the annotations were tampered with.
 pub fn reservation(annotations: &BTreeMap<String, String>) -> Option<Reservation> {
@@ -138,5 +160,39 @@ mod tests {
     #[test]
     fn a_pod_without_placement_annotations_has_no_reservation() {
         assert_eq!(reservation(&BTreeMap::new()), None);
+    }
+
+    fn annotated(annotations: &[(&str, &str)]) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        pod
+    }
+
+    #[test]
+    fn a_placed_pod_names_its_target_and_workload_id() {
+        let pod = annotated(&[
+            (TARGET, "aci-east"),
+            (RESOURCE_ID, "bg-u1"),
+            (REGION, "eastus"),
+        ]);
+        assert_eq!(
+            Workload::of(&pod),
+            Some(Workload {
+                target: "aci-east".into(),
+                id: "bg-u1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_pod_is_not_placed_until_both_its_target_and_workload_id_are_written() {
+        assert_eq!(Workload::of(&Pod::default()), None);
+        assert_eq!(Workload::of(&annotated(&[(TARGET, "aci-east")])), None);
+        assert_eq!(Workload::of(&annotated(&[(RESOURCE_ID, "bg-u1")])), None);
     }
 }

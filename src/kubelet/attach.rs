@@ -80,7 +80,7 @@ pub async fn attach(
     upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response> {
     let q = ExecQuery::parse_streams(query.as_deref().unwrap_or_default())?;
-    let placed = pods::find(&shared.gw, &namespace, &pod, &container).await?;
+    let placed = pods::find(shared.workloads.as_ref(), &namespace, &pod, &container).await?;
     let outcome = match refusal(&q, &placed) {
         Some(message) => Err(failure_status(
             &message,

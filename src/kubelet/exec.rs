@@ -200,7 +200,7 @@ pub async fn exec(
     upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response> {
     let q = ExecQuery::parse(query.as_deref().unwrap_or_default())?;
-    let placed = pods::find(&shared.gw, &namespace, &pod, &container).await?;
+    let placed = pods::find(shared.workloads.as_ref(), &namespace, &pod, &container).await?;
     let Ok(upgrade) = upgrade else {
         if !placed.provider.capabilities().exec {
             return Err(placed.error(ProviderError::NotSupported {
@@ -282,7 +282,7 @@ pub async fn run(
         .map(|(_, v)| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
         .filter(|c| !c.is_empty())
         .ok_or_else(|| Error::BadRequest("run needs a command (query parameter cmd)".into()))?;
-    let placed = pods::find(&shared.gw, &namespace, &pod, &container).await?;
+    let placed = pods::find(shared.workloads.as_ref(), &namespace, &pod, &container).await?;
     let output = placed
         .provider
         .exec(&placed.workload, &placed.container, &cmd)

@@ -174,7 +174,7 @@ pub async fn container_logs(
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
     let q = LogQuery::parse(query.as_deref().unwrap_or_default())?;
-    let placed = pods::find(&shared.gw, &namespace, &pod, &container).await?;
+    let placed = pods::find(shared.workloads.as_ref(), &namespace, &pod, &container).await?;
     if q.previous {
         return Err(placed.error(ProviderError::NotSupported {
             provider: placed.provider.name().into(),

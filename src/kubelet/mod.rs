@@ -6,7 +6,10 @@
 //! is authenticated (a client certificate signed by the client CA, or a bearer token reviewed by
 //! the apiserver) and authorized (a SubjectAccessReview with the kubelet's own mapping, see
 //! [`auth`]); there is no allow-all fallback. A pod's requests go to the provider of the target
-//! in its `burstgate.io/target` annotation; a provider that cannot do something answers 501.
+//! it was placed on; the API sees the gateway only through
+//! [`Workloads`](crate::controller::workloads::Workloads) (node name, API client, metrics, and
+//! pod -> workload -> provider), never its ledger, policy or health. A provider that cannot do
+//! something answers 501.
 
 pub mod attach;
 pub mod auth;

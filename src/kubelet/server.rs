@@ -18,7 +18,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use crate::controller::context::Gateway;
+use crate::config::RunConfig;
+use crate::controller::workloads::Workloads;
 use crate::kubelet::auth::{
     Identity, Reviewer, attributes, bearer_token, identity_from_certificate,
 };
@@ -37,8 +38,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every handler shares.
 pub struct Shared {
-    /// The gateway (client, config, providers, live policy).
-    pub gw: Arc<Gateway>,
+    /// What the gateway lets the kubelet API see: node name, API client, metrics, and where a
+    /// pod's workload runs.
+    pub workloads: Arc<dyn Workloads>,
     /// Asks the apiserver about tokens and access; `None` only with `--insecure-kubelet-api`.
     pub reviewer: Option<Reviewer>,
     /// The gateway's shutdown: ends followed logs.
@@ -143,9 +145,13 @@ async fn check(
     Ok(who)
 }
 
-/// Serves the kubelet API of `gw` on its kubelet port until `shutdown`; every replica serves it.
-pub async fn serve(gw: Arc<Gateway>, shutdown: CancellationToken) -> Result<()> {
-    let config = &gw.config;
+/// Serves the kubelet API for `workloads` with the kubelet settings of `config` (certificate,
+/// client CA, port) until `shutdown`; every replica serves it.
+pub async fn serve(
+    config: RunConfig,
+    workloads: Arc<dyn Workloads>,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let serving = match (&config.kubelet_cert_file, &config.kubelet_key_file) {
         (Some(cert), Some(key)) => Serving::Files {
             cert: cert.clone(),
@@ -175,8 +181,8 @@ pub async fn serve(gw: Arc<Gateway>, shutdown: CancellationToken) -> Result<()> 
             );
         }
         Some(
-            Reviewer::new(gw.client.clone(), config.node_name.clone())
-                .with_metrics(gw.metrics.clone()),
+            Reviewer::new(workloads.client().clone(), workloads.node_name().into())
+                .with_metrics(workloads.metrics().clone()),
         )
     };
     let addr = SocketAddr::from(([0, 0, 0, 0], config.kubelet_port));
@@ -185,7 +191,7 @@ pub async fn serve(gw: Arc<Gateway>, shutdown: CancellationToken) -> Result<()> 
         .map_err(|source| Error::Bind { addr, source })?;
     tracing::info!(%addr, "serving the kubelet API (containerLogs, exec, attach, run, stats/summary, metrics/resource, healthz)");
     let shared = Arc::new(Shared {
-        gw,
+        workloads,
         reviewer,
         shutdown: shutdown.clone(),
         follow_every: FOLLOW_EVERY,
@@ -273,5 +279,107 @@ async fn connection(
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+    use crate::kubelet::pods::tests::{FakeGateway, NODE, placed_on, pod};
+
+    fn app(workloads: Arc<dyn Workloads>, reviewer: Option<Reviewer>) -> Router {
+        router(Arc::new(Shared {
+            workloads,
+            reviewer,
+            shutdown: CancellationToken::new(),
+            follow_every: FOLLOW_EVERY,
+            started: DateTime::UNIX_EPOCH,
+        }))
+    }
+
+    async fn call(app: Router, method: Method, uri: &str) -> (u16, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn run_on_a_provider_without_exec_answers_501_naming_the_provider_and_the_pod() {
+        let gateway = Arc::new(FakeGateway::new(vec![placed_on("web", "edge")], &["edge"]));
+        let (status, body) =
+            call(app(gateway, None), Method::POST, "/run/team/web/app?cmd=ls").await;
+        assert_eq!(status, 501, "{body}");
+        assert_eq!(
+            body,
+            "noexec does not support exec (pod team/web runs on target edge)\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn logs_of_a_pod_waiting_for_a_target_answer_503() {
+        let gateway = Arc::new(FakeGateway::new(vec![pod("web", NODE, &[])], &["edge"]));
+        let (status, body) = call(
+            app(gateway, None),
+            Method::GET,
+            "/containerLogs/team/web/app",
+        )
+        .await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("pod team/web has no target yet"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_summary_lists_the_pods_the_apiserver_has_on_this_node_only() {
+        let pods = vec![placed_on("web", "edge"), pod("db", "node-2", &[])];
+        let gateway = Arc::new(FakeGateway::new(pods, &["edge"]));
+        let (status, body) = call(app(gateway.clone(), None), Method::GET, "/stats/summary").await;
+        assert_eq!(status, 200, "{body}");
+        let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(summary["node"]["nodeName"], NODE);
+        let names: Vec<&str> = summary["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["podRef"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, vec!["web"]);
+        assert_eq!(
+            *gateway.selectors.lock().unwrap(),
+            vec![format!("spec.nodeName={NODE}")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_path_the_kubelet_api_does_not_serve_answers_404_naming_it() {
+        let gateway = Arc::new(FakeGateway::new(vec![], &[]));
+        let (status, body) = call(app(gateway, None), Method::GET, "/pods").await;
+        assert_eq!(status, 404, "{body}");
+        assert!(body.contains("/pods is not served"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_request_without_certificate_or_token_is_refused_before_any_handler() {
+        let gateway = Arc::new(FakeGateway::new(vec![placed_on("web", "edge")], &["edge"]));
+        let reviewer = Reviewer::new(gateway.client().clone(), NODE.into());
+        let (status, body) = call(
+            app(gateway.clone(), Some(reviewer)),
+            Method::GET,
+            "/stats/summary",
+        )
+        .await;
+        assert_eq!(status, 401, "{body}");
+        assert!(
+            gateway.selectors.lock().unwrap().is_empty(),
+            "the handler ran"
+        );
     }
 }

@@ -93,11 +93,11 @@ pub fn resource_metrics(pods: &[Pod]) -> String {
 }
 
 async fn node_pods(shared: &Shared) -> Result<Vec<Pod>> {
-    let api: Api<Pod> = Api::all(shared.gw.client.clone());
-    let params =
-        ListParams::default().fields(&format!("spec.nodeName={}", shared.gw.config.node_name));
+    let node = shared.workloads.node_name();
+    let api: Api<Pod> = Api::all(shared.workloads.client().clone());
+    let params = ListParams::default().fields(&format!("spec.nodeName={node}"));
     let list = api.list(&params).await.map_err(|source| Error::Api {
-        pod: format!("*/* on {}", shared.gw.config.node_name),
+        pod: format!("*/* on {node}"),
         source,
     })?;
     Ok(list.items)
@@ -106,7 +106,7 @@ async fn node_pods(shared: &Shared) -> Result<Vec<Pod>> {
 /// The `/stats/summary` handler.
 pub async fn summary_handler(State(shared): State<Arc<Shared>>) -> Result<Response> {
     let pods = node_pods(&shared).await?;
-    let body = summary(&shared.gw.config.node_name, shared.started, &pods).to_string();
+    let body = summary(shared.workloads.node_name(), shared.started, &pods).to_string();
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         body,

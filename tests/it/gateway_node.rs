@@ -542,10 +542,7 @@ async fn the_node_is_ready_only_while_a_policy_has_a_usable_target_and_says_why_
         );
 
         // A target's circuit opens: health, not policy, changed; the node follows.
-        gw.unhealthy
-            .lock()
-            .unwrap()
-            .insert("sim-local".into(), ExclusionReason::CircuitOpen);
+        gw.set_exclusion("sim-local", Some(ExclusionReason::CircuitOpen));
         wait_ready_saying(
             &nodes,
             &name,

@@ -280,11 +280,7 @@ async fn deleting_a_pod_deletes_its_workload_and_gives_back_its_quota() {
         "workloads left: {:?}",
         gw.cloud.ids()
     );
-    assert_eq!(
-        gw.gw.ledger.lock().unwrap().reservations().count(),
-        0,
-        "the ledger is back to zero"
-    );
+    assert_eq!(gw.gw.reserved_pods(), 0, "the ledger is back to zero");
     gw.stop().await;
 }
 
@@ -384,7 +380,7 @@ async fn a_workload_that_exits_non_zero_fails_the_pod_with_its_exit_code() {
         .unwrap();
     assert_eq!(term.exit_code, 3);
     eventually("the ledger releases a finished pod", WAIT, || async {
-        (gw.gw.ledger.lock().unwrap().reservations().count() == 0).then_some(())
+        (gw.gw.reserved_pods() == 0).then_some(())
     })
     .await;
     gw.stop().await;
@@ -533,11 +529,7 @@ async fn restarting_the_gateway_mid_burst_never_decides_a_placed_pod_again() {
         n as u64,
         "exactly one workload per pod, across the restart"
     );
-    assert_eq!(
-        gw.gw.ledger.lock().unwrap().reservations().count(),
-        n,
-        "the ledger holds every pod once"
-    );
+    assert_eq!(gw.gw.reserved_pods(), n, "the ledger holds every pod once");
     let events = events_for(&client, &ns, "b0").await;
     assert_eq!(
         events.iter().filter(|(r, _)| r == "Placed").count(),
