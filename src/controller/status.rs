@@ -34,7 +34,6 @@ fn condition(pod: &Pod, type_: &str, ok: bool, reason: Option<&str>, now: &Time)
     }
 }
 
-
 /// A pod's phase, as Kubernetes spells it in `status.phase`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodPhase {
@@ -176,7 +175,10 @@ pub fn from_workload(pod: &Pod, ws: &WorkloadStatus, host_ip: &str, now: &Time) 
     }
     .as_str();
     let all_ready = !container_statuses.is_empty() && container_statuses.iter().all(|c| c.ready);
-    let started = !matches!(ws.phase, WorkloadPhase::Pending | WorkloadPhase::Rejected(_));
+    let started = !matches!(
+        ws.phase,
+        WorkloadPhase::Pending | WorkloadPhase::Rejected(_)
+    );
     let not_ready_reason = match ws.phase {
         WorkloadPhase::Succeeded | WorkloadPhase::Failed => Some("PodCompleted"),
         _ if !all_ready => Some("ContainersNotReady"),

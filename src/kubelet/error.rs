@@ -197,11 +197,7 @@ mod tests {
             (throttled.status(), throttled.is_retryable()),
             (StatusCode::SERVICE_UNAVAILABLE, true)
         );
-        let gone = Error::provider(
-            ProviderError::not_found("gone"),
-            "a/b",
-            "t",
-        );
+        let gone = Error::provider(ProviderError::not_found("gone"), "a/b", "t");
         assert_eq!(gone.status(), StatusCode::NOT_FOUND);
     }
 

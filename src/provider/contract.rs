@@ -485,7 +485,8 @@ impl std::fmt::Display for PodRejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: ", self.reason())?;
         match self {
-            PodRejection::Unsupported { field, reason } | PodRejection::Invalid { field, reason } => {
+            PodRejection::Unsupported { field, reason }
+            | PodRejection::Invalid { field, reason } => {
                 write!(f, "{field}: {reason}")
             }
             PodRejection::Unresolved { field, what } => write!(

@@ -13,8 +13,9 @@ pub mod registry;
 pub mod sim;
 
 pub use contract::{
-    Capabilities, ContainerState, ContainerStatus, ExecOutput, LogOptions, OwnedWorkload, Owner,
-    GaveUpCause, PodRejection, Provider, ProviderError, TargetRejection, WorkloadPhase, WorkloadSpec, WorkloadStatus, workload_id,
+    Capabilities, ContainerState, ContainerStatus, ExecOutput, GaveUpCause, LogOptions,
+    OwnedWorkload, Owner, PodRejection, Provider, ProviderError, TargetRejection, WorkloadPhase,
+    WorkloadSpec, WorkloadStatus, workload_id,
 };
 pub use limits::{
     Bucket, Capacity, PublishedBucket, Scope, capacity, default_buckets, effective,

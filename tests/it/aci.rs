@@ -21,9 +21,8 @@ use burstgate::provider::contract::{
 };
 use burstgate::provider::layers::Layers;
 use burstgate::provider::{
-    GaveUpCause, PodRejection, TargetRejection,
-    ContainerState, LogOptions, Owner, Provider, ProviderError, WorkloadPhase, WorkloadSpec,
-    workload_id,
+    ContainerState, GaveUpCause, LogOptions, Owner, PodRejection, Provider, ProviderError,
+    TargetRejection, WorkloadPhase, WorkloadSpec, workload_id,
 };
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, HostPathVolumeSource, LocalObjectReference, Pod, PodSpec,

@@ -16,8 +16,8 @@ use burstgate::provider::cluster::{ClusterProvider, Settings};
 use burstgate::provider::contract::{EnvValue, EnvVar, RegistryCredential, Resolved, SecretString};
 use burstgate::provider::layers::Layers;
 use burstgate::provider::{
-    PodRejection, TargetRejection,
-    ContainerState, Owner, Provider, ProviderError, WorkloadPhase, WorkloadSpec, workload_id,
+    ContainerState, Owner, PodRejection, Provider, ProviderError, TargetRejection, WorkloadPhase,
+    WorkloadSpec, workload_id,
 };
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ResourceQuota, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -423,7 +423,10 @@ async fn a_shadow_pod_the_cluster_cannot_schedule_turns_into_a_cluster_full_targ
         "{ws:?}"
     );
     assert!(
-        matches!(&ws.phase, WorkloadPhase::Rejected(TargetRejection::Unschedulable { .. })),
+        matches!(
+            &ws.phase,
+            WorkloadPhase::Rejected(TargetRejection::Unschedulable { .. })
+        ),
         "{ws:?}"
     );
 
@@ -713,7 +716,9 @@ async fn exec_and_logs_without_a_kubelet_say_why_clearly() {
         .unwrap_err();
     match &err {
         ProviderError::Pod(rejection) => assert!(
-            rejection.to_string().contains("does not have a host assigned"),
+            rejection
+                .to_string()
+                .contains("does not have a host assigned"),
             "{rejection}"
         ),
         other => panic!("expected the API server's reason as a Pod error, got {other:?}"),

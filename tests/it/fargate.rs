@@ -35,9 +35,8 @@ use burstgate::provider::contract::{EnvValue, EnvVar, Resolved, SecretString};
 use burstgate::provider::fargate::{self, FargateProvider, Settings};
 use burstgate::provider::layers::{self, Buckets, CircuitState, Layers, Observer};
 use burstgate::provider::{
-    PodRejection, TargetRejection,
-    ContainerState, ContainerStatus, LogOptions, Owner, Provider, ProviderError, WorkloadPhase,
-    WorkloadSpec, workload_id,
+    ContainerState, ContainerStatus, LogOptions, Owner, PodRejection, Provider, ProviderError,
+    TargetRejection, WorkloadPhase, WorkloadSpec, workload_id,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{

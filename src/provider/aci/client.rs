@@ -28,6 +28,7 @@ use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 
 use crate::policy::model::OperationClass;
+use crate::provider::PodRejection;
 use crate::provider::aci::retry::{AciError, ArmBudget, arm_error, retry_after};
 use crate::provider::aci::status::{Cadence, GroupView, Known, needs_get, workload_status};
 use crate::provider::aci::translate::{
@@ -38,7 +39,6 @@ use crate::provider::contract::{
     ProviderError, WorkloadPhase, WorkloadSpec, WorkloadStatus,
 };
 use crate::provider::layers::Layers;
-use crate::provider::PodRejection;
 
 /// The ARM api-version every call uses.
 pub const API_VERSION: &str = "2026-05-01";
@@ -608,13 +608,12 @@ impl Provider for AciProvider {
             }
             return Ok(status);
         }
-        let bytes =
-            azure_core::Bytes::from(serde_json::to_vec(&body).map_err(|e| {
-                ProviderError::Pod(PodRejection::Invalid {
-                    field: "spec".into(),
-                    reason: e.to_string(),
-                })
-            })?);
+        let bytes = azure_core::Bytes::from(serde_json::to_vec(&body).map_err(|e| {
+            ProviderError::Pod(PodRejection::Invalid {
+                field: "spec".into(),
+                reason: e.to_string(),
+            })
+        })?);
         let url = self.arm.url(&[&spec.id]);
         let response = self
             .layers

@@ -429,7 +429,10 @@ mod tests {
             None,
         );
         assert!(
-            matches!(capacity, ProviderError::Target(TargetRejection::Capacity { .. })),
+            matches!(
+                capacity,
+                ProviderError::Target(TargetRejection::Capacity { .. })
+            ),
             "{capacity:?}"
         );
         assert!(matches!(
@@ -452,10 +455,7 @@ mod tests {
         let body =
             serde_json::json!({"error": {"code": "InaccessibleImage", "message": msg}}).to_string();
         let e = arm_error(400, body.as_bytes(), None).into_provider_error();
-        assert_eq!(
-            e,
-            ProviderError::cloud_pod("InaccessibleImage", msg)
-        );
+        assert_eq!(e, ProviderError::cloud_pod("InaccessibleImage", msg));
     }
 
     #[test]

@@ -1231,8 +1231,8 @@ fn container_resources(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::ProviderError;
     use crate::policy::sizing::Size;
+    use crate::provider::ProviderError;
     use crate::provider::contract::{
         Owner, RegistryCredential, SecretBox, SecretString, VolumeFile,
     };

@@ -286,17 +286,17 @@ mod tests {
             "Forbidden",
             "pods is forbidden: User \"burstgate\" cannot create resource \"pods\"",
         ));
-        assert!(matches!(err, ProviderError::Target(TargetRejection::Auth { .. })));
+        assert!(matches!(
+            err,
+            ProviderError::Target(TargetRejection::Auth { .. })
+        ));
     }
 
     #[test]
     fn an_invalid_pod_fails_with_the_api_servers_message() {
         let message = "Pod \"bg-1\" is invalid: spec.containers[0].image: Required value";
         let err = error(status(422, "Invalid", message));
-        assert_eq!(
-            err,
-            ProviderError::cloud_pod("Invalid", message)
-        );
+        assert_eq!(err, ProviderError::cloud_pod("Invalid", message));
         assert!(!err.is_retryable());
     }
 }

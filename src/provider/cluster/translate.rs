@@ -725,8 +725,8 @@ fn docker_config_json(resolved: &Resolved) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::ProviderError;
     use crate::policy::sizing::Size;
+    use crate::provider::ProviderError;
     use crate::provider::contract::{RegistryCredential, VolumeFile};
     use k8s_openapi::api::core::v1::{
         Container, ContainerPort, EnvVar as KEnv, HostPathVolumeSource, ObjectFieldSelector,
@@ -1118,12 +1118,10 @@ mod tests {
             unsupported_field(err.clone()),
             "spec.volumes[logs].hostPath"
         );
-        assert!(
-            matches!(
-                ProviderError::from(err),
-                ProviderError::Pod(crate::provider::PodRejection::Unsupported { .. })
-            )
-        );
+        assert!(matches!(
+            ProviderError::from(err),
+            ProviderError::Pod(crate::provider::PodRejection::Unsupported { .. })
+        ));
     }
 
     #[test]

@@ -23,8 +23,8 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::policy::model::OperationClass;
 use crate::provider::contract::{
-    Capabilities, ExecOutput, ExposeSecret, LogOptions, OwnedWorkload, Owner, Provider,
-    PodRejection, ProviderError, WorkloadSpec, WorkloadStatus,
+    Capabilities, ExecOutput, ExposeSecret, LogOptions, OwnedWorkload, Owner, PodRejection,
+    Provider, ProviderError, WorkloadSpec, WorkloadStatus,
 };
 use crate::provider::fargate::retry::{classify, classify_failure, is_inactive_definition};
 use crate::provider::fargate::status::{tag, workload_of, workload_status};

@@ -285,7 +285,11 @@ mod tests {
     #[test]
     fn a_task_ecs_cannot_find_is_not_found_and_an_invalid_identifier_is_the_pods_error() {
         assert!(matches!(
-            parts(400, "InvalidParameterException", "The referenced task was not found."),
+            parts(
+                400,
+                "InvalidParameterException",
+                "The referenced task was not found."
+            ),
             ProviderError::Pod(PodRejection::NotFound { .. })
         ));
         assert!(matches!(

@@ -29,9 +29,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::provider::contract::{
-    EnvValue, ExposeSecret, SecretString, WorkloadSpec,
-};
+use crate::provider::contract::{EnvValue, ExposeSecret, SecretString, WorkloadSpec};
 use crate::provider::kit::{TranslateError, host_namespace_refusal, unsupported};
 
 /// Tag: the gateway's cluster id.
@@ -808,10 +806,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::provider::ProviderError;
-    use crate::provider::{PodRejection, TargetRejection};
     use crate::policy::sizing::Size;
+    use crate::provider::ProviderError;
     use crate::provider::contract::{EnvVar, Owner, RegistryCredential, Resolved};
+    use crate::provider::{PodRejection, TargetRejection};
     use k8s_openapi::api::core::v1::{
         ConfigMapVolumeSource, EmptyDirVolumeSource, ExecAction, GRPCAction, HTTPGetAction,
         HostPathVolumeSource, Pod, PodSpec, ProjectedVolumeSource, ResourceRequirements,
@@ -1276,7 +1274,10 @@ mod tests {
         .unwrap_err()
         .into();
         assert!(
-            matches!(err, ProviderError::Target(TargetRejection::Misconfigured { .. })),
+            matches!(
+                err,
+                ProviderError::Target(TargetRejection::Misconfigured { .. })
+            ),
             "{err:?}"
         );
     }

@@ -202,7 +202,10 @@ pub fn pod_features(pod: &Pod) -> Vec<Use> {
     for c in &spec.containers {
         let at = format!("in container {}", c.name);
         container_features(c, &at, &mut out);
-        for p in [&c.liveness_probe, &c.readiness_probe].into_iter().flatten() {
+        for p in [&c.liveness_probe, &c.readiness_probe]
+            .into_iter()
+            .flatten()
+        {
             if let Some(feature) = probe_kind(p) {
                 out.push(Use {
                     feature,
@@ -243,7 +246,11 @@ fn container_features(c: &Container, at: &str, out: &mut Vec<Use>) {
             at: at.to_string(),
         });
     }
-    if c.ports.iter().flatten().any(|p| p.host_port.is_some_and(|h| h != 0)) {
+    if c.ports
+        .iter()
+        .flatten()
+        .any(|p| p.host_port.is_some_and(|h| h != 0))
+    {
         out.push(Use {
             feature: Feature::HostPort,
             at: at.to_string(),
@@ -326,9 +333,11 @@ mod tests {
     #[test]
     fn capabilities_report_only_the_uses_they_do_not_run() {
         let caps = Capabilities::NONE.running(&[Feature::ExecProbe, Feature::HttpGetProbe]);
-        let p = pod(serde_json::json!({"containers": [{"name": "app", "image": "i",
+        let p = pod(
+            serde_json::json!({"containers": [{"name": "app", "image": "i",
             "readinessProbe": {"httpGet": {"port": 80}},
-            "livenessProbe": {"grpc": {"port": 81}}}]}));
+            "livenessProbe": {"grpc": {"port": 81}}}]}),
+        );
         let uses = pod_features(&p);
         let missing: Vec<Feature> = caps.missing(&uses).iter().map(|u| u.feature).collect();
         assert_eq!(missing, [Feature::GrpcProbe]);

@@ -117,6 +117,9 @@ mod tests {
     #[test]
     fn the_message_names_the_field_and_the_reason() {
         let e = ProviderError::from(unsupported("spec.hostPID", "no host namespaces"));
-        assert_eq!(e.to_string(), "Unsupported: spec.hostPID: no host namespaces");
+        assert_eq!(
+            e.to_string(),
+            "Unsupported: spec.hostPID: no host namespaces"
+        );
     }
 }

@@ -10,7 +10,9 @@ use tokio::time::Instant;
 
 use crate::policy::Target;
 use crate::policy::model::{OperationClass, ProviderKind};
-use crate::provider::layers::{Buckets, CircuitState, Observer, Unobserved, circuit, limiter, retry};
+use crate::provider::layers::{
+    Buckets, CircuitState, Observer, Unobserved, circuit, limiter, retry,
+};
 use crate::provider::{GaveUpCause, ProviderError, TargetRejection};
 
 /// How one target's layers behave.
@@ -382,9 +384,7 @@ mod tests {
     async fn a_pod_error_is_returned_at_once_and_never_opens_the_circuit() {
         let rec = Arc::new(Recorder::default());
         let l = layers(1, rec.clone());
-        let bad = || async {
-            Err::<(), _>(ProviderError::cloud_pod("InaccessibleImage", "no"))
-        };
+        let bad = || async { Err::<(), _>(ProviderError::cloud_pod("InaccessibleImage", "no")) };
         for _ in 0..3 {
             assert!(matches!(
                 l.call(OperationClass::Create, "Put", bad).await,
@@ -417,7 +417,10 @@ mod tests {
             .call(OperationClass::Create, "Put", || async { Ok(()) })
             .await;
         assert!(
-            matches!(r, Err(ProviderError::Target(TargetRejection::CircuitOpen { .. }))),
+            matches!(
+                r,
+                Err(ProviderError::Target(TargetRejection::CircuitOpen { .. }))
+            ),
             "{r:?}"
         );
         assert_eq!(

@@ -274,9 +274,11 @@ impl Provider for SimProvider {
                     && matches!(c.state, crate::provider::ContainerState::Running { .. })
             });
         if !running {
-            return Err(ProviderError::Pod(crate::provider::PodRejection::NotRunning {
-                message: format!("container {container} of {id} is not running"),
-            }));
+            return Err(ProviderError::Pod(
+                crate::provider::PodRejection::NotRunning {
+                    message: format!("container {container} of {id} is not running"),
+                },
+            ));
         }
         let env = e.env.get(container).map(Vec::as_slice).unwrap_or_default();
         Ok(run_builtin(command, &e.owner.pod, env))
