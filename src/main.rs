@@ -121,8 +121,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
         }) => {
             let policy = load(&dir)?;
-            let pod = read_pod(&pod)?;
-            let decision = Ledger::new(&policy).place(&policy, &pod, &[]);
+            let (pod, view) = read_pod(&pod)?;
+            let exclusions = policy::testing::feature_exclusions(&policy, &pod);
+            let decision = Ledger::new(&policy).place(&policy, &view, &exclusions);
             match output {
                 Format::Text => print!("{}", explain::table(&policy, &decision)),
                 Format::Json => println!(
@@ -176,6 +177,6 @@ fn load(dir: &Path) -> anyhow::Result<policy::Policy> {
     policy::load_dir(dir).map_err(|e| anyhow::anyhow!("policy {} is invalid:\n{e}", dir.display()))
 }
 
-fn read_pod(path: &Path) -> anyhow::Result<PodView> {
+fn read_pod(path: &Path) -> anyhow::Result<(k8s_openapi::api::core::v1::Pod, PodView)> {
     burstgate::policy::testing::read_pod_file(path).map_err(|e| anyhow::anyhow!("{e}"))
 }

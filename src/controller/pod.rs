@@ -32,7 +32,6 @@ use crate::controller::status::{PodPhase, RestartPolicy};
 use crate::controller::{admission, placement, status};
 use crate::policy::model::ProviderKind;
 use crate::policy::{Exclusion, ExclusionReason, Outcome, PodView, Policy, explain};
-use crate::provider::kit::pod_features;
 use crate::provider::{
     Capabilities, Owner, ProviderError, WorkloadPhase, WorkloadSpec, workload_id,
 };
@@ -139,24 +138,9 @@ impl PodController {
     /// Targets whose adapter cannot run a feature `pod` uses (an httpGet probe on Fargate), as
     /// exclusions for the engine: the pod goes to a target that can, and `explain` says why.
     fn capability_exclusions(&self, policy: &Policy, pod: &Pod) -> Vec<Exclusion> {
-        let uses = pod_features(pod);
-        if uses.is_empty() {
-            return Vec::new();
-        }
-        policy
-            .targets
-            .iter()
-            .filter_map(|t| {
-                let provider = self.gw.provider_for_target(&t.name)?;
-                let missing = provider.capabilities().missing(&uses);
-                (!missing.is_empty()).then(|| Exclusion {
-                    target: t.id,
-                    reason: ExclusionReason::CannotRun(
-                        missing.iter().map(|u| u.to_string()).collect(),
-                    ),
-                })
-            })
-            .collect()
+        crate::provider::kit::exclusions(policy, pod, |t| {
+            Some(self.gw.provider_for_target(&t.name)?.capabilities())
+        })
     }
 
     async fn event(&self, pod: &Pod, type_: EventType, reason: &str, note: String) {

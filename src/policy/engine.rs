@@ -812,6 +812,24 @@ spec:
     }
 
     #[test]
+    fn should_send_the_pod_to_a_target_that_can_run_it_when_the_cheapest_cannot() {
+        let p = policy();
+        let base = decide(&p, &pod("cloud", 1000, 1024), &Ledger::new(&p), &[]);
+        let cheapest = chosen(&p, &base).unwrap();
+        let cannot = vec![Exclusion {
+            target: p.target_by_name(&cheapest).unwrap().id,
+            reason: ExclusionReason::CannotRun(vec!["httpGet probe in container app".into()]),
+        }];
+        let d = decide(&p, &pod("cloud", 1000, 1024), &Ledger::new(&p), &cannot);
+        let now = chosen(&p, &d).unwrap();
+        assert_ne!(now, cheapest);
+        assert_eq!(
+            reason_of(&p, &d, &cheapest),
+            "its provider cannot run: httpGet probe in container app"
+        );
+    }
+
+    #[test]
     fn should_fail_the_pod_when_the_rule_says_fail_and_nothing_fits() {
         let p = policy();
         let all: Vec<Exclusion> = p

@@ -185,15 +185,30 @@ fn yaml_error(path: &Path, e: serde_saphyr::Error) -> TestError {
 }
 
 /// Reads a Pod manifest file into the engine's view.
-pub fn read_pod_file(path: &Path) -> Result<PodView, TestError> {
+pub fn read_pod_file(path: &Path) -> Result<(Pod, PodView), TestError> {
     let text = read(path)?;
     let value: serde_json::Value =
         serde_saphyr::from_str(&text).map_err(|e| yaml_error(path, e))?;
-    pod_from_value(value).map_err(|m| invalid(path, None, m))
+    let pod = pod_object_from_value(value).map_err(|m| invalid(path, None, m))?;
+    let view = PodView::from_pod(&pod).map_err(|e| invalid(path, None, e.to_string()))?;
+    Ok((pod, view))
+}
+
+/// The engine's view of a Pod given as a YAML/JSON value (see [`pod_object_from_value`]).
+pub fn pod_from_value(value: serde_json::Value) -> Result<PodView, String> {
+    PodView::from_pod(&pod_object_from_value(value)?).map_err(|e| e.to_string())
+}
+
+/// The exclusions a gateway would apply to `pod` for its features: targets whose provider kind
+/// cannot run them ([`declared`](crate::provider::kit::declared) capabilities).
+pub fn feature_exclusions(policy: &Policy, pod: &Pod) -> Vec<crate::policy::Exclusion> {
+    crate::provider::kit::exclusions(policy, pod, |t| {
+        Some(crate::provider::kit::declared(t.provider))
+    })
 }
 
 /// A Pod from a YAML/JSON value; `apiVersion: v1` and `kind: Pod` may be left out.
-pub fn pod_from_value(mut value: serde_json::Value) -> Result<PodView, String> {
+pub fn pod_object_from_value(mut value: serde_json::Value) -> Result<Pod, String> {
     let obj = value.as_object_mut().ok_or("a pod must be a mapping")?;
     obj.entry("apiVersion").or_insert("v1".into());
     obj.entry("kind").or_insert("Pod".into());
@@ -201,8 +216,7 @@ pub fn pod_from_value(mut value: serde_json::Value) -> Result<PodView, String> {
     if let Some(meta) = obj.get_mut("metadata").and_then(|m| m.as_object_mut()) {
         meta.entry("name").or_insert("test-pod".into());
     }
-    let pod: Pod = serde_json::from_value(value).map_err(|e| format!("not a valid Pod: {e}"))?;
-    PodView::from_pod(&pod).map_err(|e| e.to_string())
+    serde_json::from_value(value).map_err(|e| format!("not a valid Pod: {e}"))
 }
 
 /// Runs every `*.yaml` test file in `dir` against `policy`.
@@ -248,7 +262,8 @@ fn run_file(policy: &Policy, path: &Path, report: &mut TestReport) -> Result<(),
 }
 
 fn run_case(policy: &Policy, case: &Case) -> Result<(), String> {
-    let pod = pod_from_value(case.pod.clone())?;
+    let object = pod_object_from_value(case.pod.clone())?;
+    let pod = PodView::from_pod(&object).map_err(|e| e.to_string())?;
     let mut ledger = Ledger::new(policy);
     for (name, amount) in &case.given.targets {
         if policy.target_by_name(name).is_none() {
@@ -272,7 +287,7 @@ fn run_case(policy: &Policy, case: &Case) -> Result<(), String> {
         };
         ledger.restore(policy, &format!("given-budget-{name}"), r);
     }
-    let decision = ledger.place(policy, &pod, &[]);
+    let decision = ledger.place(policy, &pod, &feature_exclusions(policy, &object));
     let got_target = decision
         .placement()
         .map(|p| policy.target(p.target).name.clone());

@@ -5,6 +5,9 @@
 
 use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 
+use crate::policy::model::ProviderKind;
+use crate::policy::{Exclusion, ExclusionReason, Policy, Target};
+
 /// One pod feature that not every provider runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Feature {
@@ -160,6 +163,56 @@ impl Capabilities {
     pub fn missing<'a>(&self, uses: &'a [Use]) -> Vec<&'a Use> {
         uses.iter().filter(|u| !self.runs(u.feature)).collect()
     }
+}
+
+/// The pod features each provider kind's adapter runs (its `capabilities()` starts from this),
+/// so that tools without adapters (`policy explain`, `policy test`) judge pods the same way.
+pub fn declared(kind: ProviderKind) -> Capabilities {
+    use Feature::*;
+    /// Every probe kind and sidecars, as on any node.
+    const LIKE_A_NODE: [Feature; 7] = [
+        ExecProbe,
+        HttpGetProbe,
+        TcpSocketProbe,
+        GrpcProbe,
+        StartupProbe,
+        InitContainerProbe,
+        Sidecar,
+    ];
+    match kind {
+        // ACI probes are exec or httpGet, liveness and readiness only; no sidecars.
+        ProviderKind::Aci => Capabilities::NONE.running(&[ExecProbe, HttpGetProbe]),
+        // An ECS health check runs a command only.
+        ProviderKind::Fargate => Capabilities::NONE.running(&[ExecProbe]),
+        // A shadow pod is a pod.
+        ProviderKind::Cluster => Capabilities::NONE.running(&LIKE_A_NODE),
+        // The simulated cloud models lifecycles, not probes: it accepts every probe kind.
+        ProviderKind::Sim => Capabilities::NONE.running(&LIKE_A_NODE),
+    }
+}
+
+/// Exclusions for the engine: the targets whose adapter (capabilities from `caps_of`; `None`
+/// for a target without one) cannot run a feature `pod` uses, each with the uses it cannot run.
+pub fn exclusions(
+    policy: &Policy,
+    pod: &Pod,
+    caps_of: impl Fn(&Target) -> Option<Capabilities>,
+) -> Vec<Exclusion> {
+    let uses = pod_features(pod);
+    if uses.is_empty() {
+        return Vec::new();
+    }
+    policy
+        .targets
+        .iter()
+        .filter_map(|t| {
+            let missing = caps_of(t)?.missing(&uses);
+            (!missing.is_empty()).then(|| Exclusion {
+                target: t.id,
+                reason: ExclusionReason::CannotRun(missing.iter().map(|u| u.to_string()).collect()),
+            })
+        })
+        .collect()
 }
 
 /// Every optional feature `pod` uses, in a stable order (pod-level fields, then containers in
@@ -354,5 +407,39 @@ mod tests {
         }
         let bits: std::collections::BTreeSet<u32> = Feature::ALL.iter().map(|f| f.bit()).collect();
         assert_eq!(bits.len(), Feature::ALL.len());
+    }
+
+    #[test]
+    fn only_the_targets_whose_provider_cannot_run_the_pod_are_excluded() {
+        let policy = crate::policy::load::load_files(&[(
+            "p.yaml".into(),
+            r#"
+apiVersion: burstgate.io/v1alpha1
+kind: BurstPolicy
+spec:
+  targets:
+    - {name: fargate, provider: fargate, region: us-east-1}
+    - {name: aci, provider: aci, region: eastus}
+    - {name: local, provider: cluster, region: local}
+"#
+            .into(),
+        )])
+        .unwrap();
+        let p = pod(
+            serde_json::json!({"containers": [{"name": "app", "image": "i",
+            "readinessProbe": {"tcpSocket": {"port": 80}}}]}),
+        );
+        let excluded: Vec<(String, ExclusionReason)> =
+            exclusions(&policy, &p, |t| Some(declared(t.provider)))
+                .into_iter()
+                .map(|e| (policy.target(e.target).name.clone(), e.reason))
+                .collect();
+        let cannot = ExclusionReason::CannotRun(vec!["tcpSocket probe in container app".into()]);
+        assert_eq!(
+            excluded,
+            [("fargate".into(), cannot.clone()), ("aci".into(), cannot)]
+        );
+        let plain = pod(serde_json::json!({"containers": [{"name": "app", "image": "i"}]}));
+        assert!(exclusions(&policy, &plain, |t| Some(declared(t.provider))).is_empty());
     }
 }

@@ -5,5 +5,5 @@
 pub mod features;
 pub mod translate_error;
 
-pub use features::{Feature, host_namespace_refusal, pod_features};
+pub use features::{Feature, declared, exclusions, host_namespace_refusal, pod_features};
 pub use translate_error::{TranslateError, invalid, unsupported};

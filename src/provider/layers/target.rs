@@ -482,4 +482,59 @@ mod tests {
         assert_eq!(r, Ok(1));
         assert_eq!(*rec.results.lock().unwrap(), ["Get:timeout", "Get:ok"]);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_never_answers_gives_up_as_unavailable_with_an_unknown_outcome() {
+        let rec = Arc::new(Recorder::default());
+        let l = layers(5, rec.clone());
+        let r: Result<(), _> = l
+            .call(OperationClass::Create, "Put", || async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(())
+            })
+            .await;
+        let err = r.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ProviderError::Target(TargetRejection::GaveUp {
+                    cause: GaveUpCause::Unavailable,
+                    api: "Put",
+                    attempts: 2,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        assert!(err.outcome_unknown(), "an attempt may have landed");
+        assert_eq!(*rec.results.lock().unwrap(), ["Put:timeout", "Put:timeout"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_circuit_refuses_with_its_own_variant_naming_the_target() {
+        let l = layers(1, Arc::default());
+        let quota = || async {
+            Err::<(), _>(ProviderError::Target(TargetRejection::Quota {
+                code: "QuotaExceeded".into(),
+                message: "full".into(),
+            }))
+        };
+        let first = l
+            .call(OperationClass::Create, "Put", quota)
+            .await
+            .unwrap_err();
+        assert!(
+            !first.outcome_unknown(),
+            "a quota answer is a known outcome"
+        );
+        let refused = l
+            .call(OperationClass::Create, "Put", || async { Ok(()) })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            ProviderError::Target(TargetRejection::CircuitOpen { target: "t".into() })
+        );
+        assert!(refused.outcome_unknown());
+    }
 }
