@@ -414,7 +414,7 @@ async fn a_shadow_pod_the_cluster_cannot_schedule_turns_into_a_cluster_full_targ
                 .await
                 .unwrap()
                 .remove(&spec.id)
-                .filter(|w| w.phase == WorkloadPhase::Failed)
+                .filter(|w| matches!(w.phase, WorkloadPhase::Rejected(_)))
         },
     )
     .await;
