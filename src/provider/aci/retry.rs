@@ -26,7 +26,7 @@ use crate::provider::contract::{ProviderError, TargetRejection};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AciError {
     /// ARM or ACI answered with an error status. Retryable for 429, 5xx and the transient codes
-    /// ([`classify`] decides).
+    /// (`classify` decides).
     #[error("ARM answered HTTP {status} {code}: {message}")]
     Arm {
         /// HTTP status.
@@ -159,7 +159,7 @@ fn target_rejection(status: u16, code: &str, message: &str) -> Option<TargetReje
 }
 
 /// What the caller should do about an ARM error answer.
-pub fn classify(
+pub(crate) fn classify(
     status: u16,
     code: &str,
     message: &str,
@@ -225,7 +225,7 @@ const WRAPPER_CODES: &[&str] = &[
 
 /// The ARM error of a non-2xx answer: code and message from the `CloudError` body (its first
 /// detail when the top level is a generic wrapper), else the HTTP reason and the raw body.
-pub fn arm_error(status: u16, body: &[u8], retry_after: Option<Duration>) -> AciError {
+pub(crate) fn arm_error(status: u16, body: &[u8], retry_after: Option<Duration>) -> AciError {
     let parsed: CloudError = serde_json::from_slice(body).unwrap_or_default();
     let fallback_code = http_reason(status).to_string();
     let raw = String::from_utf8_lossy(body)
@@ -278,7 +278,7 @@ fn http_reason(status: u16) -> &'static str {
 /// The delay a throttled or accepted answer asks for: `x-ms-retry-after-ms` / `retry-after-ms`
 /// (milliseconds) win over `Retry-After` (seconds, or an HTTP date, which ARM does not send and
 /// which is ignored). `header` looks a header up by lower-case name.
-pub fn retry_after<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<Duration> {
+pub(crate) fn retry_after<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<Duration> {
     for name in ["x-ms-retry-after-ms", "retry-after-ms"] {
         if let Some(ms) = header(name).and_then(|v| v.trim().parse::<u64>().ok()) {
             return Some(Duration::from_millis(ms));
@@ -304,13 +304,13 @@ pub struct ArmBudget {
 
 /// Below this many remaining requests of a kind, the budget is "low": about one second of ARM's
 /// refill (25 reads/s, 10 writes or deletes/s).
-pub const LOW_READS: u32 = 25;
+pub(crate) const LOW_READS: u32 = 25;
 /// See [`LOW_READS`].
-pub const LOW_WRITES: u32 = 10;
+pub(crate) const LOW_WRITES: u32 = 10;
 
 impl ArmBudget {
     /// Reads the rate-limit headers of one answer. `header` looks a header up by lower-case name.
-    pub fn from_headers<'a>(header: impl Fn(&str) -> Option<&'a str>) -> ArmBudget {
+    pub(crate) fn from_headers<'a>(header: impl Fn(&str) -> Option<&'a str>) -> ArmBudget {
         let get = |kind: &str| {
             [
                 format!("x-ms-ratelimit-remaining-subscription-{kind}"),

@@ -1,4 +1,5 @@
-//! ACI container group state -> [`WorkloadStatus`] (pure), and when a listed group needs a GET.
+//! ACI container group state -> [`WorkloadStatus`] and [`OwnedWorkload`] (pure), and when a
+//! listed group needs a GET.
 //!
 //! ARM's list of container groups omits `instanceView` (the spec's `ListResultContainerGroup`
 //! has none, and real ACI leaves it out: Azure/azure-rest-api-specs#21280,
@@ -17,140 +18,146 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::provider::contract::{ContainerState, ContainerStatus, WorkloadPhase, WorkloadStatus};
+use crate::provider::aci::translate::{
+    TAG_CLUSTER_ID, TAG_CREATED, TAG_NAMESPACE, TAG_NODE, TAG_POD, TAG_POD_UID,
+};
+use crate::provider::contract::{
+    ContainerState, ContainerStatus, OwnedWorkload, Owner, WorkloadPhase, WorkloadStatus,
+};
 
 /// A container group as ARM returns it (GET or list item); only what the mapping reads.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct GroupView {
+pub(crate) struct GroupView {
     /// Resource id.
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     /// Name (the workload id).
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Tags.
-    pub tags: Option<BTreeMap<String, String>>,
+    pub(crate) tags: Option<BTreeMap<String, String>>,
     /// Properties.
-    pub properties: GroupPropsView,
+    pub(crate) properties: GroupPropsView,
     /// ARM system data (creation time).
-    pub system_data: Option<SystemDataView>,
+    pub(crate) system_data: Option<SystemDataView>,
 }
 
 /// `systemData`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct SystemDataView {
+pub(crate) struct SystemDataView {
     /// RFC 3339.
-    pub created_at: Option<String>,
+    pub(crate) created_at: Option<String>,
 }
 
 /// Group properties.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct GroupPropsView {
+pub(crate) struct GroupPropsView {
     /// `Pending`, `Creating`, `Succeeded`, `Failed`...
-    pub provisioning_state: Option<String>,
+    pub(crate) provisioning_state: Option<String>,
     /// `Always`, `OnFailure`, `Never`.
-    pub restart_policy: Option<String>,
+    pub(crate) restart_policy: Option<String>,
     /// App containers.
-    pub containers: Vec<ContainerView>,
+    pub(crate) containers: Vec<ContainerView>,
     /// Init containers.
-    pub init_containers: Vec<ContainerView>,
+    pub(crate) init_containers: Vec<ContainerView>,
     /// IP.
-    pub ip_address: Option<IpView>,
+    pub(crate) ip_address: Option<IpView>,
     /// Group instance view (GET only).
-    pub instance_view: Option<GroupInstanceView>,
+    pub(crate) instance_view: Option<GroupInstanceView>,
 }
 
 /// `IpAddress` (the parts read).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct IpView {
+pub(crate) struct IpView {
     /// The IP.
-    pub ip: Option<String>,
+    pub(crate) ip: Option<String>,
 }
 
 /// Group `instanceView`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct GroupInstanceView {
+pub(crate) struct GroupInstanceView {
     /// `Pending`, `Running`, `Succeeded`, `Failed`, `Stopped`.
-    pub state: Option<String>,
+    pub(crate) state: Option<String>,
     /// Group events.
-    pub events: Vec<EventView>,
+    pub(crate) events: Vec<EventView>,
 }
 
 /// A container (app or init).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct ContainerView {
+pub(crate) struct ContainerView {
     /// Name.
-    pub name: String,
+    pub(crate) name: String,
     /// Properties.
-    pub properties: ContainerPropsView,
+    pub(crate) properties: ContainerPropsView,
 }
 
 /// Container properties (the parts read).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct ContainerPropsView {
+pub(crate) struct ContainerPropsView {
     /// Container instance view (GET only).
-    pub instance_view: Option<ContainerInstanceView>,
+    pub(crate) instance_view: Option<ContainerInstanceView>,
 }
 
 /// Container `instanceView`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct ContainerInstanceView {
+pub(crate) struct ContainerInstanceView {
     /// Restarts.
-    pub restart_count: Option<i32>,
+    pub(crate) restart_count: Option<i32>,
     /// Now.
-    pub current_state: Option<StateView>,
+    pub(crate) current_state: Option<StateView>,
     /// Before the last restart.
-    pub previous_state: Option<StateView>,
+    pub(crate) previous_state: Option<StateView>,
     /// Events (`Pulling`, `Failed`, `Killing`...).
-    pub events: Vec<EventView>,
+    pub(crate) events: Vec<EventView>,
 }
 
 /// `ContainerState`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct StateView {
+pub(crate) struct StateView {
     /// `Waiting`, `Running`, `Terminated`.
-    pub state: Option<String>,
+    pub(crate) state: Option<String>,
     /// RFC 3339.
-    pub start_time: Option<String>,
+    pub(crate) start_time: Option<String>,
     /// Exit code.
-    pub exit_code: Option<i32>,
+    pub(crate) exit_code: Option<i32>,
     /// RFC 3339.
-    pub finish_time: Option<String>,
+    pub(crate) finish_time: Option<String>,
     /// `CrashLoopBackOff: Back-off restarting failed`, `Completed`, `Error`...
-    pub detail_status: Option<String>,
+    pub(crate) detail_status: Option<String>,
 }
 
 /// `Event`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct EventView {
+pub(crate) struct EventView {
     /// Count.
-    pub count: Option<i32>,
+    pub(crate) count: Option<i32>,
     /// RFC 3339.
-    pub first_timestamp: Option<String>,
+    pub(crate) first_timestamp: Option<String>,
     /// RFC 3339.
-    pub last_timestamp: Option<String>,
+    pub(crate) last_timestamp: Option<String>,
     /// `Pulling`, `Failed`, `InsufficientCapacity`...
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Text.
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
     /// `Normal` or `Warning`.
     #[serde(rename = "type")]
-    pub type_: Option<String>,
+    pub(crate) type_: Option<String>,
 }
 
 impl GroupView {
     /// Whether this answer carries instance views (a GET does; the list does not).
-    pub fn has_instance_view(&self) -> bool {
+    pub(crate) fn has_instance_view(&self) -> bool {
         self.properties.instance_view.is_some()
             || self
                 .properties
@@ -160,7 +167,7 @@ impl GroupView {
     }
 
     /// What changes in the list when something worth a GET happened: provisioning state and IP.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         format!(
             "{}|{}",
             self.properties.provisioning_state.as_deref().unwrap_or(""),
@@ -173,7 +180,7 @@ impl GroupView {
     }
 
     /// A tag's value.
-    pub fn tag(&self, key: &str) -> Option<&str> {
+    pub(crate) fn tag(&self, key: &str) -> Option<&str> {
         self.tags
             .as_ref()
             .and_then(|t| t.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)))
@@ -252,27 +259,9 @@ fn last_warning(events: &[EventView]) -> Option<String> {
 }
 
 /// The workload status of `group` (a GET answer, or a list item for what the list holds).
-pub fn workload_status(id: &str, group: &GroupView) -> WorkloadStatus {
+pub(crate) fn workload_status(id: &str, group: &GroupView) -> WorkloadStatus {
     let p = &group.properties;
-    let provisioning = p.provisioning_state.as_deref().unwrap_or("Pending");
-    let group_state = p.instance_view.as_ref().and_then(|v| v.state.as_deref());
-    let init_running = p.init_containers.iter().any(|c| {
-        !matches!(
-            state_of(c.properties.instance_view.as_ref()).and_then(|s| s.state.as_deref()),
-            Some("Terminated")
-        )
-    });
-    let failed_init = p.init_containers.iter().find_map(|c| {
-        let s = state_of(c.properties.instance_view.as_ref())?;
-        (s.state.as_deref() == Some("Terminated") && s.exit_code.unwrap_or(0) != 0).then(|| {
-            format!(
-                "init container {} exited with {}",
-                c.name,
-                s.exit_code.unwrap_or(-1)
-            )
-        })
-    });
-    let fallback = if !p.init_containers.is_empty() && init_running {
+    let fallback = if !p.init_containers.is_empty() && init_running(p) {
         "PodInitializing"
     } else {
         "ContainerCreating"
@@ -282,6 +271,73 @@ pub fn workload_status(id: &str, group: &GroupView) -> WorkloadStatus {
         .iter()
         .map(|c| container_status(c, fallback))
         .collect();
+    let (phase, message) = phase_of(p, &containers);
+    let started_at = group
+        .system_data
+        .as_ref()
+        .and_then(|s| s.created_at.clone())
+        .or_else(|| group.tag(TAG_CREATED).map(str::to_string));
+    WorkloadStatus {
+        id: id.to_string(),
+        phase,
+        ip: p
+            .ip_address
+            .as_ref()
+            .and_then(|i| i.ip.clone())
+            .filter(|ip| !ip.is_empty()),
+        started_at,
+        containers,
+        message,
+    }
+}
+
+/// Whether an init container has not terminated yet.
+fn init_running(p: &GroupPropsView) -> bool {
+    p.init_containers.iter().any(|c| {
+        !matches!(
+            state_of(c.properties.instance_view.as_ref()).and_then(|s| s.state.as_deref()),
+            Some("Terminated")
+        )
+    })
+}
+
+/// The first init container that exited with a non-zero code, said in words.
+fn init_failure(p: &GroupPropsView) -> Option<String> {
+    p.init_containers.iter().find_map(|c| {
+        let s = state_of(c.properties.instance_view.as_ref())?;
+        (s.state.as_deref() == Some("Terminated") && s.exit_code.unwrap_or(0) != 0).then(|| {
+            format!(
+                "init container {} exited with {}",
+                c.name,
+                s.exit_code.unwrap_or(-1)
+            )
+        })
+    })
+}
+
+/// The group's last warning event, else the first waiting container's message.
+fn events_message(p: &GroupPropsView, containers: &[ContainerStatus]) -> Option<String> {
+    let group_events = p
+        .instance_view
+        .as_ref()
+        .map(|v| v.events.as_slice())
+        .unwrap_or_default();
+    last_warning(group_events).or_else(|| {
+        containers.iter().find_map(|c| match &c.state {
+            ContainerState::Waiting { message, .. } if !message.is_empty() => {
+                Some(format!("{}: {message}", c.name))
+            }
+            _ => None,
+        })
+    })
+}
+
+/// The phase (and why, when it is not plain) from the provisioning state, the group state, the
+/// restart policy and the app `containers`' states.
+fn phase_of(p: &GroupPropsView, containers: &[ContainerStatus]) -> (WorkloadPhase, Option<String>) {
+    let provisioning = p.provisioning_state.as_deref().unwrap_or("Pending");
+    let group_state = p.instance_view.as_ref().and_then(|v| v.state.as_deref());
+    let failed_init = init_failure(p);
     let restart_policy = p.restart_policy.as_deref().unwrap_or("Always");
     let all_terminated = !containers.is_empty()
         && containers
@@ -296,31 +352,15 @@ pub fn workload_status(id: &str, group: &GroupView) -> WorkloadStatus {
     let any_started = containers
         .iter()
         .any(|c| c.restart_count > 0 || !matches!(c.state, ContainerState::Waiting { .. }));
-
-    let events_message = || {
-        let group_events = p
-            .instance_view
-            .as_ref()
-            .map(|v| v.events.as_slice())
-            .unwrap_or_default();
-        last_warning(group_events).or_else(|| {
-            containers.iter().find_map(|c| match &c.state {
-                ContainerState::Waiting { message, .. } if !message.is_empty() => {
-                    Some(format!("{}: {message}", c.name))
-                }
-                _ => None,
-            })
-        })
-    };
-    let (phase, message) = match (provisioning, group_state) {
+    match (provisioning, group_state) {
         ("Failed" | "Canceled", _) => (
             WorkloadPhase::Failed,
-            events_message()
+            events_message(p, containers)
                 .or_else(|| Some(format!("container group provisioning {provisioning}"))),
         ),
         (_, Some("Failed")) => (
             WorkloadPhase::Failed,
-            failed_init.clone().or_else(events_message),
+            failed_init.or_else(|| events_message(p, containers)),
         ),
         (_, Some("Succeeded")) => (WorkloadPhase::Succeeded, None),
         (_, Some("Stopped")) => (
@@ -328,7 +368,7 @@ pub fn workload_status(id: &str, group: &GroupView) -> WorkloadStatus {
             Some("the container group was stopped (by a user, or a Spot eviction)".into()),
         ),
         _ if failed_init.is_some() && restart_policy == "Never" => {
-            (WorkloadPhase::Failed, failed_init.clone())
+            (WorkloadPhase::Failed, failed_init)
         }
         _ if all_terminated
             && restart_policy != "Always"
@@ -344,29 +384,45 @@ pub fn workload_status(id: &str, group: &GroupView) -> WorkloadStatus {
             }
         }
         _ if any_running || any_started => (WorkloadPhase::Running, None),
-        _ => (WorkloadPhase::Pending, events_message()),
-    };
-    let started_at = group
-        .system_data
-        .as_ref()
-        .and_then(|s| s.created_at.clone())
-        .or_else(|| {
-            group
-                .tag(crate::provider::aci::translate::TAG_CREATED)
-                .map(str::to_string)
-        });
-    WorkloadStatus {
-        id: id.to_string(),
-        phase,
-        ip: p
-            .ip_address
-            .as_ref()
-            .and_then(|i| i.ip.clone())
-            .filter(|ip| !ip.is_empty()),
-        started_at,
-        containers,
-        message,
+        _ => (WorkloadPhase::Pending, events_message(p, containers)),
     }
+}
+
+/// The workload `group` stands for, by its ownership tags, aged from its `burstgate.io-created`
+/// tag (else ARM's `systemData.createdAt`, else zero) at `now`; `None` for a group without name.
+pub(crate) fn owned_workload(group: &GroupView, now: DateTime<Utc>) -> Option<OwnedWorkload> {
+    let id = group.name.clone()?;
+    let created = group.tag(TAG_CREATED).and_then(parse_time).or_else(|| {
+        group
+            .system_data
+            .as_ref()?
+            .created_at
+            .as_deref()
+            .and_then(parse_time)
+    });
+    let age = created
+        .and_then(|c| (now - c).to_std().ok())
+        .unwrap_or(Duration::ZERO);
+    let tag = |k: &str| group.tag(k).unwrap_or_default().to_string();
+    Some(OwnedWorkload {
+        owner: Owner {
+            cluster_id: tag(TAG_CLUSTER_ID),
+            node: tag(TAG_NODE),
+            namespace: tag(TAG_NAMESPACE),
+            pod: tag(TAG_POD),
+            pod_uid: tag(TAG_POD_UID),
+        },
+        id,
+        age,
+        leftover: false,
+    })
+}
+
+/// An RFC 3339 time (ACI's timestamps, our `burstgate.io-created` tag).
+pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// How often the status sync re-reads groups.
@@ -404,17 +460,17 @@ impl Cadence {
 
 /// What the adapter knows of a group from its last GET.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Known {
+pub(crate) struct Known {
     /// Phase then.
-    pub phase: WorkloadPhase,
+    pub(crate) phase: WorkloadPhase,
     /// The listed fingerprint then.
-    pub fingerprint: String,
+    pub(crate) fingerprint: String,
     /// How long ago.
-    pub age: Duration,
+    pub(crate) age: Duration,
 }
 
 /// Whether a listed group needs a GET now.
-pub fn needs_get(known: Option<&Known>, listed: &GroupView, cadence: &Cadence) -> bool {
+pub(crate) fn needs_get(known: Option<&Known>, listed: &GroupView, cadence: &Cadence) -> bool {
     if listed.has_instance_view() {
         return false;
     }
@@ -561,6 +617,22 @@ mod tests {
         assert!(
             matches!(&s.containers[0].state, ContainerState::Waiting { reason, .. } if reason == "PodInitializing")
         );
+    }
+
+    #[test]
+    fn an_owned_workload_is_aged_from_its_created_tag_and_a_nameless_group_is_none() {
+        let g = group(
+            json!({"name": "bg-1", "tags": {TAG_CLUSTER_ID: "c1", TAG_NODE: "n", TAG_POD_UID: "u",
+            TAG_CREATED: "2026-11-27T07:00:00Z"}, "systemData": {"createdAt": "2026-11-27T06:00:00Z"}}),
+        );
+        let now = parse_time("2026-11-27T07:10:00Z").unwrap();
+        let owned = owned_workload(&g, now).expect("named");
+        assert_eq!(
+            (owned.id.as_str(), owned.age, owned.owner.pod_uid.as_str()),
+            ("bg-1", Duration::from_secs(600), "u")
+        );
+        assert_eq!(owned.owner.namespace, "");
+        assert!(owned_workload(&GroupView::default(), now).is_none());
     }
 
     #[test]

@@ -37,13 +37,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::{Container, Probe, Volume};
+use k8s_openapi::api::core::v1::{
+    AzureFileVolumeSource, Container, HTTPGetAction, PodSpec, Probe, Volume,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use secrecy::ExposeSecret;
-use serde::{Serialize, Serializer};
 
 use crate::policy::pod::{GPU_RESOURCE, GPU_SKU_ANNOTATION, parse_quantity};
-use crate::provider::aci::client::Settings;
+use crate::provider::aci::settings::Settings;
+use crate::provider::aci::wire::{
+    AzureFileBody, ContainerBody, ContainerGroupBody, ContainerProperties, EnvBody, GitRepoBody,
+    GpuBody, GroupProperties, HttpGetBody, HttpHeaderBody, InitContainerBody,
+    InitContainerProperties, IpAddressBody, LimitsBody, PortBody, ProbeBody, ProbeExecBody,
+    RegistryCredentialBody, RequestsBody, ResourcesBody, Sensitive, SubnetIdBody, VolumeBody,
+    VolumeMountBody,
+};
 use crate::provider::contract::{EnvValue, EnvVar, Resolved, WorkloadSpec};
 use crate::provider::kit::{TranslateError, host_namespace_refusal, invalid, unsupported};
 
@@ -52,368 +60,21 @@ pub const TAG_CLUSTER_ID: &str = "burstgate.io-cluster-id";
 /// Tag: the virtual node's name.
 pub const TAG_NODE: &str = "burstgate.io-node";
 /// Tag: pod namespace.
-pub const TAG_NAMESPACE: &str = "burstgate.io-namespace";
+pub(crate) const TAG_NAMESPACE: &str = "burstgate.io-namespace";
 /// Tag: pod name.
-pub const TAG_POD: &str = "burstgate.io-pod";
+pub(crate) const TAG_POD: &str = "burstgate.io-pod";
 /// Tag: pod UID.
 pub const TAG_POD_UID: &str = "burstgate.io-pod-uid";
 /// Tag: RFC 3339 time of the create call (orphan GC ages workloads by it).
-pub const TAG_CREATED: &str = "burstgate.io-created";
+pub(crate) const TAG_CREATED: &str = "burstgate.io-created";
 /// Annotation prefix naming a container's image ENTRYPOINT (JSON array), for `args` without
 /// `command`: `aci.burstgate.io/entrypoint.<container>`.
-pub const ENTRYPOINT_ANNOTATION_PREFIX: &str = "aci.burstgate.io/entrypoint.";
+pub(crate) const ENTRYPOINT_ANNOTATION_PREFIX: &str = "aci.burstgate.io/entrypoint.";
 /// GPU SKUs ACI offers (the spec's `GpuSku`).
-pub const GPU_SKUS: [&str; 3] = ["K80", "P100", "V100"];
-
-/// A value that must reach only its one request field: serialized as the plain string, printed
-/// by `Debug` as `[REDACTED]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Sensitive(String);
-
-impl Sensitive {
-    /// Wraps `value`.
-    pub fn new(value: impl Into<String>) -> Sensitive {
-        Sensitive(value.into())
-    }
-}
-
-impl std::fmt::Debug for Sensitive {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[REDACTED]")
-    }
-}
-
-impl Serialize for Sensitive {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-/// The `ContainerGroups_CreateOrUpdate` body.
-#[derive(Debug, Serialize)]
-pub struct ContainerGroupBody {
-    /// Region.
-    pub location: String,
-    /// Ownership tags.
-    pub tags: BTreeMap<String, String>,
-    /// Properties.
-    pub properties: GroupProperties,
-}
-
-/// `ContainerGroupPropertiesProperties`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GroupProperties {
-    /// App containers, in pod order.
-    pub containers: Vec<ContainerBody>,
-    /// Init containers, in pod order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub init_containers: Vec<InitContainerBody>,
-    /// From `imagePullSecrets`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub image_registry_credentials: Vec<RegistryCredentialBody>,
-    /// `Always`, `OnFailure`, `Never`.
-    pub restart_policy: String,
-    /// `Linux` or `Windows`.
-    pub os_type: String,
-    /// IP and ports.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip_address: Option<IpAddressBody>,
-    /// Volumes.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub volumes: Vec<VolumeBody>,
-    /// Subnets to join.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub subnet_ids: Vec<SubnetIdBody>,
-    /// `Spot` when the target runs on spot capacity.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub priority: Option<String>,
-}
-
-/// One app container.
-#[derive(Debug, Serialize)]
-pub struct ContainerBody {
-    /// Name (as in the pod).
-    pub name: String,
-    /// Properties.
-    pub properties: ContainerProperties,
-}
-
-/// `ContainerProperties`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ContainerProperties {
-    /// Image.
-    pub image: String,
-    /// Full command line (exec form).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub command: Vec<String>,
-    /// Ports.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<PortBody>,
-    /// Env.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub environment_variables: Vec<EnvBody>,
-    /// Requests and limits.
-    pub resources: ResourcesBody,
-    /// Mounts.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub volume_mounts: Vec<VolumeMountBody>,
-    /// Liveness probe.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub liveness_probe: Option<ProbeBody>,
-    /// Readiness probe.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub readiness_probe: Option<ProbeBody>,
-}
-
-/// One init container (ACI gives them no resources of their own: they use the group's).
-#[derive(Debug, Serialize)]
-pub struct InitContainerBody {
-    /// Name.
-    pub name: String,
-    /// Properties.
-    pub properties: InitContainerProperties,
-}
-
-/// `InitContainerPropertiesDefinition`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InitContainerProperties {
-    /// Image.
-    pub image: String,
-    /// Command line.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub command: Vec<String>,
-    /// Env.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub environment_variables: Vec<EnvBody>,
-    /// Mounts.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub volume_mounts: Vec<VolumeMountBody>,
-}
-
-/// One env var: exactly one of `value` / `secureValue`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EnvBody {
-    /// Name.
-    pub name: String,
-    /// Plain value.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    /// Secret value.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secure_value: Option<Sensitive>,
-}
-
-/// Requests and optional limits.
-#[derive(Debug, Serialize)]
-pub struct ResourcesBody {
-    /// Requests.
-    pub requests: RequestsBody,
-    /// Limits.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limits: Option<LimitsBody>,
-}
-
-/// `ResourceRequests`.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct RequestsBody {
-    /// GiB, in 0.1 steps.
-    #[serde(rename = "memoryInGB")]
-    pub memory_in_gb: f64,
-    /// vCPU, in 0.01 steps.
-    pub cpu: f64,
-    /// GPUs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gpu: Option<GpuBody>,
-}
-
-/// `ResourceLimits`.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct LimitsBody {
-    /// GiB.
-    #[serde(rename = "memoryInGB", skip_serializing_if = "Option::is_none")]
-    pub memory_in_gb: Option<f64>,
-    /// vCPU.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu: Option<f64>,
-}
-
-/// `GpuResource`.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct GpuBody {
-    /// GPUs.
-    pub count: u32,
-    /// `K80`, `P100`, `V100`.
-    pub sku: String,
-}
-
-/// A port.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PortBody {
-    /// `TCP` or `UDP`.
-    pub protocol: String,
-    /// Number.
-    pub port: i32,
-}
-
-/// `IpAddress`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct IpAddressBody {
-    /// Every container port.
-    pub ports: Vec<PortBody>,
-    /// `Public` or `Private`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// DNS label (public only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dns_name_label: Option<String>,
-}
-
-/// `ContainerGroupSubnetId`.
-#[derive(Debug, Serialize)]
-pub struct SubnetIdBody {
-    /// Subnet resource id.
-    pub id: String,
-}
-
-/// `ImageRegistryCredential`.
-#[derive(Debug, Serialize)]
-pub struct RegistryCredentialBody {
-    /// Registry host.
-    pub server: String,
-    /// User.
-    pub username: String,
-    /// Password (the spec's `x-ms-secret` field).
-    pub password: Sensitive,
-}
-
-/// `Volume`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VolumeBody {
-    /// ACI volume name.
-    pub name: String,
-    /// emptyDir (an empty object).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub empty_dir: Option<serde_json::Map<String, serde_json::Value>>,
-    /// File name -> base64 content.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<BTreeMap<String, Sensitive>>,
-    /// Azure Files share.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub azure_file: Option<AzureFileBody>,
-    /// Git repository.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub git_repo: Option<GitRepoBody>,
-}
-
-/// `AzureFileVolume`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AzureFileBody {
-    /// Share.
-    pub share_name: String,
-    /// Read-only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub read_only: Option<bool>,
-    /// Storage account.
-    pub storage_account_name: String,
-    /// Account key (the spec's `x-ms-secret` field).
-    pub storage_account_key: Sensitive,
-}
-
-/// `GitRepoVolume`.
-#[derive(Debug, Serialize)]
-pub struct GitRepoBody {
-    /// Repository URL.
-    pub repository: String,
-    /// Commit.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
-    /// Directory.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub directory: Option<String>,
-}
-
-/// `VolumeMount`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VolumeMountBody {
-    /// ACI volume name.
-    pub name: String,
-    /// Path.
-    pub mount_path: String,
-    /// Read-only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub read_only: Option<bool>,
-}
-
-/// `ContainerProbe`.
-#[derive(Debug, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ProbeBody {
-    /// exec.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exec: Option<ProbeExecBody>,
-    /// httpGet.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http_get: Option<HttpGetBody>,
-    /// Seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub initial_delay_seconds: Option<i32>,
-    /// Seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub period_seconds: Option<i32>,
-    /// Count.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure_threshold: Option<i32>,
-    /// Count.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub success_threshold: Option<i32>,
-    /// Seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout_seconds: Option<i32>,
-}
-
-/// `ContainerExec`.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct ProbeExecBody {
-    /// Command.
-    pub command: Vec<String>,
-}
-
-/// `ContainerHttpGet`.
-#[derive(Debug, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct HttpGetBody {
-    /// Path.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// Port.
-    pub port: i32,
-    /// `http` or `https`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scheme: Option<String>,
-    /// Headers.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub http_headers: Vec<HttpHeaderBody>,
-}
-
-/// `HttpHeader`.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct HttpHeaderBody {
-    /// Name.
-    pub name: String,
-    /// Value.
-    pub value: String,
-}
+pub(crate) const GPU_SKUS: [&str; 3] = ["K80", "P100", "V100"];
 
 /// The ownership tags of `spec`, with the create time.
-pub fn tags(spec: &WorkloadSpec, created_at: &str) -> BTreeMap<String, String> {
+pub(crate) fn tags(spec: &WorkloadSpec, created_at: &str) -> BTreeMap<String, String> {
     let o = &spec.owner;
     [
         (TAG_CLUSTER_ID, o.cluster_id.as_str()),
@@ -430,11 +91,59 @@ pub fn tags(spec: &WorkloadSpec, created_at: &str) -> BTreeMap<String, String> {
 
 /// The container group for `spec` on the target `settings` describes, created at `created_at`
 /// (RFC 3339, written into a tag).
-pub fn translate(
+pub(crate) fn translate(
     spec: &WorkloadSpec,
     settings: &Settings,
     created_at: &str,
 ) -> Result<ContainerGroupBody, TranslateError> {
+    let pod_spec = runnable_pod(spec)?;
+    let annotations = spec.pod.metadata.annotations.clone().unwrap_or_default();
+    let resolved = spec.resolved.as_ref();
+    let (volume_names, volumes) = volumes(pod_spec, resolved)?;
+    let inputs = Inputs {
+        annotations: &annotations,
+        resolved,
+        volume_names: &volume_names,
+    };
+    let containers = app_containers(spec, pod_spec, &inputs)?;
+    let init_containers = init_containers(pod_spec, &inputs)?;
+    let os_type = match pod_spec.os.as_ref().map(|o| o.name.as_str()) {
+        Some("windows") => "Windows",
+        _ => "Linux",
+    };
+    Ok(ContainerGroupBody {
+        location: settings.region.clone(),
+        tags: tags(spec, created_at),
+        properties: GroupProperties {
+            ip_address: ip_address(spec, settings, &containers),
+            containers,
+            init_containers,
+            image_registry_credentials: registry_credentials(resolved),
+            restart_policy: pod_spec
+                .restart_policy
+                .clone()
+                .unwrap_or_else(|| "Always".into()),
+            os_type: os_type.into(),
+            volumes,
+            subnet_ids: settings
+                .subnet_ids
+                .iter()
+                .map(|id| SubnetIdBody { id: id.clone() })
+                .collect(),
+            priority: settings.spot.then(|| "Spot".into()),
+        },
+    })
+}
+
+/// What every container of the pod is translated with.
+struct Inputs<'a> {
+    annotations: &'a BTreeMap<String, String>,
+    resolved: &'a Resolved,
+    volume_names: &'a BTreeMap<String, String>,
+}
+
+/// The pod's spec, when nothing at pod level keeps ACI from running it.
+fn runnable_pod(spec: &WorkloadSpec) -> Result<&PodSpec, TranslateError> {
     let pod_spec = spec
         .pod
         .spec
@@ -476,126 +185,155 @@ pub fn translate(
             "ACI cannot set sysctls",
         ));
     }
-    let annotations = spec.pod.metadata.annotations.clone().unwrap_or_default();
-    let resolved = spec.resolved.as_ref();
+    Ok(pod_spec)
+}
 
-    let volume_names = aci_volume_names(pod_spec.volumes.as_deref().unwrap_or_default())?;
-    let volumes = pod_spec
-        .volumes
-        .as_deref()
-        .unwrap_or_default()
+/// The pod's volumes with their ACI names (pod name -> ACI name), in pod order.
+fn volumes(
+    pod_spec: &PodSpec,
+    resolved: &Resolved,
+) -> Result<(BTreeMap<String, String>, Vec<VolumeBody>), TranslateError> {
+    let pod_volumes = pod_spec.volumes.as_deref().unwrap_or_default();
+    let names = aci_volume_names(pod_volumes)?;
+    let bodies = pod_volumes
         .iter()
         .enumerate()
-        .map(|(i, v)| volume(i, v, &volume_names[&v.name], resolved))
+        .map(|(i, v)| volume(i, v, &names[&v.name], resolved))
         .collect::<Result<Vec<_>, _>>()?;
+    Ok((names, bodies))
+}
 
+/// The app containers, sharing the reserved size between them.
+fn app_containers(
+    spec: &WorkloadSpec,
+    pod_spec: &PodSpec,
+    inputs: &Inputs<'_>,
+) -> Result<Vec<ContainerBody>, TranslateError> {
     let sizes = split_size(spec, &pod_spec.containers)?;
-    let gpu_sku = annotations.get(GPU_SKU_ANNOTATION).cloned();
-    let mut all_ports: BTreeSet<PortBody> = BTreeSet::new();
-    let mut containers = Vec::with_capacity(pod_spec.containers.len());
-    for (i, c) in pod_spec.containers.iter().enumerate() {
-        let field = format!("spec.containers[{i}] ({})", c.name);
-        check_container(&field, c)?;
-        let env = resolved_env(&field, c, resolved)?;
-        let ports = ports(&field, c)?;
-        all_ports.extend(ports.iter().cloned());
-        let (requests, limits) = container_resources(&field, c, &sizes, i, gpu_sku.as_deref())?;
-        containers.push(ContainerBody {
-            name: c.name.clone(),
-            properties: ContainerProperties {
-                image: image(&field, c)?,
-                command: command(&field, c, env, &annotations)?,
-                ports,
-                environment_variables: env_body(env),
-                resources: ResourcesBody { requests, limits },
-                volume_mounts: mounts(&field, c, &volume_names)?,
-                liveness_probe: c
-                    .liveness_probe
-                    .as_ref()
-                    .map(|p| probe(&format!("{field}.livenessProbe"), p, c))
-                    .transpose()?,
-                readiness_probe: c
-                    .readiness_probe
-                    .as_ref()
-                    .map(|p| probe(&format!("{field}.readinessProbe"), p, c))
-                    .transpose()?,
-            },
-        });
-    }
-    let mut init_containers = Vec::new();
-    for (i, c) in pod_spec
+    let gpu_sku = inputs
+        .annotations
+        .get(GPU_SKU_ANNOTATION)
+        .map(String::as_str);
+    pod_spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let field = format!("spec.containers[{i}] ({})", c.name);
+            app_container(&field, c, inputs, &sizes, i, gpu_sku)
+        })
+        .collect()
+}
+
+fn app_container(
+    field: &str,
+    c: &Container,
+    inputs: &Inputs<'_>,
+    sizes: &Sizes,
+    i: usize,
+    gpu_sku: Option<&str>,
+) -> Result<ContainerBody, TranslateError> {
+    check_container(field, c)?;
+    let env = resolved_env(field, c, inputs.resolved)?;
+    let ports = ports(field, c)?;
+    let (requests, limits) = container_resources(field, c, sizes, i, gpu_sku)?;
+    Ok(ContainerBody {
+        name: c.name.clone(),
+        properties: ContainerProperties {
+            image: image(field, c)?,
+            command: command(field, c, env, inputs.annotations)?,
+            ports,
+            environment_variables: env_body(env),
+            resources: ResourcesBody { requests, limits },
+            volume_mounts: mounts(field, c, inputs.volume_names)?,
+            liveness_probe: c
+                .liveness_probe
+                .as_ref()
+                .map(|p| probe(&format!("{field}.livenessProbe"), p, c))
+                .transpose()?,
+            readiness_probe: c
+                .readiness_probe
+                .as_ref()
+                .map(|p| probe(&format!("{field}.readinessProbe"), p, c))
+                .transpose()?,
+        },
+    })
+}
+
+/// The init containers, in pod order (ACI gives them the group's resources).
+fn init_containers(
+    pod_spec: &PodSpec,
+    inputs: &Inputs<'_>,
+) -> Result<Vec<InitContainerBody>, TranslateError> {
+    pod_spec
         .init_containers
         .as_deref()
         .unwrap_or_default()
         .iter()
         .enumerate()
-    {
-        let field = format!("spec.initContainers[{i}] ({})", c.name);
-        if c.restart_policy.as_deref() == Some("Always") {
-            return Err(unsupported(
-                format!("{field}.restartPolicy"),
-                "sidecar init containers (restartPolicy Always) are not supported by ACI",
-            ));
-        }
-        check_container(&field, c)?;
-        if c.ports.as_ref().is_some_and(|p| !p.is_empty()) {
-            return Err(unsupported(
-                format!("{field}.ports"),
-                "ACI init containers expose no ports",
-            ));
-        }
-        let env = resolved_env(&field, c, resolved)?;
-        init_containers.push(InitContainerBody {
-            name: c.name.clone(),
-            properties: InitContainerProperties {
-                image: image(&field, c)?,
-                command: command(&field, c, env, &annotations)?,
-                environment_variables: env_body(env),
-                volume_mounts: mounts(&field, c, &volume_names)?,
-            },
-        });
-    }
+        .map(|(i, c)| init_container(&format!("spec.initContainers[{i}] ({})", c.name), c, inputs))
+        .collect()
+}
 
+fn init_container(
+    field: &str,
+    c: &Container,
+    inputs: &Inputs<'_>,
+) -> Result<InitContainerBody, TranslateError> {
+    if c.restart_policy.as_deref() == Some("Always") {
+        return Err(unsupported(
+            format!("{field}.restartPolicy"),
+            "sidecar init containers (restartPolicy Always) are not supported by ACI",
+        ));
+    }
+    check_container(field, c)?;
+    if c.ports.as_ref().is_some_and(|p| !p.is_empty()) {
+        return Err(unsupported(
+            format!("{field}.ports"),
+            "ACI init containers expose no ports",
+        ));
+    }
+    let env = resolved_env(field, c, inputs.resolved)?;
+    Ok(InitContainerBody {
+        name: c.name.clone(),
+        properties: InitContainerProperties {
+            image: image(field, c)?,
+            command: command(field, c, env, inputs.annotations)?,
+            environment_variables: env_body(env),
+            volume_mounts: mounts(field, c, inputs.volume_names)?,
+        },
+    })
+}
+
+/// Every container port on one IP: private in the target's subnets, else public (with the
+/// group's name as DNS label when the target asks); none when no container has a port.
+fn ip_address(
+    spec: &WorkloadSpec,
+    settings: &Settings,
+    containers: &[ContainerBody],
+) -> Option<IpAddressBody> {
+    let all_ports: BTreeSet<PortBody> = containers
+        .iter()
+        .flat_map(|c| c.properties.ports.iter().cloned())
+        .collect();
     let private = !settings.subnet_ids.is_empty();
-    let ip_address = (!all_ports.is_empty()).then(|| IpAddressBody {
+    (!all_ports.is_empty()).then(|| IpAddressBody {
         ports: all_ports.into_iter().collect(),
         type_: if private { "Private" } else { "Public" }.into(),
         dns_name_label: (!private && settings.dns_name_label).then(|| spec.id.clone()),
-    });
-    let os_type = match pod_spec.os.as_ref().map(|o| o.name.as_str()) {
-        Some("windows") => "Windows",
-        _ => "Linux",
-    };
-    Ok(ContainerGroupBody {
-        location: settings.region.clone(),
-        tags: tags(spec, created_at),
-        properties: GroupProperties {
-            containers,
-            init_containers,
-            image_registry_credentials: resolved
-                .registry_credentials
-                .iter()
-                .map(|r| RegistryCredentialBody {
-                    server: r.server.clone(),
-                    username: r.username.clone(),
-                    password: Sensitive::new(r.password.expose_secret()),
-                })
-                .collect(),
-            restart_policy: pod_spec
-                .restart_policy
-                .clone()
-                .unwrap_or_else(|| "Always".into()),
-            os_type: os_type.into(),
-            ip_address,
-            volumes,
-            subnet_ids: settings
-                .subnet_ids
-                .iter()
-                .map(|id| SubnetIdBody { id: id.clone() })
-                .collect(),
-            priority: settings.spot.then(|| "Spot".into()),
-        },
     })
+}
+
+fn registry_credentials(resolved: &Resolved) -> Vec<RegistryCredentialBody> {
+    resolved
+        .registry_credentials
+        .iter()
+        .map(|r| RegistryCredentialBody {
+            server: r.server.clone(),
+            username: r.username.clone(),
+            password: Sensitive::new(r.password.expose_secret()),
+        })
+        .collect()
 }
 
 fn check_container(field: &str, c: &Container) -> Result<(), TranslateError> {
@@ -803,48 +541,11 @@ fn probe(field: &str, p: &Probe, c: &Container) -> Result<ProbeBody, TranslateEr
     let exec = p.exec.as_ref().map(|e| ProbeExecBody {
         command: e.command.clone().unwrap_or_default(),
     });
-    let http_get = match &p.http_get {
-        None => None,
-        Some(h) => {
-            if h.host.as_ref().is_some_and(|host| !host.is_empty()) {
-                return Err(unsupported(
-                    format!("{field}.httpGet.host"),
-                    "ACI probes the container itself",
-                ));
-            }
-            let port = match &h.port {
-                IntOrString::Int(n) => *n,
-                IntOrString::String(name) => c
-                    .ports
-                    .as_deref()
-                    .unwrap_or_default()
-                    .iter()
-                    .find(|cp| cp.name.as_deref() == Some(name.as_str()))
-                    .map(|cp| cp.container_port)
-                    .ok_or_else(|| {
-                        invalid(
-                            format!("{field}.httpGet.port"),
-                            format!("no container port is named {name:?}"),
-                        )
-                    })?,
-            };
-            Some(HttpGetBody {
-                path: h.path.clone(),
-                port,
-                scheme: h.scheme.as_ref().map(|s| s.to_ascii_lowercase()),
-                http_headers: h
-                    .http_headers
-                    .as_deref()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|hh| HttpHeaderBody {
-                        name: hh.name.clone(),
-                        value: hh.value.clone(),
-                    })
-                    .collect(),
-            })
-        }
-    };
+    let http_get = p
+        .http_get
+        .as_ref()
+        .map(|h| http_get(field, h, c))
+        .transpose()?;
     if exec.is_none() && http_get.is_none() {
         return Err(invalid(field, "a probe needs exec or httpGet"));
     }
@@ -856,6 +557,46 @@ fn probe(field: &str, p: &Probe, c: &Container) -> Result<ProbeBody, TranslateEr
         failure_threshold: p.failure_threshold,
         success_threshold: p.success_threshold,
         timeout_seconds: p.timeout_seconds,
+    })
+}
+
+fn http_get(field: &str, h: &HTTPGetAction, c: &Container) -> Result<HttpGetBody, TranslateError> {
+    if h.host.as_ref().is_some_and(|host| !host.is_empty()) {
+        return Err(unsupported(
+            format!("{field}.httpGet.host"),
+            "ACI probes the container itself",
+        ));
+    }
+    let port = match &h.port {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(name) => c
+            .ports
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|cp| cp.name.as_deref() == Some(name.as_str()))
+            .map(|cp| cp.container_port)
+            .ok_or_else(|| {
+                invalid(
+                    format!("{field}.httpGet.port"),
+                    format!("no container port is named {name:?}"),
+                )
+            })?,
+    };
+    Ok(HttpGetBody {
+        path: h.path.clone(),
+        port,
+        scheme: h.scheme.as_ref().map(|s| s.to_ascii_lowercase()),
+        http_headers: h
+            .http_headers
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|hh| HttpHeaderBody {
+                name: hh.name.clone(),
+                value: hh.value.clone(),
+            })
+            .collect(),
     })
 }
 
@@ -896,77 +637,22 @@ fn volume(
         azure_file: None,
         git_repo: None,
     };
-    let files = |optional: bool| -> Result<Option<BTreeMap<String, Sensitive>>, TranslateError> {
-        match resolved.volumes.get(&v.name) {
-            Some(files) => {
-                let mut out = BTreeMap::new();
-                for f in files {
-                    if f.path.contains('/') {
-                        return Err(unsupported(
-                            format!("{field} item {}", f.path),
-                            "ACI secret volumes are flat: a file path may not contain '/'",
-                        ));
-                    }
-                    out.insert(
-                        f.path.clone(),
-                        Sensitive::new(
-                            base64::engine::general_purpose::STANDARD
-                                .encode(f.content.expose_secret()),
-                        ),
-                    );
-                }
-                Ok(Some(out))
-            }
-            None if optional => Ok(None),
-            None => Err(TranslateError::Unresolved {
-                field: field.to_string(),
-                what: "the volume's files".into(),
-            }),
-        }
-    };
-    let with_files = |body: &mut VolumeBody, data: Option<BTreeMap<String, Sensitive>>| match data {
-        Some(map) if !map.is_empty() => body.secret = Some(map),
-        // An optional source that does not exist mounts as an empty directory, as in Kubernetes.
-        _ => body.empty_dir = Some(serde_json::Map::new()),
-    };
     if v.empty_dir.is_some() {
         body.empty_dir = Some(serde_json::Map::new());
     } else if let Some(s) = &v.secret {
-        with_files(&mut body, files(s.optional == Some(true))?);
+        with_files(
+            &mut body,
+            volume_files(&field, v, resolved, s.optional == Some(true))?,
+        );
     } else if let Some(cm) = &v.config_map {
-        with_files(&mut body, files(cm.optional == Some(true))?);
+        with_files(
+            &mut body,
+            volume_files(&field, v, resolved, cm.optional == Some(true))?,
+        );
     } else if v.projected.is_some() {
-        with_files(&mut body, files(false)?);
+        with_files(&mut body, volume_files(&field, v, resolved, false)?);
     } else if let Some(af) = &v.azure_file {
-        let files = resolved
-            .volumes
-            .get(&v.name)
-            .ok_or_else(|| TranslateError::Unresolved {
-                field: format!("{field}.azureFile.secretName ({})", af.secret_name),
-                what: "the storage account name and key".into(),
-            })?;
-        let get = |key: &str| {
-            files
-                .iter()
-                .find(|f| f.path == key)
-                .map(|f| {
-                    String::from_utf8_lossy(f.content.expose_secret())
-                        .trim()
-                        .to_string()
-                })
-                .ok_or_else(|| {
-                    invalid(
-                        format!("{field}.azureFile.secretName"),
-                        format!("Secret {} has no key {key}", af.secret_name),
-                    )
-                })
-        };
-        body.azure_file = Some(AzureFileBody {
-            share_name: af.share_name.clone(),
-            read_only: af.read_only,
-            storage_account_name: get("azurestorageaccountname")?,
-            storage_account_key: Sensitive::new(get("azurestorageaccountkey")?),
-        });
+        body.azure_file = Some(azure_file(&field, v, af, resolved)?);
     } else if let Some(g) = &v.git_repo {
         body.git_repo = Some(GitRepoBody {
             repository: g.repository.clone(),
@@ -983,6 +669,89 @@ fn volume(
         ));
     }
     Ok(body)
+}
+
+/// The files of a secret, configMap or projected volume, base64 (ACI `secret` volumes are
+/// flat); `None` for an `optional` source that does not exist.
+fn volume_files(
+    field: &str,
+    v: &Volume,
+    resolved: &Resolved,
+    optional: bool,
+) -> Result<Option<BTreeMap<String, Sensitive>>, TranslateError> {
+    let Some(files) = resolved.volumes.get(&v.name) else {
+        return if optional {
+            Ok(None)
+        } else {
+            Err(TranslateError::Unresolved {
+                field: field.to_string(),
+                what: "the volume's files".into(),
+            })
+        };
+    };
+    let mut out = BTreeMap::new();
+    for f in files {
+        if f.path.contains('/') {
+            return Err(unsupported(
+                format!("{field} item {}", f.path),
+                "ACI secret volumes are flat: a file path may not contain '/'",
+            ));
+        }
+        out.insert(
+            f.path.clone(),
+            Sensitive::new(
+                base64::engine::general_purpose::STANDARD.encode(f.content.expose_secret()),
+            ),
+        );
+    }
+    Ok(Some(out))
+}
+
+/// Files make a `secret` volume; none (an optional source that does not exist, as in
+/// Kubernetes) an empty directory.
+fn with_files(body: &mut VolumeBody, data: Option<BTreeMap<String, Sensitive>>) {
+    match data {
+        Some(map) if !map.is_empty() => body.secret = Some(map),
+        _ => body.empty_dir = Some(serde_json::Map::new()),
+    }
+}
+
+/// The Azure Files share, with the account name and key from the resolved Secret.
+fn azure_file(
+    field: &str,
+    v: &Volume,
+    af: &AzureFileVolumeSource,
+    resolved: &Resolved,
+) -> Result<AzureFileBody, TranslateError> {
+    let files = resolved
+        .volumes
+        .get(&v.name)
+        .ok_or_else(|| TranslateError::Unresolved {
+            field: format!("{field}.azureFile.secretName ({})", af.secret_name),
+            what: "the storage account name and key".into(),
+        })?;
+    let get = |key: &str| {
+        files
+            .iter()
+            .find(|f| f.path == key)
+            .map(|f| {
+                String::from_utf8_lossy(f.content.expose_secret())
+                    .trim()
+                    .to_string()
+            })
+            .ok_or_else(|| {
+                invalid(
+                    format!("{field}.azureFile.secretName"),
+                    format!("Secret {} has no key {key}", af.secret_name),
+                )
+            })
+    };
+    Ok(AzureFileBody {
+        share_name: af.share_name.clone(),
+        read_only: af.read_only,
+        storage_account_name: get("azurestorageaccountname")?,
+        storage_account_key: Sensitive::new(get("azurestorageaccountkey")?),
+    })
 }
 
 fn volume_kind(v: &Volume) -> &'static str {
@@ -1301,18 +1070,26 @@ mod tests {
         }
     }
 
-    fn one(c: Container) -> WorkloadSpec {
+    /// What most tests reserve: 1 vCPU, 1.5 GiB.
+    const SIZE: Size = Size {
+        milli_cpu: 1000,
+        memory_mib: 1536,
+    };
+
+    /// A pod of the one container `c`, reserved [`SIZE`], with `resolved` values.
+    fn with_resolved(c: Container, resolved: Resolved) -> WorkloadSpec {
         spec_with(
             PodSpec {
                 containers: vec![c],
                 ..Default::default()
             },
-            Size {
-                milli_cpu: 1000,
-                memory_mib: 1536,
-            },
-            Resolved::default(),
+            SIZE,
+            resolved,
         )
+    }
+
+    fn one(c: Container) -> WorkloadSpec {
+        with_resolved(c, Resolved::default())
     }
 
     fn json(spec: &WorkloadSpec) -> serde_json::Value {
@@ -1344,17 +1121,7 @@ mod tests {
                 },
             ],
         );
-        let spec = spec_with(
-            PodSpec {
-                containers: vec![c],
-                ..Default::default()
-            },
-            Size {
-                milli_cpu: 1000,
-                memory_mib: 1536,
-            },
-            resolved,
-        );
+        let spec = with_resolved(c, resolved);
         let body = json(&spec);
         let env = &body["properties"]["containers"][0]["properties"]["environmentVariables"];
         assert_eq!(env[0], serde_json::json!({"name": "MODE", "value": "fast"}));
@@ -1472,17 +1239,7 @@ mod tests {
                 value: EnvValue::Plain("fast".into()),
             }],
         );
-        let spec = spec_with(
-            PodSpec {
-                containers: vec![c],
-                ..Default::default()
-            },
-            Size {
-                milli_cpu: 1000,
-                memory_mib: 1536,
-            },
-            resolved,
-        );
+        let spec = with_resolved(c, resolved);
         assert_eq!(
             json(&spec)["properties"]["containers"][0]["properties"]["command"],
             serde_json::json!(["sh", "-c", "echo fast $(MODE) $(NOPE)"])
@@ -1501,17 +1258,7 @@ mod tests {
                 value: EnvValue::Secret(SecretString::from("x")),
             }],
         );
-        let spec = spec_with(
-            PodSpec {
-                containers: vec![c],
-                ..Default::default()
-            },
-            Size {
-                milli_cpu: 1000,
-                memory_mib: 1536,
-            },
-            resolved,
-        );
+        let spec = with_resolved(c, resolved);
         assert!(matches!(err(&spec), TranslateError::Unsupported { .. }));
     }
 
@@ -1536,10 +1283,7 @@ mod tests {
                 }]),
                 ..Default::default()
             },
-            Size {
-                milli_cpu: 1000,
-                memory_mib: 1536,
-            },
+            SIZE,
             Resolved::default(),
         );
         let e = err(&spec);
@@ -1598,10 +1342,7 @@ mod tests {
                 ]),
                 ..Default::default()
             },
-            Size {
-                milli_cpu: 1000,
-                memory_mib: 1536,
-            },
+            SIZE,
             resolved,
         );
         let body = json(&spec);
@@ -1645,10 +1386,7 @@ mod tests {
                 }]),
                 ..Default::default()
             },
-            Size {
-                milli_cpu: 1000,
-                memory_mib: 1536,
-            },
+            SIZE,
             resolved,
         );
         assert_eq!(
@@ -1784,10 +1522,7 @@ mod tests {
                 containers: vec![container("a")],
                 ..Default::default()
             },
-            Size {
-                milli_cpu: 1000,
-                memory_mib: 1536,
-            },
+            SIZE,
             resolved,
         );
         assert_eq!(

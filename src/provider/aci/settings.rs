@@ -1,0 +1,26 @@
+//! The settings of one ACI target (subscription, resource group, region), as
+//! `provider/factories.rs` builds them from the policy; read by the translator and the client.
+
+/// ARM in Azure's public cloud.
+pub const DEFAULT_ARM_ENDPOINT: &str = "https://management.azure.com";
+
+/// One ACI target, as the lead builds it from the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Target name in the policy.
+    pub target: String,
+    /// Azure region (`eastus`).
+    pub region: String,
+    /// Subscription id.
+    pub subscription_id: String,
+    /// Resource group holding the container groups.
+    pub resource_group: String,
+    /// Run container groups with priority `Spot`.
+    pub spot: bool,
+    /// Subnets to join (private IP); empty: a public IP.
+    pub subnet_ids: Vec<String>,
+    /// Give public groups their name as DNS label.
+    pub dns_name_label: bool,
+    /// ARM endpoint ([`DEFAULT_ARM_ENDPOINT`]).
+    pub arm_endpoint: String,
+}
