@@ -131,10 +131,7 @@ impl Provider for AciProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        use crate::provider::kit::Feature::{ExecProbe, HttpGetProbe};
-        Capabilities::NONE
-            .running(&[ExecProbe, HttpGetProbe])
-            .serving(true, true, true)
+        crate::provider::kit::declared(crate::policy::model::ProviderKind::Aci).serving(true, true, true)
     }
 
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
