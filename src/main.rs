@@ -97,52 +97,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(burstgate::gateway::run(*config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Policy(PolicyCommand::Check { dir }) => Ok(match policy::load_dir(&dir) {
-            Ok(p) => {
-                println!(
-                    "{}: ok ({} files, {} targets, {} rules, {} budgets, hash {})",
-                    dir.display(),
-                    p.files.len(),
-                    p.targets.len(),
-                    p.rules.len(),
-                    p.budgets.len(),
-                    p.hash
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        }),
+        Command::Policy(PolicyCommand::Check { dir }) => Ok(policy_check(&dir)),
         Command::Policy(PolicyCommand::Explain {
             policy: dir,
             pod,
             output,
-        }) => {
-            let policy = load(&dir)?;
-            let (pod, view) = read_pod(&pod)?;
-            let exclusions = policy::testing::feature_exclusions(&policy, &pod);
-            let decision = Ledger::new(&policy).place(&policy, &view, &exclusions);
-            match output {
-                Format::Text => print!("{}", explain::table(&policy, &decision)),
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&explain::to_json(&policy, &decision))?
-                ),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Policy(PolicyCommand::Test { dir }) => {
-            let policy = load(&dir)?;
-            let report = burstgate::policy::testing::run_dir(&policy, &dir.join("tests"))?;
-            print!("{report}");
-            Ok(if report.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        }) => policy_explain(&dir, &pod, output),
+        Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir),
         Command::Policy(PolicyCommand::Schema) => {
             println!(
                 "{}",
@@ -156,21 +117,80 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out,
             seed,
             quiet,
-        } => {
-            let policy = load(&dir)?;
-            let report = burstgate::simulate::run_file(&policy, &workload, seed, !quiet)?;
-            print!("{}", report.table());
-            report
-                .write(&out)
-                .with_context(|| format!("writing the report into {}", out.display()))?;
+        } => simulate(&dir, &workload, &out, seed, quiet),
+    }
+}
+
+/// `policy check`: a one-line summary, or every problem and failure.
+fn policy_check(dir: &Path) -> ExitCode {
+    match policy::load_dir(dir) {
+        Ok(p) => {
             println!(
-                "report: {}  chart: {}",
-                out.join("report.json").display(),
-                out.join("running.svg").display()
+                "{}: ok ({} files, {} targets, {} rules, {} budgets, hash {})",
+                dir.display(),
+                p.files.len(),
+                p.targets.len(),
+                p.rules.len(),
+                p.budgets.len(),
+                p.hash
             );
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// `policy explain`: decide for one pod on an empty ledger and print every target's verdict.
+fn policy_explain(dir: &Path, pod: &Path, output: Format) -> anyhow::Result<ExitCode> {
+    let policy = load(dir)?;
+    let (pod, view) = read_pod(pod)?;
+    let exclusions = policy::testing::feature_exclusions(&policy, &pod);
+    let decision = Ledger::new(&policy).place(&policy, &view, &exclusions);
+    match output {
+        Format::Text => print!("{}", explain::table(&policy, &decision)),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&explain::to_json(&policy, &decision))?
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `policy test`: run DIR/tests/*.yaml; failure when any case fails.
+fn policy_test(dir: &Path) -> anyhow::Result<ExitCode> {
+    let policy = load(dir)?;
+    let report = burstgate::policy::testing::run_dir(&policy, &dir.join("tests"))?;
+    print!("{report}");
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `simulate`: replay the workload, print the table, write the report and chart into `out`.
+fn simulate(
+    dir: &Path,
+    workload: &Path,
+    out: &Path,
+    seed: u64,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let policy = load(dir)?;
+    let report = burstgate::simulate::run_file(&policy, workload, seed, !quiet)?;
+    print!("{}", report.table());
+    report
+        .write(out)
+        .with_context(|| format!("writing the report into {}", out.display()))?;
+    println!(
+        "report: {}  chart: {}",
+        out.join("report.json").display(),
+        out.join("running.svg").display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(dir: &Path) -> anyhow::Result<policy::Policy> {

@@ -167,6 +167,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// A registry with every metric registered.
+    // Long on purpose: every metric built and registered with its help text, in /metrics order.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("burstgate");
         let m = Metrics {

@@ -386,6 +386,7 @@ fn covering_budgets(policy: &Policy, pod: &PodView) -> BudgetSet {
     BudgetSet(set)
 }
 
+// Long on purpose: one flat ladder of checks, cheapest first, each returning its typed rejection.
 fn judge(
     t: &Target,
     pod: &PodView,

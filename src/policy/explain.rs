@@ -42,6 +42,7 @@ fn trim(v: f64) -> String {
 }
 
 /// Why a target was rejected, in words (`latency 45 > 30 ms`, `quota: 2 of 100 vCPU left, pod needs 4`).
+// Long on purpose: one match arm per `Rejection` variant; a new variant lands here by compile error.
 pub fn describe_rejection(policy: &Policy, target: usize, r: &Rejection) -> String {
     let t = &policy.targets[target];
     match r {

@@ -16,8 +16,9 @@ use crate::policy::checked::{
 };
 use crate::policy::expression::Expression;
 use crate::policy::model::{
-    API_VERSION, KIND, NamedObjective, ObjectiveSpec, OnNoTarget, PolicyDocument, ProviderKind,
-    RuleSpec, TargetSpec,
+    API_VERSION, AllowSpec, BudgetSpec, KIND, LimitsSpec, NamedObjective, ObjectiveSpec,
+    OnNoTarget, PolicyDocument, PricingSpec, ProviderKind, QuotaSpec, RateLimitSpec, RuleSpec,
+    TargetSpec,
 };
 
 /// One problem in one policy file.
@@ -208,6 +209,28 @@ fn first_line(message: &str) -> String {
 }
 
 fn build(parsed: &[Parsed], files: &[(String, String)], errors: &mut Vec<PolicyError>) -> Policy {
+    let (targets, target_index) = build_targets(parsed, errors);
+    let budgets = build_budgets(parsed, errors);
+    let (default_objective, default_on_no_target) = build_defaults(parsed, errors);
+    let defaults = (default_objective, default_on_no_target);
+    let rules = build_rules(parsed, &targets, &target_index, defaults, errors);
+    Policy {
+        targets,
+        budgets,
+        rules,
+        default_objective,
+        default_on_no_target,
+        hash: hash(files),
+        files: files.iter().map(|(n, _)| n.clone()).collect(),
+    }
+}
+
+/// Every file's targets in order, with unique names and at most [`MAX_TARGETS`], and an index
+/// by name; at least one target in all.
+fn build_targets(
+    parsed: &[Parsed],
+    errors: &mut Vec<PolicyError>,
+) -> (Vec<Target>, HashMap<String, TargetId>) {
     let mut targets: Vec<Target> = Vec::new();
     let mut target_index: HashMap<String, TargetId> = HashMap::new();
     for p in parsed {
@@ -241,7 +264,11 @@ fn build(parsed: &[Parsed], files: &[(String, String)], errors: &mut Vec<PolicyE
             "no targets defined in any policy file",
         ));
     }
+    (targets, target_index)
+}
 
+/// Every file's budgets in order, with unique names.
+fn build_budgets(parsed: &[Parsed], errors: &mut Vec<PolicyError>) -> Vec<Budget> {
     let mut budgets: Vec<Budget> = Vec::new();
     for p in parsed {
         for (i, spec) in p.doc.spec.budgets.iter().enumerate() {
@@ -257,30 +284,40 @@ fn build(parsed: &[Parsed], files: &[(String, String)], errors: &mut Vec<PolicyE
                 ));
                 continue;
             }
-            check_name(p, &format!("{at}.name"), &spec.name, errors);
-            let mut limit =
-                |field: &str, v: Option<f64>| non_negative(p, &format!("{at}.{field}"), v, errors);
-            let max_vcpu = limit("maxVcpu", spec.max_vcpu);
-            let max_mem = limit("maxMemoryGiB", spec.max_memory_gib);
-            let max_cost = limit("maxHourlyCost", spec.max_hourly_cost);
-            if max_vcpu.is_none() && max_mem.is_none() && max_cost.is_none() {
-                errors.push(p.error(
-                    at.clone(),
-                    "a budget must set maxVcpu, maxMemoryGiB or maxHourlyCost",
-                ));
-            }
-            budgets.push(Budget {
-                name: spec.name.clone(),
-                namespaces: spec.namespaces.clone(),
-                labels: pairs(&spec.labels),
-                max_milli_cpu: max_vcpu.map(|v| (v * 1000.0).floor() as u64),
-                max_memory_mib: max_mem.map(|v| (v * 1024.0).floor() as u64),
-                max_hourly_micros: max_cost.map(|v| (v * 1e6).floor() as u64),
-                source: p.source(&at),
-            });
+            budgets.push(check_budget(p, &at, spec, errors));
         }
     }
+    budgets
+}
 
+/// One budget: a valid name and at least one limit, each a number >= 0.
+fn check_budget(p: &Parsed, at: &str, spec: &BudgetSpec, errors: &mut Vec<PolicyError>) -> Budget {
+    check_name(p, &format!("{at}.name"), &spec.name, errors);
+    let mut limit =
+        |field: &str, v: Option<f64>| non_negative(p, &format!("{at}.{field}"), v, errors);
+    let max_vcpu = limit("maxVcpu", spec.max_vcpu);
+    let max_mem = limit("maxMemoryGiB", spec.max_memory_gib);
+    let max_cost = limit("maxHourlyCost", spec.max_hourly_cost);
+    if max_vcpu.is_none() && max_mem.is_none() && max_cost.is_none() {
+        errors.push(p.error(
+            at.to_string(),
+            "a budget must set maxVcpu, maxMemoryGiB or maxHourlyCost",
+        ));
+    }
+    Budget {
+        name: spec.name.clone(),
+        namespaces: spec.namespaces.clone(),
+        labels: pairs(&spec.labels),
+        max_milli_cpu: max_vcpu.map(|v| (v * 1000.0).floor() as u64),
+        max_memory_mib: max_mem.map(|v| (v * 1024.0).floor() as u64),
+        max_hourly_micros: max_cost.map(|v| (v * 1e6).floor() as u64),
+        source: p.source(at),
+    }
+}
+
+/// The objective and no-target behaviour of rules that set none: from the one file with
+/// `spec.defaults`, else cost and pending.
+fn build_defaults(parsed: &[Parsed], errors: &mut Vec<PolicyError>) -> (Objective, OnNoTarget) {
     let mut default_objective = Objective::Cost;
     let mut default_on_no_target = OnNoTarget::Pending;
     let mut defaults_from: Option<&str> = None;
@@ -302,7 +339,17 @@ fn build(parsed: &[Parsed], files: &[(String, String)], errors: &mut Vec<PolicyE
             }
         }
     }
+    (default_objective, default_on_no_target)
+}
 
+/// Every file's rules in order, with unique names, checked against the targets.
+fn build_rules(
+    parsed: &[Parsed],
+    targets: &[Target],
+    target_index: &HashMap<String, TargetId>,
+    defaults: (Objective, OnNoTarget),
+    errors: &mut Vec<PolicyError>,
+) -> Vec<Rule> {
     let mut rules: Vec<Rule> = Vec::new();
     for p in parsed {
         for (i, spec) in p.doc.spec.rules.iter().enumerate() {
@@ -318,28 +365,18 @@ fn build(parsed: &[Parsed], files: &[(String, String)], errors: &mut Vec<PolicyE
                 ));
                 continue;
             }
-            let defaults = (default_objective, default_on_no_target);
             rules.push(check_rule(
                 p,
                 &at,
                 spec,
-                &targets,
-                &target_index,
+                targets,
+                target_index,
                 defaults,
                 errors,
             ));
         }
     }
-
-    Policy {
-        targets,
-        budgets,
-        rules,
-        default_objective,
-        default_on_no_target,
-        hash: hash(files),
-        files: files.iter().map(|(n, _)| n.clone()).collect(),
-    }
+    rules
 }
 
 fn describe(source: &Source) -> String {
@@ -422,22 +459,48 @@ fn check_target(
     if spec.region.trim().is_empty() {
         errors.push(p.error(format!("{at}.region"), "must not be empty"));
     }
-    let vcpu_hour = non_negative(
-        p,
-        &format!("{at}.pricing.vcpuHour"),
-        Some(spec.pricing.vcpu_hour),
-        errors,
-    )
-    .unwrap_or(0.0);
-    let gib_hour = non_negative(
-        p,
-        &format!("{at}.pricing.gibHour"),
-        Some(spec.pricing.gib_hour),
-        errors,
-    )
-    .unwrap_or(0.0);
-    let q = &spec.quota;
-    let quota = Quota {
+    let pricing = check_pricing(p, at, &spec.pricing, errors);
+    let quota = check_quota(p, at, &spec.quota, errors);
+    let (max_pod_milli_cpu, max_pod_memory_mib) = check_limits(p, at, &spec.limits, errors);
+    check_rate_limits(p, at, &spec.rate_limits, errors);
+    let connection = check_connection(p, at, spec, errors);
+    Target {
+        id,
+        name: spec.name.clone(),
+        provider: spec.provider,
+        region: spec.region.clone(),
+        spot: spec.spot,
+        pricing,
+        quota,
+        latency_ms: spec.latency_ms,
+        max_pod_milli_cpu,
+        max_pod_memory_mib,
+        gpus: spec.limits.gpus.clone(),
+        rate_limits: spec.rate_limits.clone(),
+        connection,
+        source: p.source(at),
+    }
+}
+
+/// A target's prices, each a number >= 0 (0 where it is not).
+fn check_pricing(
+    p: &Parsed,
+    at: &str,
+    spec: &PricingSpec,
+    errors: &mut Vec<PolicyError>,
+) -> Pricing {
+    let mut price =
+        |field: &str, v: f64| non_negative(p, &format!("{at}.pricing.{field}"), Some(v), errors);
+    Pricing {
+        vcpu_hour: price("vcpuHour", spec.vcpu_hour).unwrap_or(0.0),
+        gib_hour: price("gibHour", spec.gib_hour).unwrap_or(0.0),
+        minimum_seconds: spec.minimum_seconds,
+    }
+}
+
+/// A target's quota in engine units; each limit a number >= 0, absent means unlimited.
+fn check_quota(p: &Parsed, at: &str, q: &QuotaSpec, errors: &mut Vec<PolicyError>) -> Quota {
+    Quota {
         milli_cpu: non_negative(p, &format!("{at}.quota.vcpu"), q.vcpu, errors)
             .map(|v| (v * 1000.0).floor() as u64),
         memory_mib: non_negative(p, &format!("{at}.quota.memoryGiB"), q.memory_gib, errors)
@@ -445,8 +508,16 @@ fn check_target(
         pods: q.pods.map(u64::from),
         hourly_micros: non_negative(p, &format!("{at}.quota.hourlyCost"), q.hourly_cost, errors)
             .map(|v| (v * 1e6).floor() as u64),
-    };
-    let l = &spec.limits;
+    }
+}
+
+/// The largest pod a target takes, as (millicores, MiB), each a number > 0; GPU SKUs not empty.
+fn check_limits(
+    p: &Parsed,
+    at: &str,
+    l: &LimitsSpec,
+    errors: &mut Vec<PolicyError>,
+) -> (Option<u64>, Option<u64>) {
     let max_cpu = positive(
         p,
         &format!("{at}.limits.maxPodVcpu"),
@@ -467,7 +538,20 @@ fn check_target(
             ));
         }
     }
-    for (j, rl) in spec.rate_limits.iter().enumerate() {
+    (
+        max_cpu.map(|v| (v * 1000.0).floor() as u64),
+        max_mem.map(|v| (v * 1024.0).floor() as u64),
+    )
+}
+
+/// Every rate limit lets at least one request through, at a rate > 0.
+fn check_rate_limits(
+    p: &Parsed,
+    at: &str,
+    rate_limits: &[RateLimitSpec],
+    errors: &mut Vec<PolicyError>,
+) {
+    for (j, rl) in rate_limits.iter().enumerate() {
         if rl.burst == 0 {
             errors.push(p.error(format!("{at}.rateLimits[{j}].burst"), "must be at least 1"));
         }
@@ -477,27 +561,6 @@ fn check_target(
             Some(rl.per_second),
             errors,
         );
-    }
-    let connection = check_connection(p, at, spec, errors);
-    Target {
-        id,
-        name: spec.name.clone(),
-        provider: spec.provider,
-        region: spec.region.clone(),
-        spot: spec.spot,
-        pricing: Pricing {
-            vcpu_hour,
-            gib_hour,
-            minimum_seconds: spec.pricing.minimum_seconds,
-        },
-        quota,
-        latency_ms: spec.latency_ms,
-        max_pod_milli_cpu: max_cpu.map(|v| (v * 1000.0).floor() as u64),
-        max_pod_memory_mib: max_mem.map(|v| (v * 1024.0).floor() as u64),
-        gpus: l.gpus.clone(),
-        rate_limits: spec.rate_limits.clone(),
-        connection,
-        source: p.source(at),
     }
 }
 
@@ -598,31 +661,16 @@ fn check_rule(
     if spec.name.trim().is_empty() {
         errors.push(p.error(format!("{at}.name"), "must not be empty"));
     }
-    let expression =
-        spec.matches
-            .expression
-            .as_deref()
-            .and_then(|src| match Expression::compile(src) {
-                Ok(e) => Some(e),
-                Err(message) => {
-                    errors.push(p.error(format!("{at}.match.expression"), message));
-                    None
-                }
-            });
-    let known = |field: String, name: &String, errors: &mut Vec<PolicyError>| -> Option<TargetId> {
-        let id = index.get(name).copied();
-        if id.is_none() {
-            errors.push(p.error(field, format!("unknown target {name:?}")));
-        }
-        id
-    };
-    let allowed_targets: Option<Vec<TargetId>> = spec.allow.targets.as_ref().map(|names| {
-        names
-            .iter()
-            .enumerate()
-            .filter_map(|(j, n)| known(format!("{at}.allow.targets[{j}]"), n, errors))
-            .collect()
-    });
+    let expression = spec
+        .matches
+        .expression
+        .as_deref()
+        .and_then(|src| compile(p, at, src, errors));
+    let allowed_targets: Option<Vec<TargetId>> = spec
+        .allow
+        .targets
+        .as_ref()
+        .map(|names| known_targets(p, &format!("{at}.allow.targets"), names, index, errors));
     if let Some(regions) = &spec.allow.regions {
         for (j, r) in regions.iter().enumerate() {
             if !targets.iter().any(|t| t.region == *r) {
@@ -633,40 +681,10 @@ fn check_rule(
             }
         }
     }
-    let fallback = spec
-        .fallback
-        .iter()
-        .enumerate()
-        .filter_map(|(j, n)| known(format!("{at}.fallback[{j}]"), n, errors))
-        .collect();
+    let fallback = known_targets(p, &format!("{at}.fallback"), &spec.fallback, index, errors);
     let allow = targets
         .iter()
-        .map(|t| {
-            if spec
-                .allow
-                .providers
-                .as_ref()
-                .is_some_and(|ps| !ps.contains(&t.provider))
-            {
-                Some(AllowRejection::Provider)
-            } else if spec
-                .allow
-                .regions
-                .as_ref()
-                .is_some_and(|rs| !rs.contains(&t.region))
-            {
-                Some(AllowRejection::Region)
-            } else if allowed_targets
-                .as_ref()
-                .is_some_and(|ts| !ts.contains(&t.id))
-            {
-                Some(AllowRejection::Target)
-            } else if t.spot && !spec.allow.spot {
-                Some(AllowRejection::Spot)
-            } else {
-                None
-            }
-        })
+        .map(|t| allow_rejection(&spec.allow, allowed_targets.as_deref(), t))
         .collect();
     let max_hourly = non_negative(
         p,
@@ -695,6 +713,66 @@ fn check_rule(
         fallback,
         on_no_target: spec.on_no_target.unwrap_or(default_on_no_target),
         source: p.source(at),
+    }
+}
+
+/// A rule's `match.expression`, compiled; `None` (and an error) when it does not compile.
+fn compile(p: &Parsed, at: &str, src: &str, errors: &mut Vec<PolicyError>) -> Option<Expression> {
+    match Expression::compile(src) {
+        Ok(e) => Some(e),
+        Err(message) => {
+            errors.push(p.error(format!("{at}.match.expression"), message));
+            None
+        }
+    }
+}
+
+/// The ids of the targets named in the list at `field`; an unknown name is an error and left out.
+fn known_targets(
+    p: &Parsed,
+    field: &str,
+    names: &[String],
+    index: &HashMap<String, TargetId>,
+    errors: &mut Vec<PolicyError>,
+) -> Vec<TargetId> {
+    let mut known = |j: usize, name: &String| {
+        let id = index.get(name).copied();
+        if id.is_none() {
+            errors.push(p.error(format!("{field}[{j}]"), format!("unknown target {name:?}")));
+        }
+        id
+    };
+    names
+        .iter()
+        .enumerate()
+        .filter_map(|(j, n)| known(j, n))
+        .collect()
+}
+
+/// Why a rule's `allow` keeps it off `t` (provider, then region, target, spot), or `None`.
+fn allow_rejection(
+    allow: &AllowSpec,
+    allowed_targets: Option<&[TargetId]>,
+    t: &Target,
+) -> Option<AllowRejection> {
+    if allow
+        .providers
+        .as_ref()
+        .is_some_and(|ps| !ps.contains(&t.provider))
+    {
+        Some(AllowRejection::Provider)
+    } else if allow
+        .regions
+        .as_ref()
+        .is_some_and(|rs| !rs.contains(&t.region))
+    {
+        Some(AllowRejection::Region)
+    } else if allowed_targets.is_some_and(|ts| !ts.contains(&t.id)) {
+        Some(AllowRejection::Target)
+    } else if t.spot && !allow.spot {
+        Some(AllowRejection::Spot)
+    } else {
+        None
     }
 }
 

@@ -219,6 +219,66 @@ pub(crate) struct Sim<'a> {
     progress: ProgressBar,
 }
 
+/// Every pod of the workload, in arrival order (pod index = arrival order, so queues ordered by
+/// index are first come, first served), with its arrival and run time drawn from `seed`. Pods of
+/// a group share a class unless the rules read pod names (`name_dependent`).
+fn sim_pods(workload: &Workload, seed: u64, name_dependent: bool) -> Vec<SimPod> {
+    let mut pods = Vec::with_capacity(workload.pod_count() as usize);
+    let mut seq_in_group = 0u64;
+    for (g, group) in workload.groups.iter().enumerate() {
+        for i in 0..u64::from(group.count) {
+            let key = seq_in_group + i;
+            let offset = match group.arrival {
+                Arrival::Even => {
+                    (u128::from(group.over) * u128::from(i) / u128::from(group.count)) as Micros
+                }
+                Arrival::Random => {
+                    (group.over as f64 * unit(seed, Stream::Arrival, key, 0)) as Micros
+                }
+            };
+            let run_for = group.run_for.at(unit(seed, Stream::RunFor, key, 0));
+            let mut view = group.pod.clone();
+            view.name = format!("{}-{i}", group.name);
+            pods.push(SimPod {
+                view,
+                group: g as u32,
+                class: g as u32,
+                arrive: group.start + offset,
+                run_for,
+                state: State::Future,
+                attempt: 0,
+                held: None,
+                billed_from: 0,
+                asked_at: 0,
+                held_by: None,
+            });
+        }
+        seq_in_group += u64::from(group.count);
+    }
+    pods.sort_by_key(|p| p.arrive);
+    for (i, p) in pods.iter_mut().enumerate() {
+        p.view.uid = format!("sim-{i:07}");
+        if name_dependent {
+            p.class = i as u32;
+        }
+    }
+    pods
+}
+
+/// A progress bar over virtual seconds on stderr, or a hidden one.
+fn progress_bar(duration: Micros, progress: bool) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(duration / SECOND), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("simulating {bar:40.cyan/blue} {pos}/{len} virtual s  {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
 impl<'a> Sim<'a> {
     fn new(policy: &'a Policy, workload: &'a Workload, seed: u64, progress: bool) -> Sim<'a> {
         // A CEL rule reading the pod's name could tell pods of one group apart; then every pod
@@ -229,46 +289,7 @@ impl<'a> Sim<'a> {
                 .as_ref()
                 .is_some_and(|e| reads_pod_name(e.source()))
         });
-        let mut pods = Vec::with_capacity(workload.pod_count() as usize);
-        let mut seq_in_group = 0u64;
-        for (g, group) in workload.groups.iter().enumerate() {
-            for i in 0..u64::from(group.count) {
-                let key = seq_in_group + i;
-                let offset = match group.arrival {
-                    Arrival::Even => {
-                        (u128::from(group.over) * u128::from(i) / u128::from(group.count)) as Micros
-                    }
-                    Arrival::Random => {
-                        (group.over as f64 * unit(seed, Stream::Arrival, key, 0)) as Micros
-                    }
-                };
-                let run_for = group.run_for.at(unit(seed, Stream::RunFor, key, 0));
-                let mut view = group.pod.clone();
-                view.name = format!("{}-{i}", group.name);
-                pods.push(SimPod {
-                    view,
-                    group: g as u32,
-                    class: g as u32,
-                    arrive: group.start + offset,
-                    run_for,
-                    state: State::Future,
-                    attempt: 0,
-                    held: None,
-                    billed_from: 0,
-                    asked_at: 0,
-                    held_by: None,
-                });
-            }
-            seq_in_group += u64::from(group.count);
-        }
-        // Pod index = arrival order, so queues ordered by index are first come, first served.
-        pods.sort_by_key(|p| p.arrive);
-        for (i, p) in pods.iter_mut().enumerate() {
-            p.view.uid = format!("sim-{i:07}");
-            if name_dependent {
-                p.class = i as u32;
-            }
-        }
+        let pods = sim_pods(workload, seed, name_dependent);
         let class_count = if name_dependent {
             pods.len()
         } else {
@@ -276,20 +297,6 @@ impl<'a> Sim<'a> {
         };
         let targets = policy.targets.len();
         let step = (workload.duration / SAMPLES).max(SECOND);
-        let bar = if progress {
-            let bar = ProgressBar::with_draw_target(
-                Some(workload.duration / SECOND),
-                ProgressDrawTarget::stderr(),
-            );
-            if let Ok(style) = ProgressStyle::with_template(
-                "simulating {bar:40.cyan/blue} {pos}/{len} virtual s  {msg}",
-            ) {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar
-        } else {
-            ProgressBar::hidden()
-        };
         let mut sim = Sim {
             policy,
             workload,
@@ -326,26 +333,32 @@ impl<'a> Sim<'a> {
             step,
             samples: Vec::with_capacity((workload.duration / step + 1) as usize),
             next_sample: 0,
-            progress: bar,
+            progress: progress_bar(workload.duration, progress),
         };
-        for i in 0..sim.pods.len() {
-            let at = sim.pods[i].arrive;
-            sim.push(at, Ev::Arrive(i as u32));
+        sim.schedule_workload();
+        sim
+    }
+
+    /// Queues every pod's arrival and every outage's start and end; an outage naming a target
+    /// the policy lacks becomes a warning.
+    fn schedule_workload(&mut self) {
+        for i in 0..self.pods.len() {
+            let at = self.pods[i].arrive;
+            self.push(at, Ev::Arrive(i as u32));
         }
-        for o in &workload.outages {
-            match policy.target_by_name(&o.target) {
+        for o in &self.workload.outages {
+            match self.policy.target_by_name(&o.target) {
                 Some(t) => {
-                    sim.push(o.at, Ev::OutageStart(t.id.0));
-                    sim.push(o.at + o.down, Ev::OutageEnd(t.id.0));
+                    self.push(o.at, Ev::OutageStart(t.id.0));
+                    self.push(o.at + o.down, Ev::OutageEnd(t.id.0));
                 }
-                None => sim.warnings.push(format!(
+                None => self.warnings.push(format!(
                     "outage at {}: unknown target {:?} skipped",
                     crate::simulate::workload::human(o.at),
                     o.target
                 )),
             }
         }
-        sim
     }
 
     fn push(&mut self, at: Micros, ev: Ev) {

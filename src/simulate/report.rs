@@ -10,10 +10,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::policy::checked::Target;
 use crate::policy::engine::{ExclusionReason, Rejection};
 use crate::simulate::chart;
 use crate::simulate::error::{Error, Result};
-use crate::simulate::replay::Sim;
+use crate::simulate::replay::{Sim, TargetStats};
 use crate::simulate::workload::{Micros, SECOND, human};
 
 /// Short names of why the engine turned a target down, as counted in reports.
@@ -240,78 +241,117 @@ fn percentile(sorted: &[Micros], p: f64) -> Micros {
 
 pub(crate) fn build(sim: &Sim<'_>) -> Report {
     let policy = sim.policy;
-    let mut totals = Totals {
-        decisions: sim.decisions,
-        retry_sweeps: sim.sweeps,
-        ..Totals::default()
-    };
-    let mut pods = PodCounts {
-        total: sim.pods.len() as u64,
-        arrived: sim.arrived,
-        ..PodCounts::default()
-    };
-    let mut cost_micros_total = 0u128;
-    let mut milli_cpu_us_total = 0u128;
     let targets = policy
         .targets
         .iter()
         .zip(&sim.stats)
-        .map(|(t, s)| {
-            let mut ttr = s.time_to_running.clone();
-            ttr.sort_unstable();
-            let time_to_running = (!ttr.is_empty()).then(|| Percentiles {
-                p50_seconds: seconds(percentile(&ttr, 0.50)),
-                p99_seconds: seconds(percentile(&ttr, 0.99)),
-                max_seconds: seconds(*ttr.last().unwrap_or(&0)),
-            });
-            let cost_micros = s.cost_us / US_PER_HOUR;
-            cost_micros_total += cost_micros;
-            milli_cpu_us_total += s.milli_cpu_us;
-            pods.placed += s.placed;
-            pods.completed += s.completed;
-            pods.running_at_end += s.running_at_end;
-            pods.waiting_for_create_at_end += s.waiting_for_create_at_end;
-            totals.throttled_creates += s.throttled_creates;
-            totals.refused += s.refused.values().sum::<u64>();
-            TargetReport {
-                name: t.name.clone(),
-                provider: t.provider.to_string(),
-                region: t.region.clone(),
-                spot: t.spot,
-                placed: s.placed,
-                via_fallback: s.via_fallback,
-                completed: s.completed,
-                running_at_end: s.running_at_end,
-                waiting_for_create_at_end: s.waiting_for_create_at_end,
-                peak_running: s.peak_running,
-                vcpu_hours: round(s.milli_cpu_us as f64 / 1000.0 / US_PER_HOUR as f64, 4),
-                memory_gib_hours: round(s.memory_mib_us as f64 / 1024.0 / US_PER_HOUR as f64, 4),
-                cost_usd: round(cost_micros as f64 / 1e6, 6),
-                time_to_running,
-                throttled: Throttled {
-                    creates: s.throttled_creates,
-                    deletes: s.throttled_deletes,
-                    longest_wait_seconds: seconds(s.longest_wait),
-                    by_bucket: s.held_by.clone(),
-                },
-                refused: s.refused.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-                rejections: CATEGORIES
-                    .iter()
-                    .zip(s.rejections)
-                    .filter(|(_, n)| *n > 0)
-                    .map(|(k, n)| (k.to_string(), n))
-                    .collect(),
-            }
-        })
+        .map(|(t, s)| target_report(t, s))
         .collect();
-    totals.cost_usd = round(cost_micros_total as f64 / 1e6, 6);
-    totals.vcpu_hours = round(milli_cpu_us_total as f64 / 1000.0 / US_PER_HOUR as f64, 4);
+    let pending = pending(sim);
+    let failed = failed(sim);
+    let mut pods = pod_counts(sim);
+    pods.pending_at_end = pending.iter().map(|l| l.pods).sum();
+    pods.failed = failed.iter().map(|f| f.pods).sum();
+    Report {
+        workload: sim.workload.name.clone(),
+        policy_hash: policy.hash.clone(),
+        seed: sim.seed,
+        duration_seconds: seconds(sim.workload.duration),
+        pods,
+        targets,
+        totals: totals(sim),
+        pending,
+        failed,
+        timeline: Timeline {
+            step_seconds: seconds(sim.step),
+            series: series(sim),
+        },
+        warnings: sim.warnings.clone(),
+    }
+}
 
-    // Pending: per group, the reason of its oldest waiting pod.
+/// One target's counters, in report units.
+fn target_report(t: &Target, s: &TargetStats) -> TargetReport {
+    let mut ttr = s.time_to_running.clone();
+    ttr.sort_unstable();
+    let time_to_running = (!ttr.is_empty()).then(|| Percentiles {
+        p50_seconds: seconds(percentile(&ttr, 0.50)),
+        p99_seconds: seconds(percentile(&ttr, 0.99)),
+        max_seconds: seconds(*ttr.last().unwrap_or(&0)),
+    });
+    TargetReport {
+        name: t.name.clone(),
+        provider: t.provider.to_string(),
+        region: t.region.clone(),
+        spot: t.spot,
+        placed: s.placed,
+        via_fallback: s.via_fallback,
+        completed: s.completed,
+        running_at_end: s.running_at_end,
+        waiting_for_create_at_end: s.waiting_for_create_at_end,
+        peak_running: s.peak_running,
+        vcpu_hours: vcpu_hours(s.milli_cpu_us),
+        memory_gib_hours: round(s.memory_mib_us as f64 / 1024.0 / US_PER_HOUR as f64, 4),
+        cost_usd: usd(s.cost_us / US_PER_HOUR),
+        time_to_running,
+        throttled: Throttled {
+            creates: s.throttled_creates,
+            deletes: s.throttled_deletes,
+            longest_wait_seconds: seconds(s.longest_wait),
+            by_bucket: s.held_by.clone(),
+        },
+        refused: s.refused.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        rejections: CATEGORIES
+            .iter()
+            .zip(s.rejections)
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k.to_string(), n))
+            .collect(),
+    }
+}
+
+/// Millicore-microseconds as vCPU-hours.
+fn vcpu_hours(milli_cpu_us: u128) -> f64 {
+    round(milli_cpu_us as f64 / 1000.0 / US_PER_HOUR as f64, 4)
+}
+
+/// Micro-USD as USD.
+fn usd(micros: u128) -> f64 {
+    round(micros as f64 / 1e6, 6)
+}
+
+/// Sums over all targets (cost and vCPU summed exactly, rounded once), and the engine's work.
+fn totals(sim: &Sim<'_>) -> Totals {
+    let stats = &sim.stats;
+    Totals {
+        vcpu_hours: vcpu_hours(stats.iter().map(|s| s.milli_cpu_us).sum()),
+        cost_usd: usd(stats.iter().map(|s| s.cost_us / US_PER_HOUR).sum()),
+        throttled_creates: stats.iter().map(|s| s.throttled_creates).sum(),
+        refused: stats.iter().flat_map(|s| s.refused.values()).sum(),
+        decisions: sim.decisions,
+        retry_sweeps: sim.sweeps,
+    }
+}
+
+/// Where the pods ended up, summed over targets; pending and failed are filled in by the caller.
+fn pod_counts(sim: &Sim<'_>) -> PodCounts {
+    let sum = |f: fn(&TargetStats) -> u64| -> u64 { sim.stats.iter().map(f).sum() };
+    PodCounts {
+        total: sim.pods.len() as u64,
+        arrived: sim.arrived,
+        placed: sum(|s| s.placed),
+        completed: sum(|s| s.completed),
+        running_at_end: sum(|s| s.running_at_end),
+        waiting_for_create_at_end: sum(|s| s.waiting_for_create_at_end),
+        ..PodCounts::default()
+    }
+}
+
+/// Pods still waiting, per group, with the reason of the group's oldest waiting pod.
+fn pending(sim: &Sim<'_>) -> Vec<Leftover> {
     let mut pending: BTreeMap<u32, Leftover> = BTreeMap::new();
     for (head, waiting) in sim.waiting_classes() {
         let group = sim.pods[head as usize].group;
-        pods.pending_at_end += waiting as u64;
         let entry = pending.entry(group).or_insert_with(|| Leftover {
             group: sim.workload.groups[group as usize].name.clone(),
             namespace: sim.workload.groups[group as usize].pod.namespace.clone(),
@@ -320,8 +360,12 @@ pub(crate) fn build(sim: &Sim<'_>) -> Report {
         });
         entry.pods += waiting as u64;
     }
-    let failed: Vec<Leftover> = sim
-        .failures
+    pending.into_values().collect()
+}
+
+/// Pods that failed, per group, with the first reason.
+fn failed(sim: &Sim<'_>) -> Vec<Leftover> {
+    sim.failures
         .iter()
         .enumerate()
         .filter(|(_, f)| f.pods > 0)
@@ -331,10 +375,13 @@ pub(crate) fn build(sim: &Sim<'_>) -> Report {
             pods: f.pods,
             reason: f.reason.clone().unwrap_or_default(),
         })
-        .collect();
-    pods.failed = failed.iter().map(|f| f.pods).sum();
+        .collect()
+}
 
-    let mut series: Vec<Series> = policy
+/// The timeline's lines: pods running per target, then `pending` and `starting`.
+fn series(sim: &Sim<'_>) -> Vec<Series> {
+    let mut series: Vec<Series> = sim
+        .policy
         .targets
         .iter()
         .map(|t| Series {
@@ -343,38 +390,19 @@ pub(crate) fn build(sim: &Sim<'_>) -> Report {
             values: Vec::with_capacity(sim.samples.len()),
         })
         .collect();
-    series.push(Series {
-        name: "pending".into(),
-        kind: "pending".into(),
-        values: Vec::new(),
-    });
-    series.push(Series {
-        name: "starting".into(),
-        kind: "starting".into(),
-        values: Vec::new(),
-    });
+    for kind in ["pending", "starting"] {
+        series.push(Series {
+            name: kind.into(),
+            kind: kind.into(),
+            values: Vec::new(),
+        });
+    }
     for row in &sim.samples {
         for (s, v) in series.iter_mut().zip(row) {
             s.values.push(*v);
         }
     }
-
-    Report {
-        workload: sim.workload.name.clone(),
-        policy_hash: policy.hash.clone(),
-        seed: sim.seed,
-        duration_seconds: seconds(sim.workload.duration),
-        pods,
-        targets,
-        totals,
-        pending: pending.into_values().collect(),
-        failed,
-        timeline: Timeline {
-            step_seconds: seconds(sim.step),
-            series,
-        },
-        warnings: sim.warnings.clone(),
-    }
+    series
 }
 
 fn human_seconds(s: f64) -> String {
@@ -400,13 +428,12 @@ impl Report {
     /// left pending or failed with their reasons.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let p = &self.pods;
         let _ = writeln!(
             out,
             "simulated {} of workload {:?} ({} pods) under policy {}, seed {}\n",
             human_seconds(self.duration_seconds),
             self.workload,
-            p.total,
+            self.pods.total,
             self.policy_hash,
             self.seed
         );
@@ -417,6 +444,18 @@ impl Report {
             .max()
             .unwrap_or(6)
             .max(6);
+        self.write_targets(&mut out, w);
+        self.write_throttled(&mut out, w);
+        self.write_refused(&mut out, w);
+        self.write_pods(&mut out);
+        for warning in &self.warnings {
+            let _ = writeln!(out, "\nwarning: {warning}");
+        }
+        out
+    }
+
+    /// One row per target, a total row, and what the columns mean; names padded to `w`.
+    fn write_targets(&self, out: &mut String, w: usize) {
         let _ = writeln!(
             out,
             "{:<w$}  {:>6}  {:>6}  {:>9}  {:>10}  {:>7}  {:>7}  {:>9}  {:>7}  REJECTED BY ENGINE",
@@ -455,7 +494,7 @@ impl Report {
             out,
             "{:<w$}  {:>6}  {:>6}  {:>9.2}  {:>10.2}  {:>7}  {:>7}  {:>9}  {:>7}",
             "TOTAL",
-            p.placed,
+            self.pods.placed,
             self.targets.iter().map(|t| t.via_fallback).sum::<u64>(),
             self.totals.vcpu_hours,
             self.totals.cost_usd,
@@ -469,40 +508,54 @@ impl Report {
             "\nP50/P99 RUN: arrival to Running. REJECTED BY ENGINE: times the engine turned the target down for a pod\n\
              its rule allows there, retries included. Cost honours each target's pricing.minimumSeconds."
         );
+    }
 
+    /// Targets whose requests waited in a rate limit, and which bucket held them; nothing if none.
+    fn write_throttled(&self, out: &mut String, w: usize) {
         let throttled: Vec<&TargetReport> = self
             .targets
             .iter()
             .filter(|t| t.throttled.creates + t.throttled.deletes > 0)
             .collect();
-        if !throttled.is_empty() {
-            let _ = writeln!(out, "\nthrottled requests (waited in a rate limit):");
-            for t in throttled {
-                let _ = writeln!(
-                    out,
-                    "  {:<w$}  {} creates, {} deletes, longest wait {}; held by {}",
-                    t.name,
-                    t.throttled.creates,
-                    t.throttled.deletes,
-                    human_seconds(t.throttled.longest_wait_seconds),
-                    counts(&t.throttled.by_bucket, &[])
-                );
-            }
+        if throttled.is_empty() {
+            return;
         }
+        let _ = writeln!(out, "\nthrottled requests (waited in a rate limit):");
+        for t in throttled {
+            let _ = writeln!(
+                out,
+                "  {:<w$}  {} creates, {} deletes, longest wait {}; held by {}",
+                t.name,
+                t.throttled.creates,
+                t.throttled.deletes,
+                human_seconds(t.throttled.longest_wait_seconds),
+                counts(&t.throttled.by_bucket, &[])
+            );
+        }
+    }
+
+    /// Targets whose provider refused creates, by reason; nothing if none.
+    fn write_refused(&self, out: &mut String, w: usize) {
         let refused: Vec<&TargetReport> = self
             .targets
             .iter()
             .filter(|t| !t.refused.is_empty())
             .collect();
-        if !refused.is_empty() {
-            let _ = writeln!(
-                out,
-                "\ncreates refused by the provider (the pod fell back to another target or waited):"
-            );
-            for t in refused {
-                let _ = writeln!(out, "  {:<w$}  {}", t.name, counts(&t.refused, &[]));
-            }
+        if refused.is_empty() {
+            return;
         }
+        let _ = writeln!(
+            out,
+            "\ncreates refused by the provider (the pod fell back to another target or waited):"
+        );
+        for t in refused {
+            let _ = writeln!(out, "  {:<w$}  {}", t.name, counts(&t.refused, &[]));
+        }
+    }
+
+    /// Where the pods ended up, then the groups left pending or failed with their reasons.
+    fn write_pods(&self, out: &mut String) {
+        let p = &self.pods;
         let _ = writeln!(
             out,
             "\npods: {} arrived; {} placed ({} completed, {} running at the end); {} waiting for a create slot; {} pending; {} failed",
@@ -537,10 +590,6 @@ impl Report {
                 );
             }
         }
-        for warning in &self.warnings {
-            let _ = writeln!(out, "\nwarning: {warning}");
-        }
-        out
     }
 
     /// The report as pretty JSON, ending in a newline.

@@ -548,33 +548,25 @@ fn line<T>(s: &Spanned<T>) -> Option<usize> {
     (l > 0).then_some(l as usize)
 }
 
-fn check(file: &str, doc: Document) -> Result<Workload> {
-    let invalid = |line: Option<usize>, field: &str, message: String| Error::Invalid {
+/// A problem at `line` of `file`, in `field`.
+fn invalid(file: &str, line: Option<usize>, field: &str, message: String) -> Error {
+    Error::Invalid {
         file: file.to_string(),
         line,
         field: field.to_string(),
         message,
-    };
-    if doc.api_version.value != API_VERSION {
-        let got = &doc.api_version.value;
-        return Err(invalid(
-            line(&doc.api_version),
-            "apiVersion",
-            format!("must be {API_VERSION}, got {got:?}"),
-        ));
     }
-    if doc.kind.value != KIND {
-        return Err(invalid(
-            line(&doc.kind),
-            "kind",
-            format!("must be {KIND}, got {:?}", doc.kind.value),
-        ));
-    }
+}
+
+/// Checks a parsed document, stopping at the first problem (in file order).
+fn check(file: &str, doc: Document) -> Result<Workload> {
+    check_header(file, &doc)?;
     let spec_line = line(&doc.spec);
     let spec = doc.spec.value;
     let duration = spec.duration.value.0;
     if duration == 0 {
         return Err(invalid(
+            file,
             line(&spec.duration),
             "spec.duration",
             "must be longer than 0s".into(),
@@ -582,153 +574,27 @@ fn check(file: &str, doc: Document) -> Result<Workload> {
     }
     if spec.groups.is_empty() {
         return Err(invalid(
+            file,
             spec_line,
             "spec.groups",
             "a workload needs at least one group".into(),
         ));
     }
     let mut names = BTreeSet::new();
-    let mut groups = Vec::with_capacity(spec.groups.len());
     let mut total = 0u64;
-    for (i, g) in spec.groups.into_iter().enumerate() {
-        let at = format!("spec.groups[{i}]");
-        let name = g.name.value.trim().to_string();
-        if name.is_empty() {
-            return Err(invalid(
-                line(&g.name),
-                &format!("{at}.name"),
-                "must not be empty".into(),
-            ));
-        }
-        if !names.insert(name.clone()) {
-            return Err(invalid(
-                line(&g.name),
-                &format!("{at}.name"),
-                format!("duplicate group name {name:?}"),
-            ));
-        }
-        if g.count.value == 0 {
-            return Err(invalid(
-                line(&g.count),
-                &format!("{at}.count"),
-                "must be at least 1".into(),
-            ));
-        }
-        total += u64::from(g.count.value);
-        if total > MAX_PODS {
-            return Err(invalid(
-                line(&g.count),
-                &format!("{at}.count"),
-                format!("a workload holds at most {MAX_PODS} pods"),
-            ));
-        }
-        let over = g.over.as_ref().map_or(0, |o| o.value.0);
-        if g.start.0.saturating_add(over) > duration {
-            return Err(invalid(
-                g.over.as_ref().and_then(line).or(line(&g.name)),
-                &format!("{at}.over"),
-                format!(
-                    "arrivals must end within spec.duration ({}); start + over = {}",
-                    human(duration),
-                    human(g.start.0 + over)
-                ),
-            ));
-        }
-        let run_for = Range {
-            min: g.run_for.value.min,
-            max: g.run_for.value.max,
-        };
-        if run_for.min > run_for.max {
-            return Err(invalid(
-                line(&g.run_for),
-                &format!("{at}.runFor"),
-                "min must not be larger than max".into(),
-            ));
-        }
-        if run_for.max == 0 {
-            return Err(invalid(
-                line(&g.run_for),
-                &format!("{at}.runFor"),
-                "must be longer than 0s".into(),
-            ));
-        }
-        let pod_line = line(&g.pod).or(line(&g.name));
-        let pod = crate::policy::testing::pod_from_value(g.pod.value)
-            .map_err(|m| invalid(pod_line, &format!("{at}.pod"), m))?;
-        groups.push(Group {
-            name,
-            count: g.count.value,
-            start: g.start.0,
-            over,
-            arrival: g.arrival,
-            run_for,
-            pod,
-        });
-    }
-    let mut outages = Vec::with_capacity(spec.events.len());
-    for (i, e) in spec.events.into_iter().enumerate() {
-        let at = format!("spec.events[{i}]");
-        if e.at.value.0 >= duration {
-            return Err(invalid(
-                line(&e.at),
-                &format!("{at}.at"),
-                format!("must be before spec.duration ({})", human(duration)),
-            ));
-        }
-        if e.down.value.0 == 0 {
-            return Err(invalid(
-                line(&e.down),
-                &format!("{at}.down"),
-                "must be longer than 0s".into(),
-            ));
-        }
-        outages.push(Outage {
-            at: e.at.value.0,
-            target: e.target.value.clone(),
-            down: e.down.value.0,
-            line: line(&e.target),
-        });
-    }
-    let mut providers = Providers::default();
-    let p = spec.providers;
-    for (kind, spec) in [
-        (ProviderKind::Aci, p.aci),
-        (ProviderKind::Fargate, p.fargate),
-        (ProviderKind::Cluster, p.cluster),
-        (ProviderKind::Sim, p.sim),
-    ] {
-        let Some(spec) = spec else { continue };
-        let settings = providers.get_mut(kind);
-        let at = format!("spec.providers.{kind}");
-        if let Some(cs) = spec.cold_start {
-            if cs.value.min > cs.value.max {
-                return Err(invalid(
-                    line(&cs),
-                    &format!("{at}.coldStart"),
-                    "min must not be larger than max".into(),
-                ));
-            }
-            settings.cold_start = Range {
-                min: cs.value.min,
-                max: cs.value.max,
-            };
-        }
-        if let Some(c) = spec.capacity {
-            if let Some(v) = c.vcpu {
-                if !v.value.is_finite() || v.value < 0.0 {
-                    return Err(invalid(
-                        line(&v),
-                        &format!("{at}.capacity.vcpu"),
-                        format!("must be a number >= 0, got {}", v.value),
-                    ));
-                }
-                settings.capacity.milli_cpu = Some((v.value * 1000.0).floor() as u64);
-            }
-            if let Some(pods) = c.pods {
-                settings.capacity.pods = Some(pods);
-            }
-        }
-    }
+    let groups = spec
+        .groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, g)| check_group(file, i, g, duration, &mut names, &mut total))
+        .collect::<Result<Vec<_>>>()?;
+    let outages = spec
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| check_event(file, i, e, duration))
+        .collect::<Result<Vec<_>>>()?;
+    let providers = check_providers(file, spec.providers)?;
     let stem = std::path::Path::new(file)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -741,6 +607,208 @@ fn check(file: &str, doc: Document) -> Result<Workload> {
         outages,
         providers,
     })
+}
+
+/// `apiVersion` and `kind` say this is a workload file.
+fn check_header(file: &str, doc: &Document) -> Result<()> {
+    if doc.api_version.value != API_VERSION {
+        let got = &doc.api_version.value;
+        return Err(invalid(
+            file,
+            line(&doc.api_version),
+            "apiVersion",
+            format!("must be {API_VERSION}, got {got:?}"),
+        ));
+    }
+    if doc.kind.value != KIND {
+        return Err(invalid(
+            file,
+            line(&doc.kind),
+            "kind",
+            format!("must be {KIND}, got {:?}", doc.kind.value),
+        ));
+    }
+    Ok(())
+}
+
+/// Group `i`: a new name, at least one pod (and at most [`MAX_PODS`] counting the groups before,
+/// whose names and pod count are in `names` and `total`), arrivals within the horizon, a run time
+/// and a pod template.
+fn check_group(
+    file: &str,
+    i: usize,
+    g: GroupSpec,
+    duration: Micros,
+    names: &mut BTreeSet<String>,
+    total: &mut u64,
+) -> Result<Group> {
+    let at = format!("spec.groups[{i}]");
+    let name = g.name.value.trim().to_string();
+    if name.is_empty() {
+        let field = format!("{at}.name");
+        return Err(invalid(
+            file,
+            line(&g.name),
+            &field,
+            "must not be empty".into(),
+        ));
+    }
+    if !names.insert(name.clone()) {
+        return Err(invalid(
+            file,
+            line(&g.name),
+            &format!("{at}.name"),
+            format!("duplicate group name {name:?}"),
+        ));
+    }
+    if g.count.value == 0 {
+        let field = format!("{at}.count");
+        return Err(invalid(
+            file,
+            line(&g.count),
+            &field,
+            "must be at least 1".into(),
+        ));
+    }
+    *total += u64::from(g.count.value);
+    if *total > MAX_PODS {
+        return Err(invalid(
+            file,
+            line(&g.count),
+            &format!("{at}.count"),
+            format!("a workload holds at most {MAX_PODS} pods"),
+        ));
+    }
+    let over = g.over.as_ref().map_or(0, |o| o.value.0);
+    if g.start.0.saturating_add(over) > duration {
+        return Err(invalid(
+            file,
+            g.over.as_ref().and_then(line).or(line(&g.name)),
+            &format!("{at}.over"),
+            format!(
+                "arrivals must end within spec.duration ({}); start + over = {}",
+                human(duration),
+                human(g.start.0 + over)
+            ),
+        ));
+    }
+    let run_for = check_run_for(file, &at, &g.run_for)?;
+    let pod_line = line(&g.pod).or(line(&g.name));
+    let pod = crate::policy::testing::pod_from_value(g.pod.value)
+        .map_err(|m| invalid(file, pod_line, &format!("{at}.pod"), m))?;
+    Ok(Group {
+        name,
+        count: g.count.value,
+        start: g.start.0,
+        over,
+        arrival: g.arrival,
+        run_for,
+        pod,
+    })
+}
+
+/// A group's `runFor`: an ordered range longer than nothing.
+fn check_run_for(file: &str, at: &str, run_for: &Spanned<RangeSpec>) -> Result<Range> {
+    let field = format!("{at}.runFor");
+    let range = Range {
+        min: run_for.value.min,
+        max: run_for.value.max,
+    };
+    if range.min > range.max {
+        let message = "min must not be larger than max".into();
+        return Err(invalid(file, line(run_for), &field, message));
+    }
+    if range.max == 0 {
+        let message = "must be longer than 0s".into();
+        return Err(invalid(file, line(run_for), &field, message));
+    }
+    Ok(range)
+}
+
+/// Outage `i`: starts within the horizon and lasts a while. Its target is checked against the
+/// policy later ([`Workload::check_against`]).
+fn check_event(file: &str, i: usize, e: EventSpec, duration: Micros) -> Result<Outage> {
+    let at = format!("spec.events[{i}]");
+    if e.at.value.0 >= duration {
+        return Err(invalid(
+            file,
+            line(&e.at),
+            &format!("{at}.at"),
+            format!("must be before spec.duration ({})", human(duration)),
+        ));
+    }
+    if e.down.value.0 == 0 {
+        let field = format!("{at}.down");
+        return Err(invalid(
+            file,
+            line(&e.down),
+            &field,
+            "must be longer than 0s".into(),
+        ));
+    }
+    Ok(Outage {
+        at: e.at.value.0,
+        target: e.target.value.clone(),
+        down: e.down.value.0,
+        line: line(&e.target),
+    })
+}
+
+/// The defaults, with each provider block written in the file applied over its kind's.
+fn check_providers(file: &str, p: ProvidersSpec) -> Result<Providers> {
+    let mut providers = Providers::default();
+    for (kind, spec) in [
+        (ProviderKind::Aci, p.aci),
+        (ProviderKind::Fargate, p.fargate),
+        (ProviderKind::Cluster, p.cluster),
+        (ProviderKind::Sim, p.sim),
+    ] {
+        if let Some(spec) = spec {
+            apply_provider(file, kind, spec, providers.get_mut(kind))?;
+        }
+    }
+    Ok(providers)
+}
+
+/// One provider block: a cold start range and capacity fields that replace the defaults.
+fn apply_provider(
+    file: &str,
+    kind: ProviderKind,
+    spec: ProviderSpec,
+    settings: &mut ProviderSettings,
+) -> Result<()> {
+    let at = format!("spec.providers.{kind}");
+    if let Some(cs) = spec.cold_start {
+        if cs.value.min > cs.value.max {
+            return Err(invalid(
+                file,
+                line(&cs),
+                &format!("{at}.coldStart"),
+                "min must not be larger than max".into(),
+            ));
+        }
+        settings.cold_start = Range {
+            min: cs.value.min,
+            max: cs.value.max,
+        };
+    }
+    if let Some(c) = spec.capacity {
+        if let Some(v) = c.vcpu {
+            if !v.value.is_finite() || v.value < 0.0 {
+                return Err(invalid(
+                    file,
+                    line(&v),
+                    &format!("{at}.capacity.vcpu"),
+                    format!("must be a number >= 0, got {}", v.value),
+                ));
+            }
+            settings.capacity.milli_cpu = Some((v.value * 1000.0).floor() as u64);
+        }
+        if let Some(pods) = c.pods {
+            settings.capacity.pods = Some(pods);
+        }
+    }
+    Ok(())
 }
 
 /// A duration for people: `850ms`, `42s`, `4m10s`, `1h05m`.
