@@ -205,6 +205,7 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
     shutdown.cancel();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while tasks.join_next().await.is_some() {}
+        gw.drain().await;
     })
     .await;
     if drained.is_err() {

@@ -8,8 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{Notify, watch};
+use tokio_util::task::TaskTracker;
 
 use crate::config::RunConfig;
+use crate::controller::events::{Event, EventReason};
 use crate::metrics::Metrics;
 use crate::policy::model::ProviderKind;
 use crate::policy::{Exclusion, ExclusionReason, Ledger, Policy};
@@ -38,6 +40,9 @@ pub struct Gateway {
     pub(in crate::controller) nudge: Notify,
     /// Prometheus metrics.
     pub(in crate::controller) metrics: Arc<Metrics>,
+    /// Work started outside any controller's loop (the Event about a circuit, which the layers
+    /// report from inside a provider call): owned here, and waited for by [`Gateway::drain`].
+    background: TaskTracker,
 }
 
 impl Gateway {
@@ -132,7 +137,16 @@ impl Gateway {
             unhealthy: Mutex::default(),
             nudge: Notify::new(),
             metrics: Arc::new(Metrics::new()),
+            background: TaskTracker::new(),
         })
+    }
+
+    /// Waits for the background work of this gateway (Events still being published) to end.
+    /// Part of the shutdown path: `gateway::run` calls it inside its bounded drain. Work started
+    /// during or after the wait is owned all the same; this returns once none is left.
+    pub async fn drain(&self) {
+        self.background.close();
+        self.background.wait().await;
     }
 
     /// Builds the adapters the current policy needs (after each policy change).
@@ -201,25 +215,33 @@ impl Observer for Health {
             return;
         }
         gw.nudge.notify_waiters();
-        let (target, gw) = (target.to_string(), gw.clone());
+        let event = match state {
+            CircuitState::Open => Event::new(
+                EventReason::CircuitOpen,
+                format!(
+                    "target {target} excluded: its circuit opened after repeated target-level failures"
+                ),
+            ),
+            CircuitState::HalfOpen | CircuitState::Closed => Event::new(
+                EventReason::CircuitProbing,
+                format!(
+                    "target {target} offered again: its circuit is {}",
+                    state.as_str()
+                ),
+            ),
+        };
+        // The layers report from inside a provider call, which must not wait on the API server:
+        // the Event is published by a task the gateway owns (see `Gateway::drain`).
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let (type_, reason, note) = match state {
-                    CircuitState::Open => (
-                        kube::runtime::events::EventType::Warning,
-                        "CircuitOpen",
-                        format!("target {target} excluded: its circuit opened after repeated target-level failures"),
-                    ),
-                    _ => (
-                        kube::runtime::events::EventType::Normal,
-                        "CircuitProbing",
-                        format!("target {target} offered again: its circuit is {}", state.as_str()),
-                    ),
-                };
-                if let Err(e) = crate::controller::node::node_event(&gw, type_, reason, &note).await {
-                    tracing::warn!(error = %e, "could not record the circuit Event");
-                }
-            });
+            let owner = gw.clone();
+            gw.background.spawn_on(
+                async move {
+                    if let Err(e) = crate::controller::node::node_event(&owner, &event).await {
+                        tracing::warn!(error = %e, "could not record the circuit Event");
+                    }
+                },
+                &rt,
+            );
         }
     }
 }

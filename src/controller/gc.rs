@@ -12,7 +12,7 @@ use kube::api::{Api, ListParams};
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::context::Gateway;
-use crate::controller::placement;
+use crate::controller::placement::Workload;
 use crate::provider::OwnedWorkload;
 
 /// Why a workload is garbage.
@@ -102,7 +102,7 @@ pub async fn collect(gw: &Gateway, sightings: &mut Sightings) -> Result<usize, k
     let placed: HashMap<String, Option<String>> = list
         .items
         .iter()
-        .filter_map(|p| Some((p.uid()?, p.annotations().get(placement::TARGET).cloned())))
+        .filter_map(|p| Some((p.uid()?, Workload::of(p).map(|w| w.target))))
         .collect();
     let live: HashSet<String> = placed.keys().cloned().collect();
     let vanished: Vec<String> = {

@@ -4,9 +4,11 @@
 
 pub mod admission;
 pub mod context;
+pub mod events;
 pub mod gc;
 pub mod leader;
 pub mod node;
+pub mod outcome;
 pub mod placement;
 pub mod pod;
 pub mod reload;

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RunConfig;
 use crate::controller::context::Gateway;
+use crate::controller::events::{Event, EventReason};
 use crate::policy::{ExclusionReason, Policy};
 
 /// Namespace of the node heartbeat Leases (the kubelet's convention).
@@ -68,6 +69,37 @@ pub const REASON_READY: &str = "KubeletReady";
 pub const REASON_NO_POLICY: &str = "NoPolicy";
 /// Ready reason: the policy names no target that can take pods now.
 pub const REASON_NO_USABLE_TARGET: &str = "NoUsableTarget";
+
+/// Why the node is Ready or not: the Ready condition's reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadinessReason {
+    /// A policy is loaded and a target can take pods ([`REASON_READY`]).
+    Ready,
+    /// No valid policy has loaded yet ([`REASON_NO_POLICY`]).
+    NoPolicy,
+    /// The policy names no target that can take pods now ([`REASON_NO_USABLE_TARGET`]).
+    NoUsableTarget,
+}
+
+impl ReadinessReason {
+    /// The Ready condition's reason, as the node shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadinessReason::Ready => REASON_READY,
+            ReadinessReason::NoPolicy => REASON_NO_POLICY,
+            ReadinessReason::NoUsableTarget => REASON_NO_USABLE_TARGET,
+        }
+    }
+
+    /// The reason of the Event that says the node became so.
+    pub fn event(self) -> EventReason {
+        match self {
+            ReadinessReason::Ready => EventReason::NodeReady,
+            ReadinessReason::NoPolicy => EventReason::NoPolicy,
+            ReadinessReason::NoUsableTarget => EventReason::NoUsableTarget,
+        }
+    }
+}
 
 /// Why a node operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -280,8 +312,8 @@ pub fn target_health(gw: &Gateway, policy: &Policy) -> TargetHealth {
 pub struct Readiness {
     /// Ready or not.
     pub ready: bool,
-    /// `KubeletReady`, `NoPolicy` or `NoUsableTarget`.
-    pub reason: &'static str,
+    /// Why (`KubeletReady`, `NoPolicy` or `NoUsableTarget` on the condition).
+    pub reason: ReadinessReason,
     /// A sentence for `kubectl describe node`.
     pub message: String,
 }
@@ -292,7 +324,7 @@ pub fn readiness(policy: Option<&Policy>, health: &TargetHealth) -> Readiness {
     let Some(policy) = policy else {
         return Readiness {
             ready: false,
-            reason: REASON_NO_POLICY,
+            reason: ReadinessReason::NoPolicy,
             message:
                 "no valid policy has loaded yet; see the gateway log and the PolicyInvalid events"
                     .to_owned(),
@@ -313,7 +345,7 @@ pub fn readiness(policy: Option<&Policy>, health: &TargetHealth) -> Readiness {
         };
         return Readiness {
             ready: false,
-            reason: REASON_NO_USABLE_TARGET,
+            reason: ReadinessReason::NoUsableTarget,
             message,
         };
     }
@@ -328,7 +360,7 @@ pub fn readiness(policy: Option<&Policy>, health: &TargetHealth) -> Readiness {
     }
     Readiness {
         ready: true,
-        reason: REASON_READY,
+        reason: ReadinessReason::Ready,
         message,
     }
 }
@@ -402,7 +434,7 @@ pub fn conditions(
         (
             "Ready",
             ready_status,
-            readiness.reason,
+            readiness.reason.as_str(),
             readiness.message.clone(),
         ),
         (
@@ -627,20 +659,15 @@ fn event_note(note: &str) -> String {
     format!("{}...", &note[..end])
 }
 
-/// Publishes an Event about the node (shown by `kubectl describe node`): `Warning` for problems
-/// (e.g. reason `PolicyInvalid`), `Normal` for news. The action is the reason; `note` is cut to
-/// the 1 kB an Event allows. Errors are the API server's (retryable; callers log and go on).
+/// Publishes `event` about the node (shown by `kubectl describe node`): `Warning` for problems
+/// (e.g. reason `PolicyInvalid`), `Normal` for news. The action is the reason; the note is cut
+/// to the 1 kB an Event allows. Errors are the API server's (retryable; callers log and go on).
 ///
 /// The Event is an `events.k8s.io/v1` Event in [`NODE_EVENT_NAMESPACE`]: Kubernetes 1.20 accepts
 /// such an Event about a cluster-scoped object only there (later versions also in `default`),
 /// which is why this does not go through `kube::runtime::events::Recorder` (it would put it in
 /// `default`).
-pub async fn node_event(
-    gw: &Gateway,
-    type_: EventType,
-    reason: &str,
-    note: &str,
-) -> Result<(), Error> {
+pub async fn node_event(gw: &Gateway, event: &Event) -> Result<(), Error> {
     let now = Timestamp::now();
     let node = &gw.config.node_name;
     let event = k8s_openapi::api::events::v1::Event {
@@ -650,13 +677,13 @@ pub async fn node_event(
             ..ObjectMeta::default()
         },
         event_time: Some(MicroTime(now)),
-        type_: Some(match type_ {
+        type_: Some(match event.type_() {
             EventType::Normal => "Normal".to_owned(),
             EventType::Warning => "Warning".to_owned(),
         }),
-        reason: Some(reason.to_owned()),
-        action: Some(reason.to_owned()),
-        note: Some(event_note(note)),
+        reason: Some(event.reason.as_str().to_owned()),
+        action: Some(event.reason.as_str().to_owned()),
+        note: Some(event_note(&event.note)),
         regarding: Some(node_reference(node)),
         reporting_controller: Some(REPORTING_CONTROLLER.to_owned()),
         reporting_instance: Some(gw.config.identity()),
@@ -924,7 +951,7 @@ impl NodeController {
             Ok(node) => {
                 let before = self.sent.as_ref().map(|r| r.readiness.clone());
                 if before.as_ref() != Some(&report.readiness) {
-                    tracing::info!(node = %name, ready = report.readiness.ready, reason = report.readiness.reason, message = %report.readiness.message, "node readiness changed");
+                    tracing::info!(node = %name, ready = report.readiness.ready, reason = report.readiness.reason.as_str(), message = %report.readiness.message, "node readiness changed");
                 }
                 self.note_readiness(before.as_ref(), &report.readiness)
                     .await;
@@ -967,12 +994,8 @@ impl NodeController {
         if !flipped {
             return;
         }
-        let (type_, reason) = if now.ready {
-            (EventType::Normal, "NodeReady")
-        } else {
-            (EventType::Warning, now.reason)
-        };
-        if let Err(err) = node_event(&self.gw, type_, reason, &now.message).await {
+        let event = Event::new(now.reason.event(), now.message.clone());
+        if let Err(err) = node_event(&self.gw, &event).await {
             tracing::warn!(node = %self.gw.config.node_name, error = %err, "could not publish the readiness event");
         }
     }
@@ -1152,7 +1175,7 @@ spec:
     fn the_node_is_not_ready_without_a_policy() {
         let r = report(None, &TargetHealth::default());
         assert!(!r.readiness.ready);
-        assert_eq!(r.readiness.reason, REASON_NO_POLICY);
+        assert_eq!(r.readiness.reason, ReadinessReason::NoPolicy);
         assert_eq!(
             r.resources,
             Resources::default(),
@@ -1174,7 +1197,7 @@ spec:
             ),
         );
         assert!(!r.readiness.ready);
-        assert_eq!(r.readiness.reason, REASON_NO_USABLE_TARGET);
+        assert_eq!(r.readiness.reason, ReadinessReason::NoUsableTarget);
         assert!(
             r.readiness.message.contains("small: circuit open"),
             "{}",
@@ -1196,7 +1219,7 @@ spec:
             &health(&["small"], &[("open", "no aci provider is configured")]),
         );
         assert!(r.readiness.ready);
-        assert_eq!(r.readiness.reason, REASON_READY);
+        assert_eq!(r.readiness.reason, ReadinessReason::Ready);
         assert!(
             r.readiness.message.contains(&p.hash[..12]),
             "{}",
@@ -1215,7 +1238,7 @@ spec:
     fn conditions_keep_their_transition_time_while_the_status_holds() {
         let ready = Readiness {
             ready: true,
-            reason: REASON_READY,
+            reason: ReadinessReason::Ready,
             message: "ok".into(),
         };
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
@@ -1232,7 +1255,7 @@ spec:
 
         let not_ready = Readiness {
             ready: false,
-            reason: REASON_NO_POLICY,
+            reason: ReadinessReason::NoPolicy,
             message: "none".into(),
         };
         let third = conditions(&not_ready, &second, t1);

@@ -3,8 +3,13 @@
 //!
 //! - `reconcile` runs per pod on every change (kube-runtime `Controller`, watching
 //!   `spec.nodeName=<node>`, no per-pod polling of the API) and on every policy/health nudge.
-//! - `sync_statuses` reads provider statuses in batches (fast while Pending, slow while Running)
-//!   and patches `/status` only on change.
+//!   It reads as a straight line: delete, or find the pod's next [`Outcome`] (`place`,
+//!   `create`, over, tracked) and `apply` it.
+//! - `sync_statuses` reads provider statuses in batches (fast while Pending, slow while Running);
+//!   each read's [`Outcome`] is applied the same way, and `/status` is patched only on change.
+//! - `apply` is the one place where an outcome takes effect: withdraw, memory, ledger,
+//!   annotations, status, Event, nudge, requeue. Which outcome, is decided by the pure
+//!   functions of [`outcome`].
 //! - Placement annotations are written BEFORE any provider call; workload ids derive from the
 //!   pod UID, so a crash anywhere never makes a second workload.
 
@@ -17,7 +22,7 @@ use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event as KubeEvent, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -27,14 +32,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::controller::context::Gateway;
+use crate::controller::events::Event;
+use crate::controller::outcome::{self, Outcome, Room, Withdraw};
+use crate::controller::placement::Workload;
 use crate::controller::resolve;
 use crate::controller::status::{PodPhase, RestartPolicy};
 use crate::controller::{admission, placement, status};
 use crate::policy::model::ProviderKind;
-use crate::policy::{Exclusion, ExclusionReason, Outcome, PodView, Policy, explain};
-use crate::provider::{
-    Capabilities, Owner, ProviderError, WorkloadPhase, WorkloadSpec, workload_id,
-};
+use crate::policy::{Exclusion, ExclusionReason, PodView, Policy};
+use crate::provider::{Capabilities, Owner, ProviderError, WorkloadSpec, workload_id};
 
 /// Errors of one reconcile; all are retried with backoff by `error_policy`.
 #[derive(Debug, thiserror::Error)]
@@ -143,11 +149,11 @@ impl PodController {
         })
     }
 
-    async fn event(&self, pod: &Pod, type_: EventType, reason: &str, note: String) {
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(truncate(note, 1000)),
+    async fn publish(&self, pod: &Pod, event: Event) {
+        let ev = KubeEvent {
+            type_: event.type_(),
+            reason: event.reason.as_str().into(),
+            note: Some(truncate(event.note, 1000)),
             action: "Burst".into(),
             secondary: None,
         };
@@ -256,6 +262,8 @@ impl PodController {
         self.ready.send_replace(true);
     }
 
+    /// One pod's step: wait for the ledger, then delete, or find where the pod stands and apply
+    /// that outcome.
     async fn reconcile(pod: Arc<Pod>, ctx: Arc<PodController>) -> Result<Action, Error> {
         tracing::debug!(pod = %pod.name_any(), "reconcile");
         let mut ready = ctx.ready.subscribe();
@@ -263,18 +271,8 @@ impl PodController {
         if pod.metadata.deletion_timestamp.is_some() {
             return ctx.delete(&pod).await;
         }
-        let uid = pod.uid().unwrap_or_default();
-        if is_terminal(&pod) {
-            ctx.gw.ledger.lock().expect("ledger lock").release(&uid);
-            return Ok(Action::await_change());
-        }
-        if pod.annotations().contains_key(placement::TARGET) {
-            if !ctx.created.lock().expect("created lock").contains(&uid) {
-                return ctx.create(&pod).await;
-            }
-            return Ok(Action::requeue(Duration::from_secs(300)));
-        }
-        ctx.place(&pod).await
+        let outcome = ctx.next(&pod).await?;
+        ctx.apply(&pod, outcome).await
     }
 
     fn error_policy(pod: Arc<Pod>, error: &Error, _ctx: Arc<PodController>) -> Action {
@@ -282,62 +280,155 @@ impl PodController {
         Action::requeue(Duration::from_secs(5))
     }
 
-    async fn place(&self, pod: &Pod) -> Result<Action, Error> {
-        let host_ip = self.gw.config.node_ip.clone();
-        let unsupported = admission::unsupported_features(pod, &self.capabilities());
-        if !unsupported.is_empty() {
-            let msg = format!(
-                "no provider of this gateway supports: {}",
-                unsupported.join(", ")
-            );
-            self.patch_status(
-                pod,
-                status::failed(pod, "Unsupported", &msg, &host_ip, &now()),
-            )
-            .await?;
-            self.event(pod, EventType::Warning, "Unsupported", msg)
-                .await;
-            return Ok(Action::await_change());
+    /// Where a pod that is not being deleted goes next: over, placed (the workload is created
+    /// once), or decided.
+    async fn next(&self, pod: &Pod) -> Result<Outcome, Error> {
+        if is_terminal(pod) {
+            return Ok(Outcome::Over);
+        }
+        if !pod.annotations().contains_key(placement::TARGET) {
+            return Ok(self.place(pod));
+        }
+        let uid = pod.uid().unwrap_or_default();
+        if self.created.lock().expect("created lock").contains(&uid) {
+            return Ok(Outcome::Tracked);
+        }
+        self.create(pod).await
+    }
+
+    /// Makes `outcome` of `pod` true: the one place where a step of a pod's journey takes
+    /// effect. In this order: a workload left on a refusing target goes; the controller's memory
+    /// and the ledger follow; then the placement annotations, the status and the Event are
+    /// written; pending pods are nudged; the requeue is the outcome's.
+    async fn apply(&self, pod: &Pod, outcome: Outcome) -> Result<Action, Error> {
+        let uid = pod.uid().unwrap_or_default();
+        if let Outcome::Rejected {
+            target, withdraw, ..
+        } = &outcome
+        {
+            self.withdraw(pod, target, *withdraw).await;
+        }
+        let news = self.remember(&uid, &outcome);
+        match outcome.room() {
+            Room::Kept => {}
+            Room::Released => self.release(&uid),
+            Room::ReleasedForOthers => {
+                self.release(&uid);
+                self.gw.nudge.notify_waiters();
+            }
+        }
+        if let Some(annotations) = outcome.annotations()
+            && let Err(e) = self.patch_annotations(pod, annotations).await
+        {
+            if matches!(outcome, Outcome::Placed { .. }) {
+                // The placement is not recorded: its reservation must not outlive it.
+                self.release(&uid);
+            }
+            return Err(e);
+        }
+        outcome.log(pod);
+        if let Some(status) = outcome.status(pod, &self.gw.config.node_ip, &now()) {
+            self.patch_status(pod, status).await?;
+        }
+        if let Some(event) = outcome.event().filter(|_| news) {
+            self.publish(pod, event).await;
+        }
+        if outcome.redecides() {
+            self.gw.nudge.notify_waiters();
+        }
+        Ok(outcome
+            .requeue_after()
+            .map_or_else(Action::await_change, Action::requeue))
+    }
+
+    /// Keeps the controller's memory of the pod with `uid` true to `outcome`. Returns whether
+    /// the outcome is news (a pod kept on an unreachable target is announced once).
+    fn remember(&self, uid: &str, outcome: &Outcome) -> bool {
+        match outcome {
+            Outcome::Created { .. } => {
+                self.unreachable
+                    .lock()
+                    .expect("unreachable lock")
+                    .remove(uid);
+                self.created
+                    .lock()
+                    .expect("created lock")
+                    .insert(uid.to_string());
+                self.polled
+                    .lock()
+                    .expect("polled lock")
+                    .insert(uid.to_string(), Instant::now());
+            }
+            Outcome::Unreachable { .. } => {
+                return self
+                    .unreachable
+                    .lock()
+                    .expect("unreachable lock")
+                    .insert(uid.to_string());
+            }
+            Outcome::Rejected { target, why, .. } => {
+                self.created.lock().expect("created lock").remove(uid);
+                self.rejected
+                    .lock()
+                    .expect("rejected lock")
+                    .entry(uid.to_string())
+                    .or_default()
+                    .push((target.clone(), why.clone()));
+            }
+            Outcome::Lost { .. } => {
+                self.created.lock().expect("created lock").remove(uid);
+            }
+            _ => {}
+        }
+        true
+    }
+
+    fn release(&self, uid: &str) {
+        self.gw.ledger.lock().expect("ledger lock").release(uid);
+    }
+
+    /// Removes the workload `pod` may have left on `target`, as `how` says.
+    async fn withdraw(&self, pod: &Pod, target: &str, how: Withdraw) {
+        if how == Withdraw::No {
+            return;
+        }
+        let Some(provider) = self.gw.provider_for_target(target) else {
+            return;
+        };
+        let id = workload_id(&pod.uid().unwrap_or_default());
+        if how == Withdraw::Now {
+            if let Err(e) = provider.delete(&id).await {
+                tracing::warn!(pod = %pod.name_any(), error = %e, "could not take back an unschedulable workload; the orphan collector will retry");
+            }
+            return;
+        }
+        let (pod_name, target) = (pod.name_any(), target.to_string());
+        self.tasks.spawn(async move {
+            if let Err(e) = provider.delete(&id).await {
+                tracing::info!(pod = %pod_name, target = %target, error = %e, "could not remove a possible workload left on the target; orphan GC will");
+            }
+        });
+    }
+
+    /// Admits and decides a pod that has no target yet (the ledger reserves its room when the
+    /// engine places it).
+    fn place(&self, pod: &Pod) -> Outcome {
+        let features = admission::unsupported_features(pod, &self.capabilities());
+        if !features.is_empty() {
+            return Outcome::Unsupported { features };
         }
         let Some(policy) = self.gw.current_policy() else {
-            self.patch_status(
-                pod,
-                status::waiting(
-                    pod,
-                    "NoPolicy",
-                    "no valid burst policy is loaded",
-                    &host_ip,
-                    &now(),
-                ),
-            )
-            .await?;
-            return Ok(Action::requeue(Duration::from_secs(10)));
+            return Outcome::NoPolicy;
         };
         let view = match PodView::from_pod(pod) {
             Ok(v) => v,
             Err(e) => {
-                self.patch_status(
-                    pod,
-                    status::failed(pod, "InvalidPod", &e.to_string(), &host_ip, &now()),
-                )
-                .await?;
-                self.event(pod, EventType::Warning, "InvalidPod", e.to_string())
-                    .await;
-                return Ok(Action::await_change());
+                return Outcome::InvalidPod {
+                    error: e.to_string(),
+                };
             }
         };
-        let mut exclusions = self.gw.exclusions(&policy);
-        exclusions.extend(self.capability_exclusions(&policy, pod));
-        if let Some(rejected) = self.rejected.lock().expect("rejected lock").get(&view.uid) {
-            for (name, why) in rejected {
-                if let Some(t) = policy.target_by_name(name) {
-                    exclusions.push(Exclusion {
-                        target: t.id,
-                        reason: ExclusionReason::RejectedByProvider(why.clone()),
-                    });
-                }
-            }
-        }
+        let exclusions = self.exclusions(&policy, pod, &view.uid);
         let started = Instant::now();
         let decision =
             self.gw
@@ -351,58 +442,26 @@ impl PodController {
         self.gw
             .metrics
             .decided(chosen, decision.kind(), started.elapsed().as_secs_f64());
-        let summary = explain::summary(&policy, &decision);
-        match &decision.outcome {
-            Outcome::Placed(p) => {
-                let annotations = placement::annotations(&policy, p, &view.uid);
-                if let Err(e) = self.patch_annotations(pod, json!(annotations)).await {
-                    self.gw
-                        .ledger
-                        .lock()
-                        .expect("ledger lock")
-                        .release(&view.uid);
-                    return Err(e);
+        let message = pod.status.as_ref().and_then(|s| s.message.as_deref());
+        outcome::decided(&policy, &decision, &view.uid, message)
+    }
+
+    /// What the engine must leave out for `pod`: unhealthy targets, targets that cannot run it,
+    /// and targets that refused it.
+    fn exclusions(&self, policy: &Policy, pod: &Pod, uid: &str) -> Vec<Exclusion> {
+        let mut exclusions = self.gw.exclusions(policy);
+        exclusions.extend(self.capability_exclusions(policy, pod));
+        if let Some(rejected) = self.rejected.lock().expect("rejected lock").get(uid) {
+            for (name, why) in rejected {
+                if let Some(t) = policy.target_by_name(name) {
+                    exclusions.push(Exclusion {
+                        target: t.id,
+                        reason: ExclusionReason::RejectedByProvider(why.clone()),
+                    });
                 }
-                tracing::info!(pod = %view.name, namespace = %view.namespace, target = %policy.target(p.target).name, "placed");
-                self.event(pod, EventType::Normal, "Placed", summary).await;
-                // The annotation patch triggers the next reconcile, which creates the workload.
-                Ok(Action::await_change())
-            }
-            Outcome::NoTarget(crate::policy::model::OnNoTarget::Pending) => {
-                let changed = pod.status.as_ref().and_then(|s| s.message.as_deref())
-                    != Some(summary.as_str());
-                self.patch_status(
-                    pod,
-                    status::waiting(pod, "BurstPending", &summary, &host_ip, &now()),
-                )
-                .await?;
-                if changed {
-                    self.event(pod, EventType::Warning, "NoTarget", summary)
-                        .await;
-                }
-                Ok(Action::requeue(Duration::from_secs(60)))
-            }
-            Outcome::NoTarget(crate::policy::model::OnNoTarget::Fail) => {
-                self.patch_status(
-                    pod,
-                    status::failed(pod, "NoTarget", &summary, &host_ip, &now()),
-                )
-                .await?;
-                self.event(pod, EventType::Warning, "NoTarget", summary)
-                    .await;
-                Ok(Action::await_change())
-            }
-            Outcome::InvalidAnnotation { .. } => {
-                self.patch_status(
-                    pod,
-                    status::failed(pod, "InvalidAnnotation", &summary, &host_ip, &now()),
-                )
-                .await?;
-                self.event(pod, EventType::Warning, "InvalidAnnotation", summary)
-                    .await;
-                Ok(Action::await_change())
             }
         }
+        exclusions
     }
 
     fn spec_for(&self, pod: &Pod) -> Option<(ProviderKind, WorkloadSpec)> {
@@ -433,145 +492,45 @@ impl PodController {
         ))
     }
 
-    async fn create(&self, pod: &Pod) -> Result<Action, Error> {
-        let host_ip = self.gw.config.node_ip.clone();
-        let uid = pod.uid().unwrap_or_default();
+    /// Creates the workload of a placed pod at its target (idempotent: the id derives from the
+    /// pod UID), once the values it references are resolved.
+    async fn create(&self, pod: &Pod) -> Result<Outcome, Error> {
         let Some((_, mut spec)) = self.spec_for(pod) else {
-            return self
-                .redecide(pod, "?", "placement annotations are incomplete".into())
-                .await;
+            return Ok(Outcome::Rejected {
+                target: "?".into(),
+                why: "placement annotations are incomplete".into(),
+                withdraw: Withdraw::No,
+            });
         };
-        spec.resolved = match resolve::resolve(&self.gw.client, pod, &host_ip).await {
+        spec.resolved = match resolve::resolve(&self.gw.client, pod, &self.gw.config.node_ip).await
+        {
             Ok(r) => r,
             Err(resolve::Error::Api(e)) => return Err(e.into()),
+            // As a kubelet does: the pod waits until its references exist, and says why.
             Err(e) => {
-                // As a kubelet does: the pod waits until its references exist, and says why.
-                self.event(
-                    pod,
-                    EventType::Warning,
-                    "CreateContainerConfigError",
-                    e.to_string(),
-                )
-                .await;
-                return Ok(Action::requeue(Duration::from_secs(if e.is_retryable() {
-                    15
-                } else {
-                    60
-                })));
+                return Ok(Outcome::Unresolved {
+                    error: e.to_string(),
+                    retryable: e.is_retryable(),
+                });
             }
         };
         let Some(provider) = self.gw.provider_for_target(&spec.target) else {
-            return match self.gw.providers.problem(&spec.target) {
-                Some(why) => self.redecide(pod, &spec.target, why).await,
+            return Ok(match self.gw.providers.problem(&spec.target) {
+                Some(why) => Outcome::Rejected {
+                    target: spec.target,
+                    why,
+                    withdraw: Withdraw::No,
+                },
                 // The adapter is being built for a policy that just arrived.
-                None => Ok(Action::requeue(Duration::from_secs(1))),
-            };
+                None => Outcome::AdapterPending,
+            });
         };
-        match provider.create(&spec).await {
-            Ok(ws) => {
-                self.unreachable
-                    .lock()
-                    .expect("unreachable lock")
-                    .remove(&uid);
-                self.created
-                    .lock()
-                    .expect("created lock")
-                    .insert(uid.clone());
-                self.polled
-                    .lock()
-                    .expect("polled lock")
-                    .insert(uid, Instant::now());
-                self.patch_status(pod, status::from_workload(pod, &ws, &host_ip, &now()))
-                    .await?;
-                Ok(Action::requeue(Duration::from_secs(300)))
-            }
-            Err(e) if e.is_retryable() => {
-                tracing::info!(pod = %pod.name_any(), error = %e, "create throttled; retrying");
-                Ok(Action::requeue(
-                    e.retry_after().unwrap_or(Duration::from_secs(5)),
-                ))
-            }
-            Err(ProviderError::Target(rejection)) if mirrors_a_workload(pod) => {
-                // A workload ran for this pod (its status came from one) before this process
-                // started: it most likely still runs on the target, billed. Starting a second
-                // one elsewhere would run the app twice; wait for the target to answer.
-                tracing::warn!(pod = %pod.name_any(), target = %spec.target, %rejection, "the target of a pod that already ran cannot be reached; keeping the pod there");
-                let first = self
-                    .unreachable
-                    .lock()
-                    .expect("unreachable lock")
-                    .insert(uid.clone());
-                if first {
-                    let note = format!(
-                        "target {} cannot confirm the pod's workload ({rejection}); keeping the pod there until it answers",
-                        spec.target
-                    );
-                    self.event(pod, EventType::Warning, "TargetUnreachable", note)
-                        .await;
-                }
-                Ok(Action::requeue(Duration::from_secs(30)))
-            }
-            Err(ProviderError::Target(rejection)) => {
-                if rejection.outcome_unknown() {
-                    // An earlier attempt (or a gateway that died) may have started the workload:
-                    // remove it, without holding the pod back (the delete may wait out the same
-                    // failing target). Orphan GC removes it as a stray if this fails.
-                    let (provider, id, pod_name, target) = (
-                        provider.clone(),
-                        spec.id.clone(),
-                        pod.name_any(),
-                        spec.target.clone(),
-                    );
-                    self.tasks.spawn(async move {
-                        if let Err(e) = provider.delete(&id).await {
-                            tracing::info!(pod = %pod_name, target = %target, error = %e, "could not remove a possible workload left on the target; orphan GC will");
-                        }
-                    });
-                }
-                self.redecide(pod, &spec.target, rejection.to_string())
-                    .await
-            }
-            Err(e) => {
-                self.gw.ledger.lock().expect("ledger lock").release(&uid);
-                let reason = match &e {
-                    ProviderError::Pod(rejection) => rejection.reason().to_string(),
-                    _ => "NotSupported".into(),
-                };
-                let msg = e.to_string();
-                self.patch_status(pod, status::failed(pod, &reason, &msg, &host_ip, &now()))
-                    .await?;
-                self.event(pod, EventType::Warning, &reason, msg).await;
-                Ok(Action::await_change())
-            }
-        }
-    }
-
-    /// A target refused the pod for a target-level reason: give its room back, exclude it for
-    /// this pod, and decide again (the annotation removal triggers the next reconcile).
-    async fn redecide(&self, pod: &Pod, target: &str, why: String) -> Result<Action, Error> {
-        let uid = pod.uid().unwrap_or_default();
-        self.gw.ledger.lock().expect("ledger lock").release(&uid);
-        self.rejected
-            .lock()
-            .expect("rejected lock")
-            .entry(uid)
-            .or_default()
-            .push((target.to_string(), why.clone()));
-        let cleared: serde_json::Map<String, serde_json::Value> = placement::ALL
-            .iter()
-            .map(|k| (k.to_string(), serde_json::Value::Null))
-            .collect();
-        self.patch_annotations(pod, serde_json::Value::Object(cleared))
-            .await?;
-        self.event(
-            pod,
-            EventType::Warning,
-            "ProviderRejected",
-            format!("target {target} rejected the pod ({why}); deciding again without it"),
-        )
-        .await;
-        self.gw.nudge.notify_waiters();
-        Ok(Action::await_change())
+        let result = provider.create(&spec).await;
+        Ok(outcome::created(
+            &spec.target,
+            result,
+            mirrors_a_workload(pod),
+        ))
     }
 
     async fn delete(&self, pod: &Pod) -> Result<Action, Error> {
@@ -641,105 +600,76 @@ impl PodController {
 
     /// One pass of batched status reads; returns how many workloads were read.
     async fn sync_statuses(&self, store: &Store<Pod>) -> usize {
-        let host_ip = self.gw.config.node_ip.clone();
-        let mut by_target: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
-        {
-            let created = self.created.lock().expect("created lock");
-            let polled = self.polled.lock().expect("polled lock");
-            for pod in store.state() {
-                let uid = pod.uid().unwrap_or_default();
-                if is_terminal(&pod)
-                    || pod.metadata.deletion_timestamp.is_some()
-                    || !created.contains(&uid)
-                {
-                    continue;
-                }
-                let running = PodPhase::of(&pod) == PodPhase::Running;
-                let due = polled.get(&uid).is_none_or(|t| {
-                    t.elapsed() >= if running { POLL_RUNNING } else { POLL_PENDING }
-                });
-                if let (true, Some(target)) = (due, pod.annotations().get(placement::TARGET)) {
-                    by_target.entry(target.clone()).or_default().push(pod);
-                }
-            }
-        }
         let mut read = 0;
-        for (target, pods) in by_target {
-            let Some(provider) = self.gw.provider_for_target(&target) else {
-                continue;
-            };
-            let ids: Vec<String> = pods
-                .iter()
-                .map(|p| workload_id(&p.uid().unwrap_or_default()))
-                .collect();
-            let statuses = match provider.status(&ids).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(provider = provider.name(), error = %e, "status read failed");
-                    continue;
-                }
-            };
-            read += ids.len();
-            for (pod, id) in pods.iter().zip(ids) {
-                let uid = pod.uid().unwrap_or_default();
-                self.polled
-                    .lock()
-                    .expect("polled lock")
-                    .insert(uid.clone(), Instant::now());
-                let result = match statuses.get(&id) {
-                    Some(ws) if let WorkloadPhase::Rejected(rejection) = &ws.phase => {
-                        // The target took the workload but cannot run it (a full cluster): take
-                        // it back and burst elsewhere, like a create-time target rejection.
-                        if let Err(e) = provider.delete(&id).await {
-                            tracing::warn!(pod = %pod.name_any(), error = %e, "could not take back an unschedulable workload; the orphan collector will retry");
-                        }
-                        self.created.lock().expect("created lock").remove(&uid);
-                        self.redecide(pod, &target, rejection.to_string())
-                            .await
-                            .map(|_| ())
-                    }
-                    Some(ws) => {
-                        if matches!(ws.phase, WorkloadPhase::Succeeded | WorkloadPhase::Failed) {
-                            self.gw.ledger.lock().expect("ledger lock").release(&uid);
-                            self.gw.nudge.notify_waiters();
-                        }
-                        self.patch_status(pod, status::from_workload(pod, ws, &host_ip, &now()))
-                            .await
-                    }
-                    None => self.lost(pod).await,
-                };
-                if let Err(e) = result {
-                    tracing::warn!(pod = %pod.name_any(), error = %e, "status patch failed");
-                }
-            }
+        for (target, pods) in self.due(store) {
+            read += self.sync_target(&target, &pods).await;
         }
         read
     }
 
-    /// The workload disappeared behind the gateway's back: recreate it when the pod's restart
-    /// policy restarts, otherwise fail the pod with a true status.
-    async fn lost(&self, pod: &Pod) -> Result<(), Error> {
-        let uid = pod.uid().unwrap_or_default();
-        self.created.lock().expect("created lock").remove(&uid);
-        let msg = "the workload was deleted at its provider outside burstgate".to_string();
-        if RestartPolicy::of(pod) == RestartPolicy::Always {
-            self.event(
-                pod,
-                EventType::Warning,
-                "WorkloadLost",
-                format!("{msg}; creating it again"),
-            )
-            .await;
-            self.create(pod).await?;
-        } else {
-            self.gw.ledger.lock().expect("ledger lock").release(&uid);
-            self.patch_status(
-                pod,
-                status::failed(pod, "WorkloadLost", &msg, &self.gw.config.node_ip, &now()),
-            )
-            .await?;
-            self.event(pod, EventType::Warning, "WorkloadLost", msg)
-                .await;
+    /// The pods whose workload is due for a status read, by target: every 2 s while Pending,
+    /// every 10 s while Running.
+    fn due(&self, store: &Store<Pod>) -> BTreeMap<String, Vec<Arc<Pod>>> {
+        let mut by_target: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
+        let created = self.created.lock().expect("created lock");
+        let polled = self.polled.lock().expect("polled lock");
+        for pod in store.state() {
+            let uid = pod.uid().unwrap_or_default();
+            if is_terminal(&pod)
+                || pod.metadata.deletion_timestamp.is_some()
+                || !created.contains(&uid)
+            {
+                continue;
+            }
+            let running = PodPhase::of(&pod) == PodPhase::Running;
+            let due = polled
+                .get(&uid)
+                .is_none_or(|t| t.elapsed() >= if running { POLL_RUNNING } else { POLL_PENDING });
+            if let (true, Some(workload)) = (due, Workload::of(&pod)) {
+                by_target.entry(workload.target).or_default().push(pod);
+            }
+        }
+        by_target
+    }
+
+    /// Reads the workloads of `pods`, all placed on `target`, in one batch and applies what each
+    /// read means; returns how many were read.
+    async fn sync_target(&self, target: &str, pods: &[Arc<Pod>]) -> usize {
+        let Some(provider) = self.gw.provider_for_target(target) else {
+            return 0;
+        };
+        let ids: Vec<String> = pods
+            .iter()
+            .map(|p| workload_id(&p.uid().unwrap_or_default()))
+            .collect();
+        let statuses = match provider.status(&ids).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(provider = provider.name(), error = %e, "status read failed");
+                return 0;
+            }
+        };
+        for (pod, id) in pods.iter().zip(&ids) {
+            self.polled
+                .lock()
+                .expect("polled lock")
+                .insert(pod.uid().unwrap_or_default(), Instant::now());
+            let outcome = outcome::observed(target, statuses.get(id), RestartPolicy::of(pod));
+            if let Err(e) = self.follow(pod, outcome).await {
+                tracing::warn!(pod = %pod.name_any(), error = %e, "status patch failed");
+            }
+        }
+        ids.len()
+    }
+
+    /// Applies the outcome of a status read; a lost workload the pod restarts is created again,
+    /// and that create's outcome applied too.
+    async fn follow(&self, pod: &Pod, outcome: Outcome) -> Result<(), Error> {
+        let recreate = matches!(outcome, Outcome::Lost { recreate: true });
+        self.apply(pod, outcome).await?;
+        if recreate {
+            let created = self.create(pod).await?;
+            self.apply(pod, created).await?;
         }
         Ok(())
     }
@@ -757,6 +687,44 @@ fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
+/// Rebuilds the ledger from one LIST of the node's pods before any decision (the reconciles wait
+/// for it), then reads workload statuses every second until `shutdown`. Only the leader runs
+/// this, so nobody else is placing.
+async fn restore_then_sync(
+    ctx: Arc<PodController>,
+    store: Store<Pod>,
+    shutdown: CancellationToken,
+    selector: String,
+) {
+    let list = ListParams::default().fields(&selector);
+    loop {
+        let attempt = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = ctx.api.list(&list) => r,
+        };
+        match attempt {
+            Ok(pods) => {
+                ctx.restore(&pods.items).await;
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the node's pods to rebuild the ledger; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                ctx.sync_statuses(&store).await;
+                ctx.observe_pods(&store);
+            }
+        }
+    }
+}
+
 /// Runs the pod lifecycle until `shutdown`: the reconciler, the batched status loop, and the
 /// orphan collector. Returns when all three have stopped.
 pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
@@ -769,45 +737,12 @@ pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
     let store = controller.store();
 
     let mut tasks = tokio::task::JoinSet::new();
-    {
-        let (ctx, store, shutdown, selector) = (
-            ctx.clone(),
-            store.clone(),
-            shutdown.clone(),
-            selector.clone(),
-        );
-        tasks.spawn(async move {
-            // Rebuild the ledger from one LIST of the node's pods before any decision: the
-            // reconciles wait for it. (Only the leader runs this, so nobody else is placing.)
-            let list = ListParams::default().fields(&selector);
-            loop {
-                let attempt = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    r = ctx.api.list(&list) => r,
-                };
-                match attempt {
-                    Ok(pods) => {
-                        ctx.restore(&pods.items).await;
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot list the node's pods to rebuild the ledger; retrying");
-                        tokio::time::sleep(Duration::from_secs(2)).await;
-                    }
-                }
-            }
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {
-                        ctx.sync_statuses(&store).await;
-                        ctx.observe_pods(&store);
-                    }
-                }
-            }
-        });
-    }
+    tasks.spawn(restore_then_sync(
+        ctx.clone(),
+        store.clone(),
+        shutdown.clone(),
+        selector.clone(),
+    ));
     {
         let (gw, shutdown) = (ctx.gw.clone(), shutdown.clone());
         let ready = ctx.ready.subscribe();

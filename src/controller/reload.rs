@@ -11,21 +11,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use kube::runtime::events::EventType;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::context::Gateway;
+use crate::controller::events::{Event, EventReason};
 use crate::controller::node::node_event;
 use crate::policy::{LoadError, Policy, load_dir};
 
 /// How often the directory is looked at.
 pub const POLL_PERIOD: Duration = Duration::from_secs(2);
-
-/// Event reason when a policy is loaded.
-pub const REASON_LOADED: &str = "PolicyLoaded";
-/// Event reason when the policy files are rejected.
-pub const REASON_INVALID: &str = "PolicyInvalid";
 
 /// What looking at changed policy files led to. This is the hook for metrics
 /// (`burstgate_policy_reloads_total{outcome}` via [`ReloadOutcome::metric_label`]).
@@ -94,17 +89,17 @@ impl ReloadOutcome {
         }
     }
 
-    /// The Event the outcome deserves on the node: `(type, reason, note)`; none when unchanged.
-    pub fn event(&self) -> Option<(EventType, &'static str, String)> {
+    /// The Event the outcome deserves on the node (`PolicyLoaded` or `PolicyInvalid`); none when
+    /// unchanged.
+    pub fn event(&self) -> Option<Event> {
         match self {
             ReloadOutcome::Loaded {
                 hash,
                 files,
                 targets,
                 ..
-            } => Some((
-                EventType::Normal,
-                REASON_LOADED,
+            } => Some(Event::new(
+                EventReason::PolicyLoaded,
                 format!(
                     "policy {hash} loaded: {targets} targets from {}",
                     files.join(", ")
@@ -116,9 +111,8 @@ impl ReloadOutcome {
                     Some(hash) => format!("still serving policy {hash}"),
                     None => "no policy serves yet".to_owned(),
                 };
-                Some((
-                    EventType::Warning,
-                    REASON_INVALID,
+                Some(Event::new(
+                    EventReason::PolicyInvalid,
                     format!("policy files rejected, {serving}:\n{error}"),
                 ))
             }
@@ -243,13 +237,13 @@ pub async fn run_reload(
         };
         outcome.log(reloader.dir());
         observe(&outcome);
-        if let Some((type_, reason, note)) = outcome.event() {
+        if let Some(event) = outcome.event() {
             let published = tokio::select! {
                 () = shutdown.cancelled() => return,
-                published = node_event(&gw, type_, reason, &note) => published,
+                published = node_event(&gw, &event) => published,
             };
             if let Err(err) = published {
-                tracing::warn!(error = %err, reason, "could not publish the policy event on the node");
+                tracing::warn!(error = %err, reason = %event.reason, "could not publish the policy event on the node");
             }
         }
     }
@@ -315,8 +309,8 @@ mod tests {
             "the last good policy keeps serving"
         );
         assert!(!rx.has_changed().unwrap(), "nothing was published");
-        let (type_, reason, note) = outcome.event().unwrap();
-        assert_eq!((type_, reason), (EventType::Warning, REASON_INVALID));
+        let Event { reason, note } = outcome.event().unwrap();
+        assert_eq!(reason, EventReason::PolicyInvalid);
         assert!(note.contains(&first) && note.contains("provider"), "{note}");
 
         std::fs::write(&file, policy_yaml("second")).unwrap();

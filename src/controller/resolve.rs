@@ -218,6 +218,13 @@ fn add_files(
     Ok(())
 }
 
+/// Sets `name` in `env`: a later definition replaces an earlier one, as in Kubernetes.
+fn set(env: &mut Vec<EnvVar>, name: String, value: EnvValue) {
+    env.retain(|e| e.name != name);
+    env.push(EnvVar { name, value });
+}
+
+/// The environment of container `c`: its `envFrom` sources first, then its `env` entries.
 async fn container_env(
     r: &mut Reader,
     pod: &Pod,
@@ -225,11 +232,13 @@ async fn container_env(
     host_ip: &str,
 ) -> Result<Vec<EnvVar>, Error> {
     let mut env: Vec<EnvVar> = Vec::new();
-    let set = |env: &mut Vec<EnvVar>, name: String, value: EnvValue| {
-        // A later definition replaces an earlier one, as in Kubernetes.
-        env.retain(|e| e.name != name);
-        env.push(EnvVar { name, value });
-    };
+    env_from(r, c, &mut env).await?;
+    env_entries(r, pod, c, host_ip, &mut env).await?;
+    Ok(env)
+}
+
+/// Adds the variables of `c`'s `envFrom` Secrets and ConfigMaps to `env`.
+async fn env_from(r: &mut Reader, c: &Container, env: &mut Vec<EnvVar>) -> Result<(), Error> {
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         if let Some(s) = &from.secret_ref {
@@ -237,7 +246,7 @@ async fn container_env(
                 Some(data) => {
                     for (k, v) in data.clone() {
                         set(
-                            &mut env,
+                            env,
                             format!("{prefix}{k}"),
                             EnvValue::Secret(SecretString::from(text(&v))),
                         );
@@ -256,7 +265,7 @@ async fn container_env(
             match r.config_map(&cm.name).await? {
                 Some(data) => {
                     for (k, v) in data.clone() {
-                        set(&mut env, format!("{prefix}{k}"), EnvValue::Plain(text(&v)));
+                        set(env, format!("{prefix}{k}"), EnvValue::Plain(text(&v)));
                     }
                 }
                 None if cm.optional.unwrap_or(false) => {}
@@ -269,10 +278,22 @@ async fn container_env(
             }
         }
     }
+    Ok(())
+}
+
+/// Adds `c`'s `env` entries to `env`: values, Secret and ConfigMap keys, downward-API fields
+/// and resource fields.
+async fn env_entries(
+    r: &mut Reader,
+    pod: &Pod,
+    c: &Container,
+    host_ip: &str,
+    env: &mut Vec<EnvVar>,
+) -> Result<(), Error> {
     for e in c.env.iter().flatten() {
         let Some(from) = &e.value_from else {
             set(
-                &mut env,
+                env,
                 e.name.clone(),
                 EnvValue::Plain(e.value.clone().unwrap_or_default()),
             );
@@ -285,11 +306,7 @@ async fn container_env(
                 .and_then(|d| d.get(&s.key))
                 .map(|v| text(v));
             match value {
-                Some(v) => set(
-                    &mut env,
-                    e.name.clone(),
-                    EnvValue::Secret(SecretString::from(v)),
-                ),
+                Some(v) => set(env, e.name.clone(), EnvValue::Secret(SecretString::from(v))),
                 None if s.optional.unwrap_or(false) => {}
                 None => {
                     return Err(Error::Missing(format!(
@@ -305,7 +322,7 @@ async fn container_env(
                 .and_then(|d| d.get(&cm.key))
                 .map(|v| text(v));
             match value {
-                Some(v) => set(&mut env, e.name.clone(), EnvValue::Plain(v)),
+                Some(v) => set(env, e.name.clone(), EnvValue::Plain(v)),
                 None if cm.optional.unwrap_or(false) => {}
                 None => {
                     return Err(Error::Missing(format!(
@@ -316,7 +333,7 @@ async fn container_env(
             }
         } else if let Some(f) = &from.field_ref {
             set(
-                &mut env,
+                env,
                 e.name.clone(),
                 EnvValue::Plain(field(pod, &f.field_path, host_ip)),
             );
@@ -328,7 +345,7 @@ async fn container_env(
                 _ => resources.and_then(|r| r.requests.as_ref()),
             };
             set(
-                &mut env,
+                env,
                 e.name.clone(),
                 EnvValue::Plain(
                     list.and_then(|l| l.get(name))
@@ -338,7 +355,7 @@ async fn container_env(
             );
         }
     }
-    Ok(env)
+    Ok(())
 }
 
 /// A downward-API field; `status.podIP` is unknown before the workload exists (empty), the

@@ -2,7 +2,7 @@
 //! start time; plus the statuses of pods that wait or fail before reaching a provider.
 
 use k8s_openapi::api::core::v1::{
-    ContainerState as KState, ContainerStateRunning, ContainerStateTerminated,
+    Container, ContainerState as KState, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus as KStatus, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -100,6 +100,64 @@ impl RestartPolicy {
     }
 }
 
+/// The status of container `c` of a pod whose workload the provider reports as `ws`.
+fn container_status(c: &Container, ws: &WorkloadStatus) -> KStatus {
+    let reported = ws.containers.iter().find(|x| x.name == c.name);
+    let state = reported.map(|r| &r.state);
+    let k_state = match state {
+        Some(ContainerState::Running { started_at }) => KState {
+            running: Some(ContainerStateRunning {
+                started_at: parse_time(started_at),
+            }),
+            ..Default::default()
+        },
+        Some(ContainerState::Terminated {
+            exit_code,
+            reason,
+            message,
+            started_at,
+            finished_at,
+        }) => KState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: *exit_code,
+                reason: Some(reason.clone()),
+                message: (!message.is_empty()).then(|| message.clone()),
+                started_at: parse_time(started_at),
+                finished_at: parse_time(finished_at),
+                container_id: Some(format!("burstgate://{}/{}", ws.id, c.name)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Some(ContainerState::Waiting { reason, message }) => KState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.clone()),
+                message: (!message.is_empty()).then(|| message.clone()),
+            }),
+            ..Default::default()
+        },
+        None => KState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ContainerCreating".into()),
+                message: None,
+            }),
+            ..Default::default()
+        },
+    };
+    let running = matches!(state, Some(ContainerState::Running { .. }));
+    KStatus {
+        name: c.name.clone(),
+        image: c.image.clone().unwrap_or_default(),
+        image_id: c.image.clone().unwrap_or_default(),
+        container_id: running.then(|| format!("burstgate://{}/{}", ws.id, c.name)),
+        ready: reported.is_some_and(|r| r.ready),
+        restart_count: reported.map_or(0, |r| r.restart_count),
+        started: Some(running),
+        state: Some(k_state),
+        ..Default::default()
+    }
+}
+
 /// The status of a pod whose workload the provider reports as `ws`.
 pub fn from_workload(pod: &Pod, ws: &WorkloadStatus, host_ip: &str, now: &Time) -> PodStatus {
     let spec_containers = pod
@@ -109,62 +167,7 @@ pub fn from_workload(pod: &Pod, ws: &WorkloadStatus, host_ip: &str, now: &Time) 
         .unwrap_or_default();
     let container_statuses: Vec<KStatus> = spec_containers
         .iter()
-        .map(|c| {
-            let reported = ws.containers.iter().find(|x| x.name == c.name);
-            let state = reported.map(|r| &r.state);
-            let k_state = match state {
-                Some(ContainerState::Running { started_at }) => KState {
-                    running: Some(ContainerStateRunning {
-                        started_at: parse_time(started_at),
-                    }),
-                    ..Default::default()
-                },
-                Some(ContainerState::Terminated {
-                    exit_code,
-                    reason,
-                    message,
-                    started_at,
-                    finished_at,
-                }) => KState {
-                    terminated: Some(ContainerStateTerminated {
-                        exit_code: *exit_code,
-                        reason: Some(reason.clone()),
-                        message: (!message.is_empty()).then(|| message.clone()),
-                        started_at: parse_time(started_at),
-                        finished_at: parse_time(finished_at),
-                        container_id: Some(format!("burstgate://{}/{}", ws.id, c.name)),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                Some(ContainerState::Waiting { reason, message }) => KState {
-                    waiting: Some(ContainerStateWaiting {
-                        reason: Some(reason.clone()),
-                        message: (!message.is_empty()).then(|| message.clone()),
-                    }),
-                    ..Default::default()
-                },
-                None => KState {
-                    waiting: Some(ContainerStateWaiting {
-                        reason: Some("ContainerCreating".into()),
-                        message: None,
-                    }),
-                    ..Default::default()
-                },
-            };
-            let running = matches!(state, Some(ContainerState::Running { .. }));
-            KStatus {
-                name: c.name.clone(),
-                image: c.image.clone().unwrap_or_default(),
-                image_id: c.image.clone().unwrap_or_default(),
-                container_id: running.then(|| format!("burstgate://{}/{}", ws.id, c.name)),
-                ready: reported.is_some_and(|r| r.ready),
-                restart_count: reported.map_or(0, |r| r.restart_count),
-                started: Some(running),
-                state: Some(k_state),
-                ..Default::default()
-            }
-        })
+        .map(|c| container_status(c, ws))
         .collect();
     let phase = match ws.phase {
         // A rejected workload never started; the controller moves the pod before it shows.
@@ -213,6 +216,26 @@ pub fn from_workload(pod: &Pod, ws: &WorkloadStatus, host_ip: &str, now: &Time) 
             .filter(|_| ws.phase == WorkloadPhase::Failed),
         qos_class: pod.status.as_ref().and_then(|s| s.qos_class.clone()),
         ..Default::default()
+    }
+}
+
+/// Why a pod waits before it reaches a provider (its `status.reason`, as `kubectl get pods`
+/// shows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitReason {
+    /// No valid policy is loaded.
+    NoPolicy,
+    /// The policy has no target for the pod now; it is decided again on every change.
+    BurstPending,
+}
+
+impl WaitReason {
+    /// As the pod's `status.reason` says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitReason::NoPolicy => "NoPolicy",
+            WaitReason::BurstPending => "BurstPending",
+        }
     }
 }
 
@@ -374,7 +397,13 @@ mod tests {
 
     #[test]
     fn a_waiting_pod_says_why_in_its_reason() {
-        let s = waiting(&pod(), "BurstPending", "no eligible target", "h", &now());
+        let s = waiting(
+            &pod(),
+            WaitReason::BurstPending.as_str(),
+            "no eligible target",
+            "h",
+            &now(),
+        );
         assert_eq!(
             (s.phase.as_deref(), s.reason.as_deref()),
             (Some("Pending"), Some("BurstPending"))

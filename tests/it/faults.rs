@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use burstgate::controller::events::EventReason;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::ResourceExt;
@@ -142,7 +143,7 @@ spec:
         .unwrap()
         .items
         .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("ProviderRejected"))
+        .filter(|e| e.reason.as_deref() == Some(EventReason::ProviderRejected.as_str()))
         .filter_map(|e| e.message)
         .collect();
     let (peak_reads, peak_writes) = (

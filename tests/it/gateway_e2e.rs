@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use burstgate::controller::events::EventReason;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -147,7 +148,7 @@ async fn an_aks_virtual_node_deployment_runs_on_the_gateway_and_its_service_gets
         running[0].metadata.name.as_deref().unwrap(),
     ]);
     assert!(
-        describe.contains("Placed") && describe.contains("placed on sim-local"),
+        describe.contains(EventReason::Placed.as_str()) && describe.contains("placed on sim-local"),
         "kubectl describe pod:\n{describe}\n{}",
         gw.log_tail()
     );
@@ -677,7 +678,7 @@ spec:
         .unwrap()
         .items
         .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("ProviderRejected"))
+        .filter(|e| e.reason.as_deref() == Some(EventReason::ProviderRejected.as_str()))
         .count();
     assert!(
         rejected >= 1,

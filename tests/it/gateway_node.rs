@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use burstgate::config::RunConfig;
 use burstgate::controller::context::Gateway;
+use burstgate::controller::events::EventReason;
 use burstgate::controller::leader::{ElectionConfig, LEADER_LEASE_NAME, LeaderElector};
 use burstgate::controller::node::{self, NodeTiming};
 use burstgate::controller::reload::{self, PolicyReloader, ReloadOutcome};
@@ -555,14 +556,16 @@ async fn the_node_is_ready_only_while_a_policy_has_a_usable_target_and_says_why_
         let events = eventually("the readiness events", WAIT, || async {
             let events = node_events(&client, &name).await;
             let has = |reason: &str| events.iter().any(|(_, r, _)| r == reason);
-            (has(node::REASON_NO_POLICY) && has(node::REASON_NO_USABLE_TARGET) && has("NodeReady"))
-                .then_some(events)
+            (has(EventReason::NoPolicy.as_str())
+                && has(EventReason::NoUsableTarget.as_str())
+                && has(EventReason::NodeReady.as_str()))
+            .then_some(events)
         })
         .await;
         assert!(
             events
                 .iter()
-                .any(|(t, r, _)| t == "Warning" && r == node::REASON_NO_USABLE_TARGET),
+                .any(|(t, r, _)| t == "Warning" && r == EventReason::NoUsableTarget.as_str()),
             "{events:?}"
         );
     };
@@ -723,7 +726,7 @@ async fn a_bad_policy_edit_keeps_the_last_good_policy_serving_and_warns_on_the_n
             node_events(&client, &name)
                 .await
                 .into_iter()
-                .find(|(t, r, _)| t == "Warning" && r == reload::REASON_INVALID)
+                .find(|(t, r, _)| t == "Warning" && r == EventReason::PolicyInvalid.as_str())
         })
         .await;
         assert!(
@@ -750,7 +753,7 @@ async fn a_bad_policy_edit_keeps_the_last_good_policy_serving_and_warns_on_the_n
                 .await
                 .into_iter()
                 .find(|(t, r, n)| {
-                    t == "Normal" && r == reload::REASON_LOADED && n.contains(&second)
+                    t == "Normal" && r == EventReason::PolicyLoaded.as_str() && n.contains(&second)
                 })
         })
         .await;

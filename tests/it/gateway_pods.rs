@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use burstgate::config::RunConfig;
 use burstgate::controller::context::Gateway;
+use burstgate::controller::events::EventReason;
 use burstgate::controller::pod;
+use burstgate::controller::status::WaitReason;
 use burstgate::policy::model::ProviderKind;
 use burstgate::policy::{Policy, load_files};
 use burstgate::provider::Provider;
@@ -232,7 +234,7 @@ async fn a_pod_bound_to_the_node_runs_with_an_ip_annotations_and_a_placement_eve
     assert!(
         events
             .iter()
-            .any(|(r, n)| r == "Placed" && n.starts_with("placed on sim-local")),
+            .any(|(r, n)| r == EventReason::Placed.as_str() && n.starts_with("placed on sim-local")),
         "{events:?}"
     );
     assert_eq!(gw.cloud.creates(), 1);
@@ -302,10 +304,20 @@ async fn a_host_path_pod_fails_as_unsupported_with_a_warning_event() {
         .unwrap();
     let failed = wait_phase(&api, "hp", "Failed").await;
     let status = failed.status.unwrap();
-    assert_eq!(status.reason.as_deref(), Some("Unsupported"));
+    assert_eq!(
+        status.reason.as_deref(),
+        Some(EventReason::Unsupported.as_str())
+    );
     assert!(status.message.unwrap().contains("hostPath volume logs"));
-    let events = events_for(&client, &ns, "hp").await;
-    assert!(events.iter().any(|(r, _)| r == "Unsupported"), "{events:?}");
+    // The Event is published after the status is patched: wait for it.
+    eventually("an Unsupported warning event on the pod", WAIT, || async {
+        let events = events_for(&client, &ns, "hp").await;
+        events
+            .iter()
+            .any(|(r, _)| r == EventReason::Unsupported.as_str())
+            .then_some(())
+    })
+    .await;
     assert_eq!(gw.cloud.creates(), 0, "nothing reached the provider");
     gw.stop().await;
 }
@@ -329,10 +341,10 @@ async fn a_pod_no_target_can_take_waits_with_a_reason_and_is_placed_after_a_poli
     .await
     .unwrap();
     let pending = eventually("waiter says why it waits", WAIT, || async {
-        api.get("waiter")
-            .await
-            .ok()
-            .filter(|p| p.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("BurstPending"))
+        api.get("waiter").await.ok().filter(|p| {
+            p.status.as_ref().and_then(|s| s.reason.as_deref())
+                == Some(WaitReason::BurstPending.as_str())
+        })
     })
     .await;
     let message = pending.status.unwrap().message.unwrap();
@@ -340,13 +352,15 @@ async fn a_pod_no_target_can_take_waits_with_a_reason_and_is_placed_after_a_poli
         message.contains("sim-local: quota: 0 of 0 pods left, pod needs 1"),
         "{message}"
     );
-    let events = events_for(&client, &ns, "waiter").await;
-    assert!(
+    // The Event is published after the status is patched: wait for it.
+    eventually("a NoTarget warning event on the pod", WAIT, || async {
+        let events = events_for(&client, &ns, "waiter").await;
         events
             .iter()
-            .any(|(r, n)| r == "NoTarget" && n.contains("quota")),
-        "{events:?}"
-    );
+            .any(|(r, n)| r == EventReason::NoTarget.as_str() && n.contains("quota"))
+            .then_some(())
+    })
+    .await;
     gw.policy_tx.send_replace(Some(policy(10)));
     wait_phase(&api, "waiter", "Running").await;
     gw.stop().await;
@@ -457,7 +471,10 @@ async fn a_workload_deleted_behind_the_gateways_back_reaches_a_true_status() {
             .remove_out_of_band(&format!("bg-{}", always.uid().unwrap()))
     );
     let lost = wait_phase(&api, "never", "Failed").await;
-    assert_eq!(lost.status.unwrap().reason.as_deref(), Some("WorkloadLost"));
+    assert_eq!(
+        lost.status.unwrap().reason.as_deref(),
+        Some(EventReason::WorkloadLost.as_str())
+    );
     eventually(
         "the Always pod's workload is created again",
         WAIT,
@@ -532,7 +549,10 @@ async fn restarting_the_gateway_mid_burst_never_decides_a_placed_pod_again() {
     assert_eq!(gw.gw.reserved_pods(), n, "the ledger holds every pod once");
     let events = events_for(&client, &ns, "b0").await;
     assert_eq!(
-        events.iter().filter(|(r, _)| r == "Placed").count(),
+        events
+            .iter()
+            .filter(|(r, _)| r == EventReason::Placed.as_str())
+            .count(),
         1,
         "{events:?}"
     );
