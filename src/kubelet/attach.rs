@@ -23,11 +23,10 @@ use tokio_util::sync::CancellationToken;
 use crate::kubelet::error::{Error, Result};
 use crate::kubelet::exec::{
     ExecQuery, Inbound, V4, V5, channel, deliver, error_status, failure_status, frame, negotiate,
-    parse_frame,
+    parse_frame, session_result,
 };
 use crate::kubelet::pods;
 use crate::kubelet::server::Shared;
-use crate::provider::ProviderError;
 use crate::provider::contract::OutputStream;
 
 /// The channel the provider's output goes to: stdout when asked for, else stderr when asked
@@ -60,15 +59,13 @@ pub fn refusal(q: &ExecQuery, placed: &pods::Placed) -> Option<String> {
 /// Opens the provider's attach session: `NotSupported` becomes an HTTP 501 (before any
 /// upgrade), other failures a status for the error channel.
 pub async fn open(placed: &pods::Placed) -> Result<std::result::Result<OutputStream, Value>> {
-    match placed
-        .provider
-        .attach(&placed.workload, &placed.container)
-        .await
-    {
-        Ok(output) => Ok(Ok(output)),
-        Err(e @ ProviderError::NotSupported { .. }) => Err(placed.error(e)),
-        Err(e) => Ok(Err(error_status(&placed.error(e)))),
-    }
+    session_result(
+        placed,
+        placed
+            .provider
+            .attach(&placed.workload, &placed.container)
+            .await,
+    )
 }
 
 /// The `/attach` handler.

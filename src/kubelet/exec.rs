@@ -180,11 +180,22 @@ pub async fn run_command(
     placed: &pods::Placed,
     command: &[String],
 ) -> Result<std::result::Result<ExecOutput, Value>> {
-    match placed
-        .provider
-        .exec(&placed.workload, &placed.container, command)
-        .await
-    {
+    session_result(
+        placed,
+        placed
+            .provider
+            .exec(&placed.workload, &placed.container, command)
+            .await,
+    )
+}
+
+/// What a provider's exec or attach answered, for the kubelet API: `NotSupported` becomes an
+/// HTTP 501 (before any upgrade), other failures a status for the error channel.
+pub fn session_result<T>(
+    placed: &pods::Placed,
+    answer: std::result::Result<T, ProviderError>,
+) -> Result<std::result::Result<T, Value>> {
+    match answer {
         Ok(output) => Ok(Ok(output)),
         Err(e @ ProviderError::NotSupported { .. }) => Err(placed.error(e)),
         Err(e) => Ok(Err(error_status(&placed.error(e)))),
