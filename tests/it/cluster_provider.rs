@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use burstgate::policy::model::ProviderKind;
 use burstgate::policy::sizing::Size;
-use burstgate::provider::cluster::translate::{
-    CLUSTER_ID, MANAGED_BY, NODE, POD_NAME, POD_UID, WORKLOAD,
-};
 use burstgate::provider::cluster::{ClusterProvider, Settings};
 use burstgate::provider::contract::{EnvValue, EnvVar, RegistryCredential, Resolved, SecretString};
+use burstgate::provider::kit::ownership::{MANAGED_BY, OwnerKeys, WORKLOAD};
 use burstgate::provider::layers::Layers;
 use burstgate::provider::{
     ContainerState, Owner, PodRejection, Provider, ProviderError, TargetRejection, WorkloadPhase,
@@ -24,6 +22,12 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::common::{eventually, kube_admin, unique_name};
+
+// The shadow objects' ownership keys, as GC reads them back.
+const CLUSTER_ID: &str = OwnerKeys::KUBERNETES.cluster_id;
+const NODE: &str = OwnerKeys::KUBERNETES.node;
+const POD_NAME: &str = OwnerKeys::KUBERNETES.pod;
+const POD_UID: &str = OwnerKeys::KUBERNETES.pod_uid;
 
 const WAIT: Duration = Duration::from_secs(30);
 const CLUSTER: &str = "it-cluster";

@@ -33,6 +33,7 @@ use burstgate::policy::model::ProviderKind;
 use burstgate::policy::sizing::Size;
 use burstgate::provider::contract::{EnvValue, EnvVar, Resolved, SecretString};
 use burstgate::provider::fargate::{self, FargateProvider, Settings};
+use burstgate::provider::kit::ownership::OwnerKeys;
 use burstgate::provider::layers::{self, Buckets, CircuitState, Layers, Observer};
 use burstgate::provider::{
     ContainerState, ContainerStatus, LogOptions, Owner, PodRejection, Provider, ProviderError,
@@ -375,11 +376,11 @@ async fn a_pod_runs_as_one_tagged_task_with_an_ip_and_its_secret_only_in_secrets
     };
     assert_eq!(
         [
-            fargate::TAG_CLUSTER_ID,
-            fargate::TAG_NODE,
-            fargate::TAG_NAMESPACE,
-            fargate::TAG_POD,
-            fargate::TAG_POD_UID
+            "burstgate.io/cluster-id",
+            "burstgate.io/node",
+            "burstgate.io/namespace",
+            "burstgate.io/pod",
+            "burstgate.io/pod-uid"
         ]
         .map(tag),
         [
@@ -1043,7 +1044,7 @@ async fn tagged_secrets(
         .filters(
             Filter::builder()
                 .key(FilterNameStringType::TagKey)
-                .values(fargate::TAG_CLUSTER_ID)
+                .values(OwnerKeys::AWS_TAGS.cluster_id)
                 .build(),
         )
         .filters(
@@ -1059,15 +1060,15 @@ async fn tagged_secrets(
         .secret_list()
         .iter()
         .filter(|s| {
-            s.tags()
-                .iter()
-                .any(|t| t.key() == Some(fargate::TAG_CLUSTER_ID) && t.value() == Some(cluster_id))
+            s.tags().iter().any(|t| {
+                t.key() == Some(OwnerKeys::AWS_TAGS.cluster_id) && t.value() == Some(cluster_id)
+            })
         })
         .map(|s| {
             let uid = s
                 .tags()
                 .iter()
-                .find(|t| t.key() == Some(fargate::TAG_POD_UID))
+                .find(|t| t.key() == Some(OwnerKeys::AWS_TAGS.pod_uid))
                 .and_then(|t| t.value())
                 .unwrap_or_default();
             (s.name().unwrap_or_default().to_string(), uid.to_string())

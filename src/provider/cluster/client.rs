@@ -13,17 +13,19 @@ use kube::api::{
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::policy::model::OperationClass;
-use crate::provider::cluster::retry::provider_error;
+use crate::provider::cluster::retry::{is_gone, provider_error};
+use crate::provider::cluster::settings::Settings;
 use crate::provider::cluster::status::{
     DEFAULT_UNSCHEDULABLE_GRACE, exec_exit_code, workload_status,
 };
-use crate::provider::cluster::translate::{
-    CLUSTER_ID, MANAGED_BY, MANAGED_BY_VALUE, NODE, POD_UID, Shadow, WORKLOAD, label_value,
-    owner_from_annotations, translate,
-};
+use crate::provider::cluster::translate::{Shadow, translate};
 use crate::provider::contract::{
     Capabilities, ExecOutput, LogOptions, OwnedWorkload, Provider, ProviderError, WorkloadSpec,
     WorkloadStatus,
+};
+use crate::provider::kit::Feature;
+use crate::provider::kit::ownership::{
+    MANAGED_BY, MANAGED_BY_VALUE, OwnerKeys, WORKLOAD, label_value,
 };
 use crate::provider::layers::Layers;
 
@@ -33,15 +35,6 @@ const FIELD_MANAGER: &str = "burstgate";
 const STATUS_BATCH: usize = 500;
 /// An exec keeps at most this much of each stream (the rest is read and dropped).
 const EXEC_OUTPUT_LIMIT: usize = 4 << 20;
-
-/// What the lead builds from the policy's cluster target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    /// The policy target's name.
-    pub target: String,
-    /// Namespace of the shadow pods (`burstgate-shadow`); it must exist.
-    pub namespace: String,
-}
 
 /// Runs pods as shadow pods on the real nodes of a cluster (this one or another, by the client).
 pub struct ClusterProvider {
@@ -58,10 +51,6 @@ fn selector(pairs: &[(&str, String)]) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn is_gone(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
 fn age(
@@ -103,7 +92,8 @@ impl ClusterProvider {
     }
 
     /// How long a shadow pod may stay unschedulable before its status says the cluster is full
-    /// (default 60 s; then its phase is `Rejected`, see [`crate::provider::cluster::status`]).
+    /// (default 60 s; then its phase is `Rejected`, see "Cluster full" in
+    /// [`crate::provider::cluster`]).
     pub fn with_unschedulable_grace(mut self, grace: Duration) -> ClusterProvider {
         self.unschedulable_grace = grace;
         self
@@ -162,7 +152,11 @@ impl ClusterProvider {
                     retry_after: None,
                 })?,
         };
-        let uid_label = pod.metadata.labels.as_ref().and_then(|l| l.get(POD_UID));
+        let uid_label = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(OwnerKeys::KUBERNETES.pod_uid));
         if uid_label != Some(&label_value(&spec.owner.pod_uid)) {
             return Err(ProviderError::cloud_target(
                 "NameTaken",
@@ -233,18 +227,9 @@ impl Provider for ClusterProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        use crate::provider::kit::Feature::*;
         // A shadow pod is a pod: every probe kind and sidecars run as on any node.
         Capabilities::NONE
-            .running(&[
-                ExecProbe,
-                HttpGetProbe,
-                TcpSocketProbe,
-                GrpcProbe,
-                StartupProbe,
-                InitContainerProbe,
-                Sidecar,
-            ])
+            .running(&Feature::PROBES_AND_SIDECARS)
             .serving(true, true, false)
     }
 
@@ -292,7 +277,8 @@ impl Provider for ClusterProvider {
         let mut out = BTreeMap::new();
         for chunk in uids.chunks(STATUS_BATCH) {
             let params = ListParams::default().labels(&format!(
-                "{MANAGED_BY}={MANAGED_BY_VALUE},{POD_UID} in ({})",
+                "{MANAGED_BY}={MANAGED_BY_VALUE},{} in ({})",
+                OwnerKeys::KUBERNETES.pod_uid,
                 chunk.join(",")
             ));
             let (pods, params) = (&self.pods, &params);
@@ -318,8 +304,8 @@ impl Provider for ClusterProvider {
     ) -> Result<Vec<OwnedWorkload>, ProviderError> {
         let params = ListParams::default().labels(&selector(&[
             (MANAGED_BY, MANAGED_BY_VALUE.into()),
-            (CLUSTER_ID, label_value(cluster_id)),
-            (NODE, label_value(node)),
+            (OwnerKeys::KUBERNETES.cluster_id, label_value(cluster_id)),
+            (OwnerKeys::KUBERNETES.node, label_value(node)),
         ]));
         let (pods, secrets, params) = (&self.pods, &self.secrets, &params);
         let pod_list = self
@@ -348,7 +334,8 @@ impl Provider for ClusterProvider {
             .chain(pod_list.items.iter().map(|p| &p.metadata))
         {
             let annotations = meta.annotations.clone().unwrap_or_default();
-            let Some(owner) = owner_from_annotations(&annotations)
+            let Some(owner) = OwnerKeys::KUBERNETES
+                .read(|k| annotations.get(k).map(String::as_str))
                 .filter(|o| o.cluster_id == cluster_id && o.node == node)
             else {
                 continue;

@@ -2,10 +2,12 @@
 //! one, or another one by kubeconfig), in one configured namespace, owner-labelled; the
 //! controller mirrors its status back onto the virtual-node pod.
 //!
-//! - Create ([`translate`](translate::translate) then the API): the shadow pod is named like the
-//!   workload (`bg-<pod UID>`), labelled `burstgate.io/managed-by=burstgate` plus cluster id,
-//!   node, pod namespace, name and UID (label-safe values, full values in annotations). Secret
-//!   env values and volume files go into ONE Secret `<id>`, registry credentials into
+//! - Create (`translate.rs`, then the API): the shadow pod is named like the workload
+//!   (`bg-<pod UID>`), labelled `burstgate.io/managed-by=burstgate` plus cluster id, node, pod
+//!   namespace, name and UID (the kit's
+//!   [`OwnerKeys::KUBERNETES`](crate::provider::kit::ownership::OwnerKeys::KUBERNETES):
+//!   label-safe values, full values in annotations). Secret env values and volume files go into
+//!   ONE Secret `<id>`, registry credentials into
 //!   `<id>-registry` (`kubernetes.io/dockerconfigjson`). The pod is created first; the Secrets
 //!   are then server-side applied with an ownerReference to it, so no Secret ever exists without
 //!   its owner, and a retried create (pod already there: 409) re-applies them and returns the
@@ -13,7 +15,7 @@
 //! - Status: one list call per batch of up to 500 ids, by label selector
 //!   `burstgate.io/managed-by=burstgate,burstgate.io/pod-uid in (...)`: only the pods asked for
 //!   come back, and no node or cluster identity is needed to read them.
-//! - Cluster full: see [`status`](status) — an unschedulable shadow pod's phase turns
+//! - Cluster full: see `status.rs` — an unschedulable shadow pod's phase turns
 //!   `Rejected(TargetRejection::Unschedulable)` after a grace period (60 s by default,
 //!   [`ClusterProvider::with_unschedulable_grace`]); the controller takes it back and the pod
 //!   runs elsewhere.
@@ -22,16 +24,17 @@
 //! - List owned: pods AND Secrets labelled with the cluster id and node (a Secret left by a
 //!   half-done delete is an owned workload too), checked against the full annotation values.
 //! - Logs through `pods/log`; exec through `pods/exec` (websocket), stdout, stderr, exit code.
-//! - Errors: [`retry`](retry) maps API answers to retry / next target / fail the pod.
+//! - Errors: `retry.rs` maps API answers to retry / next target / fail the pod.
 //!
 //! The target's RBAC in the shadow namespace: pods (create, get, list, delete), pods/log (get),
 //! pods/exec (create), secrets (patch, create, list, deletecollection). The client should be
 //! built without kube-rs' own retry layer: retries belong to the target's `Layers`.
 
 mod client;
-pub mod retry;
-pub mod status;
-pub mod translate;
+mod retry;
+mod settings;
+mod status;
+mod translate;
 
-pub use client::{ClusterProvider, Settings};
-pub use status::{DEFAULT_UNSCHEDULABLE_GRACE, UNSCHEDULABLE};
+pub use client::ClusterProvider;
+pub use settings::Settings;

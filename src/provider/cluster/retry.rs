@@ -19,7 +19,7 @@ use crate::provider::contract::{ProviderError, TargetRejection};
 
 /// A failed Kubernetes API call, classified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Failure {
+enum Failure {
     /// 429: the API server sheds load. Retryable.
     #[error("the API server throttled the request: {message}")]
     Throttled {
@@ -89,7 +89,7 @@ fn retry_after(status: &Status) -> Option<Duration> {
 }
 
 /// Classifies an error Status the API server returned.
-pub fn classify_status(s: &Status) -> Failure {
+fn classify_status(s: &Status) -> Failure {
     let message = s.message.clone();
     let reason = s.reason.clone();
     let namespace_object = s.details.as_ref().is_some_and(|d| d.kind == "namespaces");
@@ -120,7 +120,7 @@ pub fn classify_status(s: &Status) -> Failure {
 }
 
 /// Classifies any error of a kube-rs call.
-pub fn classify(err: &kube::Error) -> Failure {
+fn classify(err: &kube::Error) -> Failure {
     match err {
         kube::Error::Api(status) => classify_status(status),
         kube::Error::Auth(e) => {
@@ -186,8 +186,14 @@ impl From<Failure> for ProviderError {
 }
 
 /// The provider error for a kube-rs error.
-pub fn provider_error(err: &kube::Error) -> ProviderError {
+pub(crate) fn provider_error(err: &kube::Error) -> ProviderError {
     classify(err).into()
+}
+
+/// Whether the API server answered that the object is not there (404): gone is fine for a
+/// delete.
+pub(crate) fn is_gone(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ContainerState as KState, ContainerStatus as KStatus, Pod};
+use k8s_openapi::api::core::v1::{
+    ContainerState as KState, ContainerStatus as KStatus, Pod, PodCondition, PodStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -23,9 +25,9 @@ use crate::provider::contract::{
 };
 
 /// How long a shadow pod may stay unschedulable before its status says the cluster is full.
-pub const DEFAULT_UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(60);
 /// The container waiting reason (and error code) of an unschedulable shadow pod.
-pub const UNSCHEDULABLE: &str = "Unschedulable";
+const UNSCHEDULABLE: &str = "Unschedulable";
 
 fn ts(t: &Time) -> String {
     t.0.to_string()
@@ -72,63 +74,13 @@ fn container_state(s: Option<&KState>, unscheduled: Option<&str>) -> ContainerSt
 }
 
 /// The workload status of shadow pod `pod` at `now`; unschedulable for `grace` or more turns it
-/// `Failed` (see the module doc).
-pub fn workload_status(pod: &Pod, now: Timestamp, grace: Duration) -> WorkloadStatus {
+/// `Rejected` (see the module doc).
+pub(crate) fn workload_status(pod: &Pod, now: Timestamp, grace: Duration) -> WorkloadStatus {
     let status = pod.status.clone().unwrap_or_default();
-    let scheduled = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "PodScheduled");
-    let bound = pod
-        .spec
-        .as_ref()
-        .is_some_and(|s| s.node_name.as_deref().is_some_and(|n| !n.is_empty()));
-    let unschedulable = scheduled
-        .filter(|c| !bound && c.status == "False" && c.reason.as_deref() == Some(UNSCHEDULABLE));
-    let scheduler_message = unschedulable.map(|c| {
-        c.message
-            .clone()
-            .unwrap_or_else(|| "no node fits the pod".into())
-    });
-
-    let reported: &[KStatus] = status.container_statuses.as_deref().unwrap_or_default();
-    let containers: Vec<ContainerStatus> = pod
-        .spec
-        .iter()
-        .flat_map(|s| &s.containers)
-        .map(|c| {
-            let r = reported.iter().find(|r| r.name == c.name);
-            ContainerStatus {
-                name: c.name.clone(),
-                state: container_state(
-                    r.and_then(|r| r.state.as_ref()),
-                    scheduler_message.as_deref(),
-                ),
-                restart_count: r.map_or(0, |r| r.restart_count),
-                ready: r.is_some_and(|r| r.ready),
-            }
-        })
-        .collect();
-
-    let mut phase = match status.phase.as_deref() {
-        Some("Running") => WorkloadPhase::Running,
-        Some("Succeeded") => WorkloadPhase::Succeeded,
-        Some("Failed") => WorkloadPhase::Failed,
-        _ => WorkloadPhase::Pending,
-    };
-    let mut message = match (status.reason.as_deref(), status.message.as_deref()) {
-        (Some(r), Some(m)) => Some(format!("{r}: {m}")),
-        (Some(x), None) | (None, Some(x)) => Some(x.to_string()),
-        (None, None) => None,
-    };
-    if status.phase.as_deref() == Some("Unknown") {
-        message = Some(format!(
-            "the shadow pod's phase is Unknown (its node stopped reporting){}",
-            message.map(|m| format!(": {m}")).unwrap_or_default()
-        ));
-    }
-    if let (Some(cond), Some(why)) = (unschedulable, scheduler_message.as_deref()) {
+    let unschedulable = unschedulable(pod, &status);
+    let scheduler_message = unschedulable.map(|(_, why)| why);
+    let (mut phase, mut message) = phase_and_message(&status);
+    if let Some((cond, why)) = unschedulable {
         let since = cond
             .last_transition_time
             .as_ref()
@@ -150,7 +102,6 @@ pub fn workload_status(pod: &Pod, now: Timestamp, grace: Duration) -> WorkloadSt
             message = Some(format!("waiting for room in the target cluster: {why}"));
         }
     }
-
     WorkloadStatus {
         id: pod.metadata.name.clone().unwrap_or_default(),
         phase,
@@ -160,14 +111,76 @@ pub fn workload_status(pod: &Pod, now: Timestamp, grace: Duration) -> WorkloadSt
             .as_ref()
             .or(pod.metadata.creation_timestamp.as_ref())
             .map(ts),
-        containers,
+        containers: containers(pod, &status, scheduler_message),
         message,
     }
 }
 
+/// The `PodScheduled=False` condition (reason `Unschedulable`) of a pod not bound to a node, and
+/// the scheduler's message.
+fn unschedulable<'a>(pod: &Pod, status: &'a PodStatus) -> Option<(&'a PodCondition, &'a str)> {
+    let bound = pod
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.node_name.as_deref().is_some_and(|n| !n.is_empty()));
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled")
+        .filter(|c| !bound && c.status == "False" && c.reason.as_deref() == Some(UNSCHEDULABLE))
+        .map(|c| (c, c.message.as_deref().unwrap_or("no node fits the pod")))
+}
+
+/// The phase the pod reports, and its reason and message (`Unknown` said in words).
+fn phase_and_message(status: &PodStatus) -> (WorkloadPhase, Option<String>) {
+    let phase = match status.phase.as_deref() {
+        Some("Running") => WorkloadPhase::Running,
+        Some("Succeeded") => WorkloadPhase::Succeeded,
+        Some("Failed") => WorkloadPhase::Failed,
+        _ => WorkloadPhase::Pending,
+    };
+    let message = match (status.reason.as_deref(), status.message.as_deref()) {
+        (Some(r), Some(m)) => Some(format!("{r}: {m}")),
+        (Some(x), None) | (None, Some(x)) => Some(x.to_string()),
+        (None, None) => None,
+    };
+    if status.phase.as_deref() == Some("Unknown") {
+        let message = format!(
+            "the shadow pod's phase is Unknown (its node stopped reporting){}",
+            message.map(|m| format!(": {m}")).unwrap_or_default()
+        );
+        return (phase, Some(message));
+    }
+    (phase, message)
+}
+
+/// Each container of the spec with the state the kubelet reports for it (or, while the pod is
+/// unschedulable, the scheduler's message).
+fn containers(
+    pod: &Pod,
+    status: &PodStatus,
+    scheduler_message: Option<&str>,
+) -> Vec<ContainerStatus> {
+    let reported: &[KStatus] = status.container_statuses.as_deref().unwrap_or_default();
+    pod.spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .map(|c| {
+            let r = reported.iter().find(|r| r.name == c.name);
+            ContainerStatus {
+                name: c.name.clone(),
+                state: container_state(r.and_then(|r| r.state.as_ref()), scheduler_message),
+                restart_count: r.map_or(0, |r| r.restart_count),
+                ready: r.is_some_and(|r| r.ready),
+            }
+        })
+        .collect()
+}
+
 /// The exit code an exec's final status reports: 0 on success, the code of a `NonZeroExitCode`
 /// failure; any other failure (container not found, not running) is the pod's error.
-pub fn exec_exit_code(status: &Status) -> Result<i32, ProviderError> {
+pub(crate) fn exec_exit_code(status: &Status) -> Result<i32, ProviderError> {
     if status.status.as_deref() == Some("Success") {
         return Ok(0);
     }

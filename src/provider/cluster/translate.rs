@@ -42,29 +42,15 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
 
-use crate::provider::contract::{EnvValue, EnvVar, Owner, Resolved, WorkloadSpec};
-use crate::provider::kit::{TranslateError, host_namespace_refusal, invalid, unsupported};
+use crate::provider::contract::{EnvValue, EnvVar, Resolved, VolumeFile, WorkloadSpec};
+use crate::provider::kit::ownership::{
+    MANAGED_BY, MANAGED_BY_VALUE, OwnerKeys, Values, WORKLOAD, label_value,
+};
+use crate::provider::kit::{TranslateError, host_namespace_refusal, pod_spec, unsupported};
 
-/// Label: who manages the object (`burstgate`).
-pub const MANAGED_BY: &str = "burstgate.io/managed-by";
-/// Value of [`MANAGED_BY`].
-pub const MANAGED_BY_VALUE: &str = "burstgate";
-/// Label and annotation: the gateway's cluster id (the label may be hashed, see [`label_value`]).
-pub const CLUSTER_ID: &str = "burstgate.io/cluster-id";
-/// Label and annotation: the virtual node.
-pub const NODE: &str = "burstgate.io/node";
-/// Label and annotation: the virtual pod's namespace.
-pub const POD_NAMESPACE: &str = "burstgate.io/pod-namespace";
-/// Label and annotation: the virtual pod's name.
-pub const POD_NAME: &str = "burstgate.io/pod-name";
-/// Label and annotation: the virtual pod's UID.
-pub const POD_UID: &str = "burstgate.io/pod-uid";
-/// Label on the Secrets: the workload id they belong to.
-pub const WORKLOAD: &str = "burstgate.io/workload";
 /// Annotation: the policy target that placed the pod here.
-pub const TARGET: &str = "burstgate.io/target";
+const TARGET: &str = "burstgate.io/target";
 
 /// Where Kubernetes mounts the automatic service account token.
 const SERVICE_ACCOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -93,13 +79,13 @@ const SUPPORTED_VOLUMES: &[&str] = &[
 /// What one create sends: the shadow pod and the Secrets it references. `Debug` names the
 /// Secrets, never their data.
 #[derive(Clone)]
-pub struct Shadow {
+pub(crate) struct Shadow {
     /// The shadow pod.
-    pub pod: Pod,
+    pub(crate) pod: Pod,
     /// Secret env values and volume files (`<id>`), when the pod has any.
-    pub secret: Option<Secret>,
+    pub(crate) secret: Option<Secret>,
     /// Registry credentials (`<id>-registry`), when the pod has any.
-    pub registry_secret: Option<Secret>,
+    pub(crate) registry_secret: Option<Secret>,
 }
 
 impl std::fmt::Debug for Shadow {
@@ -114,48 +100,8 @@ impl std::fmt::Debug for Shadow {
 }
 
 /// The name of the registry-credentials Secret of workload `id`.
-pub fn registry_secret_name(id: &str) -> String {
+fn registry_secret_name(id: &str) -> String {
     format!("{id}-registry")
-}
-
-/// A valid label value for `value`: itself when valid, else a readable prefix plus a hash
-/// (at most 63 characters). The full value is kept in an annotation of the same key.
-pub fn label_value(value: &str) -> String {
-    if is_valid_label_value(value) {
-        return value.to_string();
-    }
-    let digest = Sha256::digest(value.as_bytes());
-    let hash: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
-    let clean: String = value
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let prefix: String = clean
-        .trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
-        .chars()
-        .take(52)
-        .collect();
-    let prefix = prefix.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
-    if prefix.is_empty() {
-        hash
-    } else {
-        format!("{prefix}-{hash}")
-    }
-}
-
-fn is_valid_label_value(v: &str) -> bool {
-    v.is_empty()
-        || (v.len() <= 63
-            && v.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
 }
 
 fn is_valid_secret_key(k: &str) -> bool {
@@ -167,52 +113,10 @@ fn is_valid_secret_key(k: &str) -> bool {
         && k != ".."
 }
 
-/// The ownership labels of a workload (label-safe values).
-pub fn owner_labels(owner: &Owner) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string()),
-        (CLUSTER_ID.to_string(), label_value(&owner.cluster_id)),
-        (NODE.to_string(), label_value(&owner.node)),
-        (POD_NAMESPACE.to_string(), label_value(&owner.namespace)),
-        (POD_NAME.to_string(), label_value(&owner.pod)),
-        (POD_UID.to_string(), label_value(&owner.pod_uid)),
-    ])
-}
-
-/// The ownership annotations of a workload (full values).
-pub fn owner_annotations(owner: &Owner) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (CLUSTER_ID.to_string(), owner.cluster_id.clone()),
-        (NODE.to_string(), owner.node.clone()),
-        (POD_NAMESPACE.to_string(), owner.namespace.clone()),
-        (POD_NAME.to_string(), owner.pod.clone()),
-        (POD_UID.to_string(), owner.pod_uid.clone()),
-    ])
-}
-
-/// The owner a shadow object's annotations describe, when they are complete.
-pub fn owner_from_annotations(annotations: &BTreeMap<String, String>) -> Option<Owner> {
-    let get = |k: &str| annotations.get(k).cloned();
-    Some(Owner {
-        cluster_id: get(CLUSTER_ID)?,
-        node: get(NODE)?,
-        namespace: get(POD_NAMESPACE)?,
-        pod: get(POD_NAME)?,
-        pod_uid: get(POD_UID)?,
-    })
-}
-
 /// Translates the virtual pod into its shadow pod in `namespace`, refusing what a cluster target
 /// cannot run.
-pub fn translate(spec: &WorkloadSpec, namespace: &str) -> Result<Shadow, TranslateError> {
-    let virtual_spec = spec
-        .pod
-        .spec
-        .as_ref()
-        .ok_or_else(|| invalid("spec", "the pod has no spec"))?;
-    if virtual_spec.containers.is_empty() {
-        return Err(invalid("spec.containers", "the pod has no containers"));
-    }
+pub(crate) fn translate(spec: &WorkloadSpec, namespace: &str) -> Result<Shadow, TranslateError> {
+    let virtual_spec = pod_spec(&spec.pod)?;
     check_pod_level(&spec.pod)?;
     let mut secret_data: BTreeMap<String, ByteString> = BTreeMap::new();
     let (volumes, dropped) = translate_volumes(spec, virtual_spec, &mut secret_data)?;
@@ -239,13 +143,37 @@ pub fn translate(spec: &WorkloadSpec, namespace: &str) -> Result<Shadow, Transla
         )?;
     }
     pod_spec.volumes = (!volumes.is_empty()).then_some(volumes);
+    detach(&mut pod_spec, spec);
+
+    let (labels, annotations) = metadata(spec);
+    let (secret, registry_secret) =
+        secrets(spec, namespace, labels.clone(), &annotations, secret_data);
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(spec.id.clone()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        spec: Some(pod_spec),
+        status: None,
+    };
+    Ok(Shadow {
+        pod,
+        secret,
+        registry_secret,
+    })
+}
+
+/// Takes out of the shadow pod's spec what pins it to the virtual node, what names objects of
+/// the virtual pod's cluster, and the virtual pod's identity (see the module doc).
+fn detach(pod_spec: &mut PodSpec, spec: &WorkloadSpec) {
+    let node = &spec.owner.node;
     pod_spec.node_name = None;
-    pod_spec.node_selector = node_selector(virtual_spec.node_selector.as_ref(), &spec.owner.node);
-    pod_spec.affinity = virtual_spec
-        .affinity
-        .as_ref()
-        .and_then(|a| affinity(a, &spec.owner.node));
-    pod_spec.tolerations = virtual_spec.tolerations.as_ref().map(|ts| {
+    pod_spec.node_selector = node_selector(pod_spec.node_selector.as_ref(), node);
+    pod_spec.affinity = pod_spec.affinity.as_ref().and_then(|a| affinity(a, node));
+    pod_spec.tolerations = pod_spec.tolerations.as_ref().map(|ts| {
         ts.iter()
             .filter(|t| {
                 !t.key
@@ -271,59 +199,64 @@ pub fn translate(spec: &WorkloadSpec, namespace: &str) -> Result<Shadow, Transla
     pod_spec.service_account_name = None;
     pod_spec.automount_service_account_token = Some(false);
     pod_spec.enable_service_links = Some(false);
-    pod_spec.hostname = virtual_spec
-        .hostname
-        .clone()
-        .or_else(|| default_hostname(&spec.owner.pod));
+    if pod_spec.hostname.is_none() {
+        pod_spec.hostname = default_hostname(&spec.owner.pod);
+    }
     pod_spec.image_pull_secrets = (!spec.resolved.registry_credentials.is_empty()).then(|| {
         vec![LocalObjectReference {
             name: registry_secret_name(&spec.id),
         }]
     });
+}
 
-    let labels = owner_labels(&spec.owner);
-    let mut annotations = owner_annotations(&spec.owner);
+/// The shadow pod's labels (`managed-by` and the owner, label-safe) and annotations (the owner
+/// in full, the target, and the runtime confinement annotations of the virtual pod).
+fn metadata(spec: &WorkloadSpec) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let keys = OwnerKeys::KUBERNETES;
+    let mut labels: BTreeMap<String, String> = keys.pairs(&spec.owner, Values::LabelSafe).into();
+    labels.insert(MANAGED_BY.into(), MANAGED_BY_VALUE.into());
+    let mut annotations: BTreeMap<String, String> = keys.pairs(&spec.owner, Values::AsIs).into();
     annotations.insert(TARGET.into(), spec.target.clone());
     for (k, v) in spec.pod.metadata.annotations.iter().flatten() {
         if COPIED_ANNOTATION_PREFIXES.iter().any(|p| k.starts_with(p)) {
             annotations.insert(k.clone(), v.clone());
         }
     }
-    let pod = Pod {
-        metadata: ObjectMeta {
-            name: Some(spec.id.clone()),
-            namespace: Some(namespace.to_string()),
-            labels: Some(labels.clone()),
-            annotations: Some(annotations.clone()),
-            ..Default::default()
-        },
-        spec: Some(pod_spec),
-        status: None,
-    };
+    (labels, annotations)
+}
 
-    let mut secret_labels = labels;
-    secret_labels.insert(WORKLOAD.into(), label_value(&spec.id));
-    let mut secret_annotations: BTreeMap<String, String> = annotations
+/// The workload Secret (`secret_data`, when there is any) and the registry Secret (when the pod
+/// has registry credentials): the pod's labels plus the workload's, its `burstgate.io/`
+/// annotations plus the workload id.
+fn secrets(
+    spec: &WorkloadSpec,
+    namespace: &str,
+    mut labels: BTreeMap<String, String>,
+    pod_annotations: &BTreeMap<String, String>,
+    secret_data: BTreeMap<String, ByteString>,
+) -> (Option<Secret>, Option<Secret>) {
+    labels.insert(WORKLOAD.into(), label_value(&spec.id));
+    let mut annotations: BTreeMap<String, String> = pod_annotations
         .iter()
         .filter(|(k, _)| k.starts_with("burstgate.io/"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    secret_annotations.insert(WORKLOAD.into(), spec.id.clone());
-    let secret_meta = |name: String| ObjectMeta {
+    annotations.insert(WORKLOAD.into(), spec.id.clone());
+    let meta = |name: String| ObjectMeta {
         name: Some(name),
         namespace: Some(namespace.to_string()),
-        labels: Some(secret_labels.clone()),
-        annotations: Some(secret_annotations.clone()),
+        labels: Some(labels.clone()),
+        annotations: Some(annotations.clone()),
         ..Default::default()
     };
     let secret = (!secret_data.is_empty()).then(|| Secret {
-        metadata: secret_meta(spec.id.clone()),
+        metadata: meta(spec.id.clone()),
         type_: Some("Opaque".into()),
         data: Some(secret_data),
         ..Default::default()
     });
     let registry_secret = (!spec.resolved.registry_credentials.is_empty()).then(|| Secret {
-        metadata: secret_meta(registry_secret_name(&spec.id)),
+        metadata: meta(registry_secret_name(&spec.id)),
         type_: Some("kubernetes.io/dockerconfigjson".into()),
         data: Some(BTreeMap::from([(
             ".dockerconfigjson".to_string(),
@@ -331,11 +264,7 @@ pub fn translate(spec: &WorkloadSpec, namespace: &str) -> Result<Shadow, Transla
         )])),
         ..Default::default()
     });
-    Ok(Shadow {
-        pod,
-        secret,
-        registry_secret,
-    })
+    (secret, registry_secret)
 }
 
 fn check_pod_level(pod: &Pod) -> Result<(), TranslateError> {
@@ -372,26 +301,10 @@ fn translate_volumes(
         let field = format!("spec.volumes[{}]", v.name);
         let kind = volume_kind(v);
         if !SUPPORTED_VOLUMES.contains(&kind.as_str()) {
-            let reason = match kind.as_str() {
-                "hostPath" => {
-                    "a shadow pod runs on another node, it cannot see the virtual node's host paths"
-                        .to_string()
-                }
-                "persistentVolumeClaim" => format!(
-                    "claims are namespaced: the claim lives in namespace {}, the shadow pod runs in namespace {} (possibly in another cluster)",
-                    spec.owner.namespace,
-                    spec.pod
-                        .metadata
-                        .namespace
-                        .as_deref()
-                        .unwrap_or(&spec.owner.namespace)
-                ),
-                other => format!(
-                    "{other} volumes are not supported on cluster targets (supported: {})",
-                    SUPPORTED_VOLUMES.join(", ")
-                ),
-            };
-            return Err(unsupported(format!("{field}.{kind}"), reason));
+            return Err(unsupported(
+                format!("{field}.{kind}"),
+                unsupported_volume_reason(&kind, spec),
+            ));
         }
         let default_mode = match kind.as_str() {
             "secret" => v.secret.as_ref().and_then(|s| s.default_mode),
@@ -423,38 +336,77 @@ fn translate_volumes(
                     field: format!("{field}.{kind}"),
                     what: format!("the files of volume {}", v.name),
                 })?;
-        if files.is_empty() {
-            // An optional Secret or ConfigMap that does not exist: an empty directory, as on a
-            // kubelet. (A secret volume without items would project every key of the Secret.)
-            volumes.push(Volume {
-                name: v.name.clone(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Default::default()
-            });
-            continue;
+        volumes.push(files_volume(
+            &v.name,
+            files,
+            default_mode,
+            &spec.id,
+            secret_data,
+        ));
+    }
+    Ok((volumes, token_volumes))
+}
+
+/// Why a shadow pod cannot have a volume of `kind`.
+fn unsupported_volume_reason(kind: &str, spec: &WorkloadSpec) -> String {
+    match kind {
+        "hostPath" => {
+            "a shadow pod runs on another node, it cannot see the virtual node's host paths".into()
         }
-        let mut items = Vec::new();
-        for (i, f) in files.iter().enumerate() {
-            let key = format!("file.{}.{i}", v.name);
-            secret_data.insert(key.clone(), ByteString(f.content.expose_secret().clone()));
-            items.push(KeyToPath {
-                key,
-                path: f.path.clone(),
-                ..Default::default()
-            });
-        }
-        volumes.push(Volume {
-            name: v.name.clone(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(spec.id.clone()),
-                items: Some(items),
-                default_mode,
-                ..Default::default()
-            }),
+        "persistentVolumeClaim" => format!(
+            "claims are namespaced: the claim lives in namespace {}, the shadow pod runs in namespace {} (possibly in another cluster)",
+            spec.owner.namespace,
+            spec.pod
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or(&spec.owner.namespace)
+        ),
+        other => format!(
+            "{other} volumes are not supported on cluster targets (supported: {})",
+            SUPPORTED_VOLUMES.join(", ")
+        ),
+    }
+}
+
+/// A secret, configMap or projected volume as the workload Secret's items (`file.<volume>.<n>`
+/// in `secret_data`); no files (an optional source that does not exist) is an empty directory.
+fn files_volume(
+    name: &str,
+    files: &[VolumeFile],
+    default_mode: Option<i32>,
+    id: &str,
+    secret_data: &mut BTreeMap<String, ByteString>,
+) -> Volume {
+    if files.is_empty() {
+        // An optional Secret or ConfigMap that does not exist: an empty directory, as on a
+        // kubelet. (A secret volume without items would project every key of the Secret.)
+        return Volume {
+            name: name.to_string(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        };
+    }
+    let mut items = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let key = format!("file.{name}.{i}");
+        secret_data.insert(key.clone(), ByteString(f.content.expose_secret().clone()));
+        items.push(KeyToPath {
+            key,
+            path: f.path.clone(),
             ..Default::default()
         });
     }
-    Ok((volumes, token_volumes))
+    Volume {
+        name: name.to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(id.to_string()),
+            items: Some(items),
+            default_mode,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// The volume's source field name (`hostPath`, `emptyDir`...).
@@ -727,7 +679,7 @@ mod tests {
     use super::*;
     use crate::policy::sizing::Size;
     use crate::provider::ProviderError;
-    use crate::provider::contract::{RegistryCredential, VolumeFile};
+    use crate::provider::contract::{Owner, RegistryCredential, VolumeFile};
     use k8s_openapi::api::core::v1::{
         Container, ContainerPort, EnvVar as KEnv, HostPathVolumeSource, ObjectFieldSelector,
         PersistentVolumeClaimVolumeSource, SecretVolumeSource as SVS, SecurityContext, Toleration,
@@ -888,27 +840,25 @@ mod tests {
         let shadow = translate(&w, "ns").unwrap();
         let labels = shadow.pod.metadata.labels.unwrap();
         for (k, v) in &labels {
-            assert!(
-                is_valid_label_value(v),
+            assert_eq!(
+                &label_value(v),
+                v,
                 "label {k}={v} is not a valid label value"
             );
         }
-        assert_eq!(labels[MANAGED_BY], "burstgate");
-        assert_eq!(labels[POD_UID], "u-1");
+        assert_eq!(labels["burstgate.io/managed-by"], "burstgate");
+        assert_eq!(labels["burstgate.io/pod-uid"], "u-1");
+        assert_eq!(labels["burstgate.io/pod-namespace"], "shop");
+        assert_ne!(labels["burstgate.io/pod-name"], long_name);
         let annotations = shadow.pod.metadata.annotations.unwrap();
-        assert_eq!(annotations[POD_NAME], long_name);
-        assert_eq!(annotations[CLUSTER_ID], "prod/eu west");
-        assert_eq!(owner_from_annotations(&annotations), Some(w.owner));
-    }
-
-    #[test]
-    fn a_long_label_value_is_truncated_with_a_stable_hash() {
-        let v = label_value(&"x".repeat(200));
-        assert!(v.len() <= 63 && is_valid_label_value(&v), "{v}");
-        assert_eq!(v, label_value(&"x".repeat(200)));
-        assert_ne!(v, label_value(&"x".repeat(201)));
-        assert_eq!(label_value("web-1"), "web-1");
-        assert!(is_valid_label_value(&label_value("--/--")));
+        assert_eq!(annotations["burstgate.io/pod-name"], long_name);
+        assert_eq!(annotations["burstgate.io/cluster-id"], "prod/eu west");
+        assert_eq!(annotations["burstgate.io/node"], NODE_NAME);
+        assert_eq!(annotations["burstgate.io/target"], "onprem");
+        assert_eq!(
+            OwnerKeys::KUBERNETES.read(|k| annotations.get(k).map(String::as_str)),
+            Some(w.owner)
+        );
     }
 
     #[test]

@@ -23,19 +23,18 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::policy::model::OperationClass;
 use crate::provider::contract::{
-    Capabilities, ExecOutput, ExposeSecret, LogOptions, OwnedWorkload, Owner, PodRejection,
-    Provider, ProviderError, WorkloadSpec, WorkloadStatus,
+    Capabilities, ExecOutput, ExposeSecret, LogOptions, OwnedWorkload, PodRejection, Provider,
+    ProviderError, WorkloadSpec, WorkloadStatus,
 };
 use crate::provider::fargate::retry::{classify, classify_failure, is_inactive_definition};
+use crate::provider::fargate::settings::Settings;
 use crate::provider::fargate::status::{tag, workload_of, workload_status};
-use crate::provider::fargate::translate::{
-    self, LOG_STREAM_PREFIX, Plan, Settings, TAG_CLUSTER_ID, TAG_NAMESPACE, TAG_NODE, TAG_POD,
-    TAG_POD_UID, TAG_WORKLOAD, TaskDef,
-};
+use crate::provider::fargate::translate::{self, LOG_STREAM_PREFIX, Plan, TaskDef};
+use crate::provider::kit::ownership::{MANAGED_BY, MANAGED_BY_VALUE, OwnerKeys, WORKLOAD};
 use crate::provider::layers::Layers;
 
 /// DescribeTasks takes at most this many tasks per call.
-pub const DESCRIBE_BATCH: usize = 100;
+const DESCRIBE_BATCH: usize = 100;
 /// Concurrent per-workload lookups (ListTasks startedBy) when the task cache misses.
 const LOOKUP_CONCURRENCY: usize = 8;
 
@@ -338,8 +337,8 @@ impl FargateProvider {
             .set_volumes(Some(volumes))
             .tags(
                 Tag::builder()
-                    .key("burstgate.io/managed-by")
-                    .value("burstgate")
+                    .key(MANAGED_BY)
+                    .value(MANAGED_BY_VALUE)
                     .build(),
             );
         let out = self
@@ -533,7 +532,7 @@ impl FargateProvider {
         let by_tag = [
             SecretsFilter::builder()
                 .key(FilterNameStringType::TagKey)
-                .values(TAG_CLUSTER_ID)
+                .values(OwnerKeys::AWS_TAGS.cluster_id)
                 .build(),
             SecretsFilter::builder()
                 .key(FilterNameStringType::TagValue)
@@ -552,10 +551,10 @@ impl FargateProvider {
                     .find(|t| t.key() == Some(k))
                     .and_then(|t| t.value())
             };
-            if tag(TAG_CLUSTER_ID) != Some(cluster_id) || tag(TAG_NODE) != Some(node) {
+            let Some(owner) = OwnerKeys::AWS_TAGS.read_owned_by(tag, cluster_id, node) else {
                 continue;
-            }
-            let Some(id) = tag(TAG_WORKLOAD) else {
+            };
+            let Some(id) = tag(WORKLOAD) else {
                 continue;
             };
             // Only a secret this adapter names for that workload (the prefix is a target setting).
@@ -568,13 +567,6 @@ impl FargateProvider {
                 .and_then(|c| std::time::SystemTime::try_from(*c).ok())
                 .and_then(|c| now.duration_since(c).ok())
                 .unwrap_or(Duration::ZERO);
-            let owner = Owner {
-                cluster_id: cluster_id.into(),
-                node: node.into(),
-                namespace: tag(TAG_NAMESPACE).unwrap_or_default().into(),
-                pod: tag(TAG_POD).unwrap_or_default().into(),
-                pod_uid: tag(TAG_POD_UID).unwrap_or_default().into(),
-            };
             out.entry(id.to_string())
                 .and_modify(|w| w.age = w.age.min(age))
                 .or_insert(OwnedWorkload {
@@ -665,6 +657,8 @@ impl FargateProvider {
     }
 }
 
+/// The ECS wire form of one container. About 80 lines, kept whole on purpose: one flat builder
+/// that maps each field of [`translate::ContainerDef`] once, in order.
 fn container_definition(c: &translate::ContainerDef) -> Result<ContainerDefinition, ProviderError> {
     let mut b = ContainerDefinition::builder()
         .name(&c.name)
@@ -886,18 +880,9 @@ impl Provider for FargateProvider {
         let now = std::time::SystemTime::now();
         let mut owned: Vec<OwnedWorkload> = tasks
             .iter()
-            .filter(|t| {
-                tag(t, TAG_CLUSTER_ID) == Some(cluster_id) && tag(t, TAG_NODE) == Some(node)
-            })
             .filter_map(|t| {
+                let owner = OwnerKeys::AWS_TAGS.read_owned_by(|k| tag(t, k), cluster_id, node)?;
                 let id = workload_of(t)?.to_string();
-                let owner = Owner {
-                    cluster_id: cluster_id.into(),
-                    node: node.into(),
-                    namespace: tag(t, TAG_NAMESPACE).unwrap_or_default().into(),
-                    pod: tag(t, TAG_POD).unwrap_or_default().into(),
-                    pod_uid: tag(t, TAG_POD_UID).unwrap_or_default().into(),
-                };
                 let created = t
                     .created_at()
                     .and_then(|c| std::time::SystemTime::try_from(*c).ok());

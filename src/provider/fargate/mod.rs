@@ -14,17 +14,18 @@
 //!   essential container exited 0;
 //! - logs come from CloudWatch Logs (awslogs driver) when the target has a log group; exec is
 //!   not supported (ECS Exec needs SSM).
+//!
+//! Ownership tags are the kit's
+//! [`OwnerKeys::AWS_TAGS`](crate::provider::kit::ownership::OwnerKeys::AWS_TAGS) plus
+//! `burstgate.io/workload`; `settings.rs` is the target, `client.rs` the wire and the
+//! `Provider`; `translate.rs`, `status.rs` and `retry.rs` are pure.
 
 mod client;
 mod retry;
+mod settings;
 mod status;
 mod translate;
 
-pub use client::{DESCRIBE_BATCH, FargateProvider};
-pub use retry::{classify_failure, classify_parts};
-pub use status::workload_status;
-pub use translate::{
-    FAMILY_PREFIX, HEALTH_INTERVAL, HEALTH_RETRIES, HEALTH_START_PERIOD, HEALTH_TIMEOUT,
-    LOG_STREAM_PREFIX, Settings, TAG_CLUSTER_ID, TAG_INIT_CONTAINERS, TAG_NAMESPACE, TAG_NODE,
-    TAG_POD, TAG_POD_UID, TAG_READINESS, TAG_WORKLOAD, env_secret_name,
-};
+pub use client::FargateProvider;
+pub use settings::Settings;
+pub use translate::{LOG_STREAM_PREFIX, env_secret_name};

@@ -39,18 +39,8 @@ const SERVER_CODES: &[&str] = &[
 ];
 
 /// Error codes that say this target (account, region, cluster, its roles) cannot take the
-/// workload, whatever the pod: another target may.
+/// workload, whatever the pod: another target may. Besides these, every [`AUTH_CODES`] code.
 const TARGET_CODES: &[&str] = &[
-    "AccessDeniedException",
-    "AccessDenied",
-    "UnauthorizedOperation",
-    "UnrecognizedClientException",
-    "InvalidClientTokenId",
-    "InvalidSignatureException",
-    "SignatureDoesNotMatch",
-    "ExpiredTokenException",
-    "OptInRequired",
-    "BlockedException",
     "LimitExceededException",
     "ClusterNotFoundException",
     "UnsupportedFeatureException",
@@ -76,7 +66,7 @@ const TARGET_MESSAGES: &[&str] = &[
 ];
 
 /// Classifies an SDK error of any AWS service client (`api` names the call for the message).
-pub fn classify<E>(api: &str, err: &SdkError<E, HttpResponse>) -> ProviderError
+pub(crate) fn classify<E>(api: &str, err: &SdkError<E, HttpResponse>) -> ProviderError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -124,7 +114,7 @@ where
 
 /// Classifies a service's answer from its HTTP status, error code, message and `Retry-After`
 /// header (seconds or an HTTP date, read against `now`).
-pub fn classify_parts(
+fn classify_parts(
     api: &str,
     status: Option<u16>,
     code: Option<&str>,
@@ -143,7 +133,7 @@ pub fn classify_parts(
             retry_after: retry_after.and_then(|v| parse_retry_after(v, now)),
         };
     }
-    if TARGET_CODES.contains(&code) || is_target_message(message) {
+    if AUTH_CODES.contains(&code) || TARGET_CODES.contains(&code) || is_target_message(message) {
         let code = if code.is_empty() {
             "TargetUnavailable"
         } else {
@@ -178,7 +168,7 @@ pub fn classify_parts(
 
 /// Classifies one entry of RunTask's `failures` list (a task that was not started although the
 /// call succeeded).
-pub fn classify_failure(
+pub(crate) fn classify_failure(
     reason: Option<&str>,
     detail: Option<&str>,
     arn: Option<&str>,
@@ -233,7 +223,7 @@ fn target_rejection(code: &str, message: &str) -> TargetRejection {
     }
 }
 
-/// Codes of [`TARGET_CODES`] that say the gateway's identity cannot use the target.
+/// Error codes that say the gateway's identity cannot use the target: target-level too.
 const AUTH_CODES: &[&str] = &[
     "AccessDeniedException",
     "AccessDenied",
@@ -256,7 +246,7 @@ fn is_not_found_message(message: &str) -> bool {
 
 /// Whether RunTask refused a task definition that a sweep deregistered (ECS says so only in its
 /// words: "TaskDefinition is inactive"); the adapter registers it again.
-pub fn is_inactive_definition(err: &ProviderError) -> bool {
+pub(crate) fn is_inactive_definition(err: &ProviderError) -> bool {
     matches!(err, ProviderError::Pod(PodRejection::Cloud { message, .. })
         if message.to_ascii_lowercase().contains("inactive"))
 }
@@ -267,7 +257,7 @@ fn is_target_message(message: &str) -> bool {
 }
 
 /// `Retry-After`: delay seconds, or an HTTP date (a date in the past means now).
-pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));

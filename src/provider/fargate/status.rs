@@ -15,15 +15,16 @@ use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
 
 use crate::provider::contract::{ContainerState, ContainerStatus, WorkloadPhase, WorkloadStatus};
-use crate::provider::fargate::translate::{TAG_INIT_CONTAINERS, TAG_READINESS, TAG_WORKLOAD};
+use crate::provider::fargate::translate::{TAG_INIT_CONTAINERS, TAG_READINESS};
+use crate::provider::kit::ownership::WORKLOAD;
 
 /// RFC 3339 of an AWS timestamp.
-pub fn rfc3339(t: &DateTime) -> String {
+fn rfc3339(t: &DateTime) -> String {
     t.fmt(Format::DateTime).unwrap_or_default()
 }
 
 /// The value of tag `key` on `task` (DescribeTasks with `include=TAGS`).
-pub fn tag<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
+pub(crate) fn tag<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
     task.tags()
         .iter()
         .find(|t| t.key() == Some(key))
@@ -31,12 +32,12 @@ pub fn tag<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
 }
 
 /// The workload id of a task: its ownership tag, else its `startedBy`.
-pub fn workload_of(task: &Task) -> Option<&str> {
-    tag(task, TAG_WORKLOAD).or(task.started_by())
+pub(crate) fn workload_of(task: &Task) -> Option<&str> {
+    tag(task, WORKLOAD).or(task.started_by())
 }
 
 /// The ENI's private IPv4 address of an awsvpc task.
-pub fn private_ip(task: &Task) -> Option<String> {
+fn private_ip(task: &Task) -> Option<String> {
     task.attachments()
         .iter()
         .filter(|a| a.r#type() == Some("ElasticNetworkInterface"))
@@ -47,7 +48,7 @@ pub fn private_ip(task: &Task) -> Option<String> {
 }
 
 /// The status of workload `id` from its task.
-pub fn workload_status(id: &str, task: &Task) -> WorkloadStatus {
+pub(crate) fn workload_status(id: &str, task: &Task) -> WorkloadStatus {
     let inits: Vec<&str> = tag(task, TAG_INIT_CONTAINERS)
         .map(|v| v.split(',').collect())
         .unwrap_or_default();
@@ -404,7 +405,7 @@ mod tests {
     fn the_workload_of_a_task_is_its_tag_or_else_started_by() {
         let tagged = Task::builder()
             .started_by("x")
-            .tags(Tag::builder().key(TAG_WORKLOAD).value("bg-1").build())
+            .tags(Tag::builder().key(WORKLOAD).value("bg-1").build())
             .build();
         assert_eq!(workload_of(&tagged), Some("bg-1"));
         assert_eq!(

@@ -24,179 +24,146 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 
-use k8s_openapi::api::core::v1::{Container, Probe, Volume};
+use k8s_openapi::api::core::v1::{Container, PodSpec, Probe, Volume};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::provider::contract::{EnvValue, ExposeSecret, SecretString, WorkloadSpec};
-use crate::provider::kit::{TranslateError, host_namespace_refusal, unsupported};
+use crate::provider::fargate::settings::Settings;
+use crate::provider::kit::ownership::{OwnerKeys, Values, WORKLOAD};
+use crate::provider::kit::{
+    TranslateError, host_namespace_refusal, invalid, pod_spec, unsupported,
+};
 
-/// Tag: the gateway's cluster id.
-pub const TAG_CLUSTER_ID: &str = "burstgate.io/cluster-id";
-/// Tag: the virtual node's name.
-pub const TAG_NODE: &str = "burstgate.io/node";
-/// Tag: pod namespace.
-pub const TAG_NAMESPACE: &str = "burstgate.io/namespace";
-/// Tag: pod name.
-pub const TAG_POD: &str = "burstgate.io/pod";
-/// Tag: pod UID.
-pub const TAG_POD_UID: &str = "burstgate.io/pod-uid";
-/// Tag: the workload id (also the task's `startedBy`).
-pub const TAG_WORKLOAD: &str = "burstgate.io/workload";
 /// Tag: the task's containers that are the pod's init containers, comma-separated (absent when
 /// none), so that status reports only the pod's containers and judges success by them.
-pub const TAG_INIT_CONTAINERS: &str = "burstgate.io/init-containers";
+pub(crate) const TAG_INIT_CONTAINERS: &str = "burstgate.io/init-containers";
 /// Tag: the task's containers whose health check comes from a readiness probe, comma-separated
 /// (absent when none): they are ready only once ECS reports them `HEALTHY`.
-pub const TAG_READINESS: &str = "burstgate.io/readiness-checked";
+pub(crate) const TAG_READINESS: &str = "burstgate.io/readiness-checked";
 /// ECS health check `interval`, seconds (documented range).
-pub const HEALTH_INTERVAL: RangeInclusive<i32> = 5..=300;
+const HEALTH_INTERVAL: RangeInclusive<i32> = 5..=300;
 /// ECS health check `timeout`, seconds (documented range); also kept below the interval.
-pub const HEALTH_TIMEOUT: RangeInclusive<i32> = 2..=60;
+const HEALTH_TIMEOUT: RangeInclusive<i32> = 2..=60;
 /// ECS health check `retries` (documented range).
-pub const HEALTH_RETRIES: RangeInclusive<i32> = 1..=10;
+const HEALTH_RETRIES: RangeInclusive<i32> = 1..=10;
 /// ECS health check `startPeriod`, seconds (documented range).
-pub const HEALTH_START_PERIOD: RangeInclusive<i32> = 0..=300;
+const HEALTH_START_PERIOD: RangeInclusive<i32> = 0..=300;
 /// The awslogs stream prefix: a container's stream is `bg/<container>/<task id>`.
 pub const LOG_STREAM_PREFIX: &str = "bg";
 /// Family prefix of the task definitions burstgate registers.
-pub const FAMILY_PREFIX: &str = "bg-";
-
-/// What one Fargate target is: the account and region come from the SDK config, the rest from
-/// the policy's target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    /// Target name in the policy.
-    pub target: String,
-    /// AWS region (`us-east-1`).
-    pub region: String,
-    /// ECS cluster name or ARN.
-    pub cluster: String,
-    /// awsvpc subnets tasks run in.
-    pub subnets: Vec<String>,
-    /// Security groups of the tasks' ENIs.
-    pub security_groups: Vec<String>,
-    /// Give tasks a public IP (needed to pull public images from a subnet without NAT).
-    pub assign_public_ip: bool,
-    /// Run on Fargate Spot (capacity provider `FARGATE_SPOT`; the cluster must have it).
-    pub spot: bool,
-    /// Task execution role: needed for secrets, registry credentials and awslogs.
-    pub execution_role_arn: Option<String>,
-    /// Task role: the AWS identity of the pod's code.
-    pub task_role_arn: Option<String>,
-    /// CloudWatch Logs group for the awslogs driver; without it there are no logs.
-    pub log_group: Option<String>,
-    /// Prefix of every Secrets Manager secret burstgate writes (`burstgate/`).
-    pub secrets_prefix: String,
-}
+pub(crate) const FAMILY_PREFIX: &str = "bg-";
 
 /// A task definition as burstgate registers it; serialized (canonically, field order fixed) to
 /// name its family.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TaskDef {
+pub(crate) struct TaskDef {
     /// `bg-<hash>`; empty while hashing.
-    pub family: String,
+    pub(crate) family: String,
     /// CPU units (`256` = 0.25 vCPU).
-    pub cpu: String,
+    pub(crate) cpu: String,
     /// MiB.
-    pub memory: String,
+    pub(crate) memory: String,
     /// Execution role.
-    pub execution_role_arn: Option<String>,
+    pub(crate) execution_role_arn: Option<String>,
     /// Task role.
-    pub task_role_arn: Option<String>,
+    pub(crate) task_role_arn: Option<String>,
     /// Containers: init containers first, then the pod's containers.
-    pub containers: Vec<ContainerDef>,
+    pub(crate) containers: Vec<ContainerDef>,
     /// Task-level volumes (from emptyDir): Fargate ephemeral storage.
-    pub volumes: Vec<String>,
+    pub(crate) volumes: Vec<String>,
 }
 
 /// One container of the task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ContainerDef {
+pub(crate) struct ContainerDef {
     /// Name (as in the pod).
-    pub name: String,
+    pub(crate) name: String,
     /// Image.
-    pub image: String,
+    pub(crate) image: String,
     /// Essential: the pod's containers; init containers are not.
-    pub essential: bool,
+    pub(crate) essential: bool,
     /// From the pod's `command`.
-    pub entry_point: Option<Vec<String>>,
+    pub(crate) entry_point: Option<Vec<String>>,
     /// From the pod's `args`.
-    pub command: Option<Vec<String>>,
+    pub(crate) command: Option<Vec<String>>,
     /// Working directory.
-    pub working_dir: Option<String>,
+    pub(crate) working_dir: Option<String>,
     /// `user` from runAsUser[:runAsGroup].
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Hard memory limit, MiB (container-level memory: moto needs it, Fargate accepts it).
-    pub memory: i32,
+    pub(crate) memory: i32,
     /// Plain env only, sorted by name, last definition wins.
-    pub environment: Vec<(String, String)>,
+    pub(crate) environment: Vec<(String, String)>,
     /// Secret env: (name, valueFrom).
-    pub secrets: Vec<(String, String)>,
+    pub(crate) secrets: Vec<(String, String)>,
     /// Secret name, then ARN, of the registry credentials.
-    pub repository_credentials: Option<String>,
+    pub(crate) repository_credentials: Option<String>,
     /// (containerPort, `tcp`/`udp`).
-    pub port_mappings: Vec<(i32, String)>,
+    pub(crate) port_mappings: Vec<(i32, String)>,
     /// (volume, container path, read only).
-    pub mount_points: Vec<(String, String, bool)>,
+    pub(crate) mount_points: Vec<(String, String, bool)>,
     /// Init containers this one waits for (condition `SUCCESS`).
-    pub depends_on: Vec<String>,
+    pub(crate) depends_on: Vec<String>,
     /// awslogs (group, region, stream prefix).
-    pub log: Option<(String, String, String)>,
+    pub(crate) log: Option<(String, String, String)>,
     /// From the exec liveness / readiness probe. Left out of the hash when absent, so pods
     /// without probes keep the families they had before probes were mapped.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub health_check: Option<HealthCheckDef>,
+    pub(crate) health_check: Option<HealthCheckDef>,
 }
 
 /// An ECS container health check, every value within ECS's ranges.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct HealthCheckDef {
+pub(crate) struct HealthCheckDef {
     /// `["CMD", ...]` or `["CMD-SHELL", script]`.
-    pub command: Vec<String>,
+    pub(crate) command: Vec<String>,
     /// Seconds between checks (periodSeconds).
-    pub interval: i32,
+    pub(crate) interval: i32,
     /// Seconds before a check counts as failed (timeoutSeconds).
-    pub timeout: i32,
+    pub(crate) timeout: i32,
     /// Consecutive failures before UNHEALTHY (failureThreshold).
-    pub retries: i32,
+    pub(crate) retries: i32,
     /// Grace period in seconds (initialDelaySeconds).
-    pub start_period: i32,
+    pub(crate) start_period: i32,
 }
 
 /// A secret to write before the task definition is registered.
 #[derive(Debug, Clone)]
-pub struct SecretWrite {
+pub(crate) struct SecretWrite {
     /// Secret name.
-    pub name: String,
+    pub(crate) name: String,
     /// JSON value.
-    pub value: SecretString,
+    pub(crate) value: SecretString,
 }
 
 /// Everything `create` needs, computed before any call.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// The definition; `secrets` valueFrom and `repositoryCredentials` still hold secret
     /// NAMES until [`Plan::finish`] replaces them with ARNs.
     draft: TaskDef,
     /// Secrets to write (idempotently) first.
-    pub secrets: Vec<SecretWrite>,
+    pub(crate) secrets: Vec<SecretWrite>,
     /// Task tags (ownership).
-    pub tags: Vec<(String, String)>,
+    pub(crate) tags: Vec<(String, String)>,
     /// RunTask `startedBy` (the workload id).
-    pub started_by: String,
+    pub(crate) started_by: String,
     /// RunTask `clientToken` (the workload id: at most 64 characters).
-    pub client_token: String,
+    pub(crate) client_token: String,
 }
 
 impl Plan {
     /// The definition with secret names replaced by the ARNs Secrets Manager returned, and its
     /// content-hash family.
-    pub fn finish(&self, arns: &BTreeMap<String, String>) -> Result<TaskDef, TranslateError> {
+    pub(crate) fn finish(
+        &self,
+        arns: &BTreeMap<String, String>,
+    ) -> Result<TaskDef, TranslateError> {
         let arn = |name: &str| {
             arns.get(name)
                 .cloned()
@@ -222,7 +189,7 @@ impl Plan {
 }
 
 /// `bg-` + the first 32 hex digits of SHA-256 over the definition without its family.
-pub fn family_of(def: &TaskDef) -> String {
+fn family_of(def: &TaskDef) -> String {
     let mut unnamed = def.clone();
     unnamed.family.clear();
     let json = serde_json::to_vec(&unnamed).expect("a task definition serializes");
@@ -240,40 +207,15 @@ pub fn env_secret_name(settings: &Settings, workload_id: &str) -> String {
 }
 
 /// The name prefix of every secret of a workload.
-pub fn secrets_name_prefix(settings: &Settings, workload_id: &str) -> String {
+pub(crate) fn secrets_name_prefix(settings: &Settings, workload_id: &str) -> String {
     format!("{}{workload_id}/", settings.secrets_prefix)
 }
 
-/// Translates a pod, refusing what Fargate cannot run.
-pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateError> {
-    let pod = spec
-        .pod
-        .spec
-        .as_ref()
-        .ok_or_else(|| TranslateError::Invalid {
-            field: "spec".into(),
-            reason: "the pod has no spec".into(),
-        })?;
-    if pod.containers.is_empty() {
-        return Err(TranslateError::Invalid {
-            field: "spec.containers".into(),
-            reason: "the pod has no containers".into(),
-        });
-    }
-    if let Some(field) = host_namespace_refusal(&spec.pod) {
-        return Err(unsupported(
-            field,
-            "Fargate tasks run in their own network and process namespaces",
-        ));
-    }
-    if spec.size.milli_cpu == 0 || spec.size.memory_mib == 0 {
-        return Err(TranslateError::Invalid {
-            field: "size".into(),
-            reason: format!("{:?} is not a Fargate size", spec.size),
-        });
-    }
-    let task_memory = spec.size.memory_mib;
-
+/// Translates a pod, refusing what Fargate cannot run. The steps, in the order their refusals
+/// are checked: the pod as a whole, its volumes, container memories, each container (in task
+/// order), the execution role its secrets and logs need, the tags, the RunTask token.
+pub(crate) fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateError> {
+    let pod = checked_pod(spec)?;
     let (volumes, skipped_volumes) = volumes(pod.volumes.as_deref().unwrap_or_default())?;
     let inits = pod.init_containers.as_deref().unwrap_or_default();
     let all: Vec<(&Container, bool, &str)> = inits
@@ -281,151 +223,10 @@ pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateE
         .map(|c| (c, true, "spec.initContainers"))
         .chain(pod.containers.iter().map(|c| (c, false, "spec.containers")))
         .collect();
-
-    let mut secret_env: BTreeMap<String, String> = BTreeMap::new();
-    let mut registries: Vec<(String, SecretWrite)> = Vec::new();
+    let memories = container_memories(&all, spec.size.memory_mib)?;
+    let mut shared = Shared::default();
     let mut containers = Vec::new();
-    let mut readiness_checked = Vec::new();
-    let memories = container_memories(&all, task_memory)?;
     for (i, ((c, init, path), memory)) in all.iter().zip(memories).enumerate() {
-        let field = |f: &str| format!("{path}[{}].{f}", c.name);
-        let image =
-            c.image
-                .clone()
-                .filter(|i| !i.is_empty())
-                .ok_or_else(|| TranslateError::Invalid {
-                    field: field("image"),
-                    reason: "no image".into(),
-                })?;
-        if let Some(sc) = &c.security_context {
-            if sc.privileged == Some(true) {
-                return Err(unsupported(
-                    field("securityContext.privileged"),
-                    "Fargate does not run privileged containers",
-                ));
-            }
-            if sc
-                .capabilities
-                .as_ref()
-                .and_then(|c| c.add.as_ref())
-                .is_some_and(|a| a.iter().any(|a| a != "SYS_PTRACE"))
-            {
-                return Err(unsupported(
-                    field("securityContext.capabilities.add"),
-                    "Fargate only allows adding SYS_PTRACE",
-                ));
-            }
-        }
-        if let Some(limits) = c.resources.as_ref().and_then(|r| r.limits.as_ref()) {
-            if let Some(gpu) = limits.keys().find(|k| k.contains("gpu")) {
-                return Err(unsupported(
-                    field(&format!("resources.limits[{gpu}]")),
-                    "Fargate has no GPUs",
-                ));
-            }
-        }
-        let (health_check, from_readiness) = health_check(c, *init, &field)?;
-        if from_readiness {
-            readiness_checked.push(c.name.clone());
-        }
-        let user = c
-            .security_context
-            .as_ref()
-            .and_then(|sc| sc.run_as_user)
-            .or_else(|| pod.security_context.as_ref().and_then(|p| p.run_as_user));
-        let group = c
-            .security_context
-            .as_ref()
-            .and_then(|sc| sc.run_as_group)
-            .or_else(|| pod.security_context.as_ref().and_then(|p| p.run_as_group));
-        let user = user.map(|u| match group {
-            Some(g) => format!("{u}:{g}"),
-            None => u.to_string(),
-        });
-
-        let mut plain: BTreeMap<String, String> = BTreeMap::new();
-        let mut secret: BTreeMap<String, String> = BTreeMap::new();
-        for var in spec
-            .resolved
-            .env
-            .get(&c.name)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-        {
-            plain.remove(&var.name);
-            secret.remove(&var.name);
-            match &var.value {
-                EnvValue::Plain(v) => {
-                    plain.insert(var.name.clone(), v.clone());
-                }
-                EnvValue::Secret(v) => {
-                    if var.name.contains(':') {
-                        return Err(unsupported(
-                            field(&format!("env[{}]", var.name)),
-                            "a secret env var name with ':' cannot be a Secrets Manager JSON key reference",
-                        ));
-                    }
-                    let key = format!("{}/{}", c.name, var.name);
-                    secret_env.insert(key.clone(), v.expose_secret().to_string());
-                    secret.insert(
-                        var.name.clone(),
-                        format!("{}|{key}", env_secret_name(settings, &spec.id)),
-                    );
-                }
-            }
-        }
-
-        let repository_credentials = match registry_credential_for(&image, spec) {
-            None => None,
-            Some(cred) => {
-                let server = normalize_registry(&cred.server);
-                let n = registries.iter().position(|(s, _)| *s == server).unwrap_or_else(|| {
-                    let name = format!("{}registry/{}", secrets_name_prefix(settings, &spec.id), registries.len());
-                    let value = serde_json::json!({"username": cred.username, "password": cred.password.expose_secret()}).to_string();
-                    registries.push((server.clone(), SecretWrite { name, value: SecretString::from(value) }));
-                    registries.len() - 1
-                });
-                Some(registries[n].1.name.clone())
-            }
-        };
-
-        let mut mount_points = Vec::new();
-        for m in c.volume_mounts.as_deref().unwrap_or_default() {
-            if skipped_volumes.contains(&m.name) {
-                continue;
-            }
-            if !volumes.contains(&m.name) {
-                return Err(TranslateError::Invalid {
-                    field: field(&format!("volumeMounts[{}]", m.name)),
-                    reason: "no such volume".into(),
-                });
-            }
-            if m.sub_path.as_deref().is_some_and(|s| !s.is_empty())
-                || m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty())
-            {
-                return Err(unsupported(
-                    field(&format!("volumeMounts[{}].subPath", m.name)),
-                    "ECS mount points have no subPath",
-                ));
-            }
-            mount_points.push((
-                m.name.clone(),
-                m.mount_path.clone(),
-                m.read_only == Some(true),
-            ));
-        }
-        let mut port_mappings = Vec::new();
-        for p in c.ports.as_deref().unwrap_or_default() {
-            let protocol = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
-            if protocol != "tcp" && protocol != "udp" {
-                return Err(unsupported(
-                    field(&format!("ports[{}].protocol", p.container_port)),
-                    format!("ECS maps only TCP and UDP, not {protocol}"),
-                ));
-            }
-            port_mappings.push((p.container_port, protocol));
-        }
-
         let depends_on: Vec<String> = if *init {
             // Init containers run one after the other.
             i.checked_sub(1)
@@ -435,84 +236,25 @@ pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateE
         } else {
             inits.iter().map(|c| c.name.clone()).collect()
         };
-        containers.push(ContainerDef {
-            name: c.name.clone(),
-            image,
-            essential: !init,
-            entry_point: c.command.clone().filter(|v| !v.is_empty()),
-            command: c.args.clone().filter(|v| !v.is_empty()),
-            working_dir: c.working_dir.clone(),
-            user,
+        let slot = Slot {
+            c,
+            init: *init,
+            path,
             memory,
-            environment: plain.into_iter().collect(),
-            secrets: secret.into_iter().collect(),
-            repository_credentials,
-            port_mappings,
-            mount_points,
             depends_on,
-            log: settings.log_group.as_ref().map(|g| {
-                (
-                    g.clone(),
-                    settings.region.clone(),
-                    LOG_STREAM_PREFIX.to_string(),
-                )
-            }),
-            health_check,
-        });
+        };
+        let mountable = (&volumes, &skipped_volumes);
+        containers.push(container_def(
+            slot,
+            spec,
+            pod,
+            settings,
+            mountable,
+            &mut shared,
+        )?);
     }
-
-    let needs_execution_role =
-        !secret_env.is_empty() || !registries.is_empty() || settings.log_group.is_some();
-    if needs_execution_role && settings.execution_role_arn.is_none() {
-        return Err(TranslateError::Target {
-            target: settings.target.clone(),
-            reason: "the pod needs secrets, registry credentials or logs, which need a task execution role; the target has none".into(),
-        });
-    }
-
-    let mut secrets = Vec::new();
-    if !secret_env.is_empty() {
-        let json = serde_json::to_string(&secret_env).expect("a string map serializes");
-        secrets.push(SecretWrite {
-            name: env_secret_name(settings, &spec.id),
-            value: SecretString::from(json),
-        });
-    }
-    secrets.extend(registries.into_iter().map(|(_, s)| s));
-
-    let owner = &spec.owner;
-    let mut tags = vec![
-        (TAG_CLUSTER_ID.to_string(), owner.cluster_id.clone()),
-        (TAG_NODE.to_string(), owner.node.clone()),
-        (TAG_NAMESPACE.to_string(), owner.namespace.clone()),
-        (TAG_POD.to_string(), owner.pod.clone()),
-        (TAG_POD_UID.to_string(), owner.pod_uid.clone()),
-        (TAG_WORKLOAD.to_string(), spec.id.clone()),
-    ];
-    if !inits.is_empty() {
-        let names = inits
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
-        if names.len() > 256 {
-            return Err(unsupported(
-                "spec.initContainers",
-                "the init container names exceed the 256 characters of an ECS tag value",
-            ));
-        }
-        tags.push((TAG_INIT_CONTAINERS.to_string(), names));
-    }
-    if !readiness_checked.is_empty() {
-        let names = readiness_checked.join(",");
-        if names.len() > 256 {
-            return Err(unsupported(
-                "spec.containers",
-                "the names of the containers with readiness probes exceed the 256 characters of an ECS tag value",
-            ));
-        }
-        tags.push((TAG_READINESS.to_string(), names));
-    }
+    let secrets = secret_writes(spec, settings, shared.secret_env, shared.registries)?;
+    let tags = tags(spec, inits, &shared.readiness_checked)?;
     if spec.id.len() > 64 {
         return Err(TranslateError::Invalid {
             field: "id".into(),
@@ -522,12 +264,11 @@ pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateE
             ),
         });
     }
-
     Ok(Plan {
         draft: TaskDef {
             family: String::new(),
             cpu: (spec.size.milli_cpu * 1024 / 1000).to_string(),
-            memory: task_memory.to_string(),
+            memory: spec.size.memory_mib.to_string(),
             execution_role_arn: settings.execution_role_arn.clone(),
             task_role_arn: settings.task_role_arn.clone(),
             containers,
@@ -538,6 +279,360 @@ pub fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, TranslateE
         started_by: spec.id.clone(),
         client_token: spec.id.clone(),
     })
+}
+
+/// The pod's spec, when the pod as a whole can be a Fargate task.
+fn checked_pod(spec: &WorkloadSpec) -> Result<&PodSpec, TranslateError> {
+    let pod = pod_spec(&spec.pod)?;
+    if let Some(field) = host_namespace_refusal(&spec.pod) {
+        return Err(unsupported(
+            field,
+            "Fargate tasks run in their own network and process namespaces",
+        ));
+    }
+    if spec.size.milli_cpu == 0 || spec.size.memory_mib == 0 {
+        return Err(invalid(
+            "size",
+            format!("{:?} is not a Fargate size", spec.size),
+        ));
+    }
+    Ok(pod)
+}
+
+/// What the containers of a pod add up to while they are translated one by one.
+#[derive(Default)]
+struct Shared {
+    /// Every container's secret env, keyed `<container>/<VAR>`: the one env secret.
+    secret_env: BTreeMap<String, String>,
+    /// Registry host -> the secret with its credentials, in order of first use.
+    registries: Vec<(String, SecretWrite)>,
+    /// Containers whose health check stands for a readiness probe.
+    readiness_checked: Vec<String>,
+}
+
+/// (name, value) pairs, sorted by name.
+type Pairs = Vec<(String, String)>;
+
+/// One container of the task, with what its place in the task decides.
+struct Slot<'a> {
+    c: &'a Container,
+    /// An init container (not essential, not probed).
+    init: bool,
+    /// `spec.initContainers` or `spec.containers`.
+    path: &'a str,
+    /// Container-level hard memory, MiB.
+    memory: i32,
+    /// The init containers it waits for.
+    depends_on: Vec<String>,
+}
+
+impl Slot<'_> {
+    /// The pod field `f` of this container (`spec.containers[app].image`).
+    fn field(&self, f: &str) -> String {
+        format!("{}[{}].{f}", self.path, self.c.name)
+    }
+}
+
+/// One container's definition; its secrets and readiness go into `shared`.
+fn container_def(
+    slot: Slot<'_>,
+    spec: &WorkloadSpec,
+    pod: &PodSpec,
+    settings: &Settings,
+    (volumes, skipped): (&BTreeSet<String>, &BTreeSet<String>),
+    shared: &mut Shared,
+) -> Result<ContainerDef, TranslateError> {
+    let c = slot.c;
+    let field = |f: &str| slot.field(f);
+    let image = checked_container(&slot)?;
+    let (health_check, from_readiness) = health_check(c, slot.init, &field)?;
+    if from_readiness {
+        shared.readiness_checked.push(c.name.clone());
+    }
+    let (environment, secrets) = env(&slot, spec, settings, &mut shared.secret_env)?;
+    let repository_credentials =
+        repository_credentials(&image, spec, settings, &mut shared.registries);
+    Ok(ContainerDef {
+        name: c.name.clone(),
+        image,
+        essential: !slot.init,
+        entry_point: c.command.clone().filter(|v| !v.is_empty()),
+        command: c.args.clone().filter(|v| !v.is_empty()),
+        working_dir: c.working_dir.clone(),
+        user: user(c, pod),
+        memory: slot.memory,
+        environment,
+        secrets,
+        repository_credentials,
+        mount_points: mount_points(&slot, volumes, skipped)?,
+        port_mappings: port_mappings(&slot)?,
+        depends_on: slot.depends_on,
+        log: settings.log_group.as_ref().map(|g| {
+            (
+                g.clone(),
+                settings.region.clone(),
+                LOG_STREAM_PREFIX.to_string(),
+            )
+        }),
+        health_check,
+    })
+}
+
+/// The container's image, when the container is one Fargate runs (no privileges, no added
+/// capability but SYS_PTRACE, no GPU).
+fn checked_container(slot: &Slot<'_>) -> Result<String, TranslateError> {
+    let c = slot.c;
+    let image = c
+        .image
+        .clone()
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| invalid(slot.field("image"), "no image"))?;
+    if let Some(sc) = &c.security_context {
+        if sc.privileged == Some(true) {
+            return Err(unsupported(
+                slot.field("securityContext.privileged"),
+                "Fargate does not run privileged containers",
+            ));
+        }
+        if sc
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.add.as_ref())
+            .is_some_and(|a| a.iter().any(|a| a != "SYS_PTRACE"))
+        {
+            return Err(unsupported(
+                slot.field("securityContext.capabilities.add"),
+                "Fargate only allows adding SYS_PTRACE",
+            ));
+        }
+    }
+    if let Some(limits) = c.resources.as_ref().and_then(|r| r.limits.as_ref()) {
+        if let Some(gpu) = limits.keys().find(|k| k.contains("gpu")) {
+            return Err(unsupported(
+                slot.field(&format!("resources.limits[{gpu}]")),
+                "Fargate has no GPUs",
+            ));
+        }
+    }
+    Ok(image)
+}
+
+/// ECS `user`: runAsUser[:runAsGroup], the container's settings before the pod's.
+fn user(c: &Container, pod: &PodSpec) -> Option<String> {
+    let container = c.security_context.as_ref();
+    let pod = pod.security_context.as_ref();
+    let user = container
+        .and_then(|sc| sc.run_as_user)
+        .or_else(|| pod.and_then(|p| p.run_as_user));
+    let group = container
+        .and_then(|sc| sc.run_as_group)
+        .or_else(|| pod.and_then(|p| p.run_as_group));
+    user.map(|u| match group {
+        Some(g) => format!("{u}:{g}"),
+        None => u.to_string(),
+    })
+}
+
+/// The container's plain env and its secret env references (drafts: `<secret name>|<json key>`),
+/// both sorted by name, the last definition of a name winning; secret values go into
+/// `secret_env`.
+fn env(
+    slot: &Slot<'_>,
+    spec: &WorkloadSpec,
+    settings: &Settings,
+    secret_env: &mut BTreeMap<String, String>,
+) -> Result<(Pairs, Pairs), TranslateError> {
+    let name = &slot.c.name;
+    let mut plain: BTreeMap<String, String> = BTreeMap::new();
+    let mut secret: BTreeMap<String, String> = BTreeMap::new();
+    for var in spec
+        .resolved
+        .env
+        .get(name)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        plain.remove(&var.name);
+        secret.remove(&var.name);
+        match &var.value {
+            EnvValue::Plain(v) => {
+                plain.insert(var.name.clone(), v.clone());
+            }
+            EnvValue::Secret(v) => {
+                if var.name.contains(':') {
+                    return Err(unsupported(
+                        slot.field(&format!("env[{}]", var.name)),
+                        "a secret env var name with ':' cannot be a Secrets Manager JSON key reference",
+                    ));
+                }
+                let key = format!("{name}/{}", var.name);
+                secret_env.insert(key.clone(), v.expose_secret().to_string());
+                secret.insert(
+                    var.name.clone(),
+                    format!("{}|{key}", env_secret_name(settings, &spec.id)),
+                );
+            }
+        }
+    }
+    Ok((plain.into_iter().collect(), secret.into_iter().collect()))
+}
+
+/// The name of the secret with the credentials of `image`'s registry, when the pod has them;
+/// the first container pulling from a registry adds its secret to `registries`.
+fn repository_credentials(
+    image: &str,
+    spec: &WorkloadSpec,
+    settings: &Settings,
+    registries: &mut Vec<(String, SecretWrite)>,
+) -> Option<String> {
+    let cred = registry_credential_for(image, spec)?;
+    let server = normalize_registry(&cred.server);
+    let n = registries
+        .iter()
+        .position(|(s, _)| *s == server)
+        .unwrap_or_else(|| {
+            let name = format!(
+                "{}registry/{}",
+                secrets_name_prefix(settings, &spec.id),
+                registries.len()
+            );
+            let value = serde_json::json!({
+                "username": cred.username,
+                "password": cred.password.expose_secret(),
+            })
+            .to_string();
+            registries.push((
+                server.clone(),
+                SecretWrite {
+                    name,
+                    value: SecretString::from(value),
+                },
+            ));
+            registries.len() - 1
+        });
+    Some(registries[n].1.name.clone())
+}
+
+/// ECS mount points: (volume, container path, read only). Mounts of skipped volumes are left
+/// out; subPath is refused.
+fn mount_points(
+    slot: &Slot<'_>,
+    volumes: &BTreeSet<String>,
+    skipped: &BTreeSet<String>,
+) -> Result<Vec<(String, String, bool)>, TranslateError> {
+    let mut out = Vec::new();
+    for m in slot.c.volume_mounts.as_deref().unwrap_or_default() {
+        if skipped.contains(&m.name) {
+            continue;
+        }
+        if !volumes.contains(&m.name) {
+            return Err(invalid(
+                slot.field(&format!("volumeMounts[{}]", m.name)),
+                "no such volume",
+            ));
+        }
+        if m.sub_path.as_deref().is_some_and(|s| !s.is_empty())
+            || m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty())
+        {
+            return Err(unsupported(
+                slot.field(&format!("volumeMounts[{}].subPath", m.name)),
+                "ECS mount points have no subPath",
+            ));
+        }
+        out.push((
+            m.name.clone(),
+            m.mount_path.clone(),
+            m.read_only == Some(true),
+        ));
+    }
+    Ok(out)
+}
+
+/// ECS port mappings: (containerPort, `tcp`/`udp`); other protocols are refused.
+fn port_mappings(slot: &Slot<'_>) -> Result<Vec<(i32, String)>, TranslateError> {
+    let mut out = Vec::new();
+    for p in slot.c.ports.as_deref().unwrap_or_default() {
+        let protocol = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
+        if protocol != "tcp" && protocol != "udp" {
+            return Err(unsupported(
+                slot.field(&format!("ports[{}].protocol", p.container_port)),
+                format!("ECS maps only TCP and UDP, not {protocol}"),
+            ));
+        }
+        out.push((p.container_port, protocol));
+    }
+    Ok(out)
+}
+
+/// The secrets to write: the env secret (when any container has secret env), then each
+/// registry's. Any of them, or logs, need the target's execution role.
+fn secret_writes(
+    spec: &WorkloadSpec,
+    settings: &Settings,
+    secret_env: BTreeMap<String, String>,
+    registries: Vec<(String, SecretWrite)>,
+) -> Result<Vec<SecretWrite>, TranslateError> {
+    let needs_execution_role =
+        !secret_env.is_empty() || !registries.is_empty() || settings.log_group.is_some();
+    if needs_execution_role && settings.execution_role_arn.is_none() {
+        return Err(TranslateError::Target {
+            target: settings.target.clone(),
+            reason: "the pod needs secrets, registry credentials or logs, which need a task execution role; the target has none".into(),
+        });
+    }
+    let mut secrets = Vec::new();
+    if !secret_env.is_empty() {
+        let json = serde_json::to_string(&secret_env).expect("a string map serializes");
+        secrets.push(SecretWrite {
+            name: env_secret_name(settings, &spec.id),
+            value: SecretString::from(json),
+        });
+    }
+    secrets.extend(registries.into_iter().map(|(_, s)| s));
+    Ok(secrets)
+}
+
+/// The task's tags: ownership ([`OwnerKeys::AWS_TAGS`]) and the workload id, then the init and
+/// readiness-checked containers (each list within ECS's 256 characters of a tag value).
+fn tags(
+    spec: &WorkloadSpec,
+    inits: &[Container],
+    readiness_checked: &[String],
+) -> Result<Vec<(String, String)>, TranslateError> {
+    let mut tags: Vec<(String, String)> =
+        OwnerKeys::AWS_TAGS.pairs(&spec.owner, Values::AsIs).into();
+    tags.push((WORKLOAD.to_string(), spec.id.clone()));
+    if !inits.is_empty() {
+        let names = inits.iter().map(|c| c.name.as_str());
+        let joined = tag_value_list(names, "spec.initContainers", "the init container names")?;
+        tags.push((TAG_INIT_CONTAINERS.to_string(), joined));
+    }
+    if !readiness_checked.is_empty() {
+        let joined = tag_value_list(
+            readiness_checked.iter().map(String::as_str),
+            "spec.containers",
+            "the names of the containers with readiness probes",
+        )?;
+        tags.push((TAG_READINESS.to_string(), joined));
+    }
+    Ok(tags)
+}
+
+/// `names` comma-separated, refused (as `field`, naming `what`) beyond the 256 characters of an
+/// ECS tag value.
+fn tag_value_list<'a>(
+    names: impl Iterator<Item = &'a str>,
+    field: &str,
+    what: &str,
+) -> Result<String, TranslateError> {
+    let joined = names.collect::<Vec<_>>().join(",");
+    if joined.len() > 256 {
+        return Err(unsupported(
+            field,
+            format!("{what} exceed the 256 characters of an ECS tag value"),
+        ));
+    }
+    Ok(joined)
 }
 
 fn elsewhere(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
@@ -768,7 +863,7 @@ fn mib(q: &Quantity) -> Option<u64> {
 }
 
 /// The registry host of an image reference (`docker.io` for Docker Hub short names).
-pub fn image_registry(image: &str) -> String {
+fn image_registry(image: &str) -> String {
     match image.split_once('/') {
         Some((host, _)) if host.contains('.') || host.contains(':') || host == "localhost" => {
             normalize_registry(host)
@@ -778,7 +873,7 @@ pub fn image_registry(image: &str) -> String {
 }
 
 /// A registry server as written in a dockerconfigjson (`https://index.docker.io/v1/`) -> host.
-pub fn normalize_registry(server: &str) -> String {
+fn normalize_registry(server: &str) -> String {
     let s = server
         .trim()
         .trim_start_matches("https://")
@@ -1201,11 +1296,11 @@ mod tests {
         };
         assert_eq!(
             (
-                tag(TAG_CLUSTER_ID),
-                tag(TAG_NODE),
-                tag(TAG_NAMESPACE),
-                tag(TAG_POD),
-                tag(TAG_POD_UID)
+                tag("burstgate.io/cluster-id"),
+                tag("burstgate.io/node"),
+                tag("burstgate.io/namespace"),
+                tag("burstgate.io/pod"),
+                tag("burstgate.io/pod-uid")
             ),
             (
                 Some("c1"),

@@ -60,6 +60,18 @@ impl Feature {
         Feature::Sidecar,
     ];
 
+    /// What runs on any real node but not on every cloud: every probe kind, startup probes,
+    /// probes on init containers and sidecars (the host-level features are not among them).
+    pub const PROBES_AND_SIDECARS: [Feature; 7] = [
+        Feature::ExecProbe,
+        Feature::HttpGetProbe,
+        Feature::TcpSocketProbe,
+        Feature::GrpcProbe,
+        Feature::StartupProbe,
+        Feature::InitContainerProbe,
+        Feature::Sidecar,
+    ];
+
     /// The feature as operators read it in a pod spec.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,9 +1,11 @@
 //! The adapter kit: what every adapter shares so none copies it: one [`TranslateError`], the
-//! pod-level refusals that admission and every translator apply, and the features a pod uses
-//! that adapters declare in their [`Capabilities`](crate::provider::Capabilities).
+//! pod-level refusals that admission and every translator apply, the features a pod uses that
+//! adapters declare in their [`Capabilities`](crate::provider::Capabilities), and the ownership
+//! keys workloads are tagged with and read back by orphan GC.
 
 pub mod features;
+pub mod ownership;
 pub mod translate_error;
 
 pub use features::{Feature, declared, exclusions, host_namespace_refusal, pod_features};
-pub use translate_error::{TranslateError, invalid, unsupported};
+pub use translate_error::{TranslateError, invalid, pod_spec, unsupported};

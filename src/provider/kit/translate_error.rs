@@ -2,6 +2,8 @@
 //! how each case becomes a [`ProviderError`]: refused for this provider (the pod fails), or
 //! refused by this target only (the pod goes to another target).
 
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
+
 use crate::provider::{PodRejection, ProviderError, TargetRejection};
 
 /// Why a pod cannot become a workload of one provider. Never retryable: the pod (or the target's
@@ -90,6 +92,19 @@ pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Translate
     }
 }
 
+/// The pod's spec, refused as invalid when there is none or it has no containers: the first
+/// check of every translator.
+pub fn pod_spec(pod: &Pod) -> Result<&PodSpec, TranslateError> {
+    let spec = pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| invalid("spec", "the pod has no spec"))?;
+    if spec.containers.is_empty() {
+        return Err(invalid("spec.containers", "the pod has no containers"));
+    }
+    Ok(spec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +136,19 @@ mod tests {
             e.to_string(),
             "Unsupported: spec.hostPID: no host namespaces"
         );
+    }
+
+    #[test]
+    fn a_pod_without_a_spec_or_containers_is_invalid() {
+        let field = |pod: &Pod| match pod_spec(pod) {
+            Err(TranslateError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(&Pod::default()), "spec");
+        let empty = Pod {
+            spec: Some(PodSpec::default()),
+            ..Default::default()
+        };
+        assert_eq!(field(&empty), "spec.containers");
     }
 }

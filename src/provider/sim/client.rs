@@ -11,7 +11,9 @@ use crate::provider::contract::{
     Capabilities, EnvValue, ExecOutput, LogOptions, OwnedWorkload, Owner, Provider, ProviderError,
     WorkloadPhase, WorkloadSpec, WorkloadStatus,
 };
+use crate::provider::kit::Feature;
 use crate::provider::sim::retry::SimFault;
+use crate::provider::sim::settings::Settings;
 use crate::provider::sim::status::{log_lines, status_at};
 use crate::provider::sim::translate::{SimWorkload, translate};
 
@@ -36,8 +38,7 @@ struct State {
 /// An in-process cloud: every workload with its creation time; state advances with wall time.
 pub struct SimCloud {
     state: Mutex<State>,
-    cold_start: Duration,
-    capacity: usize,
+    settings: Settings,
 }
 
 impl SimCloud {
@@ -45,9 +46,16 @@ impl SimCloud {
     pub fn new(cold_start: Duration, capacity: usize) -> Arc<SimCloud> {
         Arc::new(SimCloud {
             state: Mutex::new(State::default()),
-            cold_start,
-            capacity,
+            settings: Settings {
+                cold_start,
+                capacity,
+            },
         })
+    }
+
+    /// The cloud's knobs.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -80,7 +88,7 @@ impl SimCloud {
             &e.workload,
             &e.ip,
             e.created,
-            self.cold_start,
+            self.settings.cold_start,
             e.created_instant.elapsed(),
         )
     }
@@ -105,18 +113,9 @@ impl Provider for SimProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        use crate::provider::kit::Feature::*;
         // The simulated cloud models lifecycles, not probes: it accepts every probe kind.
         Capabilities::NONE
-            .running(&[
-                ExecProbe,
-                HttpGetProbe,
-                TcpSocketProbe,
-                GrpcProbe,
-                StartupProbe,
-                InitContainerProbe,
-                Sidecar,
-            ])
+            .running(&Feature::PROBES_AND_SIDECARS)
             .serving(true, true, false)
     }
 
@@ -126,10 +125,10 @@ impl Provider for SimProvider {
         if let Some(existing) = state.workloads.get(&spec.id) {
             return Ok(self.cloud.status_of(&spec.id, existing));
         }
-        if state.workloads.len() >= self.cloud.capacity {
+        if state.workloads.len() >= self.cloud.settings.capacity {
             return Err(SimFault::CapacityExceeded {
                 running: state.workloads.len(),
-                limit: self.cloud.capacity,
+                limit: self.cloud.settings.capacity,
             }
             .into_error());
         }
@@ -210,22 +209,14 @@ impl Provider for SimProvider {
         opts: &LogOptions,
     ) -> Result<String, ProviderError> {
         let state = self.cloud.lock();
-        let e = state.workloads.get(id).ok_or_else(|| not_found(id))?;
-        if !e
-            .workload
-            .containers
-            .iter()
-            .any(|(name, _)| name == container)
-        {
-            return Err(no_container(id, container));
-        }
+        let e = state.with_container(id, container)?;
         let elapsed = e.created_instant.elapsed();
         let now = e.created + elapsed;
         let lines = log_lines(
             &e.workload,
             container,
             e.created,
-            self.cloud.cold_start,
+            self.cloud.settings.cold_start,
             elapsed,
         );
         let since = opts.since_seconds.map(|s| now - Duration::from_secs(s));
@@ -258,15 +249,7 @@ impl Provider for SimProvider {
         command: &[String],
     ) -> Result<ExecOutput, ProviderError> {
         let state = self.cloud.lock();
-        let e = state.workloads.get(id).ok_or_else(|| not_found(id))?;
-        if !e
-            .workload
-            .containers
-            .iter()
-            .any(|(name, _)| name == container)
-        {
-            return Err(no_container(id, container));
-        }
+        let e = state.with_container(id, container)?;
         let status = self.cloud.status_of(id, e);
         let running = status.phase == WorkloadPhase::Running
             && status.containers.iter().any(|c| {
@@ -282,6 +265,22 @@ impl Provider for SimProvider {
         }
         let env = e.env.get(container).map(Vec::as_slice).unwrap_or_default();
         Ok(run_builtin(command, &e.owner.pod, env))
+    }
+}
+
+impl State {
+    /// The workload `id`, when it exists and has `container`.
+    fn with_container(&self, id: &str, container: &str) -> Result<&Entry, ProviderError> {
+        let e = self.workloads.get(id).ok_or_else(|| not_found(id))?;
+        if !e
+            .workload
+            .containers
+            .iter()
+            .any(|(name, _)| name == container)
+        {
+            return Err(no_container(id, container));
+        }
+        Ok(e)
     }
 }
 

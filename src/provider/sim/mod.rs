@@ -11,9 +11,10 @@
 
 mod client;
 mod retry;
+mod settings;
 mod status;
 mod translate;
 
 pub use client::{SimCloud, SimProvider};
-pub use retry::SimFault;
-pub use translate::{ANNOTATION_EXIT_AFTER, ANNOTATION_EXIT_CODE, SimWorkload};
+pub use settings::Settings;
+pub use translate::{ANNOTATION_EXIT_AFTER, ANNOTATION_EXIT_CODE};

@@ -1,14 +1,11 @@
-//! The simulated cloud's failures, and what each means to the caller (retry, next target, fail).
-
-use std::time::Duration;
+//! The simulated cloud's failures, and what each means to the caller (next target, or fail the
+//! pod; the simulated cloud has no failure worth a retry).
 
 use crate::provider::contract::ProviderError;
 
 /// A failure of the simulated cloud.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SimFault {
-    /// Too many requests: retryable after the delay.
-    Throttled(Duration),
+pub(crate) enum SimFault {
     /// No room for another workload: target-level, try another target.
     CapacityExceeded {
         /// Workloads running.
@@ -29,12 +26,8 @@ pub enum SimFault {
 
 impl SimFault {
     /// The typed provider error, with its retry class.
-    pub fn into_error(self) -> ProviderError {
+    pub(crate) fn into_error(self) -> ProviderError {
         match self {
-            SimFault::Throttled(after) => ProviderError::Throttled {
-                message: "simulated throttling (429)".into(),
-                retry_after: Some(after),
-            },
             SimFault::CapacityExceeded { running, limit } => {
                 ProviderError::Target(crate::provider::TargetRejection::Capacity {
                     code: "CapacityExceeded".into(),
@@ -57,26 +50,28 @@ impl SimFault {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::TargetRejection;
 
     #[test]
-    fn only_throttling_is_retryable() {
+    fn a_full_cloud_sends_the_pod_to_another_target_and_a_bad_pod_fails_and_neither_is_retried() {
+        let full = SimFault::CapacityExceeded {
+            running: 1,
+            limit: 1,
+        }
+        .into_error();
         assert!(
-            SimFault::Throttled(Duration::from_secs(1))
-                .into_error()
-                .is_retryable()
+            matches!(&full, ProviderError::Target(TargetRejection::Capacity { code, .. }) if code == "CapacityExceeded"),
+            "{full:?}"
         );
-        assert!(
-            !SimFault::CapacityExceeded {
-                running: 1,
-                limit: 1
-            }
-            .into_error()
-            .is_retryable()
-        );
-        assert!(
-            !SimFault::InvalidSpec("x".into())
-                .into_error()
-                .is_retryable()
-        );
+        let image = SimFault::InaccessibleImage {
+            image: "invalid.example/app".into(),
+            group: "bg-1".into(),
+        }
+        .into_error();
+        let spec = SimFault::InvalidSpec("x".into()).into_error();
+        for pod_level in [&image, &spec] {
+            assert!(matches!(pod_level, ProviderError::Pod(_)), "{pod_level:?}");
+        }
+        assert!([full, image, spec].iter().all(|e| !e.is_retryable()));
     }
 }

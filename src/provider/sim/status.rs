@@ -8,14 +8,66 @@ use crate::provider::contract::{ContainerState, ContainerStatus, WorkloadPhase, 
 use crate::provider::sim::translate::SimWorkload;
 
 /// Pause between an exit and the restart, when the restart policy restarts.
-pub const RESTART_DELAY: Duration = Duration::from_secs(1);
+const RESTART_DELAY: Duration = Duration::from_secs(1);
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// Where a workload is in its life, some time after its containers first started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    /// Runs before the current one (its restart count).
+    cycle: u32,
+    /// When the current run started, after the first start.
+    start: Duration,
+    /// How long the current run has run (up to its exit).
+    ran: Duration,
+    /// Whether the current run has exited.
+    exited: bool,
+    /// Whether a restart follows an exit (the restart policy says so).
+    restarts: bool,
+}
+
+/// The current run of `w`, `t` after its containers first started.
+fn current_run(w: &SimWorkload, t: Duration) -> Run {
+    let Some(run) = w.exit_after_seconds.map(Duration::from_secs) else {
+        return Run {
+            cycle: 0,
+            start: Duration::ZERO,
+            ran: t,
+            exited: false,
+            restarts: false,
+        };
+    };
+    let restarts = match w.restart_policy.as_str() {
+        "Never" => false,
+        "OnFailure" => w.exit_code != 0,
+        _ => true,
+    };
+    if !restarts {
+        return Run {
+            cycle: 0,
+            start: Duration::ZERO,
+            ran: t.min(run),
+            exited: t >= run,
+            restarts,
+        };
+    }
+    let period = run + RESTART_DELAY;
+    let cycle = (t.as_millis() / period.as_millis().max(1)) as u32;
+    let into = t - period * cycle;
+    Run {
+        cycle,
+        start: period * cycle,
+        ran: into.min(run),
+        exited: into >= run,
+        restarts,
+    }
+}
+
 /// The status of `w`, created at `created`, `elapsed` after creation.
-pub fn status_at(
+pub(crate) fn status_at(
     id: &str,
     w: &SimWorkload,
     ip: &str,
@@ -24,30 +76,27 @@ pub fn status_at(
     elapsed: Duration,
 ) -> WorkloadStatus {
     let containers =
-        |state: ContainerState, restart_count: i32, ready: bool| -> Vec<ContainerStatus> {
+        |state: ContainerState, restart_count: u32, ready: bool| -> Vec<ContainerStatus> {
             w.containers
                 .iter()
                 .map(|(name, _)| ContainerStatus {
                     name: name.clone(),
                     state: state.clone(),
-                    restart_count,
+                    restart_count: restart_count as i32,
                     ready,
                 })
                 .collect()
         };
+    let cold = ContainerState::Waiting {
+        reason: "ContainerCreating".into(),
+        message: "cold start".into(),
+    };
     let mut status = WorkloadStatus {
         id: id.to_string(),
         phase: WorkloadPhase::Pending,
         ip: None,
         started_at: Some(ts(created)),
-        containers: containers(
-            ContainerState::Waiting {
-                reason: "ContainerCreating".into(),
-                message: "cold start".into(),
-            },
-            0,
-            false,
-        ),
+        containers: containers(cold, 0, false),
         message: None,
     };
     let Some(t) = elapsed.checked_sub(cold_start) else {
@@ -55,90 +104,60 @@ pub fn status_at(
     };
     status.ip = Some(ip.to_string());
     status.phase = WorkloadPhase::Running;
-    let first_start = created + cold_start;
-    let Some(run) = w.exit_after_seconds.map(Duration::from_secs) else {
-        status.containers = containers(
+    let run = current_run(w, t);
+    let start = created + cold_start + run.start;
+    status.containers = match (run.exited, run.restarts) {
+        (false, _) => containers(
             ContainerState::Running {
-                started_at: ts(first_start),
+                started_at: ts(start),
             },
-            0,
+            run.cycle,
             true,
-        );
-        return status;
-    };
-    let restarts = match w.restart_policy.as_str() {
-        "Never" => false,
-        "OnFailure" => w.exit_code != 0,
-        _ => true,
-    };
-    let terminated = |start: DateTime<Utc>| ContainerState::Terminated {
-        exit_code: w.exit_code,
-        reason: if w.exit_code == 0 {
-            "Completed".into()
-        } else {
-            "Error".into()
-        },
-        message: String::new(),
-        started_at: ts(start),
-        finished_at: ts(start + run),
-    };
-    if !restarts {
-        if t < run {
-            status.containers = containers(
-                ContainerState::Running {
-                    started_at: ts(first_start),
-                },
-                0,
-                true,
-            );
-        } else {
+        ),
+        (true, true) => containers(
+            ContainerState::Waiting {
+                reason: "Restarting".into(),
+                message: format!("exited with {}", w.exit_code),
+            },
+            run.cycle + 1,
+            false,
+        ),
+        (true, false) => {
             status.phase = if w.exit_code == 0 {
                 WorkloadPhase::Succeeded
             } else {
                 WorkloadPhase::Failed
             };
-            status.containers = containers(terminated(first_start), 0, false);
-        }
-        return status;
-    }
-    let period = run + RESTART_DELAY;
-    let cycle = (t.as_millis() / period.as_millis().max(1)) as i32;
-    let into = t - period * cycle as u32;
-    let start = first_start + period * cycle as u32;
-    status.containers = if into < run {
-        containers(
-            ContainerState::Running {
+            let terminated = ContainerState::Terminated {
+                exit_code: w.exit_code,
+                reason: if w.exit_code == 0 {
+                    "Completed".into()
+                } else {
+                    "Error".into()
+                },
+                message: String::new(),
                 started_at: ts(start),
-            },
-            cycle,
-            true,
-        )
-    } else {
-        containers(
-            ContainerState::Waiting {
-                reason: "Restarting".into(),
-                message: format!("exited with {}", w.exit_code),
-            },
-            cycle + 1,
-            false,
-        )
+                finished_at: ts(start + run.ran),
+            };
+            containers(terminated, 0, false)
+        }
     };
     status
 }
 
 /// One log line of a simulated container, with the time it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
+pub(crate) struct LogLine {
     /// When it was written.
-    pub at: DateTime<Utc>,
+    pub(crate) at: DateTime<Utc>,
     /// The text, without a newline.
-    pub text: String,
+    pub(crate) text: String,
 }
 
 /// The log of `container` of `w` (created at `created`), `elapsed` after creation: a line when
 /// the workload was created, one when the current run started, one per second of run time, and
 /// the exit. Like a kubelet, it shows the current run only (earlier runs are gone).
-pub fn log_lines(
+pub(crate) fn log_lines(
     w: &SimWorkload,
     container: &str,
     created: DateTime<Utc>,
@@ -152,26 +171,13 @@ pub fn log_lines(
     let Some(t) = elapsed.checked_sub(cold_start) else {
         return lines;
     };
+    let Run {
+        start: run_start,
+        ran,
+        exited,
+        ..
+    } = current_run(w, t);
     let first_start = created + cold_start;
-    // Where the current run started (after the first start), how long it has run, and its exit.
-    let (run_start, ran, exited) = match w.exit_after_seconds.map(Duration::from_secs) {
-        None => (Duration::ZERO, t, false),
-        Some(run) => {
-            let restarts = match w.restart_policy.as_str() {
-                "Never" => false,
-                "OnFailure" => w.exit_code != 0,
-                _ => true,
-            };
-            if !restarts {
-                (Duration::ZERO, t.min(run), t >= run)
-            } else {
-                let period = run + RESTART_DELAY;
-                let cycle = (t.as_millis() / period.as_millis().max(1)) as u32;
-                let into = t - period * cycle;
-                (period * cycle, into.min(run), into >= run)
-            }
-        }
-    };
     let start = first_start + run_start;
     lines.push(LogLine {
         at: start,

@@ -9,23 +9,23 @@ pub const ANNOTATION_EXIT_AFTER: &str = "sim.burstgate.io/exit-after-seconds";
 /// Annotation: the exit code they exit with (default 0).
 pub const ANNOTATION_EXIT_CODE: &str = "sim.burstgate.io/exit-code";
 /// Images on this registry are "not accessible", as ACI answers for a wrong registry secret.
-pub const INACCESSIBLE_REGISTRY: &str = "invalid.example";
+const INACCESSIBLE_REGISTRY: &str = "invalid.example";
 
 /// What the simulated cloud runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimWorkload {
+pub(crate) struct SimWorkload {
     /// Container names and images, in pod order.
-    pub containers: Vec<(String, String)>,
+    pub(crate) containers: Vec<(String, String)>,
     /// `Always`, `OnFailure` or `Never`.
-    pub restart_policy: String,
+    pub(crate) restart_policy: String,
     /// Seconds each run lasts before the containers exit; `None` runs forever.
-    pub exit_after_seconds: Option<u64>,
+    pub(crate) exit_after_seconds: Option<u64>,
     /// Exit code of each run.
-    pub exit_code: i32,
+    pub(crate) exit_code: i32,
 }
 
 /// Translates a pod into a simulated workload, refusing what the cloud would refuse.
-pub fn translate(spec: &WorkloadSpec) -> Result<SimWorkload, ProviderError> {
+pub(crate) fn translate(spec: &WorkloadSpec) -> Result<SimWorkload, ProviderError> {
     let pod_spec = spec
         .pod
         .spec
