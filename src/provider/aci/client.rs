@@ -131,7 +131,8 @@ impl Provider for AciProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        crate::provider::kit::declared(crate::policy::model::ProviderKind::Aci).serving(true, true, true)
+        crate::provider::kit::declared(crate::policy::model::ProviderKind::Aci)
+            .serving(true, true, true)
     }
 
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {

@@ -23,7 +23,6 @@ use crate::provider::contract::{
     Capabilities, ExecOutput, LogOptions, OwnedWorkload, Provider, ProviderError, WorkloadSpec,
     WorkloadStatus,
 };
-use crate::provider::kit::Feature;
 use crate::provider::kit::ownership::{
     MANAGED_BY, MANAGED_BY_VALUE, OwnerKeys, WORKLOAD, label_value,
 };
@@ -227,9 +226,7 @@ impl Provider for ClusterProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        // A shadow pod is a pod: every probe kind and sidecars run as on any node.
-        Capabilities::NONE
-            .running(&Feature::PROBES_AND_SIDECARS)
+        crate::provider::kit::declared(crate::policy::model::ProviderKind::Cluster)
             .serving(true, true, false)
     }
 

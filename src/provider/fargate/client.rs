@@ -748,10 +748,11 @@ impl Provider for FargateProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        // ECS health checks run a command only (see translate.rs).
-        Capabilities::NONE
-            .running(&[crate::provider::kit::Feature::ExecProbe])
-            .serving(self.settings.log_group.is_some(), false, false)
+        crate::provider::kit::declared(crate::policy::model::ProviderKind::Fargate).serving(
+            self.settings.log_group.is_some(),
+            false,
+            false,
+        )
     }
 
     /// Idempotent twice over: RunTask carries `clientToken` = the workload id (AWS answers a

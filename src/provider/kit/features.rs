@@ -181,25 +181,16 @@ impl Capabilities {
 /// so that tools without adapters (`policy explain`, `policy test`) judge pods the same way.
 pub fn declared(kind: ProviderKind) -> Capabilities {
     use Feature::*;
-    /// Every probe kind and sidecars, as on any node.
-    const LIKE_A_NODE: [Feature; 7] = [
-        ExecProbe,
-        HttpGetProbe,
-        TcpSocketProbe,
-        GrpcProbe,
-        StartupProbe,
-        InitContainerProbe,
-        Sidecar,
-    ];
     match kind {
         // ACI probes are exec or httpGet, liveness and readiness only; no sidecars.
         ProviderKind::Aci => Capabilities::NONE.running(&[ExecProbe, HttpGetProbe]),
         // An ECS health check runs a command only.
         ProviderKind::Fargate => Capabilities::NONE.running(&[ExecProbe]),
-        // A shadow pod is a pod.
-        ProviderKind::Cluster => Capabilities::NONE.running(&LIKE_A_NODE),
-        // The simulated cloud models lifecycles, not probes: it accepts every probe kind.
-        ProviderKind::Sim => Capabilities::NONE.running(&LIKE_A_NODE),
+        // A shadow pod is a pod; the simulated cloud models lifecycles, not probes, and accepts
+        // every probe kind.
+        ProviderKind::Cluster | ProviderKind::Sim => {
+            Capabilities::NONE.running(&Feature::PROBES_AND_SIDECARS)
+        }
     }
 }
 

@@ -11,7 +11,6 @@ use crate::provider::contract::{
     Capabilities, EnvValue, ExecOutput, LogOptions, OwnedWorkload, Owner, Provider, ProviderError,
     WorkloadPhase, WorkloadSpec, WorkloadStatus,
 };
-use crate::provider::kit::Feature;
 use crate::provider::sim::retry::SimFault;
 use crate::provider::sim::settings::Settings;
 use crate::provider::sim::status::{log_lines, status_at};
@@ -113,9 +112,7 @@ impl Provider for SimProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        // The simulated cloud models lifecycles, not probes: it accepts every probe kind.
-        Capabilities::NONE
-            .running(&Feature::PROBES_AND_SIDECARS)
+        crate::provider::kit::declared(crate::policy::model::ProviderKind::Sim)
             .serving(true, true, false)
     }
 
