@@ -126,6 +126,8 @@ pub async fn run_controllers(gw: Arc<Gateway>, term: CancellationToken) {
 }
 
 /// Runs the gateway until SIGTERM / SIGINT.
+// Long on purpose: the one start-up and shutdown path, read top to bottom (build, start every
+// task in one JoinSet, wait for a signal, cancel, drain under a bound).
 pub async fn run(config: RunConfig) -> Result<(), Error> {
     let client = client(&config).await?;
     let (tx, rx) = watch::channel(None);

@@ -352,6 +352,8 @@ impl LeaderElector {
 
     /// Reads the Lease, and takes or renews it when [`claim`] allows, conditioned on the
     /// `resourceVersion` read.
+    // Long on purpose: one read-decide-write of the Lease; split, the resourceVersion that makes
+    // the write conditional would travel between functions.
     async fn attempt(&mut self) -> Result<Attempt, Error> {
         let api = |action| move |source| Error::Api { action, source };
         let now = Instant::now();

@@ -100,6 +100,8 @@ fn text(bytes: &[u8]) -> String {
 
 /// Resolves every reference of `pod` with the gateway's client; `host_ip` answers
 /// `status.hostIP` field references.
+// Long on purpose: one pass over every kind of reference a pod has, in the order Kubernetes
+// resolves them, each a few lines delegating to the reader.
 pub async fn resolve(client: &Client, pod: &Pod, host_ip: &str) -> Result<Arc<Resolved>, Error> {
     let ns = pod.namespace().unwrap_or_default();
     let mut r = Reader {
