@@ -88,15 +88,23 @@ impl Gateway {
     }
 
     /// Exclusions for the engine: unhealthy targets that exist in `policy`.
+    /// Targets that cannot be served at all (their provider is not enabled, their adapter failed
+    /// to build: no configuration, no credentials) are excluded too, so no Event or
+    /// explanation ever offers them as eligible. A target whose adapter is still being built is
+    /// not: the registry nudges pending pods once it is ready.
     pub fn exclusions(&self, policy: &Policy) -> Vec<Exclusion> {
         let unhealthy = self.unhealthy.lock().expect("health lock");
         policy
             .targets
             .iter()
             .filter_map(|t| {
-                unhealthy.get(&t.name).map(|r| Exclusion {
+                let reason = match self.providers.problem(&t.name) {
+                    Some(why) => ExclusionReason::Unusable(why),
+                    None => unhealthy.get(&t.name)?.clone(),
+                };
+                Some(Exclusion {
                     target: t.id,
-                    reason: r.clone(),
+                    reason,
                 })
             })
             .collect()

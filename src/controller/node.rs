@@ -295,6 +295,7 @@ pub fn target_health(gw: &Gateway, policy: &Policy) -> TargetHealth {
                     Some(ExclusionReason::RejectedByProvider(m)) => {
                         format!("rejected by its provider: {m}")
                     }
+                    Some(ExclusionReason::Unusable(why)) => why.clone(),
                     Some(ExclusionReason::CannotRun(uses)) => {
                         format!("its provider cannot run: {}", uses.join(", "))
                     }

@@ -39,6 +39,9 @@ pub enum ExclusionReason {
     CircuitOpen,
     /// The provider already rejected this pod there for a target-level reason (quota, capacity...).
     RejectedByProvider(String),
+    /// The target cannot be served by this gateway (its provider is not enabled, its adapter
+    /// could not be built: no configuration, no credentials), with why.
+    Unusable(String),
     /// The target's adapter cannot run features the pod uses (each named, with where), as its
     /// declared capabilities say; another target may.
     CannotRun(Vec<String>),
@@ -827,6 +830,23 @@ spec:
         assert_eq!(
             reason_of(&p, &d, &cheapest),
             "its provider cannot run: httpGet probe in container app"
+        );
+    }
+
+    #[test]
+    fn should_never_choose_a_target_the_gateway_cannot_serve_and_say_why() {
+        let p = policy();
+        let base = decide(&p, &pod("cloud", 1000, 1024), &Ledger::new(&p), &[]);
+        let cheapest = chosen(&p, &base).unwrap();
+        let unusable = vec![Exclusion {
+            target: p.target_by_name(&cheapest).unwrap().id,
+            reason: ExclusionReason::Unusable("provider aci is not enabled on this gateway".into()),
+        }];
+        let d = decide(&p, &pod("cloud", 1000, 1024), &Ledger::new(&p), &unusable);
+        assert_ne!(chosen(&p, &d).unwrap(), cheapest);
+        assert_eq!(
+            reason_of(&p, &d, &cheapest),
+            "unusable: provider aci is not enabled on this gateway"
         );
     }
 

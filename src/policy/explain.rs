@@ -125,6 +125,7 @@ pub fn describe_rejection(policy: &Policy, target: usize, r: &Rejection) -> Stri
         Rejection::Excluded(ExclusionReason::RejectedByProvider(why)) => {
             format!("rejected by provider: {why}")
         }
+        Rejection::Excluded(ExclusionReason::Unusable(why)) => format!("unusable: {why}"),
         Rejection::Excluded(ExclusionReason::CannotRun(uses)) => {
             format!("its provider cannot run: {}", uses.join(", "))
         }

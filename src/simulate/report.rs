@@ -18,7 +18,7 @@ use crate::simulate::replay::{Sim, TargetStats};
 use crate::simulate::workload::{Micros, SECOND, human};
 
 /// Short names of why the engine turned a target down, as counted in reports.
-pub const CATEGORIES: [&str; 11] = [
+pub const CATEGORIES: [&str; 12] = [
     "not-allowed",
     "annotation",
     "latency",
@@ -30,6 +30,7 @@ pub const CATEGORIES: [&str; 11] = [
     "outage",
     "provider",
     "cannot-run",
+    "unusable",
 ];
 
 /// Categories that only say a rule does not consider the target; left out of the printed table.
@@ -49,6 +50,7 @@ pub fn category(r: &Rejection) -> usize {
         Rejection::Excluded(ExclusionReason::CircuitOpen) => 8,
         Rejection::Excluded(ExclusionReason::RejectedByProvider(_)) => 9,
         Rejection::Excluded(ExclusionReason::CannotRun(_)) => 10,
+        Rejection::Excluded(ExclusionReason::Unusable(_)) => 11,
     }
 }
 

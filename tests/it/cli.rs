@@ -64,6 +64,20 @@ fn policy_check_accepts_the_shipped_policies() {
 }
 
 #[test]
+fn the_demo_policies_need_no_cloud_account_and_check_clean() {
+    let out = burstgate(&["policy", "check", "examples/policies-demo"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let policy = burstgate::policy::load::load_dir(&repo().join("examples/policies-demo")).unwrap();
+    assert!(
+        policy
+            .targets
+            .iter()
+            .all(|t| t.provider == burstgate::policy::model::ProviderKind::Sim),
+        "every demo target runs on the simulator"
+    );
+}
+
+#[test]
 fn policy_check_names_file_line_and_field_of_every_problem() {
     let bad_rules = "apiVersion: burstgate.io/v1alpha1
 kind: BurstPolicy

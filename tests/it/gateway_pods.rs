@@ -242,6 +242,61 @@ async fn a_pod_bound_to_the_node_runs_with_an_ip_annotations_and_a_placement_eve
 }
 
 #[tokio::test]
+async fn a_target_the_gateway_cannot_serve_is_never_offered_and_the_placement_says_why() {
+    // aci-cheap is the cheapest target, but this gateway has no ACI adapter at all.
+    let yaml = "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - {name: aci-cheap, provider: aci, region: eastus, latencyMs: 5, pricing: {vcpuHour: 0.001, gibHour: 0.0001}}\n    - {name: sim-local, provider: sim, region: local, latencyMs: 5, pricing: {vcpuHour: 0.04, gibHour: 0.004}, quota: {vcpu: 64, pods: 100}}\n  rules:\n    - {name: all, match: {}, objective: cost}\n";
+    let policy = Arc::new(load_files(&[("test.yaml".into(), yaml.into())]).unwrap());
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let gw = start(
+        &unique_name("vn"),
+        &ns,
+        policy,
+        SimCloud::new(Duration::from_millis(200), 100),
+    )
+    .await;
+    let api = gw.pods();
+    api.create(
+        &PostParams::default(),
+        &pod_manifest("web", &gw.node, json!({})),
+    )
+    .await
+    .unwrap();
+    let placed = eventually("web is placed", WAIT, || async {
+        api.get("web")
+            .await
+            .ok()
+            .filter(|p| p.annotations().contains_key("burstgate.io/target"))
+    })
+    .await;
+    assert_eq!(
+        placed
+            .annotations()
+            .get("burstgate.io/target")
+            .map(String::as_str),
+        Some("sim-local"),
+        "the cheapest target has no adapter"
+    );
+    let events = eventually("the Placed event", WAIT, || async {
+        let events = events_for(&client, &ns, "web").await;
+        events
+            .iter()
+            .any(|(r, _)| r == EventReason::Placed.as_str())
+            .then_some(events)
+    })
+    .await;
+    let (_, note) = events
+        .iter()
+        .find(|(r, _)| r == EventReason::Placed.as_str())
+        .unwrap();
+    assert!(
+        note.starts_with("placed on sim-local") && !note.contains("aci-cheap"),
+        "the unusable target is not offered as an alternative: {note}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn deleting_a_pod_deletes_its_workload_and_gives_back_its_quota() {
     let client = kube_admin().await;
     let ns = namespace(&client).await;

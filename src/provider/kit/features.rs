@@ -445,4 +445,34 @@ spec:
         let plain = pod(serde_json::json!({"containers": [{"name": "app", "image": "i"}]}));
         assert!(exclusions(&policy, &plain, |t| Some(declared(t.provider))).is_empty());
     }
+
+    #[test]
+    fn the_provider_feature_table_in_the_docs_says_what_each_provider_declares() {
+        let doc = include_str!("../../../docs/providers.md");
+        let kinds = [
+            ProviderKind::Aci,
+            ProviderKind::Fargate,
+            ProviderKind::Cluster,
+            ProviderKind::Sim,
+        ];
+        let mut rows = 0;
+        for feature in Feature::ALL {
+            let prefix = format!("| {} |", feature.as_str());
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&prefix))
+                .unwrap_or_else(|| panic!("docs/providers.md has no row for {feature:?}"));
+            let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+            for (kind, cell) in kinds.iter().zip(&cells[1..]) {
+                let runs = declared(*kind).runs(feature);
+                assert_eq!(
+                    *cell == "yes",
+                    runs,
+                    "{feature:?} on {kind:?}: the doc says {cell}"
+                );
+            }
+            rows += 1;
+        }
+        assert_eq!(rows, Feature::ALL.len());
+    }
 }
