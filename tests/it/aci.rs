@@ -13,12 +13,11 @@ use azure_core::http::{ClientOptions, Transport};
 use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
 use burstgate::policy::model::ProviderKind;
 use burstgate::policy::sizing::Size;
-use burstgate::provider::aci::{
-    AciProvider, Cadence, Settings, TAG_CLUSTER_ID, TAG_NODE, TAG_POD_UID,
-};
+use burstgate::provider::aci::{AciProvider, Cadence, Settings};
 use burstgate::provider::contract::{
     EnvValue, EnvVar, RegistryCredential, Resolved, SecretBox, SecretString, VolumeFile,
 };
+use burstgate::provider::kit::ownership::OwnerKeys;
 use burstgate::provider::layers::Layers;
 use burstgate::provider::{
     ContainerState, GaveUpCause, LogOptions, Owner, PodRejection, Provider, ProviderError,
@@ -314,9 +313,15 @@ async fn a_pod_runs_on_aci_with_an_ip_sized_and_tagged_then_logs_exec_and_delete
         resources["limits"].get("memoryInGB").is_none(),
         "{resources}"
     );
-    assert_eq!(group["tags"][TAG_CLUSTER_ID], json!(CLUSTER));
-    assert_eq!(group["tags"][TAG_NODE], json!(NODE));
-    assert_eq!(group["tags"][TAG_POD_UID], json!(s.owner.pod_uid));
+    let keys = OwnerKeys::ARM_TAGS;
+    assert_eq!(group["tags"][keys.cluster_id], json!(CLUSTER));
+    assert_eq!(group["tags"][keys.node], json!(NODE));
+    assert_eq!(group["tags"][keys.pod_uid], json!(s.owner.pod_uid));
+    assert_eq!(
+        group["tags"]["burstgate.io-pod-uid"],
+        json!(s.owner.pod_uid),
+        "the wire key"
+    );
 
     let logs = common::eventually("log lines", Duration::from_secs(20), || async {
         let text = e

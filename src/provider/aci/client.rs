@@ -18,7 +18,7 @@ use crate::provider::aci::retry::ArmBudget;
 use crate::provider::aci::settings::Settings;
 use crate::provider::aci::status::{Cadence, GroupView, owned_workload, workload_status};
 use crate::provider::aci::streams::{attach_output, exec_command_line, exec_output};
-use crate::provider::aci::translate::{TAG_CLUSTER_ID, TAG_NODE, TAG_POD_UID, translate};
+use crate::provider::aci::translate::{OWNER_TAGS, translate};
 use crate::provider::contract::{
     Capabilities, ExecOutput, LogOptions, OutputStream, OwnedWorkload, Provider, ProviderError,
     WorkloadPhase, WorkloadSpec, WorkloadStatus,
@@ -84,8 +84,8 @@ impl AciProvider {
         spec: &WorkloadSpec,
         existing: &GroupView,
     ) -> Result<WorkloadStatus, ProviderError> {
-        let same_owner = existing.tag(TAG_POD_UID) == Some(spec.owner.pod_uid.as_str())
-            && existing.tag(TAG_CLUSTER_ID) == Some(spec.owner.cluster_id.as_str());
+        let same_owner = existing.tag(OWNER_TAGS.pod_uid) == Some(spec.owner.pod_uid.as_str())
+            && existing.tag(OWNER_TAGS.cluster_id) == Some(spec.owner.cluster_id.as_str());
         if !same_owner {
             return Err(ProviderError::cloud_pod(
                 "NameConflict",
@@ -195,8 +195,7 @@ impl Provider for AciProvider {
             .list_groups()
             .await?
             .iter()
-            .filter(|g| g.tag(TAG_CLUSTER_ID) == Some(cluster_id) && g.tag(TAG_NODE) == Some(node))
-            .filter_map(|g| owned_workload(g, now))
+            .filter_map(|g| owned_workload(g, now, cluster_id, node))
             .collect())
     }
 

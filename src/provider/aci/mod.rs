@@ -32,4 +32,3 @@ pub use credentials::{azure_transport, default_credential};
 pub use retry::{AciError, ArmBudget};
 pub use settings::{DEFAULT_ARM_ENDPOINT, Settings};
 pub use status::Cadence;
-pub use translate::{TAG_CLUSTER_ID, TAG_NODE, TAG_POD_UID};

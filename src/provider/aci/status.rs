@@ -21,11 +21,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::provider::aci::translate::{
-    TAG_CLUSTER_ID, TAG_CREATED, TAG_NAMESPACE, TAG_NODE, TAG_POD, TAG_POD_UID,
-};
+use crate::provider::aci::translate::{OWNER_TAGS, TAG_CREATED};
 use crate::provider::contract::{
-    ContainerState, ContainerStatus, OwnedWorkload, Owner, WorkloadPhase, WorkloadStatus,
+    ContainerState, ContainerStatus, OwnedWorkload, WorkloadPhase, WorkloadStatus,
 };
 
 /// A container group as ARM returns it (GET or list item); only what the mapping reads.
@@ -388,9 +386,15 @@ fn phase_of(p: &GroupPropsView, containers: &[ContainerStatus]) -> (WorkloadPhas
     }
 }
 
-/// The workload `group` stands for, by its ownership tags, aged from its `burstgate.io-created`
-/// tag (else ARM's `systemData.createdAt`, else zero) at `now`; `None` for a group without name.
-pub(crate) fn owned_workload(group: &GroupView, now: DateTime<Utc>) -> Option<OwnedWorkload> {
+/// The workload `group` stands for when its ownership tags name `cluster_id` and `node`, aged
+/// from its `burstgate.io-created` tag (else ARM's `systemData.createdAt`, else zero) at `now`;
+/// `None` for a group without name or of another gateway.
+pub(crate) fn owned_workload(
+    group: &GroupView,
+    now: DateTime<Utc>,
+    cluster_id: &str,
+    node: &str,
+) -> Option<OwnedWorkload> {
     let id = group.name.clone()?;
     let created = group.tag(TAG_CREATED).and_then(parse_time).or_else(|| {
         group
@@ -403,15 +407,9 @@ pub(crate) fn owned_workload(group: &GroupView, now: DateTime<Utc>) -> Option<Ow
     let age = created
         .and_then(|c| (now - c).to_std().ok())
         .unwrap_or(Duration::ZERO);
-    let tag = |k: &str| group.tag(k).unwrap_or_default().to_string();
+    let owner = OWNER_TAGS.read_owned_by(|k| group.tag(k), cluster_id, node)?;
     Some(OwnedWorkload {
-        owner: Owner {
-            cluster_id: tag(TAG_CLUSTER_ID),
-            node: tag(TAG_NODE),
-            namespace: tag(TAG_NAMESPACE),
-            pod: tag(TAG_POD),
-            pod_uid: tag(TAG_POD_UID),
-        },
+        owner,
         id,
         age,
         leftover: false,
@@ -620,19 +618,23 @@ mod tests {
     }
 
     #[test]
-    fn an_owned_workload_is_aged_from_its_created_tag_and_a_nameless_group_is_none() {
+    fn an_owned_workload_is_aged_from_its_created_tag_and_a_nameless_or_foreign_group_is_none() {
         let g = group(
-            json!({"name": "bg-1", "tags": {TAG_CLUSTER_ID: "c1", TAG_NODE: "n", TAG_POD_UID: "u",
+            json!({"name": "bg-1", "tags": {OWNER_TAGS.cluster_id: "c1", OWNER_TAGS.node: "n", OWNER_TAGS.pod_uid: "u",
             TAG_CREATED: "2026-11-27T07:00:00Z"}, "systemData": {"createdAt": "2026-11-27T06:00:00Z"}}),
         );
         let now = parse_time("2026-11-27T07:10:00Z").unwrap();
-        let owned = owned_workload(&g, now).expect("named");
+        let owned = owned_workload(&g, now, "c1", "n").expect("named");
         assert_eq!(
             (owned.id.as_str(), owned.age, owned.owner.pod_uid.as_str()),
             ("bg-1", Duration::from_secs(600), "u")
         );
         assert_eq!(owned.owner.namespace, "");
-        assert!(owned_workload(&GroupView::default(), now).is_none());
+        assert!(owned_workload(&GroupView::default(), now, "c1", "n").is_none());
+        assert!(
+            owned_workload(&g, now, "c2", "n").is_none(),
+            "another gateway's group is not ours"
+        );
     }
 
     #[test]

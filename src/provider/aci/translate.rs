@@ -53,18 +53,12 @@ use crate::provider::aci::wire::{
     VolumeMountBody,
 };
 use crate::provider::contract::{EnvValue, EnvVar, Resolved, WorkloadSpec};
+use crate::provider::kit::ownership::{OwnerKeys, Values};
 use crate::provider::kit::{TranslateError, host_namespace_refusal, invalid, unsupported};
 
-/// Tag: the gateway's cluster id. ARM tag names may not contain `/`, so `burstgate.io-` it is.
-pub const TAG_CLUSTER_ID: &str = "burstgate.io-cluster-id";
-/// Tag: the virtual node's name.
-pub const TAG_NODE: &str = "burstgate.io-node";
-/// Tag: pod namespace.
-pub(crate) const TAG_NAMESPACE: &str = "burstgate.io-namespace";
-/// Tag: pod name.
-pub(crate) const TAG_POD: &str = "burstgate.io-pod";
-/// Tag: pod UID.
-pub const TAG_POD_UID: &str = "burstgate.io-pod-uid";
+/// The ownership tags of a container group (ARM tag names may not contain `/`, so
+/// `burstgate.io-...`).
+pub(crate) const OWNER_TAGS: OwnerKeys = OwnerKeys::ARM_TAGS;
 /// Tag: RFC 3339 time of the create call (orphan GC ages workloads by it).
 pub(crate) const TAG_CREATED: &str = "burstgate.io-created";
 /// Annotation prefix naming a container's image ENTRYPOINT (JSON array), for `args` without
@@ -75,18 +69,11 @@ pub(crate) const GPU_SKUS: [&str; 3] = ["K80", "P100", "V100"];
 
 /// The ownership tags of `spec`, with the create time.
 pub(crate) fn tags(spec: &WorkloadSpec, created_at: &str) -> BTreeMap<String, String> {
-    let o = &spec.owner;
-    [
-        (TAG_CLUSTER_ID, o.cluster_id.as_str()),
-        (TAG_NODE, o.node.as_str()),
-        (TAG_NAMESPACE, o.namespace.as_str()),
-        (TAG_POD, o.pod.as_str()),
-        (TAG_POD_UID, o.pod_uid.as_str()),
-        (TAG_CREATED, created_at),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+    OWNER_TAGS
+        .pairs(&spec.owner, Values::AsIs)
+        .into_iter()
+        .chain([(TAG_CREATED.to_string(), created_at.to_string())])
+        .collect()
 }
 
 /// The container group for `spec` on the target `settings` describes, created at `created_at`
@@ -1453,8 +1440,8 @@ mod tests {
     fn ownership_tags_use_arm_safe_names() {
         let body = json(&one(container("app")));
         let tags = body["tags"].as_object().unwrap();
-        assert_eq!(tags[TAG_CLUSTER_ID], "c1");
-        assert_eq!(tags[TAG_POD_UID], "1234");
+        assert_eq!(tags[OWNER_TAGS.cluster_id], "c1");
+        assert_eq!(tags[OWNER_TAGS.pod_uid], "1234");
         assert_eq!(tags[TAG_CREATED], "2026-11-27T07:00:00Z");
         for k in tags.keys() {
             assert!(
