@@ -35,6 +35,9 @@ pub enum Error {
     /// The client could not be built.
     #[error("kubernetes client: {0}")]
     Client(#[from] kube::Error),
+    /// `BURSTGATE_FAIL_AFTER` names no fail point.
+    #[error("{0}")]
+    FailPoint(String),
 }
 
 async fn client(config: &RunConfig) -> Result<kube::Client, Error> {
@@ -129,6 +132,7 @@ pub async fn run_controllers(gw: Arc<Gateway>, term: CancellationToken) {
 // Long on purpose: the one start-up and shutdown path, read top to bottom (build, start every
 // task in one JoinSet, wait for a signal, cancel, drain under a bound).
 pub async fn run(config: RunConfig) -> Result<(), Error> {
+    crate::failpoint::arm_from_env().map_err(Error::FailPoint)?;
     let client = client(&config).await?;
     let (tx, rx) = watch::channel(None);
     let reloader = PolicyReloader::new(config.policy_dir.clone(), tx);

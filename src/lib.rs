@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod failpoint;
 pub mod gateway;
 pub mod kubelet;
 pub mod metrics;

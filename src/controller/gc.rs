@@ -134,7 +134,10 @@ pub async fn collect(gw: &Gateway, sightings: &mut Sightings) -> Result<usize, k
             .list_owned(&gw.config.cluster_id, &gw.config.node_name)
             .await
         {
-            Ok(o) => o,
+            Ok(o) => {
+                crate::failpoint::after(crate::failpoint::FailPoint::GcListed);
+                o
+            }
             Err(e) => {
                 tracing::warn!(provider = provider.name(), target = %target, error = %e, "orphan GC could not list workloads");
                 continue;

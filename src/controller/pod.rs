@@ -38,6 +38,7 @@ use crate::controller::placement::Workload;
 use crate::controller::resolve;
 use crate::controller::status::{PodPhase, RestartPolicy};
 use crate::controller::{admission, placement, status};
+use crate::failpoint::{self, FailPoint};
 use crate::policy::model::ProviderKind;
 use crate::policy::{Exclusion, ExclusionReason, PodView, Policy};
 use crate::provider::{Capabilities, Owner, ProviderError, WorkloadSpec, workload_id};
@@ -186,6 +187,7 @@ impl PodController {
                 &Patch::Merge(json!({ "status": value })),
             )
             .await?;
+        failpoint::after(FailPoint::StatusPatched);
         Ok(())
     }
 
@@ -326,6 +328,9 @@ impl PodController {
             }
             return Err(e);
         }
+        if matches!(outcome, Outcome::Placed { .. }) {
+            failpoint::after(FailPoint::Annotated);
+        }
         outcome.log(pod);
         if let Some(status) = outcome.status(pod, &self.gw.config.node_ip, &now()) {
             self.patch_status(pod, status).await?;
@@ -436,6 +441,7 @@ impl PodController {
                 .lock()
                 .expect("ledger lock")
                 .place(&policy, &view, &exclusions);
+        failpoint::after(FailPoint::Decided);
         let chosen = decision
             .placement()
             .map(|p| policy.target(p.target).name.as_str());
@@ -526,6 +532,9 @@ impl PodController {
             });
         };
         let result = provider.create(&spec).await;
+        if result.is_ok() {
+            failpoint::after(FailPoint::ProviderAccepted);
+        }
         Ok(outcome::created(
             &spec.target,
             result,
@@ -543,7 +552,7 @@ impl PodController {
             && let Some(provider) = self.gw.provider_for_target(&spec.target)
         {
             match provider.delete(&spec.id).await {
-                Ok(()) => {}
+                Ok(()) => failpoint::after(FailPoint::DeleteCalled),
                 Err(e) if e.is_retryable() => return Err(e.into()),
                 Err(e) => {
                     tracing::warn!(pod = %pod.name_any(), error = %e, "provider refused the delete; the orphan collector will retry")

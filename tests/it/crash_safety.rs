@@ -23,10 +23,10 @@ use crate::common::gateway::{
 use crate::common::{ecs_client, eventually, kube_admin, peers, unique_name};
 
 /// splitmix64: kill points reproducible from the printed seed.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -47,7 +47,7 @@ fn setting(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn guid(rng: &mut Rng) -> String {
+pub(crate) fn guid(rng: &mut Rng) -> String {
     let h = format!("{:016x}{:016x}", rng.next(), rng.next());
     format!(
         "{}-{}-{}-{}-{}",
@@ -61,9 +61,9 @@ fn guid(rng: &mut Rng) -> String {
 
 /// A workload as its peer reports it.
 #[derive(Debug, Clone)]
-struct Live {
+pub(crate) struct Live {
     name: String,
-    ip: Option<String>,
+    pub(crate) ip: Option<String>,
     /// The container group's instance state, or the task's lastStatus.
     state: String,
 }
@@ -71,17 +71,17 @@ struct Live {
 /// What one peer holds for the test, by pod UID: the live workloads, and every workload ever
 /// started (stopped ones included).
 #[derive(Debug, Default)]
-struct Census {
-    live: BTreeMap<String, Vec<Live>>,
-    ever: BTreeMap<String, usize>,
+pub(crate) struct Census {
+    pub(crate) live: BTreeMap<String, Vec<Live>>,
+    pub(crate) ever: BTreeMap<String, usize>,
 }
 
 impl Census {
-    fn live_count(&self) -> usize {
+    pub(crate) fn live_count(&self) -> usize {
         self.live.values().map(Vec::len).sum()
     }
 
-    fn duplicates(&self) -> usize {
+    pub(crate) fn duplicates(&self) -> usize {
         self.live.values().filter(|w| w.len() > 1).count()
     }
 
@@ -91,7 +91,7 @@ impl Census {
 }
 
 /// The container groups of `subscription` at the emulator (its control API reads its state).
-async fn aci_census(subscription: &str) -> Census {
+pub(crate) async fn aci_census(subscription: &str) -> Census {
     let mut census = Census::default();
     for g in aci_groups(subscription).await {
         let Some(uid) = g["tags"]["burstgate.io-pod-uid"]
@@ -113,7 +113,7 @@ async fn aci_census(subscription: &str) -> Census {
 }
 
 /// The tasks of `cluster` at moto, RUNNING and STOPPED, by their pod-uid tag.
-async fn fargate_census(ecs: &aws_sdk_ecs::Client, cluster: &str) -> Census {
+pub(crate) async fn fargate_census(ecs: &aws_sdk_ecs::Client, cluster: &str) -> Census {
     use aws_sdk_ecs::types::{DesiredStatus, TaskField};
     let mut census = Census::default();
     for status in [DesiredStatus::Running, DesiredStatus::Stopped] {

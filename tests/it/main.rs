@@ -7,6 +7,7 @@ mod common;
 mod crash_safety;
 mod deploy;
 mod docs;
+mod fail_points;
 mod fargate;
 mod faults;
 mod gateway_e2e;

@@ -147,6 +147,24 @@ impl Gateway {
         }
     }
 
+    /// Waits (at most `limit`) for the process to end by itself, as an armed fail point makes
+    /// it; the exit status.
+    pub async fn exited(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the child can be waited for") {
+                return status;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "the gateway did not end within {limit:?}; its log:\n{}",
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// SIGKILL, as a node failure or the OOM killer would: no shutdown path runs.
     pub fn kill(mut self) {
         let _ = self.child.kill();
