@@ -30,60 +30,73 @@ const PODS: usize = 4;
 /// The cloud target's buckets (burst 3, 2/s): at most 3 + 2 requests of a class in any second.
 const PEAK: usize = 5;
 
-async fn every_pod_falls_back_and_the_proxy_sees_no_more_than_the_buckets(
-    cloud: Cloud,
-    mode: Mode,
-) {
-    let peers = peers();
-    let client = kube_admin().await;
-    let ns = gateway_namespace(&client, "faults").await;
-    let node = unique_name("vfault");
-    let _cleanup = NodeCleanup(node.clone());
-    let (proxy, block, env, target, reads, writes) = match cloud {
-        Cloud::Aci => {
-            let proxy = FaultProxy::start_as(peers.get("ACI_PRISM_URL"), Flavor::Arm).await;
-            let subscription = subscription_id();
-            let block = format!(
-                "    - name: aci-eastus
+/// A gateway whose cheap cloud target sits behind a fault proxy in `mode`, with a dearer
+/// simulated fallback (`sim-local`).
+struct Setup {
+    client: kube::Client,
+    ns: String,
+    node: String,
+    _cleanup: NodeCleanup,
+    proxy: FaultProxy,
+    gw: Gateway,
+    target: &'static str,
+    reads: Vec<&'static str>,
+    writes: Vec<&'static str>,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn start(cloud: Cloud, mode: Mode) -> Setup {
+        let peers = peers();
+        let client = kube_admin().await;
+        let ns = gateway_namespace(&client, "faults").await;
+        let node = unique_name("vfault");
+        let _cleanup = NodeCleanup(node.clone());
+        let (proxy, block, env, target, reads, writes) = match cloud {
+            Cloud::Aci => {
+                let proxy = FaultProxy::start_as(peers.get("ACI_PRISM_URL"), Flavor::Arm).await;
+                let subscription = subscription_id();
+                let block = format!(
+                    "    - name: aci-eastus
       provider: aci
       region: eastus
       pricing: {{vcpuHour: 0.03, gibHour: 0.003}}
       aci: {{subscriptionId: {subscription}, resourceGroup: burstgate-faults}}
 "
-            );
-            let env = azure_env(&proxy.url);
-            (proxy, block, env, "aci-eastus", vec!["GET"], vec!["PUT"])
-        }
-        Cloud::Fargate => {
-            let proxy = FaultProxy::start(peers.get("ECS_ENDPOINT")).await;
-            let block = format!(
-                "    - name: fargate-use1
+                );
+                let env = azure_env(&proxy.url);
+                (proxy, block, env, "aci-eastus", vec!["GET"], vec!["PUT"])
+            }
+            Cloud::Fargate => {
+                let proxy = FaultProxy::start(peers.get("ECS_ENDPOINT")).await;
+                let block = format!(
+                    "    - name: fargate-use1
       provider: fargate
       region: {region}
       pricing: {{vcpuHour: 0.04048, gibHour: 0.004445}}
       fargate: {{cluster: {cluster}, subnets: [{subnet}], securityGroups: [{sg}]}}
 ",
-                region = peers.get("ECS_REGION"),
-                cluster = unique_name("faults"),
-                subnet = peers.get("ECS_TEST_SUBNET"),
-                sg = peers.get("ECS_TEST_SG"),
-            );
-            let env = moto_env(&proxy.url);
-            let reads = vec!["ListTasks", "DescribeTasks", "DescribeTaskDefinition"];
-            (
-                proxy,
-                block,
-                env,
-                "fargate-use1",
-                reads,
-                vec!["RunTask", "RegisterTaskDefinition"],
-            )
-        }
-    };
-    proxy.set(mode);
-    let dir = tempfile::tempdir().unwrap();
-    let policy = format!(
-        "apiVersion: burstgate.io/v1alpha1
+                    region = peers.get("ECS_REGION"),
+                    cluster = unique_name("faults"),
+                    subnet = peers.get("ECS_TEST_SUBNET"),
+                    sg = peers.get("ECS_TEST_SG"),
+                );
+                let env = moto_env(&proxy.url);
+                let reads = vec!["ListTasks", "DescribeTasks", "DescribeTaskDefinition"];
+                (
+                    proxy,
+                    block,
+                    env,
+                    "fargate-use1",
+                    reads,
+                    vec!["RunTask", "RegisterTaskDefinition"],
+                )
+            }
+        };
+        proxy.set(mode);
+        let dir = tempfile::tempdir().unwrap();
+        let policy = format!(
+            "apiVersion: burstgate.io/v1alpha1
 kind: BurstPolicy
 spec:
   targets:
@@ -98,11 +111,41 @@ spec:
     - name: everything
       match: {{}}
 "
-    );
-    std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
-    let gw = Gateway::start_with_env(&node, &ns, dir.path(), "solo", env);
-    node_ready(&client, &node).await;
+        );
+        std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
+        let gw = Gateway::start_with_env(&node, &ns, dir.path(), "solo", env);
+        node_ready(&client, &node).await;
+        Setup {
+            client,
+            ns,
+            node,
+            _cleanup,
+            proxy,
+            gw,
+            target,
+            reads,
+            writes,
+            _dir: dir,
+        }
+    }
+}
 
+async fn every_pod_falls_back_and_the_proxy_sees_no_more_than_the_buckets(
+    cloud: Cloud,
+    mode: Mode,
+) {
+    let Setup {
+        client,
+        ns,
+        node,
+        _cleanup,
+        proxy,
+        gw,
+        target,
+        reads,
+        writes,
+        _dir,
+    } = Setup::start(cloud, mode).await;
     let began = Instant::now();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     deployments
@@ -214,4 +257,102 @@ async fn ecs_connections_reset_send_fargate_pods_to_the_next_target_within_the_b
 async fn ecs_requests_never_answered_send_fargate_pods_to_the_next_target_within_the_buckets() {
     every_pod_falls_back_and_the_proxy_sees_no_more_than_the_buckets(Cloud::Fargate, Mode::Hang)
         .await;
+}
+
+/// `burstgate_circuit_state` of `target` at the gateway's `/metrics`: 0 closed, 1 half-open,
+/// 2 open.
+fn circuit_state(gw: &Gateway, target: &str) -> Option<i64> {
+    let label = format!("target=\"{target}\"");
+    gw.scrape()
+        .lines()
+        .find(|l| l.starts_with("burstgate_circuit_state{") && l.contains(&label))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// The pods of Deployment `app` once all `n` run, by the target each was placed on.
+async fn running_on(s: &Setup, app: &str, n: usize) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), &s.ns);
+    s.gw.eventually(
+        &format!("{n} pods of {app} Running"),
+        Duration::from_secs(120),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels(&format!("app={app}")))
+                .await
+                .ok()?
+                .items;
+            let running = list
+                .iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .count();
+            (list.len() == n && running == n).then(|| {
+                list.iter()
+                    .map(|p| {
+                        p.annotations()
+                            .get("burstgate.io/target")
+                            .cloned()
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_aci_outage_that_lifts_opens_the_circuit_and_then_new_pods_return_to_aci_while_placed_pods_stay()
+ {
+    let s = Setup::start(Cloud::Aci, Mode::Outage).await;
+    let began = Instant::now();
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), &s.ns);
+    let deploy = |name: &'static str, n: i32| {
+        let (deployments, node) = (deployments.clone(), s.node.clone());
+        async move {
+            deployments
+                .create(&PostParams::default(), &aks_deployment(name, n, &node))
+                .await
+                .unwrap();
+        }
+    };
+    // During the outage: every create gives up on ACI (a target-level failure each); five of
+    // them open the circuit, and every pod runs on the fallback.
+    deploy("during", 6).await;
+    let during = running_on(&s, "during", 6).await;
+    assert!(during.iter().all(|t| t == "sim-local"), "{during:?}");
+    s.gw.eventually("the circuit open", Duration::from_secs(60), || async {
+        (circuit_state(&s.gw, s.target) == Some(2)).then_some(())
+    })
+    .await;
+    let opened = began.elapsed();
+
+    // The outage lifts: after the cool-down the circuit half-opens, one call probes, and it
+    // closes again.
+    s.proxy.set(Mode::Pass);
+    s.gw.eventually("the circuit half-open", Duration::from_secs(60), || async {
+        matches!(circuit_state(&s.gw, s.target), Some(0 | 1)).then_some(())
+    })
+    .await;
+    let half_open = began.elapsed();
+    deploy("probe", 1).await;
+    running_on(&s, "probe", 1).await;
+    s.gw.eventually("the circuit closed", Duration::from_secs(120), || async {
+        (circuit_state(&s.gw, s.target) == Some(0)).then_some(())
+    })
+    .await;
+
+    // New pods go to the preferred (cheaper) target again; the pods placed during the outage
+    // keep theirs.
+    deploy("after", 3).await;
+    let after = running_on(&s, "after", 3).await;
+    assert!(after.iter().all(|t| t == s.target), "{after:?}");
+    let during = running_on(&s, "during", 6).await;
+    assert!(during.iter().all(|t| t == "sim-local"), "{during:?}");
+    println!(
+        "faults: an ACI outage that lifts: {} requests at the proxy; the circuit open {:.1}s after the burst, half-open at {:.1}s, closed again; new pods on {}",
+        s.proxy.requests(),
+        opened.as_secs_f64(),
+        half_open.as_secs_f64(),
+        s.target
+    );
 }
