@@ -110,6 +110,13 @@ pub struct AuthCacheLabels {
     pub result: String,
 }
 
+/// `{kind}` of a race the gateway expects and handles.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RaceLabels {
+    /// `pod_gone` (deleted between the read and the write) or `pod_changed` (a conflict).
+    pub kind: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric of the gateway.
@@ -157,6 +164,8 @@ pub struct Metrics {
     pub circuit_state: Family<TargetLabels, Gauge>,
     /// Kubelet API review cache lookups by cache and result.
     pub kubelet_auth_cache: Family<AuthCacheLabels, Counter>,
+    /// Expected races, handled quietly (logged at debug).
+    pub expected_races: Family<RaceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -200,6 +209,7 @@ impl Metrics {
             }),
             circuit_state: Family::default(),
             kubelet_auth_cache: Family::default(),
+            expected_races: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -327,6 +337,11 @@ impl Metrics {
             "Kubelet API TokenReview and SubjectAccessReview cache lookups by cache and result",
             m.kubelet_auth_cache.clone(),
         );
+        registry.register(
+            "expected_races",
+            "Races the gateway expects and handles: a pod deleted or changed between a read and a write",
+            m.expected_races.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -358,6 +373,13 @@ impl Metrics {
         if result == "throttled" {
             self.provider_throttled.get_or_create(&op).inc();
         }
+    }
+
+    /// Counts one expected race (`pod_gone`, `pod_changed`).
+    pub fn expected_race(&self, kind: &str) {
+        self.expected_races
+            .get_or_create(&RaceLabels { kind: kind.into() })
+            .inc();
     }
 
     /// Counts one lookup in a kubelet API review cache (`token` or `access`).

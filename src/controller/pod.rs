@@ -62,6 +62,36 @@ impl Error {
             Error::Provider(e) => e.metric_label(),
         }
     }
+
+    /// The race this error is, when it is one the gateway expects: the pod was deleted, or
+    /// changed, between the read and the write. Such errors are retried (or end with the pod)
+    /// and counted, never logged as warnings one per pod.
+    pub fn expected_race(&self) -> Option<Race> {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 404 => Some(Race::PodGone),
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => Some(Race::PodChanged),
+            _ => None,
+        }
+    }
+}
+
+/// A race the pod controller expects (see [`Error::expected_race`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Race {
+    /// The pod was deleted between the read and the write (404).
+    PodGone,
+    /// The pod changed between the read and the write (409).
+    PodChanged,
+}
+
+impl Race {
+    /// The `kind` label of `burstgate_expected_races_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Race::PodGone => "pod_gone",
+            Race::PodChanged => "pod_changed",
+        }
+    }
 }
 
 /// How often Pending and Running workloads are read from their provider.
@@ -277,8 +307,8 @@ impl PodController {
         ctx.apply(&pod, outcome).await
     }
 
-    fn error_policy(pod: Arc<Pod>, error: &Error, _ctx: Arc<PodController>) -> Action {
-        tracing::warn!(pod = %pod.name_any(), error = %error, kind = error.metric_label(), "reconcile failed; retrying");
+    fn error_policy(pod: Arc<Pod>, error: &Error, ctx: Arc<PodController>) -> Action {
+        ctx.failed(&pod, error, "reconcile failed; retrying");
         Action::requeue(Duration::from_secs(5))
     }
 
@@ -665,10 +695,24 @@ impl PodController {
                 .insert(pod.uid().unwrap_or_default(), Instant::now());
             let outcome = outcome::observed(target, statuses.get(id), RestartPolicy::of(pod));
             if let Err(e) = self.follow(pod, outcome).await {
-                tracing::warn!(pod = %pod.name_any(), error = %e, "status patch failed");
+                self.failed(pod, &e, "status patch failed");
             }
         }
         ids.len()
+    }
+
+    /// Reports a failed write about `pod`: an expected race is counted and logged at debug, any
+    /// other failure is a warning.
+    fn failed(&self, pod: &Pod, error: &Error, what: &str) {
+        match error.expected_race() {
+            Some(race) => {
+                self.gw.metrics().expected_race(race.as_str());
+                tracing::debug!(pod = %pod.name_any(), race = race.as_str(), error = %error, "{what} (an expected race)");
+            }
+            None => {
+                tracing::warn!(pod = %pod.name_any(), error = %error, kind = error.metric_label(), "{what}")
+            }
+        }
     }
 
     /// Applies the outcome of a status read; a lost workload the pod restarts is created again,
@@ -797,6 +841,25 @@ mod tests {
     fn pod(status: serde_json::Value) -> Pod {
         serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "status": status}))
             .unwrap()
+    }
+
+    #[test]
+    fn a_pod_deleted_or_changed_under_a_write_is_an_expected_race_and_other_failures_are_not() {
+        use kube::core::Status;
+        let api = |code: u16| {
+            Error::Kube(kube::Error::Api(
+                Status::failure("x", "y").with_code(code).boxed(),
+            ))
+        };
+        assert_eq!(api(404).expected_race(), Some(Race::PodGone));
+        assert_eq!(api(409).expected_race(), Some(Race::PodChanged));
+        assert_eq!(api(500).expected_race(), None);
+        assert_eq!(api(403).expected_race(), None);
+        assert_eq!(
+            Error::Provider(ProviderError::not_found("gone")).expected_race(),
+            None,
+            "a provider's answer is not a race of the pod object"
+        );
     }
 
     #[test]
