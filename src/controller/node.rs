@@ -215,21 +215,32 @@ pub struct Resources {
     pub memory_mib: u64,
     /// Pods.
     pub pods: u64,
+    /// `nvidia.com/gpu`: one per pod the GPU-offering targets can hold (the engine, not the
+    /// scheduler, matches each pod to a target with its SKU); 0 leaves the resource out.
+    pub gpus: u64,
 }
 
+/// The extended resource a GPU pod requests.
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+
 impl Resources {
-    /// As a Node's `capacity` / `allocatable` map (`cpu`, `memory`, `pods`).
+    /// As a Node's `capacity` / `allocatable` map (`cpu`, `memory`, `pods`, and
+    /// `nvidia.com/gpu` when a usable target offers GPUs).
     pub fn quantities(&self) -> BTreeMap<String, Quantity> {
         let cpu = if self.milli_cpu % 1000 == 0 {
             format!("{}", self.milli_cpu / 1000)
         } else {
             format!("{}m", self.milli_cpu)
         };
-        BTreeMap::from([
+        let mut q = BTreeMap::from([
             ("cpu".to_owned(), Quantity(cpu)),
             ("memory".to_owned(), Quantity(memory(self.memory_mib))),
             ("pods".to_owned(), Quantity(self.pods.to_string())),
-        ])
+        ]);
+        if self.gpus > 0 {
+            q.insert(GPU_RESOURCE.to_owned(), Quantity(self.gpus.to_string()));
+        }
+        q
     }
 }
 
@@ -261,6 +272,12 @@ pub fn capacity(policy: &Policy, usable: &[String]) -> Resources {
             pods: sum
                 .pods
                 .saturating_add(t.quota.pods.unwrap_or(UNLIMITED_PODS)),
+            gpus: if t.gpus.is_empty() {
+                sum.gpus
+            } else {
+                sum.gpus
+                    .saturating_add(t.quota.pods.unwrap_or(UNLIMITED_PODS))
+            },
         })
 }
 
@@ -1118,7 +1135,8 @@ spec:
             Resources {
                 milli_cpu: 4000,
                 memory_mib: 16 * 1024,
-                pods: 10
+                pods: 10,
+                gpus: 0,
             }
         );
     }
@@ -1132,13 +1150,32 @@ spec:
     }
 
     #[test]
+    fn the_node_offers_a_gpu_per_pod_of_the_usable_targets_with_gpus() {
+        let yaml = "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - {name: t4, provider: aci, region: eastus, quota: {pods: 6}, limits: {gpus: [T4]}}\n    - {name: cpu, provider: aci, region: westus, quota: {pods: 50}}\n";
+        let p = load_files(&[("p.yaml".into(), yaml.into())]).unwrap();
+        let both = capacity(&p, &["t4".into(), "cpu".into()]);
+        assert_eq!(both.gpus, 6);
+        assert_eq!(both.quantities()[GPU_RESOURCE].0, "6");
+        assert_eq!(
+            capacity(&p, &["cpu".into()]).gpus,
+            0,
+            "the GPU target is unusable"
+        );
+    }
+
+    #[test]
     fn quantities_are_in_the_canonical_form_the_api_server_stores() {
         let q = Resources {
             milli_cpu: 4000,
             memory_mib: 2048,
             pods: 3,
+            gpus: 0,
         }
         .quantities();
+        assert!(
+            !q.contains_key(GPU_RESOURCE),
+            "no GPU target, no GPU resource"
+        );
         assert_eq!(q["cpu"].0, "4");
         assert_eq!(q["memory"].0, "2Gi");
         assert_eq!(

@@ -437,7 +437,12 @@ async fn a_deployment_written_for_aks_virtual_nodes_is_bound_to_the_gateway_node
         .expect("create the namespace");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let running = start(&name, Some(sim_policy(false)), fast()).await;
+    // A GPU target too: the node must offer nvidia.com/gpu, or a GPU pod never schedules.
+    let gpu_policy = {
+        let yaml = "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - {name: sim-local, provider: sim, region: local, quota: {vcpu: 8, memoryGiB: 32, pods: 20}}\n    - {name: sim-t4, provider: sim, region: eastus, quota: {vcpu: 16, pods: 4}, limits: {gpus: [T4]}}\n";
+        Arc::new(load_files(&[("p.yaml".into(), yaml.into())]).expect("a valid policy"))
+    };
+    let running = start(&name, Some(gpu_policy), fast()).await;
 
     let body = async {
         // The manifest AKS documents for virtual nodes, plus the hostname so that parallel tests'
@@ -481,6 +486,42 @@ async fn a_deployment_written_for_aks_virtual_nodes_is_bound_to_the_gateway_node
         assert_eq!(
             bound.spec.and_then(|s| s.node_name).as_deref(),
             Some(name.as_str())
+        );
+
+        // A GPU pod as AKS documents it for virtual nodes: bound too.
+        let gpu: Pod = serde_json::from_value(json!({
+            "metadata": { "name": "gpu-job", "labels": { "app": "gpu-job" } },
+            "spec": {
+                "containers": [{ "name": "train", "image": "mcr.microsoft.com/azuredocs/samples-tf-mnist-demo:gpu",
+                                 "resources": { "limits": { "nvidia.com/gpu": "1" } } }],
+                "nodeSelector": { "type": "virtual-kubelet", "kubernetes.io/hostname": name },
+                "tolerations": [{ "key": "virtual-kubelet.io/provider", "operator": "Exists" }],
+            },
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &gpu)
+            .await
+            .expect("create the GPU pod");
+        let bound = eventually(
+            "the scheduler to bind the GPU pod",
+            Duration::from_secs(90),
+            || async {
+                pods.get("gpu-job")
+                    .await
+                    .ok()
+                    .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+            },
+        )
+        .await;
+        assert_eq!(
+            bound.spec.and_then(|s| s.node_name).as_deref(),
+            Some(name.as_str())
+        );
+        let node = Api::<Node>::all(client.clone()).get(&name).await.unwrap();
+        assert_eq!(
+            capacity(&node).get("nvidia.com/gpu").map(String::as_str),
+            Some("4"),
+            "one GPU per pod of the GPU target"
         );
     };
     with_cleanup(body, async {
