@@ -771,6 +771,8 @@ async fn restore_then_sync(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
+                // An open circuit whose cool-down has passed offers its target again.
+                ctx.gw.providers.tick_circuits();
                 ctx.sync_statuses(&store).await;
                 ctx.observe_pods(&store);
             }

@@ -326,20 +326,41 @@ async fn an_aci_outage_that_lifts_opens_the_circuit_and_then_new_pods_return_to_
     .await;
     let opened = began.elapsed();
 
-    // The outage lifts: after the cool-down the circuit half-opens, one call probes, and it
-    // closes again.
-    s.proxy.set(Mode::Pass);
-    s.gw.eventually("the circuit half-open", Duration::from_secs(60), || async {
-        matches!(circuit_state(&s.gw, s.target), Some(0 | 1)).then_some(())
-    })
+    // After its cool-down the circuit half-opens by itself (no call needed): the node says the
+    // target is offered again. The outage still lasts, so a probe may open it once more.
+    let half_open_note = format!(
+        "target {} offered again: its circuit is half-open",
+        s.target
+    );
+    s.gw.eventually(
+        "a node Event offering the target again",
+        Duration::from_secs(60),
+        || async {
+            let events: Api<Event> = Api::all(s.client.clone());
+            let selector = format!("involvedObject.kind=Node,involvedObject.name={}", s.node);
+            let list = events
+                .list(&ListParams::default().fields(&selector))
+                .await
+                .ok()?
+                .items;
+            list.iter()
+                .any(|e| e.message.as_deref() == Some(half_open_note.as_str()))
+                .then_some(())
+        },
+    )
     .await;
     let half_open = began.elapsed();
+
+    // The outage lifts: the next call is the probe (here a new pod's create, the target being
+    // offered again); it succeeds and the circuit closes.
+    s.proxy.set(Mode::Pass);
     deploy("probe", 1).await;
     running_on(&s, "probe", 1).await;
-    s.gw.eventually("the circuit closed", Duration::from_secs(120), || async {
+    s.gw.eventually("the circuit closed", Duration::from_secs(150), || async {
         (circuit_state(&s.gw, s.target) == Some(0)).then_some(())
     })
     .await;
+    let closed = began.elapsed();
 
     // New pods go to the preferred (cheaper) target again; the pods placed during the outage
     // keep theirs.
@@ -349,10 +370,11 @@ async fn an_aci_outage_that_lifts_opens_the_circuit_and_then_new_pods_return_to_
     let during = running_on(&s, "during", 6).await;
     assert!(during.iter().all(|t| t == "sim-local"), "{during:?}");
     println!(
-        "faults: an ACI outage that lifts: {} requests at the proxy; the circuit open {:.1}s after the burst, half-open at {:.1}s, closed again; new pods on {}",
+        "faults: an ACI outage that lifts: {} requests at the proxy; the circuit seen open {:.1}s after the burst, half-open at {:.1}s, closed at {:.1}s after the outage lifted; new pods on {}",
         s.proxy.requests(),
         opened.as_secs_f64(),
         half_open.as_secs_f64(),
+        closed.as_secs_f64(),
         s.target
     );
 }
