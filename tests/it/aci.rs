@@ -899,7 +899,7 @@ async fn an_unsupported_pod_is_refused_before_any_call() {
     );
     let err = e.provider.create(&s).await.expect_err("hostPath");
     assert!(
-        matches!(&err, ProviderError::Pod(PodRejection::Unsupported { field, .. }) if field == "spec.volumes[0] (host).hostPath"),
+        matches!(&err, ProviderError::Pod(PodRejection::Unsupported { field, .. }) if field == "spec.volumes[host].hostPath"),
         "{err:?}"
     );
     assert!(e.requests().await.is_empty(), "no ARM call was made");

@@ -43,6 +43,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use secrecy::ExposeSecret;
 
+use crate::policy::model::ProviderKind;
 use crate::policy::pod::{GPU_RESOURCE, GPU_SKU_ANNOTATION, parse_quantity};
 use crate::provider::aci::settings::Settings;
 use crate::provider::aci::wire::{
@@ -54,7 +55,7 @@ use crate::provider::aci::wire::{
 };
 use crate::provider::contract::{EnvValue, EnvVar, Resolved, WorkloadSpec};
 use crate::provider::kit::ownership::{OwnerKeys, Values};
-use crate::provider::kit::{TranslateError, host_namespace_refusal, invalid, unsupported};
+use crate::provider::kit::{Feature, TranslateError, invalid, refusal, unsupported};
 
 /// The ownership tags of a container group (ARM tag names may not contain `/`, so
 /// `burstgate.io-...`).
@@ -74,6 +75,30 @@ pub(crate) fn tags(spec: &WorkloadSpec, created_at: &str) -> BTreeMap<String, St
         .into_iter()
         .chain([(TAG_CREATED.to_string(), created_at.to_string())])
         .collect()
+}
+
+/// Why ACI cannot run `feature`, in its terms (the kit's [`refusal`] asks).
+fn why_not(feature: Feature) -> Option<String> {
+    Some(
+        match feature {
+            Feature::HostNetwork | Feature::HostPid | Feature::HostIpc => {
+                "container groups share no namespace with a host"
+            }
+            Feature::HostPort => "container groups expose container ports only",
+            Feature::Privileged => "ACI runs no privileged containers",
+            Feature::HostPathVolume | Feature::PersistentVolumeClaim => {
+                "not an Azure Container Instances volume type (emptyDir, secret, configMap, projected, azureFile, gitRepo are)"
+            }
+            Feature::StartupProbe => "ACI has liveness and readiness probes only",
+            Feature::TcpSocketProbe | Feature::GrpcProbe => {
+                "ACI probes run a command or an HTTP GET only"
+            }
+            Feature::InitContainerProbe => "ACI does not probe init containers",
+            Feature::Sidecar => "ACI runs init containers to completion, it has no sidecars",
+            Feature::ExecProbe | Feature::HttpGetProbe => return None,
+        }
+        .into(),
+    )
 }
 
 /// The container group for `spec` on the target `settings` describes, created at `created_at`
@@ -139,12 +164,7 @@ fn runnable_pod(spec: &WorkloadSpec) -> Result<&PodSpec, TranslateError> {
     if pod_spec.containers.is_empty() {
         return Err(invalid("spec.containers", "the pod has no containers"));
     }
-    if let Some(field) = host_namespace_refusal(&spec.pod) {
-        return Err(unsupported(
-            field,
-            "container groups share no namespace with a host",
-        ));
-    }
+    refusal(&spec.pod, ProviderKind::Aci, why_not)?;
     if pod_spec
         .host_aliases
         .as_ref()
@@ -267,12 +287,6 @@ fn init_container(
     c: &Container,
     inputs: &Inputs<'_>,
 ) -> Result<InitContainerBody, TranslateError> {
-    if c.restart_policy.as_deref() == Some("Always") {
-        return Err(unsupported(
-            format!("{field}.restartPolicy"),
-            "sidecar init containers (restartPolicy Always) are not supported by ACI",
-        ));
-    }
     check_container(field, c)?;
     if c.ports.as_ref().is_some_and(|p| !p.is_empty()) {
         return Err(unsupported(
@@ -324,13 +338,9 @@ fn registry_credentials(resolved: &Resolved) -> Vec<RegistryCredentialBody> {
 }
 
 fn check_container(field: &str, c: &Container) -> Result<(), TranslateError> {
+    // Privileged containers, startup probes and host ports are refused before, by the kit's
+    // `refusal` (see `why_not`).
     if let Some(sc) = &c.security_context {
-        if sc.privileged == Some(true) {
-            return Err(unsupported(
-                format!("{field}.securityContext.privileged"),
-                "ACI runs no privileged containers",
-            ));
-        }
         if sc
             .capabilities
             .as_ref()
@@ -353,12 +363,6 @@ fn check_container(field: &str, c: &Container) -> Result<(), TranslateError> {
         return Err(unsupported(
             format!("{field}.lifecycle"),
             "ACI runs no postStart/preStop hooks",
-        ));
-    }
-    if c.startup_probe.is_some() {
-        return Err(unsupported(
-            format!("{field}.startupProbe"),
-            "ACI has liveness and readiness probes only",
         ));
     }
     if c.volume_devices.as_ref().is_some_and(|d| !d.is_empty()) {
@@ -491,12 +495,6 @@ fn ports(field: &str, c: &Container) -> Result<Vec<PortBody>, TranslateError> {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            if p.host_port.is_some_and(|h| h != 0) {
-                return Err(unsupported(
-                    format!("{field}.ports[{i}].hostPort"),
-                    "container groups have no host ports",
-                ));
-            }
             let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
             if protocol != "TCP" && protocol != "UDP" {
                 return Err(unsupported(
@@ -512,19 +510,8 @@ fn ports(field: &str, c: &Container) -> Result<Vec<PortBody>, TranslateError> {
         .collect()
 }
 
+/// tcpSocket and gRPC probes never get here: the kit's `refusal` sends such pods elsewhere.
 fn probe(field: &str, p: &Probe, c: &Container) -> Result<ProbeBody, TranslateError> {
-    if p.tcp_socket.is_some() {
-        return Err(unsupported(
-            format!("{field}.tcpSocket"),
-            "ACI probes are exec or httpGet",
-        ));
-    }
-    if p.grpc.is_some() {
-        return Err(unsupported(
-            format!("{field}.grpc"),
-            "ACI probes are exec or httpGet",
-        ));
-    }
     let exec = p.exec.as_ref().map(|e| ProbeExecBody {
         command: e.command.clone().unwrap_or_default(),
     });
@@ -1276,7 +1263,7 @@ mod tests {
         let e = err(&spec);
         assert_eq!(
             e.to_string(),
-            "spec.volumes[0] (host-logs).hostPath: hostPath volumes are not supported by Azure Container Instances (emptyDir, secret, configMap, projected, azureFile, gitRepo are)"
+            "spec.volumes[host-logs].hostPath: not an Azure Container Instances volume type (emptyDir, secret, configMap, projected, azureFile, gitRepo are); no provider of burstgate runs a hostPath volume"
         );
         let pe: ProviderError = e.into();
         assert!(matches!(

@@ -43,11 +43,12 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use secrecy::ExposeSecret;
 
+use crate::policy::model::ProviderKind;
 use crate::provider::contract::{EnvValue, EnvVar, Resolved, VolumeFile, WorkloadSpec};
 use crate::provider::kit::ownership::{
     MANAGED_BY, MANAGED_BY_VALUE, OwnerKeys, Values, WORKLOAD, label_value,
 };
-use crate::provider::kit::{TranslateError, host_namespace_refusal, pod_spec, unsupported};
+use crate::provider::kit::{Feature, TranslateError, pod_spec, refusal, unsupported};
 
 /// Annotation: the policy target that placed the pod here.
 const TARGET: &str = "burstgate.io/target";
@@ -117,7 +118,9 @@ fn is_valid_secret_key(k: &str) -> bool {
 /// cannot run.
 pub(crate) fn translate(spec: &WorkloadSpec, namespace: &str) -> Result<Shadow, TranslateError> {
     let virtual_spec = pod_spec(&spec.pod)?;
-    check_pod_level(&spec.pod)?;
+    refusal(&spec.pod, ProviderKind::Cluster, |feature| {
+        why_not(feature, spec)
+    })?;
     let mut secret_data: BTreeMap<String, ByteString> = BTreeMap::new();
     let (volumes, dropped) = translate_volumes(spec, virtual_spec, &mut secret_data)?;
 
@@ -267,14 +270,21 @@ fn secrets(
     (secret, registry_secret)
 }
 
-fn check_pod_level(pod: &Pod) -> Result<(), TranslateError> {
-    if let Some(field) = host_namespace_refusal(pod) {
-        return Err(unsupported(
-            field,
-            "a shadow pod cannot share the namespaces of the virtual node's host",
-        ));
-    }
-    Ok(())
+/// Why a shadow pod cannot have `feature`, in the cluster's terms (the kit's [`refusal`] asks).
+fn why_not(feature: Feature, spec: &WorkloadSpec) -> Option<String> {
+    Some(match feature {
+        Feature::HostNetwork | Feature::HostPid | Feature::HostIpc => {
+            "a shadow pod cannot share the namespaces of the virtual node's host".into()
+        }
+        Feature::HostPort => {
+            "a shadow pod runs on another node: a host port there would not be the virtual node's"
+                .into()
+        }
+        Feature::Privileged => "privileged containers do not run on cluster targets".into(),
+        Feature::HostPathVolume => unsupported_volume_reason("hostPath", spec),
+        Feature::PersistentVolumeClaim => unsupported_volume_reason("persistentVolumeClaim", spec),
+        _ => return None,
+    })
 }
 
 /// `spec.volumes` of the shadow pod, and the names of the virtual pod's volumes it drops.
@@ -430,23 +440,7 @@ fn translate_container(
     secret_data: &mut BTreeMap<String, ByteString>,
 ) -> Result<(), TranslateError> {
     let field = format!("{field}({})", c.name);
-    if c.security_context.as_ref().and_then(|s| s.privileged) == Some(true) {
-        return Err(unsupported(
-            format!("{field}.securityContext.privileged"),
-            "privileged containers do not run on cluster targets",
-        ));
-    }
-    if let Some(p) = c
-        .ports
-        .iter()
-        .flatten()
-        .find(|p| p.host_port.is_some_and(|h| h != 0))
-    {
-        return Err(unsupported(
-            format!("{field}.ports[{}].hostPort", p.container_port),
-            "a shadow pod cannot bind ports of the virtual node's host",
-        ));
-    }
+    // Privileged containers and host ports are refused before, by the kit's `refusal`.
     if let Some(mounts) = c.volume_mounts.as_mut() {
         mounts.retain(|m| !dropped_volumes.contains(&m.name));
     }
@@ -1112,9 +1106,9 @@ mod tests {
         for (spec, field) in [
             (
                 privileged,
-                "spec.containers[0](app).securityContext.privileged",
+                "spec.containers[app].securityContext.privileged",
             ),
-            (host_port, "spec.containers[0](app).ports[80].hostPort"),
+            (host_port, "spec.containers[app].ports[].hostPort"),
             (host_network, "spec.hostNetwork"),
         ] {
             assert_eq!(

@@ -32,9 +32,7 @@ use sha2::{Digest, Sha256};
 use crate::provider::contract::{EnvValue, ExposeSecret, SecretString, WorkloadSpec};
 use crate::provider::fargate::settings::Settings;
 use crate::provider::kit::ownership::{OwnerKeys, Values, WORKLOAD};
-use crate::provider::kit::{
-    TranslateError, host_namespace_refusal, invalid, pod_spec, unsupported,
-};
+use crate::provider::kit::{Feature, TranslateError, invalid, pod_spec, refusal, unsupported};
 
 /// Tag: the task's containers that are the pod's init containers, comma-separated (absent when
 /// none), so that status reports only the pod's containers and judges success by them.
@@ -281,15 +279,37 @@ pub(crate) fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, Tra
     })
 }
 
+/// Why Fargate cannot run `feature`, in its terms (the kit's [`refusal`] asks).
+fn why_not(feature: Feature) -> Option<String> {
+    const NO_COMMAND: &str =
+        "an ECS health check only runs a command inside the container, so Fargate cannot run";
+    Some(match feature {
+        Feature::HostNetwork | Feature::HostPid | Feature::HostIpc => {
+            "Fargate tasks run in their own network and process namespaces".into()
+        }
+        Feature::HostPort => "awsvpc tasks publish container ports only".into(),
+        Feature::Privileged => "Fargate does not run privileged containers".into(),
+        Feature::HostPathVolume | Feature::PersistentVolumeClaim => {
+            "Fargate tasks mount no host paths or claims".into()
+        }
+        Feature::HttpGetProbe => format!("{NO_COMMAND} an httpGet probe"),
+        Feature::TcpSocketProbe => format!("{NO_COMMAND} a tcpSocket probe"),
+        Feature::GrpcProbe => format!("{NO_COMMAND} a gRPC probe"),
+        Feature::StartupProbe => "an ECS health check has a start period but no separate startup check, so Fargate cannot run a startup probe".into(),
+        Feature::InitContainerProbe => "Fargate runs init containers to completion before the pod's containers and does not probe them".into(),
+        Feature::Sidecar => "Fargate runs init containers to completion; it has no sidecars".into(),
+        Feature::ExecProbe => return None,
+    })
+}
+
 /// The pod's spec, when the pod as a whole can be a Fargate task.
 fn checked_pod(spec: &WorkloadSpec) -> Result<&PodSpec, TranslateError> {
     let pod = pod_spec(&spec.pod)?;
-    if let Some(field) = host_namespace_refusal(&spec.pod) {
-        return Err(unsupported(
-            field,
-            "Fargate tasks run in their own network and process namespaces",
-        ));
-    }
+    refusal(
+        &spec.pod,
+        crate::policy::model::ProviderKind::Fargate,
+        why_not,
+    )?;
     if spec.size.milli_cpu == 0 || spec.size.memory_mib == 0 {
         return Err(invalid(
             "size",
@@ -387,13 +407,8 @@ fn checked_container(slot: &Slot<'_>) -> Result<String, TranslateError> {
         .clone()
         .filter(|i| !i.is_empty())
         .ok_or_else(|| invalid(slot.field("image"), "no image"))?;
+    // Privileged containers are refused before, by the kit's `refusal` (see `why_not`).
     if let Some(sc) = &c.security_context {
-        if sc.privileged == Some(true) {
-            return Err(unsupported(
-                slot.field("securityContext.privileged"),
-                "Fargate does not run privileged containers",
-            ));
-        }
         if sc
             .capabilities
             .as_ref()
@@ -644,31 +659,15 @@ fn elsewhere(field: impl Into<String>, reason: impl Into<String>) -> TranslateEr
 
 /// The container's ECS health check from its exec liveness / readiness probe, and whether it
 /// stands for a readiness probe (the container is ready only while HEALTHY). ECS runs one
-/// command per container and nothing else, so every other probe is refused for this target.
+/// command per container and nothing else: every other probe kind, startup probes and probes on
+/// init containers were refused for this target before, by the kit's `refusal` (see `why_not`).
 fn health_check(
     c: &Container,
     init: bool,
     field: &dyn Fn(&str) -> String,
 ) -> Result<(Option<HealthCheckDef>, bool), TranslateError> {
-    let probes = [
-        ("livenessProbe", &c.liveness_probe),
-        ("readinessProbe", &c.readiness_probe),
-        ("startupProbe", &c.startup_probe),
-    ];
     if init {
-        if let Some((name, _)) = probes.iter().find(|(_, p)| p.is_some()) {
-            return Err(elsewhere(
-                field(name),
-                "Fargate runs init containers to completion before the pod's containers and does not probe them",
-            ));
-        }
         return Ok((None, false));
-    }
-    if c.startup_probe.is_some() {
-        return Err(elsewhere(
-            field("startupProbe"),
-            "an ECS health check has a start period but no separate startup check, so Fargate cannot run a startup probe",
-        ));
     }
     let liveness = c
         .liveness_probe
@@ -698,26 +697,6 @@ fn health_check(
 /// An exec probe as an ECS health check, its timings clamped to ECS's ranges (Kubernetes'
 /// defaults where unset: period 10 s, timeout 1 s, 3 failures, no initial delay).
 fn exec_check(field: &str, p: &Probe) -> Result<HealthCheckDef, TranslateError> {
-    const NO_COMMAND: &str =
-        "an ECS health check only runs a command inside the container, so Fargate cannot run";
-    if p.http_get.is_some() {
-        return Err(elsewhere(
-            format!("{field}.httpGet"),
-            format!("{NO_COMMAND} an httpGet probe"),
-        ));
-    }
-    if p.tcp_socket.is_some() {
-        return Err(elsewhere(
-            format!("{field}.tcpSocket"),
-            format!("{NO_COMMAND} a tcpSocket probe"),
-        ));
-    }
-    if p.grpc.is_some() {
-        return Err(elsewhere(
-            format!("{field}.grpc"),
-            format!("{NO_COMMAND} a gRPC probe"),
-        ));
-    }
     let command = p
         .exec
         .as_ref()

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 
 use crate::policy::model::ProviderKind;
 use crate::policy::{Exclusion, ExclusionReason, Policy, Target};
+use crate::provider::kit::TranslateError;
 
 /// One pod feature that not every provider runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -104,6 +105,8 @@ pub struct Use {
     pub feature: Feature,
     /// Where (`in container app`; a volume's name), empty for pod-level fields.
     pub at: String,
+    /// The pod field (`spec.containers[app].readinessProbe.httpGet`).
+    pub field: String,
 }
 
 impl std::fmt::Display for Use {
@@ -221,126 +224,168 @@ pub fn exclusions(
 /// Every optional feature `pod` uses, in a stable order (pod-level fields, then containers in
 /// spec order, then volumes).
 pub fn pod_features(pod: &Pod) -> Vec<Use> {
-    let mut out = Vec::new();
-    let Some(spec) = &pod.spec else { return out };
-    let pod_level = |on: Option<bool>, feature| (on == Some(true)).then_some(feature);
-    for feature in [
-        pod_level(spec.host_network, Feature::HostNetwork),
-        pod_level(spec.host_pid, Feature::HostPid),
-        pod_level(spec.host_ipc, Feature::HostIpc),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        out.push(Use {
-            feature,
-            at: String::new(),
-        });
+    let mut out = Uses(Vec::new());
+    let Some(spec) = &pod.spec else {
+        return out.0;
+    };
+    for (on, feature, field) in [
+        (spec.host_network, Feature::HostNetwork, "spec.hostNetwork"),
+        (spec.host_pid, Feature::HostPid, "spec.hostPID"),
+        (spec.host_ipc, Feature::HostIpc, "spec.hostIPC"),
+    ] {
+        if on == Some(true) {
+            out.push(feature, String::new(), field.to_string());
+        }
     }
     for c in spec.init_containers.iter().flatten() {
-        let at = format!("in init container {}", c.name);
-        container_features(c, &at, &mut out);
+        let (at, base) = (
+            format!("in init container {}", c.name),
+            format!("spec.initContainers[{}]", c.name),
+        );
+        container_features(c, &at, &base, &mut out);
+        let probes = [
+            ("livenessProbe", &c.liveness_probe),
+            ("readinessProbe", &c.readiness_probe),
+            ("startupProbe", &c.startup_probe),
+        ];
         if c.restart_policy.as_deref() == Some("Always") {
-            out.push(Use {
-                feature: Feature::Sidecar,
-                at: at.clone(),
-            });
-        } else if [&c.liveness_probe, &c.readiness_probe, &c.startup_probe]
-            .iter()
-            .any(|p| p.is_some())
-        {
-            out.push(Use {
-                feature: Feature::InitContainerProbe,
-                at,
-            });
+            out.push(Feature::Sidecar, at, format!("{base}.restartPolicy"));
+        } else if let Some((which, _)) = probes.iter().find(|(_, p)| p.is_some()) {
+            out.push(Feature::InitContainerProbe, at, format!("{base}.{which}"));
         }
     }
     for c in &spec.containers {
-        let at = format!("in container {}", c.name);
-        container_features(c, &at, &mut out);
-        for p in [&c.liveness_probe, &c.readiness_probe]
-            .into_iter()
-            .flatten()
-        {
-            if let Some(feature) = probe_kind(p) {
-                out.push(Use {
-                    feature,
-                    at: at.clone(),
-                });
+        let (at, base) = (
+            format!("in container {}", c.name),
+            format!("spec.containers[{}]", c.name),
+        );
+        container_features(c, &at, &base, &mut out);
+        for (which, p) in [
+            ("livenessProbe", &c.liveness_probe),
+            ("readinessProbe", &c.readiness_probe),
+        ] {
+            if let Some((feature, kind)) = p.as_ref().and_then(probe_kind) {
+                out.push(feature, at.clone(), format!("{base}.{which}.{kind}"));
             }
         }
         if c.startup_probe.is_some() {
-            out.push(Use {
-                feature: Feature::StartupProbe,
-                at: at.clone(),
-            });
+            out.push(
+                Feature::StartupProbe,
+                at.clone(),
+                format!("{base}.startupProbe"),
+            );
         }
     }
     for v in spec.volumes.iter().flatten() {
-        let at = v.name.clone();
+        let base = format!("spec.volumes[{}]", v.name);
         if v.host_path.is_some() {
-            out.push(Use {
-                feature: Feature::HostPathVolume,
-                at: at.clone(),
-            });
+            out.push(
+                Feature::HostPathVolume,
+                v.name.clone(),
+                format!("{base}.hostPath"),
+            );
         }
         if v.persistent_volume_claim.is_some() {
-            out.push(Use {
-                feature: Feature::PersistentVolumeClaim,
-                at,
-            });
+            out.push(
+                Feature::PersistentVolumeClaim,
+                v.name.clone(),
+                format!("{base}.persistentVolumeClaim"),
+            );
         }
     }
-    out.dedup();
-    out
+    out.0
 }
 
-fn container_features(c: &Container, at: &str, out: &mut Vec<Use>) {
+/// The uses found so far; a feature used twice at the same place counts once.
+struct Uses(Vec<Use>);
+
+impl Uses {
+    fn push(&mut self, feature: Feature, at: String, field: String) {
+        if !self.0.iter().any(|u| u.feature == feature && u.at == at) {
+            self.0.push(Use { feature, at, field });
+        }
+    }
+}
+
+fn container_features(c: &Container, at: &str, base: &str, out: &mut Uses) {
     if c.security_context.as_ref().and_then(|s| s.privileged) == Some(true) {
-        out.push(Use {
-            feature: Feature::Privileged,
-            at: at.to_string(),
-        });
+        out.push(
+            Feature::Privileged,
+            at.to_string(),
+            format!("{base}.securityContext.privileged"),
+        );
     }
     if c.ports
         .iter()
         .flatten()
         .any(|p| p.host_port.is_some_and(|h| h != 0))
     {
-        out.push(Use {
-            feature: Feature::HostPort,
-            at: at.to_string(),
-        });
+        out.push(
+            Feature::HostPort,
+            at.to_string(),
+            format!("{base}.ports[].hostPort"),
+        );
     }
 }
 
-fn probe_kind(p: &Probe) -> Option<Feature> {
+fn probe_kind(p: &Probe) -> Option<(Feature, &'static str)> {
     if p.exec.is_some() {
-        Some(Feature::ExecProbe)
+        Some((Feature::ExecProbe, "exec"))
     } else if p.http_get.is_some() {
-        Some(Feature::HttpGetProbe)
+        Some((Feature::HttpGetProbe, "httpGet"))
     } else if p.tcp_socket.is_some() {
-        Some(Feature::TcpSocketProbe)
+        Some((Feature::TcpSocketProbe, "tcpSocket"))
     } else if p.grpc.is_some() {
-        Some(Feature::GrpcProbe)
+        Some((Feature::GrpcProbe, "grpc"))
     } else {
         None
     }
 }
 
-/// The refusal every translator applies first: a pod sharing a namespace of the virtual node's
-/// host (`hostNetwork`, `hostPID`, `hostIPC`) runs on no provider. Returns the field and `why`
-/// for the adapter's words.
-pub fn host_namespace_refusal(pod: &Pod) -> Option<&'static str> {
-    let spec = pod.spec.as_ref()?;
-    [
-        (spec.host_network, "spec.hostNetwork"),
-        (spec.host_pid, "spec.hostPID"),
-        (spec.host_ipc, "spec.hostIPC"),
+/// The refusal every translator applies first, from the same declarations admission and the
+/// engine use: the first feature `pod` uses that `kind` does not run. When no provider kind runs
+/// it (host namespaces, privileged, hostPath...), the pod fails (`Unsupported`); when another
+/// kind does (an httpGet probe on Fargate), this target refuses and the pod goes on
+/// (`Elsewhere`).
+///
+/// `why` words the refusal as the adapter knows it (`None`: a plain statement).
+pub fn refusal(
+    pod: &Pod,
+    kind: ProviderKind,
+    why: impl Fn(Feature) -> Option<String>,
+) -> Result<(), TranslateError> {
+    let caps = declared(kind);
+    let Some(u) = pod_features(pod)
+        .into_iter()
+        .find(|u| !caps.runs(u.feature))
+    else {
+        return Ok(());
+    };
+    let others: Vec<&str> = [
+        ProviderKind::Aci,
+        ProviderKind::Fargate,
+        ProviderKind::Cluster,
     ]
     .into_iter()
-    .find(|(on, _)| *on == Some(true))
-    .map(|(_, field)| field)
+    .filter(|k| *k != kind && declared(*k).runs(u.feature))
+    .map(ProviderKind::as_str)
+    .collect();
+    let why =
+        why(u.feature).unwrap_or_else(|| format!("{kind} cannot run a {}", u.feature.as_str()));
+    Err(if others.is_empty() {
+        TranslateError::Unsupported {
+            field: u.field,
+            reason: format!(
+                "{why}; no provider of burstgate runs a {}",
+                u.feature.as_str()
+            ),
+        }
+    } else {
+        TranslateError::Elsewhere {
+            field: u.field,
+            reason: format!("{why}; {} can", others.join(", ")),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -383,7 +428,37 @@ mod tests {
     fn a_plain_pod_uses_no_optional_feature() {
         let p = pod(serde_json::json!({"containers": [{"name": "app", "image": "i"}]}));
         assert!(pod_features(&p).is_empty());
-        assert_eq!(host_namespace_refusal(&p), None);
+        assert_eq!(refusal(&p, ProviderKind::Fargate, |_| None), Ok(()));
+    }
+
+    #[test]
+    fn a_feature_no_provider_runs_fails_the_pod_and_one_another_runs_refuses_this_target_only() {
+        let host = pod(
+            serde_json::json!({"hostPID": true, "containers": [{"name": "app", "image": "i"}]}),
+        );
+        assert_eq!(
+            refusal(&host, ProviderKind::Cluster, |_| None),
+            Err(TranslateError::Unsupported {
+                field: "spec.hostPID".into(),
+                reason: "cluster cannot run a hostPID; no provider of burstgate runs a hostPID"
+                    .into(),
+            })
+        );
+        let http = pod(
+            serde_json::json!({"containers": [{"name": "app", "image": "i",
+            "readinessProbe": {"httpGet": {"port": 80}}}]}),
+        );
+        assert_eq!(
+            refusal(&http, ProviderKind::Fargate, |f| Some(format!(
+                "no {}",
+                f.as_str()
+            ))),
+            Err(TranslateError::Elsewhere {
+                field: "spec.containers[app].readinessProbe.httpGet".into(),
+                reason: "no httpGet probe; aci, cluster can".into(),
+            })
+        );
+        assert_eq!(refusal(&http, ProviderKind::Aci, |_| None), Ok(()));
     }
 
     #[test]
