@@ -809,3 +809,104 @@ spec:
         "aci e2e: 3 pods Running on ACI with their groups' IPs as the Service's endpoints; scaled to zero, 0 groups left"
     );
 }
+
+#[tokio::test]
+async fn a_gpu_pod_written_for_aks_virtual_nodes_is_scheduled_and_runs_on_the_aci_gpu_target_with_its_sku()
+ {
+    let (client, ns, node, dir) = setup("gpu-e2e").await;
+    let _cleanup = NodeCleanup(node.clone());
+    let subscription = subscription_id();
+    aci_faults(&subscription, json!({"provisioningDelaySeconds": 1})).await;
+    // The cheaper target has no GPU: only the ACI GPU target can take the pod.
+    let policy = format!(
+        "apiVersion: burstgate.io/v1alpha1
+kind: BurstPolicy
+spec:
+  targets:
+    - name: sim-local
+      provider: sim
+      region: local
+      pricing: {{vcpuHour: 0.001, gibHour: 0.0001}}
+    - name: aci-gpu-eastus
+      provider: aci
+      region: eastus
+      pricing: {{vcpuHour: 0.0405, gibHour: 0.00445}}
+      quota: {{pods: 4}}
+      limits: {{gpus: [V100]}}
+      aci: {{subscriptionId: {subscription}, resourceGroup: burstgate-gpu}}
+  rules:
+    - name: everything
+      match: {{}}
+"
+    );
+    std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
+    let gw = Gateway::start_with_env(
+        &node,
+        &ns,
+        dir.path(),
+        "solo",
+        azure_env(peers().get("ACI_PRISM_URL")),
+    );
+    node_ready(&client, &node).await;
+
+    // The GPU pod of the AKS virtual-node GPU tutorial, not bound: the real scheduler must find
+    // nvidia.com/gpu on the virtual node.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let gpu: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "tf-mnist", "annotations": { "burstgate.io/gpu-sku": "V100" } },
+        "spec": {
+            "containers": [{ "name": "mnist", "image": "mcr.microsoft.com/azuredocs/samples-tf-mnist-demo:gpu",
+                             "resources": { "requests": { "cpu": "1", "memory": "4Gi" },
+                                            "limits": { "nvidia.com/gpu": "1" } } }],
+            "nodeSelector": { "type": "virtual-kubelet", "burstgate.io/test-node": node },
+            "tolerations": [{ "key": "virtual-kubelet.io/provider", "operator": "Exists" }],
+        },
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &gpu).await.unwrap();
+    let running = gw
+        .eventually(
+            "the GPU pod Running on ACI",
+            Duration::from_secs(120),
+            || async {
+                // A job without ports: its container group gets no IP address.
+                pods.get("tf-mnist").await.ok().filter(|p| {
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                })
+            },
+        )
+        .await;
+    assert_eq!(
+        running.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some(node.as_str()),
+        "bound to the virtual node by the scheduler"
+    );
+    assert_eq!(
+        running
+            .annotations()
+            .get("burstgate.io/target")
+            .map(String::as_str),
+        Some("aci-gpu-eastus")
+    );
+    let groups = aci_groups(&subscription).await;
+    assert_eq!(groups.len(), 1, "{groups:#?}");
+    let gpu_request = &groups[0]["spec"]["properties"]["containers"][0]["properties"]["resources"]
+        ["requests"]["gpu"];
+    assert_eq!(gpu_request["count"], json!(1), "{gpu_request}");
+    assert_eq!(gpu_request["sku"], json!("V100"), "{gpu_request}");
+    pods.delete("tf-mnist", &DeleteParams::default())
+        .await
+        .unwrap();
+    gw.eventually(
+        "the container group deleted",
+        Duration::from_secs(60),
+        || async {
+            aci_groups(&subscription)
+                .await
+                .iter()
+                .all(|g| g["provisioningState"] == "Deleting")
+                .then_some(())
+        },
+    )
+    .await;
+}
