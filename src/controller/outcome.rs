@@ -122,6 +122,9 @@ pub enum Outcome {
         target: String,
         /// Why, in words (it becomes the engine's exclusion reason).
         why: String,
+        /// The kind of rejection, for logs (`TargetRejection::metric_label`, or `unusable` /
+        /// `incomplete` when the gateway itself cannot use the target).
+        kind: &'static str,
         /// What to do with a workload that may be left there.
         withdraw: Withdraw,
     },
@@ -191,6 +194,7 @@ pub fn created(
         Err(ProviderError::Target(rejection)) => Outcome::Rejected {
             target: target.to_string(),
             why: rejection.to_string(),
+            kind: rejection.metric_label(),
             // An earlier attempt (or a gateway that died) may have started the workload.
             withdraw: if rejection.outcome_unknown() {
                 Withdraw::Background
@@ -223,6 +227,7 @@ pub fn observed(
         Some(ws) if let WorkloadPhase::Rejected(rejection) = &ws.phase => Outcome::Rejected {
             target: target.to_string(),
             why: rejection.to_string(),
+            kind: rejection.metric_label(),
             withdraw: Withdraw::Now,
         },
         Some(ws) => Outcome::Observed {
@@ -376,7 +381,12 @@ impl Outcome {
                 tracing::info!(pod = %name, %error, "create throttled; retrying");
             }
             Outcome::Unreachable { target, rejection } => {
-                tracing::warn!(pod = %name, %target, %rejection, "the target of a pod that already ran cannot be reached; keeping the pod there");
+                tracing::warn!(pod = %name, %target, %rejection, kind = rejection.metric_label(), "the target of a pod that already ran cannot be reached; keeping the pod there");
+            }
+            Outcome::Rejected {
+                target, why, kind, ..
+            } => {
+                tracing::info!(pod = %name, %target, kind, %why, "the target rejected the pod; deciding again without it");
             }
             _ => {}
         }
@@ -591,7 +601,7 @@ mod tests {
     fn a_target_rejection_releases_the_room_clears_the_placement_and_decides_again() {
         let outcome = created("aci", Err(ProviderError::Target(quota())), false);
         assert!(
-            matches!(&outcome, Outcome::Rejected { withdraw: Withdraw::No, target, .. } if target == "aci"),
+            matches!(&outcome, Outcome::Rejected { withdraw: Withdraw::No, target, kind: "quota", .. } if target == "aci"),
             "{outcome:?}"
         );
         assert_eq!(outcome.room(), Room::Released);

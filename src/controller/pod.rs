@@ -535,6 +535,7 @@ impl PodController {
             return Ok(Outcome::Rejected {
                 target: "?".into(),
                 why: "placement annotations are incomplete".into(),
+                kind: "incomplete",
                 withdraw: Withdraw::No,
             });
         };
@@ -555,6 +556,7 @@ impl PodController {
                 Some(why) => Outcome::Rejected {
                     target: spec.target,
                     why,
+                    kind: "unusable",
                     withdraw: Withdraw::No,
                 },
                 // The adapter is being built for a policy that just arrived.
