@@ -734,15 +734,7 @@ spec:
       match: {{}}
 "
     );
-    std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
-    let gw = Gateway::start_with_env(
-        &node,
-        &ns,
-        dir.path(),
-        "solo",
-        azure_env(peers().get("ACI_PRISM_URL")),
-    );
-    node_ready(&client, &node).await;
+    let gw = start_on_aci(&client, &node, &ns, &dir, &policy).await;
 
     let deployments = hello_with_a_service(&client, &ns, &node).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -839,15 +831,7 @@ spec:
       match: {{}}
 "
     );
-    std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
-    let gw = Gateway::start_with_env(
-        &node,
-        &ns,
-        dir.path(),
-        "solo",
-        azure_env(peers().get("ACI_PRISM_URL")),
-    );
-    node_ready(&client, &node).await;
+    let gw = start_on_aci(&client, &node, &ns, &dir, &policy).await;
 
     // The GPU pod of the AKS virtual-node GPU tutorial, not bound: the real scheduler must find
     // nvidia.com/gpu on the virtual node.
@@ -909,4 +893,25 @@ spec:
         },
     )
     .await;
+}
+
+/// `burstgate run` with `policy` (whose ACI targets use the emulator through Prism, with the
+/// standard Azure credential chain), once its node is Ready.
+async fn start_on_aci(
+    client: &kube::Client,
+    node: &str,
+    ns: &str,
+    dir: &tempfile::TempDir,
+    policy: &str,
+) -> Gateway {
+    std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
+    let gw = Gateway::start_with_env(
+        node,
+        ns,
+        dir.path(),
+        "solo",
+        azure_env(peers().get("ACI_PRISM_URL")),
+    );
+    node_ready(client, node).await;
+    gw
 }

@@ -361,6 +361,7 @@ pub fn refusal(
     else {
         return Ok(());
     };
+    // The simulator is not a place a real pod runs: it is never named as the alternative.
     let others: Vec<&str> = [
         ProviderKind::Aci,
         ProviderKind::Fargate,
