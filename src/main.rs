@@ -149,12 +149,30 @@ fn policy_explain(dir: &Path, pod: &Path, output: Format) -> anyhow::Result<Exit
     let (pod, view) = read_pod(pod)?;
     let exclusions = policy::testing::feature_exclusions(&policy, &pod);
     let decision = Ledger::new(&policy).place(&policy, &view, &exclusions);
+    // What the pod would run without where it runs at all (a provider that ignores a feature).
+    let ignored = burstgate::provider::kit::ignored(&policy, &pod, |t| {
+        Some(burstgate::provider::kit::declared(t.provider))
+    });
     match output {
-        Format::Text => print!("{}", explain::table(&policy, &decision)),
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&explain::to_json(&policy, &decision))?
-        ),
+        Format::Text => {
+            print!("{}", explain::table(&policy, &decision));
+            for (target, uses) in &ignored {
+                println!(
+                    "note: on {target} the pod runs without: {}",
+                    uses.join(", ")
+                );
+            }
+        }
+        Format::Json => {
+            let mut json = explain::to_json(&policy, &decision);
+            json["runsWithout"] = serde_json::json!(
+                ignored
+                    .iter()
+                    .map(|(t, uses)| (t.clone(), serde_json::json!(uses)))
+                    .collect::<serde_json::Map<_, _>>()
+            );
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

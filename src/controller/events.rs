@@ -9,6 +9,9 @@ use kube::runtime::events::EventType;
 pub enum EventReason {
     /// A pod was placed on a target (the note is the decision's one-line explanation). Normal.
     Placed,
+    /// A pod was placed on a target that runs it without a feature it uses (the automatic
+    /// service-account token on Fargate); the note names what is left out.
+    PlacedWithout,
     /// No target can take a pod now (it waits) or ever (it fails).
     NoTarget,
     /// A pod uses a feature no provider of this gateway supports.
@@ -53,6 +56,7 @@ impl EventReason {
     pub fn as_str(&self) -> &str {
         match self {
             EventReason::Placed => "Placed",
+            EventReason::PlacedWithout => "PlacedWithout",
             EventReason::NoTarget => "NoTarget",
             EventReason::Unsupported => "Unsupported",
             EventReason::InvalidPod => "InvalidPod",

@@ -4,8 +4,10 @@
 
 pub mod admission;
 pub mod context;
+pub mod downward;
 pub mod events;
 pub mod gc;
+pub mod identity;
 pub mod leader;
 pub mod node;
 pub mod outcome;

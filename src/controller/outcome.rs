@@ -72,6 +72,8 @@ pub enum Outcome {
         annotations: BTreeMap<String, String>,
         /// The decision's one-line explanation.
         summary: String,
+        /// The pod's features the target's provider runs it without (empty: none).
+        without: Vec<String>,
     },
     /// No target can take the pod now: it waits, and is decided again later.
     Waiting {
@@ -149,19 +151,25 @@ pub enum Outcome {
 
 /// What the engine's `decision` means for the pod with `pod_uid`, whose status message is now
 /// `current_message`.
+/// `without(target)`: the pod's features that target's provider runs it without.
 pub fn decided(
     policy: &Policy,
     decision: &Decision,
     pod_uid: &str,
     current_message: Option<&str>,
+    without: impl Fn(&str) -> Vec<String>,
 ) -> Outcome {
     let summary = explain::summary(policy, decision);
     match &decision.outcome {
-        Decided::Placed(p) => Outcome::Placed {
-            target: policy.target(p.target).name.clone(),
-            annotations: placement::annotations(policy, p, pod_uid),
-            summary,
-        },
+        Decided::Placed(p) => {
+            let target = policy.target(p.target).name.clone();
+            Outcome::Placed {
+                without: without(&target),
+                annotations: placement::annotations(policy, p, pod_uid),
+                target,
+                summary,
+            }
+        }
         Decided::NoTarget(OnNoTarget::Pending) => Outcome::Waiting {
             announce: current_message != Some(summary.as_str()),
             summary,
@@ -291,7 +299,21 @@ impl Outcome {
             Outcome::InvalidAnnotation { summary } => {
                 (EventReason::InvalidAnnotation, summary.clone())
             }
-            Outcome::Placed { summary, .. } => (EventReason::Placed, summary.clone()),
+            Outcome::Placed {
+                summary, without, ..
+            } if without.is_empty() => (EventReason::Placed, summary.clone()),
+            Outcome::Placed {
+                summary,
+                without,
+                target,
+                ..
+            } => (
+                EventReason::PlacedWithout,
+                format!(
+                    "{summary}; {target} runs it without: {} (docs/providers.md, pod features)",
+                    without.join(", ")
+                ),
+            ),
             Outcome::Waiting {
                 summary,
                 announce: true,
@@ -439,7 +461,7 @@ mod tests {
     fn decide(policy: &Policy, current_message: Option<&str>) -> Outcome {
         let view = PodView::from_pod(&pod()).unwrap();
         let decision = Ledger::default().place(policy, &view, &[]);
-        decided(policy, &decision, "u1", current_message)
+        decided(policy, &decision, "u1", current_message, |_| Vec::new())
     }
 
     fn workload(phase: WorkloadPhase) -> WorkloadStatus {
@@ -500,6 +522,27 @@ mod tests {
         assert_eq!(outcome.status(&pod(), "h", &now()), None);
         assert_eq!(outcome.room(), Room::Kept);
         assert_eq!(outcome.requeue_after(), None);
+    }
+
+    #[test]
+    fn a_pod_placed_where_a_feature_is_left_out_gets_a_warning_naming_it() {
+        let policy = policy("pending", 10);
+        let view = PodView::from_pod(&pod()).unwrap();
+        let decision = Ledger::default().place(&policy, &view, &[]);
+        let outcome = decided(&policy, &decision, "u1", None, |target| {
+            vec![format!(
+                "automatic service-account token kube-api-access-x on {target}"
+            )]
+        });
+        let event = outcome.event().unwrap();
+        assert_eq!(event.reason, EventReason::PlacedWithout);
+        assert!(
+            event
+                .note
+                .ends_with("sim-a runs it without: automatic service-account token kube-api-access-x on sim-a (docs/providers.md, pod features)"),
+            "{}",
+            event.note
+        );
     }
 
     #[test]

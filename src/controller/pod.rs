@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::controller::context::Gateway;
+use crate::controller::downward::Host;
 use crate::controller::events::Event;
 use crate::controller::outcome::{self, Outcome, Room, Withdraw};
 use crate::controller::placement::Workload;
@@ -479,7 +480,17 @@ impl PodController {
             .metrics
             .decided(chosen, decision.kind(), started.elapsed().as_secs_f64());
         let message = pod.status.as_ref().and_then(|s| s.message.as_deref());
-        outcome::decided(&policy, &decision, &view.uid, message)
+        let uses = crate::provider::kit::pod_features(pod);
+        let without = |target: &str| match self.gw.provider_for_target(target) {
+            Some(p) => p
+                .capabilities()
+                .ignored(&uses)
+                .iter()
+                .map(|u| u.to_string())
+                .collect(),
+            None => Vec::new(),
+        };
+        outcome::decided(&policy, &decision, &view.uid, message, without)
     }
 
     /// What the engine must leave out for `pod`: unhealthy targets, targets that cannot run it,
@@ -539,8 +550,11 @@ impl PodController {
                 withdraw: Withdraw::No,
             });
         };
-        spec.resolved = match resolve::resolve(&self.gw.client, pod, &self.gw.config.node_ip).await
-        {
+        let host = Host {
+            ip: &self.gw.config.node_ip,
+            size: spec.size,
+        };
+        spec.resolved = match resolve::resolve(&self.gw.client, pod, host).await {
             Ok(r) => r,
             Err(resolve::Error::Api(e)) => return Err(e.into()),
             // As a kubelet does: the pod waits until its references exist, and says why.

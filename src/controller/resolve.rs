@@ -1,5 +1,6 @@
-//! Reads what a pod references from Secrets and ConfigMaps (env, envFrom, secret / configMap /
-//! projected volumes, imagePullSecrets) so adapters get values, not references.
+//! Reads what a pod references from Secrets, ConfigMaps, its service account and the downward
+//! API (env, envFrom, secret / configMap / downwardAPI / projected volumes, imagePullSecrets) so
+//! adapters get values, not references.
 //!
 //! Secret-derived values stay wrapped ([`secrecy`]) all the way to the one request field meant
 //! for them. A reference that does not resolve (missing object or key, not optional) makes the
@@ -9,11 +10,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret,
+};
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 use secrecy::{SecretBox, SecretString};
 
+use super::downward::{self, Host};
+use super::identity;
 use crate::provider::contract::{EnvValue, EnvVar, RegistryCredential, Resolved, VolumeFile};
 
 /// Why a pod's references could not be resolved.
@@ -28,12 +33,29 @@ pub enum Error {
     /// The API server failed. Retryable.
     #[error("reading references: {0}")]
     Api(#[from] kube::Error),
+    /// No service-account token could be had (account missing, token request refused).
+    /// Retryable: the account may be created, the gateway's RBAC fixed.
+    #[error("volume {volume}: {source}")]
+    Token {
+        /// The projected volume.
+        volume: String,
+        /// Why.
+        source: identity::Error,
+    },
+    /// A downward-API reference has no value. Not retryable: the pod spec is immutable.
+    #[error("{what}: {source}")]
+    Downward {
+        /// Where the reference is.
+        what: String,
+        /// Why.
+        source: downward::Error,
+    },
 }
 
 impl Error {
     /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Error::Invalid(_))
+        !matches!(self, Error::Invalid(_) | Error::Downward { .. })
     }
 }
 
@@ -98,11 +120,11 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Resolves every reference of `pod` with the gateway's client; `host_ip` answers
-/// `status.hostIP` field references.
+/// Resolves every reference of `pod` with the gateway's client; `host` answers `status.hostIP`
+/// and unset resource limits.
 // Long on purpose: one pass over every kind of reference a pod has, in the order Kubernetes
 // resolves them, each a few lines delegating to the reader.
-pub async fn resolve(client: &Client, pod: &Pod, host_ip: &str) -> Result<Arc<Resolved>, Error> {
+pub async fn resolve(client: &Client, pod: &Pod, host: Host<'_>) -> Result<Arc<Resolved>, Error> {
     let ns = pod.namespace().unwrap_or_default();
     let mut r = Reader {
         secrets: Api::namespaced(client.clone(), &ns),
@@ -120,10 +142,8 @@ pub async fn resolve(client: &Client, pod: &Pod, host_ip: &str) -> Result<Arc<Re
         .flatten()
         .chain(&spec.containers)
     {
-        out.env.insert(
-            c.name.clone(),
-            container_env(&mut r, pod, c, host_ip).await?,
-        );
+        out.env
+            .insert(c.name.clone(), container_env(&mut r, pod, c, host).await?);
     }
     for v in spec.volumes.iter().flatten() {
         let mut files = Vec::new();
@@ -168,7 +188,31 @@ pub async fn resolve(client: &Client, pod: &Pod, host_ip: &str) -> Result<Arc<Re
                         &what,
                     )?;
                 }
+                if let Some(d) = &source.downward_api {
+                    let items = d.items.as_deref().unwrap_or_default();
+                    files.extend(downward_files(pod, &v.name, items, host)?);
+                }
+                if let Some(t) = &source.service_account_token {
+                    let token =
+                        identity::token(client, pod, t)
+                            .await
+                            .map_err(|source| Error::Token {
+                                volume: v.name.clone(),
+                                source,
+                            })?;
+                    out.renew_tokens_at = Some(match out.renew_tokens_at {
+                        Some(at) => at.min(token.renew_at),
+                        None => token.renew_at,
+                    });
+                    files.push(VolumeFile {
+                        path: t.path.clone(),
+                        content: token.value,
+                    });
+                }
             }
+        } else if let Some(d) = &v.downward_api {
+            let items = d.items.as_deref().unwrap_or_default();
+            files.extend(downward_files(pod, &v.name, items, host)?);
         } else {
             continue;
         }
@@ -183,6 +227,34 @@ pub async fn resolve(client: &Client, pod: &Pod, host_ip: &str) -> Result<Arc<Re
             .extend(registry_credentials(name, data)?);
     }
     Ok(Arc::new(out))
+}
+
+/// The files of a downwardAPI volume or projected source.
+fn downward_files(
+    pod: &Pod,
+    volume: &str,
+    items: &[DownwardAPIVolumeFile],
+    host: Host<'_>,
+) -> Result<Vec<VolumeFile>, Error> {
+    items
+        .iter()
+        .map(|item| {
+            let value = match (&item.field_ref, &item.resource_field_ref) {
+                (Some(f), _) => downward::field(pod, &f.field_path, host.ip),
+                (None, Some(rf)) => {
+                    downward::resource(pod, None, rf, host).map_err(|source| Error::Downward {
+                        what: format!("volume {volume} item {}", item.path),
+                        source,
+                    })?
+                }
+                (None, None) => String::new(),
+            };
+            Ok(VolumeFile {
+                path: item.path.clone(),
+                content: SecretBox::new(Box::new(value.into_bytes())),
+            })
+        })
+        .collect()
 }
 
 fn add_files(
@@ -231,11 +303,11 @@ async fn container_env(
     r: &mut Reader,
     pod: &Pod,
     c: &Container,
-    host_ip: &str,
+    host: Host<'_>,
 ) -> Result<Vec<EnvVar>, Error> {
     let mut env: Vec<EnvVar> = Vec::new();
     env_from(r, c, &mut env).await?;
-    env_entries(r, pod, c, host_ip, &mut env).await?;
+    env_entries(r, pod, c, host, &mut env).await?;
     Ok(env)
 }
 
@@ -289,7 +361,7 @@ async fn env_entries(
     r: &mut Reader,
     pod: &Pod,
     c: &Container,
-    host_ip: &str,
+    host: Host<'_>,
     env: &mut Vec<EnvVar>,
 ) -> Result<(), Error> {
     for e in c.env.iter().flatten() {
@@ -337,61 +409,18 @@ async fn env_entries(
             set(
                 env,
                 e.name.clone(),
-                EnvValue::Plain(field(pod, &f.field_path, host_ip)),
+                EnvValue::Plain(downward::field(pod, &f.field_path, host.ip)),
             );
         } else if let Some(rf) = &from.resource_field_ref {
-            let resources = c.resources.as_ref();
-            let (kind, name) = rf.resource.split_once('.').unwrap_or(("", &rf.resource));
-            let list = match kind {
-                "limits" => resources.and_then(|r| r.limits.as_ref()),
-                _ => resources.and_then(|r| r.requests.as_ref()),
-            };
-            set(
-                env,
-                e.name.clone(),
-                EnvValue::Plain(
-                    list.and_then(|l| l.get(name))
-                        .map(|q| q.0.clone())
-                        .unwrap_or_default(),
-                ),
-            );
+            let value =
+                downward::resource(pod, Some(c), rf, host).map_err(|source| Error::Downward {
+                    what: format!("container {}: env {}", c.name, e.name),
+                    source,
+                })?;
+            set(env, e.name.clone(), EnvValue::Plain(value));
         }
     }
     Ok(())
-}
-
-/// A downward-API field; `status.podIP` is unknown before the workload exists (empty), the
-/// adapters that can fill it at run time (on-cluster) do.
-fn field(pod: &Pod, path: &str, host_ip: &str) -> String {
-    let m = &pod.metadata;
-    let bracketed = |prefix: &str| path.strip_prefix(prefix).and_then(|k| k.strip_suffix("']"));
-    if let Some(k) = bracketed("metadata.labels['") {
-        return m
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(k))
-            .cloned()
-            .unwrap_or_default();
-    }
-    if let Some(k) = bracketed("metadata.annotations['") {
-        return m
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(k))
-            .cloned()
-            .unwrap_or_default();
-    }
-    let spec = pod.spec.as_ref();
-    match path {
-        "metadata.name" => m.name.clone(),
-        "metadata.namespace" => m.namespace.clone(),
-        "metadata.uid" => m.uid.clone(),
-        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
-        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()),
-        "status.hostIP" => Some(host_ip.to_string()),
-        _ => None,
-    }
-    .unwrap_or_default()
 }
 
 /// The credentials of a `kubernetes.io/dockerconfigjson` (or legacy `dockercfg`) Secret.
@@ -496,20 +525,6 @@ mod tests {
             "imagePullSecret pull: has neither .dockerconfigjson nor .dockercfg"
         );
         assert!(!err.is_retryable());
-    }
-
-    #[test]
-    fn downward_api_fields_come_from_the_pod_and_the_node() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "cart"}},
-            "spec": {"nodeName": "vk", "containers": []}
-        }))
-        .unwrap();
-        assert_eq!(field(&pod, "metadata.name", "10.0.0.1"), "web");
-        assert_eq!(field(&pod, "metadata.labels['app']", "10.0.0.1"), "cart");
-        assert_eq!(field(&pod, "spec.nodeName", "10.0.0.1"), "vk");
-        assert_eq!(field(&pod, "status.hostIP", "10.0.0.1"), "10.0.0.1");
-        assert_eq!(field(&pod, "status.podIP", "10.0.0.1"), "");
     }
 
     #[test]

@@ -105,6 +105,9 @@ pub struct Resolved {
     pub volumes: BTreeMap<String, Vec<VolumeFile>>,
     /// From `imagePullSecrets` (`kubernetes.io/dockerconfigjson`).
     pub registry_credentials: Vec<RegistryCredential>,
+    /// When the earliest service-account token in `volumes` should be renewed (none: the pod
+    /// mounts no token).
+    pub renew_tokens_at: Option<std::time::SystemTime>,
 }
 
 /// A container's state as the provider reports it.

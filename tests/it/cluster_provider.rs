@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ResourceQuota, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::common::{eventually, kube_admin, unique_name};
+use crate::common::{create_namespace, eventually, kube_admin, unique_name};
 
 // The shadow objects' ownership keys, as GC reads them back.
 const CLUSTER_ID: &str = OwnerKeys::KUBERNETES.cluster_id;
@@ -50,12 +50,7 @@ async fn shadow(prefix: &str) -> Shadow {
 async fn shadow_with_grace(prefix: &str, grace: Duration) -> Shadow {
     let admin = kube_admin().await;
     let ns = unique_name(prefix);
-    let namespace: Namespace =
-        serde_json::from_value(json!({ "metadata": { "name": ns } })).unwrap();
-    Api::<Namespace>::all(admin.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
+    create_namespace(&admin, &ns).await;
     let settings = Settings {
         target: "onprem".into(),
         namespace: ns.clone(),

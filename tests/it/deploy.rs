@@ -518,6 +518,7 @@ const NEEDED: &[Ask] = &[
     Ask("create", "subjectaccessreviews.authorization.k8s.io", ""),
     Ask("get", "secrets", "default"),
     Ask("get", "configmaps", "default"),
+    Ask("create", "serviceaccounts --subresource=token", "default"),
     Ask("get", "leases.coordination.k8s.io", "burstgate"),
     Ask("create", "leases.coordination.k8s.io", "burstgate"),
     Ask("update", "leases.coordination.k8s.io", "burstgate"),
@@ -537,6 +538,9 @@ const NEEDED: &[Ask] = &[
     // and any node name can be patched (`--node-name` is configurable; no resourceNames).
     Ask("get", "secrets", "kube-system"),
     Ask("patch", "nodes/some-other-node", ""),
+    // Tokens are minted for the service account of a pod on the virtual node, bound to that pod
+    // (src/controller/identity.rs); RBAC cannot narrow `serviceaccounts/token` to those.
+    Ask("create", "serviceaccounts --subresource=token", "burstgate"),
 ];
 
 /// What the gateway must not do, each answered no.
@@ -573,7 +577,6 @@ const REFUSED: &[Ask] = &[
     Ask("bind", "clusterroles", ""),
     Ask("impersonate", "users", ""),
     Ask("impersonate", "serviceaccounts", "burstgate"),
-    Ask("create", "serviceaccounts --subresource=token", "burstgate"),
     Ask("create", "deployments.apps", "burstgate"),
     Ask("patch", "deployments.apps", "burstgate"),
     Ask("update", "configmaps", "burstgate"),

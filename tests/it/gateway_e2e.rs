@@ -9,16 +9,18 @@ use std::time::{Duration, Instant};
 use burstgate::controller::events::EventReason;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::common::gateway::{
-    Gateway, NodeCleanup, aci_faults, aci_groups, aks_deployment, azure_env, endpoints_become,
-    moto_env, node_ready, subscription_id,
+    Gateway, NodeCleanup, aci_faults, aci_groups, aks_deployment, endpoints_become, moto_env,
+    node_ready, start_on_aci, subscription_id,
 };
-use crate::common::{eventually, grant_leader_election, kube_admin, peers, run_tool, unique_name};
+use crate::common::{
+    create_namespace, eventually, grant_leader_election, kube_admin, peers, run_tool, unique_name,
+};
 
 const POLICY: &str = "apiVersion: burstgate.io/v1alpha1
 kind: BurstPolicy
@@ -42,13 +44,7 @@ spec:
 async fn setup(prefix: &str) -> (kube::Client, String, String, tempfile::TempDir) {
     let client = kube_admin().await;
     let ns = unique_name(prefix);
-    let api: Api<Namespace> = Api::all(client.clone());
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-    )
-    .await
-    .unwrap();
+    create_namespace(&client, &ns).await;
     // The test namespace is the gateways' --namespace: bind deploy/'s leader-election role there.
     grant_leader_election(&client, &ns).await;
     let dir = tempfile::tempdir().unwrap();
@@ -893,25 +889,4 @@ spec:
         },
     )
     .await;
-}
-
-/// `burstgate run` with `policy` (whose ACI targets use the emulator through Prism, with the
-/// standard Azure credential chain), once its node is Ready.
-async fn start_on_aci(
-    client: &kube::Client,
-    node: &str,
-    ns: &str,
-    dir: &tempfile::TempDir,
-    policy: &str,
-) -> Gateway {
-    std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
-    let gw = Gateway::start_with_env(
-        node,
-        ns,
-        dir.path(),
-        "solo",
-        azure_env(peers().get("ACI_PRISM_URL")),
-    );
-    node_ready(client, node).await;
-    gw
 }

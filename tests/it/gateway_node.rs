@@ -34,7 +34,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{eventually, grant_leader_election, kube_admin, kube_gateway, unique_name};
+use crate::common::{
+    create_namespace, eventually, grant_leader_election, kube_admin, kube_gateway, unique_name,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TAINT_KEY: &str = "virtual-kubelet.io/provider";
@@ -427,14 +429,7 @@ async fn a_deployment_written_for_aks_virtual_nodes_is_bound_to_the_gateway_node
     let client = kube_admin().await;
     let name = unique_name("vn-sched");
     let ns = unique_name("vn-sched");
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .expect("create the namespace");
+    create_namespace(&client, &ns).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     // A GPU target too: the node must offer nvidia.com/gpu, or a GPU pod never schedules.
@@ -543,7 +538,9 @@ async fn a_deployment_written_for_aks_virtual_nodes_is_bound_to_the_gateway_node
             left.is_empty().then_some(())
         })
         .await;
-        let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+        let _ = Api::<Namespace>::all(client.clone())
+            .delete(&ns, &DeleteParams::default())
+            .await;
         delete_node(&client, &name).await;
         stopped.expect("clean stop");
     })
@@ -886,14 +883,7 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
 async fn two_replicas_elect_one_leader_and_a_standby_takes_over_when_it_goes() {
     let client = kube_admin().await;
     let ns = unique_name("leader");
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .expect("create the namespace");
+    create_namespace(&client, &ns).await;
     grant_leader_election(&client, &ns).await;
     let elector_client = kube_gateway().await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
@@ -1018,7 +1008,9 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over_when_it_goes() {
         );
     };
     with_cleanup(body, async {
-        let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+        let _ = Api::<Namespace>::all(client.clone())
+            .delete(&ns, &DeleteParams::default())
+            .await;
     })
     .await;
 }
@@ -1027,14 +1019,7 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over_when_it_goes() {
 async fn a_leader_shutting_down_clears_the_holder_of_its_lease() {
     let client = kube_admin().await;
     let ns = unique_name("leader-release");
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .expect("create the namespace");
+    create_namespace(&client, &ns).await;
     grant_leader_election(&client, &ns).await;
     let elector_client = kube_gateway().await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
@@ -1058,7 +1043,9 @@ async fn a_leader_shutting_down_clears_the_holder_of_its_lease() {
         assert_eq!(work.active.load(Ordering::SeqCst), 0);
     };
     with_cleanup(body, async {
-        let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+        let _ = Api::<Namespace>::all(client.clone())
+            .delete(&ns, &DeleteParams::default())
+            .await;
     })
     .await;
 }

@@ -13,5 +13,6 @@ mod faults;
 mod gateway_e2e;
 mod gateway_node;
 mod gateway_pods;
+mod identity;
 mod kubelet;
 mod peers;

@@ -384,8 +384,8 @@ start_peer kube-apiserver "$KUBE_BIN/kube-apiserver" \
   --kubelet-certificate-authority="$PEERS_DIR/ca.crt" --kubelet-preferred-address-types=InternalIP,Hostname \
   --service-account-key-file="$PEERS_DIR/sa.pub" --service-account-signing-key-file="$PEERS_DIR/sa.key" \
   --service-account-issuer=https://kubernetes.default.svc --service-cluster-ip-range=10.96.0.0/16 \
-  --endpoint-reconciler-type=none --disable-admission-plugins=ServiceAccount,StorageObjectInUseProtection \
-  --profiling=false
+  --endpoint-reconciler-type=none --disable-admission-plugins=StorageObjectInUseProtection \
+  --feature-gates=BoundServiceAccountTokenVolume=true --profiling=false
 wait_for kube-apiserver 90 http_body_is ok --cacert ca.crt -H "Authorization: Bearer $ADMIN_TOKEN" "$APISERVER_URL/readyz"
 # A JSON body with maps must decode: a kube built with the vendored reflect2 1.0.1 panics on it.
 admin_curl() { curl -s --max-time 10 --cacert ca.crt -H "Authorization: Bearer $ADMIN_TOKEN" "$@"; }
@@ -401,7 +401,7 @@ start_peer kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
   --kubeconfig="$PEERS_DIR/controller-manager.kubeconfig" --leader-elect=false --bind-address=127.0.0.1 \
   --secure-port="$CONTROLLER_MANAGER_PORT" --port=0 --profiling=false \
   --service-account-private-key-file="$PEERS_DIR/sa.key" --root-ca-file="$PEERS_DIR/ca.crt" \
-  --use-service-account-credentials=false --controllers='*,-serviceaccount-token'
+  --use-service-account-credentials=false --feature-gates=BoundServiceAccountTokenVolume=true
 
 # --- moto: tasks stay RUNNING until StopTask; the default VPC's subnet and security group for awsvpc.
 wait_for moto 60 http_answers -f "http://127.0.0.1:$MOTO_PORT/moto-api/data.json"
@@ -430,6 +430,14 @@ wait_for kube-controller-manager 60 http_body_is ok -k "https://127.0.0.1:$CONTR
 wait_for kube-controller-manager 60 admin_curl -f -o /dev/null "$APISERVER_URL/api/v1/namespaces/default/serviceaccounts/default"
 "$KUBECTL" --kubeconfig admin.kubeconfig get --raw /readyz > /dev/null 2>&1 \
   || die "kubectl $KUBECTL cannot reach the apiserver"
+# Pods are shaped as on a 1.22+ cluster: ServiceAccount admission adds the projected
+# kube-api-access-* volume (bound token, kube-root-ca.crt, namespace). A server-side dry run shows it.
+sa_volume_injected() {
+  admin_curl -f -X POST -H 'Content-Type: application/json' "$APISERVER_URL/api/v1/namespaces/default/pods?dryRun=All" \
+    -d '{"apiVersion":"v1","kind":"Pod","metadata":{"name":"burstgate-peers-sa-selftest"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}' \
+    | grep -q '"serviceAccountToken"'
+}
+wait_for kube-apiserver 30 sa_volume_injected
 # The gateway identity gets exactly deploy/'s RBAC (deploy/rbac, each binding also naming the
 # user): allowed to list pods, still refused Secrets' list.
 "$KUBECTL" --kubeconfig admin.kubeconfig apply -k "$REPO_ROOT/tests/peers/kustomize/gateway-rbac" \

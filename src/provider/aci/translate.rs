@@ -95,7 +95,10 @@ fn why_not(feature: Feature) -> Option<String> {
             }
             Feature::InitContainerProbe => "ACI does not probe init containers",
             Feature::Sidecar => "ACI runs init containers to completion, it has no sidecars",
-            Feature::ExecProbe | Feature::HttpGetProbe => return None,
+            Feature::ExecProbe
+            | Feature::HttpGetProbe
+            | Feature::AutomaticToken
+            | Feature::ServiceAccountToken => return None,
         }
         .into(),
     )

@@ -12,11 +12,11 @@
 //!   `subdomain`, ephemeral containers: they name objects of the virtual pod's cluster;
 //! - the service account: the shadow pod never runs as the virtual pod's identity. It gets the
 //!   shadow namespace's default account with `automountServiceAccountToken: false`, and the
-//!   automatically mounted token volume (mounted at `/var/run/secrets/kubernetes.io/serviceaccount`)
-//!   is dropped. A token for the shadow namespace would be another identity, possibly in another
-//!   cluster, with permissions the pod's owner never asked for; a pod that needs the API of its
-//!   own cluster must not burst to a cluster target (other `serviceAccountToken` projections are
-//!   refused as `Unsupported`).
+//!   automatic token volume admission added (`kube-api-access-*`) is dropped (declared as
+//!   ignored: the placement Event says so). A token for the shadow namespace would be another
+//!   identity, possibly in another cluster, with permissions the pod's owner never asked for; a
+//!   pod that declares a `serviceAccountToken` projection of its own is refused by the kit, and
+//!   goes to a target that mounts it (ACI).
 //!
 //! Env and files come from [`Resolved`], never from the API server: literal and ConfigMap env
 //! values stay plain env; Secret env values and every file of a secret, configMap or projected
@@ -45,6 +45,7 @@ use secrecy::ExposeSecret;
 
 use crate::policy::model::ProviderKind;
 use crate::provider::contract::{EnvValue, EnvVar, Resolved, VolumeFile, WorkloadSpec};
+use crate::provider::kit::features::is_automatic_token;
 use crate::provider::kit::ownership::{
     MANAGED_BY, MANAGED_BY_VALUE, OwnerKeys, Values, WORKLOAD, label_value,
 };
@@ -283,6 +284,9 @@ fn why_not(feature: Feature, spec: &WorkloadSpec) -> Option<String> {
         Feature::Privileged => "privileged containers do not run on cluster targets".into(),
         Feature::HostPathVolume => unsupported_volume_reason("hostPath", spec),
         Feature::PersistentVolumeClaim => unsupported_volume_reason("persistentVolumeClaim", spec),
+        Feature::ServiceAccountToken => {
+            "a shadow pod never runs as the virtual pod's service account".into()
+        }
         _ => return None,
     })
 }
@@ -293,15 +297,23 @@ fn translate_volumes(
     virtual_spec: &PodSpec,
     secret_data: &mut BTreeMap<String, ByteString>,
 ) -> Result<(Vec<Volume>, BTreeSet<String>), TranslateError> {
-    let all_containers = virtual_spec
+    // The automatic token is declared as ignored (kit::declared): the placement Event says it
+    // is left out. So is a legacy token Secret mounted where Kubernetes mounts the token.
+    let at_token_path: BTreeSet<&str> = virtual_spec
         .init_containers
         .iter()
         .flatten()
-        .chain(&virtual_spec.containers);
-    let token_volumes: BTreeSet<String> = all_containers
+        .chain(&virtual_spec.containers)
         .flat_map(|c| c.volume_mounts.iter().flatten())
         .filter(|m| m.mount_path.trim_end_matches('/') == SERVICE_ACCOUNT_PATH)
-        .map(|m| m.name.clone())
+        .map(|m| m.name.as_str())
+        .collect();
+    let token_volumes: BTreeSet<String> = virtual_spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| is_automatic_token(v) || at_token_path.contains(v.name.as_str()))
+        .map(|v| v.name.clone())
         .collect();
     let mut volumes = Vec::new();
     for v in virtual_spec.volumes.iter().flatten() {
@@ -319,20 +331,8 @@ fn translate_volumes(
         let default_mode = match kind.as_str() {
             "secret" => v.secret.as_ref().and_then(|s| s.default_mode),
             "configMap" => v.config_map.as_ref().and_then(|s| s.default_mode),
-            "projected" => {
-                let projected = v.projected.as_ref();
-                if projected
-                    .into_iter()
-                    .flat_map(|p| p.sources.iter().flatten())
-                    .any(|s| s.service_account_token.is_some())
-                {
-                    return Err(unsupported(
-                        format!("{field}.projected.sources[].serviceAccountToken"),
-                        "a service account token of the virtual pod's cluster cannot be minted for the shadow pod",
-                    ));
-                }
-                projected.and_then(|p| p.default_mode)
-            }
+            // A token projection of the pod's own is refused first (kit::refusal).
+            "projected" => v.projected.as_ref().and_then(|p| p.default_mode),
             _ => {
                 volumes.push(v.clone());
                 continue;

@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 
 use crate::provider::contract::{EnvValue, ExposeSecret, SecretString, WorkloadSpec};
 use crate::provider::fargate::settings::Settings;
+use crate::provider::kit::features::is_automatic_token;
 use crate::provider::kit::ownership::{OwnerKeys, Values, WORKLOAD};
 use crate::provider::kit::{Feature, TranslateError, invalid, pod_spec, refusal, unsupported};
 
@@ -298,7 +299,10 @@ fn why_not(feature: Feature) -> Option<String> {
         Feature::StartupProbe => "an ECS health check has a start period but no separate startup check, so Fargate cannot run a startup probe".into(),
         Feature::InitContainerProbe => "Fargate runs init containers to completion before the pod's containers and does not probe them".into(),
         Feature::Sidecar => "Fargate runs init containers to completion; it has no sidecars".into(),
-        Feature::ExecProbe => return None,
+        Feature::ServiceAccountToken => {
+            "Fargate tasks mount no files, so a service-account token volume cannot be given".into()
+        }
+        Feature::ExecProbe | Feature::AutomaticToken => return None,
     })
 }
 
@@ -724,9 +728,9 @@ fn exec_check(field: &str, p: &Probe) -> Result<HealthCheckDef, TranslateError> 
     })
 }
 
-/// emptyDir volumes become task volumes (Fargate ephemeral storage); the API-access token volume
-/// every pod gets (`kube-api-access-*`) is left out (tasks have no route to the API server's
-/// service account flow); everything else is refused. Returns (task volumes, skipped volumes).
+/// emptyDir volumes become task volumes (Fargate ephemeral storage); the automatic token volume
+/// admission adds (`kube-api-access-*`) is left out (tasks mount no files; declared as ignored,
+/// so the placement Event says so); everything else is refused. Returns (task volumes, skipped volumes).
 fn volumes(volumes: &[Volume]) -> Result<(BTreeSet<String>, BTreeSet<String>), TranslateError> {
     let mut task = BTreeSet::new();
     let mut skipped = BTreeSet::new();
@@ -740,14 +744,8 @@ fn volumes(volumes: &[Volume]) -> Result<(BTreeSet<String>, BTreeSet<String>), T
                 ));
             }
             task.insert(v.name.clone());
-        } else if v.name.starts_with("kube-api-access-")
-            && v.projected.as_ref().is_some_and(|p| {
-                p.sources
-                    .iter()
-                    .flatten()
-                    .any(|s| s.service_account_token.is_some())
-            })
-        {
+        } else if is_automatic_token(v) {
+            // Declared as ignored (kit::declared): the placement Event says it is left out.
             skipped.insert(v.name.clone());
         } else if v.secret.is_some()
             || v.config_map.is_some()

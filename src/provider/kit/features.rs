@@ -3,7 +3,7 @@
 //! gateway can run, and the controller keeps the engine from choosing a target whose adapter
 //! cannot run the pod (so it goes to one that can, and `explain` says why).
 
-use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::api::core::v1::{Container, Pod, Probe, Volume};
 
 use crate::policy::model::ProviderKind;
 use crate::policy::{Exclusion, ExclusionReason, Policy, Target};
@@ -40,11 +40,18 @@ pub enum Feature {
     InitContainerProbe,
     /// A sidecar: an init container with `restartPolicy: Always`.
     Sidecar,
+    /// The service-account token volume ServiceAccount admission adds to every pod
+    /// (`kube-api-access-*`: a bound token, `ca.crt`, `namespace`), unless the pod sets
+    /// `automountServiceAccountToken: false`.
+    AutomaticToken,
+    /// A `serviceAccountToken` projection the pod declares itself (an audience of its own, a
+    /// path of its own): it asked for that token, so a target that cannot mount it refuses.
+    ServiceAccountToken,
 }
 
 impl Feature {
     /// Every feature, in a stable order.
-    pub const ALL: [Feature; 14] = [
+    pub const ALL: [Feature; 16] = [
         Feature::HostNetwork,
         Feature::HostPid,
         Feature::HostIpc,
@@ -59,6 +66,8 @@ impl Feature {
         Feature::StartupProbe,
         Feature::InitContainerProbe,
         Feature::Sidecar,
+        Feature::AutomaticToken,
+        Feature::ServiceAccountToken,
     ];
 
     /// What runs on any real node but not on every cloud: every probe kind, startup probes,
@@ -90,6 +99,8 @@ impl Feature {
             Feature::StartupProbe => "startup probe",
             Feature::InitContainerProbe => "probe on an init container",
             Feature::Sidecar => "sidecar (init container with restartPolicy Always)",
+            Feature::AutomaticToken => "automatic service-account token",
+            Feature::ServiceAccountToken => "service-account token volume",
         }
     }
 
@@ -124,6 +135,7 @@ impl std::fmt::Display for Use {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Capabilities {
     runs: u32,
+    ignores: u32,
     /// Container logs.
     pub logs: bool,
     /// Exec into a container.
@@ -136,6 +148,7 @@ impl Capabilities {
     /// Runs no optional feature and serves no operation.
     pub const NONE: Capabilities = Capabilities {
         runs: 0,
+        ignores: 0,
         logs: false,
         exec: false,
         attach: false,
@@ -146,6 +159,17 @@ impl Capabilities {
         let mut i = 0;
         while i < features.len() {
             self.runs |= 1 << (features[i] as u32);
+            i += 1;
+        }
+        self
+    }
+
+    /// These capabilities, running pods that use `features` WITHOUT them (the feature is left
+    /// out, and the pod's Events and `policy explain` say so).
+    pub const fn ignoring(mut self, features: &[Feature]) -> Capabilities {
+        let mut i = 0;
+        while i < features.len() {
+            self.ignores |= 1 << (features[i] as u32);
             i += 1;
         }
         self
@@ -164,19 +188,32 @@ impl Capabilities {
         self.runs & feature.bit() != 0
     }
 
+    /// Whether the adapter runs a pod using `feature` without it.
+    pub fn ignores(&self, feature: Feature) -> bool {
+        self.ignores & feature.bit() != 0
+    }
+
     /// What either can do (admission asks whether ANY adapter runs a feature).
     pub fn union(self, other: Capabilities) -> Capabilities {
         Capabilities {
             runs: self.runs | other.runs,
+            ignores: self.ignores | other.ignores,
             logs: self.logs || other.logs,
             exec: self.exec || other.exec,
             attach: self.attach || other.attach,
         }
     }
 
-    /// The uses of `uses` this adapter cannot run, in order.
+    /// The uses of `uses` this adapter cannot run (neither runs nor ignores), in order.
     pub fn missing<'a>(&self, uses: &'a [Use]) -> Vec<&'a Use> {
-        uses.iter().filter(|u| !self.runs(u.feature)).collect()
+        uses.iter()
+            .filter(|u| !self.runs(u.feature) && !self.ignores(u.feature))
+            .collect()
+    }
+
+    /// The uses of `uses` this adapter leaves out, in order.
+    pub fn ignored<'a>(&self, uses: &'a [Use]) -> Vec<&'a Use> {
+        uses.iter().filter(|u| self.ignores(u.feature)).collect()
     }
 }
 
@@ -185,15 +222,30 @@ impl Capabilities {
 pub fn declared(kind: ProviderKind) -> Capabilities {
     use Feature::*;
     match kind {
-        // ACI probes are exec or httpGet, liveness and readiness only; no sidecars.
-        ProviderKind::Aci => Capabilities::NONE.running(&[ExecProbe, HttpGetProbe]),
-        // An ECS health check runs a command only.
-        ProviderKind::Fargate => Capabilities::NONE.running(&[ExecProbe]),
-        // A shadow pod is a pod; the simulated cloud models lifecycles, not probes, and accepts
-        // every probe kind.
-        ProviderKind::Cluster | ProviderKind::Sim => {
-            Capabilities::NONE.running(&Feature::PROBES_AND_SIDECARS)
-        }
+        // ACI probes are exec or httpGet, liveness and readiness only; no sidecars. Tokens are
+        // files of a secret volume.
+        ProviderKind::Aci => Capabilities::NONE.running(&[
+            ExecProbe,
+            HttpGetProbe,
+            AutomaticToken,
+            ServiceAccountToken,
+        ]),
+        // An ECS health check runs a command only. A task mounts no files: the automatic token
+        // is left out (a pod that needs it says so with automountServiceAccountToken or an
+        // explicit token volume, which keeps it off Fargate).
+        ProviderKind::Fargate => Capabilities::NONE
+            .running(&[ExecProbe])
+            .ignoring(&[AutomaticToken]),
+        // A shadow pod is a pod, but never runs as the virtual pod's identity
+        // (provider/cluster/translate.rs): the automatic token is left out, an explicit one
+        // refused.
+        ProviderKind::Cluster => Capabilities::NONE
+            .running(&Feature::PROBES_AND_SIDECARS)
+            .ignoring(&[AutomaticToken]),
+        // The simulated cloud models lifecycles, not probes or files, and accepts them all.
+        ProviderKind::Sim => Capabilities::NONE
+            .running(&Feature::PROBES_AND_SIDECARS)
+            .running(&[AutomaticToken, ServiceAccountToken]),
     }
 }
 
@@ -216,6 +268,29 @@ pub fn exclusions(
             (!missing.is_empty()).then(|| Exclusion {
                 target: t.id,
                 reason: ExclusionReason::CannotRun(missing.iter().map(|u| u.to_string()).collect()),
+            })
+        })
+        .collect()
+}
+
+/// What `pod` would run without at each target of `policy` whose provider (capabilities from
+/// `caps_of`) ignores a feature it uses: (target name, the uses in words), in target order.
+pub fn ignored(
+    policy: &Policy,
+    pod: &Pod,
+    caps_of: impl Fn(&Target) -> Option<Capabilities>,
+) -> Vec<(String, Vec<String>)> {
+    let uses = pod_features(pod);
+    policy
+        .targets
+        .iter()
+        .filter_map(|t| {
+            let left_out = caps_of(t)?.ignored(&uses);
+            (!left_out.is_empty()).then(|| {
+                (
+                    t.name.clone(),
+                    left_out.iter().map(|u| u.to_string()).collect(),
+                )
             })
         })
         .collect()
@@ -292,8 +367,33 @@ pub fn pod_features(pod: &Pod) -> Vec<Use> {
                 format!("{base}.persistentVolumeClaim"),
             );
         }
+        if let Some(i) = token_source(v) {
+            let feature = if is_automatic_token(v) {
+                Feature::AutomaticToken
+            } else {
+                Feature::ServiceAccountToken
+            };
+            let field = format!("{base}.projected.sources[{i}].serviceAccountToken");
+            out.push(feature, v.name.clone(), field);
+        }
     }
     out.0
+}
+
+/// The index of `v`'s projected `serviceAccountToken` source, if it has one.
+fn token_source(v: &Volume) -> Option<usize> {
+    v.projected
+        .as_ref()?
+        .sources
+        .iter()
+        .flatten()
+        .position(|s| s.service_account_token.is_some())
+}
+
+/// Whether `v` is the token volume ServiceAccount admission adds (`kube-api-access-<suffix>`,
+/// a token projection), not one the pod declared.
+pub fn is_automatic_token(v: &Volume) -> bool {
+    v.name.starts_with("kube-api-access-") && token_source(v).is_some()
 }
 
 /// The uses found so far; a feature used twice at the same place counts once.
@@ -357,7 +457,7 @@ pub fn refusal(
     let caps = declared(kind);
     let Some(u) = pod_features(pod)
         .into_iter()
-        .find(|u| !caps.runs(u.feature))
+        .find(|u| !caps.runs(u.feature) && !caps.ignores(u.feature))
     else {
         return Ok(());
     };
@@ -540,10 +640,11 @@ spec:
                 .unwrap_or_else(|| panic!("docs/providers.md has no row for {feature:?}"));
             let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
             for (kind, cell) in kinds.iter().zip(&cells[1..]) {
-                let runs = declared(*kind).runs(feature);
+                let caps = declared(*kind);
+                let said = (*cell == "yes", *cell == "ignored");
                 assert_eq!(
-                    *cell == "yes",
-                    runs,
+                    said,
+                    (caps.runs(feature), caps.ignores(feature)),
                     "{feature:?} on {kind:?}: the doc says {cell}"
                 );
             }

@@ -7,5 +7,5 @@ pub mod features;
 pub mod ownership;
 pub mod translate_error;
 
-pub use features::{Feature, declared, exclusions, pod_features, refusal};
+pub use features::{Feature, declared, exclusions, ignored, pod_features, refusal};
 pub use translate_error::{TranslateError, invalid, pod_spec, unsupported};

@@ -8,11 +8,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
 use serde_json::json;
 
-use crate::common::{eventually, grant_leader_election, peers, run_tool, unique_name};
+use crate::common::{
+    create_namespace, eventually, grant_leader_election, peers, run_tool, unique_name,
+};
 
 /// One `burstgate run` child process; killed (SIGKILL) when dropped.
 pub struct Gateway {
@@ -286,13 +288,7 @@ pub fn azure_env(arm_endpoint: &str) -> Vec<(&'static str, String)> {
 /// bound there).
 pub async fn gateway_namespace(client: &kube::Client, prefix: &str) -> String {
     let ns = unique_name(prefix);
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    create_namespace(client, &ns).await;
     grant_leader_election(client, &ns).await;
     ns
 }
@@ -365,4 +361,25 @@ pub async fn endpoints_become(client: &kube::Client, ns: &str, name: &str, ips: 
         },
     )
     .await;
+}
+
+/// `burstgate run` with `policy` (whose ACI targets use the emulator through Prism, with the
+/// standard Azure credential chain), once its node is Ready.
+pub async fn start_on_aci(
+    client: &kube::Client,
+    node: &str,
+    ns: &str,
+    dir: &tempfile::TempDir,
+    policy: &str,
+) -> Gateway {
+    std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
+    let gw = Gateway::start_with_env(
+        node,
+        ns,
+        dir.path(),
+        "solo",
+        azure_env(peers().get("ACI_PRISM_URL")),
+    );
+    node_ready(client, node).await;
+    gw
 }

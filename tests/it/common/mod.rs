@@ -143,6 +143,32 @@ pub async fn grant_leader_election(admin: &kube::Client, ns: &str) {
     .await;
 }
 
+/// Creates namespace `ns` and returns once it is usable for pods as on a real cluster: the
+/// serviceaccount controller has made `default` there (ServiceAccount admission refuses pods until
+/// then) and the root-CA publisher `kube-root-ca.crt` (the projected token volume reads it).
+pub async fn create_namespace(admin: &kube::Client, ns: &str) {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+    use kube::api::{Api, PostParams};
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).expect("a Namespace");
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap_or_else(|err| panic!("creating namespace {ns}: {err}"));
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), ns);
+    eventually(
+        &format!("ServiceAccount default and ConfigMap kube-root-ca.crt in {ns}"),
+        Duration::from_secs(30),
+        || async {
+            accounts.get_opt("default").await.ok()??;
+            config_maps.get_opt("kube-root-ca.crt").await.ok()??;
+            Some(())
+        },
+    )
+    .await;
+}
+
 /// aws-sdk-ecs against moto, with up.sh's static credentials and region.
 pub fn ecs_client() -> aws_sdk_ecs::Client {
     use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};
@@ -159,6 +185,9 @@ pub fn ecs_client() -> aws_sdk_ecs::Client {
         .region(Region::new(peers.get("ECS_REGION").to_owned()))
         .credentials_provider(credentials)
         .endpoint_url(peers.get("ECS_ENDPOINT"))
+        // moto's threaded server sometimes answers 500 when a DescribeTasks iterates a cluster's
+        // tasks while a RunTask adds one ("dictionary changed size during iteration").
+        .retry_config(aws_sdk_ecs::config::retry::RetryConfig::standard().with_max_attempts(5))
         .build();
     aws_sdk_ecs::Client::from_conf(config)
 }

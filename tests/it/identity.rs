@@ -1,0 +1,254 @@
+//! In-cluster identity of burst pods, proven against the real apiserver (ServiceAccount admission
+//! and bound token volumes on, as in every 1.22+ cluster): the token the gateway put into the
+//! container group at the ACI emulator authenticates through TokenReview as the pod's service
+//! account, bound to that pod; a second projected token keeps its own audience;
+//! `automountServiceAccountToken: false` gets no token; the token dies with the pod.
+
+use std::time::Duration;
+
+use base64::Engine;
+use k8s_openapi::api::authentication::v1::TokenReview;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+
+use crate::common::gateway::{NodeCleanup, aci_faults, aci_groups, start_on_aci, subscription_id};
+use crate::common::{create_namespace, grant_leader_election, kube_admin, peers, unique_name};
+
+/// The files of the secret volume `volume_prefix*` of the container group of pod `uid`, decoded.
+fn group_files(
+    groups: &[serde_json::Value],
+    uid: &str,
+    volume_prefix: &str,
+) -> Vec<(String, Vec<u8>)> {
+    let group = groups
+        .iter()
+        .find(|g| g["tags"]["burstgate.io-pod-uid"] == uid)
+        .unwrap_or_else(|| panic!("no container group for pod {uid}: {groups:#?}"));
+    let volumes = group["spec"]["properties"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    volumes
+        .iter()
+        .filter(|v| {
+            v["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(volume_prefix))
+        })
+        .flat_map(|v| v["secret"].as_object().cloned().unwrap_or_default())
+        .map(|(path, b64)| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.as_str().expect("base64 text"))
+                .expect("base64");
+            (path, bytes)
+        })
+        .collect()
+}
+
+fn file<'a>(files: &'a [(String, Vec<u8>)], path: &str) -> &'a [u8] {
+    files
+        .iter()
+        .find(|(p, _)| p == path)
+        .map(|(_, c)| c.as_slice())
+        .unwrap_or_else(|| {
+            panic!(
+                "no file {path} in {:?}",
+                files.iter().map(|f| &f.0).collect::<Vec<_>>()
+            )
+        })
+}
+
+/// TokenReview of `token` (for `audiences`, none: the apiserver's): the reviewed status.
+async fn review(
+    client: &kube::Client,
+    token: &[u8],
+    audiences: Option<Vec<&str>>,
+) -> serde_json::Value {
+    let review: TokenReview = serde_json::from_value(json!({
+        "spec": {"token": String::from_utf8_lossy(token), "audiences": audiences}
+    }))
+    .unwrap();
+    let answer = Api::<TokenReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("TokenReview answers");
+    serde_json::to_value(answer.status).unwrap()
+}
+
+fn virtual_pod(name: &str, node: &str, spec: serde_json::Value) -> Pod {
+    let mut pod = json!({
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [{"name": "app", "image": "mcr.microsoft.com/azuredocs/aci-helloworld",
+                            "ports": [{"containerPort": 80}],
+                            "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}],
+            "nodeSelector": {"type": "virtual-kubelet", "burstgate.io/test-node": node},
+            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],
+        }
+    });
+    for (k, v) in spec.as_object().unwrap() {
+        pod["spec"][k] = v.clone();
+    }
+    serde_json::from_value(pod).unwrap()
+}
+
+#[tokio::test]
+async fn a_burst_pod_on_aci_gets_a_token_bound_to_it_that_authenticates_as_its_service_account() {
+    let client = kube_admin().await;
+    let ns = unique_name("identity");
+    create_namespace(&client, &ns).await;
+    grant_leader_election(&client, &ns).await;
+    let node = unique_name("vnode");
+    let _cleanup = NodeCleanup(node.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let subscription = subscription_id();
+    aci_faults(&subscription, json!({"provisioningDelaySeconds": 1})).await;
+    let policy = format!(
+        "apiVersion: burstgate.io/v1alpha1
+kind: BurstPolicy
+spec:
+  targets:
+    - name: aci-eastus
+      provider: aci
+      region: eastus
+      pricing: {{vcpuHour: 0.0405, gibHour: 0.00445}}
+      aci: {{subscriptionId: {subscription}, resourceGroup: burstgate-identity}}
+  rules:
+    - name: everything
+      match: {{}}
+"
+    );
+    let gw = start_on_aci(&client, &node, &ns, &dir, &policy).await;
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "shop-api"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+
+    // One pod as admission makes it (kube-api-access-*) plus a token for another audience; one
+    // that opts out of the automatic token.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let whoami = virtual_pod(
+        "whoami",
+        &node,
+        json!({
+            "serviceAccountName": "shop-api",
+            "volumes": [{"name": "vault-token", "projected": {"sources": [
+                {"serviceAccountToken": {"audience": "vault", "expirationSeconds": 600, "path": "vault"}}]}}],
+        }),
+    );
+    let mut whoami = whoami;
+    whoami.spec.as_mut().unwrap().containers[0].volume_mounts = Some(vec![
+        serde_json::from_value(
+            json!({"name": "vault-token", "mountPath": "/var/run/secrets/vault"}),
+        )
+        .unwrap(),
+    ]);
+    pods.create(&PostParams::default(), &whoami).await.unwrap();
+    let quiet = virtual_pod(
+        "quiet",
+        &node,
+        json!({"automountServiceAccountToken": false}),
+    );
+    pods.create(&PostParams::default(), &quiet).await.unwrap();
+    let running = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            pods.get(name)
+                .await
+                .ok()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        }
+    };
+    let whoami = gw
+        .eventually(
+            "pod whoami Running on ACI",
+            Duration::from_secs(120),
+            || running("whoami"),
+        )
+        .await;
+    let quiet = gw
+        .eventually("pod quiet Running on ACI", Duration::from_secs(120), || {
+            running("quiet")
+        })
+        .await;
+    let uid = whoami.uid().unwrap();
+    let groups = aci_groups(&subscription).await;
+
+    // The kubelet's three files, at the projected volume admission added.
+    let files = group_files(&groups, &uid, "kube-api-access-");
+    assert_eq!(file(&files, "namespace"), ns.as_bytes());
+    assert_eq!(
+        file(&files, "ca.crt"),
+        std::fs::read(peers().path("KUBE_CA")).unwrap().as_slice(),
+        "ca.crt is the cluster's CA (kube-root-ca.crt)"
+    );
+    let token = file(&files, "token").to_vec();
+    let status = review(&client, &token, None).await;
+    assert_eq!(status["authenticated"], json!(true), "{status}");
+    assert_eq!(
+        status["user"]["username"],
+        json!(format!("system:serviceaccount:{ns}:shop-api")),
+        "{status}"
+    );
+    let extra = &status["user"]["extra"];
+    assert_eq!(
+        extra["authentication.kubernetes.io/pod-name"],
+        json!(["whoami"]),
+        "{status}"
+    );
+    assert_eq!(
+        extra["authentication.kubernetes.io/pod-uid"],
+        json!([uid]),
+        "{status}"
+    );
+
+    // The second token is for its own audience only.
+    let vault = file(&group_files(&groups, &uid, "vault-token"), "vault").to_vec();
+    let for_vault = review(&client, &vault, Some(vec!["vault"])).await;
+    assert_eq!(for_vault["authenticated"], json!(true), "{for_vault}");
+    let for_apiserver = review(&client, &vault, None).await;
+    assert_ne!(
+        for_apiserver["authenticated"],
+        json!(true),
+        "{for_apiserver}"
+    );
+
+    // automountServiceAccountToken: false -> no token anywhere in its group.
+    let quiet_group = groups
+        .iter()
+        .find(|g| g["tags"]["burstgate.io-pod-uid"] == quiet.uid().unwrap().as_str())
+        .unwrap();
+    assert!(
+        !quiet_group["spec"].to_string().contains("kube-api-access"),
+        "{quiet_group:#}"
+    );
+
+    // The token is bound to the pod: once the pod is gone it no longer authenticates.
+    pods.delete("whoami", &DeleteParams::default())
+        .await
+        .unwrap();
+    gw.eventually("pod whoami gone", Duration::from_secs(60), || async {
+        pods.get_opt("whoami")
+            .await
+            .ok()
+            .and_then(|p| p.is_none().then_some(()))
+    })
+    .await;
+    // The apiserver caches a successful token review for 10 s (--authentication-token-cache).
+    gw.eventually(
+        "the deleted pod's token refused by TokenReview",
+        Duration::from_secs(30),
+        || async {
+            let after = review(&client, &token, None).await;
+            (after["authenticated"] != json!(true)).then_some(())
+        },
+    )
+    .await;
+    println!(
+        "identity: the pod's token authenticated as system:serviceaccount:{ns}:shop-api bound to pod whoami, and stopped once the pod was deleted"
+    );
+}
