@@ -90,7 +90,15 @@ fn aci_factory(config: &RunConfig) -> Arc<dyn Factory> {
         .and_then(|transport| Ok((default_credential(transport.clone())?, transport)));
     match built {
         Ok((credential, transport)) => {
-            Arc::new(AciFactory::new(credential, &config.arm_endpoint).with_transport(transport))
+            let dns = crate::provider::aci::ClusterDns {
+                servers: config.cluster_dns.clone(),
+                domain: config.cluster_domain.clone(),
+            };
+            Arc::new(
+                AciFactory::new(credential, &config.arm_endpoint)
+                    .with_transport(transport)
+                    .with_cluster_dns(dns),
+            )
         }
         Err(e) => Arc::new(Unavailable(format!("no Azure credential: {e}"))),
     }

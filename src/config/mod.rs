@@ -39,6 +39,17 @@ pub struct RunConfig {
         default_value = "https://management.azure.com"
     )]
     pub arm_endpoint: String,
+    /// The cluster DNS (the kubelet's `--cluster-dns`: the `kube-dns` Service IP), comma
+    /// separated. ACI groups in a delegated subnet resolve with it for `dnsPolicy: ClusterFirst`.
+    #[arg(long, env = "BURSTGATE_CLUSTER_DNS", value_delimiter = ',')]
+    pub cluster_dns: Vec<String>,
+    /// The cluster domain (the kubelet's `--cluster-domain`), for the pods' search domains.
+    #[arg(
+        long,
+        env = "BURSTGATE_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
     /// PEM CA bundle trusted, besides the platform's roots, by every Azure call (token endpoint
     /// and ARM): Azure Stack Hub, a TLS-inspecting egress proxy, a test emulator.
     #[arg(long, env = "BURSTGATE_AZURE_CA_FILE")]

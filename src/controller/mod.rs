@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod context;
 pub mod downward;
+pub mod environment;
 pub mod events;
 pub mod gc;
 pub mod identity;

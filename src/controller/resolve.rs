@@ -11,15 +11,17 @@ use std::sync::Arc;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret,
+    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Service,
 };
 use kube::api::Api;
 use kube::{Client, ResourceExt};
-use secrecy::{SecretBox, SecretString};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
 
 use super::downward::{self, Host};
+use super::environment::service_env;
 use super::identity;
 use crate::provider::contract::{EnvValue, EnvVar, RegistryCredential, Resolved, VolumeFile};
+use crate::provider::kit::expansion::expand;
 
 /// Why a pod's references could not be resolved.
 #[derive(Debug, thiserror::Error)]
@@ -136,14 +138,17 @@ pub async fn resolve(client: &Client, pod: &Pod, host: Host<'_>) -> Result<Arc<R
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(Arc::new(out));
     };
+    let services = service_env(&services_of(client, &ns, spec.enable_service_links).await?);
     for c in spec
         .init_containers
         .iter()
         .flatten()
         .chain(&spec.containers)
     {
-        out.env
-            .insert(c.name.clone(), container_env(&mut r, pod, c, host).await?);
+        out.env.insert(
+            c.name.clone(),
+            container_env(&mut r, pod, c, host, &services).await?,
+        );
     }
     for v in spec.volumes.iter().flatten() {
         let mut files = Vec::new();
@@ -298,17 +303,75 @@ fn set(env: &mut Vec<EnvVar>, name: String, value: EnvValue) {
     env.push(EnvVar { name, value });
 }
 
-/// The environment of container `c`: its `envFrom` sources first, then its `env` entries.
+/// The Services whose variables a pod of `ns` gets, as a kubelet lists them: the master Service
+/// `kubernetes` of `default` always, and every Service of `ns` unless `enableServiceLinks` is off.
+async fn services_of(
+    client: &Client,
+    ns: &str,
+    enable_service_links: Option<bool>,
+) -> Result<Vec<Service>, Error> {
+    let mut services = Vec::new();
+    if enable_service_links != Some(false) {
+        let api: Api<Service> = Api::namespaced(client.clone(), ns);
+        services = api.list(&Default::default()).await?.items;
+    }
+    let master = ns != "default" || enable_service_links == Some(false);
+    if master
+        && let Some(kubernetes) = Api::<Service>::namespaced(client.clone(), "default")
+            .get_opt("kubernetes")
+            .await?
+    {
+        services.push(kubernetes);
+    }
+    Ok(services)
+}
+
+/// The environment of container `c` as a kubelet makes it: its `envFrom` sources, then its
+/// `env` entries (literal values with `$(VAR)` expanded against what came before and the
+/// Service variables), then the Service variables the container does not set itself.
 async fn container_env(
     r: &mut Reader,
     pod: &Pod,
     c: &Container,
     host: Host<'_>,
+    services: &[(String, String)],
 ) -> Result<Vec<EnvVar>, Error> {
     let mut env: Vec<EnvVar> = Vec::new();
     env_from(r, c, &mut env).await?;
-    env_entries(r, pod, c, host, &mut env).await?;
+    env_entries(r, pod, c, host, services, &mut env).await?;
+    for (name, value) in services {
+        if !env.iter().any(|e| &e.name == name) {
+            env.push(EnvVar {
+                name: name.clone(),
+                value: EnvValue::Plain(value.clone()),
+            });
+        }
+    }
     Ok(env)
+}
+
+/// A literal env value with `$(VAR)` expanded against `env` so far, then `services`; Secret-derived
+/// if it took in a Secret-derived value.
+fn literal(value: &str, env: &[EnvVar], services: &[(String, String)]) -> EnvValue {
+    let secret = std::cell::Cell::new(false);
+    let expanded = expand(value, |name| {
+        match env.iter().rev().find(|e| e.name == name).map(|e| &e.value) {
+            Some(EnvValue::Plain(v)) => Some(v.clone()),
+            Some(EnvValue::Secret(v)) => {
+                secret.set(true);
+                Some(v.expose_secret().to_string())
+            }
+            None => services
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone()),
+        }
+    });
+    if secret.get() {
+        EnvValue::Secret(SecretString::from(expanded))
+    } else {
+        EnvValue::Plain(expanded)
+    }
 }
 
 /// Adds the variables of `c`'s `envFrom` Secrets and ConfigMaps to `env`.
@@ -362,15 +425,13 @@ async fn env_entries(
     pod: &Pod,
     c: &Container,
     host: Host<'_>,
+    services: &[(String, String)],
     env: &mut Vec<EnvVar>,
 ) -> Result<(), Error> {
     for e in c.env.iter().flatten() {
         let Some(from) = &e.value_from else {
-            set(
-                env,
-                e.name.clone(),
-                EnvValue::Plain(e.value.clone().unwrap_or_default()),
-            );
+            let value = literal(e.value.as_deref().unwrap_or_default(), env, services);
+            set(env, e.name.clone(), value);
             continue;
         };
         if let Some(s) = &from.secret_key_ref {
@@ -475,7 +536,6 @@ fn registry_credentials(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
 
     #[test]
     fn a_dockerconfigjson_secret_yields_server_user_and_wrapped_password() {
@@ -525,6 +585,32 @@ mod tests {
             "imagePullSecret pull: has neither .dockerconfigjson nor .dockercfg"
         );
         assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn a_literal_value_expands_earlier_variables_then_service_ones_and_stays_secret_if_it_took_one()
+    {
+        let env = vec![
+            EnvVar {
+                name: "USER".into(),
+                value: EnvValue::Plain("app".into()),
+            },
+            EnvVar {
+                name: "PASSWORD".into(),
+                value: EnvValue::Secret(SecretString::from("s3cret")),
+            },
+        ];
+        let services = vec![("DB_SERVICE_HOST".to_string(), "10.96.5.5".to_string())];
+        let EnvValue::Plain(url) =
+            literal("postgres://$(USER)@$(DB_SERVICE_HOST)", &env, &services)
+        else {
+            panic!("plain inputs make a plain value");
+        };
+        assert_eq!(url, "postgres://app@10.96.5.5");
+        let EnvValue::Secret(dsn) = literal("$(USER):$(PASSWORD)", &env, &services) else {
+            panic!("a value that took in a Secret is a Secret");
+        };
+        assert_eq!(dsn.expose_secret(), "app:s3cret");
     }
 
     #[test]

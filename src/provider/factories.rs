@@ -126,6 +126,7 @@ pub struct AciFactory {
     credential: Arc<dyn azure_core::credentials::TokenCredential>,
     arm_endpoint: String,
     transport: Option<azure_core::http::Transport>,
+    cluster_dns: Option<crate::provider::aci::ClusterDns>,
 }
 
 impl AciFactory {
@@ -139,7 +140,14 @@ impl AciFactory {
             credential,
             arm_endpoint: arm_endpoint.to_string(),
             transport: None,
+            cluster_dns: None,
         }
+    }
+
+    /// Groups in a delegated subnet resolve `ClusterFirst` with `dns` (`--cluster-dns`).
+    pub fn with_cluster_dns(mut self, dns: crate::provider::aci::ClusterDns) -> AciFactory {
+        self.cluster_dns = Some(dns).filter(|d| !d.servers.is_empty());
+        self
     }
 
     /// ARM requests go through `transport` (extra trusted CAs, see
@@ -170,13 +178,15 @@ pub fn aci_settings(
         subnet_ids: spec.subnet_ids.clone(),
         dns_name_label: spec.dns_name_label,
         arm_endpoint: arm_endpoint.to_string(),
+        cluster_dns: None,
     })
 }
 
 #[async_trait::async_trait]
 impl Factory for AciFactory {
     async fn build(&self, target: &Target, layers: Layers) -> Result<Arc<dyn Provider>, String> {
-        let settings = aci_settings(target, &self.arm_endpoint)?;
+        let mut settings = aci_settings(target, &self.arm_endpoint)?;
+        settings.cluster_dns = self.cluster_dns.clone();
         Ok(Arc::new(crate::provider::aci::AciProvider::with_transport(
             settings,
             self.credential.clone(),

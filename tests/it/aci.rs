@@ -105,6 +105,7 @@ async fn emu(tweak: impl FnOnce(&mut Settings)) -> Emu {
         subnet_ids: vec![],
         dns_name_label: false,
         arm_endpoint: peers.get("ACI_PRISM_URL").to_string(),
+        cluster_dns: None,
     };
     tweak(&mut settings);
     let layers = Layers::unlimited(ProviderKind::Aci, &settings.target, &settings.region);
@@ -903,4 +904,46 @@ async fn an_unsupported_pod_is_refused_before_any_call() {
         "{err:?}"
     );
     assert!(e.requests().await.is_empty(), "no ARM call was made");
+}
+
+/// `dnsPolicy: ClusterFirst` in a delegated subnet: the group Prism lets through (Microsoft's
+/// `DnsConfiguration`) resolves with the cluster DNS, the pod's search domains and `ndots:5`.
+#[tokio::test]
+async fn a_group_in_a_delegated_subnet_resolves_cluster_first_with_the_cluster_dns() {
+    let subnet = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/aks-vnet/subnets/virtual-node-aci";
+    let e = emu(|s| {
+        s.subnet_ids = vec![subnet.into()];
+        s.cluster_dns = Some(burstgate::provider::aci::ClusterDns {
+            servers: vec!["10.96.0.10".into()],
+            domain: "cluster.local".into(),
+        });
+    })
+    .await;
+    let mut app = container("app", "nginx:1.27");
+    app.ports = Some(vec![
+        serde_json::from_value(json!({"containerPort": 80})).unwrap(),
+    ]);
+    let s = spec(
+        PodSpec {
+            containers: vec![app],
+            dns_config: Some(
+                serde_json::from_value(json!({"options": [{"name": "edns0"}]})).unwrap(),
+            ),
+            ..Default::default()
+        },
+        Resolved::default(),
+    );
+    e.provider.create(&s).await.expect("create through Prism");
+    let groups = e.groups().await;
+    let dns = &groups[0]["spec"]["properties"]["dnsConfig"];
+    assert_eq!(
+        dns,
+        &json!({
+            "nameServers": ["10.96.0.10"],
+            "searchDomains": "team-a.svc.cluster.local svc.cluster.local cluster.local",
+            "options": "ndots:5 edns0",
+        }),
+        "{:#}",
+        groups[0]
+    );
 }

@@ -519,6 +519,8 @@ const NEEDED: &[Ask] = &[
     Ask("get", "secrets", "default"),
     Ask("get", "configmaps", "default"),
     Ask("create", "serviceaccounts --subresource=token", "default"),
+    Ask("list", "services", "default"),
+    Ask("get", "services", "default"),
     Ask("get", "leases.coordination.k8s.io", "burstgate"),
     Ask("create", "leases.coordination.k8s.io", "burstgate"),
     Ask("update", "leases.coordination.k8s.io", "burstgate"),

@@ -2,13 +2,15 @@
 //! and bound token volumes on, as in every 1.22+ cluster): the token the gateway put into the
 //! container group at the ACI emulator authenticates through TokenReview as the pod's service
 //! account, bound to that pod; a second projected token keeps its own audience;
-//! `automountServiceAccountToken: false` gets no token; the token dies with the pod.
+//! `automountServiceAccountToken: false` gets no token; the token dies with the pod; the
+//! Service variables (`KUBERNETES_SERVICE_HOST`, the namespace's Services) are as a kubelet sets them.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine;
 use k8s_openapi::api::authentication::v1::TokenReview;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
@@ -128,6 +130,18 @@ spec:
         .await
         .unwrap();
 
+    // A Service in the namespace before the pods, as a kubelet would list it for their env.
+    let backend: Service = serde_json::from_value(json!({
+        "metadata": {"name": "backend"},
+        "spec": {"selector": {"app": "backend"}, "ports": [{"name": "http", "port": 8080}]}
+    }))
+    .unwrap();
+    let backend = Api::<Service>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &backend)
+        .await
+        .unwrap();
+    let backend_ip = backend.spec.unwrap().cluster_ip.unwrap();
+
     // One pod as admission makes it (kube-api-access-*) plus a token for another audience; one
     // that opts out of the automatic token.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -151,7 +165,7 @@ spec:
     let quiet = virtual_pod(
         "quiet",
         &node,
-        json!({"automountServiceAccountToken": false}),
+        json!({"automountServiceAccountToken": false, "enableServiceLinks": false}),
     );
     pods.create(&PostParams::default(), &quiet).await.unwrap();
     let running = |name: &'static str| {
@@ -204,6 +218,57 @@ spec:
         extra["authentication.kubernetes.io/pod-uid"],
         json!([uid]),
         "{status}"
+    );
+
+    // The env a kubelet gives: the master Service (what in-cluster clients read with the token),
+    // the namespace's Services unless enableServiceLinks is off.
+    let env_of = |uid: &str| -> BTreeMap<String, String> {
+        let group = groups
+            .iter()
+            .find(|g| g["tags"]["burstgate.io-pod-uid"] == uid)
+            .unwrap();
+        group["spec"]["properties"]["containers"][0]["properties"]["environmentVariables"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| {
+                Some((
+                    v["name"].as_str()?.to_string(),
+                    v["value"].as_str()?.to_string(),
+                ))
+            })
+            .collect()
+    };
+    let env = env_of(&uid);
+    assert_eq!(
+        env.get("KUBERNETES_SERVICE_HOST").map(String::as_str),
+        Some("10.96.0.1"),
+        "{env:?}"
+    );
+    assert_eq!(
+        env.get("KUBERNETES_SERVICE_PORT").map(String::as_str),
+        Some("443"),
+        "{env:?}"
+    );
+    assert_eq!(
+        env.get("BACKEND_SERVICE_HOST"),
+        Some(&backend_ip),
+        "{env:?}"
+    );
+    assert_eq!(
+        env.get("BACKEND_SERVICE_PORT_HTTP").map(String::as_str),
+        Some("8080"),
+        "{env:?}"
+    );
+    let quiet_env = env_of(&quiet.uid().unwrap());
+    assert_eq!(
+        quiet_env.get("KUBERNETES_SERVICE_HOST").map(String::as_str),
+        Some("10.96.0.1")
+    );
+    assert!(
+        !quiet_env.contains_key("BACKEND_SERVICE_HOST"),
+        "{quiet_env:?}"
     );
 
     // The second token is for its own audience only.

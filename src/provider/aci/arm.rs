@@ -419,6 +419,7 @@ mod tests {
             subnet_ids: vec![],
             dns_name_label: false,
             arm_endpoint: "http://127.0.0.1:4011".into(),
+            cluster_dns: None,
         };
         #[derive(Debug)]
         struct NoCredential;

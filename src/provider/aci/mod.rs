@@ -19,6 +19,7 @@ mod arm;
 mod cache;
 mod client;
 mod credentials;
+mod dns;
 mod logs;
 mod retry;
 mod settings;
@@ -29,6 +30,7 @@ mod wire;
 
 pub use client::AciProvider;
 pub use credentials::{azure_transport, default_credential};
+pub use dns::ClusterDns;
 pub use retry::{AciError, ArmBudget};
 pub use settings::{DEFAULT_ARM_ENDPOINT, Settings};
 pub use status::Cadence;

@@ -23,4 +23,6 @@ pub struct Settings {
     pub dns_name_label: bool,
     /// ARM endpoint ([`DEFAULT_ARM_ENDPOINT`]).
     pub arm_endpoint: String,
+    /// The cluster DNS groups in `subnet_ids` use for `dnsPolicy: ClusterFirst` (none: Azure's).
+    pub cluster_dns: Option<super::dns::ClusterDns>,
 }

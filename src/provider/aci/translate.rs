@@ -31,8 +31,10 @@
 //!   container port gets no IP address block (ACI requires ports on one).
 //! - **Refused** (`Unsupported`, naming the field): hostNetwork/PID/IPC, hostPort, privileged,
 //!   added capabilities, workingDir, lifecycle hooks, startup probes, tcpSocket and gRPC probes,
-//!   sidecar init containers, subPath, volume devices, SCTP ports, sysctls, dnsConfig,
-//!   hostAliases, and every other volume type (hostPath, persistentVolumeClaim, ...).
+//!   sidecar init containers, subPath, volume devices, SCTP ports, sysctls, hostAliases, and
+//!   every other volume type (hostPath, persistentVolumeClaim, ...).
+//! - **DNS** as the kubelet writes resolv.conf (`dns.rs`): ClusterFirst points at `--cluster-dns`
+//!   in a delegated subnet; the pod's own `dnsConfig` and `dnsPolicy: None` are honoured.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,6 +45,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use secrecy::ExposeSecret;
 
+use super::dns::dns_config;
 use crate::policy::model::ProviderKind;
 use crate::policy::pod::{GPU_RESOURCE, GPU_SKU_ANNOTATION, parse_quantity};
 use crate::provider::aci::settings::Settings;
@@ -54,6 +57,7 @@ use crate::provider::aci::wire::{
     VolumeMountBody,
 };
 use crate::provider::contract::{EnvValue, EnvVar, Resolved, WorkloadSpec};
+use crate::provider::kit::expansion::command_and_args;
 use crate::provider::kit::ownership::{OwnerKeys, Values};
 use crate::provider::kit::{Feature, TranslateError, invalid, refusal, unsupported};
 
@@ -146,6 +150,7 @@ pub(crate) fn translate(
                 .map(|id| SubnetIdBody { id: id.clone() })
                 .collect(),
             priority: settings.spot.then(|| "Spot".into()),
+            dns_config: dns_config(pod_spec, &spec.owner.namespace, settings)?,
         },
     })
 }
@@ -176,12 +181,6 @@ fn runnable_pod(spec: &WorkloadSpec) -> Result<&PodSpec, TranslateError> {
         return Err(unsupported(
             "spec.hostAliases",
             "ACI cannot add /etc/hosts entries",
-        ));
-    }
-    if pod_spec.dns_config.is_some() {
-        return Err(unsupported(
-            "spec.dnsConfig",
-            "not translated to ACI's dnsConfig",
         ));
     }
     if pod_spec
@@ -426,11 +425,11 @@ fn command(
     env: &[EnvVar],
     annotations: &BTreeMap<String, String>,
 ) -> Result<Vec<String>, TranslateError> {
-    let args = c.args.clone().unwrap_or_default();
-    let base = match c.command.as_ref().filter(|cmd| !cmd.is_empty()) {
-        Some(cmd) => cmd.clone(),
-        None if args.is_empty() => return Ok(Vec::new()),
-        None => {
+    let (command, args) = command_and_args(field, c, env, "ACI")?;
+    let base = match command {
+        cmd if !cmd.is_empty() => cmd,
+        _ if args.is_empty() => return Ok(Vec::new()),
+        _ => {
             let key = format!("{ENTRYPOINT_ANNOTATION_PREFIX}{}", c.name);
             let Some(raw) = annotations.get(&key) else {
                 return Err(unsupported(
@@ -448,47 +447,7 @@ fn command(
             })?
         }
     };
-    base.iter()
-        .chain(args.iter())
-        .map(|s| expand(field, s, env))
-        .collect()
-}
-
-/// Kubernetes' `$(VAR)` expansion with the container's env; `$$` escapes. References to unknown
-/// variables stay as written, as in Kubernetes.
-fn expand(field: &str, s: &str, env: &[EnvVar]) -> Result<String, TranslateError> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        if let Some(stripped) = after.strip_prefix('$') {
-            out.push('$');
-            rest = stripped;
-        } else if let Some(inner) = after.strip_prefix('(')
-            && let Some(end) = inner.find(')')
-        {
-            let name = &inner[..end];
-            match env.iter().rev().find(|v| v.name == name).map(|v| &v.value) {
-                Some(EnvValue::Plain(value)) => out.push_str(value),
-                Some(EnvValue::Secret(_)) => {
-                    return Err(unsupported(
-                        format!("{field}.command"),
-                        format!(
-                            "$({name}) refers to a Secret-derived variable; ACI command lines are not secret, read the variable at run time instead"
-                        ),
-                    ));
-                }
-                None => out.push_str(&format!("$({name})")),
-            }
-            rest = &inner[end + 1..];
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
+    Ok(base.into_iter().chain(args).collect())
 }
 
 fn ports(field: &str, c: &Container) -> Result<Vec<PortBody>, TranslateError> {
@@ -998,6 +957,7 @@ mod tests {
             resource_group: "rg".into(),
             spot: false,
             subnet_ids: vec![],
+            cluster_dns: None,
             dns_name_label: false,
             arm_endpoint: "https://management.azure.com".into(),
         }

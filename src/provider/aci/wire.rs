@@ -69,6 +69,9 @@ pub(crate) struct GroupProperties {
     /// `Spot` when the target runs on spot capacity.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) priority: Option<String>,
+    /// The pod's DNS (`provider/aci/dns.rs`); absent: Azure's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dns_config: Option<super::dns::DnsConfigBody>,
 }
 
 /// One app container.

@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 
 use crate::provider::contract::{EnvValue, ExposeSecret, SecretString, WorkloadSpec};
 use crate::provider::fargate::settings::Settings;
+use crate::provider::kit::expansion::command_and_args;
 use crate::provider::kit::features::is_automatic_token;
 use crate::provider::kit::ownership::{OwnerKeys, Values, WORKLOAD};
 use crate::provider::kit::{Feature, TranslateError, invalid, pod_spec, refusal, unsupported};
@@ -374,14 +375,27 @@ fn container_def(
         shared.readiness_checked.push(c.name.clone());
     }
     let (environment, secrets) = env(&slot, spec, settings, &mut shared.secret_env)?;
+    // ECS does not expand $(VAR): the kubelet's expansion happens here.
+    let resolved_env = spec
+        .resolved
+        .env
+        .get(&c.name)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let (entry_point, command) = command_and_args(
+        &format!("{}[{}]", slot.path, c.name),
+        c,
+        resolved_env,
+        "Fargate",
+    )?;
     let repository_credentials =
         repository_credentials(&image, spec, settings, &mut shared.registries);
     Ok(ContainerDef {
         name: c.name.clone(),
         image,
         essential: !slot.init,
-        entry_point: c.command.clone().filter(|v| !v.is_empty()),
-        command: c.args.clone().filter(|v| !v.is_empty()),
+        entry_point: Some(entry_point).filter(|v| !v.is_empty()),
+        command: Some(command).filter(|v| !v.is_empty()),
         working_dir: c.working_dir.clone(),
         user: user(c, pod),
         memory: slot.memory,

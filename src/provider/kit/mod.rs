@@ -3,6 +3,7 @@
 //! adapters declare in their [`Capabilities`](crate::provider::Capabilities), and the ownership
 //! keys workloads are tagged with and read back by orphan GC.
 
+pub mod expansion;
 pub mod features;
 pub mod ownership;
 pub mod translate_error;
