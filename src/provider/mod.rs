@@ -13,7 +13,8 @@ pub mod registry;
 pub mod sim;
 
 pub use contract::{
-    Capabilities, ContainerState, ContainerStatus, ExecOutput, GaveUpCause, LogOptions,
+    Capabilities, ContainerState, ContainerStatus, ExecEvent, ExecInput, ExecOutput, ExecRequest,
+    ExecSession, ExitCode, GaveUpCause, LogOptions, TerminalSize,
     OwnedWorkload, Owner, PodRejection, Provider, ProviderError, TargetRejection, WorkloadPhase,
     WorkloadSpec, WorkloadStatus, workload_id,
 };
