@@ -288,17 +288,64 @@ async fn namespace(client: &kube::Client) -> String {
 
 /// kubectl as cluster admin in `ns`: exit code, stdout, stderr.
 fn kubectl(ns: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(peers().path("KUBECTL"))
+    kubectl_via(Transport::WebSocket, ns, args, None)
+}
+
+/// How kubectl carries exec and attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// kubectl's default: a WebSocket (which the 1.20 apiserver passes through to the kubelet).
+    WebSocket,
+    /// `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`: SPDY/3.1 end to end, as every apiserver from
+    /// 1.30 on speaks to kubelets whatever kubectl used.
+    Spdy,
+}
+
+const TRANSPORTS: [Transport; 2] = [Transport::WebSocket, Transport::Spdy];
+
+/// kubectl as cluster admin in `ns` with exec and attach over `transport`, `stdin` fed to it
+/// (none: /dev/null): exit code, stdout (bytes as text), stderr.
+fn kubectl_via(
+    transport: Transport,
+    ns: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> (i32, String, String) {
+    let (code, out, err) = kubectl_bytes(transport, ns, args, stdin);
+    (code, String::from_utf8_lossy(&out).into_owned(), err)
+}
+
+/// As [`kubectl_via`], stdout as bytes.
+fn kubectl_bytes(
+    transport: Transport,
+    ns: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> (i32, Vec<u8>, String) {
+    use std::io::Write as _;
+    let websockets = if transport == Transport::Spdy { "false" } else { "true" };
+    let mut child = Command::new(peers().path("KUBECTL"))
         .arg("--kubeconfig")
         .arg(peers().path("KUBECONFIG_ADMIN"))
         .args(["-n", ns])
         .args(args)
-        .stdin(Stdio::null())
-        .output()
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("kubectl runs");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let out = child.wait_with_output().expect("kubectl ends");
     (
         out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.stdout,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
@@ -404,22 +451,31 @@ async fn kubectl_logs_logs_follow_and_exec_reach_the_pod_through_the_apiserver()
         "kubectl logs -f streamed no line newer than second {before} within 30 s; got {seen:?}"
     );
 
-    // exec: the WebSocket channel protocol through the apiserver's upgrade proxy.
-    let (code, out, err) = kubectl(&ns, &["exec", "web", "--", "echo", "hi"]);
-    assert_eq!(
-        (code, out.as_str()),
-        (0, "hi\n"),
-        "stderr: {err}\ngateway log:\n{}",
-        gw.log_tail()
-    );
-    let (code, _, _) = kubectl(&ns, &["exec", "web", "--", "exit", "3"]);
-    assert_eq!(code, 3, "the remote exit code is kubectl's");
-    let (code, _, err) = kubectl(&ns, &["exec", "web", "--", "no-such-command"]);
-    assert_eq!(code, 127);
-    assert!(err.contains("no-such-command: command not found"), "{err}");
-    let (code, _, err) = kubectl(&ns, &["exec", "-i", "web", "--", "echo", "hi"]);
-    assert_ne!(code, 0);
-    assert!(err.contains("stdin is not supported yet"), "{err}");
+    // exec, over each transport through the apiserver's upgrade proxy: the WebSocket channel
+    // protocol, and SPDY/3.1 end to end.
+    for transport in TRANSPORTS {
+        let (code, out, err) = kubectl_via(transport, &ns, &["exec", "web", "--", "echo", "hi"], None);
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "hi\n"),
+            "{transport:?}: stderr: {err}\ngateway log:\n{}",
+            gw.log_tail()
+        );
+        let (code, _, _) = kubectl_via(transport, &ns, &["exec", "web", "--", "exit", "3"], None);
+        assert_eq!(code, 3, "{transport:?}: the remote exit code is kubectl's");
+        let (code, _, err) =
+            kubectl_via(transport, &ns, &["exec", "web", "--", "no-such-command"], None);
+        assert_eq!(code, 127, "{transport:?}");
+        assert!(err.contains("no-such-command: command not found"), "{transport:?}: {err}");
+        // The simulated cloud runs commands, not sessions: stdin is refused, saying so.
+        let (code, _, err) =
+            kubectl_via(transport, &ns, &["exec", "-i", "web", "--", "echo", "hi"], Some(b"x"));
+        assert_ne!(code, 0, "{transport:?}");
+        assert!(
+            err.contains("sim does not support exec with stdin or a terminal (-i/-t)"),
+            "{transport:?}: {err}"
+        );
+    }
 }
 
 /// curl straight to the kubelet port (the cluster CA verifies its certificate): HTTP status and body.
