@@ -195,6 +195,8 @@ pub async fn run_session(
         Ok(provider) => provider,
         Err(e) => return channels::refuse(session, error_status(&placed.error(e))).await,
     };
+    // Without stdin the command's input ends at once (ACI's `cat` would wait for it otherwise).
+    let early = early.or((!q.stdin).then_some(ExecInput::EndOfInput));
     if let Some(input) = early {
         let _ = provider.input.send(input).await;
     }

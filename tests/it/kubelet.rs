@@ -825,6 +825,42 @@ async fn kubectl_logs_logs_follow_exec_and_attach_reach_a_pod_running_on_aci_thr
         "{err}"
     );
 
+    // Interactive exec over each transport: stdin reaches the container through ACI's exec
+    // websocket and its end (closing stdin) ends the command; `kubectl cp` (tar over exec stdin
+    // and stdout) works both ways. ACI reports no exit code: kubectl exits 0.
+    for transport in TRANSPORTS {
+        let input = format!("{transport:?} stdin {marker}\n");
+        let (code, out, err) = kubectl_via(
+            transport,
+            &ns,
+            &["exec", "-i", "web", "--", "cat"],
+            Some(input.as_bytes()),
+        );
+        assert_eq!(
+            (code, out.as_str()),
+            (0, input.as_str()),
+            "{transport:?}: stderr: {err}\ngateway log:\n{}",
+            gw.log_tail()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("notes.txt");
+        let content = format!("copied over {transport:?} {marker}\n");
+        std::fs::write(&local, &content).unwrap();
+        // To a directory: kubectl asks `test -d DEST` first, and with no exit code from ACI the
+        // answer is always yes (docs/operations.md says so).
+        let into = format!("web:/tmp/{transport:?}/");
+        let (code, _, err) = kubectl_via(transport, &ns, &["cp", local.to_str().unwrap(), &into], None);
+        assert_eq!(code, 0, "{transport:?}: kubectl cp to the pod: {err}");
+        let path = format!("/tmp/{transport:?}/notes.txt");
+        let remote = format!("web:{path}");
+        let (code, out, err) = kubectl_via(transport, &ns, &["exec", "web", "--", "cat", &path], None);
+        assert_eq!((code, out.as_str()), (0, content.as_str()), "{transport:?}: {err}");
+        let back = dir.path().join("back.txt");
+        let (code, _, err) = kubectl_via(transport, &ns, &["cp", &remote, back.to_str().unwrap()], None);
+        assert_eq!(code, 0, "{transport:?}: kubectl cp from the pod: {err}");
+        assert_eq!(std::fs::read_to_string(&back).unwrap(), content, "{transport:?}");
+    }
+
     // attach: kubectl attach streams the container's output through the apiserver, the kubelet
     // API's /attach and ACI's attach websocket: the lines so far, then new ones as ACI writes
     // them.
