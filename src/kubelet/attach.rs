@@ -77,16 +77,23 @@ pub async fn attach(
     let shutdown = shared.shutdown.clone();
     let (key, target) = (placed.key.clone(), placed.target.clone());
     let wanted = q.wanted();
-    websocket::respond("attach", &headers, ws, spdy, wanted, move |session| async move {
-        match outcome {
-            Ok(output) => {
-                let describe = move |e| Error::provider(e, &key, &target);
-                let provider = ExecSession::output_only(output);
-                channels::relay(session, provider, wanted, describe, shutdown).await
+    websocket::respond(
+        "attach",
+        &headers,
+        ws,
+        spdy,
+        wanted,
+        move |session| async move {
+            match outcome {
+                Ok(output) => {
+                    let describe = move |e| Error::provider(e, &key, &target);
+                    let provider = ExecSession::output_only(output);
+                    channels::relay(session, provider, wanted, describe, shutdown).await
+                }
+                Err(status) => channels::refuse(session, status).await,
             }
-            Err(status) => channels::refuse(session, status).await,
-        }
-    })
+        },
+    )
 }
 
 #[cfg(test)]

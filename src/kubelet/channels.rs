@@ -216,7 +216,14 @@ mod tests {
             stdout: true,
             ..Default::default()
         };
-        relay(session, p, wanted, |_| unreachable!(), CancellationToken::new()).await;
+        relay(
+            session,
+            p,
+            wanted,
+            |_| unreachable!(),
+            CancellationToken::new(),
+        )
+        .await;
         let seen = outputs(ends).await;
         assert_eq!(seen[0], Output::Stdout(b"hi\n".to_vec()));
         let Output::Status(status) = &seen[1] else {

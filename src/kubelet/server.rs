@@ -338,7 +338,12 @@ mod tests {
             body,
             "noexec does not support exec (pod team/web runs on target edge)\n"
         );
-        let (status, body) = call(app(gateway, None), Method::POST, "/attach/team/web/app?stdout=1").await;
+        let (status, body) = call(
+            app(gateway, None),
+            Method::POST,
+            "/attach/team/web/app?stdout=1",
+        )
+        .await;
         assert_eq!(status, 501, "{body}");
         assert!(body.contains("noexec does not support attach"), "{body}");
     }

@@ -323,14 +323,22 @@ fn kubectl_bytes(
     stdin: Option<&[u8]>,
 ) -> (i32, Vec<u8>, String) {
     use std::io::Write as _;
-    let websockets = if transport == Transport::Spdy { "false" } else { "true" };
+    let websockets = if transport == Transport::Spdy {
+        "false"
+    } else {
+        "true"
+    };
     let mut child = Command::new(peers().path("KUBECTL"))
         .arg("--kubeconfig")
         .arg(peers().path("KUBECONFIG_ADMIN"))
         .args(["-n", ns])
         .args(args)
         .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -348,6 +356,75 @@ fn kubectl_bytes(
         out.stdout,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `kubectl exec -it` in `ns` under a pseudo-terminal of `cols`x`rows` (util-linux `script`),
+/// over `transport`, typing `keys` once it runs: exit code and what the terminal showed.
+fn kubectl_in_terminal(
+    transport: Transport,
+    ns: &str,
+    args: &[&str],
+    keys: &str,
+    (cols, rows): (u16, u16),
+) -> (i32, String) {
+    use std::io::Write as _;
+    let quoted = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let line = [
+        peers().path("KUBECTL").to_string_lossy().as_ref(),
+        "--kubeconfig",
+        peers().path("KUBECONFIG_ADMIN").to_string_lossy().as_ref(),
+        "-n",
+        ns,
+    ]
+    .iter()
+    .chain(args)
+    .map(|a| quoted(a))
+    .collect::<Vec<_>>()
+    .join(" ");
+    let websockets = if transport == Transport::Spdy {
+        "false"
+    } else {
+        "true"
+    };
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("stty cols {cols} rows {rows}; {line}"),
+            "/dev/null",
+        ])
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut pipe = child.stdin.take().unwrap();
+    let keys = keys.to_string();
+    std::thread::spawn(move || {
+        // kubectl puts the terminal in raw mode once its session runs.
+        std::thread::sleep(Duration::from_secs(3));
+        let _ = pipe.write_all(keys.as_bytes());
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let screen = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut seen);
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let deadline = Instant::now() + WAIT;
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("script is waited for") {
+            break status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (code, screen.join().unwrap_or_default())
 }
 
 /// The highest "running for Ns" second in `text` (the simulated provider's log lines).
@@ -454,7 +531,8 @@ async fn kubectl_logs_logs_follow_and_exec_reach_the_pod_through_the_apiserver()
     // exec, over each transport through the apiserver's upgrade proxy: the WebSocket channel
     // protocol, and SPDY/3.1 end to end.
     for transport in TRANSPORTS {
-        let (code, out, err) = kubectl_via(transport, &ns, &["exec", "web", "--", "echo", "hi"], None);
+        let (code, out, err) =
+            kubectl_via(transport, &ns, &["exec", "web", "--", "echo", "hi"], None);
         assert_eq!(
             (code, out.as_str()),
             (0, "hi\n"),
@@ -463,13 +541,24 @@ async fn kubectl_logs_logs_follow_and_exec_reach_the_pod_through_the_apiserver()
         );
         let (code, _, _) = kubectl_via(transport, &ns, &["exec", "web", "--", "exit", "3"], None);
         assert_eq!(code, 3, "{transport:?}: the remote exit code is kubectl's");
-        let (code, _, err) =
-            kubectl_via(transport, &ns, &["exec", "web", "--", "no-such-command"], None);
+        let (code, _, err) = kubectl_via(
+            transport,
+            &ns,
+            &["exec", "web", "--", "no-such-command"],
+            None,
+        );
         assert_eq!(code, 127, "{transport:?}");
-        assert!(err.contains("no-such-command: command not found"), "{transport:?}: {err}");
+        assert!(
+            err.contains("no-such-command: command not found"),
+            "{transport:?}: {err}"
+        );
         // The simulated cloud runs commands, not sessions: stdin is refused, saying so.
-        let (code, _, err) =
-            kubectl_via(transport, &ns, &["exec", "-i", "web", "--", "echo", "hi"], Some(b"x"));
+        let (code, _, err) = kubectl_via(
+            transport,
+            &ns,
+            &["exec", "-i", "web", "--", "echo", "hi"],
+            Some(b"x"),
+        );
         assert_ne!(code, 0, "{transport:?}");
         assert!(
             err.contains("sim does not support exec with stdin or a terminal (-i/-t)"),
@@ -849,17 +938,71 @@ async fn kubectl_logs_logs_follow_exec_and_attach_reach_a_pod_running_on_aci_thr
         // To a directory: kubectl asks `test -d DEST` first, and with no exit code from ACI the
         // answer is always yes (docs/operations.md says so).
         let into = format!("web:/tmp/{transport:?}/");
-        let (code, _, err) = kubectl_via(transport, &ns, &["cp", local.to_str().unwrap(), &into], None);
+        let (code, _, err) = kubectl_via(
+            transport,
+            &ns,
+            &["cp", local.to_str().unwrap(), &into],
+            None,
+        );
         assert_eq!(code, 0, "{transport:?}: kubectl cp to the pod: {err}");
         let path = format!("/tmp/{transport:?}/notes.txt");
         let remote = format!("web:{path}");
-        let (code, out, err) = kubectl_via(transport, &ns, &["exec", "web", "--", "cat", &path], None);
-        assert_eq!((code, out.as_str()), (0, content.as_str()), "{transport:?}: {err}");
+        let (code, out, err) =
+            kubectl_via(transport, &ns, &["exec", "web", "--", "cat", &path], None);
+        assert_eq!(
+            (code, out.as_str()),
+            (0, content.as_str()),
+            "{transport:?}: {err}"
+        );
         let back = dir.path().join("back.txt");
-        let (code, _, err) = kubectl_via(transport, &ns, &["cp", &remote, back.to_str().unwrap()], None);
+        let (code, _, err) = kubectl_via(
+            transport,
+            &ns,
+            &["cp", &remote, back.to_str().unwrap()],
+            None,
+        );
         assert_eq!(code, 0, "{transport:?}: kubectl cp from the pod: {err}");
-        assert_eq!(std::fs::read_to_string(&back).unwrap(), content, "{transport:?}");
+        assert_eq!(
+            std::fs::read_to_string(&back).unwrap(),
+            content,
+            "{transport:?}"
+        );
     }
+
+    // exec -it under a terminal: the container group's exec starts with the terminal's size
+    // (ACI takes it in the exec request), the typed lines reach the shell and its output the
+    // terminal; `exit` ends the session.
+    for transport in TRANSPORTS {
+        let (code, screen) = kubectl_in_terminal(
+            transport,
+            &ns,
+            &["exec", "-it", "web", "--", "sh"],
+            "hostname\rexit\r",
+            (100, 30),
+        );
+        assert!(
+            code == 0 && screen.contains(&group),
+            "{transport:?}: exit {code}, the terminal showed {screen:?}\ngateway log:\n{}",
+            gw.log_tail()
+        );
+    }
+    let requests = emulator(reqwest::Method::GET, "requests", &subscription, None).await;
+    let sizes: Vec<serde_json::Value> = requests["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["method"] == "POST" && r["path"].as_str().is_some_and(|p| p.ends_with(&exec_path))
+        })
+        .filter_map(|r| serde_json::from_str::<serde_json::Value>(r["body"].as_str()?).ok())
+        .filter(|body| body["command"] == "sh")
+        .map(|body| body["terminalSize"].clone())
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![json!({"rows": 30, "cols": 100}); 2],
+        "{requests}"
+    );
 
     // attach: kubectl attach streams the container's output through the apiserver, the kubelet
     // API's /attach and ACI's attach websocket: the lines so far, then new ones as ACI writes

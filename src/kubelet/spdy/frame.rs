@@ -136,7 +136,9 @@ impl Frame {
         }
         let version = ((word >> 16) & 0x7FFF) as u16;
         if version != VERSION {
-            return Err(Error::Frame(format!("SPDY version {version}, not {VERSION}")));
+            return Err(Error::Frame(format!(
+                "SPDY version {version}, not {VERSION}"
+            )));
         }
         Frame::control(word as u16, fin, payload).map(Some)
     }
@@ -293,7 +295,11 @@ pub(in crate::kubelet::spdy) mod tests {
         let stdin: Vec<(&[u8], bool)> = frames
             .iter()
             .filter_map(|f| match f {
-                Frame::Data { stream: 3, fin, data } => Some((data.as_slice(), *fin)),
+                Frame::Data {
+                    stream: 3,
+                    fin,
+                    data,
+                } => Some((data.as_slice(), *fin)),
                 _ => None,
             })
             .collect();

@@ -13,16 +13,71 @@ use super::Error;
 /// which is the DICTID kubectl's first header block names.
 pub static DICTIONARY: LazyLock<Vec<u8>> = LazyLock::new(|| {
     const WORDS: &[&str] = &[
-        "options", "head", "post", "put", "delete", "trace", "accept", "accept-charset",
-        "accept-encoding", "accept-language", "accept-ranges", "age", "allow", "authorization",
-        "cache-control", "connection", "content-base", "content-encoding", "content-language",
-        "content-length", "content-location", "content-md5", "content-range", "content-type",
-        "date", "etag", "expect", "expires", "from", "host", "if-match", "if-modified-since",
-        "if-none-match", "if-range", "if-unmodified-since", "last-modified", "location",
-        "max-forwards", "pragma", "proxy-authenticate", "proxy-authorization", "range",
-        "referer", "retry-after", "server", "te", "trailer", "transfer-encoding", "upgrade",
-        "user-agent", "vary", "via", "warning", "www-authenticate", "method", "get", "status",
-        "200 OK", "version", "HTTP/1.1", "url", "public", "set-cookie", "keep-alive", "origin",
+        "options",
+        "head",
+        "post",
+        "put",
+        "delete",
+        "trace",
+        "accept",
+        "accept-charset",
+        "accept-encoding",
+        "accept-language",
+        "accept-ranges",
+        "age",
+        "allow",
+        "authorization",
+        "cache-control",
+        "connection",
+        "content-base",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-location",
+        "content-md5",
+        "content-range",
+        "content-type",
+        "date",
+        "etag",
+        "expect",
+        "expires",
+        "from",
+        "host",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "last-modified",
+        "location",
+        "max-forwards",
+        "pragma",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "range",
+        "referer",
+        "retry-after",
+        "server",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "vary",
+        "via",
+        "warning",
+        "www-authenticate",
+        "method",
+        "get",
+        "status",
+        "200 OK",
+        "version",
+        "HTTP/1.1",
+        "url",
+        "public",
+        "set-cookie",
+        "keep-alive",
+        "origin",
     ];
     const VALUES: &[&str] = &[
         "100101201202205206300302303304305306307402405406407408409410411412413414415416417502504505",
@@ -38,7 +93,9 @@ pub static DICTIONARY: LazyLock<Vec<u8>> = LazyLock::new(|| {
         d.extend_from_slice(&(w.len() as u32).to_be_bytes());
         d.extend_from_slice(w.as_bytes());
     }
-    VALUES.iter().for_each(|v| d.extend_from_slice(v.as_bytes()));
+    VALUES
+        .iter()
+        .for_each(|v| d.extend_from_slice(v.as_bytes()));
     d
 });
 
@@ -205,7 +262,10 @@ mod tests {
                 )]
             );
         }
-        assert_eq!(ours.encode(&[]).map(|b| peer.decode(&b).unwrap()).unwrap(), vec![]);
+        assert_eq!(
+            ours.encode(&[]).map(|b| peer.decode(&b).unwrap()).unwrap(),
+            vec![]
+        );
     }
 
     #[test]

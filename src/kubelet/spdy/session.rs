@@ -347,11 +347,24 @@ mod tests {
         let frames = all(include_bytes!("testdata/kubectl-1.37.1-exec-i-cat.bin"));
         let end_of_stdin = frames
             .iter()
-            .position(|f| matches!(f, Frame::Data { stream: 3, fin: true, .. }))
+            .position(|f| {
+                matches!(
+                    f,
+                    Frame::Data {
+                        stream: 3,
+                        fin: true,
+                        ..
+                    }
+                )
+            })
             .unwrap();
         let (mut hello, mut goodbye) = (Vec::new(), Vec::new());
-        frames[..=end_of_stdin].iter().for_each(|f| f.encode(&mut hello));
-        frames[end_of_stdin + 1..].iter().for_each(|f| f.encode(&mut goodbye));
+        frames[..=end_of_stdin]
+            .iter()
+            .for_each(|f| f.encode(&mut hello));
+        frames[end_of_stdin + 1..]
+            .iter()
+            .for_each(|f| f.encode(&mut goodbye));
         client_write.write_all(&hello).await.unwrap();
         assert_eq!(
             session.input.recv().await,
@@ -430,7 +443,10 @@ mod tests {
                 height: 30
             }))
         );
-        assert!(more.contains(&Input::Stdin(b"abc\x04".to_vec())), "{more:?}");
+        assert!(
+            more.contains(&Input::Stdin(b"abc\x04".to_vec())),
+            "{more:?}"
+        );
         state.out.clear();
         state.on_frame(Frame::Ping { id: 9 }, &mut more).unwrap();
         assert_eq!(all(&state.out), vec![Frame::Ping { id: 9 }]);

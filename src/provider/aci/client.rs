@@ -21,8 +21,7 @@ use crate::provider::aci::streams::{attach_output, exec_command_line, exec_outpu
 use crate::provider::aci::translate::{OWNER_TAGS, translate};
 use crate::provider::contract::{
     Capabilities, ExecOutput, ExecRequest, ExecSession, LogOptions, OutputStream, OwnedWorkload,
-    Provider, ProviderError, TerminalSize,
-    WorkloadPhase, WorkloadSpec, WorkloadStatus,
+    Provider, ProviderError, TerminalSize, WorkloadPhase, WorkloadSpec, WorkloadStatus,
 };
 use crate::provider::layers::Layers;
 
