@@ -450,11 +450,23 @@ fn follow_until(ns: &str, tick: fn(&str) -> Option<u64>, at_least: u64) -> (bool
 /// kubectl `args` in `ns` as a child: whether a line for which `done` holds arrives on its stdout
 /// within 30 s, and every line seen; then the child is killed.
 fn streamed_until(ns: &str, args: &[&str], done: impl Fn(&str) -> bool) -> (bool, Vec<String>) {
+    streamed_via(Transport::WebSocket, ns, args, done)
+}
+
+/// As [`streamed_until`], with exec and attach over `transport`.
+fn streamed_via(
+    transport: Transport,
+    ns: &str,
+    args: &[&str],
+    done: impl Fn(&str) -> bool,
+) -> (bool, Vec<String>) {
+    let websockets = if transport == Transport::Spdy { "false" } else { "true" };
     let mut follow = Command::new(peers().path("KUBECTL"))
         .arg("--kubeconfig")
         .arg(peers().path("KUBECONFIG_ADMIN"))
         .args(["-n", ns])
         .args(args)
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -1004,24 +1016,26 @@ async fn kubectl_logs_logs_follow_exec_and_attach_reach_a_pod_running_on_aci_thr
         "{requests}"
     );
 
-    // attach: kubectl attach streams the container's output through the apiserver, the kubelet
-    // API's /attach and ACI's attach websocket: the lines so far, then new ones as ACI writes
-    // them.
-    let (_, now, _) = kubectl(&ns, &["logs", "web"]);
-    let before = line(&now).unwrap_or(0);
-    let (streamed, seen) = streamed_until(&ns, &["attach", "web"], |l| {
-        line(l).is_some_and(|n| n >= before + 2)
-    });
-    assert!(
-        streamed,
-        "kubectl attach printed no ACI line after line {before} within 30 s; got {seen:?}\ngateway log:\n{}",
-        gw.log_tail()
-    );
-    assert_eq!(
-        seen.first().map(String::as_str),
-        Some("app: started from image nginx:1.27"),
-        "{seen:?}"
-    );
+    // attach, over each transport: kubectl attach streams the container's output through the
+    // apiserver, the kubelet API's /attach and ACI's attach websocket: the lines so far, then new
+    // ones as ACI writes them.
+    for transport in TRANSPORTS {
+        let (_, now, _) = kubectl(&ns, &["logs", "web"]);
+        let before = line(&now).unwrap_or(0);
+        let (streamed, seen) = streamed_via(transport, &ns, &["attach", "web"], |l| {
+            line(l).is_some_and(|n| n >= before + 2)
+        });
+        assert!(
+            streamed,
+            "{transport:?}: kubectl attach printed no ACI line after line {before} within 30 s; got {seen:?}\ngateway log:\n{}",
+            gw.log_tail()
+        );
+        assert_eq!(
+            seen.first().map(String::as_str),
+            Some("app: started from image nginx:1.27"),
+            "{transport:?}: {seen:?}"
+        );
+    }
     let requests = emulator(reqwest::Method::GET, "requests", &subscription, None).await;
     let attach_path = format!("/containerGroups/{group}/containers/app/attach");
     assert!(
@@ -1035,7 +1049,14 @@ async fn kubectl_logs_logs_follow_exec_and_attach_reach_a_pod_running_on_aci_thr
         "{requests}"
     );
     // ACI's attach is output only: -i is refused and kubectl says why.
-    let (code, _, err) = kubectl(&ns, &["attach", "-i", "web"]);
+    for transport in TRANSPORTS {
+        let (code, _, err) = kubectl_via(transport, &ns, &["attach", "-i", "web"], None);
+        assert_ne!(code, 0, "{transport:?}");
+        assert!(err.contains("output only"), "{transport:?}: {err}");
+    }
+
+    // port-forward: no provider forwards, and kubectl says why.
+    let (code, _, err) = kubectl(&ns, &["port-forward", "pod/web", "18080:80"]);
     assert_ne!(code, 0);
-    assert!(err.contains("output only"), "{err}");
+    assert!(err.contains("does not support port-forward"), "{err}");
 }
