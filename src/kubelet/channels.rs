@@ -1,6 +1,7 @@
 //! What flows between a client's exec or attach connection and the session at the provider,
 //! whatever carries it (WebSocket channels, [`websocket`](crate::kubelet::websocket), or SPDY
-//! streams, [`spdy`](crate::kubelet::spdy)): the client's input, the output and the final status,
+//! streams, [`spdy`](crate::kubelet::spdy)): the client's input (the provider's own
+//! [`ExecInput`]: stdin, its end, resizes), the output and the final status,
 //! and [`relay`], which moves them between the two ends until the command exits, the client goes
 //! or the gateway shuts down.
 
@@ -12,17 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::kubelet::error::Error;
 use crate::provider::contract::{ExecEvent, ExecInput, ExecSession, ExitCode, TerminalSize};
-
-/// What the client sends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
-    /// Bytes for the command's stdin.
-    Stdin(Vec<u8>),
-    /// The client closed stdin (SPDY FIN, WebSocket v5 close signal).
-    StdinClosed,
-    /// The client's terminal changed size.
-    Resize(TerminalSize),
-}
 
 /// What the client gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +41,7 @@ pub struct Wanted {
 /// How the client's connection ends on our side: the ends a transport driver holds.
 pub struct Ends {
     /// What the client sends; dropped when the client has gone.
-    pub input: mpsc::Sender<Input>,
+    pub input: mpsc::Sender<ExecInput>,
     /// What to send; the driver finishes after a [`Output::Status`] or when this closes.
     pub output: mpsc::Receiver<Output>,
 }
@@ -59,7 +49,7 @@ pub struct Ends {
 /// The other ends, held by [`relay`].
 pub struct Session {
     /// What the client sends; `None` once the client has gone.
-    pub input: mpsc::Receiver<Input>,
+    pub input: mpsc::Receiver<ExecInput>,
     /// What to send the client.
     pub output: mpsc::Sender<Output>,
 }
@@ -152,14 +142,9 @@ pub async fn relay(
             input = client.input.recv() => match input {
                 None => return,
                 Some(input) => {
-                    let forwarded = match input {
-                        Input::Stdin(data) => ExecInput::Stdin(data),
-                        Input::StdinClosed => ExecInput::EndOfInput,
-                        Input::Resize(size) => ExecInput::Resize(size),
-                    };
                     // A provider that takes no more input has dropped its receiver: the rest of
                     // the client's input goes nowhere, as on a closed pipe.
-                    let _ = provider.input.send(forwarded).await;
+                    let _ = provider.input.send(input).await;
                 }
             },
             event = provider.output.next() => match event {
@@ -258,9 +243,12 @@ mod tests {
             width: 100,
             height: 30,
         };
-        ends.input.send(Input::Resize(size)).await.unwrap();
-        ends.input.send(Input::Stdin(b"ab".to_vec())).await.unwrap();
-        ends.input.send(Input::StdinClosed).await.unwrap();
+        ends.input.send(ExecInput::Resize(size)).await.unwrap();
+        ends.input
+            .send(ExecInput::Stdin(b"ab".to_vec()))
+            .await
+            .unwrap();
+        ends.input.send(ExecInput::EndOfInput).await.unwrap();
         assert_eq!(rx.recv().await, Some(ExecInput::Resize(size)));
         assert_eq!(rx.recv().await, Some(ExecInput::Stdin(b"ab".to_vec())));
         assert_eq!(rx.recv().await, Some(ExecInput::EndOfInput));

@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
 
-use crate::kubelet::channels::{self, Input, Session, Wanted, error_status};
+use crate::kubelet::channels::{self, Session, Wanted, error_status};
 use crate::kubelet::error::{Error, Result};
 use crate::kubelet::logs::parse_bool;
 use crate::kubelet::pods;
@@ -210,10 +210,9 @@ pub async fn run_session(
 async fn first_size(session: &mut Session) -> (Option<TerminalSize>, Option<ExecInput>) {
     let first = tokio::time::timeout(FIRST_SIZE_WITHIN, session.input.recv()).await;
     let early = match first {
-        Ok(Some(Input::Resize(size))) => return (Some(size), None),
-        Ok(Some(Input::Stdin(data))) => Some(ExecInput::Stdin(data)),
-        Ok(Some(Input::StdinClosed)) => Some(ExecInput::EndOfInput),
-        Ok(None) | Err(_) => None,
+        Ok(Some(ExecInput::Resize(size))) => return (Some(size), None),
+        Ok(other) => other,
+        Err(_) => None,
     };
     (Some(TerminalSize::default()), early)
 }

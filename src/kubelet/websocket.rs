@@ -14,20 +14,21 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
-use crate::kubelet::channels::{Ends, Input, Output, Session, Wanted, pair, parse_resize};
+use crate::kubelet::channels::{Ends, Output, Session, Wanted, pair, parse_resize};
 use crate::kubelet::error::{Error, Result};
 use crate::kubelet::exec::{Inbound, V4, V5, channel, frame, negotiate, parse_frame};
 use crate::kubelet::spdy::upgrade::{NotSpdy, SpdyUpgrade};
+use crate::provider::ExecInput;
 
 /// How long the client gets to close after the status.
 const GOODBYE_WITHIN: Duration = Duration::from_secs(5);
 
 /// What a client message means, if anything.
-pub fn input_of(message: &[u8]) -> Option<Input> {
+pub fn input_of(message: &[u8]) -> Option<ExecInput> {
     match parse_frame(message)? {
-        Inbound::Data(channel::STDIN, data) => Some(Input::Stdin(data.to_vec())),
-        Inbound::Data(channel::RESIZE, data) => parse_resize(data).map(Input::Resize),
-        Inbound::Close(channel::STDIN) => Some(Input::StdinClosed),
+        Inbound::Data(channel::STDIN, data) => Some(ExecInput::Stdin(data.to_vec())),
+        Inbound::Data(channel::RESIZE, data) => parse_resize(data).map(ExecInput::Resize),
+        Inbound::Close(channel::STDIN) => Some(ExecInput::EndOfInput),
         _ => None,
     }
 }
@@ -131,14 +132,14 @@ mod tests {
 
     #[test]
     fn stdin_its_v5_close_and_resizes_are_the_client_messages_that_mean_something() {
-        assert_eq!(input_of(b"\x00ab"), Some(Input::Stdin(b"ab".to_vec())));
+        assert_eq!(input_of(b"\x00ab"), Some(ExecInput::Stdin(b"ab".to_vec())));
         assert_eq!(
             input_of(&[channel::CLOSE, channel::STDIN]),
-            Some(Input::StdinClosed)
+            Some(ExecInput::EndOfInput)
         );
         assert_eq!(
             input_of(b"\x04{\"Width\":120,\"Height\":40}"),
-            Some(Input::Resize(TerminalSize {
+            Some(ExecInput::Resize(TerminalSize {
                 width: 120,
                 height: 40
             }))

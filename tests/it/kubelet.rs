@@ -460,7 +460,11 @@ fn streamed_via(
     args: &[&str],
     done: impl Fn(&str) -> bool,
 ) -> (bool, Vec<String>) {
-    let websockets = if transport == Transport::Spdy { "false" } else { "true" };
+    let websockets = if transport == Transport::Spdy {
+        "false"
+    } else {
+        "true"
+    };
     let mut follow = Command::new(peers().path("KUBECTL"))
         .arg("--kubeconfig")
         .arg(peers().path("KUBECONFIG_ADMIN"))

@@ -18,7 +18,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::Error;
 use super::frame::{Frame, GOAWAY_OK, INVALID_STREAM};
 use super::headers::{HeaderCodec, value};
-use crate::kubelet::channels::{Ends, Input, Output, Wanted, parse_resize};
+use crate::kubelet::channels::{Ends, Output, Wanted, parse_resize};
+use crate::provider::ExecInput;
 
 /// How long the client gets to open the streams it asked for (the kubelet's stream creation
 /// timeout).
@@ -89,7 +90,7 @@ struct State {
 #[derive(Debug, PartialEq, Eq)]
 enum Step {
     Go,
-    Input(Input),
+    ExecInput(ExecInput),
     Gone,
 }
 
@@ -118,7 +119,7 @@ impl State {
 
     /// Handles one client frame: answers what needs an answer (into `out`) and says what it
     /// means for the session; resize lines beyond the first come back through `more`.
-    fn on_frame(&mut self, frame: Frame, more: &mut Vec<Input>) -> Result<Step, Error> {
+    fn on_frame(&mut self, frame: Frame, more: &mut Vec<ExecInput>) -> Result<Step, Error> {
         match frame {
             Frame::SynStream {
                 stream,
@@ -146,14 +147,14 @@ impl State {
                 }
                 .encode(&mut self.out);
                 Ok(if fin && kind == StreamType::Stdin {
-                    Step::Input(Input::StdinClosed)
+                    Step::ExecInput(ExecInput::EndOfInput)
                 } else {
                     Step::Go
                 })
             }
             Frame::Data { stream, fin, data } => Ok(self.on_data(stream, fin, data, more)),
             Frame::RstStream { stream, .. } if self.type_of(stream) == Some(StreamType::Stdin) => {
-                Ok(Step::Input(Input::StdinClosed))
+                Ok(Step::ExecInput(ExecInput::EndOfInput))
             }
             Frame::Ping { id } => {
                 Frame::Ping { id }.encode(&mut self.out);
@@ -164,21 +165,27 @@ impl State {
         }
     }
 
-    fn on_data(&mut self, stream: u32, fin: bool, data: Vec<u8>, more: &mut Vec<Input>) -> Step {
+    fn on_data(
+        &mut self,
+        stream: u32,
+        fin: bool,
+        data: Vec<u8>,
+        more: &mut Vec<ExecInput>,
+    ) -> Step {
         match self.type_of(stream) {
             Some(StreamType::Stdin) => {
                 if !data.is_empty() {
-                    more.push(Input::Stdin(data));
+                    more.push(ExecInput::Stdin(data));
                 }
                 if fin {
-                    more.push(Input::StdinClosed);
+                    more.push(ExecInput::EndOfInput);
                 }
             }
             Some(StreamType::Resize) => {
                 self.resize.extend_from_slice(&data);
                 while let Some(end) = self.resize.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = self.resize.drain(..=end).collect();
-                    more.extend(parse_resize(&line).map(Input::Resize));
+                    more.extend(parse_resize(&line).map(ExecInput::Resize));
                 }
             }
             _ => {}
@@ -249,7 +256,7 @@ where
                 while let Some(frame) = Frame::decode(&mut buf)? {
                     match state.on_frame(frame, &mut more)? {
                         Step::Go => {}
-                        Step::Input(i) => more.push(i),
+                        Step::ExecInput(i) => more.push(i),
                         Step::Gone => finished = Some(tokio::time::Instant::now()),
                     }
                 }
@@ -278,7 +285,7 @@ where
             }
         }
         for i in more {
-            // Input after the session at the provider ended goes nowhere.
+            // ExecInput after the session at the provider ended goes nowhere.
             let _ = input.send(i).await;
         }
         if !state.out.is_empty() {
@@ -368,9 +375,9 @@ mod tests {
         client_write.write_all(&hello).await.unwrap();
         assert_eq!(
             session.input.recv().await,
-            Some(Input::Stdin(b"hello-stdin".to_vec()))
+            Some(ExecInput::Stdin(b"hello-stdin".to_vec()))
         );
-        assert_eq!(session.input.recv().await, Some(Input::StdinClosed));
+        assert_eq!(session.input.recv().await, Some(ExecInput::EndOfInput));
         session
             .output
             .send(Output::Stdout(b"hello-stdin".to_vec()))
@@ -438,13 +445,13 @@ mod tests {
         }
         assert_eq!(
             more.first(),
-            Some(&Input::Resize(crate::provider::TerminalSize {
+            Some(&ExecInput::Resize(crate::provider::TerminalSize {
                 width: 100,
                 height: 30
             }))
         );
         assert!(
-            more.contains(&Input::Stdin(b"abc\x04".to_vec())),
+            more.contains(&ExecInput::Stdin(b"abc\x04".to_vec())),
             "{more:?}"
         );
         state.out.clear();
