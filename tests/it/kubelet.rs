@@ -949,7 +949,8 @@ async fn kubectl_logs_logs_follow_exec_and_attach_reach_a_pod_running_on_aci_thr
         );
         let dir = tempfile::tempdir().unwrap();
         let local = dir.path().join("notes.txt");
-        let content = format!("copied over {transport:?} {marker}\n");
+        // Over a megabyte: more than SPDY's default 64 KiB window many times over.
+        let content = format!("copied over {transport:?} {marker}\n").repeat(24 * 1024);
         std::fs::write(&local, &content).unwrap();
         // To a directory: kubectl asks `test -d DEST` first, and with no exit code from ACI the
         // answer is always yes (docs/operations.md says so).

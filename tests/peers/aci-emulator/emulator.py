@@ -1182,6 +1182,22 @@ def run_builtin(grp: Group, c: dict, argv: list[str]) -> tuple[bytes, int | None
 
 SHELLS = {"sh", "bash", "ash", "dash", "zsh"}
 
+# How long a closing exec session waits for the client's close.
+CLOSE_WAIT_SECONDS = 5
+
+
+def ws_finish(handler) -> None:
+    """Closes the websocket as RFC 6455 says: our close, then the client's frames read (and
+    dropped) until its close or EOF, so that no unread input makes the kernel reset the
+    connection under output the client has not read yet."""
+    ws_send(handler.wfile, 0x8, struct.pack("!H", 1000))
+    handler.connection.settimeout(CLOSE_WAIT_SECONDS)
+    try:
+        while (frame := ws_read_frame(handler.rfile)) is not None and frame[1] != 0x8:
+            pass
+    except OSError:
+        pass
+
 
 def container_files(grp: Group, c: dict) -> dict[str, bytes]:
     """Path -> content of the files a command in container `c` sees: its secret volumes' and
@@ -1298,7 +1314,7 @@ def serve_exec(handler, token: str) -> None:
                 if out:
                     ws_send(wfile, 0x1, out)
                 if code is not None:
-                    ws_send(wfile, 0x8, struct.pack("!H", 1000))
+                    ws_finish(handler)
                     return
     if argv and os.path.basename(argv[0]) in SHELLS and len(argv) >= 3 and argv[1] == "-c":
         argv = shlex.split(argv[2])
@@ -1310,16 +1326,16 @@ def serve_exec(handler, token: str) -> None:
         sys.stderr.write(f"[{iso(time.time())}] exec {argv!r}: read {len(stdin)} bytes of stdin\n")
         if out:
             ws_send(wfile, 0x2, out)
-        ws_send(wfile, 0x8, struct.pack("!H", 1000))
+        ws_finish(handler)
         return
     if creates_tar(argv):
         ws_send(wfile, 0x2, tar_create(grp, c, argv[3:]))
-        ws_send(wfile, 0x8, struct.pack("!H", 1000))
+        ws_finish(handler)
         return
     out, _ = run_builtin(grp, c, argv)
     if out:
         ws_send(wfile, 0x1, out)
-    ws_send(wfile, 0x8, struct.pack("!H", 1000))
+    ws_finish(handler)
 
 
 def ws_accept(handler) -> bool:
