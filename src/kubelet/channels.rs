@@ -131,44 +131,65 @@ pub async fn refuse(session: Session, status: Value) {
 /// exits (its status last), the client goes (the provider session is dropped, which ends it), or
 /// `shutdown`. `describe` turns a provider failure mid-stream into a kubelet API error.
 pub async fn relay(
-    mut client: Session,
-    mut provider: ExecSession,
+    client: Session,
+    provider: ExecSession,
     wanted: Wanted,
     describe: impl Fn(crate::provider::ProviderError) -> Error,
     shutdown: CancellationToken,
 ) {
-    let status = loop {
-        tokio::select! {
-            input = client.input.recv() => match input {
-                None => return,
-                Some(input) => {
-                    // A provider that takes no more input has dropped its receiver: the rest of
-                    // the client's input goes nowhere, as on a closed pipe.
-                    let _ = provider.input.send(input).await;
-                }
-            },
-            event = provider.output.next() => match event {
-                Some(Ok(ExecEvent::Stdout(data))) if wanted.stdout => {
-                    if client.output.send(Output::Stdout(data)).await.is_err() { return; }
-                }
-                Some(Ok(ExecEvent::Stderr(data))) if wanted.stderr => {
-                    if client.output.send(Output::Stderr(data)).await.is_err() { return; }
-                }
-                Some(Ok(ExecEvent::Stdout(_) | ExecEvent::Stderr(_))) => {}
-                Some(Ok(ExecEvent::Exited(code))) => break exit_status(&code),
-                Some(Err(e)) => break error_status(&describe(e)),
-                None => break exit_status(&ExitCode::Unreported {
-                    why: "the provider's session ended without one".into(),
-                }),
-            },
-            _ = shutdown.cancelled() => break failure_status(
-                "the kubelet API is shutting down",
-                "ServiceUnavailable",
-                StatusCode::SERVICE_UNAVAILABLE.as_u16(),
-            ),
+    let Session {
+        input: mut from_client,
+        output: to_client,
+    } = client;
+    let ExecSession {
+        input: to_provider,
+        output: mut from_provider,
+    } = provider;
+    // The two directions run side by side, so a full pipe one way never stops the other.
+    let input = async move {
+        while let Some(input) = from_client.recv().await {
+            // A provider that takes no more input has dropped its receiver: the rest of the
+            // client's input goes nowhere, as on a closed pipe.
+            let _ = to_provider.send(input).await;
         }
     };
-    let _ = client.output.send(Output::Status(status)).await;
+    let output = async {
+        while let Some(event) = from_provider.next().await {
+            let (out, status) = match event {
+                Ok(ExecEvent::Stdout(data)) => {
+                    (wanted.stdout.then_some(Output::Stdout(data)), None)
+                }
+                Ok(ExecEvent::Stderr(data)) => {
+                    (wanted.stderr.then_some(Output::Stderr(data)), None)
+                }
+                Ok(ExecEvent::Exited(code)) => (None, Some(exit_status(&code))),
+                Err(e) => (None, Some(error_status(&describe(e)))),
+            };
+            if let Some(status) = status {
+                return Some(status);
+            }
+            if let Some(out) = out
+                && to_client.send(out).await.is_err()
+            {
+                return None;
+            }
+        }
+        Some(exit_status(&ExitCode::Unreported {
+            why: "the provider's session ended without one".into(),
+        }))
+    };
+    let status = tokio::select! {
+        _ = input => return,
+        status = output => status,
+        _ = shutdown.cancelled() => Some(failure_status(
+            "the kubelet API is shutting down",
+            "ServiceUnavailable",
+            StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+        )),
+    };
+    if let Some(status) = status {
+        let _ = to_client.send(Output::Status(status)).await;
+    }
 }
 
 #[cfg(test)]

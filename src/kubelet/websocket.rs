@@ -37,15 +37,21 @@ pub fn input_of(message: &[u8]) -> Option<ExecInput> {
 /// [`GOODBYE_WITHIN`] passes), or the client goes.
 pub async fn serve(mut socket: WebSocket, ends: Ends) {
     let Ends { input, mut output } = ends;
+    // A message read but not yet taken: while it waits, the socket is not read, yet output
+    // keeps flowing, so a full pipe one way never stops the other.
+    let mut pending: Option<ExecInput> = None;
     loop {
         tokio::select! {
-            message = socket.recv() => match message {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(Message::Binary(data))) => {
-                    if let Some(i) = input_of(&data) {
-                        let _ = input.send(i).await;
-                    }
+            permit = input.reserve(), if pending.is_some() => {
+                let next = pending.take().expect("pending");
+                // After the exec has ended, input goes nowhere.
+                if let Ok(permit) = permit {
+                    permit.send(next);
                 }
+            }
+            message = socket.recv(), if pending.is_none() => match message {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(Message::Binary(data))) => pending = input_of(&data),
                 Some(Ok(_)) => {}
             },
             next = output.recv() => {

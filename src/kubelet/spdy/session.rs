@@ -90,7 +90,7 @@ struct State {
 #[derive(Debug, PartialEq, Eq)]
 enum Step {
     Go,
-    ExecInput(ExecInput),
+    Input(ExecInput),
     Gone,
 }
 
@@ -147,14 +147,14 @@ impl State {
                 }
                 .encode(&mut self.out);
                 Ok(if fin && kind == StreamType::Stdin {
-                    Step::ExecInput(ExecInput::EndOfInput)
+                    Step::Input(ExecInput::EndOfInput)
                 } else {
                     Step::Go
                 })
             }
             Frame::Data { stream, fin, data } => Ok(self.on_data(stream, fin, data, more)),
             Frame::RstStream { stream, .. } if self.type_of(stream) == Some(StreamType::Stdin) => {
-                Ok(Step::ExecInput(ExecInput::EndOfInput))
+                Ok(Step::Input(ExecInput::EndOfInput))
             }
             Frame::Ping { id } => {
                 Frame::Ping { id }.encode(&mut self.out);
@@ -241,13 +241,21 @@ where
     let (mut buf, mut read) = (Vec::new(), vec![0u8; 16 * 1024]);
     let streams_deadline = tokio::time::Instant::now() + STREAMS_WITHIN;
     let mut finished: Option<tokio::time::Instant> = None;
+    // Input read but not yet taken: while any waits, the socket is not read (backpressure on the
+    // client), yet output keeps flowing, so a full pipe one way never stops the other.
+    let mut pending: std::collections::VecDeque<ExecInput> = Default::default();
     loop {
         let ready = state.ready() || tokio::time::Instant::now() >= streams_deadline;
         let idle = tokio::time::sleep(IDLE);
         let goodbye = tokio::time::sleep_until(finished.unwrap_or(streams_deadline));
         let mut more = Vec::new();
         tokio::select! {
-            n = reader.read(&mut read) => {
+            permit = input.reserve(), if !pending.is_empty() => match permit {
+                Ok(permit) => permit.send(pending.pop_front().expect("not empty")),
+                // The exec has ended: input after it goes nowhere.
+                Err(_) => pending.clear(),
+            },
+            n = reader.read(&mut read), if pending.is_empty() => {
                 let n = n.map_err(Error::Io)?;
                 if n == 0 {
                     return Ok(());
@@ -256,7 +264,7 @@ where
                 while let Some(frame) = Frame::decode(&mut buf)? {
                     match state.on_frame(frame, &mut more)? {
                         Step::Go => {}
-                        Step::ExecInput(i) => more.push(i),
+                        Step::Input(i) => more.push(i),
                         Step::Gone => finished = Some(tokio::time::Instant::now()),
                     }
                 }
@@ -284,10 +292,7 @@ where
                 break;
             }
         }
-        for i in more {
-            // ExecInput after the session at the provider ended goes nowhere.
-            let _ = input.send(i).await;
-        }
+        pending.extend(more);
         if !state.out.is_empty() {
             writer.write_all(&state.out).await.map_err(Error::Io)?;
             state.out.clear();
@@ -308,6 +313,7 @@ mod tests {
     use super::*;
     use crate::kubelet::channels::pair;
     use crate::kubelet::spdy::frame::tests::all;
+    use crate::provider::{ExecEvent, ExitCode};
 
     #[test]
     fn the_streams_expected_follow_the_query_and_a_terminal_has_no_stderr() {
@@ -430,6 +436,108 @@ mod tests {
             status: GOAWAY_OK
         }));
         drop(session);
+    }
+
+    /// A provider that echoes stdin on stdout through a one-slot pipe, and exits 0 at its end.
+    fn echo() -> crate::provider::ExecSession {
+        use futures::StreamExt;
+        let (input, mut from_client) = tokio::sync::mpsc::channel(1);
+        let (to_client, output) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            while let Some(ExecInput::Stdin(data)) = from_client.recv().await {
+                let _ = to_client.send(ExecEvent::Stdout(data)).await;
+            }
+            let _ = to_client.send(ExecEvent::Exited(ExitCode::Code(0))).await;
+        });
+        let output = tokio_stream_of(output).map(Ok).boxed();
+        crate::provider::ExecSession { input, output }
+    }
+
+    fn tokio_stream_of<T: Send + 'static>(
+        mut rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures::Stream<Item = T> + Send {
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    }
+
+    #[tokio::test]
+    async fn a_megabyte_echoed_both_ways_at_once_never_stalls_the_session() {
+        let wanted = Wanted {
+            stdin: true,
+            stdout: true,
+            ..Default::default()
+        };
+        let (ends, session) = crate::kubelet::channels::pair();
+        let (client, server) = tokio::io::duplex(16 * 1024);
+        tokio::spawn(serve(server, wanted, ends));
+        tokio::spawn(crate::kubelet::channels::relay(
+            session,
+            echo(),
+            wanted,
+            |_| unreachable!(),
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let writer = tokio::spawn(async move {
+            let mut codec = HeaderCodec::default();
+            let mut wire = Vec::new();
+            for (stream, kind) in [(1, "error"), (3, "stdin"), (5, "stdout")] {
+                let headers = codec.encode(&[("streamtype", kind)]).unwrap();
+                Frame::SynStream {
+                    stream,
+                    fin: false,
+                    headers,
+                }
+                .encode(&mut wire);
+            }
+            client_write.write_all(&wire).await.unwrap();
+            for _ in 0..2048 {
+                let mut frame = Vec::new();
+                let data = vec![b'x'; 512];
+                Frame::Data {
+                    stream: 3,
+                    fin: false,
+                    data,
+                }
+                .encode(&mut frame);
+                client_write.write_all(&frame).await.unwrap();
+            }
+            let mut fin = Vec::new();
+            Frame::Data {
+                stream: 3,
+                fin: true,
+                data: vec![],
+            }
+            .encode(&mut fin);
+            client_write.write_all(&fin).await.unwrap();
+            client_write
+        });
+        let mut buf = Vec::new();
+        let (mut echoed, mut status) = (0, Vec::new());
+        let read = async {
+            while status.is_empty() || !status.ends_with(b"}") {
+                let mut chunk = [0u8; 8192];
+                let n = client_read.read(&mut chunk).await.unwrap();
+                assert_ne!(n, 0, "the session ended early");
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(frame) = Frame::decode(&mut buf).unwrap() {
+                    match frame {
+                        Frame::Data {
+                            stream: 5, data, ..
+                        } => echoed += data.len(),
+                        Frame::Data {
+                            stream: 1, data, ..
+                        } => status.extend(data),
+                        _ => {}
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .expect("the echo stalled");
+        assert_eq!(echoed, 2048 * 512);
+        assert!(String::from_utf8_lossy(&status).contains("Success"));
+        drop(writer.await.unwrap());
     }
 
     #[tokio::test]
