@@ -540,6 +540,80 @@ mod tests {
         drop(writer.await.unwrap());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_session_without_a_frame_for_the_idle_timeout_is_closed_with_a_goaway() {
+        let (ends, _session) = pair();
+        let (client, server) = tokio::io::duplex(4096);
+        let served = tokio::spawn(serve(server, Wanted::default(), ends));
+        let (mut client_read, _client_write) = tokio::io::split(client);
+        let started = tokio::time::Instant::now();
+        let mut wire = Vec::new();
+        client_read.read_to_end(&mut wire).await.unwrap();
+        assert!(
+            started.elapsed() >= IDLE,
+            "closed after {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            all(&wire),
+            vec![Frame::GoAway {
+                last_stream: 0,
+                status: GOAWAY_OK
+            }]
+        );
+        served.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn output_waits_for_the_streams_asked_for_and_goes_out_after_the_creation_timeout() {
+        let wanted = Wanted {
+            stdout: true,
+            ..Default::default()
+        };
+        let (ends, session) = pair();
+        let (client, server) = tokio::io::duplex(4096);
+        tokio::spawn(serve(server, wanted, ends));
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        // Only the error stream: stdout never comes.
+        let mut codec = HeaderCodec::default();
+        let headers = codec.encode(&[("streamtype", "error")]).unwrap();
+        let mut wire = Vec::new();
+        Frame::SynStream {
+            stream: 1,
+            fin: false,
+            headers,
+        }
+        .encode(&mut wire);
+        client_write.write_all(&wire).await.unwrap();
+        let status = serde_json::json!({"metadata": {}, "status": "Success"});
+        session
+            .output
+            .send(Output::Status(status.clone()))
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let mut seen = Vec::new();
+        while !all(&seen)
+            .iter()
+            .any(|f| matches!(f, Frame::Data { stream: 1, .. }))
+        {
+            let mut chunk = [0u8; 1024];
+            let n = client_read.read(&mut chunk).await.unwrap();
+            assert_ne!(n, 0);
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        assert!(
+            started.elapsed() >= STREAMS_WITHIN,
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(all(&seen).contains(&Frame::Data {
+            stream: 1,
+            fin: false,
+            data: status.to_string().into_bytes()
+        }));
+    }
+
     #[tokio::test]
     async fn resize_lines_become_terminal_sizes_and_pings_are_answered() {
         let mut state = State::new(Wanted {
