@@ -1,6 +1,6 @@
 //! `/exec/{namespace}/{pod}/{container}` and `/run/...`: `kubectl exec`, over SPDY/3.1
 //! ([`spdy`](crate::kubelet::spdy)) or the WebSocket channel protocol
-//! ([`websocket`](crate::kubelet::websocket)), `v5.channel.k8s.io` or `v4.channel.k8s.io` either
+//! ([`websocket`]), `v5.channel.k8s.io` or `v4.channel.k8s.io` either
 //! way.
 //!
 //! A provider that cannot exec at all answers HTTP 501 before any upgrade. Then the connection

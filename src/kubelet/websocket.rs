@@ -21,7 +21,7 @@ use crate::kubelet::spdy::upgrade::{NotSpdy, SpdyUpgrade};
 use crate::provider::ExecInput;
 
 /// How long the client gets to close after the status.
-const GOODBYE_WITHIN: Duration = Duration::from_secs(5);
+pub const GOODBYE_WITHIN: Duration = Duration::from_secs(5);
 
 /// What a client message means, if anything.
 pub fn input_of(message: &[u8]) -> Option<ExecInput> {

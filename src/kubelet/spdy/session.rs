@@ -438,6 +438,22 @@ mod tests {
         drop(session);
     }
 
+    /// The SYN_STREAMs a client opens `streams` (id, streamtype) with.
+    fn opening(streams: &[(u32, &str)]) -> Vec<u8> {
+        let mut codec = HeaderCodec::default();
+        let mut wire = Vec::new();
+        for (stream, kind) in streams {
+            let headers = codec.encode(&[("streamtype", kind)]).unwrap();
+            Frame::SynStream {
+                stream: *stream,
+                fin: false,
+                headers,
+            }
+            .encode(&mut wire);
+        }
+        wire
+    }
+
     /// A provider that echoes stdin on stdout through a one-slot pipe, and exits 0 at its end.
     fn echo() -> crate::provider::ExecSession {
         use futures::StreamExt;
@@ -478,17 +494,7 @@ mod tests {
         ));
         let (mut client_read, mut client_write) = tokio::io::split(client);
         let writer = tokio::spawn(async move {
-            let mut codec = HeaderCodec::default();
-            let mut wire = Vec::new();
-            for (stream, kind) in [(1, "error"), (3, "stdin"), (5, "stdout")] {
-                let headers = codec.encode(&[("streamtype", kind)]).unwrap();
-                Frame::SynStream {
-                    stream,
-                    fin: false,
-                    headers,
-                }
-                .encode(&mut wire);
-            }
+            let wire = opening(&[(1, "error"), (3, "stdin"), (5, "stdout")]);
             client_write.write_all(&wire).await.unwrap();
             for _ in 0..2048 {
                 let mut frame = Vec::new();
@@ -575,16 +581,10 @@ mod tests {
         tokio::spawn(serve(server, wanted, ends));
         let (mut client_read, mut client_write) = tokio::io::split(client);
         // Only the error stream: stdout never comes.
-        let mut codec = HeaderCodec::default();
-        let headers = codec.encode(&[("streamtype", "error")]).unwrap();
-        let mut wire = Vec::new();
-        Frame::SynStream {
-            stream: 1,
-            fin: false,
-            headers,
-        }
-        .encode(&mut wire);
-        client_write.write_all(&wire).await.unwrap();
+        client_write
+            .write_all(&opening(&[(1, "error")]))
+            .await
+            .unwrap();
         let status = serde_json::json!({"metadata": {}, "status": "Success"});
         session
             .output
