@@ -17,6 +17,7 @@ use futures::StreamExt;
 use crate::kubelet::channels::{Ends, Output, Session, Wanted, pair, parse_resize};
 use crate::kubelet::error::{Error, Result};
 use crate::kubelet::exec::{Inbound, V4, V5, channel, frame, negotiate, parse_frame};
+use crate::kubelet::spdy::session::IDLE;
 use crate::kubelet::spdy::upgrade::{NotSpdy, SpdyUpgrade};
 use crate::provider::ExecInput;
 
@@ -34,14 +35,20 @@ pub fn input_of(message: &[u8]) -> Option<ExecInput> {
 }
 
 /// Serves one WebSocket connection until the status is sent and the client closes (or
-/// [`GOODBYE_WITHIN`] passes), or the client goes.
+/// [`GOODBYE_WITHIN`] passes), the client goes, or nothing moves either way for [`IDLE`] (the
+/// same idle timeout as SPDY's; pings are answered by the WebSocket layer).
 pub async fn serve(mut socket: WebSocket, ends: Ends) {
     let Ends { input, mut output } = ends;
     // A message read but not yet taken: while it waits, the socket is not read, yet output
     // keeps flowing, so a full pipe one way never stops the other.
     let mut pending: Option<ExecInput> = None;
     loop {
+        let idle = tokio::time::sleep(IDLE);
         tokio::select! {
+            _ = idle => {
+                tracing::info!("WebSocket: no message for {IDLE:?}; closing the session");
+                break;
+            }
             permit = input.reserve(), if pending.is_some() => {
                 let next = pending.take().expect("pending");
                 // After the exec has ended, input goes nowhere.
