@@ -1,30 +1,36 @@
-//! `/exec/{namespace}/{pod}/{container}` and `/run/...`: `kubectl exec` over the Kubernetes
-//! WebSocket channel protocol (`v5.channel.k8s.io`, `v4.channel.k8s.io`).
+//! `/exec/{namespace}/{pod}/{container}` and `/run/...`: `kubectl exec`, over SPDY/3.1
+//! ([`spdy`](crate::kubelet::spdy)) or the WebSocket channel protocol
+//! ([`websocket`]), `v5.channel.k8s.io` or `v4.channel.k8s.io` either
+//! way.
 //!
-//! The apiserver passes kubectl's upgrade request through unchanged. Each binary WebSocket
-//! message starts with its channel byte: 0 stdin, 1 stdout, 2 stderr, 3 error (a `metav1.Status`
-//! JSON carrying the exit code), 4 resize; v5 adds 255, the client's "close this stream" signal.
-//! Exec is non-interactive: the command runs at the provider before the upgrade (so a provider
-//! that cannot exec answers HTTP 501), then its output and status are sent and the socket closed.
-//! stdin and tty are refused on channel 3 with a message saying so. SPDY is not spoken.
+//! A provider that cannot exec at all answers HTTP 501 before any upgrade. Then the connection
+//! is upgraded, the streams the client asked for are opened, and the provider's exec session
+//! starts ([`Provider::exec_session`](crate::provider::Provider::exec_session)): with a terminal,
+//! at the client's first size (it sends it right after opening its streams; 80x24 when none comes
+//! within [`FIRST_SIZE_WITHIN`]). stdin, its end and resizes flow to the provider, output and the
+//! exit status back ([`channels::relay`]). A provider that reports no exit code (ACI) ends with a
+//! `Success` status whose message says the code is unknown; kubectl exits 0.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{
-    CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
-};
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
-use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
+use crate::kubelet::channels::{self, Session, Wanted, error_status};
 use crate::kubelet::error::{Error, Result};
 use crate::kubelet::logs::parse_bool;
 use crate::kubelet::pods;
 use crate::kubelet::server::Shared;
-use crate::provider::{ExecOutput, ProviderError};
+use crate::kubelet::spdy::upgrade::{NotSpdy, SpdyUpgrade};
+use crate::kubelet::websocket;
+use crate::provider::{ExecInput, ExecRequest, ProviderError, TerminalSize};
+
+/// How long a terminal exec waits for the client's first size before starting at 80x24.
+pub const FIRST_SIZE_WITHIN: Duration = Duration::from_secs(1);
 
 /// The newest channel protocol: v4 plus the client's close signal.
 pub const V5: &str = "v5.channel.k8s.io";
@@ -89,6 +95,16 @@ impl ExecQuery {
         }
         Ok(q)
     }
+
+    /// The streams asked for.
+    pub fn wanted(&self) -> Wanted {
+        Wanted {
+            stdin: self.stdin,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            tty: self.tty,
+        }
+    }
 }
 
 /// The channel protocol to speak: the first of the client's offers that is v5 or v4.
@@ -128,157 +144,77 @@ pub fn parse_frame(message: &[u8]) -> Option<Inbound<'_>> {
     }
 }
 
-/// The `metav1.Status` the error channel carries for an exit code (v4 and later).
-pub fn exit_status(code: i32) -> Value {
-    if code == 0 {
-        return json!({"metadata": {}, "status": "Success"});
-    }
-    json!({
-        "metadata": {},
-        "status": "Failure",
-        "message": format!("command terminated with non-zero exit code: exit status {code}"),
-        "reason": "NonZeroExitCode",
-        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
-    })
-}
-
-/// The `metav1.Status` for a failure that is not the command's own exit.
-pub fn failure_status(message: &str, reason: &str, code: u16) -> Value {
-    json!({"metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code})
-}
-
-/// The `metav1.Status` for a request that failed at the provider or before it.
-pub fn error_status(err: &Error) -> Value {
-    let status = err.status();
-    failure_status(
-        &err.to_string(),
-        status.canonical_reason().unwrap_or("InternalError"),
-        status.as_u16(),
-    )
-}
-
-/// The messages that deliver `output` for `q`, status last.
-pub fn messages(q: &ExecQuery, output: &ExecOutput) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    if q.stdout && !output.stdout.is_empty() {
-        out.push(frame(channel::STDOUT, output.stdout.as_bytes()));
-    }
-    if q.stderr && !output.stderr.is_empty() {
-        out.push(frame(channel::STDERR, output.stderr.as_bytes()));
-    }
-    let status = match output.exit_code {
-        Some(code) => exit_status(code),
-        None => json!({"metadata": {}, "status": "Success"}),
-    };
-    out.push(frame(channel::ERROR, status.to_string().as_bytes()));
-    out
-}
-
-/// Runs the command at the provider: `NotSupported` becomes an HTTP 501 (before any upgrade),
-/// other failures a status for the error channel.
-pub async fn run_command(
-    placed: &pods::Placed,
-    command: &[String],
-) -> Result<std::result::Result<ExecOutput, Value>> {
-    session_result(
-        placed,
-        placed
-            .provider
-            .exec(&placed.workload, &placed.container, command)
-            .await,
-    )
-}
-
-/// What a provider's exec or attach answered, for the kubelet API: `NotSupported` becomes an
-/// HTTP 501 (before any upgrade), other failures a status for the error channel.
-pub fn session_result<T>(
-    placed: &pods::Placed,
-    answer: std::result::Result<T, ProviderError>,
-) -> Result<std::result::Result<T, Value>> {
-    match answer {
-        Ok(output) => Ok(Ok(output)),
-        Err(e @ ProviderError::NotSupported { .. }) => Err(placed.error(e)),
-        Err(e) => Ok(Err(error_status(&placed.error(e)))),
-    }
-}
-
 /// The `/exec` handler.
 pub async fn exec(
     State(shared): State<Arc<Shared>>,
     Path((namespace, pod, container)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    spdy: std::result::Result<SpdyUpgrade, NotSpdy>,
 ) -> Result<Response> {
     let q = ExecQuery::parse(query.as_deref().unwrap_or_default())?;
     let placed = pods::find(shared.workloads.as_ref(), &namespace, &pod, &container).await?;
-    let Ok(upgrade) = upgrade else {
-        if !placed.provider.capabilities().exec {
-            return Err(placed.error(ProviderError::NotSupported {
-                provider: placed.provider.name().into(),
-                what: "exec".into(),
-            }));
-        }
-        return Err(Error::BadRequest(format!(
-            "exec needs a WebSocket upgrade with {V5} or {V4} (kubectl 1.30 or later); SPDY is not supported by burstgate's kubelet API"
-        )));
-    };
-    let Some(protocol) = negotiate(&headers) else {
-        return Err(Error::BadRequest(format!(
-            "the WebSocket upgrade offers neither {V5} nor {V4}"
-        )));
-    };
-    let outcome = if q.stdin || q.tty {
-        let what = if q.tty { "a terminal (tty)" } else { "stdin" };
-        let message = format!(
-            "burstgate runs exec non-interactively: {what} is not supported yet (pod {} on target {}); run without -i/-t",
-            placed.key, placed.target
-        );
-        Err(failure_status(
-            &message,
-            "BadRequest",
-            StatusCode::BAD_REQUEST.as_u16(),
-        ))
-    } else {
-        run_command(&placed, &q.command).await?
-    };
-    let messages = match &outcome {
-        Ok(output) => messages(&q, output),
-        Err(status) => vec![frame(channel::ERROR, status.to_string().as_bytes())],
-    };
-    tracing::info!(pod = %placed.key, container = %placed.container, protocol, exit_code = ?outcome.as_ref().ok().and_then(|o| o.exit_code), "kubelet API: exec");
-    Ok(upgrade
-        .protocols([protocol])
-        .on_upgrade(move |socket| deliver(socket, messages))
-        .into_response())
+    if !placed.provider.capabilities().exec {
+        return Err(placed.error(ProviderError::NotSupported {
+            provider: placed.provider.name().into(),
+            what: "exec".into(),
+        }));
+    }
+    let shutdown = shared.shutdown.clone();
+    let wanted = q.wanted();
+    websocket::respond("exec", &headers, ws, spdy, wanted, move |session| {
+        run_session(placed, q, session, shutdown)
+    })
 }
 
-/// Sends `messages`, closes normally, and waits briefly for the client's close.
-pub async fn deliver(mut socket: WebSocket, messages: Vec<Vec<u8>>) {
-    for m in messages {
-        if socket.send(Message::Binary(m.into())).await.is_err() {
-            return;
-        }
-    }
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code: 1000,
-            reason: "".into(),
-        })))
+/// Starts the command at the provider and relays until it ends; a provider that refuses sends
+/// its reason as the status.
+pub async fn run_session(
+    placed: pods::Placed,
+    q: ExecQuery,
+    mut session: Session,
+    shutdown: CancellationToken,
+) {
+    let (tty, early) = if q.tty {
+        first_size(&mut session).await
+    } else {
+        (None, None)
+    };
+    let request = ExecRequest {
+        command: q.command.clone(),
+        stdin: q.stdin,
+        tty,
+    };
+    let opened = placed
+        .provider
+        .exec_session(&placed.workload, &placed.container, &request)
         .await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(message)) = socket.next().await {
-            if let Message::Binary(data) = &message
-                && let Some(Inbound::Close(stream)) = parse_frame(data)
-            {
-                tracing::debug!(stream, "kubelet API: the client closed a stream");
-            }
-            if matches!(message, Message::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
+    tracing::info!(pod = %placed.key, container = %placed.container, stdin = q.stdin, tty = q.tty, started = opened.is_ok(), "kubelet API: exec");
+    let provider = match opened {
+        Ok(provider) => provider,
+        Err(e) => return channels::refuse(session, error_status(&placed.error(e))).await,
+    };
+    // Without stdin the command's input ends at once (ACI's `cat` would wait for it otherwise).
+    let early = early.or((!q.stdin).then_some(ExecInput::EndOfInput));
+    if let Some(input) = early {
+        let _ = provider.input.send(input).await;
+    }
+    let (key, target) = (placed.key.clone(), placed.target.clone());
+    let describe = move |e| Error::provider(e, &key, &target);
+    channels::relay(session, provider, q.wanted(), describe, shutdown).await;
+}
+
+/// The terminal's first size: the client's first resize within [`FIRST_SIZE_WITHIN`], else
+/// 80x24; an input that came first instead is handed back to go to the provider once it runs.
+async fn first_size(session: &mut Session) -> (Option<TerminalSize>, Option<ExecInput>) {
+    let first = tokio::time::timeout(FIRST_SIZE_WITHIN, session.input.recv()).await;
+    let early = match first {
+        Ok(Some(ExecInput::Resize(size))) => return (Some(size), None),
+        Ok(other) => other,
+        Err(_) => None,
+    };
+    (Some(TerminalSize::default()), early)
 }
 
 /// The `/run` handler (`POST /run/{namespace}/{pod}/{container}?cmd=...`): runs the command and
@@ -373,64 +309,6 @@ pub(super) mod tests {
         assert_eq!(parse_frame(b""), None);
     }
 
-    #[test]
-    fn a_non_zero_exit_travels_as_a_status_kubectl_turns_into_its_exit_code() {
-        let q = ExecQuery {
-            command: vec!["x".into()],
-            stdout: true,
-            stderr: true,
-            ..Default::default()
-        };
-        let out = ExecOutput {
-            stdout: "hi\n".into(),
-            stderr: "oops\n".into(),
-            exit_code: Some(3),
-        };
-        let m = messages(&q, &out);
-        assert_eq!(
-            (m[0][0], m[1][0], m[2][0]),
-            (channel::STDOUT, channel::STDERR, channel::ERROR)
-        );
-        let status: Value = serde_json::from_slice(&m[2][1..]).unwrap();
-        assert_eq!(status["reason"], "NonZeroExitCode");
-        assert_eq!(
-            status["details"]["causes"][0],
-            json!({"reason": "ExitCode", "message": "3"})
-        );
-        let ok: Value = serde_json::from_slice(
-            &messages(
-                &q,
-                &ExecOutput {
-                    exit_code: Some(0),
-                    ..out
-                },
-            )[2][1..],
-        )
-        .unwrap();
-        assert_eq!(ok["status"], "Success");
-    }
-
-    #[test]
-    fn streams_the_client_did_not_ask_for_are_not_sent() {
-        let q = ExecQuery {
-            command: vec!["x".into()],
-            stdout: true,
-            ..Default::default()
-        };
-        let m = messages(
-            &q,
-            &ExecOutput {
-                stdout: "a".into(),
-                stderr: "b".into(),
-                exit_code: Some(0),
-            },
-        );
-        assert_eq!(
-            m.iter().map(|m| m[0]).collect::<Vec<_>>(),
-            vec![channel::STDOUT, channel::ERROR]
-        );
-    }
-
     /// A provider that runs workloads but cannot exec or attach (as some clouds cannot); the
     /// attach tests use it too.
     pub(in crate::kubelet) struct NoExec;
@@ -468,25 +346,5 @@ pub(super) mod tests {
         ) -> std::result::Result<Vec<crate::provider::OwnedWorkload>, ProviderError> {
             Ok(vec![])
         }
-    }
-
-    #[tokio::test]
-    async fn a_provider_without_exec_answers_501_before_any_upgrade() {
-        let placed = pods::Placed {
-            key: "team/web".into(),
-            pod: Default::default(),
-            container: "app".into(),
-            target: "edge".into(),
-            workload: "bg-1".into(),
-            provider: Arc::new(NoExec),
-        };
-        let err = run_command(&placed, &["ls".into()]).await.unwrap_err();
-        assert_eq!(err.status(), StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(
-            err.to_string(),
-            "noexec does not support exec (pod team/web runs on target edge)"
-        );
-        let response = err.into_response();
-        assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED);
     }
 }

@@ -1,5 +1,6 @@
 //! The virtual node's kubelet API (HTTPS, default port 10250): what the apiserver calls for
-//! `kubectl logs` (`/containerLogs`, with `follow`), `kubectl exec` (`/exec`, `/run`), `kubectl attach` (`/attach`), metrics
+//! `kubectl logs` (`/containerLogs`, with `follow`), `kubectl exec` (`/exec`, `/run`), `kubectl attach` (`/attach`), both over SPDY/3.1 or
+//! WebSocket ([`spdy`], [`websocket`], [`channels`]), metrics
 //! pipelines (`/stats/summary`, `/metrics/resource`) and `/healthz`.
 //!
 //! TLS only, with the serving certificate reloaded when its files change ([`tls`]). Every request
@@ -14,13 +15,16 @@
 pub mod attach;
 pub mod auth;
 pub mod cache;
+pub mod channels;
 pub mod error;
 pub mod exec;
 pub mod logs;
 pub mod pods;
 pub mod server;
+pub mod spdy;
 pub mod stats;
 pub mod tls;
+pub mod websocket;
 
 pub use error::{Error, Result};
 pub use server::{Shared, router, serve, serve_on};

@@ -325,6 +325,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn exec_and_attach_on_a_provider_without_them_answer_501_before_any_upgrade() {
+        let gateway = Arc::new(FakeGateway::new(vec![placed_on("web", "edge")], &["edge"]));
+        let (status, body) = call(
+            app(gateway.clone(), None),
+            Method::POST,
+            "/exec/team/web/app?command=ls&stdout=1",
+        )
+        .await;
+        assert_eq!(status, 501, "{body}");
+        assert_eq!(
+            body,
+            "noexec does not support exec (pod team/web runs on target edge)\n"
+        );
+        let (status, body) = call(
+            app(gateway, None),
+            Method::POST,
+            "/attach/team/web/app?stdout=1",
+        )
+        .await;
+        assert_eq!(status, 501, "{body}");
+        assert!(body.contains("noexec does not support attach"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn port_forward_answers_501_saying_why() {
+        let gateway = Arc::new(FakeGateway::new(vec![placed_on("web", "edge")], &["edge"]));
+        let (status, body) = call(app(gateway, None), Method::POST, "/portForward/team/web").await;
+        assert_eq!(status, 501, "{body}");
+        assert!(body.contains("does not support port-forward"), "{body}");
+    }
+
+    #[tokio::test]
     async fn logs_of_a_pod_waiting_for_a_target_answer_503() {
         let gateway = Arc::new(FakeGateway::new(vec![pod("web", NODE, &[])], &["edge"]));
         let (status, body) = call(

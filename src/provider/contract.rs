@@ -591,6 +591,122 @@ pub struct ExecOutput {
     pub exit_code: Option<i32>,
 }
 
+/// A terminal's size in characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TerminalSize {
+    /// Columns.
+    pub width: u16,
+    /// Rows.
+    pub height: u16,
+}
+
+impl Default for TerminalSize {
+    /// 80x24, what a terminal is taken to be until the client says otherwise.
+    fn default() -> Self {
+        TerminalSize {
+            width: 80,
+            height: 24,
+        }
+    }
+}
+
+/// An exec as the client asked for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// The command and its arguments.
+    pub command: Vec<String>,
+    /// The client sends stdin.
+    pub stdin: bool,
+    /// A terminal of this size (its first size; resizes follow as [`ExecInput::Resize`]).
+    pub tty: Option<TerminalSize>,
+}
+
+/// What the client sends to a running exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecInput {
+    /// Bytes for stdin.
+    Stdin(Vec<u8>),
+    /// stdin is closed (end of file).
+    EndOfInput,
+    /// The terminal changed size.
+    Resize(TerminalSize),
+}
+
+/// What a running exec produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    /// Bytes of stdout (with a terminal, or from a provider that does not separate the two, all
+    /// output).
+    Stdout(Vec<u8>),
+    /// Bytes of stderr.
+    Stderr(Vec<u8>),
+    /// The command ended; nothing follows.
+    Exited(ExitCode),
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Its exit code.
+    Code(i32),
+    /// The provider does not say (ACI's exec API reports none): why, for the client.
+    Unreported {
+        /// Why the code is unknown.
+        why: String,
+    },
+}
+
+/// A running exec: its input and its output, [`ExecEvent::Exited`] last. Dropping it ends the
+/// session at the provider.
+pub struct ExecSession {
+    /// Input to the command; a provider that takes none drops the receiver.
+    pub input: tokio::sync::mpsc::Sender<ExecInput>,
+    /// Output, then the exit.
+    pub output: futures::stream::BoxStream<'static, Result<ExecEvent, ProviderError>>,
+}
+
+impl ExecSession {
+    /// The session of a command that already ran (a provider whose exec collects the output):
+    /// takes no input, yields the output, then the exit code or why there is none.
+    pub fn finished(output: ExecOutput, provider: &str) -> ExecSession {
+        let (input, _) = tokio::sync::mpsc::channel(1);
+        let exit = match output.exit_code {
+            Some(code) => ExitCode::Code(code),
+            None => ExitCode::Unreported {
+                why: format!("{provider} reports no exit code for exec"),
+            },
+        };
+        let events = [
+            ExecEvent::Stdout(output.stdout.into_bytes()),
+            ExecEvent::Stderr(output.stderr.into_bytes()),
+            ExecEvent::Exited(exit),
+        ]
+        .into_iter()
+        .filter(|e| !matches!(e, ExecEvent::Stdout(b) | ExecEvent::Stderr(b) if b.is_empty()))
+        .map(Ok);
+        ExecSession {
+            input,
+            output: futures::StreamExt::boxed(futures::stream::iter(events)),
+        }
+    }
+
+    /// An attach session: the container's output on stdout, no input, no exit code (the
+    /// stream ends when the container's output does).
+    pub fn output_only(output: OutputStream) -> ExecSession {
+        use futures::StreamExt;
+        let (input, _) = tokio::sync::mpsc::channel(1);
+        let events = output
+            .map(|chunk| chunk.map(ExecEvent::Stdout))
+            .chain(futures::stream::once(async {
+                Ok(ExecEvent::Exited(ExitCode::Code(0)))
+            }));
+        ExecSession {
+            input,
+            output: events.boxed(),
+        }
+    }
+}
+
 /// A container's output as it comes, from [`Provider::attach`]: chunks of bytes (stdout and
 /// stderr interleaved, as the provider sends them) until the stream ends with the attach
 /// session (the container stopped, or the provider closed it).
@@ -660,6 +776,25 @@ pub trait Provider: Send + Sync {
             provider: self.name().into(),
             what: "exec".into(),
         })
+    }
+
+    /// Starts `request` in a container as a session (the kubelet API's `/exec` over WebSocket
+    /// or SPDY). The default runs a non-interactive command through [`Provider::exec`]; stdin or
+    /// a terminal need a provider that streams (`NotSupported` otherwise, saying so).
+    async fn exec_session(
+        &self,
+        id: &str,
+        container: &str,
+        request: &ExecRequest,
+    ) -> Result<ExecSession, ProviderError> {
+        if request.stdin || request.tty.is_some() {
+            return Err(ProviderError::NotSupported {
+                provider: self.name().into(),
+                what: "exec with stdin or a terminal (-i/-t)".into(),
+            });
+        }
+        let output = self.exec(id, container, &request.command).await?;
+        Ok(ExecSession::finished(output, self.name()))
     }
 
     /// Attaches to a running container's output (the kubelet API's `/attach`): output only,

@@ -13,9 +13,10 @@ pub mod registry;
 pub mod sim;
 
 pub use contract::{
-    Capabilities, ContainerState, ContainerStatus, ExecOutput, GaveUpCause, LogOptions,
-    OwnedWorkload, Owner, PodRejection, Provider, ProviderError, TargetRejection, WorkloadPhase,
-    WorkloadSpec, WorkloadStatus, workload_id,
+    Capabilities, ContainerState, ContainerStatus, ExecEvent, ExecInput, ExecOutput, ExecRequest,
+    ExecSession, ExitCode, GaveUpCause, LogOptions, OwnedWorkload, Owner, PodRejection, Provider,
+    ProviderError, TargetRejection, TerminalSize, WorkloadPhase, WorkloadSpec, WorkloadStatus,
+    workload_id,
 };
 pub use limits::{
     Bucket, Capacity, PublishedBucket, Scope, capacity, default_buckets, effective,

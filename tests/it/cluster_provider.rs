@@ -722,6 +722,19 @@ async fn exec_and_logs_without_a_kubelet_say_why_clearly() {
         ),
         other => panic!("expected the API server's reason as a Pod error, got {other:?}"),
     }
+    // An interactive exec (stdin, a terminal) goes the same way and fails the same way.
+    let request = burstgate::provider::ExecRequest {
+        command: vec!["sh".into()],
+        stdin: true,
+        tty: Some(burstgate::provider::TerminalSize::default()),
+    };
+    let Err(err) = s.provider.exec_session(&spec.id, "app", &request).await else {
+        panic!("an interactive exec started on a pod no node runs");
+    };
+    assert!(
+        matches!(&err, ProviderError::Pod(r) if r.to_string().contains("does not have a host assigned")),
+        "{err:?}"
+    );
     // The API server has no log location for an unscheduled pod: nothing, and no error.
     assert_eq!(
         s.provider

@@ -288,19 +288,143 @@ async fn namespace(client: &kube::Client) -> String {
 
 /// kubectl as cluster admin in `ns`: exit code, stdout, stderr.
 fn kubectl(ns: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(peers().path("KUBECTL"))
+    kubectl_via(Transport::WebSocket, ns, args, None)
+}
+
+/// How kubectl carries exec and attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// kubectl's default: a WebSocket (which the 1.20 apiserver passes through to the kubelet).
+    WebSocket,
+    /// `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`: SPDY/3.1 end to end, as every apiserver from
+    /// 1.30 on speaks to kubelets whatever kubectl used.
+    Spdy,
+}
+
+const TRANSPORTS: [Transport; 2] = [Transport::WebSocket, Transport::Spdy];
+
+/// kubectl as cluster admin in `ns` with exec and attach over `transport`, `stdin` fed to it
+/// (none: /dev/null): exit code, stdout (bytes as text), stderr.
+fn kubectl_via(
+    transport: Transport,
+    ns: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> (i32, String, String) {
+    let (code, out, err) = kubectl_bytes(transport, ns, args, stdin);
+    (code, String::from_utf8_lossy(&out).into_owned(), err)
+}
+
+/// As [`kubectl_via`], stdout as bytes.
+fn kubectl_bytes(
+    transport: Transport,
+    ns: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> (i32, Vec<u8>, String) {
+    use std::io::Write as _;
+    let websockets = if transport == Transport::Spdy {
+        "false"
+    } else {
+        "true"
+    };
+    let mut child = Command::new(peers().path("KUBECTL"))
         .arg("--kubeconfig")
         .arg(peers().path("KUBECONFIG_ADMIN"))
         .args(["-n", ns])
         .args(args)
-        .stdin(Stdio::null())
-        .output()
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("kubectl runs");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let out = child.wait_with_output().expect("kubectl ends");
     (
         out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.stdout,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `kubectl exec -it` in `ns` under a pseudo-terminal of `cols`x`rows` (util-linux `script`),
+/// over `transport`, typing `keys` once it runs: exit code and what the terminal showed.
+fn kubectl_in_terminal(
+    transport: Transport,
+    ns: &str,
+    args: &[&str],
+    keys: &str,
+    (cols, rows): (u16, u16),
+) -> (i32, String) {
+    use std::io::Write as _;
+    let quoted = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let line = [
+        peers().path("KUBECTL").to_string_lossy().as_ref(),
+        "--kubeconfig",
+        peers().path("KUBECONFIG_ADMIN").to_string_lossy().as_ref(),
+        "-n",
+        ns,
+    ]
+    .iter()
+    .chain(args)
+    .map(|a| quoted(a))
+    .collect::<Vec<_>>()
+    .join(" ");
+    let websockets = if transport == Transport::Spdy {
+        "false"
+    } else {
+        "true"
+    };
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("stty cols {cols} rows {rows}; {line}"),
+            "/dev/null",
+        ])
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut pipe = child.stdin.take().unwrap();
+    let keys = keys.to_string();
+    std::thread::spawn(move || {
+        // kubectl puts the terminal in raw mode once its session runs.
+        std::thread::sleep(Duration::from_secs(3));
+        let _ = pipe.write_all(keys.as_bytes());
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let screen = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut seen);
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let deadline = Instant::now() + WAIT;
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("script is waited for") {
+            break status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (code, screen.join().unwrap_or_default())
 }
 
 /// The highest "running for Ns" second in `text` (the simulated provider's log lines).
@@ -326,11 +450,27 @@ fn follow_until(ns: &str, tick: fn(&str) -> Option<u64>, at_least: u64) -> (bool
 /// kubectl `args` in `ns` as a child: whether a line for which `done` holds arrives on its stdout
 /// within 30 s, and every line seen; then the child is killed.
 fn streamed_until(ns: &str, args: &[&str], done: impl Fn(&str) -> bool) -> (bool, Vec<String>) {
+    streamed_via(Transport::WebSocket, ns, args, done)
+}
+
+/// As [`streamed_until`], with exec and attach over `transport`.
+fn streamed_via(
+    transport: Transport,
+    ns: &str,
+    args: &[&str],
+    done: impl Fn(&str) -> bool,
+) -> (bool, Vec<String>) {
+    let websockets = if transport == Transport::Spdy {
+        "false"
+    } else {
+        "true"
+    };
     let mut follow = Command::new(peers().path("KUBECTL"))
         .arg("--kubeconfig")
         .arg(peers().path("KUBECONFIG_ADMIN"))
         .args(["-n", ns])
         .args(args)
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -404,22 +544,43 @@ async fn kubectl_logs_logs_follow_and_exec_reach_the_pod_through_the_apiserver()
         "kubectl logs -f streamed no line newer than second {before} within 30 s; got {seen:?}"
     );
 
-    // exec: the WebSocket channel protocol through the apiserver's upgrade proxy.
-    let (code, out, err) = kubectl(&ns, &["exec", "web", "--", "echo", "hi"]);
-    assert_eq!(
-        (code, out.as_str()),
-        (0, "hi\n"),
-        "stderr: {err}\ngateway log:\n{}",
-        gw.log_tail()
-    );
-    let (code, _, _) = kubectl(&ns, &["exec", "web", "--", "exit", "3"]);
-    assert_eq!(code, 3, "the remote exit code is kubectl's");
-    let (code, _, err) = kubectl(&ns, &["exec", "web", "--", "no-such-command"]);
-    assert_eq!(code, 127);
-    assert!(err.contains("no-such-command: command not found"), "{err}");
-    let (code, _, err) = kubectl(&ns, &["exec", "-i", "web", "--", "echo", "hi"]);
-    assert_ne!(code, 0);
-    assert!(err.contains("stdin is not supported yet"), "{err}");
+    // exec, over each transport through the apiserver's upgrade proxy: the WebSocket channel
+    // protocol, and SPDY/3.1 end to end.
+    for transport in TRANSPORTS {
+        let (code, out, err) =
+            kubectl_via(transport, &ns, &["exec", "web", "--", "echo", "hi"], None);
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "hi\n"),
+            "{transport:?}: stderr: {err}\ngateway log:\n{}",
+            gw.log_tail()
+        );
+        let (code, _, _) = kubectl_via(transport, &ns, &["exec", "web", "--", "exit", "3"], None);
+        assert_eq!(code, 3, "{transport:?}: the remote exit code is kubectl's");
+        let (code, _, err) = kubectl_via(
+            transport,
+            &ns,
+            &["exec", "web", "--", "no-such-command"],
+            None,
+        );
+        assert_eq!(code, 127, "{transport:?}");
+        assert!(
+            err.contains("no-such-command: command not found"),
+            "{transport:?}: {err}"
+        );
+        // The simulated cloud runs commands, not sessions: stdin is refused, saying so.
+        let (code, _, err) = kubectl_via(
+            transport,
+            &ns,
+            &["exec", "-i", "web", "--", "echo", "hi"],
+            Some(b"x"),
+        );
+        assert_ne!(code, 0, "{transport:?}");
+        assert!(
+            err.contains("sim does not support exec with stdin or a terminal (-i/-t)"),
+            "{transport:?}: {err}"
+        );
+    }
 }
 
 /// curl straight to the kubelet port (the cluster CA verifies its certificate): HTTP status and body.
@@ -769,24 +930,117 @@ async fn kubectl_logs_logs_follow_exec_and_attach_reach_a_pod_running_on_aci_thr
         "{err}"
     );
 
-    // attach: kubectl attach streams the container's output through the apiserver, the kubelet
-    // API's /attach and ACI's attach websocket: the lines so far, then new ones as ACI writes
-    // them.
-    let (_, now, _) = kubectl(&ns, &["logs", "web"]);
-    let before = line(&now).unwrap_or(0);
-    let (streamed, seen) = streamed_until(&ns, &["attach", "web"], |l| {
-        line(l).is_some_and(|n| n >= before + 2)
-    });
-    assert!(
-        streamed,
-        "kubectl attach printed no ACI line after line {before} within 30 s; got {seen:?}\ngateway log:\n{}",
-        gw.log_tail()
-    );
+    // Interactive exec over each transport: stdin reaches the container through ACI's exec
+    // websocket and its end (closing stdin) ends the command; `kubectl cp` (tar over exec stdin
+    // and stdout) works both ways. ACI reports no exit code: kubectl exits 0.
+    for transport in TRANSPORTS {
+        let input = format!("{transport:?} stdin {marker}\n");
+        let (code, out, err) = kubectl_via(
+            transport,
+            &ns,
+            &["exec", "-i", "web", "--", "cat"],
+            Some(input.as_bytes()),
+        );
+        assert_eq!(
+            (code, out.as_str()),
+            (0, input.as_str()),
+            "{transport:?}: stderr: {err}\ngateway log:\n{}",
+            gw.log_tail()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("notes.txt");
+        // Over a megabyte: more than SPDY's default 64 KiB window many times over.
+        let content = format!("copied over {transport:?} {marker}\n").repeat(24 * 1024);
+        std::fs::write(&local, &content).unwrap();
+        // To a directory: kubectl asks `test -d DEST` first, and with no exit code from ACI the
+        // answer is always yes (docs/operations.md says so).
+        let into = format!("web:/tmp/{transport:?}/");
+        let (code, _, err) = kubectl_via(
+            transport,
+            &ns,
+            &["cp", local.to_str().unwrap(), &into],
+            None,
+        );
+        assert_eq!(code, 0, "{transport:?}: kubectl cp to the pod: {err}");
+        let path = format!("/tmp/{transport:?}/notes.txt");
+        let remote = format!("web:{path}");
+        let (code, out, err) =
+            kubectl_via(transport, &ns, &["exec", "web", "--", "cat", &path], None);
+        assert_eq!(
+            (code, out.as_str()),
+            (0, content.as_str()),
+            "{transport:?}: {err}"
+        );
+        let back = dir.path().join("back.txt");
+        let (code, _, err) = kubectl_via(
+            transport,
+            &ns,
+            &["cp", &remote, back.to_str().unwrap()],
+            None,
+        );
+        assert_eq!(code, 0, "{transport:?}: kubectl cp from the pod: {err}");
+        assert_eq!(
+            std::fs::read_to_string(&back).unwrap(),
+            content,
+            "{transport:?}"
+        );
+    }
+
+    // exec -it under a terminal: the container group's exec starts with the terminal's size
+    // (ACI takes it in the exec request), the typed lines reach the shell and its output the
+    // terminal; `exit` ends the session.
+    for transport in TRANSPORTS {
+        let (code, screen) = kubectl_in_terminal(
+            transport,
+            &ns,
+            &["exec", "-it", "web", "--", "sh"],
+            "hostname\rexit\r",
+            (100, 30),
+        );
+        assert!(
+            code == 0 && screen.contains(&group),
+            "{transport:?}: exit {code}, the terminal showed {screen:?}\ngateway log:\n{}",
+            gw.log_tail()
+        );
+    }
+    let requests = emulator(reqwest::Method::GET, "requests", &subscription, None).await;
+    let sizes: Vec<serde_json::Value> = requests["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["method"] == "POST" && r["path"].as_str().is_some_and(|p| p.ends_with(&exec_path))
+        })
+        .filter_map(|r| serde_json::from_str::<serde_json::Value>(r["body"].as_str()?).ok())
+        .filter(|body| body["command"] == "sh")
+        .map(|body| body["terminalSize"].clone())
+        .collect();
     assert_eq!(
-        seen.first().map(String::as_str),
-        Some("app: started from image nginx:1.27"),
-        "{seen:?}"
+        sizes,
+        vec![json!({"rows": 30, "cols": 100}); 2],
+        "{requests}"
     );
+
+    // attach, over each transport: kubectl attach streams the container's output through the
+    // apiserver, the kubelet API's /attach and ACI's attach websocket: the lines so far, then new
+    // ones as ACI writes them.
+    for transport in TRANSPORTS {
+        let (_, now, _) = kubectl(&ns, &["logs", "web"]);
+        let before = line(&now).unwrap_or(0);
+        let (streamed, seen) = streamed_via(transport, &ns, &["attach", "web"], |l| {
+            line(l).is_some_and(|n| n >= before + 2)
+        });
+        assert!(
+            streamed,
+            "{transport:?}: kubectl attach printed no ACI line after line {before} within 30 s; got {seen:?}\ngateway log:\n{}",
+            gw.log_tail()
+        );
+        assert_eq!(
+            seen.first().map(String::as_str),
+            Some("app: started from image nginx:1.27"),
+            "{transport:?}: {seen:?}"
+        );
+    }
     let requests = emulator(reqwest::Method::GET, "requests", &subscription, None).await;
     let attach_path = format!("/containerGroups/{group}/containers/app/attach");
     assert!(
@@ -800,7 +1054,14 @@ async fn kubectl_logs_logs_follow_exec_and_attach_reach_a_pod_running_on_aci_thr
         "{requests}"
     );
     // ACI's attach is output only: -i is refused and kubectl says why.
-    let (code, _, err) = kubectl(&ns, &["attach", "-i", "web"]);
+    for transport in TRANSPORTS {
+        let (code, _, err) = kubectl_via(transport, &ns, &["attach", "-i", "web"], None);
+        assert_ne!(code, 0, "{transport:?}");
+        assert!(err.contains("output only"), "{transport:?}: {err}");
+    }
+
+    // port-forward: no provider forwards, and kubectl says why.
+    let (code, _, err) = kubectl(&ns, &["port-forward", "pod/web", "18080:80"]);
     assert_ne!(code, 0);
-    assert!(err.contains("output only"), "{err}");
+    assert!(err.contains("does not support port-forward"), "{err}");
 }

@@ -15,7 +15,7 @@ use crate::provider::aci::retry::{AciError, ArmBudget, arm_error, retry_after};
 use crate::provider::aci::settings::{DEFAULT_ARM_ENDPOINT, Settings};
 use crate::provider::aci::status::GroupView;
 use crate::provider::aci::wire::ContainerGroupBody;
-use crate::provider::contract::ProviderError;
+use crate::provider::contract::{ProviderError, TerminalSize};
 use crate::provider::layers::Layers;
 
 /// The ARM api-version every call uses.
@@ -249,17 +249,19 @@ impl Arm {
         Ok(logs.content.unwrap_or_default())
     }
 
-    /// Starts `line` in a container: the session of its exec websocket.
+    /// Starts `line` in a container with a terminal of `size`: the session of its exec
+    /// websocket.
     pub(crate) async fn open_exec(
         &self,
         id: &str,
         container: &str,
         line: &str,
+        size: TerminalSize,
     ) -> Result<Session, ProviderError> {
         let url = self.url(&[id, "containers", container, "exec"]);
+        let terminal = serde_json::json!({"rows": size.height, "cols": size.width});
         let body = azure_core::Bytes::from(
-            serde_json::json!({"command": line, "terminalSize": {"rows": 24, "cols": 80}})
-                .to_string(),
+            serde_json::json!({"command": line, "terminalSize": terminal}).to_string(),
         );
         self.open_session(&EXEC, url, Some(body)).await
     }

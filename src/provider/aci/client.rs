@@ -17,11 +17,11 @@ use crate::provider::aci::logs::filter_log;
 use crate::provider::aci::retry::ArmBudget;
 use crate::provider::aci::settings::Settings;
 use crate::provider::aci::status::{Cadence, GroupView, owned_workload, workload_status};
-use crate::provider::aci::streams::{attach_output, exec_command_line, exec_output};
+use crate::provider::aci::streams::{attach_output, exec_command_line, exec_output, exec_session};
 use crate::provider::aci::translate::{OWNER_TAGS, translate};
 use crate::provider::contract::{
-    Capabilities, ExecOutput, LogOptions, OutputStream, OwnedWorkload, Provider, ProviderError,
-    WorkloadPhase, WorkloadSpec, WorkloadStatus,
+    Capabilities, ExecOutput, ExecRequest, ExecSession, LogOptions, OutputStream, OwnedWorkload,
+    Provider, ProviderError, TerminalSize, WorkloadPhase, WorkloadSpec, WorkloadStatus,
 };
 use crate::provider::layers::Layers;
 
@@ -223,12 +223,25 @@ impl Provider for AciProvider {
         command: &[String],
     ) -> Result<ExecOutput, ProviderError> {
         let line = exec_command_line(command)?;
-        let session = self.arm.open_exec(id, container, &line).await?;
+        let size = TerminalSize::default();
+        let session = self.arm.open_exec(id, container, &line, size).await?;
         Ok(ExecOutput {
             stdout: exec_output(session).await?,
             stderr: String::new(),
             exit_code: None,
         })
+    }
+
+    async fn exec_session(
+        &self,
+        id: &str,
+        container: &str,
+        request: &ExecRequest,
+    ) -> Result<ExecSession, ProviderError> {
+        let line = exec_command_line(&request.command)?;
+        let size = request.tty.unwrap_or_default();
+        let session = self.arm.open_exec(id, container, &line, size).await?;
+        Ok(exec_session(session).await?)
     }
 
     async fn attach(&self, id: &str, container: &str) -> Result<OutputStream, ProviderError> {

@@ -20,8 +20,8 @@ use crate::provider::cluster::status::{
 };
 use crate::provider::cluster::translate::{Shadow, translate};
 use crate::provider::contract::{
-    Capabilities, ExecOutput, LogOptions, OwnedWorkload, Provider, ProviderError, WorkloadSpec,
-    WorkloadStatus,
+    Capabilities, ExecOutput, ExecRequest, ExecSession, LogOptions, OwnedWorkload, Provider,
+    ProviderError, WorkloadSpec, WorkloadStatus,
 };
 use crate::provider::kit::ownership::{
     MANAGED_BY, MANAGED_BY_VALUE, OwnerKeys, WORKLOAD, label_value,
@@ -421,5 +421,34 @@ impl Provider for ClusterProvider {
             stderr,
             exit_code,
         })
+    }
+
+    async fn exec_session(
+        &self,
+        id: &str,
+        container: &str,
+        request: &ExecRequest,
+    ) -> Result<ExecSession, ProviderError> {
+        let tty = request.tty.is_some();
+        let params = AttachParams::default()
+            .container(container)
+            .stdin(request.stdin)
+            .stdout(true)
+            .stderr(!tty)
+            .tty(tty);
+        let (pods, params, command) = (&self.pods, &params, &request.command);
+        // As in `exec`: only the connection goes through the layers.
+        let process = self
+            .layers
+            .call(OperationClass::Create, "ExecPod", || async move {
+                pods.exec(id, command.clone(), params)
+                    .await
+                    .map_err(|e| provider_error(&e))
+            })
+            .await?;
+        Ok(crate::provider::cluster::streams::session(
+            process,
+            request.tty,
+        ))
     }
 }

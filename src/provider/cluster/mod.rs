@@ -23,7 +23,8 @@
 //!   (`burstgate.io/workload=<id>`), explicitly, since not every setup runs a garbage collector.
 //! - List owned: pods AND Secrets labelled with the cluster id and node (a Secret left by a
 //!   half-done delete is an owned workload too), checked against the full annotation values.
-//! - Logs through `pods/log`; exec through `pods/exec` (websocket), stdout, stderr, exit code.
+//! - Logs through `pods/log`; exec through `pods/exec` (websocket), stdout, stderr, exit code;
+//!   interactive exec (stdin, a terminal and its resizes) as a session (`streams.rs`).
 //! - Errors: `retry.rs` maps API answers to retry / next target / fail the pod.
 //!
 //! The target's RBAC in the shadow namespace: pods (create, get, list, delete), pods/log (get),
@@ -34,6 +35,7 @@ mod client;
 mod retry;
 mod settings;
 mod status;
+mod streams;
 mod translate;
 
 pub use client::ClusterProvider;

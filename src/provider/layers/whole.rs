@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::policy::model::OperationClass;
-use crate::provider::contract::OutputStream;
+use crate::provider::contract::{ExecRequest, ExecSession, OutputStream};
 use crate::provider::layers::Layers;
 use crate::provider::{
     Capabilities, ExecOutput, LogOptions, OwnedWorkload, Provider, ProviderError, WorkloadSpec,
@@ -91,6 +91,19 @@ impl Provider for Layered {
         self.layers
             .call(OperationClass::Read, "Exec", || {
                 self.inner.exec(id, container, command)
+            })
+            .await
+    }
+
+    async fn exec_session(
+        &self,
+        id: &str,
+        container: &str,
+        request: &ExecRequest,
+    ) -> Result<ExecSession, ProviderError> {
+        self.layers
+            .call(OperationClass::Read, "Exec", || {
+                self.inner.exec_session(id, container, request)
             })
             .await
     }

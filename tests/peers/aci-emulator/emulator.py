@@ -16,7 +16,9 @@ What it emulates (see README.md next to this file for the full list and the cont
   list by resource group and by subscription with nextLink paging, stop, restart, start;
 - the async operation status URL (served by the emulator itself: it is not in the spec, so
   Prism would answer 404 for it);
-- containers' logs, exec (websocket, ACI's protocol: the first client message is the password)
+- containers' logs, exec (websocket, ACI's protocol: the first client message is the password,
+  then stdin; `cat` alone and `tar x...f -` read stdin until the client closes the websocket,
+  `tar cf - PATH` archives what `tar x` wrote or a secret volume holds)
   and attach (websocket, the password in the Authorization header, as the spec says);
 - location usages (quota);
 - ARM's and ACI's errors with their codes and messages, throttling with Retry-After, 5xx;
@@ -29,6 +31,7 @@ import base64
 import copy
 import hashlib
 import http.server
+import io
 import json
 import math
 import os
@@ -40,6 +43,7 @@ import socket
 import ssl
 import struct
 import sys
+import tarfile
 import threading
 import time
 import traceback
@@ -513,6 +517,8 @@ class Emulator:
         self.faults: dict[str | None, Faults] = {None: Faults()}
         self.exec_sessions: dict[str, dict] = {}
         self.attach_sessions: dict[str, dict] = {}
+        # Files written into containers through exec stdin (`tar x`), by (group key, container).
+        self.files: dict[tuple[str, str], dict[str, bytes]] = {}
         self.next_private = 4
         self.next_public = 1
         self.budget_window = time.time()
@@ -1157,7 +1163,7 @@ def run_builtin(grp: Group, c: dict, argv: list[str]) -> tuple[bytes, int | None
             return "".join(env[a] + "\n" for a in args if a in env).encode(), None
         return "".join(f"{k}={v}\n" for k, v in env.items()).encode(), None
     if cmd == "cat":
-        files, out = secret_files(grp, c), b""
+        files, out = container_files(grp, c), b""
         for a in args:
             out += files[a] if a in files else f"cat: {a}: No such file or directory\n".encode()
         return out, None
@@ -1175,6 +1181,85 @@ def run_builtin(grp: Group, c: dict, argv: list[str]) -> tuple[bytes, int | None
 
 
 SHELLS = {"sh", "bash", "ash", "dash", "zsh"}
+
+# How long a closing exec session waits for the client's close.
+CLOSE_WAIT_SECONDS = 5
+
+
+def ws_finish(handler) -> None:
+    """Closes the websocket as RFC 6455 says: our close, then the client's frames read (and
+    dropped) until its close or EOF, so that no unread input makes the kernel reset the
+    connection under output the client has not read yet."""
+    ws_send(handler.wfile, 0x8, struct.pack("!H", 1000))
+    handler.connection.settimeout(CLOSE_WAIT_SECONDS)
+    try:
+        while (frame := ws_read_frame(handler.rfile)) is not None and frame[1] != 0x8:
+            pass
+    except OSError:
+        pass
+
+
+def container_files(grp: Group, c: dict) -> dict[str, bytes]:
+    """Path -> content of the files a command in container `c` sees: its secret volumes' and
+    those written through exec (`tar x`)."""
+    with EMU.lock:
+        written = dict(EMU.files.get((grp.key, c["name"]), {}))
+    return {**secret_files(grp, c), **written}
+
+
+def tar_directory(argv: list[str]) -> str:
+    """The `-C DIR` of a tar command line, else /."""
+    for i, a in enumerate(argv):
+        if a == "-C" and i + 1 < len(argv):
+            return argv[i + 1]
+    return "/"
+
+
+def run_with_stdin(grp: Group, c: dict, argv: list[str], stdin: bytes) -> bytes:
+    """The commands that read stdin until it ends (the client closes the websocket): `cat` with
+    no file echoes it, `tar x...f -` extracts the archive into the container's files."""
+    if os.path.basename(argv[0]) == "cat":
+        return stdin
+    directory = tar_directory(argv)
+    try:
+        archive = tarfile.open(fileobj=io.BytesIO(stdin), mode="r:*")
+        members = [(m, archive.extractfile(m)) for m in archive.getmembers() if m.isfile()]
+    except (tarfile.TarError, EOFError) as e:
+        return f"tar: {e}\n".encode()
+    with EMU.lock:
+        files = EMU.files.setdefault((grp.key, c["name"]), {})
+        for m, f in members:
+            files[os.path.normpath(os.path.join(directory, m.name))] = f.read() if f else b""
+    return b""
+
+
+def tar_create(grp: Group, c: dict, paths: list[str]) -> bytes:
+    """`tar cf - PATH...`: an archive of the container's files under each path."""
+    files, out = container_files(grp, c), io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        for path in paths:
+            root = os.path.normpath(path)
+            for name in sorted(f for f in files if f == root or f.startswith(root.rstrip("/") + "/")):
+                info = tarfile.TarInfo(name.lstrip("/"))
+                info.size, info.mode, info.mtime = len(files[name]), 0o644, int(time.time())
+                archive.addfile(info, io.BytesIO(files[name]))
+    return out.getvalue()
+
+
+def reads_stdin(argv: list[str]) -> bool:
+    """`cat` alone, or `tar` extracting from stdin."""
+    if not argv:
+        return False
+    cmd = os.path.basename(argv[0])
+    if cmd == "cat":
+        return len(argv) == 1
+    flags = "".join(a.lstrip("-") for a in argv[1:] if a.startswith("-") or a[:1] in "xc")
+    return cmd == "tar" and "x" in flags and "-" in argv
+
+
+def creates_tar(argv: list[str]) -> bool:
+    """`tar cf - PATH...`."""
+    return bool(argv) and os.path.basename(argv[0]) == "tar" and len(argv) >= 4 and "c" in argv[1] and argv[2] == "-"
 
 
 def serve_exec(handler, token: str) -> None:
@@ -1229,14 +1314,28 @@ def serve_exec(handler, token: str) -> None:
                 if out:
                     ws_send(wfile, 0x1, out)
                 if code is not None:
-                    ws_send(wfile, 0x8, struct.pack("!H", 1000))
+                    ws_finish(handler)
                     return
     if argv and os.path.basename(argv[0]) in SHELLS and len(argv) >= 3 and argv[1] == "-c":
         argv = shlex.split(argv[2])
+    if reads_stdin(argv):
+        stdin = b""
+        while (msg := ws_message(rfile, wfile)) is not None:
+            stdin += msg[1]
+        out = run_with_stdin(grp, c, argv, stdin)
+        sys.stderr.write(f"[{iso(time.time())}] exec {argv!r}: read {len(stdin)} bytes of stdin\n")
+        if out:
+            ws_send(wfile, 0x2, out)
+        ws_finish(handler)
+        return
+    if creates_tar(argv):
+        ws_send(wfile, 0x2, tar_create(grp, c, argv[3:]))
+        ws_finish(handler)
+        return
     out, _ = run_builtin(grp, c, argv)
     if out:
         ws_send(wfile, 0x1, out)
-    ws_send(wfile, 0x8, struct.pack("!H", 1000))
+    ws_finish(handler)
 
 
 def ws_accept(handler) -> bool:
