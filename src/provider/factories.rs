@@ -145,7 +145,8 @@ impl AciFactory {
     }
 
     /// Groups in a delegated subnet resolve `ClusterFirst` with `dns` (`--cluster-dns`).
-    pub fn with_cluster_dns(mut self, dns: crate::provider::aci::ClusterDns) -> AciFactory {
+    pub fn with_cluster_dns(mut self, mut dns: crate::provider::aci::ClusterDns) -> AciFactory {
+        dns.servers.retain(|s| !s.trim().is_empty());
         self.cluster_dns = Some(dns).filter(|d| !d.servers.is_empty());
         self
     }

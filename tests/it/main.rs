@@ -16,3 +16,4 @@ mod gateway_pods;
 mod identity;
 mod kubelet;
 mod peers;
+mod realistic_pods;

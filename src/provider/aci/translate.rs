@@ -91,7 +91,7 @@ fn why_not(feature: Feature) -> Option<String> {
             Feature::HostPort => "container groups expose container ports only",
             Feature::Privileged => "ACI runs no privileged containers",
             Feature::HostPathVolume | Feature::PersistentVolumeClaim => {
-                "not an Azure Container Instances volume type (emptyDir, secret, configMap, projected, azureFile, gitRepo are)"
+                "not an Azure Container Instances volume type (emptyDir, secret, configMap, projected, downwardAPI, azureFile, gitRepo are)"
             }
             Feature::StartupProbe => "ACI has liveness and readiness probes only",
             Feature::TcpSocketProbe | Feature::GrpcProbe => {
@@ -585,7 +585,7 @@ fn volume(
             &mut body,
             volume_files(&field, v, resolved, cm.optional == Some(true))?,
         );
-    } else if v.projected.is_some() {
+    } else if v.projected.is_some() || v.downward_api.is_some() {
         with_files(&mut body, volume_files(&field, v, resolved, false)?);
     } else if let Some(af) = &v.azure_file {
         body.azure_file = Some(azure_file(&field, v, af, resolved)?);
@@ -600,7 +600,7 @@ fn volume(
         return Err(unsupported(
             format!("{field}.{kind}"),
             format!(
-                "{kind} volumes are not supported by Azure Container Instances (emptyDir, secret, configMap, projected, azureFile, gitRepo are)"
+                "{kind} volumes are not supported by Azure Container Instances (emptyDir, secret, configMap, projected, downwardAPI, azureFile, gitRepo are)"
             ),
         ));
     }
@@ -949,6 +949,14 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use std::sync::Arc;
 
+    #[test]
+    fn every_pod_of_the_corpus_translates_unless_it_uses_a_feature_aci_does_not_run() {
+        let translated = crate::provider::kit::corpus::check(ProviderKind::Aci, |w| {
+            translate(w, &settings(), "2026-12-06T00:00:00Z")
+        });
+        assert!(translated >= 4, "{translated}");
+    }
+
     fn settings() -> Settings {
         Settings {
             target: "aci-eastus".into(),
@@ -1226,7 +1234,7 @@ mod tests {
         let e = err(&spec);
         assert_eq!(
             e.to_string(),
-            "spec.volumes[host-logs].hostPath: not an Azure Container Instances volume type (emptyDir, secret, configMap, projected, azureFile, gitRepo are); no provider of burstgate runs a hostPath volume"
+            "spec.volumes[host-logs].hostPath: not an Azure Container Instances volume type (emptyDir, secret, configMap, projected, downwardAPI, azureFile, gitRepo are); no provider of burstgate runs a hostPath volume"
         );
         let pe: ProviderError = e.into();
         assert!(matches!(

@@ -682,6 +682,13 @@ mod tests {
     use secrecy::{SecretBox, SecretString};
     use std::sync::Arc;
 
+    #[test]
+    fn every_pod_of_the_corpus_translates_unless_it_uses_a_feature_a_shadow_pod_does_not_run() {
+        let translated =
+            crate::provider::kit::corpus::check(ProviderKind::Cluster, |w| translate(w, "shadow"));
+        assert!(translated >= 5, "{translated}");
+    }
+
     const NODE_NAME: &str = "burstgate";
 
     fn container(name: &str) -> Container {

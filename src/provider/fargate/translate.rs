@@ -904,6 +904,15 @@ mod tests {
     };
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+    #[test]
+    fn every_pod_of_the_corpus_translates_unless_it_uses_a_feature_fargate_does_not_run() {
+        let translated =
+            crate::provider::kit::corpus::check(crate::policy::model::ProviderKind::Fargate, |w| {
+                plan(w, &settings())
+            });
+        assert!(translated >= 2, "{translated}");
+    }
+
     fn settings() -> Settings {
         Settings {
             target: "fargate-use1".into(),

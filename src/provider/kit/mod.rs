@@ -3,6 +3,8 @@
 //! adapters declare in their [`Capabilities`](crate::provider::Capabilities), and the ownership
 //! keys workloads are tagged with and read back by orphan GC.
 
+#[cfg(test)]
+pub(crate) mod corpus;
 pub mod expansion;
 pub mod features;
 pub mod ownership;
