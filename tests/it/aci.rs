@@ -610,7 +610,7 @@ async fn secrets_reach_aci_only_in_its_secret_fields() {
         }
         let body: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
         let mut allowed_paths = Vec::new();
-        find(
+        common::find_strings(
             &body,
             "",
             &[env_secret, file_secret, &file_b64, registry_secret],
@@ -650,26 +650,6 @@ async fn secrets_reach_aci_only_in_its_secret_fields() {
         file.stdout.contains(file_secret),
         "the secret volume is mounted: {file:?}"
     );
-}
-
-/// Every (JSON pointer, needle) where a string value contains one of `needles`.
-fn find(v: &Value, path: &str, needles: &[&str], out: &mut Vec<(String, String)>) {
-    match v {
-        Value::String(s) => out.extend(
-            needles
-                .iter()
-                .filter(|n| s.contains(**n))
-                .map(|n| (path.to_string(), n.to_string())),
-        ),
-        Value::Array(a) => a
-            .iter()
-            .enumerate()
-            .for_each(|(i, x)| find(x, &format!("{path}/{i}"), needles, out)),
-        Value::Object(o) => o
-            .iter()
-            .for_each(|(k, x)| find(x, &format!("{path}/{k}"), needles, out)),
-        _ => {}
-    }
 }
 
 #[tokio::test]

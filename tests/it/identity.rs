@@ -292,6 +292,14 @@ spec:
         "{quiet_group:#}"
     );
 
+    // Neither token reaches a log line, Event, annotation, metric or plain field of the group.
+    let tokens = [
+        String::from_utf8(token.clone()).unwrap(),
+        String::from_utf8(vault.clone()).unwrap(),
+    ];
+    let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    gw.assert_no_leak(&client, &ns, &tokens, &groups, &[]).await;
+
     // The token is bound to the pod: once the pod is gone it no longer authenticates.
     pods.delete("whoami", &DeleteParams::default())
         .await

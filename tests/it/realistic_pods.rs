@@ -248,6 +248,20 @@ spec:
         dns["spec"]["properties"]["dnsConfig"],
         json!({"nameServers": ["1.1.1.1"], "searchDomains": "edge.example.com", "options": "ndots:2"})
     );
+    // The Secret and the minted token reach nothing but ACI's secret fields.
+    let token = &token_volume["secret"]["vault-token"];
+    let token = base64::engine::general_purpose::STANDARD
+        .decode(token.as_str().unwrap())
+        .unwrap();
+    let token = String::from_utf8(token).unwrap();
+    gw.assert_no_leak(
+        &client,
+        &ns,
+        &["hunter2-realistic", &token],
+        &groups,
+        &["/secureValue"],
+    )
+    .await;
     // Opting out of the token: no kube-api-access volume in its group.
     let worker = group_of(&groups, &settled["exec-probe-worker"]);
     assert!(!worker["spec"].to_string().contains("kube-api-access"));

@@ -114,6 +114,63 @@ impl Gateway {
         body.to_string()
     }
 
+    /// Everything the gateway logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Asserts that no `secret` reaches what operators and other tenants read: this gateway's
+    /// log, the Events and pod annotations of `ns`, the metrics, and the plain fields of
+    /// `cloud` (request bodies or state from the emulator or moto; only a field whose JSON
+    /// pointer ends with one of `secret_fields` may hold one).
+    pub async fn assert_no_leak(
+        &self,
+        client: &kube::Client,
+        ns: &str,
+        secrets: &[&str],
+        cloud: &[serde_json::Value],
+        secret_fields: &[&str],
+    ) {
+        use k8s_openapi::api::core::v1::{Event, Pod};
+        let log = self.log();
+        let metrics = self.scrape();
+        let events = Api::<Event>::namespaced(client.clone(), ns)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items;
+        let pods = Api::<Pod>::namespaced(client.clone(), ns)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items;
+        for secret in secrets {
+            assert!(!log.contains(secret), "a secret reached the gateway log");
+            assert!(!metrics.contains(secret), "a secret reached the metrics");
+            for e in &events {
+                let text = format!("{:?} {:?}", e.message, e.reason);
+                assert!(!text.contains(secret), "a secret reached an Event: {text}");
+            }
+            for p in &pods {
+                let annotations = serde_json::to_string(&p.metadata.annotations).unwrap();
+                assert!(
+                    !annotations.contains(secret),
+                    "a secret reached an annotation"
+                );
+            }
+        }
+        let mut found = Vec::new();
+        for doc in cloud {
+            crate::common::find_strings(doc, "", secrets, &mut found);
+        }
+        for (path, _) in found {
+            assert!(
+                secret_fields.iter().any(|f| path.ends_with(f)),
+                "a secret reached the cloud's plain field {path}"
+            );
+        }
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         text.lines()

@@ -258,3 +258,29 @@ fn the_env_file_parser_skips_comments_and_keeps_equals_signs_in_values() {
     assert_eq!(vars["A"], "1");
     assert_eq!(vars["URL"], "http://x/?a=b");
 }
+
+/// Every (JSON pointer, needle) where a string value of `v` contains one of `needles`.
+pub fn find_strings(
+    v: &serde_json::Value,
+    path: &str,
+    needles: &[&str],
+    out: &mut Vec<(String, String)>,
+) {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => out.extend(
+            needles
+                .iter()
+                .filter(|n| s.contains(**n))
+                .map(|n| (path.to_string(), n.to_string())),
+        ),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, x)| find_strings(x, &format!("{path}/{i}"), needles, out)),
+        Value::Object(o) => o
+            .iter()
+            .for_each(|(k, x)| find_strings(x, &format!("{path}/{k}"), needles, out)),
+        _ => {}
+    }
+}
