@@ -668,7 +668,8 @@ fn container_definition(c: &translate::ContainerDef) -> Result<ContainerDefiniti
         .set_entry_point(c.entry_point.clone())
         .set_command(c.command.clone())
         .set_working_directory(c.working_dir.clone())
-        .set_user(c.user.clone());
+        .set_user(c.user.clone())
+        .set_stop_timeout(c.stop_timeout);
     for (name, value) in &c.environment {
         b = b.environment(KeyValuePair::builder().name(name).value(value).build());
     }

@@ -114,6 +114,20 @@ pub(crate) struct ContainerDef {
     /// without probes keep the families they had before probes were mapped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) health_check: Option<HealthCheckDef>,
+    /// Seconds between SIGTERM and SIGKILL on stop: the pod's `terminationGracePeriodSeconds`
+    /// within Fargate's ceiling; absent for the 30 s Kubernetes and ECS share (so the hash of
+    /// such pods is unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) stop_timeout: Option<i32>,
+}
+
+/// Fargate's ceiling for a container's stop timeout, seconds.
+const MAX_STOP_TIMEOUT: i64 = 120;
+
+/// The ECS stop timeout for a pod's grace period (`None`: the default 30 s on both sides).
+fn stop_timeout(pod: &PodSpec) -> Option<i32> {
+    let grace = pod.termination_grace_period_seconds.unwrap_or(30);
+    (grace != 30).then(|| grace.clamp(2, MAX_STOP_TIMEOUT) as i32)
 }
 
 /// An ECS container health check, every value within ECS's ranges.
@@ -405,6 +419,7 @@ fn container_def(
         mount_points: mount_points(&slot, volumes, skipped)?,
         port_mappings: port_mappings(&slot)?,
         depends_on: slot.depends_on,
+        stop_timeout: stop_timeout(pod),
         log: settings.log_group.as_ref().map(|g| {
             (
                 g.clone(),
@@ -903,6 +918,19 @@ mod tests {
         VolumeProjection,
     };
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    #[test]
+    fn the_grace_period_becomes_the_stop_timeout_within_fargates_ceiling() {
+        let pod = |grace: Option<i64>| PodSpec {
+            termination_grace_period_seconds: grace,
+            ..Default::default()
+        };
+        assert_eq!(stop_timeout(&pod(None)), None);
+        assert_eq!(stop_timeout(&pod(Some(30))), None);
+        assert_eq!(stop_timeout(&pod(Some(60))), Some(60));
+        assert_eq!(stop_timeout(&pod(Some(600))), Some(120));
+        assert_eq!(stop_timeout(&pod(Some(0))), Some(2));
+    }
 
     #[test]
     fn every_pod_of_the_corpus_translates_unless_it_uses_a_feature_fargate_does_not_run() {
