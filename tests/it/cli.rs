@@ -204,6 +204,44 @@ fn policy_explain_of_a_pod_file_that_is_not_a_pod_fails_cleanly() {
     assert!(stderr.contains("not a valid Pod"), "{stderr}");
 }
 
+/// A pod as admission makes it, explained against the shipped policies: where its provider
+/// would run it without the automatic token, explain says so (text and JSON).
+#[test]
+fn policy_explain_says_which_targets_would_run_a_pod_without_its_automatic_token() {
+    let pod = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        pod.path(),
+        include_str!("../fixtures/pods/deployment-web.json"),
+    )
+    .unwrap();
+    let path = pod.path().to_str().unwrap();
+    let args = |output| {
+        [
+            "policy", "explain", "--policy", "policies", path, "--output", output,
+        ]
+    };
+    let out = burstgate(&args("text"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("note: on fargate-use1 the pod runs without: automatic service-account token kube-api-access-"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("note: on aci-"),
+        "ACI mounts the token: {stdout}"
+    );
+    let out = burstgate(&args("json"));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["runsWithout"]["fargate-use1"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("automatic service-account token"),
+        "{v}"
+    );
+}
+
 #[test]
 fn policy_test_passes_every_shipped_case() {
     let out = burstgate(&["policy", "test", "policies"]);

@@ -549,6 +549,32 @@ spec:
         },
     )
     .await;
+    // Admission gave every pod the automatic token volume, which a task cannot mount: each
+    // pod's placement says it runs without it, as a Warning.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let without: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(EventReason::PlacedWithout.as_str()))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e.type_.unwrap_or_default(),
+                e.message.unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(without.len(), 3, "{without:#?}");
+    assert!(
+        without.iter().all(|e| e.starts_with("Warning ")
+            && e.contains(
+                "fargate-use1 runs it without: automatic service-account token kube-api-access-"
+            )),
+        "{without:#?}"
+    );
     let tasks = || async {
         let listed = ecs
             .list_tasks()
