@@ -63,6 +63,7 @@ async fn client(config: &RunConfig) -> Result<kube::Client, Error> {
 pub fn factories(
     config: &RunConfig,
     client: &kube::Client,
+    kube_version: &str,
 ) -> BTreeMap<ProviderKind, Arc<dyn Factory>> {
     let cloud = SimCloud::new(Duration::from_millis(config.sim_cold_start_ms), 10_000);
     BTreeMap::from([
@@ -78,16 +79,33 @@ pub fn factories(
             ProviderKind::Fargate,
             Arc::new(FargateFactory::default()) as Arc<dyn Factory>,
         ),
-        (ProviderKind::Aci, aci_factory(config)),
+        (ProviderKind::Aci, aci_factory(config, kube_version)),
     ])
 }
 
 /// The factory of `aci` targets: the Azure credential chain and the ARM endpoint, both trusting
-/// `--azure-ca-file` when given; unavailable (the node says why) without a credential.
-fn aci_factory(config: &RunConfig) -> Arc<dyn Factory> {
+/// `--azure-ca-file` when given; unavailable (the node says why) without a credential, or when
+/// the kube-proxy kubeconfig named cannot be read.
+fn aci_factory(config: &RunConfig, kube_version: &str) -> Arc<dyn Factory> {
     use crate::provider::aci::{azure_transport, default_credential};
     let built = azure_transport(config.azure_ca_file.as_deref())
         .and_then(|transport| Ok((default_credential(transport.clone())?, transport)));
+    let kube_proxy = match (&config.aci_kube_proxy_kubeconfig, &config.cluster_cidr) {
+        (Some(path), Some(cidr)) => match std::fs::read_to_string(path) {
+            Ok(kubeconfig) => Some(crate::provider::aci::KubeProxy {
+                cluster_cidr: cidr.clone(),
+                kube_version: kube_version.to_string(),
+                kubeconfig: kubeconfig.into(),
+            }),
+            Err(e) => {
+                return Arc::new(Unavailable(format!(
+                    "cannot read the kube-proxy kubeconfig {}: {e}",
+                    path.display()
+                )));
+            }
+        },
+        _ => None,
+    };
     match built {
         Ok((credential, transport)) => {
             let dns = crate::provider::aci::ClusterDns {
@@ -97,7 +115,8 @@ fn aci_factory(config: &RunConfig) -> Arc<dyn Factory> {
             Arc::new(
                 AciFactory::new(credential, &config.arm_endpoint)
                     .with_transport(transport)
-                    .with_cluster_dns(dns),
+                    .with_cluster_dns(dns)
+                    .with_kube_proxy(kube_proxy),
             )
         }
         Err(e) => Arc::new(Unavailable(format!("no Azure credential: {e}"))),
@@ -145,11 +164,21 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
     let (tx, rx) = watch::channel(None);
     let reloader = PolicyReloader::new(config.policy_dir.clone(), tx);
     let election = ElectionConfig::from_run_config(&config);
+    // kube-proxy in ACI groups runs the cluster's version; unknown only if the apiserver would
+    // not say, and then the extension's default.
+    let kube_version = match config.aci_kube_proxy_kubeconfig {
+        Some(_) => client
+            .apiserver_version()
+            .await
+            .map(|v| v.git_version)
+            .unwrap_or_default(),
+        None => String::new(),
+    };
     let gw = Gateway::new(
         client.clone(),
         config.clone(),
         rx,
-        factories(&config, &client),
+        factories(&config, &client, &kube_version),
         Default::default(),
     );
 

@@ -43,6 +43,18 @@ pub struct RunConfig {
     /// separated. ACI groups in a delegated subnet resolve with it for `dnsPolicy: ClusterFirst`.
     #[arg(long, env = "BURSTGATE_CLUSTER_DNS", value_delimiter = ',')]
     pub cluster_dns: Vec<String>,
+    /// A kubeconfig for kube-proxy (list/watch Services and EndpointSlices): ACI groups in a
+    /// delegated subnet then run the spec's `kube-proxy` extension so ClusterIP Services answer,
+    /// as on AKS virtual nodes. Needs `--cluster-cidr`.
+    #[arg(
+        long,
+        env = "BURSTGATE_ACI_KUBE_PROXY_KUBECONFIG",
+        requires = "cluster_cidr"
+    )]
+    pub aci_kube_proxy_kubeconfig: Option<PathBuf>,
+    /// The cluster's pod CIDR (kube-proxy's `--cluster-cidr`).
+    #[arg(long, env = "BURSTGATE_CLUSTER_CIDR")]
+    pub cluster_cidr: Option<String>,
     /// The cluster domain (the kubelet's `--cluster-domain`), for the pods' search domains.
     #[arg(
         long,

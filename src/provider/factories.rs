@@ -127,6 +127,7 @@ pub struct AciFactory {
     arm_endpoint: String,
     transport: Option<azure_core::http::Transport>,
     cluster_dns: Option<crate::provider::aci::ClusterDns>,
+    kube_proxy: Option<crate::provider::aci::KubeProxy>,
 }
 
 impl AciFactory {
@@ -141,7 +142,14 @@ impl AciFactory {
             arm_endpoint: arm_endpoint.to_string(),
             transport: None,
             cluster_dns: None,
+            kube_proxy: None,
         }
+    }
+
+    /// Groups in a delegated subnet run kube-proxy as `proxy` says, so ClusterIPs answer.
+    pub fn with_kube_proxy(mut self, proxy: Option<crate::provider::aci::KubeProxy>) -> AciFactory {
+        self.kube_proxy = proxy;
+        self
     }
 
     /// Groups in a delegated subnet resolve `ClusterFirst` with `dns` (`--cluster-dns`).
@@ -180,6 +188,7 @@ pub fn aci_settings(
         dns_name_label: spec.dns_name_label,
         arm_endpoint: arm_endpoint.to_string(),
         cluster_dns: None,
+        kube_proxy: None,
     })
 }
 
@@ -188,6 +197,7 @@ impl Factory for AciFactory {
     async fn build(&self, target: &Target, layers: Layers) -> Result<Arc<dyn Provider>, String> {
         let mut settings = aci_settings(target, &self.arm_endpoint)?;
         settings.cluster_dns = self.cluster_dns.clone();
+        settings.kube_proxy = self.kube_proxy.clone();
         Ok(Arc::new(crate::provider::aci::AciProvider::with_transport(
             settings,
             self.credential.clone(),

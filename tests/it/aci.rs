@@ -106,6 +106,7 @@ async fn emu(tweak: impl FnOnce(&mut Settings)) -> Emu {
         dns_name_label: false,
         arm_endpoint: peers.get("ACI_PRISM_URL").to_string(),
         cluster_dns: None,
+        kube_proxy: None,
     };
     tweak(&mut settings);
     let layers = Layers::unlimited(ProviderKind::Aci, &settings.target, &settings.region);
@@ -887,15 +888,23 @@ async fn an_unsupported_pod_is_refused_before_any_call() {
 }
 
 /// `dnsPolicy: ClusterFirst` in a delegated subnet: the group Prism lets through (Microsoft's
-/// `DnsConfiguration`) resolves with the cluster DNS, the pod's search domains and `ndots:5`.
+/// `DnsConfiguration` and `DeploymentExtensionSpec`) resolves with the cluster DNS, the pod's
+/// search domains and `ndots:5`, and runs the kube-proxy extension with its kubeconfig only in
+/// the protected settings.
 #[tokio::test]
-async fn a_group_in_a_delegated_subnet_resolves_cluster_first_with_the_cluster_dns() {
+async fn a_group_in_a_delegated_subnet_resolves_cluster_first_and_runs_kube_proxy() {
+    use base64::Engine as _;
     let subnet = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/aks-vnet/subnets/virtual-node-aci";
     let e = emu(|s| {
         s.subnet_ids = vec![subnet.into()];
         s.cluster_dns = Some(burstgate::provider::aci::ClusterDns {
             servers: vec!["10.96.0.10".into()],
             domain: "cluster.local".into(),
+        });
+        s.kube_proxy = Some(burstgate::provider::aci::KubeProxy {
+            cluster_cidr: "10.244.0.0/16".into(),
+            kube_version: "v1.30.4".into(),
+            kubeconfig: "apiVersion: v1\nkind: Config\nusers: [{name: kube-proxy, user: {token: kp-s3cret}}]\n".into(),
         });
     })
     .await;
@@ -926,4 +935,18 @@ async fn a_group_in_a_delegated_subnet_resolves_cluster_first_with_the_cluster_d
         "{:#}",
         groups[0]
     );
+    let ext = &groups[0]["spec"]["properties"]["extensions"][0];
+    assert_eq!(ext["name"], "kube-proxy");
+    assert_eq!(ext["properties"]["extensionType"], "kube-proxy");
+    assert_eq!(
+        ext["properties"]["settings"],
+        json!({"clusterCidr": "10.244.0.0/16", "kubeVersion": "v1.30.4"})
+    );
+    let kubeconfig = ext["properties"]["protectedSettings"]["kubeConfig"]
+        .as_str()
+        .unwrap();
+    let kubeconfig = base64::engine::general_purpose::STANDARD
+        .decode(kubeconfig)
+        .unwrap();
+    assert!(String::from_utf8(kubeconfig).unwrap().contains("kp-s3cret"));
 }

@@ -422,6 +422,7 @@ mod tests {
             dns_name_label: false,
             arm_endpoint: "http://127.0.0.1:4011".into(),
             cluster_dns: None,
+            kube_proxy: None,
         };
         #[derive(Debug)]
         struct NoCredential;

@@ -123,6 +123,7 @@ mod tests {
                 servers: vec!["10.96.0.10".into()],
                 domain: "cluster.local".into(),
             }),
+            kube_proxy: None,
         }
     }
 

@@ -25,4 +25,6 @@ pub struct Settings {
     pub arm_endpoint: String,
     /// The cluster DNS groups in `subnet_ids` use for `dnsPolicy: ClusterFirst` (none: Azure's).
     pub cluster_dns: Option<super::dns::ClusterDns>,
+    /// kube-proxy for groups in `subnet_ids`, so ClusterIP Services answer (none: no extension).
+    pub kube_proxy: Option<super::kube_proxy::KubeProxy>,
 }

@@ -46,6 +46,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use secrecy::ExposeSecret;
 
 use super::dns::dns_config;
+use super::kube_proxy::extensions;
 use crate::policy::model::ProviderKind;
 use crate::policy::pod::{GPU_RESOURCE, GPU_SKU_ANNOTATION, parse_quantity};
 use crate::provider::aci::settings::Settings;
@@ -151,6 +152,7 @@ pub(crate) fn translate(
                 .collect(),
             priority: settings.spot.then(|| "Spot".into()),
             dns_config: dns_config(pod_spec, &spec.owner.namespace, settings)?,
+            extensions: extensions(settings),
         },
     })
 }
@@ -966,6 +968,7 @@ mod tests {
             spot: false,
             subnet_ids: vec![],
             cluster_dns: None,
+            kube_proxy: None,
             dns_name_label: false,
             arm_endpoint: "https://management.azure.com".into(),
         }

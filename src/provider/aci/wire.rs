@@ -72,6 +72,9 @@ pub(crate) struct GroupProperties {
     /// The pod's DNS (`provider/aci/dns.rs`); absent: Azure's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) dns_config: Option<super::dns::DnsConfigBody>,
+    /// kube-proxy beside the pod (`provider/aci/kube_proxy.rs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) extensions: Vec<super::kube_proxy::ExtensionBody>,
 }
 
 /// One app container.
