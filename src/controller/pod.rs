@@ -110,6 +110,9 @@ pub struct PodController {
     rejected: Mutex<HashMap<String, Vec<(String, String)>>>,
     /// When each pod's workload was last read.
     polled: Mutex<HashMap<String, Instant>>,
+    /// Per pod UID, a fingerprint of the status last written: the status sync compares against
+    /// it as well as the (possibly lagging) watch cache, so it never re-sends a status it wrote.
+    written: Mutex<HashMap<String, u64>>,
     /// Pod UIDs kept on a target that does not answer (one `TargetUnreachable` Event each).
     unreachable: Mutex<HashSet<String>>,
     /// True once the ledger has been rebuilt from the pods on the node.
@@ -157,6 +160,7 @@ impl PodController {
             created: Mutex::default(),
             rejected: Mutex::default(),
             polled: Mutex::default(),
+            written: Mutex::default(),
             unreachable: Mutex::default(),
             ready: watch::channel(false).0,
             tasks: TaskTracker::new(),
@@ -199,7 +203,10 @@ impl PodController {
     }
 
     async fn patch_status(&self, pod: &Pod, desired: PodStatus) -> Result<(), Error> {
-        if !status::differs(pod.status.as_ref(), &desired) {
+        let uid = pod.uid().unwrap_or_default();
+        let fingerprint = status::fingerprint(&desired);
+        let written = self.written.lock().expect("written lock").get(&uid) == Some(&fingerprint);
+        if written || !status::differs(pod.status.as_ref(), &desired) {
             return Ok(());
         }
         let mut value = serde_json::to_value(&desired).expect("a PodStatus serialises");
@@ -218,6 +225,10 @@ impl PodController {
                 &Patch::Merge(json!({ "status": value })),
             )
             .await?;
+        self.written
+            .lock()
+            .expect("written lock")
+            .insert(uid, fingerprint);
         failpoint::after(FailPoint::StatusPatched);
         Ok(())
     }
@@ -615,6 +626,7 @@ impl PodController {
         self.created.lock().expect("created lock").remove(&uid);
         self.rejected.lock().expect("rejected lock").remove(&uid);
         self.polled.lock().expect("polled lock").remove(&uid);
+        self.written.lock().expect("written lock").remove(&uid);
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions {

@@ -269,19 +269,31 @@ pub fn failed(pod: &Pod, reason: &str, message: &str, host_ip: &str, now: &Time)
     }
 }
 
+/// `s` without what does not make a status news: condition times and the QoS class.
+fn strip(s: &PodStatus) -> PodStatus {
+    let mut s = s.clone();
+    for c in s.conditions.iter_mut().flatten() {
+        c.last_transition_time = None;
+        c.last_probe_time = None;
+    }
+    s.qos_class = None;
+    s
+}
+
 /// Whether `desired` says anything `current` does not (times of unchanged conditions aside).
 pub fn differs(current: Option<&PodStatus>, desired: &PodStatus) -> bool {
     let Some(current) = current else { return true };
-    let strip = |s: &PodStatus| {
-        let mut s = s.clone();
-        for c in s.conditions.iter_mut().flatten() {
-            c.last_transition_time = None;
-            c.last_probe_time = None;
-        }
-        s.qos_class = None;
-        s
-    };
     strip(current) != strip(desired)
+}
+
+/// A fingerprint of what `desired` says (as [`differs`] compares it): equal fingerprints, no news.
+pub fn fingerprint(desired: &PodStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&strip(desired))
+        .expect("a PodStatus serialises")
+        .hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]
@@ -306,6 +318,25 @@ mod tests {
 
     fn now() -> Time {
         Time("2026-11-27T05:00:00Z".parse().unwrap())
+    }
+
+    #[test]
+    fn a_status_that_differs_only_in_condition_times_has_the_same_fingerprint() {
+        let at = |t: &str| PodStatus {
+            phase: Some("Running".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                last_transition_time: Some(Time(t.parse().unwrap())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let a = at("2026-11-27T05:00:00Z");
+        assert_eq!(fingerprint(&a), fingerprint(&at("2026-11-27T05:01:00Z")));
+        let mut pending = a.clone();
+        pending.phase = Some("Pending".into());
+        assert_ne!(fingerprint(&a), fingerprint(&pending));
     }
 
     fn ws(phase: WorkloadPhase, state: ContainerState, ready: bool) -> WorkloadStatus {
