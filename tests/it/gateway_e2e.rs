@@ -15,8 +15,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::common::gateway::{
-    Gateway, NodeCleanup, aci_faults, aci_groups, aks_deployment, endpoints_become, moto_env,
-    node_ready, start_on_aci, subscription_id,
+    AciOnly, Gateway, NodeCleanup, aci_faults, aci_groups, aci_only, aks_deployment,
+    endpoints_become, moto_env, node_ready, start_on_aci, subscription_id,
 };
 use crate::common::{
     create_namespace, eventually, grant_leader_election, kube_admin, peers, run_tool, unique_name,
@@ -737,26 +737,14 @@ spec:
 #[tokio::test]
 async fn an_aks_deployment_bursts_to_aci_its_service_gets_the_container_groups_ips_and_scaling_to_zero_deletes_them()
  {
-    let (client, ns, node, dir) = setup("aci-e2e").await;
-    let _cleanup = NodeCleanup(node.clone());
-    let subscription = subscription_id();
-    aci_faults(&subscription, json!({"provisioningDelaySeconds": 1})).await;
-    let policy = format!(
-        "apiVersion: burstgate.io/v1alpha1
-kind: BurstPolicy
-spec:
-  targets:
-    - name: aci-eastus
-      provider: aci
-      region: eastus
-      pricing: {{vcpuHour: 0.0405, gibHour: 0.00445}}
-      aci: {{subscriptionId: {subscription}, resourceGroup: burstgate-e2e}}
-  rules:
-    - name: everything
-      match: {{}}
-"
-    );
-    let gw = start_on_aci(&client, &node, &ns, &dir, &policy).await;
+    let AciOnly {
+        client,
+        ns,
+        node,
+        subscription,
+        gw,
+        ..
+    } = aci_only("aci-e2e", "burstgate-e2e").await;
 
     let deployments = hello_with_a_service(&client, &ns, &node).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);

@@ -15,8 +15,8 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
-use crate::common::gateway::{NodeCleanup, aci_faults, aci_groups, start_on_aci, subscription_id};
-use crate::common::{create_namespace, grant_leader_election, kube_admin, peers, unique_name};
+use crate::common::gateway::{AciOnly, aci_groups, aci_only};
+use crate::common::peers;
 
 /// The files of the secret volume `volume_prefix*` of the container group of pod `uid`, decoded.
 fn group_files(
@@ -98,31 +98,14 @@ fn virtual_pod(name: &str, node: &str, spec: serde_json::Value) -> Pod {
 
 #[tokio::test]
 async fn a_burst_pod_on_aci_gets_a_token_bound_to_it_that_authenticates_as_its_service_account() {
-    let client = kube_admin().await;
-    let ns = unique_name("identity");
-    create_namespace(&client, &ns).await;
-    grant_leader_election(&client, &ns).await;
-    let node = unique_name("vnode");
-    let _cleanup = NodeCleanup(node.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let subscription = subscription_id();
-    aci_faults(&subscription, json!({"provisioningDelaySeconds": 1})).await;
-    let policy = format!(
-        "apiVersion: burstgate.io/v1alpha1
-kind: BurstPolicy
-spec:
-  targets:
-    - name: aci-eastus
-      provider: aci
-      region: eastus
-      pricing: {{vcpuHour: 0.0405, gibHour: 0.00445}}
-      aci: {{subscriptionId: {subscription}, resourceGroup: burstgate-identity}}
-  rules:
-    - name: everything
-      match: {{}}
-"
-    );
-    let gw = start_on_aci(&client, &node, &ns, &dir, &policy).await;
+    let AciOnly {
+        client,
+        ns,
+        node,
+        subscription,
+        gw,
+        ..
+    } = aci_only("identity", "burstgate-identity").await;
     let account: ServiceAccount =
         serde_json::from_value(json!({"metadata": {"name": "shop-api"}})).unwrap();
     Api::<ServiceAccount>::namespaced(client.clone(), &ns)

@@ -11,8 +11,7 @@ use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
-use crate::common::gateway::{NodeCleanup, aci_faults, aci_groups, start_on_aci, subscription_id};
-use crate::common::{create_namespace, grant_leader_election, kube_admin, unique_name};
+use crate::common::gateway::{AciOnly, aci_groups, aci_only};
 
 /// A fixture as a user would apply it: what the apiserver and controllers fill in removed, and
 /// pinned to this test's virtual node.
@@ -75,31 +74,14 @@ fn env_of(group: &Value) -> BTreeMap<String, Value> {
 
 #[tokio::test]
 async fn pods_shaped_as_a_current_cluster_makes_them_run_on_aci_or_say_why_they_cannot() {
-    let client = kube_admin().await;
-    let ns = unique_name("realistic");
-    create_namespace(&client, &ns).await;
-    grant_leader_election(&client, &ns).await;
-    let node = unique_name("vnode");
-    let _cleanup = NodeCleanup(node.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let subscription = subscription_id();
-    aci_faults(&subscription, json!({"provisioningDelaySeconds": 1})).await;
-    let policy = format!(
-        "apiVersion: burstgate.io/v1alpha1
-kind: BurstPolicy
-spec:
-  targets:
-    - name: aci-eastus
-      provider: aci
-      region: eastus
-      pricing: {{vcpuHour: 0.0405, gibHour: 0.00445}}
-      aci: {{subscriptionId: {subscription}, resourceGroup: burstgate-realistic}}
-  rules:
-    - name: everything
-      match: {{}}
-"
-    );
-    let gw = start_on_aci(&client, &node, &ns, &dir, &policy).await;
+    let AciOnly {
+        client,
+        ns,
+        node,
+        subscription,
+        gw,
+        ..
+    } = aci_only("realistic", "burstgate-realistic").await;
     // What the fixtures reference.
     let post = PostParams::default();
     let cm: ConfigMap = serde_json::from_value(

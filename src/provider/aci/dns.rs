@@ -106,25 +106,15 @@ mod tests {
     use super::*;
 
     fn settings(subnet: bool, dns: bool) -> Settings {
-        Settings {
-            target: "aci".into(),
-            region: "eastus".into(),
-            subscription_id: "s".into(),
-            resource_group: "rg".into(),
-            spot: false,
-            subnet_ids: if subnet {
-                vec!["/subscriptions/s/x/subnets/aci".into()]
-            } else {
-                vec![]
-            },
-            dns_name_label: false,
-            arm_endpoint: String::new(),
-            cluster_dns: dns.then(|| ClusterDns {
-                servers: vec!["10.96.0.10".into()],
-                domain: "cluster.local".into(),
-            }),
-            kube_proxy: None,
+        let mut s = crate::provider::aci::settings::for_tests();
+        if subnet {
+            s.subnet_ids = vec!["/subscriptions/s/x/subnets/aci".into()];
         }
+        s.cluster_dns = dns.then(|| ClusterDns {
+            servers: vec!["10.96.0.10".into()],
+            domain: "cluster.local".into(),
+        });
+        s
     }
 
     fn pod(spec: serde_json::Value) -> PodSpec {

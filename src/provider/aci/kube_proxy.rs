@@ -95,26 +95,16 @@ mod tests {
     use super::*;
 
     fn settings(subnet: bool) -> Settings {
-        Settings {
-            target: "aci".into(),
-            region: "eastus".into(),
-            subscription_id: "s".into(),
-            resource_group: "rg".into(),
-            spot: false,
-            subnet_ids: if subnet {
-                vec!["/subscriptions/s/x/subnets/aci".into()]
-            } else {
-                vec![]
-            },
-            dns_name_label: false,
-            arm_endpoint: String::new(),
-            cluster_dns: None,
-            kube_proxy: Some(KubeProxy {
-                cluster_cidr: "10.244.0.0/16".into(),
-                kube_version: "v1.30.4".into(),
-                kubeconfig: SecretString::from("apiVersion: v1\nkind: Config\n"),
-            }),
+        let mut s = crate::provider::aci::settings::for_tests();
+        if subnet {
+            s.subnet_ids = vec!["/subscriptions/s/x/subnets/aci".into()];
         }
+        s.kube_proxy = Some(KubeProxy {
+            cluster_cidr: "10.244.0.0/16".into(),
+            kube_version: "v1.30.4".into(),
+            kubeconfig: SecretString::from("apiVersion: v1\nkind: Config\n"),
+        });
+        s
     }
 
     #[test]

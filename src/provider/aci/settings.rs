@@ -28,3 +28,20 @@ pub struct Settings {
     /// kube-proxy for groups in `subnet_ids`, so ClusterIP Services answer (none: no extension).
     pub kube_proxy: Option<super::kube_proxy::KubeProxy>,
 }
+
+/// A target for unit tests: eastus, no subnet, nothing optional.
+#[cfg(test)]
+pub(crate) fn for_tests() -> Settings {
+    Settings {
+        target: "aci-eastus".into(),
+        region: "eastus".into(),
+        subscription_id: "00000000-0000-0000-0000-000000000000".into(),
+        resource_group: "rg".into(),
+        spot: false,
+        subnet_ids: vec![],
+        dns_name_label: false,
+        arm_endpoint: DEFAULT_ARM_ENDPOINT.into(),
+        cluster_dns: None,
+        kube_proxy: None,
+    }
+}

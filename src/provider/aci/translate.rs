@@ -960,18 +960,7 @@ mod tests {
     }
 
     fn settings() -> Settings {
-        Settings {
-            target: "aci-eastus".into(),
-            region: "eastus".into(),
-            subscription_id: "00000000-0000-0000-0000-000000000000".into(),
-            resource_group: "rg".into(),
-            spot: false,
-            subnet_ids: vec![],
-            cluster_dns: None,
-            kube_proxy: None,
-            dns_name_label: false,
-            arm_endpoint: "https://management.azure.com".into(),
-        }
+        crate::provider::aci::settings::for_tests()
     }
 
     fn container(name: &str) -> Container {

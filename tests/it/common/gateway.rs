@@ -440,3 +440,59 @@ pub async fn start_on_aci(
     node_ready(client, node).await;
     gw
 }
+
+/// A test namespace and virtual node served by `burstgate run` whose only target is
+/// `aci-eastus`: the emulator through Prism, in a fresh subscription, groups in
+/// `resource_group`. The node is deleted when this is dropped.
+pub struct AciOnly {
+    /// The admin client.
+    pub client: kube::Client,
+    /// The test namespace (also the gateway's).
+    pub ns: String,
+    /// The virtual node's name.
+    pub node: String,
+    /// The emulator subscription of the target.
+    pub subscription: String,
+    /// The gateway.
+    pub gw: Gateway,
+    _cleanup: NodeCleanup,
+    _dir: tempfile::TempDir,
+}
+
+/// [`AciOnly`], its node Ready.
+pub async fn aci_only(prefix: &str, resource_group: &str) -> AciOnly {
+    let client = crate::common::kube_admin().await;
+    let ns = unique_name(prefix);
+    create_namespace(&client, &ns).await;
+    grant_leader_election(&client, &ns).await;
+    let node = unique_name("vnode");
+    let cleanup = NodeCleanup(node.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let subscription = subscription_id();
+    aci_faults(&subscription, json!({"provisioningDelaySeconds": 1})).await;
+    let policy = format!(
+        "apiVersion: burstgate.io/v1alpha1
+kind: BurstPolicy
+spec:
+  targets:
+    - name: aci-eastus
+      provider: aci
+      region: eastus
+      pricing: {{vcpuHour: 0.0405, gibHour: 0.00445}}
+      aci: {{subscriptionId: {subscription}, resourceGroup: {resource_group}}}
+  rules:
+    - name: everything
+      match: {{}}
+"
+    );
+    let gw = start_on_aci(&client, &node, &ns, &dir, &policy).await;
+    AciOnly {
+        client,
+        ns,
+        node,
+        subscription,
+        gw,
+        _cleanup: cleanup,
+        _dir: dir,
+    }
+}
