@@ -24,21 +24,43 @@ struct Input {
 libfuzzer_sys::fuzz_target!(|input: Input| {
     let uid = input.pod.uid();
     if let Some(spec) = workload(&input.pod, ProviderKind::Aci) {
-        check(fuzzing::aci_translate(&spec, &aci_settings(&input)), &uid);
+        check(
+            "aci",
+            fuzzing::aci_translate(&spec, &aci_settings(&input)),
+            &uid,
+        );
     }
     if let Some(spec) = workload(&input.pod, ProviderKind::Fargate) {
         check(
+            "fargate",
             fuzzing::fargate_translate(&spec, &fargate_settings(&input)),
             &uid,
         );
     }
     if let Some(spec) = workload(&input.pod, ProviderKind::Cluster) {
-        check(fuzzing::cluster_translate(&spec, "burst"), &uid);
+        check("cluster", fuzzing::cluster_translate(&spec, "burst"), &uid);
     }
 });
 
+/// Whether to say what each input became (`FUZZ_SHOW=1`, to see how deep a corpus reaches:
+/// `FUZZ_SHOW=1 <target binary> <corpus> -runs=0 2>&1 | sort | uniq -c`).
+fn show() -> bool {
+    static SHOW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SHOW.get_or_init(|| std::env::var_os("FUZZ_SHOW").is_some())
+}
+
 /// A body carries the pod UID; a refusal becomes a provider error with a message.
-fn check(result: Result<serde_json::Value, burstgate::provider::kit::TranslateError>, uid: &str) {
+fn check(
+    adapter: &str,
+    result: Result<serde_json::Value, burstgate::provider::kit::TranslateError>,
+    uid: &str,
+) {
+    if show() {
+        match &result {
+            Ok(_) => eprintln!("{adapter}: translated"),
+            Err(e) => eprintln!("{adapter}: refused: {}", ProviderError::from(e.clone())),
+        }
+    }
     match result {
         Ok(body) => assert!(body.to_string().contains(uid), "no owner UID in {body}"),
         Err(e) => {

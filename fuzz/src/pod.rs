@@ -44,7 +44,8 @@ enum RestartPolicy {
     Never,
 }
 
-/// Pod-level host features, each rare (one chance in eight) so that most pods are runnable.
+/// Pod-level host features, each rare (one chance in eight or sixteen) so that most pods are
+/// runnable; off when the input runs out (where `ratio` says yes).
 #[derive(Debug, Clone, Copy)]
 struct HostFlags {
     network: bool,
@@ -55,9 +56,9 @@ struct HostFlags {
 impl<'a> Arbitrary<'a> for HostFlags {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
         Ok(HostFlags {
-            network: u.ratio(1, 8)?,
-            pid: u.ratio(1, 16)?,
-            ipc: u.ratio(1, 16)?,
+            network: !u.ratio(7, 8)?,
+            pid: !u.ratio(15, 16)?,
+            ipc: !u.ratio(15, 16)?,
         })
     }
 }
