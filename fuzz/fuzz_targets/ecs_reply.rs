@@ -1,11 +1,12 @@
 //! ECS answers to the Fargate adapter, parsed by the real SDK client: DescribeTasks (or RunTask,
 //! when the first line says so) tasks become statuses, `failures` and error answers become
-//! classified errors; never a panic. A throttled answer is always retryable.
+//! classified errors, which the target's layers then wait on; never a panic. A throttled answer
+//! is always retryable.
 #![no_main]
 
 use burstgate::fuzzing;
 use burstgate::provider::ProviderError;
-use burstgate_fuzz::{ecs, reply};
+use burstgate_fuzz::{ecs, reply, through_layers};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let r = reply::parse(data);
@@ -38,14 +39,14 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 let _ = fuzzing::fargate_task_status(task);
             }
             for f in &failures {
-                let e = fuzzing::fargate_failure(f.reason(), f.detail(), f.arn());
-                assert!(!e.to_string().is_empty());
+                through_layers(&fuzzing::fargate_failure(f.reason(), f.detail(), f.arn()));
             }
         }
         Err(e) => {
             if r.status == 429 {
                 assert!(matches!(e, ProviderError::Throttled { .. }), "{e:?}");
             }
+            through_layers(&e);
         }
     }
 });

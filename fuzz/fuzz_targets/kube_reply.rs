@@ -5,7 +5,7 @@
 
 use burstgate::fuzzing;
 use burstgate::provider::ProviderError;
-use burstgate_fuzz::reply;
+use burstgate_fuzz::{reply, through_layers};
 use k8s_openapi::api::core::v1::Pod;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
@@ -14,8 +14,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         if let Ok(pod) = serde_json::from_slice::<Pod>(r.body) {
             let _ = fuzzing::cluster_status(&pod);
         }
-        if let Ok(status) = serde_json::from_slice(r.body) {
-            let _ = fuzzing::cluster_exec_exit(&status);
+        if let Ok(status) = serde_json::from_slice(r.body)
+            && let Err(e) = fuzzing::cluster_exec_exit(&status)
+        {
+            through_layers(&e);
         }
         return;
     }
@@ -29,4 +31,5 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if code == 429 {
         assert!(matches!(e, ProviderError::Throttled { .. }), "{e:?}");
     }
+    through_layers(&e);
 });

@@ -8,14 +8,16 @@ pub mod words;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use burstgate::policy::PodView;
 use burstgate::policy::model::ProviderKind;
 use burstgate::policy::sizing;
 use burstgate::provider::contract::{
-    EnvValue, EnvVar, Owner, RegistryCredential, Resolved, SecretBox, SecretString, VolumeFile,
-    WorkloadSpec, workload_id,
+    EnvValue, EnvVar, Owner, ProviderError, RegistryCredential, Resolved, SecretBox, SecretString,
+    VolumeFile, WorkloadSpec, workload_id,
 };
+use burstgate::provider::layers::retry;
 
 use crate::pod::{ArbPod, EnvSource, VolumeKind};
 
@@ -99,4 +101,20 @@ pub fn resolved(arb: &ArbPod) -> Resolved {
         volumes,
         registry_credentials,
     }
+}
+
+/// What a target's layers and the controller make of a classified error, as
+/// `provider/layers/target.rs` does: the wait before each retry and whether it may start, the
+/// retry class, the metric label and the message. Panics where they would.
+pub fn through_layers(e: &ProviderError) {
+    let settings = retry::Settings::default();
+    for attempt in 1..=settings.max_attempts {
+        let wait = retry::backoff(&settings, attempt, e.retry_after(), 0.5);
+        let _ = retry::may_retry(&settings, attempt, Duration::from_secs(1), wait);
+    }
+    let _ = (e.is_retryable(), e.outcome_unknown(), e.metric_label());
+    assert!(
+        !e.to_string().is_empty(),
+        "an error without a message: {e:?}"
+    );
 }
