@@ -8,10 +8,11 @@
 #   scripts/fuzz.sh 60 translate    # some targets only
 #
 # Runs on the stable toolchain: cargo-fuzz passes rustc a few unstable flags, which stable
-# accepts under RUSTC_BOOTSTRAP=1 (no sanitizer: the code fuzzed is safe Rust; overflow checks
-# and debug assertions are on for burstgate itself, see fuzz/Cargo.toml). The corpus grows in
-# $BURSTGATE_FUZZ_CORPUS (default fuzz/corpus, not committed), seeded from fuzz/seeds/ and the
-# example policies; the numbers of each run are appended to $CARGO_TARGET_DIR/fuzz-runs.log.
+# accepts under RUSTC_BOOTSTRAP=1 (no sanitizer: the code fuzzed is safe Rust; cargo-fuzz turns
+# debug assertions and overflow checks on). The corpus grows from run to run in
+# $BURSTGATE_FUZZ_CORPUS (default /var/cache/burstgate/fuzz-corpus, outside the checkout),
+# seeded from fuzz/seeds/ and the example policies; the numbers of each run are appended to
+# $CARGO_TARGET_DIR/fuzz-runs.log.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT/fuzz"
@@ -20,7 +21,7 @@ shift || true
 CARGO_FUZZ_VERSION=0.13.2
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR=${BURSTGATE_FUZZ_TARGET_DIR:-/var/cache/burstgate/target-fuzz-crate}
-CORPUS=${BURSTGATE_FUZZ_CORPUS:-$ROOT/fuzz/corpus}
+CORPUS=${BURSTGATE_FUZZ_CORPUS:-/var/cache/burstgate/fuzz-corpus}
 FLAGS=(--sanitizer none --target-dir "$CARGO_TARGET_DIR")
 log() { printf 'fuzz: %s\n' "$*" >&2; }
 
