@@ -9,6 +9,9 @@
 pub mod config;
 pub mod controller;
 pub mod failpoint;
+/// Reachable only with the `fuzzing` feature, for the fuzz targets in `fuzz/`.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod gateway;
 pub mod kubelet;
 pub mod metrics;

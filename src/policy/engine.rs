@@ -550,7 +550,7 @@ fn over(used: Usage, need: Usage, limits: [Option<u64>; 4]) -> Option<(Resource,
     ];
     rows.into_iter()
         .zip(limits)
-        .find_map(|((r, u, n), l)| l.filter(|l| u + n > *l).map(|l| (r, u, n, l)))
+        .find_map(|((r, u, n), l)| l.filter(|l| u.saturating_add(n) > *l).map(|l| (r, u, n, l)))
 }
 
 fn score_and_choose(
@@ -691,6 +691,20 @@ spec:
     fn reason_of(p: &Policy, d: &Decision, target: &str) -> String {
         let id = p.target_by_name(target).unwrap().id;
         explain::verdict_reason(p, d, &d.verdicts[id.index()])
+    }
+
+    #[test]
+    fn a_pod_too_large_to_count_is_over_quota_where_others_run_and_placed_nowhere() {
+        let p = policy();
+        let mut ledger = Ledger::new(&p);
+        assert!(
+            ledger
+                .place(&p, &pod("web", 500, 512), &[])
+                .placement()
+                .is_some()
+        );
+        let d = ledger.place(&p, &pod("web", u64::MAX, u64::MAX), &[]);
+        assert_eq!(chosen(&p, &d), None);
     }
 
     #[test]

@@ -35,11 +35,12 @@ impl Usage {
             hourly_micros,
         }
     }
+    /// Saturating: a pod too large to count (see `policy::pod`) fills a target, never wraps it.
     fn add(&mut self, o: Usage) {
-        self.milli_cpu += o.milli_cpu;
-        self.memory_mib += o.memory_mib;
-        self.pods += o.pods;
-        self.hourly_micros += o.hourly_micros;
+        self.milli_cpu = self.milli_cpu.saturating_add(o.milli_cpu);
+        self.memory_mib = self.memory_mib.saturating_add(o.memory_mib);
+        self.pods = self.pods.saturating_add(o.pods);
+        self.hourly_micros = self.hourly_micros.saturating_add(o.hourly_micros);
     }
     fn sub(&mut self, o: Usage) {
         self.milli_cpu = self.milli_cpu.saturating_sub(o.milli_cpu);
@@ -187,11 +188,13 @@ impl Ledger {
         let usage = Usage::of_pod(placement.size, placement.hourly_micros);
         let target = policy.target(placement.target);
         let fits = |used: Usage, lim: [Option<u64>; 4]| {
+            let mut after = used;
+            after.add(usage);
             let after = [
-                used.milli_cpu + usage.milli_cpu,
-                used.memory_mib + usage.memory_mib,
-                used.pods + 1,
-                used.hourly_micros + usage.hourly_micros,
+                after.milli_cpu,
+                after.memory_mib,
+                after.pods,
+                after.hourly_micros,
             ];
             after
                 .iter()
@@ -274,5 +277,41 @@ impl Ledger {
             }
         }
         Some(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::load::load_files;
+    use crate::policy::pod::Resources;
+
+    const POLICY: &str = "apiVersion: burstgate.io/v1alpha1
+kind: BurstPolicy
+spec:
+  targets:
+    - {name: local, provider: cluster, region: local, latencyMs: 1}
+";
+
+    #[test]
+    fn pods_too_large_to_count_fill_a_target_without_quota_rather_than_wrap_its_usage() {
+        let p = load_files(&[("p.yaml".into(), POLICY.into())]).unwrap();
+        let mut ledger = Ledger::new(&p);
+        for uid in ["a", "b"] {
+            let pod = PodView {
+                namespace: "web".into(),
+                name: uid.into(),
+                uid: uid.into(),
+                resources: Resources {
+                    milli_cpu: u64::MAX,
+                    memory_mib: u64::MAX,
+                    gpus: 0,
+                },
+                ..Default::default()
+            };
+            assert!(ledger.place(&p, &pod, &[]).placement().is_some());
+        }
+        let local = p.target_by_name("local").unwrap().id;
+        assert_eq!(ledger.target_usage(local).milli_cpu, u64::MAX);
     }
 }

@@ -127,11 +127,13 @@ pub fn effective_request(
     Ok(max(add(app, sidecars), init_peak))
 }
 
+/// Saturating: Kubernetes takes quantities far beyond any machine (`9e18` CPUs), which count as
+/// the largest request rather than wrap around to a small one (found by fuzzing).
 fn add(a: Resources, b: Resources) -> Resources {
     Resources {
-        milli_cpu: a.milli_cpu + b.milli_cpu,
-        memory_mib: a.memory_mib + b.memory_mib,
-        gpus: a.gpus + b.gpus,
+        milli_cpu: a.milli_cpu.saturating_add(b.milli_cpu),
+        memory_mib: a.memory_mib.saturating_add(b.memory_mib),
+        gpus: a.gpus.saturating_add(b.gpus),
     }
 }
 
@@ -261,6 +263,17 @@ mod tests {
         let r = effective_request(&app, &init).unwrap();
         assert_eq!(r.milli_cpu, 2000);
         assert_eq!(r.memory_mib, 512);
+    }
+
+    #[test]
+    fn requests_too_large_to_count_add_up_to_the_largest_request_not_a_small_one() {
+        let huge = Some("1e30");
+        let app = [
+            container("a", huge, huge, None),
+            container("b", huge, huge, None),
+        ];
+        let r = effective_request(&app, &[]).unwrap();
+        assert_eq!((r.milli_cpu, r.memory_mib), (u64::MAX, u64::MAX));
     }
 
     #[test]

@@ -109,14 +109,15 @@ fn fit_aci(req: &Resources) -> Result<Size, SizingError> {
     let milli_cpu = if req.milli_cpu == 0 {
         1000
     } else {
-        req.milli_cpu.div_ceil(10) * 10
+        // Saturating, like the rounding below: a request too large to round is too large.
+        req.milli_cpu.div_ceil(10).saturating_mul(10)
     };
     // 0.1 GiB steps, in MiB: round up to the next tenth of a GiB, then up to a whole MiB.
     let memory_mib = if req.memory_mib == 0 {
         1536
     } else {
-        let tenths = (req.memory_mib * 10).div_ceil(GIB);
-        (tenths * GIB).div_ceil(10)
+        let tenths = req.memory_mib.saturating_mul(10).div_ceil(GIB);
+        tenths.saturating_mul(GIB).div_ceil(10)
     };
     if milli_cpu > ACI_MAX_MILLI_CPU {
         return Err(SizingError::CpuTooLarge {
@@ -147,6 +148,18 @@ mod tests {
             memory_mib,
             gpus: 0,
         }
+    }
+
+    #[test]
+    fn a_request_too_large_to_round_is_too_large_for_aci_not_a_tiny_group() {
+        assert!(matches!(
+            fit(ProviderKind::Aci, &req(u64::MAX, 512)),
+            Err(SizingError::CpuTooLarge { .. })
+        ));
+        assert!(matches!(
+            fit(ProviderKind::Aci, &req(1000, u64::MAX / 2)),
+            Err(SizingError::MemoryTooLarge { .. })
+        ));
     }
 
     #[test]

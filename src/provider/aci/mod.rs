@@ -22,11 +22,12 @@ mod credentials;
 mod dns;
 mod kube_proxy;
 mod logs;
-mod retry;
+// `retry`, `status` and `translate` are pub(crate) for `crate::fuzzing` (the fuzz targets) only.
+pub(crate) mod retry;
 mod settings;
-mod status;
+pub(crate) mod status;
 mod streams;
-mod translate;
+pub(crate) mod translate;
 mod wire;
 
 pub use client::AciProvider;

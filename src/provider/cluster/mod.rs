@@ -32,11 +32,12 @@
 //! built without kube-rs' own retry layer: retries belong to the target's `Layers`.
 
 mod client;
-mod retry;
+// `retry`, `status` and `translate` are pub(crate) for `crate::fuzzing` (the fuzz targets) only.
+pub(crate) mod retry;
 mod settings;
-mod status;
+pub(crate) mod status;
 mod streams;
-mod translate;
+pub(crate) mod translate;
 
 pub use client::ClusterProvider;
 pub use settings::Settings;

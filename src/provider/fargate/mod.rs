@@ -21,10 +21,11 @@
 //! `Provider`; `translate.rs`, `status.rs` and `retry.rs` are pure.
 
 mod client;
-mod retry;
+// `retry`, `status` and `translate` are pub(crate) for `crate::fuzzing` (the fuzz targets) only.
+pub(crate) mod retry;
 mod settings;
-mod status;
-mod translate;
+pub(crate) mod status;
+pub(crate) mod translate;
 
 pub use client::FargateProvider;
 pub use settings::Settings;

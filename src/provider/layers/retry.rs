@@ -49,14 +49,15 @@ pub fn backoff(
     let base = exp.min(settings.max_backoff);
     let wait = base / 2 + base.mul_f64(jitter.clamp(0.0, 1.0) / 2.0);
     match retry_after {
-        Some(after) if after > wait => after + wait.mul_f64(0.1),
+        // Saturating, here and below: a reply may say `Retry-After: 18446744073709551615`.
+        Some(after) if after > wait => after.saturating_add(wait.mul_f64(0.1)),
         _ => wait,
     }
 }
 
 /// Whether another attempt may start `wait` from now, `elapsed` after the first one.
 pub fn may_retry(settings: &Settings, attempt: u32, elapsed: Duration, wait: Duration) -> bool {
-    attempt < settings.max_attempts && elapsed + wait <= settings.deadline
+    attempt < settings.max_attempts && elapsed.saturating_add(wait) <= settings.deadline
 }
 
 #[cfg(test)]
@@ -89,6 +90,15 @@ mod tests {
     fn a_retry_after_longer_than_the_backoff_is_honoured() {
         let s = Settings::default();
         assert!(backoff(&s, 1, Some(Duration::from_secs(3)), 0.5) >= Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_retry_after_too_long_to_add_to_is_past_the_deadline_not_an_overflow() {
+        let s = Settings::default();
+        let longest = Duration::MAX - Duration::from_millis(1);
+        assert_eq!(backoff(&s, 3, Some(longest), 0.5), Duration::MAX);
+        let wait = backoff(&s, 3, Some(Duration::from_secs(u64::MAX)), 0.5);
+        assert!(!may_retry(&s, 3, Duration::from_secs(1), wait));
     }
 
     #[test]
