@@ -100,6 +100,7 @@ pub fn resolved(arb: &ArbPod) -> Resolved {
         env,
         volumes,
         registry_credentials,
+        renew_tokens_at: None,
     }
 }
 
