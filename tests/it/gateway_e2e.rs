@@ -743,7 +743,7 @@ async fn an_aks_deployment_bursts_to_aci_its_service_gets_the_container_groups_i
         node,
         subscription,
         gw,
-        ..
+        guards: _guards,
     } = aci_only("aci-e2e", "burstgate-e2e").await;
 
     let deployments = hello_with_a_service(&client, &ns, &node).await;

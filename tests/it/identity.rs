@@ -104,7 +104,7 @@ async fn a_burst_pod_on_aci_gets_a_token_bound_to_it_that_authenticates_as_its_s
         node,
         subscription,
         gw,
-        ..
+        guards: _guards,
     } = aci_only("identity", "burstgate-identity").await;
     let account: ServiceAccount =
         serde_json::from_value(json!({"metadata": {"name": "shop-api"}})).unwrap();

@@ -80,7 +80,7 @@ async fn pods_shaped_as_a_current_cluster_makes_them_run_on_aci_or_say_why_they_
         node,
         subscription,
         gw,
-        ..
+        guards: _guards,
     } = aci_only("realistic", "burstgate-realistic").await;
     // What the fixtures reference.
     let post = PostParams::default();

@@ -455,8 +455,9 @@ pub struct AciOnly {
     pub subscription: String,
     /// The gateway.
     pub gw: Gateway,
-    _cleanup: NodeCleanup,
-    _dir: tempfile::TempDir,
+    /// What must live as long as the test: bind it (`guards: _guards`), never `..` it away, or
+    /// the node and the policy directory go at once.
+    pub guards: (NodeCleanup, tempfile::TempDir),
 }
 
 /// [`AciOnly`], its node Ready.
@@ -492,7 +493,6 @@ spec:
         node,
         subscription,
         gw,
-        _cleanup: cleanup,
-        _dir: dir,
+        guards: (cleanup, dir),
     }
 }
