@@ -95,6 +95,22 @@ fn kubectl(args: &[&str]) -> String {
     out
 }
 
+/// The Events of `ns` with `reason`.
+async fn events_with(
+    client: &kube::Client,
+    ns: &str,
+    reason: EventReason,
+) -> Vec<k8s_openapi::api::core::v1::Event> {
+    Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason.as_str()))
+        .collect()
+}
+
 /// The Deployment `hello` (3 AKS virtual-node pods on `node`) and a Service selecting it.
 async fn hello_with_a_service(client: &kube::Client, ns: &str, node: &str) -> Api<Deployment> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
@@ -551,14 +567,9 @@ spec:
     .await;
     // Admission gave every pod the automatic token volume, which a task cannot mount: each
     // pod's placement says it runs without it, as a Warning.
-    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
-    let without: Vec<String> = events
-        .list(&ListParams::default())
+    let without: Vec<String> = events_with(&client, &ns, EventReason::PlacedWithout)
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(EventReason::PlacedWithout.as_str()))
         .map(|e| {
             format!(
                 "{} {}",
@@ -693,15 +704,9 @@ spec:
         );
     }
     // The outage was tried (cost order puts Fargate first) and is named to the app team.
-    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
-    let rejected = events
-        .list(&ListParams::default())
+    let rejected = events_with(&client, &ns, EventReason::ProviderRejected)
         .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(EventReason::ProviderRejected.as_str()))
-        .count();
+        .len();
     assert!(
         rejected >= 1,
         "a ProviderRejected Event names the Fargate outage"

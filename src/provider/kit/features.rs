@@ -109,6 +109,16 @@ impl Feature {
     }
 }
 
+/// The bit set of `features` (a const loop: `Capabilities` are built in consts).
+const fn bits(features: &[Feature]) -> u32 {
+    let (mut out, mut i) = (0, 0);
+    while i < features.len() {
+        out |= 1 << (features[i] as u32);
+        i += 1;
+    }
+    out
+}
+
 /// Where a pod uses a feature.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Use {
@@ -156,22 +166,14 @@ impl Capabilities {
 
     /// These capabilities, also running `features`.
     pub const fn running(mut self, features: &[Feature]) -> Capabilities {
-        let mut i = 0;
-        while i < features.len() {
-            self.runs |= 1 << (features[i] as u32);
-            i += 1;
-        }
+        self.runs |= bits(features);
         self
     }
 
     /// These capabilities, running pods that use `features` WITHOUT them (the feature is left
     /// out, and the pod's Events and `policy explain` say so).
     pub const fn ignoring(mut self, features: &[Feature]) -> Capabilities {
-        let mut i = 0;
-        while i < features.len() {
-            self.ignores |= 1 << (features[i] as u32);
-            i += 1;
-        }
+        self.ignores |= bits(features);
         self
     }
 
