@@ -38,6 +38,10 @@ pub enum Error {
     /// `BURSTGATE_FAIL_AFTER` names no fail point.
     #[error("{0}")]
     FailPoint(String),
+    /// Leadership was lost and the controllers would not stop in time: the process must end
+    /// now, without draining, so that it never acts beside the next leader.
+    #[error("leader election")]
+    Fenced(#[from] crate::controller::leader::Error),
 }
 
 async fn client(config: &RunConfig) -> Result<kube::Client, Error> {
@@ -137,8 +141,8 @@ pub async fn sync_providers(gw: Arc<Gateway>, term: CancellationToken) {
 }
 
 /// What the leader runs: the adapters, the virtual node and the pod lifecycle, until `term` is
-/// cancelled.
-pub async fn run_controllers(gw: Arc<Gateway>, term: CancellationToken) {
+/// cancelled and then for at most `grace`.
+pub async fn run_controllers(gw: Arc<Gateway>, term: CancellationToken, grace: Duration) {
     let node = {
         let (gw, term) = (gw.clone(), term.clone());
         async move {
@@ -148,11 +152,22 @@ pub async fn run_controllers(gw: Arc<Gateway>, term: CancellationToken) {
             }
         }
     };
-    tokio::join!(
-        sync_providers(gw.clone(), term.clone()),
-        node,
-        pod::run(gw, term)
-    );
+    // Once the term ends the controllers get `grace` to finish what they are doing; calls
+    // still in flight then (hung on a partitioned apiserver, say) are dropped, which every step
+    // of a pod's journey survives as it survives a crash.
+    let controllers = async {
+        tokio::join!(
+            sync_providers(gw.clone(), term.clone()),
+            node,
+            pod::run(gw.clone(), term.clone())
+        )
+    };
+    tokio::select! {
+        _ = controllers => {}
+        () = async { term.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "the controllers were still busy after their term ended; dropped their calls in flight");
+        }
+    }
 }
 
 /// Runs the gateway until SIGTERM / SIGINT.
@@ -225,6 +240,9 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
         }
     });
 
+    // The controllers' grace after a term: half the election's stop budget (the elector's
+    // fence stays the backstop).
+    let grace = election.stop_budget() / 2;
     let elector = LeaderElector::new(client, election);
     let mut leading = elector.subscribe();
     let leader_metrics = (gw.metrics().clone(), shutdown.clone());
@@ -241,9 +259,9 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
     let leader_gw = gw.clone();
     elector
         .run(shutdown.clone(), move |term| {
-            run_controllers(leader_gw.clone(), term)
+            run_controllers(leader_gw.clone(), term, grace)
         })
-        .await;
+        .await?;
 
     shutdown.cancel();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {

@@ -94,7 +94,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(config) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(burstgate::gateway::run(*config))?;
+            let ran = runtime.block_on(burstgate::gateway::run(*config));
+            // Whatever is still running was given up (drained, or fenced out by the leader
+            // election): the process ends now, waiting for no task.
+            runtime.shutdown_background();
+            ran?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy(PolicyCommand::Check { dir }) => Ok(policy_check(&dir)),

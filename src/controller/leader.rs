@@ -9,7 +9,10 @@
 //!
 //! No duplicate work: a leader that cannot renew for `renew_deadline` (two thirds of the lease)
 //! cancels its controllers and waits for them to stop, while a standby waits a whole
-//! `lease_duration` after the last renewal it saw before taking over.
+//! `lease_duration` after the last renewal it saw before taking over. The wait is bounded: if
+//! the controllers have not stopped within [`ElectionConfig::stop_budget`] (a call hung on a
+//! partitioned apiserver, say), `run` returns [`Error::ControllersStuck`] and the process must
+//! exit — a replica that cannot prove it stopped acting never overlaps the next leader.
 //!
 //! ```no_run
 //! # use std::sync::Arc;
@@ -65,12 +68,23 @@ pub enum Error {
         /// The bound.
         after: Duration,
     },
+    /// Leadership was lost and the controllers did not stop before a standby may take over. Not
+    /// retryable: the process must exit so that two leaders never act at once.
+    #[error(
+        "the controllers did not stop within {after:?} of losing the leadership; \
+         exiting so that two leaders never act at once"
+    )]
+    ControllersStuck {
+        /// The stop budget.
+        after: Duration,
+    },
 }
 
 impl Error {
-    /// Whether trying again may succeed: always, for the elector's calls.
+    /// Whether trying again may succeed: always for the elector's calls, never for stuck
+    /// controllers.
     pub fn is_retryable(&self) -> bool {
-        true
+        !matches!(self, Error::ControllersStuck { .. })
     }
 
     /// A short label for metrics and logs.
@@ -78,6 +92,7 @@ impl Error {
         match self {
             Error::Api { .. } => "api",
             Error::Timeout { .. } => "timeout",
+            Error::ControllersStuck { .. } => "controllers_stuck",
         }
     }
 }
@@ -124,6 +139,15 @@ impl ElectionConfig {
             config.identity(),
             config.leader_lease(),
         )
+    }
+
+    /// How long a leader that lost the Lease may take to stop its controllers: it notices the
+    /// loss `renew_deadline` after its last renewal, and a standby may take over `lease_duration`
+    /// after it; one retry period stays as a margin (3 s with the 15 s default).
+    pub fn stop_budget(&self) -> Duration {
+        self.lease_duration
+            .saturating_sub(self.renew_deadline + self.retry_period)
+            .max(Duration::from_millis(100))
     }
 
     fn lease_seconds(&self) -> i32 {
@@ -243,15 +267,21 @@ impl LeaderElector {
     /// its controllers and return; the elector waits for it, then stands by again and calls
     /// `lead` anew when it wins again. On shutdown the term is cancelled, the future awaited and
     /// the Lease released so a standby takes over at once. If the future returns by itself, the
-    /// Lease is released and `run` returns.
-    pub async fn run<F, Fut>(mut self, shutdown: CancellationToken, mut lead: F)
+    /// Lease is released and `run` returns. If, leadership lost, the future does not return
+    /// within [`ElectionConfig::stop_budget`], `run` returns [`Error::ControllersStuck`] at once
+    /// (the future dropped): the caller must exit the process without waiting for anything.
+    pub async fn run<F, Fut>(
+        mut self,
+        shutdown: CancellationToken,
+        mut lead: F,
+    ) -> Result<(), Error>
     where
         F: FnMut(CancellationToken) -> Fut,
         Fut: Future<Output = ()>,
     {
         loop {
             if !self.stand_by(&shutdown).await {
-                return;
+                return Ok(());
             }
             tracing::info!(identity = %self.config.identity, lease = %self.config.lease_name, "became the leader");
             self.leading.send_replace(true);
@@ -264,17 +294,25 @@ impl LeaderElector {
                 () = self.keep_renewing() => TermEnd::Lost,
             };
             term.cancel();
-            if end != TermEnd::WorkEnded {
-                work.await;
-            }
-            self.leading.send_replace(false);
             match end {
                 TermEnd::Lost => {
+                    let budget = self.config.stop_budget();
+                    if tokio::time::timeout(budget, &mut work).await.is_err() {
+                        return Err(Error::ControllersStuck { after: budget });
+                    }
+                    self.leading.send_replace(false);
                     tracing::warn!(identity = %self.config.identity, "lost the leadership; controllers stopped, standing by");
                 }
-                TermEnd::Shutdown | TermEnd::WorkEnded => {
+                TermEnd::Shutdown => {
+                    work.await;
+                    self.leading.send_replace(false);
                     self.release().await;
-                    return;
+                    return Ok(());
+                }
+                TermEnd::WorkEnded => {
+                    self.leading.send_replace(false);
+                    self.release().await;
+                    return Ok(());
                 }
             }
         }
@@ -493,6 +531,18 @@ mod tests {
     }
 
     const DEFAULT: Duration = Duration::from_secs(15);
+
+    #[test]
+    fn a_lost_leader_must_stop_before_a_standby_may_take_over_with_a_retry_period_to_spare() {
+        let config = ElectionConfig::new("ns", "me", Duration::from_secs(15));
+        assert_eq!(config.stop_budget(), Duration::from_secs(3));
+        assert!(
+            config.renew_deadline + config.stop_budget() + config.retry_period
+                <= config.lease_duration
+        );
+        let tiny = ElectionConfig::new("ns", "me", Duration::from_millis(300));
+        assert_eq!(tiny.stop_budget(), Duration::from_millis(100));
+    }
 
     #[test]
     fn a_lease_nobody_holds_is_taken() {

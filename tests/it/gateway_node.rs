@@ -823,7 +823,7 @@ struct Replica {
     identity: String,
     shutdown: CancellationToken,
     leading: watch::Receiver<bool>,
-    task: JoinHandle<()>,
+    task: JoinHandle<Result<(), burstgate::controller::leader::Error>>,
 }
 
 /// Counts replicas doing leader work at once, and the most ever seen.
@@ -916,7 +916,8 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over_when_it_goes() {
         tokio::time::timeout(Duration::from_secs(10), leader.task)
             .await
             .expect("the leader stops")
-            .unwrap();
+            .unwrap()
+            .expect("the leader stepped down cleanly");
         assert!(!*leader.leading.borrow());
         let mut standby_leading = standby.leading.clone();
         tokio::time::timeout(Duration::from_secs(3), standby_leading.wait_for(|l| *l))
@@ -957,22 +958,7 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over_when_it_goes() {
         assert_eq!(holder(&leases).await.as_deref(), Some("replica-c"));
 
         // Someone else takes the lease: c stops its work and stands by.
-        eventually(
-            "the intruder to take the lease (409s retried)",
-            Duration::from_secs(10),
-            || async {
-                let mut lease = leases.get(LEADER_LEASE_NAME).await.ok()?;
-                let spec = lease.spec.as_mut()?;
-                spec.holder_identity = Some("intruder".into());
-                spec.lease_duration_seconds = Some(3600);
-                spec.renew_time = Some(MicroTime(Timestamp::now()));
-                leases
-                    .replace(LEADER_LEASE_NAME, &PostParams::default(), &lease)
-                    .await
-                    .ok()
-            },
-        )
-        .await;
+        intrude(&leases).await;
         tokio::time::timeout(Duration::from_secs(5), c_leading.wait_for(|l| !*l))
             .await
             .expect("c steps down")
@@ -987,7 +973,8 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over_when_it_goes() {
         tokio::time::timeout(Duration::from_secs(10), c.task)
             .await
             .expect("c stops")
-            .unwrap();
+            .unwrap()
+            .expect("c stepped down cleanly");
         assert_eq!(
             holder(&leases).await.as_deref(),
             Some("intruder"),
@@ -1005,6 +992,73 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over_when_it_goes() {
                 standby.identity.clone(),
                 "replica-c".to_owned()
             ]
+        );
+    };
+    with_cleanup(body, async {
+        let _ = Api::<Namespace>::all(client.clone())
+            .delete(&ns, &DeleteParams::default())
+            .await;
+    })
+    .await;
+}
+
+/// Someone else writes itself into the Lease as holder, for an hour.
+async fn intrude(leases: &Api<Lease>) {
+    eventually(
+        "the intruder to take the lease (409s retried)",
+        Duration::from_secs(10),
+        || async {
+            let mut lease = leases.get(LEADER_LEASE_NAME).await.ok()?;
+            let spec = lease.spec.as_mut()?;
+            spec.holder_identity = Some("intruder".into());
+            spec.lease_duration_seconds = Some(3600);
+            spec.renew_time = Some(MicroTime(Timestamp::now()));
+            leases
+                .replace(LEADER_LEASE_NAME, &PostParams::default(), &lease)
+                .await
+                .ok()
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_leader_whose_work_will_not_stop_is_fenced_out_within_its_stop_budget() {
+    let client = kube_admin().await;
+    let ns = unique_name("leader-fence");
+    create_namespace(&client, &ns).await;
+    grant_leader_election(&client, &ns).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let config = ElectionConfig::new(&ns, "stuck", Duration::from_secs(3));
+    let budget = config.stop_budget();
+    let elector = LeaderElector::new(kube_gateway().await, config);
+    let mut leading = elector.subscribe();
+    // Work that ignores its term, as a call hung on a partitioned apiserver would.
+    let task = tokio::spawn(elector.run(CancellationToken::new(), |_term| {
+        std::future::pending::<()>()
+    }));
+
+    let body = async {
+        tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| *l))
+            .await
+            .expect("the replica leads")
+            .unwrap();
+        intrude(&leases).await;
+        let ended = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the elector gives up within the renew period and the stop budget")
+            .unwrap();
+        match ended {
+            Err(err @ burstgate::controller::leader::Error::ControllersStuck { after }) => {
+                assert_eq!(after, budget);
+                assert!(!err.is_retryable(), "{err}");
+            }
+            other => panic!("expected ControllersStuck, got {other:?}"),
+        }
+        assert_eq!(
+            holder(&leases).await.as_deref(),
+            Some("intruder"),
+            "the fenced replica wrote nothing more"
         );
     };
     with_cleanup(body, async {
@@ -1037,7 +1091,8 @@ async fn a_leader_shutting_down_clears_the_holder_of_its_lease() {
         tokio::time::timeout(Duration::from_secs(10), only.task)
             .await
             .expect("it stops")
-            .unwrap();
+            .unwrap()
+            .expect("it stepped down cleanly");
         let lease = leases.get(LEADER_LEASE_NAME).await.unwrap();
         assert_eq!(holder(&leases).await, None, "released: {:?}", lease.spec);
         assert_eq!(work.active.load(Ordering::SeqCst), 0);

@@ -4,6 +4,7 @@ mod alerts;
 mod cli;
 mod cluster_provider;
 mod common;
+mod control_plane;
 mod crash_safety;
 mod deploy;
 mod docs;

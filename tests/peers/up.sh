@@ -374,18 +374,24 @@ start_peer etcd etcd --name burstgate-test --data-dir "$PEERS_DIR/etcd-data" \
   --initial-cluster "burstgate-test=http://127.0.0.1:$ETCD_PEER_PORT" --log-level warn
 wait_for etcd 30 http_answers -f "http://127.0.0.1:$ETCD_PORT/health"
 
-start_peer kube-apiserver "$KUBE_BIN/kube-apiserver" \
-  --etcd-servers="http://127.0.0.1:$ETCD_PORT" --bind-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
-  --advertise-address=127.0.0.1 --insecure-port=0 \
-  --tls-cert-file="$PEERS_DIR/apiserver.crt" --tls-private-key-file="$PEERS_DIR/apiserver.key" \
-  --client-ca-file="$PEERS_DIR/ca.crt" --token-auth-file="$PEERS_DIR/tokens.csv" \
-  --authorization-mode=Node,RBAC \
-  --kubelet-client-certificate="$PEERS_DIR/kubelet-client.crt" --kubelet-client-key="$PEERS_DIR/kubelet-client.key" \
-  --kubelet-certificate-authority="$PEERS_DIR/ca.crt" --kubelet-preferred-address-types=InternalIP,Hostname \
-  --service-account-key-file="$PEERS_DIR/sa.pub" --service-account-signing-key-file="$PEERS_DIR/sa.key" \
-  --service-account-issuer=https://kubernetes.default.svc --service-cluster-ip-range=10.96.0.0/16 \
-  --endpoint-reconciler-type=none --disable-admission-plugins=StorageObjectInUseProtection \
+# The apiserver's flags but its store and port, also written one per line to
+# kube-apiserver.args: tests/it/control_plane.rs starts a private apiserver (and etcd) of its own
+# with them, to restart both during a burst without disturbing the tests sharing these peers.
+APISERVER_FLAGS=(
+  --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --insecure-port=0
+  --tls-cert-file="$PEERS_DIR/apiserver.crt" --tls-private-key-file="$PEERS_DIR/apiserver.key"
+  --client-ca-file="$PEERS_DIR/ca.crt" --token-auth-file="$PEERS_DIR/tokens.csv"
+  --authorization-mode=Node,RBAC
+  --kubelet-client-certificate="$PEERS_DIR/kubelet-client.crt" --kubelet-client-key="$PEERS_DIR/kubelet-client.key"
+  --kubelet-certificate-authority="$PEERS_DIR/ca.crt" --kubelet-preferred-address-types=InternalIP,Hostname
+  --service-account-key-file="$PEERS_DIR/sa.pub" --service-account-signing-key-file="$PEERS_DIR/sa.key"
+  --service-account-issuer=https://kubernetes.default.svc --service-cluster-ip-range=10.96.0.0/16
+  --endpoint-reconciler-type=none --disable-admission-plugins=StorageObjectInUseProtection
   --feature-gates=BoundServiceAccountTokenVolume=true --profiling=false
+)
+printf '%s\n' "${APISERVER_FLAGS[@]}" > "$PEERS_DIR/kube-apiserver.args"
+start_peer kube-apiserver "$KUBE_BIN/kube-apiserver" \
+  --etcd-servers="http://127.0.0.1:$ETCD_PORT" --secure-port="$APISERVER_PORT" "${APISERVER_FLAGS[@]}"
 wait_for kube-apiserver 90 http_body_is ok --cacert ca.crt -H "Authorization: Bearer $ADMIN_TOKEN" "$APISERVER_URL/readyz"
 # A JSON body with maps must decode: a kube built with the vendored reflect2 1.0.1 panics on it.
 admin_curl() { curl -s --max-time 10 --cacert ca.crt -H "Authorization: Bearer $ADMIN_TOKEN" "$@"; }
@@ -472,6 +478,9 @@ KUBELET_CLIENT_CERT=$PEERS_DIR/kubelet-client.crt
 KUBELET_CLIENT_KEY=$PEERS_DIR/kubelet-client.key
 KUBECTL=$KUBECTL
 ETCD_ENDPOINT=http://127.0.0.1:$ETCD_PORT
+ETCD_BIN=$(command -v etcd)
+KUBE_APISERVER_BIN=$KUBE_BIN/kube-apiserver
+KUBE_APISERVER_ARGS=$PEERS_DIR/kube-apiserver.args
 ECS_ENDPOINT=http://127.0.0.1:$MOTO_PORT
 ECS_REGION=$ECS_REGION
 ECS_ACCESS_KEY_ID=$ECS_ACCESS_KEY_ID

@@ -93,6 +93,16 @@ impl FaultProxy {
         self.state.lock().unwrap().mode = Some(mode);
     }
 
+    /// When the last request arrived, if any did.
+    pub fn last_arrival(&self) -> Option<Instant> {
+        self.state
+            .lock()
+            .unwrap()
+            .arrivals
+            .last()
+            .map(|(at, _)| *at)
+    }
+
     /// Requests seen so far.
     pub fn requests(&self) -> usize {
         self.state.lock().unwrap().arrivals.len()

@@ -42,6 +42,20 @@ impl Gateway {
         identity: &str,
         env: impl IntoIterator<Item = (impl AsRef<OsStr>, impl AsRef<OsStr>)>,
     ) -> Gateway {
+        // The identity deploy/rbac grants (tests/peers/kustomize/gateway-rbac), not an admin.
+        let kubeconfig = peers().path("KUBECONFIG_GATEWAY");
+        Gateway::start_via(&kubeconfig, node, ns, policy_dir, identity, env)
+    }
+
+    /// [`Gateway::start_with_env`] reaching the apiserver through `kubeconfig`.
+    pub fn start_via(
+        kubeconfig: &Path,
+        node: &str,
+        ns: &str,
+        policy_dir: &Path,
+        identity: &str,
+        env: impl IntoIterator<Item = (impl AsRef<OsStr>, impl AsRef<OsStr>)>,
+    ) -> Gateway {
         // Appended to: a restarted gateway's log follows the one before it.
         let log = std::env::temp_dir().join(format!("{node}-{identity}.log"));
         let out = std::fs::OpenOptions::new()
@@ -74,8 +88,7 @@ impl Gateway {
             .arg("--policy-dir")
             .arg(policy_dir)
             .arg("--kubeconfig")
-            // The identity deploy/rbac grants (tests/peers/kustomize/gateway-rbac), not an admin.
-            .arg(peers().path("KUBECONFIG_GATEWAY"))
+            .arg(kubeconfig)
             .args(["--sim-cold-start-ms", "300", "--node-ip", "10.7.7.7"])
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{metrics_port}"))
@@ -222,6 +235,14 @@ impl Gateway {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Whether the process is still running (it has not exited by itself).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .try_wait()
+            .expect("the child can be waited for")
+            .is_none()
     }
 
     /// SIGKILL, as a node failure or the OOM killer would: no shutdown path runs.
@@ -460,18 +481,9 @@ pub struct AciOnly {
     pub guards: (NodeCleanup, tempfile::TempDir),
 }
 
-/// [`AciOnly`], its node Ready.
-pub async fn aci_only(prefix: &str, resource_group: &str) -> AciOnly {
-    let client = crate::common::kube_admin().await;
-    let ns = unique_name(prefix);
-    create_namespace(&client, &ns).await;
-    grant_leader_election(&client, &ns).await;
-    let node = unique_name("vnode");
-    let cleanup = NodeCleanup(node.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let subscription = subscription_id();
-    aci_faults(&subscription, json!({"provisioningDelaySeconds": 1})).await;
-    let policy = format!(
+/// A policy whose only target is `aci-eastus` in `subscription`, groups in `resource_group`.
+pub fn aci_eastus_policy(subscription: &str, resource_group: &str) -> String {
+    format!(
         "apiVersion: burstgate.io/v1alpha1
 kind: BurstPolicy
 spec:
@@ -485,7 +497,21 @@ spec:
     - name: everything
       match: {{}}
 "
-    );
+    )
+}
+
+/// [`AciOnly`], its node Ready.
+pub async fn aci_only(prefix: &str, resource_group: &str) -> AciOnly {
+    let client = crate::common::kube_admin().await;
+    let ns = unique_name(prefix);
+    create_namespace(&client, &ns).await;
+    grant_leader_election(&client, &ns).await;
+    let node = unique_name("vnode");
+    let cleanup = NodeCleanup(node.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let subscription = subscription_id();
+    aci_faults(&subscription, json!({"provisioningDelaySeconds": 1})).await;
+    let policy = aci_eastus_policy(&subscription, resource_group);
     let gw = start_on_aci(&client, &node, &ns, &dir, &policy).await;
     AciOnly {
         client,

@@ -2,8 +2,10 @@
 //! `tests/peers/up.sh` writes), clients for them, unique names, and bounded waits.
 #![allow(dead_code)] // each test module uses its own subset
 
+pub mod control_plane;
 pub mod fault_proxy;
 pub mod gateway;
+pub mod partition;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -83,9 +85,13 @@ pub fn install_crypto_provider() {
 
 /// A kube client from one of up.sh's kubeconfigs (`KUBECONFIG_ADMIN`, `KUBECONFIG_GATEWAY`).
 pub async fn kube_client(kubeconfig_key: &str) -> kube::Client {
+    kube_client_at(&peers().path(kubeconfig_key)).await
+}
+
+/// A kube client from the kubeconfig at `path`.
+pub async fn kube_client_at(path: &Path) -> kube::Client {
     install_crypto_provider();
-    let path = peers().path(kubeconfig_key);
-    let kubeconfig = kube::config::Kubeconfig::read_from(&path)
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .unwrap_or_else(|err| panic!("reading {}: {err}", path.display()));
     let config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
@@ -110,6 +116,12 @@ pub async fn kube_gateway() -> kube::Client {
 /// deploy/ binds it to the ServiceAccount in `burstgate`), for a gateway run with
 /// `--namespace ns`; returns once RBAC lets the gateway identity update Leases there.
 pub async fn grant_leader_election(admin: &kube::Client, ns: &str) {
+    grant_leader_election_to(admin, &kube_gateway().await, ns).await
+}
+
+/// [`grant_leader_election`] on the apiserver of `admin`, checked with `gateway`, the gateway
+/// identity's client to that same apiserver.
+pub async fn grant_leader_election_to(admin: &kube::Client, gateway: &kube::Client, ns: &str) {
     use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
     use k8s_openapi::api::rbac::v1::RoleBinding;
     use kube::api::{Api, PostParams};
@@ -123,7 +135,7 @@ pub async fn grant_leader_election(admin: &kube::Client, ns: &str) {
         .create(&PostParams::default(), &binding)
         .await
         .unwrap_or_else(|err| panic!("binding burstgate-leader-election in {ns}: {err}"));
-    let reviews: Api<SelfSubjectAccessReview> = Api::all(kube_gateway().await);
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(gateway.clone());
     let review: SelfSubjectAccessReview = serde_json::from_value(serde_json::json!({
         "spec": {"resourceAttributes": {"verb": "update", "group": "coordination.k8s.io", "resource": "leases", "namespace": ns}},
     }))
