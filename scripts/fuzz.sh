@@ -3,7 +3,7 @@
 # 30), one after another; fails on the first crash, leaving the input in
 # fuzz/artifacts/<target>/ and printing the command that replays it. docs/fuzzing.md.
 #
-#   scripts/fuzz.sh                 # the short run CI does: 30 s per target
+#   scripts/fuzz.sh                 # the short coverage-guided run: 30 s per target
 #   scripts/fuzz.sh 300             # the long run: 5 min per target
 #   scripts/fuzz.sh 60 translate    # some targets only
 #

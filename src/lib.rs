@@ -9,8 +9,9 @@
 pub mod config;
 pub mod controller;
 pub mod failpoint;
-/// Reachable only with the `fuzzing` feature, for the fuzz targets in `fuzz/`.
-#[cfg(feature = "fuzzing")]
+/// Reachable only with the `fuzzing` feature, for the fuzz targets in `fuzz/`, and in the
+/// crate's own tests (the short fuzz run).
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod gateway;
 pub mod kubelet;

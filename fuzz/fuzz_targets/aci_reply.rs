@@ -4,20 +4,4 @@
 //! is always retryable.
 #![no_main]
 
-use burstgate::fuzzing::aci_reply;
-use burstgate::provider::ProviderError;
-use burstgate_fuzz::{reply, through_layers};
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let r = reply::parse(data);
-    let answer = aci_reply("bg-fuzz", r.status, &r.headers, r.body);
-    match answer.error {
-        Some(e) => {
-            if r.status == 429 {
-                assert!(matches!(e, ProviderError::Throttled { .. }), "{e:?}");
-            }
-            through_layers(&e);
-        }
-        None => assert!(answer.status.is_some(), "neither a status nor an error"),
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| burstgate::fuzzing::targets::aci_reply(data));

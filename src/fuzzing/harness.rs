@@ -1,25 +1,21 @@
-//! What the fuzz targets share: arbitrary valid pods ([`pod::ArbPod`]), the values the
-//! controller would resolve for them, and the `WorkloadSpec` an adapter is handed.
-
-pub mod ecs;
-pub mod pod;
-pub mod reply;
-pub mod words;
+//! What the fuzz targets share: the `WorkloadSpec` an adapter is handed for an arbitrary valid
+//! pod ([`super::pod::ArbPod`]), the values the controller would resolve for it, and what the
+//! layers make of a classified error.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use burstgate::policy::PodView;
-use burstgate::policy::model::ProviderKind;
-use burstgate::policy::sizing;
-use burstgate::provider::contract::{
+use crate::policy::PodView;
+use crate::policy::model::ProviderKind;
+use crate::policy::sizing;
+use crate::provider::contract::{
     EnvValue, EnvVar, Owner, ProviderError, RegistryCredential, Resolved, SecretBox, SecretString,
     VolumeFile, WorkloadSpec, workload_id,
 };
-use burstgate::provider::layers::retry;
+use crate::provider::layers::retry;
 
-use crate::pod::{ArbPod, EnvSource, VolumeKind};
+use crate::fuzzing::pod::{ArbPod, EnvSource, VolumeKind};
 
 /// The spec the controller hands the adapter of `kind` for `arb`, sized as the engine sizes it;
 /// `None` when the engine would not send the pod there (no view, or no size fits).

@@ -3,7 +3,18 @@
 //! The translators, status mappings and error classifiers of the adapters are `pub(crate)`: the
 //! rest of the crate reaches them through the `Provider` impls, which need a cloud. These
 //! functions run each step as its adapter does, from plain inputs (a `WorkloadSpec`, a reply's
-//! status, headers and bytes), and return what a fuzz target can check. No normal build has them.
+//! status, headers and bytes), and return what a fuzz target can check. `targets` holds the
+//! bodies of the fuzz targets and what they share (arbitrary pods, replies, a stub ECS client);
+//! `short_run` runs them in the test suite. Only test builds and the `fuzzing` feature have them.
+
+pub mod ecs;
+pub mod harness;
+pub mod pod;
+pub mod reply;
+#[cfg(test)]
+mod short_run;
+pub mod targets;
+pub mod words;
 
 use std::time::Duration;
 

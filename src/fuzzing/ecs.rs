@@ -12,7 +12,7 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 
-use crate::reply::Reply;
+use crate::fuzzing::reply::Reply;
 
 /// The next answer: status, headers, body.
 type Answer = (u16, Vec<(String, String)>, Vec<u8>);

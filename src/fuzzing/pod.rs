@@ -6,7 +6,7 @@ use arbitrary::{Arbitrary, Result, Unstructured};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Map, Value, json};
 
-use crate::words::{AbsPath, AnnotationKey, Label, LabelValue, Quantity, Text};
+use crate::fuzzing::words::{AbsPath, AnnotationKey, Label, LabelValue, Quantity, Text};
 
 /// A pod, before it becomes JSON.
 #[derive(Debug, Arbitrary)]
