@@ -95,9 +95,9 @@ impl Race {
     }
 }
 
-/// How often Pending and Running workloads are read from their provider.
+/// How often Pending workloads are read from their provider (Running ones: as often as the
+/// provider's `running_poll` says).
 const POLL_PENDING: Duration = Duration::from_secs(2);
-const POLL_RUNNING: Duration = Duration::from_secs(10);
 
 /// The pod controller's state, shared by reconciles and the status loop.
 pub struct PodController {
@@ -675,9 +675,10 @@ impl PodController {
     }
 
     /// The pods whose workload is due for a status read, by target: every 2 s while Pending,
-    /// every 10 s while Running.
+    /// at the provider's `running_poll` while Running.
     fn due(&self, store: &Store<Pod>) -> BTreeMap<String, Vec<Arc<Pod>>> {
         let mut by_target: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
+        let mut running_poll: BTreeMap<String, Duration> = BTreeMap::new();
         let created = self.created.lock().expect("created lock");
         let polled = self.polled.lock().expect("polled lock");
         for pod in store.state() {
@@ -688,11 +689,21 @@ impl PodController {
             {
                 continue;
             }
-            let running = PodPhase::of(&pod) == PodPhase::Running;
-            let due = polled
-                .get(&uid)
-                .is_none_or(|t| t.elapsed() >= if running { POLL_RUNNING } else { POLL_PENDING });
-            if let (true, Some(workload)) = (due, Workload::of(&pod)) {
+            let Some(workload) = Workload::of(&pod) else {
+                continue;
+            };
+            let every = if PodPhase::of(&pod) == PodPhase::Running {
+                *running_poll
+                    .entry(workload.target.clone())
+                    .or_insert_with(|| {
+                        self.gw
+                            .provider_for_target(&workload.target)
+                            .map_or(POLL_PENDING, |p| p.running_poll())
+                    })
+            } else {
+                POLL_PENDING
+            };
+            if polled.get(&uid).is_none_or(|t| t.elapsed() >= every) {
                 by_target.entry(workload.target).or_default().push(pod);
             }
         }

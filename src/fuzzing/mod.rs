@@ -85,7 +85,8 @@ pub fn aci_reply(id: &str, status: u16, headers: &[(String, String)], body: &[u8
             reply.status = Some(aci::status::workload_status(id, &group));
             reply.owned = aci::status::owned_workload(&group, now, "cluster", "burstgate");
             let cadence = aci::status::Cadence::eager();
-            reply.needs_get = aci::status::needs_get(None, &group, &cadence);
+            reply.needs_get =
+                aci::status::needs_get(None, &group, &cadence, cadence.running_interval(1));
         }
         Err(e) => {
             let decode = aci::retry::AciError::Decode {

@@ -730,6 +730,13 @@ pub trait Provider: Send + Sync {
     /// What it can do.
     fn capabilities(&self) -> Capabilities;
 
+    /// How often the controller asks for the status of a Running workload. Ten seconds unless
+    /// the provider caches statuses and decides itself when to read the cloud (ACI: zero, at
+    /// every status tick, its cache spending reads at its own cadence).
+    fn running_poll(&self) -> Duration {
+        Duration::from_secs(10)
+    }
+
     /// Creates the workload, idempotently: creating an id that exists returns its status.
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError>;
 

@@ -11,6 +11,7 @@ mod docs;
 mod fail_points;
 mod fargate;
 mod faults;
+mod freshness;
 mod gateway_e2e;
 mod gateway_node;
 mod gateway_pods;

@@ -108,6 +108,12 @@ impl StatusCache {
         let mut plan = Plan::default();
         let mut cache = self.lock();
         cache.created.retain(|_, at| at.elapsed() < CREATED_GRACE);
+        let running = cache
+            .entries
+            .values()
+            .filter(|e| e.status.phase == WorkloadPhase::Running)
+            .count();
+        let interval = self.cadence.running_interval(running);
         for id in ids {
             match listed.get(id) {
                 None if cache.created.contains_key(id) => {
@@ -124,7 +130,7 @@ impl StatusCache {
                     });
                     if group.has_instance_view() {
                         plan.known.insert(id.clone(), workload_status(id, group));
-                    } else if needs_get(known.as_ref(), group, &self.cadence) {
+                    } else if needs_get(known.as_ref(), group, &self.cadence, interval) {
                         plan.to_get.push((id.clone(), group.fingerprint()));
                     } else if let Some(e) = cache.entries.get(id) {
                         plan.known.insert(id.clone(), e.status.clone());

@@ -11,6 +11,7 @@ use azure_core::http::Transport;
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt;
 
+use crate::policy::model::OperationClass;
 use crate::provider::aci::arm::Arm;
 use crate::provider::aci::cache::StatusCache;
 use crate::provider::aci::logs::filter_log;
@@ -54,10 +55,11 @@ impl AciProvider {
         layers: Layers,
         transport: Option<Transport>,
     ) -> AciProvider {
+        let cadence = Cadence::default().within(layers.per_second(OperationClass::Read));
         AciProvider {
             arm: Arm::new(&settings, credential, layers, transport),
             settings,
-            cache: StatusCache::new(Cadence::default()),
+            cache: StatusCache::new(cadence),
         }
     }
 
@@ -133,6 +135,13 @@ impl Provider for AciProvider {
     fn capabilities(&self) -> Capabilities {
         crate::provider::kit::declared(crate::policy::model::ProviderKind::Aci)
             .serving(true, true, true)
+    }
+
+    /// At every status tick (each second): the status cache answers from what it knows and
+    /// GETs only the groups due at its [`Cadence`], so an exit is seen one cadence after it at
+    /// most, not a cadence plus the controller's own poll interval.
+    fn running_poll(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
     }
 
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {

@@ -9,11 +9,15 @@
 //! [`needs_get`] picks: unknown ones, ones whose listed state changed, Pending ones every
 //! `pending_refresh`, Running ones every `running_refresh`; finished ones never again.
 //!
-//! Reads per Running pod-minute, with the default [`Cadence`] (list reused for 30 s while every
-//! asked-for group is settled, a GET per Running group every 8 min), for R Running pods:
-//! 2 lists/min shared + R/8 GETs/min = 2/R + 0.125; at most 0.2 from 27 Running pods on
-//! (0.145 at 100 pods). The price: a container that exits or restarts while its group stays
-//! `Succeeded` in the list is seen up to 8 minutes late.
+//! Reads per Running pod-minute, with the default [`Cadence`]: while every asked-for group is
+//! known and settled (Running or finished) no list is made at all (the last one serves; a group
+//! deleted behind the gateway's back answers its next GET with 404), and each Running group is
+//! read every 29.5 s, 30 s with the status loop's 1 s tick: **2 reads per Running pod-minute**
+//! (azure-aci spends 12), and a container that exits or restarts is seen at most ~30 s later.
+//! When that many GETs would take more than `status_reads_per_second` (half the target's read
+//! bucket by default, [`Cadence::within`]), the interval grows with the number of Running groups
+//! instead: `R / status_reads_per_second` (ARM's 25 reads/s: 30 s up to 368 Running groups, 80 s
+//! at 1,000), so the status sync never spends the subscription's read budget.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -424,35 +428,65 @@ pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 }
 
 /// How often the status sync re-reads groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cadence {
     /// A Pending group is read again after this long, even when its listed state did not change.
     pub pending_refresh: Duration,
-    /// A Running group is read again after this long (an exit does not show in the list).
+    /// A Running group is read again after this long (an exit does not show in the list), or
+    /// longer when `status_reads_per_second` says so.
     pub running_refresh: Duration,
     /// The last list serves again within this long when every asked-for group is known and
     /// settled (Running or finished).
     pub list_reuse: Duration,
+    /// The GETs per second the status sync may spend on Running groups; with R of them, each
+    /// is read every `max(running_refresh, R / status_reads_per_second)`. `None`: no bound.
+    pub status_reads_per_second: Option<f64>,
 }
 
 impl Default for Cadence {
     fn default() -> Self {
         Cadence {
             pending_refresh: Duration::from_secs(10),
-            running_refresh: Duration::from_secs(8 * 60),
-            list_reuse: Duration::from_secs(30),
+            running_refresh: Duration::from_millis(29_500),
+            list_reuse: Duration::MAX,
+            status_reads_per_second: None,
         }
     }
 }
 
 impl Cadence {
+    /// The share of a target's read bucket the status sync may spend (the rest is for lists,
+    /// logs, exec and orphan GC).
+    pub const READ_SHARE: f64 = 0.5;
+
     /// Every status call reads everything (tests).
     pub fn eager() -> Cadence {
         Cadence {
             pending_refresh: Duration::ZERO,
             running_refresh: Duration::ZERO,
             list_reuse: Duration::ZERO,
+            status_reads_per_second: None,
         }
+    }
+
+    /// This cadence, spending at most [`Cadence::READ_SHARE`] of a read bucket refilling
+    /// `reads_per_second` (`None`: unlimited) on Running groups.
+    pub fn within(self, reads_per_second: Option<f64>) -> Cadence {
+        Cadence {
+            status_reads_per_second: reads_per_second.map(|r| r * Cadence::READ_SHARE),
+            ..self
+        }
+    }
+
+    /// How long a Running group goes unread when `running` groups are Running.
+    pub fn running_interval(&self, running: usize) -> Duration {
+        let by_budget = self
+            .status_reads_per_second
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .map_or(Duration::ZERO, |r| {
+                Duration::try_from_secs_f64(running as f64 / r).unwrap_or(Duration::MAX)
+            });
+        self.running_refresh.max(by_budget)
     }
 }
 
@@ -467,8 +501,13 @@ pub(crate) struct Known {
     pub(crate) age: Duration,
 }
 
-/// Whether a listed group needs a GET now.
-pub(crate) fn needs_get(known: Option<&Known>, listed: &GroupView, cadence: &Cadence) -> bool {
+/// Whether a listed group needs a GET now, Running ones being read every `running_interval`.
+pub(crate) fn needs_get(
+    known: Option<&Known>,
+    listed: &GroupView,
+    cadence: &Cadence,
+    running_interval: Duration,
+) -> bool {
     if listed.has_instance_view() {
         return false;
     }
@@ -478,7 +517,7 @@ pub(crate) fn needs_get(known: Option<&Known>, listed: &GroupView, cadence: &Cad
     }
     match k.phase {
         WorkloadPhase::Pending => k.age >= cadence.pending_refresh,
-        WorkloadPhase::Running => k.age >= cadence.running_refresh,
+        WorkloadPhase::Running => k.age >= running_interval,
         WorkloadPhase::Succeeded | WorkloadPhase::Failed | WorkloadPhase::Rejected(_) => false,
     }
 }
@@ -640,6 +679,7 @@ mod tests {
     #[test]
     fn a_listed_group_is_read_only_when_new_changed_or_due() {
         let cadence = Cadence::default();
+        let every = cadence.running_interval(1);
         let listed = group(
             json!({"properties": {"provisioningState": "Succeeded", "ipAddress": {"ip": "1.2.3.4"}}}),
         );
@@ -648,28 +688,31 @@ mod tests {
             age: Duration::from_secs(age_s),
             fingerprint: fp.into(),
         };
-        assert!(needs_get(None, &listed, &cadence), "unknown");
+        assert!(needs_get(None, &listed, &cadence, every), "unknown");
         assert!(
             needs_get(
                 Some(&known(WorkloadPhase::Running, 5, "Creating|")),
                 &listed,
-                &cadence
+                &cadence,
+                every
             ),
             "changed"
         );
         assert!(
             !needs_get(
-                Some(&known(WorkloadPhase::Running, 60, "Succeeded|1.2.3.4")),
+                Some(&known(WorkloadPhase::Running, 20, "Succeeded|1.2.3.4")),
                 &listed,
-                &cadence
+                &cadence,
+                every
             ),
             "running, fresh"
         );
         assert!(
             needs_get(
-                Some(&known(WorkloadPhase::Running, 8 * 60, "Succeeded|1.2.3.4")),
+                Some(&known(WorkloadPhase::Running, 30, "Succeeded|1.2.3.4")),
                 &listed,
-                &cadence
+                &cadence,
+                every
             ),
             "running, due"
         );
@@ -677,7 +720,8 @@ mod tests {
             !needs_get(
                 Some(&known(WorkloadPhase::Pending, 5, "Succeeded|1.2.3.4")),
                 &listed,
-                &cadence
+                &cadence,
+                every
             ),
             "pending, fresh"
         );
@@ -685,7 +729,8 @@ mod tests {
             needs_get(
                 Some(&known(WorkloadPhase::Pending, 10, "Succeeded|1.2.3.4")),
                 &listed,
-                &cadence
+                &cadence,
+                every
             ),
             "pending, due"
         );
@@ -693,7 +738,8 @@ mod tests {
             !needs_get(
                 Some(&known(WorkloadPhase::Succeeded, 9999, "Succeeded|1.2.3.4")),
                 &listed,
-                &cadence
+                &cadence,
+                every
             ),
             "finished"
         );
@@ -704,6 +750,28 @@ mod tests {
         let listed = group(
             json!({"properties": {"provisioningState": "Succeeded", "containers": [running("a", 0)]}}),
         );
-        assert!(!needs_get(None, &listed, &Cadence::default()));
+        assert!(!needs_get(
+            None,
+            &listed,
+            &Cadence::default(),
+            Duration::ZERO
+        ));
+    }
+
+    #[test]
+    fn running_groups_are_read_every_30_s_until_that_would_spend_more_than_half_the_read_bucket() {
+        // ARM's published read refill: 25/s per subscription.
+        let cadence = Cadence::default().within(Some(25.0));
+        assert_eq!(cadence.running_interval(1), Duration::from_millis(29_500));
+        assert_eq!(cadence.running_interval(368), Duration::from_millis(29_500));
+        assert_eq!(cadence.running_interval(1_000), Duration::from_secs(80));
+        assert_eq!(cadence.running_interval(10_000), Duration::from_secs(800));
+        // Two reads per Running pod-minute with the status loop's 1 s tick, at most.
+        let per_minute = 60.0 / (cadence.running_interval(50).as_secs_f64() + 0.5);
+        assert!(per_minute <= 2.0, "{per_minute}");
+        assert_eq!(
+            Cadence::default().running_interval(1_000_000),
+            Duration::from_millis(29_500)
+        );
     }
 }

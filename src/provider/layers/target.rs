@@ -149,6 +149,17 @@ impl Layers {
             .state(Instant::now())
     }
 
+    /// The sustained rate `class` requests may go at: the slowest refill of its buckets;
+    /// `None` when nothing limits them.
+    pub fn per_second(&self, class: OperationClass) -> Option<f64> {
+        self.inner
+            .buckets
+            .get(&class)?
+            .iter()
+            .map(|b| b.spec.per_second)
+            .reduce(f64::min)
+    }
+
     /// Takes `n` tokens of every bucket of `class`, waiting as long as needed.
     pub async fn take(&self, class: OperationClass, n: u32) {
         let Some(buckets) = self.inner.buckets.get(&class) else {

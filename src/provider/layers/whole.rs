@@ -36,6 +36,10 @@ impl Provider for Layered {
         self.inner.capabilities()
     }
 
+    fn running_poll(&self) -> std::time::Duration {
+        self.inner.running_poll()
+    }
+
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
         self.layers
             .call(OperationClass::Create, "Create", || self.inner.create(spec))

@@ -1,0 +1,191 @@
+//! True and fresh status, measured as a new user would: 50 pods on ACI (the emulator behind
+//! Prism) whose containers exit at random moments 2-3 minutes after they start. ARM's list
+//! carries no container states, so an exit is seen only by a GET of the group; the test prints
+//! how long after each exit its pod showed it (p50/p99/max) and the ARM reads per Running
+//! pod-minute, and asserts what must hold whatever the timing: every pod ends Failed with the
+//! container's exit code, and the status sync spends reads at the cadence's rate, not the
+//! every-second rate of a naive poll.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+use crate::common::gateway::{aci_groups, aci_only};
+use crate::common::peers;
+
+const PODS: usize = 50;
+
+fn exiting_pod(name: &str, node: &str, exit_after: f64) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "fresh"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": {"type": "virtual-kubelet", "burstgate.io/test-node": node},
+            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],
+            "containers": [{
+                "name": "app",
+                "image": "mcr.microsoft.com/azuredocs/aci-helloworld",
+                "ports": [{"containerPort": 80}],
+                "env": [
+                    {"name": "EMULATOR_EXIT_AFTER_SECONDS", "value": format!("{exit_after:.1}")},
+                    {"name": "EMULATOR_EXIT_CODE", "value": "3"},
+                ],
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+            }],
+        },
+    }))
+    .unwrap()
+}
+
+fn seconds(t: &str) -> f64 {
+    let t: Timestamp = t
+        .parse()
+        .unwrap_or_else(|e| panic!("a timestamp {t:?}: {e}"));
+    t.as_nanosecond() as f64 / 1e9
+}
+
+fn now() -> f64 {
+    Timestamp::now().as_nanosecond() as f64 / 1e9
+}
+
+fn terminated_exit_code(p: &Pod) -> Option<i32> {
+    let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+    Some(
+        statuses
+            .first()?
+            .state
+            .as_ref()?
+            .terminated
+            .as_ref()?
+            .exit_code,
+    )
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+#[tokio::test]
+async fn exits_on_aci_reach_their_pods_at_the_read_cadence_within_two_arm_reads_per_running_pod_minute()
+ {
+    let s = aci_only("fresh", "fresh").await;
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), &s.ns);
+    // Spread exits over a minute so they fall at every phase of the read cadence.
+    let mut rng = crate::crash_safety::Rng(0x5eed_f00d);
+    for i in 0..PODS {
+        let exit_after = 120.0 + (rng.next() % 600) as f64 / 10.0;
+        pods.create(
+            &PostParams::default(),
+            &exiting_pod(&format!("fresh-{i}"), &s.node, exit_after),
+        )
+        .await
+        .unwrap();
+    }
+    let all = ListParams::default().labels("app=fresh");
+    let running_since =
+        s.gw.eventually("every pod Running", Duration::from_secs(120), || async {
+            let list = pods.list(&all).await.ok()?.items;
+            let running = list
+                .iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .count();
+            (running == PODS).then(now)
+        })
+        .await;
+
+    // Watch every pod until its exit shows, noting when (the test's clock is the emulator's).
+    let mut seen: BTreeMap<String, (f64, i32)> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while seen.len() < PODS {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after 5 min only {} of {PODS} exits shown; gateway log:\n{}",
+            seen.len(),
+            s.gw.log_tail()
+        );
+        for p in pods.list(&all).await.unwrap().items {
+            if let Some(code) = terminated_exit_code(&p) {
+                seen.entry(p.uid().unwrap()).or_insert((now(), code));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // When each container really exited, by the group's own account.
+    let mut delays = Vec::new();
+    let mut first_exit = f64::MAX;
+    for g in aci_groups(&s.subscription).await {
+        let uid = g["tags"]["burstgate.io-pod-uid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let state = &g["containers"][0]["currentState"];
+        assert_eq!(state["state"], "Terminated", "{g:#}");
+        let exited = seconds(state["finishTime"].as_str().unwrap());
+        first_exit = first_exit.min(exited);
+        let (shown, code) = seen[&uid];
+        assert_eq!(code, 3, "the pod shows the container's exit code");
+        delays.push(shown - exited);
+    }
+    assert_eq!(delays.len(), PODS);
+    delays.sort_by(f64::total_cmp);
+
+    // ARM reads while every pod ran and none had exited.
+    let requests: serde_json::Value = reqwest::get(format!(
+        "{}/_emulator/requests?subscriptionId={}",
+        peers().get("ACI_EMULATOR_URL"),
+        s.subscription
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let (from, to) = (running_since + 5.0, first_exit);
+    let reads = requests["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["method"] == "GET"
+                && r["path"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("/containerGroups"))
+        })
+        .filter(|r| (from..to).contains(&seconds(r["time"].as_str().unwrap())))
+        .count();
+    let pod_minutes = PODS as f64 * (to - from) / 60.0;
+    let per_pod_minute = reads as f64 / pod_minutes;
+    println!(
+        "freshness: {PODS} exits on ACI shown after p50 {:.1} s, p99 {:.1} s, max {:.1} s; \
+         {reads} ARM reads in {:.0} s of {PODS} Running pods = {per_pod_minute:.2} per Running pod-minute",
+        percentile(&delays, 0.50),
+        percentile(&delays, 0.99),
+        delays[PODS - 1],
+        to - from
+    );
+    assert!(
+        delays[0] >= -1.0,
+        "an exit shown before it happened: {delays:?}"
+    );
+    // The cadence's 2 per minute, with slack for a window that cuts a round of reads in two;
+    // a poll of every group every second would be 60.
+    assert!(
+        per_pod_minute <= 3.0,
+        "{per_pod_minute:.2} ARM reads per Running pod-minute"
+    );
+    assert!(
+        pods.list(&all).await.unwrap().items.iter().all(|p| p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            == Some("Failed")),
+        "every pod Failed with its container"
+    );
+}
