@@ -214,6 +214,13 @@ impl Observer for Health {
                 target: target.into(),
             })
             .set(state.gauge());
+        gw.metrics
+            .circuit_transitions
+            .get_or_create(&crate::metrics::CircuitLabels {
+                target: target.into(),
+                state: state.as_str().into(),
+            })
+            .inc();
         let reason = match state {
             CircuitState::Open => Some(ExclusionReason::CircuitOpen),
             CircuitState::HalfOpen | CircuitState::Closed => None,
