@@ -132,14 +132,16 @@ impl Breaker {
     }
 
     /// Records a call of `class` that the target served (any answer that is not target-level
-    /// trouble): it ends that class's run of failures, and closes an open or half-open circuit.
-    /// Returns the new state when it changed.
+    /// trouble): it ends that class's run of failures and closes a half-open circuit. A call
+    /// that went before the circuit opened and succeeds while it is open changes nothing: only
+    /// the probe decides. Returns the new state when it changed.
     pub fn success(&mut self, now: Instant, class: OperationClass) -> Option<State> {
         let before = self.state(now);
-        if before == State::Closed {
-            self.failures.remove(&class);
-        } else {
-            self.failures.clear();
+        self.failures.remove(&class);
+        match before {
+            State::Open => return None,
+            State::HalfOpen => self.failures.clear(),
+            State::Closed => {}
         }
         self.probing = false;
         self.state = State::Closed;
@@ -231,6 +233,16 @@ mod tests {
         assert_eq!(b.failure(later, C), Some(State::Open));
         assert_eq!(b.reopens_at(), Some(later + Duration::from_secs(10)));
         assert_eq!(b.admit(later + Duration::from_secs(5)), Admit::No);
+    }
+
+    #[test]
+    fn a_late_success_while_open_leaves_the_circuit_open_until_the_probe() {
+        let (mut b, now) = (breaker(), Instant::now());
+        (0..3).for_each(|_| {
+            b.failure(now, C);
+        });
+        assert_eq!(b.success(now, OperationClass::Read), None);
+        assert_eq!(b.admit(now), Admit::No);
     }
 
     #[test]
