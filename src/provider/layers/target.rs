@@ -441,8 +441,8 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn after_the_cool_down_the_observer_hears_half_open_and_a_good_probe_closes_it() {
+    /// Layers whose circuit one quota refusal opened, 31 s later (past the 30 s cool-down).
+    async fn opened_and_cooled_down() -> (Layers, Arc<Recorder>) {
         let rec = Arc::new(Recorder::default());
         let l = layers(1, rec.clone());
         let quota = || async {
@@ -455,6 +455,12 @@ mod tests {
             .await
             .unwrap_err();
         tokio::time::sleep(Duration::from_secs(31)).await;
+        (l, rec)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_cool_down_the_observer_hears_half_open_and_a_good_probe_closes_it() {
+        let (l, rec) = opened_and_cooled_down().await;
         l.tick();
         l.tick();
         assert_eq!(
@@ -476,18 +482,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_probe_sent_before_any_tick_is_announced_half_open_before_it_closes_the_circuit() {
-        let rec = Arc::new(Recorder::default());
-        let l = layers(1, rec.clone());
-        let quota = || async {
-            Err::<(), _>(ProviderError::Target(TargetRejection::Quota {
-                code: "QuotaExceeded".into(),
-                message: "full".into(),
-            }))
-        };
-        l.call(OperationClass::Create, "Put", quota)
-            .await
-            .unwrap_err();
-        tokio::time::sleep(Duration::from_secs(31)).await;
+        let (l, rec) = opened_and_cooled_down().await;
         l.call(OperationClass::Delete, "Delete", || async { Ok(()) })
             .await
             .unwrap();
