@@ -194,7 +194,7 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
         config.clone(),
         rx,
         factories(&config, &client, &kube_version),
-        Default::default(),
+        config.layer_settings(),
     );
 
     let shutdown = CancellationToken::new();

@@ -36,6 +36,15 @@ pub struct TargetLabels {
     pub target: String,
 }
 
+/// `{target, state}` of a circuit breaker's transition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CircuitLabels {
+    /// Target name.
+    pub target: String,
+    /// The state entered: `open`, `half-open` or `closed`.
+    pub state: String,
+}
+
 /// `{budget}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BudgetLabels {
@@ -162,6 +171,8 @@ pub struct Metrics {
     pub rate_limiter_wait_seconds: Family<LimiterLabels, Histogram>,
     /// Circuit state per target: 0 closed, 1 half-open, 2 open.
     pub circuit_state: Family<TargetLabels, Gauge>,
+    /// Circuit transitions per target, by the state entered.
+    pub circuit_transitions: Family<CircuitLabels, Counter>,
     /// Kubelet API review cache lookups by cache and result.
     pub kubelet_auth_cache: Family<AuthCacheLabels, Counter>,
     /// Expected races, handled quietly (logged at debug).
@@ -208,6 +219,7 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.001, 4.0, 10))
             }),
             circuit_state: Family::default(),
+            circuit_transitions: Family::default(),
             kubelet_auth_cache: Family::default(),
             expected_races: Family::default(),
             registry: Registry::default(),
@@ -331,6 +343,11 @@ impl Metrics {
             "circuit_state",
             "Circuit breaker per target: 0 closed, 1 half-open, 2 open",
             m.circuit_state.clone(),
+        );
+        registry.register(
+            "circuit_transitions",
+            "Circuit breaker transitions per target, by the state entered",
+            m.circuit_transitions.clone(),
         );
         registry.register(
             "kubelet_auth_cache_lookups",

@@ -1,8 +1,11 @@
 //! The gateway's own configuration (`burstgate run` flags and environment): node identity, taint,
-//! where the policy lives, listen ports, namespace and cluster id.
+//! where the policy lives, listen ports, namespace and cluster id, and how patient the layers
+//! around cloud calls are (retry deadline, per-attempt timeout, circuit breaker).
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::provider::layers;
 
 /// `burstgate run` settings. Every flag also reads a `BURSTGATE_*` environment variable.
 #[derive(Debug, Clone, clap::Args)]
@@ -117,6 +120,24 @@ pub struct RunConfig {
     /// Cold start of the simulated provider, milliseconds.
     #[arg(long, env = "BURSTGATE_SIM_COLD_START_MS", default_value_t = 1500)]
     pub sim_cold_start_ms: u64,
+    /// One cloud call's time limit per attempt, seconds; an attempt over it is retried.
+    #[arg(long, env = "BURSTGATE_CALL_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub call_timeout_seconds: u64,
+    /// How long a cloud call is retried (throttled, transient, timed out), seconds; past it the
+    /// call fails as a target-level error and the pod goes to the next target.
+    #[arg(long, env = "BURSTGATE_RETRY_DEADLINE_SECONDS", default_value_t = 20)]
+    pub retry_deadline_seconds: u64,
+    /// Target-level failures in a row that open a target's circuit.
+    #[arg(long, env = "BURSTGATE_CIRCUIT_FAILURES", default_value_t = 5)]
+    pub circuit_failures: u32,
+    /// How long an open circuit keeps its target out of decisions before one probe call may go,
+    /// seconds.
+    #[arg(
+        long,
+        env = "BURSTGATE_CIRCUIT_COOL_DOWN_SECONDS",
+        default_value_t = 30
+    )]
+    pub circuit_cool_down_seconds: u64,
 }
 
 impl RunConfig {
@@ -127,6 +148,21 @@ impl RunConfig {
     /// Orphan GC minimum age.
     pub fn gc_min_age(&self) -> Duration {
         Duration::from_secs(self.gc_min_age_seconds)
+    }
+    /// The layers every cloud call goes through: retry deadline, per-attempt timeout, circuit.
+    pub fn layer_settings(&self) -> layers::Settings {
+        let defaults = layers::Settings::default();
+        layers::Settings {
+            retry: layers::retry::Settings {
+                call_timeout: Duration::from_secs(self.call_timeout_seconds.max(1)),
+                deadline: Duration::from_secs(self.retry_deadline_seconds),
+                ..defaults.retry
+            },
+            circuit: layers::circuit::Settings {
+                failures_to_open: self.circuit_failures.max(1),
+                cool_down: Duration::from_secs(self.circuit_cool_down_seconds),
+            },
+        }
     }
     /// This replica's identity.
     pub fn identity(&self) -> String {
@@ -208,5 +244,27 @@ mod tests {
             c.node_labels,
             vec![("zone".to_string(), "edge".to_string())]
         );
+    }
+
+    #[test]
+    fn the_layers_default_to_the_published_patience_and_follow_the_flags() {
+        let c = RunConfig::from_flags(&[]).unwrap();
+        assert_eq!(c.layer_settings(), layers::Settings::default());
+        let c = RunConfig::from_flags(&[
+            "--retry-deadline-seconds",
+            "4",
+            "--call-timeout-seconds",
+            "0",
+            "--circuit-failures",
+            "3",
+            "--circuit-cool-down-seconds",
+            "5",
+        ])
+        .unwrap();
+        let s = c.layer_settings();
+        assert_eq!(s.retry.deadline, Duration::from_secs(4));
+        assert_eq!(s.retry.call_timeout, Duration::from_secs(1), "at least 1 s");
+        assert_eq!(s.circuit.failures_to_open, 3);
+        assert_eq!(s.circuit.cool_down, Duration::from_secs(5));
     }
 }

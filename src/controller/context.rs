@@ -208,12 +208,23 @@ impl Observer for Health {
 
     fn circuit(&self, target: &str, state: CircuitState) {
         let Some(gw) = self.gw.upgrade() else { return };
-        gw.metrics
+        let previous = gw
+            .metrics
             .circuit_state
             .get_or_create(&crate::metrics::TargetLabels {
                 target: target.into(),
             })
             .set(state.gauge());
+        // An adapter (re)built reports its closed circuit: a transition only if the state moved.
+        if previous != state.gauge() {
+            gw.metrics
+                .circuit_transitions
+                .get_or_create(&crate::metrics::CircuitLabels {
+                    target: target.into(),
+                    state: state.as_str().into(),
+                })
+                .inc();
+        }
         let reason = match state {
             CircuitState::Open => Some(ExclusionReason::CircuitOpen),
             CircuitState::HalfOpen | CircuitState::Closed => None,

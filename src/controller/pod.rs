@@ -610,7 +610,10 @@ impl PodController {
         {
             match provider.delete(&spec.id).await {
                 Ok(()) => failpoint::after(FailPoint::DeleteCalled),
-                Err(e) if e.is_retryable() => return Err(e.into()),
+                // The target could not be reached (retries exhausted, circuit open): the
+                // workload may still run, so the pod stays Terminating and the delete is tried
+                // again (`error_policy`) until the target answers; no orphan is left to GC.
+                Err(e) if e.is_retryable() || e.outcome_unknown() => return Err(e.into()),
                 Err(e) => {
                     tracing::warn!(pod = %pod.name_any(), error = %e, "provider refused the delete; the orphan collector will retry")
                 }

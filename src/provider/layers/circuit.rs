@@ -4,9 +4,14 @@
 //!
 //! Only target-level outcomes count (quota, capacity, region down, throttled past the deadline,
 //! timeouts that exhausted their retries). A pod-level rejection (bad image) says nothing about
-//! the target and never opens the circuit.
+//! the target and never opens the circuit. Failures are counted in a row per request class: a
+//! read that works says nothing about creates (ACI answers reads while a region refuses every
+//! create with 409 `ServiceUnavailable`), so it does not hide them.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use crate::policy::model::OperationClass;
 
 use tokio::time::Instant;
 
@@ -44,7 +49,7 @@ impl State {
 /// Breaker settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
-    /// Consecutive target-level failures that open the circuit.
+    /// Consecutive target-level failures (of one request class) that open the circuit.
     pub failures_to_open: u32,
     /// How long it stays open before a probe is allowed.
     pub cool_down: Duration,
@@ -64,7 +69,8 @@ impl Default for Settings {
 pub struct Breaker {
     settings: Settings,
     state: State,
-    failures: u32,
+    /// Target-level failures in a row, per request class.
+    failures: BTreeMap<OperationClass, u32>,
     opened_at: Option<Instant>,
     probing: bool,
 }
@@ -86,7 +92,7 @@ impl Breaker {
         Breaker {
             settings,
             state: State::Closed,
-            failures: 0,
+            failures: BTreeMap::new(),
             opened_at: None,
             probing: false,
         }
@@ -125,23 +131,33 @@ impl Breaker {
         }
     }
 
-    /// Records a call that the target served (any answer that is not target-level trouble).
-    /// Returns the new state when it changed.
-    pub fn success(&mut self, now: Instant) -> Option<State> {
+    /// Records a call of `class` that the target served (any answer that is not target-level
+    /// trouble): it ends that class's run of failures and closes a half-open circuit. A call
+    /// that went before the circuit opened and succeeds while it is open changes nothing: only
+    /// the probe decides. Returns the new state when it changed.
+    pub fn success(&mut self, now: Instant, class: OperationClass) -> Option<State> {
         let before = self.state(now);
-        self.failures = 0;
+        self.failures.remove(&class);
+        match before {
+            State::Open => return None,
+            State::HalfOpen => self.failures.clear(),
+            State::Closed => {}
+        }
         self.probing = false;
         self.state = State::Closed;
         self.opened_at = None;
         (before != State::Closed).then_some(State::Closed)
     }
 
-    /// Records a target-level failure. Returns the new state when it changed.
-    pub fn failure(&mut self, now: Instant) -> Option<State> {
+    /// Records a target-level failure of a call of `class`. Returns the new state when it
+    /// changed.
+    pub fn failure(&mut self, now: Instant, class: OperationClass) -> Option<State> {
         let before = self.state(now);
-        self.failures = self.failures.saturating_add(1);
+        let failures = self.failures.entry(class).or_default();
+        *failures = failures.saturating_add(1);
+        let failures = *failures;
         self.probing = false;
-        let open = before == State::HalfOpen || self.failures >= self.settings.failures_to_open;
+        let open = before == State::HalfOpen || failures >= self.settings.failures_to_open;
         if open {
             self.state = State::Open;
             self.opened_at = Some(now);
@@ -154,6 +170,8 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    const C: OperationClass = OperationClass::Create;
+
     fn breaker() -> Breaker {
         Breaker::new(Settings {
             failures_to_open: 3,
@@ -164,19 +182,19 @@ mod tests {
     #[test]
     fn three_target_failures_in_a_row_open_the_circuit() {
         let (mut b, now) = (breaker(), Instant::now());
-        assert_eq!(b.failure(now), None);
-        assert_eq!(b.failure(now), None);
-        assert_eq!(b.failure(now), Some(State::Open));
+        assert_eq!(b.failure(now, C), None);
+        assert_eq!(b.failure(now, C), None);
+        assert_eq!(b.failure(now, C), Some(State::Open));
         assert_eq!(b.admit(now), Admit::No);
     }
 
     #[test]
     fn a_success_between_failures_keeps_the_circuit_closed() {
         let (mut b, now) = (breaker(), Instant::now());
-        b.failure(now);
-        b.failure(now);
-        b.success(now);
-        assert_eq!(b.failure(now), None);
+        b.failure(now, C);
+        b.failure(now, C);
+        b.success(now, C);
+        assert_eq!(b.failure(now, C), None);
         assert_eq!(b.admit(now), Admit::Yes);
     }
 
@@ -184,7 +202,7 @@ mod tests {
     fn after_the_cool_down_one_probe_goes_and_others_wait() {
         let (mut b, now) = (breaker(), Instant::now());
         (0..3).for_each(|_| {
-            b.failure(now);
+            b.failure(now, C);
         });
         let later = now + Duration::from_secs(10);
         assert_eq!(b.state(later), State::HalfOpen);
@@ -196,11 +214,11 @@ mod tests {
     fn a_successful_probe_closes_the_circuit() {
         let (mut b, now) = (breaker(), Instant::now());
         (0..3).for_each(|_| {
-            b.failure(now);
+            b.failure(now, C);
         });
         let later = now + Duration::from_secs(11);
         b.admit(later);
-        assert_eq!(b.success(later), Some(State::Closed));
+        assert_eq!(b.success(later, C), Some(State::Closed));
         assert_eq!(b.admit(later), Admit::Yes);
     }
 
@@ -208,12 +226,32 @@ mod tests {
     fn a_failed_probe_opens_the_circuit_for_another_cool_down() {
         let (mut b, now) = (breaker(), Instant::now());
         (0..3).for_each(|_| {
-            b.failure(now);
+            b.failure(now, C);
         });
         let later = now + Duration::from_secs(11);
         b.admit(later);
-        assert_eq!(b.failure(later), Some(State::Open));
+        assert_eq!(b.failure(later, C), Some(State::Open));
         assert_eq!(b.reopens_at(), Some(later + Duration::from_secs(10)));
         assert_eq!(b.admit(later + Duration::from_secs(5)), Admit::No);
+    }
+
+    #[test]
+    fn a_late_success_while_open_leaves_the_circuit_open_until_the_probe() {
+        let (mut b, now) = (breaker(), Instant::now());
+        (0..3).for_each(|_| {
+            b.failure(now, C);
+        });
+        assert_eq!(b.success(now, OperationClass::Read), None);
+        assert_eq!(b.admit(now), Admit::No);
+    }
+
+    #[test]
+    fn reads_that_work_do_not_hide_creates_that_keep_failing() {
+        let (mut b, now) = (breaker(), Instant::now());
+        for _ in 0..2 {
+            assert_eq!(b.failure(now, C), None);
+            assert_eq!(b.success(now, OperationClass::Read), None);
+        }
+        assert_eq!(b.failure(now, C), Some(State::Open));
     }
 }

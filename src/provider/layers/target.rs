@@ -222,11 +222,11 @@ impl Layers {
             );
             let err = match result {
                 Ok(v) => {
-                    self.record(true);
+                    self.record(class, true);
                     return Ok(v);
                 }
                 Err(e) if !e.is_retryable() => {
-                    self.record(!matches!(e, ProviderError::Target(_)));
+                    self.record(class, !matches!(e, ProviderError::Target(_)));
                     return Err(e);
                 }
                 Err(e) => e,
@@ -238,7 +238,7 @@ impl Layers {
                 rand::random::<f64>(),
             );
             if !retry::may_retry(&inner.settings.retry, attempt, first.elapsed(), wait) {
-                self.record(false);
+                self.record(class, false);
                 let cause = match err {
                     ProviderError::Throttled { .. } => GaveUpCause::Throttled,
                     _ => GaveUpCause::Unavailable,
@@ -266,18 +266,21 @@ impl Layers {
             .admit(Instant::now());
         if admit == circuit::Admit::Probe {
             tracing::info!(target_name = %self.inner.target, "circuit half-open: sending one probe call");
+            // The probe may go before the status loop's tick announced the half-open state:
+            // announce it now, so every open -> half-open -> closed/open is heard in order.
+            self.announce_half_open();
         }
         admit
     }
 
-    fn record(&self, served: bool) {
+    fn record(&self, class: OperationClass, served: bool) {
         let now = Instant::now();
         let changed = {
             let mut b = self.inner.breaker.lock().expect("breaker lock");
             if served {
-                b.success(now)
+                b.success(now, class)
             } else {
-                b.failure(now)
+                b.failure(now, class)
             }
         };
         let Some(state) = changed else { return };
@@ -290,12 +293,20 @@ impl Layers {
     /// may go), so the target is offered to the engine again. Called on the status loop's tick;
     /// no timer task of its own.
     pub fn tick(&self) {
-        let state = self.circuit_state();
+        if self.circuit_state() == CircuitState::HalfOpen {
+            self.announce_half_open();
+        }
+    }
+
+    /// Tells the observer the circuit is half-open, unless it heard so already.
+    fn announce_half_open(&self) {
         let mut announced = self.inner.announced.lock().expect("announced lock");
-        if *announced == CircuitState::Open && state == CircuitState::HalfOpen {
-            *announced = state;
+        if *announced == CircuitState::Open {
+            *announced = CircuitState::HalfOpen;
             drop(announced);
-            self.inner.observer.circuit(&self.inner.target, state);
+            self.inner
+                .observer
+                .circuit(&self.inner.target, CircuitState::HalfOpen);
         }
     }
 }
@@ -441,8 +452,8 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn after_the_cool_down_the_observer_hears_half_open_and_a_good_probe_closes_it() {
+    /// Layers whose circuit one quota refusal opened, 31 s later (past the 30 s cool-down).
+    async fn opened_and_cooled_down() -> (Layers, Arc<Recorder>) {
         let rec = Arc::new(Recorder::default());
         let l = layers(1, rec.clone());
         let quota = || async {
@@ -455,6 +466,12 @@ mod tests {
             .await
             .unwrap_err();
         tokio::time::sleep(Duration::from_secs(31)).await;
+        (l, rec)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_cool_down_the_observer_hears_half_open_and_a_good_probe_closes_it() {
+        let (l, rec) = opened_and_cooled_down().await;
         l.tick();
         l.tick();
         assert_eq!(
@@ -464,6 +481,23 @@ mod tests {
         l.call(OperationClass::Read, "List", || async { Ok(()) })
             .await
             .unwrap();
+        assert_eq!(
+            *rec.circuits.lock().unwrap(),
+            [
+                CircuitState::Open,
+                CircuitState::HalfOpen,
+                CircuitState::Closed
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_sent_before_any_tick_is_announced_half_open_before_it_closes_the_circuit() {
+        let (l, rec) = opened_and_cooled_down().await;
+        l.call(OperationClass::Delete, "Delete", || async { Ok(()) })
+            .await
+            .unwrap();
+        l.tick();
         assert_eq!(
             *rec.circuits.lock().unwrap(),
             [

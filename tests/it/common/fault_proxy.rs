@@ -1,8 +1,10 @@
 //! A fault-injecting HTTP proxy of the project's own, put in front of a real peer (moto, Prism):
-//! it forwards requests unchanged, or answers them with throttling (429 + Retry-After, with AWS's
-//! `ThrottlingException` or ARM's `TooManyRequests` body), 503s (a region outage), connections
-//! closed without an answer (resets) or never answered (timeouts), and records when each
-//! request arrived so a test can measure the rate the gateway really sent.
+//! it forwards requests unchanged, or answers them with AWS's throttling (429 + Retry-After,
+//! `ThrottlingException`) or outage (503 `ServiceUnavailableException`), or closes connections
+//! without an answer (resets) or never answers (timeouts) - for every request or only those of
+//! one [`Operation`], until the test lifts the fault - and records when each request arrived so
+//! a test can measure the rate the gateway really sent. ARM's own error answers come from the
+//! ACI emulator's faults (ACI's real codes and bodies), not from here.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -21,9 +23,9 @@ use hyper_util::rt::TokioIo;
 pub enum Mode {
     /// Forward to the peer.
     Pass,
-    /// Answer 429 with `Retry-After: 1` and the cloud's throttling body.
+    /// Answer 429 with `Retry-After: 1` and AWS's throttling body (AWS only).
     Throttle,
-    /// Answer 503 (the region is down).
+    /// Answer 503 `ServiceUnavailableException` (AWS only).
     Outage,
     /// Close the connection without answering.
     Reset,
@@ -40,9 +42,43 @@ pub enum Flavor {
     Arm,
 }
 
+/// One step of an adapter, as the requests it makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `RunTask`, `RegisterTaskDefinition`; ARM `PUT` of a group.
+    Create,
+    /// `DescribeTasks`; ARM `GET` of a group and the lists (a status read lists, then gets).
+    Status,
+    /// `ListTasks`; ARM's lists of groups.
+    List,
+    /// `StopTask`; ARM `DELETE` of a group.
+    Delete,
+}
+
+impl Operation {
+    /// Whether a request (its AWS operation, or its ARM method and path) belongs to this step.
+    fn covers(self, flavor: Flavor, op: &str, path: &str) -> bool {
+        let list = path.trim_end_matches('/').ends_with("/containerGroups");
+        let group = path.contains("/containerGroups/")
+            && path.trim_end_matches('/').rsplit('/').nth(1) == Some("containerGroups");
+        match (self, flavor) {
+            (Operation::Create, Flavor::Aws) => matches!(op, "RunTask" | "RegisterTaskDefinition"),
+            (Operation::Status, Flavor::Aws) => op == "DescribeTasks",
+            (Operation::List, Flavor::Aws) => op == "ListTasks",
+            (Operation::Delete, Flavor::Aws) => op == "StopTask",
+            (Operation::Create, Flavor::Arm) => op == "PUT" && group,
+            (Operation::Status, Flavor::Arm) => op == "GET" && (group || list),
+            (Operation::List, Flavor::Arm) => op == "GET" && list,
+            (Operation::Delete, Flavor::Arm) => op == "DELETE" && group,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     mode: Option<Mode>,
+    /// The only operation `mode` applies to (the others pass); `None`: every request.
+    scope: Option<Operation>,
     /// When each request arrived, with its AWS operation (`x-amz-target`'s last part).
     arrivals: Vec<(Instant, String)>,
 }
@@ -51,6 +87,7 @@ struct State {
 pub struct FaultProxy {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
+    flavor: Flavor,
     state: Arc<Mutex<State>>,
 }
 
@@ -85,12 +122,24 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy { url, state }
+        FaultProxy { url, flavor, state }
     }
 
-    /// Switches what the proxy does.
+    /// Switches what the proxy does with every request.
     pub fn set(&self, mode: Mode) {
-        self.state.lock().unwrap().mode = Some(mode);
+        self.set_scoped(mode, None);
+    }
+
+    /// Switches what the proxy does with the requests of `scope` (all when `None`); the others
+    /// pass. `set(Mode::Pass)` lifts the fault.
+    pub fn set_scoped(&self, mode: Mode, scope: Option<Operation>) {
+        assert!(
+            self.flavor == Flavor::Aws || !matches!(mode, Mode::Throttle | Mode::Outage),
+            "ARM's throttling and outages come from the ACI emulator, in ACI's own shapes"
+        );
+        let mut s = self.state.lock().unwrap();
+        s.mode = Some(mode);
+        s.scope = scope;
     }
 
     /// When the last request arrived, if any did.
@@ -173,8 +222,13 @@ async fn handle(
                 .to_string(),
             Flavor::Arm => req.method().as_str().to_string(),
         };
+        let path = req.uri().path();
+        let mode = match s.scope {
+            Some(scope) if !scope.covers(flavor, &op, path) => Mode::Pass,
+            _ => s.mode.unwrap_or(Mode::Pass),
+        };
         s.arrivals.push((Instant::now(), op));
-        s.mode.unwrap_or(Mode::Pass)
+        mode
     };
     let answer = |status: StatusCode, body: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
@@ -198,24 +252,10 @@ async fn handle(
                 .insert("x-amzn-errortype", "ThrottlingException".parse().unwrap());
             return Ok(r);
         }
-        (Mode::Throttle, Flavor::Arm) => {
-            let mut r = answer(
-                StatusCode::TOO_MANY_REQUESTS,
-                r#"{"error":{"code":"TooManyRequests","message":"The request is being throttled."}}"#,
-            );
-            r.headers_mut().insert("retry-after", "1".parse().unwrap());
-            return Ok(r);
-        }
         (Mode::Outage, Flavor::Aws) => {
             return Ok(answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 r#"{"__type":"ServiceUnavailableException","message":"Service Unavailable"}"#,
-            ));
-        }
-        (Mode::Outage, Flavor::Arm) => {
-            return Ok(answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                r#"{"error":{"code":"ServiceUnavailable","message":"The service is unavailable in this region."}}"#,
             ));
         }
         (Mode::Reset, _) => return Err(Dropped),
@@ -224,6 +264,7 @@ async fn handle(
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return Err(Dropped);
         }
+        (Mode::Throttle | Mode::Outage, Flavor::Arm) => unreachable!("refused by set_scoped"),
         (Mode::Pass, _) => {}
     }
     let (parts, body) = req.into_parts();

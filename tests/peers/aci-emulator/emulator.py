@@ -157,13 +157,15 @@ def not_found(rg: str, name: str) -> ArmError:
 class Faults:
     """Faults of one scope (a subscription, or `None` for all)."""
 
-    throttle: dict | None = None  # {"count", "retryAfterSeconds", "method"?, "pathContains"?}
-    errors: dict | None = None  # {"count", "status", "retryAfterSeconds"?, "method"?, "pathContains"?}
+    # {"count"?, "seconds"?, "retryAfterSeconds", "method"?, "pathContains"?, "operation"?}
+    throttle: dict | None = None
+    # {"count"?, "seconds"?, "status", "retryAfterSeconds"?, "method"?, "pathContains"?, "operation"?}
+    errors: dict | None = None
     quota: dict = field(default_factory=dict)  # region -> {"cores", "groups"}
     provisioning_delay: float | None = None
     delete_delay: float | None = None
     page_size: int | None = None
-    region_down: set = field(default_factory=set)
+    region_down: dict = field(default_factory=dict)  # region -> when it comes back (None: never)
     violate: dict | None = None  # {"count", "method"?, "pathContains"?}: answers that break the spec
     tokens_not_before: float | None = None  # tokens issued earlier are expired (expireTokens)
 
@@ -175,15 +177,47 @@ class Faults:
             "provisioningDelaySeconds": self.provisioning_delay,
             "deleteDelaySeconds": self.delete_delay,
             "pageSize": self.page_size,
-            "regionDown": sorted(self.region_down),
+            "regionDown": sorted(r for r, until in self.region_down.items() if until is None or time.time() < until),
             "violateSpec": self.violate,
         }
+
+
+# What a fault's `operation` covers: the routes (below) each operation of an adapter calls.
+OPERATIONS = {
+    "create": {"put"},
+    "status": {"get", "list_rg", "list_sub"},  # a status read lists, then GETs groups
+    "list": {"list_rg", "list_sub"},
+    "delete": {"delete"},
+}
+
+
+def route_name(method: str, path: str) -> str | None:
+    return next((name for m, rx, name in ROUTES if m == method and rx.match(path)), None)
+
+
+def timed(spec: dict, now: float) -> dict:
+    """A fault spec as stored: `seconds` becomes the moment it lifts (`liftsAt`), and without a
+    `count` a timed fault hits every matching request until then."""
+    spec = dict(spec)
+    if spec.get("seconds") is not None:
+        spec["until"] = now + float(spec["seconds"])
+        spec["liftsAt"] = iso(spec["until"])
+        spec.setdefault("count", None)
+    return spec
+
+
+def fault_active(f: dict, now: float) -> bool:
+    if f.get("until") is not None and now >= f["until"]:
+        return False
+    return f.get("count", 0) is None or f.get("count", 0) > 0
 
 
 def fault_matches(f: dict, method: str, path: str) -> bool:
     if f.get("method") and f["method"].upper() != method:
         return False
     if f.get("pathContains") and f["pathContains"].lower() not in path.lower():
+        return False
+    if f.get("operation") and route_name(method, path) not in OPERATIONS.get(f["operation"], ()):
         return False
     return True
 
@@ -549,24 +583,31 @@ class Emulator:
         return cores, groups
 
     def region_down(self, sub: str, region: str) -> bool:
-        return any(region.lower() in f.region_down for f in self.scope_faults(sub))
+        now = time.time()
+        return any(
+            region.lower() in f.region_down and (f.region_down[region.lower()] is None or now < f.region_down[region.lower()])
+            for f in self.scope_faults(sub)
+        )
 
     def take_fault(self, sub: str | None, kind: str, method: str, path: str) -> dict | None:
+        now = time.time()
         for f in self.scope_faults(sub):
             spec = getattr(f, kind)
-            if spec and spec.get("count", 0) > 0 and fault_matches(spec, method, path):
-                spec["count"] -= 1
+            if spec and fault_active(spec, now) and fault_matches(spec, method, path):
+                if spec.get("count") is not None:
+                    spec["count"] -= 1
                 return dict(spec)
         return None
 
     def apply_faults(self, body: dict) -> dict:
+        now = time.time()
         sub = body.get("subscriptionId")
         key = sub.lower() if sub else None
         f = self.faults.setdefault(key, Faults())
         if "throttle" in body:
-            f.throttle = dict(body["throttle"]) if body["throttle"] else None
+            f.throttle = timed(body["throttle"], now) if body["throttle"] else None
         if "errors" in body:
-            f.errors = dict(body["errors"]) if body["errors"] else None
+            f.errors = timed(body["errors"], now) if body["errors"] else None
         if "quota" in body:
             for region, q in (body["quota"] or {}).items():
                 if q is None:
@@ -583,7 +624,13 @@ class Emulator:
             v = body["pageSize"]
             f.page_size = None if v is None else max(1, int(v))
         if "regionDown" in body:
-            f.region_down = {r.lower() for r in body["regionDown"] or []}
+            # A list: down until cleared; an object {region: seconds or null}: each comes back
+            # after its seconds (null: until cleared).
+            down = body["regionDown"] or []
+            if isinstance(down, dict):
+                f.region_down = {r.lower(): (None if t is None else now + float(t)) for r, t in down.items()}
+            else:
+                f.region_down = {r.lower(): None for r in down}
         if "violateSpec" in body:
             f.violate = dict(body["violateSpec"]) if body["violateSpec"] else None
         if body.get("expireTokens"):

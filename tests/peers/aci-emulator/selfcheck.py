@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Self-check of the ACI emulator through Prism (stdlib only): token, create, running with an IP,
-logs, exec over the websocket, errors, delete. Exits non-zero naming the first failed check.
+logs, exec over the websocket, errors, faults scoped to an operation that lift, delete. Exits non-zero naming the first failed check.
 Usage: python3 selfcheck.py [PRISM_URL] [EMULATOR_URL]   (defaults :4011 and :4012)."""
 
 import base64
@@ -115,6 +115,21 @@ def main():
     bad["properties"]["containers"][0]["properties"]["image"] = "invalid.example/x"
     st, _, err = call("PUT", url.replace("/demo", "/bad"), bad, token)
     check(st == 400 and err["error"]["code"] == "InaccessibleImage", "InaccessibleImage for an unknown registry")
+    lst = url.rsplit("/", 1)[0]
+    call("POST", f"{EMU}/_emulator/faults", {"subscriptionId": SUB, "errors": {"status": 500, "operation": "list", "seconds": 1.5}})
+    st, _, err = call("GET", lst, token=token)
+    check(st == 500 and err["error"]["code"] == "InternalServerError", "a fault on the list operation: 500 InternalServerError")
+    st, _, _ = call("GET", url, token=token)
+    check(st == 200, "... that leaves a GET of one group alone")
+    time.sleep(1.6)
+    st, _, _ = call("GET", lst, token=token)
+    check(st == 200, "... and lifts after its seconds")
+    call("POST", f"{EMU}/_emulator/faults", {"subscriptionId": SUB, "regionDown": {"eastus": 1}})
+    st, _, err = call("PUT", url.replace("/demo", "/later"), body, token)
+    check(st == 409 and err["error"]["code"] == "ServiceUnavailable", "a region down: 409 ServiceUnavailable on create")
+    time.sleep(1.1)
+    st, _, _ = call("PUT", url.replace("/demo", "/later"), body, token)
+    check(st == 201, "... until it comes back")
     st, _, _ = call("DELETE", url, token=token)
     check(st == 200, "DELETE answers 200")
     st, _, _ = call("DELETE", url, token=token)
