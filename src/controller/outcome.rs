@@ -478,7 +478,9 @@ mod tests {
                 },
                 restart_count: 0,
                 ready: false,
+                last_state: None,
             }],
+            init_containers: Vec::new(),
             message: None,
         }
     }

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::provider::{ContainerState, WorkloadPhase, WorkloadStatus};
+use crate::provider::{ContainerState, ContainerStatus, WorkloadPhase, WorkloadStatus};
 
 fn parse_time(s: &str) -> Option<Time> {
     s.parse::<k8s_openapi::jiff::Timestamp>().ok().map(Time)
@@ -100,11 +100,29 @@ impl RestartPolicy {
     }
 }
 
-/// The status of container `c` of a pod whose workload the provider reports as `ws`.
-fn container_status(c: &Container, ws: &WorkloadStatus) -> KStatus {
-    let reported = ws.containers.iter().find(|x| x.name == c.name);
+/// The status of container `c` as the provider `reported` it (`None`: not yet) for workload `id`.
+fn container_status(c: &Container, reported: Option<&ContainerStatus>, id: &str) -> KStatus {
     let state = reported.map(|r| &r.state);
-    let k_state = match state {
+    let running = matches!(state, Some(ContainerState::Running { .. }));
+    KStatus {
+        name: c.name.clone(),
+        image: c.image.clone().unwrap_or_default(),
+        image_id: c.image.clone().unwrap_or_default(),
+        container_id: running.then(|| format!("burstgate://{id}/{}", c.name)),
+        ready: reported.is_some_and(|r| r.ready),
+        restart_count: reported.map_or(0, |r| r.restart_count),
+        started: Some(running),
+        state: Some(k_state(state, id, &c.name)),
+        last_state: reported
+            .and_then(|r| r.last_state.as_ref())
+            .map(|s| k_state(Some(s), id, &c.name)),
+        ..Default::default()
+    }
+}
+
+/// A provider's container state in Kubernetes' words (`None`: creating).
+fn k_state(state: Option<&ContainerState>, id: &str, name: &str) -> KState {
+    match state {
         Some(ContainerState::Running { started_at }) => KState {
             running: Some(ContainerStateRunning {
                 started_at: parse_time(started_at),
@@ -124,7 +142,7 @@ fn container_status(c: &Container, ws: &WorkloadStatus) -> KStatus {
                 message: (!message.is_empty()).then(|| message.clone()),
                 started_at: parse_time(started_at),
                 finished_at: parse_time(finished_at),
-                container_id: Some(format!("burstgate://{}/{}", ws.id, c.name)),
+                container_id: Some(format!("burstgate://{id}/{name}")),
                 ..Default::default()
             }),
             ..Default::default()
@@ -143,18 +161,6 @@ fn container_status(c: &Container, ws: &WorkloadStatus) -> KStatus {
             }),
             ..Default::default()
         },
-    };
-    let running = matches!(state, Some(ContainerState::Running { .. }));
-    KStatus {
-        name: c.name.clone(),
-        image: c.image.clone().unwrap_or_default(),
-        image_id: c.image.clone().unwrap_or_default(),
-        container_id: running.then(|| format!("burstgate://{}/{}", ws.id, c.name)),
-        ready: reported.is_some_and(|r| r.ready),
-        restart_count: reported.map_or(0, |r| r.restart_count),
-        started: Some(running),
-        state: Some(k_state),
-        ..Default::default()
     }
 }
 
@@ -165,10 +171,26 @@ pub fn from_workload(pod: &Pod, ws: &WorkloadStatus, host_ip: &str, now: &Time) 
         .as_ref()
         .map(|s| s.containers.as_slice())
         .unwrap_or_default();
+    let reported = |list: &[ContainerStatus], c: &Container| {
+        let r = list.iter().find(|x| x.name == c.name);
+        container_status(c, r, &ws.id)
+    };
     let container_statuses: Vec<KStatus> = spec_containers
         .iter()
-        .map(|c| container_status(c, ws))
+        .map(|c| reported(&ws.containers, c))
         .collect();
+    // Init containers the provider reports (all of the spec's, or none).
+    let init_statuses: Option<Vec<KStatus>> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_deref())
+        .filter(|_| !ws.init_containers.is_empty())
+        .map(|inits| {
+            inits
+                .iter()
+                .map(|c| reported(&ws.init_containers, c))
+                .collect()
+        });
     let phase = match ws.phase {
         // A rejected workload never started; the controller moves the pod before it shows.
         WorkloadPhase::Pending | WorkloadPhase::Rejected(_) => PodPhase::Pending,
@@ -202,6 +224,7 @@ pub fn from_workload(pod: &Pod, ws: &WorkloadStatus, host_ip: &str, now: &Time) 
             condition(pod, "Ready", all_ready, not_ready_reason, now),
         ]),
         container_statuses: Some(container_statuses),
+        init_container_statuses: init_statuses,
         host_ip: Some(host_ip.into()),
         pod_ip: ws.ip.clone(),
         pod_ips: ws.ip.as_ref().map(|ip| vec![PodIP { ip: ip.clone() }]),
@@ -350,7 +373,9 @@ mod tests {
                 state,
                 restart_count: 2,
                 ready,
+                last_state: None,
             }],
+            init_containers: Vec::new(),
             message: None,
         }
     }
@@ -403,6 +428,56 @@ mod tests {
             .terminated
             .unwrap();
         assert_eq!(t.exit_code, 3);
+    }
+
+    #[test]
+    fn a_restart_shows_as_last_state_and_reported_init_containers_as_init_container_statuses() {
+        let mut p = pod();
+        p.spec.as_mut().unwrap().init_containers = Some(vec![Container {
+            name: "setup".into(),
+            image: Some("busybox".into()),
+            ..Default::default()
+        }]);
+        let exited = |code| ContainerState::Terminated {
+            exit_code: code,
+            reason: "Error".into(),
+            message: String::new(),
+            started_at: "2026-11-27T04:59:30Z".into(),
+            finished_at: "2026-11-27T04:59:40Z".into(),
+        };
+        let running = ContainerState::Running {
+            started_at: "2026-11-27T04:59:41Z".into(),
+        };
+        let mut w = ws(WorkloadPhase::Running, running, true);
+        w.containers[0].last_state = Some(exited(2));
+        let s = from_workload(&p, &w, "h", &now());
+        let c = &s.container_statuses.as_ref().unwrap()[0];
+        assert_eq!(c.restart_count, 2);
+        let last = c.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+        assert_eq!(last.exit_code, 2);
+        assert!(c.state.as_ref().unwrap().running.is_some());
+        assert_eq!(s.init_container_statuses, None, "not reported, not made up");
+
+        w.init_containers = vec![ContainerStatus {
+            name: "setup".into(),
+            state: exited(0),
+            restart_count: 0,
+            ready: false,
+            last_state: None,
+        }];
+        let s = from_workload(&p, &w, "h", &now());
+        let init = &s.init_container_statuses.as_ref().unwrap()[0];
+        assert_eq!(init.name, "setup");
+        assert_eq!(
+            init.state
+                .as_ref()
+                .unwrap()
+                .terminated
+                .as_ref()
+                .unwrap()
+                .exit_code,
+            0
+        );
     }
 
     #[test]

@@ -151,6 +151,8 @@ pub struct ContainerStatus {
     pub restart_count: i32,
     /// Passing its readiness check (or running, without one).
     pub ready: bool,
+    /// How its previous run ended (`Terminated`), when it restarted and the provider says.
+    pub last_state: Option<ContainerState>,
 }
 
 /// The provider's view of a workload's lifecycle.
@@ -183,6 +185,8 @@ pub struct WorkloadStatus {
     pub started_at: Option<String>,
     /// Containers, in pod spec order.
     pub containers: Vec<ContainerStatus>,
+    /// Init containers, in pod spec order, when the provider reports them (else empty).
+    pub init_containers: Vec<ContainerStatus>,
     /// A provider message (events, failure reason).
     pub message: Option<String>,
 }

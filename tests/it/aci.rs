@@ -441,6 +441,15 @@ async fn a_status_batch_is_one_list_and_reports_exits_and_restarts() {
         ContainerState::Terminated { exit_code: 3, .. }
     ));
     assert_eq!(statuses[&restarting.id].phase, WorkloadPhase::Running);
+    // The run before the restart, as ACI keeps it (`previousState`): exited with its code.
+    assert!(
+        matches!(
+            statuses[&restarting.id].containers[0].last_state,
+            Some(ContainerState::Terminated { exit_code: 1, .. })
+        ),
+        "{:?}",
+        statuses[&restarting.id].containers[0]
+    );
 
     // One status call: exactly one list of the resource group, at most one GET per asked-for group.
     let mark = e.requests().await.len();

@@ -710,6 +710,7 @@ async fn a_task_stopped_behind_the_gateways_back_is_terminal_with_its_exit_codes
             &status.containers[..],
             [ContainerStatus {
                 state: ContainerState::Terminated { exit_code: 0, .. },
+                last_state: None,
                 ..
             }]
         ),

@@ -201,20 +201,7 @@ fn container_status(c: &ContainerView, fallback_waiting: &str) -> ContainerStatu
         Some(s) if s.state.as_deref() == Some("Running") => ContainerState::Running {
             started_at: s.start_time.clone().unwrap_or_default(),
         },
-        Some(s) if s.state.as_deref() == Some("Terminated") => {
-            let exit_code = s.exit_code.unwrap_or(-1);
-            ContainerState::Terminated {
-                exit_code,
-                reason: if exit_code == 0 {
-                    "Completed".into()
-                } else {
-                    "Error".into()
-                },
-                message: s.detail_status.clone().unwrap_or_default(),
-                started_at: s.start_time.clone().unwrap_or_default(),
-                finished_at: s.finish_time.clone().unwrap_or_default(),
-            }
-        }
+        Some(s) if s.state.as_deref() == Some("Terminated") => terminated(s),
         Some(s) => {
             // ACI's detail reads like `CrashLoopBackOff: Back-off restarting failed container`.
             let detail = s.detail_status.clone().unwrap_or_default();
@@ -238,11 +225,33 @@ fn container_status(c: &ContainerView, fallback_waiting: &str) -> ContainerStatu
         },
     };
     let ready = matches!(state, ContainerState::Running { .. });
+    // ACI keeps the run before the last restart as `previousState`.
+    let last_state = view
+        .and_then(|v| v.previous_state.as_ref())
+        .filter(|s| s.state.as_deref() == Some("Terminated"))
+        .map(terminated);
     ContainerStatus {
         name: c.name.clone(),
         state,
         restart_count,
         ready,
+        last_state,
+    }
+}
+
+/// A `Terminated` state view in Kubernetes' words.
+fn terminated(s: &StateView) -> ContainerState {
+    let exit_code = s.exit_code.unwrap_or(-1);
+    ContainerState::Terminated {
+        exit_code,
+        reason: if exit_code == 0 {
+            "Completed".into()
+        } else {
+            "Error".into()
+        },
+        message: s.detail_status.clone().unwrap_or_default(),
+        started_at: s.start_time.clone().unwrap_or_default(),
+        finished_at: s.finish_time.clone().unwrap_or_default(),
     }
 }
 
@@ -273,6 +282,11 @@ pub(crate) fn workload_status(id: &str, group: &GroupView) -> WorkloadStatus {
         .iter()
         .map(|c| container_status(c, fallback))
         .collect();
+    let init_containers = p
+        .init_containers
+        .iter()
+        .map(|c| container_status(c, "PodInitializing"))
+        .collect();
     let (phase, message) = phase_of(p, &containers);
     let started_at = group
         .system_data
@@ -289,6 +303,7 @@ pub(crate) fn workload_status(id: &str, group: &GroupView) -> WorkloadStatus {
             .filter(|ip| !ip.is_empty()),
         started_at,
         containers,
+        init_containers,
         message,
     }
 }
@@ -557,6 +572,38 @@ mod tests {
         );
         assert_eq!(s.containers[0].restart_count, 2);
         assert!(s.containers[0].ready);
+    }
+
+    #[test]
+    fn a_restarted_container_says_how_its_previous_run_ended_and_init_containers_report_their_own()
+    {
+        let g = group(
+            json!({"properties": {"provisioningState": "Succeeded", "restartPolicy": "Always",
+            "initContainers": [terminated("setup", 0)],
+            "containers": [{"name": "app", "properties": {"instanceView": {"restartCount": 1,
+                "currentState": {"state": "Running", "startTime": "2026-11-27T07:01:01Z"},
+                "previousState": {"state": "Terminated", "exitCode": 2, "detailStatus": "Error",
+                    "startTime": "2026-11-27T07:00:05Z", "finishTime": "2026-11-27T07:01:00Z"}}}}]}}),
+        );
+        let s = workload_status("bg-1", &g);
+        assert_eq!(s.containers[0].restart_count, 1);
+        assert_eq!(
+            s.containers[0].last_state,
+            Some(ContainerState::Terminated {
+                exit_code: 2,
+                reason: "Error".into(),
+                message: "Error".into(),
+                started_at: "2026-11-27T07:00:05Z".into(),
+                finished_at: "2026-11-27T07:01:00Z".into(),
+            })
+        );
+        assert_eq!(s.init_containers.len(), 1);
+        assert_eq!(s.init_containers[0].name, "setup");
+        assert!(matches!(
+            s.init_containers[0].state,
+            ContainerState::Terminated { exit_code: 0, .. }
+        ));
+        assert_eq!(s.init_containers[0].last_state, None);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    ContainerState as KState, ContainerStatus as KStatus, Pod, PodCondition, PodStatus,
+    Container, ContainerState as KState, ContainerStatus as KStatus, Pod, PodCondition, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -111,7 +111,21 @@ pub(crate) fn workload_status(pod: &Pod, now: Timestamp, grace: Duration) -> Wor
             .as_ref()
             .or(pod.metadata.creation_timestamp.as_ref())
             .map(ts),
-        containers: containers(pod, &status, scheduler_message),
+        containers: containers(
+            pod.spec.iter().flat_map(|s| &s.containers),
+            status.container_statuses.as_deref().unwrap_or_default(),
+            scheduler_message,
+        ),
+        init_containers: containers(
+            pod.spec
+                .iter()
+                .flat_map(|s| s.init_containers.iter().flatten()),
+            status
+                .init_container_statuses
+                .as_deref()
+                .unwrap_or_default(),
+            scheduler_message,
+        ),
         message,
     }
 }
@@ -155,27 +169,27 @@ fn phase_and_message(status: &PodStatus) -> (WorkloadPhase, Option<String>) {
     (phase, message)
 }
 
-/// Each container of the spec with the state the kubelet reports for it (or, while the pod is
-/// unschedulable, the scheduler's message).
-fn containers(
-    pod: &Pod,
-    status: &PodStatus,
+/// Each container of `spec` with the state the kubelet reports for it in `reported` (or, while
+/// the pod is unschedulable, the scheduler's message).
+fn containers<'a>(
+    spec: impl Iterator<Item = &'a Container>,
+    reported: &[KStatus],
     scheduler_message: Option<&str>,
 ) -> Vec<ContainerStatus> {
-    let reported: &[KStatus] = status.container_statuses.as_deref().unwrap_or_default();
-    pod.spec
-        .iter()
-        .flat_map(|s| &s.containers)
-        .map(|c| {
-            let r = reported.iter().find(|r| r.name == c.name);
-            ContainerStatus {
-                name: c.name.clone(),
-                state: container_state(r.and_then(|r| r.state.as_ref()), scheduler_message),
-                restart_count: r.map_or(0, |r| r.restart_count),
-                ready: r.is_some_and(|r| r.ready),
-            }
-        })
-        .collect()
+    spec.map(|c| {
+        let r = reported.iter().find(|r| r.name == c.name);
+        ContainerStatus {
+            name: c.name.clone(),
+            state: container_state(r.and_then(|r| r.state.as_ref()), scheduler_message),
+            restart_count: r.map_or(0, |r| r.restart_count),
+            ready: r.is_some_and(|r| r.ready),
+            last_state: r
+                .and_then(|r| r.last_state.as_ref())
+                .filter(|s| s.terminated.is_some())
+                .map(|s| container_state(Some(s), None)),
+        }
+    })
+    .collect()
 }
 
 /// The exit code an exec's final status reports: 0 on success, the code of a `NonZeroExitCode`

@@ -63,17 +63,25 @@ pub(crate) fn workload_status(id: &str, task: &Task) -> WorkloadStatus {
     let last = task.last_status().unwrap_or("PROVISIONING");
     let started = task.started_at().map(rfc3339);
     let stopped = task.stopped_at().map(rfc3339);
-    let containers = essential
+    let status_of = |c: &Container| {
+        container_status(
+            c,
+            readiness.contains(&c.name().unwrap_or_default()),
+            last,
+            started.as_deref(),
+            stopped.as_deref(),
+            task.stopped_reason(),
+        )
+    };
+    let containers = essential.iter().map(|c| status_of(c)).collect();
+    // The pod's init containers, in the order the tag names them (the spec's).
+    let init_containers = inits
         .iter()
-        .map(|c| {
-            container_status(
-                c,
-                readiness.contains(&c.name().unwrap_or_default()),
-                last,
-                started.as_deref(),
-                stopped.as_deref(),
-                task.stopped_reason(),
-            )
+        .filter_map(|name| {
+            task.containers()
+                .iter()
+                .find(|c| c.name() == Some(*name))
+                .map(status_of)
         })
         .collect();
     let (phase, message) = match last {
@@ -101,6 +109,7 @@ pub(crate) fn workload_status(id: &str, task: &Task) -> WorkloadStatus {
         },
         started_at: task.created_at().map(rfc3339),
         containers,
+        init_containers,
         message,
         phase,
     }
@@ -154,11 +163,13 @@ fn container_status(
         } else {
             health != Some("UNHEALTHY")
         };
+    // A restarted pod is a new task: the previous run is not this task's to tell.
     ContainerStatus {
         name,
         state,
         restart_count: 0,
         ready,
+        last_state: None,
     }
 }
 

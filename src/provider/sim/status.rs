@@ -84,6 +84,7 @@ pub(crate) fn status_at(
                     state: state.clone(),
                     restart_count: restart_count as i32,
                     ready,
+                    last_state: None,
                 })
                 .collect()
         };
@@ -97,6 +98,7 @@ pub(crate) fn status_at(
         ip: None,
         started_at: Some(ts(created)),
         containers: containers(cold, 0, false),
+        init_containers: Vec::new(),
         message: None,
     };
     let Some(t) = elapsed.checked_sub(cold_start) else {
