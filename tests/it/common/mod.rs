@@ -2,6 +2,7 @@
 //! `tests/peers/up.sh` writes), clients for them, unique names, and bounded waits.
 #![allow(dead_code)] // each test module uses its own subset
 
+pub mod copies;
 pub mod fault_proxy;
 pub mod gateway;
 
