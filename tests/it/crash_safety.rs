@@ -437,13 +437,14 @@ spec:
     let doubled = lives.doubled();
     println!(
         "crash safety: {n} pods placed {placed_after:.1}s after the Deployment was created: {by_target:?}; live workloads ACI {} + Fargate {}; \
-         workloads ever created {} (RunTasks {}, PUTs on an existing group {}), pods with more than one workload in their history {}; \
+         workloads ever created {} (RunTasks {}, PUTs on an existing group {}, tasks the tap did not time {}), pods with more than one workload in their history {}; \
          ever doubled {}; not exactly one live workload {}; lost {}; untrue statuses {}; live workloads of no pod {}",
         aci.live_count(),
         fargate.live_count(),
         lives.ever(),
         tap.run_tasks(),
         lives.aci_puts_on_existing,
+        lives.fargate_untimed,
         lives.moved_or_recreated(),
         doubled.len(),
         not_one.len(),

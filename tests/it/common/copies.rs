@@ -116,6 +116,9 @@ pub struct Lifetimes {
     pub by_uid: BTreeMap<String, Vec<Alive>>,
     /// PUTs that hit an existing container group (updates or re-creates of one workload).
     pub aci_puts_on_existing: usize,
+    /// Tasks whose start, or whose stop, the tap did not see (counted as alive since forever,
+    /// or still): a gateway that reached moto around the tap.
+    pub fargate_untimed: usize,
 }
 
 impl Lifetimes {
@@ -178,12 +181,16 @@ impl Lifetimes {
     pub async fn add_fargate(&mut self, ecs: &aws_sdk_ecs::Client, cluster: &str, tap: &EcsTap) {
         let (started, stopped) = tap.times();
         for (arn, uid, status) in ecs_tasks(ecs, cluster).await {
-            let from = started.get(&arn).copied().unwrap_or(0.0);
+            let from = started.get(&arn).copied();
             let until = if status == "STOPPED" {
                 stopped.get(&arn).copied()
             } else {
                 None
             };
+            if from.is_none() || (status == "STOPPED" && until.is_none()) {
+                self.fargate_untimed += 1;
+            }
+            let from = from.unwrap_or(0.0);
             self.by_uid.entry(uid).or_default().push(Alive {
                 workload: format!("fargate {arn}"),
                 from,
@@ -319,14 +326,18 @@ impl EcsTap {
                 let (client, upstream) = (client.clone(), upstream.clone());
                 let (log, loss) = (shared_log.clone(), shared_loss.clone());
                 tokio::spawn(async move {
+                    // Each exchange runs to its end in a task of its own: a gateway killed while
+                    // its RunTask is in flight drops the connection, and moto's answer must be
+                    // logged all the same.
                     let service = service_fn(move |req| {
-                        forward(
+                        let exchange = tokio::spawn(forward(
                             req,
                             client.clone(),
                             upstream.clone(),
                             log.clone(),
                             loss.clone(),
-                        )
+                        ));
+                        async move { exchange.await.unwrap_or(Err(Lost)) }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
