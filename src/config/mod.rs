@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use crate::provider::layers;
 
+/// Orphan GC's minimum age in production, seconds (`--gc-min-age-seconds`' default): a workload
+/// no pod owns is deleted only once it is this old.
+pub const DEFAULT_GC_MIN_AGE_SECONDS: u64 = 600;
+
 /// `burstgate run` settings. Every flag also reads a `BURSTGATE_*` environment variable.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunConfig {
@@ -115,7 +119,7 @@ pub struct RunConfig {
     #[arg(long, env = "BURSTGATE_LEADER_LEASE_SECONDS", default_value_t = 15)]
     pub leader_lease_seconds: u64,
     /// Minimum age, seconds, of an unowned cloud workload before orphan GC deletes it.
-    #[arg(long, env = "BURSTGATE_GC_MIN_AGE_SECONDS", default_value_t = 600)]
+    #[arg(long, env = "BURSTGATE_GC_MIN_AGE_SECONDS", default_value_t = DEFAULT_GC_MIN_AGE_SECONDS)]
     pub gc_min_age_seconds: u64,
     /// Cold start of the simulated provider, milliseconds.
     #[arg(long, env = "BURSTGATE_SIM_COLD_START_MS", default_value_t = 1500)]

@@ -24,6 +24,9 @@ pub enum EventReason {
     ProviderRejected,
     /// The target of a pod that already ran cannot confirm its workload; the pod stays there.
     TargetUnreachable,
+    /// A pod's workload may exist on its target (its create's outcome is unknown) and the target
+    /// cannot confirm it is gone; the pod stays there rather than run twice.
+    WorkloadInDoubt,
     /// A pod's workload was deleted at its provider behind the gateway's back.
     WorkloadLost,
     /// A Secret or ConfigMap the pod references is missing (as a kubelet says it).
@@ -63,6 +66,7 @@ impl EventReason {
             EventReason::InvalidAnnotation => "InvalidAnnotation",
             EventReason::ProviderRejected => "ProviderRejected",
             EventReason::TargetUnreachable => "TargetUnreachable",
+            EventReason::WorkloadInDoubt => "WorkloadInDoubt",
             EventReason::WorkloadLost => "WorkloadLost",
             EventReason::CreateContainerConfigError => "CreateContainerConfigError",
             EventReason::PodRejected(code) => code,

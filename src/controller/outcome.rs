@@ -24,11 +24,11 @@ const LOST: &str = "the workload was deleted at its provider outside burstgate";
 pub enum Withdraw {
     /// Nothing: the target never started it.
     No,
-    /// Delete it in the background, without holding the pod back: the create's outcome is
-    /// unknown and the delete may wait out the same failing target. Orphan GC is the fallback.
-    Background,
-    /// Delete it before deciding again: the target took it and reports it cannot run it.
-    Now,
+    /// Delete it, and decide again only once the target confirmed the delete: a workload may
+    /// run there (a create whose outcome is unknown, or one the target took and cannot run).
+    /// Until the target answers, the pod stays on it ([`Outcome::InDoubt`]): starting it
+    /// elsewhere first could run two copies at once.
+    First,
 }
 
 /// What an outcome does to the pod's reservation in the ledger.
@@ -110,6 +110,14 @@ pub enum Outcome {
         /// What failed.
         error: ProviderError,
     },
+    /// The pod's workload may exist on its target (a create whose outcome is unknown) and the
+    /// target could not confirm that it is gone: the pod stays there, and is tried again.
+    InDoubt {
+        /// The target.
+        target: String,
+        /// Why the pod left it, and why the delete did not go through.
+        why: String,
+    },
     /// The target of a pod that already ran cannot be reached: the pod stays there.
     Unreachable {
         /// The target.
@@ -180,11 +188,14 @@ pub fn decided(
 }
 
 /// What a create on `target` that answered `result` means. `ran_before`: the pod's status already
-/// mirrors a workload (see `pod::mirrors_a_workload`).
+/// mirrors a workload (see `pod::mirrors_a_workload`). `in_doubt`: a workload of the pod may
+/// exist on the target although no create there was confirmed (this call or an earlier one may
+/// have landed, see [`ProviderError::outcome_unknown`]).
 pub fn created(
     target: &str,
     result: Result<WorkloadStatus, ProviderError>,
     ran_before: bool,
+    in_doubt: bool,
 ) -> Outcome {
     match result {
         Ok(workload) => Outcome::Created { workload },
@@ -203,9 +214,9 @@ pub fn created(
             target: target.to_string(),
             why: rejection.to_string(),
             kind: rejection.metric_label(),
-            // An earlier attempt (or a gateway that died) may have started the workload.
-            withdraw: if rejection.outcome_unknown() {
-                Withdraw::Background
+            // This attempt, an earlier one or a gateway that died may have started the workload.
+            withdraw: if in_doubt {
+                Withdraw::First
             } else {
                 Withdraw::No
             },
@@ -236,7 +247,7 @@ pub fn observed(
             target: target.to_string(),
             why: rejection.to_string(),
             kind: rejection.metric_label(),
-            withdraw: Withdraw::Now,
+            withdraw: Withdraw::First,
         },
         Some(ws) => Outcome::Observed {
             workload: ws.clone(),
@@ -322,6 +333,12 @@ impl Outcome {
             Outcome::Unresolved { error, .. } => {
                 (EventReason::CreateContainerConfigError, error.clone())
             }
+            Outcome::InDoubt { target, why } => (
+                EventReason::WorkloadInDoubt,
+                format!(
+                    "target {target} may have started the pod's workload and cannot confirm it is gone ({why}); keeping the pod there until it answers, so it never runs twice"
+                ),
+            ),
             Outcome::Unreachable { target, rejection } => (
                 EventReason::TargetUnreachable,
                 format!(
@@ -402,6 +419,9 @@ impl Outcome {
             Outcome::Retry { error, .. } => {
                 tracing::info!(pod = %name, %error, "create throttled; retrying");
             }
+            Outcome::InDoubt { target, why } => {
+                tracing::warn!(pod = %name, %target, %why, "the pod's workload may exist on its target, which cannot confirm it is gone; keeping the pod there");
+            }
             Outcome::Unreachable { target, rejection } => {
                 tracing::warn!(pod = %name, %target, %rejection, kind = rejection.metric_label(), "the target of a pod that already ran cannot be reached; keeping the pod there");
             }
@@ -430,6 +450,7 @@ impl Outcome {
             Outcome::AdapterPending => 1,
             Outcome::Retry { after, .. } => return Some(*after),
             Outcome::Unreachable { .. } => 30,
+            Outcome::InDoubt { .. } => 10,
             _ => return None,
         };
         Some(Duration::from_secs(secs))
@@ -615,7 +636,7 @@ mod tests {
 
     #[test]
     fn a_created_workload_is_mirrored_and_checked_again_in_five_minutes() {
-        let outcome = created("sim-a", Ok(workload(WorkloadPhase::Pending)), false);
+        let outcome = created("sim-a", Ok(workload(WorkloadPhase::Pending)), false, false);
         assert!(matches!(outcome, Outcome::Created { .. }));
         assert_eq!(outcome.event(), None);
         assert_eq!(
@@ -631,20 +652,20 @@ mod tests {
             message: "slow down".into(),
             retry_after: Some(Duration::from_secs(7)),
         };
-        let outcome = created("aci", Err(throttled), false);
+        let outcome = created("aci", Err(throttled), false, false);
         assert_eq!(outcome.requeue_after(), Some(Duration::from_secs(7)));
         let transient = ProviderError::Transient {
             message: "503".into(),
             retry_after: None,
         };
-        let outcome = created("aci", Err(transient), true);
+        let outcome = created("aci", Err(transient), true, false);
         assert_eq!(outcome.requeue_after(), Some(Duration::from_secs(5)));
         assert_eq!((outcome.event(), outcome.room()), (None, Room::Kept));
     }
 
     #[test]
     fn a_target_rejection_releases_the_room_clears_the_placement_and_decides_again() {
-        let outcome = created("aci", Err(ProviderError::Target(quota())), false);
+        let outcome = created("aci", Err(ProviderError::Target(quota())), false, false);
         assert!(
             matches!(&outcome, Outcome::Rejected { withdraw: Withdraw::No, target, kind: "quota", .. } if target == "aci"),
             "{outcome:?}"
@@ -664,20 +685,79 @@ mod tests {
     }
 
     #[test]
-    fn a_rejection_of_unknown_outcome_withdraws_the_workload_in_the_background() {
-        let outcome = created("fargate", Err(ProviderError::Target(gave_up())), false);
-        assert!(matches!(
-            outcome,
-            Outcome::Rejected {
-                withdraw: Withdraw::Background,
-                ..
-            }
-        ));
+    fn a_rejection_when_a_workload_may_exist_withdraws_it_before_deciding_again() {
+        for rejection in [
+            gave_up(),
+            TargetRejection::CircuitOpen {
+                target: "fargate".into(),
+            },
+            quota(),
+        ] {
+            let outcome = created(
+                "fargate",
+                Err(ProviderError::Target(rejection)),
+                false,
+                true,
+            );
+            assert!(
+                matches!(
+                    outcome,
+                    Outcome::Rejected {
+                        withdraw: Withdraw::First,
+                        ..
+                    }
+                ),
+                "{outcome:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rejection_when_no_workload_can_exist_decides_again_at_once() {
+        let open = TargetRejection::CircuitOpen {
+            target: "fargate".into(),
+        };
+        let outcome = created("fargate", Err(ProviderError::Target(open)), false, false);
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Rejected {
+                    withdraw: Withdraw::No,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn a_pod_in_doubt_stays_on_its_target_says_why_and_is_tried_again_in_ten_seconds() {
+        let outcome = Outcome::InDoubt {
+            target: "aci".into(),
+            why: "Unavailable".into(),
+        };
+        let event = outcome.event().unwrap();
+        assert_eq!(event.reason, EventReason::WorkloadInDoubt);
+        assert!(
+            event
+                .note
+                .starts_with("target aci may have started the pod's workload")
+        );
+        assert_eq!(outcome.room(), Room::Kept);
+        assert_eq!(outcome.annotations(), None, "the placement stays");
+        assert!(!outcome.redecides());
+        assert_eq!(outcome.status(&pod(), "h", &now()), None);
+        assert_eq!(outcome.requeue_after(), Some(Duration::from_secs(10)));
     }
 
     #[test]
     fn an_unreachable_target_keeps_a_pod_that_already_ran_and_looks_again_in_thirty_seconds() {
-        let outcome = created("fargate", Err(ProviderError::Target(gave_up())), true);
+        let outcome = created(
+            "fargate",
+            Err(ProviderError::Target(gave_up())),
+            true,
+            false,
+        );
         assert!(
             matches!(outcome, Outcome::Unreachable { .. }),
             "{outcome:?}"
@@ -700,7 +780,7 @@ mod tests {
             code: "InaccessibleImage".into(),
             message: "cannot pull nginx:nope".into(),
         });
-        let outcome = created("aci", Err(error.clone()), false);
+        let outcome = created("aci", Err(error.clone()), false, false);
         let event = outcome.event().unwrap();
         assert_eq!(
             event,
@@ -724,7 +804,7 @@ mod tests {
             provider: "sim".into(),
             what: "create".into(),
         };
-        let outcome = created("sim-a", Err(error), false);
+        let outcome = created("sim-a", Err(error), false, false);
         assert_eq!(
             outcome.event().map(|e| e.reason),
             Some(EventReason::NotSupported)
@@ -740,7 +820,7 @@ mod tests {
         assert!(matches!(
             outcome,
             Outcome::Rejected {
-                withdraw: Withdraw::Now,
+                withdraw: Withdraw::First,
                 ..
             }
         ));

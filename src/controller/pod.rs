@@ -29,7 +29,6 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::controller::context::Gateway;
 use crate::controller::downward::Host;
@@ -113,13 +112,16 @@ pub struct PodController {
     /// Per pod UID, a fingerprint of the status last written: the status sync compares against
     /// it as well as the (possibly lagging) watch cache, so it never re-sends a status it wrote.
     written: Mutex<HashMap<String, u64>>,
-    /// Pod UIDs kept on a target that does not answer (one `TargetUnreachable` Event each).
+    /// Pod UIDs kept on a target that does not answer (one `TargetUnreachable` or
+    /// `WorkloadInDoubt` Event each).
     unreachable: Mutex<HashSet<String>>,
+    /// Pod UIDs whose workload may exist on the target they are placed on although no create
+    /// there was confirmed: a create's outcome was unknown, or the gateway that placed the pod
+    /// died and the target did not answer the listing at start. Such a pod leaves its target
+    /// only once the target confirmed the workload is gone (`Withdraw::First`).
+    in_doubt: Mutex<HashSet<String>>,
     /// True once the ledger has been rebuilt from the pods on the node.
     ready: watch::Sender<bool>,
-    /// Background work a reconcile started (removing a workload of unknown outcome), owned by
-    /// the shutdown path: `run` waits for it.
-    tasks: TaskTracker,
 }
 
 fn is_terminal(pod: &Pod) -> bool {
@@ -162,8 +164,8 @@ impl PodController {
             polled: Mutex::default(),
             written: Mutex::default(),
             unreachable: Mutex::default(),
+            in_doubt: Mutex::default(),
             ready: watch::channel(false).0,
-            tasks: TaskTracker::new(),
         })
     }
 
@@ -281,14 +283,18 @@ impl PodController {
         ))
         .await;
         let mut created = HashSet::new();
+        let mut answered = HashSet::new();
         for (target, listed) in listings {
             match listed {
-                Ok(Ok(owned)) => created.extend(
-                    owned
-                        .into_iter()
-                        .filter(|o| !o.leftover)
-                        .map(|o| o.owner.pod_uid),
-                ),
+                Ok(Ok(owned)) => {
+                    answered.insert(target);
+                    created.extend(
+                        owned
+                            .into_iter()
+                            .filter(|o| !o.leftover)
+                            .map(|o| o.owner.pod_uid),
+                    )
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(target = %target, error = %e, "could not list owned workloads at start")
                 }
@@ -297,12 +303,23 @@ impl PodController {
                 }
             }
         }
+        // A pod placed before this process started, whose target did not list its workload,
+        // may have one there all the same when the listing failed.
+        let in_doubt: HashSet<String> = pods
+            .iter()
+            .filter(|p| !is_terminal(p) && p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| Some((p.uid()?, Workload::of(p)?.target)))
+            .filter(|(uid, target)| !created.contains(uid) && !answered.contains(target))
+            .map(|(uid, _)| uid)
+            .collect();
         tracing::info!(
             pods = pods.len(),
             workloads = created.len(),
+            in_doubt = in_doubt.len(),
             "ledger rebuilt from pod annotations"
         );
         *self.created.lock().expect("created lock") = created;
+        *self.in_doubt.lock().expect("in-doubt lock") = in_doubt;
         self.ready.send_replace(true);
     }
 
@@ -346,12 +363,28 @@ impl PodController {
     /// written; pending pods are nudged; the requeue is the outcome's.
     async fn apply(&self, pod: &Pod, outcome: Outcome) -> Result<Action, Error> {
         let uid = pod.uid().unwrap_or_default();
-        if let Outcome::Rejected {
-            target, withdraw, ..
-        } = &outcome
-        {
-            self.withdraw(pod, target, *withdraw).await;
-        }
+        // A workload that may be left on a refusing target goes first; while the target cannot
+        // confirm that, the pod stays placed there.
+        let outcome = match outcome {
+            Outcome::Rejected {
+                target,
+                why,
+                withdraw: Withdraw::First,
+                kind,
+            } => match self.withdraw(pod, &target).await {
+                Ok(()) => Outcome::Rejected {
+                    target,
+                    why,
+                    kind,
+                    withdraw: Withdraw::First,
+                },
+                Err(e) => Outcome::InDoubt {
+                    target,
+                    why: format!("{why}; the delete: {e}"),
+                },
+            },
+            other => other,
+        };
         let news = self.remember(&uid, &outcome);
         match outcome.room() {
             Room::Kept => {}
@@ -406,7 +439,7 @@ impl PodController {
                     .expect("polled lock")
                     .insert(uid.to_string(), Instant::now());
             }
-            Outcome::Unreachable { .. } => {
+            Outcome::Unreachable { .. } | Outcome::InDoubt { .. } => {
                 return self
                     .unreachable
                     .lock()
@@ -415,6 +448,11 @@ impl PodController {
             }
             Outcome::Rejected { target, why, .. } => {
                 self.created.lock().expect("created lock").remove(uid);
+                self.in_doubt.lock().expect("in-doubt lock").remove(uid);
+                self.unreachable
+                    .lock()
+                    .expect("unreachable lock")
+                    .remove(uid);
                 self.rejected
                     .lock()
                     .expect("rejected lock")
@@ -434,27 +472,16 @@ impl PodController {
         self.gw.ledger.lock().expect("ledger lock").release(uid);
     }
 
-    /// Removes the workload `pod` may have left on `target`, as `how` says.
-    async fn withdraw(&self, pod: &Pod, target: &str, how: Withdraw) {
-        if how == Withdraw::No {
-            return;
-        }
+    /// Deletes the workload `pod` may have left on `target`; `Ok` once the target confirmed it
+    /// is gone (or the target no longer has an adapter: nothing can reach it).
+    async fn withdraw(&self, pod: &Pod, target: &str) -> Result<(), ProviderError> {
         let Some(provider) = self.gw.provider_for_target(target) else {
-            return;
+            tracing::warn!(pod = %pod.name_any(), %target, "no adapter for the target any more: cannot take back a workload that may be left there");
+            return Ok(());
         };
-        let id = workload_id(&pod.uid().unwrap_or_default());
-        if how == Withdraw::Now {
-            if let Err(e) = provider.delete(&id).await {
-                tracing::warn!(pod = %pod.name_any(), error = %e, "could not take back an unschedulable workload; the orphan collector will retry");
-            }
-            return;
-        }
-        let (pod_name, target) = (pod.name_any(), target.to_string());
-        self.tasks.spawn(async move {
-            if let Err(e) = provider.delete(&id).await {
-                tracing::info!(pod = %pod_name, target = %target, error = %e, "could not remove a possible workload left on the target; orphan GC will");
-            }
-        });
+        provider
+            .delete(&workload_id(&pod.uid().unwrap_or_default()))
+            .await
     }
 
     /// Admits and decides a pod that has no target yet (the ledger reserves its room when the
@@ -592,10 +619,27 @@ impl PodController {
         if result.is_ok() {
             failpoint::after(FailPoint::ProviderAccepted);
         }
+        let in_doubt = {
+            let uid = pod.uid().unwrap_or_default();
+            let mut in_doubt = self.in_doubt.lock().expect("in-doubt lock");
+            match &result {
+                Ok(_) => {
+                    in_doubt.remove(&uid);
+                    false
+                }
+                Err(e) => {
+                    if e.outcome_unknown() {
+                        in_doubt.insert(uid.clone());
+                    }
+                    in_doubt.contains(&uid)
+                }
+            }
+        };
         Ok(outcome::created(
             &spec.target,
             result,
             mirrors_a_workload(pod),
+            in_doubt,
         ))
     }
 
@@ -627,6 +671,7 @@ impl PodController {
             .release(&uid)
             .is_some();
         self.created.lock().expect("created lock").remove(&uid);
+        self.in_doubt.lock().expect("in-doubt lock").remove(&uid);
         self.rejected.lock().expect("rejected lock").remove(&uid);
         self.polled.lock().expect("polled lock").remove(&uid);
         self.written.lock().expect("written lock").remove(&uid);
@@ -874,8 +919,6 @@ pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
         .await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
-    ctx.tasks.close();
-    ctx.tasks.wait().await;
 }
 
 #[cfg(test)]
@@ -925,7 +968,7 @@ mod tests {
     }
 
     #[test]
-    fn only_deadlines_throttling_and_open_circuits_leave_the_outcome_unknown() {
+    fn only_calls_that_may_have_been_carried_out_leave_the_outcome_unknown() {
         use crate::provider::{GaveUpCause, TargetRejection};
         let gave_up = |cause| TargetRejection::GaveUp {
             cause,
@@ -935,15 +978,20 @@ mod tests {
             elapsed: Duration::from_secs(20),
             last: "503".into(),
         };
-        for unknown in [
-            gave_up(GaveUpCause::Unavailable),
+        let unknown = gave_up(GaveUpCause::Unavailable);
+        assert!(unknown.outcome_unknown(), "{unknown}");
+        assert!(ProviderError::Target(unknown).outcome_unknown());
+        assert!(
+            ProviderError::TimedOut {
+                api: "RunTask",
+                after: Duration::from_secs(5)
+            }
+            .outcome_unknown()
+        );
+        for known in [
+            // Every attempt was refused by throttling; an open circuit made no attempt.
             gave_up(GaveUpCause::Throttled),
             TargetRejection::CircuitOpen { target: "t".into() },
-        ] {
-            assert!(unknown.outcome_unknown(), "{unknown}");
-            assert!(ProviderError::Target(unknown).outcome_unknown());
-        }
-        for known in [
             TargetRejection::Quota {
                 code: "ContainerGroupQuotaReached".into(),
                 message: "full".into(),

@@ -335,20 +335,25 @@ pub enum TargetRejection {
 /// Why the layers stopped retrying a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GaveUpCause {
-    /// The provider kept throttling.
+    /// The provider throttled every attempt: none was carried out.
     Throttled,
-    /// The provider kept failing or not answering in time.
+    /// The provider kept failing or not answering in time: an attempt may have been carried
+    /// out.
     Unavailable,
 }
 
 impl TargetRejection {
-    /// Whether the workload may exist anyway: an attempt timed out or was throttled past its
-    /// deadline (it may have landed), or the circuit refused it (a gateway that died may have
-    /// created it before).
+    /// Whether the refused call may have been carried out anyway: an attempt failed or got no
+    /// answer in time, so it may have landed (a create may have left a workload). Throttling of
+    /// every attempt, an open circuit (no attempt was made) and the cloud's own refusals did
+    /// nothing. (What an earlier call, or a gateway that died, did is the caller's to remember.)
     pub fn outcome_unknown(&self) -> bool {
         matches!(
             self,
-            TargetRejection::CircuitOpen { .. } | TargetRejection::GaveUp { .. }
+            TargetRejection::GaveUp {
+                cause: GaveUpCause::Unavailable,
+                ..
+            }
         )
     }
 
@@ -518,12 +523,13 @@ impl ProviderError {
         )
     }
 
-    /// Whether the workload may exist although the call failed (see
-    /// [`TargetRejection::outcome_unknown`]).
+    /// Whether the failed call may have been carried out anyway (see
+    /// [`TargetRejection::outcome_unknown`]): a timeout or a transient failure may come after
+    /// the cloud acted.
     pub fn outcome_unknown(&self) -> bool {
         match self {
             ProviderError::Target(t) => t.outcome_unknown(),
-            ProviderError::TimedOut { .. } => true,
+            ProviderError::TimedOut { .. } | ProviderError::Transient { .. } => true,
             _ => false,
         }
     }

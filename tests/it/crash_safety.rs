@@ -1,11 +1,14 @@
 //! Crash safety, counted at the peers: `burstgate run` (the real binary) is killed with SIGKILL
-//! at random points of a 300-pod burst across ACI (the emulator behind Prism) and Fargate (moto)
-//! and restarted, ten times; then every pod must have exactly one workload, with the status and
-//! IP the peer reports, and workloads left behind by pods deleted while the gateway was down must
-//! be collected.
+//! at random points of a burst across ACI (the emulator behind Prism) and Fargate (moto, behind
+//! the test's recording tap) and restarted; then every pod must have exactly one live workload,
+//! with the status and IP the peer reports, no pod may ever have had two workloads alive at the
+//! same instant (from the peers' logs, `common::copies`), and workloads left behind by pods
+//! deleted while the gateway was down must be collected by orphan GC.
 //!
-//! `BURSTGATE_CRASH_PODS`, `BURSTGATE_CRASH_KILLS` and `BURSTGATE_CRASH_SEED` replay or shrink a
-//! run; the seed of every run is printed.
+//! Knobs (environment of the test): `BURSTGATE_CRASH_PODS` (300), `BURSTGATE_CRASH_KILLS` (10),
+//! `BURSTGATE_CRASH_SEED` (the clock; printed, replays the kill points),
+//! `BURSTGATE_CRASH_GC_MIN_AGE_SECONDS` (20, or `production` for the gateway's default, 600).
+//! `scripts/crash.sh` runs the big one (1,000 pods, 20 kills, production GC age).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,6 +19,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
+use crate::common::copies::{EcsTap, Lifetimes};
 use crate::common::gateway::{
     Gateway, NodeCleanup, aci_faults, aci_groups, aks_deployment, azure_env, gateway_namespace,
     moto_env, node_ready,
@@ -40,7 +44,7 @@ impl Rng {
     }
 }
 
-fn setting(name: &str, default: u64) -> u64 {
+pub(crate) fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -68,12 +72,11 @@ pub(crate) struct Live {
     state: String,
 }
 
-/// What one peer holds for the test, by pod UID: the live workloads, and every workload ever
-/// started (stopped ones included).
+/// The live workloads one peer holds for the test, by pod UID (their history is
+/// `common::copies::Lifetimes`).
 #[derive(Debug, Default)]
 pub(crate) struct Census {
     pub(crate) live: BTreeMap<String, Vec<Live>>,
-    pub(crate) ever: BTreeMap<String, usize>,
 }
 
 impl Census {
@@ -83,10 +86,6 @@ impl Census {
 
     pub(crate) fn duplicates(&self) -> usize {
         self.live.values().filter(|w| w.len() > 1).count()
-    }
-
-    fn ever_duplicated(&self) -> usize {
-        self.ever.values().filter(|n| **n > 1).count()
     }
 }
 
@@ -100,7 +99,6 @@ pub(crate) async fn aci_census(subscription: &str) -> Census {
         else {
             continue;
         };
-        *census.ever.entry(uid.clone()).or_default() += 1;
         if g["provisioningState"] != "Deleting" {
             census.live.entry(uid).or_default().push(Live {
                 name: g["name"].as_str().unwrap_or_default().to_string(),
@@ -112,11 +110,12 @@ pub(crate) async fn aci_census(subscription: &str) -> Census {
     census
 }
 
-/// The tasks of `cluster` at moto, RUNNING and STOPPED, by their pod-uid tag.
+/// The live tasks of `cluster` at moto, by their pod-uid tag.
 pub(crate) async fn fargate_census(ecs: &aws_sdk_ecs::Client, cluster: &str) -> Census {
     use aws_sdk_ecs::types::{DesiredStatus, TaskField};
     let mut census = Census::default();
-    for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
+    let status = DesiredStatus::Running;
+    {
         let mut arns = Vec::new();
         let mut next = None;
         loop {
@@ -152,7 +151,6 @@ pub(crate) async fn fargate_census(ecs: &aws_sdk_ecs::Client, cluster: &str) -> 
                 let Some(uid) = uid.map(str::to_string) else {
                     continue;
                 };
-                *census.ever.entry(uid.clone()).or_default() += 1;
                 if t.last_status() != Some("STOPPED") && t.desired_status() != Some("STOPPED") {
                     let ip = t
                         .attachments()
@@ -173,8 +171,57 @@ pub(crate) async fn fargate_census(ecs: &aws_sdk_ecs::Client, cluster: &str) -> 
     census
 }
 
+/// Where the pods stood when the gateway was killed (it is dead: nothing moves but the peers
+/// finishing calls already sent).
+#[derive(Debug, Default, Clone, Copy)]
+struct Landing {
+    /// Pods the Deployment had made.
+    pods: usize,
+    /// Placed (annotations written), no workload at any peer yet.
+    annotated_not_created: usize,
+    /// A workload at a peer, no IP in the pod's status yet.
+    created_no_status: usize,
+    /// The status mirrors the workload (an IP).
+    with_status: usize,
+}
+
+async fn landing(
+    pods: &Api<Pod>,
+    subscription: &str,
+    ecs: &aws_sdk_ecs::Client,
+    cluster: &str,
+    tap: &EcsTap,
+) -> Landing {
+    let list = pods
+        .list(&ListParams::default().labels("app=burst"))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let mut lives = Lifetimes::default();
+    lives.add_aci(subscription).await;
+    lives.add_fargate(ecs, cluster, tap).await;
+    let mut out = Landing {
+        pods: list.len(),
+        ..Landing::default()
+    };
+    for p in &list {
+        let uid = p.uid().unwrap_or_default();
+        let annotated = p.annotations().contains_key("burstgate.io/target");
+        let created = lives.by_uid.contains_key(&uid);
+        let ip = p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some();
+        if ip {
+            out.with_status += 1;
+        } else if created {
+            out.created_no_status += 1;
+        } else if annotated {
+            out.annotated_not_created += 1;
+        }
+    }
+    out
+}
+
 #[tokio::test]
-async fn a_gateway_killed_at_random_points_of_a_300_pod_burst_leaves_no_duplicate_no_orphan_and_true_statuses()
+async fn a_gateway_killed_at_random_points_of_a_burst_never_runs_a_pod_twice_and_leaves_no_orphan_and_true_statuses()
  {
     let n = setting("BURSTGATE_CRASH_PODS", 300) as usize;
     let kills = setting("BURSTGATE_CRASH_KILLS", 10);
@@ -185,9 +232,15 @@ async fn a_gateway_killed_at_random_points_of_a_300_pod_burst_leaves_no_duplicat
             .unwrap()
             .as_nanos() as u64,
     );
+    let gc_min_age = match std::env::var("BURSTGATE_CRASH_GC_MIN_AGE_SECONDS").as_deref() {
+        Ok("production") => burstgate::config::DEFAULT_GC_MIN_AGE_SECONDS,
+        _ => setting("BURSTGATE_CRASH_GC_MIN_AGE_SECONDS", 20),
+    };
     println!(
-        "crash safety: {n} pods, {kills} kills, seed {seed} (BURSTGATE_CRASH_SEED={seed} replays the kill points)"
+        "crash safety: {n} pods, {kills} kills, GC minimum age {gc_min_age}s (production: {}s), seed {seed} (BURSTGATE_CRASH_SEED={seed} replays the kill points)",
+        burstgate::config::DEFAULT_GC_MIN_AGE_SECONDS
     );
+    let started = Instant::now();
     let mut rng = Rng(seed);
     let peers = peers();
     let client = kube_admin().await;
@@ -196,9 +249,16 @@ async fn a_gateway_killed_at_random_points_of_a_300_pod_burst_leaves_no_duplicat
     let _cleanup = NodeCleanup(node.clone());
 
     // ACI: a subscription of the test's own at the emulator, reached through Prism; containers
-    // come up after a second. Fargate: a cluster of the test's own on moto.
+    // come up after a second. Its regional quota is raised to a third of the burst, as an
+    // operator's quota increase would. Fargate: a cluster of the test's own on moto, reached
+    // through the recording tap.
+    let aci_pods = (n / 3).max(1);
     let subscription = guid(&mut rng);
-    aci_faults(&subscription, json!({"provisioningDelaySeconds": 1})).await;
+    aci_faults(
+        &subscription,
+        json!({"provisioningDelaySeconds": 1, "quota": {"eastus": {"cores": aci_pods, "groups": aci_pods}}}),
+    )
+    .await;
     let ecs = ecs_client();
     let cluster = unique_name("crash");
     ecs.create_cluster()
@@ -206,10 +266,11 @@ async fn a_gateway_killed_at_random_points_of_a_300_pod_burst_leaves_no_duplicat
         .send()
         .await
         .expect("CreateCluster on moto");
+    let tap = EcsTap::start().await;
 
-    // ACI is cheaper, so it fills first up to a third of the burst (100 of 300: its regional
-    // capacity of container groups); the rest goes to Fargate. The ACI create limits (100 per 5 min) are raised as an operator with
-    // a quota increase would, so the burst is not spread over minutes.
+    // ACI is cheaper, so it fills first up to a third of the burst; the rest goes to Fargate.
+    // The ACI create limits (100 per 5 min) are raised as an operator with a quota increase
+    // would, so the burst is not spread over minutes.
     let dir = tempfile::tempdir().unwrap();
     let policy = format!(
         "apiVersion: burstgate.io/v1alpha1
@@ -220,7 +281,7 @@ spec:
       provider: aci
       region: eastus
       pricing: {{vcpuHour: 0.03, gibHour: 0.003}}
-      quota: {{vcpu: 100, pods: {aci_pods}}}
+      quota: {{vcpu: {aci_pods}, pods: {aci_pods}}}
       aci: {{subscriptionId: {subscription}, resourceGroup: burstgate-crash}}
       rateLimits:
         - {{operation: create, burst: 400, perSecond: 40}}
@@ -228,26 +289,26 @@ spec:
       provider: fargate
       region: {region}
       pricing: {{vcpuHour: 0.04048, gibHour: 0.004445}}
-      quota: {{vcpu: 100, pods: 300}}
+      quota: {{vcpu: {n}, pods: {n}}}
       fargate: {{cluster: {cluster}, subnets: [{subnet}], securityGroups: [{sg}]}}
   rules:
     - name: everything
       match: {{}}
 ",
-        aci_pods = (n / 3).max(1),
         region = peers.get("ECS_REGION"),
         subnet = peers.get("ECS_TEST_SUBNET"),
         sg = peers.get("ECS_TEST_SG"),
     );
     std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
-    let mut env = moto_env(peers.get("ECS_ENDPOINT"));
+    let mut env = moto_env(&tap.url);
     env.extend(azure_env(peers.get("ACI_PRISM_URL")));
-    env.push(("BURSTGATE_GC_MIN_AGE_SECONDS", "20".into()));
+    env.push(("BURSTGATE_GC_MIN_AGE_SECONDS", gc_min_age.to_string()));
     let start = || Gateway::start_with_env(&node, &ns, dir.path(), "crashy", env.clone());
 
     let mut gw = start();
     node_ready(&client, &node).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let began = Instant::now();
     deployments
         .create(
@@ -256,68 +317,53 @@ spec:
         )
         .await
         .unwrap();
-    let mut kill_points = Vec::new();
-    for _ in 0..kills {
+    let mut landings = Vec::new();
+    for k in 1..=kills {
         tokio::time::sleep(rng.millis(500, 8000)).await;
-        kill_points.push(format!("{:.1}s", began.elapsed().as_secs_f64()));
+        let at = began.elapsed().as_secs_f64();
         gw.kill();
+        let l = landing(&pods, &subscription, &ecs, &cluster, &tap).await;
+        println!(
+            "crash safety: kill {k} at {at:.1}s: {} pods; {} placed and not created, {} created without a status, {} with a status",
+            l.pods, l.annotated_not_created, l.created_no_status, l.with_status
+        );
+        landings.push(l);
         gw = start();
     }
-    println!("crash safety: killed at {}", kill_points.join(", "));
-
-    // Every pod placed, with an IP, and exactly one live workload for it at the peers.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let (_, first_aci, first_fargate) = gw
-        .eventually(
-            &format!("{n} pods placed with one workload each"),
-            Duration::from_secs(420),
-            || async {
-                let list = pods
-                    .list(&ListParams::default().labels("app=burst"))
-                    .await
-                    .ok()?
-                    .items;
-                let placed = list
-                    .iter()
-                    .filter(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
-                    .count();
-                if list.len() != n || placed != n {
-                    return None;
-                }
-                let (aci, fargate) = (
-                    aci_census(&subscription).await,
-                    fargate_census(&ecs, &cluster).await,
-                );
-                (aci.live_count() + fargate.live_count() >= n).then_some((list, aci, fargate))
-            },
-        )
-        .await;
     println!(
-        "crash safety: {n} pods placed {:.1}s after the Deployment was created",
-        began.elapsed().as_secs_f64()
+        "crash safety: kills that landed between a placement and its create: {}, between a create and its status: {} (of {kills})",
+        landings
+            .iter()
+            .filter(|l| l.annotated_not_created > 0)
+            .count(),
+        landings.iter().filter(|l| l.created_no_status > 0).count(),
     );
-    let copies_at_settle = first_aci.live_count() + first_fargate.live_count() - n;
-    // A pod moved off a target whose answer was unknown may leave a copy there for a moment:
-    // orphan GC removes such strays (past its minimum age). Give it two passes.
-    let (list, aci, fargate) = eventually(
-        "stray copies collected",
-        Duration::from_secs(90),
-        || async {
+
+    // Every pod placed, with an IP; then, at once, exactly one live workload per pod at the
+    // peers and none of no pod.
+    let settle = Duration::from_secs(420.max(n as u64 * 6 / 5));
+    let list = gw
+        .eventually(&format!("{n} pods placed with an IP"), settle, || async {
             let list = pods
                 .list(&ListParams::default().labels("app=burst"))
                 .await
                 .ok()?
                 .items;
-            let (aci, fargate) = (
-                aci_census(&subscription).await,
-                fargate_census(&ecs, &cluster).await,
-            );
-            (aci.live_count() + fargate.live_count() == n).then_some((list, aci, fargate))
-        },
-    )
-    .await;
+            let placed = list
+                .iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
+                .count();
+            (list.len() == n && placed == n).then_some(list)
+        })
+        .await;
+    let placed_after = began.elapsed().as_secs_f64();
+    let (aci, fargate) = (
+        aci_census(&subscription).await,
+        fargate_census(&ecs, &cluster).await,
+    );
     let mut by_target: BTreeMap<String, usize> = BTreeMap::new();
-    let mut missing = Vec::new();
+    let mut lost = Vec::new();
+    let mut not_one = Vec::new();
     let mut untrue = Vec::new();
     for p in &list {
         let uid = p.uid().unwrap_or_default();
@@ -328,19 +374,32 @@ spec:
             .unwrap_or_default();
         *by_target.entry(target.clone()).or_default() += 1;
         let status = p.status.clone().unwrap_or_default();
+        let on_aci = aci.live.get(&uid).map(Vec::as_slice).unwrap_or_default();
+        let on_fargate = fargate
+            .live
+            .get(&uid)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if on_aci.len() + on_fargate.len() != 1 {
+            not_one.push(format!(
+                "{} ({target}): {} live on ACI, {} on Fargate",
+                p.name_any(),
+                on_aci.len(),
+                on_fargate.len()
+            ));
+        }
         let workloads = match target.as_str() {
-            "aci-eastus" => aci.live.get(&uid),
-            "fargate-use1" => fargate.live.get(&uid),
-            _ => None,
+            "aci-eastus" => on_aci,
+            "fargate-use1" => on_fargate,
+            _ => &[],
         };
-        let Some(workloads) = workloads else {
-            missing.push(format!("{} ({target})", p.name_any()));
+        let Some(live) = workloads.first() else {
+            lost.push(format!("{} ({target})", p.name_any()));
             continue;
         };
         // The pod says what its peer says: its workload's IP, and the phase of the workload's
         // state (a container group Running, with Ready; a task RUNNING, though moto leaves its
         // containers PENDING, or still PENDING/PROVISIONING).
-        let live = &workloads[0];
         let ip_matches = live.ip.as_deref() == status.pod_ip.as_deref();
         let ready = status
             .conditions
@@ -366,49 +425,47 @@ spec:
         }
     }
     let pod_uids: std::collections::HashSet<String> = list.iter().filter_map(|p| p.uid()).collect();
-    let strays: usize = aci
+    let strays: Vec<&String> = aci
         .live
         .keys()
         .chain(fargate.live.keys())
         .filter(|uid| !pod_uids.contains(*uid))
-        .count();
-    let both: usize = aci
-        .live
-        .keys()
-        .filter(|uid| fargate.live.contains_key(*uid))
-        .count();
-    let ever_created = aci.ever.values().sum::<usize>() + fargate.ever.values().sum::<usize>();
+        .collect();
+    let mut lives = Lifetimes::default();
+    lives.add_aci(&subscription).await;
+    lives.add_fargate(&ecs, &cluster, &tap).await;
+    let doubled = lives.doubled();
     println!(
-        "crash safety: placements {by_target:?}; live workloads ACI {} + Fargate {}; workloads ever started {ever_created}; \
-         copies collected as strays after settling {copies_at_settle}; duplicates: ACI {} Fargate {} across providers {both}, \
-         ever duplicated {}; missing {}; untrue statuses {}; strays {strays}",
+        "crash safety: {n} pods placed {placed_after:.1}s after the Deployment was created: {by_target:?}; live workloads ACI {} + Fargate {}; \
+         workloads ever created {} (RunTasks {}, PUTs on an existing group {}, tasks the tap did not time {}), pods with more than one workload in their history {}; \
+         ever doubled {}; not exactly one live workload {}; lost {}; untrue statuses {}; live workloads of no pod {}",
         aci.live_count(),
         fargate.live_count(),
-        aci.duplicates(),
-        fargate.duplicates(),
-        aci.ever_duplicated() + fargate.ever_duplicated(),
-        missing.len(),
+        lives.ever(),
+        tap.run_tasks(),
+        lives.aci_puts_on_existing,
+        lives.fargate_untimed,
+        lives.moved_or_recreated(),
+        doubled.len(),
+        not_one.len(),
+        lost.len(),
         untrue.len(),
+        strays.len(),
     );
-    assert_eq!(
-        aci.duplicates() + fargate.duplicates() + both,
-        0,
-        "duplicate live workloads"
-    );
-    assert_eq!(
-        aci.ever_duplicated() + fargate.ever_duplicated(),
-        0,
-        "a pod was started twice at some point"
+    lives.assert_never_two_at_once("crash safety, the burst");
+    assert!(
+        not_one.is_empty(),
+        "pods without exactly one live workload: {not_one:#?}"
     );
     assert!(
-        missing.is_empty(),
-        "pods without a workload at their peer: {missing:?}"
+        lost.is_empty(),
+        "pods without a workload at their target: {lost:?}"
     );
     assert!(
         untrue.is_empty(),
         "pods whose status is not their peer's: {untrue:#?}"
     );
-    assert_eq!(strays, 0, "live workloads of no pod");
+    assert!(strays.is_empty(), "live workloads of no pod: {strays:?}");
     assert!(
         by_target.get("aci-eastus").is_some_and(|c| *c > 0),
         "some pods on ACI: {by_target:?}"
@@ -420,7 +477,7 @@ spec:
 
     // Orphans: the Deployment and its pods are deleted while the gateway is down (pods forced
     // out, as a node drain with --force would); restarted, the gateway must collect every
-    // workload they left at the peers.
+    // workload they left at the peers, once they are past GC's minimum age.
     gw.kill();
     deployments
         .delete("burst", &DeleteParams::background())
@@ -430,7 +487,7 @@ spec:
         grace_period_seconds: Some(0),
         ..DeleteParams::default()
     };
-    eventually("every pod forced out", Duration::from_secs(120), || async {
+    eventually("every pod forced out", Duration::from_secs(300), || async {
         let left = pods
             .list(&ListParams::default().labels("app=burst"))
             .await
@@ -448,7 +505,7 @@ spec:
     let gw = start();
     gw.eventually(
         "every orphan collected",
-        Duration::from_secs(200),
+        Duration::from_secs(gc_min_age + 300),
         || async {
             let left = aci_census(&subscription).await.live_count()
                 + fargate_census(&ecs, &cluster).await.live_count();
@@ -456,9 +513,17 @@ spec:
         },
     )
     .await;
+    let mut lives = Lifetimes::default();
+    lives.add_aci(&subscription).await;
+    lives.add_fargate(&ecs, &cluster, &tap).await;
     println!(
-        "crash safety: {orphans} orphans left by pods deleted while the gateway was down, all collected {:.1}s after it restarted; 0 left",
-        collecting.elapsed().as_secs_f64()
+        "crash safety: {orphans} orphans left by pods deleted while the gateway was down, all collected {:.1}s after it restarted (GC minimum age {gc_min_age}s); orphans after GC 0; \
+         over the whole run: workloads ever created {}, ever doubled {}; {:.0}s in all",
+        collecting.elapsed().as_secs_f64(),
+        lives.ever(),
+        lives.doubled().len(),
+        started.elapsed().as_secs_f64(),
     );
     assert!(orphans > 0, "the scenario left no orphan to collect");
+    lives.assert_never_two_at_once("crash safety, the whole run");
 }

@@ -1,8 +1,10 @@
 //! Kills at every step: `burstgate run` (the real binary) is made to abort exactly after each
 //! named step of a pod's journey (`BURSTGATE_FAIL_AFTER`, see `src/failpoint.rs`), on ACI (the
-//! emulator behind Prism) and on Fargate (moto), and restarted. After each kill the invariants
-//! are counted at the peer: every pod has exactly one live workload, its IP is the workload's,
-//! deleted pods leave no workload, and orphans are collected.
+//! emulator behind Prism) and on Fargate (moto, behind the test's recording tap), and restarted.
+//! After each kill the invariants are counted at the peer: every pod has exactly one live
+//! workload, its IP is the workload's, no pod ever had two workloads alive at the same instant
+//! (the peers' logs, `common::copies`), deleted pods leave no workload, and orphans are
+//! collected.
 
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use serde_json::json;
 
 use burstgate::failpoint::FailPoint;
 
+use crate::common::copies::{EcsTap, Lifetimes};
 use crate::common::gateway::{
     Gateway, NodeCleanup, aci_faults, aks_deployment, azure_env, gateway_namespace, moto_env,
     node_ready, subscription_id,
@@ -38,6 +41,16 @@ impl Peer {
             Peer::Fargate { cluster } => fargate_census(&ecs_client(), cluster).await,
         }
     }
+
+    /// Every workload the peer ever ran for the test, with when it was alive.
+    async fn lifetimes(&self, tap: &EcsTap) -> Lifetimes {
+        let mut lives = Lifetimes::default();
+        match self {
+            Peer::Aci { subscription } => lives.add_aci(subscription).await,
+            Peer::Fargate { cluster } => lives.add_fargate(&ecs_client(), cluster, tap).await,
+        }
+        lives
+    }
 }
 
 /// One test's world: a namespace, a virtual node, a policy with one target, the environment
@@ -50,6 +63,8 @@ struct World {
     dir: tempfile::TempDir,
     env: Vec<(&'static str, String)>,
     peer: Peer,
+    /// The gateway reaches moto through it.
+    tap: EcsTap,
 }
 
 impl World {
@@ -88,7 +103,8 @@ impl World {
             ),
         )
         .unwrap();
-        let mut env = moto_env(peers.get("ECS_ENDPOINT"));
+        let tap = EcsTap::start().await;
+        let mut env = moto_env(&tap.url);
         env.extend(azure_env(peers.get("ACI_PRISM_URL")));
         // Orphans are collected a few seconds after they are first seen.
         env.push(("BURSTGATE_GC_MIN_AGE_SECONDS", "4".into()));
@@ -100,7 +116,16 @@ impl World {
             dir,
             env,
             peer,
+            tap,
         }
+    }
+
+    /// Panics when a pod of the test ever had two workloads alive at once.
+    async fn never_two_at_once(&self, when: &str) {
+        self.peer
+            .lifetimes(&self.tap)
+            .await
+            .assert_never_two_at_once(when);
     }
 
     fn start(&self, armed: Option<FailPoint>) -> Gateway {
@@ -202,6 +227,9 @@ async fn kills_during_placement(world: &World) {
             )
             .await;
         assert_eq!(pods, PODS as usize * (i + 1));
+        world
+            .never_two_at_once(&format!("a kill after {}", point.as_str()))
+            .await;
         gw.kill();
     }
 }
@@ -219,6 +247,7 @@ async fn kill_after_a_delete(world: &World) {
     world
         .emptied(&gw, "every pod and workload gone after a kill mid-delete")
         .await;
+    world.never_two_at_once("a kill after delete-called").await;
     gw.kill();
 }
 
@@ -259,6 +288,12 @@ async fn kill_after_gc_listed(world: &World) {
     world
         .emptied(&gw, "the orphans collected after a kill mid-GC")
         .await;
+    let lives = world.peer.lifetimes(&world.tap).await;
+    lives.assert_never_two_at_once("a kill after gc-listed");
+    println!(
+        "fail points: workloads ever created {}, ever doubled 0",
+        lives.ever()
+    );
     gw.kill();
 }
 

@@ -16,6 +16,7 @@ mod gateway_e2e;
 mod gateway_node;
 mod gateway_pods;
 mod identity;
+mod in_doubt;
 mod kubelet;
 mod peers;
 mod realistic_pods;

@@ -201,6 +201,8 @@ impl Layers {
         }
         let first = Instant::now();
         let mut attempt = 0u32;
+        // Whether every failed attempt so far was throttled (then none was carried out).
+        let mut only_throttled = true;
         loop {
             attempt += 1;
             self.take(class, 1).await;
@@ -231,6 +233,7 @@ impl Layers {
                 }
                 Err(e) => e,
             };
+            only_throttled &= matches!(err, ProviderError::Throttled { .. });
             let wait = retry::backoff(
                 &inner.settings.retry,
                 attempt,
@@ -239,9 +242,10 @@ impl Layers {
             );
             if !retry::may_retry(&inner.settings.retry, attempt, first.elapsed(), wait) {
                 self.record(class, false);
-                let cause = match err {
-                    ProviderError::Throttled { .. } => GaveUpCause::Throttled,
-                    _ => GaveUpCause::Unavailable,
+                let cause = if only_throttled {
+                    GaveUpCause::Throttled
+                } else {
+                    GaveUpCause::Unavailable
                 };
                 return Err(ProviderError::Target(TargetRejection::GaveUp {
                     cause,
@@ -400,6 +404,39 @@ mod tests {
             }
             other => panic!("expected a target error, got {other:?}"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_passed_throttled_after_a_failed_attempt_may_have_landed() {
+        let l = layers(5, Arc::default());
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let r: Result<(), _> = l
+            .call(OperationClass::Create, "Put", || {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async move {
+                    if n == 0 {
+                        Err(ProviderError::Transient {
+                            message: "503".into(),
+                            retry_after: None,
+                        })
+                    } else {
+                        Err(throttled())
+                    }
+                }
+            })
+            .await;
+        let err = r.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ProviderError::Target(TargetRejection::GaveUp {
+                    cause: GaveUpCause::Unavailable,
+                    ..
+                })
+            ),
+            "the first attempt may have been carried out: {err:?}"
+        );
+        assert!(err.outcome_unknown());
     }
 
     #[tokio::test(start_paused = true)]
@@ -580,6 +617,9 @@ mod tests {
             refused,
             ProviderError::Target(TargetRejection::CircuitOpen { target: "t".into() })
         );
-        assert!(refused.outcome_unknown());
+        assert!(
+            !refused.outcome_unknown(),
+            "an open circuit made no attempt: this call did nothing"
+        );
     }
 }

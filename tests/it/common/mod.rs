@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test module uses its own subset
 
 pub mod control_plane;
+pub mod copies;
 pub mod fault_proxy;
 pub mod gateway;
 pub mod partition;

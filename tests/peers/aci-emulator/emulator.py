@@ -672,6 +672,81 @@ class Emulator:
 
 EMU = Emulator()
 
+
+# --- Creation log (control API `/_emulator/history`) --------------------------------------------
+#
+# Every container group ever created, per subscription, with when it was created and when a
+# DELETE removed it, and every PUT that hit an existing group: the tests build each workload's
+# alive interval from it. Deleted groups stay in the log (the state forgets them). Called with
+# EMU.lock held; `reset` forgets a subscription's log with the rest of its state.
+
+POD_UID_TAG = "burstgate.io-pod-uid"  # the ARM tag the gateway puts the pod UID in
+
+
+class History:
+    def __init__(self) -> None:
+        self.by_sub: dict[str, list[dict]] = {}
+
+    def _live(self, grp: Group) -> dict | None:
+        """The record of `grp`'s current incarnation (created, not yet deleted)."""
+        for rec in reversed(self.by_sub.get(grp.sub.lower(), [])):
+            if rec["_key"] == grp.key and rec["deleteRequestedAt"] is None:
+                return rec
+        return None
+
+    def created(self, grp: Group, now: float) -> None:
+        self.by_sub.setdefault(grp.sub.lower(), []).append({
+            "_key": grp.key,
+            "id": grp.resource_id(),
+            "subscriptionId": grp.sub,
+            "resourceGroup": grp.rg,
+            "name": grp.name,
+            "location": grp.location,
+            "podUid": grp.tags.get(POD_UID_TAG),
+            "createdAt": now,
+            "deleteRequestedAt": None,
+            "deletedAt": None,
+            "puts": [],
+        })
+
+    def put_on_existing(self, grp: Group, now: float, spec_changed: bool | None) -> None:
+        """A PUT on an existing group: an update (`spec_changed` says whether it re-provisions), or
+        `None` when it was refused because the group is being deleted."""
+        rec = self._live(grp) or next(
+            (r for r in reversed(self.by_sub.get(grp.sub.lower(), [])) if r["_key"] == grp.key), None
+        )
+        if rec is not None:
+            outcome = "refused" if spec_changed is None else ("reprovisioned" if spec_changed else "unchanged")
+            rec["puts"].append({"at": now, "outcome": outcome})
+
+    def deleted(self, grp: Group, now: float, gone_at: float) -> None:
+        rec = self._live(grp)
+        if rec is not None:
+            rec["deleteRequestedAt"], rec["deletedAt"] = now, gone_at
+
+    def view(self, sub: str | None) -> dict:
+        def out(rec: dict) -> dict:
+            r = {k: v for k, v in rec.items() if k != "_key"}
+            for k in ("createdAt", "deleteRequestedAt", "deletedAt"):
+                r[k + "Epoch"] = r[k]
+                r[k] = None if r[k] is None else iso(r[k])
+            r["puts"] = [{"at": iso(p["at"]), "atEpoch": p["at"], "outcome": p["outcome"]} for p in rec["puts"]]
+            return r
+
+        subs = [sub.lower()] if sub else sorted(self.by_sub)
+        groups = [out(rec) for s in subs for rec in self.by_sub.get(s, [])]
+        groups.sort(key=lambda r: r["createdAtEpoch"])
+        return {"groups": groups, "now": iso(time.time()), "nowEpoch": time.time()}
+
+    def reset(self, sub: str | None) -> None:
+        if sub is None:
+            self.by_sub.clear()
+        else:
+            self.by_sub.pop(sub.lower(), None)
+
+
+HISTORY = History()
+
 # --- ARM routing ------------------------------------------------------------------------------
 
 SUB = r"/subscriptions/(?P<sub>[^/]+)"
@@ -819,6 +894,7 @@ def arm_put(now, method, path, query, raw, g, sub) -> Answer:
     tags = dict(body.get("tags") or {})
     if grp is not None:
         if grp.deleting_until is not None:
+            HISTORY.put_on_existing(grp, now, None)
             raise ArmError(409, "Conflict", f"The container group '{name}' is being deleted. Please retry later.")
         if grp.location != location:
             raise ArmError(
@@ -829,6 +905,7 @@ def arm_put(now, method, path, query, raw, g, sub) -> Answer:
                 f"'{location}'. Please select a new resource name.",
             )
         grp.tags = tags
+        HISTORY.put_on_existing(grp, now, spec_of(grp.body) != spec_of(body))
         if spec_of(grp.body) == spec_of(body):
             grp.body = body
             return Answer(200, group_view(grp, now))
@@ -840,6 +917,7 @@ def arm_put(now, method, path, query, raw, g, sub) -> Answer:
     grp = Group(sub, rg, name, body, now, delay, EMU.allocate_ip(props), "", now, tags=tags)
     grp.op_id = EMU.new_op(sub, location, grp.key, "create", now, grp.ready_at())
     EMU.groups[grp.key] = grp
+    HISTORY.created(grp, now)
     return Answer(201, group_view(grp, now), {"Azure-AsyncOperation": async_op_url(sub, location, grp.op_id)})
 
 
@@ -865,11 +943,13 @@ def arm_delete(now, method, path, query, raw, g, sub) -> Answer:
         return Answer(202, None, {"Azure-AsyncOperation": async_op_url(sub, grp.location, op_id), "Location": async_op_url(sub, grp.location, op_id), "Retry-After": "1"})
     if delay > 0:
         grp.deleting_until = now + delay
+        HISTORY.deleted(grp, now, grp.deleting_until)
         op_id = EMU.new_op(sub, grp.location, grp.key, "delete", now, grp.deleting_until)
         url = async_op_url(sub, grp.location, op_id)
         return Answer(202, None, {"Azure-AsyncOperation": url, "Location": url, "Retry-After": "1"})
     view = group_view(grp, now)
     del EMU.groups[grp.key]
+    HISTORY.deleted(grp, now, now)
     return Answer(200, view)
 
 
@@ -1690,7 +1770,10 @@ def control(method: str, path: str, query: dict, raw: bytes) -> Answer:
             if not isinstance(body, dict):
                 return Answer(400, {"error": "faults must be a JSON object"})
             return Answer(200, {"faults": EMU.apply_faults(body)})
+        if path == "/_emulator/history" and method == "GET":
+            return Answer(200, HISTORY.view(sub))
         if path == "/_emulator/reset" and method == "POST":
+            HISTORY.reset(sub)
             EMU.reset(sub)
             return Answer(200, {"reset": sub or "*"})
     return Answer(404, {"error": f"no control endpoint {method} {path}"})

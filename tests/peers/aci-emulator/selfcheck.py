@@ -130,10 +130,18 @@ def main():
     time.sleep(1.1)
     st, _, _ = call("PUT", url.replace("/demo", "/later"), body, token)
     check(st == 201, "... until it comes back")
+    body["tags"] = {"burstgate.io-pod-uid": "selfcheck-uid"}
+    st, _, _ = call("PUT", url, body, token)
+    check(st == 200, "a second PUT of the same group is an update: 200")
     st, _, _ = call("DELETE", url, token=token)
     check(st == 200, "DELETE answers 200")
     st, _, _ = call("DELETE", url, token=token)
     check(st == 204, "a second DELETE answers 204")
+    st, _, h = call("GET", f"{EMU}/_emulator/history?subscriptionId={SUB}")
+    demo = [g for g in h["groups"] if g["name"] == "demo"]
+    check(st == 200 and len(demo) == 1 and demo[0]["deletedAtEpoch"] >= demo[0]["createdAtEpoch"]
+          and [p["outcome"] for p in demo[0]["puts"]] == ["unchanged"] and not any(g["name"] == "bad" for g in h["groups"]),
+          "the creation log keeps the deleted group, its update and its deletion, and no refused create")
     call("POST", f"{EMU}/_emulator/reset", {"subscriptionId": SUB})
     print("selfcheck passed")
 
