@@ -149,6 +149,23 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
+/// Whether a delete failed without the target answering it (a transient failure or timeout,
+/// retries exhausted whatever their cause, an open circuit): the workload may still run, so the
+/// pod stays Terminating and the delete is tried again. Wider than
+/// [`ProviderError::outcome_unknown`], which is about whether a call may have been carried out
+/// (an open circuit made no call: the workload is still there all the same).
+fn delete_unanswered(e: &ProviderError) -> bool {
+    use crate::provider::TargetRejection;
+    e.is_retryable()
+        || e.outcome_unknown()
+        || matches!(
+            e,
+            ProviderError::Target(
+                TargetRejection::CircuitOpen { .. } | TargetRejection::GaveUp { .. }
+            )
+        )
+}
+
 impl PodController {
     fn new(gw: Arc<Gateway>) -> Arc<PodController> {
         let reporter = Reporter {
@@ -657,7 +674,7 @@ impl PodController {
                 // The target could not be reached (retries exhausted, circuit open): the
                 // workload may still run, so the pod stays Terminating and the delete is tried
                 // again (`error_policy`) until the target answers; no orphan is left to GC.
-                Err(e) if e.is_retryable() || e.outcome_unknown() => return Err(e.into()),
+                Err(e) if delete_unanswered(&e) => return Err(e.into()),
                 Err(e) => {
                     tracing::warn!(pod = %pod.name_any(), error = %e, "provider refused the delete; the orphan collector will retry")
                 }
@@ -965,6 +982,38 @@ mod tests {
         let waiting = serde_json::json!({"phase": "Pending", "containerStatuses": [{"name": "c", "image": "i", "imageID": "",
             "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]});
         assert!(!mirrors_a_workload(&pod(waiting)));
+    }
+
+    #[test]
+    fn a_delete_the_target_never_answered_is_retried_and_a_refusal_is_left_to_the_orphan_collector()
+    {
+        use crate::provider::{GaveUpCause, TargetRejection};
+        let gave_up = |cause| {
+            ProviderError::Target(TargetRejection::GaveUp {
+                cause,
+                api: "StopTask",
+                target: "t".into(),
+                attempts: 3,
+                elapsed: Duration::from_secs(20),
+                last: "503".into(),
+            })
+        };
+        for unanswered in [
+            gave_up(GaveUpCause::Unavailable),
+            gave_up(GaveUpCause::Throttled),
+            ProviderError::Target(TargetRejection::CircuitOpen { target: "t".into() }),
+            ProviderError::TimedOut {
+                api: "StopTask",
+                after: Duration::from_secs(5),
+            },
+        ] {
+            assert!(delete_unanswered(&unanswered), "{unanswered}");
+        }
+        let refused = ProviderError::Target(TargetRejection::Cloud {
+            code: "AuthorizationFailed".into(),
+            message: "no".into(),
+        });
+        assert!(!delete_unanswered(&refused), "{refused}");
     }
 
     #[test]
