@@ -14,6 +14,7 @@ pub mod node;
 pub mod outcome;
 pub mod placement;
 pub mod pod;
+pub mod provider_events;
 pub mod reload;
 pub mod resolve;
 pub mod status;

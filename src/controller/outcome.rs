@@ -502,6 +502,7 @@ mod tests {
                 last_state: None,
             }],
             init_containers: Vec::new(),
+            events: Vec::new(),
             message: None,
         }
     }

@@ -37,7 +37,7 @@ use crate::controller::outcome::{self, Outcome, Room, Withdraw};
 use crate::controller::placement::Workload;
 use crate::controller::resolve;
 use crate::controller::status::{PodPhase, RestartPolicy};
-use crate::controller::{admission, placement, status};
+use crate::controller::{admission, placement, provider_events, status};
 use crate::failpoint::{self, FailPoint};
 use crate::policy::model::ProviderKind;
 use crate::policy::{Exclusion, ExclusionReason, PodView, Policy};
@@ -120,6 +120,8 @@ pub struct PodController {
     /// died and the target did not answer the listing at start. Such a pod leaves its target
     /// only once the target confirmed the workload is gone (`Withdraw::First`).
     in_doubt: Mutex<HashSet<String>>,
+    /// Per pod UID, the names of the provider events already forwarded as pod Events.
+    forwarded: Mutex<HashMap<String, HashSet<String>>>,
     /// True once the ledger has been rebuilt from the pods on the node.
     ready: watch::Sender<bool>,
 }
@@ -179,6 +181,7 @@ impl PodController {
             created: Mutex::default(),
             rejected: Mutex::default(),
             polled: Mutex::default(),
+            forwarded: Mutex::default(),
             written: Mutex::default(),
             unreachable: Mutex::default(),
             in_doubt: Mutex::default(),
@@ -215,6 +218,29 @@ impl PodController {
         if let Err(e) = self.recorder.publish(&ev, &pod.object_ref(&())).await {
             tracing::warn!(pod = %pod.name_any(), error = %e, "could not publish an event");
         }
+    }
+
+    /// Forwards the provider's container events about `pod` it has not forwarded yet.
+    async fn forward_events(&self, pod: &Pod, events: &[crate::provider::ProviderEvent]) {
+        let uid = pod.uid().unwrap_or_default();
+        let mut sent = self
+            .forwarded
+            .lock()
+            .expect("forwarded lock")
+            .remove(&uid)
+            .unwrap_or_default();
+        provider_events::forward(
+            &self.gw.client,
+            pod,
+            events,
+            &self.gw.config.node_name,
+            &mut sent,
+        )
+        .await;
+        self.forwarded
+            .lock()
+            .expect("forwarded lock")
+            .insert(uid, sent);
     }
 
     fn pod_api(&self, pod: &Pod) -> Api<Pod> {
@@ -691,6 +717,7 @@ impl PodController {
         self.in_doubt.lock().expect("in-doubt lock").remove(&uid);
         self.rejected.lock().expect("rejected lock").remove(&uid);
         self.polled.lock().expect("polled lock").remove(&uid);
+        self.forwarded.lock().expect("forwarded lock").remove(&uid);
         self.written.lock().expect("written lock").remove(&uid);
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
@@ -797,6 +824,13 @@ impl PodController {
                 .lock()
                 .expect("polled lock")
                 .insert(pod.uid().unwrap_or_default(), Instant::now());
+            if let Some(events) = statuses
+                .get(id)
+                .map(|s| &s.events)
+                .filter(|e| !e.is_empty())
+            {
+                self.forward_events(pod, events).await;
+            }
             let outcome = outcome::observed(target, statuses.get(id), RestartPolicy::of(pod));
             if let Err(e) = self.follow(pod, outcome).await {
                 self.failed(pod, &e, "status patch failed");

@@ -376,6 +376,7 @@ mod tests {
                 last_state: None,
             }],
             init_containers: Vec::new(),
+            events: Vec::new(),
             message: None,
         }
     }

@@ -155,6 +155,24 @@ pub struct ContainerStatus {
     pub last_state: Option<ContainerState>,
 }
 
+/// Something the provider reports happened to a container (ACI's `Pulling`, `Pulled`,
+/// `Started`, `Killing`, `BackOff`...), forwarded to the pod as an Event once per occurrence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderEvent {
+    /// The container it is about.
+    pub container: String,
+    /// The provider's name for it (`Pulled`), the Event's reason.
+    pub reason: String,
+    /// Its text.
+    pub message: String,
+    /// A warning rather than a normal event.
+    pub warning: bool,
+    /// How many times the provider has seen it (it aggregates repeats).
+    pub count: i32,
+    /// RFC 3339 time of the last occurrence.
+    pub last_seen: String,
+}
+
 /// The provider's view of a workload's lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkloadPhase {
@@ -187,6 +205,8 @@ pub struct WorkloadStatus {
     pub containers: Vec<ContainerStatus>,
     /// Init containers, in pod spec order, when the provider reports them (else empty).
     pub init_containers: Vec<ContainerStatus>,
+    /// The containers' events as the provider reports them (empty when it reports none).
+    pub events: Vec<ProviderEvent>,
     /// A provider message (events, failure reason).
     pub message: Option<String>,
 }

@@ -15,8 +15,8 @@ pub mod sim;
 pub use contract::{
     Capabilities, ContainerState, ContainerStatus, ExecEvent, ExecInput, ExecOutput, ExecRequest,
     ExecSession, ExitCode, GaveUpCause, LogOptions, OwnedWorkload, Owner, PodRejection, Provider,
-    ProviderError, TargetRejection, TerminalSize, WorkloadPhase, WorkloadSpec, WorkloadStatus,
-    workload_id,
+    ProviderError, ProviderEvent, TargetRejection, TerminalSize, WorkloadPhase, WorkloadSpec,
+    WorkloadStatus, workload_id,
 };
 pub use limits::{
     Bucket, Capacity, PublishedBucket, Scope, capacity, default_buckets, effective,

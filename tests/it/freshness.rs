@@ -189,3 +189,100 @@ async fn exits_on_aci_reach_their_pods_at_the_read_cadence_within_two_arm_reads_
         "every pod Failed with its container"
     );
 }
+
+/// The reasons of the Events about pod `name`, as `kubectl describe` lists them.
+async fn event_reasons(client: &kube::Client, ns: &str, name: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// GETs of the group of `uid` the emulator answered since `since` (seconds since the epoch).
+async fn group_reads_since(subscription: &str, uid: &str, since: f64) -> usize {
+    let requests: serde_json::Value = reqwest::get(format!(
+        "{}/_emulator/requests?subscriptionId={subscription}",
+        peers().get("ACI_EMULATOR_URL")
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    requests["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["method"] == "GET"
+                && r["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with(&format!("/bg-{uid}")))
+        })
+        .filter(|r| seconds(r["time"].as_str().unwrap()) > since)
+        .count()
+}
+
+#[tokio::test]
+async fn acis_container_events_reach_the_pod_once_each_also_across_a_gateway_restart() {
+    let mut s = aci_only("provider-events", "provider-events").await;
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), &s.ns);
+    let pod = pods
+        .create(
+            &PostParams::default(),
+            &exiting_pod("events-0", &s.node, 3600.0),
+        )
+        .await
+        .unwrap();
+    let uid = pod.uid().unwrap();
+    let (client, ns) = (s.client.clone(), s.ns.clone());
+    let wanted = ["Pulling", "Pulled", "Started"];
+    s.gw.eventually(
+        "the container's Pulling, Pulled and Started on the pod",
+        Duration::from_secs(90),
+        || async {
+            let reasons = event_reasons(&client, &ns, "events-0").await;
+            wanted
+                .iter()
+                .all(|w| reasons.iter().any(|r| r == w))
+                .then_some(())
+        },
+    )
+    .await;
+
+    // A new gateway reads the group afresh (its cache is empty) and sees the same events.
+    s.gw.kill_now();
+    let restarted = now();
+    let dir = s.guards.1.path().to_path_buf();
+    s.gw = crate::common::gateway::Gateway::start_with_env(
+        &s.node,
+        &s.ns,
+        &dir,
+        "solo",
+        crate::common::gateway::azure_env(peers().get("ACI_PRISM_URL")),
+    );
+    let subscription = s.subscription.clone();
+    s.gw.eventually(
+        "the restarted gateway reading the group",
+        Duration::from_secs(90),
+        || async { (group_reads_since(&subscription, &uid, restarted).await > 0).then_some(()) },
+    )
+    .await;
+    // What it made of that read (a create refused as already there, or a duplicate) is in the
+    // apiserver a moment later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reasons = event_reasons(&client, &ns, "events-0").await;
+    for w in wanted {
+        assert_eq!(
+            reasons.iter().filter(|r| *r == w).count(),
+            1,
+            "{w} forwarded once: {reasons:?}"
+        );
+    }
+}

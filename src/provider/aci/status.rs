@@ -27,7 +27,7 @@ use serde::Deserialize;
 
 use crate::provider::aci::translate::{OWNER_TAGS, TAG_CREATED};
 use crate::provider::contract::{
-    ContainerState, ContainerStatus, OwnedWorkload, WorkloadPhase, WorkloadStatus,
+    ContainerState, ContainerStatus, OwnedWorkload, ProviderEvent, WorkloadPhase, WorkloadStatus,
 };
 
 /// A container group as ARM returns it (GET or list item); only what the mapping reads.
@@ -239,6 +239,30 @@ fn container_status(c: &ContainerView, fallback_waiting: &str) -> ContainerStatu
     }
 }
 
+/// The events ACI keeps for container `c` (GET only).
+fn container_events(c: &ContainerView) -> Vec<ProviderEvent> {
+    let Some(view) = c.properties.instance_view.as_ref() else {
+        return Vec::new();
+    };
+    view.events
+        .iter()
+        .filter_map(|e| {
+            Some(ProviderEvent {
+                container: c.name.clone(),
+                reason: e.name.clone().filter(|n| !n.is_empty())?,
+                message: e.message.clone().unwrap_or_default(),
+                warning: e.type_.as_deref() == Some("Warning"),
+                count: e.count.unwrap_or(1),
+                last_seen: e
+                    .last_timestamp
+                    .clone()
+                    .or_else(|| e.first_timestamp.clone())
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
 /// A `Terminated` state view in Kubernetes' words.
 fn terminated(s: &StateView) -> ContainerState {
     let exit_code = s.exit_code.unwrap_or(-1);
@@ -304,6 +328,12 @@ pub(crate) fn workload_status(id: &str, group: &GroupView) -> WorkloadStatus {
         started_at,
         containers,
         init_containers,
+        events: p
+            .init_containers
+            .iter()
+            .chain(&p.containers)
+            .flat_map(container_events)
+            .collect(),
         message,
     }
 }

@@ -126,6 +126,8 @@ pub(crate) fn workload_status(pod: &Pod, now: Timestamp, grace: Duration) -> Wor
                 .unwrap_or_default(),
             scheduler_message,
         ),
+        // The shadow pod's kubelet publishes its own Events about the shadow pod.
+        events: Vec::new(),
         message,
     }
 }

@@ -110,6 +110,7 @@ pub(crate) fn workload_status(id: &str, task: &Task) -> WorkloadStatus {
         started_at: task.created_at().map(rfc3339),
         containers,
         init_containers,
+        events: Vec::new(),
         message,
         phase,
     }

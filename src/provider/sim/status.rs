@@ -99,6 +99,7 @@ pub(crate) fn status_at(
         started_at: Some(ts(created)),
         containers: containers(cold, 0, false),
         init_containers: Vec::new(),
+        events: Vec::new(),
         message: None,
     };
     let Some(t) = elapsed.checked_sub(cold_start) else {

@@ -245,6 +245,12 @@ impl Gateway {
             .is_none()
     }
 
+    /// [`Gateway::kill`] in place, for a test that starts another in its stead.
+    pub fn kill_now(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGKILL, as a node failure or the OOM killer would: no shutdown path runs.
     pub fn kill(mut self) {
         let _ = self.child.kill();
