@@ -510,7 +510,8 @@ spec:
       region: {region}
       pricing: {{vcpuHour: 0.04048, gibHour: 0.004445, minimumSeconds: 60}}
       quota: {{vcpu: 40, pods: 20}}
-      fargate: {{cluster: {cluster}, subnets: [{subnet}], securityGroups: [{sg}]}}
+      fargate: {{cluster: {cluster}, subnets: [{subnet}], securityGroups: [{sg}],
+                executionRoleArn: arn:aws:iam::123456789012:role/burstgate-task-execution}}
   rules:
     - name: everything
       match: {{}}
@@ -520,7 +521,7 @@ spec:
         sg = peers.get("ECS_TEST_SG"),
     );
     std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
-    let _gw = Gateway::start_with_env(
+    let gw = Gateway::start_with_env(
         &node,
         &ns,
         dir.path(),
@@ -528,9 +529,27 @@ spec:
         moto_env(peers.get("ECS_ENDPOINT")),
     );
     node_ready(&client, &node).await;
+    // The app reads a database password from a Secret, as its env.
+    let password = format!("fargate-db-password-{}", unique_name("s"));
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "db"},
+        "stringData": {"password": password},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let mut deployment = serde_json::to_value(aks_deployment("burst", 3, &node)).unwrap();
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"] = serde_json::json!([
+        {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}
+    ]);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     deployments
-        .create(&PostParams::default(), &aks_deployment("burst", 3, &node))
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(deployment).unwrap(),
+        )
         .await
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -622,6 +641,23 @@ spec:
         "fargate e2e: 3 pods placed on moto with their tasks' IPs, {} tasks",
         tasks().await
     );
+    // The password reached no log line, Event, annotation or metric, and nothing of ECS at
+    // moto (task definitions, tasks): only Secrets Manager holds it, which the task references.
+    let moto: serde_json::Value =
+        reqwest::get(format!("{}/moto-api/data.json", peers.get("ECS_ENDPOINT")))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert!(
+        moto["ecs"]["TaskDefinition"]
+            .to_string()
+            .contains("DB_PASSWORD"),
+        "the task definitions name the secret env var"
+    );
+    gw.assert_no_leak(&client, &ns, &[&password], &[moto["ecs"].clone()], &[])
+        .await;
 
     deployments
         .delete("burst", &DeleteParams::foreground())
