@@ -64,6 +64,20 @@ async fn groups_by_pod(subscription: &str) -> BTreeMap<String, Vec<(String, Opti
     by_pod
 }
 
+/// `Some` once at least 3 pods labelled `app=burst` run: the burst is under way.
+async fn under_way(pods: &Api<Pod>) -> Option<()> {
+    let list = pods
+        .list(&ListParams::default().labels("app=burst"))
+        .await
+        .ok()?
+        .items;
+    let running = list
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .count();
+    (running >= 3).then_some(())
+}
+
 /// The pods labelled `app=burst` once there are at least `n`, every one Running with the IP of
 /// its one group, and no group belongs to anything else; else what is not so yet.
 async fn one_group_per_running_pod(
@@ -188,17 +202,8 @@ async fn a_burst_goes_on_across_an_apiserver_and_etcd_restart_with_one_group_per
         .await
         .unwrap();
     }
-    gw.eventually("the burst under way", Duration::from_secs(120), || async {
-        let list = pods
-            .list(&ListParams::default().labels("app=burst"))
-            .await
-            .ok()?
-            .items;
-        let running = list
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .count();
-        (running >= 3).then_some(())
+    gw.eventually("the burst under way", Duration::from_secs(120), || {
+        under_way(&pods)
     })
     .await;
 
@@ -347,18 +352,7 @@ async fn a_leader_cut_off_from_the_apiserver_stops_acting_before_the_standby_lea
     a.eventually(
         "the burst under way on replica-a",
         Duration::from_secs(120),
-        || async {
-            let list = pods
-                .list(&ListParams::default().labels("app=burst"))
-                .await
-                .ok()?
-                .items;
-            let running = list
-                .iter()
-                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-                .count();
-            (running >= 3).then_some(())
-        },
+        || under_way(&pods),
     )
     .await;
 

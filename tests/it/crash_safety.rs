@@ -19,7 +19,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
-use crate::common::copies::{EcsTap, Lifetimes};
+use crate::common::copies::{EcsTap, Lifetimes, described_tasks, task_pod_uid};
 use crate::common::gateway::{
     Gateway, NodeCleanup, aci_faults, aci_groups, aks_deployment, azure_env, gateway_namespace,
     moto_env, node_ready,
@@ -112,60 +112,25 @@ pub(crate) async fn aci_census(subscription: &str) -> Census {
 
 /// The live tasks of `cluster` at moto, by their pod-uid tag.
 pub(crate) async fn fargate_census(ecs: &aws_sdk_ecs::Client, cluster: &str) -> Census {
-    use aws_sdk_ecs::types::{DesiredStatus, TaskField};
     let mut census = Census::default();
-    let status = DesiredStatus::Running;
-    {
-        let mut arns = Vec::new();
-        let mut next = None;
-        loop {
-            let page = ecs
-                .list_tasks()
-                .cluster(cluster)
-                .desired_status(status.clone())
-                .set_next_token(next)
-                .send()
-                .await
-                .expect("ListTasks on moto");
-            arns.extend(page.task_arns().iter().cloned());
-            next = page.next_token().map(str::to_string);
-            if next.is_none() {
-                break;
-            }
-        }
-        for chunk in arns.chunks(100) {
-            let described = ecs
-                .describe_tasks()
-                .cluster(cluster)
-                .set_tasks(Some(chunk.to_vec()))
-                .include(TaskField::Tags)
-                .send()
-                .await
-                .expect("DescribeTasks on moto");
-            for t in described.tasks() {
-                let uid = t
-                    .tags()
-                    .iter()
-                    .find(|tag| tag.key() == Some("burstgate.io/pod-uid"))
-                    .and_then(|tag| tag.value());
-                let Some(uid) = uid.map(str::to_string) else {
-                    continue;
-                };
-                if t.last_status() != Some("STOPPED") && t.desired_status() != Some("STOPPED") {
-                    let ip = t
-                        .attachments()
-                        .iter()
-                        .flat_map(|a| a.details())
-                        .find(|d| d.name() == Some("privateIPv4Address"))
-                        .and_then(|d| d.value())
-                        .map(str::to_string);
-                    census.live.entry(uid).or_default().push(Live {
-                        name: t.task_arn().unwrap_or_default().to_string(),
-                        ip,
-                        state: t.last_status().unwrap_or_default().to_string(),
-                    });
-                }
-            }
+    let running = aws_sdk_ecs::types::DesiredStatus::Running;
+    for t in described_tasks(ecs, cluster, running).await {
+        let Some(uid) = task_pod_uid(&t).map(str::to_string) else {
+            continue;
+        };
+        if t.last_status() != Some("STOPPED") && t.desired_status() != Some("STOPPED") {
+            let ip = t
+                .attachments()
+                .iter()
+                .flat_map(|a| a.details())
+                .find(|d| d.name() == Some("privateIPv4Address"))
+                .and_then(|d| d.value())
+                .map(str::to_string);
+            census.live.entry(uid).or_default().push(Live {
+                name: t.task_arn().unwrap_or_default().to_string(),
+                ip,
+                state: t.last_status().unwrap_or_default().to_string(),
+            });
         }
     }
     census

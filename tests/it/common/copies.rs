@@ -200,54 +200,64 @@ impl Lifetimes {
     }
 }
 
+/// Every task of `cluster` at moto whose desired status is `status`, described with its tags.
+pub async fn described_tasks(
+    ecs: &aws_sdk_ecs::Client,
+    cluster: &str,
+    status: aws_sdk_ecs::types::DesiredStatus,
+) -> Vec<aws_sdk_ecs::types::Task> {
+    use aws_sdk_ecs::types::TaskField;
+    let mut arns = Vec::new();
+    let mut next = None;
+    loop {
+        let page = ecs
+            .list_tasks()
+            .cluster(cluster)
+            .desired_status(status.clone())
+            .set_next_token(next)
+            .send()
+            .await
+            .expect("ListTasks on moto");
+        arns.extend(page.task_arns().iter().cloned());
+        next = page.next_token().map(str::to_string);
+        if next.is_none() {
+            break;
+        }
+    }
+    let mut tasks = Vec::new();
+    for chunk in arns.chunks(100) {
+        let described = ecs
+            .describe_tasks()
+            .cluster(cluster)
+            .set_tasks(Some(chunk.to_vec()))
+            .include(TaskField::Tags)
+            .send()
+            .await
+            .expect("DescribeTasks on moto");
+        tasks.extend(described.tasks().iter().cloned());
+    }
+    tasks
+}
+
+/// The pod UID a task is tagged with.
+pub fn task_pod_uid(t: &aws_sdk_ecs::types::Task) -> Option<&str> {
+    t.tags()
+        .iter()
+        .find(|tag| tag.key() == Some("burstgate.io/pod-uid"))
+        .and_then(|tag| tag.value())
+}
+
 /// Every task of `cluster` at moto, running and stopped, with a pod-uid tag: (ARN, pod UID,
 /// lastStatus).
 pub async fn ecs_tasks(ecs: &aws_sdk_ecs::Client, cluster: &str) -> Vec<(String, String, String)> {
-    use aws_sdk_ecs::types::{DesiredStatus, TaskField};
+    use aws_sdk_ecs::types::DesiredStatus;
     // A task stopped between the two listings is listed twice: once is enough.
     let mut out: BTreeMap<String, (String, String)> = BTreeMap::new();
     for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
-        let mut arns = Vec::new();
-        let mut next = None;
-        loop {
-            let page = ecs
-                .list_tasks()
-                .cluster(cluster)
-                .desired_status(status.clone())
-                .set_next_token(next)
-                .send()
-                .await
-                .expect("ListTasks on moto");
-            arns.extend(page.task_arns().iter().cloned());
-            next = page.next_token().map(str::to_string);
-            if next.is_none() {
-                break;
-            }
-        }
-        for chunk in arns.chunks(100) {
-            let described = ecs
-                .describe_tasks()
-                .cluster(cluster)
-                .set_tasks(Some(chunk.to_vec()))
-                .include(TaskField::Tags)
-                .send()
-                .await
-                .expect("DescribeTasks on moto");
-            for t in described.tasks() {
-                let uid = t
-                    .tags()
-                    .iter()
-                    .find(|tag| tag.key() == Some("burstgate.io/pod-uid"))
-                    .and_then(|tag| tag.value());
-                if let (Some(uid), Some(arn)) = (uid, t.task_arn()) {
-                    out.insert(
-                        arn.to_string(),
-                        (
-                            uid.to_string(),
-                            t.last_status().unwrap_or_default().to_string(),
-                        ),
-                    );
-                }
+        for t in described_tasks(ecs, cluster, status).await {
+            if let (Some(uid), Some(arn)) = (task_pod_uid(&t), t.task_arn()) {
+                let last = t.last_status().unwrap_or_default().to_string();
+                out.insert(arn.to_string(), (uid.to_string(), last));
             }
         }
     }
