@@ -18,7 +18,7 @@ use futures::StreamExt;
 use crate::kubelet::error::{Error, Result};
 use crate::kubelet::pods::{self, Placed};
 use crate::kubelet::server::Shared;
-use crate::provider::{LogOptions, ProviderError, WorkloadPhase};
+use crate::provider::{LogOptions, WorkloadPhase};
 
 /// Lines read per follow poll: more lines than this between two polls are sent from the
 /// newest `FOLLOW_WINDOW` on.
@@ -135,6 +135,7 @@ impl LogQuery {
             tail_lines: self.tail_lines,
             since_seconds,
             timestamps,
+            previous: self.previous,
         }
     }
 }
@@ -175,11 +176,22 @@ pub async fn container_logs(
 ) -> Result<Response> {
     let q = LogQuery::parse(query.as_deref().unwrap_or_default())?;
     let placed = pods::find(shared.workloads.as_ref(), &namespace, &pod, &container).await?;
-    if q.previous {
-        return Err(placed.error(ProviderError::NotSupported {
-            provider: placed.provider.name().into(),
-            what: "logs of a previous container instance (only the current one is kept)".into(),
-        }));
+    if q.previous && q.follow {
+        // A previous instance writes no more: following it is reading it.
+        let opts = q.provider_options(Utc::now(), q.timestamps);
+        let text = placed
+            .provider
+            .logs(&placed.workload, &placed.container, &opts)
+            .await
+            .map_err(|e| placed.error(e))?;
+        return Ok((
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response());
     }
     let headers = [(
         axum::http::header::CONTENT_TYPE,
@@ -300,6 +312,7 @@ impl Follow {
             tail_lines: Some(FOLLOW_WINDOW),
             since_seconds: None,
             timestamps: true,
+            previous: false,
         };
         let lines = match p.provider.logs(&p.workload, &p.container, &opts).await {
             Ok(text) => split_lines(&text),
@@ -358,7 +371,8 @@ mod tests {
             LogOptions {
                 tail_lines: None,
                 since_seconds: Some(30),
-                timestamps: true
+                timestamps: true,
+                previous: false,
             }
         );
     }

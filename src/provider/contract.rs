@@ -608,6 +608,17 @@ pub struct LogOptions {
     pub since_seconds: Option<u64>,
     /// Prefix each line with its timestamp.
     pub timestamps: bool,
+    /// The previous instance of the container (after a restart); a provider that keeps only
+    /// the current one refuses with [`ProviderError::NotSupported`] ([`previous_not_kept`]).
+    pub previous: bool,
+}
+
+/// The refusal of a provider that keeps only the current instance of a container's logs.
+pub fn previous_not_kept(provider: &str) -> ProviderError {
+    ProviderError::NotSupported {
+        provider: provider.into(),
+        what: "logs of a previous container instance (only the current one is kept)".into(),
+    }
 }
 
 /// What a non-interactive exec produced.

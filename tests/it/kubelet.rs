@@ -883,6 +883,13 @@ async fn kubectl_logs_logs_follow_exec_and_attach_reach_a_pod_running_on_aci_thr
     assert_eq!(code, 0, "{err}");
     assert_eq!(tail.lines().count(), 1, "{tail}");
     assert!(tail.starts_with("app: line "), "{tail}");
+    // ACI keeps only the current instance: --previous says so rather than print the current one.
+    let (code, out, err) = kubectl(&ns, &["logs", "web", "--previous"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("previous container instance") && err.contains("aci"),
+        "{err}"
+    );
 
     // logs -f: lines ACI writes after kubectl started arrive on its stdout.
     let line = |text: &str| last_number(text, "app: line ", "");

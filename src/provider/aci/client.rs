@@ -214,6 +214,9 @@ impl Provider for AciProvider {
         container: &str,
         opts: &LogOptions,
     ) -> Result<String, ProviderError> {
+        if opts.previous {
+            return Err(crate::provider::contract::previous_not_kept(self.name()));
+        }
         let stamped = opts.timestamps || opts.since_seconds.is_some();
         let content = self
             .arm

@@ -362,17 +362,7 @@ impl Provider for ClusterProvider {
         container: &str,
         opts: &LogOptions,
     ) -> Result<String, ProviderError> {
-        let params = LogParams {
-            container: Some(container.to_string()),
-            tail_lines: opts
-                .tail_lines
-                .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
-            since_seconds: opts
-                .since_seconds
-                .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
-            timestamps: opts.timestamps,
-            ..Default::default()
-        };
+        let params = log_params(container, opts);
         let (pods, params) = (&self.pods, &params);
         self.layers
             .call(OperationClass::Read, "ReadPodLog", || async move {
@@ -450,5 +440,43 @@ impl Provider for ClusterProvider {
             process,
             request.tty,
         ))
+    }
+}
+
+/// The apiserver's log parameters for `container` with `opts` (`previous` included: the shadow
+/// pod's kubelet keeps the previous instance, as any node's does).
+fn log_params(container: &str, opts: &LogOptions) -> LogParams {
+    LogParams {
+        container: Some(container.to_string()),
+        tail_lines: opts
+            .tail_lines
+            .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        since_seconds: opts
+            .since_seconds
+            .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        timestamps: opts.timestamps,
+        previous: opts.previous,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_of_the_previous_instance_are_asked_of_the_shadow_pods_kubelet() {
+        let opts = LogOptions {
+            tail_lines: Some(5),
+            previous: true,
+            ..Default::default()
+        };
+        let p = log_params("app", &opts);
+        assert!(p.previous);
+        assert_eq!(
+            (p.container.as_deref(), p.tail_lines),
+            (Some("app"), Some(5))
+        );
+        assert!(!log_params("app", &LogOptions::default()).previous);
     }
 }

@@ -921,6 +921,9 @@ impl Provider for FargateProvider {
         container: &str,
         opts: &LogOptions,
     ) -> Result<String, ProviderError> {
+        if opts.previous {
+            return Err(crate::provider::contract::previous_not_kept(self.name()));
+        }
         let Some(group) = &self.settings.log_group else {
             return Err(ProviderError::NotSupported {
                 provider: self.name().into(),

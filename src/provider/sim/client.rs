@@ -205,6 +205,9 @@ impl Provider for SimProvider {
         container: &str,
         opts: &LogOptions,
     ) -> Result<String, ProviderError> {
+        if opts.previous {
+            return Err(crate::provider::contract::previous_not_kept(self.name()));
+        }
         let state = self.cloud.lock();
         let e = state.with_container(id, container)?;
         let elapsed = e.created_instant.elapsed();
