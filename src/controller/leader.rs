@@ -20,13 +20,18 @@
 //! # async fn demo(client: kube::Client, config: burstgate::config::RunConfig, shutdown: tokio_util::sync::CancellationToken) {
 //! let elector = LeaderElector::new(client, ElectionConfig::from_run_config(&config));
 //! let leading = elector.subscribe(); // a watch::Receiver<bool> for health and metrics
-//! elector
+//! let ran = elector
 //!     .run(shutdown, |term| async move {
 //!         // Start the controllers with `term`; return once they have all stopped after
 //!         // `term` is cancelled (leadership lost, or shutdown).
 //!         term.cancelled().await;
 //!     })
 //!     .await; // returns after shutdown, with the Lease released
+//! if let Err(stuck) = ran {
+//!     // Leadership lost and the controllers would not stop: end the process now.
+//!     eprintln!("{stuck}");
+//!     std::process::exit(1);
+//! }
 //! # drop(leading);
 //! # }
 //! ```
