@@ -4,14 +4,23 @@
 //! 500 `InternalServerError` with ARM's body), AWS's and the network's (resets, requests never
 //! answered) from the project's fault proxy in front of Prism or moto.
 //!
-//! Faults that stay: whatever the cloud does, every pod falls back and runs, none is lost, the
-//! app team gets an Event naming the failure, and the request rate measured at the proxy never
-//! exceeds the target's buckets, with many more pods than the buckets hold (so these checks fail
-//! when the limiter is removed: docs/performance.md). Faults that come and go, scoped to one
-//! step (create, status, list, delete): the circuit opens, goes half-open and closes; pods placed
-//! before keep their target and a true status; pods deleted during the fault leave no workload;
-//! new pods return to the preferred target.
+//! Never two copies (docs/architecture.md, step 7) decides where a pod goes. A refusal that
+//! proves nothing started (throttling of every attempt, a region down, an open circuit before any
+//! attempt) sends the pod to the fallback at once: every pod runs there. A create whose outcome
+//! is unknown (the connection reset, no answer) may have started a workload: the pods the gateway
+//! tried wait on the cloud target, Pending, with a `WorkloadInDoubt` Event naming it and no
+//! workload anywhere else, while the pods it never tried fall back; once the fault lifts, each
+//! waiting pod runs with exactly one workload (checked on the peers' own records: the emulator's
+//! creation log, a tap in front of moto). In both, none is lost, and the request rate measured
+//! at the proxy never exceeds the target's buckets, with many more pods than the buckets hold
+//! (so these checks fail when the limiter is removed: docs/performance.md). Faults that come and
+//! go, scoped to one step (create, status, list, delete): the circuit opens, goes half-open and
+//! closes; pods placed before keep their target and a true status; pods created during the fault
+//! run once, on the fallback or on the target that may have their workload; pods deleted during
+//! the fault stay Terminating until the target confirms and leave no workload; new pods return
+//! to the preferred target.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use burstgate::controller::events::EventReason;
@@ -21,6 +30,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
+use crate::common::copies::{EcsTap, Lifetimes};
 use crate::common::fault_proxy::{FaultProxy, Flavor, Mode, Operation};
 use crate::common::gateway::{
     Gateway, NodeCleanup, aci_faults, aci_groups, aks_deployment, azure_env, gateway_namespace,
@@ -37,6 +47,10 @@ enum Cloud {
 /// Pods of the rate checks: many more than the buckets let through at once (burst 3), so that
 /// without the limiter their first attempts alone exceed [`PEAK`].
 const PODS: usize = 16;
+
+/// Pods deployed once the circuit is open, in the faults of unknown outcome: the gateway does
+/// not try them on the cloud target, so they fall back.
+const LATE: usize = 4;
 
 /// The cloud target's buckets (burst 3, 2/s): at most 3 + 2 requests of a class in any second.
 const PEAK: usize = 5;
@@ -81,6 +95,8 @@ struct Setup {
     /// The emulator subscription (ACI) or the ECS cluster (Fargate) of the cloud target.
     account: String,
     cloud: Cloud,
+    /// Fargate: the recording tap between the fault proxy and moto (when tasks lived).
+    tap: Option<EcsTap>,
     _dir: tempfile::TempDir,
 }
 
@@ -92,7 +108,7 @@ impl Setup {
         let ns = gateway_namespace(&client, "faults").await;
         let node = unique_name("vfault");
         let _cleanup = NodeCleanup(node.clone());
-        let (proxy, block, mut env, target, reads, writes, account) = match cloud {
+        let (proxy, block, mut env, target, reads, writes, account, tap) = match cloud {
             Cloud::Aci => {
                 let proxy = FaultProxy::start_as(peers.get("ACI_PRISM_URL"), Flavor::Arm).await;
                 let subscription = subscription_id();
@@ -106,10 +122,21 @@ impl Setup {
                 );
                 let env = azure_env(&proxy.url);
                 let (reads, writes) = (vec!["GET"], vec!["PUT"]);
-                (proxy, block, env, "aci-eastus", reads, writes, subscription)
+                (
+                    proxy,
+                    block,
+                    env,
+                    "aci-eastus",
+                    reads,
+                    writes,
+                    subscription,
+                    None,
+                )
             }
             Cloud::Fargate => {
-                let proxy = FaultProxy::start(peers.get("ECS_ENDPOINT")).await;
+                // gateway -> fault proxy -> tap -> moto: the tap times every task that lived.
+                let tap = EcsTap::start().await;
+                let proxy = FaultProxy::start(&tap.url).await;
                 let cluster = unique_name("faults");
                 let block = format!(
                     "    - name: fargate-use1
@@ -132,7 +159,16 @@ impl Setup {
                 let env = moto_env(&proxy.url);
                 let reads = vec!["ListTasks", "DescribeTasks", "DescribeTaskDefinition"];
                 let writes = vec!["RunTask", "RegisterTaskDefinition"];
-                (proxy, block, env, "fargate-use1", reads, writes, cluster)
+                (
+                    proxy,
+                    block,
+                    env,
+                    "fargate-use1",
+                    reads,
+                    writes,
+                    cluster,
+                    Some(tap),
+                )
             }
         };
         env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
@@ -169,6 +205,7 @@ spec:
             writes,
             account,
             cloud,
+            tap,
             _dir: dir,
         }
     }
@@ -260,6 +297,56 @@ spec:
                 || async { (self.transitions(state) >= times).then_some(()) },
             )
             .await;
+    }
+
+    /// Every workload the cloud target's peer ever ran, by pod UID, with when it was alive.
+    async fn lifetimes(&self) -> Lifetimes {
+        let mut lives = Lifetimes::default();
+        match (&self.cloud, &self.tap) {
+            (Cloud::Aci, _) => lives.add_aci(&self.account).await,
+            (Cloud::Fargate, Some(tap)) => {
+                lives.add_fargate(&ecs_client(), &self.account, tap).await
+            }
+            (Cloud::Fargate, None) => unreachable!("a Fargate setup has its tap"),
+        }
+        lives
+    }
+
+    /// The pods of Deployment `app`.
+    async fn pods(&self, app: &str) -> Option<Vec<Pod>> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let list = pods
+            .list(&ListParams::default().labels(&format!("app={app}")))
+            .await
+            .ok()?;
+        Some(list.items)
+    }
+
+    /// Pod UID -> the messages of its `WorkloadInDoubt` Events.
+    async fn in_doubt_events(&self) -> Option<BTreeMap<String, Vec<String>>> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let mut by_uid = BTreeMap::<String, Vec<String>>::new();
+        for e in events.list(&ListParams::default()).await.ok()?.items {
+            if e.reason.as_deref() == Some(EventReason::WorkloadInDoubt.as_str())
+                && let Some(uid) = e.involved_object.uid.clone()
+            {
+                by_uid
+                    .entry(uid)
+                    .or_default()
+                    .push(e.message.unwrap_or_default());
+            }
+        }
+        Some(by_uid)
+    }
+
+    /// Whether `p` waits on the cloud target in doubt: placed there, Pending, and told so by a
+    /// `WorkloadInDoubt` Event naming the target.
+    fn waits_in_doubt(&self, p: &Pod, events: &BTreeMap<String, Vec<String>>) -> bool {
+        target_of(p) == self.target
+            && phase(p) == Some("Pending")
+            && p.uid()
+                .and_then(|uid| events.get(&uid))
+                .is_some_and(|m| m.iter().any(|m| m.contains(self.target)))
     }
 
     /// How many of these pods' workloads are alive at the cloud target's peer.
@@ -367,6 +454,183 @@ async fn every_pod_falls_back_and_the_proxy_sees_no_more_than_the_buckets(
     );
 }
 
+/// Creates whose outcome is unknown (every request reset, or never answered): the gateway may
+/// have started a workload with any create it tried, so a pod it tried must not run elsewhere
+/// until the target answers. While the fault stays: every pod the gateway tried on the cloud
+/// target (a request naming its workload reached the proxy) waits there in doubt, Pending, with a
+/// `WorkloadInDoubt` Event naming the target and no workload on the fallback (its placement
+/// still names the target) or at the peer; the pods deployed once the circuit is open, never
+/// tried, run on the fallback at once, and every pod is accounted for. Once the fault lifts,
+/// every pod runs: each waiting pod with exactly one workload (on the target: one at the peer,
+/// one ever; moved only after the target confirmed nothing was left: none ever there), no pod
+/// ever had two alive at once (the peer's own records), and the proxy never saw more requests
+/// of a class in one second than the buckets allow.
+async fn pods_tried_wait_in_doubt_the_others_fall_back_and_the_proxy_sees_no_more_than_the_buckets(
+    cloud: Cloud,
+    mode: Mode,
+) {
+    let s = Setup::start(cloud, &[]).await;
+    let fault = Fault::Proxy(mode);
+    s.inject(fault, None).await;
+    let began = Instant::now();
+    s.deploy("burst", PODS).await;
+    s.circuit_entered("open", 1).await;
+    let opened = began.elapsed();
+    s.deploy("late", LATE).await;
+    let (burst, late) =
+        s.gw.eventually(
+            &format!(
+                "{cloud:?} {fault:?}: every pod in doubt on {} or Running on the fallback",
+                s.target
+            ),
+            Duration::from_secs(120),
+            || async {
+                let (burst, late) = (s.pods("burst").await?, s.pods("late").await?);
+                let events = s.in_doubt_events().await?;
+                let settled = burst.iter().chain(&late).all(|p| {
+                    s.waits_in_doubt(p, &events)
+                        || (target_of(p) == "sim-local" && phase(p) == Some("Running"))
+                });
+                (burst.len() == PODS && late.len() == LATE && settled).then_some((burst, late))
+            },
+        )
+        .await;
+    let settled = began.elapsed();
+    let tried = s.proxy.pods_named();
+    let everyone: Vec<&Pod> = burst.iter().chain(&late).collect();
+    let (waiting, fell_back): (Vec<&Pod>, Vec<&Pod>) = everyone
+        .iter()
+        .copied()
+        .partition(|p| target_of(p) == s.target);
+    let uids = |pods: &[&Pod]| -> Vec<String> { pods.iter().filter_map(|p| p.uid()).collect() };
+    let (waiting_uids, fell_back_uids) = (uids(&waiting), uids(&fell_back));
+    let alive_during = s.workloads_alive(&waiting_uids).await;
+    println!(
+        "faults: {cloud:?} {fault:?}: circuit open {:.1}s after the Deployment; {} of {PODS} pods in doubt on {} and {} \
+         on the fallback {:.1}s after it ({} of {LATE} deployed later on the fallback)",
+        opened.as_secs_f64(),
+        waiting.len(),
+        s.target,
+        fell_back.len(),
+        settled.as_secs_f64(),
+        late.iter().filter(|p| target_of(p) == "sim-local").count(),
+    );
+    assert!(
+        !waiting.is_empty(),
+        "the pods tried on {} wait in doubt",
+        s.target
+    );
+    for p in &waiting {
+        assert!(
+            tried.contains(&p.uid().unwrap()),
+            "{} waits in doubt on {} although the gateway never tried it there",
+            p.name_any(),
+            s.target
+        );
+    }
+    for p in &fell_back {
+        assert!(
+            !tried.contains(&p.uid().unwrap()),
+            "{} was tried on {} (its create may have landed) and still ran on the fallback",
+            p.name_any(),
+            s.target
+        );
+    }
+    assert!(
+        late.iter().any(|p| target_of(p) == "sim-local"),
+        "pods never tried fall back"
+    );
+    assert_eq!(alive_during, 0, "no workload of a waiting pod at the peer");
+
+    s.lift(fault).await;
+    let lifted = began.elapsed();
+    let after: Vec<Pod> =
+        s.gw.eventually(
+            &format!("{cloud:?} {fault:?} lifted: every pod Running"),
+            Duration::from_secs(120),
+            || async {
+                let pods: Vec<Pod> = [s.pods("burst").await?, s.pods("late").await?].concat();
+                let running = pods.iter().filter(|p| phase(p) == Some("Running")).count();
+                (pods.len() == PODS + LATE && running == PODS + LATE).then_some(pods)
+            },
+        )
+        .await;
+    let ran = began.elapsed();
+    let (on_target, moved): (Vec<&Pod>, Vec<&Pod>) = after
+        .iter()
+        .filter(|p| waiting_uids.contains(&p.uid().unwrap()))
+        .partition(|p| target_of(p) == s.target);
+    let lives = s.lifetimes().await;
+    let ever = |uid: &String| lives.by_uid.get(uid).map_or(0, Vec::len);
+    println!(
+        "faults: {cloud:?} {fault:?}: lifted at {:.1}s, every pod Running at {:.1}s: {} waiting pods ran on {}, {} moved \
+         after it confirmed nothing was left; {} requests at the proxy, peak {} reads and {} writes in one second \
+         (buckets allow {PEAK})",
+        lifted.as_secs_f64(),
+        ran.as_secs_f64(),
+        on_target.len(),
+        s.target,
+        moved.len(),
+        s.proxy.requests(),
+        s.proxy.max_in_window(&s.reads, Duration::from_secs(1)),
+        s.proxy.max_in_window(&s.writes, Duration::from_secs(1)),
+    );
+    lives.assert_never_two_at_once(&format!("{cloud:?} {fault:?}"));
+    assert_eq!(
+        on_target.len() + moved.len(),
+        waiting.len(),
+        "no waiting pod lost"
+    );
+    for p in &moved {
+        assert_eq!(
+            target_of(p),
+            "sim-local",
+            "{} moved to the fallback",
+            p.name_any()
+        );
+    }
+    let on_target_uids = uids(&on_target);
+    assert_eq!(
+        s.workloads_alive(&on_target_uids).await,
+        on_target.len(),
+        "each pod that waited runs on {} with one workload",
+        s.target
+    );
+    for uid in &on_target_uids {
+        assert_eq!(ever(uid), 1, "pod {uid}: one workload ever at {}", s.target);
+    }
+    for uid in uids(&moved).iter().chain(&fell_back_uids) {
+        assert_eq!(
+            ever(uid),
+            0,
+            "pod {uid} runs on the fallback: no workload ever at {}",
+            s.target
+        );
+    }
+    for p in &after {
+        if fell_back_uids.contains(&p.uid().unwrap()) {
+            assert_eq!(
+                target_of(p),
+                "sim-local",
+                "{} kept the fallback",
+                p.name_any()
+            );
+        }
+    }
+    let (peak_reads, peak_writes) = (
+        s.proxy.max_in_window(&s.reads, Duration::from_secs(1)),
+        s.proxy.max_in_window(&s.writes, Duration::from_secs(1)),
+    );
+    assert!(
+        peak_reads <= PEAK,
+        "{peak_reads} reads in one second exceed the read bucket"
+    );
+    assert!(
+        peak_writes <= PEAK,
+        "{peak_writes} writes in one second exceed the create bucket"
+    );
+}
+
 #[tokio::test]
 async fn an_arm_throttling_storm_sends_aci_pods_to_the_next_target_within_the_buckets() {
     every_pod_falls_back_and_the_proxy_sees_no_more_than_the_buckets(
@@ -386,19 +650,20 @@ async fn an_aci_region_outage_sends_pods_to_the_next_target_within_the_buckets()
 }
 
 #[tokio::test]
-async fn arm_connections_reset_send_aci_pods_to_the_next_target_within_the_buckets() {
-    every_pod_falls_back_and_the_proxy_sees_no_more_than_the_buckets(
+async fn arm_connections_reset_keep_tried_aci_pods_in_doubt_until_aci_answers_within_the_buckets() {
+    pods_tried_wait_in_doubt_the_others_fall_back_and_the_proxy_sees_no_more_than_the_buckets(
         Cloud::Aci,
-        Fault::Proxy(Mode::Reset),
+        Mode::Reset,
     )
     .await;
 }
 
 #[tokio::test]
-async fn arm_requests_never_answered_send_aci_pods_to_the_next_target_within_the_buckets() {
-    every_pod_falls_back_and_the_proxy_sees_no_more_than_the_buckets(
+async fn arm_requests_never_answered_keep_tried_aci_pods_in_doubt_until_aci_answers_within_the_buckets()
+ {
+    pods_tried_wait_in_doubt_the_others_fall_back_and_the_proxy_sees_no_more_than_the_buckets(
         Cloud::Aci,
-        Fault::Proxy(Mode::Hang),
+        Mode::Hang,
     )
     .await;
 }
@@ -413,19 +678,21 @@ async fn an_ecs_throttling_storm_sends_fargate_pods_to_the_next_target_within_th
 }
 
 #[tokio::test]
-async fn ecs_connections_reset_send_fargate_pods_to_the_next_target_within_the_buckets() {
-    every_pod_falls_back_and_the_proxy_sees_no_more_than_the_buckets(
+async fn ecs_connections_reset_keep_tried_fargate_pods_in_doubt_until_ecs_answers_within_the_buckets()
+ {
+    pods_tried_wait_in_doubt_the_others_fall_back_and_the_proxy_sees_no_more_than_the_buckets(
         Cloud::Fargate,
-        Fault::Proxy(Mode::Reset),
+        Mode::Reset,
     )
     .await;
 }
 
 #[tokio::test]
-async fn ecs_requests_never_answered_send_fargate_pods_to_the_next_target_within_the_buckets() {
-    every_pod_falls_back_and_the_proxy_sees_no_more_than_the_buckets(
+async fn ecs_requests_never_answered_keep_tried_fargate_pods_in_doubt_until_ecs_answers_within_the_buckets()
+ {
+    pods_tried_wait_in_doubt_the_others_fall_back_and_the_proxy_sees_no_more_than_the_buckets(
         Cloud::Fargate,
-        Fault::Proxy(Mode::Hang),
+        Mode::Hang,
     )
     .await;
 }
@@ -443,8 +710,10 @@ const IMPATIENT: [(&str, &str); 4] = [
 /// A fault on one step comes and goes: pods run on the cloud target first, the fault makes
 /// that step fail until the circuit opens, then it lifts. The circuit went open, half-open,
 /// closed; pods placed before keep their target and a true status; pods deleted during the
-/// fault are gone with their workloads; pods created during it ran on the fallback and stay
-/// there; new pods go to the cloud target again.
+/// fault stay until the target confirms, then are gone with their workloads; pods created
+/// during it run once: refused (a region down), on the fallback and never in doubt; of unknown
+/// outcome, on the fallback with no workload ever at the target, or on the target they waited
+/// for with exactly one, never two alive at once; new pods go to the cloud target again.
 async fn a_fault_that_lifts(cloud: Cloud, fault: Fault, step: Operation) {
     let mut extra = IMPATIENT.to_vec();
     if step == Operation::List {
@@ -476,6 +745,19 @@ async fn a_fault_that_lifts(cloud: Cloud, fault: Fault, step: Operation) {
     }
     s.circuit_entered("open", opened_before + 1).await;
     let opened = began.elapsed();
+    if step == Operation::Delete {
+        // The target has not confirmed a delete: the pods wait, Terminating.
+        let waiting = s.pods("before").await.unwrap_or_default();
+        assert_eq!(
+            waiting
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_some())
+                .count(),
+            2,
+            "the pods deleted during the fault stay Terminating while {} cannot confirm",
+            s.target
+        );
+    }
     let (half_open_before, closed_before) = (s.transitions("half-open"), s.transitions("closed"));
     s.lift(fault).await;
     let lifted = began.elapsed();
@@ -500,7 +782,50 @@ async fn a_fault_that_lifts(cloud: Cloud, fault: Fault, step: Operation) {
     );
     if step == Operation::Create {
         let during = s.running("during", 3).await;
-        assert!(during.iter().all(|p| target_of(p) == "sim-local"));
+        let in_doubt = s.in_doubt_events().await.unwrap_or_default();
+        let lives = s.lifetimes().await;
+        lives.assert_never_two_at_once(&format!("{cloud:?} {fault:?} on {step:?}"));
+        let waited = during
+            .iter()
+            .filter(|p| in_doubt.contains_key(&p.uid().unwrap()))
+            .count();
+        println!(
+            "faults: {cloud:?} {fault:?} on {step:?}: of the 3 pods created during the fault, {waited} waited in doubt;              they run on {:?}",
+            during.iter().map(target_of).collect::<Vec<_>>()
+        );
+        for p in &during {
+            let uid = p.uid().unwrap();
+            let ever = lives.by_uid.get(&uid).map_or(0, Vec::len);
+            match target_of(p) {
+                "sim-local" => assert_eq!(
+                    ever,
+                    0,
+                    "{} runs on the fallback: no workload ever at {}",
+                    p.name_any(),
+                    s.target
+                ),
+                t if t == s.target => assert_eq!(
+                    ever,
+                    1,
+                    "{} runs on {t} with one workload ever",
+                    p.name_any()
+                ),
+                t => panic!("{} runs on {t}", p.name_any()),
+            }
+            if let Some(messages) = in_doubt.get(&uid) {
+                assert!(
+                    messages.iter().all(|m| m.contains(s.target)),
+                    "the WorkloadInDoubt Events of {} name {}: {messages:?}",
+                    p.name_any(),
+                    s.target
+                );
+            }
+        }
+        if matches!(fault, Fault::AciRegionDown) {
+            // A refusal proves nothing started: the pods moved at once, never in doubt.
+            assert!(during.iter().all(|p| target_of(p) == "sim-local"));
+            assert_eq!(waited, 0, "a region down leaves nothing in doubt");
+        }
     }
     if step == Operation::Delete {
         let pods: Api<Pod> = Api::namespaced(s.client.clone(), &s.ns);

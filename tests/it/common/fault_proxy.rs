@@ -3,9 +3,12 @@
 //! `ThrottlingException`) or outage (503 `ServiceUnavailableException`), or closes connections
 //! without an answer (resets) or never answers (timeouts) - for every request or only those of
 //! one [`Operation`], until the test lifts the fault - and records when each request arrived so
-//! a test can measure the rate the gateway really sent. ARM's own error answers come from the
-//! ACI emulator's faults (ACI's real codes and bodies), not from here.
+//! a test can measure the rate the gateway really sent, and which pods' workloads (`bg-<pod
+//! UID>`) the requests named, so a test knows which pods the gateway tried on the cloud. ARM's
+//! own error answers come from the ACI emulator's faults (ACI's real codes and bodies), not from
+//! here.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -81,6 +84,9 @@ struct State {
     scope: Option<Operation>,
     /// When each request arrived, with its AWS operation (`x-amz-target`'s last part).
     arrivals: Vec<(Instant, String)>,
+    /// The pod UIDs whose workload id (`bg-<pod UID>`) a request named, in its path or body,
+    /// whatever the proxy then did with it.
+    named: BTreeSet<String>,
 }
 
 /// A running proxy.
@@ -152,6 +158,12 @@ impl FaultProxy {
             .map(|(at, _)| *at)
     }
 
+    /// The pod UIDs whose workload some request named (the gateway tried that pod here), with
+    /// or without an answer.
+    pub fn pods_named(&self) -> BTreeSet<String> {
+        self.state.lock().unwrap().named.clone()
+    }
+
     /// Requests seen so far.
     pub fn requests(&self) -> usize {
         self.state.lock().unwrap().arrivals.len()
@@ -203,6 +215,17 @@ impl std::fmt::Display for Dropped {
 
 impl std::error::Error for Dropped {}
 
+/// The pod UIDs of the workload ids (`bg-<pod UID>`) named in `text`.
+fn workload_uids(text: &str) -> Vec<String> {
+    text.match_indices("bg-")
+        .filter_map(|(at, _)| text.get(at + 3..at + 3 + 36))
+        .filter(|uid| {
+            uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') && uid.matches('-').count() == 4
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 async fn handle(
     req: Request<Incoming>,
     flavor: Flavor,
@@ -210,24 +233,37 @@ async fn handle(
     upstream: String,
     state: Arc<Mutex<State>>,
 ) -> Result<Response<Full<Bytes>>, Dropped> {
+    let arrived = Instant::now();
+    let (parts, body) = req.into_parts();
+    // The whole request is read before the fault applies: a reset or a hang then hits a request
+    // the gateway sent in full, whose outcome it cannot know.
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let mode = {
         let mut s = state.lock().unwrap();
         let op = match flavor {
-            Flavor::Aws => req
-                .headers()
+            Flavor::Aws => parts
+                .headers
                 .get("x-amz-target")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|t| t.rsplit('.').next())
                 .unwrap_or("")
                 .to_string(),
-            Flavor::Arm => req.method().as_str().to_string(),
+            Flavor::Arm => parts.method.as_str().to_string(),
         };
-        let path = req.uri().path();
+        let path = parts.uri.path();
         let mode = match s.scope {
             Some(scope) if !scope.covers(flavor, &op, path) => Mode::Pass,
             _ => s.mode.unwrap_or(Mode::Pass),
         };
-        s.arrivals.push((Instant::now(), op));
+        s.arrivals.push((arrived, op));
+        let named = workload_uids(path)
+            .into_iter()
+            .chain(workload_uids(&String::from_utf8_lossy(&body)));
+        s.named.extend(named);
         mode
     };
     let answer = |status: StatusCode, body: &'static str| {
@@ -267,12 +303,6 @@ async fn handle(
         (Mode::Throttle | Mode::Outage, Flavor::Arm) => unreachable!("refused by set_scoped"),
         (Mode::Pass, _) => {}
     }
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
     let path = parts
         .uri
         .path_and_query()
@@ -303,4 +333,22 @@ async fn handle(
         r.headers_mut().insert(k, v.clone());
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_ids_are_found_in_arm_paths_and_aws_bodies_and_nothing_else_counts() {
+        let uid = "0b5c1f4e-9a7d-4c3b-8e21-5f6a7b8c9d0e";
+        let path = format!(
+            "/subscriptions/s/resourceGroups/g/providers/Microsoft.ContainerInstance/containerGroups/bg-{uid}"
+        );
+        assert_eq!(workload_uids(&path), vec![uid.to_string()]);
+        let body = format!(r#"{{"cluster":"c","startedBy":"bg-{uid}","desiredStatus":"RUNNING"}}"#);
+        assert_eq!(workload_uids(&body), vec![uid.to_string()]);
+        assert!(workload_uids("/containerGroups?api-version=2023-05-01").is_empty());
+        assert!(workload_uids(r#"{"family":"bg-web-1234"}"#).is_empty());
+    }
 }
