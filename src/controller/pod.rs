@@ -63,6 +63,15 @@ impl Error {
         }
     }
 
+    /// Whether the API server gave no answer at all (unreachable, connection refused or
+    /// reset): then every other call of the same round would fail the same way.
+    pub fn apiserver_unanswered(&self) -> bool {
+        matches!(
+            self,
+            Error::Kube(kube::Error::Service(_) | kube::Error::HyperError(_))
+        )
+    }
+
     /// The race this error is, when it is one the gateway expects: the pod was deleted, or
     /// changed, between the read and the write. Such errors are retried (or end with the pod)
     /// and counted, never logged as warnings one per pod.
@@ -833,6 +842,11 @@ impl PodController {
             }
             let outcome = outcome::observed(target, statuses.get(id), RestartPolicy::of(pod));
             if let Err(e) = self.follow(pod, outcome).await {
+                if e.apiserver_unanswered() {
+                    // One line per round, not one per pod: the rest waits for the next round.
+                    tracing::warn!(error = %e, target, "the API server does not answer; status patches wait for the next round");
+                    break;
+                }
                 self.failed(pod, &e, "status patch failed");
             }
         }
@@ -998,6 +1012,19 @@ mod tests {
             None,
             "a provider's answer is not a race of the pod object"
         );
+    }
+
+    #[test]
+    fn an_apiserver_that_does_not_answer_is_told_apart_from_one_that_refuses() {
+        use kube::core::Status;
+        let silent = Error::Kube(kube::Error::Service("client error (Connect)".into()));
+        assert!(silent.apiserver_unanswered());
+        assert_eq!(silent.expected_race(), None);
+        let refused = Error::Kube(kube::Error::Api(
+            Status::failure("x", "y").with_code(503).boxed(),
+        ));
+        assert!(!refused.apiserver_unanswered());
+        assert!(!Error::Provider(ProviderError::not_found("gone")).apiserver_unanswered());
     }
 
     #[test]
