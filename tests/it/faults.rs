@@ -790,7 +790,8 @@ async fn a_fault_that_lifts(cloud: Cloud, fault: Fault, step: Operation) {
             .filter(|p| in_doubt.contains_key(&p.uid().unwrap()))
             .count();
         println!(
-            "faults: {cloud:?} {fault:?} on {step:?}: of the 3 pods created during the fault, {waited} waited in doubt;              they run on {:?}",
+            "faults: {cloud:?} {fault:?} on {step:?}: of the 3 pods created during the fault, {waited} waited in doubt; \
+             they run on {:?}",
             during.iter().map(target_of).collect::<Vec<_>>()
         );
         for p in &during {
