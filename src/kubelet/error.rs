@@ -108,9 +108,9 @@ impl Error {
             Error::Provider { source, .. } => match source {
                 ProviderError::NotSupported { .. } => StatusCode::NOT_IMPLEMENTED,
                 ProviderError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
-                ProviderError::Transient { .. } | ProviderError::Target(_) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                ProviderError::Transient { .. }
+                | ProviderError::Unavailable { .. }
+                | ProviderError::Target(_) => StatusCode::SERVICE_UNAVAILABLE,
                 ProviderError::TimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
                 ProviderError::Pod(PodRejection::NotFound { .. }) => StatusCode::NOT_FOUND,
                 ProviderError::Pod(PodRejection::NotRunning { .. }) => StatusCode::BAD_REQUEST,

@@ -240,6 +240,15 @@ pub enum ProviderError {
         /// When the provider said to come back.
         retry_after: Option<Duration>,
     },
+    /// The provider answered that it cannot serve now (HTTP 503 `ServiceUnavailable`): it
+    /// refused the call and did nothing. Retryable, like `Transient`, but never in doubt.
+    #[error("provider unavailable: {message}")]
+    Unavailable {
+        /// What the provider said.
+        message: String,
+        /// When the provider said to come back.
+        retry_after: Option<Duration>,
+    },
     /// The provider throttled the call (HTTP 429, `ThrottlingException`): retry later, no sooner
     /// than `retry_after` when given. Retryable. Counted apart from other transient errors.
     #[error("throttled by the provider: {message}")]
@@ -357,6 +366,9 @@ pub enum TargetRejection {
 pub enum GaveUpCause {
     /// The provider throttled every attempt: none was carried out.
     Throttled,
+    /// The provider refused every attempt (throttled, or answered that it is unavailable): none
+    /// was carried out.
+    Refused,
     /// The provider kept failing or not answering in time: an attempt may have been carried
     /// out.
     Unavailable,
@@ -386,7 +398,7 @@ impl TargetRejection {
                 ..
             } => "Throttled",
             TargetRejection::GaveUp {
-                cause: GaveUpCause::Unavailable,
+                cause: GaveUpCause::Unavailable | GaveUpCause::Refused,
                 ..
             } => "Unavailable",
             TargetRejection::Unschedulable { .. } => "Unschedulable",
@@ -408,7 +420,7 @@ impl TargetRejection {
                 ..
             } => "gave_up_throttled",
             TargetRejection::GaveUp {
-                cause: GaveUpCause::Unavailable,
+                cause: GaveUpCause::Unavailable | GaveUpCause::Refused,
                 ..
             } => "gave_up_unavailable",
             TargetRejection::Unschedulable { .. } => "unschedulable",
@@ -538,6 +550,7 @@ impl ProviderError {
         matches!(
             self,
             ProviderError::Transient { .. }
+                | ProviderError::Unavailable { .. }
                 | ProviderError::Throttled { .. }
                 | ProviderError::TimedOut { .. }
         )
@@ -558,6 +571,7 @@ impl ProviderError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ProviderError::Transient { retry_after, .. }
+            | ProviderError::Unavailable { retry_after, .. }
             | ProviderError::Throttled { retry_after, .. } => *retry_after,
             _ => None,
         }
@@ -567,6 +581,7 @@ impl ProviderError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             ProviderError::Transient { .. } => "transient",
+            ProviderError::Unavailable { .. } => "unavailable",
             ProviderError::Throttled { .. } => "throttled",
             ProviderError::TimedOut { .. } => "timeout",
             ProviderError::Target(_) => "target",

@@ -182,9 +182,15 @@ pub(crate) fn classify(
         return transient();
     }
     if status >= 500 {
-        // A 503 from ARM's front door is a blip; ACI's capacity answer is a 409 ServiceUnavailable.
+        // A 503 from ARM's front door is a blip that refused the call (nothing was done); ACI's
+        // capacity answer is a 409 ServiceUnavailable.
+        let refused = || ProviderError::Unavailable {
+            message: format!("HTTP {status} {code}: {message}"),
+            retry_after,
+        };
         return match target_rejection(status, code, message) {
             Some(t) if !code.eq_ignore_ascii_case("ServiceUnavailable") => ProviderError::Target(t),
+            _ if status == 503 => refused(),
             _ => transient(),
         };
     }

@@ -141,6 +141,13 @@ fn classify_parts(
         };
         return ProviderError::Target(target_rejection(code, message));
     }
+    if status == Some(503) || code.starts_with("ServiceUnavailable") {
+        // AWS answered that the service cannot serve now: the call was refused, not carried out.
+        return ProviderError::Unavailable {
+            message: format!("{api} refused at AWS ({status_text} {code}): {message}"),
+            retry_after: retry_after.and_then(|v| parse_retry_after(v, now)),
+        };
+    }
     if SERVER_CODES.contains(&code) || status.is_some_and(|s| s >= 500) {
         return ProviderError::Transient {
             message: format!("{api} failed at AWS ({status_text} {code}): {message}"),
@@ -367,6 +374,14 @@ mod tests {
             .is_retryable()
         );
         assert!(parts(503, "", "").is_retryable());
+        // An answered 503 refused the call: retryable, and nothing is in doubt.
+        let refused = parts(503, "ServiceUnavailableException", "Service Unavailable");
+        assert!(
+            matches!(refused, ProviderError::Unavailable { .. }),
+            "{refused:?}"
+        );
+        assert!(refused.is_retryable() && !refused.outcome_unknown());
+        assert!(parts(500, "ServerException", "boom").outcome_unknown());
     }
 
     #[test]

@@ -201,8 +201,10 @@ impl Layers {
         }
         let first = Instant::now();
         let mut attempt = 0u32;
-        // Whether every failed attempt so far was throttled (then none was carried out).
+        // Whether every failed attempt so far was throttled, or refused as unavailable (then
+        // none was carried out).
         let mut only_throttled = true;
+        let mut only_refused = true;
         loop {
             attempt += 1;
             self.take(class, 1).await;
@@ -234,6 +236,10 @@ impl Layers {
                 Err(e) => e,
             };
             only_throttled &= matches!(err, ProviderError::Throttled { .. });
+            only_refused &= matches!(
+                err,
+                ProviderError::Throttled { .. } | ProviderError::Unavailable { .. }
+            );
             let wait = retry::backoff(
                 &inner.settings.retry,
                 attempt,
@@ -244,6 +250,8 @@ impl Layers {
                 self.record(class, false);
                 let cause = if only_throttled {
                     GaveUpCause::Throttled
+                } else if only_refused {
+                    GaveUpCause::Refused
                 } else {
                     GaveUpCause::Unavailable
                 };
@@ -404,6 +412,46 @@ mod tests {
             }
             other => panic!("expected a target error, got {other:?}"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_that_answers_unavailable_to_every_attempt_refused_them_all() {
+        let l = layers(5, Arc::default());
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let r: Result<(), _> = l
+            .call(OperationClass::Create, "RunTask", || {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async move {
+                    if n % 2 == 0 {
+                        Err(ProviderError::Unavailable {
+                            message: "503 ServiceUnavailableException".into(),
+                            retry_after: None,
+                        })
+                    } else {
+                        Err(throttled())
+                    }
+                }
+            })
+            .await;
+        let err = r.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ProviderError::Target(TargetRejection::GaveUp {
+                    cause: GaveUpCause::Refused,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        assert!(
+            !err.outcome_unknown(),
+            "nothing was carried out: the pod may move"
+        );
+        assert!(
+            calls.load(std::sync::atomic::Ordering::Relaxed) > 1,
+            "retried first"
+        );
     }
 
     #[tokio::test(start_paused = true)]
