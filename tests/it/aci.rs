@@ -759,12 +759,14 @@ async fn throttling_is_retryable_and_carries_retry_after_and_the_arm_budget_is_r
         .status(std::slice::from_ref(&s.id))
         .await
         .expect_err("a 503");
-    // Transient for the layers (which would retry it); spent after this test's single attempt.
+    // Retryable for the layers, and a refusal (ARM answered 503: nothing was done, so a
+    // create refused this way is not in doubt); spent after this test's single attempt.
     assert!(
-        matches!(&err, ProviderError::Target(TargetRejection::GaveUp { cause: GaveUpCause::Unavailable, last, .. })
+        matches!(&err, ProviderError::Target(TargetRejection::GaveUp { cause: GaveUpCause::Refused, last, .. })
             if last.contains("HTTP 503")),
         "{err:?}"
     );
+    assert!(!err.outcome_unknown(), "{err:?}");
 }
 
 #[tokio::test]
