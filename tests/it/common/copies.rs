@@ -31,6 +31,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+use crate::common::fault_proxy::{relay, relayed};
 use crate::common::peers;
 
 /// One workload's life at its peer, in seconds since 1970.
@@ -415,29 +416,11 @@ async fn forward(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let mut request = client
-        .request(parts.method.clone(), format!("{upstream}{path}"))
-        .body(body);
-    for (k, v) in parts
-        .headers
-        .iter()
-        .filter(|(k, _)| *k != "host" && *k != "content-length")
-    {
-        request = request.header(k, v);
-    }
-    let Ok(resp) = request.send().await else {
+    let Some((status, headers, bytes)) = relay(&client, &upstream, &parts, body).await else {
         let mut r = Response::new(Full::new(Bytes::from_static(b"{}")));
         *r.status_mut() = StatusCode::BAD_GATEWAY;
         return Ok(r);
     };
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.bytes().await.unwrap_or_default();
     let answered = unix_now();
     if status.is_success() && (operation == "RunTask" || operation == "StopTask") {
         let answer: Value = serde_json::from_slice(&bytes).unwrap_or_default();
@@ -459,15 +442,7 @@ async fn forward(
     if loss.loses(&operation) {
         return Err(Lost);
     }
-    let mut r = Response::new(Full::new(bytes));
-    *r.status_mut() = status;
-    for (k, v) in headers
-        .iter()
-        .filter(|(k, _)| *k != "content-length" && *k != "transfer-encoding" && *k != "connection")
-    {
-        r.headers_mut().insert(k, v.clone());
-    }
-    Ok(r)
+    Ok(relayed(status, &headers, bytes))
 }
 
 #[cfg(test)]

@@ -303,6 +303,20 @@ async fn handle(
         (Mode::Throttle | Mode::Outage, Flavor::Arm) => unreachable!("refused by set_scoped"),
         (Mode::Pass, _) => {}
     }
+    match relay(&client, &upstream, &parts, body).await {
+        Some((status, headers, bytes)) => Ok(relayed(status, &headers, bytes)),
+        None => Ok(answer(StatusCode::BAD_GATEWAY, "{}")),
+    }
+}
+
+/// Sends the request `parts` + `body` on to `upstream` (`http://host:port`) as it came (but
+/// `host` and `content-length`); its answer, or `None` when the upstream did not answer.
+pub async fn relay(
+    client: &reqwest::Client,
+    upstream: &str,
+    parts: &hyper::http::request::Parts,
+    body: Bytes,
+) -> Option<(StatusCode, hyper::HeaderMap, Bytes)> {
     let path = parts
         .uri
         .path_and_query()
@@ -318,12 +332,17 @@ async fn handle(
     {
         forward = forward.header(k, v);
     }
-    let Ok(resp) = forward.send().await else {
-        return Ok(answer(StatusCode::BAD_GATEWAY, "{}"));
-    };
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.bytes().await.unwrap_or_default();
+    let resp = forward.send().await.ok()?;
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    Some((status, headers, resp.bytes().await.unwrap_or_default()))
+}
+
+/// The upstream's answer as the proxy's own (framing headers are the proxy's to set).
+pub fn relayed(
+    status: StatusCode,
+    headers: &hyper::HeaderMap,
+    bytes: Bytes,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(bytes));
     *r.status_mut() = status;
     for (k, v) in headers
@@ -332,7 +351,7 @@ async fn handle(
     {
         r.headers_mut().insert(k, v.clone());
     }
-    Ok(r)
+    r
 }
 
 #[cfg(test)]
