@@ -39,6 +39,10 @@ CTX = ssl.create_default_context(cafile=PEERS["KUBE_CA"])
 ADMIN_TOKEN = re.search(r"token: \"?([^\"\n]+)", open(PEERS["KUBECONFIG_ADMIN"]).read()).group(1)
 BINARY = os.environ["BURSTGATE_BINARY"]
 COLD_START_MS = 300
+# Knobs for investigating (defaults are the documented run): which modes, how long the steady
+# window is, and a command to wrap the gateway in (e.g. SCALE_WRAP="heaptrack -o /tmp/gw").
+MODES = [m == "bucket" for m in os.environ.get("SCALE_MODES", "free bucket").split()]
+STEADY_S = int(os.environ.get("SCALE_STEADY_S", "60"))
 
 
 def api(method, path, body=None, accept="application/json"):
@@ -149,7 +153,8 @@ def run(n, throttled):
     open(f"{work}/policy/policy.yaml", "w").write(policy(throttled))
     metrics_port = 20000 + (os.getpid() + n + throttled) % 20000
     log = open(f"{work}/gateway.log", "w")
-    gw = subprocess.Popen([
+    wrap = os.environ.get("SCALE_WRAP", "").split()
+    gw = subprocess.Popen(wrap + [
         BINARY, "run", "--node-name", node, "--namespace", ns, "--identity", "scale", "--cluster-id", tag,
         "--policy-dir", f"{work}/policy", "--kubeconfig", PEERS["KUBECONFIG_GATEWAY"],
         "--sim-cold-start-ms", str(COLD_START_MS), "--node-ip", "127.0.0.1",
@@ -172,7 +177,7 @@ def run(n, throttled):
         t_running = wait_until(f"{n} pods Running", lambda: count_phase(ns, "Running") >= n, 3600)
         cpu1, _, hwm_burst = proc_stats(gw.pid)
         burst_metrics = gateway_metrics(metrics_port)
-        time.sleep(60)
+        time.sleep(STEADY_S)
         cpu2, rss_steady, _ = proc_stats(gw.pid)
         after_burst = request_counts()
         t_del = time.time()
@@ -209,7 +214,7 @@ def run(n, throttled):
         "share_of_bucket_ceiling": round(creates / burst_seconds / ceiling, 3) if ceiling else None,
         "provider_throttles": throttles,
         "gateway_cpu_s_burst": round(cpu1 - cpu0, 2),
-        "gateway_cpu_core_steady": round((cpu2 - cpu1) / 60, 3),
+        "gateway_cpu_core_steady": round((cpu2 - cpu1) / STEADY_S, 3),
         "gateway_rss_peak_mib": round(max(hwm_burst, hwm), 1),
         "gateway_rss_steady_mib": round(rss_steady, 1),
         "kib_per_pod_steady": round(rss_steady * 1024 / n, 1),
@@ -223,7 +228,7 @@ def run(n, throttled):
 def main():
     sizes = [int(a) for a in sys.argv[1:]] or [1000]
     for n in sizes:
-        for throttled in (False, True):
+        for throttled in MODES:
             print(json.dumps(run(n, throttled), indent=1), flush=True)
 
 

@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::Service;
 /// The variables of `services` (the pod's namespace's when it links them, and the master
 /// Service `kubernetes` of `default`), in the kubelet's order: per Service, sorted by name.
 /// Headless Services and those without a cluster IP give none.
-pub fn service_env(services: &[Service]) -> Vec<(String, String)> {
-    let mut sorted: Vec<&Service> = services.iter().collect();
+pub fn service_env<S: std::borrow::Borrow<Service>>(services: &[S]) -> Vec<(String, String)> {
+    let mut sorted: Vec<&Service> = services.iter().map(|s| s.borrow()).collect();
     sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let mut out = Vec::new();
     for s in sorted {

@@ -7,12 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::context::Gateway;
-use crate::controller::placement::Workload;
 use crate::provider::OwnedWorkload;
 
 /// Why a workload is garbage.
@@ -96,14 +94,12 @@ impl Sightings {
 /// every running workload look orphaned.
 pub async fn collect(gw: &Gateway, sightings: &mut Sightings) -> Result<usize, kube::Error> {
     let pods: Api<Pod> = Api::all(gw.client.clone());
-    let list = pods
-        .list(&ListParams::default().fields(&format!("spec.nodeName={}", gw.config.node_name)))
-        .await?;
-    let placed: HashMap<String, Option<String>> = list
-        .items
-        .iter()
-        .filter_map(|p| Some((p.uid()?, Workload::of(p).map(|w| w.target))))
-        .collect();
+    let selector = format!("spec.nodeName={}", gw.config.node_name);
+    let placed: HashMap<String, Option<String>> =
+        crate::controller::listing::placements(&pods, &selector)
+            .await?
+            .into_iter()
+            .collect();
     let live: HashSet<String> = placed.keys().cloned().collect();
     let vanished: Vec<String> = {
         let ledger = gw.ledger.lock().expect("ledger lock");

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::policy::checked::micros_to_usd;
 use crate::policy::sizing::Size;
@@ -87,7 +88,12 @@ pub struct Workload {
 impl Workload {
     /// `pod`'s workload; `None` until the pod is placed (both annotations written).
     pub fn of(pod: &Pod) -> Option<Workload> {
-        let annotations = pod.metadata.annotations.as_ref()?;
+        Self::of_meta(&pod.metadata)
+    }
+
+    /// The same, from a pod's metadata alone (a metadata-only LIST).
+    pub fn of_meta(meta: &ObjectMeta) -> Option<Workload> {
+        let annotations = meta.annotations.as_ref()?;
         Some(Workload {
             target: annotations.get(TARGET)?.clone(),
             id: annotations.get(RESOURCE_ID)?.clone(),

@@ -20,11 +20,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, Recorder, Reporter};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
@@ -35,9 +34,11 @@ use crate::controller::downward::Host;
 use crate::controller::events::Event;
 use crate::controller::outcome::{self, Outcome, Room, Withdraw};
 use crate::controller::placement::Workload;
+use crate::controller::recorder::{Publication, Recorder};
 use crate::controller::resolve;
+use crate::controller::shared_reads::SharedReads;
 use crate::controller::status::{PodPhase, RestartPolicy};
-use crate::controller::{admission, placement, provider_events, status};
+use crate::controller::{admission, listing, placement, provider_events, status};
 use crate::failpoint::{self, FailPoint};
 use crate::policy::model::ProviderKind;
 use crate::policy::{Exclusion, ExclusionReason, PodView, Policy};
@@ -112,6 +113,9 @@ pub struct PodController {
     gw: Arc<Gateway>,
     api: Api<Pod>,
     recorder: Recorder,
+    /// Services and root CAs, read once per namespace every few seconds for every pod's
+    /// environment and token volume.
+    shared: SharedReads,
     /// Pod UIDs whose workload is known to exist at its provider.
     created: Mutex<HashSet<String>>,
     /// Targets that rejected a pod, per pod UID: (target name, why).
@@ -131,8 +135,33 @@ pub struct PodController {
     in_doubt: Mutex<HashSet<String>>,
     /// Per pod UID, the names of the provider events already forwarded as pod Events.
     forwarded: Mutex<HashMap<String, HashSet<String>>>,
+    /// Pod UIDs this process deleted in the last minute (workload and pod object).
+    deleted: Recent,
     /// True once the ledger has been rebuilt from the pods on the node.
     ready: watch::Sender<bool>,
+}
+
+/// Keys seen in the last [`Recent::KEEP`], forgotten in a sweep at most once per `KEEP`.
+#[derive(Default)]
+struct Recent(Mutex<(HashMap<String, Instant>, Option<Instant>)>);
+
+impl Recent {
+    const KEEP: Duration = Duration::from_secs(60);
+
+    fn insert(&self, key: String) {
+        let now = Instant::now();
+        let mut r = self.0.lock().expect("recent lock");
+        if r.1.is_none_or(|t| now.duration_since(t) >= Self::KEEP) {
+            r.0.retain(|_, at| now.duration_since(*at) < Self::KEEP);
+            r.1 = Some(now);
+        }
+        r.0.insert(key, now);
+    }
+
+    fn recent(&self, key: &str) -> bool {
+        let r = self.0.lock().expect("recent lock");
+        r.0.get(key).is_some_and(|at| at.elapsed() < Self::KEEP)
+    }
 }
 
 fn is_terminal(pod: &Pod) -> bool {
@@ -179,13 +208,10 @@ fn delete_unanswered(e: &ProviderError) -> bool {
 
 impl PodController {
     fn new(gw: Arc<Gateway>) -> Arc<PodController> {
-        let reporter = Reporter {
-            controller: "burstgate".into(),
-            instance: Some(gw.config.identity()),
-        };
         Arc::new(PodController {
             api: Api::all(gw.client.clone()),
-            recorder: Recorder::new(gw.client.clone(), reporter),
+            recorder: Recorder::new(gw.client.clone(), "burstgate", gw.config.identity()),
+            shared: SharedReads::new(gw.client.clone()),
             gw,
             created: Mutex::default(),
             rejected: Mutex::default(),
@@ -194,6 +220,7 @@ impl PodController {
             written: Mutex::default(),
             unreachable: Mutex::default(),
             in_doubt: Mutex::default(),
+            deleted: Recent::default(),
             ready: watch::channel(false).0,
         })
     }
@@ -217,14 +244,14 @@ impl PodController {
     }
 
     async fn publish(&self, pod: &Pod, event: Event) {
-        let ev = KubeEvent {
+        let ev = Publication {
             type_: event.type_(),
-            reason: event.reason.as_str().into(),
-            note: Some(truncate(event.note, 1000)),
-            action: "Burst".into(),
-            secondary: None,
+            reason: event.reason.as_str(),
+            note: truncate(event.note, 1000),
+            action: "Burst",
+            regarding: pod.object_ref(&()),
         };
-        if let Err(e) = self.recorder.publish(&ev, &pod.object_ref(&())).await {
+        if let Err(e) = self.recorder.publish(ev).await {
             tracing::warn!(pod = %pod.name_any(), error = %e, "could not publish an event");
         }
     }
@@ -644,7 +671,7 @@ impl PodController {
             ip: &self.gw.config.node_ip,
             size: spec.size,
         };
-        spec.resolved = match resolve::resolve(&self.gw.client, pod, host).await {
+        spec.resolved = match resolve::resolve(&self.gw.client, &self.shared, pod, host).await {
             Ok(r) => r,
             Err(resolve::Error::Api(e)) => return Err(e.into()),
             // As a kubelet does: the pod waits until its references exist, and says why.
@@ -697,6 +724,11 @@ impl PodController {
 
     async fn delete(&self, pod: &Pod) -> Result<Action, Error> {
         let uid = pod.uid().unwrap_or_default();
+        // A change that arrived while this pod was being deleted runs the reconcile once more
+        // before the watch reports the pod gone: its workload and the pod are gone already.
+        if self.deleted.recent(&uid) {
+            return Ok(Action::await_change());
+        }
         self.unreachable
             .lock()
             .expect("unreachable lock")
@@ -731,7 +763,7 @@ impl PodController {
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions {
-                uid: Some(uid),
+                uid: Some(uid.clone()),
                 resource_version: None,
             }),
             ..Default::default()
@@ -741,6 +773,7 @@ impl PodController {
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
+        self.deleted.insert(uid);
         if released {
             self.gw.nudge.notify_waiters();
         }
@@ -901,15 +934,14 @@ async fn restore_then_sync(
     shutdown: CancellationToken,
     selector: String,
 ) {
-    let list = ListParams::default().fields(&selector);
     loop {
         let attempt = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = ctx.api.list(&list) => r,
+            r = listing::pods(&ctx.api, &selector) => r,
         };
         match attempt {
             Ok(pods) => {
-                ctx.restore(&pods.items).await;
+                ctx.restore(&pods).await;
                 break;
             }
             Err(e) => {
@@ -937,11 +969,15 @@ async fn restore_then_sync(
 pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
     let ctx = PodController::new(gw.clone());
     let selector = format!("spec.nodeName={}", gw.config.node_name);
-    let controller = Controller::new(
+    let (store, writer) = kube::runtime::reflector::store();
+    let pods = watcher(
         ctx.api.clone(),
         watcher::Config::default().fields(&selector),
-    );
-    let store = controller.store();
+    )
+    .modify(listing::trim)
+    .reflect(writer)
+    .applied_objects();
+    let controller = Controller::for_stream(pods, store.clone());
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(restore_then_sync(
@@ -993,6 +1029,14 @@ mod tests {
     fn pod(status: serde_json::Value) -> Pod {
         serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "status": status}))
             .unwrap()
+    }
+
+    #[test]
+    fn a_deleted_pod_is_recent_and_others_are_not() {
+        let deleted = Recent::default();
+        deleted.insert("u1".into());
+        assert!(deleted.recent("u1"));
+        assert!(!deleted.recent("u2"));
     }
 
     #[test]

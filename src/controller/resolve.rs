@@ -20,6 +20,7 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 use super::downward::{self, Host};
 use super::environment::service_env;
 use super::identity;
+use super::shared_reads::{self, SharedReads};
 use crate::provider::contract::{EnvValue, EnvVar, RegistryCredential, Resolved, VolumeFile};
 use crate::provider::kit::expansion::expand;
 
@@ -61,15 +62,18 @@ impl Error {
     }
 }
 
-/// Secrets and ConfigMaps read once per pod.
-struct Reader {
+/// Secrets and ConfigMaps read once per pod (the namespace's `kube-root-ca.crt` from the
+/// shared cache).
+struct Reader<'a> {
+    ns: String,
+    shared: &'a SharedReads,
     secrets: Api<Secret>,
     config_maps: Api<ConfigMap>,
     secret_cache: BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>,
     config_map_cache: BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>,
 }
 
-impl Reader {
+impl Reader<'_> {
     async fn secret(&mut self, name: &str) -> Result<Option<&BTreeMap<String, Vec<u8>>>, Error> {
         if !self.secret_cache.contains_key(name) {
             let data = self.secrets.get_opt(name).await?.map(|s| {
@@ -97,7 +101,12 @@ impl Reader {
         name: &str,
     ) -> Result<Option<&BTreeMap<String, Vec<u8>>>, Error> {
         if !self.config_map_cache.contains_key(name) {
-            let data = self.config_maps.get_opt(name).await?.map(|c| {
+            let found = if name == shared_reads::ROOT_CA {
+                self.shared.root_ca(&self.ns).await?.map(|c| (*c).clone())
+            } else {
+                self.config_maps.get_opt(name).await?
+            };
+            let data = found.map(|c| {
                 let mut data: BTreeMap<String, Vec<u8>> = c
                     .data
                     .unwrap_or_default()
@@ -126,9 +135,16 @@ fn text(bytes: &[u8]) -> String {
 /// and unset resource limits.
 // Long on purpose: one pass over every kind of reference a pod has, in the order Kubernetes
 // resolves them, each a few lines delegating to the reader.
-pub async fn resolve(client: &Client, pod: &Pod, host: Host<'_>) -> Result<Arc<Resolved>, Error> {
+pub async fn resolve(
+    client: &Client,
+    shared: &SharedReads,
+    pod: &Pod,
+    host: Host<'_>,
+) -> Result<Arc<Resolved>, Error> {
     let ns = pod.namespace().unwrap_or_default();
     let mut r = Reader {
+        ns: ns.clone(),
+        shared,
         secrets: Api::namespaced(client.clone(), &ns),
         config_maps: Api::namespaced(client.clone(), &ns),
         secret_cache: BTreeMap::new(),
@@ -138,7 +154,7 @@ pub async fn resolve(client: &Client, pod: &Pod, host: Host<'_>) -> Result<Arc<R
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(Arc::new(out));
     };
-    let services = service_env(&services_of(client, &ns, spec.enable_service_links).await?);
+    let services = service_env(&services_of(shared, &ns, spec.enable_service_links).await?);
     for c in spec
         .init_containers
         .iter()
@@ -306,21 +322,16 @@ fn set(env: &mut Vec<EnvVar>, name: String, value: EnvValue) {
 /// The Services whose variables a pod of `ns` gets, as a kubelet lists them: the master Service
 /// `kubernetes` of `default` always, and every Service of `ns` unless `enableServiceLinks` is off.
 async fn services_of(
-    client: &Client,
+    shared: &SharedReads,
     ns: &str,
     enable_service_links: Option<bool>,
-) -> Result<Vec<Service>, Error> {
+) -> Result<Vec<Arc<Service>>, Error> {
     let mut services = Vec::new();
     if enable_service_links != Some(false) {
-        let api: Api<Service> = Api::namespaced(client.clone(), ns);
-        services = api.list(&Default::default()).await?.items;
+        services = shared.services_in(ns).await?;
     }
     let master = ns != "default" || enable_service_links == Some(false);
-    if master
-        && let Some(kubernetes) = Api::<Service>::namespaced(client.clone(), "default")
-            .get_opt("kubernetes")
-            .await?
-    {
+    if master && let Some(kubernetes) = shared.master().await? {
         services.push(kubernetes);
     }
     Ok(services)
@@ -330,7 +341,7 @@ async fn services_of(
 /// `env` entries (literal values with `$(VAR)` expanded against what came before and the
 /// Service variables), then the Service variables the container does not set itself.
 async fn container_env(
-    r: &mut Reader,
+    r: &mut Reader<'_>,
     pod: &Pod,
     c: &Container,
     host: Host<'_>,
@@ -375,7 +386,7 @@ fn literal(value: &str, env: &[EnvVar], services: &[(String, String)]) -> EnvVal
 }
 
 /// Adds the variables of `c`'s `envFrom` Secrets and ConfigMaps to `env`.
-async fn env_from(r: &mut Reader, c: &Container, env: &mut Vec<EnvVar>) -> Result<(), Error> {
+async fn env_from(r: &mut Reader<'_>, c: &Container, env: &mut Vec<EnvVar>) -> Result<(), Error> {
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         if let Some(s) = &from.secret_ref {
@@ -421,7 +432,7 @@ async fn env_from(r: &mut Reader, c: &Container, env: &mut Vec<EnvVar>) -> Resul
 /// Adds `c`'s `env` entries to `env`: values, Secret and ConfigMap keys, downward-API fields
 /// and resource fields.
 async fn env_entries(
-    r: &mut Reader,
+    r: &mut Reader<'_>,
     pod: &Pod,
     c: &Container,
     host: Host<'_>,

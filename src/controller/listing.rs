@@ -1,0 +1,81 @@
+//! The node's pods listed page by page and trimmed as they arrive, so a LIST of 10,000 pods never
+//! holds 10,000 whole pods (with their `managedFields`) at once: the ledger's rebuild at start and
+//! every orphan-collection pass read the node's pods this way.
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+
+use crate::controller::placement::Workload;
+
+/// Pods per LIST page: the apiserver's own default chunk size for informers.
+pub const PAGE: u32 = 500;
+
+/// Every pod matching `selector` (a field selector), without `managedFields`.
+pub async fn pods(api: &Api<Pod>, selector: &str) -> Result<Vec<Pod>, kube::Error> {
+    let mut pods = Vec::new();
+    let mut params = ListParams::default().fields(selector).limit(PAGE);
+    loop {
+        let page = api.list(&params).await?;
+        pods.extend(page.items.into_iter().map(|mut p| {
+            trim(&mut p);
+            p
+        }));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(pods),
+        }
+    }
+}
+
+/// Every pod matching `selector` as (uid, the target its annotations name), read from the pods'
+/// metadata alone: what orphan collection needs to know which workloads have a pod.
+pub async fn placements(
+    api: &Api<Pod>,
+    selector: &str,
+) -> Result<Vec<(String, Option<String>)>, kube::Error> {
+    let mut placed = Vec::new();
+    let mut params = ListParams::default().fields(selector).limit(PAGE);
+    loop {
+        let page = api.list_metadata(&params).await?;
+        placed.extend(
+            page.items
+                .iter()
+                .filter_map(|p| Some((p.uid()?, Workload::of_meta(&p.metadata).map(|w| w.target)))),
+        );
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(placed),
+        }
+    }
+}
+
+/// What the gateway keeps of a pod it reads: everything but `managedFields`, which nothing here
+/// reads and which the API server sends with every pod (server-side apply's field owners, often
+/// the largest part of a pod once its status is written; docs/performance.md, "Where the memory
+/// goes"). The pod cache trims every watched pod with it too.
+pub fn trim(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimming_drops_managed_fields_and_keeps_everything_else() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u1", "annotations": {"a": "b"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"containers": [{"name": "app", "image": "nginx"}]},
+            "status": {"phase": "Running"}
+        }))
+        .unwrap();
+        let mut expected = pod.clone();
+        expected.metadata.managed_fields = None;
+        trim(&mut pod);
+        assert_eq!(pod, expected);
+        assert_eq!(pod.annotations().get("a").map(String::as_str), Some("b"));
+    }
+}
