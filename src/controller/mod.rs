@@ -17,5 +17,6 @@ pub mod pod;
 pub mod provider_events;
 pub mod reload;
 pub mod resolve;
+pub mod restarts;
 pub mod status;
 pub mod workloads;

@@ -36,12 +36,15 @@ use crate::controller::events::Event;
 use crate::controller::outcome::{self, Outcome, Room, Withdraw};
 use crate::controller::placement::Workload;
 use crate::controller::resolve;
+use crate::controller::restarts::{self, Backoff, Wait};
 use crate::controller::status::{PodPhase, RestartPolicy};
 use crate::controller::{admission, placement, provider_events, status};
 use crate::failpoint::{self, FailPoint};
 use crate::policy::model::ProviderKind;
 use crate::policy::{Exclusion, ExclusionReason, PodView, Policy};
-use crate::provider::{Capabilities, Owner, ProviderError, WorkloadSpec, workload_id};
+use crate::provider::{
+    Capabilities, Owner, Provider, ProviderError, WorkloadSpec, WorkloadStatus, workload_id,
+};
 
 /// Errors of one reconcile; all are retried with backoff by `error_policy`.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +134,9 @@ pub struct PodController {
     in_doubt: Mutex<HashSet<String>>,
     /// Per pod UID, the names of the provider events already forwarded as pod Events.
     forwarded: Mutex<HashMap<String, HashSet<String>>>,
+    /// Per pod UID whose provider does not restart containers itself (Fargate), the back-off of
+    /// its restarts (in memory, as a kubelet keeps it: `controller/restarts.rs`).
+    backoffs: Mutex<HashMap<String, Backoff>>,
     /// True once the ledger has been rebuilt from the pods on the node.
     ready: watch::Sender<bool>,
 }
@@ -191,6 +197,7 @@ impl PodController {
             rejected: Mutex::default(),
             polled: Mutex::default(),
             forwarded: Mutex::default(),
+            backoffs: Mutex::default(),
             written: Mutex::default(),
             unreachable: Mutex::default(),
             in_doubt: Mutex::default(),
@@ -477,7 +484,7 @@ impl PodController {
     /// the outcome is news (a pod kept on an unreachable target is announced once).
     fn remember(&self, uid: &str, outcome: &Outcome) -> bool {
         match outcome {
-            Outcome::Created { .. } => {
+            Outcome::Created { .. } | Outcome::BackOff { .. } => {
                 self.unreachable
                     .lock()
                     .expect("unreachable lock")
@@ -629,16 +636,19 @@ impl PodController {
         ))
     }
 
-    /// Creates the workload of a placed pod at its target (idempotent: the id derives from the
-    /// pod UID), once the values it references are resolved.
-    async fn create(&self, pod: &Pod) -> Result<Outcome, Error> {
+    /// The workload spec of a placed pod, with the values it references resolved, and its
+    /// target's adapter; or the outcome that keeps the pod from a create now.
+    async fn prepare(
+        &self,
+        pod: &Pod,
+    ) -> Result<Result<(WorkloadSpec, Arc<dyn Provider>), Outcome>, Error> {
         let Some((_, mut spec)) = self.spec_for(pod) else {
-            return Ok(Outcome::Rejected {
+            return Ok(Err(Outcome::Rejected {
                 target: "?".into(),
                 why: "placement annotations are incomplete".into(),
                 kind: "incomplete",
                 withdraw: Withdraw::No,
-            });
+            }));
         };
         let host = Host {
             ip: &self.gw.config.node_ip,
@@ -649,14 +659,14 @@ impl PodController {
             Err(resolve::Error::Api(e)) => return Err(e.into()),
             // As a kubelet does: the pod waits until its references exist, and says why.
             Err(e) => {
-                return Ok(Outcome::Unresolved {
+                return Ok(Err(Outcome::Unresolved {
                     error: e.to_string(),
                     retryable: e.is_retryable(),
-                });
+                }));
             }
         };
         let Some(provider) = self.gw.provider_for_target(&spec.target) else {
-            return Ok(match self.gw.providers.problem(&spec.target) {
+            return Ok(Err(match self.gw.providers.problem(&spec.target) {
                 Some(why) => Outcome::Rejected {
                     target: spec.target,
                     why,
@@ -665,7 +675,17 @@ impl PodController {
                 },
                 // The adapter is being built for a policy that just arrived.
                 None => Outcome::AdapterPending,
-            });
+            }));
+        };
+        Ok(Ok((spec, provider)))
+    }
+
+    /// Creates the workload of a placed pod at its target (idempotent: the id derives from the
+    /// pod UID), once the values it references are resolved.
+    async fn create(&self, pod: &Pod) -> Result<Outcome, Error> {
+        let (spec, provider) = match self.prepare(pod).await? {
+            Ok(ready) => ready,
+            Err(outcome) => return Ok(outcome),
         };
         let result = provider.create(&spec).await;
         if result.is_ok() {
@@ -687,12 +707,72 @@ impl PodController {
                 }
             }
         };
-        Ok(outcome::created(
-            &spec.target,
-            result,
-            mirrors_a_workload(pod),
-            in_doubt,
-        ))
+        let created = outcome::created(&spec.target, result, mirrors_a_workload(pod), in_doubt);
+        self.settle(pod, provider.as_ref(), &spec.target, created)
+            .await
+    }
+
+    /// `outcome` as it stands for a pod whose provider may leave its stopped workload stopped:
+    /// a workload that stopped on a provider that does not restart containers itself, for a pod
+    /// whose restart policy restarts it, waits out its back-off and is then started again
+    /// ([`Provider::restart`]); any other outcome is what it is.
+    async fn settle(
+        &self,
+        pod: &Pod,
+        provider: &dyn Provider,
+        target: &str,
+        outcome: Outcome,
+    ) -> Result<Outcome, Error> {
+        match outcome {
+            Outcome::Created { workload } | Outcome::Observed { workload }
+                if !provider.restarts_containers()
+                    && restarts::restarts(&workload.phase, RestartPolicy::of(pod)) =>
+            {
+                self.restart_or_wait(pod, target, workload).await
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// The stopped `workload` of `pod` waits out its back-off (a `BackOff` Event when the wait
+    /// starts), then is started again on `target`.
+    async fn restart_or_wait(
+        &self,
+        pod: &Pod,
+        target: &str,
+        workload: WorkloadStatus,
+    ) -> Result<Outcome, Error> {
+        let uid = pod.uid().unwrap_or_default();
+        let wait = self
+            .backoffs
+            .lock()
+            .expect("back-off lock")
+            .entry(uid.clone())
+            .or_default()
+            .stopped(Instant::now());
+        let backing_off = |delay, announce| Outcome::BackOff {
+            workload: workload.clone(),
+            delay,
+            announce,
+            pod: status::pod_label(pod),
+        };
+        match wait {
+            Wait::Started(delay) => return Ok(backing_off(delay, true)),
+            Wait::Waiting(delay) => return Ok(backing_off(delay, false)),
+            Wait::Over => {}
+        }
+        let (spec, provider) = match self.prepare(pod).await? {
+            Ok(ready) => ready,
+            Err(outcome) => return Ok(outcome),
+        };
+        let result = provider.restart(&spec).await;
+        if result.is_ok() {
+            if let Some(b) = self.backoffs.lock().expect("back-off lock").get_mut(&uid) {
+                b.restarted(Instant::now());
+            }
+        }
+        // The pod ran: a target that cannot be reached keeps it (`Unreachable`).
+        Ok(outcome::created(target, result, true, false))
     }
 
     async fn delete(&self, pod: &Pod) -> Result<Action, Error> {
@@ -727,6 +807,7 @@ impl PodController {
         self.rejected.lock().expect("rejected lock").remove(&uid);
         self.polled.lock().expect("polled lock").remove(&uid);
         self.forwarded.lock().expect("forwarded lock").remove(&uid);
+        self.backoffs.lock().expect("back-off lock").remove(&uid);
         self.written.lock().expect("written lock").remove(&uid);
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
@@ -776,12 +857,15 @@ impl PodController {
     }
 
     /// The pods whose workload is due for a status read, by target: every 2 s while Pending,
-    /// at the provider's `running_poll` while Running.
+    /// at the provider's `running_poll` while Running, and as soon as a restart's back-off is
+    /// over.
     fn due(&self, store: &Store<Pod>) -> BTreeMap<String, Vec<Arc<Pod>>> {
         let mut by_target: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
         let mut running_poll: BTreeMap<String, Duration> = BTreeMap::new();
         let created = self.created.lock().expect("created lock");
         let polled = self.polled.lock().expect("polled lock");
+        let backoffs = self.backoffs.lock().expect("back-off lock");
+        let now = Instant::now();
         for pod in store.state() {
             let uid = pod.uid().unwrap_or_default();
             if is_terminal(&pod)
@@ -804,7 +888,8 @@ impl PodController {
             } else {
                 POLL_PENDING
             };
-            if polled.get(&uid).is_none_or(|t| t.elapsed() >= every) {
+            let restart_due = backoffs.get(&uid).is_some_and(|b| b.due(now));
+            if restart_due || polled.get(&uid).is_none_or(|t| t.elapsed() >= every) {
                 by_target.entry(workload.target).or_default().push(pod);
             }
         }
@@ -841,7 +926,11 @@ impl PodController {
                 self.forward_events(pod, events).await;
             }
             let outcome = outcome::observed(target, statuses.get(id), RestartPolicy::of(pod));
-            if let Err(e) = self.follow(pod, outcome).await {
+            let settled = match self.settle(pod, provider.as_ref(), target, outcome).await {
+                Ok(outcome) => self.follow(pod, outcome).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = settled {
                 if e.apiserver_unanswered() {
                     // One line per round, not one per pod: the rest waits for the next round.
                     tracing::warn!(error = %e, target, "the API server does not answer; status patches wait for the next round");

@@ -20,3 +20,4 @@ mod in_doubt;
 mod kubelet;
 mod peers;
 mod realistic_pods;
+mod restarts;

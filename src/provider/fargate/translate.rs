@@ -167,7 +167,8 @@ pub(crate) struct Plan {
     pub(crate) tags: Vec<(String, String)>,
     /// RunTask `startedBy` (the workload id).
     pub(crate) started_by: String,
-    /// RunTask `clientToken` (the workload id: at most 64 characters).
+    /// RunTask `clientToken` (the workload id: at most 64 characters; a restart's run has a
+    /// token of its own, see `client.rs`).
     pub(crate) client_token: String,
 }
 

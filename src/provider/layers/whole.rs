@@ -52,6 +52,18 @@ impl Provider for Layered {
             .await
     }
 
+    fn restarts_containers(&self) -> bool {
+        self.inner.restarts_containers()
+    }
+
+    async fn restart(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
+        self.layers
+            .call(OperationClass::Create, "Restart", || {
+                self.inner.restart(spec)
+            })
+            .await
+    }
+
     async fn status(
         &self,
         ids: &[String],
