@@ -162,6 +162,17 @@ fn mirrors_a_workload(pod: &Pod) -> bool {
         })
 }
 
+/// The grace period of a pod being deleted: the delete's (`metadata.deletionGracePeriodSeconds`),
+/// else the spec's `terminationGracePeriodSeconds`, else Kubernetes' default 30 s.
+fn grace_period(pod: &Pod) -> Duration {
+    let seconds = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| pod.spec.as_ref()?.termination_grace_period_seconds)
+        .unwrap_or(30);
+    Duration::from_secs(seconds.max(0) as u64)
+}
+
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
@@ -784,6 +795,8 @@ impl PodController {
         if let Some((_, spec)) = self.spec_for(pod)
             && let Some(provider) = self.gw.provider_for_target(&spec.target)
         {
+            self.stop_within_grace(pod, provider.as_ref(), &spec.id)
+                .await;
             match provider.delete(&spec.id).await {
                 Ok(()) => failpoint::after(FailPoint::DeleteCalled),
                 // The target could not be reached (retries exhausted, circuit open): the
@@ -826,6 +839,25 @@ impl PodController {
             self.gw.nudge.notify_waiters();
         }
         Ok(Action::await_change())
+    }
+
+    /// Stops the workload of `pod`, deleted with a grace period, before its delete, as a kubelet
+    /// stops containers: at most for the grace period; whatever the answer, the delete follows
+    /// (a target that cannot be reached fails the delete too, which keeps the pod Terminating).
+    async fn stop_within_grace(&self, pod: &Pod, provider: &dyn Provider, id: &str) {
+        let grace = grace_period(pod);
+        if grace.is_zero() {
+            return;
+        }
+        match tokio::time::timeout(grace, provider.stop(id, grace)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::info!(pod = %pod.name_any(), error = %e, "could not stop the workload before its delete; deleting it")
+            }
+            Err(_) => {
+                tracing::info!(pod = %pod.name_any(), ?grace, "the workload did not stop within the grace period; deleting it")
+            }
+        }
     }
 
     /// Counts the node's pods by target and phase for the metrics.
@@ -1124,6 +1156,24 @@ mod tests {
         let running = serde_json::json!({"containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false,
             "restartCount": 0, "state": {"running": {}}}]});
         assert!(mirrors_a_workload(&pod(running)));
+    }
+
+    #[test]
+    fn the_grace_period_is_the_deletes_else_the_specs_else_thirty_seconds() {
+        let pod = |meta: Option<i64>, spec: Option<i64>| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "deletionGracePeriodSeconds": meta},
+                "spec": {"containers": [], "terminationGracePeriodSeconds": spec}
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            grace_period(&pod(Some(5), Some(60))),
+            Duration::from_secs(5)
+        );
+        assert_eq!(grace_period(&pod(None, Some(60))), Duration::from_secs(60));
+        assert_eq!(grace_period(&pod(None, None)), Duration::from_secs(30));
+        assert_eq!(grace_period(&pod(Some(0), Some(60))), Duration::ZERO);
     }
 
     #[test]

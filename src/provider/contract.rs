@@ -799,6 +799,15 @@ pub trait Provider: Send + Sync {
     /// Deletes the workload; deleting one that is gone is not an error.
     async fn delete(&self, id: &str) -> Result<(), ProviderError>;
 
+    /// Stops the workload's containers on the way to its delete, for a pod deleted with a grace
+    /// period of `grace` (> 0): the caller gives it at most `grace`, then deletes the workload
+    /// whatever the answer. The default does nothing: the delete stops the workload (Fargate's
+    /// StopTask gives each container its `stopTimeout`, the pod's grace period).
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), ProviderError> {
+        let _ = (id, grace);
+        Ok(())
+    }
+
     /// Whether the provider restarts a workload's exited containers itself, as the pod's
     /// `restartPolicy` says (ACI's container group, a cluster's kubelet: the default). When it
     /// does not (a Fargate task stays stopped), a stopped workload whose pod restarts is started

@@ -1,4 +1,11 @@
-//! Kubelet-like restarts on Fargate (moto), through `burstgate run` and the real apiserver: a
+//! A pod's lifecycle as a kubelet gives it, through `burstgate run` and the real apiserver.
+//!
+//! Termination grace on ACI (through Prism, so every request is checked against Microsoft's
+//! spec): a pod deleted with a grace period has its container group stopped
+//! (`ContainerGroups_Stop`) before the group's delete, and the pod object goes away only after
+//! the delete was answered (the emulator's request log).
+//!
+//! Kubelet-like restarts on Fargate (moto): a
 //! task whose essential container exited stays stopped at ECS, so a pod with `restartPolicy:
 //! Always` gets a new task for the same pod after a back-off (a `BackOff` Warning Event, the pod
 //! Running in `CrashLoopBackOff` meanwhile), with `restartCount` and `lastState` on its
@@ -22,7 +29,9 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
 use crate::common::copies::{EcsTap, Lifetimes, described_tasks, task_pod_uid};
-use crate::common::gateway::{Gateway, NodeCleanup, gateway_namespace, moto_env, node_ready};
+use crate::common::gateway::{
+    Gateway, NodeCleanup, aci_groups, aci_only, gateway_namespace, moto_env, node_ready,
+};
 use crate::common::{ecs_client, kube_admin, peers, unique_name};
 
 /// aws-sdk-ecs against the tap (so the tap sees the stops the test makes).
@@ -289,4 +298,76 @@ spec:
     let mut lives = Lifetimes::default();
     lives.add_fargate(&ecs, &cluster, &tap).await;
     lives.assert_never_two_at_once("after the delete");
+}
+
+#[tokio::test]
+async fn an_aci_pod_deleted_with_a_grace_period_has_its_group_stopped_then_deleted_before_it_goes()
+{
+    let s = aci_only("grace", "burstgate-grace").await;
+    let _guards = s.guards;
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), &s.ns);
+    let mut pod = burst_pod("graceful", &s.node, "Always");
+    pod.spec.as_mut().unwrap().termination_grace_period_seconds = Some(5);
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let uid =
+        s.gw.eventually("pod graceful Running", Duration::from_secs(90), || async {
+            let pod = pods.get("graceful").await.ok()?;
+            (pod.status.as_ref()?.phase.as_deref() == Some("Running")).then(|| pod.uid())?
+        })
+        .await;
+    let group = format!("bg-{uid}");
+    let started = Instant::now();
+    pods.delete("graceful", &DeleteParams::default())
+        .await
+        .unwrap();
+    s.gw.eventually("pod graceful gone", Duration::from_secs(60), || async {
+        pods.get_opt("graceful").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let gone_after = started.elapsed();
+    assert!(
+        !aci_groups(&s.subscription)
+            .await
+            .iter()
+            .any(|g| g["name"].as_str() == Some(group.as_str())),
+        "the group is deleted by the time the pod object is gone"
+    );
+    let log: serde_json::Value = reqwest::get(format!(
+        "{}/_emulator/requests?subscriptionId={}",
+        peers().get("ACI_EMULATOR_URL"),
+        s.subscription
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let of_group: Vec<(String, String, u64)> = log["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.contains(&group)))
+        .map(|r| {
+            (
+                r["method"].as_str().unwrap_or_default().to_string(),
+                r["path"].as_str().unwrap_or_default().to_string(),
+                r["status"].as_u64().unwrap_or_default(),
+            )
+        })
+        .filter(|(m, _, _)| m != "GET")
+        .collect();
+    let stop = of_group
+        .iter()
+        .position(|(m, p, status)| m == "POST" && p.ends_with("/stop") && *status == 204);
+    let delete = of_group
+        .iter()
+        .position(|(m, _, status)| m == "DELETE" && (200..300).contains(status));
+    assert!(
+        matches!((stop, delete), (Some(a), Some(b)) if a < b),
+        "the group is stopped (204) and then deleted: {of_group:#?}"
+    );
+    println!(
+        "grace: an ACI pod with a 5 s grace period stopped, deleted and gone {:.1} s after its delete",
+        gone_after.as_secs_f64()
+    );
 }
