@@ -791,6 +791,15 @@ fn container_definition(c: &translate::ContainerDef) -> Result<ContainerDefiniti
                 .map_err(|e| pod_error("dependsOn", e))?,
         );
     }
+    for dep in &c.depends_on_start {
+        b = b.depends_on(
+            ContainerDependency::builder()
+                .container_name(dep)
+                .condition(ContainerCondition::Start)
+                .build()
+                .map_err(|e| pod_error("dependsOn", e))?,
+        );
+    }
     if let Some(h) = &c.health_check {
         b = b.health_check(
             HealthCheck::builder()
