@@ -29,6 +29,9 @@ pub enum EventReason {
     WorkloadInDoubt,
     /// A pod's workload was deleted at its provider behind the gateway's back.
     WorkloadLost,
+    /// A pod's workload stopped and waits out its back-off before it is started again (as a
+    /// kubelet says it).
+    BackOff,
     /// A Secret or ConfigMap the pod references is missing (as a kubelet says it).
     CreateContainerConfigError,
     /// A provider refused the pod itself, under its own code ([`PodRejection::reason`]:
@@ -68,6 +71,7 @@ impl EventReason {
             EventReason::TargetUnreachable => "TargetUnreachable",
             EventReason::WorkloadInDoubt => "WorkloadInDoubt",
             EventReason::WorkloadLost => "WorkloadLost",
+            EventReason::BackOff => "BackOff",
             EventReason::CreateContainerConfigError => "CreateContainerConfigError",
             EventReason::PodRejected(code) => code,
             EventReason::NotSupported => "NotSupported",

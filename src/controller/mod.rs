@@ -19,6 +19,7 @@ pub mod provider_events;
 pub mod recorder;
 pub mod reload;
 pub mod resolve;
+pub mod restarts;
 pub mod shared_reads;
 pub mod status;
 pub mod workloads;

@@ -150,6 +150,19 @@ pub enum Outcome {
         /// What the provider reports.
         workload: WorkloadStatus,
     },
+    /// The workload stopped, its provider does not restart it (a Fargate task) and the pod's
+    /// `restartPolicy` does: the pod stays Running while it waits out its back-off, then the
+    /// controller starts the workload again.
+    BackOff {
+        /// What the provider reports (the stopped run).
+        workload: WorkloadStatus,
+        /// The back-off.
+        delay: Duration,
+        /// Whether the wait starts now (an Event only then).
+        announce: bool,
+        /// The pod as the kubelet names it in its Events: `name_namespace(uid)`.
+        pod: String,
+    },
     /// The workload vanished at its provider.
     Lost {
         /// Whether it is created again (`restartPolicy: Always`); otherwise the pod fails.
@@ -275,6 +288,9 @@ impl Outcome {
             Outcome::Created { workload } | Outcome::Observed { workload } => {
                 Some(status::from_workload(pod, workload, host_ip, now))
             }
+            Outcome::BackOff {
+                workload, delay, ..
+            } => Some(status::backing_off(pod, workload, *delay, host_ip, now)),
             Outcome::Lost { recreate: true } => None,
             _ => {
                 let event = self.event()?;
@@ -355,6 +371,24 @@ impl Outcome {
                 format!("{LOST}; creating it again"),
             ),
             Outcome::Lost { recreate: false } => (EventReason::WorkloadLost, LOST.to_string()),
+            Outcome::BackOff {
+                workload,
+                announce: true,
+                pod,
+                ..
+            } => (
+                EventReason::BackOff,
+                format!(
+                    "Back-off restarting failed container {} in pod {}",
+                    workload
+                        .containers
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    pod
+                ),
+            ),
             Outcome::Over
             | Outcome::NoPolicy
             | Outcome::Waiting {
@@ -364,7 +398,10 @@ impl Outcome {
             | Outcome::AdapterPending
             | Outcome::Created { .. }
             | Outcome::Retry { .. }
-            | Outcome::Observed { .. } => return None,
+            | Outcome::Observed { .. }
+            | Outcome::BackOff {
+                announce: false, ..
+            } => return None,
         };
         Some(Event::new(reason, note))
     }
@@ -439,7 +476,7 @@ impl Outcome {
         let secs = match self {
             Outcome::NoPolicy => 10,
             Outcome::Waiting { .. } => 60,
-            Outcome::Tracked | Outcome::Created { .. } => 300,
+            Outcome::Tracked | Outcome::Created { .. } | Outcome::BackOff { .. } => 300,
             Outcome::Unresolved { retryable, .. } => {
                 if *retryable {
                     15
@@ -527,6 +564,28 @@ mod tests {
 
     fn now() -> Time {
         Time("2026-11-27T05:00:00Z".parse().unwrap())
+    }
+
+    #[test]
+    fn a_back_off_keeps_the_room_announces_itself_once_and_keeps_the_pod_running() {
+        let backing_off = |announce| Outcome::BackOff {
+            workload: workload(WorkloadPhase::Succeeded),
+            delay: Duration::from_secs(10),
+            announce,
+            pod: "p_d(u1)".into(),
+        };
+        let first = backing_off(true);
+        let event = first.event().unwrap();
+        assert_eq!(event.reason, EventReason::BackOff);
+        assert_eq!(
+            event.note,
+            "Back-off restarting failed container app in pod p_d(u1)"
+        );
+        assert_eq!(event.type_(), kube::runtime::events::EventType::Warning);
+        assert_eq!(backing_off(false).event(), None);
+        assert_eq!(first.room(), Room::Kept);
+        let status = first.status(&pod(), "h", &now()).unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Running"));
     }
 
     #[test]

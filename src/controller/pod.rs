@@ -36,13 +36,16 @@ use crate::controller::outcome::{self, Outcome, Room, Withdraw};
 use crate::controller::placement::Workload;
 use crate::controller::recorder::{Publication, Recorder};
 use crate::controller::resolve;
+use crate::controller::restarts::{self, Backoff, Wait};
 use crate::controller::shared_reads::SharedReads;
 use crate::controller::status::{PodPhase, RestartPolicy};
 use crate::controller::{admission, listing, placement, provider_events, status};
 use crate::failpoint::{self, FailPoint};
 use crate::policy::model::ProviderKind;
 use crate::policy::{Exclusion, ExclusionReason, PodView, Policy};
-use crate::provider::{Capabilities, Owner, ProviderError, WorkloadSpec, workload_id};
+use crate::provider::{
+    Capabilities, Owner, Provider, ProviderError, WorkloadSpec, WorkloadStatus, workload_id,
+};
 
 /// Errors of one reconcile; all are retried with backoff by `error_policy`.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +140,9 @@ pub struct PodController {
     forwarded: Mutex<HashMap<String, HashSet<String>>>,
     /// Pod UIDs this process deleted in the last minute (workload and pod object).
     deleted: Recent,
+    /// Per pod UID whose provider does not restart containers itself (Fargate), the back-off of
+    /// its restarts (in memory, as a kubelet keeps it: `controller/restarts.rs`).
+    backoffs: Mutex<HashMap<String, Backoff>>,
     /// True once the ledger has been rebuilt from the pods on the node.
     ready: watch::Sender<bool>,
 }
@@ -185,6 +191,17 @@ fn mirrors_a_workload(pod: &Pod) -> bool {
         })
 }
 
+/// The grace period of a pod being deleted: the delete's (`metadata.deletionGracePeriodSeconds`),
+/// else the spec's `terminationGracePeriodSeconds`, else Kubernetes' default 30 s.
+fn grace_period(pod: &Pod) -> Duration {
+    let seconds = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| pod.spec.as_ref()?.termination_grace_period_seconds)
+        .unwrap_or(30);
+    Duration::from_secs(seconds.max(0) as u64)
+}
+
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
@@ -217,6 +234,7 @@ impl PodController {
             rejected: Mutex::default(),
             polled: Mutex::default(),
             forwarded: Mutex::default(),
+            backoffs: Mutex::default(),
             written: Mutex::default(),
             unreachable: Mutex::default(),
             in_doubt: Mutex::default(),
@@ -504,7 +522,7 @@ impl PodController {
     /// the outcome is news (a pod kept on an unreachable target is announced once).
     fn remember(&self, uid: &str, outcome: &Outcome) -> bool {
         match outcome {
-            Outcome::Created { .. } => {
+            Outcome::Created { .. } | Outcome::BackOff { .. } => {
                 self.unreachable
                     .lock()
                     .expect("unreachable lock")
@@ -656,16 +674,19 @@ impl PodController {
         ))
     }
 
-    /// Creates the workload of a placed pod at its target (idempotent: the id derives from the
-    /// pod UID), once the values it references are resolved.
-    async fn create(&self, pod: &Pod) -> Result<Outcome, Error> {
+    /// The workload spec of a placed pod, with the values it references resolved, and its
+    /// target's adapter; or the outcome that keeps the pod from a create now.
+    async fn prepare(
+        &self,
+        pod: &Pod,
+    ) -> Result<Result<(WorkloadSpec, Arc<dyn Provider>), Outcome>, Error> {
         let Some((_, mut spec)) = self.spec_for(pod) else {
-            return Ok(Outcome::Rejected {
+            return Ok(Err(Outcome::Rejected {
                 target: "?".into(),
                 why: "placement annotations are incomplete".into(),
                 kind: "incomplete",
                 withdraw: Withdraw::No,
-            });
+            }));
         };
         let host = Host {
             ip: &self.gw.config.node_ip,
@@ -676,14 +697,14 @@ impl PodController {
             Err(resolve::Error::Api(e)) => return Err(e.into()),
             // As a kubelet does: the pod waits until its references exist, and says why.
             Err(e) => {
-                return Ok(Outcome::Unresolved {
+                return Ok(Err(Outcome::Unresolved {
                     error: e.to_string(),
                     retryable: e.is_retryable(),
-                });
+                }));
             }
         };
         let Some(provider) = self.gw.provider_for_target(&spec.target) else {
-            return Ok(match self.gw.providers.problem(&spec.target) {
+            return Ok(Err(match self.gw.providers.problem(&spec.target) {
                 Some(why) => Outcome::Rejected {
                     target: spec.target,
                     why,
@@ -692,7 +713,17 @@ impl PodController {
                 },
                 // The adapter is being built for a policy that just arrived.
                 None => Outcome::AdapterPending,
-            });
+            }));
+        };
+        Ok(Ok((spec, provider)))
+    }
+
+    /// Creates the workload of a placed pod at its target (idempotent: the id derives from the
+    /// pod UID), once the values it references are resolved.
+    async fn create(&self, pod: &Pod) -> Result<Outcome, Error> {
+        let (spec, provider) = match self.prepare(pod).await? {
+            Ok(ready) => ready,
+            Err(outcome) => return Ok(outcome),
         };
         let result = provider.create(&spec).await;
         if result.is_ok() {
@@ -714,12 +745,72 @@ impl PodController {
                 }
             }
         };
-        Ok(outcome::created(
-            &spec.target,
-            result,
-            mirrors_a_workload(pod),
-            in_doubt,
-        ))
+        let created = outcome::created(&spec.target, result, mirrors_a_workload(pod), in_doubt);
+        self.settle(pod, provider.as_ref(), &spec.target, created)
+            .await
+    }
+
+    /// `outcome` as it stands for a pod whose provider may leave its stopped workload stopped:
+    /// a workload that stopped on a provider that does not restart containers itself, for a pod
+    /// whose restart policy restarts it, waits out its back-off and is then started again
+    /// ([`Provider::restart`]); any other outcome is what it is.
+    async fn settle(
+        &self,
+        pod: &Pod,
+        provider: &dyn Provider,
+        target: &str,
+        outcome: Outcome,
+    ) -> Result<Outcome, Error> {
+        match outcome {
+            Outcome::Created { workload } | Outcome::Observed { workload }
+                if !provider.restarts_containers()
+                    && restarts::restarts(&workload.phase, RestartPolicy::of(pod)) =>
+            {
+                self.restart_or_wait(pod, target, workload).await
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// The stopped `workload` of `pod` waits out its back-off (a `BackOff` Event when the wait
+    /// starts), then is started again on `target`.
+    async fn restart_or_wait(
+        &self,
+        pod: &Pod,
+        target: &str,
+        workload: WorkloadStatus,
+    ) -> Result<Outcome, Error> {
+        let uid = pod.uid().unwrap_or_default();
+        let wait = self
+            .backoffs
+            .lock()
+            .expect("back-off lock")
+            .entry(uid.clone())
+            .or_default()
+            .stopped(Instant::now());
+        let backing_off = |delay, announce| Outcome::BackOff {
+            workload: workload.clone(),
+            delay,
+            announce,
+            pod: status::pod_label(pod),
+        };
+        match wait {
+            Wait::Started(delay) => return Ok(backing_off(delay, true)),
+            Wait::Waiting(delay) => return Ok(backing_off(delay, false)),
+            Wait::Over => {}
+        }
+        let (spec, provider) = match self.prepare(pod).await? {
+            Ok(ready) => ready,
+            Err(outcome) => return Ok(outcome),
+        };
+        let result = provider.restart(&spec).await;
+        if result.is_ok() {
+            if let Some(b) = self.backoffs.lock().expect("back-off lock").get_mut(&uid) {
+                b.restarted(Instant::now());
+            }
+        }
+        // The pod ran: a target that cannot be reached keeps it (`Unreachable`).
+        Ok(outcome::created(target, result, true, false))
     }
 
     async fn delete(&self, pod: &Pod) -> Result<Action, Error> {
@@ -736,6 +827,8 @@ impl PodController {
         if let Some((_, spec)) = self.spec_for(pod)
             && let Some(provider) = self.gw.provider_for_target(&spec.target)
         {
+            self.stop_within_grace(pod, provider.as_ref(), &spec.id)
+                .await;
             match provider.delete(&spec.id).await {
                 Ok(()) => failpoint::after(FailPoint::DeleteCalled),
                 // The target could not be reached (retries exhausted, circuit open): the
@@ -759,6 +852,7 @@ impl PodController {
         self.rejected.lock().expect("rejected lock").remove(&uid);
         self.polled.lock().expect("polled lock").remove(&uid);
         self.forwarded.lock().expect("forwarded lock").remove(&uid);
+        self.backoffs.lock().expect("back-off lock").remove(&uid);
         self.written.lock().expect("written lock").remove(&uid);
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
@@ -778,6 +872,25 @@ impl PodController {
             self.gw.nudge.notify_waiters();
         }
         Ok(Action::await_change())
+    }
+
+    /// Stops the workload of `pod`, deleted with a grace period, before its delete, as a kubelet
+    /// stops containers: at most for the grace period; whatever the answer, the delete follows
+    /// (a target that cannot be reached fails the delete too, which keeps the pod Terminating).
+    async fn stop_within_grace(&self, pod: &Pod, provider: &dyn Provider, id: &str) {
+        let grace = grace_period(pod);
+        if grace.is_zero() {
+            return;
+        }
+        match tokio::time::timeout(grace, provider.stop(id, grace)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::info!(pod = %pod.name_any(), error = %e, "could not stop the workload before its delete; deleting it")
+            }
+            Err(_) => {
+                tracing::info!(pod = %pod.name_any(), ?grace, "the workload did not stop within the grace period; deleting it")
+            }
+        }
     }
 
     /// Counts the node's pods by target and phase for the metrics.
@@ -809,12 +922,15 @@ impl PodController {
     }
 
     /// The pods whose workload is due for a status read, by target: every 2 s while Pending,
-    /// at the provider's `running_poll` while Running.
+    /// at the provider's `running_poll` while Running, and as soon as a restart's back-off is
+    /// over.
     fn due(&self, store: &Store<Pod>) -> BTreeMap<String, Vec<Arc<Pod>>> {
         let mut by_target: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
         let mut running_poll: BTreeMap<String, Duration> = BTreeMap::new();
         let created = self.created.lock().expect("created lock");
         let polled = self.polled.lock().expect("polled lock");
+        let backoffs = self.backoffs.lock().expect("back-off lock");
+        let now = Instant::now();
         for pod in store.state() {
             let uid = pod.uid().unwrap_or_default();
             if is_terminal(&pod)
@@ -837,7 +953,8 @@ impl PodController {
             } else {
                 POLL_PENDING
             };
-            if polled.get(&uid).is_none_or(|t| t.elapsed() >= every) {
+            let restart_due = backoffs.get(&uid).is_some_and(|b| b.due(now));
+            if restart_due || polled.get(&uid).is_none_or(|t| t.elapsed() >= every) {
                 by_target.entry(workload.target).or_default().push(pod);
             }
         }
@@ -874,7 +991,11 @@ impl PodController {
                 self.forward_events(pod, events).await;
             }
             let outcome = outcome::observed(target, statuses.get(id), RestartPolicy::of(pod));
-            if let Err(e) = self.follow(pod, outcome).await {
+            let settled = match self.settle(pod, provider.as_ref(), target, outcome).await {
+                Ok(outcome) => self.follow(pod, outcome).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = settled {
                 if e.apiserver_unanswered() {
                     // One line per round, not one per pod: the rest waits for the next round.
                     tracing::warn!(error = %e, target, "the API server does not answer; status patches wait for the next round");
@@ -1079,6 +1200,24 @@ mod tests {
         let running = serde_json::json!({"containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false,
             "restartCount": 0, "state": {"running": {}}}]});
         assert!(mirrors_a_workload(&pod(running)));
+    }
+
+    #[test]
+    fn the_grace_period_is_the_deletes_else_the_specs_else_thirty_seconds() {
+        let pod = |meta: Option<i64>, spec: Option<i64>| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "deletionGracePeriodSeconds": meta},
+                "spec": {"containers": [], "terminationGracePeriodSeconds": spec}
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            grace_period(&pod(Some(5), Some(60))),
+            Duration::from_secs(5)
+        );
+        assert_eq!(grace_period(&pod(None, Some(60))), Duration::from_secs(60));
+        assert_eq!(grace_period(&pod(None, None)), Duration::from_secs(30));
+        assert_eq!(grace_period(&pod(Some(0), Some(60))), Duration::ZERO);
     }
 
     #[test]

@@ -191,7 +191,11 @@ pub fn from_workload(pod: &Pod, ws: &WorkloadStatus, host_ip: &str, now: &Time) 
                 .map(|c| reported(&ws.init_containers, c))
                 .collect()
         });
+    // A workload started again after it stopped (a new Fargate task) is a restart: the pod stays
+    // Running while the new run starts, as at a kubelet.
+    let restarted = ws.containers.iter().any(|c| c.restart_count > 0);
     let phase = match ws.phase {
+        WorkloadPhase::Pending if restarted => PodPhase::Running,
         // A rejected workload never started; the controller moves the pod before it shows.
         WorkloadPhase::Pending | WorkloadPhase::Rejected(_) => PodPhase::Pending,
         WorkloadPhase::Running => PodPhase::Running,
@@ -200,10 +204,11 @@ pub fn from_workload(pod: &Pod, ws: &WorkloadStatus, host_ip: &str, now: &Time) 
     }
     .as_str();
     let all_ready = !container_statuses.is_empty() && container_statuses.iter().all(|c| c.ready);
-    let started = !matches!(
-        ws.phase,
-        WorkloadPhase::Pending | WorkloadPhase::Rejected(_)
-    );
+    let started = restarted
+        || !matches!(
+            ws.phase,
+            WorkloadPhase::Pending | WorkloadPhase::Rejected(_)
+        );
     let not_ready_reason = match ws.phase {
         WorkloadPhase::Succeeded | WorkloadPhase::Failed => Some("PodCompleted"),
         _ if !all_ready => Some("ContainersNotReady"),
@@ -240,6 +245,57 @@ pub fn from_workload(pod: &Pod, ws: &WorkloadStatus, host_ip: &str, now: &Time) 
         qos_class: pod.status.as_ref().and_then(|s| s.qos_class.clone()),
         ..Default::default()
     }
+}
+
+/// The pod as the kubelet names it in its Events and messages: `name_namespace(uid)`.
+pub fn pod_label(pod: &Pod) -> String {
+    format!(
+        "{}_{}({})",
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.uid.as_deref().unwrap_or_default()
+    )
+}
+
+/// The status of a pod whose workload `ws` stopped and waits `delay` before it is started again:
+/// Running, as at a kubelet, each container waiting in `CrashLoopBackOff` with the run that
+/// ended as its `lastState` (its `restartCount` grows when the next run starts).
+pub fn backing_off(
+    pod: &Pod,
+    ws: &WorkloadStatus,
+    delay: std::time::Duration,
+    host_ip: &str,
+    now: &Time,
+) -> PodStatus {
+    let mut status = from_workload(pod, ws, host_ip, now);
+    let label = pod_label(pod);
+    for c in status.container_statuses.iter_mut().flatten() {
+        let ended = c.state.take().filter(|s| s.terminated.is_some());
+        c.last_state = ended.or(c.last_state.take());
+        c.state = Some(KState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("CrashLoopBackOff".into()),
+                message: Some(format!(
+                    "back-off {}s restarting failed container={} pod={label}",
+                    delay.as_secs(),
+                    c.name
+                )),
+            }),
+            ..Default::default()
+        });
+        c.ready = false;
+        c.started = Some(false);
+        c.container_id = None;
+    }
+    let not_ready = |type_: &str| condition(pod, type_, false, Some("ContainersNotReady"), now);
+    for cond in status.conditions.iter_mut().flatten() {
+        if cond.type_ == "Ready" || cond.type_ == "ContainersReady" {
+            *cond = not_ready(&cond.type_.clone());
+        }
+    }
+    status.phase = Some(PodPhase::Running.as_str().into());
+    status.message = None;
+    status
 }
 
 /// Why a pod waits before it reaches a provider (its `status.reason`, as `kubectl get pods`
@@ -379,6 +435,61 @@ mod tests {
             events: Vec::new(),
             message: None,
         }
+    }
+
+    #[test]
+    fn a_stopped_workload_waiting_to_restart_keeps_the_pod_running_in_crash_loop_back_off() {
+        let mut p = pod();
+        p.metadata.name = Some("web".into());
+        p.metadata.namespace = Some("d".into());
+        p.metadata.uid = Some("u1".into());
+        let stopped = ws(
+            WorkloadPhase::Failed,
+            ContainerState::Terminated {
+                exit_code: 3,
+                reason: "Error".into(),
+                message: String::new(),
+                started_at: "2026-11-27T04:59:30Z".into(),
+                finished_at: "2026-11-27T04:59:50Z".into(),
+            },
+            false,
+        );
+        let s = backing_off(
+            &p,
+            &stopped,
+            std::time::Duration::from_secs(20),
+            "h",
+            &now(),
+        );
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        let c = &s.container_statuses.as_ref().unwrap()[0];
+        let waiting = c.state.as_ref().unwrap().waiting.as_ref().unwrap();
+        assert_eq!(waiting.reason.as_deref(), Some("CrashLoopBackOff"));
+        assert_eq!(
+            waiting.message.as_deref(),
+            Some("back-off 20s restarting failed container=app pod=web_d(u1)")
+        );
+        let last = c.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+        assert_eq!((last.exit_code, last.reason.as_deref()), (3, Some("Error")));
+        assert_eq!((c.ready, c.restart_count), (false, 2));
+    }
+
+    #[test]
+    fn a_restarted_workload_that_is_starting_again_leaves_the_pod_running() {
+        let starting = ws(
+            WorkloadPhase::Pending,
+            ContainerState::Waiting {
+                reason: "ContainerCreating".into(),
+                message: String::new(),
+            },
+            false,
+        );
+        let s = from_workload(&pod(), &starting, "h", &now());
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        let mut first = starting.clone();
+        first.containers[0].restart_count = 0;
+        let s = from_workload(&pod(), &first, "h", &now());
+        assert_eq!(s.phase.as_deref(), Some("Pending"));
     }
 
     #[test]

@@ -799,6 +799,35 @@ pub trait Provider: Send + Sync {
     /// Deletes the workload; deleting one that is gone is not an error.
     async fn delete(&self, id: &str) -> Result<(), ProviderError>;
 
+    /// Stops the workload's containers on the way to its delete, for a pod deleted with a grace
+    /// period of `grace` (> 0): the caller gives it at most `grace`, then deletes the workload
+    /// whatever the answer. The default does nothing: the delete stops the workload (Fargate's
+    /// StopTask gives each container its `stopTimeout`, the pod's grace period).
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), ProviderError> {
+        let _ = (id, grace);
+        Ok(())
+    }
+
+    /// Whether the provider restarts a workload's exited containers itself, as the pod's
+    /// `restartPolicy` says (ACI's container group, a cluster's kubelet: the default). When it
+    /// does not (a Fargate task stays stopped), a stopped workload whose pod restarts is started
+    /// again by the controller with [`Provider::restart`], after a kubelet-like back-off.
+    fn restarts_containers(&self) -> bool {
+        true
+    }
+
+    /// Starts workload `spec.id` again after it stopped on its own, as a restart of the same pod
+    /// (its containers' `restartCount` one higher, their `lastState` the stopped run's):
+    /// never while a run of it is still alive, and idempotently (a run an earlier call already
+    /// started is answered). Only called when [`Provider::restarts_containers`] is false.
+    async fn restart(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
+        let _ = spec;
+        Err(ProviderError::NotSupported {
+            provider: self.name().into(),
+            what: "restarting a stopped workload (it restarts containers itself)".into(),
+        })
+    }
+
     /// Statuses of many workloads in one round trip; a missing id is absent from the map.
     async fn status(
         &self,

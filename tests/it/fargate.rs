@@ -1217,3 +1217,89 @@ async fn orphan_gc_deletes_the_secret_of_a_workload_whose_task_stopped_while_the
         "only CreateSecret carries the value: {leaks:?}"
     );
 }
+
+/// The `clientToken` of every RunTask the adapter sent.
+fn client_tokens(env: &Env) -> Vec<String> {
+    env.bodies("RunTask")
+        .iter()
+        .filter_map(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+        .filter_map(|b| b["clientToken"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stopped_task_is_restarted_as_a_new_tagged_task_with_a_token_of_its_own_and_only_once() {
+    let env = env("bg-fargate-restart", None).await;
+    let uid = common::unique_name("uid");
+    let spec = env.spec(&uid, env.owner(&uid, "cluster-a", "burstgate"), None);
+    assert!(!env.provider.restarts_containers());
+    let first = env.provider.create(&spec).await.unwrap();
+    let tasks = |status: DesiredStatus| {
+        let env = &env;
+        let id = spec.id.clone();
+        async move {
+            env.ecs
+                .list_tasks()
+                .cluster(&env.cluster)
+                .started_by(&id)
+                .desired_status(status)
+                .send()
+                .await
+                .unwrap()
+                .task_arns()
+                .to_vec()
+        }
+    };
+    // A restart while the task runs answers that task: nothing is started beside it.
+    let same = env.provider.restart(&spec).await.unwrap();
+    assert_eq!(same.containers[0].restart_count, 0);
+    assert_eq!(env.calls("RunTask"), 1);
+    let old = tasks(DesiredStatus::Running).await;
+    env.ecs
+        .stop_task()
+        .cluster(&env.cluster)
+        .task(&old[0])
+        .reason("Essential container in task exited")
+        .send()
+        .await
+        .unwrap();
+    // A create now answers the task that ended (only a restart starts the pod again).
+    let ended = env.provider.create(&spec).await.unwrap();
+    assert_eq!(ended.phase, WorkloadPhase::Succeeded, "{ended:?}");
+    assert_eq!(env.calls("RunTask"), 1, "create started nothing");
+
+    let restarted = env.provider.restart(&spec).await.unwrap();
+    let again = env.provider.restart(&spec).await.unwrap();
+    assert_eq!(env.calls("RunTask"), 2, "one new task for two restarts");
+    for s in [&restarted, &again] {
+        let c = &s.containers[0];
+        assert_eq!(c.restart_count, 1, "{s:?}");
+        assert!(
+            matches!(
+                &c.last_state,
+                Some(ContainerState::Terminated { exit_code: 0, reason, .. }) if reason == "Completed"
+            ),
+            "{c:?}"
+        );
+    }
+    let running = tasks(DesiredStatus::Running).await;
+    assert_eq!(running.len(), 1);
+    assert_ne!(running, old);
+    let tokens = client_tokens(&env);
+    assert_eq!(tokens, vec![spec.id.clone(), format!("{}-1", spec.id)]);
+    // The status read finds the new run (the latest), and a delete stops it.
+    let status = env
+        .provider
+        .status(std::slice::from_ref(&spec.id))
+        .await
+        .unwrap()
+        .remove(&spec.id)
+        .unwrap();
+    assert_eq!(
+        (status.phase, status.containers[0].restart_count),
+        (WorkloadPhase::Running, 1)
+    );
+    drop(first);
+    env.provider.delete(&spec.id).await.unwrap();
+    assert!(tasks(DesiredStatus::Running).await.is_empty());
+}

@@ -18,5 +18,6 @@ mod gateway_pods;
 mod identity;
 mod in_doubt;
 mod kubelet;
+mod lifecycle;
 mod peers;
 mod realistic_pods;

@@ -55,6 +55,13 @@ const DELETE_GROUP: Operation = Operation {
     class: OperationClass::Delete,
     ok: &[200, 202, 204, 404],
 };
+// A write that ends a workload's compute, made only on the way to its delete: classed Delete.
+const STOP_GROUP: Operation = Operation {
+    api: "ContainerGroups_Stop",
+    method: Method::Post,
+    class: OperationClass::Delete,
+    ok: &[204, 404],
+};
 const LIST_LOGS: Operation = Operation {
     api: "Containers_ListLogs",
     method: Method::Get,
@@ -220,6 +227,14 @@ impl Arm {
     /// Deletes the group `id`; one that is already gone counts as deleted.
     pub(crate) async fn delete_group(&self, id: &str) -> Result<(), ProviderError> {
         self.call(&DELETE_GROUP, self.url(&[id]), None).await?;
+        Ok(())
+    }
+
+    /// Stops every container of the group (ACI answers 204 once they are stopped, and bills no
+    /// more); a group that is gone counts as stopped.
+    pub(crate) async fn stop_group(&self, id: &str) -> Result<(), ProviderError> {
+        self.call(&STOP_GROUP, self.url(&[id, "stop"]), None)
+            .await?;
         Ok(())
     }
 

@@ -161,6 +161,14 @@ impl Provider for AciProvider {
         Ok(status)
     }
 
+    /// `ContainerGroups_Stop`: ACI stops every container of the group (it offers no grace of
+    /// its own: the containers are killed when the call returns, so no later than a kubelet
+    /// would); the delete follows.
+    async fn stop(&self, id: &str, grace: std::time::Duration) -> Result<(), ProviderError> {
+        let _ = grace;
+        self.arm.stop_group(id).await
+    }
+
     async fn delete(&self, id: &str) -> Result<(), ProviderError> {
         self.arm.delete_group(id).await?;
         self.cache.forget(id);

@@ -28,7 +28,9 @@ use crate::provider::contract::{
 };
 use crate::provider::fargate::retry::{classify, classify_failure, is_inactive_definition};
 use crate::provider::fargate::settings::Settings;
-use crate::provider::fargate::status::{tag, workload_of, workload_status};
+use crate::provider::fargate::status::{
+    DELETED_REASON, ended_on_its_own, latest, relaunch, tag, workload_of, workload_status,
+};
 use crate::provider::fargate::translate::{self, LOG_STREAM_PREFIX, Plan, TaskDef};
 use crate::provider::kit::ownership::{MANAGED_BY, MANAGED_BY_VALUE, OwnerKeys, WORKLOAD};
 use crate::provider::layers::Layers;
@@ -56,6 +58,14 @@ pub struct FargateProvider {
 
 fn pod_error(what: &str, e: impl std::fmt::Display) -> ProviderError {
     ProviderError::cloud_pod("InvalidRequest", format!("{what}: {e}"))
+}
+
+/// The RunTask `clientToken` of run `restarts` (> 0) of workload `id`: `<id>-<run>`, the id cut
+/// from its end when the whole would pass ECS's 64 characters.
+fn run_token(id: &str, restarts: u32) -> String {
+    let suffix = format!("-{restarts}");
+    let keep = id.len().min(64 - suffix.len());
+    format!("{}{suffix}", &id[..keep])
 }
 
 /// The family of a task definition ARN (`...:task-definition/bg-abc:3` -> `bg-abc`).
@@ -159,23 +169,49 @@ impl FargateProvider {
         Ok(pages.into_iter().flatten().collect())
     }
 
-    /// The task ARN of workload `id`: cached, else its running task, else its latest stopped one.
+    /// The task ARN of workload `id`: cached, else its running task, else its latest stopped one
+    /// (the one with the most runs before it: a restarted pod has several).
     async fn find_task_arn(&self, id: &str) -> Result<Option<String>, ProviderError> {
         if let Some(arn) = self.cached(id) {
             return Ok(Some(arn));
         }
-        for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
-            if let Some(arn) = self
-                .list_tasks(Some(id), None, desired)
-                .await?
-                .into_iter()
-                .next()
-            {
-                self.remember(id, &arn);
-                return Ok(Some(arn));
-            }
+        if let Some(arn) = self
+            .list_tasks(Some(id), None, DesiredStatus::Running)
+            .await?
+            .into_iter()
+            .next()
+        {
+            self.remember(id, &arn);
+            return Ok(Some(arn));
         }
-        Ok(None)
+        let stopped = self
+            .list_tasks(Some(id), None, DesiredStatus::Stopped)
+            .await?;
+        let found = match stopped.len() {
+            0 => None,
+            1 => stopped.into_iter().next(),
+            _ => latest(&self.describe(&stopped).await?)
+                .and_then(|t| t.task_arn())
+                .map(str::to_string),
+        };
+        if let Some(arn) = &found {
+            self.remember(id, arn);
+        }
+        Ok(found)
+    }
+
+    /// Every task of workload `id` ECS knows: the ones it runs and the stopped ones it still
+    /// keeps (about an hour on AWS), described.
+    async fn tasks_of(&self, id: &str) -> Result<Vec<Task>, ProviderError> {
+        let mut arns: BTreeSet<String> = BTreeSet::new();
+        for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
+            arns.extend(self.list_tasks(Some(id), None, desired).await?);
+        }
+        if arns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let arns: Vec<String> = arns.into_iter().collect();
+        self.describe(&arns).await
     }
 
     /// A task of `id` that ECS still runs (desired status RUNNING), if any.
@@ -441,6 +477,45 @@ impl FargateProvider {
             .await
     }
 
+    /// Writes the secrets, finds (or registers) the task definition and starts the task of
+    /// `plan`: the workload's first run when `before` (its tasks ECS knows) is empty, else the
+    /// run after them, tagged as such and with a `clientToken` of its own.
+    async fn launch(
+        &self,
+        spec: &WorkloadSpec,
+        mut plan: Plan,
+        before: &[Task],
+    ) -> Result<WorkloadStatus, ProviderError> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        if let Some(next) = relaunch(before, &now) {
+            plan.client_token = run_token(&spec.id, next.restarts);
+            plan.tags.extend(next.tags);
+        }
+        let secret_arns = self.write_secrets(&plan, spec).await?;
+        let def = plan.finish(&secret_arns)?;
+        let definition = self.definition_arn(&def).await?;
+        let task = match self.run_task(&plan, &definition).await {
+            // Deregistered by a sweep (here or in another target of the region): register again.
+            Err(e) if is_inactive_definition(&e) => {
+                self.definitions
+                    .lock()
+                    .expect("definition cache lock")
+                    .remove(&def.family);
+                let definition = self.register(&def).await?;
+                self.definitions
+                    .lock()
+                    .expect("definition cache lock")
+                    .insert(def.family.clone(), definition.clone());
+                self.run_task(&plan, &definition).await?
+            }
+            other => other?,
+        };
+        if let Some(arn) = task.task_arn() {
+            self.remember(&spec.id, arn);
+        }
+        Ok(workload_status(&spec.id, &task))
+    }
+
     /// Stops `arn`; a task ECS does not know (moto answers 500 for it) or that is already
     /// stopped counts as stopped.
     async fn stop(&self, arn: &str) -> Result<(), ProviderError> {
@@ -452,7 +527,7 @@ impl FargateProvider {
                     .stop_task()
                     .cluster(&self.settings.cluster)
                     .task(arn)
-                    .reason("deleted by burstgate");
+                    .reason(DELETED_REASON);
                 async move {
                     match req.send().await {
                         Ok(_) => Ok(()),
@@ -716,6 +791,15 @@ fn container_definition(c: &translate::ContainerDef) -> Result<ContainerDefiniti
                 .map_err(|e| pod_error("dependsOn", e))?,
         );
     }
+    for dep in &c.depends_on_start {
+        b = b.depends_on(
+            ContainerDependency::builder()
+                .container_name(dep)
+                .condition(ContainerCondition::Start)
+                .build()
+                .map_err(|e| pod_error("dependsOn", e))?,
+        );
+    }
     if let Some(h) = &c.health_check {
         b = b.health_check(
             HealthCheck::builder()
@@ -760,6 +844,9 @@ impl Provider for FargateProvider {
     /// retried call with the task it already started), and before any RunTask, ListTasks
     /// `startedBy=<workload id>` finds a task a previous attempt started (moto ignores
     /// `clientToken`; and a crash between RunTask and recording it leaves nothing else).
+    /// A workload whose task ended on its own is answered with that stopped task: only
+    /// [`Provider::restart`] starts it again (after the controller's back-off), so a create after
+    /// a gateway restart never runs a pod a second time behind the restart policy's back.
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
         let plan = translate::plan(spec, &self.settings)?;
         if let Some(task) = self.running_task(&spec.id).await? {
@@ -768,29 +855,52 @@ impl Provider for FargateProvider {
             }
             return Ok(workload_status(&spec.id, &task));
         }
-        let secret_arns = self.write_secrets(&plan, spec).await?;
-        let def = plan.finish(&secret_arns)?;
-        let definition = self.definition_arn(&def).await?;
-        let task = match self.run_task(&plan, &definition).await {
-            // Deregistered by a sweep (here or in another target of the region): register again.
-            Err(e) if is_inactive_definition(&e) => {
-                self.definitions
-                    .lock()
-                    .expect("definition cache lock")
-                    .remove(&def.family);
-                let definition = self.register(&def).await?;
-                self.definitions
-                    .lock()
-                    .expect("definition cache lock")
-                    .insert(def.family.clone(), definition.clone());
-                self.run_task(&plan, &definition).await?
+        let tasks = self.tasks_of(&spec.id).await?;
+        if let Some(task) = latest(tasks.iter().filter(|t| ended_on_its_own(t))) {
+            if let Some(arn) = task.task_arn() {
+                self.remember(&spec.id, arn);
             }
-            other => other?,
-        };
-        if let Some(arn) = task.task_arn() {
-            self.remember(&spec.id, arn);
+            return Ok(workload_status(&spec.id, task));
         }
-        Ok(workload_status(&spec.id, &task))
+        // Only tasks burstgate itself stopped (a workload withdrawn, then placed here again): a
+        // new run, with a token of its own.
+        self.launch(spec, plan, &tasks).await
+    }
+
+    fn restarts_containers(&self) -> bool {
+        false
+    }
+
+    /// A new task for a pod whose task stopped: never while one of its tasks is still alive
+    /// (one still stopping is stopped and the call answers `Transient`, to be tried again once it
+    /// is STOPPED), and never a second one: a task of the workload that ECS runs is the restart
+    /// an earlier call (or a gateway that died) already made, and is answered. The new task
+    /// carries the run's number and the previous run's exits in its tags
+    /// (`status::relaunch`) and a `clientToken` of its own (`<workload id>-<run>`).
+    async fn restart(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
+        let plan = translate::plan(spec, &self.settings)?;
+        let tasks = self.tasks_of(&spec.id).await?;
+        if let Some(task) = tasks
+            .iter()
+            .find(|t| t.desired_status() == Some("RUNNING") && t.last_status() != Some("STOPPED"))
+        {
+            if let Some(arn) = task.task_arn() {
+                self.remember(&spec.id, arn);
+            }
+            return Ok(workload_status(&spec.id, task));
+        }
+        if let Some(stopping) = tasks.iter().find(|t| t.last_status() != Some("STOPPED")) {
+            return Err(ProviderError::Transient {
+                message: format!(
+                    "task {} of workload {} is still stopping ({}): its restart waits until it is STOPPED",
+                    stopping.task_arn().unwrap_or_default(),
+                    spec.id,
+                    stopping.last_status().unwrap_or("?")
+                ),
+                retry_after: Some(Duration::from_secs(5)),
+            });
+        }
+        self.launch(spec, plan, &tasks).await
     }
 
     async fn delete(&self, id: &str) -> Result<(), ProviderError> {
@@ -1004,6 +1114,15 @@ impl Provider for FargateProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_run_of_a_workload_has_a_client_token_of_its_own_within_64_characters() {
+        assert_eq!(run_token("bg-u1", 1), "bg-u1-1");
+        assert_ne!(run_token("bg-u1", 1), run_token("bg-u1", 2));
+        let long = format!("bg-{}", "x".repeat(61));
+        assert_eq!(run_token(&long, 12).len(), 64);
+        assert!(run_token(&long, 12).ends_with("-12"));
+    }
 
     #[test]
     fn the_family_of_a_task_definition_arn_drops_the_revision() {

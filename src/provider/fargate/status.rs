@@ -9,6 +9,13 @@
 //! whose health check stands for a readiness probe (tag `burstgate.io/readiness-checked`) is
 //! ready only once it is `HEALTHY` (`UNKNOWN` is "not evaluated yet", as a readiness probe that
 //! has not passed).
+//!
+//! A stopped task stays stopped: a pod whose `restartPolicy` restarts it gets a new task from the
+//! controller (after a kubelet-like back-off), tagged with the run's number
+//! ([`TAG_RESTARTS`]: the containers' `restartCount`) and how the previous task's containers
+//! ended ([`TAG_LAST_EXIT`], [`TAG_LAST_FINISHED`]: their `lastState`), so both survive a gateway
+//! restart without any read of older tasks; [`relaunch`] computes those tags from the stopped
+//! tasks of the workload.
 
 use aws_sdk_ecs::types::{Container, Task};
 use aws_smithy_types::DateTime;
@@ -17,6 +24,122 @@ use aws_smithy_types::date_time::Format;
 use crate::provider::contract::{ContainerState, ContainerStatus, WorkloadPhase, WorkloadStatus};
 use crate::provider::fargate::translate::{TAG_INIT_CONTAINERS, TAG_READINESS};
 use crate::provider::kit::ownership::WORKLOAD;
+
+/// Tag: how many tasks of the workload ran before this one (its containers' `restartCount`).
+/// Absent on the first task.
+pub(crate) const TAG_RESTARTS: &str = "burstgate.io/restarts";
+/// Tag: how the previous task's containers ended, `name=exitCode` separated by spaces (`-1`:
+/// the container never ran), within ECS's 256 characters of a tag value (containers that do not
+/// fit are left out). Absent on the first task.
+pub(crate) const TAG_LAST_EXIT: &str = "burstgate.io/last-exit";
+/// Tag: RFC 3339 time the previous task stopped (ECS's `stoppedAt`, else when the gateway saw it
+/// stopped). Absent on the first task.
+pub(crate) const TAG_LAST_FINISHED: &str = "burstgate.io/last-finished";
+/// The `reason` burstgate gives StopTask when it deletes a workload: a task stopped so did not
+/// end on its own.
+pub(crate) const DELETED_REASON: &str = "deleted by burstgate";
+/// At most this many characters in an ECS tag value.
+const TAG_VALUE_MAX: usize = 256;
+
+/// The number of tasks of the workload that ran before `task` ([`TAG_RESTARTS`], 0 when absent).
+pub(crate) fn restarts(task: &Task) -> u32 {
+    tag(task, TAG_RESTARTS)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether `task` stopped on its own (its containers exited, or it failed), not because
+/// burstgate deleted the workload.
+pub(crate) fn ended_on_its_own(task: &Task) -> bool {
+    task.last_status() == Some("STOPPED") && task.stopped_reason() != Some(DELETED_REASON)
+}
+
+/// The latest of `tasks` (the one with the most runs before it; the first listed on a tie).
+pub(crate) fn latest<'a>(tasks: impl IntoIterator<Item = &'a Task>) -> Option<&'a Task> {
+    tasks
+        .into_iter()
+        .fold(None, |best: Option<&Task>, t| match best {
+            Some(b) if restarts(b) >= restarts(t) => Some(b),
+            _ => Some(t),
+        })
+}
+
+/// The next run of a workload whose tasks so far are `tasks`: its number and the tags that
+/// carry it (`now`: RFC 3339, when the previous task's stop time is unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Relaunch {
+    /// Tasks of the workload before this one: the containers' `restartCount`.
+    pub(crate) restarts: u32,
+    /// [`TAG_RESTARTS`], [`TAG_LAST_EXIT`] and [`TAG_LAST_FINISHED`].
+    pub(crate) tags: Vec<(String, String)>,
+}
+
+/// The run that follows `tasks` (every task of the workload ECS still knows; the latest decides,
+/// see [`latest`]); `None` when there is none (the first run).
+pub(crate) fn relaunch<'a>(
+    tasks: impl IntoIterator<Item = &'a Task>,
+    now: &str,
+) -> Option<Relaunch> {
+    let previous = latest(tasks)?;
+    let inits: Vec<&str> = tag(previous, TAG_INIT_CONTAINERS)
+        .map(|v| v.split(',').collect())
+        .unwrap_or_default();
+    let mut exits = String::new();
+    for c in previous
+        .containers()
+        .iter()
+        .filter(|c| !inits.contains(&c.name().unwrap_or_default()))
+    {
+        let entry = format!(
+            "{}={}",
+            c.name().unwrap_or_default(),
+            c.exit_code().unwrap_or(-1)
+        );
+        if exits.len() + 1 + entry.len() > TAG_VALUE_MAX {
+            break;
+        }
+        if !exits.is_empty() {
+            exits.push(' ');
+        }
+        exits.push_str(&entry);
+    }
+    let restarts = restarts(previous) + 1;
+    let finished = previous
+        .stopped_at()
+        .map(rfc3339)
+        .unwrap_or_else(|| now.to_string());
+    Some(Relaunch {
+        restarts,
+        tags: vec![
+            (TAG_RESTARTS.to_string(), restarts.to_string()),
+            (TAG_LAST_EXIT.to_string(), exits),
+            (TAG_LAST_FINISHED.to_string(), finished),
+        ],
+    })
+}
+
+/// How container `name` of the previous task ended, from `task`'s tags.
+fn last_state(task: &Task, name: &str) -> Option<ContainerState> {
+    let code: i32 = tag(task, TAG_LAST_EXIT)?
+        .split(' ')
+        .filter_map(|e| e.split_once('='))
+        .find(|(n, _)| *n == name)?
+        .1
+        .parse()
+        .ok()?;
+    Some(ContainerState::Terminated {
+        exit_code: code,
+        reason: match code {
+            0 => "Completed",
+            -1 => "ContainerCannotRun",
+            _ => "Error",
+        }
+        .into(),
+        message: String::new(),
+        started_at: String::new(),
+        finished_at: tag(task, TAG_LAST_FINISHED).unwrap_or_default().to_string(),
+    })
+}
 
 /// RFC 3339 of an AWS timestamp.
 fn rfc3339(t: &DateTime) -> String {
@@ -72,6 +195,12 @@ pub(crate) fn workload_status(id: &str, task: &Task) -> WorkloadStatus {
             stopped.as_deref(),
             task.stopped_reason(),
         )
+    };
+    let restarts = restarts(task) as i32;
+    let status_of = |c: &Container| ContainerStatus {
+        restart_count: restarts,
+        last_state: last_state(task, c.name().unwrap_or_default()),
+        ..status_of(c)
     };
     let containers = essential.iter().map(|c| status_of(c)).collect();
     // The pod's init containers, in the order the tag names them (the spec's).
@@ -164,7 +293,7 @@ fn container_status(
         } else {
             health != Some("UNHEALTHY")
         };
-    // A restarted pod is a new task: the previous run is not this task's to tell.
+    // A restarted pod is a new task: its tags tell the previous run (`workload_status`).
     ContainerStatus {
         name,
         state,
@@ -411,6 +540,81 @@ mod tests {
         assert_eq!(ready(HealthStatus::UnknownValue), vec![false, true]);
         assert_eq!(ready(HealthStatus::Healthy), vec![true, true]);
         assert_eq!(ready(HealthStatus::Unhealthy), vec![false, true]);
+    }
+
+    #[test]
+    fn the_next_run_counts_the_runs_before_it_and_tags_how_the_latest_one_ended() {
+        assert_eq!(relaunch(&[], "2026-01-01T00:00:00Z"), None);
+        let first = task(
+            "STOPPED",
+            vec![
+                container("app", "STOPPED", Some(3), None),
+                container("side", "STOPPED", None, None),
+            ],
+        )
+        .build();
+        let next = relaunch([&first], "2026-01-01T00:00:09Z").unwrap();
+        assert_eq!(next.restarts, 1);
+        assert_eq!(
+            next.tags,
+            vec![
+                (TAG_RESTARTS.to_string(), "1".to_string()),
+                (TAG_LAST_EXIT.to_string(), "app=3 side=-1".to_string()),
+                (
+                    TAG_LAST_FINISHED.to_string(),
+                    "2026-01-01T00:00:09Z".to_string()
+                ),
+            ]
+        );
+        // The second run stopped too (ECS gave its stop time): the third counts both.
+        let mut tags: Vec<Tag> = next
+            .tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        tags.push(Tag::builder().key(TAG_RESTARTS).value("1").build());
+        let second = task("STOPPED", vec![container("app", "STOPPED", Some(0), None)])
+            .set_tags(Some(tags))
+            .stopped_at(DateTime::from_secs(1_700_000_100))
+            .build();
+        let third = relaunch([&second, &first], "x").unwrap();
+        assert_eq!(third.restarts, 2);
+        assert_eq!(third.tags[1].1, "app=0");
+        assert_eq!(third.tags[2].1, "2023-11-14T22:15:00Z");
+    }
+
+    #[test]
+    fn a_restarted_task_reports_its_restart_count_and_the_previous_runs_exit_as_last_state() {
+        let t = task("RUNNING", vec![container("app", "RUNNING", None, None)])
+            .tags(Tag::builder().key(TAG_RESTARTS).value("2").build())
+            .tags(Tag::builder().key(TAG_LAST_EXIT).value("app=137").build())
+            .tags(
+                Tag::builder()
+                    .key(TAG_LAST_FINISHED)
+                    .value("2026-01-01T00:00:09Z")
+                    .build(),
+            )
+            .build();
+        let s = workload_status("bg-1", &t);
+        let c = &s.containers[0];
+        assert_eq!(c.restart_count, 2);
+        assert!(
+            matches!(&c.last_state, Some(ContainerState::Terminated { exit_code: 137, reason, finished_at, .. })
+                if reason == "Error" && finished_at == "2026-01-01T00:00:09Z"),
+            "{:?}",
+            c.last_state
+        );
+    }
+
+    #[test]
+    fn only_a_task_that_stopped_by_itself_ended_on_its_own() {
+        let exited = task("STOPPED", vec![]).stopped_reason("Essential container in task exited");
+        assert!(ended_on_its_own(&exited.build()));
+        let deleted = task("STOPPED", vec![])
+            .stopped_reason(DELETED_REASON)
+            .build();
+        assert!(!ended_on_its_own(&deleted));
+        assert!(!ended_on_its_own(&task("RUNNING", vec![]).build()));
     }
 
     #[test]

@@ -108,6 +108,11 @@ pub(crate) struct ContainerDef {
     pub(crate) mount_points: Vec<(String, String, bool)>,
     /// Init containers this one waits for (condition `SUCCESS`).
     pub(crate) depends_on: Vec<String>,
+    /// Sidecars (init containers with `restartPolicy: Always`) this one waits to have started
+    /// (condition `START`). Left out of the hash when empty, so pods without sidecars keep
+    /// their families.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) depends_on_start: Vec<String>,
     /// awslogs (group, region, stream prefix).
     pub(crate) log: Option<(String, String, String)>,
     /// From the exec liveness / readiness probe. Left out of the hash when absent, so pods
@@ -167,7 +172,8 @@ pub(crate) struct Plan {
     pub(crate) tags: Vec<(String, String)>,
     /// RunTask `startedBy` (the workload id).
     pub(crate) started_by: String,
-    /// RunTask `clientToken` (the workload id: at most 64 characters).
+    /// RunTask `clientToken` (the workload id: at most 64 characters; a restart's run has a
+    /// token of its own, see `client.rs`).
     pub(crate) client_token: String,
 }
 
@@ -241,21 +247,30 @@ pub(crate) fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, Tra
     let mut shared = Shared::default();
     let mut containers = Vec::new();
     for (i, ((c, init, path), memory)) in all.iter().zip(memories).enumerate() {
-        let depends_on: Vec<String> = if *init {
-            // Init containers run one after the other.
+        // Init containers run one after the other; a sidecar (an init container with
+        // `restartPolicy: Always`) only has to have started for the next one to go, and runs
+        // beside the pod's containers: non-essential, so it never decides the pod's end and ECS
+        // stops it when the pod's containers exit, as a kubelet does.
+        let waits_for: Vec<&Container> = if *init {
             i.checked_sub(1)
-                .map(|prev| all[prev].0.name.clone())
+                .map(|prev| all[prev].0)
                 .into_iter()
                 .collect()
         } else {
-            inits.iter().map(|c| c.name.clone()).collect()
+            inits.iter().collect()
         };
+        let (sidecars, regular): (Vec<&Container>, Vec<&Container>) =
+            waits_for.into_iter().partition(|c| is_sidecar(c));
+        let names = |cs: Vec<&Container>| cs.iter().map(|c| c.name.clone()).collect();
+        let (depends_on, depends_on_start): (Vec<String>, Vec<String>) =
+            (names(regular), names(sidecars));
         let slot = Slot {
             c,
             init: *init,
             path,
             memory,
             depends_on,
+            depends_on_start,
         };
         let mountable = (&volumes, &skipped_volumes);
         containers.push(container_def(
@@ -295,6 +310,11 @@ pub(crate) fn plan(spec: &WorkloadSpec, settings: &Settings) -> Result<Plan, Tra
     })
 }
 
+/// Whether `c` is a sidecar: an init container with `restartPolicy: Always`.
+fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
 /// Why Fargate cannot run `feature`, in its terms (the kit's [`refusal`] asks).
 fn why_not(feature: Feature) -> Option<String> {
     const NO_COMMAND: &str =
@@ -313,7 +333,7 @@ fn why_not(feature: Feature) -> Option<String> {
         Feature::GrpcProbe => format!("{NO_COMMAND} a gRPC probe"),
         Feature::StartupProbe => "an ECS health check has a start period but no separate startup check, so Fargate cannot run a startup probe".into(),
         Feature::InitContainerProbe => "Fargate runs init containers to completion before the pod's containers and does not probe them".into(),
-        Feature::Sidecar => "Fargate runs init containers to completion; it has no sidecars".into(),
+        Feature::Sidecar => "Fargate runs sidecars as non-essential containers".into(),
         Feature::ServiceAccountToken => {
             "Fargate tasks mount no files, so a service-account token volume cannot be given".into()
         }
@@ -361,8 +381,10 @@ struct Slot<'a> {
     path: &'a str,
     /// Container-level hard memory, MiB.
     memory: i32,
-    /// The init containers it waits for.
+    /// The init containers it waits for to complete.
     depends_on: Vec<String>,
+    /// The sidecars it waits for to start.
+    depends_on_start: Vec<String>,
 }
 
 impl Slot<'_> {
@@ -419,6 +441,7 @@ fn container_def(
         mount_points: mount_points(&slot, volumes, skipped)?,
         port_mappings: port_mappings(&slot)?,
         depends_on: slot.depends_on,
+        depends_on_start: slot.depends_on_start,
         stop_timeout: stop_timeout(pod),
         log: settings.log_group.as_ref().map(|g| {
             (
@@ -1283,6 +1306,50 @@ mod tests {
             matches!(err, TranslateError::Unsupported { ref field, .. } if field.contains("privileged")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_sidecar_starts_beside_the_pods_containers_and_never_decides_the_pods_end() {
+        // A native sidecar (the 1.20 apiserver drops `restartPolicy` on init containers, so this
+        // is unit-tested only; the corpus' sidecar-mesh pod goes through `corpus::check`).
+        let mut proxy = container("proxy", "envoy");
+        proxy.restart_policy = Some("Always".into());
+        let pod = PodSpec {
+            init_containers: Some(vec![
+                container("setup", "busybox"),
+                proxy,
+                container("late", "busybox"),
+            ]),
+            ..one(container("app", "nginx"))
+        };
+        let plan = plan(&spec_with("u1", pod, Resolved::default()), &settings()).unwrap();
+        let def = plan.finish(&BTreeMap::new()).unwrap();
+        let by = |n: &str| def.containers.iter().find(|c| c.name == n).unwrap();
+        assert!(!by("proxy").essential, "a sidecar never ends the task");
+        assert_eq!(by("proxy").depends_on, vec!["setup".to_string()]);
+        // What follows a sidecar waits for it to start, not to complete.
+        assert_eq!(
+            (
+                by("late").depends_on.clone(),
+                by("late").depends_on_start.clone()
+            ),
+            (Vec::<String>::new(), vec!["proxy".to_string()])
+        );
+        assert_eq!(
+            (
+                by("app").depends_on.clone(),
+                by("app").depends_on_start.clone()
+            ),
+            (
+                vec!["setup".to_string(), "late".to_string()],
+                vec!["proxy".to_string()]
+            )
+        );
+        // Reported as an init container, so the pod's success is judged without it.
+        assert!(plan.tags.contains(&(
+            TAG_INIT_CONTAINERS.to_string(),
+            "setup,proxy,late".to_string()
+        )));
     }
 
     #[test]

@@ -235,8 +235,9 @@ pub fn declared(kind: ProviderKind) -> Capabilities {
         // An ECS health check runs a command only. A task mounts no files: the automatic token
         // is left out (a pod that needs it says so with automountServiceAccountToken or an
         // explicit token volume, which keeps it off Fargate).
+        // Sidecars are non-essential containers started beside the pod's (dependsOn START).
         ProviderKind::Fargate => Capabilities::NONE
-            .running(&[ExecProbe])
+            .running(&[ExecProbe, Sidecar])
             .ignoring(&[AutomaticToken]),
         // A shadow pod is a pod, but never runs as the virtual pod's identity
         // (provider/cluster/translate.rs): the automatic token is left out, an explicit one

@@ -52,6 +52,26 @@ impl Provider for Layered {
             .await
     }
 
+    async fn stop(&self, id: &str, grace: std::time::Duration) -> Result<(), ProviderError> {
+        self.layers
+            .call(OperationClass::Delete, "Stop", || {
+                self.inner.stop(id, grace)
+            })
+            .await
+    }
+
+    fn restarts_containers(&self) -> bool {
+        self.inner.restarts_containers()
+    }
+
+    async fn restart(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
+        self.layers
+            .call(OperationClass::Create, "Restart", || {
+                self.inner.restart(spec)
+            })
+            .await
+    }
+
     async fn status(
         &self,
         ids: &[String],
