@@ -4,14 +4,13 @@
 //!
 //! Only target-level outcomes count (quota, capacity, region down, throttled past the deadline,
 //! timeouts that exhausted their retries). A pod-level rejection (bad image) says nothing about
-//! the target and never opens the circuit. Failures are counted in a row per request class: a
-//! read that works says nothing about creates (ACI answers reads while a region refuses every
-//! create with 409 `ServiceUnavailable`), so it does not hide them.
+//! the target and never opens the circuit. Failures are counted in a row per operation (Create,
+//! Status, Stop, Delete ...): a read that works says nothing about creates (ACI answers reads
+//! while a region refuses every create with 409 `ServiceUnavailable`), and a stop that works says
+//! nothing about the delete after it, so neither hides the other's failures.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-use crate::policy::model::OperationClass;
 
 use tokio::time::Instant;
 
@@ -49,7 +48,7 @@ impl State {
 /// Breaker settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
-    /// Consecutive target-level failures (of one request class) that open the circuit.
+    /// Consecutive target-level failures (of one operation) that open the circuit.
     pub failures_to_open: u32,
     /// How long it stays open before a probe is allowed.
     pub cool_down: Duration,
@@ -69,8 +68,8 @@ impl Default for Settings {
 pub struct Breaker {
     settings: Settings,
     state: State,
-    /// Target-level failures in a row, per request class.
-    failures: BTreeMap<OperationClass, u32>,
+    /// Target-level failures in a row, per operation.
+    failures: BTreeMap<&'static str, u32>,
     opened_at: Option<Instant>,
     probing: bool,
 }
@@ -131,13 +130,13 @@ impl Breaker {
         }
     }
 
-    /// Records a call of `class` that the target served (any answer that is not target-level
-    /// trouble): it ends that class's run of failures and closes a half-open circuit. A call
+    /// Records a call of `operation` that the target served (any answer that is not target-level
+    /// trouble): it ends that operation's run of failures and closes a half-open circuit. A call
     /// that went before the circuit opened and succeeds while it is open changes nothing: only
     /// the probe decides. Returns the new state when it changed.
-    pub fn success(&mut self, now: Instant, class: OperationClass) -> Option<State> {
+    pub fn success(&mut self, now: Instant, operation: &'static str) -> Option<State> {
         let before = self.state(now);
-        self.failures.remove(&class);
+        self.failures.remove(operation);
         match before {
             State::Open => return None,
             State::HalfOpen => self.failures.clear(),
@@ -149,11 +148,11 @@ impl Breaker {
         (before != State::Closed).then_some(State::Closed)
     }
 
-    /// Records a target-level failure of a call of `class`. Returns the new state when it
+    /// Records a target-level failure of a call of `operation`. Returns the new state when it
     /// changed.
-    pub fn failure(&mut self, now: Instant, class: OperationClass) -> Option<State> {
+    pub fn failure(&mut self, now: Instant, operation: &'static str) -> Option<State> {
         let before = self.state(now);
-        let failures = self.failures.entry(class).or_default();
+        let failures = self.failures.entry(operation).or_default();
         *failures = failures.saturating_add(1);
         let failures = *failures;
         self.probing = false;
@@ -170,7 +169,7 @@ impl Breaker {
 mod tests {
     use super::*;
 
-    const C: OperationClass = OperationClass::Create;
+    const C: &str = "Create";
 
     fn breaker() -> Breaker {
         Breaker::new(Settings {
@@ -241,7 +240,7 @@ mod tests {
         (0..3).for_each(|_| {
             b.failure(now, C);
         });
-        assert_eq!(b.success(now, OperationClass::Read), None);
+        assert_eq!(b.success(now, "Status"), None);
         assert_eq!(b.admit(now), Admit::No);
     }
 
@@ -250,7 +249,7 @@ mod tests {
         let (mut b, now) = (breaker(), Instant::now());
         for _ in 0..2 {
             assert_eq!(b.failure(now, C), None);
-            assert_eq!(b.success(now, OperationClass::Read), None);
+            assert_eq!(b.success(now, "Status"), None);
         }
         assert_eq!(b.failure(now, C), Some(State::Open));
     }

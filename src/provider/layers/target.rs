@@ -226,11 +226,11 @@ impl Layers {
             );
             let err = match result {
                 Ok(v) => {
-                    self.record(class, true);
+                    self.record(api, true);
                     return Ok(v);
                 }
                 Err(e) if !e.is_retryable() => {
-                    self.record(class, !matches!(e, ProviderError::Target(_)));
+                    self.record(api, !matches!(e, ProviderError::Target(_)));
                     return Err(e);
                 }
                 Err(e) => e,
@@ -247,7 +247,7 @@ impl Layers {
                 rand::random::<f64>(),
             );
             if !retry::may_retry(&inner.settings.retry, attempt, first.elapsed(), wait) {
-                self.record(class, false);
+                self.record(api, false);
                 let cause = if only_throttled {
                     GaveUpCause::Throttled
                 } else if only_refused {
@@ -285,14 +285,14 @@ impl Layers {
         admit
     }
 
-    fn record(&self, class: OperationClass, served: bool) {
+    fn record(&self, api: &'static str, served: bool) {
         let now = Instant::now();
         let changed = {
             let mut b = self.inner.breaker.lock().expect("breaker lock");
             if served {
-                b.success(now, class)
+                b.success(now, api)
             } else {
-                b.failure(now, class)
+                b.failure(now, api)
             }
         };
         let Some(state) = changed else { return };
