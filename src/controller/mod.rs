@@ -3,6 +3,7 @@
 //! through [`workloads::Workloads`].
 
 pub mod admission;
+pub mod cached_pod;
 pub mod context;
 pub mod downward;
 pub mod environment;

@@ -29,6 +29,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::controller::cached_pod::CachedPod;
 use crate::controller::context::Gateway;
 use crate::controller::downward::Host;
 use crate::controller::events::Event;
@@ -422,10 +423,11 @@ impl PodController {
 
     /// One pod's step: wait for the ledger, then delete, or find where the pod stands and apply
     /// that outcome.
-    async fn reconcile(pod: Arc<Pod>, ctx: Arc<PodController>) -> Result<Action, Error> {
-        tracing::debug!(pod = %pod.name_any(), "reconcile");
+    async fn reconcile(cached: Arc<CachedPod>, ctx: Arc<PodController>) -> Result<Action, Error> {
+        tracing::debug!(pod = %cached.name_any(), "reconcile");
         let mut ready = ctx.ready.subscribe();
         let _ = ready.wait_for(|r| *r).await;
+        let pod = cached.pod();
         if pod.metadata.deletion_timestamp.is_some() {
             return ctx.delete(&pod).await;
         }
@@ -433,8 +435,8 @@ impl PodController {
         ctx.apply(&pod, outcome).await
     }
 
-    fn error_policy(pod: Arc<Pod>, error: &Error, ctx: Arc<PodController>) -> Action {
-        ctx.failed(&pod, error, "reconcile failed; retrying");
+    fn error_policy(pod: Arc<CachedPod>, error: &Error, ctx: Arc<PodController>) -> Action {
+        ctx.failed(pod.as_ref(), error, "reconcile failed; retrying");
         Action::requeue(Duration::from_secs(5))
     }
 
@@ -894,12 +896,12 @@ impl PodController {
     }
 
     /// Counts the node's pods by target and phase for the metrics.
-    fn observe_pods(&self, store: &Store<Pod>) {
+    fn observe_pods(&self, store: &Store<CachedPod>) {
         let pods = store.state();
         let now = k8s_openapi::jiff::Timestamp::now();
         self.gw.metrics.observe_pods(pods.iter().map(|p| {
             let target = p.annotations().get(placement::TARGET).map(String::as_str);
-            let phase = PodPhase::of(p);
+            let phase = PodPhase::of_status(p.status.as_ref());
             let waiting = (target.is_none() && phase == PodPhase::Pending)
                 .then(|| {
                     p.metadata
@@ -913,7 +915,7 @@ impl PodController {
     }
 
     /// One pass of batched status reads; returns how many workloads were read.
-    async fn sync_statuses(&self, store: &Store<Pod>) -> usize {
+    async fn sync_statuses(&self, store: &Store<CachedPod>) -> usize {
         let mut read = 0;
         for (target, pods) in self.due(store) {
             read += self.sync_target(&target, &pods).await;
@@ -924,8 +926,8 @@ impl PodController {
     /// The pods whose workload is due for a status read, by target: every 2 s while Pending,
     /// at the provider's `running_poll` while Running, and as soon as a restart's back-off is
     /// over.
-    fn due(&self, store: &Store<Pod>) -> BTreeMap<String, Vec<Arc<Pod>>> {
-        let mut by_target: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
+    fn due(&self, store: &Store<CachedPod>) -> BTreeMap<String, Vec<Arc<CachedPod>>> {
+        let mut by_target: BTreeMap<String, Vec<Arc<CachedPod>>> = BTreeMap::new();
         let mut running_poll: BTreeMap<String, Duration> = BTreeMap::new();
         let created = self.created.lock().expect("created lock");
         let polled = self.polled.lock().expect("polled lock");
@@ -933,16 +935,17 @@ impl PodController {
         let now = Instant::now();
         for pod in store.state() {
             let uid = pod.uid().unwrap_or_default();
-            if is_terminal(&pod)
+            let phase = PodPhase::of_status(pod.status.as_ref());
+            if phase.is_terminal()
                 || pod.metadata.deletion_timestamp.is_some()
                 || !created.contains(&uid)
             {
                 continue;
             }
-            let Some(workload) = Workload::of(&pod) else {
+            let Some(workload) = Workload::of_meta(&pod.metadata) else {
                 continue;
             };
-            let every = if PodPhase::of(&pod) == PodPhase::Running {
+            let every = if phase == PodPhase::Running {
                 *running_poll
                     .entry(workload.target.clone())
                     .or_insert_with(|| {
@@ -963,7 +966,7 @@ impl PodController {
 
     /// Reads the workloads of `pods`, all placed on `target`, in one batch and applies what each
     /// read means; returns how many were read.
-    async fn sync_target(&self, target: &str, pods: &[Arc<Pod>]) -> usize {
+    async fn sync_target(&self, target: &str, pods: &[Arc<CachedPod>]) -> usize {
         let Some(provider) = self.gw.provider_for_target(target) else {
             return 0;
         };
@@ -978,7 +981,9 @@ impl PodController {
                 return 0;
             }
         };
-        for (pod, id) in pods.iter().zip(&ids) {
+        for (cached, id) in pods.iter().zip(&ids) {
+            // Decoded one at a time: a burst's Pending pods are never all whole at once.
+            let pod = &cached.pod();
             self.polled
                 .lock()
                 .expect("polled lock")
@@ -1009,7 +1014,7 @@ impl PodController {
 
     /// Reports a failed write about `pod`: an expected race is counted and logged at debug, any
     /// other failure is a warning.
-    fn failed(&self, pod: &Pod, error: &Error, what: &str) {
+    fn failed(&self, pod: &impl ResourceExt, error: &Error, what: &str) {
         match error.expected_race() {
             Some(race) => {
                 self.gw.metrics().expected_race(race.as_str());
@@ -1051,7 +1056,7 @@ fn truncate(mut s: String, max: usize) -> String {
 /// this, so nobody else is placing.
 async fn restore_then_sync(
     ctx: Arc<PodController>,
-    store: Store<Pod>,
+    store: Store<CachedPod>,
     shutdown: CancellationToken,
     selector: String,
 ) {
@@ -1092,10 +1097,9 @@ pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
     let selector = format!("spec.nodeName={}", gw.config.node_name);
     let (store, writer) = kube::runtime::reflector::store();
     let pods = watcher(
-        ctx.api.clone(),
+        Api::<CachedPod>::all(gw.client.clone()),
         watcher::Config::default().fields(&selector),
     )
-    .modify(listing::trim)
     .reflect(writer)
     .applied_objects();
     let controller = Controller::for_stream(pods, store.clone());

@@ -52,7 +52,12 @@ pub enum PodPhase {
 impl PodPhase {
     /// The phase of `pod` (`Pending` when it has no status yet).
     pub fn of(pod: &Pod) -> PodPhase {
-        match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Self::of_status(pod.status.as_ref())
+    }
+
+    /// The phase a pod's status says.
+    pub fn of_status(status: Option<&PodStatus>) -> PodPhase {
+        match status.and_then(|s| s.phase.as_deref()) {
             None | Some("Pending") => PodPhase::Pending,
             Some("Running") => PodPhase::Running,
             Some("Succeeded") => PodPhase::Succeeded,
