@@ -99,10 +99,24 @@ fn main() {
         corpus.cases.len()
     );
 
+    // Which decisions run a CEL expression (a rule with one is tried before the deciding rule).
+    let runs_cel: Vec<bool> = corpus
+        .cases
+        .iter()
+        .map(|case| {
+            let policy = &corpus.policies[case.policy].policy;
+            let d = decide(policy, &case.pod, &case.ledger, &case.excluded);
+            let tried = d.rule.map_or(policy.rules.len(), |r| r + 1);
+            policy.rules[..tried]
+                .iter()
+                .any(|r| r.matcher.expression.is_some() && r.matcher.matches_static(&case.pod))
+        })
+        .collect();
     let mut ours = Vec::with_capacity(corpus.cases.len() * PASSES);
+    let (mut ours_cel, mut ours_plain) = (Vec::new(), Vec::new());
     let mut with_text = Vec::with_capacity(corpus.cases.len());
     for pass in 0..=PASSES {
-        for case in &corpus.cases {
+        for (i, case) in corpus.cases.iter().enumerate() {
             let policy = &corpus.policies[case.policy].policy;
             let t = Instant::now();
             let d = decide(
@@ -116,6 +130,12 @@ fn main() {
             // Pass 0 warms the caches up and is not counted.
             if pass > 0 {
                 ours.push(took);
+                if runs_cel[i] {
+                    &mut ours_cel
+                } else {
+                    &mut ours_plain
+                }
+                .push(took);
             }
             if pass == 1 {
                 let t = Instant::now();
@@ -142,6 +162,8 @@ fn main() {
     }
     let (ours, with_text, theirs) = (stats(ours), stats(with_text), stats(theirs));
     print("burstgate decide", &ours);
+    print("  of which running a CEL expression", &stats(ours_cel));
+    print("  of which running none", &stats(ours_plain));
     print("burstgate decide + summary text", &with_text);
     print("regorus (policy.rego)", &theirs);
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
