@@ -1,230 +1,176 @@
-//! One decision with 20 targets and 100 rules, explanation included, against the same policy
-//! written in Rego and evaluated by `regorus`, side by side. After criterion's runs it prints
-//! the p50/p99 latency of single decisions (the issue's target is p99 <= 5 us).
+//! Per-decision latency of the engine and of its Rego twin (`benches/decide/policy.rego` in
+//! regorus), side by side in one run, on the equivalence corpus (`benches/decide/corpus.rs`):
+//! 8 random policies, 10,000 random pods, ledger states and exclusions. Both sides do equal
+//! work: one verdict per target (refusal reason, size, cost, score) and the choice.
 //!
-//! Run: `cargo bench --bench decide` (see docs/performance.md).
+//! Before timing, every case is decided by both and compared (the same check as
+//! `tests/it/decide_rego.rs`); a difference aborts the bench. Then each engine decision is timed
+//! one by one over `PASSES` passes of the corpus, and each Rego evaluation once per case.
+//!
+//! Run: `cargo bench --bench decide` (docs/performance.md); `BURSTGATE_CORPUS_SEED` changes the
+//! corpus.
+
+#[path = "decide/corpus.rs"]
+mod corpus;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use burstgate::policy::{Ledger, PodView, decide, explain, load_files};
-use criterion::Criterion;
+use burstgate::policy::{decide, explain};
 
-const PROVIDERS: [&str; 4] = ["aci", "fargate", "cluster", "sim"];
-const REGIONS: [&str; 5] = ["eastus", "westus", "us-east-1", "us-west-2", "local"];
+const POLICIES: usize = 8;
+const CASES_PER_POLICY: usize = 1250;
+/// Passes of the corpus timed for the engine (the Rego side is timed over one pass).
+const PASSES: usize = 20;
 
-/// The benchmark policy: 20 targets, 100 rules (the pod matches rule 95), 4 budgets.
-fn policy_yaml() -> String {
-    let mut y =
-        String::from("apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n");
-    for i in 0..20 {
-        y += &format!(
-            "    - {{name: t{i:02}, provider: {}, region: {}, latencyMs: {}, spot: {}, pricing: {{vcpuHour: {:.4}, gibHour: {:.5}}}, quota: {{vcpu: {}, pods: 100}}}}\n",
-            PROVIDERS[i % 4],
-            REGIONS[i % 5],
-            5 + (i * 7) % 60,
-            i % 6 == 5,
-            0.03 + (i as f64) * 0.001,
-            0.004 + (i as f64) * 0.0001,
-            50 + i * 10
-        );
-    }
-    y += "  budgets:\n";
-    for b in 0..4 {
-        y += &format!(
-            "    - {{name: b{b}, namespaces: [ns-{}], maxHourlyCost: 100}}\n",
-            90 + b * 2
-        );
-    }
-    y += "  rules:\n";
-    for r in 0..100 {
-        let providers = [PROVIDERS[r % 4], PROVIDERS[(r + 1) % 4]].join(", ");
-        y += &format!(
-            "    - {{name: r{r:03}, match: {{namespaces: [ns-{r}], labels: {{tier: t{}}}}}, allow: {{providers: [{providers}]}}, maxLatencyMs: {}}}\n",
-            r % 3,
-            30 + r % 40
-        );
-    }
-    y
+struct Stats {
+    n: usize,
+    mean: Duration,
+    p50: Duration,
+    p90: Duration,
+    p99: Duration,
+    max: Duration,
 }
 
-/// The same policy as data for the Rego version.
-fn rego_data() -> serde_json::Value {
-    let targets: Vec<_> = (0..20)
-        .map(|i| {
-            serde_json::json!({
-                "name": format!("t{i:02}"), "provider": PROVIDERS[i % 4], "region": REGIONS[i % 5],
-                "latencyMs": 5 + (i * 7) % 60, "spot": i % 6 == 5,
-                "vcpuHour": 0.03 + (i as f64) * 0.001, "gibHour": 0.004 + (i as f64) * 0.0001,
-                "quotaVcpu": 50 + i * 10, "quotaPods": 100,
-            })
-        })
-        .collect();
-    let rules: Vec<_> = (0..100)
-        .map(|r| {
-            serde_json::json!({
-                "name": format!("r{r:03}"), "namespaces": [format!("ns-{r}")], "labels": {"tier": format!("t{}", r % 3)},
-                "providers": [PROVIDERS[r % 4], PROVIDERS[(r + 1) % 4]], "maxLatencyMs": 30 + r % 40,
-            })
-        })
-        .collect();
-    let budgets: Vec<_> = (0..4).map(|b| serde_json::json!({"name": format!("b{b}"), "namespaces": [format!("ns-{}", 90 + b * 2)], "maxHourlyCost": 100})).collect();
-    serde_json::json!({"targets": targets, "rules": rules, "budgets": budgets})
-}
-
-const REGO: &str = r#"
-package burstgate
-import rego.v1
-
-matches(r) if {
-    input.pod.namespace in r.namespaces
-    every k, v in r.labels { input.pod.labels[k] == v }
-}
-
-matching := [i | some i; matches(data.rules[i])]
-rule := data.rules[min(matching)]
-
-cost(t) := (input.pod.cpu * t.vcpuHour) + (input.pod.memoryGiB * t.gibHour)
-
-budgets := [b | some b in data.budgets; input.pod.namespace in b.namespaces]
-
-reason(t) := "provider not allowed by rule" if not t.provider in rule.providers
-else := "spot target, rule does not allow spot" if t.spot
-else := sprintf("latency %d > %d ms", [t.latencyMs, rule.maxLatencyMs]) if t.latencyMs > rule.maxLatencyMs
-else := sprintf("quota: %v of %v vCPU left, pod needs %v", [t.quotaVcpu - input.usage[t.name].vcpu, t.quotaVcpu, input.pod.cpu]) if input.usage[t.name].vcpu + input.pod.cpu > t.quotaVcpu
-else := sprintf("quota: pods full (%v)", [t.quotaPods]) if input.usage[t.name].pods + 1 > t.quotaPods
-else := sprintf("budget %s spend exceeded", [b.name]) if {
-    some b in budgets
-    input.budgetUsage[b.name] + cost(t) > b.maxHourlyCost
-}
-else := ""
-
-verdicts := [v |
-    some t in data.targets
-    r := reason(t)
-    v := {"name": t.name, "eligible": r == "", "reason": r, "hourlyCost": cost(t)}
-]
-
-best := min([[v.hourlyCost, v.name] | some v in verdicts; v.eligible])
-
-decision := {"decision": "placed", "target": best[1], "hourlyCost": best[0], "rule": rule.name, "targets": verdicts} if best
-"#;
-
-fn bench_pod() -> PodView {
-    let mut p = PodView {
-        namespace: "ns-95".into(),
-        name: "web-1".into(),
-        uid: "u".into(),
-        ..Default::default()
-    };
-    p.labels.insert("tier".into(), "t2".into());
-    p.labels.insert("app".into(), "web".into());
-    p.resources.milli_cpu = 1000;
-    p.resources.memory_mib = 2048;
-    p
-}
-
-fn rego_engine() -> regorus::Engine {
-    let mut engine = regorus::Engine::new();
-    engine
-        .add_policy("burstgate.rego".into(), REGO.into())
-        .expect("valid rego");
-    engine
-        .add_data(regorus::Value::from_json_str(&rego_data().to_string()).unwrap())
-        .unwrap();
-    let usage: serde_json::Map<String, serde_json::Value> = (0..20)
-        .map(|i| {
-            (
-                format!("t{i:02}"),
-                serde_json::json!({"vcpu": 0, "pods": 0}),
-            )
-        })
-        .collect();
-    let input = serde_json::json!({
-        "pod": {"namespace": "ns-95", "labels": {"tier": "t2", "app": "web"}, "cpu": 1.0, "memoryGiB": 2.0},
-        "usage": usage,
-        "budgetUsage": {"b0": 0, "b1": 0, "b2": 0, "b3": 0},
-    });
-    engine.set_input(regorus::Value::from_json_str(&input.to_string()).unwrap());
-    engine
-}
-
-fn percentile(mut samples: Vec<Duration>, p: f64) -> Duration {
+fn stats(mut samples: Vec<Duration>) -> Stats {
     samples.sort();
-    samples[((samples.len() as f64 - 1.0) * p) as usize]
+    let at = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    Stats {
+        n: samples.len(),
+        mean: samples.iter().sum::<Duration>() / samples.len() as u32,
+        p50: at(0.50),
+        p90: at(0.90),
+        p99: at(0.99),
+        max: *samples.last().unwrap(),
+    }
+}
+
+fn print(name: &str, s: &Stats) {
+    println!(
+        "{name:<34} n {:>7}  mean {:>10.2?}  p50 {:>10.2?}  p90 {:>10.2?}  p99 {:>10.2?}  max {:>10.2?}",
+        s.n, s.mean, s.p50, s.p90, s.p99, s.max
+    );
 }
 
 fn main() {
-    let policy =
-        load_files(&[("bench.yaml".into(), policy_yaml())]).expect("bench policy is valid");
-    let ledger = Ledger::new(&policy);
-    let pod = bench_pod();
-    let d = decide(&policy, &pod, &ledger, &[]);
-    assert_eq!(
-        policy.rules[d.rule.unwrap()].name,
-        "r095",
-        "the pod must walk 95 rules"
-    );
-    assert_eq!(d.kind(), "placed");
-    let mut rego = rego_engine();
-    let r = rego
-        .eval_rule("data.burstgate.decision".into())
-        .expect("rego evaluates");
-    assert_eq!(
-        r["decision"],
-        regorus::Value::from("placed"),
-        "rego decision: {r}"
-    );
-    assert_eq!(
-        r["target"].as_string().unwrap().as_ref(),
-        policy.target(d.placement().unwrap().target).name,
-        "both engines choose the same target"
+    let seed = std::env::var("BURSTGATE_CORPUS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(13);
+    let corpus = corpus::generate(seed, POLICIES, CASES_PER_POLICY);
+    let mut engines: Vec<regorus::Engine> = corpus
+        .policies
+        .iter()
+        .map(|p| corpus::rego_engine(&p.spec))
+        .collect();
+    let inputs: Vec<regorus::Value> = corpus.cases.iter().map(corpus::rego_input).collect();
+    let targets: usize = corpus
+        .cases
+        .iter()
+        .map(|c| corpus.policies[c.policy].policy.targets.len())
+        .sum();
+    let rules: usize = corpus
+        .cases
+        .iter()
+        .map(|c| corpus.policies[c.policy].policy.rules.len())
+        .sum();
+    println!(
+        "corpus: seed {seed}, {} policies, {} cases, on average {:.1} targets and {:.1} rules per decision",
+        corpus.policies.len(),
+        corpus.cases.len(),
+        targets as f64 / corpus.cases.len() as f64,
+        rules as f64 / corpus.cases.len() as f64,
     );
 
-    let mut c = Criterion::default().configure_from_args();
-    let mut g = c.benchmark_group("decide_20_targets_100_rules");
-    g.bench_function("burstgate", |b| {
-        b.iter(|| decide(black_box(&policy), black_box(&pod), &ledger, &[]))
-    });
-    g.bench_function("burstgate_with_summary_text", |b| {
-        b.iter(|| {
-            let d = decide(black_box(&policy), black_box(&pod), &ledger, &[]);
-            explain::summary(&policy, &d)
-        })
-    });
-    g.bench_function("regorus", |b| {
-        b.iter(|| {
-            rego.eval_rule(black_box("data.burstgate.decision".into()))
-                .unwrap()
-        })
-    });
-    g.finish();
-    c.final_summary();
-
-    // Single-decision latency distribution (criterion reports means; the target is a p99).
-    if std::env::args().any(|a| a == "--bench") {
-        let mut samples = Vec::with_capacity(200_000);
-        for _ in 0..200_000 {
-            let t = Instant::now();
-            black_box(decide(black_box(&policy), black_box(&pod), &ledger, &[]));
-            samples.push(t.elapsed());
-        }
-        let mut rego_samples = Vec::with_capacity(2_000);
-        for _ in 0..2_000 {
-            let t = Instant::now();
-            black_box(rego.eval_rule("data.burstgate.decision".into()).unwrap());
-            rego_samples.push(t.elapsed());
-        }
-        let (p50, p99) = (percentile(samples.clone(), 0.50), percentile(samples, 0.99));
-        let (r50, r99) = (
-            percentile(rego_samples.clone(), 0.50),
-            percentile(rego_samples, 0.99),
+    // Both sides agree on every case before anything is timed.
+    for (i, case) in corpus.cases.iter().enumerate() {
+        let policy = &corpus.policies[case.policy].policy;
+        let ours = corpus::engine_json(
+            policy,
+            &decide(policy, &case.pod, &case.ledger, &case.excluded),
         );
-        println!("burstgate decide: p50 {p50:?}  p99 {p99:?}  (200000 single decisions)");
-        println!("regorus decision: p50 {r50:?}  p99 {r99:?}  (2000 evaluations)");
-        println!(
-            "ratio at p50: {:.0}x",
-            r50.as_secs_f64() / p50.as_secs_f64()
-        );
+        let theirs = corpus::rego_decide(&mut engines[case.policy], inputs[i].clone());
+        if let Some(diff) = corpus::difference(&ours, &theirs) {
+            panic!("case {i} differs between the engine and the Rego twin:\n{diff}");
+        }
     }
+    println!(
+        "equivalence: all {} cases decided alike",
+        corpus.cases.len()
+    );
+
+    // Which decisions run a CEL expression (a rule with one is tried before the deciding rule).
+    let runs_cel: Vec<bool> = corpus
+        .cases
+        .iter()
+        .map(|case| {
+            let policy = &corpus.policies[case.policy].policy;
+            let d = decide(policy, &case.pod, &case.ledger, &case.excluded);
+            let tried = d.rule.map_or(policy.rules.len(), |r| r + 1);
+            policy.rules[..tried]
+                .iter()
+                .any(|r| r.matcher.expression.is_some() && r.matcher.matches_static(&case.pod))
+        })
+        .collect();
+    let mut ours = Vec::with_capacity(corpus.cases.len() * PASSES);
+    let (mut ours_cel, mut ours_plain) = (Vec::new(), Vec::new());
+    let mut with_text = Vec::with_capacity(corpus.cases.len());
+    for pass in 0..=PASSES {
+        for (i, case) in corpus.cases.iter().enumerate() {
+            let policy = &corpus.policies[case.policy].policy;
+            let t = Instant::now();
+            let d = decide(
+                black_box(policy),
+                black_box(&case.pod),
+                &case.ledger,
+                &case.excluded,
+            );
+            let took = t.elapsed();
+            black_box(&d);
+            // Pass 0 warms the caches up and is not counted.
+            if pass > 0 {
+                ours.push(took);
+                if runs_cel[i] {
+                    &mut ours_cel
+                } else {
+                    &mut ours_plain
+                }
+                .push(took);
+            }
+            if pass == 1 {
+                let t = Instant::now();
+                let d = decide(
+                    black_box(policy),
+                    black_box(&case.pod),
+                    &case.ledger,
+                    &case.excluded,
+                );
+                black_box(explain::summary(policy, &d));
+                with_text.push(t.elapsed());
+            }
+        }
+    }
+    let mut theirs = Vec::with_capacity(corpus.cases.len());
+    for (i, case) in corpus.cases.iter().enumerate() {
+        let engine = &mut engines[case.policy];
+        let t = Instant::now();
+        engine.set_input(inputs[i].clone());
+        let out = engine.eval_rule(black_box(corpus::RULE.into())).unwrap();
+        let took = t.elapsed();
+        black_box(out);
+        theirs.push(took);
+    }
+    let (ours, with_text, theirs) = (stats(ours), stats(with_text), stats(theirs));
+    print("burstgate decide", &ours);
+    print("  of which running a CEL expression", &stats(ours_cel));
+    print("  of which running none", &stats(ours_plain));
+    print("burstgate decide + summary text", &with_text);
+    print("regorus (policy.rego)", &theirs);
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    println!(
+        "regorus / burstgate: {:.0}x at p50, {:.0}x at p99, {:.0}x by mean (goals: burstgate p99 <= 5 us, >= 50x)",
+        ratio(theirs.p50, ours.p50),
+        ratio(theirs.p99, ours.p99),
+        ratio(theirs.mean, ours.mean),
+    );
 }

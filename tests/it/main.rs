@@ -6,6 +6,7 @@ mod cluster_provider;
 mod common;
 mod control_plane;
 mod crash_safety;
+mod decide_rego;
 mod deploy;
 mod docs;
 mod fail_points;
