@@ -768,6 +768,40 @@ impl ExecSession {
 /// session (the container stopped, or the provider closed it).
 pub type OutputStream = futures::stream::BoxStream<'static, Result<Vec<u8>, ProviderError>>;
 
+/// One container's CPU and memory usage, as the provider sampled it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerUsage {
+    /// Container name (as in the pod spec).
+    pub name: String,
+    /// CPU in use, in cores (averaged over the provider's sampling window).
+    pub cpu_cores: f64,
+    /// Cumulative CPU, in core-seconds, since the gateway's first sample of it (integrated from
+    /// the sampled rates by [`UsageCache`](crate::provider::kit::usage::UsageCache); adapters
+    /// leave it 0).
+    pub cpu_core_seconds: f64,
+    /// Memory working set, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// A workload's usage: one sample per container, taken at `sampled_at`, averaged over `window`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadUsage {
+    /// When the provider took the sample (the end of its window, at the latest the read).
+    pub sampled_at: chrono::DateTime<chrono::Utc>,
+    /// The window the CPU figure is averaged over (ACI: Azure Monitor's one-minute grain).
+    pub window: Duration,
+    /// The containers the provider reported, in its order.
+    pub containers: Vec<ContainerUsage>,
+}
+
+/// The refusal of a provider that reports no CPU or memory usage, saying why.
+pub fn usage_not_reported(provider: &str, why: &str) -> ProviderError {
+    ProviderError::NotSupported {
+        provider: provider.into(),
+        what: format!("CPU and memory usage ({why})"),
+    }
+}
+
 /// A backend that runs workloads.
 ///
 /// ```
@@ -870,5 +904,19 @@ pub trait Provider: Send + Sync {
             provider: self.name().into(),
             what: "attach".into(),
         })
+    }
+
+    /// CPU and memory usage of workloads (the kubelet API's `/stats/summary` and
+    /// `/metrics/resource`, which `kubectl top` reads through metrics-server): the last sample of
+    /// each id the provider has one for, absent when it has none yet. A provider caches samples
+    /// and reads its cloud at most once per freshness period per workload. A provider that
+    /// reports no usage answers [`usage_not_reported`] (the default): its pods carry no usage
+    /// fields, never zeros.
+    async fn usage(&self, ids: &[String]) -> Result<BTreeMap<String, WorkloadUsage>, ProviderError> {
+        let _ = ids;
+        Err(usage_not_reported(
+            self.name(),
+            "this provider does not report any",
+        ))
     }
 }

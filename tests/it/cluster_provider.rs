@@ -735,6 +735,12 @@ async fn exec_and_logs_without_a_kubelet_say_why_clearly() {
         matches!(&err, ProviderError::Pod(r) if r.to_string().contains("does not have a host assigned")),
         "{err:?}"
     );
+    // The peers' cluster serves no metrics.k8s.io (no metrics-server): no usage, saying why.
+    let err = s.provider.usage(&[spec.id.clone()]).await.unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::NotSupported { what, .. } if what.contains("no metrics.k8s.io")),
+        "{err:?}"
+    );
     // The API server has no log location for an unscheduled pod: nothing, and no error.
     assert_eq!(
         s.provider

@@ -713,6 +713,9 @@ async fn the_kubelet_port_refuses_the_anonymous_and_the_unauthorized_and_serves_
     let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(summary["node"]["nodeName"], gw.node.as_str());
     assert_eq!(summary["pods"][0]["podRef"]["name"], "web");
+    // The simulated cloud reports no usage: no usage fields, never zeros.
+    assert!(summary["pods"][0].get("cpu").is_none(), "{summary}");
+    assert!(summary["node"].get("memory").is_none(), "{summary}");
     let (code, body) = curl(
         &gw.url(&format!("/run/{ns}/web/app?cmd=echo%20ran")),
         &[&as_apiserver[..], &["-X", "POST"]].concat(),
@@ -1071,4 +1074,144 @@ async fn kubectl_logs_logs_follow_exec_and_attach_reach_a_pod_running_on_aci_thr
     let (code, _, err) = kubectl(&ns, &["port-forward", "pod/web", "18080:80"]);
     assert_ne!(code, 0);
     assert!(err.contains("does not support port-forward"), "{err}");
+}
+
+/// The number after `{series}{labels}` in Prometheus text, and its timestamp (milliseconds).
+fn sample(text: &str, series_and_labels: &str) -> Option<(f64, i64)> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{series_and_labels} ")))?;
+    let mut fields = line[series_and_labels.len()..].split_whitespace();
+    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+}
+
+/// The emulator's Azure Monitor requests for `group`.
+async fn metrics_reads(subscription: &str, group: &str) -> usize {
+    let requests = emulator(reqwest::Method::GET, "requests", subscription, None).await;
+    let path = format!("/containerGroups/{group}/providers/Microsoft.Insights/metrics");
+    requests["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with(&path)))
+        .count()
+}
+
+#[tokio::test]
+async fn kubectl_top_data_of_a_pod_on_aci_is_what_azure_monitor_says_through_the_apiserver() {
+    const REFRESH_SECONDS: u64 = 4;
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let subscription = random_subscription();
+    emulator(
+        reqwest::Method::POST,
+        "faults",
+        &subscription,
+        Some(json!({"subscriptionId": subscription, "provisioningDelaySeconds": 1})),
+    )
+    .await;
+    // Azure Monitor is not in ACI's spec, so Prism cannot route it: the gateway reads metrics
+    // from the emulator beside Prism, as it would from management.azure.com in Azure.
+    let gw = Gateway::start_with(&ns, &aci_policy(&subscription), |command| {
+        command
+            .arg("--arm-endpoint")
+            .arg(peers().get("ACI_PRISM_URL"))
+            .arg("--azure-monitor-endpoint")
+            .arg(peers().get("ACI_EMULATOR_URL"))
+            .args(["--usage-refresh-seconds", &REFRESH_SECONDS.to_string()])
+            .arg("--azure-ca-file")
+            .arg(peers().path("ACI_EMULATOR_CA"))
+            .env("AZURE_AUTHORITY_HOST", peers().get("ACI_AUTHORITY_HOST"))
+            .env("AZURE_TENANT_ID", "burstgate-test-tenant")
+            .env("AZURE_CLIENT_ID", "burstgate-kubelet-it")
+            .env("AZURE_CLIENT_SECRET", "burstgate-kubelet-it-secret")
+            .env_remove("AZURE_FEDERATED_TOKEN_FILE")
+            .env_remove("BURSTGATE_ARM_ENDPOINT");
+    });
+    let pod = running_pod(&client, &gw, &ns).await;
+    let group = format!("bg-{}", pod.metadata.uid.as_deref().unwrap());
+    let set = |cpu_millicores: u64, memory_bytes: u64| {
+        let (subscription, group) = (subscription.clone(), group.clone());
+        async move {
+            emulator(
+                reqwest::Method::POST,
+                "usage",
+                &subscription,
+                Some(json!({"subscriptionId": subscription, "group": group, "container": "app",
+                            "cpuMillicores": cpu_millicores, "memoryBytes": memory_bytes})),
+            )
+            .await
+        }
+    };
+    set(250, 50 << 20).await;
+    let summary_path = format!("/api/v1/nodes/{}/proxy/stats/summary", gw.node);
+    let resource_path = format!("/api/v1/nodes/{}/proxy/metrics/resource", gw.node);
+    let raw = |path: &str| {
+        let (code, out, err) = kubectl(&ns, &["get", "--raw", path]);
+        assert_eq!(code, 0, "kubectl get --raw {path}: {err}");
+        out
+    };
+    let web = |summary: &serde_json::Value| {
+        summary["pods"]
+            .as_array()
+            .and_then(|pods| pods.iter().find(|p| p["podRef"]["name"] == "web").cloned())
+    };
+
+    // The summary through the apiserver: the container's, the pod's and the node's usage are
+    // what the emulator was told, stamped with Azure Monitor's sample time.
+    let first = Instant::now();
+    let summary: serde_json::Value = serde_json::from_str(&raw(&summary_path)).unwrap();
+    let pod_summary = web(&summary).expect("the pod is in the summary");
+    let app = &pod_summary["containers"][0];
+    assert_eq!(app["name"], "app", "{summary}");
+    assert_eq!(app["cpu"]["usageNanoCores"], 250_000_000u64, "{summary}");
+    assert_eq!(app["memory"]["workingSetBytes"], 50u64 << 20, "{summary}");
+    assert_eq!(pod_summary["cpu"]["usageNanoCores"], 250_000_000u64);
+    assert_eq!(summary["node"]["memory"]["workingSetBytes"], 50u64 << 20);
+    let stamped = chrono::DateTime::parse_from_rfc3339(app["cpu"]["time"].as_str().unwrap());
+    assert!(stamped.is_ok(), "{summary}");
+
+    // /metrics/resource (what metrics-server scrapes): the same figures with timestamps.
+    let text = raw(&resource_path);
+    let labels = format!("{{container=\"app\",namespace=\"{ns}\",pod=\"web\"}}");
+    let memory = sample(&text, &format!("container_memory_working_set_bytes{labels}"));
+    assert_eq!(memory.map(|m| m.0), Some((50u64 << 20) as f64), "{text}");
+    let (cpu_before, at_before) =
+        sample(&text, &format!("container_cpu_usage_seconds_total{labels}")).expect("cpu");
+    assert!(cpu_before > 0.0, "{text}");
+    assert!(text.contains("\nscrape_error 0\n"), "{text}");
+    assert!(text.contains("\nnode_memory_working_set_bytes "), "{text}");
+
+    // A new figure shows once the sample's freshness has passed, and the CPU counter moves on
+    // at the new rate; meanwhile Azure Monitor is read at most once per refresh.
+    set(500, 80 << 20).await;
+    let what = "the summary showing the emulator's new usage";
+    let updated = eventually_or_log(&gw, what, || async {
+        let summary: serde_json::Value = serde_json::from_str(&raw(&summary_path)).ok()?;
+        let pod = web(&summary)?;
+        (pod["containers"][0]["cpu"]["usageNanoCores"] == 500_000_000u64).then_some(pod)
+    })
+    .await;
+    assert_eq!(updated["containers"][0]["memory"]["workingSetBytes"], 80u64 << 20);
+    let elapsed = first.elapsed().as_secs_f64();
+    let reads = metrics_reads(&subscription, &group).await;
+    let bound = (elapsed / REFRESH_SECONDS as f64).floor() as usize + 1;
+    println!("usage: {reads} Azure Monitor reads in {elapsed:.1} s with a {REFRESH_SECONDS} s refresh (bound {bound})");
+    assert!(
+        (2..=bound).contains(&reads),
+        "{reads} metrics reads in {elapsed:.1} s"
+    );
+    let text = raw(&resource_path);
+    let (cpu_after, at_after) =
+        sample(&text, &format!("container_cpu_usage_seconds_total{labels}")).expect("cpu");
+    assert!(
+        cpu_after > cpu_before && at_after > at_before,
+        "the counter moved from {cpu_before}@{at_before} to {cpu_after}@{at_after}"
+    );
+
+    // kubectl top reads metrics.k8s.io, which metrics-server serves from these endpoints; the
+    // peers run no metrics-server, so kubectl says the Metrics API is not there.
+    let (code, _, err) = kubectl(&ns, &["top", "pod", "web"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Metrics API not available"), "{err}");
 }

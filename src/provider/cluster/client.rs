@@ -26,6 +26,9 @@ use crate::provider::contract::{
 use crate::provider::kit::ownership::{
     MANAGED_BY, MANAGED_BY_VALUE, OwnerKeys, WORKLOAD, label_value,
 };
+use crate::provider::cluster::usage::{PodMetricsList, usage_of};
+use crate::provider::contract::{WorkloadUsage, usage_not_reported};
+use crate::provider::kit::usage::{DEFAULT_REFRESH, UsageCache};
 use crate::provider::layers::Layers;
 
 /// Field manager of the Secrets' server-side applies.
@@ -39,9 +42,11 @@ const EXEC_OUTPUT_LIMIT: usize = 4 << 20;
 pub struct ClusterProvider {
     settings: Settings,
     layers: Layers,
+    client: kube::Client,
     pods: Api<Pod>,
     secrets: Api<Secret>,
     unschedulable_grace: Duration,
+    usage: UsageCache,
 }
 
 fn selector(pairs: &[(&str, String)]) -> String {
@@ -83,11 +88,46 @@ impl ClusterProvider {
     pub fn new(settings: Settings, client: kube::Client, layers: Layers) -> ClusterProvider {
         ClusterProvider {
             pods: Api::namespaced(client.clone(), &settings.namespace),
-            secrets: Api::namespaced(client, &settings.namespace),
+            secrets: Api::namespaced(client.clone(), &settings.namespace),
+            usage: UsageCache::new(DEFAULT_REFRESH, layers.per_second(OperationClass::Read)),
+            client,
             settings,
             layers,
             unschedulable_grace: DEFAULT_UNSCHEDULABLE_GRACE,
         }
+    }
+
+    /// Shadow pods' usage samples serve `refresh` before metrics.k8s.io is asked again.
+    pub fn with_usage_refresh(mut self, refresh: Duration) -> ClusterProvider {
+        self.usage = UsageCache::new(refresh, self.layers.per_second(OperationClass::Read));
+        self
+    }
+
+    /// The shadow namespace's PodMetrics (one list), `None` when the cluster serves no
+    /// metrics.k8s.io (404: no metrics-server there).
+    async fn pod_metrics(&self) -> Result<Option<PodMetricsList>, ProviderError> {
+        let path = format!(
+            "/apis/metrics.k8s.io/v1beta1/namespaces/{}/pods?labelSelector={}",
+            self.settings.namespace,
+            form_urlencoded::byte_serialize(format!("{MANAGED_BY}={MANAGED_BY_VALUE}").as_bytes())
+                .collect::<String>()
+        );
+        let client = &self.client;
+        self.layers
+            .call(OperationClass::Read, "ListPodMetrics", || {
+                let path = path.clone();
+                async move {
+                    let request = axum::http::Request::get(path)
+                        .body(Vec::new())
+                        .expect("a valid request");
+                    match client.request::<PodMetricsList>(request).await {
+                        Ok(list) => Ok(Some(list)),
+                        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+                        Err(e) => Err(provider_error(&e)),
+                    }
+                }
+            })
+            .await
     }
 
     /// How long a shadow pod may stay unschedulable before its status says the cluster is full
@@ -440,6 +480,45 @@ impl Provider for ClusterProvider {
             process,
             request.tty,
         ))
+    }
+
+    /// What the target cluster's metrics-server measured of the shadow pods (one PodMetrics
+    /// list of the namespace when any is due); none when the cluster serves no metrics.k8s.io.
+    async fn usage(&self, ids: &[String]) -> Result<BTreeMap<String, WorkloadUsage>, ProviderError> {
+        let due = self.usage.due(ids, std::time::Instant::now());
+        if due.is_empty() {
+            return Ok(self.usage.known(ids));
+        }
+        let listed = self.pod_metrics().await;
+        let now = std::time::Instant::now();
+        match listed {
+            Ok(Some(list)) => {
+                let mut samples: BTreeMap<String, WorkloadUsage> = list
+                    .items
+                    .iter()
+                    .filter_map(|p| Some((p.metadata.name.clone()?, usage_of(p)?)))
+                    .collect();
+                for id in &due {
+                    self.usage.store(id, samples.remove(id), now);
+                }
+            }
+            Ok(None) => {
+                for id in &due {
+                    self.usage.read_failed(id, now);
+                }
+                return Err(usage_not_reported(
+                    self.name(),
+                    "the target cluster serves no metrics.k8s.io: install metrics-server there",
+                ));
+            }
+            Err(e) => {
+                tracing::info!(target_name = %self.settings.target, error = %e, "cluster: reading the shadow pods' metrics failed");
+                for id in &due {
+                    self.usage.read_failed(id, now);
+                }
+            }
+        }
+        Ok(self.usage.known(ids))
     }
 }
 

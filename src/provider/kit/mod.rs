@@ -9,6 +9,7 @@ pub mod expansion;
 pub mod features;
 pub mod ownership;
 pub mod translate_error;
+pub mod usage;
 
 pub use features::{Feature, declared, exclusions, ignored, pod_features, refusal};
 pub use translate_error::{TranslateError, invalid, pod_spec, unsupported};
