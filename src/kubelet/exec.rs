@@ -53,6 +53,16 @@ pub mod channel {
     pub const CLOSE: u8 = 255;
 }
 
+/// What a session runs at the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `kubectl exec`: a command ([`Provider::exec_session`](crate::provider::Provider::exec_session)).
+    Exec,
+    /// `kubectl attach`: the container's own process
+    /// ([`Provider::attach_session`](crate::provider::Provider::attach_session)).
+    Attach,
+}
+
 /// An exec query (the kubelet's `ExecOptions` parameters).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExecQuery {
@@ -164,13 +174,14 @@ pub async fn exec(
     let shutdown = shared.shutdown.clone();
     let wanted = q.wanted();
     websocket::respond("exec", &headers, ws, spdy, wanted, move |session| {
-        run_session(placed, q, session, shutdown)
+        run_session(Operation::Exec, placed, q, session, shutdown)
     })
 }
 
-/// Starts the command at the provider and relays until it ends; a provider that refuses sends
-/// its reason as the status.
+/// Starts the command (or the attach) at the provider and relays until it ends; a provider that
+/// refuses sends its reason as the status.
 pub async fn run_session(
+    operation: Operation,
     placed: pods::Placed,
     q: ExecQuery,
     mut session: Session,
@@ -186,17 +197,30 @@ pub async fn run_session(
         stdin: q.stdin,
         tty,
     };
-    let opened = placed
-        .provider
-        .exec_session(&placed.workload, &placed.container, &request)
-        .await;
-    tracing::info!(pod = %placed.key, container = %placed.container, stdin = q.stdin, tty = q.tty, started = opened.is_ok(), "kubelet API: exec");
+    let (workload, container) = (&placed.workload, &placed.container);
+    let opened = match operation {
+        Operation::Exec => {
+            placed
+                .provider
+                .exec_session(workload, container, &request)
+                .await
+        }
+        Operation::Attach => {
+            placed
+                .provider
+                .attach_session(workload, container, &request)
+                .await
+        }
+    };
+    tracing::info!(pod = %placed.key, container = %placed.container, ?operation, stdin = q.stdin, tty = q.tty, started = opened.is_ok(), "kubelet API: session");
     let provider = match opened {
         Ok(provider) => provider,
         Err(e) => return channels::refuse(session, error_status(&placed.error(e))).await,
     };
-    // Without stdin the command's input ends at once (ACI's `cat` would wait for it otherwise).
-    let early = early.or((!q.stdin).then_some(ExecInput::EndOfInput));
+    // Without stdin the command's input ends at once (ACI's `cat` would wait for it otherwise);
+    // an attach without stdin leaves the container's own stdin alone.
+    let end = (!q.stdin && operation == Operation::Exec).then_some(ExecInput::EndOfInput);
+    let early = early.or(end);
     if let Some(input) = early {
         let _ = provider.input.send(input).await;
     }

@@ -906,6 +906,25 @@ pub trait Provider: Send + Sync {
         })
     }
 
+    /// Attaches to a running container as a session (the kubelet API's `/attach`): its output,
+    /// and with `request.stdin` / `request.tty` its stdin and terminal (`request.command` is
+    /// unused). The default attaches to the output through [`Provider::attach`] and refuses
+    /// stdin and a terminal, naming the provider: its attach streams output only.
+    async fn attach_session(
+        &self,
+        id: &str,
+        container: &str,
+        request: &ExecRequest,
+    ) -> Result<ExecSession, ProviderError> {
+        if request.stdin || request.tty.is_some() {
+            return Err(ProviderError::NotSupported {
+                provider: self.name().into(),
+                what: "attach with stdin or a terminal (-i/-t): its attach streams the container's output only".into(),
+            });
+        }
+        Ok(ExecSession::output_only(self.attach(id, container).await?))
+    }
+
     /// CPU and memory usage of workloads (the kubelet API's `/stats/summary` and
     /// `/metrics/resource`, which `kubectl top` reads through metrics-server): the last sample of
     /// each id the provider has one for, absent when it has none yet. A provider caches samples

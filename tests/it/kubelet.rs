@@ -1063,11 +1063,18 @@ async fn kubectl_logs_logs_follow_exec_and_attach_reach_a_pod_running_on_aci_thr
         }),
         "{requests}"
     );
-    // ACI's attach is output only: -i is refused and kubectl says why.
+    // ACI's attach is output only: -i (and -it) is refused, naming the provider, and kubectl
+    // says why.
     for transport in TRANSPORTS {
-        let (code, _, err) = kubectl_via(transport, &ns, &["attach", "-i", "web"], None);
-        assert_ne!(code, 0, "{transport:?}");
-        assert!(err.contains("output only"), "{transport:?}: {err}");
+        for args in [&["attach", "-i", "web"][..], &["attach", "-it", "web"][..]] {
+            let (code, _, err) = kubectl_via(transport, &ns, args, Some(b"x"));
+            assert_ne!(code, 0, "{transport:?} {args:?}");
+            assert!(
+                err.contains("aci does not support attach with stdin or a terminal")
+                    && err.contains("output only"),
+                "{transport:?} {args:?}: {err}"
+            );
+        }
     }
 
     // port-forward: no provider forwards, and kubectl says why.

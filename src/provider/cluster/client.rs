@@ -27,7 +27,7 @@ use crate::provider::kit::ownership::{
     MANAGED_BY, MANAGED_BY_VALUE, OwnerKeys, WORKLOAD, label_value,
 };
 use crate::provider::cluster::usage::{PodMetricsList, usage_of};
-use crate::provider::contract::{WorkloadUsage, usage_not_reported};
+use crate::provider::contract::{ExecEvent, OutputStream, WorkloadUsage, usage_not_reported};
 use crate::provider::kit::usage::{DEFAULT_REFRESH, UsageCache};
 use crate::provider::layers::Layers;
 
@@ -267,7 +267,7 @@ impl Provider for ClusterProvider {
 
     fn capabilities(&self) -> Capabilities {
         crate::provider::kit::declared(crate::policy::model::ProviderKind::Cluster)
-            .serving(true, true, false)
+            .serving(true, true, true)
     }
 
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
@@ -480,6 +480,53 @@ impl Provider for ClusterProvider {
             process,
             request.tty,
         ))
+    }
+
+    /// Attaches to the shadow pod's container through the cluster's `pods/attach`: its output,
+    /// and its stdin and terminal when asked (the container must have been started with
+    /// `stdin: true` / `tty: true`, as on any node).
+    async fn attach_session(
+        &self,
+        id: &str,
+        container: &str,
+        request: &ExecRequest,
+    ) -> Result<ExecSession, ProviderError> {
+        let tty = request.tty.is_some();
+        let params = AttachParams::default()
+            .container(container)
+            .stdin(request.stdin)
+            .stdout(true)
+            .stderr(!tty)
+            .tty(tty);
+        let (pods, params) = (&self.pods, &params);
+        // As in `exec`: only the connection goes through the layers.
+        let process = self
+            .layers
+            .call(OperationClass::Create, "AttachPod", || async move {
+                pods.attach(id, params)
+                    .await
+                    .map_err(|e| provider_error(&e))
+            })
+            .await?;
+        Ok(crate::provider::cluster::streams::session(
+            process,
+            request.tty,
+        ))
+    }
+
+    async fn attach(&self, id: &str, container: &str) -> Result<OutputStream, ProviderError> {
+        let request = ExecRequest::default();
+        let session = self.attach_session(id, container, &request).await?;
+        Ok(futures::StreamExt::boxed(futures::StreamExt::filter_map(
+            session.output,
+            |event| async move {
+                match event {
+                    Ok(ExecEvent::Stdout(data) | ExecEvent::Stderr(data)) => Some(Ok(data)),
+                    Ok(ExecEvent::Exited(_)) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            },
+        )))
     }
 
     /// What the target cluster's metrics-server measured of the shadow pods (one PodMetrics
