@@ -122,7 +122,10 @@ fn aci_factory(config: &RunConfig, kube_version: &str) -> Arc<dyn Factory> {
                     .with_transport(transport)
                     .with_cluster_dns(dns)
                     .with_kube_proxy(kube_proxy)
-                    .with_usage(config.azure_monitor_endpoint.clone(), config.usage_refresh()),
+                    .with_usage(
+                        config.azure_monitor_endpoint.clone(),
+                        config.usage_refresh(),
+                    ),
             )
         }
         Err(e) => Arc::new(Unavailable(format!("no Azure credential: {e}"))),

@@ -293,8 +293,10 @@ async fn node_pods(shared: &Shared) -> Result<Vec<Pod>> {
 /// target; a provider that reports none leaves its pods without usage, one that failed also sets
 /// [`Usage::failed`].
 pub async fn usage(workloads: &dyn Workloads, pods: &[Pod]) -> Usage {
-    let mut by_target: BTreeMap<String, (Arc<dyn crate::provider::Provider>, Vec<(String, String)>)> =
-        BTreeMap::new();
+    let mut by_target: BTreeMap<
+        String,
+        (Arc<dyn crate::provider::Provider>, Vec<(String, String)>),
+    > = BTreeMap::new();
     for p in pods {
         if let Location::Found {
             target,
@@ -393,7 +395,12 @@ mod tests {
 
     #[test]
     fn the_summary_lists_each_pod_with_its_containers() {
-        let s = summary("burstgate", DateTime::UNIX_EPOCH, &[pod()], &Usage::default());
+        let s = summary(
+            "burstgate",
+            DateTime::UNIX_EPOCH,
+            &[pod()],
+            &Usage::default(),
+        );
         assert_eq!(s["node"]["nodeName"], "burstgate");
         assert_eq!(
             s["pods"][0]["podRef"],
@@ -408,12 +415,20 @@ mod tests {
 
     #[test]
     fn a_pod_without_usage_has_no_usage_fields_and_neither_has_the_node() {
-        let s = summary("burstgate", DateTime::UNIX_EPOCH, &[pod()], &Usage::default());
+        let s = summary(
+            "burstgate",
+            DateTime::UNIX_EPOCH,
+            &[pod()],
+            &Usage::default(),
+        );
         assert!(s["pods"][0].get("cpu").is_none(), "{s}");
         assert!(s["pods"][0]["containers"][0].get("memory").is_none(), "{s}");
         assert!(s["node"].get("cpu").is_none(), "{s}");
         let text = resource_metrics(&[pod()], &Usage::default());
-        assert!(!text.contains("container_cpu_usage_seconds_total{"), "{text}");
+        assert!(
+            !text.contains("container_cpu_usage_seconds_total{"),
+            "{text}"
+        );
         assert!(!text.contains("node_memory_working_set_bytes"), "{text}");
     }
 

@@ -802,6 +802,21 @@ pub fn usage_not_reported(provider: &str, why: &str) -> ProviderError {
     }
 }
 
+/// Bytes both ways between a client and a port of a workload.
+pub trait PortStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> PortStream for T {}
+
+/// A connection to a port of a workload (`kubectl port-forward`): its bytes, and what the provider
+/// reports when it cannot (or can no longer) forward it.
+pub struct PortConnection {
+    /// The connection; shutting down its write half ends the client's direction.
+    pub stream: Box<dyn PortStream>,
+    /// Resolves with the provider's error message when forwarding failed, or `None` when the
+    /// connection ended without one.
+    pub error: futures::future::BoxFuture<'static, Option<String>>,
+}
+
 /// A backend that runs workloads.
 ///
 /// ```
@@ -925,13 +940,33 @@ pub trait Provider: Send + Sync {
         Ok(ExecSession::output_only(self.attach(id, container).await?))
     }
 
+    /// Whether [`Provider::port_forward`] can work at all (the kubelet API answers 501 before
+    /// any upgrade otherwise). `false` by default.
+    fn forwards_ports(&self) -> bool {
+        false
+    }
+
+    /// Connects to `port` of the workload (the kubelet API's `/portForward`). The default
+    /// refuses: the provider's workloads cannot be reached that way.
+    async fn port_forward(&self, id: &str, port: u16) -> Result<PortConnection, ProviderError> {
+        let _ = (id, port);
+        Err(ProviderError::NotSupported {
+            provider: self.name().into(),
+            what: "port-forward: its workloads run at a cloud provider that forwards no ports"
+                .into(),
+        })
+    }
+
     /// CPU and memory usage of workloads (the kubelet API's `/stats/summary` and
     /// `/metrics/resource`, which `kubectl top` reads through metrics-server): the last sample of
     /// each id the provider has one for, absent when it has none yet. A provider caches samples
     /// and reads its cloud at most once per freshness period per workload. A provider that
     /// reports no usage answers [`usage_not_reported`] (the default): its pods carry no usage
     /// fields, never zeros.
-    async fn usage(&self, ids: &[String]) -> Result<BTreeMap<String, WorkloadUsage>, ProviderError> {
+    async fn usage(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, WorkloadUsage>, ProviderError> {
         let _ = ids;
         Err(usage_not_reported(
             self.name(),

@@ -80,15 +80,17 @@ impl Factory for ClusterFactory {
                     .map_err(|e| format!("cluster.kubeconfig {path}: {e}"))?
             }
         };
-        Ok(Arc::new(ClusterProvider::new(
-            ClusterSettings {
-                target: target.name.clone(),
-                namespace,
-            },
-            client,
-            layers,
-        )
-        .with_usage_refresh(self.usage_refresh)))
+        Ok(Arc::new(
+            ClusterProvider::new(
+                ClusterSettings {
+                    target: target.name.clone(),
+                    namespace,
+                },
+                client,
+                layers,
+            )
+            .with_usage_refresh(self.usage_refresh),
+        ))
     }
 }
 
@@ -163,7 +165,11 @@ impl AciFactory {
 
     /// Groups' CPU and memory come from Azure Monitor at `endpoint` (none: the ARM endpoint),
     /// each group's sample serving `refresh` before it is read again.
-    pub fn with_usage(mut self, endpoint: Option<String>, refresh: std::time::Duration) -> AciFactory {
+    pub fn with_usage(
+        mut self,
+        endpoint: Option<String>,
+        refresh: std::time::Duration,
+    ) -> AciFactory {
         self.monitor_endpoint = endpoint.unwrap_or_default();
         self.usage_refresh = refresh;
         self

@@ -263,11 +263,11 @@ fn length_word(flags: u8, length: usize) -> [u8; 4] {
 }
 
 #[cfg(test)]
-pub(in crate::kubelet::spdy) mod tests {
+pub(in crate::kubelet) mod tests {
     use super::*;
 
     /// Every frame in `bytes`, in order.
-    pub(in crate::kubelet::spdy) fn all(bytes: &[u8]) -> Vec<Frame> {
+    pub(in crate::kubelet) fn all(bytes: &[u8]) -> Vec<Frame> {
         let mut buf = bytes.to_vec();
         let mut frames = Vec::new();
         while let Some(frame) = Frame::decode(&mut buf).unwrap() {

@@ -102,6 +102,28 @@ impl SpdyUpgrade {
         })
     }
 
+    /// The offered protocols (`X-Stream-Protocol-Version`).
+    pub fn offered(&self) -> &[String] {
+        &self.offered
+    }
+
+    /// Answers 101 with `protocol`, then hands the upgraded connection to `run` (port-forward's
+    /// session, which is not an exec's).
+    pub fn respond_raw<F, Fut>(self, protocol: &'static str, run: F) -> Response
+    where
+        F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => run(TokioIo::new(upgraded)).await,
+                Err(e) => tracing::info!(error = %e, "kubelet API: the SPDY upgrade failed"),
+            }
+        });
+        switching(protocol)
+    }
+
     /// Answers 101 and, once the connection is upgraded, serves the SPDY session for `wanted`
     /// while `run` drives the exec or attach on the other ends.
     pub fn respond<F, Fut>(self, protocol: &'static str, wanted: Wanted, run: F) -> Response
@@ -126,13 +148,18 @@ impl SpdyUpgrade {
             // The client has gone: the exec's ends are closed, so it ends too.
             let _ = running.await;
         });
-        let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static(SPDY_31));
-        headers.insert(PROTOCOL_HEADER, HeaderValue::from_static(protocol));
-        response
+        switching(protocol)
     }
+}
+
+/// The 101 answer to a SPDY/3.1 upgrade speaking `protocol`.
+fn switching(protocol: &'static str) -> Response {
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static(SPDY_31));
+    headers.insert(PROTOCOL_HEADER, HeaderValue::from_static(protocol));
+    response
 }
 
 #[cfg(test)]

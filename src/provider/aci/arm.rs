@@ -302,9 +302,8 @@ impl Arm {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<MetricsResponse, ProviderError> {
         let from = now - chrono::Duration::from_std(usage::LOOKBACK).expect("minutes");
-        let stamp = |t: chrono::DateTime<chrono::Utc>| {
-            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        };
+        let stamp =
+            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let mut url = self.monitor.clone();
         {
             let mut path = url

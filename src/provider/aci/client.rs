@@ -21,11 +21,11 @@ use crate::provider::aci::status::{Cadence, GroupView, owned_workload, workload_
 use crate::provider::aci::streams::{attach_output, exec_command_line, exec_output, exec_session};
 use crate::provider::aci::translate::{OWNER_TAGS, translate};
 use crate::provider::aci::usage::usage_of;
+use crate::provider::contract::WorkloadUsage;
 use crate::provider::contract::{
     Capabilities, ExecOutput, ExecRequest, ExecSession, LogOptions, OutputStream, OwnedWorkload,
     Provider, ProviderError, TerminalSize, WorkloadPhase, WorkloadSpec, WorkloadStatus,
 };
-use crate::provider::contract::WorkloadUsage;
 use crate::provider::kit::usage::UsageCache;
 use crate::provider::layers::Layers;
 
@@ -269,7 +269,10 @@ impl Provider for AciProvider {
 
     /// Azure Monitor's newest minute of each group, read at most once per `usage_refresh` (and
     /// within a share of the read bucket); a group whose read fails keeps its last sample.
-    async fn usage(&self, ids: &[String]) -> Result<BTreeMap<String, WorkloadUsage>, ProviderError> {
+    async fn usage(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, WorkloadUsage>, ProviderError> {
         let due = self.usage.due(ids, std::time::Instant::now());
         let read: Vec<_> = futures::stream::iter(due)
             .map(|id| async move {

@@ -19,15 +19,17 @@ use crate::provider::cluster::status::{
     DEFAULT_UNSCHEDULABLE_GRACE, exec_exit_code, workload_status,
 };
 use crate::provider::cluster::translate::{Shadow, translate};
+use crate::provider::cluster::usage::{PodMetricsList, usage_of};
 use crate::provider::contract::{
     Capabilities, ExecOutput, ExecRequest, ExecSession, LogOptions, OwnedWorkload, Provider,
     ProviderError, WorkloadSpec, WorkloadStatus,
 };
+use crate::provider::contract::{
+    ExecEvent, OutputStream, PortConnection, WorkloadUsage, usage_not_reported,
+};
 use crate::provider::kit::ownership::{
     MANAGED_BY, MANAGED_BY_VALUE, OwnerKeys, WORKLOAD, label_value,
 };
-use crate::provider::cluster::usage::{PodMetricsList, usage_of};
-use crate::provider::contract::{ExecEvent, OutputStream, WorkloadUsage, usage_not_reported};
 use crate::provider::kit::usage::{DEFAULT_REFRESH, UsageCache};
 use crate::provider::layers::Layers;
 
@@ -529,9 +531,48 @@ impl Provider for ClusterProvider {
         )))
     }
 
+    fn forwards_ports(&self) -> bool {
+        true
+    }
+
+    /// Connects to `port` of the shadow pod through the cluster's `pods/portforward` (kube's
+    /// WebSocket client, `v4.channel.k8s.io`).
+    async fn port_forward(&self, id: &str, port: u16) -> Result<PortConnection, ProviderError> {
+        let pods = &self.pods;
+        let mut forwarder = self
+            .layers
+            .call(OperationClass::Create, "PortForwardPod", || async move {
+                pods.portforward(id, &[port])
+                    .await
+                    .map_err(|e| provider_error(&e))
+            })
+            .await?;
+        let stream = forwarder
+            .take_stream(port)
+            .expect("the port asked for has a stream");
+        let error = forwarder
+            .take_error(port)
+            .expect("the port asked for has an error channel");
+        let id = id.to_string();
+        let error = Box::pin(async move {
+            let message = error.await;
+            if let Err(e) = forwarder.join().await {
+                tracing::debug!(workload = %id, error = %e, "cluster port-forward ended with an error");
+            }
+            message
+        });
+        Ok(PortConnection {
+            stream: Box::new(stream),
+            error,
+        })
+    }
+
     /// What the target cluster's metrics-server measured of the shadow pods (one PodMetrics
     /// list of the namespace when any is due); none when the cluster serves no metrics.k8s.io.
-    async fn usage(&self, ids: &[String]) -> Result<BTreeMap<String, WorkloadUsage>, ProviderError> {
+    async fn usage(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, WorkloadUsage>, ProviderError> {
         let due = self.usage.due(ids, std::time::Instant::now());
         if due.is_empty() {
             return Ok(self.usage.known(ids));

@@ -121,13 +121,14 @@ mod tests {
 
     #[test]
     fn a_pod_metrics_item_reads_in_cores_and_bytes() {
-        let list: PodMetricsList = serde_json::from_value(json!({"kind": "PodMetricsList", "items": [{
-            "metadata": {"name": "bg-1", "namespace": "shadow"},
-            "timestamp": "2026-12-06T10:00:00Z", "window": "1m0s",
-            "containers": [{"name": "app", "usage": {"cpu": "250m", "memory": "64Mi"}},
-                           {"name": "side", "usage": {"cpu": "12345n"}}]
-        }]}))
-        .unwrap();
+        let list: PodMetricsList =
+            serde_json::from_value(json!({"kind": "PodMetricsList", "items": [{
+                "metadata": {"name": "bg-1", "namespace": "shadow"},
+                "timestamp": "2026-12-06T10:00:00Z", "window": "1m0s",
+                "containers": [{"name": "app", "usage": {"cpu": "250m", "memory": "64Mi"}},
+                               {"name": "side", "usage": {"cpu": "12345n"}}]
+            }]}))
+            .unwrap();
         let usage = usage_of(&list.items[0]).unwrap();
         assert_eq!(usage.window, Duration::from_secs(60));
         assert_eq!(

@@ -173,8 +173,15 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(cache.due(&ids(&["bg-1"]), t0), ids(&["bg-1"]));
         cache.store("bg-1", Some(sample(0, 0.25)), t0);
-        assert!(cache.due(&ids(&["bg-1"]), t0 + Duration::from_secs(59)).is_empty());
-        assert_eq!(cache.known(&ids(&["bg-1"]))["bg-1"].containers[0].cpu_cores, 0.25);
+        assert!(
+            cache
+                .due(&ids(&["bg-1"]), t0 + Duration::from_secs(59))
+                .is_empty()
+        );
+        assert_eq!(
+            cache.known(&ids(&["bg-1"]))["bg-1"].containers[0].cpu_cores,
+            0.25
+        );
         assert_eq!(
             cache.due(&ids(&["bg-1"]), t0 + Duration::from_secs(60)),
             ids(&["bg-1"])
@@ -197,8 +204,15 @@ mod tests {
         let t1 = t0 + Duration::from_secs(61);
         assert_eq!(cache.due(&ids(&["bg-1"]), t1), ids(&["bg-1"]));
         cache.read_failed("bg-1", t1);
-        assert!(cache.due(&ids(&["bg-1"]), t1 + Duration::from_secs(30)).is_empty());
-        assert_eq!(cache.known(&ids(&["bg-1"]))["bg-1"].containers[0].cpu_cores, 0.5);
+        assert!(
+            cache
+                .due(&ids(&["bg-1"]), t1 + Duration::from_secs(30))
+                .is_empty()
+        );
+        assert_eq!(
+            cache.known(&ids(&["bg-1"]))["bg-1"].containers[0].cpu_cores,
+            0.5
+        );
     }
 
     #[test]
