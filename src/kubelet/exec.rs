@@ -1,7 +1,8 @@
 //! `/exec/{namespace}/{pod}/{container}` and `/run/...`: `kubectl exec`, over SPDY/3.1
 //! ([`spdy`](crate::kubelet::spdy)) or the WebSocket channel protocol
-//! ([`websocket`]), `v5.channel.k8s.io` or `v4.channel.k8s.io` either
-//! way.
+//! ([`websocket`]), in any channel protocol the kubelet speaks there
+//! ([`Protocol`]: v5, v4, v3, v2, `channel.k8s.io` over SPDY; v5, v4, `channel.k8s.io` over a
+//! WebSocket).
 //!
 //! A provider that cannot exec at all answers HTTP 501 before any upgrade. Then the connection
 //! is upgraded, the streams the client asked for are opened, and the provider's exec session
@@ -20,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
 
-use crate::kubelet::channels::{self, Session, Wanted, error_status};
+use crate::kubelet::channels::{self, Protocol, Session, Wanted, error_status};
 use crate::kubelet::error::{Error, Result};
 use crate::kubelet::logs::parse_bool;
 use crate::kubelet::pods;
@@ -117,15 +118,22 @@ impl ExecQuery {
     }
 }
 
-/// The channel protocol to speak: the first of the client's offers that is v5 or v4.
-pub fn negotiate(headers: &HeaderMap) -> Option<&'static str> {
-    headers
+/// The channel protocol to speak over a WebSocket: the first of the client's offers the kubelet
+/// serves there (v5, v4, `channel.k8s.io`); a client offering none gets `channel.k8s.io`, as
+/// from the kubelet.
+pub fn negotiate(headers: &HeaderMap) -> Option<Protocol> {
+    let offered: Vec<&str> = headers
         .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .find_map(|offer| [V5, V4].into_iter().find(|p| *p == offer))
+        .filter(|v| !v.is_empty())
+        .collect();
+    if offered.is_empty() {
+        return Some(Protocol::V1);
+    }
+    Protocol::negotiate(offered, &Protocol::WEBSOCKET)
 }
 
 /// One channel message: the channel byte, then the data.
@@ -300,23 +308,33 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn v5_is_chosen_over_v4_and_older_protocols_are_not_spoken() {
+    fn a_websocket_speaks_the_clients_first_offer_of_v5_v4_and_channel_k8s_io() {
         let mut h = HeaderMap::new();
+        assert_eq!(
+            negotiate(&h),
+            Some(Protocol::V1),
+            "no offer: channel.k8s.io"
+        );
         h.insert(
             axum::http::header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static("v5.channel.k8s.io, v4.channel.k8s.io, channel.k8s.io"),
         );
-        assert_eq!(negotiate(&h), Some(V5));
+        assert_eq!(negotiate(&h), Some(Protocol::V5));
         h.insert(
             axum::http::header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static("v3.channel.k8s.io,v4.channel.k8s.io"),
         );
-        assert_eq!(negotiate(&h), Some(V4));
+        assert_eq!(negotiate(&h), Some(Protocol::V4));
         h.insert(
             axum::http::header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static("channel.k8s.io"),
         );
-        assert_eq!(negotiate(&h), None);
+        assert_eq!(negotiate(&h), Some(Protocol::V1));
+        h.insert(
+            axum::http::header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("v3.channel.k8s.io, base64.channel.k8s.io"),
+        );
+        assert_eq!(negotiate(&h), None, "v3 is SPDY only; base64 is not served");
     }
 
     #[test]

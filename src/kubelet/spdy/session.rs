@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::Error;
 use super::frame::{Frame, GOAWAY_OK, INVALID_STREAM};
 use super::headers::{HeaderCodec, value};
-use crate::kubelet::channels::{Ends, Output, Wanted, parse_resize};
+use crate::kubelet::channels::{Ends, Output, Protocol, Wanted, parse_resize};
 use crate::provider::ExecInput;
 
 /// How long the client gets to open the streams it asked for (the kubelet's stream creation
@@ -59,14 +59,15 @@ impl StreamType {
         })
     }
 
-    /// The streams a client that asked for `wanted` opens.
-    pub fn expected(wanted: Wanted) -> Vec<StreamType> {
+    /// The streams a client that asked for `wanted` opens in `protocol` (a resize stream from
+    /// v3 on).
+    pub fn expected(protocol: Protocol, wanted: Wanted) -> Vec<StreamType> {
         let mut types = vec![StreamType::Error];
         let with = [
             (wanted.stdin, StreamType::Stdin),
             (wanted.stdout, StreamType::Stdout),
             (wanted.stderr && !wanted.tty, StreamType::Stderr),
-            (wanted.tty, StreamType::Resize),
+            (wanted.tty && protocol.resizes(), StreamType::Resize),
         ];
         types.extend(with.into_iter().filter(|(w, _)| *w).map(|(_, t)| t));
         types
@@ -75,6 +76,7 @@ impl StreamType {
 
 /// The session's state, apart from the socket.
 struct State {
+    protocol: Protocol,
     codec: HeaderCodec,
     /// Stream id by type, as the client opened them.
     streams: BTreeMap<StreamType, u32>,
@@ -95,11 +97,12 @@ enum Step {
 }
 
 impl State {
-    fn new(wanted: Wanted) -> State {
+    fn new(protocol: Protocol, wanted: Wanted) -> State {
         State {
+            protocol,
             codec: HeaderCodec::default(),
             streams: BTreeMap::new(),
-            expected: StreamType::expected(wanted),
+            expected: StreamType::expected(protocol, wanted),
             resize: Vec::new(),
             out: Vec::new(),
             last_stream: 0,
@@ -199,7 +202,10 @@ impl State {
         let (kind, data) = match output {
             Output::Stdout(data) => (StreamType::Stdout, data),
             Output::Stderr(data) => (StreamType::Stderr, data),
-            Output::Status(status) => (StreamType::Error, status.to_string().into_bytes()),
+            Output::Status(status) => match self.protocol.status_bytes(&status) {
+                Some(bytes) => (StreamType::Error, bytes),
+                None => return,
+            },
         };
         let Some(stream) = self.streams.get(&kind).copied() else {
             return;
@@ -231,13 +237,13 @@ impl State {
 /// until the output ends and the client says goodbye, or the client goes.
 // Long on purpose: one select loop over the socket, the output and two timers, whose arms are
 // each a line or two; split, the state they share would travel through every piece.
-pub async fn serve<IO>(io: IO, wanted: Wanted, ends: Ends) -> Result<(), Error>
+pub async fn serve<IO>(io: IO, protocol: Protocol, wanted: Wanted, ends: Ends) -> Result<(), Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let Ends { input, mut output } = ends;
     let (mut reader, mut writer) = tokio::io::split(io);
-    let mut state = State::new(wanted);
+    let mut state = State::new(protocol, wanted);
     let (mut buf, mut read) = (Vec::new(), vec![0u8; 16 * 1024]);
     let streams_deadline = tokio::time::Instant::now() + STREAMS_WITHIN;
     let mut finished: Option<tokio::time::Instant> = None;
@@ -324,7 +330,7 @@ mod tests {
             tty: true,
         };
         assert_eq!(
-            StreamType::expected(tty),
+            StreamType::expected(Protocol::V4, tty),
             vec![
                 StreamType::Error,
                 StreamType::Stdin,
@@ -338,8 +344,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            StreamType::expected(plain),
+            StreamType::expected(Protocol::V4, plain),
             vec![StreamType::Error, StreamType::Stdout, StreamType::Stderr]
+        );
+        // Before v3 there is no resize stream, terminal or not.
+        assert_eq!(
+            StreamType::expected(Protocol::V2, tty),
+            vec![StreamType::Error, StreamType::Stdin, StreamType::Stdout]
         );
     }
 
@@ -353,7 +364,7 @@ mod tests {
         };
         let (ends, mut session) = pair();
         let (client, server) = tokio::io::duplex(64 * 1024);
-        let served = tokio::spawn(serve(server, wanted, ends));
+        let served = tokio::spawn(serve(server, Protocol::V4, wanted, ends));
         let (mut client_read, mut client_write) = tokio::io::split(client);
         // kubectl's frames up to its stdin's FIN now, its goodbye (RST_STREAMs, GOAWAY) after
         // the status, as it sent them.
@@ -484,7 +495,7 @@ mod tests {
         };
         let (ends, session) = crate::kubelet::channels::pair();
         let (client, server) = tokio::io::duplex(16 * 1024);
-        tokio::spawn(serve(server, wanted, ends));
+        tokio::spawn(serve(server, Protocol::V4, wanted, ends));
         tokio::spawn(crate::kubelet::channels::relay(
             session,
             echo(),
@@ -550,7 +561,7 @@ mod tests {
     async fn a_session_without_a_frame_for_the_idle_timeout_is_closed_with_a_goaway() {
         let (ends, _session) = pair();
         let (client, server) = tokio::io::duplex(4096);
-        let served = tokio::spawn(serve(server, Wanted::default(), ends));
+        let served = tokio::spawn(serve(server, Protocol::V4, Wanted::default(), ends));
         let (mut client_read, _client_write) = tokio::io::split(client);
         let started = tokio::time::Instant::now();
         let mut wire = Vec::new();
@@ -578,7 +589,7 @@ mod tests {
         };
         let (ends, session) = pair();
         let (client, server) = tokio::io::duplex(4096);
-        tokio::spawn(serve(server, wanted, ends));
+        tokio::spawn(serve(server, Protocol::V4, wanted, ends));
         let (mut client_read, mut client_write) = tokio::io::split(client);
         // Only the error stream: stdout never comes.
         client_write
@@ -616,10 +627,13 @@ mod tests {
 
     #[tokio::test]
     async fn resize_lines_become_terminal_sizes_and_pings_are_answered() {
-        let mut state = State::new(Wanted {
-            tty: true,
-            ..Default::default()
-        });
+        let mut state = State::new(
+            Protocol::V4,
+            Wanted {
+                tty: true,
+                ..Default::default()
+            },
+        );
         let frames = all(include_bytes!("testdata/kubectl-1.37.1-exec-it-sh.bin"));
         let mut more = Vec::new();
         for frame in frames {
