@@ -439,7 +439,7 @@ pub async fn port_forward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubelet::spdy::frame::tests::all;
+    use crate::kubelet::spdy::frame::tests::complete;
 
     /// Dials an in-memory echo server; port 9 refuses.
     fn echo() -> Dial {
@@ -491,9 +491,13 @@ mod tests {
         let mut buf = vec![0u8; 4096];
         loop {
             let n = client.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the session closed early; got {:?}", all(&bytes));
+            assert!(
+                n > 0,
+                "the session closed early; got {:?}",
+                complete(&bytes)
+            );
             bytes.extend_from_slice(&buf[..n]);
-            let frames = all(&bytes);
+            let frames = complete(&bytes);
             if done(&frames) {
                 return frames;
             }
