@@ -22,7 +22,6 @@ use crate::kubelet::pods;
 use crate::kubelet::server::Shared;
 use crate::kubelet::spdy::upgrade::{NotSpdy, SpdyUpgrade};
 use crate::kubelet::websocket;
-use crate::provider::ProviderError;
 
 /// The `/attach` handler.
 pub async fn attach(
@@ -36,10 +35,7 @@ pub async fn attach(
     let q = ExecQuery::parse_streams(query.as_deref().unwrap_or_default())?;
     let placed = pods::find(shared.workloads.as_ref(), &namespace, &pod, &container).await?;
     if !placed.provider.capabilities().attach {
-        return Err(placed.error(ProviderError::NotSupported {
-            provider: placed.provider.name().into(),
-            what: "attach".into(),
-        }));
+        return Err(placed.error(placed.provider.refusal("attach")));
     }
     let shutdown = shared.shutdown.clone();
     let wanted = q.wanted();

@@ -28,7 +28,7 @@ use crate::kubelet::pods;
 use crate::kubelet::server::Shared;
 use crate::kubelet::spdy::upgrade::{NotSpdy, SpdyUpgrade};
 use crate::kubelet::websocket;
-use crate::provider::{ExecInput, ExecRequest, ProviderError, TerminalSize};
+use crate::provider::{ExecInput, ExecRequest, TerminalSize};
 
 /// How long a terminal exec waits for the client's first size before starting at 80x24.
 pub const FIRST_SIZE_WITHIN: Duration = Duration::from_secs(1);
@@ -174,10 +174,7 @@ pub async fn exec(
     let q = ExecQuery::parse(query.as_deref().unwrap_or_default())?;
     let placed = pods::find(shared.workloads.as_ref(), &namespace, &pod, &container).await?;
     if !placed.provider.capabilities().exec {
-        return Err(placed.error(ProviderError::NotSupported {
-            provider: placed.provider.name().into(),
-            what: "exec".into(),
-        }));
+        return Err(placed.error(placed.provider.refusal("exec")));
     }
     let shutdown = shared.shutdown.clone();
     let wanted = q.wanted();
@@ -284,6 +281,7 @@ pub async fn run(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::provider::ProviderError;
     use axum::http::HeaderValue;
 
     #[test]

@@ -37,7 +37,7 @@ use crate::kubelet::spdy::frame::{Frame, GOAWAY_OK, INVALID_STREAM};
 use crate::kubelet::spdy::headers::{HeaderCodec, value};
 use crate::kubelet::spdy::session::IDLE;
 use crate::kubelet::spdy::upgrade::{NotSpdy, SpdyUpgrade};
-use crate::provider::{PortConnection, ProviderError};
+use crate::provider::PortConnection;
 
 /// The SPDY port-forward protocol.
 pub const PORT_FORWARD: &str = "portforward.k8s.io";
@@ -372,11 +372,9 @@ pub async fn port_forward(
 ) -> Result<Response> {
     let placed = pods::find_pod(shared.workloads.as_ref(), &namespace, &pod).await?;
     if !placed.provider.forwards_ports() {
-        return Err(placed.error(ProviderError::NotSupported {
-            provider: placed.provider.name().into(),
-            what: "port-forward: its workloads run at a cloud provider that forwards no ports"
-                .into(),
-        }));
+        return Err(placed.error(placed.provider.refusal(
+            "port-forward: its workloads run at a cloud provider that forwards no ports",
+        )));
     }
     tracing::info!(pod = %placed.key, target = %placed.target, "kubelet API: port-forward");
     let (provider, workload) = (placed.provider.clone(), placed.workload.clone());

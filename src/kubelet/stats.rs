@@ -289,14 +289,14 @@ async fn node_pods(shared: &Shared) -> Result<Vec<Pod>> {
     Ok(list.items)
 }
 
+/// A target's provider and its pods on this node: (workload id, pod UID).
+type TargetPods = (Arc<dyn crate::provider::Provider>, Vec<(String, String)>);
+
 /// The usage of `pods`, one [`Provider::usage`](crate::provider::Provider::usage) call per
 /// target; a provider that reports none leaves its pods without usage, one that failed also sets
 /// [`Usage::failed`].
 pub async fn usage(workloads: &dyn Workloads, pods: &[Pod]) -> Usage {
-    let mut by_target: BTreeMap<
-        String,
-        (Arc<dyn crate::provider::Provider>, Vec<(String, String)>),
-    > = BTreeMap::new();
+    let mut by_target: BTreeMap<String, TargetPods> = BTreeMap::new();
     for p in pods {
         if let Location::Found {
             target,

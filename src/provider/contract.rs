@@ -940,6 +940,16 @@ pub trait Provider: Send + Sync {
         Ok(ExecSession::output_only(self.attach(id, container).await?))
     }
 
+    /// The refusal of `what` (`exec`, `attach`, `port-forward`) by a provider whose
+    /// [`Capabilities`] say it cannot: by default `NotSupported` naming it; a provider overrides
+    /// it to say what would make it work.
+    fn refusal(&self, what: &str) -> ProviderError {
+        ProviderError::NotSupported {
+            provider: self.name().into(),
+            what: what.into(),
+        }
+    }
+
     /// Whether [`Provider::port_forward`] can work at all (the kubelet API answers 501 before
     /// any upgrade otherwise). `false` by default.
     fn forwards_ports(&self) -> bool {

@@ -745,7 +745,11 @@ async fn exec_attach_and_logs_without_a_kubelet_say_why_clearly() {
         "{err:?}"
     );
     // The peers' cluster serves no metrics.k8s.io (no metrics-server): no usage, saying why.
-    let err = s.provider.usage(&[spec.id.clone()]).await.unwrap_err();
+    let err = s
+        .provider
+        .usage(std::slice::from_ref(&spec.id))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ProviderError::NotSupported { what, .. } if what.contains("no metrics.k8s.io")),
         "{err:?}"

@@ -768,7 +768,7 @@ mod tests {
             stdout: true,
             ..Default::default()
         };
-        let (ends, mut session) = crate::kubelet::channels::pair();
+        let (ends, session) = crate::kubelet::channels::pair();
         let (client, server) = tokio::io::duplex(1 << 20);
         tokio::spawn(serve(server, Protocol::V4, wanted, ends));
         let (mut client_read, mut client_write) = tokio::io::split(client);

@@ -7,6 +7,7 @@
 pub(crate) mod corpus;
 pub mod expansion;
 pub mod features;
+pub mod kubectl;
 pub mod ownership;
 pub mod translate_error;
 pub mod usage;
