@@ -77,7 +77,8 @@ pub fn factories(
         ),
         (
             ProviderKind::Cluster,
-            Arc::new(ClusterFactory::new(client.clone())) as Arc<dyn Factory>,
+            Arc::new(ClusterFactory::new(client.clone()).with_usage_refresh(config.usage_refresh()))
+                as Arc<dyn Factory>,
         ),
         (
             ProviderKind::Fargate,
@@ -120,7 +121,11 @@ fn aci_factory(config: &RunConfig, kube_version: &str) -> Arc<dyn Factory> {
                 AciFactory::new(credential, &config.arm_endpoint)
                     .with_transport(transport)
                     .with_cluster_dns(dns)
-                    .with_kube_proxy(kube_proxy),
+                    .with_kube_proxy(kube_proxy)
+                    .with_usage(
+                        config.azure_monitor_endpoint.clone(),
+                        config.usage_refresh(),
+                    ),
             )
         }
         Err(e) => Arc::new(Unavailable(format!("no Azure credential: {e}"))),

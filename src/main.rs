@@ -166,6 +166,11 @@ fn policy_explain(dir: &Path, pod: &Path, output: Format) -> anyhow::Result<Exit
                     uses.join(", ")
                 );
             }
+            for t in &policy.targets {
+                if let Some(limits) = burstgate::provider::kit::kubectl::limits(t.provider) {
+                    println!("kubectl on {} ({}): {limits}", t.name, t.provider);
+                }
+            }
         }
         Format::Json => {
             let mut json = explain::to_json(&policy, &decision);
@@ -173,6 +178,16 @@ fn policy_explain(dir: &Path, pod: &Path, output: Format) -> anyhow::Result<Exit
                 ignored
                     .iter()
                     .map(|(t, uses)| (t.clone(), serde_json::json!(uses)))
+                    .collect::<serde_json::Map<_, _>>()
+            );
+            json["kubectlLimits"] = serde_json::json!(
+                policy
+                    .targets
+                    .iter()
+                    .filter_map(|t| Some((
+                        t.name.clone(),
+                        serde_json::json!(burstgate::provider::kit::kubectl::limits(t.provider)?)
+                    )))
                     .collect::<serde_json::Map<_, _>>()
             );
             println!("{}", serde_json::to_string_pretty(&json)?);

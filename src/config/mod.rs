@@ -46,6 +46,15 @@ pub struct RunConfig {
         default_value = "https://management.azure.com"
     )]
     pub arm_endpoint: String,
+    /// Azure Monitor endpoint for the CPU and memory metrics of `aci` targets' container groups
+    /// (default: `--arm-endpoint`, where Azure serves them).
+    #[arg(long, env = "BURSTGATE_AZURE_MONITOR_ENDPOINT")]
+    pub azure_monitor_endpoint: Option<String>,
+    /// How long a workload's CPU and memory sample serves `/stats/summary` and
+    /// `/metrics/resource` before the provider is asked again, seconds (ACI: Azure Monitor
+    /// aggregates per minute).
+    #[arg(long, env = "BURSTGATE_USAGE_REFRESH_SECONDS", default_value_t = 60)]
+    pub usage_refresh_seconds: u64,
     /// The cluster DNS (the kubelet's `--cluster-dns`: the `kube-dns` Service IP), comma
     /// separated. ACI groups in a delegated subnet resolve with it for `dnsPolicy: ClusterFirst`.
     #[arg(long, env = "BURSTGATE_CLUSTER_DNS", value_delimiter = ',')]
@@ -145,6 +154,11 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// How long a usage sample serves (`--usage-refresh-seconds`, at least one second).
+    pub fn usage_refresh(&self) -> Duration {
+        Duration::from_secs(self.usage_refresh_seconds.max(1))
+    }
+
     /// Leader lease duration.
     pub fn leader_lease(&self) -> Duration {
         Duration::from_secs(self.leader_lease_seconds)

@@ -256,6 +256,8 @@ fn aci_settings(input: &Input) -> aci::Settings {
         },
         dns_name_label: input.dns_label,
         arm_endpoint: aci::DEFAULT_ARM_ENDPOINT.into(),
+        monitor_endpoint: String::new(),
+        usage_refresh: crate::provider::kit::usage::DEFAULT_REFRESH,
         // Private groups get the cluster DNS and kube-proxy, as with the gateway's flags.
         cluster_dns: input.private.then(|| aci::ClusterDns {
             servers: vec!["10.0.0.10".into()],

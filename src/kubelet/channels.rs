@@ -14,6 +14,83 @@ use tokio_util::sync::CancellationToken;
 use crate::kubelet::error::Error;
 use crate::provider::contract::{ExecEvent, ExecInput, ExecSession, ExitCode, TerminalSize};
 
+/// A channel protocol version of exec and attach, as the kubelet negotiates them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Protocol {
+    /// `channel.k8s.io`: streams error, stdin, stdout, stderr; the error stream carries a failure
+    /// as plain text (nothing on success), so no exit code reaches the client.
+    V1,
+    /// `v2.channel.k8s.io`: as v1 (it fixed the client's stream handshake).
+    V2,
+    /// `v3.channel.k8s.io`: v2 plus the resize stream.
+    V3,
+    /// `v4.channel.k8s.io`: v3 with a `metav1.Status` (JSON, with the exit code) on the error
+    /// stream.
+    V4,
+    /// `v5.channel.k8s.io`: v4 plus the client's close signal (WebSocket).
+    V5,
+}
+
+impl Protocol {
+    /// What SPDY serves, newest first (the kubelet's `SupportedStreamingProtocols`).
+    pub const SPDY: [Protocol; 5] = [
+        Protocol::V5,
+        Protocol::V4,
+        Protocol::V3,
+        Protocol::V2,
+        Protocol::V1,
+    ];
+    /// What WebSocket serves (the kubelet's binary WebSocket protocols: v5, v4 and the
+    /// pre-v4 `channel.k8s.io`, which a client offering no protocol gets too).
+    pub const WEBSOCKET: [Protocol; 3] = [Protocol::V5, Protocol::V4, Protocol::V1];
+
+    /// Its name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::V1 => "channel.k8s.io",
+            Protocol::V2 => "v2.channel.k8s.io",
+            Protocol::V3 => "v3.channel.k8s.io",
+            Protocol::V4 => "v4.channel.k8s.io",
+            Protocol::V5 => "v5.channel.k8s.io",
+        }
+    }
+
+    /// The first of the client's `offered` protocols (in its order) that `served` has, as the
+    /// kubelet's handshake picks.
+    pub fn negotiate<'a>(
+        offered: impl IntoIterator<Item = &'a str>,
+        served: &[Protocol],
+    ) -> Option<Protocol> {
+        offered
+            .into_iter()
+            .map(str::trim)
+            .find_map(|offer| served.iter().copied().find(|p| p.name() == offer))
+    }
+
+    /// Whether a terminal's sizes come on a resize stream (v3 and later).
+    pub fn resizes(self) -> bool {
+        self >= Protocol::V3
+    }
+
+    /// The bytes of the final `status` on the error stream: the JSON status from v4 on; before,
+    /// a failure's message as text and nothing for a success.
+    pub fn status_bytes(self, status: &Value) -> Option<Vec<u8>> {
+        if self >= Protocol::V4 {
+            return Some(status.to_string().into_bytes());
+        }
+        if status["status"] == "Success" {
+            return None;
+        }
+        Some(
+            status["message"]
+                .as_str()
+                .unwrap_or("the command failed")
+                .as_bytes()
+                .to_vec(),
+        )
+    }
+}
+
 /// What the client gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -291,6 +368,48 @@ mod tests {
             status["message"],
             "the exit code is unknown: ACI's exec API reports no exit code"
         );
+    }
+
+    #[test]
+    fn the_clients_first_offer_the_server_speaks_wins_as_in_the_kubelets_handshake() {
+        let offers = ["v4.channel.k8s.io", "v5.channel.k8s.io"];
+        assert_eq!(
+            Protocol::negotiate(offers, &Protocol::SPDY),
+            Some(Protocol::V4)
+        );
+        let old = ["v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"];
+        assert_eq!(
+            Protocol::negotiate(old, &Protocol::SPDY),
+            Some(Protocol::V3)
+        );
+        assert_eq!(
+            Protocol::negotiate(["channel.k8s.io"], &Protocol::SPDY),
+            Some(Protocol::V1)
+        );
+        assert_eq!(
+            Protocol::negotiate(["v3.channel.k8s.io"], &Protocol::WEBSOCKET),
+            None
+        );
+        assert_eq!(
+            Protocol::negotiate(["base64.channel.k8s.io"], &Protocol::WEBSOCKET),
+            None
+        );
+    }
+
+    #[test]
+    fn before_v4_the_error_stream_carries_a_failures_text_and_nothing_for_a_success() {
+        let failed = exit_status(&ExitCode::Code(3));
+        for old in [Protocol::V1, Protocol::V2, Protocol::V3] {
+            assert_eq!(
+                old.status_bytes(&failed).unwrap(),
+                b"command terminated with non-zero exit code: exit status 3"
+            );
+            assert_eq!(old.status_bytes(&exit_status(&ExitCode::Code(0))), None);
+        }
+        let json: Value =
+            serde_json::from_slice(&Protocol::V4.status_bytes(&failed).unwrap()).unwrap();
+        assert_eq!(json["reason"], "NonZeroExitCode");
+        assert!(!Protocol::V2.resizes() && Protocol::V3.resizes());
     }
 
     #[test]

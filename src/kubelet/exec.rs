@@ -1,7 +1,8 @@
 //! `/exec/{namespace}/{pod}/{container}` and `/run/...`: `kubectl exec`, over SPDY/3.1
 //! ([`spdy`](crate::kubelet::spdy)) or the WebSocket channel protocol
-//! ([`websocket`]), `v5.channel.k8s.io` or `v4.channel.k8s.io` either
-//! way.
+//! ([`websocket`]), in any channel protocol the kubelet speaks there
+//! ([`Protocol`]: v5, v4, v3, v2, `channel.k8s.io` over SPDY; v5, v4, `channel.k8s.io` over a
+//! WebSocket).
 //!
 //! A provider that cannot exec at all answers HTTP 501 before any upgrade. Then the connection
 //! is upgraded, the streams the client asked for are opened, and the provider's exec session
@@ -20,14 +21,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
 
-use crate::kubelet::channels::{self, Session, Wanted, error_status};
+use crate::kubelet::channels::{self, Protocol, Session, Wanted, error_status};
 use crate::kubelet::error::{Error, Result};
 use crate::kubelet::logs::parse_bool;
 use crate::kubelet::pods;
 use crate::kubelet::server::Shared;
 use crate::kubelet::spdy::upgrade::{NotSpdy, SpdyUpgrade};
 use crate::kubelet::websocket;
-use crate::provider::{ExecInput, ExecRequest, ProviderError, TerminalSize};
+use crate::provider::{ExecInput, ExecRequest, TerminalSize};
 
 /// How long a terminal exec waits for the client's first size before starting at 80x24.
 pub const FIRST_SIZE_WITHIN: Duration = Duration::from_secs(1);
@@ -51,6 +52,16 @@ pub mod channel {
     pub const RESIZE: u8 = 4;
     /// v5: the client closes the stream named in the next byte.
     pub const CLOSE: u8 = 255;
+}
+
+/// What a session runs at the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `kubectl exec`: a command ([`Provider::exec_session`](crate::provider::Provider::exec_session)).
+    Exec,
+    /// `kubectl attach`: the container's own process
+    /// ([`Provider::attach_session`](crate::provider::Provider::attach_session)).
+    Attach,
 }
 
 /// An exec query (the kubelet's `ExecOptions` parameters).
@@ -107,15 +118,22 @@ impl ExecQuery {
     }
 }
 
-/// The channel protocol to speak: the first of the client's offers that is v5 or v4.
-pub fn negotiate(headers: &HeaderMap) -> Option<&'static str> {
-    headers
+/// The channel protocol to speak over a WebSocket: the first of the client's offers the kubelet
+/// serves there (v5, v4, `channel.k8s.io`); a client offering none gets `channel.k8s.io`, as
+/// from the kubelet.
+pub fn negotiate(headers: &HeaderMap) -> Option<Protocol> {
+    let offered: Vec<&str> = headers
         .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .find_map(|offer| [V5, V4].into_iter().find(|p| *p == offer))
+        .filter(|v| !v.is_empty())
+        .collect();
+    if offered.is_empty() {
+        return Some(Protocol::V1);
+    }
+    Protocol::negotiate(offered, &Protocol::WEBSOCKET)
 }
 
 /// One channel message: the channel byte, then the data.
@@ -156,21 +174,19 @@ pub async fn exec(
     let q = ExecQuery::parse(query.as_deref().unwrap_or_default())?;
     let placed = pods::find(shared.workloads.as_ref(), &namespace, &pod, &container).await?;
     if !placed.provider.capabilities().exec {
-        return Err(placed.error(ProviderError::NotSupported {
-            provider: placed.provider.name().into(),
-            what: "exec".into(),
-        }));
+        return Err(placed.error(placed.provider.refusal("exec")));
     }
     let shutdown = shared.shutdown.clone();
     let wanted = q.wanted();
     websocket::respond("exec", &headers, ws, spdy, wanted, move |session| {
-        run_session(placed, q, session, shutdown)
+        run_session(Operation::Exec, placed, q, session, shutdown)
     })
 }
 
-/// Starts the command at the provider and relays until it ends; a provider that refuses sends
-/// its reason as the status.
+/// Starts the command (or the attach) at the provider and relays until it ends; a provider that
+/// refuses sends its reason as the status.
 pub async fn run_session(
+    operation: Operation,
     placed: pods::Placed,
     q: ExecQuery,
     mut session: Session,
@@ -186,17 +202,30 @@ pub async fn run_session(
         stdin: q.stdin,
         tty,
     };
-    let opened = placed
-        .provider
-        .exec_session(&placed.workload, &placed.container, &request)
-        .await;
-    tracing::info!(pod = %placed.key, container = %placed.container, stdin = q.stdin, tty = q.tty, started = opened.is_ok(), "kubelet API: exec");
+    let (workload, container) = (&placed.workload, &placed.container);
+    let opened = match operation {
+        Operation::Exec => {
+            placed
+                .provider
+                .exec_session(workload, container, &request)
+                .await
+        }
+        Operation::Attach => {
+            placed
+                .provider
+                .attach_session(workload, container, &request)
+                .await
+        }
+    };
+    tracing::info!(pod = %placed.key, container = %placed.container, ?operation, stdin = q.stdin, tty = q.tty, started = opened.is_ok(), "kubelet API: session");
     let provider = match opened {
         Ok(provider) => provider,
         Err(e) => return channels::refuse(session, error_status(&placed.error(e))).await,
     };
-    // Without stdin the command's input ends at once (ACI's `cat` would wait for it otherwise).
-    let early = early.or((!q.stdin).then_some(ExecInput::EndOfInput));
+    // Without stdin the command's input ends at once (ACI's `cat` would wait for it otherwise);
+    // an attach without stdin leaves the container's own stdin alone.
+    let end = (!q.stdin && operation == Operation::Exec).then_some(ExecInput::EndOfInput);
+    let early = early.or(end);
     if let Some(input) = early {
         let _ = provider.input.send(input).await;
     }
@@ -252,6 +281,7 @@ pub async fn run(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::provider::ProviderError;
     use axum::http::HeaderValue;
 
     #[test]
@@ -276,23 +306,33 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn v5_is_chosen_over_v4_and_older_protocols_are_not_spoken() {
+    fn a_websocket_speaks_the_clients_first_offer_of_v5_v4_and_channel_k8s_io() {
         let mut h = HeaderMap::new();
+        assert_eq!(
+            negotiate(&h),
+            Some(Protocol::V1),
+            "no offer: channel.k8s.io"
+        );
         h.insert(
             axum::http::header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static("v5.channel.k8s.io, v4.channel.k8s.io, channel.k8s.io"),
         );
-        assert_eq!(negotiate(&h), Some(V5));
+        assert_eq!(negotiate(&h), Some(Protocol::V5));
         h.insert(
             axum::http::header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static("v3.channel.k8s.io,v4.channel.k8s.io"),
         );
-        assert_eq!(negotiate(&h), Some(V4));
+        assert_eq!(negotiate(&h), Some(Protocol::V4));
         h.insert(
             axum::http::header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static("channel.k8s.io"),
         );
-        assert_eq!(negotiate(&h), None);
+        assert_eq!(negotiate(&h), Some(Protocol::V1));
+        h.insert(
+            axum::http::header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("v3.channel.k8s.io, base64.channel.k8s.io"),
+        );
+        assert_eq!(negotiate(&h), None, "v3 is SPDY only; base64 is not served");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The virtual node's kubelet API (HTTPS, default port 10250): what the apiserver calls for
-//! `kubectl logs` (`/containerLogs`, with `follow`), `kubectl exec` (`/exec`, `/run`), `kubectl attach` (`/attach`), both over SPDY/3.1 or
+//! `kubectl logs` (`/containerLogs`, with `follow`), `kubectl exec` (`/exec`, `/run`), `kubectl attach` (`/attach`), `kubectl port-forward` (`/portForward`, [`portforward`]), all over SPDY/3.1 or
 //! WebSocket ([`spdy`], [`websocket`], [`channels`]), metrics
 //! pipelines (`/stats/summary`, `/metrics/resource`) and `/healthz`.
 //!
@@ -20,6 +20,7 @@ pub mod error;
 pub mod exec;
 pub mod logs;
 pub mod pods;
+pub mod portforward;
 pub mod server;
 pub mod spdy;
 pub mod stats;

@@ -42,6 +42,20 @@ pub async fn find(
     name: &str,
     container: &str,
 ) -> Result<Placed> {
+    find_any(workloads, namespace, name, Some(container)).await
+}
+
+/// As [`find`], for a request about the whole pod (port-forward): `container` is empty.
+pub async fn find_pod(workloads: &dyn Workloads, namespace: &str, name: &str) -> Result<Placed> {
+    find_any(workloads, namespace, name, None).await
+}
+
+async fn find_any(
+    workloads: &dyn Workloads,
+    namespace: &str,
+    name: &str,
+    container: Option<&str>,
+) -> Result<Placed> {
     let key = format!("{namespace}/{name}");
     let api: Api<Pod> = Api::namespaced(workloads.client().clone(), namespace);
     let pod = api
@@ -55,8 +69,14 @@ pub async fn find(
     placed(workloads, key, pod, container)
 }
 
-/// The placement of `pod` (pure but for the provider lookup in the live policy).
-fn placed(workloads: &dyn Workloads, key: String, pod: Pod, container: &str) -> Result<Placed> {
+/// The placement of `pod` (pure but for the provider lookup in the live policy); `container`,
+/// when given, must be one of its containers.
+fn placed(
+    workloads: &dyn Workloads,
+    key: String,
+    pod: Pod,
+    container: Option<&str>,
+) -> Result<Placed> {
     let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
     if node != Some(workloads.node_name()) {
         return Err(Error::NotFound(format!(
@@ -74,7 +94,9 @@ fn placed(workloads: &dyn Workloads, key: String, pod: Pod, container: &str) -> 
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();
-    if !containers.contains(&container) {
+    if let Some(container) = container
+        && !containers.contains(&container)
+    {
         return Err(Error::NotFound(format!(
             "container {container} is not in pod {key} (it has: {})",
             containers.join(", ")
@@ -88,7 +110,8 @@ fn placed(workloads: &dyn Workloads, key: String, pod: Pod, container: &str) -> 
         } => (target, workload, provider),
         Location::Unplaced => {
             return Err(Error::Unavailable(format!(
-                "pod {key} has no target yet: container {container} is waiting to start"
+                "pod {key} has no target yet: {} waiting to start",
+                container.map_or("it is".to_string(), |c| format!("container {c} is"))
             )));
         }
         Location::NoProvider { target } => {
@@ -99,7 +122,7 @@ fn placed(workloads: &dyn Workloads, key: String, pod: Pod, container: &str) -> 
     };
     Ok(Placed {
         key,
-        container: container.to_string(),
+        container: container.unwrap_or_default().to_string(),
         target,
         workload,
         provider,

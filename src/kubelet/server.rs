@@ -11,7 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -25,7 +25,7 @@ use crate::kubelet::auth::{
 };
 use crate::kubelet::error::{Error, Result};
 use crate::kubelet::tls::{Serving, Tls};
-use crate::kubelet::{attach, exec, logs, stats};
+use crate::kubelet::{attach, exec, logs, portforward, stats};
 
 /// How often the certificate files are checked for changes.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
@@ -76,7 +76,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             "/portForward/{namespace}/{pod}",
-            any(|| not_implemented("port-forward")),
+            get(portforward::port_forward).post(portforward::port_forward),
         )
         .fallback(|request: Request| async move {
             Error::NotFound(format!(
@@ -86,12 +86,6 @@ pub fn router(shared: Arc<Shared>) -> Router {
         })
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
-}
-
-async fn not_implemented(what: &str) -> Error {
-    Error::NotImplemented(format!(
-        "burstgate's kubelet API does not support {what}: pods run at cloud providers without port forwarding"
-    ))
 }
 
 /// Authenticates (client certificate, else bearer token) and authorizes (SubjectAccessReview)
@@ -349,11 +343,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn port_forward_answers_501_saying_why() {
+    async fn port_forward_to_a_provider_that_forwards_no_ports_answers_501_naming_it() {
         let gateway = Arc::new(FakeGateway::new(vec![placed_on("web", "edge")], &["edge"]));
         let (status, body) = call(app(gateway, None), Method::POST, "/portForward/team/web").await;
         assert_eq!(status, 501, "{body}");
-        assert!(body.contains("does not support port-forward"), "{body}");
+        assert_eq!(
+            body,
+            "noexec does not support port-forward: its workloads run at a cloud provider that forwards no ports (pod team/web runs on target edge)\n"
+        );
     }
 
     #[tokio::test]

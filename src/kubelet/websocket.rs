@@ -14,7 +14,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
-use crate::kubelet::channels::{Ends, Output, Session, Wanted, pair, parse_resize};
+use crate::kubelet::channels::{Ends, Output, Protocol, Session, Wanted, pair, parse_resize};
 use crate::kubelet::error::{Error, Result};
 use crate::kubelet::exec::{Inbound, V4, V5, channel, frame, negotiate, parse_frame};
 use crate::kubelet::spdy::session::IDLE;
@@ -37,7 +37,7 @@ pub fn input_of(message: &[u8]) -> Option<ExecInput> {
 /// Serves one WebSocket connection until the status is sent and the client closes (or
 /// [`GOODBYE_WITHIN`] passes), the client goes, or nothing moves either way for [`IDLE`] (the
 /// same idle timeout as SPDY's; pings are answered by the WebSocket layer).
-pub async fn serve(mut socket: WebSocket, ends: Ends) {
+pub async fn serve(mut socket: WebSocket, protocol: Protocol, ends: Ends) {
     let Ends { input, mut output } = ends;
     // A message read but not yet taken: while it waits, the socket is not read, yet output
     // keeps flowing, so a full pipe one way never stops the other.
@@ -65,7 +65,10 @@ pub async fn serve(mut socket: WebSocket, ends: Ends) {
                 let (ch, data, last) = match next {
                     Some(Output::Stdout(data)) => (channel::STDOUT, data, false),
                     Some(Output::Stderr(data)) => (channel::STDERR, data, false),
-                    Some(Output::Status(status)) => (channel::ERROR, status.to_string().into_bytes(), true),
+                    Some(Output::Status(status)) => match protocol.status_bytes(&status) {
+                        Some(bytes) => (channel::ERROR, bytes, true),
+                        None => break,
+                    },
                     None => break,
                 };
                 if socket.send(Message::Binary(frame(ch, &data).into())).await.is_err() {
@@ -124,15 +127,20 @@ where
     };
     let Some(protocol) = negotiate(headers) else {
         return Err(Error::BadRequest(format!(
-            "the WebSocket upgrade offers neither {V5} nor {V4}"
+            "the WebSocket upgrade offers none of {V5}, {V4} or channel.k8s.io"
         )));
     };
+    let offered = headers.contains_key(axum::http::header::SEC_WEBSOCKET_PROTOCOL);
+    let websocket = if offered {
+        websocket.protocols([protocol.name()])
+    } else {
+        websocket
+    };
     Ok(websocket
-        .protocols([protocol])
         .on_upgrade(move |socket| async move {
             let (ends, session) = pair();
             let running = tokio::spawn(run(session));
-            serve(socket, ends).await;
+            serve(socket, protocol, ends).await;
             let _ = running.await;
         })
         .into_response())

@@ -768,6 +768,55 @@ impl ExecSession {
 /// session (the container stopped, or the provider closed it).
 pub type OutputStream = futures::stream::BoxStream<'static, Result<Vec<u8>, ProviderError>>;
 
+/// One container's CPU and memory usage, as the provider sampled it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerUsage {
+    /// Container name (as in the pod spec).
+    pub name: String,
+    /// CPU in use, in cores (averaged over the provider's sampling window).
+    pub cpu_cores: f64,
+    /// Cumulative CPU, in core-seconds, since the gateway's first sample of it (integrated from
+    /// the sampled rates by [`UsageCache`](crate::provider::kit::usage::UsageCache); adapters
+    /// leave it 0).
+    pub cpu_core_seconds: f64,
+    /// Memory working set, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// A workload's usage: one sample per container, taken at `sampled_at`, averaged over `window`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadUsage {
+    /// When the provider took the sample (the end of its window, at the latest the read).
+    pub sampled_at: chrono::DateTime<chrono::Utc>,
+    /// The window the CPU figure is averaged over (ACI: Azure Monitor's one-minute grain).
+    pub window: Duration,
+    /// The containers the provider reported, in its order.
+    pub containers: Vec<ContainerUsage>,
+}
+
+/// The refusal of a provider that reports no CPU or memory usage, saying why.
+pub fn usage_not_reported(provider: &str, why: &str) -> ProviderError {
+    ProviderError::NotSupported {
+        provider: provider.into(),
+        what: format!("CPU and memory usage ({why})"),
+    }
+}
+
+/// Bytes both ways between a client and a port of a workload.
+pub trait PortStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> PortStream for T {}
+
+/// A connection to a port of a workload (`kubectl port-forward`): its bytes, and what the provider
+/// reports when it cannot (or can no longer) forward it.
+pub struct PortConnection {
+    /// The connection; shutting down its write half ends the client's direction.
+    pub stream: Box<dyn PortStream>,
+    /// Resolves with the provider's error message when forwarding failed, or `None` when the
+    /// connection ended without one.
+    pub error: futures::future::BoxFuture<'static, Option<String>>,
+}
+
 /// A backend that runs workloads.
 ///
 /// ```
@@ -899,5 +948,68 @@ pub trait Provider: Send + Sync {
             provider: self.name().into(),
             what: "attach".into(),
         })
+    }
+
+    /// Attaches to a running container as a session (the kubelet API's `/attach`): its output,
+    /// and with `request.stdin` / `request.tty` its stdin and terminal (`request.command` is
+    /// unused). The default attaches to the output through [`Provider::attach`] and refuses
+    /// stdin and a terminal, naming the provider: its attach streams output only.
+    async fn attach_session(
+        &self,
+        id: &str,
+        container: &str,
+        request: &ExecRequest,
+    ) -> Result<ExecSession, ProviderError> {
+        if request.stdin || request.tty.is_some() {
+            return Err(ProviderError::NotSupported {
+                provider: self.name().into(),
+                what: "attach with stdin or a terminal (-i/-t): its attach streams the container's output only".into(),
+            });
+        }
+        Ok(ExecSession::output_only(self.attach(id, container).await?))
+    }
+
+    /// The refusal of `what` (`exec`, `attach`, `port-forward`) by a provider whose
+    /// [`Capabilities`] say it cannot: by default `NotSupported` naming it; a provider overrides
+    /// it to say what would make it work.
+    fn refusal(&self, what: &str) -> ProviderError {
+        ProviderError::NotSupported {
+            provider: self.name().into(),
+            what: what.into(),
+        }
+    }
+
+    /// Whether [`Provider::port_forward`] can work at all (the kubelet API answers 501 before
+    /// any upgrade otherwise). `false` by default.
+    fn forwards_ports(&self) -> bool {
+        false
+    }
+
+    /// Connects to `port` of the workload (the kubelet API's `/portForward`). The default
+    /// refuses: the provider's workloads cannot be reached that way.
+    async fn port_forward(&self, id: &str, port: u16) -> Result<PortConnection, ProviderError> {
+        let _ = (id, port);
+        Err(ProviderError::NotSupported {
+            provider: self.name().into(),
+            what: "port-forward: its workloads run at a cloud provider that forwards no ports"
+                .into(),
+        })
+    }
+
+    /// CPU and memory usage of workloads (the kubelet API's `/stats/summary` and
+    /// `/metrics/resource`, which `kubectl top` reads through metrics-server): the last sample of
+    /// each id the provider has one for, absent when it has none yet. A provider caches samples
+    /// and reads its cloud at most once per freshness period per workload. A provider that
+    /// reports no usage answers [`usage_not_reported`] (the default): its pods carry no usage
+    /// fields, never zeros.
+    async fn usage(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, WorkloadUsage>, ProviderError> {
+        let _ = ids;
+        Err(usage_not_reported(
+            self.name(),
+            "this provider does not report any",
+        ))
     }
 }

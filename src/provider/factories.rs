@@ -39,12 +39,22 @@ impl Factory for SimFactory {
 /// client) or of another one (its `kubeconfig`).
 pub struct ClusterFactory {
     client: kube::Client,
+    usage_refresh: std::time::Duration,
 }
 
 impl ClusterFactory {
     /// Adapters that use `client` unless a target names another cluster.
     pub fn new(client: kube::Client) -> ClusterFactory {
-        ClusterFactory { client }
+        ClusterFactory {
+            client,
+            usage_refresh: crate::provider::kit::usage::DEFAULT_REFRESH,
+        }
+    }
+
+    /// Shadow pods' usage samples serve `refresh` before metrics.k8s.io is asked again.
+    pub fn with_usage_refresh(mut self, refresh: std::time::Duration) -> ClusterFactory {
+        self.usage_refresh = refresh;
+        self
     }
 }
 
@@ -70,14 +80,17 @@ impl Factory for ClusterFactory {
                     .map_err(|e| format!("cluster.kubeconfig {path}: {e}"))?
             }
         };
-        Ok(Arc::new(ClusterProvider::new(
-            ClusterSettings {
-                target: target.name.clone(),
-                namespace,
-            },
-            client,
-            layers,
-        )))
+        Ok(Arc::new(
+            ClusterProvider::new(
+                ClusterSettings {
+                    target: target.name.clone(),
+                    namespace,
+                },
+                client,
+                layers,
+            )
+            .with_usage_refresh(self.usage_refresh),
+        ))
     }
 }
 
@@ -128,6 +141,8 @@ pub struct AciFactory {
     transport: Option<azure_core::http::Transport>,
     cluster_dns: Option<crate::provider::aci::ClusterDns>,
     kube_proxy: Option<crate::provider::aci::KubeProxy>,
+    monitor_endpoint: String,
+    usage_refresh: std::time::Duration,
 }
 
 impl AciFactory {
@@ -143,7 +158,21 @@ impl AciFactory {
             transport: None,
             cluster_dns: None,
             kube_proxy: None,
+            monitor_endpoint: String::new(),
+            usage_refresh: crate::provider::kit::usage::DEFAULT_REFRESH,
         }
+    }
+
+    /// Groups' CPU and memory come from Azure Monitor at `endpoint` (none: the ARM endpoint),
+    /// each group's sample serving `refresh` before it is read again.
+    pub fn with_usage(
+        mut self,
+        endpoint: Option<String>,
+        refresh: std::time::Duration,
+    ) -> AciFactory {
+        self.monitor_endpoint = endpoint.unwrap_or_default();
+        self.usage_refresh = refresh;
+        self
     }
 
     /// Groups in a delegated subnet run kube-proxy as `proxy` says, so ClusterIPs answer.
@@ -187,6 +216,8 @@ pub fn aci_settings(
         subnet_ids: spec.subnet_ids.clone(),
         dns_name_label: spec.dns_name_label,
         arm_endpoint: arm_endpoint.to_string(),
+        monitor_endpoint: String::new(),
+        usage_refresh: crate::provider::kit::usage::DEFAULT_REFRESH,
         cluster_dns: None,
         kube_proxy: None,
     })
@@ -198,6 +229,8 @@ impl Factory for AciFactory {
         let mut settings = aci_settings(target, &self.arm_endpoint)?;
         settings.cluster_dns = self.cluster_dns.clone();
         settings.kube_proxy = self.kube_proxy.clone();
+        settings.monitor_endpoint = self.monitor_endpoint.clone();
+        settings.usage_refresh = self.usage_refresh;
         Ok(Arc::new(crate::provider::aci::AciProvider::with_transport(
             settings,
             self.credential.clone(),

@@ -13,10 +13,11 @@ pub mod registry;
 pub mod sim;
 
 pub use contract::{
-    Capabilities, ContainerState, ContainerStatus, ExecEvent, ExecInput, ExecOutput, ExecRequest,
-    ExecSession, ExitCode, GaveUpCause, LogOptions, OwnedWorkload, Owner, PodRejection, Provider,
-    ProviderError, ProviderEvent, TargetRejection, TerminalSize, WorkloadPhase, WorkloadSpec,
-    WorkloadStatus, workload_id,
+    Capabilities, ContainerState, ContainerStatus, ContainerUsage, ExecEvent, ExecInput,
+    ExecOutput, ExecRequest, ExecSession, ExitCode, GaveUpCause, LogOptions, OwnedWorkload, Owner,
+    PodRejection, PortConnection, Provider, ProviderError, ProviderEvent, TargetRejection,
+    TerminalSize, WorkloadPhase, WorkloadSpec, WorkloadStatus, WorkloadUsage, usage_not_reported,
+    workload_id,
 };
 pub use limits::{
     Bucket, Capacity, PublishedBucket, Scope, capacity, default_buckets, effective,

@@ -105,6 +105,9 @@ async fn emu(tweak: impl FnOnce(&mut Settings)) -> Emu {
         subnet_ids: vec![],
         dns_name_label: false,
         arm_endpoint: peers.get("ACI_PRISM_URL").to_string(),
+        // Azure Monitor is not in ACI's spec, so not behind Prism: the emulator directly.
+        monitor_endpoint: peers.get("ACI_EMULATOR_URL").to_string(),
+        usage_refresh: std::time::Duration::from_secs(60),
         cluster_dns: None,
         kube_proxy: None,
     };

@@ -231,6 +231,11 @@ fn policy_explain_says_which_targets_would_run_a_pod_without_its_automatic_token
         !stdout.contains("note: on aci-"),
         "ACI mounts the token: {stdout}"
     );
+    // What kubectl cannot do there, per target: Fargate's exec needs ECS Exec.
+    assert!(
+        stdout.contains("kubectl on fargate-use1 (fargate): kubectl exec, attach and port-forward answer 501 (ECS Exec needs tasks run with enableExecuteCommand"),
+        "{stdout}"
+    );
     let out = burstgate(&args("json"));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
@@ -238,6 +243,12 @@ fn policy_explain_says_which_targets_would_run_a_pod_without_its_automatic_token
             .as_str()
             .unwrap()
             .starts_with("automatic service-account token"),
+        "{v}"
+    );
+    assert!(
+        v["kubectlLimits"]["fargate-use1"]
+            .as_str()
+            .is_some_and(|l| l.contains("SSM agent")),
         "{v}"
     );
 }

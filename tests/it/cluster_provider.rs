@@ -702,7 +702,7 @@ async fn a_missing_shadow_namespace_is_a_target_rejection() {
 }
 
 #[tokio::test]
-async fn exec_and_logs_without_a_kubelet_say_why_clearly() {
+async fn exec_attach_and_logs_without_a_kubelet_say_why_clearly() {
     let s = shadow("cp-exec").await;
     let u = uid();
     let spec = workload(CLUSTER, &u, virtual_pod(&u, app()), Resolved::default());
@@ -733,6 +733,25 @@ async fn exec_and_logs_without_a_kubelet_say_why_clearly() {
     };
     assert!(
         matches!(&err, ProviderError::Pod(r) if r.to_string().contains("does not have a host assigned")),
+        "{err:?}"
+    );
+    // attach -i goes through the cluster's pods/attach: refused the same way, by the apiserver.
+    assert!(s.provider.capabilities().attach);
+    let Err(err) = s.provider.attach_session(&spec.id, "app", &request).await else {
+        panic!("an interactive attach started on a pod no node runs");
+    };
+    assert!(
+        matches!(&err, ProviderError::Pod(r) if r.to_string().contains("does not have a host assigned")),
+        "{err:?}"
+    );
+    // The peers' cluster serves no metrics.k8s.io (no metrics-server): no usage, saying why.
+    let err = s
+        .provider
+        .usage(std::slice::from_ref(&spec.id))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::NotSupported { what, .. } if what.contains("no metrics.k8s.io")),
         "{err:?}"
     );
     // The API server has no log location for an unscheduled pod: nothing, and no error.

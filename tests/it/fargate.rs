@@ -857,8 +857,19 @@ async fn logs_come_from_the_tasks_cloudwatch_stream_and_exec_is_not_supported() 
         .await
         .unwrap_err();
     assert!(
-        matches!(err, ProviderError::NotSupported { .. }) && err.to_string().contains("SSM"),
+        matches!(err, ProviderError::NotSupported { .. })
+            && err.to_string().contains("fargate does not support exec")
+            && err.to_string().contains("enableExecuteCommand")
+            && err.to_string().contains("SSM agent"),
         "{err}"
+    );
+    // The kubelet API's refusal before any upgrade says the same, for attach too.
+    assert!(!env.provider.capabilities().exec && !env.provider.capabilities().attach);
+    assert!(
+        env.provider
+            .refusal("attach")
+            .to_string()
+            .contains("enableExecuteCommand")
     );
     env.provider.delete(&spec.id).await.unwrap();
     logs.delete_log_group()

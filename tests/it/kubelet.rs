@@ -713,6 +713,9 @@ async fn the_kubelet_port_refuses_the_anonymous_and_the_unauthorized_and_serves_
     let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(summary["node"]["nodeName"], gw.node.as_str());
     assert_eq!(summary["pods"][0]["podRef"]["name"], "web");
+    // The simulated cloud reports no usage: no usage fields, never zeros.
+    assert!(summary["pods"][0].get("cpu").is_none(), "{summary}");
+    assert!(summary["node"].get("memory").is_none(), "{summary}");
     let (code, body) = curl(
         &gw.url(&format!("/run/{ns}/web/app?cmd=echo%20ran")),
         &[&as_apiserver[..], &["-X", "POST"]].concat(),
@@ -1060,15 +1063,369 @@ async fn kubectl_logs_logs_follow_exec_and_attach_reach_a_pod_running_on_aci_thr
         }),
         "{requests}"
     );
-    // ACI's attach is output only: -i is refused and kubectl says why.
+    // ACI's attach is output only: -i (and -it) is refused, naming the provider, and kubectl
+    // says why.
     for transport in TRANSPORTS {
-        let (code, _, err) = kubectl_via(transport, &ns, &["attach", "-i", "web"], None);
-        assert_ne!(code, 0, "{transport:?}");
-        assert!(err.contains("output only"), "{transport:?}: {err}");
+        for args in [&["attach", "-i", "web"][..], &["attach", "-it", "web"][..]] {
+            let (code, _, err) = kubectl_via(transport, &ns, args, Some(b"x"));
+            assert_ne!(code, 0, "{transport:?} {args:?}");
+            assert!(
+                err.contains("aci does not support attach with stdin or a terminal")
+                    && err.contains("output only"),
+                "{transport:?} {args:?}: {err}"
+            );
+        }
     }
 
-    // port-forward: no provider forwards, and kubectl says why.
+    // port-forward: ACI forwards no ports, and kubectl says so, naming it.
     let (code, _, err) = kubectl(&ns, &["port-forward", "pod/web", "18080:80"]);
     assert_ne!(code, 0);
-    assert!(err.contains("does not support port-forward"), "{err}");
+    assert!(err.contains("aci does not support port-forward"), "{err}");
+}
+
+/// The number after `{series}{labels}` in Prometheus text, and its timestamp (milliseconds).
+fn sample(text: &str, series_and_labels: &str) -> Option<(f64, i64)> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{series_and_labels} ")))?;
+    let mut fields = line[series_and_labels.len()..].split_whitespace();
+    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+}
+
+/// The emulator's Azure Monitor requests for `group`.
+async fn metrics_reads(subscription: &str, group: &str) -> usize {
+    let requests = emulator(reqwest::Method::GET, "requests", subscription, None).await;
+    let path = format!("/containerGroups/{group}/providers/Microsoft.Insights/metrics");
+    requests["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with(&path)))
+        .count()
+}
+
+#[tokio::test]
+async fn kubectl_top_data_of_a_pod_on_aci_is_what_azure_monitor_says_through_the_apiserver() {
+    const REFRESH_SECONDS: u64 = 4;
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let subscription = random_subscription();
+    emulator(
+        reqwest::Method::POST,
+        "faults",
+        &subscription,
+        Some(json!({"subscriptionId": subscription, "provisioningDelaySeconds": 1})),
+    )
+    .await;
+    // Azure Monitor is not in ACI's spec, so Prism cannot route it: the gateway reads metrics
+    // from the emulator beside Prism, as it would from management.azure.com in Azure.
+    let gw = Gateway::start_with(&ns, &aci_policy(&subscription), |command| {
+        command
+            .arg("--arm-endpoint")
+            .arg(peers().get("ACI_PRISM_URL"))
+            .arg("--azure-monitor-endpoint")
+            .arg(peers().get("ACI_EMULATOR_URL"))
+            .args(["--usage-refresh-seconds", &REFRESH_SECONDS.to_string()])
+            .arg("--azure-ca-file")
+            .arg(peers().path("ACI_EMULATOR_CA"))
+            .env("AZURE_AUTHORITY_HOST", peers().get("ACI_AUTHORITY_HOST"))
+            .env("AZURE_TENANT_ID", "burstgate-test-tenant")
+            .env("AZURE_CLIENT_ID", "burstgate-kubelet-it")
+            .env("AZURE_CLIENT_SECRET", "burstgate-kubelet-it-secret")
+            .env_remove("AZURE_FEDERATED_TOKEN_FILE")
+            .env_remove("BURSTGATE_ARM_ENDPOINT");
+    });
+    let pod = running_pod(&client, &gw, &ns).await;
+    let group = format!("bg-{}", pod.metadata.uid.as_deref().unwrap());
+    let set = |cpu_millicores: u64, memory_bytes: u64| {
+        let (subscription, group) = (subscription.clone(), group.clone());
+        async move {
+            emulator(
+                reqwest::Method::POST,
+                "usage",
+                &subscription,
+                Some(
+                    json!({"subscriptionId": subscription, "group": group, "container": "app",
+                            "cpuMillicores": cpu_millicores, "memoryBytes": memory_bytes}),
+                ),
+            )
+            .await
+        }
+    };
+    set(250, 50 << 20).await;
+    let summary_path = format!("/api/v1/nodes/{}/proxy/stats/summary", gw.node);
+    let resource_path = format!("/api/v1/nodes/{}/proxy/metrics/resource", gw.node);
+    let raw = |path: &str| {
+        let (code, out, err) = kubectl(&ns, &["get", "--raw", path]);
+        assert_eq!(code, 0, "kubectl get --raw {path}: {err}");
+        out
+    };
+    let web = |summary: &serde_json::Value| {
+        summary["pods"]
+            .as_array()
+            .and_then(|pods| pods.iter().find(|p| p["podRef"]["name"] == "web").cloned())
+    };
+
+    // The summary through the apiserver: the container's, the pod's and the node's usage are
+    // what the emulator was told, stamped with Azure Monitor's sample time.
+    let first = Instant::now();
+    let summary: serde_json::Value = serde_json::from_str(&raw(&summary_path)).unwrap();
+    let pod_summary = web(&summary).expect("the pod is in the summary");
+    let app = &pod_summary["containers"][0];
+    assert_eq!(app["name"], "app", "{summary}");
+    assert_eq!(app["cpu"]["usageNanoCores"], 250_000_000u64, "{summary}");
+    assert_eq!(app["memory"]["workingSetBytes"], 50u64 << 20, "{summary}");
+    assert_eq!(pod_summary["cpu"]["usageNanoCores"], 250_000_000u64);
+    assert_eq!(summary["node"]["memory"]["workingSetBytes"], 50u64 << 20);
+    let stamped = chrono::DateTime::parse_from_rfc3339(app["cpu"]["time"].as_str().unwrap());
+    assert!(stamped.is_ok(), "{summary}");
+
+    // /metrics/resource (what metrics-server scrapes): the same figures with timestamps.
+    let text = raw(&resource_path);
+    let labels = format!("{{container=\"app\",namespace=\"{ns}\",pod=\"web\"}}");
+    let memory = sample(
+        &text,
+        &format!("container_memory_working_set_bytes{labels}"),
+    );
+    assert_eq!(memory.map(|m| m.0), Some((50u64 << 20) as f64), "{text}");
+    let (cpu_before, at_before) =
+        sample(&text, &format!("container_cpu_usage_seconds_total{labels}")).expect("cpu");
+    assert!(cpu_before > 0.0, "{text}");
+    assert!(text.contains("\nscrape_error 0\n"), "{text}");
+    assert!(text.contains("\nnode_memory_working_set_bytes "), "{text}");
+
+    // A new figure shows once the sample's freshness has passed, and the CPU counter moves on
+    // at the new rate; meanwhile Azure Monitor is read at most once per refresh.
+    set(500, 80 << 20).await;
+    let what = "the summary showing the emulator's new usage";
+    let updated = eventually_or_log(&gw, what, || async {
+        let summary: serde_json::Value = serde_json::from_str(&raw(&summary_path)).ok()?;
+        let pod = web(&summary)?;
+        (pod["containers"][0]["cpu"]["usageNanoCores"] == 500_000_000u64).then_some(pod)
+    })
+    .await;
+    assert_eq!(
+        updated["containers"][0]["memory"]["workingSetBytes"],
+        80u64 << 20
+    );
+    let elapsed = first.elapsed().as_secs_f64();
+    let reads = metrics_reads(&subscription, &group).await;
+    let bound = (elapsed / REFRESH_SECONDS as f64).floor() as usize + 1;
+    println!(
+        "usage: {reads} Azure Monitor reads in {elapsed:.1} s with a {REFRESH_SECONDS} s refresh (bound {bound})"
+    );
+    assert!(
+        (2..=bound).contains(&reads),
+        "{reads} metrics reads in {elapsed:.1} s"
+    );
+    let text = raw(&resource_path);
+    let (cpu_after, at_after) =
+        sample(&text, &format!("container_cpu_usage_seconds_total{labels}")).expect("cpu");
+    assert!(
+        cpu_after > cpu_before && at_after > at_before,
+        "the counter moved from {cpu_before}@{at_before} to {cpu_after}@{at_after}"
+    );
+
+    // kubectl top reads metrics.k8s.io, which metrics-server serves from these endpoints; the
+    // peers run no metrics-server, so kubectl says the Metrics API is not there.
+    let (code, _, err) = kubectl(&ns, &["top", "pod", "web"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Metrics API not available"), "{err}");
+}
+
+/// The policy of a gateway whose only target runs shadow pods in `shadow_ns` of this cluster.
+fn cluster_policy(shadow_ns: &str) -> String {
+    format!(
+        "apiVersion: burstgate.io/v1alpha1
+kind: BurstPolicy
+spec:
+  targets:
+    - name: onprem
+      provider: cluster
+      region: local
+      latencyMs: 2
+      pricing: {{vcpuHour: 0.01, gibHour: 0.001}}
+      quota: {{vcpu: 16, memoryGiB: 64, pods: 10}}
+      cluster: {{namespace: {shadow_ns}}}
+  rules:
+    - name: everything
+      match: {{}}
+"
+    )
+}
+
+/// `kubectl port-forward pod/web LOCAL:80` in `ns` over `transport` (`websockets`: kubectl's
+/// default, SPDY tunnelled in a WebSocket; else SPDY): connects once to the local port, and
+/// returns what kubectl printed on stderr within 20 s.
+fn port_forward_once(ns: &str, websockets: bool) -> String {
+    let local = free_port();
+    let mut child = Command::new(peers().path("KUBECTL"))
+        .arg("--kubeconfig")
+        .arg(peers().path("KUBECONFIG_ADMIN"))
+        .args(["-n", ns, "port-forward", "pod/web", &format!("{local}:80")])
+        .env(
+            "KUBECTL_PORT_FORWARD_WEBSOCKETS",
+            if websockets { "true" } else { "false" },
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    // kubectl says "Forwarding from 127.0.0.1:LOCAL -> 80" once it listens.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let listening = rx
+        .recv_timeout(Duration::from_secs(20))
+        .is_ok_and(|l| l.contains("Forwarding from"));
+    if listening && let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", local)) {
+        use std::io::{Read as _, Write as _};
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = conn.write_all(b"GET / HTTP/1.0\r\n\r\n");
+        let _ = conn.read(&mut [0u8; 64]);
+    }
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let done = line.contains("error forwarding port");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    seen.join("\n")
+}
+
+#[tokio::test]
+async fn kubectl_port_forward_reaches_an_on_cluster_pods_shadow_through_the_apiserver_both_ways() {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Patch, PatchParams};
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let shadow_ns = namespace(&client).await;
+    let gw = Gateway::start_with(&ns, &cluster_policy(&shadow_ns), |_| {});
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let web: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"nodeName": gw.node, "automountServiceAccountToken": false,
+                 "containers": [{"name": "app", "image": "nginx:1.27", "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}
+    }))
+    .unwrap();
+    let web = pods.create(&PostParams::default(), &web).await.unwrap();
+    let shadow_name = format!("bg-{}", web.metadata.uid.as_deref().unwrap());
+
+    // No kubelet here: the test plays the shadow pod's node, whose kubelet address is a port
+    // nothing listens on, so the apiserver's own forward to it is refused.
+    let node_name = unique_name("it-portforward-node");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": node_name},
+        "spec": {"unschedulable": true, "taints": [{"key": "it.burstgate.io/no-kubelet", "effect": "NoSchedule"}]}
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let dead_port = free_port();
+    nodes
+        .patch_status(
+            &node_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": dead_port}}
+            }})),
+        )
+        .await
+        .unwrap();
+    let shadows: Api<Pod> = Api::namespaced(client.clone(), &shadow_ns);
+    eventually_or_log(&gw, "the shadow pod", || async {
+        shadows.get_opt(&shadow_name).await.ok().flatten()
+    })
+    .await;
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": shadow_name},
+                         "target": {"kind": "Node", "name": node_name}});
+    shadows
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            &shadow_name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    shadows
+        .patch_status(
+            &shadow_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running", "podIP": "10.244.0.9", "startTime": now,
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "app", "ready": true, "restartCount": 0, "image": "nginx:1.27", "imageID": "",
+                                        "state": {"running": {"startedAt": now}}}]}})),
+        )
+        .await
+        .unwrap();
+    eventually_or_log(&gw, "pod web Running from its shadow", || async {
+        pods.get("web")
+            .await
+            .ok()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    })
+    .await;
+
+    // kubectl -> apiserver -> the kubelet API (SPDY, or SPDY tunnelled in a WebSocket) -> the
+    // cluster adapter's pods/portforward -> apiserver -> the shadow pod's node, which refuses:
+    // kubectl prints the whole chain's answer for the connection.
+    for websockets in [false, true] {
+        let stderr = port_forward_once(&ns, websockets);
+        println!("kubectl port-forward (websockets={websockets}):\n{stderr}");
+        assert!(
+            stderr.contains("error forwarding port 80 to pod")
+                && stderr.contains(&format!("127.0.0.1:{dead_port}")),
+            "websockets={websockets}: kubectl said:\n{stderr}\ngateway log:\n{}",
+            gw.log_tail()
+        );
+    }
+    // The WebSocket channel protocol (v4.channel.k8s.io, kube-rs' and client-go's own
+    // port-forward): the same chain, the same answer on the port's error channel.
+    let mut forwarder = pods.portforward("web", &[80]).await.unwrap();
+    let error = tokio::time::timeout(WAIT, forwarder.take_error(80).unwrap())
+        .await
+        .expect("an answer on the error channel");
+    let error = error.unwrap_or_default();
+    println!("port-forward over v4.channel.k8s.io: {error}");
+    assert!(
+        error.contains("error forwarding port 80 to pod")
+            && error.contains(&format!("127.0.0.1:{dead_port}")),
+        "{error}\ngateway log:\n{}",
+        gw.log_tail()
+    );
+    let log = std::fs::read_to_string(&gw.log).unwrap_or_default();
+    assert_eq!(
+        log.matches("kubelet API: port-forward").count(),
+        3,
+        "one port-forward session per way in, none refused before the upgrade:\n{}",
+        gw.log_tail()
+    );
+
+    let _ = pods
+        .delete("web", &DeleteParams::default().grace_period(0))
+        .await;
+    let _ = shadows
+        .delete(&shadow_name, &DeleteParams::default().grace_period(0))
+        .await;
+    let _ = nodes.delete(&node_name, &DeleteParams::default()).await;
 }

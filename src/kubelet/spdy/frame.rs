@@ -14,6 +14,8 @@ pub const MAX_PAYLOAD: usize = 0x00FF_FFFF;
 pub const INVALID_STREAM: u32 = 2;
 /// GOAWAY status: the session ends normally.
 pub const GOAWAY_OK: u32 = 0;
+/// The SETTINGS id of the initial stream window.
+pub const SETTINGS_INITIAL_WINDOW_SIZE: u32 = 7;
 
 mod kind {
     pub const SYN_STREAM: u16 = 1;
@@ -54,8 +56,12 @@ pub enum Frame {
         /// Why (1 protocol error, 5 cancel, ...).
         status: u32,
     },
-    /// Session settings (read and ignored: nothing of them matters to the kubelet protocol).
-    Settings,
+    /// Session settings: of them only the peer's initial stream window matters here (flow
+    /// control, [`flow`](super::flow)); a peer that sends SETTINGS does flow control.
+    Settings {
+        /// `SETTINGS_INITIAL_WINDOW_SIZE` (id 7), when present.
+        initial_window: Option<u32>,
+    },
     /// A liveness probe, answered with the same id.
     Ping {
         /// The probe's id.
@@ -164,7 +170,17 @@ impl Frame {
                 stream: stream_at(&payload, 0)?,
                 status: u32_at(&payload, 4)?,
             },
-            kind::SETTINGS => Frame::Settings,
+            kind::SETTINGS => {
+                let count = u32_at(&payload, 0)? as usize;
+                let mut initial_window = None;
+                for i in 0..count.min(payload.len() / 8) {
+                    let id = u32_at(&payload, 4 + 8 * i)? & 0x00FF_FFFF;
+                    if id == SETTINGS_INITIAL_WINDOW_SIZE {
+                        initial_window = Some(u32_at(&payload, 8 + 8 * i)? & 0x7FFF_FFFF);
+                    }
+                }
+                Frame::Settings { initial_window }
+            }
             kind::PING => Frame::Ping {
                 id: u32_at(&payload, 0)?,
             },
@@ -233,7 +249,18 @@ impl Frame {
                 0,
                 &[&stream.to_be_bytes(), &status.to_be_bytes()],
             ),
-            Frame::Settings => control(out, kind::SETTINGS, 0, &[&0u32.to_be_bytes()]),
+            Frame::Settings { initial_window } => {
+                let entry = initial_window.map(|w| {
+                    [SETTINGS_INITIAL_WINDOW_SIZE.to_be_bytes(), w.to_be_bytes()].concat()
+                });
+                let count = u32::from(entry.is_some()).to_be_bytes();
+                control(
+                    out,
+                    kind::SETTINGS,
+                    0,
+                    &[&count, entry.as_deref().unwrap_or_default()],
+                )
+            }
             Frame::Ping { id } => control(out, kind::PING, 0, &[&id.to_be_bytes()]),
             Frame::GoAway {
                 last_stream,
@@ -263,11 +290,21 @@ fn length_word(flags: u8, length: usize) -> [u8; 4] {
 }
 
 #[cfg(test)]
-pub(in crate::kubelet::spdy) mod tests {
+pub(in crate::kubelet) mod tests {
     use super::*;
 
+    /// The whole frames in `bytes`, in order (a partial last one is left out).
+    pub(in crate::kubelet) fn complete(bytes: &[u8]) -> Vec<Frame> {
+        let mut buf = bytes.to_vec();
+        let mut frames = Vec::new();
+        while let Some(frame) = Frame::decode(&mut buf).unwrap() {
+            frames.push(frame);
+        }
+        frames
+    }
+
     /// Every frame in `bytes`, in order.
-    pub(in crate::kubelet::spdy) fn all(bytes: &[u8]) -> Vec<Frame> {
+    pub(in crate::kubelet) fn all(bytes: &[u8]) -> Vec<Frame> {
         let mut buf = bytes.to_vec();
         let mut frames = Vec::new();
         while let Some(frame) = Frame::decode(&mut buf).unwrap() {
@@ -365,6 +402,12 @@ pub(in crate::kubelet::spdy) mod tests {
             Frame::WindowUpdate {
                 stream: 0,
                 delta: 65536,
+            },
+            Frame::Settings {
+                initial_window: Some(1 << 20),
+            },
+            Frame::Settings {
+                initial_window: None,
             },
         ];
         let mut wire = Vec::new();

@@ -6,6 +6,7 @@
 //! SPDY/3.1 over a hyper upgrade (`spdy-mux` is a client multiplexer over WebSockets), hence
 //! this small module.
 
+pub mod flow;
 pub mod frame;
 pub mod headers;
 pub mod session;

@@ -6,9 +6,12 @@
 //! stream is closed with FIN, and the client's GOAWAY (or its going) ends the session. PINGs are
 //! answered; a session with no frame either way for [`IDLE`] is closed with a GOAWAY.
 //!
-//! Flow control: the client's WINDOW_UPDATEs are read and ignored and none are sent; kubectl's
-//! SPDY library (moby/spdystream) neither sends nor enforces windows, and output is written as the
-//! socket takes it, so a slow reader slows the provider's session, never the gateway's memory.
+//! Flow control ([`flow`](super::flow)): output waits in a queue per stream and goes out within
+//! the stream's and the session's send windows once the client shows it does flow control (a
+//! SETTINGS or WINDOW_UPDATE frame; kubectl's moby/spdystream does neither and is not held to
+//! windows); stdin's and resize's bytes are given back with WINDOW_UPDATEs to such a client. The
+//! queue holds at most [`QUEUED_AT_MOST`] bytes before the provider's output is no longer read,
+//! so a slow reader slows the provider's session, never the gateway's memory.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,9 +19,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Error;
+use super::flow::Flow;
 use super::frame::{Frame, GOAWAY_OK, INVALID_STREAM};
 use super::headers::{HeaderCodec, value};
-use crate::kubelet::channels::{Ends, Output, Wanted, parse_resize};
+use crate::kubelet::channels::{Ends, Output, Protocol, Wanted, parse_resize};
 use crate::provider::ExecInput;
 
 /// How long the client gets to open the streams it asked for (the kubelet's stream creation
@@ -31,6 +35,8 @@ pub const IDLE: Duration = Duration::from_secs(4 * 60 * 60);
 const GOODBYE_WITHIN: Duration = Duration::from_secs(5);
 /// The most bytes one DATA frame carries.
 const CHUNK: usize = 32 * 1024;
+/// Output bytes waiting for a window before the provider's output is no longer read.
+pub const QUEUED_AT_MOST: usize = 256 * 1024;
 
 /// What a stream is for (its `streamtype` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,14 +65,15 @@ impl StreamType {
         })
     }
 
-    /// The streams a client that asked for `wanted` opens.
-    pub fn expected(wanted: Wanted) -> Vec<StreamType> {
+    /// The streams a client that asked for `wanted` opens in `protocol` (a resize stream from
+    /// v3 on).
+    pub fn expected(protocol: Protocol, wanted: Wanted) -> Vec<StreamType> {
         let mut types = vec![StreamType::Error];
         let with = [
             (wanted.stdin, StreamType::Stdin),
             (wanted.stdout, StreamType::Stdout),
             (wanted.stderr && !wanted.tty, StreamType::Stderr),
-            (wanted.tty, StreamType::Resize),
+            (wanted.tty && protocol.resizes(), StreamType::Resize),
         ];
         types.extend(with.into_iter().filter(|(w, _)| *w).map(|(_, t)| t));
         types
@@ -75,6 +82,7 @@ impl StreamType {
 
 /// The session's state, apart from the socket.
 struct State {
+    protocol: Protocol,
     codec: HeaderCodec,
     /// Stream id by type, as the client opened them.
     streams: BTreeMap<StreamType, u32>,
@@ -84,6 +92,17 @@ struct State {
     /// Frames to write.
     out: Vec<u8>,
     last_stream: u32,
+    /// Send and receive windows.
+    flow: Flow,
+    /// Output waiting for its window, per stream: bytes, or the stream's end (FIN).
+    queues: BTreeMap<u32, std::collections::VecDeque<Queued>>,
+}
+
+/// What waits to go out on a stream.
+#[derive(Debug)]
+enum Queued {
+    Bytes(Vec<u8>),
+    Fin,
 }
 
 /// What a client frame means for the session.
@@ -95,14 +114,66 @@ enum Step {
 }
 
 impl State {
-    fn new(wanted: Wanted) -> State {
+    fn new(protocol: Protocol, wanted: Wanted) -> State {
         State {
+            protocol,
             codec: HeaderCodec::default(),
             streams: BTreeMap::new(),
-            expected: StreamType::expected(wanted),
+            expected: StreamType::expected(protocol, wanted),
             resize: Vec::new(),
             out: Vec::new(),
             last_stream: 0,
+            flow: Flow::default(),
+            queues: BTreeMap::new(),
+        }
+    }
+
+    /// Output bytes waiting for a window.
+    fn queued(&self) -> usize {
+        self.queues
+            .values()
+            .flatten()
+            .map(|q| match q {
+                Queued::Bytes(b) => b.len(),
+                Queued::Fin => 0,
+            })
+            .sum()
+    }
+
+    /// Moves queued output into `out` as far as the windows allow.
+    fn flush(&mut self) {
+        for (stream, queue) in self.queues.iter_mut() {
+            while let Some(next) = queue.front_mut() {
+                match next {
+                    Queued::Fin => {
+                        Frame::Data {
+                            stream: *stream,
+                            fin: true,
+                            data: Vec::new(),
+                        }
+                        .encode(&mut self.out);
+                        queue.pop_front();
+                        self.flow.closed(*stream);
+                    }
+                    Queued::Bytes(bytes) => {
+                        let n = bytes.len().min(CHUNK).min(self.flow.sendable(*stream));
+                        if n == 0 {
+                            break;
+                        }
+                        let rest = bytes.split_off(n);
+                        Frame::Data {
+                            stream: *stream,
+                            fin: false,
+                            data: std::mem::replace(bytes, rest),
+                        }
+                        .encode(&mut self.out);
+                        self.flow.sent(*stream, n);
+                        if bytes.is_empty() {
+                            queue.pop_front();
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -161,6 +232,14 @@ impl State {
                 Ok(Step::Go)
             }
             Frame::GoAway { .. } => Ok(Step::Gone),
+            Frame::Settings { initial_window } => {
+                self.flow.on_settings(initial_window);
+                Ok(Step::Go)
+            }
+            Frame::WindowUpdate { stream, delta } => {
+                self.flow.on_window_update(stream, delta);
+                Ok(Step::Go)
+            }
             _ => Ok(Step::Go),
         }
     }
@@ -172,6 +251,9 @@ impl State {
         data: Vec<u8>,
         more: &mut Vec<ExecInput>,
     ) -> Step {
+        for update in self.flow.received(stream, data.len()) {
+            update.encode(&mut self.out);
+        }
         match self.type_of(stream) {
             Some(StreamType::Stdin) => {
                 if !data.is_empty() {
@@ -199,30 +281,29 @@ impl State {
         let (kind, data) = match output {
             Output::Stdout(data) => (StreamType::Stdout, data),
             Output::Stderr(data) => (StreamType::Stderr, data),
-            Output::Status(status) => (StreamType::Error, status.to_string().into_bytes()),
+            Output::Status(status) => match self.protocol.status_bytes(&status) {
+                Some(bytes) => (StreamType::Error, bytes),
+                None => return,
+            },
         };
         let Some(stream) = self.streams.get(&kind).copied() else {
             return;
         };
-        for chunk in data.chunks(CHUNK) {
-            Frame::Data {
-                stream,
-                fin: false,
-                data: chunk.to_vec(),
-            }
-            .encode(&mut self.out);
+        if !data.is_empty() {
+            self.queues
+                .entry(stream)
+                .or_default()
+                .push_back(Queued::Bytes(data));
         }
     }
 
-    /// FIN on every stream this side has not closed.
+    /// FIN on every stream this side has not closed, after what waits on it.
     fn close_all(&mut self) {
         for stream in self.streams.values() {
-            Frame::Data {
-                stream: *stream,
-                fin: true,
-                data: Vec::new(),
-            }
-            .encode(&mut self.out);
+            self.queues
+                .entry(*stream)
+                .or_default()
+                .push_back(Queued::Fin);
         }
     }
 }
@@ -231,13 +312,13 @@ impl State {
 /// until the output ends and the client says goodbye, or the client goes.
 // Long on purpose: one select loop over the socket, the output and two timers, whose arms are
 // each a line or two; split, the state they share would travel through every piece.
-pub async fn serve<IO>(io: IO, wanted: Wanted, ends: Ends) -> Result<(), Error>
+pub async fn serve<IO>(io: IO, protocol: Protocol, wanted: Wanted, ends: Ends) -> Result<(), Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let Ends { input, mut output } = ends;
     let (mut reader, mut writer) = tokio::io::split(io);
-    let mut state = State::new(wanted);
+    let mut state = State::new(protocol, wanted);
     let (mut buf, mut read) = (Vec::new(), vec![0u8; 16 * 1024]);
     let streams_deadline = tokio::time::Instant::now() + STREAMS_WITHIN;
     let mut finished: Option<tokio::time::Instant> = None;
@@ -269,7 +350,7 @@ where
                     }
                 }
             }
-            next = output.recv(), if ready && finished.is_none() => match next {
+            next = output.recv(), if ready && finished.is_none() && state.queued() < QUEUED_AT_MOST => match next {
                 Some(Output::Status(status)) => {
                     state.on_output(Output::Status(status));
                     state.close_all();
@@ -293,6 +374,7 @@ where
             }
         }
         pending.extend(more);
+        state.flush();
         if !state.out.is_empty() {
             writer.write_all(&state.out).await.map_err(Error::Io)?;
             state.out.clear();
@@ -324,7 +406,7 @@ mod tests {
             tty: true,
         };
         assert_eq!(
-            StreamType::expected(tty),
+            StreamType::expected(Protocol::V4, tty),
             vec![
                 StreamType::Error,
                 StreamType::Stdin,
@@ -338,8 +420,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            StreamType::expected(plain),
+            StreamType::expected(Protocol::V4, plain),
             vec![StreamType::Error, StreamType::Stdout, StreamType::Stderr]
+        );
+        // Before v3 there is no resize stream, terminal or not.
+        assert_eq!(
+            StreamType::expected(Protocol::V2, tty),
+            vec![StreamType::Error, StreamType::Stdin, StreamType::Stdout]
         );
     }
 
@@ -353,7 +440,7 @@ mod tests {
         };
         let (ends, mut session) = pair();
         let (client, server) = tokio::io::duplex(64 * 1024);
-        let served = tokio::spawn(serve(server, wanted, ends));
+        let served = tokio::spawn(serve(server, Protocol::V4, wanted, ends));
         let (mut client_read, mut client_write) = tokio::io::split(client);
         // kubectl's frames up to its stdin's FIN now, its goodbye (RST_STREAMs, GOAWAY) after
         // the status, as it sent them.
@@ -484,7 +571,7 @@ mod tests {
         };
         let (ends, session) = crate::kubelet::channels::pair();
         let (client, server) = tokio::io::duplex(16 * 1024);
-        tokio::spawn(serve(server, wanted, ends));
+        tokio::spawn(serve(server, Protocol::V4, wanted, ends));
         tokio::spawn(crate::kubelet::channels::relay(
             session,
             echo(),
@@ -550,7 +637,7 @@ mod tests {
     async fn a_session_without_a_frame_for_the_idle_timeout_is_closed_with_a_goaway() {
         let (ends, _session) = pair();
         let (client, server) = tokio::io::duplex(4096);
-        let served = tokio::spawn(serve(server, Wanted::default(), ends));
+        let served = tokio::spawn(serve(server, Protocol::V4, Wanted::default(), ends));
         let (mut client_read, _client_write) = tokio::io::split(client);
         let started = tokio::time::Instant::now();
         let mut wire = Vec::new();
@@ -578,7 +665,7 @@ mod tests {
         };
         let (ends, session) = pair();
         let (client, server) = tokio::io::duplex(4096);
-        tokio::spawn(serve(server, wanted, ends));
+        tokio::spawn(serve(server, Protocol::V4, wanted, ends));
         let (mut client_read, mut client_write) = tokio::io::split(client);
         // Only the error stream: stdout never comes.
         client_write
@@ -616,10 +703,13 @@ mod tests {
 
     #[tokio::test]
     async fn resize_lines_become_terminal_sizes_and_pings_are_answered() {
-        let mut state = State::new(Wanted {
-            tty: true,
-            ..Default::default()
-        });
+        let mut state = State::new(
+            Protocol::V4,
+            Wanted {
+                tty: true,
+                ..Default::default()
+            },
+        );
         let frames = all(include_bytes!("testdata/kubectl-1.37.1-exec-it-sh.bin"));
         let mut more = Vec::new();
         for frame in frames {
@@ -639,5 +729,130 @@ mod tests {
         state.out.clear();
         state.on_frame(Frame::Ping { id: 9 }, &mut more).unwrap();
         assert_eq!(all(&state.out), vec![Frame::Ping { id: 9 }]);
+    }
+
+    /// Reads from `client` until `done` holds of every frame so far, or nothing comes for a
+    /// while (then `None`).
+    async fn frames_until(
+        client: &mut (impl AsyncRead + Unpin),
+        wire: &mut Vec<u8>,
+        done: impl Fn(&[Frame]) -> bool,
+    ) -> bool {
+        loop {
+            if done(&crate::kubelet::spdy::frame::tests::complete(wire)) {
+                return true;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match tokio::time::timeout(Duration::from_millis(300), client.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => wire.extend_from_slice(&chunk[..n]),
+                _ => return false,
+            }
+        }
+    }
+
+    fn stdout_bytes(frames: &[Frame]) -> usize {
+        frames
+            .iter()
+            .map(|f| match f {
+                Frame::Data {
+                    stream: 3, data, ..
+                } => data.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_flow_control_gets_output_only_within_its_windows() {
+        let wanted = Wanted {
+            stdout: true,
+            ..Default::default()
+        };
+        let (ends, session) = crate::kubelet::channels::pair();
+        let (client, server) = tokio::io::duplex(1 << 20);
+        tokio::spawn(serve(server, Protocol::V4, wanted, ends));
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let mut hello = Vec::new();
+        Frame::Settings {
+            initial_window: Some(40_000),
+        }
+        .encode(&mut hello);
+        hello.extend(opening(&[(1, "error"), (3, "stdout")]));
+        client_write.write_all(&hello).await.unwrap();
+        session
+            .output
+            .send(Output::Stdout(vec![b'x'; 100_000]))
+            .await
+            .unwrap();
+        let mut wire = Vec::new();
+        frames_until(&mut client_read, &mut wire, |f| stdout_bytes(f) >= 40_000).await;
+        assert!(
+            !frames_until(&mut client_read, &mut wire, |f| stdout_bytes(f) > 40_000).await,
+            "more than the stream's 40,000-byte window went out"
+        );
+        // The stream's window grows, but the session's (64 KiB) caps it.
+        let mut update = Vec::new();
+        Frame::WindowUpdate {
+            stream: 3,
+            delta: 100_000,
+        }
+        .encode(&mut update);
+        client_write.write_all(&update).await.unwrap();
+        frames_until(&mut client_read, &mut wire, |f| stdout_bytes(f) >= 65_536).await;
+        assert!(
+            !frames_until(&mut client_read, &mut wire, |f| stdout_bytes(f) > 65_536).await,
+            "more than the session's window went out"
+        );
+        let mut update = Vec::new();
+        Frame::WindowUpdate {
+            stream: 0,
+            delta: 100_000,
+        }
+        .encode(&mut update);
+        client_write.write_all(&update).await.unwrap();
+        assert!(frames_until(&mut client_read, &mut wire, |f| stdout_bytes(f) == 100_000).await);
+    }
+
+    #[tokio::test]
+    async fn stdin_taken_in_is_given_back_to_a_client_that_does_flow_control() {
+        let wanted = Wanted {
+            stdin: true,
+            stdout: true,
+            ..Default::default()
+        };
+        let (ends, mut session) = crate::kubelet::channels::pair();
+        let (client, server) = tokio::io::duplex(1 << 20);
+        tokio::spawn(serve(server, Protocol::V4, wanted, ends));
+        tokio::spawn(async move { while session.input.recv().await.is_some() {} });
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let mut wire = opening(&[(1, "error"), (3, "stdin"), (5, "stdout")]);
+        Frame::WindowUpdate {
+            stream: 0,
+            delta: 1,
+        }
+        .encode(&mut wire);
+        Frame::Data {
+            stream: 3,
+            fin: false,
+            data: vec![b'x'; 32_768],
+        }
+        .encode(&mut wire);
+        client_write.write_all(&wire).await.unwrap();
+        let mut seen = Vec::new();
+        let updated = frames_until(&mut client_read, &mut seen, |f| {
+            f.contains(&Frame::WindowUpdate {
+                stream: 3,
+                delta: 32_768,
+            }) && f.contains(&Frame::WindowUpdate {
+                stream: 0,
+                delta: 32_768,
+            })
+        })
+        .await;
+        assert!(
+            updated,
+            "{:?}",
+            crate::kubelet::spdy::frame::tests::complete(&seen)
+        );
     }
 }

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 
-use crate::kubelet::channels::{Session, Wanted, pair};
+use crate::kubelet::channels::{Protocol, Session, Wanted, pair};
 use crate::kubelet::error::Error;
 
 /// The upgrade token.
@@ -20,7 +20,7 @@ pub const SPDY_31: &str = "SPDY/3.1";
 pub const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
 /// The channel protocols served over SPDY, most preferred first. Over SPDY v5 is v4 (its one
 /// addition, closing stdin, is SPDY's own FIN); kubectl 1.37 offers both.
-pub const SERVED: [&str; 2] = [crate::kubelet::exec::V5, crate::kubelet::exec::V4];
+pub const SERVED: [Protocol; 5] = Protocol::SPDY;
 
 /// An exec or attach request that asks for SPDY/3.1.
 pub struct SpdyUpgrade {
@@ -66,10 +66,8 @@ pub fn offers(headers: &HeaderMap) -> Vec<String> {
 }
 
 /// The first of the client's offers that is served.
-pub fn negotiate(offered: &[String]) -> Option<&'static str> {
-    offered
-        .iter()
-        .find_map(|offer| SERVED.into_iter().find(|p| p == offer))
+pub fn negotiate(offered: &[String]) -> Option<Protocol> {
+    Protocol::negotiate(offered.iter().map(String::as_str), &SERVED)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for SpdyUpgrade {
@@ -93,18 +91,41 @@ impl<S: Send + Sync> FromRequestParts<S> for SpdyUpgrade {
 impl SpdyUpgrade {
     /// The channel protocol to speak, or a 400 naming what the client offered and what is
     /// served.
-    pub fn protocol(&self) -> Result<&'static str, Error> {
+    pub fn protocol(&self) -> Result<Protocol, Error> {
         negotiate(&self.offered).ok_or_else(|| {
             Error::BadRequest(format!(
                 "unable to upgrade: unable to negotiate protocol: client supports {:?}, server supports {:?}",
-                self.offered, SERVED
+                self.offered,
+                SERVED.map(Protocol::name)
             ))
         })
     }
 
+    /// The offered protocols (`X-Stream-Protocol-Version`).
+    pub fn offered(&self) -> &[String] {
+        &self.offered
+    }
+
+    /// Answers 101 with `protocol`, then hands the upgraded connection to `run` (port-forward's
+    /// session, which is not an exec's).
+    pub fn respond_raw<F, Fut>(self, protocol: &'static str, run: F) -> Response
+    where
+        F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => run(TokioIo::new(upgraded)).await,
+                Err(e) => tracing::info!(error = %e, "kubelet API: the SPDY upgrade failed"),
+            }
+        });
+        switching(protocol)
+    }
+
     /// Answers 101 and, once the connection is upgraded, serves the SPDY session for `wanted`
     /// while `run` drives the exec or attach on the other ends.
-    pub fn respond<F, Fut>(self, protocol: &'static str, wanted: Wanted, run: F) -> Response
+    pub fn respond<F, Fut>(self, protocol: Protocol, wanted: Wanted, run: F) -> Response
     where
         F: FnOnce(Session) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -120,19 +141,24 @@ impl SpdyUpgrade {
             };
             let (ends, session) = pair();
             let running = tokio::spawn(run(session));
-            if let Err(e) = super::serve(TokioIo::new(upgraded), wanted, ends).await {
+            if let Err(e) = super::serve(TokioIo::new(upgraded), protocol, wanted, ends).await {
                 tracing::info!(error = %e, "kubelet API: the SPDY session ended with an error");
             }
             // The client has gone: the exec's ends are closed, so it ends too.
             let _ = running.await;
         });
-        let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static(SPDY_31));
-        headers.insert(PROTOCOL_HEADER, HeaderValue::from_static(protocol));
-        response
+        switching(protocol.name())
     }
+}
+
+/// The 101 answer to a SPDY/3.1 upgrade speaking `protocol`.
+fn switching(protocol: &'static str) -> Response {
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static(SPDY_31));
+    headers.insert(PROTOCOL_HEADER, HeaderValue::from_static(protocol));
+    response
 }
 
 #[cfg(test)]
@@ -150,10 +176,18 @@ mod tests {
         ] {
             h.append(PROTOCOL_HEADER, HeaderValue::from_static(p));
         }
-        assert_eq!(negotiate(&offers(&h)), Some("v5.channel.k8s.io"));
+        assert_eq!(negotiate(&offers(&h)), Some(Protocol::V5));
         let older = vec!["v4.channel.k8s.io".to_string(), "v5.channel.k8s.io".into()];
-        assert_eq!(negotiate(&older), Some("v4.channel.k8s.io"));
-        assert_eq!(negotiate(&["v3.channel.k8s.io".to_string()]), None);
+        assert_eq!(negotiate(&older), Some(Protocol::V4));
+        assert_eq!(
+            negotiate(&["v3.channel.k8s.io".to_string()]),
+            Some(Protocol::V3)
+        );
+        assert_eq!(
+            negotiate(&["channel.k8s.io".to_string()]),
+            Some(Protocol::V1)
+        );
+        assert_eq!(negotiate(&["v9.channel.k8s.io".to_string()]), None);
     }
 
     #[test]

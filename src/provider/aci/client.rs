@@ -20,10 +20,13 @@ use crate::provider::aci::settings::Settings;
 use crate::provider::aci::status::{Cadence, GroupView, owned_workload, workload_status};
 use crate::provider::aci::streams::{attach_output, exec_command_line, exec_output, exec_session};
 use crate::provider::aci::translate::{OWNER_TAGS, translate};
+use crate::provider::aci::usage::usage_of;
+use crate::provider::contract::WorkloadUsage;
 use crate::provider::contract::{
     Capabilities, ExecOutput, ExecRequest, ExecSession, LogOptions, OutputStream, OwnedWorkload,
     Provider, ProviderError, TerminalSize, WorkloadPhase, WorkloadSpec, WorkloadStatus,
 };
+use crate::provider::kit::usage::UsageCache;
 use crate::provider::layers::Layers;
 
 /// GETs in flight at once during a status batch.
@@ -34,6 +37,7 @@ pub struct AciProvider {
     settings: Settings,
     arm: Arm,
     cache: StatusCache,
+    usage: UsageCache,
 }
 
 impl AciProvider {
@@ -55,9 +59,11 @@ impl AciProvider {
         layers: Layers,
         transport: Option<Transport>,
     ) -> AciProvider {
-        let cadence = Cadence::default().within(layers.per_second(OperationClass::Read));
+        let reads = layers.per_second(OperationClass::Read);
+        let cadence = Cadence::default().within(reads);
         AciProvider {
             arm: Arm::new(&settings, credential, layers, transport),
+            usage: UsageCache::new(settings.usage_refresh, reads),
             settings,
             cache: StatusCache::new(cadence),
         }
@@ -267,5 +273,33 @@ impl Provider for AciProvider {
     async fn attach(&self, id: &str, container: &str) -> Result<OutputStream, ProviderError> {
         let session = self.arm.open_attach(id, container).await?;
         Ok(attach_output(session).await?)
+    }
+
+    /// Azure Monitor's newest minute of each group, read at most once per `usage_refresh` (and
+    /// within a share of the read bucket); a group whose read fails keeps its last sample.
+    async fn usage(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, WorkloadUsage>, ProviderError> {
+        let due = self.usage.due(ids, std::time::Instant::now());
+        let read: Vec<_> = futures::stream::iter(due)
+            .map(|id| async move {
+                let got = self.arm.group_metrics(&id, Utc::now()).await;
+                (id, got)
+            })
+            .buffer_unordered(GET_CONCURRENCY)
+            .collect()
+            .await;
+        for (id, got) in read {
+            let now = std::time::Instant::now();
+            match got {
+                Ok(metrics) => self.usage.store(&id, usage_of(&metrics, Utc::now()), now),
+                Err(e) => {
+                    tracing::info!(target_name = %self.settings.target, id = %id, error = %e, "aci: reading a container group's usage from Azure Monitor failed");
+                    self.usage.read_failed(&id, now);
+                }
+            }
+        }
+        Ok(self.usage.known(ids))
     }
 }

@@ -12,6 +12,9 @@
 //!   - `cache`: the status cache (one list per resource group plus a GET only for groups that
 //!     need one);
 //!   - `streams`: the exec and attach websockets; `logs`: the log text filter;
+//! - `usage`: Azure Monitor's `CpuUsage`/`MemoryUsage` of a group -> its usage (pure), read
+//!   through the kit's [`UsageCache`](crate::provider::kit::usage::UsageCache) at most once per
+//!   `usage_refresh` per group, within a share of the read bucket;
 //! - `status`: ACI's provisioning state and instance views -> workload statuses (pure);
 //! - `retry`: which ARM/ACI errors are retried, move the pod to another target, or fail it.
 
@@ -28,6 +31,7 @@ mod settings;
 pub(crate) mod status;
 mod streams;
 pub(crate) mod translate;
+mod usage;
 mod wire;
 
 pub use client::AciProvider;

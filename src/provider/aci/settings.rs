@@ -23,6 +23,12 @@ pub struct Settings {
     pub dns_name_label: bool,
     /// ARM endpoint ([`DEFAULT_ARM_ENDPOINT`]).
     pub arm_endpoint: String,
+    /// Azure Monitor's endpoint for the groups' CPU and memory metrics (empty: `arm_endpoint`,
+    /// where Azure serves them; tests point it at the emulator beside Prism, which knows only
+    /// ACI's spec).
+    pub monitor_endpoint: String,
+    /// How long a group's usage sample serves before Azure Monitor is asked again.
+    pub usage_refresh: std::time::Duration,
     /// The cluster DNS groups in `subnet_ids` use for `dnsPolicy: ClusterFirst` (none: Azure's).
     pub cluster_dns: Option<super::dns::ClusterDns>,
     /// kube-proxy for groups in `subnet_ids`, so ClusterIP Services answer (none: no extension).
@@ -41,6 +47,8 @@ pub(crate) fn for_tests() -> Settings {
         subnet_ids: vec![],
         dns_name_label: false,
         arm_endpoint: DEFAULT_ARM_ENDPOINT.into(),
+        monitor_endpoint: String::new(),
+        usage_refresh: crate::provider::kit::usage::DEFAULT_REFRESH,
         cluster_dns: None,
         kube_proxy: None,
     }

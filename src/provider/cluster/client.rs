@@ -19,13 +19,18 @@ use crate::provider::cluster::status::{
     DEFAULT_UNSCHEDULABLE_GRACE, exec_exit_code, workload_status,
 };
 use crate::provider::cluster::translate::{Shadow, translate};
+use crate::provider::cluster::usage::{PodMetricsList, usage_of};
 use crate::provider::contract::{
     Capabilities, ExecOutput, ExecRequest, ExecSession, LogOptions, OwnedWorkload, Provider,
     ProviderError, WorkloadSpec, WorkloadStatus,
 };
+use crate::provider::contract::{
+    ExecEvent, OutputStream, PortConnection, WorkloadUsage, usage_not_reported,
+};
 use crate::provider::kit::ownership::{
     MANAGED_BY, MANAGED_BY_VALUE, OwnerKeys, WORKLOAD, label_value,
 };
+use crate::provider::kit::usage::{DEFAULT_REFRESH, UsageCache};
 use crate::provider::layers::Layers;
 
 /// Field manager of the Secrets' server-side applies.
@@ -39,9 +44,11 @@ const EXEC_OUTPUT_LIMIT: usize = 4 << 20;
 pub struct ClusterProvider {
     settings: Settings,
     layers: Layers,
+    client: kube::Client,
     pods: Api<Pod>,
     secrets: Api<Secret>,
     unschedulable_grace: Duration,
+    usage: UsageCache,
 }
 
 fn selector(pairs: &[(&str, String)]) -> String {
@@ -83,11 +90,46 @@ impl ClusterProvider {
     pub fn new(settings: Settings, client: kube::Client, layers: Layers) -> ClusterProvider {
         ClusterProvider {
             pods: Api::namespaced(client.clone(), &settings.namespace),
-            secrets: Api::namespaced(client, &settings.namespace),
+            secrets: Api::namespaced(client.clone(), &settings.namespace),
+            usage: UsageCache::new(DEFAULT_REFRESH, layers.per_second(OperationClass::Read)),
+            client,
             settings,
             layers,
             unschedulable_grace: DEFAULT_UNSCHEDULABLE_GRACE,
         }
+    }
+
+    /// Shadow pods' usage samples serve `refresh` before metrics.k8s.io is asked again.
+    pub fn with_usage_refresh(mut self, refresh: Duration) -> ClusterProvider {
+        self.usage = UsageCache::new(refresh, self.layers.per_second(OperationClass::Read));
+        self
+    }
+
+    /// The shadow namespace's PodMetrics (one list), `None` when the cluster serves no
+    /// metrics.k8s.io (404: no metrics-server there).
+    async fn pod_metrics(&self) -> Result<Option<PodMetricsList>, ProviderError> {
+        let path = format!(
+            "/apis/metrics.k8s.io/v1beta1/namespaces/{}/pods?labelSelector={}",
+            self.settings.namespace,
+            form_urlencoded::byte_serialize(format!("{MANAGED_BY}={MANAGED_BY_VALUE}").as_bytes())
+                .collect::<String>()
+        );
+        let client = &self.client;
+        self.layers
+            .call(OperationClass::Read, "ListPodMetrics", || {
+                let path = path.clone();
+                async move {
+                    let request = axum::http::Request::get(path)
+                        .body(Vec::new())
+                        .expect("a valid request");
+                    match client.request::<PodMetricsList>(request).await {
+                        Ok(list) => Ok(Some(list)),
+                        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+                        Err(e) => Err(provider_error(&e)),
+                    }
+                }
+            })
+            .await
     }
 
     /// How long a shadow pod may stay unschedulable before its status says the cluster is full
@@ -227,7 +269,7 @@ impl Provider for ClusterProvider {
 
     fn capabilities(&self) -> Capabilities {
         crate::provider::kit::declared(crate::policy::model::ProviderKind::Cluster)
-            .serving(true, true, false)
+            .serving(true, true, true)
     }
 
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
@@ -440,6 +482,131 @@ impl Provider for ClusterProvider {
             process,
             request.tty,
         ))
+    }
+
+    /// Attaches to the shadow pod's container through the cluster's `pods/attach`: its output,
+    /// and its stdin and terminal when asked (the container must have been started with
+    /// `stdin: true` / `tty: true`, as on any node).
+    async fn attach_session(
+        &self,
+        id: &str,
+        container: &str,
+        request: &ExecRequest,
+    ) -> Result<ExecSession, ProviderError> {
+        let tty = request.tty.is_some();
+        let params = AttachParams::default()
+            .container(container)
+            .stdin(request.stdin)
+            .stdout(true)
+            .stderr(!tty)
+            .tty(tty);
+        let (pods, params) = (&self.pods, &params);
+        // As in `exec`: only the connection goes through the layers.
+        let process = self
+            .layers
+            .call(OperationClass::Create, "AttachPod", || async move {
+                pods.attach(id, params)
+                    .await
+                    .map_err(|e| provider_error(&e))
+            })
+            .await?;
+        Ok(crate::provider::cluster::streams::session(
+            process,
+            request.tty,
+        ))
+    }
+
+    async fn attach(&self, id: &str, container: &str) -> Result<OutputStream, ProviderError> {
+        let request = ExecRequest::default();
+        let session = self.attach_session(id, container, &request).await?;
+        Ok(futures::StreamExt::boxed(futures::StreamExt::filter_map(
+            session.output,
+            |event| async move {
+                match event {
+                    Ok(ExecEvent::Stdout(data) | ExecEvent::Stderr(data)) => Some(Ok(data)),
+                    Ok(ExecEvent::Exited(_)) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            },
+        )))
+    }
+
+    fn forwards_ports(&self) -> bool {
+        true
+    }
+
+    /// Connects to `port` of the shadow pod through the cluster's `pods/portforward` (kube's
+    /// WebSocket client, `v4.channel.k8s.io`).
+    async fn port_forward(&self, id: &str, port: u16) -> Result<PortConnection, ProviderError> {
+        let pods = &self.pods;
+        let mut forwarder = self
+            .layers
+            .call(OperationClass::Create, "PortForwardPod", || async move {
+                pods.portforward(id, &[port])
+                    .await
+                    .map_err(|e| provider_error(&e))
+            })
+            .await?;
+        let stream = forwarder
+            .take_stream(port)
+            .expect("the port asked for has a stream");
+        let error = forwarder
+            .take_error(port)
+            .expect("the port asked for has an error channel");
+        let id = id.to_string();
+        let error = Box::pin(async move {
+            let message = error.await;
+            if let Err(e) = forwarder.join().await {
+                tracing::debug!(workload = %id, error = %e, "cluster port-forward ended with an error");
+            }
+            message
+        });
+        Ok(PortConnection {
+            stream: Box::new(stream),
+            error,
+        })
+    }
+
+    /// What the target cluster's metrics-server measured of the shadow pods (one PodMetrics
+    /// list of the namespace when any is due); none when the cluster serves no metrics.k8s.io.
+    async fn usage(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, WorkloadUsage>, ProviderError> {
+        let due = self.usage.due(ids, std::time::Instant::now());
+        if due.is_empty() {
+            return Ok(self.usage.known(ids));
+        }
+        let listed = self.pod_metrics().await;
+        let now = std::time::Instant::now();
+        match listed {
+            Ok(Some(list)) => {
+                let mut samples: BTreeMap<String, WorkloadUsage> = list
+                    .items
+                    .iter()
+                    .filter_map(|p| Some((p.metadata.name.clone()?, usage_of(p)?)))
+                    .collect();
+                for id in &due {
+                    self.usage.store(id, samples.remove(id), now);
+                }
+            }
+            Ok(None) => {
+                for id in &due {
+                    self.usage.read_failed(id, now);
+                }
+                return Err(usage_not_reported(
+                    self.name(),
+                    "the target cluster serves no metrics.k8s.io: install metrics-server there",
+                ));
+            }
+            Err(e) => {
+                tracing::info!(target_name = %self.settings.target, error = %e, "cluster: reading the shadow pods' metrics failed");
+                for id in &due {
+                    self.usage.read_failed(id, now);
+                }
+            }
+        }
+        Ok(self.usage.known(ids))
     }
 }
 

@@ -24,11 +24,15 @@
 //! - List owned: pods AND Secrets labelled with the cluster id and node (a Secret left by a
 //!   half-done delete is an owned workload too), checked against the full annotation values.
 //! - Logs through `pods/log`; exec through `pods/exec` (websocket), stdout, stderr, exit code;
-//!   interactive exec (stdin, a terminal and its resizes) as a session (`streams.rs`).
+//!   interactive exec (stdin, a terminal and its resizes) as a session (`streams.rs`); attach,
+//!   with stdin and a terminal too, through `pods/attach` the same way; port-forward through
+//!   `pods/portforward`.
+//! - Usage (`usage.rs`): the shadow pods' PodMetrics from the target cluster's metrics.k8s.io
+//!   (one list of the namespace per refresh), none when it serves no metrics.k8s.io.
 //! - Errors: `retry.rs` maps API answers to retry / next target / fail the pod.
 //!
 //! The target's RBAC in the shadow namespace: pods (create, get, list, delete), pods/log (get),
-//! pods/exec (create), secrets (patch, create, list, deletecollection). The client should be
+//! pods/exec, pods/attach and pods/portforward (create), metrics.k8s.io pods (list), secrets (patch, create, list, deletecollection). The client should be
 //! built without kube-rs' own retry layer: retries belong to the target's `Layers`.
 
 mod client;
@@ -38,6 +42,7 @@ mod settings;
 pub(crate) mod status;
 mod streams;
 pub(crate) mod translate;
+mod usage;
 
 pub use client::ClusterProvider;
 pub use settings::Settings;

@@ -1104,10 +1104,23 @@ impl Provider for FargateProvider {
         _container: &str,
         _command: &[String],
     ) -> Result<ExecOutput, ProviderError> {
-        Err(ProviderError::NotSupported {
+        Err(self.refusal("exec"))
+    }
+
+    /// exec and attach: ECS Exec (ExecuteCommand) needs the task run with
+    /// `enableExecuteCommand`, a task role allowing `ssmmessages:*` and the SSM agent's Session
+    /// Manager channel, which burstgate does not drive (and moto cannot exercise).
+    fn refusal(&self, what: &str) -> ProviderError {
+        let why = match what {
+            "exec" | "attach" => {
+                ": ECS Exec (ExecuteCommand) needs tasks run with enableExecuteCommand, a task role allowing ssmmessages and the SSM agent's Session Manager channel, which burstgate does not drive"
+            }
+            _ => "",
+        };
+        ProviderError::NotSupported {
             provider: self.name().into(),
-            what: "exec: ECS Exec runs through the SSM agent and Session Manager channels, which burstgate does not drive".into(),
-        })
+            what: format!("{what}{why}"),
+        }
     }
 }
 

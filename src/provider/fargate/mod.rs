@@ -13,7 +13,7 @@
 //! - status reads DescribeTasks in batches of 100; STOPPED is Succeeded only when every
 //!   essential container exited 0;
 //! - logs come from CloudWatch Logs (awslogs driver) when the target has a log group; exec is
-//!   not supported (ECS Exec needs SSM).
+//!   not supported (ECS Exec needs enableExecuteCommand and the SSM agent: the refusal says so).
 //!
 //! Ownership tags are the kit's
 //! [`OwnerKeys::AWS_TAGS`](crate::provider::kit::ownership::OwnerKeys::AWS_TAGS) plus

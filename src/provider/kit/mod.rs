@@ -7,8 +7,10 @@
 pub(crate) mod corpus;
 pub mod expansion;
 pub mod features;
+pub mod kubectl;
 pub mod ownership;
 pub mod translate_error;
+pub mod usage;
 
 pub use features::{Feature, declared, exclusions, ignored, pod_features, refusal};
 pub use translate_error::{TranslateError, invalid, pod_spec, unsupported};

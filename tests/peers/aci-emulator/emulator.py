@@ -557,6 +557,8 @@ class Emulator:
         self.next_public = 1
         self.budget_window = time.time()
         self.budget_used: dict[tuple, int] = {}
+        # Usage set through the control API, by (group key, container lower): [(from, millicores, bytes)].
+        self.usage: dict[tuple, list[tuple[float, float, float]]] = {}
 
     # faults
     def scope_faults(self, sub: str | None) -> list[Faults]:
@@ -646,6 +648,8 @@ class Emulator:
             del self.groups[k]
         self.faults.pop(s, None)
         self.requests = [r for r in self.requests if (r.get("subscriptionId") or "").lower() != s]
+        for k in [k for k in self.usage if k[0][0] == s]:
+            del self.usage[k]
 
     # lifecycle
     def sweep(self, now: float) -> None:
@@ -761,6 +765,8 @@ ROUTES = [
     ("POST", re.compile(rf"^{CG}/containers/(?P<container>[^/]+)/exec/?$", re.I), "exec"),
     ("POST", re.compile(rf"^{CG}/containers/(?P<container>[^/]+)/attach/?$", re.I), "attach"),
     ("POST", re.compile(rf"^{CG}/(?P<action>stop|start|restart)/?$", re.I), "action"),
+    # Azure Monitor (Microsoft.Insights), NOT in ACI's spec: reached beside Prism.
+    ("GET", re.compile(rf"^{CG}/providers/Microsoft\.Insights/metrics/?$", re.I), "metrics"),
     ("GET", re.compile(rf"^{CG}/?$", re.I), "get"),
     ("PUT", re.compile(rf"^{CG}/?$", re.I), "put"),
     ("PATCH", re.compile(rf"^{CG}/?$", re.I), "patch"),
@@ -1102,6 +1108,97 @@ def arm_attach(now, method, path, query, raw, g, sub) -> Answer:
     EMU.attach_sessions[token] = {"password": password, "key": grp.key, "container": c["name"], "expires": now + 300}
     ws = SELF_URL.replace("http://", "ws://").replace("https://", "wss://")
     return Answer(200, {"webSocketUri": f"{ws}/_attach/{token}", "password": password})
+
+
+# --- Azure Monitor metrics (Microsoft.Insights; not in ACI's spec) -------------------------------
+
+MONITOR_API_VERSIONS = {"2018-01-01", "2019-07-01", "2021-05-01", "2023-10-01", "2024-02-01"}
+METRICS = {
+    "cpuusage": ("CpuUsage", "CPU Usage", "Count"),
+    "memoryusage": ("MemoryUsage", "Memory Usage", "Bytes"),
+}
+
+
+def container_requests(c: dict) -> tuple[float, float]:
+    req = ((c.get("properties") or {}).get("resources") or {}).get("requests") or {}
+    return float(req.get("cpu", 0) or 0), float(req.get("memoryInGB", 0) or 0)
+
+
+def usage_at(grp: Group, c: dict, t: float) -> tuple[float, float] | None:
+    """(millicores, bytes) of a container at `t`: the last value the control API set by then,
+    else derived from its requests, changing every minute; None while it does not run."""
+    run = container_run(grp, c, t)
+    if run.current.get("state") != "Running":
+        return None
+    key = (grp.key, (c.get("name") or "").lower())
+    for since, cpu, mem in reversed(EMU.usage.get(key, [])):
+        if since <= t:
+            return cpu, mem
+    cpu, gb = container_requests(c)
+    minute = int(t // 60)
+    return round(cpu * 1000 * (0.2 + 0.1 * (minute % 5)), 3), float(int(gb * (1 << 30) * (0.3 + 0.05 * (minute % 5))))
+
+
+def parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text.strip().replace("Z", "+00:00")).timestamp()
+
+
+def arm_metrics(now, method, path, query, raw, g, sub) -> Answer:
+    grp = find_group(g)
+    names = [n.strip() for n in (query.get("metricnames") or "CpuUsage").split(",") if n.strip()]
+    for n in names:
+        if n.lower() not in METRICS:
+            raise ArmError(400, "BadRequest", f"Failed to find metric configuration for provider: Microsoft.ContainerInstance, resource Type: containerGroups, metric: {n}, Valid metrics: CpuUsage,MemoryUsage,NetworkBytesReceivedPerSecond,NetworkBytesTransmittedPerSecond")
+    if (query.get("interval") or "PT1M").upper() != "PT1M":
+        raise ArmError(400, "BadRequest", "The emulator serves the PT1M grain only.")
+    try:
+        start, end = (parse_iso(x) for x in (query.get("timespan") or f"{iso(now - 3600)}/{iso(now)}").split("/"))
+    except ValueError:
+        raise ArmError(400, "BadRequest", f"Invalid timespan '{query.get('timespan')}'.")
+    split = "containername eq '*'" in (query.get("$filter") or "").lower()
+    containers = grp.props.get("containers") or []
+    minutes = [m * 60 for m in range(int(start // 60), int(min(end, now) // 60) + 1)]
+
+    def points(cs: list[dict], index: int) -> list[dict]:
+        out = []
+        for m in minutes:
+            at = min(m + 60, now)
+            vals = [usage_at(grp, c, at) for c in cs]
+            vals = [v[index] for v in vals if v is not None]
+            point = {"timeStamp": iso(m).replace(".000000Z", "Z")}
+            if vals:
+                point["average"] = float(sum(vals))
+            out.append(point)
+        return out
+
+    value = []
+    for n in names:
+        name, local, unit = METRICS[n.lower()]
+        index = 0 if name == "CpuUsage" else 1
+        if split:
+            series = [
+                {"metadatavalues": [{"name": {"value": "containername", "localizedValue": "containername"}, "value": c.get("name")}], "data": points([c], index)}
+                for c in containers
+            ]
+        else:
+            series = [{"metadatavalues": [], "data": points(containers, index)}]
+        value.append({
+            "id": f"{grp.resource_id()}/providers/Microsoft.Insights/metrics/{name}",
+            "type": "Microsoft.Insights/metrics",
+            "name": {"value": name, "localizedValue": local},
+            "displayDescription": "CPU usage on all cores in millicores." if index == 0 else "Total memory usage in byte.",
+            "unit": unit,
+            "timeseries": series,
+            "errorCode": "Success",
+        })
+    return Answer(200, {
+        "cost": len(minutes) * len(names),
+        "timespan": f"{iso(start)}/{iso(end)}",
+        "interval": "PT1M",
+        "value": value,
+        "namespace": GROUP_TYPE,
+        "resourceregion": grp.location,
+    })
 
 
 def arm_action(now, method, path, query, raw, g, sub) -> Answer:
@@ -1696,7 +1793,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     continue
                 mm = rx.match(path)
                 if mm:
-                    if api != API_VERSION:
+                    if name == "metrics":
+                        if api not in MONITOR_API_VERSIONS:
+                            raise ArmError(
+                                400,
+                                "InvalidApiVersionParameter",
+                                f"The api-version '{api}' is invalid. The supported versions are '{', '.join(sorted(MONITOR_API_VERSIONS))}'.",
+                            )
+                    elif api != API_VERSION:
                         raise ArmError(
                             400,
                             "NoRegisteredProviderFound",
@@ -1770,6 +1874,15 @@ def control(method: str, path: str, query: dict, raw: bytes) -> Answer:
             if not isinstance(body, dict):
                 return Answer(400, {"error": "faults must be a JSON object"})
             return Answer(200, {"faults": EMU.apply_faults(body)})
+        if path == "/_emulator/usage" and method == "POST":
+            if not isinstance(body, dict) or not sub or not body.get("group") or not body.get("container"):
+                return Answer(400, {"error": "usage needs subscriptionId, group, container, cpuMillicores, memoryBytes"})
+            grp = next((x for x in EMU.groups.values() if x.sub.lower() == sub.lower() and x.name.lower() == body["group"].lower()), None)
+            if grp is None:
+                return Answer(404, {"error": f"no group {body['group']} in subscription {sub}"})
+            key = (grp.key, body["container"].lower())
+            EMU.usage.setdefault(key, []).append((now, float(body.get("cpuMillicores", 0)), float(body.get("memoryBytes", 0))))
+            return Answer(200, {"group": grp.name, "container": body["container"], "since": iso(now)})
         if path == "/_emulator/history" and method == "GET":
             return Answer(200, HISTORY.view(sub))
         if path == "/_emulator/reset" and method == "POST":

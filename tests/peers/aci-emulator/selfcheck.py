@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Self-check of the ACI emulator through Prism (stdlib only): token, create, running with an IP,
-logs, exec over the websocket, errors, faults scoped to an operation that lift, delete. Exits non-zero naming the first failed check.
+logs, exec over the websocket, Azure Monitor metrics (beside Prism), errors, faults scoped to an operation that lift, delete. Exits non-zero naming the first failed check.
 Usage: python3 selfcheck.py [PRISM_URL] [EMULATOR_URL]   (defaults :4011 and :4012)."""
 
 import base64
@@ -111,6 +111,16 @@ def main():
     check(st == 200 and "app: line 1" in logs["content"], "logs grow one line per second")
     st, _, ex = call("POST", url + "/containers/app/exec", {"command": "echo hi"}, token)
     check(st == 200 and ws_exec(ex["webSocketUri"], ex["password"]) == "hi\n", "exec over the websocket")
+    emu_url = url.replace(PRISM, EMU)
+    metrics = "/providers/Microsoft.Insights/metrics?api-version=2018-01-01&metricnames=CpuUsage,MemoryUsage&interval=PT1M&%24filter=containerName%20eq%20%27*%27"
+    st, _, m = call("GET", emu_url + metrics, token=token)
+    last = lambda m, i: [p for p in m["value"][i]["timeseries"][0]["data"] if "average" in p][-1]["average"]
+    check(st == 200 and last(m, 0) > 0 and last(m, 1) > 0, "Azure Monitor metrics (beside Prism): usage derived from the group's requests")
+    call("POST", f"{EMU}/_emulator/usage", {"subscriptionId": SUB, "group": "demo", "container": "app", "cpuMillicores": 321, "memoryBytes": 12345678})
+    st, _, m = call("GET", emu_url + metrics, token=token)
+    check(st == 200 and (last(m, 0), last(m, 1)) == (321.0, 12345678.0), "... and the usage the control API set")
+    st, _, _ = call("GET", url + metrics, token=token)
+    check(st == 404, "... which Prism does not route (Microsoft.Insights is not in ACI's spec)")
     bad = json.loads(json.dumps(body))
     bad["properties"]["containers"][0]["properties"]["image"] = "invalid.example/x"
     st, _, err = call("PUT", url.replace("/demo", "/bad"), bad, token)
