@@ -680,6 +680,25 @@ spec:
         );
         let plain = pod(serde_json::json!({"containers": [{"name": "app", "image": "i"}]}));
         assert!(exclusions(&policy, &plain, |t| Some(declared(t.provider))).is_empty());
+        // A Job's pod with a sidecar: only ACI is left out, naming that combination.
+        let job = pod(serde_json::json!({"restartPolicy": "Never",
+            "initContainers": [{"name": "proxy", "image": "i", "restartPolicy": "Always"}],
+            "containers": [{"name": "app", "image": "i"}]}));
+        let excluded: Vec<(String, ExclusionReason)> =
+            exclusions(&policy, &job, |t| Some(declared(t.provider)))
+                .into_iter()
+                .map(|e| (policy.target(e.target).name.clone(), e.reason))
+                .collect();
+        assert_eq!(
+            excluded,
+            [(
+                "aci".into(),
+                ExclusionReason::CannotRun(vec![
+                    "sidecar in a pod with restartPolicy Never or OnFailure in init container proxy"
+                        .into()
+                ])
+            )]
+        );
     }
 
     #[test]
