@@ -4,6 +4,9 @@
 //! account, bound to that pod; a second projected token keeps its own audience;
 //! `automountServiceAccountToken: false` gets no token; the token dies with the pod; the
 //! Service variables (`KUBERNETES_SERVICE_HOST`, the namespace's Services) are as a kubelet sets them.
+//! A token due for renewal (its due time set to the past on the pod, standing for the 8 minutes a
+//! 600 s token lives before it is due) is renewed by one PUT of the existing group, a
+//! `TokenRenewed` Event saying so, the new token authenticating bound to the same pod.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
