@@ -32,6 +32,9 @@ pub enum EventReason {
     /// A pod's workload stopped and waits out its back-off before it is started again (as a
     /// kubelet says it).
     BackOff,
+    /// A pod's service-account tokens were renewed by updating its workload, which restarted
+    /// its containers (ACI cannot update a running group's files in place). Normal.
+    TokenRenewed,
     /// A Secret or ConfigMap the pod references is missing (as a kubelet says it).
     CreateContainerConfigError,
     /// A provider refused the pod itself, under its own code ([`PodRejection::reason`]:
@@ -72,6 +75,7 @@ impl EventReason {
             EventReason::WorkloadInDoubt => "WorkloadInDoubt",
             EventReason::WorkloadLost => "WorkloadLost",
             EventReason::BackOff => "BackOff",
+            EventReason::TokenRenewed => "TokenRenewed",
             EventReason::CreateContainerConfigError => "CreateContainerConfigError",
             EventReason::PodRejected(code) => code,
             EventReason::NotSupported => "NotSupported",
@@ -89,6 +93,7 @@ impl EventReason {
     pub fn type_(&self) -> EventType {
         match self {
             EventReason::Placed
+            | EventReason::TokenRenewed
             | EventReason::NodeReady
             | EventReason::CircuitProbing
             | EventReason::PolicyLoaded => EventType::Normal,

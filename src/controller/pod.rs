@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
@@ -47,6 +47,8 @@ use crate::policy::{Exclusion, ExclusionReason, PodView, Policy};
 use crate::provider::{
     Capabilities, Owner, Provider, ProviderError, WorkloadSpec, WorkloadStatus, workload_id,
 };
+
+pub mod renewal;
 
 /// Errors of one reconcile; all are retried with backoff by `error_policy`.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +143,8 @@ pub struct PodController {
     forwarded: Mutex<HashMap<String, HashSet<String>>>,
     /// Pod UIDs this process deleted in the last minute (workload and pod object).
     deleted: Recent,
+    /// Pod UIDs whose tokens this process renewed in the last minute (`pod/renewal.rs`).
+    renewed: Recent,
     /// Per pod UID whose provider does not restart containers itself (Fargate), the back-off of
     /// its restarts (in memory, as a kubelet keeps it: `controller/restarts.rs`).
     backoffs: Mutex<HashMap<String, Backoff>>,
@@ -240,6 +244,7 @@ impl PodController {
             unreachable: Mutex::default(),
             in_doubt: Mutex::default(),
             deleted: Recent::default(),
+            renewed: Recent::default(),
             ready: watch::channel(false).0,
         })
     }
@@ -730,6 +735,7 @@ impl PodController {
         let result = provider.create(&spec).await;
         if result.is_ok() {
             failpoint::after(FailPoint::ProviderAccepted);
+            self.note_renewal(pod, &spec).await;
         }
         let in_doubt = {
             let uid = pod.uid().unwrap_or_default();
@@ -769,6 +775,9 @@ impl PodController {
                     && restarts::restarts(&workload.phase, RestartPolicy::of(pod)) =>
             {
                 self.restart_or_wait(pod, target, workload).await
+            }
+            Outcome::Observed { workload } if renewal::due(pod, &workload, SystemTime::now()) => {
+                self.renew_tokens(pod, provider, workload).await
             }
             other => Ok(other),
         }

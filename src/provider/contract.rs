@@ -877,6 +877,19 @@ pub trait Provider: Send + Sync {
         })
     }
 
+    /// Gives the running workload `spec.id` the files of `spec` anew (its service-account
+    /// tokens, renewed before they expire), for a provider that cannot update a running
+    /// workload's files in place: ACI updates the container group, which restarts its
+    /// containers. The default refuses ([`ProviderError::NotSupported`]): the provider renews
+    /// nothing (the cluster's kubelet renews its own pods' tokens; Fargate mounts no token).
+    async fn renew_files(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
+        let _ = spec;
+        Err(ProviderError::NotSupported {
+            provider: self.name().into(),
+            what: "renewing a running workload's files".into(),
+        })
+    }
+
     /// Statuses of many workloads in one round trip; a missing id is absent from the map.
     async fn status(
         &self,

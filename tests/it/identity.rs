@@ -4,6 +4,9 @@
 //! account, bound to that pod; a second projected token keeps its own audience;
 //! `automountServiceAccountToken: false` gets no token; the token dies with the pod; the
 //! Service variables (`KUBERNETES_SERVICE_HOST`, the namespace's Services) are as a kubelet sets them.
+//! A token due for renewal (its due time set to the past on the pod, standing for the 8 minutes a
+//! 600 s token lives before it is due) is renewed by one PUT of the existing group, a
+//! `TokenRenewed` Event saying so, the new token authenticating bound to the same pod.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,6 +17,8 @@ use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
+
+use burstgate::controller::pod::renewal::RENEW_AT;
 
 use crate::common::gateway::{AciOnly, aci_groups, aci_only};
 use crate::common::peers;
@@ -306,5 +311,167 @@ async fn a_burst_pod_on_aci_gets_a_token_bound_to_it_that_authenticates_as_its_s
     .await;
     println!(
         "identity: the pod's token authenticated as system:serviceaccount:{ns}:shop-api bound to pod whoami, and stopped once the pod was deleted"
+    );
+}
+
+/// The history records of the container group of pod `uid` at the emulator: its later PUTs'
+/// outcomes (`reprovisioned`: a changed spec, the containers restarted).
+async fn later_puts(subscription: &str, uid: &str) -> Vec<String> {
+    let url = format!(
+        "{}/_emulator/history?subscriptionId={subscription}",
+        peers().get("ACI_EMULATOR_URL").trim_end_matches('/')
+    );
+    let history: serde_json::Value = reqwest::get(&url)
+        .await
+        .expect("emulator history")
+        .json()
+        .await
+        .expect("history JSON");
+    history["groups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|g| g["podUid"] == uid)
+        .flat_map(|g| g["puts"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["outcome"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_token_due_for_renewal_on_aci_is_renewed_by_updating_the_group_and_says_so() {
+    let AciOnly {
+        client,
+        ns,
+        node,
+        subscription,
+        gw,
+        guards: _guards,
+    } = aci_only("renewal", "burstgate-renewal").await;
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "vault-user"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let mut pod = virtual_pod(
+        "renewed",
+        &node,
+        json!({
+            "serviceAccountName": "vault-user",
+            "volumes": [{"name": "vault-token", "projected": {"sources": [
+                {"serviceAccountToken": {"audience": "vault", "expirationSeconds": 600, "path": "vault"}}]}}],
+        }),
+    );
+    pod.spec.as_mut().unwrap().containers[0].volume_mounts = Some(vec![
+        serde_json::from_value(
+            json!({"name": "vault-token", "mountPath": "/var/run/secrets/vault"}),
+        )
+        .unwrap(),
+    ]);
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+
+    // Running, with when its 600 s token is due recorded on the pod: before it expires.
+    let renew_at = |p: &Pod| {
+        p.annotations()
+            .get(RENEW_AT)
+            .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
+    };
+    let running = gw
+        .eventually(
+            "pod renewed Running on ACI with its renewal time",
+            Duration::from_secs(120),
+            || async {
+                let p = pods.get("renewed").await.ok()?;
+                let phase = p.status.as_ref()?.phase.as_deref()?;
+                (phase == "Running" && renew_at(&p).is_some()).then_some(p)
+            },
+        )
+        .await;
+    let created = running.creation_timestamp().unwrap().0;
+    let first_due = renew_at(&running).unwrap();
+    assert!(
+        first_due.timestamp() < created.as_second() + 600,
+        "due {first_due}, created {created}: renewal must come before the token expires"
+    );
+    let uid = running.uid().unwrap();
+    let first = file(
+        &group_files(&aci_groups(&subscription).await, &uid, "vault-token"),
+        "vault",
+    )
+    .to_vec();
+
+    // Due now (what the passing of 8 minutes would do): the group is updated with a new token.
+    let patch = json!({"metadata": {"annotations": {RENEW_AT: "2000-01-01T00:00:00Z"}}});
+    pods.patch(
+        "renewed",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(patch),
+    )
+    .await
+    .unwrap();
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let note = gw
+        .eventually("a TokenRenewed Event", Duration::from_secs(90), || async {
+            events
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("TokenRenewed")
+                        && e.involved_object.uid.as_deref() == Some(uid.as_str())
+                })
+                .map(|e| (e.type_, e.message.unwrap_or_default()))
+        })
+        .await;
+    assert_eq!(note.0.as_deref(), Some("Normal"));
+    assert!(note.1.contains("containers restarted"), "{}", note.1);
+    let second = gw
+        .eventually(
+            "a new vault token in the group",
+            Duration::from_secs(30),
+            || async {
+                let groups = aci_groups(&subscription).await;
+                let now = file(&group_files(&groups, &uid, "vault-token"), "vault").to_vec();
+                (now != first).then_some(now)
+            },
+        )
+        .await;
+    let status = review(&client, &second, Some(vec!["vault"])).await;
+    assert_eq!(status["authenticated"], json!(true), "{status}");
+    assert_eq!(
+        status["user"]["extra"]["authentication.kubernetes.io/pod-uid"],
+        json!([uid]),
+        "{status}"
+    );
+    // One update of the same group (no second workload), and the next renewal is recorded.
+    assert_eq!(
+        later_puts(&subscription, &uid).await,
+        ["reprovisioned"],
+        "the renewal is one PUT on the existing group"
+    );
+    let after = gw
+        .eventually(
+            "the next renewal time on the pod",
+            Duration::from_secs(30),
+            || async {
+                let p = pods.get("renewed").await.ok()?;
+                renew_at(&p)
+                    .filter(|at| at.timestamp() > 946_684_800)
+                    .map(|_| p)
+            },
+        )
+        .await;
+    assert_eq!(
+        after.status.as_ref().unwrap().phase.as_deref(),
+        Some("Running"),
+        "the pod is kept"
+    );
+    println!(
+        "identity: the vault token of pod renewed was renewed by one PUT of its container group (containers restarted, a TokenRenewed Event); first due {first_due}, {} s after the pod was created",
+        first_due.timestamp() - created.as_second()
     );
 }

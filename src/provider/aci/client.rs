@@ -19,12 +19,13 @@ use crate::provider::aci::retry::ArmBudget;
 use crate::provider::aci::settings::Settings;
 use crate::provider::aci::status::{Cadence, GroupView, owned_workload, workload_status};
 use crate::provider::aci::streams::{attach_output, exec_command_line, exec_output, exec_session};
-use crate::provider::aci::translate::{OWNER_TAGS, translate};
+use crate::provider::aci::translate::{OWNER_TAGS, TAG_CREATED, translate};
 use crate::provider::aci::usage::usage_of;
 use crate::provider::contract::WorkloadUsage;
 use crate::provider::contract::{
     Capabilities, ExecOutput, ExecRequest, ExecSession, LogOptions, OutputStream, OwnedWorkload,
-    Provider, ProviderError, TerminalSize, WorkloadPhase, WorkloadSpec, WorkloadStatus,
+    PodRejection, Provider, ProviderError, TerminalSize, WorkloadPhase, WorkloadSpec,
+    WorkloadStatus,
 };
 use crate::provider::kit::usage::UsageCache;
 use crate::provider::layers::Layers;
@@ -165,6 +166,26 @@ impl Provider for AciProvider {
         }
         self.cache.created(&spec.id);
         Ok(status)
+    }
+
+    /// ACI cannot change a running group's files in place: the group is PUT again with the
+    /// fresh files (its `burstgate.io-created` tag kept), an update that restarts its
+    /// containers. Only this pod's existing group is updated; a missing one is `NotFound`.
+    async fn renew_files(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
+        let Some(existing) = self.arm.get_group(&spec.id).await? else {
+            return Err(ProviderError::Pod(PodRejection::NotFound {
+                message: format!("container group {} is gone", spec.id),
+            }));
+        };
+        self.adopt(spec, &existing)?;
+        let created_at = existing
+            .tag(TAG_CREATED)
+            .map(str::to_string)
+            .unwrap_or_else(|| Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true));
+        let body = translate(spec, &self.settings, &created_at)?;
+        let group = self.arm.put_group(&spec.id, &body).await?;
+        self.cache.created(&spec.id);
+        Ok(workload_status(&spec.id, &group))
     }
 
     /// `ContainerGroups_Stop`: ACI stops every container of the group (it offers no grace of

@@ -25,7 +25,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::provider::aci::translate::{OWNER_TAGS, TAG_CREATED};
+use crate::provider::aci::translate::{OWNER_TAGS, TAG_CREATED, TAG_SIDECARS};
 use crate::provider::contract::{
     ContainerState, ContainerStatus, OwnedWorkload, ProviderEvent, WorkloadPhase, WorkloadStatus,
 };
@@ -301,15 +301,29 @@ pub(crate) fn workload_status(id: &str, group: &GroupView) -> WorkloadStatus {
     } else {
         "ContainerCreating"
     };
-    let containers: Vec<ContainerStatus> = p
+    // Sidecars run as containers of the group but are the pod's init containers: reported there
+    // (started and ready while running, as a kubelet does), never judging the pod's phase.
+    let sidecars: Vec<&str> = group
+        .tag(TAG_SIDECARS)
+        .map(|v| v.split(',').collect())
+        .unwrap_or_default();
+    let (sidecar_views, app_views): (Vec<&ContainerView>, Vec<&ContainerView>) = p
         .containers
         .iter()
+        .partition(|c| sidecars.contains(&c.name.as_str()));
+    let containers: Vec<ContainerStatus> = app_views
+        .into_iter()
         .map(|c| container_status(c, fallback))
         .collect();
     let init_containers = p
         .init_containers
         .iter()
         .map(|c| container_status(c, "PodInitializing"))
+        .chain(
+            sidecar_views
+                .into_iter()
+                .map(|c| container_status(c, fallback)),
+        )
         .collect();
     let (phase, message) = phase_of(p, &containers);
     let started_at = group
@@ -634,6 +648,30 @@ mod tests {
             ContainerState::Terminated { exit_code: 0, .. }
         ));
         assert_eq!(s.init_containers[0].last_state, None);
+    }
+
+    #[test]
+    fn a_sidecar_running_in_the_group_is_reported_as_a_started_ready_init_container_only() {
+        let s = workload_status(
+            "w1",
+            &group(json!({
+                "tags": {"burstgate.io-sidecars": "proxy"},
+                "properties": {"provisioningState": "Succeeded", "restartPolicy": "Always",
+                "initContainers": [terminated("setup", 0)],
+                "containers": [running("proxy", 0), terminated("app", 1)]}
+            })),
+        );
+        let names = |v: &[ContainerStatus]| v.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&s.containers), ["app"]);
+        assert_eq!(names(&s.init_containers), ["setup", "proxy"]);
+        let proxy = &s.init_containers[1];
+        assert!(proxy.ready && matches!(proxy.state, ContainerState::Running { .. }));
+        // The app container's exit, not the sidecar, says where the pod is.
+        assert!(matches!(
+            s.containers[0].state,
+            ContainerState::Terminated { exit_code: 1, .. }
+        ));
+        assert_eq!(s.phase, WorkloadPhase::Running);
     }
 
     #[test]

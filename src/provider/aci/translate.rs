@@ -31,8 +31,17 @@
 //!   container port gets no IP address block (ACI requires ports on one).
 //! - **Refused** (`Unsupported`, naming the field): hostNetwork/PID/IPC, hostPort, privileged,
 //!   added capabilities, workingDir, lifecycle hooks, startup probes, tcpSocket and gRPC probes,
-//!   sidecar init containers, subPath, volume devices, SCTP ports, sysctls, hostAliases, and
+//!   sidecars in a pod with restartPolicy Never or OnFailure, an init container after a sidecar,
+//!   subPath, volume devices, SCTP ports, sysctls, hostAliases, and
 //!   every other volume type (hostPath, persistentVolumeClaim, ...).
+//! - **Sidecars** (init containers with `restartPolicy: Always`, in a pod with restartPolicy
+//!   Always) are containers of the group, started with the pod's containers once every init
+//!   container has completed, restarted by the group's policy, sized from the reserved size with
+//!   the app containers, and named in the tag [`TAG_SIDECARS`] so the status reports them as
+//!   init containers (started, ready), as a kubelet does. ACI cannot start a container between
+//!   two init containers, so a regular init container declared after a sidecar (which would
+//!   expect it running) is refused; in a pod with restartPolicy Never or OnFailure a sidecar is
+//!   refused (the group would end only when the sidecar did: `why_not`).
 //! - **DNS** as the kubelet writes resolv.conf (`dns.rs`): ClusterFirst points at `--cluster-dns`
 //!   in a delegated subnet; the pod's own `dnsConfig` and `dnsPolicy: None` are honoured.
 
@@ -67,6 +76,9 @@ use crate::provider::kit::{Feature, TranslateError, invalid, refusal, unsupporte
 pub(crate) const OWNER_TAGS: OwnerKeys = OwnerKeys::ARM_TAGS;
 /// Tag: RFC 3339 time of the create call (orphan GC ages workloads by it).
 pub(crate) const TAG_CREATED: &str = "burstgate.io-created";
+/// Tag: the pod's sidecars (init containers with `restartPolicy: Always`) that run as
+/// containers of the group, comma-separated; absent when it has none.
+pub(crate) const TAG_SIDECARS: &str = "burstgate.io-sidecars";
 /// Annotation prefix naming a container's image ENTRYPOINT (JSON array), for `args` without
 /// `command`: `aci.burstgate.io/entrypoint.<container>`.
 pub(crate) const ENTRYPOINT_ANNOTATION_PREFIX: &str = "aci.burstgate.io/entrypoint.";
@@ -99,9 +111,12 @@ fn why_not(feature: Feature) -> Option<String> {
                 "ACI probes run a command or an HTTP GET only"
             }
             Feature::InitContainerProbe => "ACI does not probe init containers",
-            Feature::Sidecar => "ACI runs init containers to completion, it has no sidecars",
+            Feature::SidecarInEndingPod => {
+                "an ACI container group with restartPolicy Never or OnFailure ends only when every container has ended, and ACI cannot stop a sidecar when the pod's containers exit, so the sidecar would hold the pod (a Job) open"
+            }
             Feature::ExecProbe
             | Feature::HttpGetProbe
+            | Feature::Sidecar
             | Feature::AutomaticToken
             | Feature::ServiceAccountToken => return None,
         }
@@ -127,13 +142,27 @@ pub(crate) fn translate(
     };
     let containers = app_containers(spec, pod_spec, &inputs)?;
     let init_containers = init_containers(pod_spec, &inputs)?;
+    let mut tags = tags(spec, created_at);
+    let sidecars: Vec<&str> = sidecars(pod_spec).map(|(_, c)| c.name.as_str()).collect();
+    if !sidecars.is_empty() {
+        let joined = sidecars.join(",");
+        if joined.len() > MAX_TAG_VALUE {
+            return Err(unsupported(
+                "spec.initContainers",
+                format!(
+                    "the sidecars' names take more than the {MAX_TAG_VALUE} characters of an ARM tag value"
+                ),
+            ));
+        }
+        tags.insert(TAG_SIDECARS.to_string(), joined);
+    }
     let os_type = match pod_spec.os.as_ref().map(|o| o.name.as_str()) {
         Some("windows") => "Windows",
         _ => "Linux",
     };
     Ok(ContainerGroupBody {
         location: settings.region.clone(),
-        tags: tags(spec, created_at),
+        tags,
         properties: GroupProperties {
             ip_address: ip_address(spec, settings, &containers),
             containers,
@@ -214,25 +243,51 @@ fn volumes(
     Ok((names, bodies))
 }
 
-/// The app containers, sharing the reserved size between them.
+/// ARM's longest tag value.
+const MAX_TAG_VALUE: usize = 256;
+
+/// Whether `c` is a sidecar: an init container with `restartPolicy: Always`.
+fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+/// The pod's sidecars with their index among the init containers, in pod order.
+fn sidecars(pod_spec: &PodSpec) -> impl Iterator<Item = (usize, &Container)> {
+    pod_spec
+        .init_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, c)| is_sidecar(c))
+}
+
+/// The group's containers: the pod's sidecars, then its app containers, sharing the reserved
+/// size between them (the engine reserved it for both, as the scheduler counts sidecars).
 fn app_containers(
     spec: &WorkloadSpec,
     pod_spec: &PodSpec,
     inputs: &Inputs<'_>,
 ) -> Result<Vec<ContainerBody>, TranslateError> {
-    let sizes = split_size(spec, &pod_spec.containers)?;
+    let running: Vec<(String, &Container)> = sidecars(pod_spec)
+        .map(|(i, c)| (format!("spec.initContainers[{i}] ({})", c.name), c))
+        .chain(
+            pod_spec
+                .containers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("spec.containers[{i}] ({})", c.name), c)),
+        )
+        .collect();
+    let all: Vec<Container> = running.iter().map(|(_, c)| (*c).clone()).collect();
+    let sizes = split_size(spec, &all)?;
     let gpu_sku = inputs
         .annotations
         .get(GPU_SKU_ANNOTATION)
         .map(String::as_str);
-    pod_spec
-        .containers
+    running
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            let field = format!("spec.containers[{i}] ({})", c.name);
-            app_container(&field, c, inputs, &sizes, i, gpu_sku)
-        })
+        .map(|(i, (field, c))| app_container(field, c, inputs, &sizes, i, gpu_sku))
         .collect()
 }
 
@@ -271,19 +326,31 @@ fn app_container(
     })
 }
 
-/// The init containers, in pod order (ACI gives them the group's resources).
+/// The init containers that run to completion, in pod order (ACI gives them the group's
+/// resources); sidecars are among the group's containers.
 fn init_containers(
     pod_spec: &PodSpec,
     inputs: &Inputs<'_>,
 ) -> Result<Vec<InitContainerBody>, TranslateError> {
-    pod_spec
-        .init_containers
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(i, c)| init_container(&format!("spec.initContainers[{i}] ({})", c.name), c, inputs))
-        .collect()
+    let mut after_sidecar: Option<&str> = None;
+    let mut out = Vec::new();
+    for (i, c) in pod_spec.init_containers.iter().flatten().enumerate() {
+        let field = format!("spec.initContainers[{i}] ({})", c.name);
+        if is_sidecar(c) {
+            after_sidecar.get_or_insert(&c.name);
+            continue;
+        }
+        if let Some(sidecar) = after_sidecar {
+            return Err(unsupported(
+                field,
+                format!(
+                    "ACI starts the sidecar {sidecar} with the pod's containers, after every init container, so an init container declared after it would run without it"
+                ),
+            ));
+        }
+        out.push(init_container(&field, c, inputs)?);
+    }
+    Ok(out)
 }
 
 fn init_container(
@@ -961,6 +1028,107 @@ mod tests {
 
     fn settings() -> Settings {
         crate::provider::aci::settings::for_tests()
+    }
+
+    /// A pod of `containers` after the init containers `inits`, with `restart_policy`.
+    fn with_inits(inits: Vec<Container>, app: Container, restart_policy: &str) -> WorkloadSpec {
+        spec_with(
+            PodSpec {
+                init_containers: Some(inits),
+                containers: vec![app],
+                restart_policy: Some(restart_policy.into()),
+                ..Default::default()
+            },
+            SIZE,
+            Resolved::default(),
+        )
+    }
+
+    fn sidecar(name: &str) -> Container {
+        Container {
+            restart_policy: Some("Always".into()),
+            ..container(name)
+        }
+    }
+
+    #[test]
+    fn a_sidecar_runs_as_a_container_of_the_group_beside_the_pods_and_is_tagged_as_one() {
+        // A native sidecar (the 1.20 apiserver of tests/peers drops `restartPolicy` on init
+        // containers, so this is unit-tested only, with the status mapping in status.rs).
+        let mut proxy = sidecar("proxy");
+        proxy.ports = Some(vec![ContainerPort {
+            container_port: 15001,
+            ..Default::default()
+        }]);
+        proxy.readiness_probe = Some(Probe {
+            http_get: Some(HTTPGetAction {
+                port: IntOrString::Int(15021),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        proxy.resources = res(&[("cpu", "250m"), ("memory", "256Mi")], &[]);
+        let mut app = container("app");
+        app.resources = res(&[("cpu", "750m"), ("memory", "768Mi")], &[]);
+        let v = json(&with_inits(vec![container("setup"), proxy], app, "Always"));
+        let p = &v["properties"];
+        let names = |k: &str| -> Vec<String> {
+            p[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(names("initContainers"), ["setup"]);
+        assert_eq!(names("containers"), ["proxy", "app"]);
+        assert_eq!(p["restartPolicy"], "Always");
+        let proxy = &p["containers"][0]["properties"];
+        assert_eq!(proxy["readinessProbe"]["httpGet"]["port"], 15021);
+        assert_eq!(p["ipAddress"]["ports"][0]["port"], 15001);
+        // The reserved size is shared with the sidecar, in proportion to the requests.
+        assert_eq!(proxy["resources"]["requests"]["cpu"], 0.25);
+        assert_eq!(
+            p["containers"][1]["properties"]["resources"]["requests"]["cpu"],
+            0.75
+        );
+        assert_eq!(v["tags"][TAG_SIDECARS], "proxy");
+        // Without a sidecar, no tag.
+        let plain = json(&one(container("app")));
+        assert!(plain["tags"].get(TAG_SIDECARS).is_none());
+    }
+
+    #[test]
+    fn a_sidecar_in_a_pod_that_runs_to_completion_is_refused_naming_that_combination() {
+        for policy in ["Never", "OnFailure"] {
+            let e = err(&with_inits(
+                vec![sidecar("proxy")],
+                container("app"),
+                policy,
+            ));
+            let TranslateError::Elsewhere { field, reason } = &e else {
+                panic!("{policy}: {e:?}");
+            };
+            assert_eq!(field, "spec.initContainers[proxy].restartPolicy");
+            assert!(
+                reason.contains("restartPolicy Never or OnFailure")
+                    && reason.contains("hold the pod (a Job) open"),
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_init_container_after_a_sidecar_is_refused_since_aci_starts_sidecars_last() {
+        let e = err(&with_inits(
+            vec![sidecar("proxy"), container("migrate")],
+            container("app"),
+            "Always",
+        ));
+        assert!(
+            matches!(&e, TranslateError::Unsupported { field, reason }
+                if field == "spec.initContainers[1] (migrate)" && reason.contains("sidecar proxy")),
+            "{e:?}"
+        );
     }
 
     fn container(name: &str) -> Container {

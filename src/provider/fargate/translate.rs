@@ -333,7 +333,9 @@ fn why_not(feature: Feature) -> Option<String> {
         Feature::GrpcProbe => format!("{NO_COMMAND} a gRPC probe"),
         Feature::StartupProbe => "an ECS health check has a start period but no separate startup check, so Fargate cannot run a startup probe".into(),
         Feature::InitContainerProbe => "Fargate runs init containers to completion before the pod's containers and does not probe them".into(),
-        Feature::Sidecar => "Fargate runs sidecars as non-essential containers".into(),
+        Feature::Sidecar | Feature::SidecarInEndingPod => {
+            "Fargate runs sidecars as non-essential containers".into()
+        }
         Feature::ServiceAccountToken => {
             "Fargate tasks mount no files, so a service-account token volume cannot be given".into()
         }

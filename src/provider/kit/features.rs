@@ -38,8 +38,12 @@ pub enum Feature {
     StartupProbe,
     /// A probe on an init container.
     InitContainerProbe,
-    /// A sidecar: an init container with `restartPolicy: Always`.
+    /// A sidecar: an init container with `restartPolicy: Always`, in a pod whose own
+    /// `restartPolicy` is `Always`.
     Sidecar,
+    /// A sidecar in a pod whose `restartPolicy` is `Never` or `OnFailure` (a Job's pod): the pod
+    /// ends when its containers end, and the sidecar must then be stopped, not waited for.
+    SidecarInEndingPod,
     /// The service-account token volume ServiceAccount admission adds to every pod
     /// (`kube-api-access-*`: a bound token, `ca.crt`, `namespace`), unless the pod sets
     /// `automountServiceAccountToken: false`.
@@ -51,7 +55,7 @@ pub enum Feature {
 
 impl Feature {
     /// Every feature, in a stable order.
-    pub const ALL: [Feature; 16] = [
+    pub const ALL: [Feature; 17] = [
         Feature::HostNetwork,
         Feature::HostPid,
         Feature::HostIpc,
@@ -66,13 +70,14 @@ impl Feature {
         Feature::StartupProbe,
         Feature::InitContainerProbe,
         Feature::Sidecar,
+        Feature::SidecarInEndingPod,
         Feature::AutomaticToken,
         Feature::ServiceAccountToken,
     ];
 
     /// What runs on any real node but not on every cloud: every probe kind, startup probes,
     /// probes on init containers and sidecars (the host-level features are not among them).
-    pub const PROBES_AND_SIDECARS: [Feature; 7] = [
+    pub const PROBES_AND_SIDECARS: [Feature; 8] = [
         Feature::ExecProbe,
         Feature::HttpGetProbe,
         Feature::TcpSocketProbe,
@@ -80,6 +85,7 @@ impl Feature {
         Feature::StartupProbe,
         Feature::InitContainerProbe,
         Feature::Sidecar,
+        Feature::SidecarInEndingPod,
     ];
 
     /// The feature as operators read it in a pod spec.
@@ -99,6 +105,7 @@ impl Feature {
             Feature::StartupProbe => "startup probe",
             Feature::InitContainerProbe => "probe on an init container",
             Feature::Sidecar => "sidecar (init container with restartPolicy Always)",
+            Feature::SidecarInEndingPod => "sidecar in a pod with restartPolicy Never or OnFailure",
             Feature::AutomaticToken => "automatic service-account token",
             Feature::ServiceAccountToken => "service-account token volume",
         }
@@ -224,20 +231,24 @@ impl Capabilities {
 pub fn declared(kind: ProviderKind) -> Capabilities {
     use Feature::*;
     match kind {
-        // ACI probes are exec or httpGet, liveness and readiness only; no sidecars. Tokens are
-        // files of a secret volume.
+        // ACI probes are exec or httpGet, liveness and readiness only. Sidecars are containers
+        // of the group, started with the pod's; a group with restartPolicy Never or OnFailure
+        // ends only when every container has, so a sidecar would hold a Job's pod open. Tokens
+        // are files of a secret volume.
         ProviderKind::Aci => Capabilities::NONE.running(&[
             ExecProbe,
             HttpGetProbe,
+            Sidecar,
             AutomaticToken,
             ServiceAccountToken,
         ]),
         // An ECS health check runs a command only. A task mounts no files: the automatic token
         // is left out (a pod that needs it says so with automountServiceAccountToken or an
         // explicit token volume, which keeps it off Fargate).
-        // Sidecars are non-essential containers started beside the pod's (dependsOn START).
+        // Sidecars are non-essential containers started beside the pod's (dependsOn START),
+        // stopped with the task when the pod's containers exit.
         ProviderKind::Fargate => Capabilities::NONE
-            .running(&[ExecProbe, Sidecar])
+            .running(&[ExecProbe, Sidecar, SidecarInEndingPod])
             .ignoring(&[AutomaticToken]),
         // A shadow pod is a pod, but never runs as the virtual pod's identity
         // (provider/cluster/translate.rs): the automatic token is left out, an explicit one
@@ -327,7 +338,14 @@ pub fn pod_features(pod: &Pod) -> Vec<Use> {
             ("startupProbe", &c.startup_probe),
         ];
         if c.restart_policy.as_deref() == Some("Always") {
-            out.push(Feature::Sidecar, at, format!("{base}.restartPolicy"));
+            // A sidecar is probed as the pod's containers are (its startup probe gates what
+            // follows it), so its probes count as theirs.
+            probe_features(c, &at, &base, &mut out);
+            let feature = match spec.restart_policy.as_deref() {
+                Some("Never" | "OnFailure") => Feature::SidecarInEndingPod,
+                _ => Feature::Sidecar,
+            };
+            out.push(feature, at, format!("{base}.restartPolicy"));
         } else if let Some((which, _)) = probes.iter().find(|(_, p)| p.is_some()) {
             out.push(Feature::InitContainerProbe, at, format!("{base}.{which}"));
         }
@@ -338,21 +356,7 @@ pub fn pod_features(pod: &Pod) -> Vec<Use> {
             format!("spec.containers[{}]", c.name),
         );
         container_features(c, &at, &base, &mut out);
-        for (which, p) in [
-            ("livenessProbe", &c.liveness_probe),
-            ("readinessProbe", &c.readiness_probe),
-        ] {
-            if let Some((feature, kind)) = p.as_ref().and_then(probe_kind) {
-                out.push(feature, at.clone(), format!("{base}.{which}.{kind}"));
-            }
-        }
-        if c.startup_probe.is_some() {
-            out.push(
-                Feature::StartupProbe,
-                at.clone(),
-                format!("{base}.startupProbe"),
-            );
-        }
+        probe_features(c, &at, &base, &mut out);
     }
     for v in spec.volumes.iter().flatten() {
         let base = format!("spec.volumes[{}]", v.name);
@@ -407,6 +411,25 @@ impl Uses {
         if !self.0.iter().any(|u| u.feature == feature && u.at == at) {
             self.0.push(Use { feature, at, field });
         }
+    }
+}
+
+/// The probes of a container that is probed while it runs (an app container, a sidecar).
+fn probe_features(c: &Container, at: &str, base: &str, out: &mut Uses) {
+    for (which, p) in [
+        ("livenessProbe", &c.liveness_probe),
+        ("readinessProbe", &c.readiness_probe),
+    ] {
+        if let Some((feature, kind)) = p.as_ref().and_then(probe_kind) {
+            out.push(feature, at.to_string(), format!("{base}.{which}.{kind}"));
+        }
+    }
+    if c.startup_probe.is_some() {
+        out.push(
+            Feature::StartupProbe,
+            at.to_string(),
+            format!("{base}.startupProbe"),
+        );
     }
 }
 
@@ -529,6 +552,40 @@ mod tests {
     }
 
     #[test]
+    fn a_sidecar_is_probed_as_a_container_and_in_a_pod_that_ends_is_a_feature_of_its_own() {
+        let sidecar = serde_json::json!({"name": "proxy", "image": "i", "restartPolicy": "Always",
+            "startupProbe": {"tcpSocket": {"port": 15021}}});
+        let words = |restart: Option<&str>| -> Vec<String> {
+            let mut spec = serde_json::json!({"initContainers": [sidecar.clone()],
+                "containers": [{"name": "app", "image": "i"}]});
+            if let Some(r) = restart {
+                spec["restartPolicy"] = r.into();
+            }
+            pod_features(&pod(spec))
+                .iter()
+                .map(Use::to_string)
+                .collect()
+        };
+        let always = [
+            "startup probe in init container proxy",
+            "sidecar (init container with restartPolicy Always) in init container proxy",
+        ];
+        assert_eq!(words(None), always);
+        assert_eq!(words(Some("Always")), always);
+        for ending in ["Never", "OnFailure"] {
+            assert_eq!(
+                words(Some(ending)),
+                [
+                    "startup probe in init container proxy",
+                    "sidecar in a pod with restartPolicy Never or OnFailure in init container proxy",
+                ]
+            );
+        }
+        let aci = declared(ProviderKind::Aci);
+        assert!(aci.runs(Feature::Sidecar) && !aci.runs(Feature::SidecarInEndingPod));
+    }
+
+    #[test]
     fn a_plain_pod_uses_no_optional_feature() {
         let p = pod(serde_json::json!({"containers": [{"name": "app", "image": "i"}]}));
         assert!(pod_features(&p).is_empty());
@@ -623,6 +680,25 @@ spec:
         );
         let plain = pod(serde_json::json!({"containers": [{"name": "app", "image": "i"}]}));
         assert!(exclusions(&policy, &plain, |t| Some(declared(t.provider))).is_empty());
+        // A Job's pod with a sidecar: only ACI is left out, naming that combination.
+        let job = pod(serde_json::json!({"restartPolicy": "Never",
+            "initContainers": [{"name": "proxy", "image": "i", "restartPolicy": "Always"}],
+            "containers": [{"name": "app", "image": "i"}]}));
+        let excluded: Vec<(String, ExclusionReason)> =
+            exclusions(&policy, &job, |t| Some(declared(t.provider)))
+                .into_iter()
+                .map(|e| (policy.target(e.target).name.clone(), e.reason))
+                .collect();
+        assert_eq!(
+            excluded,
+            [(
+                "aci".into(),
+                ExclusionReason::CannotRun(vec![
+                    "sidecar in a pod with restartPolicy Never or OnFailure in init container proxy"
+                        .into()
+                ])
+            )]
+        );
     }
 
     #[test]

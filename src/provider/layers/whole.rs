@@ -72,6 +72,14 @@ impl Provider for Layered {
             .await
     }
 
+    async fn renew_files(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
+        self.layers
+            .call(OperationClass::Create, "RenewFiles", || {
+                self.inner.renew_files(spec)
+            })
+            .await
+    }
+
     async fn status(
         &self,
         ids: &[String],

@@ -1,0 +1,163 @@
+//! Service-account token renewal where a provider cannot update a running workload's files in
+//! place (ACI): when a pod's earliest token is due (as a kubelet would renew it:
+//! `identity::renew_at`), its references are resolved again (fresh TokenRequests) and the
+//! provider updates the workload with them (`Provider::renew_files`: ACI PUTs the container
+//! group again, which restarts its containers), with a Normal Event `TokenRenewed` saying so.
+//!
+//! When a pod is due is kept on the pod, in the annotation [`RENEW_AT`], so a gateway that
+//! restarts still renews on time. Only tokens due within [`HORIZON`] of their workload's create
+//! are tracked: the kubelet renews every token at most 24 h after it was issued, so what falls
+//! beyond is the admission volume's token that 1.20+ apiservers extend to a year (renewed after
+//! about a year by a kubelet), and pods without an explicit token projection get no extra write.
+
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use serde_json::json;
+
+use super::{Error, Outcome, PodController};
+use crate::controller::events::{Event, EventReason};
+use crate::provider::{Provider, ProviderError, WorkloadPhase, WorkloadSpec, WorkloadStatus};
+
+/// Annotation: when the pod's service-account tokens are due for renewal (RFC 3339). Setting it
+/// to a past time renews them at the next status read.
+pub const RENEW_AT: &str = "burstgate.io/tokens-renew-at";
+
+/// Tokens due later than this after their workload's create or renewal are not tracked.
+const HORIZON: Duration = Duration::from_secs(48 * 3600);
+
+/// The [`RENEW_AT`] value for tokens due at `renew_at`, seen at `now`; none when there is no
+/// token or it is due beyond [`HORIZON`].
+fn annotation(renew_at: Option<SystemTime>, now: SystemTime) -> Option<String> {
+    renew_at
+        .filter(|at| at.duration_since(now).map_or(true, |d| d <= HORIZON))
+        .map(|at| DateTime::<Utc>::from(at).to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+/// Whether the tokens of `pod`, whose `workload` is running, are due at `now`.
+pub(super) fn due(pod: &Pod, workload: &WorkloadStatus, now: SystemTime) -> bool {
+    workload.phase == WorkloadPhase::Running
+        && pod
+            .annotations()
+            .get(RENEW_AT)
+            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+            .is_some_and(|at| SystemTime::from(at) <= now)
+}
+
+impl PodController {
+    /// Records on `pod` when the tokens of its workload, just created from `spec`, are due.
+    pub(super) async fn note_renewal(&self, pod: &Pod, spec: &WorkloadSpec) {
+        let Some(at) = annotation(spec.resolved.renew_tokens_at, SystemTime::now()) else {
+            return;
+        };
+        if let Err(e) = self.patch_annotations(pod, json!({ RENEW_AT: at })).await {
+            tracing::warn!(pod = %pod.name_any(), error = %e, "could not record when the pod's service-account tokens are due; they will not be renewed");
+        }
+    }
+
+    /// Renews the tokens of `pod` (due, its `workload` running) at `provider`, then records when
+    /// the new ones are due; the status read's outcome stands. A renewal that fails is tried
+    /// again at the next status read; a provider that renews nothing is not asked again.
+    pub(super) async fn renew_tokens(
+        &self,
+        pod: &Pod,
+        provider: &dyn Provider,
+        workload: WorkloadStatus,
+    ) -> Result<Outcome, Error> {
+        let observed = Outcome::Observed { workload };
+        let uid = pod.uid().unwrap_or_default();
+        // The annotation written by a renewal a moment ago may not have reached the pod cache.
+        if self.renewed.recent(&uid) {
+            return Ok(observed);
+        }
+        let spec = match self.prepare(pod).await? {
+            Ok((spec, _)) => spec,
+            // Not resolvable now (the service account is being re-created): the next read retries.
+            Err(_) => return Ok(observed),
+        };
+        let next = match provider.renew_files(&spec).await {
+            Ok(_) => {
+                self.renewed.insert(uid);
+                let note = format!(
+                    "service-account tokens renewed before they expire; {} cannot update a running workload's files in place, so the workload was updated and its containers restarted",
+                    provider.name()
+                );
+                self.publish(pod, Event::new(EventReason::TokenRenewed, note))
+                    .await;
+                annotation(spec.resolved.renew_tokens_at, SystemTime::now())
+            }
+            Err(ProviderError::NotSupported { .. }) => None,
+            Err(e) => {
+                tracing::warn!(pod = %pod.name_any(), error = %e, "token renewal failed; retried at the next status read");
+                return Ok(observed);
+            }
+        };
+        self.patch_annotations(pod, json!({ RENEW_AT: next }))
+            .await?;
+        Ok(observed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(renew_at: Option<&str>) -> Pod {
+        let mut p = Pod::default();
+        if let Some(at) = renew_at {
+            p.annotations_mut().insert(RENEW_AT.into(), at.into());
+        }
+        p
+    }
+
+    fn workload(phase: WorkloadPhase) -> WorkloadStatus {
+        WorkloadStatus {
+            id: "bg-1".into(),
+            phase,
+            ip: None,
+            started_at: None,
+            containers: Vec::new(),
+            init_containers: Vec::new(),
+            events: Vec::new(),
+            message: None,
+        }
+    }
+
+    fn at(rfc3339: &str) -> SystemTime {
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().into()
+    }
+
+    #[test]
+    fn a_running_pod_is_due_once_its_renewal_time_has_come_and_not_before() {
+        let now = at("2026-12-06T10:00:00Z");
+        let running = workload(WorkloadPhase::Running);
+        assert!(due(&pod(Some("2026-12-06T10:00:00Z")), &running, now));
+        assert!(due(&pod(Some("2026-12-06T09:00:00Z")), &running, now));
+        assert!(!due(&pod(Some("2026-12-06T10:00:01Z")), &running, now));
+        assert!(!due(&pod(None), &running, now));
+        assert!(!due(&pod(Some("soon")), &running, now));
+        // A workload that is not running has no files to renew.
+        let pending = workload(WorkloadPhase::Pending);
+        assert!(!due(&pod(Some("2026-12-06T09:00:00Z")), &pending, now));
+    }
+
+    #[test]
+    fn only_tokens_due_within_two_days_are_tracked() {
+        let now = at("2026-12-06T10:00:00Z");
+        // A 600 s token is due at 80% of its life.
+        assert_eq!(
+            annotation(Some(now + Duration::from_secs(480)), now).as_deref(),
+            Some("2026-12-06T10:08:00Z")
+        );
+        assert!(annotation(Some(now + HORIZON), now).is_some());
+        // The admission volume's token, extended to a year by the apiserver: a kubelet renews
+        // it after about a year, and no annotation is written for it.
+        let year = Duration::from_secs(365 * 24 * 3600);
+        assert_eq!(annotation(Some(now + year), now), None);
+        assert_eq!(annotation(None, now), None);
+        // Already due (the pod waited): tracked, renewed at the next read.
+        assert!(annotation(Some(now - Duration::from_secs(1)), now).is_some());
+    }
+}
