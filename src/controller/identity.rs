@@ -81,8 +81,9 @@ pub fn request_for(pod: &Pod, source: &ServiceAccountTokenProjection) -> TokenRe
 
 /// When the kubelet would renew a token that expires at `expires` and was asked for with a
 /// lifetime of `requested`: 20% of that lifetime before expiry, or 24 h after it was issued,
-/// whichever is first. (An API server that extends 3607-second tokens to a year, as 1.20+ do by
-/// default, thus gets them renewed after about a year minus 12 minutes, as on a kubelet.)
+/// whichever is first. An API server that extends admission's 3607-second tokens to a year (as
+/// 1.20+ do by default) reports 3607 s; [`token`] reads the real lifetime from the JWT and renews
+/// such a token at 80% of it instead.
 pub fn renew_at(expires: SystemTime, requested: Duration) -> SystemTime {
     let before_expiry = expires - requested / 5;
     let issued = expires - requested;
@@ -115,15 +116,57 @@ pub async fn token(
     let token = status.token.ok_or_else(|| Error::Empty(account.clone()))?;
     let asked = request.spec.and_then(|s| s.expiration_seconds);
     let requested = Duration::from_secs(asked.unwrap_or(DEFAULT_EXPIRATION_SECONDS) as u64);
+    let renew = match lifetime(&token) {
+        // The API server extended the token past what it reported (it does so for the 3607 s
+        // tokens of admission's volumes, reporting 3607 s and signing a year): renewing it
+        // hourly as a kubelet does would restart a burst pod's containers on targets that
+        // cannot swap files in place, for a token still valid for months. Such a token is
+        // renewed at 80% of its real lifetime (no 24 h hygiene renewal: that costs a restart).
+        Some((issued, until)) if until > expires => {
+            until - until.duration_since(issued).unwrap_or(requested) / 5
+        }
+        _ => renew_at(expires, requested),
+    };
     Ok(Token {
         value: SecretBox::new(Box::new(token.into_bytes())),
-        renew_at: renew_at(expires, requested),
+        renew_at: renew,
     })
+}
+
+/// The `iat` and `exp` claims of a JWT (read, not verified: the API server just issued it).
+fn lifetime(jwt: &str) -> Option<(SystemTime, SystemTime)> {
+    use base64::Engine;
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        iat: u64,
+        exp: u64,
+    }
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    let at = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+    Some((at(claims.iat), at(claims.exp)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jwts_issue_and_expiry_are_read_from_its_claims_and_anything_else_is_none() {
+        use base64::Engine;
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"iat":1000,"exp":31537000,"sub":"x"}"#);
+        let (iat, exp) = lifetime(&format!("e30.{claims}.sig")).unwrap();
+        assert_eq!(iat, SystemTime::UNIX_EPOCH + Duration::from_secs(1000));
+        assert_eq!(
+            exp,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(31_537_000)
+        );
+        assert_eq!(lifetime("not-a-jwt"), None);
+    }
 
     fn pod(account: Option<&str>) -> Pod {
         serde_json::from_value(serde_json::json!({
