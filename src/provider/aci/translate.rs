@@ -86,7 +86,7 @@ pub(crate) const TAG_CREATED: &str = "burstgate.io-created";
 pub(crate) const TAG_SIDECARS: &str = "burstgate.io-sidecars";
 /// Annotation prefix naming a container's image ENTRYPOINT (JSON array), for `args` without
 /// `command`: `aci.burstgate.io/entrypoint.<container>`.
-pub(crate) const ENTRYPOINT_ANNOTATION_PREFIX: &str = "aci.burstgate.io/entrypoint.";
+pub(crate) use crate::provider::kit::features::ENTRYPOINT_ANNOTATION_PREFIX;
 /// GPU SKUs ACI offers (the spec's `GpuSku`).
 pub(crate) const GPU_SKUS: [&str; 3] = ["K80", "P100", "V100"];
 
@@ -124,6 +124,9 @@ fn why_not(feature: Feature) -> Option<String> {
             Feature::HostAliases => "ACI cannot add /etc/hosts entries",
             Feature::HttpGetProbeHost => "ACI probes the container itself",
             Feature::InitContainerPort => "ACI init containers expose no ports",
+            Feature::ArgsWithoutEntrypoint => {
+                "ACI takes only a whole command line and cannot know the image's ENTRYPOINT: set command, or annotate the pod with aci.burstgate.io/entrypoint.<container>: '[\"<entrypoint>\", ...]'"
+            }
             Feature::InitContainerAfterSidecar => {
                 "ACI starts sidecars with the pod's containers, after every init container, so an init container declared after one would run without it"
             }
@@ -456,12 +459,11 @@ fn command(
         _ if args.is_empty() => return Ok(Vec::new()),
         _ => {
             let key = format!("{ENTRYPOINT_ANNOTATION_PREFIX}{}", c.name);
+            // Without the annotation the pod is refused before (Feature::ArgsWithoutEntrypoint).
             let Some(raw) = annotations.get(&key) else {
                 return Err(unsupported(
                     format!("{field}.args"),
-                    format!(
-                        "args without command: ACI takes only a whole command line and cannot know the image's ENTRYPOINT; set command, or annotate the pod with {key}: '[\"<entrypoint>\", ...]'"
-                    ),
+                    why_not(Feature::ArgsWithoutEntrypoint).unwrap_or_default(),
                 ));
             };
             serde_json::from_str::<Vec<String>>(raw).map_err(|e| {
@@ -1235,13 +1237,16 @@ mod tests {
     }
 
     #[test]
-    fn args_without_command_need_the_entrypoint_annotation() {
+    fn args_without_command_need_the_entrypoint_annotation_else_the_pod_goes_elsewhere() {
         let mut c = container("app");
         c.args = Some(vec!["--port".into(), "8080".into()]);
         let mut spec = one(c);
         let e = err(&spec);
         assert!(
-            matches!(&e, TranslateError::Unsupported { field, reason } if field == "spec.containers[0] (app).args" && reason.contains("aci.burstgate.io/entrypoint.app")),
+            matches!(&e, TranslateError::Elsewhere { field, reason }
+                if field == "spec.containers[app].args"
+                    && reason.contains("aci.burstgate.io/entrypoint.<container>")
+                    && reason.ends_with("fargate, cluster can")),
             "{e}"
         );
         spec.pod.metadata.annotations = Some(

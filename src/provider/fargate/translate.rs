@@ -362,6 +362,7 @@ fn why_not(feature: Feature) -> Option<String> {
         | Feature::AutomaticToken
         | Feature::SysPtrace
         | Feature::WorkingDir
+        | Feature::ArgsWithoutEntrypoint
         | Feature::LifecycleHook
         | Feature::Sysctls
         | Feature::HostAliases
@@ -965,6 +966,7 @@ mod tests {
             [
                 Feature::SysPtrace,
                 Feature::WorkingDir,
+                Feature::ArgsWithoutEntrypoint,
                 Feature::LifecycleHook,
                 Feature::Sysctls,
                 Feature::HostAliases,

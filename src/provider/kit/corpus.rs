@@ -226,6 +226,10 @@ pub(crate) fn feature_pods() -> Vec<(Feature, Pod)> {
             serde_json::json!({"workingDir": "/srv"}),
         ),
         container(
+            Feature::ArgsWithoutEntrypoint,
+            serde_json::json!({"args": ["--port", "8080"]}),
+        ),
+        container(
             Feature::LifecycleHook,
             serde_json::json!({"lifecycle": {"preStop": {"exec": {"command": ["drain"]}}}}),
         ),

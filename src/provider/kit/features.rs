@@ -94,11 +94,20 @@ pub enum Feature {
     MemoryEmptyDir,
     /// A volume of any other kind (csi, nfs, ephemeral, iscsi, ...).
     OtherVolume,
+    /// A container with `args` but no `command`, whose image ENTRYPOINT the pod does not name
+    /// with the annotation [`ENTRYPOINT_ANNOTATION_PREFIX`]`<container>` (a provider that
+    /// takes one whole command line needs it).
+    ArgsWithoutEntrypoint,
 }
+
+/// Annotation prefix: `<prefix><container>` is the container image's ENTRYPOINT as a JSON array,
+/// for a container with `args` but no `command` on a provider that takes one whole command line
+/// (ACI).
+pub const ENTRYPOINT_ANNOTATION_PREFIX: &str = "aci.burstgate.io/entrypoint.";
 
 impl Feature {
     /// Every feature, in a stable order.
-    pub const ALL: [Feature; 37] = [
+    pub const ALL: [Feature; 38] = [
         Feature::HostNetwork,
         Feature::HostPid,
         Feature::HostIpc,
@@ -136,11 +145,12 @@ impl Feature {
         Feature::GitRepoVolume,
         Feature::MemoryEmptyDir,
         Feature::OtherVolume,
+        Feature::ArgsWithoutEntrypoint,
     ];
 
     /// What a shadow pod runs as the pod has it, beyond probes and sidecars: the container and
     /// pod fields a kubelet honours and the volume kinds a cluster target mounts.
-    pub const KUBELET_FIELDS: [Feature; 15] = [
+    pub const KUBELET_FIELDS: [Feature; 16] = [
         Feature::AddedCapability,
         Feature::SysPtrace,
         Feature::WorkingDir,
@@ -156,6 +166,7 @@ impl Feature {
         Feature::ConfigMapVolume,
         Feature::ProjectedVolume,
         Feature::DownwardApiVolume,
+        Feature::ArgsWithoutEntrypoint,
     ];
 
     /// What runs on any real node but not on every cloud: every probe kind, startup probes,
@@ -211,6 +222,7 @@ impl Feature {
             Feature::GitRepoVolume => "gitRepo volume",
             Feature::MemoryEmptyDir => "emptyDir in memory (medium Memory)",
             Feature::OtherVolume => "volume of another kind",
+            Feature::ArgsWithoutEntrypoint => "args without command or entrypoint annotation",
         }
     }
 
@@ -370,6 +382,7 @@ pub fn declared(kind: ProviderKind) -> Capabilities {
                 SidecarInEndingPod,
                 SysPtrace,
                 WorkingDir,
+                ArgsWithoutEntrypoint,
                 InitContainerPort,
                 InitContainerAfterSidecar,
             ])
@@ -482,6 +495,7 @@ pub fn pod_features(pod: &Pod) -> Vec<Use> {
             format!("spec.initContainers[{}]", c.name),
         );
         container_features(c, &at, &base, &mut out);
+        entrypoint_feature(pod, c, &at, &base, &mut out);
         if c.restart_policy.as_deref() != Some("Always") {
             if after_sidecar {
                 out.push(Feature::InitContainerAfterSidecar, at.clone(), base.clone());
@@ -516,6 +530,7 @@ pub fn pod_features(pod: &Pod) -> Vec<Use> {
             format!("spec.containers[{}]", c.name),
         );
         container_features(c, &at, &base, &mut out);
+        entrypoint_feature(pod, c, &at, &base, &mut out);
         probe_features(c, &at, &base, &mut out);
     }
     for v in spec.volumes.iter().flatten() {
@@ -614,6 +629,21 @@ impl Uses {
         if !self.0.iter().any(|u| u.feature == feature && u.at == at) {
             self.0.push(Use { feature, at, field });
         }
+    }
+}
+
+/// `args` without `command` and without the pod naming the image's ENTRYPOINT.
+fn entrypoint_feature(pod: &Pod, c: &Container, at: &str, base: &str, out: &mut Uses) {
+    let empty = |v: &Option<Vec<String>>| v.as_ref().is_none_or(|v| v.is_empty());
+    let key = format!("{ENTRYPOINT_ANNOTATION_PREFIX}{}", c.name);
+    let named = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(&key));
+    if empty(&c.command) && !empty(&c.args) && !named {
+        let field = format!("{base}.args");
+        out.push(Feature::ArgsWithoutEntrypoint, at.to_string(), field);
     }
 }
 
