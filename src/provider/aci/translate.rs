@@ -29,11 +29,16 @@
 //! - **Network.** With `subnet_ids` the group joins them with a private IP; otherwise it gets a
 //!   public IP (and, with `dns_name_label`, the group name as DNS label). A pod without any
 //!   container port gets no IP address block (ACI requires ports on one).
-//! - **Refused** (`Unsupported`, naming the field): hostNetwork/PID/IPC, hostPort, privileged,
-//!   added capabilities, workingDir, lifecycle hooks, startup probes, tcpSocket and gRPC probes,
-//!   sidecars in a pod with restartPolicy Never or OnFailure, an init container after a sidecar,
-//!   subPath, volume devices, SCTP ports, sysctls, hostAliases, and
-//!   every other volume type (hostPath, persistentVolumeClaim, ...).
+//! - **Refused** before anything else, by the kit's `refusal` from the features ACI does not
+//!   declare (`kit::declared`; `why_not` words each): hostNetwork/PID/IPC, hostPort,
+//!   privileged, added capabilities, workingDir, lifecycle hooks, startup probes, tcpSocket and
+//!   gRPC probes, httpGet probes of another host, probes and ports on init containers, sidecars
+//!   in a pod with restartPolicy Never or OnFailure, an init container after a sidecar,
+//!   subPath, volume devices, SCTP ports, sysctls, hostAliases, and every other volume type
+//!   (hostPath, persistentVolumeClaim, csi, ...): `Elsewhere` when another provider runs the
+//!   feature, else `Unsupported`. An emptyDir with `medium: Memory` is on disk (declared as
+//!   ignored). What depends on values (sizes, GPU SKUs, resolved files, name lengths) is
+//!   refused here.
 //! - **Sidecars** (init containers with `restartPolicy: Always`, in a pod with restartPolicy
 //!   Always) are containers of the group, started with the pod's containers once every init
 //!   container has completed, restarted by the group's policy, sized from the reserved size with
@@ -81,7 +86,7 @@ pub(crate) const TAG_CREATED: &str = "burstgate.io-created";
 pub(crate) const TAG_SIDECARS: &str = "burstgate.io-sidecars";
 /// Annotation prefix naming a container's image ENTRYPOINT (JSON array), for `args` without
 /// `command`: `aci.burstgate.io/entrypoint.<container>`.
-pub(crate) const ENTRYPOINT_ANNOTATION_PREFIX: &str = "aci.burstgate.io/entrypoint.";
+pub(crate) use crate::provider::kit::features::ENTRYPOINT_ANNOTATION_PREFIX;
 /// GPU SKUs ACI offers (the spec's `GpuSku`).
 pub(crate) const GPU_SKUS: [&str; 3] = ["K80", "P100", "V100"];
 
@@ -94,6 +99,9 @@ pub(crate) fn tags(spec: &WorkloadSpec, created_at: &str) -> BTreeMap<String, St
         .collect()
 }
 
+/// The volume types ACI mounts, as a refusal of any other says.
+const VOLUME_TYPES: &str = "not an Azure Container Instances volume type (emptyDir, secret, configMap, projected, downwardAPI, azureFile, gitRepo are)";
+
 /// Why ACI cannot run `feature`, in its terms (the kit's [`refusal`] asks).
 fn why_not(feature: Feature) -> Option<String> {
     Some(
@@ -103,8 +111,24 @@ fn why_not(feature: Feature) -> Option<String> {
             }
             Feature::HostPort => "container groups expose container ports only",
             Feature::Privileged => "ACI runs no privileged containers",
-            Feature::HostPathVolume | Feature::PersistentVolumeClaim => {
-                "not an Azure Container Instances volume type (emptyDir, secret, configMap, projected, downwardAPI, azureFile, gitRepo are)"
+            Feature::HostPathVolume | Feature::PersistentVolumeClaim | Feature::OtherVolume => {
+                VOLUME_TYPES
+            }
+            Feature::AddedCapability | Feature::SysPtrace => "ACI cannot add Linux capabilities",
+            Feature::WorkingDir => "ACI always starts in the image's working directory",
+            Feature::LifecycleHook => "ACI runs no postStart/preStop hooks",
+            Feature::SubPath => "ACI mounts whole volumes only",
+            Feature::VolumeDevice => "ACI attaches no block devices",
+            Feature::SctpPort => "ACI ports are TCP or UDP",
+            Feature::Sysctls => "ACI cannot set sysctls",
+            Feature::HostAliases => "ACI cannot add /etc/hosts entries",
+            Feature::HttpGetProbeHost => "ACI probes the container itself",
+            Feature::InitContainerPort => "ACI init containers expose no ports",
+            Feature::ArgsWithoutEntrypoint => {
+                "ACI takes only a whole command line and cannot know the image's ENTRYPOINT: set command, or annotate the pod with aci.burstgate.io/entrypoint.<container>: '[\"<entrypoint>\", ...]'"
+            }
+            Feature::InitContainerAfterSidecar => {
+                "ACI starts sidecars with the pod's containers, after every init container, so an init container declared after one would run without it"
             }
             Feature::StartupProbe => "ACI has liveness and readiness probes only",
             Feature::TcpSocketProbe | Feature::GrpcProbe => {
@@ -118,7 +142,14 @@ fn why_not(feature: Feature) -> Option<String> {
             | Feature::HttpGetProbe
             | Feature::Sidecar
             | Feature::AutomaticToken
-            | Feature::ServiceAccountToken => return None,
+            | Feature::ServiceAccountToken
+            | Feature::SecretVolume
+            | Feature::ConfigMapVolume
+            | Feature::ProjectedVolume
+            | Feature::DownwardApiVolume
+            | Feature::AzureFileVolume
+            | Feature::GitRepoVolume
+            | Feature::MemoryEmptyDir => return None,
         }
         .into(),
     )
@@ -203,28 +234,8 @@ fn runnable_pod(spec: &WorkloadSpec) -> Result<&PodSpec, TranslateError> {
     if pod_spec.containers.is_empty() {
         return Err(invalid("spec.containers", "the pod has no containers"));
     }
+    // Every field ACI cannot run, whatever its value, is a declared feature (`why_not`).
     refusal(&spec.pod, ProviderKind::Aci, why_not)?;
-    if pod_spec
-        .host_aliases
-        .as_ref()
-        .is_some_and(|h| !h.is_empty())
-    {
-        return Err(unsupported(
-            "spec.hostAliases",
-            "ACI cannot add /etc/hosts entries",
-        ));
-    }
-    if pod_spec
-        .security_context
-        .as_ref()
-        .and_then(|s| s.sysctls.as_ref())
-        .is_some_and(|s| !s.is_empty())
-    {
-        return Err(unsupported(
-            "spec.securityContext.sysctls",
-            "ACI cannot set sysctls",
-        ));
-    }
     Ok(pod_spec)
 }
 
@@ -299,7 +310,8 @@ fn app_container(
     i: usize,
     gpu_sku: Option<&str>,
 ) -> Result<ContainerBody, TranslateError> {
-    check_container(field, c)?;
+    // Capabilities, workingDir, hooks, block devices and the other fields ACI has no place
+    // for are refused before, by the kit's `refusal` (see `why_not`).
     let env = resolved_env(field, c, inputs.resolved)?;
     let ports = ports(field, c)?;
     let (requests, limits) = container_resources(field, c, sizes, i, gpu_sku)?;
@@ -327,27 +339,18 @@ fn app_container(
 }
 
 /// The init containers that run to completion, in pod order (ACI gives them the group's
-/// resources); sidecars are among the group's containers.
+/// resources); sidecars are among the group's containers. One declared after a sidecar is
+/// refused before ([`Feature::InitContainerAfterSidecar`]).
 fn init_containers(
     pod_spec: &PodSpec,
     inputs: &Inputs<'_>,
 ) -> Result<Vec<InitContainerBody>, TranslateError> {
-    let mut after_sidecar: Option<&str> = None;
     let mut out = Vec::new();
     for (i, c) in pod_spec.init_containers.iter().flatten().enumerate() {
-        let field = format!("spec.initContainers[{i}] ({})", c.name);
         if is_sidecar(c) {
-            after_sidecar.get_or_insert(&c.name);
             continue;
         }
-        if let Some(sidecar) = after_sidecar {
-            return Err(unsupported(
-                field,
-                format!(
-                    "ACI starts the sidecar {sidecar} with the pod's containers, after every init container, so an init container declared after it would run without it"
-                ),
-            ));
-        }
+        let field = format!("spec.initContainers[{i}] ({})", c.name);
         out.push(init_container(&field, c, inputs)?);
     }
     Ok(out)
@@ -358,13 +361,6 @@ fn init_container(
     c: &Container,
     inputs: &Inputs<'_>,
 ) -> Result<InitContainerBody, TranslateError> {
-    check_container(field, c)?;
-    if c.ports.as_ref().is_some_and(|p| !p.is_empty()) {
-        return Err(unsupported(
-            format!("{field}.ports"),
-            "ACI init containers expose no ports",
-        ));
-    }
     let env = resolved_env(field, c, inputs.resolved)?;
     Ok(InitContainerBody {
         name: c.name.clone(),
@@ -406,43 +402,6 @@ fn registry_credentials(resolved: &Resolved) -> Vec<RegistryCredentialBody> {
             password: Sensitive::new(r.password.expose_secret()),
         })
         .collect()
-}
-
-fn check_container(field: &str, c: &Container) -> Result<(), TranslateError> {
-    // Privileged containers, startup probes and host ports are refused before, by the kit's
-    // `refusal` (see `why_not`).
-    if let Some(sc) = &c.security_context {
-        if sc
-            .capabilities
-            .as_ref()
-            .and_then(|caps| caps.add.as_ref())
-            .is_some_and(|a| !a.is_empty())
-        {
-            return Err(unsupported(
-                format!("{field}.securityContext.capabilities.add"),
-                "ACI cannot add Linux capabilities",
-            ));
-        }
-    }
-    if c.working_dir.is_some() {
-        return Err(unsupported(
-            format!("{field}.workingDir"),
-            "ACI always starts in the image's working directory",
-        ));
-    }
-    if c.lifecycle.is_some() {
-        return Err(unsupported(
-            format!("{field}.lifecycle"),
-            "ACI runs no postStart/preStop hooks",
-        ));
-    }
-    if c.volume_devices.as_ref().is_some_and(|d| !d.is_empty()) {
-        return Err(unsupported(
-            format!("{field}.volumeDevices"),
-            "ACI attaches no block devices",
-        ));
-    }
-    Ok(())
 }
 
 fn image(field: &str, c: &Container) -> Result<String, TranslateError> {
@@ -500,12 +459,11 @@ fn command(
         _ if args.is_empty() => return Ok(Vec::new()),
         _ => {
             let key = format!("{ENTRYPOINT_ANNOTATION_PREFIX}{}", c.name);
+            // Without the annotation the pod is refused before (Feature::ArgsWithoutEntrypoint).
             let Some(raw) = annotations.get(&key) else {
                 return Err(unsupported(
                     format!("{field}.args"),
-                    format!(
-                        "args without command: ACI takes only a whole command line and cannot know the image's ENTRYPOINT; set command, or annotate the pod with {key}: '[\"<entrypoint>\", ...]'"
-                    ),
+                    why_not(Feature::ArgsWithoutEntrypoint).unwrap_or_default(),
                 ));
             };
             serde_json::from_str::<Vec<String>>(raw).map_err(|e| {
@@ -527,10 +485,11 @@ fn ports(field: &str, c: &Container) -> Result<Vec<PortBody>, TranslateError> {
         .enumerate()
         .map(|(i, p)| {
             let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+            // SCTP is refused before (Feature::SctpPort); nothing else is a Kubernetes protocol.
             if protocol != "TCP" && protocol != "UDP" {
-                return Err(unsupported(
+                return Err(invalid(
                     format!("{field}.ports[{i}].protocol"),
-                    format!("{protocol} ports are not supported by ACI (TCP, UDP)"),
+                    format!("{protocol} is not a port protocol"),
                 ));
             }
             Ok(PortBody {
@@ -566,12 +525,6 @@ fn probe(field: &str, p: &Probe, c: &Container) -> Result<ProbeBody, TranslateEr
 }
 
 fn http_get(field: &str, h: &HTTPGetAction, c: &Container) -> Result<HttpGetBody, TranslateError> {
-    if h.host.as_ref().is_some_and(|host| !host.is_empty()) {
-        return Err(unsupported(
-            format!("{field}.httpGet.host"),
-            "ACI probes the container itself",
-        ));
-    }
     let port = match &h.port {
         IntOrString::Int(n) => *n,
         IntOrString::String(name) => c
@@ -665,13 +618,8 @@ fn volume(
             directory: g.directory.clone(),
         });
     } else {
-        let kind = volume_kind(v);
-        return Err(unsupported(
-            format!("{field}.{kind}"),
-            format!(
-                "{kind} volumes are not supported by Azure Container Instances (emptyDir, secret, configMap, projected, downwardAPI, azureFile, gitRepo are)"
-            ),
-        ));
+        // Every other kind is refused before (Feature::HostPathVolume, ::OtherVolume, ...).
+        return Err(unsupported(field, VOLUME_TYPES));
     }
     Ok(body)
 }
@@ -759,40 +707,6 @@ fn azure_file(
     })
 }
 
-fn volume_kind(v: &Volume) -> &'static str {
-    let value = serde_json::to_value(v).unwrap_or_default();
-    let kinds = [
-        "hostPath",
-        "persistentVolumeClaim",
-        "downwardAPI",
-        "ephemeral",
-        "csi",
-        "nfs",
-        "image",
-        "azureDisk",
-        "awsElasticBlockStore",
-        "gcePersistentDisk",
-        "iscsi",
-        "cephfs",
-        "cinder",
-        "fc",
-        "flexVolume",
-        "flocker",
-        "glusterfs",
-        "photonPersistentDisk",
-        "portworxVolume",
-        "quobyte",
-        "rbd",
-        "scaleIO",
-        "storageos",
-        "vsphereVolume",
-    ];
-    kinds
-        .into_iter()
-        .find(|k| value.get(*k).is_some())
-        .unwrap_or("unknown")
-}
-
 fn mounts(
     field: &str,
     c: &Container,
@@ -804,15 +718,8 @@ fn mounts(
         .iter()
         .enumerate()
         .map(|(i, m)| {
+            // subPath is refused before (Feature::SubPath).
             let f = format!("{field}.volumeMounts[{i}]");
-            if m.sub_path.as_ref().is_some_and(|s| !s.is_empty())
-                || m.sub_path_expr.as_ref().is_some_and(|s| !s.is_empty())
-            {
-                return Err(unsupported(
-                    format!("{f}.subPath"),
-                    "ACI mounts whole volumes only",
-                ));
-            }
             if m.mount_path.contains(':') {
                 return Err(invalid(
                     format!("{f}.mountPath"),
@@ -1026,6 +933,25 @@ mod tests {
         assert!(translated >= 4, "{translated}");
     }
 
+    #[test]
+    fn every_field_feature_aci_lacks_is_refused_naming_it_and_the_others_translate() {
+        let translated = crate::provider::kit::corpus::check_features(ProviderKind::Aci, |w| {
+            translate(w, &settings(), "2026-12-06T00:00:00Z")
+        });
+        assert_eq!(
+            translated,
+            [
+                Feature::SecretVolume,
+                Feature::ConfigMapVolume,
+                Feature::ProjectedVolume,
+                Feature::DownwardApiVolume,
+                Feature::AzureFileVolume,
+                Feature::GitRepoVolume,
+                Feature::MemoryEmptyDir,
+            ]
+        );
+    }
+
     fn settings() -> Settings {
         crate::provider::aci::settings::for_tests()
     }
@@ -1125,8 +1051,10 @@ mod tests {
             "Always",
         ));
         assert!(
-            matches!(&e, TranslateError::Unsupported { field, reason }
-                if field == "spec.initContainers[1] (migrate)" && reason.contains("sidecar proxy")),
+            matches!(&e, TranslateError::Elsewhere { field, reason }
+                if field == "spec.initContainers[migrate]"
+                    && reason.contains("after every init container")
+                    && reason.ends_with("fargate, cluster can")),
             "{e:?}"
         );
     }
@@ -1309,13 +1237,16 @@ mod tests {
     }
 
     #[test]
-    fn args_without_command_need_the_entrypoint_annotation() {
+    fn args_without_command_need_the_entrypoint_annotation_else_the_pod_goes_elsewhere() {
         let mut c = container("app");
         c.args = Some(vec!["--port".into(), "8080".into()]);
         let mut spec = one(c);
         let e = err(&spec);
         assert!(
-            matches!(&e, TranslateError::Unsupported { field, reason } if field == "spec.containers[0] (app).args" && reason.contains("aci.burstgate.io/entrypoint.app")),
+            matches!(&e, TranslateError::Elsewhere { field, reason }
+                if field == "spec.containers[app].args"
+                    && reason.contains("aci.burstgate.io/entrypoint.<container>")
+                    && reason.ends_with("fargate, cluster can")),
             "{e}"
         );
         spec.pod.metadata.annotations = Some(

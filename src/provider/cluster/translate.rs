@@ -26,9 +26,11 @@
 //! `fieldRef`, so the shadow pod's kubelet fills in the true values. Registry credentials become
 //! a `kubernetes.io/dockerconfigjson` Secret `<id>-registry`.
 //!
-//! Refused before any call (`PodRejection::Unsupported`): hostNetwork/PID/IPC,
-//! privileged containers, hostPorts, volumes other than emptyDir, secret, configMap, projected
-//! and downwardAPI (hostPath and PersistentVolumeClaims live on the virtual pod's side).
+//! Refused before any call, from the features the cluster does not declare (`kit::declared`,
+//! worded by `why_not`): hostNetwork/PID/IPC, privileged containers, hostPorts, block devices,
+//! volumes other than emptyDir, secret, configMap, projected and downwardAPI (hostPath and
+//! PersistentVolumeClaims live on the virtual pod's side; azureFile, gitRepo and the rest are
+//! not mounted): `Elsewhere` when another provider runs the feature, else `Unsupported`.
 //! `PodRejection::Unresolved`: the pod references a Secret or ConfigMap the
 //! controller did not resolve.
 
@@ -284,6 +286,15 @@ fn why_not(feature: Feature, spec: &WorkloadSpec) -> Option<String> {
         Feature::Privileged => "privileged containers do not run on cluster targets".into(),
         Feature::HostPathVolume => unsupported_volume_reason("hostPath", spec),
         Feature::PersistentVolumeClaim => unsupported_volume_reason("persistentVolumeClaim", spec),
+        Feature::AzureFileVolume => unsupported_volume_reason("azureFile", spec),
+        Feature::GitRepoVolume => unsupported_volume_reason("gitRepo", spec),
+        Feature::OtherVolume => format!(
+            "cluster targets mount {} volumes only",
+            SUPPORTED_VOLUMES.join(", ")
+        ),
+        Feature::VolumeDevice => {
+            "a block device comes from a claim, and claims live on the virtual pod's side".into()
+        }
         Feature::ServiceAccountToken => {
             "a shadow pod never runs as the virtual pod's service account".into()
         }
@@ -687,6 +698,27 @@ mod tests {
         let translated =
             crate::provider::kit::corpus::check(ProviderKind::Cluster, |w| translate(w, "shadow"));
         assert!(translated >= 5, "{translated}");
+    }
+
+    #[test]
+    fn every_field_feature_the_cluster_lacks_is_refused_naming_it_and_the_others_translate() {
+        let translated = crate::provider::kit::corpus::check_features(ProviderKind::Cluster, |w| {
+            translate(w, "shadow")
+        });
+        let refused: Vec<Feature> = crate::provider::kit::corpus::feature_pods()
+            .into_iter()
+            .map(|(f, _)| f)
+            .filter(|f| !translated.contains(f))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                Feature::VolumeDevice,
+                Feature::AzureFileVolume,
+                Feature::GitRepoVolume,
+                Feature::OtherVolume,
+            ]
+        );
     }
 
     const NODE_NAME: &str = "burstgate";

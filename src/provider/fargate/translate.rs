@@ -7,6 +7,12 @@
 //! family and a changed pod gets another. A pod with secret env or registry credentials references
 //! its own secrets (by ARN), so its definition is its own.
 //!
+//! Refused first, from the features Fargate does not declare (`kit::declared`, worded by
+//! `why_not`): host namespaces and ports, privileged containers, capabilities other than
+//! SYS_PTRACE, subPath, SCTP ports, tmpfs and every volume kind but emptyDir (the automatic
+//! token volume is left out, declared as ignored, as are lifecycle hooks, sysctls and
+//! hostAliases, which a task definition has no place for). GPUs and sizes are refused below.
+//!
 //! Probes: a container's exec liveness or readiness probe becomes its ECS `healthCheck`
 //! (`["CMD", ...]`, or `["CMD-SHELL", script]` for `sh -c script`), its timings clamped to the
 //! ranges ECS accepts ([`HEALTH_INTERVAL`], [`HEALTH_TIMEOUT`], [`HEALTH_RETRIES`],
@@ -339,7 +345,29 @@ fn why_not(feature: Feature) -> Option<String> {
         Feature::ServiceAccountToken => {
             "Fargate tasks mount no files, so a service-account token volume cannot be given".into()
         }
-        Feature::ExecProbe | Feature::AutomaticToken => return None,
+        Feature::SecretVolume
+        | Feature::ConfigMapVolume
+        | Feature::ProjectedVolume
+        | Feature::DownwardApiVolume => "Fargate has no secret, configMap, projected or downwardAPI volume type; use env vars (secret env becomes a Secrets Manager reference) instead".into(),
+        Feature::AzureFileVolume
+        | Feature::GitRepoVolume
+        | Feature::OtherVolume
+        | Feature::VolumeDevice => "Fargate tasks mount emptyDir volumes only".into(),
+        Feature::MemoryEmptyDir => "Fargate has no tmpfs volumes (medium: Memory)".into(),
+        Feature::AddedCapability => "Fargate only allows adding SYS_PTRACE".into(),
+        Feature::SubPath => "ECS mount points have no subPath".into(),
+        Feature::SctpPort => "ECS maps only TCP and UDP ports".into(),
+        Feature::HttpGetProbeHost => format!("{NO_COMMAND} an httpGet probe"),
+        Feature::ExecProbe
+        | Feature::AutomaticToken
+        | Feature::SysPtrace
+        | Feature::WorkingDir
+        | Feature::ArgsWithoutEntrypoint
+        | Feature::LifecycleHook
+        | Feature::Sysctls
+        | Feature::HostAliases
+        | Feature::InitContainerPort
+        | Feature::InitContainerAfterSidecar => return None,
     })
 }
 
@@ -465,20 +493,8 @@ fn checked_container(slot: &Slot<'_>) -> Result<String, TranslateError> {
         .clone()
         .filter(|i| !i.is_empty())
         .ok_or_else(|| invalid(slot.field("image"), "no image"))?;
-    // Privileged containers are refused before, by the kit's `refusal` (see `why_not`).
-    if let Some(sc) = &c.security_context {
-        if sc
-            .capabilities
-            .as_ref()
-            .and_then(|c| c.add.as_ref())
-            .is_some_and(|a| a.iter().any(|a| a != "SYS_PTRACE"))
-        {
-            return Err(unsupported(
-                slot.field("securityContext.capabilities.add"),
-                "Fargate only allows adding SYS_PTRACE",
-            ));
-        }
-    }
+    // Privileged containers and capabilities other than SYS_PTRACE are refused before, by the
+    // kit's `refusal` (see `why_not`).
     if let Some(limits) = c.resources.as_ref().and_then(|r| r.limits.as_ref()) {
         if let Some(gpu) = limits.keys().find(|k| k.contains("gpu")) {
             return Err(unsupported(
@@ -604,14 +620,7 @@ fn mount_points(
                 "no such volume",
             ));
         }
-        if m.sub_path.as_deref().is_some_and(|s| !s.is_empty())
-            || m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty())
-        {
-            return Err(unsupported(
-                slot.field(&format!("volumeMounts[{}].subPath", m.name)),
-                "ECS mount points have no subPath",
-            ));
-        }
+        // subPath is refused before (Feature::SubPath).
         out.push((
             m.name.clone(),
             m.mount_path.clone(),
@@ -626,10 +635,11 @@ fn port_mappings(slot: &Slot<'_>) -> Result<Vec<(i32, String)>, TranslateError> 
     let mut out = Vec::new();
     for p in slot.c.ports.as_deref().unwrap_or_default() {
         let protocol = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
+        // SCTP is refused before (Feature::SctpPort); nothing else is a Kubernetes protocol.
         if protocol != "tcp" && protocol != "udp" {
-            return Err(unsupported(
+            return Err(invalid(
                 slot.field(&format!("ports[{}].protocol", p.container_port)),
-                format!("ECS maps only TCP and UDP, not {protocol}"),
+                format!("{protocol} is not a port protocol"),
             ));
         }
         out.push((p.container_port, protocol));
@@ -784,43 +794,21 @@ fn exec_check(field: &str, p: &Probe) -> Result<HealthCheckDef, TranslateError> 
 
 /// emptyDir volumes become task volumes (Fargate ephemeral storage); the automatic token volume
 /// admission adds (`kube-api-access-*`) is left out (tasks mount no files; declared as ignored,
-/// so the placement Event says so); everything else is refused. Returns (task volumes, skipped volumes).
+/// so the placement Event says so); every other kind, and a tmpfs, is refused before by the
+/// kit's `refusal` (declared features). Returns (task volumes, skipped volumes).
 fn volumes(volumes: &[Volume]) -> Result<(BTreeSet<String>, BTreeSet<String>), TranslateError> {
     let mut task = BTreeSet::new();
     let mut skipped = BTreeSet::new();
     for v in volumes {
-        let field = format!("spec.volumes[{}]", v.name);
-        if let Some(dir) = &v.empty_dir {
-            if dir.medium.as_deref() == Some("Memory") {
-                return Err(unsupported(
-                    field + ".emptyDir.medium",
-                    "Fargate has no tmpfs volumes (medium: Memory)",
-                ));
-            }
+        if v.empty_dir.is_some() {
             task.insert(v.name.clone());
         } else if is_automatic_token(v) {
             // Declared as ignored (kit::declared): the placement Event says it is left out.
             skipped.insert(v.name.clone());
-        } else if v.secret.is_some()
-            || v.config_map.is_some()
-            || v.projected.is_some()
-            || v.downward_api.is_some()
-        {
-            return Err(unsupported(
-                field,
-                "Fargate has no secret, configMap, projected or downwardAPI volume type; use env vars (secret env becomes a Secrets Manager reference) instead",
-            ));
         } else {
-            let kind = serde_json::to_value(v)
-                .ok()
-                .and_then(|j| {
-                    j.as_object()
-                        .and_then(|o| o.keys().find(|k| *k != "name").cloned())
-                })
-                .unwrap_or_else(|| "unknown".into());
             return Err(unsupported(
-                field,
-                format!("Fargate cannot mount {kind} volumes; only emptyDir"),
+                format!("spec.volumes[{}]", v.name),
+                "Fargate tasks mount emptyDir volumes only",
             ));
         }
     }
@@ -934,8 +922,8 @@ mod tests {
     use super::*;
     use crate::policy::sizing::Size;
     use crate::provider::ProviderError;
+    use crate::provider::TargetRejection;
     use crate::provider::contract::{EnvVar, Owner, RegistryCredential, Resolved};
-    use crate::provider::{PodRejection, TargetRejection};
     use k8s_openapi::api::core::v1::{
         ConfigMapVolumeSource, EmptyDirVolumeSource, ExecAction, GRPCAction, HTTPGetAction,
         HostPathVolumeSource, Pod, PodSpec, ProjectedVolumeSource, ResourceRequirements,
@@ -964,6 +952,28 @@ mod tests {
                 plan(w, &settings())
             });
         assert!(translated >= 2, "{translated}");
+    }
+
+    #[test]
+    fn every_field_feature_fargate_lacks_is_refused_naming_it_and_the_others_translate() {
+        use crate::provider::kit::Feature;
+        let translated = crate::provider::kit::corpus::check_features(
+            crate::policy::model::ProviderKind::Fargate,
+            |w| plan(w, &settings()),
+        );
+        assert_eq!(
+            translated,
+            [
+                Feature::SysPtrace,
+                Feature::WorkingDir,
+                Feature::ArgsWithoutEntrypoint,
+                Feature::LifecycleHook,
+                Feature::Sysctls,
+                Feature::HostAliases,
+                Feature::InitContainerPort,
+                Feature::InitContainerAfterSidecar,
+            ]
+        );
     }
 
     fn settings() -> Settings {
@@ -1207,7 +1217,7 @@ mod tests {
     }
 
     #[test]
-    fn a_config_map_volume_is_refused_as_unsupported_before_any_call() {
+    fn a_config_map_volume_is_refused_for_this_target_before_any_call_so_the_pod_goes_elsewhere() {
         let mut pod = one(container("app", "nginx"));
         pod.volumes = Some(vec![Volume {
             name: "cfg".into(),
@@ -1221,7 +1231,8 @@ mod tests {
             .unwrap_err()
             .into();
         assert!(
-            matches!(&err, ProviderError::Pod(PodRejection::Unsupported { field, .. }) if field.contains("spec.volumes[cfg]")),
+            matches!(&err, ProviderError::Target(TargetRejection::Unsupported { field, reason })
+                if field == "spec.volumes[cfg].configMap" && reason.ends_with("aci, cluster can")),
             "{err:?}"
         );
     }

@@ -13,7 +13,7 @@ use secrecy::{SecretBox, SecretString};
 use crate::policy::model::ProviderKind;
 use crate::policy::sizing::Size;
 use crate::provider::contract::{EnvValue, EnvVar, Owner, Resolved, VolumeFile, WorkloadSpec};
-use crate::provider::kit::{TranslateError, declared, pod_features};
+use crate::provider::kit::{Feature, TranslateError, declared, pod_features};
 
 /// The fixture pods, by file name.
 const FIXTURES: [(&str, &str); 8] = [
@@ -137,6 +137,9 @@ fn resolved(pod: &Pod) -> Resolved {
             paths.extend(d.items.iter().flatten().map(|i| i.path.clone()));
         } else if v.secret.is_some() || v.config_map.is_some() {
             paths.push("key".into());
+        } else if v.azure_file.is_some() {
+            paths.push("azurestorageaccountname".into());
+            paths.push("azurestorageaccountkey".into());
         } else {
             continue;
         }
@@ -174,6 +177,175 @@ pub(crate) fn check<T>(
                     other => panic!("{kind}: {name} refused for {u} with {other:?}"),
                 };
                 assert_eq!(field, u.field, "{kind}: {name}");
+            }
+        }
+    }
+    translated
+}
+
+/// One pod per feature of the pod spec that a translator used to refuse in its own words (host
+/// namespaces, probe kinds and tokens have theirs above): each uses that feature alone, but an
+/// httpGet probe of another host is an httpGet probe too, and an init container after a sidecar
+/// comes with the sidecar.
+pub(crate) fn feature_pods() -> Vec<(Feature, Pod)> {
+    let pod = |spec: serde_json::Value| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "feature-pod"},
+            "spec": spec
+        }))
+        .unwrap()
+    };
+    let app = |extra: serde_json::Value| {
+        let mut c = serde_json::json!({"name": "app", "image": "i"});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        c
+    };
+    let with = |feature, spec: serde_json::Value| (feature, pod(spec));
+    let container = |feature, extra| with(feature, serde_json::json!({"containers": [app(extra)]}));
+    let volume = |feature, v: serde_json::Value| {
+        let mut v = v;
+        v["name"] = "data".into();
+        with(
+            feature,
+            serde_json::json!({"containers": [app(serde_json::json!({}))], "volumes": [v]}),
+        )
+    };
+    vec![
+        container(
+            Feature::AddedCapability,
+            serde_json::json!({"securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}),
+        ),
+        container(
+            Feature::SysPtrace,
+            serde_json::json!({"securityContext": {"capabilities": {"add": ["SYS_PTRACE"]}}}),
+        ),
+        container(
+            Feature::WorkingDir,
+            serde_json::json!({"workingDir": "/srv"}),
+        ),
+        container(
+            Feature::ArgsWithoutEntrypoint,
+            serde_json::json!({"args": ["--port", "8080"]}),
+        ),
+        container(
+            Feature::LifecycleHook,
+            serde_json::json!({"lifecycle": {"preStop": {"exec": {"command": ["drain"]}}}}),
+        ),
+        container(
+            Feature::SubPath,
+            serde_json::json!({"volumeMounts": [{"name": "cfg", "mountPath": "/c", "subPath": "a"}]}),
+        ),
+        container(
+            Feature::VolumeDevice,
+            serde_json::json!({"volumeDevices": [{"name": "blk", "devicePath": "/dev/xvda"}]}),
+        ),
+        container(
+            Feature::SctpPort,
+            serde_json::json!({"ports": [{"containerPort": 9, "protocol": "SCTP"}]}),
+        ),
+        container(
+            Feature::HttpGetProbeHost,
+            serde_json::json!({"readinessProbe": {"httpGet": {"port": 80, "host": "example.com"}}}),
+        ),
+        with(
+            Feature::Sysctls,
+            serde_json::json!({"securityContext": {"sysctls": [{"name": "net.core.somaxconn", "value": "1024"}]},
+                "containers": [app(serde_json::json!({}))]}),
+        ),
+        with(
+            Feature::HostAliases,
+            serde_json::json!({"hostAliases": [{"ip": "10.0.0.1", "hostnames": ["db"]}],
+                "containers": [app(serde_json::json!({}))]}),
+        ),
+        with(
+            Feature::InitContainerPort,
+            serde_json::json!({"initContainers": [{"name": "init", "image": "i",
+                "ports": [{"containerPort": 8080}]}],
+                "containers": [app(serde_json::json!({}))]}),
+        ),
+        with(
+            Feature::InitContainerAfterSidecar,
+            serde_json::json!({"initContainers": [
+                {"name": "proxy", "image": "i", "restartPolicy": "Always"},
+                {"name": "late", "image": "i"}],
+                "containers": [app(serde_json::json!({}))]}),
+        ),
+        volume(
+            Feature::SecretVolume,
+            serde_json::json!({"secret": {"secretName": "s"}}),
+        ),
+        volume(
+            Feature::ConfigMapVolume,
+            serde_json::json!({"configMap": {"name": "c"}}),
+        ),
+        volume(
+            Feature::ProjectedVolume,
+            serde_json::json!({"projected": {"sources": [{"configMap": {"name": "c"}}]}}),
+        ),
+        volume(
+            Feature::DownwardApiVolume,
+            serde_json::json!({"downwardAPI": {"items": [{"path": "labels",
+                "fieldRef": {"fieldPath": "metadata.labels"}}]}}),
+        ),
+        volume(
+            Feature::AzureFileVolume,
+            serde_json::json!({"azureFile": {"secretName": "s", "shareName": "share"}}),
+        ),
+        volume(
+            Feature::GitRepoVolume,
+            serde_json::json!({"gitRepo": {"repository": "https://example.com/r.git"}}),
+        ),
+        volume(
+            Feature::MemoryEmptyDir,
+            serde_json::json!({"emptyDir": {"medium": "Memory"}}),
+        ),
+        volume(
+            Feature::OtherVolume,
+            serde_json::json!({"csi": {"driver": "secrets-store.csi.k8s.io"}}),
+        ),
+    ]
+}
+
+/// Runs `translate` (an adapter's, `kind`'s) on every [`feature_pods`] pod: it refuses naming
+/// the first feature `kind` does not declare (for this target only when another provider runs
+/// it), and otherwise translates. Returns the features whose pods translated.
+pub(crate) fn check_features<T>(
+    kind: ProviderKind,
+    translate: impl Fn(&WorkloadSpec) -> Result<T, TranslateError>,
+) -> Vec<Feature> {
+    let caps = declared(kind);
+    let mut translated = Vec::new();
+    for (feature, pod) in feature_pods() {
+        let uses = pod_features(&pod);
+        let missing = caps.missing(&uses);
+        let w = workload(pod);
+        match (translate(&w), missing.first()) {
+            (Ok(_), None) => translated.push(feature),
+            (Ok(_), Some(u)) => panic!("{kind}: the {feature:?} pod translated without {u}"),
+            (Err(e), None) => {
+                panic!("{kind}: the {feature:?} pod uses nothing {kind} lacks: {e:?}")
+            }
+            (Err(e), Some(u)) => {
+                let others = [
+                    ProviderKind::Aci,
+                    ProviderKind::Fargate,
+                    ProviderKind::Cluster,
+                ]
+                .into_iter()
+                .any(|k| k != kind && declared(k).runs(u.feature));
+                match &e {
+                    TranslateError::Elsewhere { field, reason } if others => {
+                        assert_eq!(field, &u.field, "{kind}: {feature:?}");
+                        assert!(reason.ends_with(" can"), "{kind}: {feature:?}: {reason}");
+                    }
+                    TranslateError::Unsupported { field, reason } if !others => {
+                        assert_eq!(field, &u.field, "{kind}: {feature:?}");
+                        assert!(reason.contains(u.feature.as_str()), "{kind}: {reason}");
+                    }
+                    other => panic!("{kind}: the {feature:?} pod refused with {other:?}"),
+                }
             }
         }
     }

@@ -51,11 +51,63 @@ pub enum Feature {
     /// A `serviceAccountToken` projection the pod declares itself (an audience of its own, a
     /// path of its own): it asked for that token, so a target that cannot mount it refuses.
     ServiceAccountToken,
+    /// A Linux capability added to a container other than `SYS_PTRACE`
+    /// (`securityContext.capabilities.add`).
+    AddedCapability,
+    /// `SYS_PTRACE` added to a container's capabilities (the one Fargate allows).
+    SysPtrace,
+    /// A container's `workingDir`.
+    WorkingDir,
+    /// A container's `lifecycle` hooks (postStart, preStop).
+    LifecycleHook,
+    /// A volume mount with `subPath` or `subPathExpr`.
+    SubPath,
+    /// A container's `volumeDevices` (a raw block device).
+    VolumeDevice,
+    /// A container port with protocol SCTP.
+    SctpPort,
+    /// `spec.securityContext.sysctls`.
+    Sysctls,
+    /// `spec.hostAliases` (extra /etc/hosts entries).
+    HostAliases,
+    /// A liveness or readiness httpGet probe with a `host` of its own (not the pod's IP).
+    HttpGetProbeHost,
+    /// A port on an init container that runs to completion.
+    InitContainerPort,
+    /// An init container that runs to completion, declared after a sidecar (it expects the
+    /// sidecar running).
+    InitContainerAfterSidecar,
+    /// A `secret` volume.
+    SecretVolume,
+    /// A `configMap` volume.
+    ConfigMapVolume,
+    /// A `projected` volume the pod declares (admission's token volume is
+    /// [`Feature::AutomaticToken`]; a token-only projection [`Feature::ServiceAccountToken`]).
+    ProjectedVolume,
+    /// A `downwardAPI` volume.
+    DownwardApiVolume,
+    /// An `azureFile` volume.
+    AzureFileVolume,
+    /// A `gitRepo` volume.
+    GitRepoVolume,
+    /// An `emptyDir` with `medium: Memory` (a tmpfs).
+    MemoryEmptyDir,
+    /// A volume of any other kind (csi, nfs, ephemeral, iscsi, ...).
+    OtherVolume,
+    /// A container with `args` but no `command`, whose image ENTRYPOINT the pod does not name
+    /// with the annotation [`ENTRYPOINT_ANNOTATION_PREFIX`]`<container>` (a provider that
+    /// takes one whole command line needs it).
+    ArgsWithoutEntrypoint,
 }
+
+/// Annotation prefix: `<prefix><container>` is the container image's ENTRYPOINT as a JSON array,
+/// for a container with `args` but no `command` on a provider that takes one whole command line
+/// (ACI).
+pub const ENTRYPOINT_ANNOTATION_PREFIX: &str = "aci.burstgate.io/entrypoint.";
 
 impl Feature {
     /// Every feature, in a stable order.
-    pub const ALL: [Feature; 17] = [
+    pub const ALL: [Feature; 38] = [
         Feature::HostNetwork,
         Feature::HostPid,
         Feature::HostIpc,
@@ -73,6 +125,48 @@ impl Feature {
         Feature::SidecarInEndingPod,
         Feature::AutomaticToken,
         Feature::ServiceAccountToken,
+        Feature::AddedCapability,
+        Feature::SysPtrace,
+        Feature::WorkingDir,
+        Feature::LifecycleHook,
+        Feature::SubPath,
+        Feature::VolumeDevice,
+        Feature::SctpPort,
+        Feature::Sysctls,
+        Feature::HostAliases,
+        Feature::HttpGetProbeHost,
+        Feature::InitContainerPort,
+        Feature::InitContainerAfterSidecar,
+        Feature::SecretVolume,
+        Feature::ConfigMapVolume,
+        Feature::ProjectedVolume,
+        Feature::DownwardApiVolume,
+        Feature::AzureFileVolume,
+        Feature::GitRepoVolume,
+        Feature::MemoryEmptyDir,
+        Feature::OtherVolume,
+        Feature::ArgsWithoutEntrypoint,
+    ];
+
+    /// What a shadow pod runs as the pod has it, beyond probes and sidecars: the container and
+    /// pod fields a kubelet honours and the volume kinds a cluster target mounts.
+    pub const KUBELET_FIELDS: [Feature; 16] = [
+        Feature::AddedCapability,
+        Feature::SysPtrace,
+        Feature::WorkingDir,
+        Feature::LifecycleHook,
+        Feature::SubPath,
+        Feature::SctpPort,
+        Feature::Sysctls,
+        Feature::HostAliases,
+        Feature::HttpGetProbeHost,
+        Feature::InitContainerPort,
+        Feature::InitContainerAfterSidecar,
+        Feature::SecretVolume,
+        Feature::ConfigMapVolume,
+        Feature::ProjectedVolume,
+        Feature::DownwardApiVolume,
+        Feature::ArgsWithoutEntrypoint,
     ];
 
     /// What runs on any real node but not on every cloud: every probe kind, startup probes,
@@ -108,16 +202,37 @@ impl Feature {
             Feature::SidecarInEndingPod => "sidecar in a pod with restartPolicy Never or OnFailure",
             Feature::AutomaticToken => "automatic service-account token",
             Feature::ServiceAccountToken => "service-account token volume",
+            Feature::AddedCapability => "added Linux capability",
+            Feature::SysPtrace => "added SYS_PTRACE capability",
+            Feature::WorkingDir => "workingDir",
+            Feature::LifecycleHook => "lifecycle hook",
+            Feature::SubPath => "subPath mount",
+            Feature::VolumeDevice => "volumeDevices block device",
+            Feature::SctpPort => "SCTP port",
+            Feature::Sysctls => "sysctls",
+            Feature::HostAliases => "hostAliases",
+            Feature::HttpGetProbeHost => "httpGet probe of another host",
+            Feature::InitContainerPort => "port on an init container",
+            Feature::InitContainerAfterSidecar => "init container declared after a sidecar",
+            Feature::SecretVolume => "secret volume",
+            Feature::ConfigMapVolume => "configMap volume",
+            Feature::ProjectedVolume => "projected volume",
+            Feature::DownwardApiVolume => "downwardAPI volume",
+            Feature::AzureFileVolume => "azureFile volume",
+            Feature::GitRepoVolume => "gitRepo volume",
+            Feature::MemoryEmptyDir => "emptyDir in memory (medium Memory)",
+            Feature::OtherVolume => "volume of another kind",
+            Feature::ArgsWithoutEntrypoint => "args without command or entrypoint annotation",
         }
     }
 
-    fn bit(self) -> u32 {
+    fn bit(self) -> u64 {
         1 << (self as u32)
     }
 }
 
 /// The bit set of `features` (a const loop: `Capabilities` are built in consts).
-const fn bits(features: &[Feature]) -> u32 {
+const fn bits(features: &[Feature]) -> u64 {
     let (mut out, mut i) = (0, 0);
     while i < features.len() {
         out |= 1 << (features[i] as u32);
@@ -151,8 +266,8 @@ impl std::fmt::Display for Use {
 /// Declared as data by each adapter's `capabilities()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Capabilities {
-    runs: u32,
-    ignores: u32,
+    runs: u64,
+    ignores: u64,
     /// Container logs.
     pub logs: bool,
     /// Exec into a container.
@@ -231,35 +346,70 @@ impl Capabilities {
 pub fn declared(kind: ProviderKind) -> Capabilities {
     use Feature::*;
     match kind {
-        // ACI probes are exec or httpGet, liveness and readiness only. Sidecars are containers
-        // of the group, started with the pod's; a group with restartPolicy Never or OnFailure
-        // ends only when every container has, so a sidecar would hold a Job's pod open. Tokens
-        // are files of a secret volume.
-        ProviderKind::Aci => Capabilities::NONE.running(&[
-            ExecProbe,
-            HttpGetProbe,
-            Sidecar,
-            AutomaticToken,
-            ServiceAccountToken,
-        ]),
+        // ACI probes are exec or httpGet (of the container itself), liveness and readiness only.
+        // Sidecars are containers of the group, started with the pod's after every init
+        // container; a group with restartPolicy Never or OnFailure ends only when every
+        // container has, so a sidecar would hold a Job's pod open. Tokens are files of a secret
+        // volume, as are secret, configMap, projected and downwardAPI volumes. A container group
+        // has no workingDir, hooks, subPath, block devices, SCTP, sysctls or hosts entries, adds
+        // no capability, and gives init containers no ports. An emptyDir is always on disk.
+        ProviderKind::Aci => Capabilities::NONE
+            .running(&[
+                ExecProbe,
+                HttpGetProbe,
+                Sidecar,
+                AutomaticToken,
+                ServiceAccountToken,
+                SecretVolume,
+                ConfigMapVolume,
+                ProjectedVolume,
+                DownwardApiVolume,
+                AzureFileVolume,
+                GitRepoVolume,
+            ])
+            .ignoring(&[MemoryEmptyDir]),
         // An ECS health check runs a command only. A task mounts no files: the automatic token
         // is left out (a pod that needs it says so with automountServiceAccountToken or an
-        // explicit token volume, which keeps it off Fargate).
+        // explicit token volume, which keeps it off Fargate), other file volumes are refused.
         // Sidecars are non-essential containers started beside the pod's (dependsOn START),
-        // stopped with the task when the pod's containers exit.
+        // stopped with the task when the pod's containers exit. Of the capabilities, Fargate
+        // adds SYS_PTRACE only; a task definition has a workingDir but no lifecycle hooks,
+        // sysctls or hosts entries (left out), and no subPath or tmpfs.
         ProviderKind::Fargate => Capabilities::NONE
-            .running(&[ExecProbe, Sidecar, SidecarInEndingPod])
-            .ignoring(&[AutomaticToken]),
+            .running(&[
+                ExecProbe,
+                Sidecar,
+                SidecarInEndingPod,
+                SysPtrace,
+                WorkingDir,
+                ArgsWithoutEntrypoint,
+                InitContainerPort,
+                InitContainerAfterSidecar,
+            ])
+            .ignoring(&[AutomaticToken, LifecycleHook, Sysctls, HostAliases]),
         // A shadow pod is a pod, but never runs as the virtual pod's identity
         // (provider/cluster/translate.rs): the automatic token is left out, an explicit one
-        // refused.
+        // refused. Volumes that name things of the virtual pod's side (claims, host paths,
+        // Azure shares, block devices) are refused.
         ProviderKind::Cluster => Capabilities::NONE
             .running(&Feature::PROBES_AND_SIDECARS)
+            .running(&Feature::KUBELET_FIELDS)
+            .running(&[MemoryEmptyDir])
             .ignoring(&[AutomaticToken]),
-        // The simulated cloud models lifecycles, not probes or files, and accepts them all.
+        // The simulated cloud models lifecycles, not probes, files or host access, and accepts
+        // every field but the host-level ones.
         ProviderKind::Sim => Capabilities::NONE
             .running(&Feature::PROBES_AND_SIDECARS)
-            .running(&[AutomaticToken, ServiceAccountToken]),
+            .running(&Feature::KUBELET_FIELDS)
+            .running(&[
+                AutomaticToken,
+                ServiceAccountToken,
+                VolumeDevice,
+                AzureFileVolume,
+                GitRepoVolume,
+                MemoryEmptyDir,
+                OtherVolume,
+            ]),
     }
 }
 
@@ -326,12 +476,35 @@ pub fn pod_features(pod: &Pod) -> Vec<Use> {
             out.push(feature, String::new(), field.to_string());
         }
     }
+    let sysctls = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.sysctls.as_ref());
+    if sysctls.is_some_and(|s| !s.is_empty()) {
+        let field = "spec.securityContext.sysctls".to_string();
+        out.push(Feature::Sysctls, String::new(), field);
+    }
+    if spec.host_aliases.as_ref().is_some_and(|h| !h.is_empty()) {
+        let field = "spec.hostAliases".to_string();
+        out.push(Feature::HostAliases, String::new(), field);
+    }
+    let mut after_sidecar = false;
     for c in spec.init_containers.iter().flatten() {
         let (at, base) = (
             format!("in init container {}", c.name),
             format!("spec.initContainers[{}]", c.name),
         );
         container_features(c, &at, &base, &mut out);
+        entrypoint_feature(pod, c, &at, &base, &mut out);
+        if c.restart_policy.as_deref() != Some("Always") {
+            if after_sidecar {
+                out.push(Feature::InitContainerAfterSidecar, at.clone(), base.clone());
+            }
+            if c.ports.as_ref().is_some_and(|p| !p.is_empty()) {
+                let field = format!("{base}.ports");
+                out.push(Feature::InitContainerPort, at.clone(), field);
+            }
+        }
         let probes = [
             ("livenessProbe", &c.liveness_probe),
             ("readinessProbe", &c.readiness_probe),
@@ -346,6 +519,7 @@ pub fn pod_features(pod: &Pod) -> Vec<Use> {
                 _ => Feature::Sidecar,
             };
             out.push(feature, at, format!("{base}.restartPolicy"));
+            after_sidecar = true;
         } else if let Some((which, _)) = probes.iter().find(|(_, p)| p.is_some()) {
             out.push(Feature::InitContainerProbe, at, format!("{base}.{which}"));
         }
@@ -356,6 +530,7 @@ pub fn pod_features(pod: &Pod) -> Vec<Use> {
             format!("spec.containers[{}]", c.name),
         );
         container_features(c, &at, &base, &mut out);
+        entrypoint_feature(pod, c, &at, &base, &mut out);
         probe_features(c, &at, &base, &mut out);
     }
     for v in spec.volumes.iter().flatten() {
@@ -383,8 +558,51 @@ pub fn pod_features(pod: &Pod) -> Vec<Use> {
             let field = format!("{base}.projected.sources[{i}].serviceAccountToken");
             out.push(feature, v.name.clone(), field);
         }
+        if let Some((feature, kind)) = volume_kind(v) {
+            out.push(feature, v.name.clone(), format!("{base}.{kind}"));
+        }
     }
     out.0
+}
+
+/// The optional feature `v`'s kind is, with the field naming the kind; `None` for kinds every
+/// provider mounts (a disk emptyDir), kinds found above (hostPath, claims) and the token
+/// volumes (admission's, or a projection of a token alone).
+fn volume_kind(v: &Volume) -> Option<(Feature, String)> {
+    let found = |feature: Feature, kind: &str| Some((feature, kind.to_string()));
+    if let Some(dir) = &v.empty_dir {
+        return (dir.medium.as_deref() == Some("Memory"))
+            .then(|| (Feature::MemoryEmptyDir, "emptyDir.medium".to_string()));
+    }
+    if let Some(p) = &v.projected {
+        let other_source = p
+            .sources
+            .iter()
+            .flatten()
+            .any(|s| s.service_account_token.is_none());
+        return (!is_automatic_token(v) && (other_source || token_source(v).is_none()))
+            .then(|| (Feature::ProjectedVolume, "projected".to_string()));
+    }
+    if v.host_path.is_some() || v.persistent_volume_claim.is_some() {
+        None
+    } else if v.secret.is_some() {
+        found(Feature::SecretVolume, "secret")
+    } else if v.config_map.is_some() {
+        found(Feature::ConfigMapVolume, "configMap")
+    } else if v.downward_api.is_some() {
+        found(Feature::DownwardApiVolume, "downwardAPI")
+    } else if v.azure_file.is_some() {
+        found(Feature::AzureFileVolume, "azureFile")
+    } else if v.git_repo.is_some() {
+        found(Feature::GitRepoVolume, "gitRepo")
+    } else {
+        let json = serde_json::to_value(v).unwrap_or_default();
+        let kind = json
+            .as_object()
+            .and_then(|o| o.keys().find(|k| *k != "name").cloned())
+            .unwrap_or_else(|| "unknown".into());
+        Some((Feature::OtherVolume, kind))
+    }
 }
 
 /// The index of `v`'s projected `serviceAccountToken` source, if it has one.
@@ -414,6 +632,21 @@ impl Uses {
     }
 }
 
+/// `args` without `command` and without the pod naming the image's ENTRYPOINT.
+fn entrypoint_feature(pod: &Pod, c: &Container, at: &str, base: &str, out: &mut Uses) {
+    let empty = |v: &Option<Vec<String>>| v.as_ref().is_none_or(|v| v.is_empty());
+    let key = format!("{ENTRYPOINT_ANNOTATION_PREFIX}{}", c.name);
+    let named = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(&key));
+    if empty(&c.command) && !empty(&c.args) && !named {
+        let field = format!("{base}.args");
+        out.push(Feature::ArgsWithoutEntrypoint, at.to_string(), field);
+    }
+}
+
 /// The probes of a container that is probed while it runs (an app container, a sidecar).
 fn probe_features(c: &Container, at: &str, base: &str, out: &mut Uses) {
     for (which, p) in [
@@ -422,6 +655,11 @@ fn probe_features(c: &Container, at: &str, base: &str, out: &mut Uses) {
     ] {
         if let Some((feature, kind)) = p.as_ref().and_then(probe_kind) {
             out.push(feature, at.to_string(), format!("{base}.{which}.{kind}"));
+        }
+        let host = p.as_ref().and_then(|p| p.http_get.as_ref()?.host.as_ref());
+        if host.is_some_and(|h| !h.is_empty()) {
+            let field = format!("{base}.{which}.httpGet.host");
+            out.push(Feature::HttpGetProbeHost, at.to_string(), field);
         }
     }
     if c.startup_probe.is_some() {
@@ -451,6 +689,43 @@ fn container_features(c: &Container, at: &str, base: &str, out: &mut Uses) {
             at.to_string(),
             format!("{base}.ports[].hostPort"),
         );
+    }
+    let added = c
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref()?.add.as_ref());
+    let field = format!("{base}.securityContext.capabilities.add");
+    for cap in added.into_iter().flatten() {
+        let feature = match cap.as_str() {
+            "SYS_PTRACE" => Feature::SysPtrace,
+            _ => Feature::AddedCapability,
+        };
+        out.push(feature, at.to_string(), field.clone());
+    }
+    if c.working_dir.as_ref().is_some_and(|d| !d.is_empty()) {
+        let field = format!("{base}.workingDir");
+        out.push(Feature::WorkingDir, at.to_string(), field);
+    }
+    if c.lifecycle.is_some() {
+        let field = format!("{base}.lifecycle");
+        out.push(Feature::LifecycleHook, at.to_string(), field);
+    }
+    for m in c.volume_mounts.iter().flatten() {
+        let sub = |s: &Option<String>| s.as_ref().is_some_and(|s| !s.is_empty());
+        if sub(&m.sub_path) || sub(&m.sub_path_expr) {
+            let field = format!("{base}.volumeMounts[{}].subPath", m.name);
+            out.push(Feature::SubPath, at.to_string(), field);
+        }
+    }
+    if c.volume_devices.as_ref().is_some_and(|d| !d.is_empty()) {
+        let field = format!("{base}.volumeDevices");
+        out.push(Feature::VolumeDevice, at.to_string(), field);
+    }
+    for p in c.ports.iter().flatten() {
+        if p.protocol.as_deref() == Some("SCTP") {
+            let field = format!("{base}.ports[{}].protocol", p.container_port);
+            out.push(Feature::SctpPort, at.to_string(), field);
+        }
     }
 }
 
@@ -644,7 +919,7 @@ mod tests {
             assert!(all.runs(f), "{f:?}");
             assert!(!Capabilities::NONE.running(&[]).runs(f));
         }
-        let bits: std::collections::BTreeSet<u32> = Feature::ALL.iter().map(|f| f.bit()).collect();
+        let bits: std::collections::BTreeSet<u64> = Feature::ALL.iter().map(|f| f.bit()).collect();
         assert_eq!(bits.len(), Feature::ALL.len());
     }
 
@@ -698,6 +973,146 @@ spec:
                         .into()
                 ])
             )]
+        );
+    }
+
+    use crate::provider::kit::corpus::feature_pods as one_pod_per_field_feature;
+
+    #[test]
+    fn each_field_feature_is_found_in_a_pod_that_uses_it_and_nothing_else_is() {
+        for (feature, p) in one_pod_per_field_feature() {
+            let found: Vec<Feature> = pod_features(&p).iter().map(|u| u.feature).collect();
+            // An httpGet probe of another host is an httpGet probe first; an init container
+            // after a sidecar needs the sidecar.
+            let expected = match feature {
+                Feature::HttpGetProbeHost => vec![Feature::HttpGetProbe, feature],
+                Feature::InitContainerAfterSidecar => vec![Feature::Sidecar, feature],
+                _ => vec![feature],
+            };
+            assert_eq!(found, expected, "{feature:?}");
+        }
+    }
+
+    /// The targets of a policy with one target per provider kind.
+    fn one_target_per_provider() -> Policy {
+        crate::policy::load::load_files(&[(
+            "p.yaml".into(),
+            r#"
+apiVersion: burstgate.io/v1alpha1
+kind: BurstPolicy
+spec:
+  targets:
+    - {name: aci, provider: aci, region: eastus}
+    - {name: fargate, provider: fargate, region: us-east-1}
+    - {name: local, provider: cluster, region: local}
+    - {name: sim, provider: sim, region: sim}
+"#
+            .into(),
+        )])
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pod_with_a_field_feature_is_excluded_from_exactly_the_targets_that_cannot_run_it() {
+        let policy = one_target_per_provider();
+        for (feature, p) in one_pod_per_field_feature() {
+            let words = pod_features(&p).last().unwrap().to_string();
+            let excluded: Vec<(ProviderKind, ExclusionReason)> =
+                exclusions(&policy, &p, |t| Some(declared(t.provider)))
+                    .into_iter()
+                    .map(|e| (policy.target(e.target).provider, e.reason))
+                    .collect();
+            let cannot: Vec<ProviderKind> = policy
+                .targets
+                .iter()
+                .map(|t| t.provider)
+                .filter(|k| !declared(*k).runs(feature) && !declared(*k).ignores(feature))
+                .collect();
+            assert_eq!(
+                excluded.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+                cannot,
+                "{feature:?}"
+            );
+            for (kind, reason) in &excluded {
+                let ExclusionReason::CannotRun(what) = reason else {
+                    panic!("{feature:?} on {kind}: {reason:?}");
+                };
+                assert!(what.contains(&words), "{feature:?} on {kind}: {what:?}");
+            }
+            assert!(
+                cannot.len() < policy.targets.len(),
+                "{feature:?}: some target runs it"
+            );
+            assert!(
+                cannot.contains(&ProviderKind::Aci) || cannot.contains(&ProviderKind::Fargate),
+                "{feature:?}: a translator refused it in its own words"
+            );
+        }
+    }
+
+    #[test]
+    fn every_field_feature_a_provider_lacks_is_refused_by_its_translation_naming_it() {
+        // The translators run `refusal` before anything else: per provider that lacks the
+        // feature, it names the field and says whether another provider runs it (the pod goes
+        // there) or none does (the pod fails).
+        let real = [
+            ProviderKind::Aci,
+            ProviderKind::Fargate,
+            ProviderKind::Cluster,
+        ];
+        for (feature, p) in one_pod_per_field_feature() {
+            let uses = pod_features(&p);
+            for kind in real {
+                let got = refusal(&p, kind, |_| None);
+                let Some(first) = declared(kind).missing(&uses).first().copied() else {
+                    assert_eq!(got, Ok(()), "{feature:?} on {kind}");
+                    continue;
+                };
+                let elsewhere = real
+                    .iter()
+                    .any(|k| *k != kind && declared(*k).runs(first.feature));
+                let (field, reason) = match got {
+                    Err(TranslateError::Elsewhere { field, reason }) if elsewhere => {
+                        (field, reason)
+                    }
+                    Err(TranslateError::Unsupported { field, reason }) if !elsewhere => {
+                        (field, reason)
+                    }
+                    other => panic!("{feature:?} on {kind}: {other:?}"),
+                };
+                assert_eq!(field, first.field, "{feature:?} on {kind}");
+                assert!(reason.contains(first.feature.as_str()), "{reason}");
+            }
+        }
+    }
+
+    #[test]
+    fn admissions_token_volume_is_not_a_projected_volume_of_the_pods_own() {
+        let p = pod(
+            serde_json::json!({"containers": [{"name": "app", "image": "i"}],
+            "volumes": [
+                {"name": "kube-api-access-x1", "projected": {"sources": [
+                    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                    {"configMap": {"name": "kube-root-ca.crt"}}]}},
+                {"name": "vault", "projected": {"sources": [
+                    {"serviceAccountToken": {"path": "token", "audience": "vault"}}]}},
+                {"name": "both", "projected": {"sources": [
+                    {"serviceAccountToken": {"path": "token", "audience": "x"}},
+                    {"configMap": {"name": "c"}}]}}
+            ]}),
+        );
+        let found: Vec<(Feature, String)> = pod_features(&p)
+            .into_iter()
+            .map(|u| (u.feature, u.at))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (Feature::AutomaticToken, "kube-api-access-x1".into()),
+                (Feature::ServiceAccountToken, "vault".into()),
+                (Feature::ServiceAccountToken, "both".into()),
+                (Feature::ProjectedVolume, "both".into()),
+            ]
         );
     }
 
