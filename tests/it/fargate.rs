@@ -41,7 +41,7 @@ use burstgate::provider::{
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ExecAction, HTTPGetAction, Pod, PodSpec, Probe, Volume,
+    Container, ExecAction, HTTPGetAction, HostPathVolumeSource, Pod, PodSpec, Probe, Volume,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -728,17 +728,19 @@ async fn an_unsupported_volume_is_refused_before_any_aws_call() {
     let env = env("bg-fargate-refuse", None).await;
     let uid = common::unique_name("uid");
     let mut spec = env.spec(&uid, env.owner(&uid, "cluster-a", "burstgate"), None);
+    // A hostPath volume no target runs: refused for the pod, wherever it would go. (A
+    // configMap volume, which ACI and the cluster run, is refused for this target only.)
     spec.pod.spec.as_mut().unwrap().volumes = Some(vec![Volume {
-        name: "config".into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: "app".into(),
+        name: "host".into(),
+        host_path: Some(HostPathVolumeSource {
+            path: "/var/log".into(),
             ..Default::default()
         }),
         ..Default::default()
     }]);
     let err = env.provider.create(&spec).await.unwrap_err();
     assert!(
-        matches!(&err, ProviderError::Pod(PodRejection::Unsupported { field, .. }) if field.contains("spec.volumes[config]")),
+        matches!(&err, ProviderError::Pod(PodRejection::Unsupported { field, .. }) if field.contains("spec.volumes[host]")),
         "{err:?}"
     );
     assert!(
