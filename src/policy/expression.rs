@@ -14,11 +14,42 @@ use crate::policy::pod::PodView;
 pub struct Expression {
     source: String,
     program: cel::Program,
-    /// Whether the expression may read `pod.labels` / `pod.annotations`: the maps are the
-    /// costly part of the `pod` variable (most of a decision's time when copied every
-    /// evaluation), so an expression that never names them gets a `pod` without them.
-    reads_labels: bool,
-    reads_annotations: bool,
+    /// The fields of `pod` the expression may read: building the `pod` variable is most of an
+    /// evaluation's time (the label and annotation maps above all), so an expression gets only
+    /// the fields it names.
+    reads: Reads,
+}
+
+/// Which fields of `pod` an expression may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reads {
+    namespace: bool,
+    name: bool,
+    labels: bool,
+    annotations: bool,
+    cpu: bool,
+    memory_gib: bool,
+    gpus: bool,
+}
+
+impl Reads {
+    /// The fields `source` names; every field when it uses `pod` other than as `pod.<field>`
+    /// (`pod["labels"]`, `size(pod)`, a macro over its keys, the word inside a string).
+    fn of(source: &str) -> Reads {
+        let whole = source
+            .match_indices("pod")
+            .any(|(i, _)| !source[i + 3..].starts_with('.'));
+        let names = |field: &str| whole || source.contains(field);
+        Reads {
+            namespace: names("namespace"),
+            name: names("name"),
+            labels: names("labels"),
+            annotations: names("annotations"),
+            cpu: names("cpu"),
+            memory_gib: names("memoryGiB"),
+            gpus: names("gpus"),
+        }
+    }
 }
 
 impl std::fmt::Debug for Expression {
@@ -31,16 +62,20 @@ impl std::fmt::Debug for Expression {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct CelPod<'a> {
-    namespace: &'a str,
-    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     labels: Option<&'a BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     annotations: Option<&'a BTreeMap<String, String>>,
-    cpu: f64,
-    #[serde(rename = "memoryGiB")]
-    memory_gib: f64,
-    gpus: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu: Option<f64>,
+    #[serde(rename = "memoryGiB", skip_serializing_if = "Option::is_none")]
+    memory_gib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gpus: Option<u64>,
 }
 
 impl Expression {
@@ -61,14 +96,8 @@ impl Expression {
                 unknown.join(", ")
             ));
         }
-        // `pod` used other than as `pod.<field>` (`pod["labels"]`, `size(pod)`, a macro over its
-        // keys, the word inside a string) may see every field.
-        let whole = source
-            .match_indices("pod")
-            .any(|(i, _)| !source[i + 3..].starts_with('.'));
         Ok(Expression {
-            reads_labels: whole || source.contains("labels"),
-            reads_annotations: whole || source.contains("annotations"),
+            reads: Reads::of(source),
             source: source.to_string(),
             program,
         })
@@ -81,14 +110,15 @@ impl Expression {
 
     /// Evaluates against a pod: `Ok(bool)`, or why it could not (treated as no match).
     pub fn eval(&self, pod: &PodView) -> Result<bool, String> {
+        let r = self.reads;
         let view = CelPod {
-            namespace: &pod.namespace,
-            name: &pod.name,
-            labels: self.reads_labels.then_some(&pod.labels),
-            annotations: self.reads_annotations.then_some(&pod.annotations),
-            cpu: pod.resources.vcpu(),
-            memory_gib: pod.resources.memory_gib(),
-            gpus: pod.resources.gpus as u64,
+            namespace: r.namespace.then_some(pod.namespace.as_str()),
+            name: r.name.then_some(pod.name.as_str()),
+            labels: r.labels.then_some(&pod.labels),
+            annotations: r.annotations.then_some(&pod.annotations),
+            cpu: r.cpu.then(|| pod.resources.vcpu()),
+            memory_gib: r.memory_gib.then(|| pod.resources.memory_gib()),
+            gpus: r.gpus.then_some(pod.resources.gpus as u64),
         };
         // The standard library is registered once per thread, not once per evaluation.
         thread_local! {
@@ -151,7 +181,8 @@ mod tests {
     #[test]
     fn an_expression_that_never_names_the_maps_evaluates_the_same_without_them() {
         let e = Expression::compile("pod.cpu >= 2.0 && pod.namespace == 'batch'").unwrap();
-        assert!(!e.reads_labels && !e.reads_annotations);
+        assert!(!e.reads.labels && !e.reads.annotations && !e.reads.gpus);
+        assert!(e.reads.cpu && e.reads.namespace);
         assert_eq!(e.eval(&pod()), Ok(true));
         // Any other use of `pod` sees the whole variable.
         for whole in [
@@ -160,11 +191,14 @@ mod tests {
             "'labels' in pod",
         ] {
             let e = Expression::compile(whole).unwrap();
-            assert!(e.reads_labels && e.reads_annotations, "{whole}");
+            assert!(
+                e.reads.labels && e.reads.annotations && e.reads.gpus,
+                "{whole}"
+            );
             assert_eq!(e.eval(&pod()), Ok(true), "{whole}");
         }
         let e = Expression::compile("pod.annotations.size() == 0").unwrap();
-        assert!(!e.reads_labels && e.reads_annotations);
+        assert!(!e.reads.labels && e.reads.annotations);
         assert_eq!(e.eval(&pod()), Ok(true));
     }
 
