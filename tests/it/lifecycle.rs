@@ -32,27 +32,7 @@ use crate::common::copies::{EcsTap, Lifetimes, described_tasks, task_pod_uid};
 use crate::common::gateway::{
     Gateway, NodeCleanup, aci_groups, aci_only, gateway_namespace, moto_env, node_ready,
 };
-use crate::common::{ecs_client, kube_admin, peers, unique_name};
-
-/// aws-sdk-ecs against the tap (so the tap sees the stops the test makes).
-fn ecs_via(url: &str) -> aws_sdk_ecs::Client {
-    use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};
-    let peers = peers();
-    let credentials = Credentials::new(
-        peers.get("ECS_ACCESS_KEY_ID"),
-        peers.get("ECS_SECRET_ACCESS_KEY"),
-        None,
-        None,
-        "burstgate-test-peers",
-    );
-    let config = aws_sdk_ecs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(peers.get("ECS_REGION").to_owned()))
-        .credentials_provider(credentials)
-        .endpoint_url(url)
-        .build();
-    aws_sdk_ecs::Client::from_conf(config)
-}
+use crate::common::{ecs_client, ecs_client_at, kube_admin, peers, unique_name};
 
 fn burst_pod(name: &str, node: &str, restart_policy: &str) -> Pod {
     serde_json::from_value(json!({
@@ -99,7 +79,8 @@ async fn a_fargate_pod_whose_task_stops_gets_a_new_task_after_a_back_off_and_sta
         .await
         .expect("CreateCluster on moto");
     let tap = EcsTap::start().await;
-    let stopper = ecs_via(&tap.url);
+    // Through the tap, so it sees the stops the test makes.
+    let stopper = ecs_client_at(&tap.url);
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

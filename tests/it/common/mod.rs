@@ -184,6 +184,11 @@ pub async fn create_namespace(admin: &kube::Client, ns: &str) {
 
 /// aws-sdk-ecs against moto, with up.sh's static credentials and region.
 pub fn ecs_client() -> aws_sdk_ecs::Client {
+    ecs_client_at(peers().get("ECS_ENDPOINT"))
+}
+
+/// The same client against `url` (a tap or proxy in front of moto).
+pub fn ecs_client_at(url: &str) -> aws_sdk_ecs::Client {
     use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};
     let peers = peers();
     let credentials = Credentials::new(
@@ -197,7 +202,7 @@ pub fn ecs_client() -> aws_sdk_ecs::Client {
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(peers.get("ECS_REGION").to_owned()))
         .credentials_provider(credentials)
-        .endpoint_url(peers.get("ECS_ENDPOINT"))
+        .endpoint_url(url)
         // moto's threaded server sometimes answers 500 when a DescribeTasks iterates a cluster's
         // tasks while a RunTask adds one ("dictionary changed size during iteration").
         .retry_config(aws_sdk_ecs::config::retry::RetryConfig::standard().with_max_attempts(5))
