@@ -461,13 +461,7 @@ impl Provider for ClusterProvider {
         container: &str,
         request: &ExecRequest,
     ) -> Result<ExecSession, ProviderError> {
-        let tty = request.tty.is_some();
-        let params = AttachParams::default()
-            .container(container)
-            .stdin(request.stdin)
-            .stdout(true)
-            .stderr(!tty)
-            .tty(tty);
+        let params = session_params(container, request);
         let (pods, params, command) = (&self.pods, &params, &request.command);
         // As in `exec`: only the connection goes through the layers.
         let process = self
@@ -493,13 +487,7 @@ impl Provider for ClusterProvider {
         container: &str,
         request: &ExecRequest,
     ) -> Result<ExecSession, ProviderError> {
-        let tty = request.tty.is_some();
-        let params = AttachParams::default()
-            .container(container)
-            .stdin(request.stdin)
-            .stdout(true)
-            .stderr(!tty)
-            .tty(tty);
+        let params = session_params(container, request);
         let (pods, params) = (&self.pods, &params);
         // As in `exec`: only the connection goes through the layers.
         let process = self
@@ -625,6 +613,18 @@ fn log_params(container: &str, opts: &LogOptions) -> LogParams {
         previous: opts.previous,
         ..Default::default()
     }
+}
+
+/// The `pods/exec` / `pods/attach` parameters of an interactive session: stdout always, stdin and
+/// a terminal as asked, stderr only without a terminal (a TTY merges it into stdout).
+fn session_params(container: &str, request: &ExecRequest) -> AttachParams {
+    let tty = request.tty.is_some();
+    AttachParams::default()
+        .container(container)
+        .stdin(request.stdin)
+        .stdout(true)
+        .stderr(!tty)
+        .tty(tty)
 }
 
 #[cfg(test)]
