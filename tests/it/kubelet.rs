@@ -1429,3 +1429,361 @@ async fn kubectl_port_forward_reaches_an_on_cluster_pods_shadow_through_the_apis
         .await;
     let _ = nodes.delete(&node_name, &DeleteParams::default()).await;
 }
+
+/// A pseudo-random payload of `len` bytes (xorshift), so that a relay that drops, repeats or
+/// reorders a chunk shows.
+fn payload(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// `kubectl port-forward pod/web LOCAL:80` in `ns` (`websockets`: kubectl's default, SPDY
+/// tunnelled in a WebSocket; else SPDY), then `connections` connections one after the other, each
+/// sending `data` to the pod's echo server while reading: what each got back, and kubectl's stderr.
+fn port_forward_echo(
+    ns: &str,
+    websockets: bool,
+    data: &[u8],
+    connections: usize,
+) -> (Vec<Vec<u8>>, String) {
+    use std::io::{Read as _, Write as _};
+    let local = free_port();
+    let mut child = Command::new(peers().path("KUBECTL"))
+        .arg("--kubeconfig")
+        .arg(peers().path("KUBECONFIG_ADMIN"))
+        .args(["-n", ns, "port-forward", "pod/web", &format!("{local}:80")])
+        .env(
+            "KUBECTL_PORT_FORWARD_WEBSOCKETS",
+            if websockets { "true" } else { "false" },
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let listening = rx
+        .recv_timeout(Duration::from_secs(20))
+        .is_ok_and(|l| l.contains("Forwarding from"));
+    let mut got = Vec::new();
+    for _ in 0..connections {
+        if !listening {
+            break;
+        }
+        let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", local)) else {
+            break;
+        };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(20)));
+        let mut writer = conn.try_clone().unwrap();
+        let out = data.to_vec();
+        let sender = std::thread::spawn(move || writer.write_all(&out));
+        let mut back = vec![0u8; data.len()];
+        let mut filled = 0;
+        while filled < back.len() {
+            match conn.read(&mut back[filled..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => filled += n,
+            }
+        }
+        back.truncate(filled);
+        let _ = sender.join();
+        got.push(back);
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    (got, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `kubectl exec` in `ns` over `transport` with `input` on its stdin, which then stays open until
+/// kubectl ends: exit code, stdout, stderr. Not closed, because the gateway reaches the shadow
+/// pod's cluster over a WebSocket, and a 1.20 cluster speaks only v4.channel.k8s.io, which has no
+/// way to close stdin alone: kube-rs then closes the whole connection, and the command's last
+/// output and exit status are lost (reported in issue 12's notes).
+fn exec_holding_stdin(
+    transport: Transport,
+    ns: &str,
+    args: &[&str],
+    input: &[u8],
+) -> (i32, String, String) {
+    use std::io::Write as _;
+    let websockets = if transport == Transport::Spdy {
+        "false"
+    } else {
+        "true"
+    };
+    let mut child = Command::new(peers().path("KUBECTL"))
+        .arg("--kubeconfig")
+        .arg(peers().path("KUBECONFIG_ADMIN"))
+        .args(["-n", ns])
+        .args(args)
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    let mut pipe = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+        std::thread::sleep(WAIT);
+    });
+    let out = child.wait_with_output().expect("kubectl ends");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `kubectl attach -i web` in `ns` over `transport`, typing `line`: whether the container's echo of
+/// it (`attached: LINE`) comes back on kubectl's stdout within 30 s, and every line seen.
+fn attach_and_type(transport: Transport, ns: &str, line: &str) -> (bool, Vec<String>) {
+    use std::io::Write as _;
+    let websockets = if transport == Transport::Spdy {
+        "false"
+    } else {
+        "true"
+    };
+    let mut child = Command::new(peers().path("KUBECTL"))
+        .arg("--kubeconfig")
+        .arg(peers().path("KUBECONFIG_ADMIN"))
+        .args(["-n", ns, "attach", "-i", "web"])
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let typed = format!("{line}\n");
+    // Typed once the session runs, and stdin left open: kubectl would end the session on EOF.
+    let typist = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = stdin.write_all(typed.as_bytes());
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let want = format!("attached: {line}");
+    let mut seen = Vec::new();
+    let echoed = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) => {
+                let done = l == want;
+                seen.push(l);
+                if done {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(typist);
+    (echoed, seen)
+}
+
+#[tokio::test]
+async fn an_on_cluster_pod_on_a_real_kubelet_serves_logs_exec_attach_and_port_forward_through_kubectl()
+ {
+    let client = kube_admin().await;
+    let ns = unique_name("kubelet-real");
+    crate::common::create_namespace(&client, &ns).await;
+    let shadow_ns = unique_name("kubelet-shadow");
+    crate::common::create_namespace(&client, &shadow_ns).await;
+    let gw = Gateway::start_with(&ns, &cluster_policy(&shadow_ns), |_| {});
+    let (test_node, image) = (
+        peers().get("KUBE_TEST_NODE").to_string(),
+        peers().get("KUBE_TEST_NODE_IMAGE"),
+    );
+    // The virtual pod tolerates the test node's taint; its shadow keeps that toleration (only
+    // the virtual-kubelet ones go), so the scheduler puts the shadow on the real node. The
+    // container echoes TCP port 80 back, and each line of its stdin to its stdout.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let web: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"nodeName": gw.node, "automountServiceAccountToken": false, "terminationGracePeriodSeconds": 1,
+                 "tolerations": [{"key": peers().get("KUBE_TEST_NODE_TAINT"), "operator": "Exists", "effect": "NoSchedule"}],
+                 "containers": [{"name": "app", "image": image, "imagePullPolicy": "Never", "stdin": true,
+                                 "command": ["sh", "-c", "echo started on $(hostname); nc -ll -p 80 -e cat & while read -r l; do echo \"attached: $l\"; done; sleep 3600"],
+                                 "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}}}]}
+    }))
+    .unwrap();
+    let web = pods.create(&PostParams::default(), &web).await.unwrap();
+    let shadow_name = format!("bg-{}", web.metadata.uid.as_deref().unwrap());
+    let shadows: Api<Pod> = Api::namespaced(client.clone(), &shadow_ns);
+    let shadow = eventually_or_log(&gw, "the shadow pod Running on the test node", || async {
+        shadows
+            .get_opt(&shadow_name)
+            .await
+            .ok()
+            .flatten()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    })
+    .await;
+    assert_eq!(
+        shadow.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some(test_node.as_str())
+    );
+    let shadow_ip = shadow.status.as_ref().and_then(|s| s.pod_ip.clone());
+    let running = eventually_or_log(&gw, "pod web Running from its shadow", || async {
+        pods.get("web")
+            .await
+            .ok()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    })
+    .await;
+    assert_eq!(
+        running.status.and_then(|s| s.pod_ip),
+        shadow_ip,
+        "the virtual pod carries the IP the real kubelet gave its shadow"
+    );
+
+    // logs: kubectl -> apiserver -> the gateway's kubelet API -> pods/log of the shadow -> the
+    // real kubelet -> containerd's log file.
+    let (code, out, err) = kubectl(&ns, &["logs", "web"]);
+    assert!(
+        code == 0 && out.contains("started on web"),
+        "kubectl logs: {out}{err}\ngateway log:\n{}",
+        gw.log_tail()
+    );
+
+    for transport in TRANSPORTS {
+        // exec with stdin and the command's exit code, through both hops. kubectl's stdin stays
+        // open until the command ends: see `exec_holding_stdin` for why.
+        let (code, out, err) = exec_holding_stdin(
+            transport,
+            &ns,
+            &[
+                "exec",
+                "-i",
+                "web",
+                "--",
+                "sh",
+                "-c",
+                "read -r l; echo \"exec got $l\"; exit 7",
+            ],
+            b"a line for exec\n",
+        );
+        assert_eq!(
+            (code, out.as_str()),
+            (7, "exec got a line for exec\n"),
+            "{transport:?}: {err}\ngateway log:\n{}",
+            gw.log_tail()
+        );
+        // attach -i: a typed line reaches the container's stdin, and its echo comes back.
+        let line = format!("typed over {transport:?}");
+        let (echoed, seen) = attach_and_type(transport, &ns, &line);
+        assert!(
+            echoed,
+            "{transport:?}: kubectl attach -i showed {seen:?}\ngateway log:\n{}",
+            gw.log_tail()
+        );
+        let (_, logs, _) = kubectl(&ns, &["logs", "web"]);
+        assert!(logs.contains(&format!("attached: {line}")), "{logs}");
+    }
+
+    // port-forward: 256 KiB each way per connection, two connections per kubectl session, over
+    // SPDY and over SPDY tunnelled in a WebSocket; every byte comes back, in order.
+    let data = payload(256 * 1024);
+    for websockets in [false, true] {
+        let started = Instant::now();
+        let (got, stderr) = port_forward_echo(&ns, websockets, &data, 2);
+        println!(
+            "port-forward (websockets={websockets}): 2 x {} KiB echoed in {:?}",
+            data.len() / 1024,
+            started.elapsed()
+        );
+        assert_eq!(got.len(), 2, "websockets={websockets}: {stderr}");
+        for back in &got {
+            assert!(
+                back == &data,
+                "websockets={websockets}: {} of {} bytes came back{}; kubectl said:\n{stderr}\ngateway log:\n{}",
+                back.len(),
+                data.len(),
+                if back.len() == data.len() {
+                    ", different"
+                } else {
+                    ""
+                },
+                gw.log_tail()
+            );
+        }
+    }
+    // The WebSocket channel protocol (v4.channel.k8s.io, kube-rs' and client-go's own).
+    let mut forwarder = pods.portforward("web", &[80]).await.unwrap();
+    let mut stream = forwarder.take_stream(80).unwrap();
+    let small = payload(4096);
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        stream.write_all(&small).await.unwrap();
+        let mut back = vec![0u8; small.len()];
+        tokio::time::timeout(WAIT, stream.read_exact(&mut back))
+            .await
+            .expect("the echo within a minute")
+            .unwrap();
+        assert_eq!(back, small);
+    }
+    drop(stream);
+    forwarder.abort();
+
+    // Usage: the real kubelet measures the shadow pod; the gateway reads usage of on-cluster
+    // pods from metrics.k8s.io only, which these peers do not serve (no metrics-server), so it
+    // reports none for web rather than zeros.
+    let raw = |path: &str| {
+        let (code, out, err) = kubectl(&ns, &["get", "--raw", path]);
+        assert_eq!(code, 0, "{path}: {err}");
+        out
+    };
+    let series =
+        format!("pod_cpu_usage_seconds_total{{namespace=\"{shadow_ns}\",pod=\"{shadow_name}\"}}");
+    let real = eventually_or_log(
+        &gw,
+        "the real kubelet's usage of the shadow pod",
+        || async {
+            let text = raw(&format!("/api/v1/nodes/{test_node}/proxy/metrics/resource"));
+            sample(&text, &series)
+        },
+    )
+    .await;
+    println!("real kubelet: {series} {} at {}", real.0, real.1);
+    let ours = raw(&format!("/api/v1/nodes/{}/proxy/metrics/resource", gw.node));
+    assert!(
+        !ours.contains(&format!(
+            "pod_cpu_usage_seconds_total{{namespace=\"{ns}\",pod=\"web\"}}"
+        )),
+        "the gateway reported usage it could not have read:\n{ours}"
+    );
+
+    // Delete: the gateway deletes the shadow, the real kubelet stops it, both objects go.
+    pods.delete("web", &DeleteParams::default()).await.unwrap();
+    eventually_or_log(&gw, "pod web and its shadow gone", || async {
+        let gone = pods.get_opt("web").await.ok()?.is_none()
+            && shadows.get_opt(&shadow_name).await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+}

@@ -4,6 +4,7 @@ mod aci_emulator;
 mod aci_prism;
 mod ecs_moto;
 mod kube_identity;
+mod kube_node;
 mod kube_scheduling;
 mod kube_watch;
 mod prometheus_tools;
