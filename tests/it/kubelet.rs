@@ -1511,7 +1511,7 @@ fn port_forward_echo(
 /// kubectl ends: exit code, stdout, stderr. Not closed, because the gateway reaches the shadow
 /// pod's cluster over a WebSocket, and a 1.20 cluster speaks only v4.channel.k8s.io, which has no
 /// way to close stdin alone: kube-rs then closes the whole connection, and the command's last
-/// output and exit status are lost (reported in issue 12's notes).
+/// output and exit status are lost, and `kubectl cp` into the pod is cut short (docs/operations.md).
 fn exec_holding_stdin(
     transport: Transport,
     ns: &str,
@@ -1704,6 +1704,58 @@ async fn an_on_cluster_pod_on_a_real_kubelet_serves_logs_exec_attach_and_port_fo
         );
         let (_, logs, _) = kubectl(&ns, &["logs", "web"]);
         assert!(logs.contains(&format!("attached: {line}")), "{logs}");
+    }
+
+    // exec -it under a terminal (kubectl's resize reaches the real kubelet: `stty size` shows it)
+    // with the shell's exit code; and kubectl cp from the pod (tar over exec's stdout), byte for
+    // byte. (cp INTO the pod and a stdin that ends before the command: see `exec_holding_stdin`.)
+    let expected: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    let (code, _, err) = kubectl(
+        &ns,
+        &[
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 20000 ]; do echo \"line $i\"; i=$((i+1)); done > /tmp/big.txt",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    for transport in TRANSPORTS {
+        let (code, screen) = kubectl_in_terminal(
+            transport,
+            &ns,
+            &["exec", "-it", "web", "--", "sh"],
+            "stty size\rexit 5\r",
+            (100, 30),
+        );
+        assert!(
+            code == 5 && screen.contains("30 100"),
+            "{transport:?}: exit {code}, the terminal showed {screen:?}\ngateway log:\n{}",
+            gw.log_tail()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let back = dir.path().join("big.txt");
+        let (code, _, err) = kubectl_via(
+            transport,
+            &ns,
+            &["cp", "web:/tmp/big.txt", back.to_str().unwrap()],
+            None,
+        );
+        assert_eq!(code, 0, "{transport:?}: kubectl cp from the pod: {err}");
+        let copied = std::fs::read_to_string(&back).unwrap_or_default();
+        assert!(
+            copied == expected,
+            "{transport:?}: {} of {} bytes copied{}",
+            copied.len(),
+            expected.len(),
+            if copied.len() == expected.len() {
+                ", different"
+            } else {
+                ""
+            }
+        );
     }
 
     // port-forward: 256 KiB each way per connection, two connections per kubectl session, over

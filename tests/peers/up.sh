@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Brings up the real peers burstgate's tests talk to, on 127.0.0.1 only: a Kubernetes control
-# plane (etcd, kube-apiserver, kube-scheduler, kube-controller-manager v1.20.2 built from
-# Debian's source package), moto (ECS/Fargate), Prism (Microsoft's ACI spec, as a validating
-# proxy in front of $ACI_UPSTREAM) and Prometheus' promtool/prometheus. Installs and builds
-# what is missing into $BURSTGATE_PEERS_CACHE (kept across runs), stops peers left by an
-# earlier run, waits until every peer answers, then writes $BURSTGATE_PEERS_DIR/peers.env.
-# Stop everything with tests/peers/down.sh. Runs as root on Debian 12. See tests/peers/README.md.
+# Brings up the real peers burstgate's tests talk to, on 127.0.0.1 (the test node on a bridge of
+# its own): a Kubernetes control plane (etcd, kube-apiserver, kube-scheduler,
+# kube-controller-manager v1.20.2 built from Debian's source package), a real test node (kubelet
+# v1.20.2 from the same build on Debian's containerd, with images made here), moto (ECS/Fargate),
+# Prism (Microsoft's ACI spec, as a validating proxy in front of $ACI_UPSTREAM) and Prometheus'
+# promtool/prometheus. Installs and builds what is missing into $BURSTGATE_PEERS_CACHE (kept
+# across runs), stops peers left by an earlier run, waits until every peer answers, then writes
+# $BURSTGATE_PEERS_DIR/peers.env. Stop everything with tests/peers/down.sh. Runs as root on
+# Debian 12. See tests/peers/README.md.
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
