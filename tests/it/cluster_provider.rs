@@ -1,6 +1,8 @@
-//! The cluster provider against the real apiserver. There are no kubelets here: shadow pods stay
-//! Pending unless the test plays the kubelet (binds a pod to a Node object it created and
-//! patches the pod's status), and the real scheduler marks pods it cannot place Unschedulable.
+//! The cluster provider against the real apiserver. No kubelet runs these shadow pods (the peers'
+//! one real node takes only pods tolerating its taint, and these do not): they stay Pending
+//! unless the test plays the kubelet (binds a pod to a Node object it created and patches the
+//! pod's status), and the real scheduler marks pods it cannot place Unschedulable. Shadow pods
+//! on a real kubelet: `tests/it/kubelet.rs`.
 //! Every test uses its own shadow namespace.
 
 use std::collections::BTreeMap;

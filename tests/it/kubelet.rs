@@ -5,6 +5,9 @@
 //! work on a pod of the virtual node: on the simulated provider, and on ACI (the gateway's real
 //! Azure credential chain and ARM client, through Prism to the project's ACI emulator). Straight
 //! to the port, nobody passes without credentials the apiserver vouches for and RBAC allows.
+//! On the on-cluster target, the shadow pod runs on the peers' real test node (a kubelet 1.20.2
+//! on containerd): logs, exec with stdin, a terminal and exit codes, attach -i, cp from the pod
+//! and port-forward go kubectl -> apiserver -> the gateway -> apiserver -> the real kubelet.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -1328,8 +1331,8 @@ async fn kubectl_port_forward_reaches_an_on_cluster_pods_shadow_through_the_apis
     let web = pods.create(&PostParams::default(), &web).await.unwrap();
     let shadow_name = format!("bg-{}", web.metadata.uid.as_deref().unwrap());
 
-    // No kubelet here: the test plays the shadow pod's node, whose kubelet address is a port
-    // nothing listens on, so the apiserver's own forward to it is refused.
+    // The test plays the shadow pod's node (not the peers' real one), whose kubelet address is a
+    // port nothing listens on, so the apiserver's own forward to it is refused.
     let node_name = unique_name("it-portforward-node");
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({
