@@ -309,7 +309,7 @@ fn rule_matches(rule: &Rule, pod: &PodView) -> bool {
             .matcher
             .expression
             .as_ref()
-            .is_none_or(|e| e.eval(pod) == Ok(true))
+            .is_none_or(|e| e.matches(pod))
 }
 
 type AnnotationError<'a> = (&'static str, &'a String, &'static str);

@@ -3,12 +3,17 @@
 //! The expression sees one variable, `pod`, with `namespace`, `name`, `labels`, `annotations`,
 //! `cpu` (vCPU), `memoryGiB` and `gpus`. It must evaluate to a boolean; anything else is a
 //! non-match reported in the explanation.
+//!
+//! The common shapes (`pod.<field> <op> <literal>`, and `!`, `&&`, `||` of those) are also
+//! compiled to native predicates ([`crate::policy::predicate`]), which the engine evaluates
+//! instead of the interpreter, with the same results; anything else runs in the interpreter.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::policy::pod::PodView;
+use crate::policy::predicate::Predicate;
 
 /// A compiled CEL expression.
 pub struct Expression {
@@ -18,6 +23,8 @@ pub struct Expression {
     /// evaluation's time (the label and annotation maps above all), so an expression gets only
     /// the fields it names.
     reads: Reads,
+    /// The same expression as a native predicate, when it has one of the compiled shapes.
+    native: Option<Predicate>,
 }
 
 /// Which fields of `pod` an expression may read.
@@ -97,6 +104,7 @@ impl Expression {
             ));
         }
         Ok(Expression {
+            native: Predicate::compile(program.expression()).ok(),
             reads: Reads::of(source),
             source: source.to_string(),
             program,
@@ -108,8 +116,31 @@ impl Expression {
         &self.source
     }
 
+    /// Whether it is compiled to a native predicate (else the CEL interpreter runs it).
+    pub fn is_native(&self) -> bool {
+        self.native.is_some()
+    }
+
+    /// Whether the pod matches: the expression evaluates to `true` (what [`Expression::eval`]
+    /// gives as `Ok(true)`, without wording an error).
+    pub fn matches(&self, pod: &PodView) -> bool {
+        match &self.native {
+            Some(p) => p.eval(pod) == Some(true),
+            None => self.eval_cel(pod) == Ok(true),
+        }
+    }
+
     /// Evaluates against a pod: `Ok(bool)`, or why it could not (treated as no match).
     pub fn eval(&self, pod: &PodView) -> Result<bool, String> {
+        match self.native.as_ref().and_then(|p| p.eval(pod)) {
+            Some(b) => Ok(b),
+            // Not compiled, or an error the interpreter words.
+            None => self.eval_cel(pod),
+        }
+    }
+
+    /// Evaluates in the CEL interpreter, whether or not a native predicate exists.
+    pub(crate) fn eval_cel(&self, pod: &PodView) -> Result<bool, String> {
         let r = self.reads;
         let view = CelPod {
             namespace: r.namespace.then_some(pod.namespace.as_str()),
@@ -200,6 +231,184 @@ mod tests {
         let e = Expression::compile("pod.annotations.size() == 0").unwrap();
         assert!(!e.reads.labels && e.reads.annotations);
         assert_eq!(e.eval(&pod()), Ok(true));
+    }
+
+    /// Pods that make every comparison of the native tests go each way, and miss labels.
+    fn pods() -> Vec<PodView> {
+        let mut pods = Vec::new();
+        for (i, (milli_cpu, memory_mib, gpus)) in [
+            (0, 0, 0),
+            (500, 512, 0),
+            (1000, 1024, 1),
+            (2000, 32 * 1024, 0),
+            (8000, 32 * 1024 + 1, 4),
+            (8001, 256 * 1024, 8),
+            (u64::MAX, u64::MAX, u32::MAX),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut p = PodView {
+                namespace: ["batch", "", "gold", "prod-1"][i % 4].into(),
+                name: ["job-1", "8", "web"][i % 3].into(),
+                ..Default::default()
+            };
+            if i % 3 != 0 {
+                p.labels.insert("tier".into(), ["gold", "", "8"][i % 3].into());
+            }
+            if i % 2 == 0 {
+                p.labels
+                    .insert("app.kubernetes.io/name".into(), "batch".into());
+                p.annotations.insert("team".into(), "gold".into());
+            }
+            if i % 4 == 1 {
+                p.annotations
+                    .insert("burstgate.io/objective".into(), "cost".into());
+            }
+            p.resources.milli_cpu = milli_cpu;
+            p.resources.memory_mib = memory_mib;
+            p.resources.gpus = gpus;
+            pods.push(p);
+        }
+        pods
+    }
+
+    /// `pod.<field> <op> <literal>` both ways round, field against field, key tests.
+    fn native_atoms() -> Vec<String> {
+        let fields = [
+            "pod.cpu",
+            "pod.memoryGiB",
+            "pod.gpus",
+            "pod.namespace",
+            "pod.name",
+            "pod.labels.tier",
+            "pod.labels['app.kubernetes.io/name']",
+            "pod.annotations.team",
+            "pod.annotations['burstgate.io/objective']",
+        ];
+        let literals = [
+            "0",
+            "1",
+            "-1",
+            "4",
+            "0u",
+            "2u",
+            "0.5",
+            "8.0",
+            "32.0",
+            "1e300",
+            "18446744073709551615u",
+            "9223372036854775807",
+            "'gold'",
+            "'batch'",
+            "''",
+            "'8'",
+        ];
+        let ops = ["==", "!=", "<", "<=", ">", ">="];
+        let mut atoms = Vec::new();
+        for f in fields {
+            for op in ops {
+                for l in literals {
+                    atoms.push(format!("{f} {op} {l}"));
+                    atoms.push(format!("{l} {op} {f}"));
+                }
+                for g in fields {
+                    atoms.push(format!("{f} {op} {g}"));
+                }
+            }
+        }
+        for key in ["tier", "team", "app"] {
+            for map in ["labels", "annotations"] {
+                atoms.push(format!("has(pod.{map}.{key})"));
+                atoms.push(format!("'{key}' in pod.{map}"));
+            }
+        }
+        atoms
+    }
+
+    #[test]
+    fn native_predicates_evaluate_as_the_interpreter_does_on_many_expressions_and_pods() {
+        let atoms = native_atoms();
+        let mut sources = atoms.clone();
+        // Combinations, chosen by a fixed linear congruential sequence.
+        let mut x: u64 = 13;
+        let mut pick = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            atoms[(x >> 33) as usize % atoms.len()].as_str()
+        };
+        for i in 0..3000 {
+            let (a, b, c) = (pick(), pick(), pick());
+            sources.push(match i % 8 {
+                0 => format!("{a} && {b}"),
+                1 => format!("{a} || {b}"),
+                2 => format!("!({a})"),
+                3 => format!("({a} || {b}) && !({c})"),
+                4 => format!("{a} && {b} && {c}"),
+                5 => format!("{a} || {b} || {c}"),
+                6 => format!("true && ({a} || false)"),
+                _ => format!("!(false || {a}) || ({b} && !({c}))"),
+            });
+        }
+        let pods = pods();
+        let (mut yes, mut no, mut failed) = (0, 0, 0);
+        for source in &sources {
+            let e = Expression::compile(source).unwrap();
+            let native = e
+                .native
+                .as_ref()
+                .unwrap_or_else(|| panic!("{source} is not compiled natively"));
+            for pod in &pods {
+                let cel = e.eval_cel(pod);
+                assert_eq!(
+                    native.eval(pod),
+                    cel.as_ref().ok().copied(),
+                    "{source} on {pod:?}: interpreter says {cel:?}"
+                );
+                assert_eq!(e.eval(pod), cel, "{source}");
+                assert_eq!(e.matches(pod), cel == Ok(true), "{source}");
+                match cel {
+                    Ok(true) => yes += 1,
+                    Ok(false) => no += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+        }
+        // Each outcome is common enough that the equality above says something about it.
+        let total = yes + no + failed;
+        for (what, n) in [("true", yes), ("false", no), ("an error", failed)] {
+            assert!(n * 10 >= total, "{what} in {n} of {total} evaluations");
+        }
+    }
+
+    #[test]
+    fn other_shapes_stay_with_the_interpreter_and_still_evaluate() {
+        for (source, want) in [
+            ("pod.namespace.startsWith('ba')", Ok(true)),
+            ("size(pod.labels) == 1", Ok(true)),
+            ("pod.gpus in [0u, 1u]", Ok(true)),
+            ("pod.cpu + 1.0 > 4.5", Ok(true)),
+            ("pod.cpu > 1.0 ? true : false", Ok(true)),
+            ("pod.cpu == true", Ok(false)),
+            ("pod.labels == {'tier': 'gold'}", Ok(true)),
+            ("has(pod.cpu)", Ok(true)),
+            ("pod.uid == ''", Err(())),
+        ] {
+            let e = Expression::compile(source).unwrap();
+            assert!(!e.is_native(), "{source}");
+            assert_eq!(e.eval(&pod()).map_err(|_| ()), want, "{source}");
+        }
+    }
+
+    #[test]
+    fn a_native_expression_words_its_errors_as_the_interpreter_does() {
+        let e = Expression::compile("pod.labels.zone == 'west' && pod.cpu > 1.0").unwrap();
+        assert!(e.is_native());
+        let err = e.eval(&pod()).unwrap_err();
+        assert_eq!(Err(err.clone()), e.eval_cel(&pod()));
+        assert!(err.contains("zone"), "{err}");
+        assert!(!e.matches(&pod()));
     }
 
     #[test]
