@@ -8,6 +8,7 @@
 //! compiled to native predicates ([`crate::policy::predicate`]), which the engine evaluates
 //! instead of the interpreter, with the same results; anything else runs in the interpreter.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -40,6 +41,24 @@ struct Reads {
 }
 
 impl Reads {
+    /// Every field `other` names is named here too.
+    fn covers(self, other: Reads) -> bool {
+        self.union(other) == self
+    }
+
+    /// The fields either names.
+    fn union(self, other: Reads) -> Reads {
+        Reads {
+            namespace: self.namespace || other.namespace,
+            name: self.name || other.name,
+            labels: self.labels || other.labels,
+            annotations: self.annotations || other.annotations,
+            cpu: self.cpu || other.cpu,
+            memory_gib: self.memory_gib || other.memory_gib,
+            gpus: self.gpus || other.gpus,
+        }
+    }
+
     /// The fields `source` names; every field when it uses `pod` other than as `pod.<field>`
     /// (`pod["labels"]`, `size(pod)`, a macro over its keys, the word inside a string).
     fn of(source: &str) -> Reads {
@@ -124,10 +143,7 @@ impl Expression {
     /// Whether the pod matches: the expression evaluates to `true` (what [`Expression::eval`]
     /// gives as `Ok(true)`, without wording an error).
     pub fn matches(&self, pod: &PodView) -> bool {
-        match &self.native {
-            Some(p) => p.eval(pod) == Some(true),
-            None => self.eval_cel(pod) == Ok(true),
-        }
+        Activation::with(pod, |a| a.matches(self))
     }
 
     /// Evaluates against a pod: `Ok(bool)`, or why it could not (treated as no match).
@@ -141,8 +157,84 @@ impl Expression {
 
     /// Evaluates in the CEL interpreter, whether or not a native predicate exists.
     pub(crate) fn eval_cel(&self, pod: &PodView) -> Result<bool, String> {
-        let r = self.reads;
-        let view = CelPod {
+        Activation::with(pod, |a| a.interpret(self))
+    }
+}
+
+// The standard library is registered once per thread, not once per evaluation.
+thread_local! {
+    static ROOT: cel::Context<'static, 'static> = cel::Context::default();
+}
+
+/// One decision's pod as its match expressions see it. Native predicates read the [`PodView`];
+/// for the interpreted ones the `pod` variable is built at most once per decision (again only
+/// when a later expression reads a field the earlier ones did not), whatever the number of rules
+/// with an expression the decision tries.
+pub struct Activation<'a> {
+    pod: &'a PodView,
+    root: &'a cel::Context<'static, 'static>,
+    /// The interpreter's scope holding `pod`, once built, and which fields that `pod` carries.
+    scope: RefCell<Option<(Reads, cel::Context<'a, 'static>)>>,
+    /// How many times `pod` was built (for the tests).
+    builds: Cell<u32>,
+}
+
+impl Activation<'_> {
+    /// Runs `f` with an activation for `pod` (one decision's worth).
+    pub fn with<R>(pod: &PodView, f: impl FnOnce(&Activation<'_>) -> R) -> R {
+        ROOT.with(|root| {
+            f(&Activation {
+                pod,
+                root,
+                scope: RefCell::new(None),
+                builds: Cell::new(0),
+            })
+        })
+    }
+
+    /// The pod.
+    pub fn pod(&self) -> &PodView {
+        self.pod
+    }
+
+    /// Whether the pod matches `e`: it evaluates to `true` ([`Expression::matches`]).
+    pub fn matches(&self, e: &Expression) -> bool {
+        match &e.native {
+            Some(p) => p.eval(self.pod) == Some(true),
+            None => self.interpret(e) == Ok(true),
+        }
+    }
+
+    /// Evaluates `e` in the CEL interpreter.
+    fn interpret(&self, e: &Expression) -> Result<bool, String> {
+        let mut scope = self.scope.borrow_mut();
+        let reads = match &*scope {
+            Some((have, _)) if have.covers(e.reads) => None,
+            Some((have, _)) => Some(have.union(e.reads)),
+            None => Some(e.reads),
+        };
+        if let Some(reads) = reads {
+            let mut ctx = self.root.new_inner_scope();
+            ctx.add_variable("pod", CelPod::of(self.pod, reads))
+                .map_err(|e| e.to_string())?;
+            self.builds.set(self.builds.get() + 1);
+            *scope = Some((reads, ctx));
+        }
+        let Some((_, ctx)) = &*scope else {
+            unreachable!("the scope was built above")
+        };
+        match e.program.execute(ctx) {
+            Ok(cel::Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!("expression returned {other:?}, not a boolean")),
+            Err(e) => Err(format!("expression failed: {e}")),
+        }
+    }
+}
+
+impl<'a> CelPod<'a> {
+    /// The `pod` variable with the fields `r` names.
+    fn of(pod: &'a PodView, r: Reads) -> CelPod<'a> {
+        CelPod {
             namespace: r.namespace.then_some(pod.namespace.as_str()),
             name: r.name.then_some(pod.name.as_str()),
             labels: r.labels.then_some(&pod.labels),
@@ -150,20 +242,6 @@ impl Expression {
             cpu: r.cpu.then(|| pod.resources.vcpu()),
             memory_gib: r.memory_gib.then(|| pod.resources.memory_gib()),
             gpus: r.gpus.then_some(pod.resources.gpus as u64),
-        };
-        // The standard library is registered once per thread, not once per evaluation.
-        thread_local! {
-            static ROOT: cel::Context<'static, 'static> = cel::Context::default();
-        }
-        let result = ROOT.with(|root| {
-            let mut ctx = root.new_inner_scope();
-            ctx.add_variable("pod", view).map_err(|e| e.to_string())?;
-            Ok::<_, String>(self.program.execute(&ctx))
-        })?;
-        match result {
-            Ok(cel::Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!("expression returned {other:?}, not a boolean")),
-            Err(e) => Err(format!("expression failed: {e}")),
         }
     }
 }
@@ -254,7 +332,8 @@ mod tests {
                 ..Default::default()
             };
             if i % 3 != 0 {
-                p.labels.insert("tier".into(), ["gold", "", "8"][i % 3].into());
+                p.labels
+                    .insert("tier".into(), ["gold", "", "8"][i % 3].into());
             }
             if i % 2 == 0 {
                 p.labels
@@ -409,6 +488,35 @@ mod tests {
         assert_eq!(Err(err.clone()), e.eval_cel(&pod()));
         assert!(err.contains("zone"), "{err}");
         assert!(!e.matches(&pod()));
+    }
+
+    #[test]
+    fn a_decision_builds_the_interpreters_pod_once_unless_a_later_expression_reads_more() {
+        let interpreted = [
+            "pod.cpu + 1.0 > 4.5",
+            "pod.cpu * 2.0 == 8.0",
+            "size(pod.labels) == 1 && pod.cpu - 1.0 == 3.0",
+            "pod.namespace.startsWith('ba')",
+        ]
+        .map(|s| Expression::compile(s).unwrap());
+        let native = Expression::compile("pod.cpu > 1.0 && pod.labels.tier == 'gold'").unwrap();
+        assert!(interpreted.iter().all(|e| !e.is_native()) && native.is_native());
+        let pod = pod();
+        Activation::with(&pod, |a| {
+            assert!(a.matches(&native));
+            assert_eq!(a.builds.get(), 0, "a native predicate builds nothing");
+            for (i, (e, builds)) in interpreted.iter().zip([1, 1, 2, 3]).enumerate() {
+                assert!(a.matches(e), "{}", e.source());
+                assert_eq!(a.builds.get(), builds, "after expression {i}");
+                // The same answer as an evaluation on its own, with only its own fields.
+                assert_eq!(a.interpret(e), e.eval(&pod));
+            }
+            // Everything read so far is in `pod` now: nothing more is built.
+            for e in &interpreted {
+                assert_eq!(a.interpret(e), Ok(true));
+            }
+            assert_eq!(a.builds.get(), 3);
+        });
     }
 
     #[test]

@@ -153,7 +153,9 @@ impl Predicate {
                                 Expr::Literal(LiteralValue::String(k)) => {
                                     Ok(Predicate::HasKey(map(m)?, k.inner().to_string()))
                                 }
-                                _ => Err(Unsupported::Construct("`in` with a key other than a string literal")),
+                                _ => Err(Unsupported::Construct(
+                                    "`in` with a key other than a string literal",
+                                )),
                             },
                             _ => Err(Unsupported::Function(name.to_string())),
                         };
@@ -166,7 +168,9 @@ impl Predicate {
             }
             Expr::Call(call) => Err(Unsupported::Function(call.func_name.clone())),
             Expr::Literal(_) => Err(Unsupported::Construct("a literal other than a bool")),
-            Expr::Select(_) | Expr::Ident(_) => Err(Unsupported::Construct("a value as a condition")),
+            Expr::Select(_) | Expr::Ident(_) => {
+                Err(Unsupported::Construct("a value as a condition"))
+            }
             Expr::Comprehension(_) => Err(Unsupported::Construct("a comprehension (macro)")),
             Expr::List(_) | Expr::Map(_) | Expr::Struct(_) | Expr::Unspecified => {
                 Err(Unsupported::Construct("a list, map or struct"))
@@ -296,13 +300,17 @@ fn operand(e: &IdedExpr) -> Result<Operand, Unsupported> {
                     Expr::Literal(LiteralValue::String(k)) => {
                         Ok(entry(map(m)?, k.inner().to_string()))
                     }
-                    _ => Err(Unsupported::Construct("an index other than a string literal")),
+                    _ => Err(Unsupported::Construct(
+                        "an index other than a string literal",
+                    )),
                 },
                 _ => Err(Unsupported::Function(call.func_name.clone())),
             }
         }
         Expr::Call(call) => Err(Unsupported::Function(call.func_name.clone())),
-        _ => Err(Unsupported::Construct("an operand other than a literal or a pod field")),
+        _ => Err(Unsupported::Construct(
+            "an operand other than a literal or a pod field",
+        )),
     }
 }
 
@@ -324,6 +332,8 @@ fn map(e: &IdedExpr) -> Result<Map, Unsupported> {
             "annotations" => Ok(Map::Annotations),
             other => Err(Unsupported::Field(other.to_string())),
         },
-        _ => Err(Unsupported::Construct("a map other than pod.labels or pod.annotations")),
+        _ => Err(Unsupported::Construct(
+            "a map other than pod.labels or pod.annotations",
+        )),
     }
 }
