@@ -337,3 +337,81 @@ fn map(e: &IdedExpr) -> Result<Map, Unsupported> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(source: &str) -> Result<Predicate, Unsupported> {
+        Predicate::compile(cel::Program::compile(source).unwrap().expression())
+    }
+
+    #[test]
+    fn a_comparison_with_a_literal_compiles_to_the_field_and_the_value() {
+        assert_eq!(
+            compile("pod.cpu >= 8.0"),
+            Ok(Predicate::Compare(
+                Op::Ge,
+                Operand::Field(Field::Cpu),
+                Operand::Double(8.0)
+            ))
+        );
+        assert_eq!(
+            compile("'web' == pod.labels['app.kubernetes.io/name']"),
+            Ok(Predicate::Compare(
+                Op::Eq,
+                Operand::Str("web".into()),
+                Operand::Field(Field::Label("app.kubernetes.io/name".into()))
+            ))
+        );
+        assert_eq!(
+            compile("!('gpu' in pod.annotations) && has(pod.labels.tier)"),
+            Ok(Predicate::And(
+                Box::new(Predicate::Not(Box::new(Predicate::HasKey(
+                    Map::Annotations,
+                    "gpu".into()
+                )))),
+                Box::new(Predicate::HasKey(Map::Labels, "tier".into()))
+            ))
+        );
+    }
+
+    #[test]
+    fn shapes_outside_the_subset_say_why_they_stay_interpreted() {
+        assert_eq!(
+            compile("pod.namespace.startsWith('a')"),
+            Err(Unsupported::Function("startsWith".into()))
+        );
+        assert_eq!(
+            compile("pod.uid == ''"),
+            Err(Unsupported::Field("uid".into()))
+        );
+        assert_eq!(
+            compile("pod.cpu"),
+            Err(Unsupported::Construct("a value as a condition"))
+        );
+        assert!(matches!(
+            compile("pod.labels.all(k, k != '')"),
+            Err(Unsupported::Construct(_))
+        ));
+        assert!(matches!(
+            compile("pod.gpus in [0u, 1u]"),
+            Err(Unsupported::Construct(_))
+        ));
+    }
+
+    #[test]
+    fn and_and_or_absorb_an_error_only_when_the_other_side_decides() {
+        let pod = PodView::default();
+        let eval = |s: &str| compile(s).unwrap().eval(&pod);
+        assert_eq!(eval("pod.labels.x == 'a' && false"), Some(false));
+        assert_eq!(eval("pod.labels.x == 'a' && true"), None);
+        assert_eq!(eval("pod.labels.x == 'a' || true"), Some(true));
+        assert_eq!(eval("false || pod.labels.x == 'a'"), None);
+        assert_eq!(eval("!(pod.labels.x == 'a')"), None);
+        // Values that do not compare: unequal, but not ordered.
+        assert_eq!(eval("pod.cpu == 'a'"), Some(false));
+        assert_eq!(eval("pod.cpu != 'a'"), Some(true));
+        assert_eq!(eval("pod.cpu < 'a'"), None);
+    }
+}
