@@ -5,7 +5,9 @@
 //!
 //! Before timing, every case is decided by both and compared (the same check as
 //! `tests/it/decide_rego.rs`); a difference aborts the bench. Then each engine decision is timed
-//! one by one over `PASSES` passes of the corpus, and each Rego evaluation once per case.
+//! one by one over `PASSES` passes of the corpus, and each Rego evaluation once per case. Besides
+//! the distribution of all the engine's samples, the bench prints that of each case's median
+//! over the passes, which leaves out the scheduler's interruptions on a shared machine.
 //!
 //! Run: `cargo bench --bench decide` (docs/performance.md); `BURSTGATE_CORPUS_SEED` changes the
 //! corpus.
@@ -16,7 +18,8 @@ mod corpus;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use burstgate::policy::{decide, explain};
+use burstgate::policy::expression::{Activation, Expression};
+use burstgate::policy::{PodView, decide, explain};
 
 const POLICIES: usize = 8;
 const CASES_PER_POLICY: usize = 1250;
@@ -99,21 +102,34 @@ fn main() {
         corpus.cases.len()
     );
 
-    // Which decisions run a CEL expression (a rule with one is tried before the deciding rule).
-    let runs_cel: Vec<bool> = corpus
+    // Which decisions try a rule with a CEL expression (one tried before or as the deciding
+    // rule), and how many of those run the interpreter (an expression not compiled natively).
+    let tries: Vec<(bool, bool)> = corpus
         .cases
         .iter()
         .map(|case| {
             let policy = &corpus.policies[case.policy].policy;
             let d = decide(policy, &case.pod, &case.ledger, &case.excluded);
             let tried = d.rule.map_or(policy.rules.len(), |r| r + 1);
-            policy.rules[..tried]
+            let mut tried = policy.rules[..tried]
                 .iter()
-                .any(|r| r.matcher.expression.is_some() && r.matcher.matches_static(&case.pod))
+                .filter(|r| r.matcher.matches_static(&case.pod))
+                .filter_map(|r| r.matcher.expression.as_ref());
+            let (mut any, mut interpreted) = (false, false);
+            for e in &mut tried {
+                any = true;
+                interpreted |= !e.is_native();
+            }
+            (any, interpreted)
         })
         .collect();
+    println!(
+        "match expressions: tried in {} decisions, run by the CEL interpreter in {}",
+        tries.iter().filter(|t| t.0).count(),
+        tries.iter().filter(|t| t.1).count(),
+    );
     let mut ours = Vec::with_capacity(corpus.cases.len() * PASSES);
-    let (mut ours_cel, mut ours_plain) = (Vec::new(), Vec::new());
+    let (mut ours_expr, mut ours_plain) = (Vec::new(), Vec::new());
     let mut with_text = Vec::with_capacity(corpus.cases.len());
     for pass in 0..=PASSES {
         for (i, case) in corpus.cases.iter().enumerate() {
@@ -130,8 +146,8 @@ fn main() {
             // Pass 0 warms the caches up and is not counted.
             if pass > 0 {
                 ours.push(took);
-                if runs_cel[i] {
-                    &mut ours_cel
+                if tries[i].0 {
+                    &mut ours_expr
                 } else {
                     &mut ours_plain
                 }
@@ -160,10 +176,23 @@ fn main() {
         black_box(out);
         theirs.push(took);
     }
+    // Each case's median over the passes: what a decision costs, without the moments the
+    // scheduler took the core away (a shared machine's tail).
+    let n = corpus.cases.len();
+    let medians = stats(
+        (0..n)
+            .map(|i| {
+                let mut s: Vec<Duration> = (0..PASSES).map(|p| ours[p * n + i]).collect();
+                s.sort();
+                s[PASSES / 2]
+            })
+            .collect(),
+    );
     let (ours, with_text, theirs) = (stats(ours), stats(with_text), stats(theirs));
     print("burstgate decide", &ours);
-    print("  of which running a CEL expression", &stats(ours_cel));
-    print("  of which running none", &stats(ours_plain));
+    print("  of which trying a match expression", &stats(ours_expr));
+    print("  of which trying none", &stats(ours_plain));
+    print("burstgate decide, median per case", &medians);
     print("burstgate decide + summary text", &with_text);
     print("regorus (policy.rego)", &theirs);
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
@@ -172,5 +201,52 @@ fn main() {
         ratio(theirs.p50, ours.p50),
         ratio(theirs.p99, ours.p99),
         ratio(theirs.mean, ours.mean),
+    );
+    expressions(&corpus.cases.iter().map(|c| &c.pod).collect::<Vec<_>>());
+}
+
+/// What one match expression costs, native or interpreted, over the corpus's pods (the loop
+/// timed as a whole and divided: a native predicate takes less than `Instant` itself); and two
+/// interpreted expressions in one decision's activation against one each.
+fn expressions(pods: &[&PodView]) {
+    const ROUNDS: usize = 5;
+    let per_eval = |f: &dyn Fn(&PodView) -> bool| {
+        let mut yes = 0usize;
+        let t = Instant::now();
+        for _ in 0..ROUNDS {
+            for pod in pods {
+                yes += usize::from(f(black_box(pod)));
+            }
+        }
+        black_box(yes);
+        t.elapsed() / (ROUNDS * pods.len()) as u32
+    };
+    let compile = |s: &str| Expression::compile(s).unwrap();
+    for source in [
+        "pod.gpus > 0",
+        "pod.cpu >= 8.0 || pod.memoryGiB > 32.0",
+        "has(pod.labels.tier) && pod.labels.tier == 'gold'",
+        "pod.namespace.startsWith('batch')",
+        "pod.cpu * 2.0 >= 16.0",
+    ] {
+        let e = compile(source);
+        let kind = if e.is_native() {
+            "native"
+        } else {
+            "interpreted"
+        };
+        let took = per_eval(&|pod: &PodView| e.matches(pod));
+        println!("match expression {source:<50} {kind:<11} {took:>9.2?} per evaluation");
+    }
+    // The first reads every field the second does, so one `pod` serves both.
+    let (a, b) = (
+        compile("pod.cpu * 2.0 >= 16.0 && pod.namespace != ''"),
+        compile("pod.namespace.startsWith('batch')"),
+    );
+    let apart = per_eval(&|pod: &PodView| a.matches(pod) | b.matches(pod));
+    let shared =
+        per_eval(&|pod: &PodView| Activation::with(pod, |x| x.matches(&a) | x.matches(&b)));
+    println!(
+        "two interpreted expressions: {apart:.2?} with an activation each, {shared:.2?} sharing one"
     );
 }

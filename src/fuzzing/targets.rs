@@ -66,8 +66,8 @@ pub fn policy_load(data: &[u8]) {
 }
 
 /// CEL match expressions: any source either compiles or says why, and a compiled one evaluates
-/// against any pod view to a boolean or a reason; never a panic. The input is the expression, a
-/// NUL byte, then the bytes the pod view is made of.
+/// against any pod view to a boolean or a reason, the same natively as in the interpreter; never
+/// a panic. The input is the expression, a NUL byte, then the bytes the pod view is made of.
 pub fn cel_expression(data: &[u8]) {
     let (source, rest) = match data.iter().position(|b| *b == 0) {
         Some(i) => (&data[..i], &data[i + 1..]),
@@ -87,9 +87,18 @@ pub fn cel_expression(data: &[u8]) {
     let Ok(pod) = view(&mut u) else {
         return;
     };
-    if let Err(why) = expression.eval(&pod) {
+    let result = expression.eval(&pod);
+    if let Err(why) = &result {
         assert!(!why.is_empty());
     }
+    // A native predicate answers as the interpreter does (errors alike, not their words: the
+    // interpreter prints maps in no fixed order).
+    assert_eq!(
+        result.clone().ok(),
+        expression.eval_cel(&pod).ok(),
+        "{source}"
+    );
+    assert_eq!(expression.matches(&pod), result == Ok(true), "{source}");
 }
 
 fn view(u: &mut Unstructured) -> arbitrary::Result<PodView> {

@@ -7,6 +7,7 @@
 use crate::policy::checked::{
     AllowRejection, Objective, Policy, Rule, Target, TargetId, micros_to_usd, usd_to_micros,
 };
+use crate::policy::expression::Activation;
 use crate::policy::ledger::{Ledger, Usage};
 use crate::policy::model::{OnNoTarget, ProviderKind};
 use crate::policy::pod::{PodView, Resources};
@@ -248,7 +249,9 @@ struct Constraints<'a> {
 
 /// Decides where `pod` runs under `policy`, given what `ledger` holds and what is `excluded`.
 pub fn decide(policy: &Policy, pod: &PodView, ledger: &Ledger, excluded: &[Exclusion]) -> Decision {
-    let rule_index = policy.rules.iter().position(|r| rule_matches(r, pod));
+    let rule_index = Activation::with(pod, |a| {
+        policy.rules.iter().position(|r| rule_matches(r, a))
+    });
     let rule = rule_index.map(|i| &policy.rules[i]);
     let base_objective = rule.map_or(policy.default_objective, |r| r.objective);
     let fail = |key, value: &String, expected| Decision {
@@ -303,13 +306,13 @@ pub fn decide(policy: &Policy, pod: &PodView, ledger: &Ledger, excluded: &[Exclu
     }
 }
 
-fn rule_matches(rule: &Rule, pod: &PodView) -> bool {
-    rule.matcher.matches_static(pod)
+fn rule_matches(rule: &Rule, a: &Activation) -> bool {
+    rule.matcher.matches_static(a.pod())
         && rule
             .matcher
             .expression
             .as_ref()
-            .is_none_or(|e| e.eval(pod) == Ok(true))
+            .is_none_or(|e| a.matches(e))
 }
 
 type AnnotationError<'a> = (&'static str, &'a String, &'static str);

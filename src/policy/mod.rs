@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod load;
 pub mod model;
 pub mod pod;
+pub mod predicate;
 pub mod sizing;
 pub mod testing;
 
