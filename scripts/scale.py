@@ -5,7 +5,9 @@ Run through scripts/scale.sh (which builds the release binary and brings up the 
 N and each mode (sim targets without limits; sim targets behind the published Fargate launch
 bucket, 100 burst 20/s) it starts `burstgate run`, creates N bare pods bound to the node in
 parallel, waits for all Running, holds a steady minute, deletes them and waits until they are
-gone, and prints per run:
+gone; in the `backlog` mode the pods are created while the gateway is stopped, and the gateway
+started on them, which measures how fast it places a burst whatever the load generator's speed.
+It prints per run:
 
   - seconds from the last pod's create to the last pod Running, beyond the simulated start time
   - placements per second, and provider creates per second against the bucket's ceiling
@@ -18,14 +20,18 @@ Standard library only. Numbers, not assertions: docs/performance.md keeps them.
 """
 
 import concurrent.futures
+import http.client
 import json
 import os
 import re
+import socket
 import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 import urllib.request
 
 PEERS = {}
@@ -41,32 +47,101 @@ BINARY = os.environ["BURSTGATE_BINARY"]
 COLD_START_MS = 300
 # Knobs for investigating (defaults are the documented run): which modes, how long the steady
 # window is, and a command to wrap the gateway in (e.g. SCALE_WRAP="heaptrack -o /tmp/gw").
-MODES = [m == "bucket" for m in os.environ.get("SCALE_MODES", "free bucket").split()]
+MODES = os.environ.get("SCALE_MODES", "free bucket backlog").split()
 STEADY_S = int(os.environ.get("SCALE_STEADY_S", "60"))
+
+
+HOST = urllib.parse.urlsplit(API)
+LOCAL = threading.local()
+
+
+def connection(fresh=False):
+    """This thread's keep-alive connection to the apiserver (a TLS handshake per request made
+    the creates, not the gateway, the bottleneck)."""
+    if fresh or getattr(LOCAL, "conn", None) is None:
+        LOCAL.conn = http.client.HTTPSConnection(HOST.hostname, HOST.port, context=CTX, timeout=60)
+    return LOCAL.conn
 
 
 def api(method, path, body=None, accept="application/json"):
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(API + path, data=data, method=method)
-    req.add_header("Authorization", "Bearer " + ADMIN_TOKEN)
-    req.add_header("Accept", accept)
+    headers = {"Authorization": "Bearer " + ADMIN_TOKEN, "Accept": accept}
     if data is not None:
-        req.add_header("Content-Type", "application/json")
+        headers["Content-Type"] = "application/json"
     for attempt in range(20):
         try:
-            with urllib.request.urlopen(req, context=CTX, timeout=60) as r:
-                raw = r.read()
-                return json.loads(raw) if accept == "application/json" and raw else raw.decode()
-        except urllib.error.HTTPError as e:
-            if e.code == 404 or (e.code == 409 and method == "POST"):
-                return None
-            if e.code == 429 or e.code >= 500:
-                time.sleep(0.2 * (attempt + 1))
-                continue
-            raise
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            conn = connection(fresh=attempt > 0)
+            conn.request(method, path, body=data, headers=headers)
+            r = conn.getresponse()
+            raw = r.read()
+        except (http.client.HTTPException, ConnectionError, TimeoutError, OSError):
             time.sleep(0.2 * (attempt + 1))
+            continue
+        if r.status == 404 or (r.status == 409 and method == "POST"):
+            return None
+        if r.status == 429 or r.status >= 500:
+            time.sleep(0.2 * (attempt + 1))
+            continue
+        if r.status >= 300:
+            raise RuntimeError(f"{method} {path}: {r.status} {raw[:300]!r}")
+        return json.loads(raw) if accept == "application/json" and raw else raw.decode()
     raise RuntimeError(f"{method} {path} kept failing")
+
+
+class Tracker:
+    """Watches the namespace's pods: when each was first Running, and how many are gone. A
+    watch, not LISTs: listing 10,000 whole pods every second would load the apiserver more than
+    the gateway does."""
+
+    def __init__(self, ns):
+        self.ns, self.lock = ns, threading.Lock()
+        self.running, self.present = {}, set()
+        self.stop = False
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+        self.thread.start()
+
+    def watch(self):
+        rv = ""
+        while not self.stop:
+            try:
+                conn = http.client.HTTPSConnection(HOST.hostname, HOST.port, context=CTX, timeout=120)
+                path = f"/api/v1/namespaces/{self.ns}/pods?watch=1&timeoutSeconds=3600"
+                if rv:
+                    path += f"&resourceVersion={rv}"
+                conn.request("GET", path, headers={"Authorization": "Bearer " + ADMIN_TOKEN})
+                r = conn.getresponse()
+                while not self.stop:
+                    line = r.readline()
+                    if not line:
+                        break
+                    event = json.loads(line)
+                    obj = event["object"]
+                    if event["type"] == "ERROR":
+                        rv = ""
+                        break
+                    rv = obj["metadata"].get("resourceVersion", rv)
+                    name = obj["metadata"]["name"]
+                    with self.lock:
+                        if event["type"] == "DELETED":
+                            self.present.discard(name)
+                        else:
+                            self.present.add(name)
+                            if obj.get("status", {}).get("phase") == "Running":
+                                self.running.setdefault(name, time.time())
+            except (http.client.HTTPException, ConnectionError, TimeoutError, OSError, ValueError):
+                time.sleep(0.5)
+
+    def count_running(self):
+        with self.lock:
+            return len(self.running)
+
+    def count_present(self):
+        with self.lock:
+            return len(self.present)
+
+    def times(self):
+        with self.lock:
+            return sorted(self.running.values())
 
 
 def request_counts():
@@ -91,6 +166,26 @@ def proc_stats(pid):
     rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
     hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
     return cpu, rss, hwm
+
+
+def rss_parts(pid):
+    """(anonymous, file-backed) resident MiB: the heap and stacks, and the binary's own pages."""
+    status = open(f"/proc/{pid}/status").read()
+    kib = lambda key: int(re.search(key + r":\s+(\d+)", status).group(1)) / 1024
+    return kib("RssAnon"), kib("RssFile")
+
+
+def peer_cpu():
+    """CPU seconds so far of the apiserver and etcd (from the peers' PID files), to show where a
+    burst's time goes."""
+    out = {}
+    for peer in ("kube-apiserver", "etcd"):
+        try:
+            pid = int(open(f"{PEERS['PEERS_DIR']}/{peer}.pid").read().split()[0])
+            out[peer] = proc_stats(pid)[0]
+        except (OSError, ValueError):
+            out[peer] = float("nan")
+    return out
 
 
 def gateway_metrics(port):
@@ -123,12 +218,6 @@ spec:
 """
 
 
-def count_phase(ns, phase):
-    selector = f"&fieldSelector=status.phase%3D{phase}" if phase else ""
-    items = api("GET", f"/api/v1/namespaces/{ns}/pods?limit=100000{selector}")["items"]
-    return len(items)
-
-
 def wait_until(what, probe, limit):
     deadline = time.time() + limit
     while time.time() < deadline:
@@ -138,8 +227,36 @@ def wait_until(what, probe, limit):
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def run(n, throttled):
-    tag = f"scale-{n}-{'bucket' if throttled else 'free'}-{os.getpid()}"
+def deployment(i, replicas, node):
+    return {"metadata": {"name": f"d{i}", "labels": {"app": "scale"}}, "spec": {
+        "replicas": replicas, "selector": {"matchLabels": {"app": "scale", "d": str(i)}},
+        "template": {"metadata": {"labels": {"app": "scale", "d": str(i)}}, "spec": {
+            "nodeSelector": {"type": "virtual-kubelet", "kubernetes.io/hostname": node},
+            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],
+            "containers": [{"name": "app", "image": "nginx:1.27",
+                            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}}}}
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_gateway(node, ns, tag, work, metrics_port, kubelet_port):
+    log = open(f"{work}/gateway.log", "a")
+    wrap = os.environ.get("SCALE_WRAP", "").split()
+    return subprocess.Popen(wrap + [
+        BINARY, "run", "--node-name", node, "--namespace", ns, "--identity", "scale", "--cluster-id", tag,
+        "--policy-dir", f"{work}/policy", "--kubeconfig", PEERS["KUBECONFIG_GATEWAY"],
+        "--sim-cold-start-ms", str(COLD_START_MS), "--node-ip", "127.0.0.1",
+        "--metrics-addr", f"127.0.0.1:{metrics_port}", "--kubelet-port", str(kubelet_port),
+    ], stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "RUST_LOG": "burstgate=warn"})
+
+
+def run(n, mode):
+    throttled, backlog, deployments = mode == "bucket", mode == "backlog", mode == "deployments"
+    tag = f"scale-{n}-{mode}-{os.getpid()}"
     ns, node = tag, tag
     api("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})
     # deploy/'s leader-election role for the gateway identity in this namespace.
@@ -151,45 +268,61 @@ def run(n, throttled):
     work = tempfile.mkdtemp(prefix=tag)
     os.mkdir(f"{work}/policy")
     open(f"{work}/policy/policy.yaml", "w").write(policy(throttled))
-    metrics_port = 20000 + (os.getpid() + n + throttled) % 20000
-    log = open(f"{work}/gateway.log", "w")
-    wrap = os.environ.get("SCALE_WRAP", "").split()
-    gw = subprocess.Popen(wrap + [
-        BINARY, "run", "--node-name", node, "--namespace", ns, "--identity", "scale", "--cluster-id", tag,
-        "--policy-dir", f"{work}/policy", "--kubeconfig", PEERS["KUBECONFIG_GATEWAY"],
-        "--sim-cold-start-ms", str(COLD_START_MS), "--node-ip", "127.0.0.1",
-        "--metrics-addr", f"127.0.0.1:{metrics_port}", "--kubelet-port", str(metrics_port + 1),
-    ], stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "RUST_LOG": "burstgate=warn"})
+    metrics_port, kubelet_port = free_port(), free_port()
+    gw = start_gateway(node, ns, tag, work, metrics_port, kubelet_port)
+    tracker = Tracker(ns)
     try:
         wait_until("the node Ready", lambda: any(
             c["type"] == "Ready" and c["status"] == "True"
             for c in (api("GET", f"/api/v1/nodes/{node}") or {}).get("status", {}).get("conditions", [])), 60)
+        if backlog:
+            # Stopped gracefully: the Lease is released, so the next start leads at once.
+            gw.terminate()
+            gw.wait(timeout=60)
         before = request_counts()
-        cpu0, _, _ = proc_stats(gw.pid)
+        cpu0 = 0.0 if backlog else proc_stats(gw.pid)[0]
         pod = lambda i: {"metadata": {"name": f"p{i}", "labels": {"app": "scale"}}, "spec": {
             "nodeName": node, "containers": [{"name": "app", "image": "nginx:1.27",
             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}],
             "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]}}
-        t0 = time.time()
+        peers0 = peer_cpu()
+        t0 = t_creating = time.time()
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda i: api("POST", f"/api/v1/namespaces/{ns}/pods", pod(i)), range(n)))
+            if deployments:
+                # Deployments of up to 100 replicas: the controller-manager makes the pods and
+                # the scheduler binds them by nodeSelector and toleration, as in a cluster.
+                sizes = [min(100, n - i) for i in range(0, n, 100)]
+                list(pool.map(lambda d: api("POST", f"/apis/apps/v1/namespaces/{ns}/deployments",
+                                            deployment(d[0], d[1], node)), enumerate(sizes)))
+            else:
+                list(pool.map(lambda i: api("POST", f"/api/v1/namespaces/{ns}/pods", pod(i)), range(n)))
         t_created = time.time()
-        t_running = wait_until(f"{n} pods Running", lambda: count_phase(ns, "Running") >= n, 3600)
+        if backlog:
+            gw = start_gateway(node, ns, tag, work, metrics_port, kubelet_port)
+            t0 = time.time()
+        t_running = wait_until(f"{n} pods Running", lambda: tracker.count_running() >= n, 3600)
         cpu1, _, hwm_burst = proc_stats(gw.pid)
+        peers1 = peer_cpu()
         burst_metrics = gateway_metrics(metrics_port)
         time.sleep(STEADY_S)
         cpu2, rss_steady, _ = proc_stats(gw.pid)
+        anon_steady, file_steady = rss_parts(gw.pid)
         after_burst = request_counts()
         t_del = time.time()
+        if deployments:
+            api("DELETE", f"/apis/apps/v1/namespaces/{ns}/deployments?labelSelector=app%3Dscale")
+            api("DELETE", f"/apis/apps/v1/namespaces/{ns}/replicasets?labelSelector=app%3Dscale")
         api("DELETE", f"/api/v1/namespaces/{ns}/pods?labelSelector=app%3Dscale")
-        t_gone = wait_until("every pod gone", lambda: count_phase(ns, "") == 0, 3600)
+        t_gone = wait_until("every pod gone", lambda: tracker.count_present() == 0, 3600)
         cpu3, _, hwm = proc_stats(gw.pid)
         after_delete = request_counts()
     finally:
+        tracker.stop = True
         gw.terminate()
-        gw.wait(timeout=30)
+        gw.wait(timeout=60)
         api("DELETE", f"/api/v1/nodes/{node}")
         api("DELETE", f"/api/v1/namespaces/{ns}")
+    running_at = tracker.times()
     creates = metric_sum(burst_metrics, "burstgate_provider_requests_total", ('operation="Create"', 'result="ok"')) or n
     throttles = metric_sum(burst_metrics, "burstgate_provider_throttled_total")
     burst_seconds = t_running - t0
@@ -204,32 +337,44 @@ def run(n, throttled):
         d = v - after_burst.get(key, 0)
         if d and key[1] in ("pods", "pods/status", "events"):
             deletes[f"{key[0]} {key[1]}"] = round(d / n, 2)
-    return {
+    record = {
         "pods": n,
-        "mode": "bucket 100 + 20/s" if throttled else "unthrottled",
-        "creates_took_s": round(t_created - t0, 1),
-        "last_create_to_all_running_s": round(max(0.0, t_running - t_created - COLD_START_MS / 1000), 1),
+        "mode": {"bucket": "bucket 100 + 20/s", "free": "unthrottled",
+                 "backlog": "unthrottled, pods created before the gateway starts",
+                 "deployments": "unthrottled, pods of Deployments (controller-manager, scheduler)"}[mode],
+        "creates_took_s": round(t_created - t_creating, 1),
+        "last_create_to_all_running_s": None if backlog else round(max(0.0, t_running - t_created - COLD_START_MS / 1000), 1),
         "placements_per_s": round(n / burst_seconds, 1),
         "provider_creates_per_s": round(creates / burst_seconds, 1),
         "share_of_bucket_ceiling": round(creates / burst_seconds / ceiling, 3) if ceiling else None,
         "provider_throttles": throttles,
         "gateway_cpu_s_burst": round(cpu1 - cpu0, 2),
+        # Where the burst's time went: the machine has 2 cores for everything.
+        "apiserver_etcd_cpu_s_burst": {k: round(peers1[k] - peers0[k], 2) for k in peers0},
+        "burst_wall_s": round(t_running - t_creating, 1),
         "gateway_cpu_core_steady": round((cpu2 - cpu1) / STEADY_S, 3),
         "gateway_rss_peak_mib": round(max(hwm_burst, hwm), 1),
         "gateway_rss_steady_mib": round(rss_steady, 1),
+        "gateway_rss_steady_anon_file_mib": [round(anon_steady, 1), round(file_steady, 1)],
         "kib_per_pod_steady": round(rss_steady * 1024 / n, 1),
         "apiserver_requests_per_pod_burst": per_pod,
         "delete_s": round(t_gone - t_del, 1),
         "gateway_cpu_s_delete": round(cpu3 - cpu2, 2),
         "apiserver_requests_per_pod_delete": deletes,
     }
+    if backlog:
+        # From the gateway's start: the first pod Running, then the rate between the first and
+        # the last (start-up, leader election and the ledger's LIST are before the first).
+        record["gateway_start_to_first_running_s"] = round(running_at[0] - t0, 1)
+        record["placements_per_s_first_to_last"] = round((n - 1) / max(1e-3, running_at[-1] - running_at[0]), 1)
+    return record
 
 
 def main():
     sizes = [int(a) for a in sys.argv[1:]] or [1000]
     for n in sizes:
-        for throttled in MODES:
-            print(json.dumps(run(n, throttled), indent=1), flush=True)
+        for mode in MODES:
+            print(json.dumps(run(n, mode), indent=1), flush=True)
 
 
 if __name__ == "__main__":

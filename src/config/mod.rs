@@ -55,6 +55,15 @@ pub struct RunConfig {
     /// aggregates per minute).
     #[arg(long, env = "BURSTGATE_USAGE_REFRESH_SECONDS", default_value_t = 60)]
     pub usage_refresh_seconds: u64,
+    /// Most pod reconciles in flight at once (controller-runtime's `MaxConcurrentReconciles`).
+    /// Each holds an apiserver connection while it writes: unbounded, a burst of 10,000 pods
+    /// opened ~3,700 connections and held ~800 MB of their buffers (docs/performance.md).
+    #[arg(
+        long,
+        env = "BURSTGATE_MAX_CONCURRENT_RECONCILES",
+        default_value_t = 64
+    )]
+    pub max_concurrent_reconciles: u16,
     /// The cluster DNS (the kubelet's `--cluster-dns`: the `kube-dns` Service IP), comma
     /// separated. ACI groups in a delegated subnet resolve with it for `dnsPolicy: ClusterFirst`.
     #[arg(long, env = "BURSTGATE_CLUSTER_DNS", value_delimiter = ',')]

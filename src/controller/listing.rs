@@ -1,6 +1,7 @@
 //! The node's pods listed page by page and trimmed as they arrive, so a LIST of 10,000 pods never
-//! holds 10,000 whole pods (with their `managedFields`) at once: the ledger's rebuild at start and
-//! every orphan-collection pass read the node's pods this way.
+//! holds 10,000 whole pods (with their specs and `managedFields`) at once: the ledger's rebuild
+//! at start, the kubelet API's stats and every orphan-collection pass read the node's pods this
+//! way.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -11,14 +12,29 @@ use crate::controller::placement::Workload;
 /// Pods per LIST page: the apiserver's own default chunk size for informers.
 pub const PAGE: u32 = 500;
 
-/// Every pod matching `selector` (a field selector), without `managedFields`.
-pub async fn pods(api: &Api<Pod>, selector: &str) -> Result<Vec<Pod>, kube::Error> {
+/// Every pod matching `selector` (a field selector) without its spec (nor `managedFields`):
+/// metadata and status, what the ledger's rebuild and the kubelet API's stats read. A decoded
+/// `PodSpec` is most of a decoded pod (~17 KB).
+pub async fn statuses(api: &Api<Pod>, selector: &str) -> Result<Vec<Pod>, kube::Error> {
+    listed(api, selector, |p| {
+        trim(p);
+        p.spec = None;
+    })
+    .await
+}
+
+/// Every pod matching `selector`, each shaped by `keep` as its page arrives.
+async fn listed(
+    api: &Api<Pod>,
+    selector: &str,
+    keep: impl Fn(&mut Pod),
+) -> Result<Vec<Pod>, kube::Error> {
     let mut pods = Vec::new();
     let mut params = ListParams::default().fields(selector).limit(PAGE);
     loop {
         let page = api.list(&params).await?;
         pods.extend(page.items.into_iter().map(|mut p| {
-            trim(&mut p);
+            keep(&mut p);
             p
         }));
         match page.metadata.continue_ {

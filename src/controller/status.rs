@@ -370,6 +370,23 @@ pub fn differs(current: Option<&PodStatus>, desired: &PodStatus) -> bool {
     strip(current) != strip(desired)
 }
 
+/// A digest of `workload` as read and of the pod version (`resource_version`) it was applied
+/// to, hashed from its `Debug` form without building the string.
+pub fn digest(workload: &WorkloadStatus, resource_version: Option<&str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    struct Feed<'a>(&'a mut std::collections::hash_map::DefaultHasher);
+    impl std::fmt::Write for Feed<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.write(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let _ = std::fmt::write(&mut Feed(&mut h), format_args!("{workload:?}"));
+    resource_version.hash(&mut h);
+    h.finish()
+}
+
 /// A fingerprint of what `desired` says (as [`differs`] compares it): equal fingerprints, no news.
 pub fn fingerprint(desired: &PodStatus) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -440,6 +457,23 @@ mod tests {
             events: Vec::new(),
             message: None,
         }
+    }
+
+    #[test]
+    fn a_digest_changes_with_the_workload_or_the_pod_version_and_only_then() {
+        let running = |ready| {
+            let started_at = "2026-11-27T05:00:00Z".to_string();
+            ws(
+                WorkloadPhase::Running,
+                ContainerState::Running { started_at },
+                ready,
+            )
+        };
+        let d = digest(&running(true), Some("41"));
+        assert_eq!(d, digest(&running(true), Some("41")));
+        assert_ne!(d, digest(&running(false), Some("41")));
+        assert_ne!(d, digest(&running(true), Some("42")));
+        assert_ne!(d, digest(&running(true), None));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use serde_json::{Value, json};
 
 use crate::controller::workloads::{Location, Workloads};
@@ -278,15 +278,17 @@ pub fn resource_metrics(pods: &[Pod], usage: &Usage) -> String {
     out
 }
 
+/// The node's pods, metadata and status only, listed a page at a time (a scrape never holds
+/// every pod's spec).
 async fn node_pods(shared: &Shared) -> Result<Vec<Pod>> {
     let node = shared.workloads.node_name();
     let api: Api<Pod> = Api::all(shared.workloads.client().clone());
-    let params = ListParams::default().fields(&format!("spec.nodeName={node}"));
-    let list = api.list(&params).await.map_err(|source| Error::Api {
-        pod: format!("*/* on {node}"),
-        source,
-    })?;
-    Ok(list.items)
+    crate::controller::listing::statuses(&api, &format!("spec.nodeName={node}"))
+        .await
+        .map_err(|source| Error::Api {
+            pod: format!("*/* on {node}"),
+            source,
+        })
 }
 
 /// A target's provider and its pods on this node: (workload id, pod UID).

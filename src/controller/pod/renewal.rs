@@ -39,11 +39,15 @@ fn annotation(renew_at: Option<SystemTime>, now: SystemTime) -> Option<String> {
 /// Whether the tokens of `pod`, whose `workload` is running, are due at `now`.
 pub(super) fn due(pod: &Pod, workload: &WorkloadStatus, now: SystemTime) -> bool {
     workload.phase == WorkloadPhase::Running
-        && pod
-            .annotations()
-            .get(RENEW_AT)
-            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-            .is_some_and(|at| SystemTime::from(at) <= now)
+        && renew_at(pod.annotations()).is_some_and(|at| at <= now)
+}
+
+/// When the tokens of a pod with `annotations` are due, if it has any to renew.
+pub fn renew_at(annotations: &std::collections::BTreeMap<String, String>) -> Option<SystemTime> {
+    annotations
+        .get(RENEW_AT)
+        .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+        .map(SystemTime::from)
 }
 
 impl PodController {
