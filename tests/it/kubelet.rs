@@ -1257,10 +1257,10 @@ spec:
     )
 }
 
-/// `kubectl port-forward pod/web LOCAL:80` in `ns` over `transport` (`websockets`: kubectl's
-/// default, SPDY tunnelled in a WebSocket; else SPDY): connects once to the local port, and
-/// returns what kubectl printed on stderr within 20 s.
-fn port_forward_once(ns: &str, websockets: bool) -> String {
+/// Starts `kubectl port-forward pod/web LOCAL:80` in `ns` (`websockets`: kubectl's default,
+/// SPDY tunnelled in a WebSocket; else SPDY): the child, LOCAL, and whether kubectl said it
+/// listens ("Forwarding from 127.0.0.1:LOCAL -> 80") within 20 s.
+fn spawn_port_forward(ns: &str, websockets: bool) -> (std::process::Child, u16, bool) {
     let local = free_port();
     let mut child = Command::new(peers().path("KUBECTL"))
         .arg("--kubeconfig")
@@ -1275,7 +1275,6 @@ fn port_forward_once(ns: &str, websockets: bool) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("kubectl runs");
-    // kubectl says "Forwarding from 127.0.0.1:LOCAL -> 80" once it listens.
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -1286,6 +1285,14 @@ fn port_forward_once(ns: &str, websockets: bool) -> String {
     let listening = rx
         .recv_timeout(Duration::from_secs(20))
         .is_ok_and(|l| l.contains("Forwarding from"));
+    (child, local, listening)
+}
+
+/// `kubectl port-forward pod/web LOCAL:80` in `ns` over `transport` (`websockets`: kubectl's
+/// default, SPDY tunnelled in a WebSocket; else SPDY): connects once to the local port, and
+/// returns what kubectl printed on stderr within 20 s.
+fn port_forward_once(ns: &str, websockets: bool) -> String {
+    let (mut child, local, listening) = spawn_port_forward(ns, websockets);
     if listening && let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", local)) {
         use std::io::{Read as _, Write as _};
         let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
@@ -1457,30 +1464,7 @@ fn port_forward_echo(
     connections: usize,
 ) -> (Vec<Vec<u8>>, String) {
     use std::io::{Read as _, Write as _};
-    let local = free_port();
-    let mut child = Command::new(peers().path("KUBECTL"))
-        .arg("--kubeconfig")
-        .arg(peers().path("KUBECONFIG_ADMIN"))
-        .args(["-n", ns, "port-forward", "pod/web", &format!("{local}:80")])
-        .env(
-            "KUBECTL_PORT_FORWARD_WEBSOCKETS",
-            if websockets { "true" } else { "false" },
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let listening = rx
-        .recv_timeout(Duration::from_secs(20))
-        .is_ok_and(|l| l.contains("Forwarding from"));
+    let (mut child, local, listening) = spawn_port_forward(ns, websockets);
     let mut got = Vec::new();
     for _ in 0..connections {
         if !listening {
