@@ -49,6 +49,9 @@ pub struct ClusterProvider {
     secrets: Api<Secret>,
     unschedulable_grace: Duration,
     usage: UsageCache,
+    /// Whether the cluster's exec websocket can close stdin alone (`v5.channel.k8s.io`, from
+    /// Kubernetes 1.30), read once from its version.
+    closes_stdin: tokio::sync::OnceCell<bool>,
 }
 
 fn selector(pairs: &[(&str, String)]) -> String {
@@ -85,6 +88,13 @@ async fn read_capped(reader: Option<impl AsyncRead + Unpin>, limit: usize) -> St
     String::from_utf8_lossy(&kept).into_owned()
 }
 
+/// Whether a cluster of version `major`.`minor` (as `/version` spells them: "1", "30+")
+/// negotiates `v5.channel.k8s.io` for exec.
+fn speaks_v5(major: &str, minor: &str) -> bool {
+    let number = |s: &str| s.trim_end_matches('+').parse::<u32>().unwrap_or_default();
+    (number(major), number(minor)) >= (1, 30)
+}
+
 impl ClusterProvider {
     /// A provider creating shadow pods in `settings.namespace` through `client`.
     pub fn new(settings: Settings, client: kube::Client, layers: Layers) -> ClusterProvider {
@@ -96,7 +106,26 @@ impl ClusterProvider {
             settings,
             layers,
             unschedulable_grace: DEFAULT_UNSCHEDULABLE_GRACE,
+            closes_stdin: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Whether the cluster's exec websocket can close stdin alone: Kubernetes 1.30 and later
+    /// (`v5.channel.k8s.io`, KEP-4006 on by default). A cluster whose version cannot be read is
+    /// taken for an older one (the end of stdin then waits a grace, `streams.rs`).
+    async fn closes_stdin(&self) -> bool {
+        *self
+            .closes_stdin
+            .get_or_init(|| async {
+                match self.client.apiserver_version().await {
+                    Ok(v) => speaks_v5(&v.major, &v.minor),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cluster target: its version is unknown; stdin's end waits a grace");
+                        false
+                    }
+                }
+            })
+            .await
     }
 
     /// Shadow pods' usage samples serve `refresh` before metrics.k8s.io is asked again.
@@ -475,6 +504,7 @@ impl Provider for ClusterProvider {
         Ok(crate::provider::cluster::streams::session(
             process,
             request.tty,
+            self.closes_stdin().await,
         ))
     }
 
@@ -501,6 +531,7 @@ impl Provider for ClusterProvider {
         Ok(crate::provider::cluster::streams::session(
             process,
             request.tty,
+            self.closes_stdin().await,
         ))
     }
 
@@ -630,6 +661,15 @@ fn session_params(container: &str, request: &ExecRequest) -> AttachParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clusters_from_1_30_close_stdin_alone_and_older_ones_do_not() {
+        assert!(speaks_v5("1", "30"));
+        assert!(speaks_v5("1", "35+"));
+        assert!(!speaks_v5("1", "29"));
+        assert!(!speaks_v5("1", "20"));
+        assert!(!speaks_v5("", ""));
+    }
 
     #[test]
     fn logs_of_the_previous_instance_are_asked_of_the_shadow_pods_kubelet() {

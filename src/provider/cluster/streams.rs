@@ -2,6 +2,15 @@
 //! cluster's `pods/exec` websocket (kube's `AttachedProcess`) with stdin, its end (kube sends the
 //! v5 close signal once the writer is shut down), a terminal and its resizes, stdout and stderr as
 //! they come, and the exit code from the final status.
+//!
+//! A cluster older than 1.30 speaks only `v4.channel.k8s.io`, which cannot close stdin alone:
+//! kube then closes the whole connection, and the kubelet stops the command with it. Closed at
+//! once, that cut `kubectl cp` into the pod short (tar killed before it read what was sent) and
+//! lost the exit code; so on such a cluster the end of stdin waits [`V4_STDIN_GRACE`] first, in
+//! which a command that does not wait for the end of its input (tar reading to its end-of-archive
+//! blocks, a script) finishes with its exit code.
+
+use std::time::Duration;
 
 use futures::SinkExt;
 use kube::api::AttachedProcess;
@@ -13,12 +22,20 @@ use crate::provider::contract::{
     ExecEvent, ExecInput, ExecSession, ExitCode, ProviderError, TerminalSize,
 };
 
+/// How long the end of stdin waits on a cluster that cannot close stdin alone (v4).
+pub(crate) const V4_STDIN_GRACE: Duration = Duration::from_secs(3);
+
 /// `process` as a session: input pumped to it and its output read by tasks that end with it,
-/// the terminal (if any) sized `size` first.
-pub(crate) fn session(mut process: AttachedProcess, size: Option<TerminalSize>) -> ExecSession {
+/// the terminal (if any) sized `size` first; `closes_stdin`: the cluster can close stdin alone.
+pub(crate) fn session(
+    mut process: AttachedProcess,
+    size: Option<TerminalSize>,
+    closes_stdin: bool,
+) -> ExecSession {
     let (input, pending) = mpsc::channel::<ExecInput>(16);
     let (stdin, resize) = (process.stdin(), process.terminal_size());
-    tokio::spawn(pump_input(pending, stdin, resize, size));
+    let grace = (!closes_stdin).then_some(V4_STDIN_GRACE);
+    tokio::spawn(pump_input(pending, stdin, resize, size, grace));
     let (events, mut output) = mpsc::channel::<Result<ExecEvent, ProviderError>>(16);
     let (stdout, stderr, status) = (process.stdout(), process.stderr(), process.take_status());
     tokio::spawn(async move {
@@ -55,6 +72,7 @@ async fn pump_input(
     mut stdin: Option<impl tokio::io::AsyncWrite + Unpin>,
     mut resize: Option<futures::channel::mpsc::Sender<kube::api::TerminalSize>>,
     size: Option<TerminalSize>,
+    end_grace: Option<Duration>,
 ) {
     let sized = |s: TerminalSize| kube::api::TerminalSize {
         width: s.width,
@@ -74,6 +92,10 @@ async fn pump_input(
             }
             ExecInput::EndOfInput => {
                 if let Some(mut w) = stdin.take() {
+                    if let Some(grace) = end_grace {
+                        // The command's own end (and its status) may come first.
+                        tokio::time::sleep(grace).await;
+                    }
                     let _ = w.shutdown().await;
                 }
             }
