@@ -1495,10 +1495,10 @@ fn port_forward_echo(
 }
 
 /// `kubectl exec` in `ns` over `transport` with `input` on its stdin, which then stays open until
-/// kubectl ends: exit code, stdout, stderr. Not closed, because the gateway reaches the shadow
-/// pod's cluster over a WebSocket, and a 1.20 cluster speaks only v4.channel.k8s.io, which has no
-/// way to close stdin alone: kube-rs then closes the whole connection, and the command's last
-/// output and exit status are lost, and `kubectl cp` into the pod is cut short (docs/operations.md).
+/// kubectl ends: exit code, stdout, stderr. Held open so a command that reads to its input's end
+/// is tested too: a 1.20 cluster speaks only v4.channel.k8s.io, which cannot close stdin alone,
+/// so a closed stdin reaches the command only as the connection's end, 3 s later
+/// (docs/operations.md).
 fn exec_holding_stdin(
     transport: Transport,
     ns: &str,
