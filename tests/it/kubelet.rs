@@ -306,6 +306,25 @@ enum Transport {
 
 const TRANSPORTS: [Transport; 2] = [Transport::WebSocket, Transport::Spdy];
 
+/// `kubectl -n NS ARGS` as the admin, its exec and attach over `transport`.
+fn kubectl_command(transport: Transport, ns: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(peers().path("KUBECTL"));
+    command
+        .arg("--kubeconfig")
+        .arg(peers().path("KUBECONFIG_ADMIN"))
+        .args(["-n", ns])
+        .args(args)
+        .env(
+            "KUBECTL_REMOTE_COMMAND_WEBSOCKETS",
+            if transport == Transport::Spdy {
+                "false"
+            } else {
+                "true"
+            },
+        );
+    command
+}
+
 /// kubectl as cluster admin in `ns` with exec and attach over `transport`, `stdin` fed to it
 /// (none: /dev/null): exit code, stdout (bytes as text), stderr.
 fn kubectl_via(
@@ -326,17 +345,7 @@ fn kubectl_bytes(
     stdin: Option<&[u8]>,
 ) -> (i32, Vec<u8>, String) {
     use std::io::Write as _;
-    let websockets = if transport == Transport::Spdy {
-        "false"
-    } else {
-        "true"
-    };
-    let mut child = Command::new(peers().path("KUBECTL"))
-        .arg("--kubeconfig")
-        .arg(peers().path("KUBECONFIG_ADMIN"))
-        .args(["-n", ns])
-        .args(args)
-        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+    let mut child = kubectl_command(transport, ns, args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -463,17 +472,7 @@ fn streamed_via(
     args: &[&str],
     done: impl Fn(&str) -> bool,
 ) -> (bool, Vec<String>) {
-    let websockets = if transport == Transport::Spdy {
-        "false"
-    } else {
-        "true"
-    };
-    let mut follow = Command::new(peers().path("KUBECTL"))
-        .arg("--kubeconfig")
-        .arg(peers().path("KUBECONFIG_ADMIN"))
-        .args(["-n", ns])
-        .args(args)
-        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+    let mut follow = kubectl_command(transport, ns, args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -1506,17 +1505,7 @@ fn exec_holding_stdin(
     input: &[u8],
 ) -> (i32, String, String) {
     use std::io::Write as _;
-    let websockets = if transport == Transport::Spdy {
-        "false"
-    } else {
-        "true"
-    };
-    let mut child = Command::new(peers().path("KUBECTL"))
-        .arg("--kubeconfig")
-        .arg(peers().path("KUBECONFIG_ADMIN"))
-        .args(["-n", ns])
-        .args(args)
-        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+    let mut child = kubectl_command(transport, ns, args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1540,16 +1529,7 @@ fn exec_holding_stdin(
 /// it (`attached: LINE`) comes back on kubectl's stdout within 30 s, and every line seen.
 fn attach_and_type(transport: Transport, ns: &str, line: &str) -> (bool, Vec<String>) {
     use std::io::Write as _;
-    let websockets = if transport == Transport::Spdy {
-        "false"
-    } else {
-        "true"
-    };
-    let mut child = Command::new(peers().path("KUBECTL"))
-        .arg("--kubeconfig")
-        .arg(peers().path("KUBECONFIG_ADMIN"))
-        .args(["-n", ns, "attach", "-i", "web"])
-        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+    let mut child = kubectl_command(transport, ns, &["attach", "-i", "web"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
