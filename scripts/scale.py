@@ -49,6 +49,9 @@ COLD_START_MS = 300
 # window is, and a command to wrap the gateway in (e.g. SCALE_WRAP="heaptrack -o /tmp/gw").
 MODES = os.environ.get("SCALE_MODES", "free bucket backlog").split()
 STEADY_S = int(os.environ.get("SCALE_STEADY_S", "60"))
+# Seconds of the apiserver's CPU profile to take from the start of the placement (backlog mode;
+# peers brought up with BURSTGATE_APISERVER_PROFILING=true); read it with `go tool pprof -top`.
+PPROF_S = int(os.environ.get("SCALE_PPROF_S", "0"))
 
 
 HOST = urllib.parse.urlsplit(API)
@@ -155,6 +158,15 @@ def request_counts():
         key = (labels.get("verb", ""), labels.get("resource", "") + ("/" + labels["subresource"] if labels.get("subresource") else ""))
         counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
     return counts
+
+
+def save_profile(path):
+    """The apiserver's CPU profile over the next PPROF_S seconds, written to `path`."""
+    conn = http.client.HTTPSConnection(HOST.hostname, HOST.port, context=CTX, timeout=PPROF_S + 60)
+    conn.request("GET", f"/debug/pprof/profile?seconds={PPROF_S}", headers={"Authorization": "Bearer " + ADMIN_TOKEN})
+    r = conn.getresponse()
+    open(path, "wb").write(r.read())
+    print(f"apiserver profile ({r.status}): {path}", file=sys.stderr)
 
 
 def proc_stats(pid):
@@ -300,6 +312,8 @@ def run(n, mode):
         if backlog:
             gw = start_gateway(node, ns, tag, work, metrics_port, kubelet_port)
             t0 = time.time()
+            if PPROF_S:
+                threading.Thread(target=save_profile, args=(f"/var/tmp/{tag}.apiserver.pprof",), daemon=True).start()
         t_running = wait_until(f"{n} pods Running", lambda: tracker.count_running() >= n, 3600)
         cpu1, _, hwm_burst = proc_stats(gw.pid)
         peers1 = peer_cpu()

@@ -35,6 +35,9 @@ pub enum EventReason {
     /// A pod's service-account tokens were renewed by updating its workload, which restarted
     /// its containers (ACI cannot update a running group's files in place). Normal.
     TokenRenewed,
+    /// Renewing a pod's service-account tokens failed; it is tried again after a back-off (one
+    /// Event per streak of failures).
+    TokenRenewalFailed,
     /// A Secret or ConfigMap the pod references is missing (as a kubelet says it).
     CreateContainerConfigError,
     /// A provider refused the pod itself, under its own code ([`PodRejection::reason`]:
@@ -76,6 +79,7 @@ impl EventReason {
             EventReason::WorkloadLost => "WorkloadLost",
             EventReason::BackOff => "BackOff",
             EventReason::TokenRenewed => "TokenRenewed",
+            EventReason::TokenRenewalFailed => "TokenRenewalFailed",
             EventReason::CreateContainerConfigError => "CreateContainerConfigError",
             EventReason::PodRejected(code) => code,
             EventReason::NotSupported => "NotSupported",

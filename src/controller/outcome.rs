@@ -285,6 +285,14 @@ impl Outcome {
                 "no valid burst policy is loaded",
             )),
             Outcome::Waiting { summary, .. } => Some(waiting(WaitReason::BurstPending, summary)),
+            // A workload just created and still starting is first written by the status read
+            // that follows (2 s later): one that started by then is written Running at once, one
+            // status write instead of two, on the writes that bound a burst's placement rate.
+            Outcome::Created { workload }
+                if workload.phase == WorkloadPhase::Pending && !status::node_wrote(pod) =>
+            {
+                None
+            }
             Outcome::Created { workload } | Outcome::Observed { workload } => {
                 Some(status::from_workload(pod, workload, host_ip, now))
             }
@@ -696,14 +704,33 @@ mod tests {
 
     #[test]
     fn a_created_workload_is_mirrored_and_checked_again_in_five_minutes() {
-        let outcome = created("sim-a", Ok(workload(WorkloadPhase::Pending)), false, false);
+        let outcome = created("sim-a", Ok(workload(WorkloadPhase::Running)), false, false);
         assert!(matches!(outcome, Outcome::Created { .. }));
         assert_eq!(outcome.event(), None);
         assert_eq!(
             outcome.status(&pod(), "h", &now()).and_then(|s| s.phase),
-            Some("Pending".into())
+            Some("Running".into())
         );
         assert_eq!(outcome.requeue_after(), Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn a_workload_still_starting_is_first_written_by_the_read_that_follows_its_create() {
+        let starting = created("sim-a", Ok(workload(WorkloadPhase::Pending)), false, false);
+        assert_eq!(starting.status(&pod(), "h", &now()), None);
+        // A pod that shows a status of ours (waiting for a target, or its workload created again)
+        // is written at once.
+        let mut shown = pod();
+        shown.status = Some(status::from_workload(
+            &shown,
+            &workload(WorkloadPhase::Running),
+            "h",
+            &now(),
+        ));
+        assert_eq!(
+            starting.status(&shown, "h", &now()).and_then(|s| s.phase),
+            Some("Pending".into())
+        );
     }
 
     #[test]

@@ -116,6 +116,11 @@ impl Race {
 /// provider's `running_poll` says).
 const POLL_PENDING: Duration = Duration::from_secs(2);
 
+/// How long a nudge waits for the ones that follow it before pending pods are looked for: each
+/// delete of a burst frees room and nudges, and one pass over the node's pods per nudge made a
+/// 10,000-pod delete quadratic (a pass per delete); one pass per quarter second is not.
+const NUDGE_COALESCE: Duration = Duration::from_millis(250);
+
 /// When a pod's workload was last read, and what the read found when it changed nothing.
 #[derive(Debug, Clone, Copy)]
 struct Polled {
@@ -165,6 +170,8 @@ pub struct PodController {
     deleted: Recent,
     /// Pod UIDs whose tokens this process renewed in the last minute (`pod/renewal.rs`).
     renewed: Recent,
+    /// Per pod UID, the back-off of failed token renewals (`pod/renewal.rs`).
+    renewal_retries: renewal::Retries,
     /// Per pod UID whose provider does not restart containers itself (Fargate), the back-off of
     /// its restarts (in memory, as a kubelet keeps it: `controller/restarts.rs`).
     backoffs: Mutex<HashMap<String, Backoff>>,
@@ -265,6 +272,7 @@ impl PodController {
             in_doubt: Mutex::default(),
             deleted: Recent::default(),
             renewed: Recent::default(),
+            renewal_retries: renewal::Retries::default(),
             ready: watch::channel(false).0,
         })
     }
@@ -884,6 +892,7 @@ impl PodController {
         self.polled.lock().expect("polled lock").remove(&uid);
         self.forwarded.lock().expect("forwarded lock").remove(&uid);
         self.backoffs.lock().expect("back-off lock").remove(&uid);
+        self.renewal_retries.forget(&uid);
         self.written.lock().expect("written lock").remove(&uid);
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
@@ -1195,7 +1204,8 @@ pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
         tasks.spawn(async move { crate::controller::gc::run(gw, ready, shutdown).await });
     }
 
-    // Pending pods are decided again whenever policy, quota or health change.
+    // Pending pods are decided again whenever policy, quota or health change: the nudges of a
+    // quarter second together, in one pass over the node's pods made after them.
     let nudges = futures::stream::unfold(
         (gw.clone(), gw.policy.clone()),
         |(gw, mut policy)| async move {
@@ -1203,6 +1213,7 @@ pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
                 _ = gw.nudge.notified() => {}
                 r = policy.changed() => if r.is_err() { return None },
             }
+            tokio::time::sleep(NUDGE_COALESCE).await;
             Some(((), (gw, policy)))
         },
     );

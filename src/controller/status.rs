@@ -353,6 +353,12 @@ pub fn failed(pod: &Pod, reason: &str, message: &str, host_ip: &str, now: &Time)
     }
 }
 
+/// Whether the pod shows a status a node wrote (the gateway's, or a kubelet's before it): every
+/// status written here carries the host IP, which neither the apiserver nor the scheduler sets.
+pub fn node_wrote(pod: &Pod) -> bool {
+    pod.status.as_ref().is_some_and(|s| s.host_ip.is_some())
+}
+
 /// `s` without what does not make a status news: condition times and the QoS class.
 fn strip(s: &PodStatus) -> PodStatus {
     let mut s = s.clone();

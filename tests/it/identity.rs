@@ -5,7 +5,8 @@
 //! `automountServiceAccountToken: false` gets no token; the token dies with the pod; the
 //! Service variables (`KUBERNETES_SERVICE_HOST`, the namespace's Services) are as a kubelet sets them.
 //! A token due for renewal (its due time set to the past on the pod, standing for the 8 minutes a
-//! 600 s token lives before it is due) is renewed by one PUT of the existing group, a
+//! 600 s token lives before it is due) is renewed by one PUT of the existing group (after a
+//! refused PUT, one `TokenRenewalFailed` Warning and a back-off), a
 //! `TokenRenewed` Event saying so, the new token authenticating bound to the same pod.
 
 use std::collections::BTreeMap;
@@ -20,7 +21,7 @@ use serde_json::json;
 
 use burstgate::controller::pod::renewal::RENEW_AT;
 
-use crate::common::gateway::{AciOnly, aci_groups, aci_only};
+use crate::common::gateway::{AciOnly, aci_faults, aci_groups, aci_only};
 use crate::common::peers;
 
 /// The files of the secret volume `volume_prefix*` of the container group of pod `uid`, decoded.
@@ -402,7 +403,13 @@ async fn a_token_due_for_renewal_on_aci_is_renewed_by_updating_the_group_and_say
     )
     .to_vec();
 
-    // Due now (what the passing of 8 minutes would do): the group is updated with a new token.
+    // Due now (what the passing of 8 minutes would do), and ACI refuses the first update: one
+    // TokenRenewalFailed Warning, then after its back-off the group is updated with a new token.
+    aci_faults(
+        &subscription,
+        json!({"errors": {"count": 1, "status": 400, "method": "PUT"}}),
+    )
+    .await;
     let patch = json!({"metadata": {"annotations": {RENEW_AT: "2000-01-01T00:00:00Z"}}});
     pods.patch(
         "renewed",
@@ -412,8 +419,9 @@ async fn a_token_due_for_renewal_on_aci_is_renewed_by_updating_the_group_and_say
     .await
     .unwrap();
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
-    let note = gw
-        .eventually("a TokenRenewed Event", Duration::from_secs(90), || async {
+    let event = |reason: &'static str| {
+        let (events, uid) = (&events, &uid);
+        move || async move {
             events
                 .list(&Default::default())
                 .await
@@ -421,14 +429,32 @@ async fn a_token_due_for_renewal_on_aci_is_renewed_by_updating_the_group_and_say
                 .items
                 .into_iter()
                 .find(|e| {
-                    e.reason.as_deref() == Some("TokenRenewed")
+                    e.reason.as_deref() == Some(reason)
                         && e.involved_object.uid.as_deref() == Some(uid.as_str())
                 })
-                .map(|e| (e.type_, e.message.unwrap_or_default()))
-        })
+                .map(|e| (e.type_, e.message.unwrap_or_default(), e.count))
+        }
+    };
+    let failed = gw
+        .eventually(
+            "a TokenRenewalFailed Event",
+            Duration::from_secs(90),
+            event("TokenRenewalFailed"),
+        )
+        .await;
+    assert_eq!(failed.0.as_deref(), Some("Warning"));
+    assert!(failed.1.contains("tried again in 30 s"), "{}", failed.1);
+    let note = gw
+        .eventually(
+            "a TokenRenewed Event after the back-off",
+            Duration::from_secs(120),
+            event("TokenRenewed"),
+        )
         .await;
     assert_eq!(note.0.as_deref(), Some("Normal"));
     assert!(note.1.contains("containers restarted"), "{}", note.1);
+    let failed = event("TokenRenewalFailed")().await.expect("the Warning stays");
+    assert_eq!(failed.2, Some(1), "one Warning for the streak: {}", failed.1);
     let second = gw
         .eventually(
             "a new vault token in the group",

@@ -559,7 +559,9 @@ APISERVER_FLAGS=(
   --service-account-key-file="$PEERS_DIR/sa.pub" --service-account-signing-key-file="$PEERS_DIR/sa.key"
   --service-account-issuer=https://kubernetes.default.svc --service-cluster-ip-range=10.96.0.0/16
   --endpoint-reconciler-type=none --disable-admission-plugins=StorageObjectInUseProtection
-  --feature-gates=BoundServiceAccountTokenVolume=true --profiling=false
+  --feature-gates=BoundServiceAccountTokenVolume=true
+  # Profiling on only to see where the apiserver spends its time (scripts/scale.py SCALE_PPROF).
+  --profiling="${BURSTGATE_APISERVER_PROFILING:-false}"
 )
 printf '%s\n' "${APISERVER_FLAGS[@]}" > "$PEERS_DIR/kube-apiserver.args"
 # The test node starts beside the apiserver (its kubelet spends ~5 s in cAdvisor's start, then

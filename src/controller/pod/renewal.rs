@@ -9,8 +9,15 @@
 //! are tracked: the kubelet renews every token at most 24 h after it was issued, so what falls
 //! beyond is the admission volume's token that 1.20+ apiservers extend to a year (renewed after
 //! about a year by a kubelet), and pods without an explicit token projection get no extra write.
+//!
+//! A renewal that fails is tried again after a back-off ([`Retries`]: 30 s, doubling to 4 min,
+//! so a token renewed at 80% of an hour still gets five more tries before it expires), with one
+//! `TokenRenewalFailed` Warning per streak of failures: a provider that refuses updates is not
+//! asked again at every status read, and the log gets one line per streak, not one per read.
 
-use std::time::{Duration, SystemTime};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::api::core::v1::Pod;
@@ -27,6 +34,45 @@ pub const RENEW_AT: &str = "burstgate.io/tokens-renew-at";
 
 /// Tokens due later than this after their workload's create or renewal are not tracked.
 const HORIZON: Duration = Duration::from_secs(48 * 3600);
+
+/// The first wait after a failed renewal (a status read of a running ACI group comes every 30 s).
+const RETRY_FIRST: Duration = Duration::from_secs(30);
+/// The longest wait between two renewal attempts.
+const RETRY_MAX: Duration = Duration::from_secs(240);
+
+/// The wait after the `failures`-th failed renewal in a row: 30 s, doubling, at most 4 min.
+fn retry_delay(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    RETRY_FIRST.saturating_mul(1 << doublings).min(RETRY_MAX)
+}
+
+/// Per pod UID, the streak of failed renewals and when the next attempt may come (in memory: a
+/// gateway that restarts tries at once, as it would anyway for a token due).
+#[derive(Default)]
+pub(super) struct Retries(Mutex<HashMap<String, (u32, Instant)>>);
+
+impl Retries {
+    /// Whether the pod with `uid` is still waiting out the back-off of a failed renewal.
+    fn waiting(&self, uid: &str, now: Instant) -> bool {
+        let retries = self.0.lock().expect("renewal retries lock");
+        retries.get(uid).is_some_and(|(_, next)| now < *next)
+    }
+
+    /// Records a failed renewal of `uid` at `now`: how many failed in a row, and the wait.
+    fn failed(&self, uid: &str, now: Instant) -> (u32, Duration) {
+        let mut retries = self.0.lock().expect("renewal retries lock");
+        let entry = retries.entry(uid.to_string()).or_insert((0, now));
+        entry.0 += 1;
+        let wait = retry_delay(entry.0);
+        entry.1 = now + wait;
+        (entry.0, wait)
+    }
+
+    /// Ends the streak of `uid` (renewed, or the pod is gone).
+    pub(super) fn forget(&self, uid: &str) {
+        self.0.lock().expect("renewal retries lock").remove(uid);
+    }
+}
 
 /// The [`RENEW_AT`] value for tokens due at `renew_at`, seen at `now`; none when there is no
 /// token or it is due beyond [`HORIZON`].
@@ -63,7 +109,7 @@ impl PodController {
 
     /// Renews the tokens of `pod` (due, its `workload` running) at `provider`, then records when
     /// the new ones are due; the status read's outcome stands. A renewal that fails is tried
-    /// again at the next status read; a provider that renews nothing is not asked again.
+    /// again after its back-off ([`Retries`]); a provider that renews nothing is not asked again.
     pub(super) async fn renew_tokens(
         &self,
         pod: &Pod,
@@ -73,7 +119,7 @@ impl PodController {
         let observed = Outcome::Observed { workload };
         let uid = pod.uid().unwrap_or_default();
         // The annotation written by a renewal a moment ago may not have reached the pod cache.
-        if self.renewed.recent(&uid) {
+        if self.renewed.recent(&uid) || self.renewal_retries.waiting(&uid, Instant::now()) {
             return Ok(observed);
         }
         let spec = match self.prepare(pod).await? {
@@ -83,6 +129,7 @@ impl PodController {
         };
         let next = match provider.renew_files(&spec).await {
             Ok(_) => {
+                self.renewal_retries.forget(&uid);
                 self.renewed.insert(uid);
                 let note = format!(
                     "service-account tokens renewed before they expire; {} cannot update a running workload's files in place, so the workload was updated and its containers restarted",
@@ -94,7 +141,19 @@ impl PodController {
             }
             Err(ProviderError::NotSupported { .. }) => None,
             Err(e) => {
-                tracing::warn!(pod = %pod.name_any(), error = %e, "token renewal failed; retried at the next status read");
+                let (failures, wait) = self.renewal_retries.failed(&uid, Instant::now());
+                tracing::debug!(pod = %pod.name_any(), error = %e, failures, ?wait, "token renewal failed");
+                if failures == 1 {
+                    tracing::warn!(pod = %pod.name_any(), error = %e, "token renewal failed; tried again after a back-off");
+                    let note = format!(
+                        "renewing the service-account tokens at {} failed ({e}); tried again in {} s, doubling to {} s, until it succeeds; the workload keeps its current tokens, which stop authenticating when they expire",
+                        provider.name(),
+                        wait.as_secs(),
+                        RETRY_MAX.as_secs()
+                    );
+                    self.publish(pod, Event::new(EventReason::TokenRenewalFailed, note))
+                        .await;
+                }
                 return Ok(observed);
             }
         };
@@ -131,6 +190,29 @@ mod tests {
 
     fn at(rfc3339: &str) -> SystemTime {
         DateTime::parse_from_rfc3339(rfc3339).unwrap().into()
+    }
+
+    #[test]
+    fn failed_renewals_wait_30_s_doubling_to_4_minutes() {
+        let waits: Vec<u64> = (1..=7).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 240, 240, 240]);
+        assert_eq!(retry_delay(u32::MAX), RETRY_MAX);
+    }
+
+    #[test]
+    fn a_pod_waits_out_its_renewal_back_off_and_a_success_ends_the_streak() {
+        let retries = Retries::default();
+        let t0 = Instant::now();
+        assert!(!retries.waiting("uid", t0), "no failure, no wait");
+        assert_eq!(retries.failed("uid", t0), (1, Duration::from_secs(30)));
+        assert!(retries.waiting("uid", t0 + Duration::from_secs(29)));
+        assert!(!retries.waiting("uid", t0 + Duration::from_secs(30)));
+        assert!(!retries.waiting("other", t0), "per pod");
+        let t1 = t0 + Duration::from_secs(30);
+        assert_eq!(retries.failed("uid", t1), (2, Duration::from_secs(60)));
+        retries.forget("uid");
+        assert!(!retries.waiting("uid", t1));
+        assert_eq!(retries.failed("uid", t1), (1, Duration::from_secs(30)), "a new streak");
     }
 
     #[test]
