@@ -842,7 +842,8 @@ async fn without_node_metrics(
 }
 
 #[tokio::test]
-async fn a_kubelet_that_refuses_the_gateway_leaves_usage_not_reported_with_the_rbac_to_grant() {
+async fn a_kubelet_that_refuses_the_gateway_or_is_not_trusted_leaves_usage_not_reported_naming_the_fix()
+ {
     let s = shadow("cp-usage").await;
     let u = uid();
     let spec = workload(CLUSTER, &u, virtual_pod(&u, app()), Resolved::default());
@@ -898,6 +899,38 @@ async fn a_kubelet_that_refuses_the_gateway_leaves_usage_not_reported_with_the_r
     // Asked again within the refresh: still no figure for the pod, never a zero.
     let again = provider.usage(ids).await.unwrap();
     assert!(again.is_empty(), "{again:?}");
+    // An identity the kubelet would serve (admin), but a kubelet CA that did not sign its serving
+    // certificate (a self-signed one of the test's own): not reported either, naming the setting
+    // to fix.
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(crate::common::peers().path("KUBECONFIG_ADMIN"))
+            .unwrap();
+    let admin_config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let distrustful = ClusterProvider::new(
+        Settings {
+            target: "onprem".into(),
+            namespace: s.ns.clone(),
+        },
+        s.admin.clone(),
+        Layers::unlimited(ProviderKind::Cluster, "onprem", "local"),
+    );
+    let other_ca = tempfile::NamedTempFile::new().unwrap();
+    let ca = rcgen::generate_simple_self_signed(vec!["another-ca".to_string()]).unwrap();
+    std::fs::write(other_ca.path(), ca.cert.pem()).unwrap();
+    let distrustful = distrustful.with_kubelet_access(admin_config, Some(other_ca.path().into()));
+    match distrustful.usage(ids).await.unwrap_err() {
+        ProviderError::NotSupported { what, .. } => assert!(
+            what.contains("serves a certificate the gateway does not trust")
+                && what.contains("--cluster-kubelet-ca-file"),
+            "{what}"
+        ),
+        other => panic!("expected usage not reported naming the kubelet CA, got {other:?}"),
+    }
     let _ = Api::<Node>::all(s.admin.clone())
         .delete(&node, &DeleteParams::default())
         .await;

@@ -223,21 +223,23 @@ fn base_url(host: &str, port: u16) -> String {
     }
 }
 
-/// Whether `err` (or what caused it) is a TLS failure: the certificate was not trusted.
+/// Whether `err` (or what caused it) is a TLS failure: the certificate was not trusted. An
+/// `io::Error` is looked into, not past: its `source()` skips the error it wraps, and hyper's
+/// connect error wraps rustls' in two of them (`Connect, Custom { Other, Custom { InvalidData,
+/// InvalidCertificate(UnknownIssuer) } }`, seen on the peers' kubelet).
 fn is_tls(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(err);
     while let Some(e) = next {
-        if e.downcast_ref::<rustls::Error>().is_some() {
+        if e.is::<rustls::Error>() {
             return true;
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
         {
-            return true;
-        }
-        next = e.source();
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     false
 }
@@ -531,10 +533,11 @@ mod tests {
 
     #[test]
     fn an_untrusted_certificate_is_told_apart_from_an_unreachable_kubelet() {
-        let tls = std::io::Error::new(
+        // As hyper's connector returns it: rustls' error in an io::Error in an io::Error.
+        let tls = std::io::Error::other(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
-        );
+        ));
         assert!(is_tls(&tls));
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert!(!is_tls(&refused));

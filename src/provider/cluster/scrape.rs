@@ -22,6 +22,9 @@ use crate::provider::contract::{ContainerUsage, WorkloadUsage};
 pub(crate) const CPU_SERIES: &str = "container_cpu_usage_seconds_total";
 /// A container's memory working set, in bytes.
 pub(crate) const MEMORY_SERIES: &str = "container_memory_working_set_bytes";
+/// The shortest time between two points a rate is taken over: two reads racing each other (two
+/// clients scraping the gateway at once) give no rate rather than a noisy one.
+const MIN_RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// Text that is not the Prometheus text format. Not retryable: the kubelet (or whatever answered
 /// in its place) speaks something else.
@@ -195,12 +198,16 @@ pub(crate) fn parse(text: &str, namespace: &str) -> Result<Scrape, ParseError> {
 }
 
 /// A container's CPU rate in cores between two points of its counter; `None` when the newer is
-/// not newer, or the counter went back (the container restarted: its counter began again).
+/// less than [`MIN_RATE_WINDOW`] newer, or the counter went back (the container restarted: its
+/// counter began again).
 pub(crate) fn cpu_rate(before: Point, after: Point) -> Option<(f64, Duration)> {
     if after.at_ms <= before.at_ms || after.value < before.value {
         return None;
     }
     let elapsed = Duration::from_millis(u64::try_from(after.at_ms - before.at_ms).ok()?);
+    if elapsed < MIN_RATE_WINDOW {
+        return None;
+    }
     Some((
         (after.value - before.value) / elapsed.as_secs_f64(),
         elapsed,
@@ -323,10 +330,15 @@ mod tests {
     }
 
     #[test]
-    fn a_counter_that_went_back_means_a_restart_and_no_rate() {
+    fn a_counter_that_went_back_means_a_restart_and_no_rate_and_so_do_points_too_close() {
         let at = |value, at_ms| Point { value, at_ms };
         assert_eq!(cpu_rate(at(5.0, 1_000), at(1.0, 2_000)), None);
         assert_eq!(cpu_rate(at(1.0, 2_000), at(2.0, 2_000)), None);
+        assert_eq!(
+            cpu_rate(at(1.0, 2_000), at(1.2, 2_400)),
+            None,
+            "two reads 400 ms apart: no rate"
+        );
         assert_eq!(
             cpu_rate(at(1.0, 1_000), at(2.0, 3_000)),
             Some((0.5, Duration::from_secs(2)))
