@@ -1845,14 +1845,19 @@ async fn an_on_cluster_pod_on_a_real_kubelet_serves_logs_exec_attach_port_forwar
     let cpu_series = "container_cpu_usage_seconds_total";
     let real_path = format!("/api/v1/nodes/{test_node}/proxy/metrics/resource");
     let ours_path = format!("/api/v1/nodes/{}/proxy/metrics/resource", gw.node);
-    // The real kubelet's working set of the container, read before each look at the gateway's:
-    // the gateway's scrapes happen between these reads.
-    let real_memory = std::sync::Mutex::new(Vec::<(f64, i64)>::new());
+    // The real kubelet's figures of the container (CPU counter, working set), read before each
+    // look at the gateway's and once after the last: the gateway's scrapes fall between them.
+    let real = |text: &str| {
+        Some((
+            sample(text, &format!("{cpu_series}{real_labels}"))?,
+            sample(text, &format!("{memory_series}{real_labels}"))?,
+        ))
+    };
+    let seen = std::sync::Mutex::new(Vec::<((f64, i64), (f64, i64))>::new());
     let started = Instant::now();
     let (cpu, memory) = eventually_or_log(&gw, "web's usage from the real kubelet", || async {
-        let real = raw(&real_path);
-        if let Some(m) = sample(&real, &format!("{memory_series}{real_labels}")) {
-            real_memory.lock().unwrap().push(m);
+        if let Some(figures) = real(&raw(&real_path)) {
+            seen.lock().unwrap().push(figures);
         }
         let ours = raw(&ours_path);
         let cpu = sample(&ours, &format!("{cpu_series}{ours_labels}"))?;
@@ -1860,18 +1865,28 @@ async fn an_on_cluster_pod_on_a_real_kubelet_serves_logs_exec_attach_port_forwar
         Some((cpu, memory))
     })
     .await;
-    let real_memory = real_memory.into_inner().unwrap();
+    let mut seen = seen.into_inner().unwrap();
+    seen.extend(real(&raw(&real_path)));
+    let (first, last) = (seen[0], seen[seen.len() - 1]);
+    let real_memory: Vec<(f64, i64)> = seen.iter().map(|(_, m)| *m).collect();
     println!(
-        "usage from the real kubelet after {:?}: cpu counter {} s at {}, working set {} B at {}; the kubelet's working sets meanwhile: {real_memory:?}",
+        "usage from the real kubelet after {:?}: the gateway's cpu counter {} s at {}, working set {} B at {}; the kubelet's counter went {} -> {} s meanwhile, its working sets: {real_memory:?}",
         started.elapsed(),
         cpu.0,
         cpu.1,
         memory.0,
-        memory.1
+        memory.1,
+        first.0.0,
+        last.0.0
     );
+    // The gateway's counter starts at its first sample: the kubelet's counter's rise between its
+    // first two scrapes (plus the rate since, if it read again). Both scrapes fall between the
+    // first and the last read above, and the kubelet's counter only rises.
     assert!(
-        cpu.0 > 0.0,
-        "the container burns CPU, its counter is {cpu:?}"
+        cpu.0 > 0.0 && cpu.0 <= last.0.0 - first.0.0 + 1e-6,
+        "the container burns CPU: the gateway's counter {} s is not within the kubelet's rise 0..={} s",
+        cpu.0,
+        last.0.0 - first.0.0
     );
     // The working set is the kubelet's own figure: the very one when the timestamps match, else
     // within what the kubelet's own scrapes around the gateway's read spanned.
