@@ -12,12 +12,14 @@
 //!   node). TLS is verified against the target cluster's CA, or the bundle given
 //!   (`--cluster-kubelet-ca-file`) when kubelets serve certificates of another CA; never skipped,
 //!   whatever the kubeconfig says for the API server.
-//! - Cost: one Node read and one scrape per node per usage refresh, each a `Read` call through
-//!   the target's layers (its rate limit and per-attempt timeout). A kubelet's failure is its
+//! - Cost: one scrape per node per usage refresh, and a read of its Node when its address is
+//!   older than five minutes or its last scrape failed, each a `Read` call through the target's
+//!   layers (its rate limit and per-attempt timeout). A kubelet's failure is its
 //!   node's, not the target's: it comes back as a value ([`Error`]), so the layers neither retry
 //!   it (the next refresh does) nor count it towards the target's circuit.
 //! - Rates need two scrapes: the first scrape of a node gives its pods no usage yet; the last
-//!   scrape of each node is kept (forgotten after ten minutes unused).
+//!   scrape of each node, and a client per kubelet, are kept (forgotten after ten minutes
+//!   unused).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -42,6 +44,8 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONCURRENT_NODES: usize = 8;
 /// A node's last scrape not used in this long is dropped.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// How long a node's kubelet address serves before its Node is read again.
+const ADDRESS_TTL: Duration = Duration::from_secs(300);
 /// The address types tried, in order.
 const ADDRESS_TYPES: [&str; 3] = ["InternalIP", "ExternalIP", "Hostname"];
 
@@ -279,8 +283,11 @@ pub(crate) struct Kubelets {
     config: kube::Config,
     /// The kubelets' serving CA bundle, when not the cluster's.
     ca_file: Option<PathBuf>,
-    /// A client per kubelet URL, built once.
-    clients: Mutex<HashMap<String, kube::Client>>,
+    /// A client per kubelet URL, built once, and when it was last used (forgotten after ten
+    /// minutes unused: the node went, or its address changed).
+    clients: Mutex<HashMap<String, (Instant, kube::Client)>>,
+    /// Each node's kubelet URL, and when its Node was read.
+    urls: Mutex<HashMap<String, (Instant, String)>>,
     /// Each node's last scrape, and when it was taken.
     last: Mutex<HashMap<String, (Instant, Scrape)>>,
     /// The failure last logged per node (logged again only when it changes or after a success).
@@ -294,6 +301,7 @@ impl Kubelets {
             config,
             ca_file,
             clients: Mutex::new(HashMap::new()),
+            urls: Mutex::new(HashMap::new()),
             last: Mutex::new(HashMap::new()),
             logged: Mutex::new(HashMap::new()),
         }
@@ -302,8 +310,14 @@ impl Kubelets {
     /// A client for the kubelet at `url`: the target's credentials, its CA or `ca_file`, no
     /// proxy, no retries of its own, a short time limit, and certificates always verified.
     fn client_for(&self, node: &str, url: &str) -> Result<kube::Client, Error> {
-        if let Some(client) = self.clients.lock().expect("kubelet clients").get(url) {
-            return Ok(client.clone());
+        let now = Instant::now();
+        {
+            let mut clients = self.clients.lock().expect("kubelet clients");
+            clients.retain(|_, (used, _)| now.saturating_duration_since(*used) < FORGET_AFTER);
+            if let Some((used, client)) = clients.get_mut(url) {
+                *used = now;
+                return Ok(client.clone());
+            }
         }
         let mut config = self.config.clone();
         config.cluster_url = url.parse().map_err(|_| Error::NoAddress {
@@ -327,7 +341,7 @@ impl Kubelets {
         self.clients
             .lock()
             .expect("kubelet clients")
-            .insert(url.to_string(), client.clone());
+            .insert(url.to_string(), (now, client.clone()));
         Ok(client)
     }
 
@@ -375,8 +389,42 @@ impl Kubelets {
         node: &str,
         namespace: &str,
     ) -> Result<Scrape, Error> {
-        let url = self.url_of(layers, nodes, node).await?;
-        let kubelet = self.client_for(node, &url)?;
+        let now = Instant::now();
+        let known = self
+            .urls
+            .lock()
+            .expect("kubelet urls")
+            .get(node)
+            .filter(|(read, _)| now.saturating_duration_since(*read) < ADDRESS_TTL)
+            .map(|(_, url)| url.clone());
+        let url = match known {
+            Some(url) => url,
+            None => {
+                let url = self.url_of(layers, nodes, node).await?;
+                self.urls
+                    .lock()
+                    .expect("kubelet urls")
+                    .insert(node.to_string(), (now, url.clone()));
+                url
+            }
+        };
+        let scraped = self.scrape_at(layers, node, &url, namespace).await;
+        if scraped.is_err() {
+            // The node may have moved or gone: read it again next time.
+            self.urls.lock().expect("kubelet urls").remove(node);
+        }
+        scraped
+    }
+
+    /// One scrape of the kubelet of `node` at `url`, kept to `namespace`.
+    async fn scrape_at(
+        &self,
+        layers: &Layers,
+        node: &str,
+        url: &str,
+        namespace: &str,
+    ) -> Result<Scrape, Error> {
+        let kubelet = self.client_for(node, url)?;
         let kubelet = &kubelet;
         let answer = layers
             .call(OperationClass::Read, "ScrapeKubelet", || async move {
@@ -391,7 +439,7 @@ impl Kubelets {
                 node: node.to_string(),
                 source,
             })?;
-        let text = answer.map_err(|e| classify(node, &url, &e))?;
+        let text = answer.map_err(|e| classify(node, url, &e))?;
         parse(&text, namespace).map_err(|source| Error::Parse {
             node: node.to_string(),
             source,
@@ -427,6 +475,10 @@ impl Kubelets {
         let mut out = BTreeMap::new();
         let mut last = self.last.lock().expect("kubelet scrapes");
         last.retain(|_, (at, _)| now.saturating_duration_since(*at) < FORGET_AFTER);
+        self.urls
+            .lock()
+            .expect("kubelet urls")
+            .retain(|_, (read, _)| now.saturating_duration_since(*read) < FORGET_AFTER);
         for pod in pods {
             let Some(name) = pod.metadata.name.clone() else {
                 continue;
