@@ -776,6 +776,47 @@ async fn exec_attach_and_logs_without_a_kubelet_say_why_clearly() {
     s.cleanup().await;
 }
 
+/// Counts the calls the layers make, by API.
+#[derive(Default)]
+struct Calls(std::sync::Mutex<Vec<String>>);
+
+impl Calls {
+    fn of(&self, api: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|a| *a == api).count()
+    }
+}
+
+impl burstgate::provider::layers::Observer for Calls {
+    fn request(&self, _: &str, _: &str, api: &str, _: &str, _: f64) {
+        self.0.lock().unwrap().push(api.to_string());
+    }
+    fn waited(&self, _: &str, _: &str, _: &str, _: f64) {}
+    fn circuit(&self, _: &str, _: burstgate::provider::layers::CircuitState) {}
+}
+
+/// A cluster target's real layers (its published read bucket) whose circuit opens at the first
+/// target-level failure, reporting every call to `calls`.
+fn hair_trigger_layers(calls: Arc<Calls>) -> Layers {
+    use burstgate::provider::layers;
+    let yaml = "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - {name: onprem, provider: cluster, region: local, cluster: {namespace: burstgate-shadow}}\n";
+    let policy = burstgate::policy::load_files(&[("p.yaml".into(), yaml.into())])
+        .expect("a one-target policy");
+    let settings = layers::Settings {
+        retry: Default::default(),
+        circuit: layers::circuit::Settings {
+            failures_to_open: 1,
+            ..Default::default()
+        },
+    };
+    Layers::new(
+        &policy.targets[0],
+        &layers::Buckets::default(),
+        settings,
+        calls,
+    )
+    .expect("layers")
+}
+
 /// A client (and the configuration it was built from) for a ServiceAccount `name` of `ns` that
 /// holds deploy/'s shadow role there and `get` on nodes (`system:node-proxier`), but not
 /// `nodes/metrics`: what a gateway looks like when its RBAC lacks the usage grant.
@@ -876,13 +917,17 @@ async fn a_kubelet_that_refuses_the_gateway_or_is_not_trusted_leaves_usage_not_r
         (listed && nodes.get(&node).await.is_ok()).then_some(())
     })
     .await;
+    // Real layers whose circuit one target-level failure would open: the kubelet's refusal is its
+    // node's, and must not take the target out of decisions.
+    let calls = Arc::new(Calls::default());
+    let layers = hair_trigger_layers(calls.clone());
     let provider = ClusterProvider::new(
         Settings {
             target: "onprem".into(),
             namespace: s.ns.clone(),
         },
         client,
-        Layers::unlimited(ProviderKind::Cluster, "onprem", "local"),
+        layers.clone(),
     )
     .with_kubelet_access(config, None);
     let ids = std::slice::from_ref(&spec.id);
@@ -896,9 +941,20 @@ async fn a_kubelet_that_refuses_the_gateway_or_is_not_trusted_leaves_usage_not_r
         ),
         other => panic!("expected usage not reported with the RBAC to grant, got {other:?}"),
     }
-    // Asked again within the refresh: still no figure for the pod, never a zero.
+    assert_eq!(
+        calls.of("ScrapeKubelet"),
+        1,
+        "one scrape of the node: {:?}",
+        calls.0.lock().unwrap()
+    );
+    assert_eq!(
+        layers.circuit_state(),
+        burstgate::provider::layers::CircuitState::Closed
+    );
+    // Asked again within the refresh: still no figure for the pod, never a zero, and no scrape.
     let again = provider.usage(ids).await.unwrap();
     assert!(again.is_empty(), "{again:?}");
+    assert_eq!(calls.of("ScrapeKubelet"), 1);
     // An identity the kubelet would serve (admin), but a kubelet CA that did not sign its serving
     // certificate (a self-signed one of the test's own): not reported either, naming the setting
     // to fix.
