@@ -44,7 +44,9 @@ pub enum Error {
     Fenced(#[from] crate::controller::leader::Error),
 }
 
-async fn client(config: &RunConfig) -> Result<kube::Client, Error> {
+/// The gateway's client and the configuration it was built from (which also reads the kubelets
+/// of an on-cluster target without metrics-server).
+async fn client(config: &RunConfig) -> Result<(kube::Client, kube::Config), Error> {
     let kube_config = match &config.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -60,13 +62,14 @@ async fn client(config: &RunConfig) -> Result<kube::Client, Error> {
             .await
             .map_err(|e| Error::Config(e.to_string()))?,
     };
-    Ok(kube::Client::try_from(kube_config)?)
+    Ok((kube::Client::try_from(kube_config.clone())?, kube_config))
 }
 
-/// The provider kinds this gateway can build adapters for.
+/// The provider kinds this gateway can build adapters for (`client` built from `kube_config`).
 pub fn factories(
     config: &RunConfig,
     client: &kube::Client,
+    kube_config: &kube::Config,
     kube_version: &str,
 ) -> BTreeMap<ProviderKind, Arc<dyn Factory>> {
     let cloud = SimCloud::new(Duration::from_millis(config.sim_cold_start_ms), 10_000);
@@ -77,8 +80,11 @@ pub fn factories(
         ),
         (
             ProviderKind::Cluster,
-            Arc::new(ClusterFactory::new(client.clone()).with_usage_refresh(config.usage_refresh()))
-                as Arc<dyn Factory>,
+            Arc::new(
+                ClusterFactory::new(client.clone(), kube_config.clone())
+                    .with_usage_refresh(config.usage_refresh())
+                    .with_kubelet_ca_file(config.cluster_kubelet_ca_file.clone()),
+            ) as Arc<dyn Factory>,
         ),
         (
             ProviderKind::Fargate,
@@ -180,7 +186,7 @@ pub async fn run_controllers(gw: Arc<Gateway>, term: CancellationToken, grace: D
 // task in one JoinSet, wait for a signal, cancel, drain under a bound).
 pub async fn run(config: RunConfig) -> Result<(), Error> {
     crate::failpoint::arm_from_env().map_err(Error::FailPoint)?;
-    let client = client(&config).await?;
+    let (client, kube_config) = client(&config).await?;
     let (tx, rx) = watch::channel(None);
     let reloader = PolicyReloader::new(config.policy_dir.clone(), tx);
     let election = ElectionConfig::from_run_config(&config);
@@ -198,7 +204,7 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
         client.clone(),
         config.clone(),
         rx,
-        factories(&config, &client, &kube_version),
+        factories(&config, &client, &kube_config, &kube_version),
         config.layer_settings(),
     );
 

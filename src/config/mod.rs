@@ -91,6 +91,12 @@ pub struct RunConfig {
     /// and ARM): Azure Stack Hub, a TLS-inspecting egress proxy, a test emulator.
     #[arg(long, env = "BURSTGATE_AZURE_CA_FILE")]
     pub azure_ca_file: Option<PathBuf>,
+    /// PEM CA bundle the kubelets of `cluster` targets' nodes serve certificates of, when it is
+    /// not their cluster's CA (the default trust). Used to read shadow pods' usage from
+    /// `/metrics/resource` where the target cluster serves no metrics.k8s.io. Never skipped:
+    /// there is no insecure mode.
+    #[arg(long, env = "BURSTGATE_CLUSTER_KUBELET_CA_FILE")]
+    pub cluster_kubelet_ca_file: Option<PathBuf>,
     /// Port of the kubelet API (advertised in the node's daemonEndpoints).
     #[arg(long, env = "BURSTGATE_KUBELET_PORT", default_value_t = 10250)]
     pub kubelet_port: u16,

@@ -1,6 +1,7 @@
 //! `/stats/summary` and `/metrics/resource`: what the gateway knows about the node's pods, with
 //! the CPU and memory usage their providers report ([`Provider::usage`]: ACI from Azure Monitor,
-//! on-cluster from the target cluster's metrics.k8s.io; Fargate and sim report none).
+//! on-cluster from the target cluster's metrics.k8s.io or its nodes' kubelets; Fargate and sim
+//! report none).
 //!
 //! A pod whose provider reports no usage (or has no sample yet) carries no usage fields in the
 //! summary and no usage series in `/metrics/resource`: metrics-server then skips it rather than

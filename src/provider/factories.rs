@@ -39,16 +39,28 @@ impl Factory for SimFactory {
 /// client) or of another one (its `kubeconfig`).
 pub struct ClusterFactory {
     client: kube::Client,
+    config: kube::Config,
     usage_refresh: std::time::Duration,
+    kubelet_ca_file: Option<std::path::PathBuf>,
 }
 
 impl ClusterFactory {
-    /// Adapters that use `client` unless a target names another cluster.
-    pub fn new(client: kube::Client) -> ClusterFactory {
+    /// Adapters that use `client` (built from `config`) unless a target names another cluster.
+    /// `config`'s credentials also read the kubelets when the cluster has no metrics-server.
+    pub fn new(client: kube::Client, config: kube::Config) -> ClusterFactory {
         ClusterFactory {
             client,
+            config,
             usage_refresh: crate::provider::kit::usage::DEFAULT_REFRESH,
+            kubelet_ca_file: None,
         }
+    }
+
+    /// Kubelets serve certificates of the CA bundle `path`, not of their cluster's CA
+    /// (`--cluster-kubelet-ca-file`).
+    pub fn with_kubelet_ca_file(mut self, path: Option<std::path::PathBuf>) -> ClusterFactory {
+        self.kubelet_ca_file = path;
+        self
     }
 
     /// Shadow pods' usage samples serve `refresh` before metrics.k8s.io is asked again.
@@ -65,8 +77,8 @@ impl Factory for ClusterFactory {
             Connection::Cluster(c) => (c.namespace.clone(), c.kubeconfig.clone()),
             _ => ("burstgate-shadow".to_string(), None),
         };
-        let client = match kubeconfig {
-            None => self.client.clone(),
+        let (client, config) = match kubeconfig {
+            None => (self.client.clone(), self.config.clone()),
             Some(path) => {
                 let kc = kube::config::Kubeconfig::read_from(&path)
                     .map_err(|e| format!("cluster.kubeconfig {path}: {e}"))?;
@@ -76,8 +88,9 @@ impl Factory for ClusterFactory {
                 )
                 .await
                 .map_err(|e| format!("cluster.kubeconfig {path}: {e}"))?;
-                kube::Client::try_from(config)
-                    .map_err(|e| format!("cluster.kubeconfig {path}: {e}"))?
+                let client = kube::Client::try_from(config.clone())
+                    .map_err(|e| format!("cluster.kubeconfig {path}: {e}"))?;
+                (client, config)
             }
         };
         Ok(Arc::new(
@@ -89,7 +102,8 @@ impl Factory for ClusterFactory {
                 client,
                 layers,
             )
-            .with_usage_refresh(self.usage_refresh),
+            .with_usage_refresh(self.usage_refresh)
+            .with_kubelet_access(config, self.kubelet_ca_file.clone()),
         ))
     }
 }

@@ -775,3 +775,223 @@ async fn exec_attach_and_logs_without_a_kubelet_say_why_clearly() {
     );
     s.cleanup().await;
 }
+
+/// Counts the calls the layers make, by API.
+#[derive(Default)]
+struct Calls(std::sync::Mutex<Vec<String>>);
+
+impl Calls {
+    fn of(&self, api: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|a| *a == api).count()
+    }
+}
+
+impl burstgate::provider::layers::Observer for Calls {
+    fn request(&self, _: &str, _: &str, api: &str, _: &str, _: f64) {
+        self.0.lock().unwrap().push(api.to_string());
+    }
+    fn waited(&self, _: &str, _: &str, _: &str, _: f64) {}
+    fn circuit(&self, _: &str, _: burstgate::provider::layers::CircuitState) {}
+}
+
+/// A cluster target's real layers (its published read bucket) whose circuit opens at the first
+/// target-level failure, reporting every call to `calls`.
+fn hair_trigger_layers(calls: Arc<Calls>) -> Layers {
+    use burstgate::provider::layers;
+    let yaml = "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - {name: onprem, provider: cluster, region: local, cluster: {namespace: burstgate-shadow}}\n";
+    let policy = burstgate::policy::load_files(&[("p.yaml".into(), yaml.into())])
+        .expect("a one-target policy");
+    let settings = layers::Settings {
+        retry: Default::default(),
+        circuit: layers::circuit::Settings {
+            failures_to_open: 1,
+            ..Default::default()
+        },
+    };
+    Layers::new(
+        &policy.targets[0],
+        &layers::Buckets::default(),
+        settings,
+        calls,
+    )
+    .expect("layers")
+}
+
+/// A client (and the configuration it was built from) for a ServiceAccount `name` of `ns` that
+/// holds deploy/'s shadow role there and `get` on nodes (`system:node-proxier`), but not
+/// `nodes/metrics`: what a gateway looks like when its RBAC lacks the usage grant.
+async fn without_node_metrics(
+    admin: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> (kube::Client, kube::Config) {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let subject = json!([{"kind": "ServiceAccount", "name": name, "namespace": ns}]);
+    Api::<RoleBinding>::namespaced(admin.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "burstgate-shadow"},
+                "subjects": subject}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": format!("{ns}-{name}")},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:node-proxier"},
+                "subjects": subject}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 600}}))
+            .unwrap();
+    let token = sas
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.token)
+        .expect("the apiserver issues a token");
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(crate::common::peers().path("KUBECONFIG_ADMIN"))
+            .unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(secrecy::SecretString::from(token)),
+        ..Default::default()
+    };
+    (kube::Client::try_from(config.clone()).unwrap(), config)
+}
+
+#[tokio::test]
+async fn a_kubelet_that_refuses_the_gateway_or_is_not_trusted_leaves_usage_not_reported_naming_the_fix()
+ {
+    let s = shadow("cp-usage").await;
+    let u = uid();
+    let spec = workload(CLUSTER, &u, virtual_pod(&u, app()), Resolved::default());
+    s.provider.create(&spec).await.unwrap();
+    // The shadow pod "runs" on a Node of the test's own whose address and kubelet port are the
+    // real test node's: the provider scrapes the real kubelet for it.
+    let node = fake_node(&s.admin).await;
+    let port: i32 = crate::common::peers().get("KUBELET_PORT").parse().unwrap();
+    Api::<Node>::all(s.admin.clone())
+        .patch_status(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "addresses": [{"type": "InternalIP", "address": crate::common::peers().get("KUBE_TEST_NODE_IP")}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}
+            }})),
+        )
+        .await
+        .unwrap();
+    kubelet_reports(&s, &spec.id, &node, json!({ "phase": "Running" })).await;
+    let (client, config) = without_node_metrics(&s.admin, &s.ns, "usage-reader").await;
+    // RBAC applies within moments: wait until the identity may list the shadow pods and read
+    // the node, so that only the kubelet's answer is left to refuse.
+    let (pods, nodes) = (
+        Api::<Pod>::namespaced(client.clone(), &s.ns),
+        Api::<Node>::all(client.clone()),
+    );
+    eventually("the reader's RBAC in effect", WAIT, || async {
+        let listed = pods.list(&ListParams::default()).await.is_ok();
+        (listed && nodes.get(&node).await.is_ok()).then_some(())
+    })
+    .await;
+    // Real layers whose circuit one target-level failure would open: the kubelet's refusal is its
+    // node's, and must not take the target out of decisions.
+    let calls = Arc::new(Calls::default());
+    let layers = hair_trigger_layers(calls.clone());
+    let provider = ClusterProvider::new(
+        Settings {
+            target: "onprem".into(),
+            namespace: s.ns.clone(),
+        },
+        client,
+        layers.clone(),
+    )
+    .with_kubelet_access(config, None);
+    let ids = std::slice::from_ref(&spec.id);
+    let err = provider.usage(ids).await.unwrap_err();
+    match &err {
+        ProviderError::NotSupported { what, .. } => assert!(
+            what.contains("refused the gateway (403")
+                && what.contains("`get` on `nodes/metrics`")
+                && what.contains("not nodes/proxy"),
+            "{what}"
+        ),
+        other => panic!("expected usage not reported with the RBAC to grant, got {other:?}"),
+    }
+    assert_eq!(
+        calls.of("ScrapeKubelet"),
+        1,
+        "one scrape of the node: {:?}",
+        calls.0.lock().unwrap()
+    );
+    assert_eq!(
+        layers.circuit_state(),
+        burstgate::provider::layers::CircuitState::Closed
+    );
+    // Asked again within the refresh: still no figure for the pod, never a zero, and no scrape.
+    let again = provider.usage(ids).await.unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(calls.of("ScrapeKubelet"), 1);
+    // An identity the kubelet would serve (admin), but a kubelet CA that did not sign its serving
+    // certificate (a self-signed one of the test's own): not reported either, naming the setting
+    // to fix.
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(crate::common::peers().path("KUBECONFIG_ADMIN"))
+            .unwrap();
+    let admin_config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let distrustful = ClusterProvider::new(
+        Settings {
+            target: "onprem".into(),
+            namespace: s.ns.clone(),
+        },
+        s.admin.clone(),
+        Layers::unlimited(ProviderKind::Cluster, "onprem", "local"),
+    );
+    let other_ca = tempfile::NamedTempFile::new().unwrap();
+    let ca = rcgen::generate_simple_self_signed(vec!["another-ca".to_string()]).unwrap();
+    std::fs::write(other_ca.path(), ca.cert.pem()).unwrap();
+    let distrustful = distrustful.with_kubelet_access(admin_config, Some(other_ca.path().into()));
+    match distrustful.usage(ids).await.unwrap_err() {
+        ProviderError::NotSupported { what, .. } => assert!(
+            what.contains("serves a certificate the gateway does not trust")
+                && what.contains("--cluster-kubelet-ca-file"),
+            "{what}"
+        ),
+        other => panic!("expected usage not reported naming the kubelet CA, got {other:?}"),
+    }
+    let _ = Api::<Node>::all(s.admin.clone())
+        .delete(&node, &DeleteParams::default())
+        .await;
+    let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(s.admin.clone())
+        .delete(&format!("{}-usage-reader", s.ns), &DeleteParams::default())
+        .await;
+    s.cleanup().await;
+}

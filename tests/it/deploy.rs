@@ -540,6 +540,9 @@ const NEEDED: &[Ask] = &[
         "burstgate-shadow",
     ),
     // (metrics.k8s.io pods, also granted there, cannot be asked: the peers serve no metrics API.)
+    // Without it, the shadow pods' usage from their nodes' kubelets (ClusterRole
+    // burstgate-node-metrics).
+    Ask("get", "nodes --subresource=metrics", ""),
     Ask("create", "secrets", "burstgate-shadow"),
     Ask("get", "secrets", "burstgate-shadow"),
     Ask("delete", "secrets", "burstgate-shadow"),
@@ -574,6 +577,10 @@ const REFUSED: &[Ask] = &[
     Ask("delete", "nodes", ""),
     Ask("update", "nodes", ""),
     Ask("list", "nodes", ""),
+    // Usage needs nodes/metrics only; nodes/proxy would let the gateway exec into any pod.
+    Ask("get", "nodes --subresource=proxy", ""),
+    Ask("create", "nodes --subresource=proxy", ""),
+    Ask("get", "nodes --subresource=stats", ""),
     Ask("create", "events", "default"),
     Ask("delete", "events.events.k8s.io", "default"),
     Ask("get", "leases.coordination.k8s.io", "kube-system"),

@@ -1574,28 +1574,33 @@ fn attach_and_type(transport: Transport, ns: &str, line: &str) -> (bool, Vec<Str
 }
 
 #[tokio::test]
-async fn an_on_cluster_pod_on_a_real_kubelet_serves_logs_exec_attach_and_port_forward_through_kubectl()
+async fn an_on_cluster_pod_on_a_real_kubelet_serves_logs_exec_attach_port_forward_and_usage_through_kubectl()
  {
     let client = kube_admin().await;
     let ns = unique_name("kubelet-real");
     crate::common::create_namespace(&client, &ns).await;
     let shadow_ns = unique_name("kubelet-shadow");
     crate::common::create_namespace(&client, &shadow_ns).await;
-    let gw = Gateway::start_with(&ns, &cluster_policy(&shadow_ns), |_| {});
+    // Usage is read again every 3 s (60 s by default), so that two scrapes of the real kubelet,
+    // which a CPU rate needs, come within the test.
+    let gw = Gateway::start_with(&ns, &cluster_policy(&shadow_ns), |command| {
+        command.args(["--usage-refresh-seconds", "3"]);
+    });
     let (test_node, image) = (
         peers().get("KUBE_TEST_NODE").to_string(),
         peers().get("KUBE_TEST_NODE_IMAGE"),
     );
     // The virtual pod tolerates the test node's taint; its shadow keeps that toleration (only
     // the virtual-kubelet ones go), so the scheduler puts the shadow on the real node. The
-    // container echoes TCP port 80 back, and each line of its stdin to its stdout.
+    // container echoes TCP port 80 back, and each line of its stdin to its stdout, and burns a
+    // little CPU every second (a few percent of a core), so its CPU usage is never 0.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let web: Pod = serde_json::from_value(json!({
         "metadata": {"name": "web"},
         "spec": {"nodeName": gw.node, "automountServiceAccountToken": false, "terminationGracePeriodSeconds": 1,
                  "tolerations": [{"key": peers().get("KUBE_TEST_NODE_TAINT"), "operator": "Exists", "effect": "NoSchedule"}],
                  "containers": [{"name": "app", "image": image, "imagePullPolicy": "Never", "stdin": true,
-                                 "command": ["sh", "-c", "echo started on $(hostname); nc -ll -p 80 -e cat & while read -r l; do echo \"attached: $l\"; done; sleep 3600"],
+                                 "command": ["sh", "-c", "echo started on $(hostname); nc -ll -p 80 -e cat & (while true; do i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 1; done) & while read -r l; do echo \"attached: $l\"; done; sleep 3600"],
                                  "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}}}]}
     }))
     .unwrap();
@@ -1825,32 +1830,107 @@ async fn an_on_cluster_pod_on_a_real_kubelet_serves_logs_exec_attach_and_port_fo
     drop(stream);
     forwarder.abort();
 
-    // Usage: the real kubelet measures the shadow pod; the gateway reads usage of on-cluster
-    // pods from metrics.k8s.io only, which these peers do not serve (no metrics-server), so it
-    // reports none for web rather than zeros.
+    // Usage (`kubectl top`'s source): the peers serve no metrics.k8s.io, so the gateway reads the
+    // shadow pod's usage from the real kubelet's /metrics/resource, as metrics-server would, with
+    // its own identity (deploy/rbac grants it nodes/metrics); CPU is the rate between two scrapes.
     let raw = |path: &str| {
         let (code, out, err) = kubectl(&ns, &["get", "--raw", path]);
         assert_eq!(code, 0, "{path}: {err}");
         out
     };
-    let series =
-        format!("pod_cpu_usage_seconds_total{{namespace=\"{shadow_ns}\",pod=\"{shadow_name}\"}}");
-    let real = eventually_or_log(
-        &gw,
-        "the real kubelet's usage of the shadow pod",
-        || async {
-            let text = raw(&format!("/api/v1/nodes/{test_node}/proxy/metrics/resource"));
-            sample(&text, &series)
-        },
-    )
+    let real_labels =
+        format!("{{container=\"app\",namespace=\"{shadow_ns}\",pod=\"{shadow_name}\"}}");
+    let ours_labels = format!("{{container=\"app\",namespace=\"{ns}\",pod=\"web\"}}");
+    let memory_series = "container_memory_working_set_bytes";
+    let cpu_series = "container_cpu_usage_seconds_total";
+    let real_path = format!("/api/v1/nodes/{test_node}/proxy/metrics/resource");
+    let ours_path = format!("/api/v1/nodes/{}/proxy/metrics/resource", gw.node);
+    // The real kubelet's figures of the container (CPU counter, working set), read before each
+    // look at the gateway's and once after the last: the gateway's scrapes fall between them.
+    let real = |text: &str| {
+        Some((
+            sample(text, &format!("{cpu_series}{real_labels}"))?,
+            sample(text, &format!("{memory_series}{real_labels}"))?,
+        ))
+    };
+    let seen = std::sync::Mutex::new(Vec::<((f64, i64), (f64, i64))>::new());
+    let started = Instant::now();
+    let (cpu, memory) = eventually_or_log(&gw, "web's usage from the real kubelet", || async {
+        if let Some(figures) = real(&raw(&real_path)) {
+            seen.lock().unwrap().push(figures);
+        }
+        let ours = raw(&ours_path);
+        let cpu = sample(&ours, &format!("{cpu_series}{ours_labels}"))?;
+        let memory = sample(&ours, &format!("{memory_series}{ours_labels}"))?;
+        Some((cpu, memory))
+    })
     .await;
-    println!("real kubelet: {series} {} at {}", real.0, real.1);
-    let ours = raw(&format!("/api/v1/nodes/{}/proxy/metrics/resource", gw.node));
+    let mut seen = seen.into_inner().unwrap();
+    seen.extend(real(&raw(&real_path)));
+    let (first, last) = (seen[0], seen[seen.len() - 1]);
+    let real_memory: Vec<(f64, i64)> = seen.iter().map(|(_, m)| *m).collect();
+    println!(
+        "usage from the real kubelet after {:?}: the gateway's cpu counter {} s at {}, working set {} B at {}; the kubelet's counter went {} -> {} s meanwhile, its working sets: {real_memory:?}",
+        started.elapsed(),
+        cpu.0,
+        cpu.1,
+        memory.0,
+        memory.1,
+        first.0.0,
+        last.0.0
+    );
+    // The gateway's counter starts at its first sample: the kubelet's counter's rise between its
+    // first two scrapes (plus the rate since, if it read again). Both scrapes fall between the
+    // first and the last read above, and the kubelet's counter only rises.
     assert!(
-        !ours.contains(&format!(
-            "pod_cpu_usage_seconds_total{{namespace=\"{ns}\",pod=\"web\"}}"
-        )),
-        "the gateway reported usage it could not have read:\n{ours}"
+        cpu.0 > 0.0 && cpu.0 <= last.0.0 - first.0.0 + 1e-6,
+        "the container burns CPU: the gateway's counter {} s is not within the kubelet's rise 0..={} s",
+        cpu.0,
+        last.0.0 - first.0.0
+    );
+    // The working set is the kubelet's own figure: the very one when the timestamps match, else
+    // within what the kubelet's own scrapes around the gateway's read spanned.
+    let (low, high) = real_memory
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), (m, _)| {
+            (l.min(*m), h.max(*m))
+        });
+    match real_memory.iter().find(|(_, at)| *at == memory.1) {
+        Some((same, _)) => assert_eq!(memory.0, *same, "the same sample"),
+        None => assert!(
+            (low..=high).contains(&memory.0),
+            "the gateway's working set {} is outside the kubelet's {low}..={high}",
+            memory.0
+        ),
+    }
+    // The summary (`kubectl top`'s other source, and the HPA's through metrics-server) carries
+    // the same figures for web: a CPU rate above zero and the working set.
+    let summary: serde_json::Value = serde_json::from_str(&raw(&format!(
+        "/api/v1/nodes/{}/proxy/stats/summary",
+        gw.node
+    )))
+    .unwrap();
+    let pod = summary["pods"]
+        .as_array()
+        .and_then(|pods| pods.iter().find(|p| p["podRef"]["name"] == "web"))
+        .unwrap_or_else(|| panic!("web is in the summary: {summary}"));
+    let app = &pod["containers"][0];
+    println!(
+        "summary: web's app uses {} nanocores and {} B",
+        app["cpu"]["usageNanoCores"], app["memory"]["workingSetBytes"]
+    );
+    assert!(
+        app["cpu"]["usageNanoCores"].as_u64().is_some_and(|n| n > 0),
+        "{pod}"
+    );
+    // It may be a newer sample than the one above: the kubelet's figure now widens the range.
+    let (low, high) = sample(&raw(&real_path), &format!("{memory_series}{real_labels}"))
+        .map_or((low, high), |(m, _)| (low.min(m), high.max(m)));
+    let working_set = app["memory"]["workingSetBytes"].as_f64().unwrap_or(-1.0);
+    assert!(
+        working_set == memory.0 || (low..=high).contains(&working_set),
+        "the summary's working set {working_set} is neither the gateway's {} nor within the kubelet's {low}..={high}",
+        memory.0
     );
 
     // Delete: the gateway deletes the shadow, the real kubelet stops it, both objects go.

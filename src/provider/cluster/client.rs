@@ -13,6 +13,7 @@ use kube::api::{
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::policy::model::OperationClass;
+use crate::provider::cluster::kubelets::Kubelets;
 use crate::provider::cluster::retry::{is_gone, provider_error};
 use crate::provider::cluster::settings::Settings;
 use crate::provider::cluster::status::{
@@ -49,6 +50,8 @@ pub struct ClusterProvider {
     secrets: Api<Secret>,
     unschedulable_grace: Duration,
     usage: UsageCache,
+    /// Where usage comes from when the cluster serves no metrics.k8s.io: its nodes' kubelets.
+    kubelets: Option<Kubelets>,
     /// Whether the cluster's exec websocket can close stdin alone (`v5.channel.k8s.io`, from
     /// Kubernetes 1.30), read once from its version.
     closes_stdin: tokio::sync::OnceCell<bool>,
@@ -106,6 +109,7 @@ impl ClusterProvider {
             settings,
             layers,
             unschedulable_grace: DEFAULT_UNSCHEDULABLE_GRACE,
+            kubelets: None,
             closes_stdin: tokio::sync::OnceCell::new(),
         }
     }
@@ -128,9 +132,24 @@ impl ClusterProvider {
             .await
     }
 
-    /// Shadow pods' usage samples serve `refresh` before metrics.k8s.io is asked again.
+    /// Shadow pods' usage samples serve `refresh` before metrics.k8s.io (or the kubelets) are
+    /// asked again.
     pub fn with_usage_refresh(mut self, refresh: Duration) -> ClusterProvider {
         self.usage = UsageCache::new(refresh, self.layers.per_second(OperationClass::Read));
+        self
+    }
+
+    /// When the cluster serves no metrics.k8s.io, reads the shadow pods' usage from the
+    /// `/metrics/resource` of their nodes' kubelets, as metrics-server does, with `config`'s
+    /// credentials (the target cluster's client configuration, the one `client` was built from),
+    /// trusting `kubelet_ca_file` or else `config`'s CA. Without it such a cluster's pods report
+    /// no usage.
+    pub fn with_kubelet_access(
+        mut self,
+        config: kube::Config,
+        kubelet_ca_file: Option<std::path::PathBuf>,
+    ) -> ClusterProvider {
+        self.kubelets = Some(Kubelets::new(config, kubelet_ca_file));
         self
     }
 
@@ -271,6 +290,86 @@ impl ClusterProvider {
         Ok(())
     }
 
+    /// The shadow pods of `ids` that exist: one list call per batch of up to 500, by label
+    /// selector `burstgate.io/managed-by=burstgate,burstgate.io/pod-uid in (...)`.
+    async fn shadow_pods(&self, ids: &[String]) -> Result<Vec<Pod>, ProviderError> {
+        let wanted: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+        let uids: Vec<String> = wanted
+            .iter()
+            .filter_map(|id| id.strip_prefix("bg-"))
+            .map(label_value)
+            .collect();
+        let mut out = Vec::new();
+        for chunk in uids.chunks(STATUS_BATCH) {
+            let params = ListParams::default().labels(&format!(
+                "{MANAGED_BY}={MANAGED_BY_VALUE},{} in ({})",
+                OwnerKeys::KUBERNETES.pod_uid,
+                chunk.join(",")
+            ));
+            let (pods, params) = (&self.pods, &params);
+            let list = self
+                .layers
+                .call(OperationClass::Read, "ListPods", || async move {
+                    pods.list(params).await.map_err(|e| provider_error(&e))
+                })
+                .await?;
+            out.extend(list.items.into_iter().filter(|pod| {
+                pod.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| wanted.contains(n))
+            }));
+        }
+        Ok(out)
+    }
+
+    /// The usage of the shadow pods `due` from their nodes' kubelets (see `kubelets.rs`), stored
+    /// in the usage cache. `Err` when none of them has a sample and their kubelets failed: not
+    /// reported with the first failure's fix when nothing but a fix helps, else transient.
+    async fn kubelet_usage(
+        &self,
+        kubelets: &Kubelets,
+        due: &[String],
+        now: std::time::Instant,
+    ) -> Result<(), ProviderError> {
+        let pods = match self.shadow_pods(due).await {
+            Ok(pods) => pods,
+            Err(e) => {
+                tracing::info!(target_name = %self.settings.target, error = %e, "cluster: listing the shadow pods to read their usage failed");
+                for id in due {
+                    self.usage.read_failed(id, now);
+                }
+                return Ok(());
+            }
+        };
+        let mut read = kubelets
+            .usage(&self.layers, &self.client, &self.settings.namespace, &pods)
+            .await;
+        let mut failures = Vec::new();
+        for id in due {
+            match read.remove(id) {
+                Some(Err(e)) => {
+                    self.usage.read_failed(id, now);
+                    failures.push(e);
+                }
+                Some(Ok(sample)) => self.usage.store(id, sample, now),
+                None => self.usage.store(id, None, now),
+            }
+        }
+        if failures.is_empty() || !self.usage.known(due).is_empty() {
+            return Ok(());
+        }
+        let first = &failures[0];
+        if failures.iter().any(|e| e.is_retryable()) {
+            Err(ProviderError::Transient {
+                message: format!("no usage from the kubelets: {first}"),
+                retry_after: None,
+            })
+        } else {
+            Err(usage_not_reported(self.name(), &first.to_string()))
+        }
+    }
+
     async fn delete_secrets(&self, id: &str) -> Result<(), ProviderError> {
         let secrets = &self.secrets;
         let params = ListParams::default().labels(&selector(&[
@@ -336,33 +435,12 @@ impl Provider for ClusterProvider {
         &self,
         ids: &[String],
     ) -> Result<BTreeMap<String, WorkloadStatus>, ProviderError> {
-        let wanted: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
-        let uids: Vec<String> = wanted
+        Ok(self
+            .shadow_pods(ids)
+            .await?
             .iter()
-            .filter_map(|id| id.strip_prefix("bg-"))
-            .map(label_value)
-            .collect();
-        let mut out = BTreeMap::new();
-        for chunk in uids.chunks(STATUS_BATCH) {
-            let params = ListParams::default().labels(&format!(
-                "{MANAGED_BY}={MANAGED_BY_VALUE},{} in ({})",
-                OwnerKeys::KUBERNETES.pod_uid,
-                chunk.join(",")
-            ));
-            let (pods, params) = (&self.pods, &params);
-            let list = self
-                .layers
-                .call(OperationClass::Read, "ListPods", || async move {
-                    pods.list(params).await.map_err(|e| provider_error(&e))
-                })
-                .await?;
-            for pod in &list.items {
-                if let Some(name) = pod.metadata.name.as_deref().filter(|n| wanted.contains(n)) {
-                    out.insert(name.to_string(), self.status_of(pod));
-                }
-            }
-        }
-        Ok(out)
+            .filter_map(|pod| Some((pod.metadata.name.clone()?, self.status_of(pod))))
+            .collect())
     }
 
     async fn list_owned(
@@ -587,7 +665,8 @@ impl Provider for ClusterProvider {
     }
 
     /// What the target cluster's metrics-server measured of the shadow pods (one PodMetrics
-    /// list of the namespace when any is due); none when the cluster serves no metrics.k8s.io.
+    /// list of the namespace when any is due); when the cluster serves no metrics.k8s.io, what
+    /// their nodes' kubelets measured (`kubelets.rs`: one scrape per node).
     async fn usage(
         &self,
         ids: &[String],
@@ -610,13 +689,16 @@ impl Provider for ClusterProvider {
                 }
             }
             Ok(None) => {
-                for id in &due {
-                    self.usage.read_failed(id, now);
-                }
-                return Err(usage_not_reported(
-                    self.name(),
-                    "the target cluster serves no metrics.k8s.io: install metrics-server there",
-                ));
+                let Some(kubelets) = &self.kubelets else {
+                    for id in &due {
+                        self.usage.read_failed(id, now);
+                    }
+                    return Err(usage_not_reported(
+                        self.name(),
+                        "the target cluster serves no metrics.k8s.io and the gateway has no access to its kubelets: install metrics-server there",
+                    ));
+                };
+                self.kubelet_usage(kubelets, &due, now).await?;
             }
             Err(e) => {
                 tracing::info!(target_name = %self.settings.target, error = %e, "cluster: reading the shadow pods' metrics failed");

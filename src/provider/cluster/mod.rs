@@ -28,16 +28,24 @@
 //!   with stdin and a terminal too, through `pods/attach` the same way; port-forward through
 //!   `pods/portforward`.
 //! - Usage (`usage.rs`): the shadow pods' PodMetrics from the target cluster's metrics.k8s.io
-//!   (one list of the namespace per refresh), none when it serves no metrics.k8s.io.
+//!   (one list of the namespace per refresh); when it serves none (404: no metrics-server),
+//!   what their nodes' kubelets measured (`kubelets.rs`, `scrape.rs`: `/metrics/resource`, one
+//!   scrape per node per refresh, CPU as the counter's rate between two scrapes, as
+//!   metrics-server computes it). A kubelet that refuses or cannot be reached leaves its pods
+//!   without usage, with a logged reason naming the fix, never zeros.
 //! - Errors: `retry.rs` maps API answers to retry / next target / fail the pod.
 //!
 //! The target's RBAC in the shadow namespace: pods (create, get, list, delete), pods/log (get),
-//! pods/exec, pods/attach and pods/portforward (create), metrics.k8s.io pods (list), secrets (patch, create, list, deletecollection). The client should be
-//! built without kube-rs' own retry layer: retries belong to the target's `Layers`.
+//! pods/exec, pods/attach and pods/portforward (create), metrics.k8s.io pods (list), secrets (patch, create, list, deletecollection);
+//! cluster-wide, for usage without metrics-server: nodes (get) and nodes/metrics (get), never
+//! nodes/proxy. The client should be built without kube-rs' own retry layer: retries belong to
+//! the target's `Layers`.
 
 mod client;
+mod kubelets;
 // `retry`, `status` and `translate` are pub(crate) for `crate::fuzzing` (the fuzz targets) only.
 pub(crate) mod retry;
+mod scrape;
 mod settings;
 pub(crate) mod status;
 mod streams;
@@ -45,4 +53,6 @@ pub(crate) mod translate;
 mod usage;
 
 pub use client::ClusterProvider;
+pub use kubelets::Error as KubeletError;
+pub use scrape::ParseError as ResourceMetricsParseError;
 pub use settings::Settings;
