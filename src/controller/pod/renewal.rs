@@ -212,7 +212,11 @@ mod tests {
         assert_eq!(retries.failed("uid", t1), (2, Duration::from_secs(60)));
         retries.forget("uid");
         assert!(!retries.waiting("uid", t1));
-        assert_eq!(retries.failed("uid", t1), (1, Duration::from_secs(30)), "a new streak");
+        assert_eq!(
+            retries.failed("uid", t1),
+            (1, Duration::from_secs(30)),
+            "a new streak"
+        );
     }
 
     #[test]
