@@ -261,7 +261,7 @@ def start_gateway(node, ns, tag, work, metrics_port, kubelet_port):
     return subprocess.Popen(wrap + [
         BINARY, "run", "--node-name", node, "--namespace", ns, "--identity", "scale", "--cluster-id", tag,
         "--policy-dir", f"{work}/policy", "--kubeconfig", PEERS["KUBECONFIG_GATEWAY"],
-        "--sim-cold-start-ms", str(COLD_START_MS), "--node-ip", "127.0.0.1",
+        "--sim-cold-start-ms", str(COLD_START_MS), "--sim-capacity", "1000000", "--node-ip", "127.0.0.1",
         "--metrics-addr", f"127.0.0.1:{metrics_port}", "--kubelet-port", str(kubelet_port),
     ], stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "RUST_LOG": "burstgate=warn"})
 

@@ -72,7 +72,10 @@ pub fn factories(
     kube_config: &kube::Config,
     kube_version: &str,
 ) -> BTreeMap<ProviderKind, Arc<dyn Factory>> {
-    let cloud = SimCloud::new(Duration::from_millis(config.sim_cold_start_ms), 10_000);
+    let cloud = SimCloud::new(
+        Duration::from_millis(config.sim_cold_start_ms),
+        config.sim_capacity,
+    );
     BTreeMap::from([
         (
             ProviderKind::Sim,

@@ -148,6 +148,10 @@ pub struct RunConfig {
     /// Cold start of the simulated provider, milliseconds.
     #[arg(long, env = "BURSTGATE_SIM_COLD_START_MS", default_value_t = 1500)]
     pub sim_cold_start_ms: u64,
+    /// Workloads the simulated provider holds at once; past it, it refuses creates as a full
+    /// cloud would (the pods wait with a `NoTarget` Event).
+    #[arg(long, env = "BURSTGATE_SIM_CAPACITY", default_value_t = 10_000)]
+    pub sim_capacity: usize,
     /// One cloud call's time limit per attempt, seconds; an attempt over it is retried.
     #[arg(long, env = "BURSTGATE_CALL_TIMEOUT_SECONDS", default_value_t = 10)]
     pub call_timeout_seconds: u64,

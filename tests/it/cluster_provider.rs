@@ -818,12 +818,14 @@ fn hair_trigger_layers(calls: Arc<Calls>) -> Layers {
 }
 
 /// A client (and the configuration it was built from) for a ServiceAccount `name` of `ns` that
-/// holds deploy/'s shadow role there and `get` on nodes (`system:node-proxier`), but not
-/// `nodes/metrics`: what a gateway looks like when its RBAC lacks the usage grant.
+/// holds the ClusterRole `role` there and `get` on nodes (`system:node-proxier`), but not
+/// `nodes/metrics`: with deploy/'s shadow role, what a gateway looks like when its RBAC lacks
+/// the usage grant.
 async fn without_node_metrics(
     admin: &kube::Client,
     ns: &str,
     name: &str,
+    role: &str,
 ) -> (kube::Client, kube::Config) {
     use k8s_openapi::api::authentication::v1::TokenRequest;
     use k8s_openapi::api::core::v1::ServiceAccount;
@@ -840,7 +842,7 @@ async fn without_node_metrics(
         .create(
             &PostParams::default(),
             &serde_json::from_value(json!({"metadata": {"name": name},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "burstgate-shadow"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
                 "subjects": subject}))
             .unwrap(),
         )
@@ -905,7 +907,8 @@ async fn a_kubelet_that_refuses_the_gateway_or_is_not_trusted_leaves_usage_not_r
         .await
         .unwrap();
     kubelet_reports(&s, &spec.id, &node, json!({ "phase": "Running" })).await;
-    let (client, config) = without_node_metrics(&s.admin, &s.ns, "usage-reader").await;
+    let (client, config) =
+        without_node_metrics(&s.admin, &s.ns, "usage-reader", "burstgate-shadow").await;
     // RBAC applies within moments: wait until the identity may list the shadow pods and read
     // the node, so that only the kubelet's answer is left to refuse.
     let (pods, nodes) = (
@@ -994,4 +997,47 @@ async fn a_kubelet_that_refuses_the_gateway_or_is_not_trusted_leaves_usage_not_r
         .delete(&format!("{}-usage-reader", s.ns), &DeleteParams::default())
         .await;
     s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_cluster_that_forbids_its_pod_metrics_leaves_usage_not_reported_and_the_circuit_closed() {
+    let s = shadow("cp-forbidden").await;
+    let u = uid();
+    let spec = workload(CLUSTER, &u, virtual_pod(&u, app()), Resolved::default());
+    s.provider.create(&spec).await.unwrap();
+    // `view` reads pods but not pods.metrics.k8s.io (no metrics-server aggregates into it here):
+    // the apiserver authorizes before it routes, so the gateway hears 403, not 404.
+    let (client, _) = without_node_metrics(&s.admin, &s.ns, "metrics-less", "view").await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &s.ns);
+    eventually("the reader's RBAC in effect", WAIT, || async {
+        pods.list(&ListParams::default()).await.ok().map(|_| ())
+    })
+    .await;
+    let calls = Arc::new(Calls::default());
+    let layers = hair_trigger_layers(calls.clone());
+    let provider = ClusterProvider::new(
+        Settings {
+            target: "onprem".into(),
+            namespace: s.ns.clone(),
+        },
+        client,
+        layers.clone(),
+    );
+    let err = provider
+        .usage(std::slice::from_ref(&spec.id))
+        .await
+        .unwrap_err();
+    match &err {
+        ProviderError::NotSupported { what, .. } => assert!(
+            what.contains("pods.metrics.k8s.io") && what.contains("burstgate-shadow"),
+            "{what}"
+        ),
+        other => panic!("expected usage not reported with the RBAC to grant, got {other:?}"),
+    }
+    assert_eq!(calls.of("ListPodMetrics"), 1);
+    // A refusal about usage is not the target failing: it stays in decisions.
+    assert_eq!(
+        layers.circuit_state(),
+        burstgate::provider::layers::CircuitState::Closed
+    );
 }

@@ -22,7 +22,7 @@ use serde_json::json;
 use burstgate::controller::pod::renewal::RENEW_AT;
 
 use crate::common::gateway::{AciOnly, aci_faults, aci_groups, aci_only};
-use crate::common::peers;
+use crate::common::{events_of, peers};
 
 /// The files of the secret volume `volume_prefix*` of the container group of pod `uid`, decoded.
 fn group_files(
@@ -423,17 +423,8 @@ async fn a_token_due_for_renewal_on_aci_is_renewed_by_updating_the_group_and_say
     let event = |reason: &'static str| {
         let (events, uid) = (&events, &uid);
         move || async move {
-            events
-                .list(&Default::default())
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some(reason)
-                        && e.involved_object.uid.as_deref() == Some(uid.as_str())
-                })
-                .map(|e| (e.type_, e.message.unwrap_or_default()))
+            let e = events_of(events, uid, reason).await.into_iter().next()?;
+            Some((e.type_, e.message.unwrap_or_default()))
         }
     };
     let failed = gw
@@ -454,17 +445,7 @@ async fn a_token_due_for_renewal_on_aci_is_renewed_by_updating_the_group_and_say
         .await;
     assert_eq!(note.0.as_deref(), Some("Normal"));
     assert!(note.1.contains("containers restarted"), "{}", note.1);
-    let warnings: Vec<_> = events
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.reason.as_deref() == Some("TokenRenewalFailed")
-                && e.involved_object.uid.as_deref() == Some(uid.as_str())
-        })
-        .collect();
+    let warnings = events_of(&events, &uid, "TokenRenewalFailed").await;
     assert_eq!(warnings.len(), 1, "one Warning for the streak");
     assert!(
         warnings[0].count.unwrap_or(1) == 1 && warnings[0].series.is_none(),

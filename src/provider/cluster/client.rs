@@ -98,6 +98,16 @@ fn speaks_v5(major: &str, minor: &str) -> bool {
     (number(major), number(minor)) >= (1, 30)
 }
 
+/// What the target cluster answered when asked for its shadow pods' PodMetrics.
+enum MetricsAnswer {
+    /// The list.
+    Served(PodMetricsList),
+    /// No metrics.k8s.io there (no metrics-server): ask the kubelets.
+    NotServed,
+    /// The gateway may not read them (the apiserver's message).
+    Forbidden(String),
+}
+
 impl ClusterProvider {
     /// A provider creating shadow pods in `settings.namespace` through `client`.
     pub fn new(settings: Settings, client: kube::Client, layers: Layers) -> ClusterProvider {
@@ -153,9 +163,11 @@ impl ClusterProvider {
         self
     }
 
-    /// The shadow namespace's PodMetrics (one list), `None` when the cluster serves no
-    /// metrics.k8s.io (404: no metrics-server there).
-    async fn pod_metrics(&self) -> Result<Option<PodMetricsList>, ProviderError> {
+    /// The shadow namespace's PodMetrics (one list); [`MetricsAnswer::NotServed`] when the
+    /// cluster serves no metrics.k8s.io (404: no metrics-server there), and
+    /// [`MetricsAnswer::Forbidden`] when the gateway may not read them (403): both are answers
+    /// about usage, not failures of the target, so they never count towards its circuit.
+    async fn pod_metrics(&self) -> Result<MetricsAnswer, ProviderError> {
         let path = format!(
             "/apis/metrics.k8s.io/v1beta1/namespaces/{}/pods?labelSelector={}",
             self.settings.namespace,
@@ -171,8 +183,11 @@ impl ClusterProvider {
                         .body(Vec::new())
                         .expect("a valid request");
                     match client.request::<PodMetricsList>(request).await {
-                        Ok(list) => Ok(Some(list)),
-                        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+                        Ok(list) => Ok(MetricsAnswer::Served(list)),
+                        Err(kube::Error::Api(e)) if e.code == 404 => Ok(MetricsAnswer::NotServed),
+                        Err(kube::Error::Api(e)) if e.code == 403 => {
+                            Ok(MetricsAnswer::Forbidden(e.message))
+                        }
                         Err(e) => Err(provider_error(&e)),
                     }
                 }
@@ -678,7 +693,7 @@ impl Provider for ClusterProvider {
         let listed = self.pod_metrics().await;
         let now = std::time::Instant::now();
         match listed {
-            Ok(Some(list)) => {
+            Ok(MetricsAnswer::Served(list)) => {
                 let mut samples: BTreeMap<String, WorkloadUsage> = list
                     .items
                     .iter()
@@ -688,7 +703,19 @@ impl Provider for ClusterProvider {
                     self.usage.store(id, samples.remove(id), now);
                 }
             }
-            Ok(None) => {
+            Ok(MetricsAnswer::Forbidden(message)) => {
+                for id in &due {
+                    self.usage.read_failed(id, now);
+                }
+                return Err(usage_not_reported(
+                    self.name(),
+                    &format!(
+                        "the target cluster refused the gateway its PodMetrics ({message}): grant `get` and `list` on `pods.metrics.k8s.io` in namespace {} (deploy/rbac, ClusterRole burstgate-shadow)",
+                        self.settings.namespace
+                    ),
+                ));
+            }
+            Ok(MetricsAnswer::NotServed) => {
                 let Some(kubelets) = &self.kubelets else {
                     for id in &due {
                         self.usage.read_failed(id, now);

@@ -243,6 +243,23 @@ where
     }
 }
 
+/// The Events about the object with `uid` whose reason is `reason` (none when the list fails).
+pub async fn events_of(
+    events: &kube::Api<k8s_openapi::api::core::v1::Event>,
+    uid: &str,
+    reason: &str,
+) -> Vec<k8s_openapi::api::core::v1::Event> {
+    let Ok(list) = events.list(&Default::default()).await else {
+        return Vec::new();
+    };
+    list.items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason) && e.involved_object.uid.as_deref() == Some(uid)
+        })
+        .collect()
+}
+
 /// Runs a peer's command-line tool (e.g. `PROMTOOL`) with `stdin`, returning exit code and output.
 pub fn run_tool(tool: &Path, args: &[&str], stdin: &str) -> (i32, String) {
     use std::io::Write;
