@@ -817,6 +817,22 @@ fn hair_trigger_layers(calls: Arc<Calls>) -> Layers {
     .expect("layers")
 }
 
+/// A provider of target `onprem` (shadow namespace `ns`) through `client`, behind
+/// [`hair_trigger_layers`], with those layers and the calls they saw.
+fn on_hair_trigger(ns: &str, client: kube::Client) -> (ClusterProvider, Layers, Arc<Calls>) {
+    let calls = Arc::new(Calls::default());
+    let layers = hair_trigger_layers(calls.clone());
+    let settings = Settings {
+        target: "onprem".into(),
+        namespace: ns.into(),
+    };
+    (
+        ClusterProvider::new(settings, client, layers.clone()),
+        layers,
+        calls,
+    )
+}
+
 /// A client (and the configuration it was built from) for a ServiceAccount `name` of `ns` that
 /// holds the ClusterRole `role` there and `get` on nodes (`system:node-proxier`), but not
 /// `nodes/metrics`: with deploy/'s shadow role, what a gateway looks like when its RBAC lacks
@@ -922,17 +938,8 @@ async fn a_kubelet_that_refuses_the_gateway_or_is_not_trusted_leaves_usage_not_r
     .await;
     // Real layers whose circuit one target-level failure would open: the kubelet's refusal is its
     // node's, and must not take the target out of decisions.
-    let calls = Arc::new(Calls::default());
-    let layers = hair_trigger_layers(calls.clone());
-    let provider = ClusterProvider::new(
-        Settings {
-            target: "onprem".into(),
-            namespace: s.ns.clone(),
-        },
-        client,
-        layers.clone(),
-    )
-    .with_kubelet_access(config, None);
+    let (provider, layers, calls) = on_hair_trigger(&s.ns, client);
+    let provider = provider.with_kubelet_access(config, None);
     let ids = std::slice::from_ref(&spec.id);
     let err = provider.usage(ids).await.unwrap_err();
     match &err {
@@ -1013,16 +1020,7 @@ async fn a_cluster_that_forbids_its_pod_metrics_leaves_usage_not_reported_and_th
         pods.list(&ListParams::default()).await.ok().map(|_| ())
     })
     .await;
-    let calls = Arc::new(Calls::default());
-    let layers = hair_trigger_layers(calls.clone());
-    let provider = ClusterProvider::new(
-        Settings {
-            target: "onprem".into(),
-            namespace: s.ns.clone(),
-        },
-        client,
-        layers.clone(),
-    );
+    let (provider, layers, calls) = on_hair_trigger(&s.ns, client);
     let err = provider
         .usage(std::slice::from_ref(&spec.id))
         .await
