@@ -224,17 +224,29 @@ struct Wrapper {
 }
 
 impl RunConfig {
-    /// Parses `burstgate run` flags (without the program name), e.g. for tests and examples.
+    /// Parses `burstgate run` flags (without the program name), e.g. for tests and examples:
+    /// the flags alone, no `BURSTGATE_*` variable of the caller's environment is read.
     pub fn from_flags(flags: &[&str]) -> Result<RunConfig, clap::Error> {
-        use clap::Parser;
-        Wrapper::try_parse_from(std::iter::once("burstgate").chain(flags.iter().copied()))
-            .map(|w| w.config)
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let command = Wrapper::command().mut_args(|a| a.env(None::<&'static str>));
+        let matches = command
+            .try_get_matches_from(std::iter::once("burstgate").chain(flags.iter().copied()))?;
+        Wrapper::from_arg_matches(&matches).map(|w| w.config)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_parsed_for_tests_ignore_the_environment() {
+        // SAFETY: no other test of this binary reads or writes this variable.
+        unsafe { std::env::set_var("BURSTGATE_TAINT_EFFECT", "NoExecute") };
+        let c = RunConfig::from_flags(&["--kubeconfig", "/k"]).unwrap();
+        unsafe { std::env::remove_var("BURSTGATE_TAINT_EFFECT") };
+        assert_eq!(c.taint_effect, "NoSchedule");
+    }
 
     #[test]
     fn defaults_match_aks_virtual_nodes() {

@@ -778,17 +778,30 @@ async fn exec_attach_and_logs_without_a_kubelet_say_why_clearly() {
 
 /// Counts the calls the layers make, by API.
 #[derive(Default)]
-struct Calls(std::sync::Mutex<Vec<String>>);
+struct Calls(std::sync::Mutex<Vec<(String, String)>>);
 
 impl Calls {
     fn of(&self, api: &str) -> usize {
-        self.0.lock().unwrap().iter().filter(|a| *a == api).count()
+        self.results(api).len()
+    }
+
+    /// The request metric's result of each call of `api`, in order.
+    fn results(&self, api: &str) -> Vec<String> {
+        let calls = self.0.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(a, _)| a == api)
+            .map(|(_, result)| result.clone())
+            .collect()
     }
 }
 
 impl burstgate::provider::layers::Observer for Calls {
-    fn request(&self, _: &str, _: &str, api: &str, _: &str, _: f64) {
-        self.0.lock().unwrap().push(api.to_string());
+    fn request(&self, _: &str, _: &str, api: &str, result: &str, _: f64) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((api.to_string(), result.to_string()));
     }
     fn waited(&self, _: &str, _: &str, _: &str, _: f64) {}
     fn circuit(&self, _: &str, _: burstgate::provider::layers::CircuitState) {}
@@ -951,10 +964,11 @@ async fn a_kubelet_that_refuses_the_gateway_or_is_not_trusted_leaves_usage_not_r
         ),
         other => panic!("expected usage not reported with the RBAC to grant, got {other:?}"),
     }
+    // One scrape of the node, counted in the request metric as the refusal it was, not as `ok`.
     assert_eq!(
-        calls.of("ScrapeKubelet"),
-        1,
-        "one scrape of the node: {:?}",
+        calls.results("ScrapeKubelet"),
+        ["refused"],
+        "{:?}",
         calls.0.lock().unwrap()
     );
     assert_eq!(
@@ -1032,7 +1046,7 @@ async fn a_cluster_that_forbids_its_pod_metrics_leaves_usage_not_reported_and_th
         ),
         other => panic!("expected usage not reported with the RBAC to grant, got {other:?}"),
     }
-    assert_eq!(calls.of("ListPodMetrics"), 1);
+    assert_eq!(calls.results("ListPodMetrics"), ["forbidden"]);
     // A refusal about usage is not the target failing: it stays in decisions.
     assert_eq!(
         layers.circuit_state(),

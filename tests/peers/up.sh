@@ -543,7 +543,8 @@ start_peer aci-emulator env ACI_EMULATOR_PORT="$ACI_EMULATOR_PORT" ACI_EMULATOR_
 start_peer etcd etcd --name burstgate-test --data-dir "$PEERS_DIR/etcd-data" \
   --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
   --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-  --initial-cluster "burstgate-test=http://127.0.0.1:$ETCD_PEER_PORT" --log-level warn
+  --initial-cluster "burstgate-test=http://127.0.0.1:$ETCD_PEER_PORT" --log-level warn \
+  --quota-backend-bytes=8589934592  # 8 GiB as production clusters set it: 2 GiB fills at ~100,000 pods
 wait_for etcd 30 http_answers -f "http://127.0.0.1:$ETCD_PORT/health"
 
 # The apiserver's flags but its store and port, also written one per line to

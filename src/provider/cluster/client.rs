@@ -108,6 +108,17 @@ enum MetricsAnswer {
     Forbidden(String),
 }
 
+impl MetricsAnswer {
+    /// The request metric's result for this answer.
+    fn label(&self) -> &'static str {
+        match self {
+            MetricsAnswer::Served(_) => "ok",
+            MetricsAnswer::NotServed => "not_served",
+            MetricsAnswer::Forbidden(_) => "forbidden",
+        }
+    }
+}
+
 impl ClusterProvider {
     /// A provider creating shadow pods in `settings.namespace` through `client`.
     pub fn new(settings: Settings, client: kube::Client, layers: Layers) -> ClusterProvider {
@@ -176,22 +187,29 @@ impl ClusterProvider {
         );
         let client = &self.client;
         self.layers
-            .call(OperationClass::Read, "ListPodMetrics", || {
-                let path = path.clone();
-                async move {
-                    let request = axum::http::Request::get(path)
-                        .body(Vec::new())
-                        .expect("a valid request");
-                    match client.request::<PodMetricsList>(request).await {
-                        Ok(list) => Ok(MetricsAnswer::Served(list)),
-                        Err(kube::Error::Api(e)) if e.code == 404 => Ok(MetricsAnswer::NotServed),
-                        Err(kube::Error::Api(e)) if e.code == 403 => {
-                            Ok(MetricsAnswer::Forbidden(e.message))
+            .call_labelled(
+                OperationClass::Read,
+                "ListPodMetrics",
+                MetricsAnswer::label,
+                || {
+                    let path = path.clone();
+                    async move {
+                        let request = axum::http::Request::get(path)
+                            .body(Vec::new())
+                            .expect("a valid request");
+                        match client.request::<PodMetricsList>(request).await {
+                            Ok(list) => Ok(MetricsAnswer::Served(list)),
+                            Err(kube::Error::Api(e)) if e.code == 404 => {
+                                Ok(MetricsAnswer::NotServed)
+                            }
+                            Err(kube::Error::Api(e)) if e.code == 403 => {
+                                Ok(MetricsAnswer::Forbidden(e.message))
+                            }
+                            Err(e) => Err(provider_error(&e)),
                         }
-                        Err(e) => Err(provider_error(&e)),
                     }
-                }
-            })
+                },
+            )
             .await
     }
 

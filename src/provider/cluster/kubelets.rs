@@ -277,6 +277,15 @@ fn classify(node: &str, url: &str, err: &kube::Error) -> Error {
     }
 }
 
+/// The request metric's result for one scrape's answer: `ok`, or the label of what [`classify`]
+/// makes of the failure.
+fn scrape_label(answer: &Result<String, kube::Error>) -> &'static str {
+    match answer {
+        Ok(_) => "ok",
+        Err(e) => classify("", "", e).metric_label(),
+    }
+}
+
 /// Reads the kubelets of a target cluster's nodes. One per cluster target.
 pub(crate) struct Kubelets {
     /// The target cluster's client configuration (its credentials and CA).
@@ -427,13 +436,18 @@ impl Kubelets {
         let kubelet = self.client_for(node, url)?;
         let kubelet = &kubelet;
         let answer = layers
-            .call(OperationClass::Read, "ScrapeKubelet", || async move {
-                let request = axum::http::Request::get("/metrics/resource")
-                    .body(Vec::new())
-                    .expect("a valid request");
-                // Every failure is the node's (see the module doc): a value, not a layer error.
-                Ok(kubelet.request_text(request).await)
-            })
+            .call_labelled(
+                OperationClass::Read,
+                "ScrapeKubelet",
+                scrape_label,
+                || async move {
+                    let request = axum::http::Request::get("/metrics/resource")
+                        .body(Vec::new())
+                        .expect("a valid request");
+                    // Every failure is the node's (see the module doc): a value, not a layer error.
+                    Ok(kubelet.request_text(request).await)
+                },
+            )
             .await
             .map_err(|source| Error::Layers {
                 node: node.to_string(),

@@ -186,6 +186,25 @@ impl Layers {
         &self,
         class: OperationClass,
         api: &'static str,
+        f: F,
+    ) -> Result<T, ProviderError>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, ProviderError>> + Send,
+        T: Send,
+    {
+        self.call_labelled(class, api, |_| "ok", f).await
+    }
+
+    /// [`Layers::call`] for a call whose answer may be a refusal that is not the target's
+    /// failure (a node's kubelet that refuses a scrape, an API the cluster does not serve): such
+    /// an answer is an `Ok` value, neither retried nor counted by the circuit, and `label` names
+    /// it in the request metric, so that it is not counted as `ok` there.
+    pub async fn call_labelled<T, F, Fut>(
+        &self,
+        class: OperationClass,
+        api: &'static str,
+        label: impl Fn(&T) -> &'static str + Send,
         mut f: F,
     ) -> Result<T, ProviderError>
     where
@@ -213,15 +232,15 @@ impl Layers {
             let result = tokio::time::timeout(after, f())
                 .await
                 .unwrap_or(Err(ProviderError::TimedOut { api, after }));
-            let label = match &result {
-                Ok(_) => "ok",
+            let result_label = match &result {
+                Ok(v) => label(v),
                 Err(e) => e.metric_label(),
             };
             inner.observer.request(
                 inner.provider.as_str(),
                 &inner.region,
                 api,
-                label,
+                result_label,
                 started.elapsed().as_secs_f64(),
             );
             let err = match result {
@@ -395,6 +414,30 @@ mod tests {
             *rec.results.lock().unwrap(),
             ["Put:throttled", "Put:throttled", "Put:ok"]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_answered_as_a_value_is_counted_under_its_label_once_and_leaves_the_circuit_closed()
+     {
+        let rec = Arc::new(Recorder::default());
+        let l = layers(1, rec.clone());
+        for _ in 0..3 {
+            let r = l
+                .call_labelled(
+                    OperationClass::Read,
+                    "Scrape",
+                    |r: &Result<u32, &str>| if r.is_ok() { "ok" } else { "refused" },
+                    || async { Ok(Err("403")) },
+                )
+                .await;
+            assert_eq!(r, Ok(Err("403")));
+        }
+        assert_eq!(
+            *rec.results.lock().unwrap(),
+            ["Scrape:refused", "Scrape:refused", "Scrape:refused"]
+        );
+        assert_eq!(l.circuit_state(), CircuitState::Closed);
+        assert!(rec.circuits.lock().unwrap().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
