@@ -72,10 +72,12 @@ pub fn factories(
     kube_config: &kube::Config,
     kube_version: &str,
 ) -> BTreeMap<ProviderKind, Arc<dyn Factory>> {
-    let cloud = SimCloud::new(
-        Duration::from_millis(config.sim_cold_start_ms),
-        config.sim_capacity,
-    );
+    let cloud = SimCloud::with_settings(crate::provider::sim::Settings {
+        cold_start: Duration::from_millis(config.sim_cold_start_ms),
+        capacity: config.sim_capacity,
+        rate_limits: config.sim_rate_limits.clone(),
+    })
+    .expect("--sim-rate-limit buckets are checked when the flags are parsed");
     BTreeMap::from([
         (
             ProviderKind::Sim,

@@ -152,6 +152,12 @@ pub struct RunConfig {
     /// cloud would (the pods wait with a `NoTarget` Event).
     #[arg(long, env = "BURSTGATE_SIM_CAPACITY", default_value_t = 10_000)]
     pub sim_capacity: usize,
+    /// A bucket the simulated cloud itself enforces, as a real cloud's API does:
+    /// `OPERATION=BURST:PER_SECOND` (e.g. `create=100:20`, the Fargate launch rate), repeatable.
+    /// A call past it is answered as throttled (a 429 with the wait), so a benchmark's "0
+    /// throttles" shows the gateway's own limiter kept inside the cloud's bucket.
+    #[arg(long = "sim-rate-limit", env = "BURSTGATE_SIM_RATE_LIMITS", value_delimiter = ',', value_parser = parse_rate_limit)]
+    pub sim_rate_limits: Vec<crate::policy::model::RateLimitSpec>,
     /// One cloud call's time limit per attempt, seconds; an attempt over it is retried.
     #[arg(long, env = "BURSTGATE_CALL_TIMEOUT_SECONDS", default_value_t = 10)]
     pub call_timeout_seconds: u64,
@@ -211,6 +217,25 @@ impl RunConfig {
     }
 }
 
+/// `OPERATION=BURST:PER_SECOND`, e.g. `create=100:20`.
+fn parse_rate_limit(s: &str) -> Result<crate::policy::model::RateLimitSpec, String> {
+    let bad = || format!("{s:?} is not OPERATION=BURST:PER_SECOND (e.g. create=100:20)");
+    let (operation, bucket) = s.split_once('=').ok_or_else(bad)?;
+    let (burst, per_second) = bucket.split_once(':').ok_or_else(bad)?;
+    let operation = serde_json::from_value(serde_json::Value::String(operation.trim().into()))
+        .map_err(|_| format!("{s:?}: the operation is one of create, delete, read, launch, register"))?;
+    let burst: u32 = burst.trim().parse().map_err(|_| bad())?;
+    let per_second: f64 = per_second.trim().parse().map_err(|_| bad())?;
+    if burst == 0 || !(per_second.is_finite() && per_second > 0.0) {
+        return Err(format!("{s:?}: the burst must be at least 1 and the rate positive"));
+    }
+    Ok(crate::policy::model::RateLimitSpec {
+        operation,
+        burst,
+        per_second,
+    })
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -246,6 +271,33 @@ mod tests {
         let c = RunConfig::from_flags(&["--kubeconfig", "/k"]).unwrap();
         unsafe { std::env::remove_var("BURSTGATE_TAINT_EFFECT") };
         assert_eq!(c.taint_effect, "NoSchedule");
+    }
+
+    #[test]
+    fn the_sim_clouds_own_buckets_are_read_as_operation_burst_and_rate() {
+        let c = RunConfig::from_flags(&[
+            "--sim-rate-limit",
+            "create=100:20",
+            "--sim-rate-limit",
+            "create=100:0.3333,read=250:25",
+        ])
+        .unwrap();
+        let got: Vec<_> = c
+            .sim_rate_limits
+            .iter()
+            .map(|b| (b.operation, b.burst, b.per_second))
+            .collect();
+        use crate::policy::model::OperationClass::{Create, Read};
+        assert_eq!(
+            got,
+            [(Create, 100, 20.0), (Create, 100, 0.3333), (Read, 250, 25.0)]
+        );
+        for bad in ["create", "create=100", "write=1:1", "create=0:1", "create=1:0", "create=1:x"] {
+            assert!(
+                RunConfig::from_flags(&["--sim-rate-limit", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

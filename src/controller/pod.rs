@@ -51,6 +51,7 @@ use crate::provider::{
 };
 
 pub mod renewal;
+mod warnings;
 
 /// Errors of one reconcile; all are retried with backoff by `error_policy`.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +154,8 @@ pub struct PodController {
     rejected: Mutex<HashMap<String, Vec<(String, String)>>>,
     /// When each pod's workload was last read.
     polled: Mutex<HashMap<String, Polled>>,
+    /// Failed writes about each pod, warned of once while they repeat.
+    warned: warnings::Warnings,
     /// Per pod UID, a fingerprint of the status last written: the status sync compares against
     /// it as well as the (possibly lagging) watch cache, so it never re-sends a status it wrote.
     written: Mutex<HashMap<String, u64>>,
@@ -265,6 +268,7 @@ impl PodController {
             created: Mutex::default(),
             rejected: Mutex::default(),
             polled: Mutex::default(),
+            warned: warnings::Warnings::default(),
             forwarded: Mutex::default(),
             backoffs: Mutex::default(),
             written: Mutex::default(),
@@ -890,6 +894,7 @@ impl PodController {
         self.in_doubt.lock().expect("in-doubt lock").remove(&uid);
         self.rejected.lock().expect("rejected lock").remove(&uid);
         self.polled.lock().expect("polled lock").remove(&uid);
+        self.warned.clear(&uid);
         self.forwarded.lock().expect("forwarded lock").remove(&uid);
         self.backoffs.lock().expect("back-off lock").remove(&uid);
         self.renewal_retries.forget(&uid);
@@ -1092,6 +1097,7 @@ impl PodController {
                     if let Some(p) = self.polled.lock().expect("polled lock").get_mut(&uid) {
                         p.settled = digest;
                     }
+                    self.warned.clear(&uid);
                 }
             })
             .await;
@@ -1099,16 +1105,18 @@ impl PodController {
     }
 
     /// Reports a failed write about `pod`: an expected race is counted and logged at debug, any
-    /// other failure is a warning.
+    /// other failure is a warning the first time, and a debug line while it repeats.
     fn failed(&self, pod: &impl ResourceExt, error: &Error, what: &str) {
-        match error.expected_race() {
-            Some(race) => {
-                self.gw.metrics().expected_race(race.as_str());
-                tracing::debug!(pod = %pod.name_any(), race = race.as_str(), error = %error, "{what} (an expected race)");
-            }
-            None => {
-                tracing::warn!(pod = %pod.name_any(), error = %error, kind = error.metric_label(), "{what}")
-            }
+        if let Some(race) = error.expected_race() {
+            self.gw.metrics().expected_race(race.as_str());
+            tracing::debug!(pod = %pod.name_any(), race = race.as_str(), error = %error, "{what} (an expected race)");
+            return;
+        }
+        let uid = pod.uid().unwrap_or_default();
+        if self.warned.is_news(&uid, &format!("{what}: {error}")) {
+            tracing::warn!(pod = %pod.name_any(), error = %error, kind = error.metric_label(), "{what}");
+        } else {
+            tracing::debug!(pod = %pod.name_any(), error = %error, kind = error.metric_label(), "{what} (again)");
         }
     }
 

@@ -273,7 +273,7 @@ pub enum OperationClass {
 }
 
 /// One token bucket: `burst` requests at once, refilled at `perSecond`.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RateLimitSpec {
     /// Which requests this bucket limits; several buckets may limit the same class.

@@ -1,6 +1,12 @@
 //! Token buckets (governor) per published limit, shared between targets that share the limit.
 //!
 //! A request waits in every bucket of its operation class before it goes; it never goes early.
+//! Each bucket keeps one token in reserve (it grants `burst - 1` at once, at least 1, then refills
+//! at the published rate): the cloud counts a request when it arrives, not when the gateway sent
+//! it, and the reserve absorbs up to one refill period of that jitter, so that a gateway running
+//! at the bucket's ceiling is not answered 429 by a cloud enforcing the same bucket (the sim
+//! cloud's `--sim-rate-limit` checks this; `scripts/scale.py`'s `bucket` and `aci` modes count
+//! its 429s).
 //! Buckets with the same key (`aci/ARM writes` for every ACI target of the gateway,
 //! `fargate/us-east-1/ECS RunTask` per region) are one instance, so two targets in one account
 //! cannot together exceed what the account may send.
@@ -25,6 +31,8 @@ type Direct = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 pub struct SharedBucket {
     /// The effective spec.
     pub spec: Bucket,
+    /// Tokens granted at once: the burst less the reserve.
+    capacity: u32,
     limiter: Arc<Direct>,
 }
 
@@ -44,16 +52,26 @@ pub enum Error {
     InvalidBucket(String),
 }
 
+/// The tokens a bucket of `burst` grants at once: one kept in reserve, at least one.
+fn capacity(burst: u32) -> u32 {
+    burst.saturating_sub(1).max(1)
+}
+
 fn quota(b: &Bucket) -> Result<Quota, Error> {
-    let invalid = || Error::InvalidBucket(b.key.clone());
-    let burst = NonZeroU32::new(b.burst).ok_or_else(invalid)?;
-    if !(b.per_second.is_finite() && b.per_second > 0.0) {
-        return Err(invalid());
+    if b.burst == 0 {
+        return Err(Error::InvalidBucket(b.key.clone()));
     }
-    let period = Duration::from_secs_f64(1.0 / b.per_second);
-    Ok(Quota::with_period(period)
-        .ok_or_else(invalid)?
-        .allow_burst(burst))
+    quota_of(capacity(b.burst), b.per_second).ok_or_else(|| Error::InvalidBucket(b.key.clone()))
+}
+
+/// A governor quota of `burst` refilled at `per_second`; `None` for a zero burst or a rate that
+/// is not a positive finite number.
+pub(crate) fn quota_of(burst: u32, per_second: f64) -> Option<Quota> {
+    let burst = NonZeroU32::new(burst)?;
+    if !(per_second.is_finite() && per_second > 0.0) {
+        return None;
+    }
+    Some(Quota::with_period(Duration::from_secs_f64(1.0 / per_second))?.allow_burst(burst))
 }
 
 /// Every bucket instance of one gateway, by sharing key. A reload that keeps a bucket's spec
@@ -79,6 +97,7 @@ impl Buckets {
                 }
                 let b = SharedBucket {
                     limiter: Arc::new(RateLimiter::direct(quota(&spec)?)),
+                    capacity: capacity(spec.burst),
                     spec,
                 };
                 by_key.insert(b.spec.key.clone(), b.clone());
@@ -89,14 +108,14 @@ impl Buckets {
 }
 
 impl SharedBucket {
-    /// Waits until `n` tokens are free and takes them. More than the burst can never be free at
-    /// once, so larger requests take the burst repeatedly.
+    /// Waits until `n` tokens are free and takes them. More than the capacity can never be free
+    /// at once, so larger requests take the capacity repeatedly.
     pub async fn take(&self, n: u32) {
         let mut left = n;
         while left > 0 {
-            let step = left.min(self.spec.burst.max(1));
+            let step = left.min(self.capacity);
             let step_nz = NonZeroU32::new(step).expect("step is at least 1");
-            // Cannot fail: step <= burst.
+            // Cannot fail: step <= capacity.
             let _ = self.limiter.until_n_ready(step_nz).await;
             left -= step;
         }
@@ -141,14 +160,18 @@ mod tests {
     }
 
     #[test]
-    fn a_bucket_refuses_more_than_its_burst_at_once() {
+    fn a_bucket_grants_its_burst_less_one_token_of_reserve_at_once() {
         let buckets = Buckets::default();
         let t = target(
-            "{name: t, provider: sim, region: r, rateLimits: [{operation: create, burst: 3, perSecond: 0.001}]}",
+            "{name: t, provider: sim, region: r, rateLimits: [{operation: create, burst: 3, perSecond: 0.001}, {operation: read, burst: 1, perSecond: 0.001}]}",
         );
         let b = &buckets.for_target(&t, OperationClass::Create).unwrap()[0];
         let granted = (0..10).filter(|_| b.limiter.check().is_ok()).count();
-        assert_eq!(granted, 3);
+        assert_eq!(granted, 2);
+        // A bucket of one keeps no reserve: it would grant nothing.
+        let one = &buckets.for_target(&t, OperationClass::Read).unwrap()[0];
+        let granted = (0..10).filter(|_| one.limiter.check().is_ok()).count();
+        assert_eq!(granted, 1);
     }
 
     #[tokio::test]

@@ -58,7 +58,8 @@ const CLASSES: [OperationClass; 5] = [
     OperationClass::Register,
 ];
 
-fn class_label(class: OperationClass) -> &'static str {
+/// The class's name in metrics (and in the simulated cloud's throttle messages).
+pub(crate) fn class_label(class: OperationClass) -> &'static str {
     match class {
         OperationClass::Create => "create",
         OperationClass::Delete => "delete",

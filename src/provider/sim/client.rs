@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use crate::policy::model::OperationClass;
 use crate::provider::contract::{
     Capabilities, EnvValue, ExecOutput, LogOptions, OwnedWorkload, Owner, Provider, ProviderError,
     WorkloadPhase, WorkloadSpec, WorkloadStatus,
@@ -34,22 +35,81 @@ struct State {
     deletes: u64,
 }
 
+type Limiter = governor::RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    governor::clock::DefaultClock,
+>;
+
+/// One bucket the cloud's API enforces.
+struct ApiBucket {
+    operation: OperationClass,
+    /// As `create 100 + 20/s`.
+    name: String,
+    limiter: Limiter,
+}
+
 /// An in-process cloud: every workload with its creation time; state advances with wall time.
 pub struct SimCloud {
     state: Mutex<State>,
     settings: Settings,
+    buckets: Vec<ApiBucket>,
 }
 
 impl SimCloud {
-    /// A cloud whose workloads start after `cold_start` and that holds at most `capacity`.
+    /// A cloud whose workloads start after `cold_start`, that holds at most `capacity` and
+    /// never throttles.
     pub fn new(cold_start: Duration, capacity: usize) -> Arc<SimCloud> {
-        Arc::new(SimCloud {
-            state: Mutex::new(State::default()),
-            settings: Settings {
-                cold_start,
-                capacity,
-            },
+        SimCloud::with_settings(Settings {
+            cold_start,
+            capacity,
+            rate_limits: Vec::new(),
         })
+        .expect("no bucket to refuse")
+    }
+
+    /// A cloud with these knobs; refused when a bucket has a zero burst or a rate that is not
+    /// positive.
+    pub fn with_settings(settings: Settings) -> Result<Arc<SimCloud>, String> {
+        let buckets = settings
+            .rate_limits
+            .iter()
+            .map(|b| {
+                let name = format!(
+                    "{} {} + {}/s",
+                    crate::provider::layers::target::class_label(b.operation),
+                    b.burst,
+                    b.per_second
+                );
+                let quota = crate::provider::layers::limiter::quota_of(b.burst, b.per_second)
+                    .ok_or_else(|| format!("sim bucket {name}: burst must be at least 1 and the rate positive"))?;
+                Ok(ApiBucket {
+                    operation: b.operation,
+                    name,
+                    limiter: governor::RateLimiter::direct(quota),
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Arc::new(SimCloud {
+            state: Mutex::new(State::default()),
+            settings,
+            buckets,
+        }))
+    }
+
+    /// Takes a token of every bucket of `operation`, or answers as a throttled API does.
+    fn admit(&self, operation: OperationClass) -> Result<(), ProviderError> {
+        use governor::clock::{Clock as _, DefaultClock};
+        for b in self.buckets.iter().filter(|b| b.operation == operation) {
+            if let Err(not_until) = b.limiter.check() {
+                return Err(SimFault::Throttled {
+                    bucket: b.name.clone(),
+                    wait: not_until.wait_time_from(DefaultClock::default().now()),
+                }
+                .into_error());
+            }
+        }
+        Ok(())
     }
 
     /// The cloud's knobs.
@@ -93,6 +153,12 @@ impl SimCloud {
     }
 }
 
+/// The IP of the `n`th workload: 10.244.0.2 onwards, one address each, past 64,000 workloads
+/// too (a per-octet scheme ran past 255 there, and the apiserver refused the pods' status).
+fn address(n: u32) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 244, 0, 2)).wrapping_add(n))
+}
+
 /// The `sim` provider.
 pub struct SimProvider {
     cloud: Arc<SimCloud>,
@@ -118,6 +184,7 @@ impl Provider for SimProvider {
 
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
         let workload = translate(spec)?;
+        self.cloud.admit(OperationClass::Create)?;
         let mut state = self.cloud.lock();
         if let Some(existing) = state.workloads.get(&spec.id) {
             return Ok(self.cloud.status_of(&spec.id, existing));
@@ -137,7 +204,7 @@ impl Provider for SimProvider {
             owner: spec.owner.clone(),
             created: Utc::now(),
             created_instant: Instant::now(),
-            ip: format!("10.244.{}.{}", n / 250, n % 250 + 2),
+            ip: address(n).to_string(),
             env: spec
                 .resolved
                 .env
@@ -157,6 +224,7 @@ impl Provider for SimProvider {
     }
 
     async fn delete(&self, id: &str) -> Result<(), ProviderError> {
+        self.cloud.admit(OperationClass::Delete)?;
         let mut state = self.cloud.lock();
         if state.workloads.remove(id).is_some() {
             state.deletes += 1;
@@ -168,6 +236,7 @@ impl Provider for SimProvider {
         &self,
         ids: &[String],
     ) -> Result<BTreeMap<String, WorkloadStatus>, ProviderError> {
+        self.cloud.admit(OperationClass::Read)?;
         let state = self.cloud.lock();
         Ok(ids
             .iter()
@@ -185,6 +254,7 @@ impl Provider for SimProvider {
         cluster_id: &str,
         node: &str,
     ) -> Result<Vec<OwnedWorkload>, ProviderError> {
+        self.cloud.admit(OperationClass::Read)?;
         let state = self.cloud.lock();
         Ok(state
             .workloads
@@ -379,6 +449,94 @@ mod tests {
         let b = p.create(&spec("bg-1", "n")).await.unwrap();
         assert_eq!(cloud.creates(), 1);
         assert_eq!(a.ip, b.ip);
+    }
+
+    /// A cloud whose API lets creates through at `burst` + `per_second`.
+    fn create_bucket(burst: u32, per_second: f64) -> Arc<SimCloud> {
+        SimCloud::with_settings(Settings {
+            cold_start: Duration::ZERO,
+            capacity: 1000,
+            rate_limits: vec![crate::policy::model::RateLimitSpec {
+                operation: OperationClass::Create,
+                burst,
+                per_second,
+            }],
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_caller_outrunning_the_clouds_create_bucket_is_throttled_with_the_wait() {
+        let cloud = create_bucket(5, 50.0);
+        let p = SimProvider::new(cloud.clone());
+        let mut waits = Vec::new();
+        for i in 0..10 {
+            match p.create(&spec(&format!("bg-{i}"), "n")).await {
+                Ok(_) => {}
+                Err(ProviderError::Throttled {
+                    retry_after: Some(wait),
+                    message,
+                }) => {
+                    assert!(message.contains("create 5 + 50/s"), "{message}");
+                    waits.push(wait);
+                }
+                Err(e) => panic!("expected a create or a 429, got {e:?}"),
+            }
+        }
+        assert!(waits.len() >= 4, "the burst is 5 of 10 at once: {waits:?}");
+        assert!(waits.iter().all(|w| *w <= Duration::from_millis(20)), "{waits:?}");
+        assert_eq!(cloud.creates() as usize, 10 - waits.len());
+        // A delete or a read is not a create: no bucket of theirs, never throttled.
+        p.delete("bg-0").await.unwrap();
+        p.status(&["bg-1".into()]).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn layers_holding_the_clouds_own_bucket_are_never_throttled() {
+        use crate::provider::layers::{Buckets, Layers, Unobserved};
+        let yaml = "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - {name: s, provider: sim, region: local, rateLimits: [{operation: create, burst: 5, perSecond: 50}]}\n";
+        let policy = crate::policy::load_files(&[("p.yaml".into(), yaml.into())]).unwrap();
+        let cloud = create_bucket(5, 50.0);
+        let p = SimProvider::new(cloud.clone());
+        let layers = Layers::new(
+            &policy.targets[0],
+            &Buckets::default(),
+            Default::default(),
+            Arc::new(Unobserved),
+        )
+        .unwrap();
+        for i in 0..30 {
+            let spec = spec(&format!("bg-{i}"), "n");
+            let (p, spec) = (&p, &spec);
+            // `call` retries a 429; the first attempt's answer is what the cloud said.
+            let first = std::sync::atomic::AtomicBool::new(true);
+            layers
+                .call(OperationClass::Create, "Create", || {
+                    let first = &first;
+                    async move {
+                        let r = p.create(spec).await;
+                        if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                            assert!(
+                                !matches!(r, Err(ProviderError::Throttled { .. })),
+                                "create {i} throttled: {r:?}"
+                            );
+                        }
+                        r
+                    }
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(cloud.creates(), 30);
+    }
+
+    #[test]
+    fn every_workload_gets_its_own_address_past_64000_workloads_too() {
+        assert_eq!(address(0).to_string(), "10.244.0.2");
+        assert_eq!(address(254).to_string(), "10.244.1.0");
+        let many: std::collections::BTreeSet<_> = (0..200_000).map(address).collect();
+        assert_eq!(many.len(), 200_000);
+        assert_eq!(address(99_999).to_string(), "10.245.134.161");
     }
 
     #[tokio::test]

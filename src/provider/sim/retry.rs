@@ -1,5 +1,5 @@
-//! The simulated cloud's failures, and what each means to the caller (next target, or fail the
-//! pod; the simulated cloud has no failure worth a retry).
+//! The simulated cloud's failures, and what each means to the caller (next target, fail the
+//! pod, or, for a throttled call, retry after the wait).
 
 use crate::provider::contract::ProviderError;
 
@@ -22,6 +22,13 @@ pub(crate) enum SimFault {
     },
     /// The pod cannot be expressed for this cloud: pod-level.
     InvalidSpec(String),
+    /// One of the cloud's API buckets is empty (a 429): retryable after `wait`.
+    Throttled {
+        /// The bucket's operation, burst and rate, as `create 100 + 20/s`.
+        bucket: String,
+        /// Until it has a token again.
+        wait: std::time::Duration,
+    },
 }
 
 impl SimFault {
@@ -43,6 +50,12 @@ impl SimFault {
                 ),
             ),
             SimFault::InvalidSpec(message) => ProviderError::cloud_pod("InvalidSpec", message),
+            SimFault::Throttled { bucket, wait } => ProviderError::Throttled {
+                message: format!(
+                    "429 TooManyRequests: the simulated cloud's {bucket} bucket is empty"
+                ),
+                retry_after: Some(wait),
+            },
         }
     }
 }
@@ -73,5 +86,17 @@ mod tests {
             assert!(matches!(pod_level, ProviderError::Pod(_)), "{pod_level:?}");
         }
         assert!([full, image, spec].iter().all(|e| !e.is_retryable()));
+    }
+
+    #[test]
+    fn an_empty_bucket_is_a_throttled_call_retried_after_its_wait() {
+        let e = SimFault::Throttled {
+            bucket: "create 100 + 20/s".into(),
+            wait: std::time::Duration::from_millis(50),
+        }
+        .into_error();
+        assert!(e.is_retryable());
+        assert_eq!(e.retry_after(), Some(std::time::Duration::from_millis(50)));
+        assert!(e.to_string().contains("create 100 + 20/s"), "{e}");
     }
 }
