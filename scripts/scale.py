@@ -17,6 +17,8 @@ It prints per run:
     bound by nodeName, so the scheduler and controllers add nothing to pods, pods/status or
     events: what is counted there is the gateway's)
   - gateway RSS peak and steady, CPU seconds for the burst, per steady minute and for the delete
+  - after the steady window, one LIST of the node's pods in pages of 500, as a new leader makes
+    to rebuild its ledger: seconds, MiB and the apiserver's CPU (a failover's cost at this size)
 
 Standard library only. Numbers, not assertions: docs/performance.md keeps them.
 """
@@ -70,7 +72,7 @@ def connection(fresh=False):
 
 def api(method, path, body=None, accept="application/json"):
     data = json.dumps(body).encode() if body is not None else None
-    headers = {"Authorization": "Bearer " + ADMIN_TOKEN, "Accept": accept}
+    headers = {"Authorization": "Bearer " + ADMIN_TOKEN, "Accept": accept.removesuffix(";raw")}
     if data is not None:
         headers["Content-Type"] = "application/json"
     for attempt in range(20):
@@ -89,6 +91,8 @@ def api(method, path, body=None, accept="application/json"):
             continue
         if r.status >= 300:
             raise RuntimeError(f"{method} {path}: {r.status} {raw[:300]!r}")
+        if accept == "application/json;raw":
+            return raw
         return json.loads(raw) if accept == "application/json" and raw else raw.decode()
     raise RuntimeError(f"{method} {path} kept failing")
 
@@ -200,6 +204,25 @@ def peer_cpu():
         except (OSError, ValueError):
             out[peer] = float("nan")
     return out
+
+
+def takeover_list(node):
+    """One LIST of the node's pods in pages of 500, as a new leader makes to rebuild its ledger
+    (and its pod watch makes again): seconds, pages, MiB, and the apiserver's and etcd's CPU."""
+    peers0, t0 = peer_cpu(), time.time()
+    pages, size, cont = 0, 0, ""
+    while True:
+        path = f"/api/v1/pods?fieldSelector=spec.nodeName%3D{node}&limit=500"
+        if cont:
+            path += "&continue=" + urllib.parse.quote(cont)
+        page = api("GET", path, accept="application/json;raw")
+        pages, size = pages + 1, size + len(page)
+        cont = json.loads(page)["metadata"].get("continue", "")
+        if not cont:
+            break
+    peers1 = peer_cpu()
+    return {"s": round(time.time() - t0, 1), "pages": pages, "mib": round(size / 2**20, 1),
+            "apiserver_etcd_cpu_s": {k: round(peers1[k] - peers0[k], 2) for k in peers0}}
 
 
 def gateway_metrics(port):
@@ -338,6 +361,8 @@ def run(n, mode):
         cpu2, rss_steady, _ = proc_stats(gw.pid)
         anon_steady, file_steady = rss_parts(gw.pid)
         after_burst = request_counts()
+        listed = takeover_list(node)
+        after_list = request_counts()
         t_del = time.time()
         if deployments:
             api("DELETE", f"/apis/apps/v1/namespaces/{ns}/deployments?labelSelector=app%3Dscale")
@@ -364,7 +389,7 @@ def run(n, mode):
             per_pod[f"{key[0]} {key[1]}"] = round(d / n, 2)
     deletes = {}
     for key, v in after_delete.items():
-        d = v - after_burst.get(key, 0)
+        d = v - after_list.get(key, 0)
         if d and key[1] in ("pods", "pods/status", "events"):
             deletes[f"{key[0]} {key[1]}"] = round(d / n, 2)
     record = {
@@ -390,6 +415,9 @@ def run(n, mode):
         "gateway_rss_steady_anon_file_mib": [round(anon_steady, 1), round(file_steady, 1)],
         "kib_per_pod_steady": round(rss_steady * 1024 / n, 1),
         "apiserver_requests_per_pod_burst": per_pod,
+        # What a new leader's rebuild LISTs (its pod watch LISTs the same again), after the steady
+        # window: the cost of a failover at this size on the apiserver's side.
+        "takeover_list": listed,
         "delete_s": round(t_gone - t_del, 1),
         "gateway_cpu_s_delete": round(cpu3 - cpu2, 2),
         "apiserver_requests_per_pod_delete": deletes,
