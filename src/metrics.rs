@@ -5,6 +5,7 @@
 //! leader gauges are refreshed from the ledger and the live policy at scrape time, so they are
 //! never stale.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -442,19 +443,25 @@ impl Metrics {
         &self,
         pods: impl Iterator<Item = (Option<&'a str>, &'a str, Option<f64>)>,
     ) {
-        self.pods.clear();
+        // Counted first, then set: no label strings built per pod (at 100,000 pods, building
+        // them every second was a tenth of the gateway's CPU).
+        let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
         let (mut waiting, mut oldest) = (0i64, 0f64);
         for (target, phase, waiting_for) in pods {
-            self.pods
-                .get_or_create(&PodLabels {
-                    target: target.unwrap_or("none").to_string(),
-                    phase: phase.to_string(),
-                })
-                .inc();
+            *counts.entry((target.unwrap_or("none"), phase)).or_default() += 1;
             if let Some(age) = waiting_for {
                 waiting += 1;
                 oldest = oldest.max(age);
             }
+        }
+        self.pods.clear();
+        for ((target, phase), n) in counts {
+            self.pods
+                .get_or_create(&PodLabels {
+                    target: target.to_string(),
+                    phase: phase.to_string(),
+                })
+                .set(n);
         }
         self.pods_waiting.set(waiting);
         self.oldest_waiting_seconds.set(oldest);

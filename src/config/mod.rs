@@ -223,11 +223,15 @@ fn parse_rate_limit(s: &str) -> Result<crate::policy::model::RateLimitSpec, Stri
     let (operation, bucket) = s.split_once('=').ok_or_else(bad)?;
     let (burst, per_second) = bucket.split_once(':').ok_or_else(bad)?;
     let operation = serde_json::from_value(serde_json::Value::String(operation.trim().into()))
-        .map_err(|_| format!("{s:?}: the operation is one of create, delete, read, launch, register"))?;
+        .map_err(|_| {
+            format!("{s:?}: the operation is one of create, delete, read, launch, register")
+        })?;
     let burst: u32 = burst.trim().parse().map_err(|_| bad())?;
     let per_second: f64 = per_second.trim().parse().map_err(|_| bad())?;
     if burst == 0 || !(per_second.is_finite() && per_second > 0.0) {
-        return Err(format!("{s:?}: the burst must be at least 1 and the rate positive"));
+        return Err(format!(
+            "{s:?}: the burst must be at least 1 and the rate positive"
+        ));
     }
     Ok(crate::policy::model::RateLimitSpec {
         operation,
@@ -290,9 +294,20 @@ mod tests {
         use crate::policy::model::OperationClass::{Create, Read};
         assert_eq!(
             got,
-            [(Create, 100, 20.0), (Create, 100, 0.3333), (Read, 250, 25.0)]
+            [
+                (Create, 100, 20.0),
+                (Create, 100, 0.3333),
+                (Read, 250, 25.0)
+            ]
         );
-        for bad in ["create", "create=100", "write=1:1", "create=0:1", "create=1:0", "create=1:x"] {
+        for bad in [
+            "create",
+            "create=100",
+            "write=1:1",
+            "create=0:1",
+            "create=1:0",
+            "create=1:x",
+        ] {
             assert!(
                 RunConfig::from_flags(&["--sim-rate-limit", bad]).is_err(),
                 "{bad}"

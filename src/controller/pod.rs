@@ -991,32 +991,43 @@ impl PodController {
         let polled = self.polled.lock().expect("polled lock");
         let backoffs = self.backoffs.lock().expect("back-off lock");
         let now = Instant::now();
+        // Every cached pod, every second: nothing is cloned or allocated for a pod that is not
+        // due (at 100,000 pods, cloning each uid and workload here was a third of the CPU).
         for pod in store.state() {
-            let uid = pod.uid().unwrap_or_default();
+            let uid = pod.metadata.uid.as_deref().unwrap_or_default();
             let phase = pod.phase;
-            if phase.is_terminal()
-                || pod.metadata.deletion_timestamp.is_some()
-                || !created.contains(&uid)
-            {
+            if phase.is_terminal() || pod.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            let Some(workload) = pod.workload.clone() else {
+            let Some(workload) = pod.workload.as_ref() else {
                 continue;
             };
+            if !created.contains(uid) {
+                continue;
+            }
             let every = if phase == PodPhase::Running {
-                *running_poll
-                    .entry(workload.target.clone())
-                    .or_insert_with(|| {
-                        self.gw
+                match running_poll.get(workload.target.as_str()) {
+                    Some(every) => *every,
+                    None => {
+                        let every = self
+                            .gw
                             .provider_for_target(&workload.target)
-                            .map_or(POLL_PENDING, |p| p.running_poll())
-                    })
+                            .map_or(POLL_PENDING, |p| p.running_poll());
+                        running_poll.insert(workload.target.clone(), every);
+                        every
+                    }
+                }
             } else {
                 POLL_PENDING
             };
-            let restart_due = backoffs.get(&uid).is_some_and(|b| b.due(now));
-            if restart_due || polled.get(&uid).is_none_or(|p| p.at.elapsed() >= every) {
-                by_target.entry(workload.target).or_default().push(pod);
+            let restart_due = backoffs.get(uid).is_some_and(|b| b.due(now));
+            if restart_due
+                || polled
+                    .get(uid)
+                    .is_none_or(|p| now.duration_since(p.at) >= every)
+            {
+                let target = workload.target.clone();
+                by_target.entry(target).or_default().push(pod);
             }
         }
         by_target

@@ -34,10 +34,16 @@ mod tests {
         let w = Warnings::default();
         assert!(w.is_news("a", "422 podIPs invalid"));
         assert!(!w.is_news("a", "422 podIPs invalid"));
-        assert!(w.is_news("b", "422 podIPs invalid"), "another pod's is its own");
+        assert!(
+            w.is_news("b", "422 podIPs invalid"),
+            "another pod's is its own"
+        );
         assert!(w.is_news("a", "500 etcd timeout"), "a different failure");
         assert!(w.is_news("a", "422 podIPs invalid"), "and back again");
         w.clear("a");
-        assert!(w.is_news("a", "422 podIPs invalid"), "after a success it is news again");
+        assert!(
+            w.is_news("a", "422 podIPs invalid"),
+            "after a success it is news again"
+        );
     }
 }

@@ -82,7 +82,9 @@ impl SimCloud {
                     b.per_second
                 );
                 let quota = crate::provider::layers::limiter::quota_of(b.burst, b.per_second)
-                    .ok_or_else(|| format!("sim bucket {name}: burst must be at least 1 and the rate positive"))?;
+                    .ok_or_else(|| {
+                        format!("sim bucket {name}: burst must be at least 1 and the rate positive")
+                    })?;
                 Ok(ApiBucket {
                     operation: b.operation,
                     name,
@@ -484,7 +486,10 @@ mod tests {
             }
         }
         assert!(waits.len() >= 4, "the burst is 5 of 10 at once: {waits:?}");
-        assert!(waits.iter().all(|w| *w <= Duration::from_millis(20)), "{waits:?}");
+        assert!(
+            waits.iter().all(|w| *w <= Duration::from_millis(20)),
+            "{waits:?}"
+        );
         assert_eq!(cloud.creates() as usize, 10 - waits.len());
         // A delete or a read is not a create: no bucket of theirs, never throttled.
         p.delete("bg-0").await.unwrap();
