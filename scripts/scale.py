@@ -206,6 +206,20 @@ def peer_cpu():
     return out
 
 
+def delete_all(path):
+    """DELETE of a collection, in the background: the apiserver answers a deletecollection only
+    once every object is deleted (minutes at 100,000 pods, past any client timeout), and the
+    tracker's watch says when they are gone."""
+    def go():
+        conn = http.client.HTTPSConnection(HOST.hostname, HOST.port, context=CTX, timeout=7200)
+        try:
+            conn.request("DELETE", path, headers={"Authorization": "Bearer " + ADMIN_TOKEN})
+            conn.getresponse().read()
+        except (http.client.HTTPException, OSError) as e:
+            print(f"DELETE {path}: {e}", file=sys.stderr, flush=True)
+    threading.Thread(target=go, daemon=True).start()
+
+
 def takeover_list(node):
     """One LIST of the node's pods in pages of 500, as a new leader makes to rebuild its ledger
     (and its pod watch makes again): seconds, pages, MiB, and the apiserver's and etcd's CPU."""
@@ -367,7 +381,7 @@ def run(n, mode):
         if deployments:
             api("DELETE", f"/apis/apps/v1/namespaces/{ns}/deployments?labelSelector=app%3Dscale")
             api("DELETE", f"/apis/apps/v1/namespaces/{ns}/replicasets?labelSelector=app%3Dscale")
-        api("DELETE", f"/api/v1/namespaces/{ns}/pods?labelSelector=app%3Dscale")
+        delete_all(f"/api/v1/namespaces/{ns}/pods?labelSelector=app%3Dscale")
         t_gone = wait_until("every pod gone", lambda: tracker.count_present() == 0, 3600)
         cpu3, _, hwm = proc_stats(gw.pid)
         after_delete = request_counts()
