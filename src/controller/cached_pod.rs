@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
@@ -50,9 +51,32 @@ pub struct CachedPod {
 impl CachedPod {
     /// The whole pod, `managedFields` aside.
     pub fn pod(&self) -> Pod {
+        serde_json::from_slice(&self.json()).expect("a pod this cache serialized decodes")
+    }
+
+    /// The pod's annotations alone (the rest of its JSON is skipped, not decoded): what the
+    /// ledger's rebuild at a leader's start reads of every placed pod.
+    pub fn annotations(&self) -> BTreeMap<String, String> {
+        #[derive(Deserialize)]
+        struct Meta {
+            #[serde(default)]
+            annotations: BTreeMap<String, String>,
+        }
+        #[derive(Deserialize)]
+        struct Annotated {
+            metadata: Meta,
+        }
+        serde_json::from_slice::<Annotated>(&self.json())
+            .expect("a pod this cache serialized decodes")
+            .metadata
+            .annotations
+    }
+
+    /// The pod's JSON, inflated.
+    fn json(&self) -> Vec<u8> {
         let (len, deflated) = self.packed.split_at(4);
         let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-        let json = INFLATE.with_borrow_mut(|inflate| {
+        INFLATE.with_borrow_mut(|inflate| {
             inflate.reset(false);
             inflate
                 .set_dictionary(DICTIONARY)
@@ -63,8 +87,7 @@ impl CachedPod {
                 .expect("what this cache deflated inflates");
             debug_assert_eq!((status, json.len()), (Status::StreamEnd, len));
             json
-        });
-        serde_json::from_slice(&json).expect("a pod this cache serialized decodes")
+        })
     }
 
     /// What the cache keeps of `pod`.
@@ -231,6 +254,22 @@ mod tests {
             cached.metadata.labels, None,
             "labels live in the packed pod"
         );
+    }
+
+    #[test]
+    fn a_cached_pods_annotations_read_alone_are_the_pods_own() {
+        for name in ["deployment-web.json", "sidecar-mesh.json"] {
+            let mut pod = fixture(name);
+            pod.annotations_mut().insert(
+                crate::controller::placement::TARGET.into(),
+                "aci-eastus".into(),
+            );
+            let cached = CachedPod::of(pod.clone()).unwrap();
+            assert_eq!(&cached.annotations(), pod.annotations(), "{name}");
+        }
+        let mut bare = fixture("deployment-web.json");
+        bare.metadata.annotations = None;
+        assert!(CachedPod::of(bare).unwrap().annotations().is_empty());
     }
 
     #[test]

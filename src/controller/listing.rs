@@ -1,7 +1,7 @@
 //! The node's pods listed page by page and trimmed as they arrive, so a LIST of 10,000 pods never
-//! holds 10,000 whole pods (with their specs and `managedFields`) at once: the ledger's rebuild
-//! at start, the kubelet API's stats and every orphan-collection pass read the node's pods this
-//! way.
+//! holds 10,000 whole pods (with their specs and `managedFields`) at once: the kubelet API's
+//! stats and every orphan-collection pass read the node's pods this way (the ledger's rebuild at
+//! a leader's start reads the pod watch's cache instead).
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -13,7 +13,7 @@ use crate::controller::placement::Workload;
 pub const PAGE: u32 = 500;
 
 /// Every pod matching `selector` (a field selector) without its spec (nor `managedFields`):
-/// metadata and status, what the ledger's rebuild and the kubelet API's stats read. A decoded
+/// metadata and status, what the kubelet API's stats read. A decoded
 /// `PodSpec` is most of a decoded pod (~17 KB).
 pub async fn statuses(api: &Api<Pod>, selector: &str) -> Result<Vec<Pod>, kube::Error> {
     listed(api, selector, |p| {
