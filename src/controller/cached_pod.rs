@@ -55,7 +55,7 @@ impl CachedPod {
     }
 
     /// The pod's annotations alone (the rest of its JSON is skipped, not decoded): what the
-    /// ledger's rebuild at a leader's start reads of every placed pod.
+    /// ledger's rebuild at a leader's start reads of every live pod.
     pub fn annotations(&self) -> BTreeMap<String, String> {
         #[derive(Deserialize)]
         struct Meta {
