@@ -7,11 +7,14 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use kube::runtime::reflector::Store;
 use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::config::RunConfig;
+use crate::controller::cached_pod::CachedPod;
 use crate::controller::events::{Event, EventReason};
+use crate::controller::status::PodPhase;
 use crate::metrics::Metrics;
 use crate::policy::model::ProviderKind;
 use crate::policy::{Exclusion, ExclusionReason, Ledger, Policy};
@@ -40,6 +43,9 @@ pub struct Gateway {
     pub(in crate::controller) nudge: Notify,
     /// Prometheus metrics.
     pub(in crate::controller) metrics: Arc<Metrics>,
+    /// The leader's cache of the node's pods (`None` while this replica does not lead): the pod
+    /// gauges are counted from it when scraped, not on a timer.
+    pub(in crate::controller) pods: Mutex<Option<Store<CachedPod>>>,
     /// Work started outside any controller's loop (the Event about a circuit, which the layers
     /// report from inside a provider call): owned here, and waited for by [`Gateway::drain`].
     background: TaskTracker,
@@ -145,6 +151,7 @@ impl Gateway {
             unhealthy: Mutex::default(),
             nudge: Notify::new(),
             metrics: Arc::new(Metrics::new()),
+            pods: Mutex::default(),
             background: TaskTracker::new(),
         })
     }
@@ -169,12 +176,34 @@ impl Gateway {
         self.nudge.notify_waiters();
     }
 
-    /// Refreshes the quota and spend gauges from the ledger (called at scrape time).
+    /// Refreshes the quota and spend gauges from the ledger, and the pod gauges from the pod
+    /// cache (called at scrape time).
     pub fn refresh_metrics(&self) {
         if let Some(policy) = self.current_policy() {
             let ledger = self.ledger.lock().expect("ledger lock");
             self.metrics.observe_ledger(&policy, &ledger);
         }
+        let pods = self
+            .pods
+            .lock()
+            .expect("pod cache lock")
+            .as_ref()
+            .map(Store::state)
+            .unwrap_or_default();
+        let now = k8s_openapi::jiff::Timestamp::now();
+        self.metrics.observe_pods(pods.iter().map(|p| {
+            let target = p.target();
+            let phase = p.phase;
+            let waiting = (target.is_none() && phase == PodPhase::Pending)
+                .then(|| {
+                    p.metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| now.duration_since(t.0).as_secs_f64())
+                })
+                .flatten();
+            (target, phase.as_str(), waiting)
+        }));
     }
 }
 

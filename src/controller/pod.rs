@@ -48,8 +48,10 @@ use crate::provider::{
     Capabilities, Owner, Provider, ProviderError, WorkloadPhase, WorkloadSpec, WorkloadStatus,
     workload_id,
 };
+use schedule::Schedule;
 
 pub mod renewal;
+mod schedule;
 mod warnings;
 
 /// Errors of one reconcile; all are retried with backoff by `error_policy`.
@@ -152,6 +154,9 @@ pub struct PodController {
     rejected: Mutex<HashMap<String, Vec<(String, String)>>>,
     /// When each pod's workload was last read.
     polled: Mutex<HashMap<String, Polled>>,
+    /// When each pod with a workload is next looked at by the status loop, by UID, with where
+    /// to find it in the pod cache.
+    schedule: Mutex<Schedule<String, ObjectRef<CachedPod>>>,
     /// Failed writes about each pod, warned of once while they repeat.
     warned: warnings::Warnings,
     /// Per pod UID, a fingerprint of the status last written: the status sync compares against
@@ -265,6 +270,7 @@ impl PodController {
             created: Mutex::default(),
             rejected: Mutex::default(),
             polled: Mutex::default(),
+            schedule: Mutex::default(),
             warned: warnings::Warnings::default(),
             forwarded: Mutex::default(),
             backoffs: Mutex::default(),
@@ -453,6 +459,15 @@ impl PodController {
             in_doubt = in_doubt.len(),
             "ledger rebuilt from pod annotations"
         );
+        {
+            let now = Instant::now();
+            let mut schedule = self.schedule.lock().expect("schedule lock");
+            for pod in pods.iter().filter(live) {
+                if let Some(uid) = pod.uid().filter(|uid| created.contains(uid)) {
+                    schedule.at(uid, now, ObjectRef::from_obj(pod.as_ref()));
+                }
+            }
+        }
         *self.created.lock().expect("created lock") = created;
         *self.in_doubt.lock().expect("in-doubt lock") = in_doubt;
         self.ready.send_replace(true);
@@ -522,6 +537,9 @@ impl PodController {
             other => other,
         };
         let news = self.remember(&uid, &outcome);
+        if matches!(outcome, Outcome::Created { .. } | Outcome::BackOff { .. }) {
+            self.look_at(pod, Instant::now());
+        }
         match outcome.room() {
             Room::Kept => {}
             Room::Released => self.release(&uid),
@@ -894,6 +912,7 @@ impl PodController {
         self.in_doubt.lock().expect("in-doubt lock").remove(&uid);
         self.rejected.lock().expect("rejected lock").remove(&uid);
         self.polled.lock().expect("polled lock").remove(&uid);
+        self.schedule.lock().expect("schedule lock").remove(&uid);
         self.warned.clear(&uid);
         self.forwarded.lock().expect("forwarded lock").remove(&uid);
         self.backoffs.lock().expect("back-off lock").remove(&uid);
@@ -938,24 +957,6 @@ impl PodController {
         }
     }
 
-    /// Counts the node's pods by target and phase for the metrics.
-    fn observe_pods(&self, pods: &[Arc<CachedPod>]) {
-        let now = k8s_openapi::jiff::Timestamp::now();
-        self.gw.metrics.observe_pods(pods.iter().map(|p| {
-            let target = p.target();
-            let phase = p.phase;
-            let waiting = (target.is_none() && phase == PodPhase::Pending)
-                .then(|| {
-                    p.metadata
-                        .creation_timestamp
-                        .as_ref()
-                        .map(|t| now.duration_since(t.0).as_secs_f64())
-                })
-                .flatten();
-            (target, phase.as_str(), waiting)
-        }));
-    }
-
     /// The pods a nudge (policy, quota or health changed) may move: not over, and with no
     /// workload created yet (placed or not). The others' reconcile would only find them
     /// tracked, and decoding every pod of a 10,000-pod node per nudge costs ~0.5 s of CPU.
@@ -972,62 +973,89 @@ impl PodController {
     }
 
     /// One pass of batched status reads; returns how many workloads were read.
-    async fn sync_statuses(&self, pods: &[Arc<CachedPod>]) -> usize {
+    async fn sync_statuses(&self, store: &Store<CachedPod>) -> usize {
         let mut read = 0;
-        for (target, pods) in self.due(pods) {
+        for (target, pods) in self.due(store) {
             read += self.sync_target(&target, &pods).await;
         }
         read
     }
 
+    /// Has the status loop look at `pod` at `at`, or sooner if it is due sooner.
+    fn look_at(&self, pod: &Pod, at: Instant) {
+        if let Some(uid) = pod.uid() {
+            let key = ObjectRef::new(&pod.name_any()).within(&pod.namespace().unwrap_or_default());
+            self.schedule
+                .lock()
+                .expect("schedule lock")
+                .sooner(uid, at, key);
+        }
+    }
+
     /// The pods whose workload is due for a status read, by target: every 2 s while Pending,
     /// at the provider's `running_poll` while Running, and as soon as a restart's back-off is
-    /// over.
-    fn due(&self, pods: &[Arc<CachedPod>]) -> BTreeMap<String, Vec<Arc<CachedPod>>> {
-        let mut by_target: BTreeMap<String, Vec<Arc<CachedPod>>> = BTreeMap::new();
-        let mut running_poll: BTreeMap<String, Duration> = BTreeMap::new();
-        let created = self.created.lock().expect("created lock");
-        let polled = self.polled.lock().expect("polled lock");
-        let backoffs = self.backoffs.lock().expect("back-off lock");
+    /// over. Only the pods the schedule says are due are looked at, each then scheduled again
+    /// for its next read; a pod whose workload is no longer known, or that is over or being
+    /// deleted, leaves the schedule (a create or the restore at start enters it).
+    fn due(&self, store: &Store<CachedPod>) -> BTreeMap<String, Vec<Arc<CachedPod>>> {
         let now = Instant::now();
-        // Every cached pod, every second: nothing is cloned or allocated for a pod that is not
-        // due (at 100,000 pods, cloning each uid and workload here was a third of the CPU).
-        for pod in pods {
-            let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-            let phase = pod.phase;
-            if phase.is_terminal() || pod.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
-            let Some(workload) = pod.workload.as_ref() else {
-                continue;
-            };
-            if !created.contains(uid) {
-                continue;
-            }
-            let every = if phase == PodPhase::Running {
-                match running_poll.get(workload.target.as_str()) {
-                    Some(every) => *every,
-                    None => {
-                        let every = self
-                            .gw
-                            .provider_for_target(&workload.target)
-                            .map_or(POLL_PENDING, |p| p.running_poll());
-                        running_poll.insert(workload.target.clone(), every);
-                        every
-                    }
+        let taken = self.schedule.lock().expect("schedule lock").take_due(now);
+        let mut by_target: BTreeMap<String, Vec<Arc<CachedPod>>> = BTreeMap::new();
+        if taken.is_empty() {
+            return by_target;
+        }
+        let mut running_poll: BTreeMap<String, Duration> = BTreeMap::new();
+        let mut next = Vec::with_capacity(taken.len());
+        {
+            let created = self.created.lock().expect("created lock");
+            let polled = self.polled.lock().expect("polled lock");
+            let backoffs = self.backoffs.lock().expect("back-off lock");
+            for (uid, key) in taken {
+                if !created.contains(&uid) {
+                    continue;
                 }
-            } else {
-                POLL_PENDING
-            };
-            let restart_due = backoffs.get(uid).is_some_and(|b| b.due(now));
-            if restart_due
-                || polled
-                    .get(uid)
-                    .is_none_or(|p| now.duration_since(p.at) >= every)
-            {
-                let target = workload.target.clone();
-                by_target.entry(target).or_default().push(pod.clone());
+                let Some(pod) = store
+                    .get(&key)
+                    .filter(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
+                else {
+                    continue;
+                };
+                if pod.phase.is_terminal() || pod.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                // Created, but the cache does not show the placement yet.
+                let Some(workload) = pod.workload.as_ref() else {
+                    next.push((uid, now + POLL_PENDING, key));
+                    continue;
+                };
+                let every = if pod.phase == PodPhase::Running {
+                    *running_poll
+                        .entry(workload.target.clone())
+                        .or_insert_with(|| {
+                            self.gw
+                                .provider_for_target(&workload.target)
+                                .map_or(POLL_PENDING, |p| p.running_poll())
+                        })
+                } else {
+                    POLL_PENDING
+                };
+                let restart_at = backoffs.get(&uid).and_then(Backoff::due_at);
+                let at = next_read(polled.get(&uid).map(|p| p.at), every, restart_at, now);
+                if at <= now {
+                    // Read now; next after `every` (a read that fails is tried again then).
+                    next.push((uid, now + every, key));
+                    by_target
+                        .entry(workload.target.clone())
+                        .or_default()
+                        .push(pod);
+                } else {
+                    next.push((uid, at, key));
+                }
             }
+        }
+        let mut schedule = self.schedule.lock().expect("schedule lock");
+        for (uid, at, key) in next {
+            schedule.sooner(uid, at, key);
         }
         by_target
     }
@@ -1143,6 +1171,18 @@ impl PodController {
     }
 }
 
+/// When a workload last read at `polled` (never: `None`) is next read: `every` after that read,
+/// or when a restart's back-off is over (`restart`), whichever comes first.
+fn next_read(
+    polled: Option<Instant>,
+    every: Duration,
+    restart: Option<Instant>,
+    now: Instant,
+) -> Instant {
+    let read = polled.map_or(now, |p| p + every);
+    restart.map_or(read, |r| r.min(read))
+}
+
 fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut cut = max;
@@ -1177,10 +1217,7 @@ async fn restore_then_sync(
             _ = tick.tick() => {
                 // An open circuit whose cool-down has passed offers its target again.
                 ctx.gw.providers.tick_circuits();
-                // One snapshot of the cache per tick (at 100,000 pods, 800 KB of `Arc`s).
-                let pods = store.state();
-                ctx.observe_pods(&pods);
-                ctx.sync_statuses(&pods).await;
+                ctx.sync_statuses(&store).await;
             }
         }
     }
@@ -1211,6 +1248,7 @@ pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
     })
     .applied_objects();
     let controller = Controller::for_stream(pods, store.clone());
+    *gw.pods.lock().expect("pod cache lock") = Some(store.clone());
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(restore_then_sync(
@@ -1261,6 +1299,7 @@ pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
         .await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
+    *gw.pods.lock().expect("pod cache lock") = None;
 }
 
 #[cfg(test)]
@@ -1270,6 +1309,22 @@ mod tests {
     fn pod(status: serde_json::Value) -> Pod {
         serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "status": status}))
             .unwrap()
+    }
+
+    #[test]
+    fn a_workload_is_read_every_period_after_its_last_read_or_when_its_restart_is_due() {
+        let now = Instant::now();
+        let secs = Duration::from_secs;
+        assert_eq!(next_read(None, secs(10), None, now), now);
+        assert_eq!(next_read(Some(now), secs(10), None, now), now + secs(10));
+        assert_eq!(
+            next_read(Some(now), secs(10), Some(now + secs(3)), now),
+            now + secs(3)
+        );
+        assert_eq!(
+            next_read(Some(now), secs(2), Some(now + secs(30)), now),
+            now + secs(2)
+        );
     }
 
     #[test]

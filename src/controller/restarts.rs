@@ -78,9 +78,9 @@ impl Backoff {
         }
     }
 
-    /// Whether a wait is over at `now` (the pod is due for a restart).
-    pub fn due(&self, now: Instant) -> bool {
-        self.waiting.is_some_and(|(due, _)| now >= due)
+    /// When the wait is over (the pod is due for a restart), while it waits.
+    pub fn due_at(&self) -> Option<Instant> {
+        self.waiting.map(|(due, _)| due)
     }
 
     /// The next run was started at `now`.
@@ -121,10 +121,10 @@ mod tests {
             b.stopped(t0 + Duration::from_secs(5)),
             Wait::Waiting(Duration::from_secs(10))
         );
-        assert!(!b.due(t0 + Duration::from_secs(9)));
-        assert!(b.due(t0 + Duration::from_secs(10)));
+        assert_eq!(b.due_at(), Some(t0 + Duration::from_secs(10)));
         assert_eq!(b.stopped(t0 + Duration::from_secs(10)), Wait::Over);
         b.restarted(t0 + Duration::from_secs(11));
+        assert_eq!(b.due_at(), None);
         // The second run crashes at once: 20 s.
         assert_eq!(
             b.stopped(t0 + Duration::from_secs(12)),
