@@ -141,6 +141,30 @@ impl Polled {
     }
 }
 
+/// What the status loop keeps of a pod with a workload: the pod's `namespace/name`, to find it
+/// in the cache, and its workload's last read.
+#[derive(Debug)]
+struct Tracked {
+    pod: Box<str>,
+    read: Option<Polled>,
+}
+
+impl Tracked {
+    fn of(pod: &impl ResourceExt) -> Tracked {
+        let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
+        Tracked {
+            pod: format!("{ns}/{name}").into(),
+            read: None,
+        }
+    }
+
+    /// The pod's key in the pod cache.
+    fn cache_key(&self) -> ObjectRef<CachedPod> {
+        let (ns, name) = self.pod.split_once('/').unwrap_or(("", &self.pod));
+        ObjectRef::new(name).within(ns)
+    }
+}
+
 /// The pod controller's state, shared by reconciles and the status loop.
 pub struct PodController {
     gw: Arc<Gateway>,
@@ -152,11 +176,9 @@ pub struct PodController {
     created: Mutex<HashSet<String>>,
     /// Targets that rejected a pod, per pod UID: (target name, why).
     rejected: Mutex<HashMap<String, Vec<(String, String)>>>,
-    /// When each pod's workload was last read.
-    polled: Mutex<HashMap<String, Polled>>,
-    /// When each pod with a workload is next looked at by the status loop, by UID, with where
-    /// to find it in the pod cache.
-    schedule: Mutex<Schedule<String, ObjectRef<CachedPod>>>,
+    /// Per pod UID with a workload created: where the pod is in the cache, when its workload
+    /// was last read, and when the status loop looks at it next.
+    tracked: Mutex<Schedule<Tracked>>,
     /// Failed writes about each pod, warned of once while they repeat.
     warned: warnings::Warnings,
     /// Per pod UID, a fingerprint of the status last written: the status sync compares against
@@ -269,8 +291,7 @@ impl PodController {
             gw,
             created: Mutex::default(),
             rejected: Mutex::default(),
-            polled: Mutex::default(),
-            schedule: Mutex::default(),
+            tracked: Mutex::default(),
             warned: warnings::Warnings::default(),
             forwarded: Mutex::default(),
             backoffs: Mutex::default(),
@@ -461,10 +482,11 @@ impl PodController {
         );
         {
             let now = Instant::now();
-            let mut schedule = self.schedule.lock().expect("schedule lock");
+            let mut tracked = self.tracked.lock().expect("tracked lock");
             for pod in pods.iter().filter(live) {
                 if let Some(uid) = pod.uid().filter(|uid| created.contains(uid)) {
-                    schedule.at(uid, now, ObjectRef::from_obj(pod.as_ref()));
+                    tracked.track(&uid, || Tracked::of(pod.as_ref()));
+                    tracked.at(&uid, now);
                 }
             }
         }
@@ -538,7 +560,12 @@ impl PodController {
         };
         let news = self.remember(&uid, &outcome);
         if matches!(outcome, Outcome::Created { .. } | Outcome::BackOff { .. }) {
-            self.look_at(pod, Instant::now());
+            // Read now (a create answers with the workload's status); the loop looks at the pod
+            // at its next tick and schedules its next read.
+            let now = Instant::now();
+            let mut tracked = self.tracked.lock().expect("tracked lock");
+            tracked.track(&uid, || Tracked::of(pod)).read = Some(Polled::now());
+            tracked.sooner(&uid, now);
         }
         match outcome.room() {
             Room::Kept => {}
@@ -588,10 +615,6 @@ impl PodController {
                     .lock()
                     .expect("created lock")
                     .insert(uid.to_string());
-                self.polled
-                    .lock()
-                    .expect("polled lock")
-                    .insert(uid.to_string(), Polled::now());
             }
             Outcome::Unreachable { .. } | Outcome::InDoubt { .. } => {
                 return self
@@ -911,8 +934,7 @@ impl PodController {
         self.created.lock().expect("created lock").remove(&uid);
         self.in_doubt.lock().expect("in-doubt lock").remove(&uid);
         self.rejected.lock().expect("rejected lock").remove(&uid);
-        self.polled.lock().expect("polled lock").remove(&uid);
-        self.schedule.lock().expect("schedule lock").remove(&uid);
+        self.tracked.lock().expect("tracked lock").forget(&uid);
         self.warned.clear(&uid);
         self.forwarded.lock().expect("forwarded lock").remove(&uid);
         self.backoffs.lock().expect("back-off lock").remove(&uid);
@@ -981,81 +1003,62 @@ impl PodController {
         read
     }
 
-    /// Has the status loop look at `pod` at `at`, or sooner if it is due sooner.
-    fn look_at(&self, pod: &Pod, at: Instant) {
-        if let Some(uid) = pod.uid() {
-            let key = ObjectRef::new(&pod.name_any()).within(&pod.namespace().unwrap_or_default());
-            self.schedule
-                .lock()
-                .expect("schedule lock")
-                .sooner(uid, at, key);
-        }
-    }
-
     /// The pods whose workload is due for a status read, by target: every 2 s while Pending,
     /// at the provider's `running_poll` while Running, and as soon as a restart's back-off is
     /// over. Only the pods the schedule says are due are looked at, each then scheduled again
     /// for its next read; a pod whose workload is no longer known, or that is over or being
-    /// deleted, leaves the schedule (a create or the restore at start enters it).
+    /// deleted, is not scheduled again (a create schedules it, as the restore at start does).
     fn due(&self, store: &Store<CachedPod>) -> BTreeMap<String, Vec<Arc<CachedPod>>> {
         let now = Instant::now();
-        let taken = self.schedule.lock().expect("schedule lock").take_due(now);
         let mut by_target: BTreeMap<String, Vec<Arc<CachedPod>>> = BTreeMap::new();
-        if taken.is_empty() {
-            return by_target;
-        }
         let mut running_poll: BTreeMap<String, Duration> = BTreeMap::new();
-        let mut next = Vec::with_capacity(taken.len());
-        {
-            let created = self.created.lock().expect("created lock");
-            let polled = self.polled.lock().expect("polled lock");
-            let backoffs = self.backoffs.lock().expect("back-off lock");
-            for (uid, key) in taken {
-                if !created.contains(&uid) {
-                    continue;
-                }
-                let Some(pod) = store
-                    .get(&key)
-                    .filter(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
-                else {
-                    continue;
-                };
-                if pod.phase.is_terminal() || pod.metadata.deletion_timestamp.is_some() {
-                    continue;
-                }
-                // Created, but the cache does not show the placement yet.
-                let Some(workload) = pod.workload.as_ref() else {
-                    next.push((uid, now + POLL_PENDING, key));
-                    continue;
-                };
-                let every = if pod.phase == PodPhase::Running {
-                    *running_poll
-                        .entry(workload.target.clone())
-                        .or_insert_with(|| {
-                            self.gw
-                                .provider_for_target(&workload.target)
-                                .map_or(POLL_PENDING, |p| p.running_poll())
-                        })
-                } else {
-                    POLL_PENDING
-                };
-                let restart_at = backoffs.get(&uid).and_then(Backoff::due_at);
-                let at = next_read(polled.get(&uid).map(|p| p.at), every, restart_at, now);
-                if at <= now {
-                    // Read now; next after `every` (a read that fails is tried again then).
-                    next.push((uid, now + every, key));
-                    by_target
-                        .entry(workload.target.clone())
-                        .or_default()
-                        .push(pod);
-                } else {
-                    next.push((uid, at, key));
-                }
+        let created = self.created.lock().expect("created lock");
+        let backoffs = self.backoffs.lock().expect("back-off lock");
+        let mut tracked = self.tracked.lock().expect("tracked lock");
+        for uid in tracked.take_due(now) {
+            if !created.contains(uid.as_ref()) {
+                continue;
             }
-        }
-        let mut schedule = self.schedule.lock().expect("schedule lock");
-        for (uid, at, key) in next {
-            schedule.sooner(uid, at, key);
+            let Some(t) = tracked.get(&uid) else {
+                continue;
+            };
+            let Some(pod) = store
+                .get(&t.cache_key())
+                .filter(|p| p.metadata.uid.as_deref() == Some(uid.as_ref()))
+            else {
+                continue;
+            };
+            if pod.phase.is_terminal() || pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            // Created, but the cache does not show the placement yet.
+            let Some(workload) = pod.workload.as_ref() else {
+                tracked.at(&uid, now + POLL_PENDING);
+                continue;
+            };
+            let every = if pod.phase == PodPhase::Running {
+                *running_poll
+                    .entry(workload.target.clone())
+                    .or_insert_with(|| {
+                        self.gw
+                            .provider_for_target(&workload.target)
+                            .map_or(POLL_PENDING, |p| p.running_poll())
+                    })
+            } else {
+                POLL_PENDING
+            };
+            let restart = backoffs.get(uid.as_ref()).and_then(Backoff::due_at);
+            let at = next_read(t.read.map(|r| r.at), every, restart, now);
+            if at <= now {
+                // Read now; next after `every` (a read that fails is tried again then).
+                tracked.at(&uid, now + every);
+                by_target
+                    .entry(workload.target.clone())
+                    .or_default()
+                    .push(pod);
+            } else {
+                tracked.at(&uid, at);
+            }
         }
         by_target
     }
@@ -1099,10 +1102,14 @@ impl PodController {
                         .filter(|_| cached.renew_at.is_none_or(|at| at > SystemTime::now()))
                         .map(|s| status::digest(s, cached.metadata.resource_version.as_deref()));
                     {
-                        let mut polled = self.polled.lock().expect("polled lock");
-                        let last = polled.insert(uid.clone(), Polled::now());
+                        let mut tracked = self.tracked.lock().expect("tracked lock");
+                        // Forgotten since it was due: the pod was deleted meanwhile.
+                        let Some(t) = tracked.get_mut(&uid) else {
+                            return;
+                        };
+                        let last = t.read.replace(Polled::now());
                         if digest.is_some() && last.and_then(|p| p.settled) == digest {
-                            polled.insert(uid, Polled { settled: digest, ..Polled::now() });
+                            t.read = Some(Polled { settled: digest, ..Polled::now() });
                             return;
                         }
                     }
@@ -1132,8 +1139,14 @@ impl PodController {
                         self.failed(pod, &e, "status patch failed");
                         return;
                     }
-                    if let Some(p) = self.polled.lock().expect("polled lock").get_mut(&uid) {
-                        p.settled = digest;
+                    if let Some(read) = self
+                        .tracked
+                        .lock()
+                        .expect("tracked lock")
+                        .get_mut(&uid)
+                        .and_then(|t| t.read.as_mut())
+                    {
+                        read.settled = digest;
                     }
                     self.warned.clear(&uid);
                 }
