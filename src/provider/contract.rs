@@ -817,6 +817,9 @@ pub struct PortConnection {
     pub error: futures::future::BoxFuture<'static, Option<String>>,
 }
 
+/// How often a Running workload's status is read while its target's read bucket allows it.
+pub const RUNNING_POLL: Duration = Duration::from_secs(10);
+
 /// A backend that runs workloads.
 ///
 /// ```
@@ -835,11 +838,14 @@ pub trait Provider: Send + Sync {
     /// What it can do.
     fn capabilities(&self) -> Capabilities;
 
-    /// How often the controller asks for the status of a Running workload. Ten seconds unless
-    /// the provider caches statuses and decides itself when to read the cloud (ACI: zero, at
-    /// every status tick, its cache spending reads at its own cadence).
+    /// How often the controller asks for the status of a Running workload: [`RUNNING_POLL`],
+    /// longer once the target holds so many workloads that reading each that often would spend
+    /// more than half its read bucket ([`status_interval`](crate::provider::kit::cadence::status_interval):
+    /// Fargate, the simulator), or zero when the provider caches statuses and decides itself
+    /// when to read the cloud (ACI: at every status tick, its cache spending reads at its own
+    /// cadence).
     fn running_poll(&self) -> Duration {
-        Duration::from_secs(10)
+        RUNNING_POLL
     }
 
     /// Creates the workload, idempotently: creating an id that exists returns its status.

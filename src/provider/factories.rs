@@ -28,8 +28,9 @@ impl SimFactory {
 #[async_trait::async_trait]
 impl Factory for SimFactory {
     async fn build(&self, _target: &Target, layers: Layers) -> Result<Arc<dyn Provider>, String> {
+        let reads = layers.per_second(crate::policy::model::OperationClass::Read);
         Ok(Arc::new(Layered::new(
-            Arc::new(SimProvider::new(self.cloud.clone())),
+            Arc::new(SimProvider::new(self.cloud.clone()).reading_within(reads)),
             layers,
         )))
     }

@@ -488,7 +488,7 @@ async fn a_settled_batch_is_answered_from_the_last_list_without_new_reads() {
         pending_refresh: Duration::from_secs(1),
         running_refresh: Duration::from_secs(600),
         list_reuse: Duration::from_secs(600),
-        status_reads_per_second: None,
+        reads_per_second: None,
     };
     let provider = {
         let peers = common::peers();

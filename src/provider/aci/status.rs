@@ -14,9 +14,9 @@
 //! deleted behind the gateway's back answers its next GET with 404), and each Running group is
 //! read every 29.5 s, 30 s with the status loop's 1 s tick: **2 reads per Running pod-minute**
 //! (azure-aci spends 12), and a container that exits or restarts is seen at most ~30 s later.
-//! When that many GETs would take more than `status_reads_per_second` (half the target's read
-//! bucket by default, [`Cadence::within`]), the interval grows with the number of Running groups
-//! instead: `R / status_reads_per_second` (ARM's 25 reads/s: 30 s up to 368 Running groups, 80 s
+//! When that many GETs would take more than half the target's read bucket ([`Cadence::within`],
+//! [`READ_SHARE`](crate::provider::kit::cadence::READ_SHARE)), the interval grows with the number of Running groups instead:
+//! `R / (READ_SHARE * reads_per_second)` (ARM's 25 reads/s: 30 s up to 368 Running groups, 80 s
 //! at 1,000), so the status sync never spends the subscription's read budget.
 
 use std::collections::BTreeMap;
@@ -29,6 +29,7 @@ use crate::provider::aci::translate::{OWNER_TAGS, TAG_CREATED, TAG_SIDECARS};
 use crate::provider::contract::{
     ContainerState, ContainerStatus, OwnedWorkload, ProviderEvent, WorkloadPhase, WorkloadStatus,
 };
+use crate::provider::kit::cadence::status_interval;
 
 /// A container group as ARM returns it (GET or list item); only what the mapping reads.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -492,14 +493,15 @@ pub struct Cadence {
     /// A Pending group is read again after this long, even when its listed state did not change.
     pub pending_refresh: Duration,
     /// A Running group is read again after this long (an exit does not show in the list), or
-    /// longer when `status_reads_per_second` says so.
+    /// longer when `reads_per_second` says so.
     pub running_refresh: Duration,
     /// The last list serves again within this long when every asked-for group is known and
     /// settled (Running or finished).
     pub list_reuse: Duration,
-    /// The GETs per second the status sync may spend on Running groups; with R of them, each
-    /// is read every `max(running_refresh, R / status_reads_per_second)`. `None`: no bound.
-    pub status_reads_per_second: Option<f64>,
+    /// The rate of the target's read bucket (`None`: no bucket); with R Running groups, each
+    /// is read every `max(running_refresh, R / (READ_SHARE * reads_per_second))`
+    /// ([`status_interval`], one GET per group).
+    pub reads_per_second: Option<f64>,
 }
 
 impl Default for Cadence {
@@ -508,44 +510,34 @@ impl Default for Cadence {
             pending_refresh: Duration::from_secs(10),
             running_refresh: Duration::from_millis(29_500),
             list_reuse: Duration::MAX,
-            status_reads_per_second: None,
+            reads_per_second: None,
         }
     }
 }
 
 impl Cadence {
-    /// The share of a target's read bucket the status sync may spend (the rest is for lists,
-    /// logs, exec and orphan GC).
-    pub const READ_SHARE: f64 = 0.5;
-
     /// Every status call reads everything (tests).
     pub fn eager() -> Cadence {
         Cadence {
             pending_refresh: Duration::ZERO,
             running_refresh: Duration::ZERO,
             list_reuse: Duration::ZERO,
-            status_reads_per_second: None,
+            reads_per_second: None,
         }
     }
 
-    /// This cadence, spending at most [`Cadence::READ_SHARE`] of a read bucket refilling
-    /// `reads_per_second` (`None`: unlimited) on Running groups.
+    /// This cadence, spending at most [`READ_SHARE`](crate::provider::kit::cadence::READ_SHARE)
+    /// of a read bucket refilling `reads_per_second` (`None`: unlimited) on Running groups.
     pub fn within(self, reads_per_second: Option<f64>) -> Cadence {
         Cadence {
-            status_reads_per_second: reads_per_second.map(|r| r * Cadence::READ_SHARE),
+            reads_per_second,
             ..self
         }
     }
 
     /// How long a Running group goes unread when `running` groups are Running.
     pub fn running_interval(&self, running: usize) -> Duration {
-        let by_budget = self
-            .status_reads_per_second
-            .filter(|r| r.is_finite() && *r > 0.0)
-            .map_or(Duration::ZERO, |r| {
-                Duration::try_from_secs_f64(running as f64 / r).unwrap_or(Duration::MAX)
-            });
-        self.running_refresh.max(by_budget)
+        status_interval(self.running_refresh, self.reads_per_second, 1, running)
     }
 }
 

@@ -24,7 +24,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use crate::policy::model::OperationClass;
 use crate::provider::contract::{
     Capabilities, ExecOutput, ExposeSecret, LogOptions, OwnedWorkload, PodRejection, Provider,
-    ProviderError, WorkloadSpec, WorkloadStatus,
+    ProviderError, RUNNING_POLL, WorkloadSpec, WorkloadStatus,
 };
 use crate::provider::fargate::retry::{classify, classify_failure, is_inactive_definition};
 use crate::provider::fargate::settings::Settings;
@@ -32,6 +32,7 @@ use crate::provider::fargate::status::{
     DELETED_REASON, ended_on_its_own, latest, relaunch, tag, workload_of, workload_status,
 };
 use crate::provider::fargate::translate::{self, LOG_STREAM_PREFIX, Plan, TaskDef};
+use crate::provider::kit::cadence::status_interval;
 use crate::provider::kit::ownership::{MANAGED_BY, MANAGED_BY_VALUE, OwnerKeys, WORKLOAD};
 use crate::provider::layers::Layers;
 
@@ -832,6 +833,20 @@ impl Provider for FargateProvider {
         "fargate"
     }
 
+    /// [`RUNNING_POLL`], or longer once the tasks this
+    /// adapter knows (created or looked up, until deleted) would spend more than half the
+    /// target's read bucket on DescribeTasks at 100 a call: 100 s at 100,000 tasks with ECS's
+    /// published 20/s.
+    fn running_poll(&self) -> Duration {
+        let tasks = self.tasks.lock().expect("task cache lock").len();
+        status_interval(
+            RUNNING_POLL,
+            self.layers.per_second(OperationClass::Read),
+            DESCRIBE_BATCH,
+            tasks,
+        )
+    }
+
     fn capabilities(&self) -> Capabilities {
         crate::provider::kit::declared(crate::policy::model::ProviderKind::Fargate).serving(
             self.settings.log_group.is_some(),
@@ -1135,6 +1150,54 @@ mod tests {
         let long = format!("bg-{}", "x".repeat(61));
         assert_eq!(run_token(&long, 12).len(), 64);
         assert!(run_token(&long, 12).ends_with("-12"));
+    }
+
+    #[test]
+    fn running_tasks_are_read_within_half_of_ecs_published_describe_bucket() {
+        let yaml = "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - {name: f, provider: fargate, region: us-east-1}\n";
+        let policy = crate::policy::load_files(&[("p.yaml".into(), yaml.into())]).unwrap();
+        let layers = Layers::new(
+            &policy.targets[0],
+            &crate::provider::layers::Buckets::default(),
+            Default::default(),
+            std::sync::Arc::new(crate::provider::layers::Unobserved),
+        )
+        .unwrap();
+        assert_eq!(layers.per_second(OperationClass::Read), Some(20.0));
+        let settings = Settings {
+            target: "f".into(),
+            region: "us-east-1".into(),
+            cluster: "c".into(),
+            subnets: Vec::new(),
+            security_groups: Vec::new(),
+            assign_public_ip: false,
+            spot: false,
+            execution_role_arn: None,
+            task_role_arn: None,
+            log_group: None,
+            secrets_prefix: "burstgate/".into(),
+        };
+        let p = FargateProvider::new(
+            settings,
+            &aws_types::SdkConfig::builder()
+                .behavior_version(aws_config::BehaviorVersion::latest())
+                .build(),
+            layers,
+        );
+        let remember = |n: usize| {
+            let known = p.tasks.lock().unwrap().len();
+            for i in known..n {
+                p.remember(
+                    &format!("bg-{i}"),
+                    &format!("arn:aws:ecs:us-east-1:1:task/c/{i}"),
+                );
+            }
+        };
+        remember(1_000);
+        assert_eq!(p.running_poll(), RUNNING_POLL);
+        // 100,000 tasks are 1,000 DescribeTasks; at 10/s (half of 20/s), 100 s.
+        remember(100_000);
+        assert_eq!(p.running_poll(), Duration::from_secs(100));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The adapter kit: what every adapter shares so none copies it: one [`TranslateError`], the
 //! pod-level refusals that admission and every translator apply, the features a pod uses that
-//! adapters declare in their [`Capabilities`](crate::provider::Capabilities), and the ownership
-//! keys workloads are tagged with and read back by orphan GC.
+//! adapters declare in their [`Capabilities`](crate::provider::Capabilities), the ownership keys
+//! workloads are tagged with and read back by orphan GC, and the status cadence a read bucket
+//! allows.
 
+pub mod cadence;
 #[cfg(test)]
 pub(crate) mod corpus;
 pub mod expansion;

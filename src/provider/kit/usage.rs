@@ -16,7 +16,7 @@ use crate::provider::contract::WorkloadUsage;
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(60);
 
 /// The share of a target's read bucket usage reads may spend (status reads take half, see
-/// [`Cadence::READ_SHARE`](crate::provider::aci::Cadence::READ_SHARE)).
+/// [`READ_SHARE`](crate::provider::kit::cadence::READ_SHARE)).
 pub const USAGE_READ_SHARE: f64 = 0.2;
 
 /// An entry not asked for in this long is dropped (its workload is gone or moved).

@@ -1,6 +1,7 @@
 //! Layers around a whole provider, for adapters whose every trait method is one cloud call
-//! (the simulator): create is a `Create`, delete a `Delete`, status, listing and logs `Read`.
-//! Real adapters make several calls per method and put each through [`Layers::call`] instead.
+//! (the simulator): create is a `Create`, delete a `Delete`, listing and logs `Read`, status a
+//! `Read` per [`STATUS_BATCH`] workloads. Real adapters make several calls per method and put
+//! each through [`Layers::call`] instead.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +13,10 @@ use crate::provider::{
     Capabilities, ExecOutput, LogOptions, OwnedWorkload, Provider, ProviderError, WorkloadSpec,
     WorkloadStatus,
 };
+
+/// The most workloads one status call of a whole provider reads, as one DescribeTasks reads
+/// at most 100 tasks: a larger batch is several calls, a `Read` token each.
+pub const STATUS_BATCH: usize = 100;
 
 /// A provider whose methods each go through `layers`.
 pub struct Layered {
@@ -84,9 +89,15 @@ impl Provider for Layered {
         &self,
         ids: &[String],
     ) -> Result<BTreeMap<String, WorkloadStatus>, ProviderError> {
-        self.layers
-            .call(OperationClass::Read, "Status", || self.inner.status(ids))
-            .await
+        let mut out = BTreeMap::new();
+        for batch in ids.chunks(STATUS_BATCH) {
+            out.extend(
+                self.layers
+                    .call(OperationClass::Read, "Status", || self.inner.status(batch))
+                    .await?,
+            );
+        }
+        Ok(out)
     }
 
     async fn list_owned(

@@ -10,8 +10,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use crate::policy::model::OperationClass;
 use crate::provider::contract::{
     Capabilities, EnvValue, ExecOutput, LogOptions, OwnedWorkload, Owner, Provider, ProviderError,
-    WorkloadPhase, WorkloadSpec, WorkloadStatus,
+    RUNNING_POLL, WorkloadPhase, WorkloadSpec, WorkloadStatus,
 };
+use crate::provider::kit::cadence::status_interval;
+use crate::provider::layers::whole::STATUS_BATCH;
 use crate::provider::sim::retry::SimFault;
 use crate::provider::sim::settings::Settings;
 use crate::provider::sim::status::{log_lines, status_at};
@@ -164,12 +166,28 @@ fn address(n: u32) -> std::net::Ipv4Addr {
 /// The `sim` provider.
 pub struct SimProvider {
     cloud: Arc<SimCloud>,
+    /// The rate of the target's read bucket, which the status cadence keeps within.
+    reads_per_second: Option<f64>,
 }
 
 impl SimProvider {
-    /// A provider over `cloud`.
+    /// A provider over `cloud`, reading Running workloads every
+    /// [`RUNNING_POLL`](crate::provider::contract::RUNNING_POLL).
     pub fn new(cloud: Arc<SimCloud>) -> SimProvider {
-        SimProvider { cloud }
+        SimProvider {
+            cloud,
+            reads_per_second: None,
+        }
+    }
+
+    /// The same provider, reading Running workloads no faster than half a read bucket
+    /// refilling `reads_per_second` allows at [`STATUS_BATCH`] workloads a read (the target's
+    /// layers take a token per read; `None`: no bucket).
+    pub fn reading_within(self, reads_per_second: Option<f64>) -> SimProvider {
+        SimProvider {
+            reads_per_second,
+            ..self
+        }
     }
 }
 
@@ -177,6 +195,18 @@ impl SimProvider {
 impl Provider for SimProvider {
     fn name(&self) -> &'static str {
         "sim"
+    }
+
+    /// [`RUNNING_POLL`](crate::provider::contract::RUNNING_POLL), or longer once the cloud's
+    /// workloads (of every `sim` target: they share the cloud, so this over-counts when there
+    /// are several) would spend more than half the read bucket.
+    fn running_poll(&self) -> Duration {
+        status_interval(
+            RUNNING_POLL,
+            self.reads_per_second,
+            STATUS_BATCH,
+            self.cloud.lock().workloads.len(),
+        )
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -238,7 +268,10 @@ impl Provider for SimProvider {
         &self,
         ids: &[String],
     ) -> Result<BTreeMap<String, WorkloadStatus>, ProviderError> {
-        self.cloud.admit(OperationClass::Read)?;
+        // One read per STATUS_BATCH workloads, as a cloud's batched describe charges.
+        for _ in ids.chunks(STATUS_BATCH) {
+            self.cloud.admit(OperationClass::Read)?;
+        }
         let state = self.cloud.lock();
         Ok(ids
             .iter()
@@ -533,6 +566,71 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(cloud.creates(), 30);
+    }
+
+    /// Counts the attempts of each cloud call.
+    #[derive(Default)]
+    struct Calls(Mutex<BTreeMap<String, u32>>);
+
+    impl crate::provider::layers::Observer for Calls {
+        fn request(&self, _: &str, _: &str, api: &str, _: &str, _: f64) {
+            *self.0.lock().unwrap().entry(api.into()).or_default() += 1;
+        }
+        fn waited(&self, _: &str, _: &str, _: &str, _: f64) {}
+        fn circuit(&self, _: &str, _: crate::provider::layers::CircuitState) {}
+    }
+
+    #[tokio::test]
+    async fn a_status_read_of_250_workloads_is_three_reads_of_the_layers_and_of_the_cloud() {
+        use crate::provider::layers::{Buckets, Layered, Layers};
+        let yaml = "apiVersion: burstgate.io/v1alpha1\nkind: BurstPolicy\nspec:\n  targets:\n    - {name: s, provider: sim, region: local}\n";
+        let policy = crate::policy::load_files(&[("p.yaml".into(), yaml.into())]).unwrap();
+        // The cloud answers three reads, then throttles for a long while.
+        let cloud = SimCloud::with_settings(Settings {
+            cold_start: Duration::ZERO,
+            capacity: 1000,
+            rate_limits: vec![crate::policy::model::RateLimitSpec {
+                operation: OperationClass::Read,
+                burst: 3,
+                per_second: 0.001,
+            }],
+        })
+        .unwrap();
+        let calls = Arc::new(Calls::default());
+        let layers = Layers::new(
+            &policy.targets[0],
+            &Buckets::default(),
+            Default::default(),
+            calls.clone(),
+        )
+        .unwrap();
+        let p = Layered::new(Arc::new(SimProvider::new(cloud.clone())), layers);
+        let ids: Vec<String> = (0..250).map(|i| format!("bg-{i}")).collect();
+        for id in &ids {
+            p.create(&spec(id, "n")).await.unwrap();
+        }
+        assert_eq!(p.status(&ids).await.unwrap().len(), 250);
+        assert_eq!(calls.0.lock().unwrap().get("Status"), Some(&3));
+        let err = SimProvider::new(cloud).status(&ids[..1]).await.unwrap_err();
+        assert!(matches!(err, ProviderError::Throttled { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn running_workloads_are_read_less_often_once_the_read_bucket_would_run_short() {
+        let cloud = SimCloud::new(Duration::ZERO, 1000);
+        for i in 0..300 {
+            SimProvider::new(cloud.clone())
+                .create(&spec(&format!("bg-{i}"), "n"))
+                .await
+                .unwrap();
+        }
+        // No bucket, or one with room: the 10 s floor.
+        assert_eq!(SimProvider::new(cloud.clone()).running_poll(), RUNNING_POLL);
+        let roomy = SimProvider::new(cloud.clone()).reading_within(Some(20.0));
+        assert_eq!(roomy.running_poll(), RUNNING_POLL);
+        // 300 workloads are 3 reads; half of 0.1 read/s spends them in 60 s.
+        let tight = SimProvider::new(cloud).reading_within(Some(0.1));
+        assert_eq!(tight.running_poll(), Duration::from_secs(60));
     }
 
     #[test]
