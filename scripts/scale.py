@@ -19,6 +19,10 @@ It prints per run:
   - gateway RSS peak and steady, CPU seconds for the burst, per steady minute and for the delete
   - after the steady window, one LIST of the node's pods in pages of 500, as a new leader makes
     to rebuild its ledger: seconds, MiB and the apiserver's CPU (a failover's cost at this size)
+  - per phase (burst, delete): how often the gateway lost its leader Lease, and how long the
+    apiserver's fair queuing (API Priority and Fairness) held the requests of the gateway's
+    flow schemas (deploy/flowcontrol puts its Leases in `leader-election`; the rest of its
+    requests fall to `global-default`), with the requests it rejected (429)
 
 Standard library only. Numbers, not assertions: docs/performance.md keeps them.
 """
@@ -164,6 +168,43 @@ def request_counts():
         key = (labels.get("verb", ""), labels.get("resource", "") + ("/" + labels["subresource"] if labels.get("subresource") else ""))
         counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
     return counts
+
+
+# The flow schemas the gateway's requests are classified into (deploy/flowcontrol, and the
+# built-in one every other request of its identity falls to).
+FLOW_SCHEMAS = ("burstgate-leases", "global-default")
+
+
+def flow_control():
+    """Per flow schema: seconds queued (sum), requests dispatched, requests rejected."""
+    text = api("GET", "/metrics", accept="text/plain")
+    out = {fs: [0.0, 0.0, 0.0] for fs in FLOW_SCHEMAS}
+    for line in text.splitlines():
+        for i, name in enumerate(("apiserver_flowcontrol_request_wait_duration_seconds_sum{",
+                                  "apiserver_flowcontrol_request_wait_duration_seconds_count{",
+                                  "apiserver_flowcontrol_rejected_requests_total{")):
+            if line.startswith(name):
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+                fs = labels.get("flow_schema", labels.get("flowSchema"))
+                if fs in out:
+                    out[fs][i] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def flow_control_delta(before, after):
+    """Mean queued milliseconds and rejections per flow schema between two `flow_control()`."""
+    out = {}
+    for fs in FLOW_SCHEMAS:
+        wait, n, rejected = (a - b for a, b in zip(after[fs], before[fs]))
+        out[fs] = {"requests": int(n), "mean_wait_ms": round(1000 * wait / n, 1) if n else None,
+                   "rejected": int(rejected)}
+    return out
+
+
+def leadership_lost(work):
+    """How often the gateway lost its leader Lease so far (its log's WARN lines)."""
+    with open(f"{work}/gateway.log", errors="replace") as log:
+        return sum("lost the leadership" in line for line in log)
 
 
 def save_profile(path):
@@ -356,6 +397,7 @@ def run(n, mode):
             gw.terminate()
             gw.wait(timeout=60)
         before = request_counts()
+        apf0 = flow_control()
         cpu0 = 0.0 if backlog else proc_stats(gw.pid)[0]
         pod = lambda i: {"metadata": {"name": f"p{i}", "labels": {"app": "scale"}}, "spec": {
             "nodeName": node, "containers": [{"name": "app", "image": "nginx:1.27",
@@ -382,12 +424,14 @@ def run(n, mode):
         cpu1, _, hwm_burst = proc_stats(gw.pid)
         peers1 = peer_cpu()
         burst_metrics = gateway_metrics(metrics_port)
+        apf1, lost1 = flow_control(), leadership_lost(work)
         time.sleep(STEADY_S)
         cpu2, rss_steady, _ = proc_stats(gw.pid)
         anon_steady, file_steady = rss_parts(gw.pid)
         after_burst = request_counts()
         listed = takeover_list(node)
         after_list = request_counts()
+        apf2, lost2 = flow_control(), leadership_lost(work)
         t_del = time.time()
         if deployments:
             api("DELETE", f"/apis/apps/v1/namespaces/{ns}/deployments?labelSelector=app%3Dscale")
@@ -398,6 +442,7 @@ def run(n, mode):
         t_gone = wait_until("every pod gone", lambda: tracker.count_present() == 0, 3600)
         cpu3, _, hwm = proc_stats(gw.pid)
         after_delete = request_counts()
+        apf3, lost3 = flow_control(), leadership_lost(work)
     finally:
         tracker.stop = True
         gw.terminate()
@@ -450,6 +495,11 @@ def run(n, mode):
         "delete_s": round(t_gone - t_del, 1),
         "gateway_cpu_s_delete": round(cpu3 - cpu2, 2),
         "apiserver_requests_per_pod_delete": deletes,
+        # Leadership lost (each loss stops the controllers and the next term re-lists every pod)
+        # and the apiserver's queuing of the gateway's flow schemas, per phase.
+        "leadership_lost": {"burst": lost1, "steady": lost2 - lost1, "delete": lost3 - lost2},
+        "flow_control_burst": flow_control_delta(apf0, apf1),
+        "flow_control_delete": flow_control_delta(apf2, apf3),
     }
     if backlog:
         # From the gateway's start: the first pod Running, then the rate between the first and

@@ -230,6 +230,26 @@ impl Recent {
     }
 }
 
+/// Whether a nudge (policy, quota or health changed) may move `pod`: not over, not being
+/// deleted (its own change reconciles it, and a pod this process deleted stays in the cache until
+/// the watch says so: nudging it would delete it again), and with no workload created yet.
+fn redecidable(pod: &CachedPod, created: &HashSet<String>) -> bool {
+    !pod.phase.is_terminal()
+        && pod.metadata.deletion_timestamp.is_none()
+        && !created.contains(pod.metadata.uid.as_deref().unwrap_or_default())
+}
+
+/// The pod whose tracked `uid` came due, if its workload is still read: `cached` is the cache's
+/// pod of that name when the workload is known to exist (else `None`). Not when the pod is gone
+/// or replaced by a namesake, over, or being deleted (its cleanup needs no read).
+fn still_read(uid: &str, cached: Option<Arc<CachedPod>>) -> Option<Arc<CachedPod>> {
+    cached.filter(|p| {
+        p.metadata.uid.as_deref() == Some(uid)
+            && !p.phase.is_terminal()
+            && p.metadata.deletion_timestamp.is_none()
+    })
+}
+
 fn is_terminal(pod: &Pod) -> bool {
     PodPhase::of(pod).is_terminal()
 }
@@ -979,17 +999,15 @@ impl PodController {
         }
     }
 
-    /// The pods a nudge (policy, quota or health changed) may move: not over, and with no
-    /// workload created yet (placed or not). The others' reconcile would only find them
-    /// tracked, and decoding every pod of a 10,000-pod node per nudge costs ~0.5 s of CPU.
+    /// The pods a nudge (policy, quota or health changed) may move: [`redecidable`] ones. The
+    /// others' reconcile would only find them tracked, and decoding every pod of a 10,000-pod
+    /// node per nudge costs ~0.5 s of CPU.
     fn redecidable(&self, store: &Store<CachedPod>) -> Vec<ObjectRef<CachedPod>> {
         let created = self.created.lock().expect("created lock");
         store
             .state()
             .iter()
-            .filter(|p| {
-                !p.phase.is_terminal() && !created.contains(p.uid().as_deref().unwrap_or_default())
-            })
+            .filter(|p| redecidable(p, &created))
             .map(|p| ObjectRef::from_obj(p.as_ref()))
             .collect()
     }
@@ -1006,8 +1024,8 @@ impl PodController {
     /// The pods whose workload is due for a status read, by target: every 2 s while Pending,
     /// at the provider's `running_poll` while Running, and as soon as a restart's back-off is
     /// over. Only the pods the schedule says are due are looked at, each then scheduled again
-    /// for its next read; a pod whose workload is no longer known, or that is over or being
-    /// deleted, is not scheduled again (a create schedules it, as the restore at start does).
+    /// for its next read; a pod [`still_read`] refuses is forgotten (a create tracks it again,
+    /// as the restore at start does), so the schedule holds no slot for a pod gone or over.
     fn due(&self, store: &Store<CachedPod>) -> BTreeMap<String, Vec<Arc<CachedPod>>> {
         let now = Instant::now();
         let mut by_target: BTreeMap<String, Vec<Arc<CachedPod>>> = BTreeMap::new();
@@ -1016,21 +1034,17 @@ impl PodController {
         let backoffs = self.backoffs.lock().expect("back-off lock");
         let mut tracked = self.tracked.lock().expect("tracked lock");
         for uid in tracked.take_due(now) {
-            if !created.contains(uid.as_ref()) {
-                continue;
-            }
             let Some(t) = tracked.get(&uid) else {
                 continue;
             };
-            let Some(pod) = store
-                .get(&t.cache_key())
-                .filter(|p| p.metadata.uid.as_deref() == Some(uid.as_ref()))
-            else {
+            let cached = created
+                .contains(uid.as_ref())
+                .then(|| store.get(&t.cache_key()))
+                .flatten();
+            let Some(pod) = still_read(&uid, cached) else {
+                tracked.forget(&uid);
                 continue;
             };
-            if pod.phase.is_terminal() || pod.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
             // Created, but the cache does not show the placement yet.
             let Some(workload) = pod.workload.as_ref() else {
                 tracked.at(&uid, now + POLL_PENDING);
@@ -1338,6 +1352,40 @@ mod tests {
             next_read(Some(now), secs(2), Some(now + secs(30)), now),
             now + secs(2)
         );
+    }
+
+    /// The cache's pod `u1`, in `phase`, being deleted or not.
+    fn cached(phase: &str, deleting: bool) -> Arc<CachedPod> {
+        let mut meta = serde_json::json!({"name": "p", "namespace": "ns", "uid": "u1"});
+        if deleting {
+            meta["deletionTimestamp"] = "2026-12-07T05:00:00Z".into();
+        }
+        let pod = serde_json::json!({"metadata": meta, "status": {"phase": phase}});
+        Arc::new(CachedPod::of(serde_json::from_value(pod).unwrap()).unwrap())
+    }
+
+    #[test]
+    fn a_nudge_moves_only_pods_alive_not_deleting_and_without_a_workload() {
+        let none = HashSet::new();
+        let created = HashSet::from(["u1".to_string()]);
+        assert!(redecidable(&cached("Pending", false), &none));
+        assert!(!redecidable(&cached("Pending", false), &created));
+        assert!(!redecidable(&cached("Pending", true), &none));
+        assert!(!redecidable(&cached("Failed", false), &none));
+        assert!(!redecidable(&cached("Succeeded", false), &none));
+    }
+
+    #[test]
+    fn a_due_pod_is_read_only_while_its_workload_and_the_same_live_pod_exist() {
+        let read = |uid: &str, pod: Option<Arc<CachedPod>>| still_read(uid, pod).is_some();
+        assert!(read("u1", Some(cached("Running", false))));
+        assert!(read("u1", Some(cached("Pending", false))));
+        // Forgotten: the workload is not known (no pod looked up), the pod is gone or is a
+        // namesake, over, or being deleted.
+        assert!(!read("u1", None));
+        assert!(!read("u2", Some(cached("Running", false))));
+        assert!(!read("u1", Some(cached("Succeeded", false))));
+        assert!(!read("u1", Some(cached("Running", true))));
     }
 
     #[test]

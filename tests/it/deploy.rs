@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use crate::common::{peers, run_tool};
+use crate::common::{kube_client_at, peers, run_tool};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -78,6 +78,7 @@ fn kubectl_kustomize_deploy_renders_the_same_core_objects_every_time() {
         "ClusterRoleBinding",
         "ConfigMap",
         "Deployment",
+        "FlowSchema",
         "Namespace",
         "PodDisruptionBudget",
         "RoleBinding",
@@ -98,7 +99,14 @@ fn kubectl_kustomize_deploy_renders_the_same_core_objects_every_time() {
             .split_once('/')
             .map_or("", |(g, _)| g);
         assert!(
-            ["", "apps", "policy", "rbac.authorization.k8s.io"].contains(&group),
+            [
+                "",
+                "apps",
+                "flowcontrol.apiserver.k8s.io",
+                "policy",
+                "rbac.authorization.k8s.io"
+            ]
+            .contains(&group),
             "{} needs a CRD or API a bare cluster may lack: move it to deploy/monitoring/",
             o["kind"]
         );
@@ -393,20 +401,26 @@ fn the_kubelet_api_serves_the_tls_secret_and_verifies_clients_with_the_cluster_c
 
 #[test]
 fn deploy_applies_to_the_real_apiserver_in_a_server_side_dry_run() {
-    // The test apiserver is Kubernetes 1.20, before policy/v1: the overlay changes only the
-    // PodDisruptionBudget's apiVersion. Prove that, then dry-run the overlay.
+    // The test apiserver is Kubernetes 1.20, before policy/v1 and flowcontrol/v1: the overlay
+    // changes only the PodDisruptionBudget's and the FlowSchema's apiVersions. Prove that, then
+    // dry-run the overlay.
     let mut base = kustomize("deploy");
     let overlay = kustomize("tests/peers/kustomize/deploy-k8s-1.20");
-    for o in base
-        .iter_mut()
-        .filter(|o| o["kind"] == "PodDisruptionBudget")
-    {
-        assert_eq!(o["apiVersion"], "policy/v1");
-        o["apiVersion"] = json!("policy/v1beta1");
+    for (kind, v1, beta) in [
+        ("PodDisruptionBudget", "policy/v1", "policy/v1beta1"),
+        (
+            "FlowSchema",
+            "flowcontrol.apiserver.k8s.io/v1",
+            "flowcontrol.apiserver.k8s.io/v1beta1",
+        ),
+    ] {
+        let o = base.iter_mut().find(|o| o["kind"] == kind).unwrap();
+        assert_eq!(o["apiVersion"], v1);
+        o["apiVersion"] = json!(beta);
     }
     assert_eq!(
         base, overlay,
-        "the 1.20 overlay must differ from deploy/ only in the PodDisruptionBudget's apiVersion"
+        "the 1.20 overlay must differ from deploy/ only in those apiVersions"
     );
 
     let dir = repo().join("tests/peers/kustomize/deploy-k8s-1.20");
@@ -433,6 +447,76 @@ fn deploy_applies_to_the_real_apiserver_in_a_server_side_dry_run() {
         out.lines().all(|l| l.ends_with("(server dry run)")),
         "{out}"
     );
+}
+
+/// The API server's answer to `path` as `client`: which flow schema and priority level its fair
+/// queuing put the request in (APF's `X-Kubernetes-PF-*-UID` response headers), by UID.
+async fn classified(client: &kube::Client, path: &str) -> (String, String) {
+    let request = http::Request::get(path).body(Vec::new()).unwrap();
+    let response = client.send(request.map(Into::into)).await.unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .unwrap_or_else(|| panic!("{path}: no {name} in {:?}", response.headers()))
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    (
+        header("X-Kubernetes-PF-FlowSchema-UID"),
+        header("X-Kubernetes-PF-PriorityLevel-UID"),
+    )
+}
+
+#[tokio::test]
+async fn the_gateways_leases_are_queued_at_leader_election_priority_and_its_pod_calls_are_not() {
+    // deploy/flowcontrol, applied by up.sh for the test gateway identity: its heartbeats must
+    // not wait behind its own pod writes in one flow of `global-default`.
+    let admin = kube_client_at(&peers().path("KUBECONFIG_ADMIN")).await;
+    let gateway = kube_client_at(&peers().path("KUBECONFIG_GATEWAY")).await;
+    let uid = |path: String| {
+        let admin = admin.clone();
+        async move {
+            let request = http::Request::get(path).body(Vec::new()).unwrap();
+            let object: Value = admin.request(request).await.unwrap();
+            object["metadata"]["uid"].as_str().unwrap().to_owned()
+        }
+    };
+    let flowcontrol = "/apis/flowcontrol.apiserver.k8s.io/v1beta1";
+    let ours = uid(format!("{flowcontrol}/flowschemas/burstgate-leases")).await;
+    let leader_election = uid(format!(
+        "{flowcontrol}/prioritylevelconfigurations/leader-election"
+    ))
+    .await;
+    let global_default = uid(format!(
+        "{flowcontrol}/prioritylevelconfigurations/global-default"
+    ))
+    .await;
+    // The leader Lease in the gateway's namespace, the node heartbeat in kube-node-lease (found
+    // or not, allowed or not: fair queuing classifies a request before it is authorized).
+    for lease in [
+        "/apis/coordination.k8s.io/v1/namespaces/burstgate/leases/burstgate-leader",
+        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/some-node",
+    ] {
+        assert_eq!(
+            classified(&gateway, lease).await,
+            (ours.clone(), leader_election.clone()),
+            "{lease}"
+        );
+    }
+    let (_, level) = classified(&gateway, "/api/v1/namespaces/default/pods?limit=1").await;
+    assert_eq!(
+        level, global_default,
+        "the gateway's pod calls stay in global-default"
+    );
+    // Only the gateway's: the same Lease read by another identity is not ours.
+    let (schema, _) = classified(
+        &admin,
+        "/apis/coordination.k8s.io/v1/namespaces/burstgate/leases/burstgate-leader",
+    )
+    .await;
+    assert_ne!(schema, ours);
 }
 
 #[test]
