@@ -246,6 +246,10 @@ pub struct LeaderElector {
     config: ElectionConfig,
     leading: watch::Sender<bool>,
     observed: Option<Observation>,
+    /// The Lease as this replica last wrote it while leading: a renewal is one write conditioned
+    /// on its `resourceVersion`, read again only when that write conflicts (someone else wrote
+    /// the Lease), so a renewal waits for one answer of a busy API server, not two.
+    held: Option<Lease>,
 }
 
 impl LeaderElector {
@@ -256,6 +260,7 @@ impl LeaderElector {
             config,
             leading: watch::Sender::new(false),
             observed: None,
+            held: None,
         }
     }
 
@@ -325,6 +330,7 @@ impl LeaderElector {
 
     /// Tries every retry period until this replica holds the Lease (`true`) or shutdown (`false`).
     async fn stand_by(&mut self, shutdown: &CancellationToken) -> bool {
+        self.held = None;
         let mut last_holder: Option<String> = None;
         loop {
             if shutdown.is_cancelled() {
@@ -357,7 +363,7 @@ impl LeaderElector {
             tokio::time::sleep(self.config.retry_period).await;
             let started = Instant::now();
             let left = (renewed + self.config.renew_deadline).saturating_duration_since(started);
-            match bounded(left.max(Duration::from_millis(50)), self.attempt()).await {
+            match bounded(left.max(Duration::from_millis(50)), self.renew()).await {
                 Ok(Attempt::Held) => renewed = started,
                 Ok(Attempt::HeldBy(holder)) => {
                     tracing::warn!(identity = %self.config.identity, leader = %holder, "another replica holds the leader lease");
@@ -372,6 +378,40 @@ impl LeaderElector {
                 tracing::warn!(identity = %self.config.identity, deadline = ?self.config.renew_deadline, "could not renew the leader lease in time");
                 return;
             }
+        }
+    }
+
+    /// Renews the Lease this replica holds with one write conditioned on the version it last
+    /// wrote; when someone else wrote it since (409), reads it and decides as [`Self::attempt`]
+    /// does. Any other failure keeps that version for the next try (if the failed write did
+    /// land, the next one conflicts and reads).
+    async fn renew(&mut self) -> Result<Attempt, Error> {
+        let Some(mut lease) = self.held.clone() else {
+            return self.attempt().await;
+        };
+        let now = Instant::now();
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.renew_time = Some(MicroTime(Timestamp::now()));
+            spec.lease_duration_seconds = Some(self.config.lease_seconds());
+        }
+        match self
+            .leases
+            .replace(&self.config.lease_name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(updated) => {
+                self.observe(&updated.spec.clone().unwrap_or_default(), now);
+                self.held = Some(updated);
+                Ok(Attempt::Held)
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                self.held = None;
+                self.attempt().await
+            }
+            Err(source) => Err(Error::Api {
+                action: "renewing the leader lease",
+                source,
+            }),
         }
     }
 
@@ -423,7 +463,8 @@ impl LeaderElector {
             };
             return match self.leases.create(&PostParams::default(), &lease).await {
                 Ok(created) => {
-                    self.observe(&created.spec.unwrap_or_default(), now);
+                    self.observe(&created.spec.clone().unwrap_or_default(), now);
+                    self.held = Some(created);
                     Ok(Attempt::Held)
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::Conflict),
@@ -468,7 +509,8 @@ impl LeaderElector {
             .await
         {
             Ok(updated) => {
-                self.observe(&updated.spec.unwrap_or_default(), now);
+                self.observe(&updated.spec.clone().unwrap_or_default(), now);
+                self.held = Some(updated);
                 Ok(Attempt::Held)
             }
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::Conflict),

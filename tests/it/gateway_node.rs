@@ -35,7 +35,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
-    create_namespace, eventually, grant_leader_election, kube_admin, kube_gateway, unique_name,
+    create_namespace, eventually, grant_leader_election, kube_admin, kube_config_at, kube_gateway,
+    peers, unique_name,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -1019,6 +1020,127 @@ async fn intrude(leases: &Api<Lease>) {
                 .ok()
         },
     )
+    .await;
+}
+
+/// The gateway identity's client, recording the method and path of every request it sends.
+async fn recording_gateway() -> (kube::Client, Arc<Mutex<Vec<(http::Method, String)>>>) {
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let log = sent.clone();
+    let record =
+        tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+            let call = (req.method().clone(), req.uri().path().to_owned());
+            log.lock().unwrap().push(call);
+            req
+        });
+    let config = kube_config_at(&peers().path("KUBECONFIG_GATEWAY")).await;
+    let client = kube::client::ClientBuilder::try_from(config)
+        .unwrap()
+        .with_layer(&record)
+        .build();
+    (client, sent)
+}
+
+#[tokio::test]
+async fn a_leader_renews_its_lease_in_one_write_and_reads_it_again_only_after_another_wrote_it() {
+    let client = kube_admin().await;
+    let ns = unique_name("leader-renew");
+    create_namespace(&client, &ns).await;
+    grant_leader_election(&client, &ns).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let (gateway, sent) = recording_gateway().await;
+    let elector = LeaderElector::new(
+        gateway,
+        ElectionConfig::new(&ns, "renewer", Duration::from_secs(3)),
+    );
+    let mut leading = elector.subscribe();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(elector.run(
+        shutdown.clone(),
+        |term| async move { term.cancelled().await },
+    ));
+    let lease_path =
+        format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{LEADER_LEASE_NAME}");
+    let calls = |method: http::Method| {
+        let sent = sent.lock().unwrap();
+        sent.iter()
+            .filter(|(m, p)| *m == method && *p == lease_path)
+            .count()
+    };
+    let renew_time = || async {
+        let lease = leases.get(LEADER_LEASE_NAME).await.unwrap();
+        lease.spec.unwrap().renew_time.unwrap()
+    };
+    // Renewals: every retry period (0.4 s), each a new renewTime.
+    let renewed_after = |before: MicroTime, what: &'static str| {
+        let renew_time = &renew_time;
+        async move {
+            eventually(what, Duration::from_secs(10), || async {
+                (renew_time().await != before).then_some(())
+            })
+            .await
+        }
+    };
+
+    let body = async {
+        tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| *l))
+            .await
+            .expect("the replica leads")
+            .unwrap();
+        let reads_to_lead = calls(http::Method::GET);
+        for _ in 0..3 {
+            renewed_after(renew_time().await, "a renewal").await;
+        }
+        assert_eq!(
+            calls(http::Method::GET),
+            reads_to_lead,
+            "renewals read nothing: {:?}",
+            sent.lock().unwrap()
+        );
+        assert!(calls(http::Method::PUT) >= 3);
+
+        // Someone else writes the Lease, leaving this replica its holder: the next renewal's
+        // write conflicts, so it reads the Lease once, finds itself the holder and renews.
+        let before = eventually(
+            "the other write (409s retried)",
+            Duration::from_secs(10),
+            || async {
+                let mut lease = leases.get(LEADER_LEASE_NAME).await.ok()?;
+                lease
+                    .metadata
+                    .labels
+                    .get_or_insert_default()
+                    .insert("touched".into(), "by-an-operator".into());
+                let written = leases
+                    .replace(LEADER_LEASE_NAME, &PostParams::default(), &lease)
+                    .await
+                    .ok()?;
+                written.spec?.renew_time
+            },
+        )
+        .await;
+        renewed_after(before, "a renewal after the conflict").await;
+        renewed_after(renew_time().await, "the next renewal").await;
+        assert_eq!(calls(http::Method::GET), reads_to_lead + 1);
+        assert!(*leading.borrow(), "still the leader");
+        let lease = leases.get(LEADER_LEASE_NAME).await.unwrap();
+        assert_eq!(
+            lease.spec.unwrap().holder_identity.as_deref(),
+            Some("renewer")
+        );
+        assert_eq!(
+            lease.metadata.labels.unwrap()["touched"],
+            "by-an-operator",
+            "the renewal kept the other writer's change"
+        );
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    };
+    with_cleanup(body, async {
+        let _ = Api::<Namespace>::all(client.clone())
+            .delete(&ns, &DeleteParams::default())
+            .await;
+    })
     .await;
 }
 

@@ -91,16 +91,17 @@ pub async fn kube_client(kubeconfig_key: &str) -> kube::Client {
 
 /// A kube client from the kubeconfig at `path`.
 pub async fn kube_client_at(path: &Path) -> kube::Client {
+    kube::Client::try_from(kube_config_at(path).await).expect("building a kube client")
+}
+
+/// The client configuration of the kubeconfig at `path`.
+pub async fn kube_config_at(path: &Path) -> kube::Config {
     install_crypto_provider();
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .unwrap_or_else(|err| panic!("reading {}: {err}", path.display()));
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap_or_else(|err| panic!("loading {}: {err}", path.display()));
-    kube::Client::try_from(config).expect("building a kube client")
+    kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|err| panic!("loading {}: {err}", path.display()))
 }
 
 /// The real apiserver as cluster admin (`system:masters`).
