@@ -573,9 +573,15 @@ start_peer kube-apiserver "$KUBE_BIN/kube-apiserver" \
 wait_for kube-apiserver 90 http_body_is ok --cacert ca.crt -H "Authorization: Bearer $ADMIN_TOKEN" "$APISERVER_URL/readyz"
 # A JSON body with maps must decode: a kube built with the vendored reflect2 1.0.1 panics on it.
 admin_curl() { curl -s --max-time 10 --cacert ca.crt -H "Authorization: Bearer $ADMIN_TOKEN" "$@"; }
-selftest=$(admin_curl -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
-  -d '{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"burstgate-peers-selftest","labels":{"burstgate.io/selftest":"true"}},"data":{"decodes":"maps"}}' \
-  "$APISERVER_URL/api/v1/namespaces/default/configmaps") || true
+# On a fresh store the namespace `default` comes a moment after /readyz (the apiserver's bootstrap
+# controller makes it): a 404 is retried for up to 30 s.
+for _ in $(seq 60); do
+  selftest=$(admin_curl -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+    -d '{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"burstgate-peers-selftest","labels":{"burstgate.io/selftest":"true"}},"data":{"decodes":"maps"}}' \
+    "$APISERVER_URL/api/v1/namespaces/default/configmaps") || true
+  [ "$selftest" = 404 ] || break
+  sleep 0.5
+done
 [ "$selftest" = 201 ] || peer_failed kube-apiserver "answered ${selftest:-nothing}, not 201, to creating a ConfigMap with labels (stale binaries? delete $KUBE_BIN to rebuild)"
 admin_curl -o /dev/null -X DELETE "$APISERVER_URL/api/v1/namespaces/default/configmaps/burstgate-peers-selftest"
 
