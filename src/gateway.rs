@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RunConfig;
 use crate::controller::context::Gateway;
 use crate::controller::leader::{ElectionConfig, LeaderElector};
+use crate::controller::pod_cache::PodCache;
 use crate::controller::reload::{PolicyReloader, run_reload};
 use crate::controller::{node, pod};
 use crate::policy::model::ProviderKind;
@@ -158,7 +159,12 @@ pub async fn sync_providers(gw: Arc<Gateway>, term: CancellationToken) {
 
 /// What the leader runs: the adapters, the virtual node and the pod lifecycle, until `term` is
 /// cancelled and then for at most `grace`.
-pub async fn run_controllers(gw: Arc<Gateway>, term: CancellationToken, grace: Duration) {
+pub async fn run_controllers(
+    gw: Arc<Gateway>,
+    pods: PodCache,
+    term: CancellationToken,
+    grace: Duration,
+) {
     let node = {
         let (gw, term) = (gw.clone(), term.clone());
         async move {
@@ -175,7 +181,7 @@ pub async fn run_controllers(gw: Arc<Gateway>, term: CancellationToken, grace: D
         tokio::join!(
             sync_providers(gw.clone(), term.clone()),
             node,
-            pod::run(gw.clone(), term.clone())
+            pod::run(gw.clone(), pods, term.clone())
         )
     };
     tokio::select! {
@@ -256,6 +262,10 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
         }
     });
 
+    // Every replica keeps the node's pods cached, so a term starts without listing them.
+    let (pods, pod_watch) = PodCache::new(&gw, shutdown.clone());
+    tasks.spawn(pod_watch);
+
     // The controllers' grace after a term: half the election's stop budget (the elector's
     // fence stays the backstop).
     let grace = election.stop_budget() / 2;
@@ -275,7 +285,7 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
     let leader_gw = gw.clone();
     elector
         .run(shutdown.clone(), move |term| {
-            run_controllers(leader_gw.clone(), term, grace)
+            run_controllers(leader_gw.clone(), pods.clone(), term, grace)
         })
         .await?;
 

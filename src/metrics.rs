@@ -153,6 +153,8 @@ pub struct Metrics {
     pub orphans_collected: Counter,
     /// Orphan GC passes that failed.
     pub gc_failures: Counter,
+    /// Whole LISTs of the node's pods into the pod cache (the first, and each re-LIST).
+    pub pod_cache_lists: Counter,
     target_vcpu_used: Family<TargetLabels, FloatGauge>,
     target_vcpu_limit: Family<TargetLabels, FloatGauge>,
     target_memory_used: Family<TargetLabels, FloatGauge>,
@@ -202,6 +204,7 @@ impl Metrics {
             oldest_waiting_seconds: FloatGauge::default(),
             orphans_collected: Counter::default(),
             gc_failures: Counter::default(),
+            pod_cache_lists: Counter::default(),
             target_vcpu_used: Family::default(),
             target_vcpu_limit: Family::default(),
             target_memory_used: Family::default(),
@@ -264,6 +267,11 @@ impl Metrics {
             "oldest_waiting_pod_seconds",
             "Age of the oldest pod waiting for a target",
             m.oldest_waiting_seconds.clone(),
+        );
+        registry.register(
+            "pod_cache_lists",
+            "Whole LISTs of the node's pods into this replica's pod cache: its first, and each the watch needed again",
+            m.pod_cache_lists.clone(),
         );
         registry.register(
             "orphans_collected",

@@ -399,11 +399,7 @@ impl LeaderElector {
             .replace(&self.config.lease_name, &PostParams::default(), &lease)
             .await
         {
-            Ok(updated) => {
-                self.observe(&updated.spec.clone().unwrap_or_default(), now);
-                self.held = Some(updated);
-                Ok(Attempt::Held)
-            }
+            Ok(updated) => Ok(self.wrote(updated, now)),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 self.held = None;
                 self.attempt().await
@@ -413,6 +409,14 @@ impl LeaderElector {
                 source,
             }),
         }
+    }
+
+    /// Keeps the Lease as this replica just wrote it: the version its next renewal is
+    /// conditioned on, and the holder and renew time seen.
+    fn wrote(&mut self, lease: Lease, now: Instant) -> Attempt {
+        self.observe(&lease.spec.clone().unwrap_or_default(), now);
+        self.held = Some(lease);
+        Attempt::Held
     }
 
     /// Notes the Lease's holder and renew time; returns how long they have been unchanged.
@@ -462,11 +466,7 @@ impl LeaderElector {
                 }),
             };
             return match self.leases.create(&PostParams::default(), &lease).await {
-                Ok(created) => {
-                    self.observe(&created.spec.clone().unwrap_or_default(), now);
-                    self.held = Some(created);
-                    Ok(Attempt::Held)
-                }
+                Ok(created) => Ok(self.wrote(created, now)),
                 Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::Conflict),
                 Err(source) => Err(Error::Api {
                     action: "creating the leader lease",
@@ -508,11 +508,7 @@ impl LeaderElector {
             .replace(&self.config.lease_name, &PostParams::default(), &lease)
             .await
         {
-            Ok(updated) => {
-                self.observe(&updated.spec.clone().unwrap_or_default(), now);
-                self.held = Some(updated);
-                Ok(Attempt::Held)
-            }
+            Ok(updated) => Ok(self.wrote(updated, now)),
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::Conflict),
             Err(source) => Err(Error::Api {
                 action: "updating the leader lease",

@@ -16,6 +16,7 @@ pub mod node;
 pub mod outcome;
 pub mod placement;
 pub mod pod;
+pub mod pod_cache;
 pub mod provider_events;
 pub mod recorder;
 pub mod reload;

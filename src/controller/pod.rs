@@ -18,13 +18,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
@@ -35,6 +35,7 @@ use crate::controller::context::Gateway;
 use crate::controller::downward::Host;
 use crate::controller::events::Event;
 use crate::controller::outcome::{self, Outcome, Room, Withdraw};
+use crate::controller::pod_cache::PodCache;
 use crate::controller::recorder::{Publication, Recorder};
 use crate::controller::resolve;
 use crate::controller::restarts::{self, Backoff, Wait};
@@ -1224,18 +1225,14 @@ fn truncate(mut s: String, max: usize) -> String {
 
 /// Rebuilds the ledger from the node's pods before any decision (the reconciles wait for it),
 /// then reads workload statuses every second until `shutdown`. Only the leader runs this, so
-/// nobody else is placing. The pods are the pod watch's own first LIST, once its cache holds it
-/// whole: a new leader reads the node's pods from the apiserver once, not twice.
-async fn restore_then_sync(
-    ctx: Arc<PodController>,
-    store: Store<CachedPod>,
-    mut listed: watch::Receiver<bool>,
-    shutdown: CancellationToken,
-) {
+/// nobody else is placing. The pods are the process's pod cache, once it holds the node's pods
+/// whole: a replica lists the node's pods once in its life, not once per term.
+async fn restore_then_sync(ctx: Arc<PodController>, cache: PodCache, shutdown: CancellationToken) {
     tokio::select! {
         _ = shutdown.cancelled() => return,
-        r = listed.wait_for(|l| *l) => if r.is_err() { return },
+        listed = cache.listed() => if !listed { return },
     }
+    let store = cache.store();
     ctx.restore(&store.state()).await;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -1250,40 +1247,23 @@ async fn restore_then_sync(
     }
 }
 
-/// Runs the pod lifecycle until `shutdown`: the reconciler, the batched status loop, and the
+/// Runs the pod lifecycle for one term of leadership, until `shutdown`: the reconciler (on
+/// every pod of `cache` at the start, then on each change), the batched status loop, and the
 /// orphan collector. Returns when all three have stopped.
-pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
+pub async fn run(gw: Arc<Gateway>, cache: PodCache, shutdown: CancellationToken) {
     let ctx = PodController::new(gw.clone());
-    let selector = format!("spec.nodeName={}", gw.config.node_name);
-    let (store, writer) = kube::runtime::reflector::store();
-    // Whether the cache holds the watch's first LIST whole. Not `Store::wait_until_ready`: its
-    // one-shot channel wakes only the last of several waiters, and the controller waits on it too.
-    let (listed_tx, listed) = watch::channel(false);
-    let pods = watcher(
-        Api::<CachedPod>::all(gw.client.clone()),
-        watcher::Config::default().fields(&selector),
-    )
-    // A failed LIST or watch is retried after 0.8 s doubling to 30 s, not at once in a loop: the
-    // ledger's rebuild waits for the first LIST, which at 100,000 pods the apiserver feels.
-    .default_backoff()
-    .reflect(writer)
-    // The reflector has applied an event to the cache when the event comes out of it.
-    .inspect_ok(move |event| {
-        if matches!(event, watcher::Event::InitDone) {
-            listed_tx.send_replace(true);
-        }
-    })
-    .applied_objects();
-    let controller = Controller::for_stream(pods, store.clone());
+    let store = cache.store();
+    // The controller's own trigger stream is empty: its pods come from the term's subscription
+    // (`reconcile_on`), which ends only when the next term subscribes.
+    let controller = Controller::for_stream(
+        futures::stream::empty::<Result<CachedPod, watcher::Error>>(),
+        store.clone(),
+    );
+    let changes = cache.subscribe();
     *gw.pods.lock().expect("pod cache lock") = Some(store.clone());
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(restore_then_sync(
-        ctx.clone(),
-        store.clone(),
-        listed,
-        shutdown.clone(),
-    ));
+    tasks.spawn(restore_then_sync(ctx.clone(), cache, shutdown.clone()));
     {
         let (gw, shutdown) = (ctx.gw.clone(), shutdown.clone());
         let ready = ctx.ready.subscribe();
@@ -1311,6 +1291,7 @@ pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
     let concurrency = gw.config.max_concurrent_reconciles.max(1);
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .reconcile_on(changes)
         .reconcile_on(redecide)
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(

@@ -10,6 +10,8 @@ use burstgate::controller::events::EventReason;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -289,6 +291,130 @@ async fn killing_the_leader_lets_the_standby_take_over_and_finish_the_burst() {
         decided.iter().all(|t| t == "sim-local"),
         "{decided:?}\n{}",
         b.log_tail()
+    );
+}
+
+/// The value of the unlabelled metric `name` in a scrape.
+fn metric(scrape: &str, name: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_replica_that_leads_again_starts_from_its_pod_cache_and_places_what_came_meanwhile() {
+    let (client, ns, node, dir) = setup("relead").await;
+    let _cleanup = NodeCleanup(node.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let gw = Gateway::start(&node, &ns, dir.path(), "solo");
+    let leading = |is: f64| {
+        let gw = &gw;
+        async move {
+            gw.eventually(
+                &format!("burstgate_leader {is}"),
+                Duration::from_secs(60),
+                || async {
+                    let scrape = gw.try_scrape()?;
+                    (metric(&scrape, "burstgate_leader") == Some(is)).then_some(())
+                },
+            )
+            .await
+        }
+    };
+    leading(1.0).await;
+    node_ready(&client, &node).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments
+        .create(&PostParams::default(), &aks_deployment("burst", 2, &node))
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let first = all_running(&pods, "burst", 2, &node, Duration::from_secs(120)).await;
+    let lists = |scrape: &str| metric(scrape, "burstgate_pod_cache_lists_total");
+    assert_eq!(lists(&gw.scrape()), Some(1.0), "{}", gw.log_tail());
+
+    // Someone else holds the Lease for a while: the gateway's term ends, and the pods created
+    // meanwhile wait, bound to the node, for a leader.
+    let hold = |holder: Option<&'static str>| {
+        let leases = &leases;
+        eventually(
+            "the intruder's write (409s retried)",
+            Duration::from_secs(10),
+            move || async move {
+                let mut lease = leases.get("burstgate-leader").await.ok()?;
+                let spec = lease.spec.as_mut()?;
+                spec.holder_identity = holder.map(str::to_owned);
+                spec.lease_duration_seconds = Some(3600);
+                spec.renew_time = Some(MicroTime(Timestamp::now()));
+                leases
+                    .replace("burstgate-leader", &PostParams::default(), &lease)
+                    .await
+                    .ok()
+            },
+        )
+    };
+    hold(Some("intruder")).await;
+    leading(0.0).await;
+    deployments
+        .patch(
+            "burst",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the new pods bound to the node",
+        Duration::from_secs(60),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels("app=burst"))
+                .await
+                .ok()?;
+            let bound = list
+                .items
+                .iter()
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&node))
+                .count();
+            (bound == 4).then_some(())
+        },
+    )
+    .await;
+    let placed = |p: &Pod| p.annotations().contains_key("burstgate.io/target");
+    let unplaced = pods
+        .list(&ListParams::default().labels("app=burst"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| !placed(p))
+        .count();
+    assert_eq!(unplaced, 2, "nobody placed them while nobody led");
+
+    // The intruder lets go of the Lease: the gateway leads again, from its cache.
+    hold(None).await;
+    leading(1.0).await;
+    let all = all_running(&pods, "burst", 4, &node, Duration::from_secs(120)).await;
+    for before in &first {
+        let now = all
+            .iter()
+            .find(|p| p.uid() == before.uid())
+            .expect("the first pods are still there");
+        assert_eq!(
+            now.annotations(),
+            before.annotations(),
+            "a pod placed before is left as it was"
+        );
+        assert_eq!(
+            now.status.as_ref().and_then(|s| s.start_time.clone()),
+            before.status.as_ref().and_then(|s| s.start_time.clone())
+        );
+    }
+    assert_eq!(
+        lists(&gw.scrape()),
+        Some(1.0),
+        "the second term listed the node's pods again:\n{}",
+        gw.log_tail()
     );
 }
 

@@ -9,6 +9,7 @@ use burstgate::config::RunConfig;
 use burstgate::controller::context::Gateway;
 use burstgate::controller::events::EventReason;
 use burstgate::controller::pod;
+use burstgate::controller::pod_cache::PodCache;
 use burstgate::controller::status::WaitReason;
 use burstgate::policy::model::ProviderKind;
 use burstgate::policy::{Policy, load_files};
@@ -88,7 +89,9 @@ async fn start_with(
         gw.clone(),
         shutdown.clone(),
     ));
-    let task = tokio::spawn(pod::run(gw.clone(), shutdown.clone()));
+    let (pods, pod_watch) = PodCache::new(&gw, shutdown.clone());
+    tokio::spawn(pod_watch);
+    let task = tokio::spawn(pod::run(gw.clone(), pods, shutdown.clone()));
     Running {
         gw,
         cloud,

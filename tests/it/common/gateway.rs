@@ -112,9 +112,13 @@ impl Gateway {
 
     /// One scrape of `/metrics`, as a Prometheus server without OpenMetrics would do it.
     pub fn scrape(&self) -> String {
+        self.try_scrape().expect("the metrics port answers")
+    }
+
+    /// [`Gateway::scrape`], or `None` while the metrics port does not answer yet.
+    pub fn try_scrape(&self) -> Option<String> {
         use std::io::{Read, Write};
-        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
-            .expect("the metrics port answers");
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).ok()?;
         write!(
             conn,
             "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -124,7 +128,7 @@ impl Gateway {
         conn.read_to_string(&mut response).unwrap();
         let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        body.to_string()
+        Some(body.to_string())
     }
 
     /// Everything the gateway logged so far.
