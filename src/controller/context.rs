@@ -73,6 +73,11 @@ impl Gateway {
         &self.metrics
     }
 
+    /// The leader's cache of the node's pods; `None` while this replica does not lead.
+    pub fn pod_store(&self) -> Option<Store<CachedPod>> {
+        self.pods.lock().expect("pod cache lock").clone()
+    }
+
     /// How many pods hold a reservation in the ledger.
     pub fn reserved_pods(&self) -> usize {
         self.ledger

@@ -415,12 +415,16 @@ impl PodController {
         Ok(())
     }
 
+    /// Writes `annotations` onto `pod`; `as_read` only onto the pod as this reconcile read it
+    /// (see [`annotation_patch`]).
     async fn patch_annotations(
         &self,
         pod: &Pod,
         annotations: serde_json::Value,
+        as_read: bool,
     ) -> Result<(), Error> {
-        let patch = json!({ "metadata": { "annotations": annotations } });
+        let read = as_read.then(|| pod.resource_version()).flatten();
+        let patch = annotation_patch(annotations, read.as_deref());
         self.pod_api(pod)
             .patch(
                 &pod.name_any(),
@@ -596,8 +600,11 @@ impl PodController {
                 self.gw.nudge.notify_waiters();
             }
         }
+        // A placement goes only onto the pod it was decided from (a decision made from a cache
+        // behind another writer is made again); the other annotations are this leader's own.
+        let placed = matches!(outcome, Outcome::Placed { .. });
         if let Some(annotations) = outcome.annotations()
-            && let Err(e) = self.patch_annotations(pod, annotations).await
+            && let Err(e) = self.patch_annotations(pod, annotations, placed).await
         {
             if matches!(outcome, Outcome::Placed { .. }) {
                 // The placement is not recorded: its reservation must not outlive it.
@@ -1199,6 +1206,19 @@ impl PodController {
     }
 }
 
+/// The merge patch writing `annotations`. With `read`, the resourceVersion a decision read, the
+/// apiserver applies it only to that version of the pod and answers 409 otherwise: a placement
+/// decided from a cache that had not yet seen another writer's change (a previous leader's last
+/// placement, at the start of a term) is not written over it, and the pod is decided again
+/// from the newer version.
+fn annotation_patch(annotations: serde_json::Value, read: Option<&str>) -> serde_json::Value {
+    let mut metadata = json!({ "annotations": annotations });
+    if let Some(version) = read {
+        metadata["resourceVersion"] = version.into();
+    }
+    json!({ "metadata": metadata })
+}
+
 /// When a workload last read at `polled` (never: `None`) is next read: `every` after that read,
 /// or when a restart's back-off is over (`restart`), whichever comes first.
 fn next_read(
@@ -1343,6 +1363,19 @@ mod tests {
         }
         let pod = serde_json::json!({"metadata": meta, "status": {"phase": phase}});
         Arc::new(CachedPod::of(serde_json::from_value(pod).unwrap()).unwrap())
+    }
+
+    #[test]
+    fn a_placement_is_written_only_onto_the_pod_version_it_was_decided_from() {
+        let annotations = json!({"burstgate.io/target": "sim-local"});
+        assert_eq!(
+            annotation_patch(annotations.clone(), Some("42")),
+            json!({"metadata": {"annotations": annotations, "resourceVersion": "42"}})
+        );
+        assert_eq!(
+            annotation_patch(annotations.clone(), None),
+            json!({"metadata": {"annotations": annotations}})
+        );
     }
 
     #[test]

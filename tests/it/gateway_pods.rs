@@ -11,6 +11,7 @@ use burstgate::controller::events::EventReason;
 use burstgate::controller::pod;
 use burstgate::controller::pod_cache::PodCache;
 use burstgate::controller::status::WaitReason;
+use burstgate::metrics::RaceLabels;
 use burstgate::policy::model::ProviderKind;
 use burstgate::policy::{Policy, load_files};
 use burstgate::provider::Provider;
@@ -21,7 +22,8 @@ use burstgate::provider::sim::{
 };
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +45,8 @@ struct Running {
     cloud: Arc<SimCloud>,
     policy_tx: watch::Sender<Option<Arc<Policy>>>,
     shutdown: CancellationToken,
+    /// Stops the pod cache's watch alone: the cache keeps what it has seen, and no more.
+    watch_stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     node: String,
     ns: String,
@@ -89,7 +93,8 @@ async fn start_with(
         gw.clone(),
         shutdown.clone(),
     ));
-    let (pods, pod_watch) = PodCache::new(&gw, shutdown.clone());
+    let watch_stop = shutdown.child_token();
+    let (pods, pod_watch) = PodCache::new(&gw, watch_stop.clone());
     tokio::spawn(pod_watch);
     let task = tokio::spawn(pod::run(gw.clone(), pods, shutdown.clone()));
     Running {
@@ -97,6 +102,7 @@ async fn start_with(
         cloud,
         policy_tx,
         shutdown,
+        watch_stop,
         task,
         node: node.into(),
         ns: ns.into(),
@@ -115,6 +121,13 @@ impl Running {
     }
     fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    /// The resourceVersion of pod `name` in the gateway's pod cache, while it leads.
+    fn cached_version(&self, name: &str) -> Option<String> {
+        let store = self.gw.pod_store()?;
+        let pod = store.get(&ObjectRef::new(name).within(&self.ns))?;
+        pod.resource_version()
     }
 }
 
@@ -421,6 +434,78 @@ async fn a_pod_no_target_can_take_waits_with_a_reason_and_is_placed_after_a_poli
     .await;
     gw.policy_tx.send_replace(Some(policy(10)));
     wait_phase(&api, "waiter", "Running").await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_placement_decided_from_a_cache_behind_another_writer_is_not_written_over_its_placement()
+{
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let gw = start(
+        &unique_name("vn"),
+        &ns,
+        policy(0),
+        SimCloud::new(Duration::ZERO, 100),
+    )
+    .await;
+    let api = gw.pods();
+    api.create(
+        &PostParams::default(),
+        &pod_manifest("late", &gw.node, json!({})),
+    )
+    .await
+    .unwrap();
+    let waiting = eventually("late waits for room", WAIT, || async {
+        api.get("late").await.ok().filter(|p| {
+            p.status.as_ref().and_then(|s| s.reason.as_deref())
+                == Some(WaitReason::BurstPending.as_str())
+        })
+    })
+    .await;
+    // The cache holds the waiting pod, then sees nothing more: as a new leader's cache may not
+    // yet have seen the last placement of the leader before it.
+    eventually("the cache to hold the waiting pod", WAIT, || async {
+        let cached = gw.cached_version("late")?;
+        (Some(cached) == waiting.resource_version()).then_some(())
+    })
+    .await;
+    gw.watch_stop.cancel();
+    api.patch(
+        "late",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {"burstgate.io/target": "placed-by-another"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    // Room on sim-local: the gateway decides the pod again, from its cache.
+    let changed = || {
+        gw.gw
+            .metrics()
+            .expected_races
+            .get_or_create(&RaceLabels {
+                kind: "pod_changed".into(),
+            })
+            .get()
+    };
+    let before = changed();
+    gw.policy_tx.send_replace(Some(policy(10)));
+    eventually("the placement's write to conflict", WAIT, || async {
+        (changed() > before).then_some(())
+    })
+    .await;
+    let pod = api.get("late").await.unwrap();
+    assert_eq!(
+        pod.annotations()
+            .get("burstgate.io/target")
+            .map(String::as_str),
+        Some("placed-by-another"),
+        "the other writer's placement stands"
+    );
+    assert_eq!(gw.cloud.creates(), 0, "no workload from the stale decision");
+    assert_eq!(gw.gw.reserved_pods(), 0, "its reservation released");
     gw.stop().await;
 }
 

@@ -102,7 +102,10 @@ impl PodController {
         let Some(at) = annotation(spec.resolved.renew_tokens_at, SystemTime::now()) else {
             return;
         };
-        if let Err(e) = self.patch_annotations(pod, json!({ RENEW_AT: at })).await {
+        if let Err(e) = self
+            .patch_annotations(pod, json!({ RENEW_AT: at }), false)
+            .await
+        {
             tracing::warn!(pod = %pod.name_any(), error = %e, "could not record when the pod's service-account tokens are due; they will not be renewed");
         }
     }
@@ -157,7 +160,7 @@ impl PodController {
                 return Ok(observed);
             }
         };
-        self.patch_annotations(pod, json!({ RENEW_AT: next }))
+        self.patch_annotations(pod, json!({ RENEW_AT: next }), false)
             .await?;
         Ok(observed)
     }
