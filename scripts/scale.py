@@ -17,8 +17,9 @@ It prints per run:
     bound by nodeName, so the scheduler and controllers add nothing to pods, pods/status or
     events: what is counted there is the gateway's)
   - gateway RSS peak and steady, CPU seconds for the burst, per steady minute and for the delete
-  - after the steady window, one LIST of the node's pods in pages of 500, as a new leader makes
-    to rebuild its ledger: seconds, MiB and the apiserver's CPU (a failover's cost at this size)
+  - after the steady window, one LIST of the node's pods in pages of 500, as a starting replica's
+    pod cache makes (once in the life of the process, leading or not; a new term of leadership
+    reuses the cache): seconds, MiB and the apiserver's CPU (a replica's start at this size)
   - per phase (burst, delete): how often the gateway lost its leader Lease, and how long the
     apiserver's fair queuing (API Priority and Fairness) held the requests of the gateway's
     flow schemas (deploy/flowcontrol puts its Leases in `leader-election`; the rest of its
@@ -273,8 +274,8 @@ def delete_each(path, names):
 
 
 def takeover_list(node):
-    """One LIST of the node's pods in pages of 500, as a new leader makes to rebuild its ledger
-    (and its pod watch makes again): seconds, pages, MiB, and the apiserver's and etcd's CPU."""
+    """One LIST of the node's pods in pages of 500, as a starting replica's pod cache makes once:
+    seconds, pages, MiB, and the apiserver's and etcd's CPU."""
     peers0, t0 = peer_cpu(), time.time()
     pages, size, cont = 0, 0, ""
     while True:
@@ -489,13 +490,13 @@ def run(n, mode):
         "gateway_rss_steady_anon_file_mib": [round(anon_steady, 1), round(file_steady, 1)],
         "kib_per_pod_steady": round(rss_steady * 1024 / n, 1),
         "apiserver_requests_per_pod_burst": per_pod,
-        # What a new leader's rebuild LISTs (its pod watch LISTs the same again), after the steady
-        # window: the cost of a failover at this size on the apiserver's side.
+        # What a starting replica's pod cache LISTs, after the steady window: the cost of starting
+        # a replica at this size on the apiserver's side (a new term reuses the cache).
         "takeover_list": listed,
         "delete_s": round(t_gone - t_del, 1),
         "gateway_cpu_s_delete": round(cpu3 - cpu2, 2),
         "apiserver_requests_per_pod_delete": deletes,
-        # Leadership lost (each loss stops the controllers and the next term re-lists every pod)
+        # Leadership lost (each loss stops the controllers; the next term starts from the cache)
         # and the apiserver's queuing of the gateway's flow schemas, per phase.
         "leadership_lost": {"burst": lost1, "steady": lost2 - lost1, "delete": lost3 - lost2},
         "flow_control_burst": flow_control_delta(apf0, apf1),

@@ -66,7 +66,12 @@ impl PodCache {
                         }
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::debug!(error = %e, "pod watch (retried)"),
+                    // The watch's history expired (410): it lists again, as it should.
+                    Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                        tracing::debug!(%status, "pod watch expired; listing again")
+                    }
+                    // The apiserver unreachable, or refusing (RBAC): the pods go unwatched.
+                    Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),
                 }
                 futures::future::ready(())
             });
