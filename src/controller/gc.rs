@@ -7,10 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::api::Api;
+use kube::runtime::reflector::Store;
 use tokio_util::sync::CancellationToken;
 
+use crate::controller::cached_pod::CachedPod;
 use crate::controller::context::Gateway;
+use crate::controller::placement::Workload;
 use crate::provider::OwnedWorkload;
 
 /// Why a workload is garbage.
@@ -89,24 +93,29 @@ impl Sightings {
     }
 }
 
-/// One collection pass; returns the number of workloads deleted. The live pods come from a
-/// fresh LIST, never from a cache that may not have synced yet: a half-filled cache would make
-/// every running workload look orphaned.
-pub async fn collect(gw: &Gateway, sightings: &mut Sightings) -> Result<usize, kube::Error> {
-    let pods: Api<Pod> = Api::all(gw.client.clone());
-    let selector = format!("spec.nodeName={}", gw.config.node_name);
-    let placed: HashMap<String, Option<String>> =
-        crate::controller::listing::placements(&pods, &selector)
-            .await?
-            .into_iter()
-            .collect();
-    let live: HashSet<String> = placed.keys().cloned().collect();
+/// One collection pass over `pods` (the pod cache, whole: the pass runs only once the ledger
+/// was rebuilt from it); returns the number of workloads deleted. The cache decides which
+/// workloads may be garbage; each of those is confirmed by reading its pod from the apiserver
+/// before it is deleted (a cache behind the apiserver must never make a live pod's workload look
+/// orphaned), so a pass with no garbage reads nothing from the apiserver.
+pub async fn collect(
+    gw: &Gateway,
+    pods: &Store<CachedPod>,
+    sightings: &mut Sightings,
+) -> Result<usize, kube::Error> {
+    let mut placed: HashMap<String, Option<String>> = pods
+        .state()
+        .iter()
+        .filter_map(|p| Some((p.uid()?, p.target().map(str::to_owned))))
+        .collect();
+    // A reservation is only ever made for a pod in the cache, which forgets a pod only when it
+    // is gone: one the cache does not hold is a pod deleted.
     let vanished: Vec<String> = {
         let ledger = gw.ledger.lock().expect("ledger lock");
         ledger
             .reservations()
             .map(|(uid, _)| uid.clone())
-            .filter(|uid| !live.contains(uid))
+            .filter(|uid| !placed.contains_key(uid))
             .collect()
     };
     if !vanished.is_empty() {
@@ -148,9 +157,28 @@ pub async fn collect(gw: &Gateway, sightings: &mut Sightings) -> Result<usize, k
         let owned = sightings.aged(&target, owned, Instant::now());
         listings.push((target, provider, owned));
     }
+    // What the cache calls garbage, confirmed by the pods as the apiserver has them now.
+    let min_age = gw.config.gc_min_age();
+    for (target, _, owned) in &listings {
+        for (w, _) in garbage(target, owned, &placed, &listed, min_age) {
+            let api: Api<Pod> = Api::namespaced(gw.client.clone(), &w.owner.namespace);
+            let pod = api.get_opt(&w.owner.pod).await?;
+            let (uid, on_node) = (&w.owner.pod_uid, &gw.config.node_name);
+            match pod.filter(|p| {
+                p.uid().as_ref() == Some(uid)
+                    && p.spec.as_ref().and_then(|s| s.node_name.as_ref()) == Some(on_node)
+            }) {
+                Some(p) => placed.insert(
+                    uid.clone(),
+                    Workload::of_meta(&p.metadata).map(|w| w.target),
+                ),
+                None => placed.remove(uid),
+            };
+        }
+    }
     let mut deleted = 0;
     for (target, provider, owned) in &listings {
-        for (w, why) in garbage(target, owned, &placed, &listed, gw.config.gc_min_age()) {
+        for (w, why) in garbage(target, owned, &placed, &listed, min_age) {
             let pod = format!("{}/{}", w.owner.namespace, w.owner.pod);
             match provider.delete(&w.id).await {
                 Ok(()) => {
@@ -174,9 +202,10 @@ pub async fn collect(gw: &Gateway, sightings: &mut Sightings) -> Result<usize, k
 }
 
 /// Collects orphans every minute (or every half minimum age, if shorter) until `shutdown`.
-/// `ready` turns true once the ledger has been rebuilt.
+/// `ready` turns true once the ledger has been rebuilt from `pods`.
 pub async fn run(
     gw: Arc<Gateway>,
+    pods: Store<CachedPod>,
     mut ready: tokio::sync::watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) {
@@ -192,13 +221,13 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                match collect(&gw, &mut sightings).await {
+                match collect(&gw, &pods, &mut sightings).await {
                     Ok(deleted) => {
                         gw.metrics.orphans_collected.inc_by(deleted as u64);
                     }
                     Err(e) => {
                         gw.metrics.gc_failures.inc();
-                        tracing::warn!(error = %e, "orphan GC could not list the node's pods; skipping this pass");
+                        tracing::warn!(error = %e, "orphan GC could not read a pod it would collect the workload of; skipping this pass");
                     }
                 }
             }

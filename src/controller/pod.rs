@@ -1287,7 +1287,8 @@ pub async fn run(gw: Arc<Gateway>, cache: PodCache, shutdown: CancellationToken)
     {
         let (gw, shutdown) = (ctx.gw.clone(), shutdown.clone());
         let ready = ctx.ready.subscribe();
-        tasks.spawn(async move { crate::controller::gc::run(gw, ready, shutdown).await });
+        let pods = store.clone();
+        tasks.spawn(async move { crate::controller::gc::run(gw, pods, ready, shutdown).await });
     }
 
     // Pending pods are decided again whenever policy, quota or health change: the nudges of a

@@ -35,8 +35,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
-    create_namespace, eventually, grant_leader_election, kube_admin, kube_config_at, kube_gateway,
-    peers, unique_name,
+    create_namespace, eventually, grant_leader_election, kube_admin, kube_gateway,
+    recording_gateway, unique_name,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -1021,24 +1021,6 @@ async fn intrude(leases: &Api<Lease>) {
         },
     )
     .await;
-}
-
-/// The gateway identity's client, recording the method and path of every request it sends.
-async fn recording_gateway() -> (kube::Client, Arc<Mutex<Vec<(http::Method, String)>>>) {
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let log = sent.clone();
-    let record =
-        tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
-            let call = (req.method().clone(), req.uri().path().to_owned());
-            log.lock().unwrap().push(call);
-            req
-        });
-    let config = kube_config_at(&peers().path("KUBECONFIG_GATEWAY")).await;
-    let client = kube::client::ClientBuilder::try_from(config)
-        .unwrap()
-        .with_layer(&record)
-        .build();
-    (client, sent)
 }
 
 #[tokio::test]

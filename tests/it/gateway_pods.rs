@@ -28,7 +28,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{eventually, kube_admin, kube_gateway, unique_name};
+use crate::common::{eventually, kube_admin, kube_gateway, recording_gateway, unique_name};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -65,12 +65,23 @@ async fn start_with(
     cloud: Arc<SimCloud>,
     gc_min_age: &str,
 ) -> Running {
+    // The gateway runs as the identity deploy/rbac grants (tests/peers/kustomize/gateway-rbac).
+    start_as(kube_gateway().await, node, ns, policy, cloud, gc_min_age).await
+}
+
+/// [`start_with`] with the gateway's `client` (one that records its requests, say).
+async fn start_as(
+    client: kube::Client,
+    node: &str,
+    ns: &str,
+    policy: Arc<Policy>,
+    cloud: Arc<SimCloud>,
+    gc_min_age: &str,
+) -> Running {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    // The gateway runs as the identity deploy/rbac grants (tests/peers/kustomize/gateway-rbac).
-    let client = kube_gateway().await;
     let config = RunConfig::from_flags(&[
         "--node-name",
         node,
@@ -751,7 +762,8 @@ async fn orphan_workloads_are_collected_and_live_ones_are_kept() {
         .create(&foreign)
         .await
         .unwrap();
-    let gw = start_with(&node, &ns, policy(100), cloud, "2").await;
+    let (client, sent) = recording_gateway().await;
+    let gw = start_as(client, &node, &ns, policy(100), cloud, "2").await;
     let api = gw.pods();
     api.create(
         &PostParams::default(),
@@ -764,7 +776,15 @@ async fn orphan_workloads_are_collected_and_live_ones_are_kept() {
         (!gw.cloud.ids().contains(&"bg-gone".to_string())).then_some(())
     })
     .await;
-    // Past the minimum age, the live pod's workload is still there.
+    // Past the minimum age, the live pod's workload is still there; the passes over it (one a
+    // second) found it in the pod cache and asked the apiserver nothing.
+    let pod_reads = || {
+        let sent = sent.lock().unwrap();
+        sent.iter()
+            .filter(|(m, p)| *m == http::Method::GET && p.contains("/pods"))
+            .count()
+    };
+    let reads_before = pod_reads();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let ids = gw.cloud.ids();
     assert!(
@@ -772,5 +792,71 @@ async fn orphan_workloads_are_collected_and_live_ones_are_kept() {
         "{ids:?}"
     );
     assert!(ids.contains(&"bg-foreign".to_string()), "{ids:?}");
+    assert_eq!(pod_reads(), reads_before, "{:?}", sent.lock().unwrap());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_workload_whose_pod_the_cache_has_not_seen_yet_is_not_collected() {
+    use burstgate::provider::{Owner, WorkloadSpec};
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let node = unique_name("vn");
+    let gw = start_with(
+        &node,
+        &ns,
+        policy(100),
+        SimCloud::new(Duration::ZERO, 100),
+        "2",
+    )
+    .await;
+    let api = gw.pods();
+    api.create(
+        &PostParams::default(),
+        &pod_manifest("first", &node, json!({})),
+    )
+    .await
+    .unwrap();
+    wait_phase(&api, "first", "Running").await;
+    // From now on the cache sees nothing: a pod created now exists at the apiserver only, as
+    // for a cache behind it, while its workload (made by a leader before, say) is listed.
+    gw.watch_stop.cancel();
+    let unseen = api
+        .create(
+            &PostParams::default(),
+            &pod_manifest("unseen", &node, json!({})),
+        )
+        .await
+        .unwrap();
+    let workload = |name: &str, uid: &str| WorkloadSpec {
+        id: format!("bg-{uid}"),
+        owner: Owner {
+            cluster_id: "it".into(),
+            node: node.clone(),
+            namespace: ns.clone(),
+            pod: name.into(),
+            pod_uid: uid.into(),
+        },
+        target: "sim-local".into(),
+        region: "local".into(),
+        size: Default::default(),
+        pod: pod_manifest(name, &node, json!({})),
+        resolved: Default::default(),
+    };
+    let unseen_id = format!("bg-{}", unseen.uid().unwrap());
+    let sim = SimProvider::new(gw.cloud.clone());
+    sim.create(&workload("unseen", &unseen.uid().unwrap()))
+        .await
+        .unwrap();
+    // A true orphan of the same age: once it is collected, a pass has judged both.
+    sim.create(&workload("gone", "gone")).await.unwrap();
+    eventually("the true orphan is deleted", WAIT, || async {
+        (!gw.cloud.ids().contains(&"bg-gone".to_string())).then_some(())
+    })
+    .await;
+    assert!(
+        gw.cloud.ids().contains(&unseen_id),
+        "the workload of a live pod the cache had not seen was collected"
+    );
     gw.stop().await;
 }

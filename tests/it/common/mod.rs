@@ -320,3 +320,24 @@ pub fn find_strings(
         _ => {}
     }
 }
+
+/// The requests a recording client sent: method and path of each, in order.
+pub type Sent = std::sync::Arc<std::sync::Mutex<Vec<(http::Method, String)>>>;
+
+/// The gateway identity's client, recording the method and path of every request it sends.
+pub async fn recording_gateway() -> (kube::Client, Sent) {
+    let sent = Sent::default();
+    let log = sent.clone();
+    let record =
+        tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+            let call = (req.method().clone(), req.uri().path().to_owned());
+            log.lock().unwrap().push(call);
+            req
+        });
+    let config = kube_config_at(&peers().path("KUBECONFIG_GATEWAY")).await;
+    let client = kube::client::ClientBuilder::try_from(config)
+        .unwrap()
+        .with_layer(&record)
+        .build();
+    (client, sent)
+}
