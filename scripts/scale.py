@@ -20,6 +20,10 @@ It prints per run:
   - after the steady window, one LIST of the node's pods in pages of 500, as a starting replica's
     pod cache makes (once in the life of the process, leading or not; a new term of leadership
     reuses the cache): seconds, MiB and the apiserver's CPU (a replica's start at this size)
+  - the apiserver requests of the steady window, by verb and resource
+  - a new term on N pods: someone else takes the gateway's Lease, then lets go; seconds until it
+    leads again, the LISTs of pods meanwhile (none: the pod cache is kept) and its CPU for the
+    new term's first 15 s
   - per phase (burst, delete): how often the gateway lost its leader Lease, and how long the
     apiserver's fair queuing (API Priority and Fairness) held the requests of the gateway's
     flow schemas (deploy/flowcontrol puts its Leases in `leader-election`; the rest of its
@@ -292,6 +296,45 @@ def takeover_list(node):
             "peers_cpu_s": {k: round(peers1[k] - peers0[k], 2) for k in peers0}}
 
 
+def lead_again(ns, metrics_port, pid):
+    """Someone else takes the gateway's leader Lease until the gateway stops leading, then lets
+    go of it: seconds until the gateway leads again, the apiserver's LISTs of pods in between and
+    in the 15 s after (a new term reuses the pod cache: none), the pod cache's LISTs so far, and
+    the gateway's CPU seconds for the new term's first 15 s (reconciling every pod once)."""
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/burstgate-leader"
+    leading = lambda: metric_sum(gateway_metrics(metrics_port), "burstgate_leader ") == 1
+
+    def hold(holder):
+        for _ in range(50):  # 409s: the gateway renews in between
+            lease = api("GET", path)
+            lease["spec"].update({"holderIdentity": holder, "leaseDurationSeconds": 3600,
+                                  "renewTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())})
+            try:
+                api("PUT", path, lease)
+                return
+            except RuntimeError as e:
+                if ": 409 " not in str(e):
+                    raise
+            time.sleep(0.1)
+        raise RuntimeError("could not write the leader Lease")
+
+    before = request_counts()
+    hold("scale-intruder")
+    wait_until("the gateway to stop leading", lambda: not leading(), 60)
+    hold(None)
+    t0 = time.time()
+    t_led = wait_until("the gateway to lead again", leading, 120)
+    cpu0 = proc_stats(pid)[0]
+    time.sleep(15)
+    cpu1 = proc_stats(pid)[0]
+    after = request_counts()
+    lists = int(after.get(("LIST", "pods"), 0) - before.get(("LIST", "pods"), 0))
+    text = gateway_metrics(metrics_port)
+    return {"s_to_lead": round(t_led - t0, 1), "LIST pods": lists,
+            "pod_cache_lists_total": int(metric_sum(text, "burstgate_pod_cache_lists_total")),
+            "gateway_cpu_s_first_15_s": round(cpu1 - cpu0, 2)}
+
+
 def gateway_metrics(port):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         return r.read().decode()
@@ -426,11 +469,14 @@ def run(n, mode):
         peers1 = peer_cpu()
         burst_metrics = gateway_metrics(metrics_port)
         apf1, lost1 = flow_control(), leadership_lost(work)
+        at_steady = request_counts()
         time.sleep(STEADY_S)
         cpu2, rss_steady, _ = proc_stats(gw.pid)
         anon_steady, file_steady = rss_parts(gw.pid)
         after_burst = request_counts()
         listed = takeover_list(node)
+        lost_steady = leadership_lost(work)
+        relead = lead_again(ns, metrics_port, gw.pid)
         after_list = request_counts()
         apf2, lost2 = flow_control(), leadership_lost(work)
         t_del = time.time()
@@ -493,12 +539,19 @@ def run(n, mode):
         # What a starting replica's pod cache LISTs, after the steady window: the cost of starting
         # a replica at this size on the apiserver's side (a new term reuses the cache).
         "takeover_list": listed,
+        # Every request of the steady window (the gateway's, but for a WATCH of the script's own
+        # that may end in it), by verb and resource: what holding N pods costs the apiserver.
+        "apiserver_requests_steady_window": {
+            f"{k[0]} {k[1]}": int(v - at_steady.get(k, 0)) for k, v in after_burst.items()
+            if v - at_steady.get(k, 0) >= 1 and k[1] in ("pods", "pods/status", "events", "leases")},
+        # The gateway loses its Lease to someone else and wins it back: a new term on N pods.
+        "lead_again": relead,
         "delete_s": round(t_gone - t_del, 1),
         "gateway_cpu_s_delete": round(cpu3 - cpu2, 2),
         "apiserver_requests_per_pod_delete": deletes,
         # Leadership lost (each loss stops the controllers; the next term starts from the cache)
         # and the apiserver's queuing of the gateway's flow schemas, per phase.
-        "leadership_lost": {"burst": lost1, "steady": lost2 - lost1, "delete": lost3 - lost2},
+        "leadership_lost": {"burst": lost1, "steady": lost_steady - lost1, "delete": lost3 - lost2},
         "flow_control_burst": flow_control_delta(apf0, apf1),
         "flow_control_delete": flow_control_delta(apf2, apf3),
     }
