@@ -1261,6 +1261,7 @@ async fn restore_then_sync(ctx: Arc<PodController>, cache: PodCache, shutdown: C
             _ = tick.tick() => {
                 // An open circuit whose cool-down has passed offers its target again.
                 ctx.gw.providers.tick_circuits();
+                ctx.recorder.sweep(Instant::now());
                 ctx.sync_statuses(&store).await;
             }
         }

@@ -57,6 +57,25 @@ struct Remembered {
     swept: Option<Instant>,
 }
 
+impl Remembered {
+    /// Forgets the series expired at `now`, if the last sweep is a [`SWEEP_EVERY`] ago; a map
+    /// left mostly empty gives its memory back (a burst's thousands of series, say).
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .swept
+            .is_some_and(|t| now.duration_since(t) < SWEEP_EVERY)
+        {
+            return;
+        }
+        self.by_key
+            .retain(|_, s| now.duration_since(s.last) < SERIES_TTL);
+        if self.by_key.len() < self.by_key.capacity() / 4 {
+            self.by_key.shrink_to_fit();
+        }
+        self.swept = Some(now);
+    }
+}
+
 impl Recorder {
     /// A recorder reporting as `controller` / `instance`.
     pub fn new(client: kube::Client, controller: &str, instance: String) -> Self {
@@ -116,11 +135,7 @@ impl Recorder {
     /// expired series at most once a [`SWEEP_EVERY`].
     fn remember(&self, key: &(String, String, bool), now: Instant) -> Option<(String, i32)> {
         let mut r = self.series.lock().expect("series lock");
-        if r.swept.is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY) {
-            r.by_key
-                .retain(|_, s| now.duration_since(s.last) < SERIES_TTL);
-            r.swept = Some(now);
-        }
+        r.sweep(now);
         let s = r.by_key.get_mut(key)?;
         if now.duration_since(s.last) >= SERIES_TTL {
             return None;
@@ -128,6 +143,13 @@ impl Recorder {
         s.count += 1;
         s.last = now;
         Some((s.name.clone(), s.count))
+    }
+
+    /// Forgets expired series, at most once a [`SWEEP_EVERY`]: also when nothing is published
+    /// (the status loop calls it every tick), so a burst's series go six minutes after it, not at
+    /// the next Event.
+    pub fn sweep(&self, now: Instant) {
+        self.series.lock().expect("series lock").sweep(now);
     }
 
     /// Series remembered now (for tests and the memory benchmark).
@@ -223,5 +245,20 @@ mod tests {
             t0 + SERIES_TTL + Duration::from_secs(30),
         );
         assert_eq!(r.remembered(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_sweep_without_a_publish_forgets_a_bursts_expired_series_and_their_memory() {
+        let r = recorder();
+        let t0 = Instant::now();
+        for i in 0..10_000 {
+            insert(&r, key(&format!("u{i}"), "Placed"), t0);
+        }
+        r.sweep(t0 + Duration::from_secs(60));
+        assert_eq!(r.remembered(), 10_000, "not expired yet");
+        r.sweep(t0 + SERIES_TTL);
+        assert_eq!(r.remembered(), 0);
+        let capacity = r.series.lock().unwrap().by_key.capacity();
+        assert!(capacity < 10_000, "kept room for {capacity}");
     }
 }
