@@ -404,10 +404,10 @@ async fn a_host_path_pod_fails_as_unsupported_with_a_warning_event() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn a_pod_no_target_can_take_waits_with_a_reason_and_is_placed_after_a_policy_change() {
-    let client = kube_admin().await;
-    let ns = namespace(&client).await;
+/// A gateway whose one target has no room, and pod `name` bound to its node, as the apiserver
+/// has it once it says it waits for room (reason `BurstPending`).
+async fn waiting(client: &kube::Client, name: &str) -> (Running, Pod) {
+    let ns = namespace(client).await;
     let gw = start(
         &unique_name("vn"),
         &ns,
@@ -418,17 +418,25 @@ async fn a_pod_no_target_can_take_waits_with_a_reason_and_is_placed_after_a_poli
     let api = gw.pods();
     api.create(
         &PostParams::default(),
-        &pod_manifest("waiter", &gw.node, json!({})),
+        &pod_manifest(name, &gw.node, json!({})),
     )
     .await
     .unwrap();
-    let pending = eventually("waiter says why it waits", WAIT, || async {
-        api.get("waiter").await.ok().filter(|p| {
+    let pod = eventually(&format!("{name} says why it waits"), WAIT, || async {
+        api.get(name).await.ok().filter(|p| {
             p.status.as_ref().and_then(|s| s.reason.as_deref())
                 == Some(WaitReason::BurstPending.as_str())
         })
     })
     .await;
+    (gw, pod)
+}
+
+#[tokio::test]
+async fn a_pod_no_target_can_take_waits_with_a_reason_and_is_placed_after_a_policy_change() {
+    let client = kube_admin().await;
+    let (gw, pending) = waiting(&client, "waiter").await;
+    let (api, ns) = (gw.pods(), gw.ns.clone());
     let message = pending.status.unwrap().message.unwrap();
     assert!(
         message.contains("sim-local: quota: 0 of 0 pods left, pod needs 1"),
@@ -452,28 +460,8 @@ async fn a_pod_no_target_can_take_waits_with_a_reason_and_is_placed_after_a_poli
 async fn a_placement_decided_from_a_cache_behind_another_writer_is_not_written_over_its_placement()
 {
     let client = kube_admin().await;
-    let ns = namespace(&client).await;
-    let gw = start(
-        &unique_name("vn"),
-        &ns,
-        policy(0),
-        SimCloud::new(Duration::ZERO, 100),
-    )
-    .await;
+    let (gw, waiting) = waiting(&client, "late").await;
     let api = gw.pods();
-    api.create(
-        &PostParams::default(),
-        &pod_manifest("late", &gw.node, json!({})),
-    )
-    .await
-    .unwrap();
-    let waiting = eventually("late waits for room", WAIT, || async {
-        api.get("late").await.ok().filter(|p| {
-            p.status.as_ref().and_then(|s| s.reason.as_deref())
-                == Some(WaitReason::BurstPending.as_str())
-        })
-    })
-    .await;
     // The cache holds the waiting pod, then sees nothing more: as a new leader's cache may not
     // yet have seen the last placement of the leader before it.
     eventually("the cache to hold the waiting pod", WAIT, || async {
