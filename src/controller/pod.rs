@@ -606,13 +606,13 @@ impl PodController {
         if let Some(annotations) = outcome.annotations()
             && let Err(e) = self.patch_annotations(pod, annotations, placed).await
         {
-            if matches!(outcome, Outcome::Placed { .. }) {
+            if placed {
                 // The placement is not recorded: its reservation must not outlive it.
                 self.release(&uid);
             }
             return Err(e);
         }
-        if matches!(outcome, Outcome::Placed { .. }) {
+        if placed {
             failpoint::after(FailPoint::Annotated);
         }
         outcome.log(pod);
