@@ -153,6 +153,8 @@ pub struct Metrics {
     pub orphans_collected: Counter,
     /// Orphan GC passes that failed.
     pub gc_failures: Counter,
+    /// Seconds orphan GC waits between two listings of a target.
+    pub gc_listing_interval: Family<TargetLabels, FloatGauge>,
     /// Whole LISTs of the node's pods into the pod cache (the first, and each re-LIST).
     pub pod_cache_lists: Counter,
     target_vcpu_used: Family<TargetLabels, FloatGauge>,
@@ -204,6 +206,7 @@ impl Metrics {
             oldest_waiting_seconds: FloatGauge::default(),
             orphans_collected: Counter::default(),
             gc_failures: Counter::default(),
+            gc_listing_interval: Family::default(),
             pod_cache_lists: Counter::default(),
             target_vcpu_used: Family::default(),
             target_vcpu_limit: Family::default(),
@@ -282,6 +285,11 @@ impl Metrics {
             "orphan_gc_failures",
             "Orphan GC passes that could not run",
             m.gc_failures.clone(),
+        );
+        registry.register(
+            "orphan_gc_listing_interval_seconds",
+            "Seconds between two orphan GC listings of a target: the GC period, or longer when a listing is large for the target's read bucket",
+            m.gc_listing_interval.clone(),
         );
         registry.register(
             "target_vcpu_used",

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::controller::cached_pod::CachedPod;
 use crate::controller::context::Gateway;
 use crate::controller::placement::Workload;
+use crate::metrics::TargetLabels;
 use crate::provider::OwnedWorkload;
 
 /// Why a workload is garbage.
@@ -93,15 +94,47 @@ impl Sightings {
     }
 }
 
+/// When each target is next listed: a target whose last listing was large waits until that
+/// listing fits a tenth of its read bucket ([`Provider::listing_interval`]), others a pass.
+#[derive(Debug, Default)]
+pub struct Schedule(HashMap<String, Instant>);
+
+impl Schedule {
+    /// Whether `target` is due for a listing at `now`.
+    pub fn due(&self, target: &str, now: Instant) -> bool {
+        self.0.get(target).is_none_or(|next| *next <= now)
+    }
+
+    /// `target` was listed at `now` and waits `interval` before its next listing.
+    pub fn listed(&mut self, target: &str, now: Instant, interval: Duration) {
+        self.0.insert(target.to_owned(), now + interval);
+    }
+}
+
+/// What one GC pass carries over to the next.
+#[derive(Debug, Default)]
+pub struct Passes {
+    /// When each listed workload was first seen.
+    pub sightings: Sightings,
+    /// When each target is listed next.
+    pub schedule: Schedule,
+    /// The period of passes: the least interval between two listings of a target.
+    pub period: Duration,
+}
+
 /// One collection pass over `pods` (the pod cache, whole: the pass runs only once the ledger
-/// was rebuilt from it); returns the number of workloads deleted. The cache decides which
+/// was rebuilt from it), the pass of the tick at `tick`; returns the number of workloads
+/// deleted. Only targets due in `passes.schedule` at `tick` are listed, and are due again from
+/// `tick` on (the next tick, a period later, finds a target listed at the period due); a
+/// workload is judged a stray only against its pod's target listed in the same pass. The cache decides which
 /// workloads may be garbage; each of those is confirmed by reading its pod from the apiserver
 /// before it is deleted (a cache behind the apiserver must never make a live pod's workload look
 /// orphaned), so a pass with no garbage reads nothing from the apiserver.
 pub async fn collect(
     gw: &Gateway,
     pods: &Store<CachedPod>,
-    sightings: &mut Sightings,
+    passes: &mut Passes,
+    tick: Instant,
 ) -> Result<usize, kube::Error> {
     let mut placed: HashMap<String, Option<String>> = pods
         .state()
@@ -135,12 +168,26 @@ pub async fn collect(
     let mut listings = Vec::new();
     let mut seen = HashSet::new();
     for (target, provider) in gw.providers.all() {
+        if !passes.schedule.due(&target, tick) {
+            continue;
+        }
         let owned = match provider
             .list_owned(&gw.config.cluster_id, &gw.config.node_name)
             .await
         {
             Ok(o) => {
                 crate::failpoint::after(crate::failpoint::FailPoint::GcListed);
+                let interval = provider.listing_interval(passes.period);
+                if interval > passes.period {
+                    tracing::debug!(target = %target, seconds = interval.as_secs(), workloads = o.len(), "orphan GC lists this target less often: its listing is large for its read bucket");
+                }
+                passes.schedule.listed(&target, tick, interval);
+                gw.metrics
+                    .gc_listing_interval
+                    .get_or_create(&TargetLabels {
+                        target: target.clone(),
+                    })
+                    .set(interval.as_secs_f64());
                 o
             }
             Err(e) => {
@@ -154,7 +201,7 @@ pub async fn collect(
             .into_iter()
             .filter(|w| seen.insert(w.id.clone()))
             .collect();
-        let owned = sightings.aged(&target, owned, Instant::now());
+        let owned = passes.sightings.aged(&target, owned, Instant::now());
         listings.push((target, provider, owned));
     }
     // What the cache calls garbage, confirmed by the pods as the apiserver has them now.
@@ -201,7 +248,8 @@ pub async fn collect(
     Ok(deleted)
 }
 
-/// Collects orphans every minute (or every half minimum age, if shorter) until `shutdown`.
+/// Collects orphans every minute (or every half minimum age, if shorter) until `shutdown`,
+/// listing each target at that period or, when its listing is large, as its read bucket allows.
 /// `ready` turns true once the ledger has been rebuilt from `pods`.
 pub async fn run(
     gw: Arc<Gateway>,
@@ -216,12 +264,18 @@ pub async fn run(
     let period =
         (gw.config.gc_min_age() / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let mut tick = tokio::time::interval(period);
-    let mut sightings = Sightings::default();
+    // A pass that outlasts the period (a large listing, many confirming reads) is followed by
+    // the next a period later, not by the missed ticks at once.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut passes = Passes {
+        period,
+        ..Passes::default()
+    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                match collect(&gw, &pods, &mut sightings).await {
+            at = tick.tick() => {
+                match collect(&gw, &pods, &mut passes, at.into_std()).await {
                     Ok(deleted) => {
                         gw.metrics.orphans_collected.inc_by(deleted as u64);
                     }
@@ -340,6 +394,18 @@ mod tests {
             t0 + Duration::from_secs(800),
         );
         assert_eq!(again[0].age, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_target_never_listed_is_due_and_a_listed_one_waits_its_interval() {
+        let mut schedule = Schedule::default();
+        let t0 = Instant::now();
+        assert!(schedule.due("fargate", t0));
+        schedule.listed("fargate", t0, Duration::from_secs(1_000));
+        assert!(!schedule.due("fargate", t0 + Duration::from_secs(999)));
+        assert!(schedule.due("fargate", t0 + Duration::from_secs(1_000)));
+        // Another target keeps its own pace.
+        assert!(schedule.due("aci", t0 + Duration::from_secs(1)));
     }
 
     #[test]

@@ -848,6 +848,15 @@ pub trait Provider: Send + Sync {
         RUNNING_POLL
     }
 
+    /// How long orphan GC waits, after a [`list_owned`](Provider::list_owned), before it lists
+    /// this target again: `floor`, or longer once the reads that listing took would spend more
+    /// than a tenth of the target's read bucket at `floor`
+    /// ([`listing_interval`](crate::provider::kit::cadence::listing_interval): Fargate, ACI,
+    /// whose listings are a read per page). The default, for a listing of one read, is `floor`.
+    fn listing_interval(&self, floor: Duration) -> Duration {
+        floor
+    }
+
     /// Creates the workload, idempotently: creating an id that exists returns its status.
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError>;
 

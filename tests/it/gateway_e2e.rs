@@ -612,6 +612,108 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_bu
 
 /// The e2e flow with a real adapter: an AKS-style Deployment bursts to a Fargate target (ECS on
 /// moto), credentials and endpoint from the standard AWS environment variables as in
+/// A policy of two targets: Fargate on moto's ECS `cluster` behind `rate_limits` (a YAML flow
+/// list's items), cheaper, then the simulator.
+fn fargate_then_sim(cluster: &str, rate_limits: &str) -> String {
+    let peers = peers();
+    format!(
+        "apiVersion: burstgate.io/v1alpha1
+kind: BurstPolicy
+spec:
+  targets:
+    - name: fargate-use1
+      provider: fargate
+      region: {region}
+      pricing: {{vcpuHour: 0.04048, gibHour: 0.004445}}
+      fargate: {{cluster: {cluster}, subnets: [{subnet}], securityGroups: [{sg}]}}
+      rateLimits: [{rate_limits}]
+    - name: sim-local
+      provider: sim
+      region: local
+      pricing: {{vcpuHour: 0.5, gibHour: 0.05}}
+  rules:
+    - name: everything
+      match: {{}}
+",
+        region = peers.get("ECS_REGION"),
+        subnet = peers.get("ECS_TEST_SUBNET"),
+        sg = peers.get("ECS_TEST_SG"),
+    )
+}
+
+/// Orphan GC lists a target no faster than a tenth of its read bucket allows: a Fargate target
+/// whose reads refill at 0.5/s is listed every 40 s (a listing with no task is a ListTasks page
+/// and a ListSecrets page: 2 reads at 0.05/s), while a sim
+/// target beside it is listed at every pass (each second with a GC minimum age of 2 s).
+#[tokio::test]
+async fn orphan_gc_lists_a_target_within_a_tenth_of_its_read_bucket() {
+    let (client, ns, node, dir) = setup("gcpace").await;
+    let _cleanup = NodeCleanup(node.clone());
+    let peers = peers();
+    let cluster = unique_name("gcpace");
+    crate::common::ecs_client()
+        .create_cluster()
+        .cluster_name(&cluster)
+        .send()
+        .await
+        .expect("CreateCluster on moto");
+    let policy = fargate_then_sim(&cluster, "{operation: read, burst: 5, perSecond: 0.5}");
+    std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
+    let mut env = moto_env(peers.get("ECS_ENDPOINT"));
+    env.push(("BURSTGATE_GC_MIN_AGE_SECONDS", "2".into()));
+    let gw = Gateway::start_with_env(&node, &ns, dir.path(), "solo", env);
+    node_ready(&client, &node).await;
+    let calls = |scrape: &str, operation: &str| -> f64 {
+        scrape
+            .lines()
+            .filter(|l| {
+                l.starts_with("burstgate_provider_requests_total{")
+                    && l.contains(&format!("operation=\"{operation}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // Passes each second: the sim target listed at each.
+    let first = gw
+        .eventually(
+            "two GC passes over the sim target",
+            Duration::from_secs(30),
+            || async {
+                let scrape = gw.try_scrape()?;
+                (calls(&scrape, "List") >= 2.0).then_some(scrape)
+            },
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let later = gw.scrape();
+    let sim_lists = calls(&later, "List") - calls(&first, "List");
+    // The term's start lists every target once (ledger restore), then GC's first pass.
+    let list_tasks = (calls(&first, "ListTasks"), calls(&later, "ListTasks"));
+    assert!(
+        sim_lists >= 5.0,
+        "the sim target is listed at every pass: {sim_lists} in 8 s"
+    );
+    assert!(
+        list_tasks.0 >= 1.0 && list_tasks.0 == list_tasks.1,
+        "Fargate was listed by GC's first pass, then waits 40 s: ListTasks {list_tasks:?}; gateway log:\n{}",
+        gw.log_tail()
+    );
+    assert_eq!(
+        metric(
+            &later,
+            "burstgate_orphan_gc_listing_interval_seconds{target=\"fargate-use1\"}"
+        ),
+        Some(40.0)
+    );
+    assert_eq!(
+        metric(
+            &later,
+            "burstgate_orphan_gc_listing_interval_seconds{target=\"sim-local\"}"
+        ),
+        Some(1.0)
+    );
+}
+
 /// production; every pod runs with its task's IP, one task per pod; deleting the Deployment
 /// stops every task.
 #[tokio::test]
@@ -810,30 +912,9 @@ async fn pods_fall_back_to_the_next_target_when_fargate_is_down_and_the_proxy_ne
     let peers = peers();
     let proxy = FaultProxy::start(peers.get("ECS_ENDPOINT")).await;
     proxy.set(Mode::Outage);
-    let policy = format!(
-        "apiVersion: burstgate.io/v1alpha1
-kind: BurstPolicy
-spec:
-  targets:
-    - name: fargate-use1
-      provider: fargate
-      region: {region}
-      pricing: {{vcpuHour: 0.04048, gibHour: 0.004445}}
-      fargate: {{cluster: unreachable, subnets: [{subnet}], securityGroups: [{sg}]}}
-      rateLimits:
-        - {{operation: read, burst: 3, perSecond: 2}}
-        - {{operation: create, burst: 3, perSecond: 2}}
-    - name: sim-local
-      provider: sim
-      region: local
-      pricing: {{vcpuHour: 0.5, gibHour: 0.05}}
-  rules:
-    - name: everything
-      match: {{}}
-",
-        region = peers.get("ECS_REGION"),
-        subnet = peers.get("ECS_TEST_SUBNET"),
-        sg = peers.get("ECS_TEST_SG"),
+    let policy = fargate_then_sim(
+        "unreachable",
+        "{operation: read, burst: 3, perSecond: 2}, {operation: create, burst: 3, perSecond: 2}",
     );
     std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
     let gw = Gateway::start_with_env(&node, &ns, dir.path(), "solo", moto_env(&proxy.url));

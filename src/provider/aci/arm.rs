@@ -197,8 +197,9 @@ impl Arm {
         Ok(Some(response.json()?))
     }
 
-    /// Every group of the resource group, following `nextLink`; one Read per page.
-    pub(crate) async fn list_groups(&self) -> Result<Vec<GroupView>, ProviderError> {
+    /// Every group of the resource group, following `nextLink`, and the pages read (one Read
+    /// each).
+    pub(crate) async fn list_groups(&self) -> Result<(Vec<GroupView>, usize), ProviderError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Page {
@@ -207,16 +208,17 @@ impl Arm {
             #[serde(default)]
             next_link: Option<String>,
         }
-        let mut groups = Vec::new();
+        let (mut groups, mut pages) = (Vec::new(), 0);
         let mut url = Some(self.url(&[]));
         while let Some(current) = url.take() {
             let page: Page = self.call(&LIST_GROUPS, current, None).await?.json()?;
+            pages += 1;
             groups.extend(page.value);
             if let Some(link) = page.next_link.filter(|l| !l.is_empty()) {
                 url = Some(self.next_link(&link)?);
             }
         }
-        Ok(groups)
+        Ok((groups, pages))
     }
 
     /// PUTs the group `id`; ARM's answer (a long-running operation, not polled: the status sync

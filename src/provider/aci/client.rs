@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::Transport;
@@ -27,6 +28,7 @@ use crate::provider::contract::{
     PodRejection, Provider, ProviderError, TerminalSize, WorkloadPhase, WorkloadSpec,
     WorkloadStatus,
 };
+use crate::provider::kit::cadence::listing_interval;
 use crate::provider::kit::usage::UsageCache;
 use crate::provider::layers::Layers;
 
@@ -39,6 +41,10 @@ pub struct AciProvider {
     arm: Arm,
     cache: StatusCache,
     usage: UsageCache,
+    /// The rate of the target's read bucket.
+    reads_per_second: Option<f64>,
+    /// Pages the last orphan listing read.
+    listing_reads: AtomicUsize,
 }
 
 impl AciProvider {
@@ -67,6 +73,8 @@ impl AciProvider {
             usage: UsageCache::new(settings.usage_refresh, reads),
             settings,
             cache: StatusCache::new(cadence),
+            reads_per_second: reads,
+            listing_reads: AtomicUsize::new(0),
         }
     }
 
@@ -125,6 +133,7 @@ impl AciProvider {
             .arm
             .list_groups()
             .await?
+            .0
             .into_iter()
             .filter_map(|g| g.name.clone().map(|n| (n, g)))
             .collect();
@@ -149,6 +158,15 @@ impl Provider for AciProvider {
     /// most, not a cadence plus the controller's own poll interval.
     fn running_poll(&self) -> std::time::Duration {
         std::time::Duration::ZERO
+    }
+
+    /// The last listing's pages, each a Read of the subscription's bucket.
+    fn listing_interval(&self, floor: std::time::Duration) -> std::time::Duration {
+        listing_interval(
+            floor,
+            self.reads_per_second,
+            self.listing_reads.load(Ordering::Relaxed),
+        )
     }
 
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
@@ -234,10 +252,9 @@ impl Provider for AciProvider {
         node: &str,
     ) -> Result<Vec<OwnedWorkload>, ProviderError> {
         let now = Utc::now();
-        Ok(self
-            .arm
-            .list_groups()
-            .await?
+        let (groups, pages) = self.arm.list_groups().await?;
+        self.listing_reads.store(pages, Ordering::Relaxed);
+        Ok(groups
             .iter()
             .filter_map(|g| owned_workload(g, now, cluster_id, node))
             .collect())

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_sdk_ecs::types::{
@@ -32,12 +32,14 @@ use crate::provider::fargate::status::{
     DELETED_REASON, ended_on_its_own, latest, relaunch, tag, workload_of, workload_status,
 };
 use crate::provider::fargate::translate::{self, LOG_STREAM_PREFIX, Plan, TaskDef};
-use crate::provider::kit::cadence::status_interval;
+use crate::provider::kit::cadence::{listing_interval, status_interval};
 use crate::provider::kit::ownership::{MANAGED_BY, MANAGED_BY_VALUE, OwnerKeys, WORKLOAD};
 use crate::provider::layers::Layers;
 
 /// DescribeTasks takes at most this many tasks per call.
 const DESCRIBE_BATCH: usize = 100;
+/// Entries in a page of ListTasks or ListSecrets (their `maxResults` defaults).
+const LIST_PAGE: usize = 100;
 /// Concurrent per-workload lookups (ListTasks startedBy) when the task cache misses.
 const LOOKUP_CONCURRENCY: usize = 8;
 
@@ -55,6 +57,8 @@ pub struct FargateProvider {
     /// One registration at a time, so that a burst of identical pods registers its family once
     /// (RegisterTaskDefinition is limited to 1/s anyway).
     registering: tokio::sync::Mutex<()>,
+    /// ListTasks and DescribeTasks calls the last orphan listing made.
+    listing_reads: AtomicUsize,
 }
 
 fn pod_error(what: &str, e: impl std::fmt::Display) -> ProviderError {
@@ -94,6 +98,7 @@ impl FargateProvider {
             definitions: Mutex::default(),
             tasks: Mutex::default(),
             registering: tokio::sync::Mutex::new(()),
+            listing_reads: AtomicUsize::new(0),
         }
     }
 
@@ -847,6 +852,17 @@ impl Provider for FargateProvider {
         )
     }
 
+    /// The last listing's ListTasks and ListSecrets pages and DescribeTasks calls (100 each),
+    /// Reads of the target's bucket: every minute up to ~5,000 tasks at ECS's 20/s, ~1,000 s at
+    /// 100,000.
+    fn listing_interval(&self, floor: Duration) -> Duration {
+        listing_interval(
+            floor,
+            self.layers.per_second(OperationClass::Read),
+            self.listing_reads.load(Ordering::Relaxed),
+        )
+    }
+
     fn capabilities(&self) -> Capabilities {
         crate::provider::kit::declared(crate::policy::model::ProviderKind::Fargate).serving(
             self.settings.log_group.is_some(),
@@ -1032,6 +1048,13 @@ impl Provider for FargateProvider {
                 BTreeMap::new()
             }
         };
+        // ListTasks and ListSecrets pages and DescribeTasks calls, each a Read.
+        self.listing_reads.store(
+            arns.len().div_ceil(LIST_PAGE).max(1)
+                + arns.len().div_ceil(DESCRIBE_BATCH)
+                + secret_only.len().div_ceil(LIST_PAGE).max(1),
+            Ordering::Relaxed,
+        );
         for w in &owned {
             secret_only.remove(&w.id);
         }

@@ -1,6 +1,8 @@
 //! How often a Running workload's status is read: every adapter's floor (10 s on Fargate and
 //! the simulator, 29.5 s on ACI), or slower once the target holds so many workloads that the
-//! floor would spend more than [`READ_SHARE`] of its read bucket on status.
+//! floor would spend more than [`READ_SHARE`] of its read bucket on status; and how often orphan
+//! GC lists a target: every minute, or slower once its listing would spend more than
+//! [`LISTING_SHARE`].
 //!
 //! At 100,000 Fargate tasks a 10 s cadence is 100 DescribeTasks a second, five times the
 //! published 20/s: the bucket would queue every other read (logs, lists, orphan GC) behind the
@@ -12,6 +14,11 @@ use std::time::Duration;
 /// logs, exec, usage and orphan GC).
 pub const READ_SHARE: f64 = 0.5;
 
+/// The share of a target's read bucket orphan GC's listings may spend: at 100,000 Fargate tasks
+/// a listing is 1,000 ListTasks and 1,000 DescribeTasks, 100 s of ECS's whole 20/s; once a
+/// minute it would leave the status sync nothing.
+pub const LISTING_SHARE: f64 = 0.1;
+
 /// How long a Running workload goes unread when the target holds `workloads` of them, each
 /// status read covering at most `per_read` workloads, its read bucket refilling
 /// `reads_per_second` (`None`: no bucket): `floor`, or `ceil(workloads / per_read)` reads
@@ -22,12 +29,33 @@ pub fn status_interval(
     per_read: usize,
     workloads: usize,
 ) -> Duration {
+    within_share(
+        floor,
+        reads_per_second,
+        workloads.div_ceil(per_read.max(1)),
+        READ_SHARE,
+    )
+}
+
+/// How long orphan GC waits before it lists a target again whose last listing took `reads`
+/// reads of a bucket refilling `reads_per_second` (`None`: no bucket): `floor`, or as long as
+/// those reads take at [`LISTING_SHARE`] of the bucket when that is longer.
+pub fn listing_interval(floor: Duration, reads_per_second: Option<f64>, reads: usize) -> Duration {
+    within_share(floor, reads_per_second, reads, LISTING_SHARE)
+}
+
+/// `floor`, or the time `reads` take at `share` of a bucket refilling `reads_per_second`.
+fn within_share(
+    floor: Duration,
+    reads_per_second: Option<f64>,
+    reads: usize,
+    share: f64,
+) -> Duration {
     let Some(rate) = reads_per_second.filter(|r| r.is_finite() && *r > 0.0) else {
         return floor;
     };
-    let reads = workloads.div_ceil(per_read.max(1));
     let by_budget =
-        Duration::try_from_secs_f64(reads as f64 / (rate * READ_SHARE)).unwrap_or(Duration::MAX);
+        Duration::try_from_secs_f64(reads as f64 / (rate * share)).unwrap_or(Duration::MAX);
     floor.max(by_budget)
 }
 
@@ -72,6 +100,27 @@ mod tests {
         assert_eq!(
             status_interval(Duration::from_millis(29_500), Some(25.0), 1, 1_000),
             Duration::from_secs(80)
+        );
+    }
+
+    #[test]
+    fn a_small_listing_is_made_every_minute() {
+        // 5,000 tasks: 50 ListTasks + 50 DescribeTasks, 50 s at 2/s (a tenth of 20/s).
+        let minute = Duration::from_secs(60);
+        assert_eq!(listing_interval(minute, Some(20.0), 100), minute);
+    }
+
+    #[test]
+    fn a_large_listing_waits_until_it_fits_a_tenth_of_the_bucket() {
+        // 100,000 tasks: 2,000 reads at 2/s take 1,000 s.
+        assert_eq!(
+            listing_interval(Duration::from_secs(60), Some(20.0), 2_000),
+            Duration::from_secs(1_000)
+        );
+        // Without a bucket nothing bounds it but the floor.
+        assert_eq!(
+            listing_interval(Duration::from_secs(60), None, 2_000),
+            Duration::from_secs(60)
         );
     }
 

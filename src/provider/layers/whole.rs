@@ -45,6 +45,10 @@ impl Provider for Layered {
         self.inner.running_poll()
     }
 
+    fn listing_interval(&self, floor: std::time::Duration) -> std::time::Duration {
+        self.inner.listing_interval(floor)
+    }
+
     async fn create(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, ProviderError> {
         self.layers
             .call(OperationClass::Create, "Create", || self.inner.create(spec))
