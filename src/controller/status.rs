@@ -359,12 +359,23 @@ pub fn node_wrote(pod: &Pod) -> bool {
     pod.status.as_ref().is_some_and(|s| s.host_ip.is_some())
 }
 
-/// `s` without what does not make a status news: condition times and the QoS class.
+/// `s` without what does not make a status news: condition times, the QoS class, and an empty
+/// `lastState` (the apiserver stores a container status without one as `lastState: {}`: compared
+/// as written, every pod that never restarted would be written again by each new term).
 fn strip(s: &PodStatus) -> PodStatus {
     let mut s = s.clone();
     for c in s.conditions.iter_mut().flatten() {
         c.last_transition_time = None;
         c.last_probe_time = None;
+    }
+    let statuses = s.container_statuses.iter_mut().flatten();
+    for c in statuses.chain(s.init_container_statuses.iter_mut().flatten()) {
+        if c.last_state
+            .as_ref()
+            .is_some_and(|l| l.running.is_none() && l.terminated.is_none() && l.waiting.is_none())
+        {
+            c.last_state = None;
+        }
     }
     s.qos_class = None;
     s
@@ -656,6 +667,37 @@ mod tests {
             first.conditions, second.conditions,
             "transition times are kept"
         );
+    }
+
+    #[test]
+    fn a_status_as_the_apiserver_stores_it_with_an_empty_last_state_is_not_news() {
+        let w = ws(
+            WorkloadPhase::Running,
+            ContainerState::Running {
+                started_at: "2026-11-27T04:59:30Z".into(),
+            },
+            true,
+        );
+        let desired = from_workload(&pod(), &w, "h", &now());
+        // What the apiserver answers for that status: it defaults `lastState` to `{}`.
+        let mut stored: PodStatus =
+            serde_json::from_value(serde_json::to_value(&desired).unwrap()).unwrap();
+        for c in stored.container_statuses.iter_mut().flatten() {
+            assert!(
+                c.last_state.is_none(),
+                "the gateway writes no lastState here"
+            );
+            c.last_state = Some(Default::default());
+        }
+        assert!(!differs(Some(&stored), &desired));
+        // A real last state still is news.
+        let mut restarted = stored.clone();
+        restarted.container_statuses.as_mut().unwrap()[0].last_state =
+            Some(k8s_openapi::api::core::v1::ContainerState {
+                terminated: Some(Default::default()),
+                ..Default::default()
+            });
+        assert!(differs(Some(&restarted), &desired));
     }
 
     #[test]

@@ -632,6 +632,54 @@ async fn a_workload_deleted_behind_the_gateways_back_reaches_a_true_status() {
     gw.stop().await;
 }
 
+/// A new term (a restart, a leadership won again) reads every Running workload once and finds
+/// its pod's status as the last term wrote it: nothing to write. The apiserver stores a container
+/// status written without `lastState` as `lastState: {}`, which compared as news and cost a
+/// PATCH per Running pod at each new term (100,000 at 100,000 pods).
+#[tokio::test]
+async fn a_new_term_writes_no_status_to_pods_whose_workloads_did_not_change() {
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let node = unique_name("vn");
+    let gw = start(
+        &node,
+        &ns,
+        policy(10),
+        SimCloud::new(Duration::from_millis(200), 10),
+    )
+    .await;
+    let api = gw.pods();
+    for i in 0..3 {
+        api.create(
+            &PostParams::default(),
+            &pod_manifest(&format!("t{i}"), &node, json!({})),
+        )
+        .await
+        .unwrap();
+    }
+    for i in 0..3 {
+        wait_phase(&api, &format!("t{i}"), "Running").await;
+    }
+    let (cloud, policy_tx) = gw.stop().await;
+    let (client, sent) = recording_gateway().await;
+    let policy = policy_tx.borrow().clone().unwrap();
+    let gw = start_as(client, &node, &ns, policy, cloud, "600").await;
+    // Past a status read of every Running workload (each 10 s).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let status_writes: Vec<String> = sent
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, p)| *m == http::Method::PATCH && p.ends_with("/status"))
+        .map(|(_, p)| p.clone())
+        .collect();
+    assert!(
+        status_writes.is_empty(),
+        "the new term wrote statuses that did not change: {status_writes:?}"
+    );
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn restarting_the_gateway_mid_burst_never_decides_a_placed_pod_again() {
     let client = kube_admin().await;
