@@ -24,6 +24,9 @@ It prints per run:
   - a new term on N pods: someone else takes the gateway's Lease, then lets go; seconds until it
     leads again, the LISTs of pods meanwhile (none: the pod cache is kept) and its CPU for the
     new term's first 15 s
+  - with SCALE_STANDBY=1, a second replica (deploy/ runs two) started once the first leads and
+    stopped before the new term: its RSS and CPU while it stands by on the steady N pods, the
+    price of a standby's pod cache (docs/deployment.md)
   - per phase (burst, delete): how often the gateway lost its leader Lease, and how long the
     apiserver's fair queuing (API Priority and Fairness) held the requests of the gateway's
     flow schemas (deploy/flowcontrol puts its Leases in `leader-election`; the rest of its
@@ -65,6 +68,8 @@ STEADY_S = int(os.environ.get("SCALE_STEADY_S", "60"))
 # Seconds of the apiserver's CPU profile to take from the start of the placement (backlog mode;
 # peers brought up with BURSTGATE_APISERVER_PROFILING=true); read it with `go tool pprof -top`.
 PPROF_S = int(os.environ.get("SCALE_PPROF_S", "0"))
+# A standby replica beside the leader (not in the backlog mode, where the leader is restarted).
+STANDBY = os.environ.get("SCALE_STANDBY", "0") == "1"
 
 
 HOST = urllib.parse.urlsplit(API)
@@ -299,8 +304,9 @@ def takeover_list(node):
 def lead_again(ns, metrics_port, pid):
     """Someone else takes the gateway's leader Lease until the gateway stops leading, then lets
     go of it: seconds until the gateway leads again, the apiserver's LISTs of pods in between and
-    in the 15 s after (a new term reuses the pod cache: none), the pod cache's LISTs so far, and
-    the gateway's CPU seconds for the new term's first 15 s (reconciling every pod once)."""
+    in the 15 s after (a new term reuses the pod cache: none), its writes to pods then, the pod
+    cache's LISTs so far, and the gateway's CPU seconds for the new term's first 15 s
+    (reconciling every pod once)."""
     path = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/burstgate-leader"
     leading = lambda: metric_sum(gateway_metrics(metrics_port), "burstgate_leader ") == 1
 
@@ -329,8 +335,11 @@ def lead_again(ns, metrics_port, pid):
     cpu1 = proc_stats(pid)[0]
     after = request_counts()
     lists = int(after.get(("LIST", "pods"), 0) - before.get(("LIST", "pods"), 0))
+    # Writes to pods meanwhile: a new term on pods that are Running has nothing to write.
+    writes = {f"{verb} {res}": int(after.get((verb, res), 0) - before.get((verb, res), 0))
+              for verb, res in (("PATCH", "pods"), ("PATCH", "pods/status"))}
     text = gateway_metrics(metrics_port)
-    return {"s_to_lead": round(t_led - t0, 1), "LIST pods": lists,
+    return {"s_to_lead": round(t_led - t0, 1), "LIST pods": lists, "pod_writes": writes,
             "pod_cache_lists_total": int(metric_sum(text, "burstgate_pod_cache_lists_total")),
             "gateway_cpu_s_first_15_s": round(cpu1 - cpu0, 2)}
 
@@ -403,12 +412,12 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def start_gateway(node, ns, tag, work, metrics_port, kubelet_port, buckets):
-    log = open(f"{work}/gateway.log", "a")
+def start_gateway(node, ns, tag, work, metrics_port, kubelet_port, buckets, identity="scale"):
+    log = open(f"{work}/{'gateway' if identity == 'scale' else identity}.log", "a")
     wrap = os.environ.get("SCALE_WRAP", "").split()
     cloud = [a for b, r in buckets for a in ("--sim-rate-limit", f"create={b}:{r:.6f}")]
     return subprocess.Popen(wrap + [
-        BINARY, "run", "--node-name", node, "--namespace", ns, "--identity", "scale", "--cluster-id", tag,
+        BINARY, "run", "--node-name", node, "--namespace", ns, "--identity", identity, "--cluster-id", tag,
         "--policy-dir", f"{work}/policy", "--kubeconfig", PEERS["KUBECONFIG_GATEWAY"],
         "--sim-cold-start-ms", str(COLD_START_MS), "--sim-capacity", "1000000", "--node-ip", "127.0.0.1",
         "--metrics-addr", f"127.0.0.1:{metrics_port}", "--kubelet-port", str(kubelet_port),
@@ -431,6 +440,7 @@ def run(n, mode):
     open(f"{work}/policy/policy.yaml", "w").write(policy(buckets))
     metrics_port, kubelet_port = free_port(), free_port()
     gw = start_gateway(node, ns, tag, work, metrics_port, kubelet_port, buckets)
+    standby, standby_record = None, None
     tracker = Tracker(ns)
     try:
         wait_until("the node Ready", lambda: any(
@@ -440,6 +450,11 @@ def run(n, mode):
             # Stopped gracefully: the Lease is released, so the next start leads at once.
             gw.terminate()
             gw.wait(timeout=60)
+        elif STANDBY:
+            wait_until("the first replica leading",
+                       lambda: metric_sum(gateway_metrics(metrics_port), "burstgate_leader ") == 1, 60)
+            standby_ports = free_port(), free_port()
+            standby = start_gateway(node, ns, tag, work, *standby_ports, buckets, identity="scale-standby")
         before = request_counts()
         apf0 = flow_control()
         cpu0 = 0.0 if backlog else proc_stats(gw.pid)[0]
@@ -466,6 +481,7 @@ def run(n, mode):
                 threading.Thread(target=save_profile, args=(f"/var/tmp/{tag}.apiserver.pprof",), daemon=True).start()
         t_running = wait_until(f"{n} pods Running", lambda: tracker.count_running() >= n, 3600)
         cpu1, _, hwm_burst = proc_stats(gw.pid)
+        standby_cpu1 = proc_stats(standby.pid)[0] if standby else 0.0
         peers1 = peer_cpu()
         burst_metrics = gateway_metrics(metrics_port)
         apf1, lost1 = flow_control(), leadership_lost(work)
@@ -474,6 +490,20 @@ def run(n, mode):
         cpu2, rss_steady, _ = proc_stats(gw.pid)
         anon_steady, file_steady = rss_parts(gw.pid)
         after_burst = request_counts()
+        if standby:
+            standby_cpu2, standby_rss, standby_hwm = proc_stats(standby.pid)
+            standby_anon, standby_file = rss_parts(standby.pid)
+            standby_record = {
+                "leading": metric_sum(gateway_metrics(standby_ports[0]), "burstgate_leader ") == 1,
+                "rss_steady_mib": round(standby_rss, 1), "rss_peak_mib": round(standby_hwm, 1),
+                "rss_steady_anon_file_mib": [round(standby_anon, 1), round(standby_file, 1)],
+                "cpu_core_steady": round((standby_cpu2 - standby_cpu1) / STEADY_S, 3),
+                "cpu_s_burst": round(standby_cpu1, 2),
+            }
+            # Before the new term: with a standby waiting, the Lease let go would go to either.
+            standby.terminate()
+            standby.wait(timeout=60)
+            standby = None
         listed = takeover_list(node)
         lost_steady = leadership_lost(work)
         relead = lead_again(ns, metrics_port, gw.pid)
@@ -492,6 +522,9 @@ def run(n, mode):
         apf3, lost3 = flow_control(), leadership_lost(work)
     finally:
         tracker.stop = True
+        if standby:
+            standby.terminate()
+            standby.wait(timeout=60)
         gw.terminate()
         gw.wait(timeout=60)
         api("DELETE", f"/api/v1/nodes/{node}")
@@ -546,6 +579,8 @@ def run(n, mode):
             if v - at_steady.get(k, 0) >= 1 and k[1] in ("pods", "pods/status", "events", "leases")},
         # The gateway loses its Lease to someone else and wins it back: a new term on N pods.
         "lead_again": relead,
+        # SCALE_STANDBY=1: the second replica standing by on the same N pods (its pod cache).
+        "standby": standby_record,
         "delete_s": round(t_gone - t_del, 1),
         "gateway_cpu_s_delete": round(cpu3 - cpu2, 2),
         "apiserver_requests_per_pod_delete": deletes,
