@@ -109,6 +109,20 @@ impl Schedule {
     pub fn listed(&mut self, target: &str, now: Instant, interval: Duration) {
         self.0.insert(target.to_owned(), now + interval);
     }
+
+    /// Forgets every target not in `current` (one the policy no longer has); returns them.
+    pub fn keep_only(&mut self, current: &HashSet<&str>) -> Vec<String> {
+        let gone: Vec<String> = self
+            .0
+            .keys()
+            .filter(|t| !current.contains(t.as_str()))
+            .cloned()
+            .collect();
+        for t in &gone {
+            self.0.remove(t);
+        }
+        gone
+    }
 }
 
 /// What one GC pass carries over to the next.
@@ -126,10 +140,10 @@ pub struct Passes {
 /// was rebuilt from it), the pass of the tick at `tick`; returns the number of workloads
 /// deleted. Only targets due in `passes.schedule` at `tick` are listed, and are due again from
 /// `tick` on (the next tick, a period later, finds a target listed at the period due); a
-/// workload is judged a stray only against its pod's target listed in the same pass. The cache decides which
-/// workloads may be garbage; each of those is confirmed by reading its pod from the apiserver
-/// before it is deleted (a cache behind the apiserver must never make a live pod's workload look
-/// orphaned), so a pass with no garbage reads nothing from the apiserver.
+/// workload is judged a stray only against its pod's target listed in the same pass. The cache
+/// decides which workloads may be garbage; each of those is confirmed by reading its pod from
+/// the apiserver before it is deleted (a cache behind the apiserver must never make a live pod's
+/// workload look orphaned), so a pass with no garbage reads nothing from the apiserver.
 pub async fn collect(
     gw: &Gateway,
     pods: &Store<CachedPod>,
@@ -167,7 +181,14 @@ pub async fn collect(
     let mut listed: HashMap<String, HashSet<String>> = HashMap::new();
     let mut listings = Vec::new();
     let mut seen = HashSet::new();
-    for (target, provider) in gw.providers.all() {
+    let providers = gw.providers.all();
+    let current: HashSet<&str> = providers.iter().map(|(t, _)| t.as_str()).collect();
+    for target in passes.schedule.keep_only(&current) {
+        gw.metrics
+            .gc_listing_interval
+            .remove(&TargetLabels { target });
+    }
+    for (target, provider) in providers {
         if !passes.schedule.due(&target, tick) {
             continue;
         }
@@ -406,6 +427,18 @@ mod tests {
         assert!(schedule.due("fargate", t0 + Duration::from_secs(1_000)));
         // Another target keeps its own pace.
         assert!(schedule.due("aci", t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_target_the_policy_no_longer_has_is_forgotten() {
+        let mut schedule = Schedule::default();
+        let t0 = Instant::now();
+        schedule.listed("old", t0, Duration::from_secs(60));
+        schedule.listed("kept", t0, Duration::from_secs(60));
+        let gone = schedule.keep_only(&HashSet::from(["kept", "new"]));
+        assert_eq!(gone, vec!["old".to_string()]);
+        assert!(!schedule.due("kept", t0));
+        assert!(schedule.due("old", t0), "forgotten: due as if never listed");
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub struct FargateProvider {
     /// One registration at a time, so that a burst of identical pods registers its family once
     /// (RegisterTaskDefinition is limited to 1/s anyway).
     registering: tokio::sync::Mutex<()>,
-    /// ListTasks and DescribeTasks calls the last orphan listing made.
+    /// ListTasks, DescribeTasks and ListSecrets calls the last orphan listing made.
     listing_reads: AtomicUsize,
 }
 
