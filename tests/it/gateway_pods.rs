@@ -638,25 +638,8 @@ async fn a_workload_deleted_behind_the_gateways_back_reaches_a_true_status() {
 /// PATCH per Running pod at each new term (100,000 at 100,000 pods).
 #[tokio::test]
 async fn a_new_term_writes_no_status_to_pods_whose_workloads_did_not_change() {
-    let client = kube_admin().await;
-    let ns = namespace(&client).await;
-    let node = unique_name("vn");
-    let gw = start(
-        &node,
-        &ns,
-        policy(10),
-        SimCloud::new(Duration::from_millis(200), 10),
-    )
-    .await;
-    let api = gw.pods();
-    for i in 0..3 {
-        api.create(
-            &PostParams::default(),
-            &pod_manifest(&format!("t{i}"), &node, json!({})),
-        )
-        .await
-        .unwrap();
-    }
+    let gw = with_bare_pods("t", 3, Duration::from_millis(200), 10).await;
+    let (api, node, ns) = (gw.pods(), gw.node.clone(), gw.ns.clone());
     for i in 0..3 {
         wait_phase(&api, &format!("t{i}"), "Running").await;
     }
@@ -680,28 +663,31 @@ async fn a_new_term_writes_no_status_to_pods_whose_workloads_did_not_change() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn restarting_the_gateway_mid_burst_never_decides_a_placed_pod_again() {
+/// A gateway in a new namespace on a new node, over a sim cloud of `capacity` workloads (and a
+/// quota of as many pods) starting in `cold_start`, with `n` bare pods `{prefix}0..` created.
+async fn with_bare_pods(prefix: &str, n: usize, cold_start: Duration, capacity: u32) -> Running {
     let client = kube_admin().await;
     let ns = namespace(&client).await;
     let node = unique_name("vn");
-    let gw = start(
-        &node,
-        &ns,
-        policy(500),
-        SimCloud::new(Duration::from_secs(2), 500),
-    )
-    .await;
+    let cloud = SimCloud::new(cold_start, capacity as usize);
+    let gw = start(&node, &ns, policy(capacity), cloud).await;
     let api = gw.pods();
-    let n = 200;
     for i in 0..n {
         api.create(
             &PostParams::default(),
-            &pod_manifest(&format!("b{i}"), &node, json!({})),
+            &pod_manifest(&format!("{prefix}{i}"), &node, json!({})),
         )
         .await
         .unwrap();
     }
+    gw
+}
+
+#[tokio::test]
+async fn restarting_the_gateway_mid_burst_never_decides_a_placed_pod_again() {
+    let n = 200;
+    let gw = with_bare_pods("b", n, Duration::from_secs(2), 500).await;
+    let (api, node, ns, client) = (gw.pods(), gw.node.clone(), gw.ns.clone(), gw.admin.clone());
     // Stop while the burst is under way: some placed, some not yet.
     eventually("a part of the burst is placed", WAIT, || async {
         (gw.cloud.ids().len() >= 20).then_some(())
