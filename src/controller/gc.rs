@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -16,7 +17,7 @@ use crate::controller::cached_pod::CachedPod;
 use crate::controller::context::Gateway;
 use crate::controller::placement::Workload;
 use crate::metrics::TargetLabels;
-use crate::provider::OwnedWorkload;
+use crate::provider::{OwnedWorkload, Owner, Provider, ProviderError};
 
 /// Why a workload is garbage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +126,39 @@ impl Schedule {
     }
 }
 
+/// How many confirming reads of pods, and deletes of workloads, one pass has in flight at once
+/// (a target's deletes are paced by the write bucket of its layers, not by this).
+const IN_FLIGHT: usize = 8;
+
+/// Workloads a pass judged garbage but could not collect (reading the pod failed, or the delete
+/// did), by target: judged again at the next pass without listing the target again, whose next
+/// listing may be many minutes away ([`Schedule`]).
+#[derive(Debug, Default)]
+pub struct Carried(HashMap<String, Vec<OwnedWorkload>>);
+
+impl Carried {
+    /// What `target` offers this pass: its `listing` when it was listed (which supersedes
+    /// anything carried for it), else what was carried over for it.
+    pub fn take(
+        &mut self,
+        target: &str,
+        listing: Option<Vec<OwnedWorkload>>,
+    ) -> Vec<OwnedWorkload> {
+        let carried = self.0.remove(target).unwrap_or_default();
+        listing.unwrap_or(carried)
+    }
+
+    /// `w`, listed by `target`, is judged again next pass.
+    pub fn carry(&mut self, target: &str, w: OwnedWorkload) {
+        self.0.entry(target.to_owned()).or_default().push(w);
+    }
+
+    /// Forgets what was carried for targets not in `current` (the policy dropped them).
+    pub fn keep_only(&mut self, current: &HashSet<&str>) {
+        self.0.retain(|t, _| current.contains(t.as_str()));
+    }
+}
+
 /// What one GC pass carries over to the next.
 #[derive(Debug, Default)]
 pub struct Passes {
@@ -132,24 +166,41 @@ pub struct Passes {
     pub sightings: Sightings,
     /// When each target is listed next.
     pub schedule: Schedule,
+    /// Garbage this pass could not collect, for the next.
+    pub carried: Carried,
     /// The period of passes: the least interval between two listings of a target.
     pub period: Duration,
 }
 
+/// A workload to delete: its target, that target's provider, the workload and why.
+type Doomed = (String, Arc<dyn Provider>, OwnedWorkload, Garbage);
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Workloads deleted.
+    pub deleted: usize,
+    /// Listings, confirming reads of pods and deletes that failed (each is tried again next pass).
+    pub failed: usize,
+}
+
 /// One collection pass over `pods` (the pod cache, whole: the pass runs only once the ledger
-/// was rebuilt from it), the pass of the tick at `tick`; returns the number of workloads
-/// deleted. Only targets due in `passes.schedule` at `tick` are listed, and are due again from
-/// `tick` on (the next tick, a period later, finds a target listed at the period due); a
-/// workload is judged a stray only against its pod's target listed in the same pass. The cache
-/// decides which workloads may be garbage; each of those is confirmed by reading its pod from
-/// the apiserver before it is deleted (a cache behind the apiserver must never make a live pod's
-/// workload look orphaned), so a pass with no garbage reads nothing from the apiserver.
+/// was rebuilt from it), the pass of the tick at `tick`. Only targets due in `passes.schedule`
+/// at `tick` are listed, and are due again from `tick` on (the next tick, a period later, finds
+/// a target listed at the period due); a target not due offers what an earlier pass could not
+/// collect ([`Carried`]). A workload is judged a stray only against its pod's target listed in
+/// the same pass. The cache decides which workloads may be garbage; each of those is confirmed by
+/// reading its pod from the apiserver before it is deleted (a cache behind the apiserver must
+/// never make a live pod's workload look orphaned), so a pass with no garbage reads nothing from
+/// the apiserver. A read or delete that fails holds back only its own workload, carried to the
+/// next pass; reads and deletes run [`IN_FLIGHT`] at a time.
 pub async fn collect(
     gw: &Gateway,
     pods: &Store<CachedPod>,
     passes: &mut Passes,
     tick: Instant,
-) -> Result<usize, kube::Error> {
+) -> Swept {
+    let mut swept = Swept::default();
     let mut placed: HashMap<String, Option<String>> = pods
         .state()
         .iter()
@@ -188,85 +239,163 @@ pub async fn collect(
             .gc_listing_interval
             .remove(&TargetLabels { target });
     }
+    passes.carried.keep_only(&current);
     for (target, provider) in providers {
-        if !passes.schedule.due(&target, tick) {
-            continue;
-        }
-        let owned = match provider
-            .list_owned(&gw.config.cluster_id, &gw.config.node_name)
-            .await
-        {
-            Ok(o) => {
-                crate::failpoint::after(crate::failpoint::FailPoint::GcListed);
-                let interval = provider.listing_interval(passes.period);
-                if interval > passes.period {
-                    tracing::debug!(target = %target, seconds = interval.as_secs(), workloads = o.len(), "orphan GC lists this target less often: its listing is large for its read bucket");
-                }
-                passes.schedule.listed(&target, tick, interval);
-                gw.metrics
-                    .gc_listing_interval
-                    .get_or_create(&TargetLabels {
-                        target: target.clone(),
-                    })
-                    .set(interval.as_secs_f64());
-                o
-            }
-            Err(e) => {
-                tracing::warn!(provider = provider.name(), target = %target, error = %e, "orphan GC could not list workloads");
-                continue;
-            }
+        let listing = if passes.schedule.due(&target, tick) {
+            list(gw, &target, provider.as_ref(), passes, tick, &mut swept).await
+        } else {
+            None
         };
-        listed.insert(target.clone(), owned.iter().map(|w| w.id.clone()).collect());
+        let fresh = listing.is_some();
+        if let Some(owned) = &listing {
+            listed.insert(target.clone(), owned.iter().map(|w| w.id.clone()).collect());
+        }
         // Targets sharing an account and region list the same workloads: handle each once.
-        let owned: Vec<_> = owned
+        let owned: Vec<_> = passes
+            .carried
+            .take(&target, listing)
             .into_iter()
             .filter(|w| seen.insert(w.id.clone()))
             .collect();
-        let owned = passes.sightings.aged(&target, owned, Instant::now());
+        let owned = if fresh {
+            passes.sightings.aged(&target, owned, Instant::now())
+        } else {
+            owned
+        };
         listings.push((target, provider, owned));
     }
-    // What the cache calls garbage, confirmed by the pods as the apiserver has them now.
+    // What the cache calls garbage, confirmed by the pods as the apiserver has them now: each
+    // pod read once, whatever the number of its workloads.
     let min_age = gw.config.gc_min_age();
-    for (target, _, owned) in &listings {
-        for (w, _) in garbage(target, owned, &placed, &listed, min_age) {
-            let api: Api<Pod> = Api::namespaced(gw.client.clone(), &w.owner.namespace);
-            let pod = api.get_opt(&w.owner.pod).await?;
-            let (uid, on_node) = (&w.owner.pod_uid, &gw.config.node_name);
-            match pod.filter(|p| {
-                p.uid().as_ref() == Some(uid)
-                    && p.spec.as_ref().and_then(|s| s.node_name.as_ref()) == Some(on_node)
-            }) {
-                Some(p) => placed.insert(
-                    uid.clone(),
-                    Workload::of_meta(&p.metadata).map(|w| w.target),
-                ),
-                None => placed.remove(uid),
-            };
-        }
-    }
-    let mut deleted = 0;
-    for (target, provider, owned) in &listings {
-        for (w, why) in garbage(target, owned, &placed, &listed, min_age) {
-            let pod = format!("{}/{}", w.owner.namespace, w.owner.pod);
-            match provider.delete(&w.id).await {
-                Ok(()) => {
-                    deleted += 1;
-                    match why {
-                        Garbage::Orphan => {
-                            tracing::info!(target = %target, workload = %w.id, %pod, "deleted orphan workload")
-                        }
-                        Garbage::Stray { placed_on } => {
-                            tracing::warn!(target = %target, workload = %w.id, %pod, %placed_on, "deleted a stray copy of a pod placed elsewhere")
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(target = %target, workload = %w.id, error = %e, "orphan GC could not delete")
-                }
+    let suspects: HashMap<String, Owner> = listings
+        .iter()
+        .flat_map(|(target, _, owned)| garbage(target, owned, &placed, &listed, min_age))
+        .map(|(w, _)| (w.owner.pod_uid.clone(), w.owner.clone()))
+        .collect();
+    let reads: Vec<_> = stream::iter(suspects)
+        .map(|(uid, owner)| async move {
+            let read = placement_now(gw, &owner).await;
+            (uid, read)
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    let mut unconfirmed = HashSet::new();
+    for (uid, read) in reads {
+        match read {
+            Ok(Some(target)) => {
+                placed.insert(uid, target);
+            }
+            Ok(None) => {
+                placed.remove(&uid);
+            }
+            Err(e) => {
+                tracing::debug!(pod_uid = %uid, error = %e, "orphan GC could not read a pod it would collect the workload of");
+                unconfirmed.insert(uid);
             }
         }
     }
-    Ok(deleted)
+    if !unconfirmed.is_empty() {
+        swept.failed += unconfirmed.len();
+        tracing::warn!(
+            pods = unconfirmed.len(),
+            "orphan GC could not read pods whose workloads it would collect; they are judged again next pass"
+        );
+    }
+    let mut doomed: Vec<Doomed> = Vec::new();
+    for (target, provider, owned) in &listings {
+        for (w, why) in garbage(target, owned, &placed, &listed, min_age) {
+            if unconfirmed.contains(&w.owner.pod_uid) {
+                passes.carried.carry(target, w.clone());
+            } else {
+                doomed.push((target.clone(), provider.clone(), w.clone(), why));
+            }
+        }
+    }
+    // Boxed before they enter the stream: a closure over `Arc<dyn Provider>` there trips
+    // rustc's check that the pass's future is `Send` (rust-lang/rust#102211).
+    let deletes: Vec<_> = doomed.into_iter().map(|d| delete(d).boxed()).collect();
+    let deletes: Vec<_> = stream::iter(deletes)
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    for ((target, _, w, why), result) in deletes {
+        let pod = format!("{}/{}", w.owner.namespace, w.owner.pod);
+        match (result, why) {
+            (Ok(()), Garbage::Orphan) => {
+                swept.deleted += 1;
+                tracing::info!(target = %target, workload = %w.id, %pod, "deleted orphan workload")
+            }
+            (Ok(()), Garbage::Stray { placed_on }) => {
+                swept.deleted += 1;
+                tracing::warn!(target = %target, workload = %w.id, %pod, %placed_on, "deleted a stray copy of a pod placed elsewhere")
+            }
+            (Err(e), _) => {
+                swept.failed += 1;
+                tracing::warn!(target = %target, workload = %w.id, error = %e, "orphan GC could not delete; tried again next pass");
+                passes.carried.carry(&target, w);
+            }
+        }
+    }
+    swept
+}
+
+/// Deletes a doomed workload.
+async fn delete(doomed: Doomed) -> (Doomed, Result<(), ProviderError>) {
+    let result = doomed.1.delete(&doomed.2.id).await;
+    (doomed, result)
+}
+
+/// `target`'s owned workloads, listed now, its next listing scheduled from `tick`; `None`, and a
+/// failure counted in `swept`, when the listing failed (the target is due again next pass).
+async fn list(
+    gw: &Gateway,
+    target: &str,
+    provider: &dyn Provider,
+    passes: &mut Passes,
+    tick: Instant,
+    swept: &mut Swept,
+) -> Option<Vec<OwnedWorkload>> {
+    match provider
+        .list_owned(&gw.config.cluster_id, &gw.config.node_name)
+        .await
+    {
+        Ok(owned) => {
+            crate::failpoint::after(crate::failpoint::FailPoint::GcListed);
+            let interval = provider.listing_interval(passes.period);
+            if interval > passes.period {
+                tracing::debug!(target = %target, seconds = interval.as_secs(), workloads = owned.len(), "orphan GC lists this target less often: its listing is large for its read bucket");
+            }
+            passes.schedule.listed(target, tick, interval);
+            gw.metrics
+                .gc_listing_interval
+                .get_or_create(&TargetLabels {
+                    target: target.to_owned(),
+                })
+                .set(interval.as_secs_f64());
+            Some(owned)
+        }
+        Err(e) => {
+            swept.failed += 1;
+            tracing::warn!(provider = provider.name(), target = %target, error = %e, "orphan GC could not list workloads");
+            None
+        }
+    }
+}
+
+/// The target the pod `owner` names is placed on as the apiserver has it now (`Some(None)`:
+/// the pod lives but is not placed), or `None` when that pod is gone: no pod of that name, one
+/// of another UID (deleted and created again), or one on another node.
+async fn placement_now(gw: &Gateway, owner: &Owner) -> Result<Option<Option<String>>, kube::Error> {
+    let api: Api<Pod> = Api::namespaced(gw.client.clone(), &owner.namespace);
+    let pod = api.get_opt(&owner.pod).await?;
+    Ok(pod
+        .filter(|p| {
+            p.uid().as_deref() == Some(owner.pod_uid.as_str())
+                && p.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                    == Some(gw.config.node_name.as_str())
+        })
+        .map(|p| Workload::of_meta(&p.metadata).map(|w| w.target)))
 }
 
 /// Collects orphans every minute (or every half minimum age, if shorter) until `shutdown`,
@@ -296,14 +425,10 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             at = tick.tick() => {
-                match collect(&gw, &pods, &mut passes, at.into_std()).await {
-                    Ok(deleted) => {
-                        gw.metrics.orphans_collected.inc_by(deleted as u64);
-                    }
-                    Err(e) => {
-                        gw.metrics.gc_failures.inc();
-                        tracing::warn!(error = %e, "orphan GC could not read a pod it would collect the workload of; skipping this pass");
-                    }
+                let swept = collect(&gw, &pods, &mut passes, at.into_std()).await;
+                gw.metrics.orphans_collected.inc_by(swept.deleted as u64);
+                if swept.failed > 0 {
+                    gw.metrics.gc_failures.inc();
                 }
             }
         }
@@ -313,7 +438,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::Owner;
+    use Owner;
 
     fn owned(uid: &str, age_secs: u64) -> OwnedWorkload {
         OwnedWorkload {
@@ -449,5 +574,38 @@ mod tests {
         sightings.aged("fargate", vec![], t0 + Duration::from_secs(10));
         let aci = sightings.aged("aci", vec![owned("a", 0)], t0 + Duration::from_secs(600));
         assert_eq!(aci[0].age, Duration::from_secs(600));
+    }
+
+    fn ids(owned: &[OwnedWorkload]) -> Vec<&str> {
+        owned.iter().map(|w| w.id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_workload_carried_over_is_offered_again_while_its_target_is_not_listed() {
+        let mut carried = Carried::default();
+        carried.carry("fargate", owned("a", 900));
+        assert_eq!(ids(&carried.take("aci", None)), Vec::<&str>::new());
+        assert_eq!(ids(&carried.take("fargate", None)), vec!["bg-a"]);
+        // Offered once: a pass that cannot collect it again carries it again.
+        assert!(carried.take("fargate", None).is_empty());
+    }
+
+    #[test]
+    fn a_fresh_listing_supersedes_what_was_carried_for_its_target() {
+        let mut carried = Carried::default();
+        carried.carry("fargate", owned("a", 900));
+        let listing = vec![owned("b", 900)];
+        assert_eq!(ids(&carried.take("fargate", Some(listing))), vec!["bg-b"]);
+        assert!(carried.take("fargate", None).is_empty());
+    }
+
+    #[test]
+    fn what_was_carried_for_a_target_the_policy_dropped_is_forgotten() {
+        let mut carried = Carried::default();
+        carried.carry("old", owned("a", 900));
+        carried.carry("kept", owned("b", 900));
+        carried.keep_only(&HashSet::from(["kept"]));
+        assert!(carried.take("old", None).is_empty());
+        assert_eq!(ids(&carried.take("kept", None)), vec!["bg-b"]);
     }
 }

@@ -714,6 +714,120 @@ async fn orphan_gc_lists_a_target_within_a_tenth_of_its_read_bucket() {
     );
 }
 
+/// An orphan whose delete fails is tried again at the next GC pass, not at its target's next
+/// listing: a pod placed on Fargate (moto, behind the fault proxy) is force-deleted while the
+/// gateway is down; the next gateway's GC lists the target every 20 s (its read bucket refills
+/// 1.5/s, a listing of one task is 3 reads), judges the orphan at its second listing (moto
+/// gives no task age: it ages from GC's first sighting), and the StopTask meets an outage; once
+/// the outage ends, the orphan is stopped within seconds, before any further ListTasks.
+#[tokio::test]
+async fn an_orphan_whose_delete_failed_is_deleted_at_the_next_pass_without_listing_its_target_again()
+ {
+    use crate::common::fault_proxy::{FaultProxy, Mode, Operation};
+    let (client, ns, node, dir) = setup("gccarry").await;
+    let _cleanup = NodeCleanup(node.clone());
+    let peers = peers();
+    let cluster = unique_name("gccarry");
+    let ecs = crate::common::ecs_client();
+    ecs.create_cluster()
+        .cluster_name(&cluster)
+        .send()
+        .await
+        .expect("CreateCluster on moto");
+    let proxy = FaultProxy::start(peers.get("ECS_ENDPOINT")).await;
+    let policy = fargate_then_sim(&cluster, "{operation: read, burst: 5, perSecond: 1.5}");
+    std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
+    let mut env = moto_env(&proxy.url);
+    env.push(("BURSTGATE_GC_MIN_AGE_SECONDS", "2".into()));
+    // A failed call gives up after a second of retries, so the outage fails the first delete.
+    env.push(("BURSTGATE_RETRY_DEADLINE_SECONDS", "1".into()));
+    let first = Gateway::start_with_env(&node, &ns, dir.path(), "solo", env.clone());
+    node_ready(&client, &node).await;
+    let template = aks_deployment("left", 1, &node).spec.template;
+    let pod = Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some("left".into()),
+            labels: template.metadata.and_then(|m| m.labels),
+            ..Default::default()
+        },
+        spec: template.spec,
+        ..Default::default()
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let running_tasks = || async {
+        ecs.list_tasks()
+            .cluster(&cluster)
+            .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+            .send()
+            .await
+            .ok()
+            .map(|r| r.task_arns().len())
+    };
+    first
+        .eventually(
+            "the pod placed on Fargate and its task running",
+            Duration::from_secs(60),
+            || async {
+                let pod = pods.get("left").await.ok()?;
+                let target = pod.annotations().get("burstgate.io/target")?.clone();
+                (target == "fargate-use1" && running_tasks().await? == 1).then_some(())
+            },
+        )
+        .await;
+
+    // The gateway is down when the pod is force-deleted: its task is an orphan.
+    first.kill();
+    pods.delete("left", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    eventually("the pod is gone", Duration::from_secs(30), || async {
+        pods.get_opt("left").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    proxy.set_scoped(Mode::Outage, Some(Operation::Delete));
+    let gw = Gateway::start_with_env(&node, &ns, dir.path(), "solo", env);
+    gw.eventually(
+        "GC tried to stop the orphan",
+        Duration::from_secs(45),
+        || async { (proxy.requests_of(&["StopTask"]) > 0).then_some(()) },
+    )
+    .await;
+    // GC's listings of the cluster's tasks (a delete's lookup of its task names the workload).
+    let listings = || proxy.requests_naming_no_workload(&["ListTasks"]);
+    let lists = listings();
+    // Passes each second carry the orphan, failing, until the outage ends.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(running_tasks().await, Some(1), "stopped during the outage");
+    proxy.set(Mode::Pass);
+    gw.eventually(
+        "the orphan is stopped soon after the outage ends",
+        Duration::from_secs(10),
+        || async { (running_tasks().await? == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        listings(),
+        lists,
+        "Fargate was listed again: the orphan waited for a listing, not for the next pass"
+    );
+    let scrape = gw.scrape();
+    assert!(
+        metric(&scrape, "burstgate_orphan_gc_failures_total").is_some_and(|n| n >= 1.0),
+        "the failed delete is counted"
+    );
+    // The task stops before the delete returns (its secrets go after it).
+    gw.eventually(
+        "the orphan counted as collected",
+        Duration::from_secs(10),
+        || async {
+            let scrape = gw.try_scrape()?;
+            (metric(&scrape, "burstgate_orphans_collected_total") == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+}
+
 /// production; every pod runs with its task's IP, one task per pod; deleting the Deployment
 /// stops every task.
 #[tokio::test]

@@ -14,12 +14,12 @@ use burstgate::controller::status::WaitReason;
 use burstgate::metrics::RaceLabels;
 use burstgate::policy::model::ProviderKind;
 use burstgate::policy::{Policy, load_files};
-use burstgate::provider::Provider;
 use burstgate::provider::factories::SimFactory;
 use burstgate::provider::registry::Factory;
 use burstgate::provider::sim::{
     ANNOTATION_EXIT_AFTER, ANNOTATION_EXIT_CODE, SimCloud, SimProvider,
 };
+use burstgate::provider::{Owner, Provider, WorkloadSpec};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -28,7 +28,9 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{eventually, kube_admin, kube_gateway, recording_gateway, unique_name};
+use crate::common::{
+    eventually, failing_gateway, kube_admin, kube_gateway, recording_gateway, unique_name,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -743,30 +745,40 @@ async fn restarting_the_gateway_mid_burst_never_decides_a_placed_pod_again() {
     gw.stop().await;
 }
 
+/// A sim workload `bg-<uid>` tagged as this test gateway's (cluster `it`, `node`) for the pod
+/// `ns/name` of `uid`, as a leader would have made it.
+fn tagged_workload(
+    ns: &str,
+    node: &str,
+    name: &str,
+    uid: &str,
+) -> burstgate::provider::WorkloadSpec {
+    burstgate::provider::WorkloadSpec {
+        id: format!("bg-{uid}"),
+        owner: burstgate::provider::Owner {
+            cluster_id: "it".into(),
+            node: node.into(),
+            namespace: ns.into(),
+            pod: name.into(),
+            pod_uid: uid.into(),
+        },
+        target: "sim-local".into(),
+        region: "local".into(),
+        size: Default::default(),
+        pod: pod_manifest(name, node, json!({})),
+        resolved: Default::default(),
+    }
+}
+
 #[tokio::test]
 async fn orphan_workloads_are_collected_and_live_ones_are_kept() {
-    use burstgate::provider::{Owner, WorkloadSpec};
     let client = kube_admin().await;
     let ns = namespace(&client).await;
     let node = unique_name("vn");
     let cloud = SimCloud::new(Duration::ZERO, 100);
     // A workload left behind by a pod that no longer exists (e.g. force-deleted while the
     // gateway was down), tagged with this cluster and node.
-    let orphan = WorkloadSpec {
-        id: "bg-gone".into(),
-        owner: Owner {
-            cluster_id: "it".into(),
-            node: node.clone(),
-            namespace: ns.clone(),
-            pod: "gone".into(),
-            pod_uid: "gone".into(),
-        },
-        target: "sim-local".into(),
-        region: "local".into(),
-        size: Default::default(),
-        pod: pod_manifest("gone", &node, json!({})),
-        resolved: Default::default(),
-    };
+    let orphan = tagged_workload(&ns, &node, "gone", "gone");
     // Another cluster's workload on a node of the same name must never be touched.
     let foreign = WorkloadSpec {
         id: "bg-foreign".into(),
@@ -820,7 +832,6 @@ async fn orphan_workloads_are_collected_and_live_ones_are_kept() {
 
 #[tokio::test]
 async fn a_workload_whose_pod_the_cache_has_not_seen_yet_is_not_collected() {
-    use burstgate::provider::{Owner, WorkloadSpec};
     let client = kube_admin().await;
     let ns = namespace(&client).await;
     let node = unique_name("vn");
@@ -850,21 +861,7 @@ async fn a_workload_whose_pod_the_cache_has_not_seen_yet_is_not_collected() {
         )
         .await
         .unwrap();
-    let workload = |name: &str, uid: &str| WorkloadSpec {
-        id: format!("bg-{uid}"),
-        owner: Owner {
-            cluster_id: "it".into(),
-            node: node.clone(),
-            namespace: ns.clone(),
-            pod: name.into(),
-            pod_uid: uid.into(),
-        },
-        target: "sim-local".into(),
-        region: "local".into(),
-        size: Default::default(),
-        pod: pod_manifest(name, &node, json!({})),
-        resolved: Default::default(),
-    };
+    let workload = |name: &str, uid: &str| tagged_workload(&ns, &node, name, uid);
     let unseen_id = format!("bg-{}", unseen.uid().unwrap());
     let sim = SimProvider::new(gw.cloud.clone());
     sim.create(&workload("unseen", &unseen.uid().unwrap()))
@@ -880,5 +877,52 @@ async fn a_workload_whose_pod_the_cache_has_not_seen_yet_is_not_collected() {
         gw.cloud.ids().contains(&unseen_id),
         "the workload of a live pod the cache had not seen was collected"
     );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_orphan_whose_pod_cannot_be_read_holds_back_only_itself_and_is_collected_once_it_can_be()
+{
+    let client = kube_admin().await;
+    let ns = namespace(&client).await;
+    let node = unique_name("vn");
+    let cloud = SimCloud::new(Duration::ZERO, 100);
+    let sim = SimProvider::new(cloud.clone());
+    for name in ["unreadable", "gone"] {
+        sim.create(&tagged_workload(&ns, &node, name, name))
+            .await
+            .unwrap();
+    }
+    // Reading the pod of one orphan fails (the apiserver unreachable for that request) until
+    // the fault is lifted.
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let unreadable = format!("/api/v1/namespaces/{ns}/pods/unreadable");
+    let fails = failing.clone();
+    let client = failing_gateway(Arc::new(move |method, path| {
+        method == http::Method::GET
+            && path == unreadable
+            && fails.load(std::sync::atomic::Ordering::SeqCst)
+    }))
+    .await;
+    let gw = start_as(client, &node, &ns, policy(100), cloud, "2").await;
+    eventually("the other orphan is deleted", WAIT, || async {
+        (!gw.cloud.ids().contains(&"bg-gone".to_string())).then_some(())
+    })
+    .await;
+    assert!(
+        gw.cloud.ids().contains(&"bg-unreadable".to_string()),
+        "a workload whose pod could not be read was deleted"
+    );
+    assert!(
+        gw.gw.metrics().gc_failures.get() >= 1,
+        "the failed read is counted"
+    );
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    eventually(
+        "the orphan whose pod can be read again is deleted",
+        WAIT,
+        || async { (!gw.cloud.ids().contains(&"bg-unreadable".to_string())).then_some(()) },
+    )
+    .await;
     gw.stop().await;
 }

@@ -87,6 +87,9 @@ struct State {
     /// The pod UIDs whose workload id (`bg-<pod UID>`) a request named, in its path or body,
     /// whatever the proxy then did with it.
     named: BTreeSet<String>,
+    /// The operations of the requests that named no workload (ECS `ListTasks` of a cluster, as
+    /// orphan GC lists it, not of one workload's `startedBy`), in order.
+    unnamed: Vec<String>,
 }
 
 /// A running proxy.
@@ -180,6 +183,17 @@ impl FaultProxy {
             .count()
     }
 
+    /// Requests of these operations seen so far that named no workload.
+    pub fn requests_naming_no_workload(&self, operations: &[&str]) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .unnamed
+            .iter()
+            .filter(|op| operations.contains(&op.as_str()))
+            .count()
+    }
+
     /// The most requests of `operations` that arrived within any `window`.
     pub fn max_in_window(&self, operations: &[&str], window: Duration) -> usize {
         let arrivals: Vec<Instant> = self
@@ -259,10 +273,14 @@ async fn handle(
             Some(scope) if !scope.covers(flavor, &op, path) => Mode::Pass,
             _ => s.mode.unwrap_or(Mode::Pass),
         };
-        s.arrivals.push((arrived, op));
-        let named = workload_uids(path)
+        let named: Vec<String> = workload_uids(path)
             .into_iter()
-            .chain(workload_uids(&String::from_utf8_lossy(&body)));
+            .chain(workload_uids(&String::from_utf8_lossy(&body)))
+            .collect();
+        if named.is_empty() {
+            s.unnamed.push(op.clone());
+        }
+        s.arrivals.push((arrived, op));
         s.named.extend(named);
         mode
     };

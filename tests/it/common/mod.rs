@@ -321,6 +321,59 @@ pub fn find_strings(
     }
 }
 
+/// Which requests a [`failing_gateway`] fails: asked with each request's method and path.
+pub type Fails = std::sync::Arc<dyn Fn(&http::Method, &str) -> bool + Send + Sync>;
+
+/// The gateway identity's client, failing every request `fails` names when it is sent (an
+/// error from the transport, as a connection lost would give), sending the others to the real
+/// apiserver.
+pub async fn failing_gateway(fails: Fails) -> kube::Client {
+    let config = kube_config_at(&peers().path("KUBECONFIG_GATEWAY")).await;
+    let layer = tower::layer::layer_fn(move |inner| Failing {
+        inner,
+        fails: fails.clone(),
+    });
+    kube::client::ClientBuilder::try_from(config)
+        .unwrap()
+        .with_layer(&layer)
+        .build()
+}
+
+/// The service [`failing_gateway`] puts in front of the client's own.
+#[derive(Clone)]
+struct Failing<S> {
+    inner: S,
+    fails: Fails,
+}
+
+impl<S> tower::Service<http::Request<kube::client::Body>> for Failing<S>
+where
+    S: tower::Service<http::Request<kube::client::Body>>,
+    S::Response: Send + 'static,
+    S::Error: Into<tower::BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = tower::BoxError;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, tower::BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: http::Request<kube::client::Body>) -> Self::Future {
+        if (self.fails)(req.method(), req.uri().path()) {
+            let failure = format!("injected failure of {} {}", req.method(), req.uri().path());
+            return Box::pin(futures::future::ready(Err(failure.into())));
+        }
+        let sent = self.inner.call(req);
+        Box::pin(async move { sent.await.map_err(Into::into) })
+    }
+}
+
 /// The requests a recording client sent: method and path of each, in order.
 pub type Sent = std::sync::Arc<std::sync::Mutex<Vec<(http::Method, String)>>>;
 
