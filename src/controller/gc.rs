@@ -159,9 +159,16 @@ impl Carried {
     }
 }
 
+/// Each target's workloads, as one listing of it gave them.
+pub type Listings = HashMap<String, Vec<OwnedWorkload>>;
+
 /// What one GC pass carries over to the next.
 #[derive(Debug, Default)]
 pub struct Passes {
+    /// Listings made for this pass already: the term's start (`pod.rs::restore`) listed every
+    /// target it could, moments before the first pass, which judges those instead of listing
+    /// each target a second time.
+    pub listed_before: Listings,
     /// When each listed workload was first seen.
     pub sightings: Sightings,
     /// When each target is listed next.
@@ -186,8 +193,9 @@ pub struct Swept {
 
 /// One collection pass over `pods` (the pod cache, whole: the pass runs only once the ledger
 /// was rebuilt from it), the pass of the tick at `tick`. Only targets due in `passes.schedule`
-/// at `tick` are listed, and are due again from `tick` on (the next tick, a period later, finds
-/// a target listed at the period due); a target not due offers what an earlier pass could not
+/// at `tick` are listed (or, at the first pass, taken from `passes.listed_before`), and are due
+/// again from `tick` on (the next tick, a period later, finds a target listed at the period
+/// due); a target not due offers what an earlier pass could not
 /// collect ([`Carried`]). A workload is judged a stray only against its pod's target listed in
 /// the same pass. The cache decides which workloads may be garbage; each of those is confirmed by
 /// reading its pod from the apiserver before it is deleted (a cache behind the apiserver must
@@ -241,7 +249,11 @@ pub async fn collect(
     }
     passes.carried.keep_only(&current);
     for (target, provider) in providers {
-        let listing = if passes.schedule.due(&target, tick) {
+        let listing = if let Some(owned) = passes.listed_before.remove(&target) {
+            crate::failpoint::after(crate::failpoint::FailPoint::GcListed);
+            listed_at(gw, &target, provider.as_ref(), passes, tick, owned.len());
+            Some(owned)
+        } else if passes.schedule.due(&target, tick) {
             list(gw, &target, provider.as_ref(), passes, tick, &mut swept).await
         } else {
             None
@@ -264,6 +276,8 @@ pub async fn collect(
         };
         listings.push((target, provider, owned));
     }
+    // Only the first pass has them (a target the policy dropped meanwhile left its own).
+    passes.listed_before.clear();
     // What the cache calls garbage, confirmed by the pods as the apiserver has them now: each
     // pod read once, whatever the number of its workloads.
     let min_age = gw.config.gc_min_age();
@@ -362,17 +376,7 @@ async fn list(
     {
         Ok(owned) => {
             crate::failpoint::after(crate::failpoint::FailPoint::GcListed);
-            let interval = provider.listing_interval(passes.period);
-            if interval > passes.period {
-                tracing::debug!(target = %target, seconds = interval.as_secs(), workloads = owned.len(), "orphan GC lists this target less often: its listing is large for its read bucket");
-            }
-            passes.schedule.listed(target, tick, interval);
-            gw.metrics
-                .gc_listing_interval
-                .get_or_create(&TargetLabels {
-                    target: target.to_owned(),
-                })
-                .set(interval.as_secs_f64());
+            listed_at(gw, target, provider, passes, tick, owned.len());
             Some(owned)
         }
         Err(e) => {
@@ -381,6 +385,29 @@ async fn list(
             None
         }
     }
+}
+
+/// `target` was listed (`workloads` of it) for the pass of `tick`: it is listed next when its
+/// provider says a listing that large fits its read bucket.
+fn listed_at(
+    gw: &Gateway,
+    target: &str,
+    provider: &dyn Provider,
+    passes: &mut Passes,
+    tick: Instant,
+    workloads: usize,
+) {
+    let interval = provider.listing_interval(passes.period);
+    if interval > passes.period {
+        tracing::debug!(target = %target, seconds = interval.as_secs(), workloads, "orphan GC lists this target less often: its listing is large for its read bucket");
+    }
+    passes.schedule.listed(target, tick, interval);
+    gw.metrics
+        .gc_listing_interval
+        .get_or_create(&TargetLabels {
+            target: target.to_owned(),
+        })
+        .set(interval.as_secs_f64());
 }
 
 /// The target the pod `owner` names is placed on as the apiserver has it now (`Some(None)`:
@@ -400,17 +427,17 @@ async fn placement_now(gw: &Gateway, owner: &Owner) -> Result<Option<Option<Stri
 
 /// Collects orphans every minute (or every half minimum age, if shorter) until `shutdown`,
 /// listing each target at that period or, when its listing is large, as its read bucket allows.
-/// `ready` turns true once the ledger has been rebuilt from `pods`.
+/// `restored` gives, once the ledger has been rebuilt from `pods`, what the term's start listed.
 pub async fn run(
     gw: Arc<Gateway>,
     pods: Store<CachedPod>,
-    mut ready: tokio::sync::watch::Receiver<bool>,
+    restored: tokio::sync::oneshot::Receiver<Listings>,
     shutdown: CancellationToken,
 ) {
-    tokio::select! {
+    let listed_before = tokio::select! {
         _ = shutdown.cancelled() => return,
-        r = ready.wait_for(|r| *r) => if r.is_err() { return },
-    }
+        r = restored => match r { Ok(listings) => listings, Err(_) => return },
+    };
     let period =
         (gw.config.gc_min_age() / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let mut tick = tokio::time::interval(period);
@@ -419,6 +446,7 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut passes = Passes {
         period,
+        listed_before,
         ..Passes::default()
     };
     loop {

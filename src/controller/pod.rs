@@ -27,7 +27,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::cached_pod::CachedPod;
@@ -41,7 +41,7 @@ use crate::controller::resolve;
 use crate::controller::restarts::{self, Backoff, Wait};
 use crate::controller::shared_reads::SharedReads;
 use crate::controller::status::{PodPhase, RestartPolicy};
-use crate::controller::{admission, placement, provider_events, status};
+use crate::controller::{admission, gc, placement, provider_events, status};
 use crate::failpoint::{self, FailPoint};
 use crate::policy::model::ProviderKind;
 use crate::policy::{Exclusion, ExclusionReason, PodView, Policy};
@@ -436,8 +436,9 @@ impl PodController {
     }
 
     /// Rebuilds the ledger from the placement annotations of the pods on the node, and learns
-    /// which workloads exist, before any new decision is made.
-    async fn restore(&self, pods: &[Arc<CachedPod>]) {
+    /// which workloads exist, before any new decision is made; returns each answering target's
+    /// listing.
+    async fn restore(&self, pods: &[Arc<CachedPod>]) -> gc::Listings {
         let live =
             |p: &&Arc<CachedPod>| !p.phase.is_terminal() && p.metadata.deletion_timestamp.is_none();
         if let Some(policy) = self.gw.current_policy() {
@@ -470,17 +471,17 @@ impl PodController {
         ))
         .await;
         let mut created = HashSet::new();
-        let mut answered = HashSet::new();
+        let mut answered = gc::Listings::new();
         for (target, listed) in listings {
             match listed {
                 Ok(Ok(owned)) => {
-                    answered.insert(target);
                     created.extend(
                         owned
-                            .into_iter()
+                            .iter()
                             .filter(|o| !o.leftover)
-                            .map(|o| o.owner.pod_uid),
-                    )
+                            .map(|o| o.owner.pod_uid.clone()),
+                    );
+                    answered.insert(target, owned);
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(target = %target, error = %e, "could not list owned workloads at start")
@@ -496,7 +497,7 @@ impl PodController {
             .iter()
             .filter(live)
             .filter_map(|p| Some((p.uid()?, p.target()?)))
-            .filter(|(uid, target)| !created.contains(uid) && !answered.contains(*target))
+            .filter(|(uid, target)| !created.contains(uid) && !answered.contains_key(*target))
             .map(|(uid, _)| uid)
             .collect();
         tracing::info!(
@@ -518,6 +519,7 @@ impl PodController {
         *self.created.lock().expect("created lock") = created;
         *self.in_doubt.lock().expect("in-doubt lock") = in_doubt;
         self.ready.send_replace(true);
+        answered
     }
 
     /// One pod's step: wait for the ledger, then delete, or find where the pod stands and apply
@@ -1247,13 +1249,19 @@ fn truncate(mut s: String, max: usize) -> String {
 /// then reads workload statuses every second until `shutdown`. Only the leader runs this, so
 /// nobody else is placing. The pods are the process's pod cache, once it holds the node's pods
 /// whole: a replica lists the node's pods once in its life, not once per term.
-async fn restore_then_sync(ctx: Arc<PodController>, cache: PodCache, shutdown: CancellationToken) {
+async fn restore_then_sync(
+    ctx: Arc<PodController>,
+    cache: PodCache,
+    restored: oneshot::Sender<gc::Listings>,
+    shutdown: CancellationToken,
+) {
     tokio::select! {
         _ = shutdown.cancelled() => return,
         listed = cache.listed() => if !listed { return },
     }
     let store = cache.store();
-    ctx.restore(&store.state()).await;
+    // Orphan GC's first pass judges what restore listed, not a second listing of each target.
+    let _ = restored.send(ctx.restore(&store.state()).await);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -1284,12 +1292,17 @@ pub async fn run(gw: Arc<Gateway>, cache: PodCache, shutdown: CancellationToken)
     *gw.pods.lock().expect("pod cache lock") = Some(store.clone());
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(restore_then_sync(ctx.clone(), cache, shutdown.clone()));
+    let (restored, listings) = oneshot::channel();
+    tasks.spawn(restore_then_sync(
+        ctx.clone(),
+        cache,
+        restored,
+        shutdown.clone(),
+    ));
     {
         let (gw, shutdown) = (ctx.gw.clone(), shutdown.clone());
-        let ready = ctx.ready.subscribe();
         let pods = store.clone();
-        tasks.spawn(async move { crate::controller::gc::run(gw, pods, ready, shutdown).await });
+        tasks.spawn(async move { gc::run(gw, pods, listings, shutdown).await });
     }
 
     // Pending pods are decided again whenever policy, quota or health change: the nudges of a
