@@ -8,7 +8,11 @@ the sim cloud itself enforcing the same buckets, answering 429 past them) it sta
 `burstgate run`, creates N bare pods bound to the node in
 parallel, waits for all Running, holds a steady minute, deletes them and waits until they are
 gone; in the `backlog` mode the pods are created while the gateway is stopped, and the gateway
-started on them, which measures how fast it places a burst whatever the load generator's speed.
+started on them, which measures how fast it places a burst whatever the load generator's speed;
+the `owed` mode is `backlog` with examples/owed_writes.rs in the gateway's place, making only the
+four writes a placement owes each pod (annotations, TokenRequest, Event, status): the rate the
+apiserver allows on this machine, whatever the gateway does (a shorter record: its placement,
+requests per pod and CPU, no steady window or delete).
 It prints per run:
 
   - seconds from the last pod's create to the last pod Running, beyond the simulated start time
@@ -60,6 +64,8 @@ API = PEERS["KUBE_APISERVER_URL"]
 CTX = ssl.create_default_context(cafile=PEERS["KUBE_CA"])
 ADMIN_TOKEN = re.search(r"token: \"?([^\"\n]+)", open(PEERS["KUBECONFIG_ADMIN"]).read()).group(1)
 BINARY = os.environ["BURSTGATE_BINARY"]
+# examples/owed_writes.rs, for the `owed` mode (scale.sh builds it).
+OWED_BINARY = os.environ.get("SCALE_OWED_BINARY", "")
 COLD_START_MS = 300
 # Knobs for investigating (defaults are the documented run): which modes, how long the steady
 # window is, and a command to wrap the gateway in (e.g. SCALE_WRAP="heaptrack -o /tmp/gw").
@@ -406,6 +412,14 @@ def deployment(i, replicas, node):
                             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}}}}
 
 
+def scale_pod(i, node):
+    """Bare pod `p<i>` bound to `node` by nodeName."""
+    return {"metadata": {"name": f"p{i}", "labels": {"app": "scale"}}, "spec": {
+        "nodeName": node, "containers": [{"name": "app", "image": "nginx:1.27",
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}],
+        "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]}}
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -424,20 +438,34 @@ def start_gateway(node, ns, tag, work, metrics_port, kubelet_port, buckets, iden
     ] + cloud, stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "RUST_LOG": "burstgate=warn"})
 
 
-def run(n, mode):
-    buckets, backlog, deployments = BUCKETS.get(mode, []), mode == "backlog", mode == "deployments"
+def prepare(n, mode, buckets):
+    """A run's namespace (and node name), with deploy/'s leader-election role for the gateway
+    identity in it, and a work directory holding the gateway's policy."""
     tag = f"scale-{n}-{mode}-{os.getpid()}"
-    ns, node = tag, tag
-    api("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})
-    # deploy/'s leader-election role for the gateway identity in this namespace.
-    api("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings", {
+    api("POST", "/api/v1/namespaces", {"metadata": {"name": tag}})
+    api("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{tag}/rolebindings", {
         "metadata": {"name": "burstgate-leader-election"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "burstgate-leader-election"},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": PEERS["KUBE_GATEWAY_USER"]}]})
-    wait_until("the default ServiceAccount", lambda: api("GET", f"/api/v1/namespaces/{ns}/serviceaccounts/default") is not None, 60)
+    wait_until("the default ServiceAccount", lambda: api("GET", f"/api/v1/namespaces/{tag}/serviceaccounts/default") is not None, 60)
     work = tempfile.mkdtemp(prefix=tag)
     os.mkdir(f"{work}/policy")
     open(f"{work}/policy/policy.yaml", "w").write(policy(buckets))
+    return tag, work
+
+
+def start_owed_writes(node, work):
+    """examples/owed_writes.rs on the node's pods: the writes owed per pod, without the gateway."""
+    return subprocess.Popen([OWED_BINARY, "--kubeconfig", PEERS["KUBECONFIG_GATEWAY"], "--node", node],
+                            stdout=open(f"{work}/owed.json", "w"), stderr=open(f"{work}/owed.log", "w"))
+
+
+def run(n, mode):
+    if mode == "owed":
+        return run_owed(n)
+    buckets, backlog, deployments = BUCKETS.get(mode, []), mode == "backlog", mode == "deployments"
+    tag, work = prepare(n, mode, buckets)
+    ns, node = tag, tag
     metrics_port, kubelet_port = free_port(), free_port()
     gw = start_gateway(node, ns, tag, work, metrics_port, kubelet_port, buckets)
     standby, standby_record = None, None
@@ -458,10 +486,7 @@ def run(n, mode):
         before = request_counts()
         apf0 = flow_control()
         cpu0 = 0.0 if backlog else proc_stats(gw.pid)[0]
-        pod = lambda i: {"metadata": {"name": f"p{i}", "labels": {"app": "scale"}}, "spec": {
-            "nodeName": node, "containers": [{"name": "app", "image": "nginx:1.27",
-            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}],
-            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]}}
+        pod = lambda i: scale_pod(i, node)
         peers0 = peer_cpu()
         t0 = t_creating = time.time()
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
@@ -596,6 +621,62 @@ def run(n, mode):
         record["gateway_start_to_first_running_s"] = round(running_at[0] - t0, 1)
         record["placements_per_s_first_to_last"] = round((n - 1) / max(1e-3, running_at[-1] - running_at[0]), 1)
     return record
+
+
+def run_owed(n):
+    """The `backlog` mode with examples/owed_writes.rs in the gateway's place: N pods bound to a
+    node (registered by the gateway, then stopped), then only the four writes a placement owes
+    each of them, 64 pods at a time. What the apiserver allows placement on this machine."""
+    tag, work = prepare(n, "owed", [])
+    ns, node = tag, tag
+    gw = start_gateway(node, ns, tag, work, free_port(), free_port(), [])
+    tracker = Tracker(ns)
+    try:
+        wait_until("the node Ready", lambda: any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in (api("GET", f"/api/v1/nodes/{node}") or {}).get("status", {}).get("conditions", [])), 60)
+        gw.terminate()
+        gw.wait(timeout=60)
+        t_creating = time.time()
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda i: api("POST", f"/api/v1/namespaces/{ns}/pods", scale_pod(i, node)), range(n)))
+        t_created = time.time()
+        before, apf0, peers0 = request_counts(), flow_control(), peer_cpu()
+        t0 = time.time()
+        owed = start_owed_writes(node, work)
+        t_running = wait_until(f"{n} pods Running", lambda: tracker.count_running() >= n, 3600)
+        peers1, after, apf1 = peer_cpu(), request_counts(), flow_control()
+        # It exits once done, maybe before the last Running reaches the watch: its CPU from wait4.
+        _, _, usage = os.wait4(owed.pid, 0)
+        owed.returncode = 0
+        cpu1 = usage.ru_utime + usage.ru_stime
+        printed = json.load(open(f"{work}/owed.json"))
+    finally:
+        # No kubelet confirms a graceful delete here: the pods go at once, before the next run.
+        api("DELETE", f"/api/v1/namespaces/{ns}/pods?gracePeriodSeconds=0")
+        wait_until("every pod gone", lambda: tracker.count_present() == 0, 600)
+        tracker.stop = True
+        api("DELETE", f"/api/v1/nodes/{node}")
+        api("DELETE", f"/api/v1/namespaces/{ns}")
+    running_at = tracker.times()
+    per_pod = {}
+    for key, v in after.items():
+        d = v - before.get(key, 0)
+        if d and key[1] in ("pods", "pods/status", "events", "serviceaccounts/token", "services", "configmaps", "secrets"):
+            per_pod[f"{key[0]} {key[1]}"] = round(d / n, 2)
+    return {
+        "pods": n,
+        "mode": "owed writes only (examples/owed_writes.rs), pods created before it starts",
+        "creates_took_s": round(t_created - t_creating, 1),
+        "placements_per_s": round(n / (t_running - t0), 1),
+        "placements_per_s_first_to_last": round((n - 1) / max(1e-3, running_at[-1] - running_at[0]), 1),
+        "start_to_first_running_s": round(running_at[0] - t0, 1),
+        "owed_writes_cpu_s_burst": round(cpu1, 2),
+        "peers_cpu_s_burst": {k: round(peers1[k] - peers0[k], 2) for k in peers0},
+        "apiserver_requests_per_pod_burst": per_pod,
+        "flow_control_burst": flow_control_delta(apf0, apf1),
+        "owed_writes_printed": printed,
+    }
 
 
 def main():

@@ -127,7 +127,7 @@ impl Schedule {
 }
 
 /// How many confirming reads of pods, and deletes of workloads, one pass has in flight at once
-/// (a target's deletes are paced by the write bucket of its layers, not by this).
+/// (a target's deletes are paced by the delete bucket of its layers, not by this).
 const IN_FLIGHT: usize = 8;
 
 /// Workloads a pass judged garbage but could not collect (reading the pod failed, or the delete

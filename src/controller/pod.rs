@@ -391,20 +391,11 @@ impl PodController {
         if written || !status::differs(pod.status.as_ref(), &desired) {
             return Ok(());
         }
-        let mut value = serde_json::to_value(&desired).expect("a PodStatus serialises");
-        // A merge patch keeps fields it does not mention: clear the ones a new state drops.
-        for key in ["reason", "message", "podIP", "podIPs"] {
-            value
-                .as_object_mut()
-                .expect("object")
-                .entry(key)
-                .or_insert(serde_json::Value::Null);
-        }
         self.pod_api(pod)
             .patch_status(
                 &pod.name_any(),
                 &PatchParams::default(),
-                &Patch::Merge(json!({ "status": value })),
+                &Patch::Merge(status::merge_patch(&desired)),
             )
             .await?;
         self.written

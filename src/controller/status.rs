@@ -169,6 +169,20 @@ fn k_state(state: Option<&ContainerState>, id: &str, name: &str) -> KState {
     }
 }
 
+/// The merge patch of pods/status that writes `desired`: a merge patch keeps the fields it does
+/// not mention, so the ones a new state drops are cleared (set to null).
+pub fn merge_patch(desired: &PodStatus) -> serde_json::Value {
+    let mut value = serde_json::to_value(desired).expect("a PodStatus serialises");
+    for key in ["reason", "message", "podIP", "podIPs"] {
+        value
+            .as_object_mut()
+            .expect("object")
+            .entry(key)
+            .or_insert(serde_json::Value::Null);
+    }
+    serde_json::json!({ "status": value })
+}
+
 /// The status of a pod whose workload the provider reports as `ws`.
 pub fn from_workload(pod: &Pod, ws: &WorkloadStatus, host_ip: &str, now: &Time) -> PodStatus {
     let spec_containers = pod
@@ -713,5 +727,20 @@ mod tests {
             (s.phase.as_deref(), s.reason.as_deref()),
             (Some("Pending"), Some("BurstPending"))
         );
+    }
+
+    #[test]
+    fn a_status_patch_clears_the_reason_and_ip_a_new_state_no_longer_has() {
+        let s = waiting(&pod(), "ContainerCreating", "starting", "h", &now());
+        let patch = merge_patch(&s);
+        let status = &patch["status"];
+        assert_eq!(status["phase"], "Pending");
+        assert_eq!(status["reason"], "ContainerCreating");
+        for dropped in ["podIP", "podIPs"] {
+            assert!(
+                status.get(dropped).is_some_and(serde_json::Value::is_null),
+                "{dropped} is cleared, not left as it was: {patch}"
+            );
+        }
     }
 }
